@@ -1,0 +1,5 @@
+import sys
+
+from mlplat.cli import main
+
+sys.exit(main())

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Creates the project's three Python environments from the committed lock files and installs the
+# Debian services the tests and the local platform use. Idempotent: an environment is rebuilt only
+# when its lock file changed. Usage: scripts/bootstrap.sh [iac|ml|policy|system ...] (default: all)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PY=${MLPLAT_PYTHON:-$(command -v python3.11 || command -v python3)}
+
+log() { printf '[bootstrap] %s\n' "$*" >&2; }
+
+ensure_uv() {
+  if command -v uv >/dev/null 2>&1; then UV=$(command -v uv); return; fi
+  if [ ! -x "$ROOT/.tools/bin/uv" ]; then
+    log "installing uv into .tools/ (pip)"
+    "$PY" -m venv "$ROOT/.tools"
+    "$ROOT/.tools/bin/pip" install -q uv
+  fi
+  UV="$ROOT/.tools/bin/uv"
+}
+
+# make_env DIR LOCKFILE: (re)create DIR from LOCKFILE and install this project into it, editable.
+make_env() {
+  local dir=$1 lock=$2 stamp="$1/.lock.sha256" want
+  want=$(sha256sum "$lock" pyproject.toml | sha256sum | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then log "$dir is up to date"; return; fi
+  log "building $dir from $lock"
+  [ -x "$dir/bin/python" ] || "$UV" venv -q --python "$PY" "$dir"
+  "$UV" pip sync -q --python "$dir/bin/python" "$lock"
+  "$UV" pip install -q --python "$dir/bin/python" --no-deps -e .
+  echo "$want" > "$stamp"
+}
+
+system_packages() {
+  local missing=()
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+  if [ ${#missing[@]} -eq 0 ]; then log "system packages present"; return; fi
+  if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
+    log "missing Debian packages: ${missing[*]} (install them with apt-get as root)"; return 1
+  fi
+  local SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  log "installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts the packaged daemons; the project starts its own on 127.0.0.1 and needs the ports free.
+  for svc in redis-server prometheus prometheus-node-exporter; do
+    $SUDO service "$svc" stop >/dev/null 2>&1 || true
+  done
+}
+
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(system iac ml policy)
+ensure_uv
+for t in "${targets[@]}"; do
+  case $t in
+    iac) make_env .venv requirements/iac.txt ;;
+    ml) make_env .venv-ml requirements/ml.txt ;;
+    policy) make_env .venv-policy requirements/policy.txt ;;
+    system) system_packages ;;
+    *) log "unknown target $t (iac|ml|policy|system)"; exit 2 ;;
+  esac
+done
