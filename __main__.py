@@ -1,0 +1,35 @@
+"""ML platform composition root: typed config -> AWS components -> workloads -> exports.
+
+Each line builds one concern; the modules under components/ and workloads/ hold the detail.
+"""
+
+import pulumi
+import pulumi_aws as aws
+
+from components.addons import ClusterAddons
+from components.cluster import Cluster
+from components.config_source import load_platform_config
+from components.context import StackContext
+from components.network import Network
+from components.nodegroups import NodeGroups
+
+ctx = StackContext(load_platform_config())
+aws_provider = aws.Provider(
+    "aws", region=ctx.cfg.region, default_tags=aws.ProviderDefaultTagsArgs(tags=ctx.default_tags)
+)
+on_aws = pulumi.ResourceOptions(providers={"aws": aws_provider})
+
+network = Network("network", ctx, on_aws)
+cluster = Cluster("cluster", ctx, network, on_aws)
+nodes = NodeGroups("nodes", ctx, network, cluster.name, on_aws)
+addons = ClusterAddons("addons", ctx, cluster, pulumi.ResourceOptions.merge(
+    on_aws, pulumi.ResourceOptions(depends_on=[nodes])))
+
+pulumi.export("platformVersion", ctx.bom.platform.version)
+pulumi.export("environment", ctx.env)
+pulumi.export("vpcId", network.vpc_id)
+pulumi.export("privateSubnetIds", network.private_subnet_ids)
+pulumi.export("clusterName", cluster.name)
+pulumi.export("clusterEndpoint", cluster.endpoint)
+pulumi.export("oidcProviderArn", cluster.oidc.provider_arn)
+pulumi.export("kubeconfig", cluster.kubeconfig)

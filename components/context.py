@@ -1,0 +1,60 @@
+"""What every component needs to know about its stack: config, BOM, naming and tags.
+
+Built once by the composition root and passed to each component, so naming and tagging have one
+implementation. Pure Python (no pulumi import): the runbooks and the local mode reuse the naming.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stacks.bom import Bom, load_bom
+from stacks.schema import PlatformConfig
+
+MANAGED_BY = "pulumi"
+
+
+@dataclass(frozen=True)
+class StackContext:
+    cfg: PlatformConfig
+    bom: Bom = field(default_factory=load_bom)
+    project: str = "mlplatform"
+
+    @property
+    def env(self) -> str:
+        return str(self.cfg.environment)
+
+    @property
+    def prefix(self) -> str:
+        """Prefix of every physical AWS name: unique per environment within an account."""
+        return f"{self.project}-{self.env}"
+
+    def name(self, *parts: str) -> str:
+        return "-".join([self.prefix, *parts])
+
+    @property
+    def kubernetes_version(self) -> str:
+        return self.cfg.cluster.kubernetes_version or self.bom.kubernetes.default
+
+    @property
+    def cluster_name(self) -> str:
+        return self.name("eks")
+
+    @property
+    def protect(self) -> bool:
+        """Whether stateful resources get `protect` and `retain_on_delete`."""
+        return self.cfg.protect_stateful_resources
+
+    @property
+    def default_tags(self) -> dict[str, str]:
+        """Tags on every AWS resource (provider default tags and explicit tags alike)."""
+        return {
+            **self.cfg.tags,
+            "Environment": self.env,
+            "Platform": self.bom.platform.name,
+            "PlatformVersion": self.bom.platform.version,
+            "ManagedBy": MANAGED_BY,
+        }
+
+    def tags(self, name: str, **extra: str) -> dict[str, str]:
+        return {**self.default_tags, "Name": name, **extra}

@@ -1,0 +1,171 @@
+"""Realistic provider outputs for offline synthesis (DESIGN §6, pitfall 4).
+
+A mock that echoes only inputs makes dependent values (ARNs, endpoints, OIDC issuer, generated
+passwords) resolve to nothing, and inputs built from them silently lose keys. These mocks return
+what the real provider would: deterministic ARNs, ids, endpoints, certificate data and `result`s.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any
+
+import pulumi
+
+ACCOUNT_ID = "123456789012"
+
+
+def _digest(*parts: str, n: int = 12) -> str:
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:n]
+
+
+class RealisticMocks(pulumi.runtime.Mocks):
+    def __init__(self, region: str = "eu-west-1") -> None:
+        self.region = region
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list | None]:
+        token = args.token
+        if token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:role/deployer",
+                    "userId": "AROAEXAMPLE", "id": ACCOUNT_ID}, None
+        if token == "aws:index/getRegion:getRegion":
+            return {"name": self.region, "region": self.region, "id": self.region}, None
+        if token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}, None
+        if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            names = [f"{self.region}{s}" for s in "abc"]
+            return {"names": names, "zoneIds": [f"euw1-az{i}" for i in (1, 2, 3)], "id": self.region}, None
+        return {}, None
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
+        typ, name, inputs = args.typ, args.name, dict(args.inputs)
+        rid = f"{name}-{_digest(typ, name, n=8)}"
+        outputs = {**inputs, **self._outputs(typ, name, rid, inputs)}
+        return rid, outputs
+
+    def _arn(self, service: str, resource: str, regional: bool = True) -> str:
+        region = self.region if regional else ""
+        return f"arn:aws:{service}:{region}:{ACCOUNT_ID}:{resource}"
+
+    def _outputs(self, typ: str, name: str, rid: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        physical = inputs.get("name") or rid
+        handler = _HANDLERS.get(typ)
+        if handler is not None:
+            return handler(self, physical, rid, inputs)
+        if typ.startswith("aws:"):
+            module = typ.split(":")[1].split("/")[0]
+            return {"arn": self._arn(module, f"{typ.rsplit(':', 1)[-1].lower()}/{rid}"), "name": physical}
+        if typ.startswith("random:"):
+            return {"result": f"mock-{_digest(typ, name, n=24)}"}
+        return {}
+
+
+def _cluster(m: RealisticMocks, physical: str, rid: str, inputs: dict) -> dict:
+    oidc_id = _digest("oidc", physical, n=32).upper()
+    vpc = dict(inputs.get("vpcConfig") or {})
+    vpc.update({"clusterSecurityGroupId": f"sg-{_digest('cluster-sg', physical, n=17)}",
+                "vpcId": f"vpc-{_digest('vpc', n=17)}"})
+    return {
+        "arn": m._arn("eks", f"cluster/{physical}"), "name": physical, "status": "ACTIVE",
+        "endpoint": f"https://{oidc_id}.gr7.{m.region}.eks.amazonaws.com",
+        "certificateAuthority": {"data": base64.b64encode(b"-----BEGIN CERTIFICATE-----mock").decode()},
+        "identities": [{"oidcs": [{"issuer": f"https://oidc.eks.{m.region}.amazonaws.com/id/{oidc_id}"}]}],
+        "vpcConfig": vpc, "platformVersion": "eks.1",
+    }
+
+
+def _role(m: RealisticMocks, physical: str, rid: str, inputs: dict) -> dict:
+    return {"arn": f"arn:aws:iam::{ACCOUNT_ID}:role/{physical}", "name": physical, "uniqueId": f"AROA{rid.upper()}"}
+
+
+def _kms_key(m: RealisticMocks, physical: str, rid: str, inputs: dict) -> dict:
+    key_id = f"{_digest(rid, n=8)}-{_digest(rid, 'a', n=4)}-{_digest(rid, 'b', n=4)}-{_digest(rid, 'c', n=4)}-{_digest(rid, 'd', n=12)}"
+    return {"arn": m._arn("kms", f"key/{key_id}"), "keyId": key_id}
+
+
+def _oidc_provider(m: RealisticMocks, physical: str, rid: str, inputs: dict) -> dict:
+    url = str(inputs.get("url", "")).removeprefix("https://")
+    return {"arn": f"arn:aws:iam::{ACCOUNT_ID}:oidc-provider/{url}"}
+
+
+def _launch_template(m: RealisticMocks, physical: str, rid: str, inputs: dict) -> dict:
+    return {"arn": m._arn("ec2", f"launch-template/lt-{_digest(rid, n=17)}"), "latestVersion": 1,
+            "defaultVersion": 1, "id": f"lt-{_digest(rid, n=17)}"}
+
+
+def _node_group(m: RealisticMocks, physical: str, rid: str, inputs: dict) -> dict:
+    name = inputs.get("nodeGroupName") or rid
+    return {"arn": m._arn("eks", f"nodegroup/{inputs.get('clusterName', 'cluster')}/{name}/{_digest(rid)}"),
+            "nodeGroupName": name, "status": "ACTIVE"}
+
+
+def _log_group(m: RealisticMocks, physical: str, rid: str, inputs: dict) -> dict:
+    return {"arn": m._arn("logs", f"log-group:{physical}"), "name": physical}
+
+
+def _bucket(m: RealisticMocks, physical: str, rid: str, inputs: dict) -> dict:
+    bucket = inputs.get("bucket") or f"{rid}".lower()
+    return {"arn": f"arn:aws:s3:::{bucket}", "bucket": bucket, "id": bucket,
+            "bucketRegionalDomainName": f"{bucket}.s3.{m.region}.amazonaws.com"}
+
+
+def _replication_group(m: RealisticMocks, physical: str, rid: str, inputs: dict) -> dict:
+    gid = inputs.get("replicationGroupId") or rid
+    return {"arn": m._arn("elasticache", f"replicationgroup:{gid}"), "port": inputs.get("port", 6379),
+            "primaryEndpointAddress": f"master.{gid}.abcdef.euw1.cache.amazonaws.com",
+            "readerEndpointAddress": f"replica.{gid}.abcdef.euw1.cache.amazonaws.com"}
+
+
+def _msk(m: RealisticMocks, physical: str, rid: str, inputs: dict) -> dict:
+    name = inputs.get("clusterName") or rid
+    brokers = ",".join(f"b-{i}.{name}.abc123.c2.kafka.{m.region}.amazonaws.com:9098" for i in (1, 2, 3))
+    return {"arn": m._arn("kafka", f"cluster/{name}/{_digest(rid, n=8)}-1"), "bootstrapBrokersSaslIam": brokers,
+            "currentVersion": "K3AEGXETSR30VB", "zookeeperConnectString": ""}
+
+
+def _msk_configuration(m: RealisticMocks, physical: str, rid: str, inputs: dict) -> dict:
+    return {"arn": m._arn("kafka", f"configuration/{physical}/{_digest(rid, n=8)}"), "latestRevision": 1}
+
+
+def _db_instance(m: RealisticMocks, physical: str, rid: str, inputs: dict) -> dict:
+    ident = inputs.get("identifier") or rid
+    address = f"{ident}.c9akciq32.{m.region}.rds.amazonaws.com"
+    secret = m._arn("secretsmanager", f"secret:rds!db-{_digest(rid, n=8)}-AbCdEf")
+    return {"arn": m._arn("rds", f"db:{ident}"), "address": address, "endpoint": f"{address}:5432",
+            "port": 5432, "masterUserSecrets": [{"secretArn": secret, "secretStatus": "active",
+                                                  "kmsKeyId": inputs.get("masterUserSecretKmsKeyId", "")}]}
+
+
+def _secret(m: RealisticMocks, physical: str, rid: str, inputs: dict) -> dict:
+    return {"arn": m._arn("secretsmanager", f"secret:{physical}-AbCdEf"), "id": physical}
+
+
+def _ecr(m: RealisticMocks, physical: str, rid: str, inputs: dict) -> dict:
+    return {"arn": m._arn("ecr", f"repository/{physical}"),
+            "repositoryUrl": f"{ACCOUNT_ID}.dkr.ecr.{m.region}.amazonaws.com/{physical}"}
+
+
+def _policy_doc(m: RealisticMocks, physical: str, rid: str, inputs: dict) -> dict:
+    return {"json": json.dumps(inputs)}
+
+
+_HANDLERS = {
+    "aws:eks/cluster:Cluster": _cluster,
+    "aws:iam/role:Role": _role,
+    "aws:kms/key:Key": _kms_key,
+    "aws:iam/openIdConnectProvider:OpenIdConnectProvider": _oidc_provider,
+    "aws:ec2/launchTemplate:LaunchTemplate": _launch_template,
+    "aws:eks/nodeGroup:NodeGroup": _node_group,
+    "aws:cloudwatch/logGroup:LogGroup": _log_group,
+    "aws:s3/bucket:Bucket": _bucket,
+    "aws:s3/bucketV2:BucketV2": _bucket,
+    "aws:elasticache/replicationGroup:ReplicationGroup": _replication_group,
+    "aws:msk/cluster:Cluster": _msk,
+    "aws:msk/configuration:Configuration": _msk_configuration,
+    "aws:rds/instance:Instance": _db_instance,
+    "aws:secretsmanager/secret:Secret": _secret,
+    "aws:ecr/repository:Repository": _ecr,
+    "aws:iam/getPolicyDocument:getPolicyDocument": _policy_doc,
+}

@@ -1,0 +1,100 @@
+"""Typed access to the bill of materials (stacks/bom.yaml).
+
+Loaded once per process; every version the platform deploys is read from here.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+BOM_PATH = Path(__file__).with_name("bom.yaml")
+_SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Platform(_Strict):
+    name: str
+    version: str
+
+    @field_validator("version")
+    @classmethod
+    def _semver(cls, v: str) -> str:
+        if not _SEMVER.match(v):
+            raise ValueError(f"platform.version {v!r} is not semver (MAJOR.MINOR.PATCH)")
+        return v
+
+
+class KubernetesVersions(_Strict):
+    default: str
+    supported: list[str]
+
+
+class Chart(_Strict):
+    repository: str
+    chart: str
+    version: str
+
+    @field_validator("version")
+    @classmethod
+    def _exact(cls, v: str) -> str:
+        if not _SEMVER.match(v):
+            raise ValueError(f"chart version {v!r} must be an exact version, not a range")
+        return v
+
+
+class Image(_Strict):
+    repository: str
+    tag: str
+
+    @field_validator("tag")
+    @classmethod
+    def _pinned(cls, v: str) -> str:
+        if v in {"", "latest"}:
+            raise ValueError("image tags must be pinned (not empty or 'latest')")
+        return v
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+class Bom(_Strict):
+    platform: Platform
+    kubernetes: KubernetesVersions
+    eks_addons: dict[str, dict[str, str]] = Field(alias="eksAddons")
+    engines: dict[str, str]
+    charts: dict[str, Chart]
+    images: dict[str, Image]
+    cluster_autoscaler_image_tags: dict[str, str] = Field(alias="clusterAutoscalerImageTags")
+    python: dict[str, str]
+
+    @model_validator(mode="after")
+    def _every_supported_version_is_complete(self) -> Bom:
+        k8s = self.kubernetes
+        if k8s.default not in k8s.supported:
+            raise ValueError(f"kubernetes.default {k8s.default} is not in kubernetes.supported")
+        for v in k8s.supported:
+            if v not in self.eks_addons:
+                raise ValueError(f"eksAddons has no entry for supported Kubernetes {v}")
+            if v not in self.cluster_autoscaler_image_tags:
+                raise ValueError(f"clusterAutoscalerImageTags has no entry for supported Kubernetes {v}")
+        return self
+
+    def addons_for(self, kubernetes_version: str) -> dict[str, str]:
+        return dict(self.eks_addons[kubernetes_version])
+
+    def chart(self, name: str) -> Chart:
+        return self.charts[name]
+
+
+@cache
+def load_bom(path: Path = BOM_PATH) -> Bom:
+    return Bom.model_validate(yaml.safe_load(path.read_text()))

@@ -1,0 +1,249 @@
+"""Cross-field rules of the stack config: combinations the schema's types cannot express.
+
+Each rule returns `ConfigIssue`s whose `path` is the key as written in the stack file, so an
+operator can find it. Rules run after the structural validation in `stacks/schema.py` and before
+any resource is declared. `RULES` is listed in docs/CONFIG.md.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from ipaddress import IPv4Network
+from itertools import combinations
+
+from stacks.bom import load_bom
+from stacks.schema import NAMESPACE, Environment, PlatformConfig
+
+# EC2 families with NVIDIA GPUs usable by the EKS GPU AMIs.
+GPU_FAMILIES = ("p3", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en", "p6", "g4dn", "g5", "g6", "g6e", "gr6")
+REQUIRED_ROLES = ("system", "general", "inference")
+REQUIRED_LOG_TYPES = ("api", "audit", "authenticator")
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+def _key(*parts: object) -> str:
+    return f"{NAMESPACE}:" + ".".join(str(p) for p in parts)
+
+
+Rule = Callable[[PlatformConfig], Iterator[ConfigIssue]]
+RULES: list[tuple[str, Rule]] = []
+
+
+def rule(description: str) -> Callable[[Rule], Rule]:
+    def register(fn: Rule) -> Rule:
+        RULES.append((description, fn))
+        return fn
+
+    return register
+
+
+@rule("Availability zones are distinct, belong to `aws:region`; prod uses exactly 3, others 2 or 3.")
+def _zones(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
+    azs = cfg.network.availability_zones
+    path = _key("network", "availabilityZones")
+    if len(set(azs)) != len(azs):
+        yield ConfigIssue(path, f"zones must be distinct, got {azs}")
+    wrong = [az for az in azs if not re.fullmatch(re.escape(cfg.region) + r"[a-z]", az)]
+    if wrong:
+        yield ConfigIssue(path, f"{wrong} are not zones of region {cfg.region!r} (expected e.g. {cfg.region}a)")
+    if cfg.environment == Environment.PROD and len(azs) != 3:
+        yield ConfigIssue(path, f"prod needs exactly 3 availability zones, got {len(azs)}: {azs}")
+    elif len(azs) not in (2, 3):
+        yield ConfigIssue(path, f"use 2 or 3 availability zones, got {len(azs)}")
+
+
+@rule("prod uses one NAT gateway per availability zone (`natGateways: perAz`).")
+def _nat(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
+    if cfg.environment == Environment.PROD and cfg.network.nat_gateways != "perAz":
+        yield ConfigIssue(
+            _key("network", "natGateways"),
+            f"prod needs one NAT gateway per AZ: got {cfg.network.nat_gateways!r}, allowed: 'perAz'",
+        )
+
+
+@rule("One subnet per zone in each tier, inside the VPC CIDR, no two subnets overlapping.")
+def _subnets(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
+    net = cfg.network
+    tiers: dict[str, list[IPv4Network]] = {
+        "publicSubnetCidrs": net.public_subnet_cidrs,
+        "privateSubnetCidrs": net.private_subnet_cidrs,
+        "isolatedSubnetCidrs": net.isolated_subnet_cidrs,
+    }
+    every: list[tuple[str, IPv4Network]] = []
+    for tier, cidrs in tiers.items():
+        if len(cidrs) != len(net.availability_zones):
+            yield ConfigIssue(
+                _key("network", tier),
+                f"needs one CIDR per availability zone ({len(net.availability_zones)}), got {len(cidrs)}",
+            )
+        for i, cidr in enumerate(cidrs):
+            if not cidr.subnet_of(net.vpc_cidr):
+                yield ConfigIssue(_key("network", tier, i), f"{cidr} is outside the VPC CIDR {net.vpc_cidr}")
+            every.append((f"{tier}[{i}]", cidr))
+    for (name_a, a), (name_b, b) in combinations(every, 2):
+        if a.overlaps(b):
+            yield ConfigIssue(_key("network", name_b), f"{b} overlaps {name_a} ({a})")
+
+
+@rule("Kubernetes version is one the BOM supports; api, audit and authenticator logs are on.")
+def _cluster(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
+    supported = load_bom().kubernetes.supported
+    version = cfg.cluster.kubernetes_version
+    if version is not None and version not in supported:
+        yield ConfigIssue(
+            _key("cluster", "kubernetesVersion"), f"{version!r} is not supported; allowed: {', '.join(supported)}"
+        )
+    missing = [t for t in REQUIRED_LOG_TYPES if t not in cfg.cluster.log_types]
+    if missing:
+        yield ConfigIssue(_key("cluster", "logTypes"), f"must include {missing}")
+
+
+@rule("A public API endpoint is restricted to CIDRs; prod never allows 0.0.0.0/0.")
+def _endpoint(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
+    c = cfg.cluster
+    path = _key("cluster", "publicAccessCidrs")
+    if c.public_access_cidrs and not c.endpoint_public_access:
+        yield ConfigIssue(path, "set only when endpointPublicAccess is true")
+    if not c.endpoint_public_access:
+        return
+    open_world = [str(n) for n in c.public_access_cidrs if n.prefixlen == 0]
+    if cfg.environment == Environment.PROD and (not c.public_access_cidrs or open_world):
+        yield ConfigIssue(path, "prod with a public endpoint needs restricted CIDRs (not empty, no 0.0.0.0/0)")
+    elif not c.public_access_cidrs:
+        yield ConfigIssue(path, "a public endpoint needs at least one CIDR (use 0.0.0.0/0 explicitly if intended)")
+
+
+@rule("Node groups: system, general and inference roles exist; min <= desired <= max; GPU groups use "
+      "GPU instance types; system groups are on-demand; SPOT only in dev.")
+def _node_groups(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
+    roles = {g.role for g in cfg.node_groups.values()}
+    for role in REQUIRED_ROLES:
+        if role not in roles:
+            yield ConfigIssue(_key("nodeGroups"), f"needs a node group with role {role!r}")
+    for name, g in cfg.node_groups.items():
+        if not g.min_size <= g.desired_size <= g.max_size:
+            yield ConfigIssue(
+                _key("nodeGroups", name),
+                f"needs minSize <= desiredSize <= maxSize, got {g.min_size} / {g.desired_size} / {g.max_size}",
+            )
+        if g.role == "gpu":
+            bad = [t for t in g.instance_types if t.split(".")[0] not in GPU_FAMILIES]
+            if bad:
+                yield ConfigIssue(
+                    _key("nodeGroups", name, "instanceTypes"),
+                    f"GPU group has non-GPU instance types {bad}; allowed families: {', '.join(GPU_FAMILIES)}",
+                )
+        if g.capacity_type == "SPOT" and (g.role == "system" or cfg.environment != Environment.DEV):
+            yield ConfigIssue(
+                _key("nodeGroups", name, "capacityType"),
+                "SPOT is allowed only in dev and never for the system group; allowed: 'ON_DEMAND'",
+            )
+
+
+@rule("Redis: staging/prod have replicas and Multi-AZ failover; Multi-AZ needs a replica; prod keeps "
+      ">= 7 days of snapshots.")
+def _redis(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
+    r = cfg.redis
+    if cfg.environment != Environment.DEV:
+        if r.replicas_per_shard < 1:
+            yield ConfigIssue(
+                _key("redis", "replicasPerShard"), f"{cfg.environment} needs >= 1 replica, got {r.replicas_per_shard}"
+            )
+        if not r.multi_az:
+            yield ConfigIssue(_key("redis", "multiAz"), f"{cfg.environment} needs Multi-AZ with automatic failover")
+    if r.multi_az and r.replicas_per_shard < 1:
+        yield ConfigIssue(_key("redis", "multiAz"), "Multi-AZ failover needs replicasPerShard >= 1")
+    if cfg.environment == Environment.PROD and r.snapshot_retention_days < 7:
+        yield ConfigIssue(
+            _key("redis", "snapshotRetentionDays"), f"prod needs >= 7, got {r.snapshot_retention_days}"
+        )
+
+
+@rule("MSK: brokers are a multiple of the zone count (>= 3 outside dev); storage ceiling >= initial "
+      "size; topic replication <= brokers.")
+def _kafka(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
+    k = cfg.kafka
+    zones = len(cfg.network.availability_zones)
+    if k.broker_count % zones:
+        yield ConfigIssue(
+            _key("kafka", "brokerCount"),
+            f"{k.broker_count} is not a multiple of the {zones} availability zones",
+        )
+    if cfg.environment != Environment.DEV and k.broker_count < 3:
+        yield ConfigIssue(_key("kafka", "brokerCount"), f"{cfg.environment} needs >= 3 brokers")
+    if k.max_ebs_volume_gib < k.ebs_volume_gib:
+        yield ConfigIssue(_key("kafka", "maxEbsVolumeGib"), "must be >= ebsVolumeGib")
+    for i, t in enumerate(k.topics):
+        if t.replication_factor > k.broker_count:
+            yield ConfigIssue(
+                _key("kafka", "topics", i, "replicationFactor"),
+                f"{t.replication_factor} exceeds brokerCount {k.broker_count}",
+            )
+
+
+@rule("S3: prod has access logging; forceDestroy only in dev.")
+def _storage(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
+    if cfg.environment == Environment.PROD and not cfg.storage.access_logging:
+        yield ConfigIssue(_key("storage", "accessLogging"), "prod needs bucket access logging")
+    if cfg.storage.force_destroy and cfg.environment != Environment.DEV:
+        yield ConfigIssue(_key("storage", "forceDestroy"), f"allowed only in dev, not {cfg.environment}")
+
+
+@rule("RDS: storage ceiling >= initial size; backups outside dev; prod is Multi-AZ with deletion "
+      "protection and >= 7 days of backups.")
+def _database(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
+    d = cfg.database
+    if d.max_allocated_storage_gib < d.allocated_storage_gib:
+        yield ConfigIssue(_key("database", "maxAllocatedStorageGib"), "must be >= allocatedStorageGib")
+    if cfg.environment == Environment.PROD:
+        if d.backup_retention_days < 7:
+            yield ConfigIssue(
+                _key("database", "backupRetentionDays"), f"prod needs >= 7 days, got {d.backup_retention_days}"
+            )
+        if not d.multi_az:
+            yield ConfigIssue(_key("database", "multiAz"), "prod needs Multi-AZ")
+        if not d.deletion_protection:
+            yield ConfigIssue(_key("database", "deletionProtection"), "prod needs deletion protection")
+    elif cfg.environment == Environment.STAGING and d.backup_retention_days < 1:
+        yield ConfigIssue(_key("database", "backupRetentionDays"), "staging needs >= 1 day of backups")
+
+
+@rule("prod protects stateful resources and runs MLflow and Feast with >= 2 replicas; OpenSearch "
+      "trace storage needs an URL.")
+def _prod_resilience(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
+    w = cfg.workloads
+    if w.tracing.storage == "opensearch" and not w.tracing.opensearch_url:
+        yield ConfigIssue(_key("workloads", "tracing", "opensearchUrl"), "required when storage is 'opensearch'")
+    if cfg.environment != Environment.PROD:
+        return
+    if not cfg.protect_stateful_resources:
+        yield ConfigIssue(_key("protectStatefulResources"), "prod needs true")
+    for name in ("mlflow", "feast"):
+        service = getattr(w, name)
+        if service.enabled and service.replicas < 2:
+            yield ConfigIssue(_key("workloads", name, "replicas"), f"prod needs >= 2, got {service.replicas}")
+
+
+@rule("Models: replica bounds ordered; experiment weights add up to 100.")
+def _models(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
+    for name in type(cfg.models).model_fields:
+        m = getattr(cfg.models, name)
+        if m.min_replicas > m.max_replicas:
+            yield ConfigIssue(_key("models", name), "needs minReplicas <= maxReplicas")
+        total = m.experiment.champion_weight + m.experiment.challenger_weight
+        if total != 100:
+            yield ConfigIssue(_key("models", name, "experiment"), f"weights must add up to 100, got {total}")
+
+
+def check(cfg: PlatformConfig) -> list[ConfigIssue]:
+    return [issue for _desc, fn in RULES for issue in fn(cfg)]

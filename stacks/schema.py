@@ -1,0 +1,264 @@
+"""Typed configuration schema of one platform stack (`stacks/Pulumi.<env>.yaml`).
+
+Structure, types, ranges and allowed values live here; rules that relate several keys live in
+`stacks/rules.py`. Every model forbids unknown keys. Keys are camelCase in YAML (Pulumi convention)
+and snake_case in Python. Field descriptions are the source of docs/CONFIG.md.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from ipaddress import IPv4Network
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+NAMESPACE = "mlplatform"
+
+
+class Environment(StrEnum):
+    DEV = "dev"
+    STAGING = "staging"
+    PROD = "prod"
+
+
+class Section(BaseModel):
+    """Base of every config object: camelCase keys, unknown keys rejected, immutable."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True, use_enum_values=True
+    )
+
+
+K8sName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")]
+Cidr = IPv4Network
+# CloudWatch Logs accepts only these retention periods.
+LogRetentionDays = Literal[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1827, 3653]
+InterfaceEndpoint = Literal["ecr.api", "ecr.dkr", "sts", "logs", "ec2", "elasticloadbalancing", "autoscaling"]
+ControlPlaneLog = Literal["api", "audit", "authenticator", "controllerManager", "scheduler"]
+
+
+class FlowLogs(Section):
+    enabled: bool = Field(True, description="Send VPC flow logs (all traffic) to CloudWatch Logs.")
+    retention_days: LogRetentionDays = Field(90, description="Retention of the flow-log group in days.")
+
+
+class NetworkConfig(Section):
+    vpc_cidr: Cidr = Field(description="IPv4 CIDR of the VPC.")
+    availability_zones: list[str] = Field(
+        min_length=1, max_length=6, description="Availability zones, one subnet of each tier per zone (prod: 3)."
+    )
+    nat_gateways: Literal["single", "perAz"] = Field(
+        description="`single`: one NAT gateway for the VPC (cheap); `perAz`: one per zone (prod: required)."
+    )
+    public_subnet_cidrs: list[Cidr] = Field(description="Public subnets (load balancers, NAT), one per zone.")
+    private_subnet_cidrs: list[Cidr] = Field(description="Private subnets (EKS nodes and pods), one per zone.")
+    isolated_subnet_cidrs: list[Cidr] = Field(
+        description="Isolated subnets without internet route (Redis, MSK, RDS), one per zone."
+    )
+    flow_logs: FlowLogs = Field(default_factory=FlowLogs, description="VPC flow logs.")
+    interface_endpoints: list[InterfaceEndpoint] = Field(
+        default_factory=list, description="AWS interface VPC endpoints to create (the S3 gateway endpoint is always created)."
+    )
+
+
+class ClusterConfig(Section):
+    kubernetes_version: str | None = Field(
+        None, description="EKS Kubernetes version; must be in the BOM's supported set. Default: the BOM default."
+    )
+    endpoint_public_access: bool = Field(
+        False, description="Expose the API server endpoint publicly (always also private)."
+    )
+    public_access_cidrs: list[Cidr] = Field(
+        default_factory=list, description="CIDRs allowed to reach a public endpoint (prod: required, no 0.0.0.0/0)."
+    )
+    log_types: list[ControlPlaneLog] = Field(
+        default_factory=lambda: ["api", "audit", "authenticator"],
+        description="Control-plane log types sent to CloudWatch (api, audit, authenticator required).",
+    )
+    log_retention_days: LogRetentionDays = Field(90, description="Retention of the control-plane log group.")
+    admin_role_arns: list[Annotated[str, StringConstraints(pattern=r"^arn:aws:iam::\d{12}:role/.+$")]] = Field(
+        default_factory=list, description="IAM roles granted cluster-admin through EKS access entries."
+    )
+    secrets_key_deletion_window_days: int = Field(
+        30, ge=7, le=30, description="Waiting period before the secrets-encryption KMS key is deleted."
+    )
+
+
+class NodeGroupConfig(Section):
+    role: Literal["system", "general", "inference", "gpu"] = Field(
+        description="`system`: critical add-ons (tainted); `general`: platform services; `inference`: model "
+        "servers (compute optimised); `gpu`: GPU workloads (tainted nvidia.com/gpu)."
+    )
+    instance_types: list[str] = Field(min_length=1, description="EC2 instance types (gpu: GPU families only).")
+    capacity_type: Literal["ON_DEMAND", "SPOT"] = Field("ON_DEMAND", description="SPOT is allowed in dev only.")
+    min_size: int = Field(ge=0, le=1000, description="Minimum node count.")
+    desired_size: int = Field(ge=0, le=1000, description="Initial node count (min <= desired <= max).")
+    max_size: int = Field(ge=1, le=1000, description="Maximum node count (autoscaler bound).")
+    disk_size_gib: int = Field(50, ge=20, le=2000, description="Encrypted gp3 root volume size in GiB.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Extra Kubernetes node labels.")
+
+
+class RedisConfig(Section):
+    node_type: Annotated[str, StringConstraints(pattern=r"^cache\.[a-z0-9]+\.[a-z0-9]+$")] = Field(
+        description="ElastiCache node type."
+    )
+    replicas_per_shard: int = Field(ge=0, le=5, description="Read replicas per shard (staging/prod: >= 1).")
+    multi_az: bool = Field(description="Multi-AZ with automatic failover (staging/prod: required).")
+    snapshot_retention_days: int = Field(ge=0, le=35, description="Daily snapshot retention (prod: >= 7).")
+    snapshot_window: Annotated[str, StringConstraints(pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")] = Field(
+        "03:00-04:00", description="Daily snapshot window (UTC, hh:mm-hh:mm)."
+    )
+    maintenance_window: Annotated[
+        str, StringConstraints(pattern=r"^(mon|tue|wed|thu|fri|sat|sun):\d{2}:\d{2}-(mon|tue|wed|thu|fri|sat|sun):\d{2}:\d{2}$")
+    ] = Field("sun:05:00-sun:06:00", description="Weekly maintenance window (UTC, ddd:hh:mm-ddd:hh:mm).")
+
+
+class KafkaTopic(Section):
+    name: Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9._-]{1,249}$")] = Field(description="Topic name.")
+    partitions: int = Field(6, ge=1, le=1000, description="Partition count.")
+    replication_factor: int = Field(3, ge=1, le=10, description="Replication factor (<= broker count).")
+
+
+class KafkaConfig(Section):
+    broker_count: int = Field(ge=1, le=90, description="Broker count; a multiple of the number of zones.")
+    instance_type: Annotated[str, StringConstraints(pattern=r"^kafka\.[a-z0-9]+\.[a-z0-9]+$")] = Field(
+        description="MSK broker instance type."
+    )
+    ebs_volume_gib: int = Field(ge=1, le=16384, description="Initial EBS volume per broker in GiB.")
+    max_ebs_volume_gib: int = Field(ge=1, le=16384, description="Storage auto-scaling ceiling per broker in GiB.")
+    log_retention_days: LogRetentionDays = Field(30, description="Retention of the broker log group.")
+    topics: list[KafkaTopic] = Field(
+        default_factory=lambda: [KafkaTopic(name="fraud-transactions")],
+        description="Topics the platform's clients may use (IAM grants are scoped to these).",
+    )
+
+
+class StorageConfig(Section):
+    noncurrent_version_expiration_days: int = Field(
+        30, ge=1, le=3650, description="Days before non-current object versions expire."
+    )
+    abort_incomplete_multipart_days: int = Field(7, ge=1, le=365, description="Days before incomplete uploads abort.")
+    access_logging: bool = Field(False, description="Server access logs to a log bucket (prod: required).")
+    force_destroy: bool = Field(False, description="Allow deleting non-empty buckets (dev only).")
+
+
+class DatabaseConfig(Section):
+    instance_class: Annotated[str, StringConstraints(pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")] = Field(
+        description="RDS instance class."
+    )
+    allocated_storage_gib: int = Field(ge=20, le=65536, description="Initial gp3 storage in GiB.")
+    max_allocated_storage_gib: int = Field(ge=20, le=65536, description="Storage auto-scaling ceiling in GiB.")
+    multi_az: bool = Field(description="Multi-AZ standby (prod: required).")
+    backup_retention_days: int = Field(ge=0, le=35, description="Automated backup retention (prod: >= 7).")
+    deletion_protection: bool = Field(description="RDS deletion protection (prod: required).")
+    performance_insights: bool = Field(True, description="Performance Insights (KMS-encrypted).")
+
+
+class Resources(Section):
+    cpu_request: str = Field("250m", description="CPU request.")
+    cpu_limit: str = Field("1", description="CPU limit.")
+    memory_request: str = Field("512Mi", description="Memory request.")
+    memory_limit: str = Field("1Gi", description="Memory limit.")
+
+
+class ServiceConfig(Section):
+    enabled: bool = Field(True, description="Install this workload.")
+    replicas: int = Field(1, ge=1, le=20, description="Replicas (prod: >= 2 for MLflow and Feast).")
+    resources: Resources = Field(default_factory=Resources, description="Container resources.")
+
+
+class FeastConfig(ServiceConfig):
+    materialization_schedule: str = Field(
+        "*/15 * * * *", description="Cron schedule of `feast materialize-incremental`."
+    )
+
+
+class ObservabilityConfig(Section):
+    enabled: bool = Field(True, description="Install kube-prometheus-stack, dashboards and alert rules.")
+    prometheus_retention: Annotated[str, StringConstraints(pattern=r"^\d+[dhw]$")] = Field(
+        "15d", description="Prometheus TSDB retention."
+    )
+    prometheus_storage_gib: int = Field(50, ge=5, le=10000, description="Prometheus volume size in GiB.")
+    prometheus_replicas: int = Field(1, ge=1, le=5, description="Prometheus replicas.")
+
+
+class TracingConfig(Section):
+    enabled: bool = Field(True, description="Install Jaeger v2 and export traces from serving.")
+    storage: Literal["persistentVolume", "opensearch"] = Field(
+        "persistentVolume", description="Trace storage: a Badger volume, or external OpenSearch (prod)."
+    )
+    opensearch_url: Annotated[str, StringConstraints(pattern=r"^https://")] | None = Field(
+        None, description="OpenSearch endpoint when storage is `opensearch` (HTTPS)."
+    )
+    retention_days: int = Field(7, ge=1, le=90, description="Trace retention in days.")
+    storage_gib: int = Field(20, ge=1, le=1000, description="Volume size for `persistentVolume` storage.")
+
+
+class AddonsConfig(Section):
+    aws_load_balancer_controller: bool = Field(True, description="Install aws-load-balancer-controller.")
+    cluster_autoscaler: bool = Field(True, description="Install cluster-autoscaler.")
+    metrics_server: bool = Field(True, description="Install metrics-server.")
+
+
+class WorkloadsConfig(Section):
+    mlflow: ServiceConfig = Field(default_factory=ServiceConfig, description="MLflow tracking server and registry.")
+    feast: FeastConfig = Field(default_factory=FeastConfig, description="Feast feature server and materialization.")
+    seldon: ServiceConfig = Field(default_factory=ServiceConfig, description="Seldon Core 2 control plane.")
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig, description="Monitoring.")
+    tracing: TracingConfig = Field(default_factory=TracingConfig, description="Tracing.")
+    addons: AddonsConfig = Field(default_factory=AddonsConfig, description="Cluster add-ons installed by Helm.")
+
+
+class Experiment(Section):
+    champion_weight: int = Field(100, ge=0, le=100, description="Traffic share of the champion (percent).")
+    challenger_weight: int = Field(0, ge=0, le=100, description="Traffic share of the challenger (percent).")
+
+
+class ModelConfig(Section):
+    enabled: bool = Field(True, description="Deploy this reference model.")
+    min_replicas: int = Field(1, ge=0, le=100, description="Minimum model replicas.")
+    max_replicas: int = Field(2, ge=1, le=100, description="Maximum model replicas.")
+    experiment: Experiment = Field(default_factory=Experiment, description="Champion/challenger traffic split.")
+    quality_gates: dict[str, float] = Field(
+        default_factory=dict, description="Metric floors a version must reach to be promoted to `champion`."
+    )
+
+
+def _gates(**gates: float) -> ModelConfig:
+    return ModelConfig(quality_gates=gates)
+
+
+class ModelsConfig(Section):
+    fraud: ModelConfig = Field(default_factory=lambda: _gates(auc=0.95, f1=0.90), description="Fraud detection.")
+    sentiment: ModelConfig = Field(default_factory=lambda: _gates(macro_f1=0.92), description="Sentiment.")
+    recommendation: ModelConfig = Field(
+        default_factory=lambda: ModelConfig(quality_gates={"ndcg@10": 0.32}), description="Book recommendation."
+    )
+
+
+class PlatformConfig(Section):
+    """The whole stack. Top-level keys appear in the stack file as `mlplatform:<key>`."""
+
+    environment: Environment = Field(description="Tier of this stack: dev, staging or prod.")
+    region: str = Field(description="AWS region (from `aws:region`).")
+    protect_stateful_resources: bool = Field(
+        False, description="`protect` + `retain_on_delete` on data resources (prod: required)."
+    )
+    tags: dict[str, str] = Field(default_factory=dict, description="Extra tags on every AWS resource.")
+    network: NetworkConfig = Field(description="VPC layout.")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="EKS control plane.")
+    node_groups: dict[K8sName, NodeGroupConfig] = Field(
+        min_length=1, description="Managed node groups by name (system, general and inference roles required)."
+    )
+    redis: RedisConfig = Field(description="ElastiCache Redis (Feast online store).")
+    kafka: KafkaConfig = Field(description="MSK (streaming features, Seldon dataflow).")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="S3 buckets.")
+    database: DatabaseConfig = Field(description="RDS PostgreSQL (MLflow backend store).")
+    workloads: WorkloadsConfig = Field(default_factory=WorkloadsConfig, description="In-cluster workloads.")
+    models: ModelsConfig = Field(default_factory=ModelsConfig, description="Reference models.")
+
+    @property
+    def is_prod(self) -> bool:
+        return self.environment == Environment.PROD
