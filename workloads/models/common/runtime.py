@@ -1,0 +1,183 @@
+"""Base class of the reference models' MLServer runtimes (V2 inference protocol).
+
+What every runtime shares lives here: resolving the model URI (`models:/<name>@champion` through
+MLflow, or a local directory), loading the drift reference, the Prometheus metrics of
+`common/metrics.py`, and input validation that answers a bad request with a 4xx whose message names
+the problem: 400 for a missing input or a wrong type, 422 for a well-typed but unusable value (empty
+text, unknown id, oversize batch).
+
+Model-settings `parameters.extra` keys understood by every runtime:
+  tracking_uri   MLflow tracking URI for `models:/` URIs (else $MLFLOW_TRACKING_URI)
+  max_batch      largest accepted batch (rows per request), default 256
+  drift_window   observations per feature in the PSI window, default 1000
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mlserver import MLModel
+from mlserver.errors import MLServerError
+from mlserver.types import InferenceRequest, InferenceResponse, RequestInput, ResponseOutput
+
+from workloads.models.common.drift import REFERENCE_FILE, DriftMonitor, Reference
+from workloads.models.common.metrics import RuntimeMetrics
+from workloads.models.common.tracking import resolve_model_dir
+
+log = logging.getLogger(__name__)
+
+NUMERIC = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
+INTEGER = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"}
+DRIFT_EVERY = 50  # refresh the PSI gauges every N observed rows: PSI is cheap but not free
+
+
+class BadRequest(MLServerError):
+    """400: the request is malformed (missing input, wrong datatype, wrong shape)."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg, status_code=400)
+
+
+class Unprocessable(MLServerError):
+    """422: well-formed but unusable values (empty text, unknown id, out of range, oversize batch)."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg, status_code=422)
+
+
+def _flat(inp: RequestInput) -> list[Any]:
+    data = inp.data.root if hasattr(inp.data, "root") else inp.data
+    if not isinstance(data, list):
+        data = [data]
+    # Row-major nested lists ([[1], [2]]) are accepted as well as flat ones.
+    while data and isinstance(data[0], list):
+        data = [x for row in data for x in row]
+    return data
+
+
+class ReferenceRuntime(MLModel):
+    """Subclasses implement `load_artifact(dir)` and `infer(request) -> InferenceResponse`."""
+
+    max_batch: int = 256
+
+    async def load(self) -> bool:
+        extra = self._extra()
+        uri = self.settings.parameters.uri if self.settings.parameters else None
+        if not uri:
+            raise MLServerError(f"model {self.name}: parameters.uri is not set", status_code=500)
+        self.model_dir = resolve_model_dir(_local_uri(uri), extra.get("tracking_uri"))
+        self.max_batch = int(extra.get("max_batch", self.max_batch))
+        self.metrics = RuntimeMetrics(self.name)
+        self.drift: DriftMonitor | None = None
+        if (self.model_dir / REFERENCE_FILE).is_file():
+            self.drift = DriftMonitor(Reference.load(self.model_dir), window=int(extra.get("drift_window", 1000)))
+        self._since_drift = 0
+        self.load_artifact(self.model_dir, extra)
+        log.info("model %s loaded from %s", self.name, self.model_dir)
+        return True
+
+    def _extra(self) -> dict[str, Any]:
+        params = self.settings.parameters
+        return dict(params.extra or {}) if params is not None else {}
+
+    @abstractmethod
+    def load_artifact(self, model_dir: Path, extra: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    async def infer(self, request: InferenceRequest) -> InferenceResponse: ...
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        try:
+            return await self.infer(payload)
+        except (BadRequest, Unprocessable) as exc:
+            self.metrics.invalid(type(exc).__name__.lower())
+            raise
+
+    # ---- validation helpers -------------------------------------------------------------------
+
+    def inputs(self, request: InferenceRequest, required: tuple[str, ...]) -> dict[str, RequestInput]:
+        by_name = {i.name: i for i in request.inputs}
+        missing = [n for n in required if n not in by_name]
+        if missing:
+            raise BadRequest(
+                f"missing input(s) {', '.join(missing)}; this model needs: {', '.join(required)}"
+            )
+        return by_name
+
+    def numeric(self, inp: RequestInput, integer: bool = False) -> np.ndarray:
+        allowed = INTEGER if integer else NUMERIC
+        if inp.datatype not in allowed:
+            kind = "an integer" if integer else "a numeric"
+            raise BadRequest(f"input '{inp.name}' must have {kind} datatype, got {inp.datatype}")
+        values = _flat(inp)
+        if any(isinstance(v, str | bytes) or v is None for v in values):
+            bad = next(v for v in values if isinstance(v, str | bytes) or v is None)
+            raise BadRequest(f"input '{inp.name}' ({inp.datatype}) holds a non-numeric value {bad!r}")
+        arr = np.asarray(values, dtype=np.int64 if integer else np.float64)
+        if not integer and not np.all(np.isfinite(arr)):
+            raise Unprocessable(f"input '{inp.name}' holds NaN or infinite values")
+        return arr
+
+    def strings(self, inp: RequestInput) -> list[str]:
+        if inp.datatype != "BYTES":
+            raise BadRequest(f"input '{inp.name}' must have datatype BYTES (strings), got {inp.datatype}")
+        out = []
+        for v in _flat(inp):
+            if isinstance(v, bytes):
+                v = v.decode("utf-8", errors="replace")
+            if not isinstance(v, str):
+                raise BadRequest(f"input '{inp.name}' holds a non-string value {v!r}")
+            out.append(v)
+        return out
+
+    def batch_size(self, columns: dict[str, np.ndarray | list[Any]]) -> int:
+        sizes = {name: len(v) for name, v in columns.items()}
+        distinct = set(sizes.values())
+        if len(distinct) != 1:
+            raise BadRequest(f"inputs have different lengths: {sizes}")
+        n = distinct.pop()
+        if n == 0:
+            raise Unprocessable("empty batch: inputs hold no rows")
+        if n > self.max_batch:
+            raise Unprocessable(f"batch of {n} rows exceeds the limit of {self.max_batch} rows per request")
+        return n
+
+    # ---- monitoring -----------------------------------------------------------------------------
+
+    def observe(self, columns: dict[str, np.ndarray | list[float]]) -> None:
+        """Feed monitored columns (reference feature names) to the drift window; refresh gauges."""
+        if self.drift is None:
+            return
+        n = 0
+        for name, values in columns.items():
+            self.drift.observe(name, values)
+            n = max(n, len(values))
+        self._since_drift += n
+        if self._since_drift >= DRIFT_EVERY:
+            self._since_drift = 0
+            self.metrics.drift(self.drift.psi())
+
+    def response(
+        self, request: InferenceRequest, outputs: list[ResponseOutput], **parameters: Any
+    ) -> InferenceResponse:
+        from mlserver.types import Parameters
+
+        return InferenceResponse(
+            model_name=self.name,
+            model_version=self.version,
+            id=request.id,
+            outputs=outputs,
+            parameters=Parameters(**parameters) if parameters else None,
+        )
+
+
+def _local_uri(uri: str) -> str:
+    # MLServer prefixes relative URIs with the model-settings folder; keep registry URIs intact.
+    for scheme in ("models:/", "runs:/"):
+        if scheme in uri:
+            return uri[uri.index(scheme):]
+    return uri

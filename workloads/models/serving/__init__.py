@@ -1,0 +1,1 @@
+"""MLServer settings generation and local process launchers (MLServer, MLflow, redis-server)."""
