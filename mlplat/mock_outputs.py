@@ -81,7 +81,7 @@ def _role(m: RealisticMocks, physical: str, rid: str, inputs: dict) -> dict:
 
 
 def _kms_key(m: RealisticMocks, physical: str, rid: str, inputs: dict) -> dict:
-    key_id = f"{_digest(rid, n=8)}-{_digest(rid, 'a', n=4)}-{_digest(rid, 'b', n=4)}-{_digest(rid, 'c', n=4)}-{_digest(rid, 'd', n=12)}"
+    key_id = "-".join(_digest(rid, part, n=n) for part, n in (("a", 8), ("b", 4), ("c", 4), ("d", 4), ("e", 12)))
     return {"arn": m._arn("kms", f"key/{key_id}"), "keyId": key_id}
 
 

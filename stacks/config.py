@@ -98,10 +98,7 @@ def _top_level_keys() -> list[str]:
 
 def _issue_from_pydantic(error: Mapping[str, Any]) -> ConfigIssue:
     loc = [str(p) for p in error["loc"]]
-    if loc and loc[0] == "region":
-        path = "aws:region"
-    else:
-        path = f"{NAMESPACE}:" + ".".join(loc) if loc else NAMESPACE
+    path = "aws:region" if loc[:1] == ["region"] else f"{NAMESPACE}:" + ".".join(loc)
     kind, message = error["type"], error["msg"]
     if kind == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])

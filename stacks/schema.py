@@ -59,7 +59,8 @@ class NetworkConfig(Section):
     )
     flow_logs: FlowLogs = Field(default_factory=FlowLogs, description="VPC flow logs.")
     interface_endpoints: list[InterfaceEndpoint] = Field(
-        default_factory=list, description="AWS interface VPC endpoints to create (the S3 gateway endpoint is always created)."
+        default_factory=list,
+        description="AWS interface VPC endpoints to create (the S3 gateway endpoint is always created).",
     )
 
 
@@ -100,6 +101,9 @@ class NodeGroupConfig(Section):
     labels: dict[str, str] = Field(default_factory=dict, description="Extra Kubernetes node labels.")
 
 
+_DAY = "(mon|tue|wed|thu|fri|sat|sun)"
+
+
 class RedisConfig(Section):
     node_type: Annotated[str, StringConstraints(pattern=r"^cache\.[a-z0-9]+\.[a-z0-9]+$")] = Field(
         description="ElastiCache node type."
@@ -110,9 +114,9 @@ class RedisConfig(Section):
     snapshot_window: Annotated[str, StringConstraints(pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")] = Field(
         "03:00-04:00", description="Daily snapshot window (UTC, hh:mm-hh:mm)."
     )
-    maintenance_window: Annotated[
-        str, StringConstraints(pattern=r"^(mon|tue|wed|thu|fri|sat|sun):\d{2}:\d{2}-(mon|tue|wed|thu|fri|sat|sun):\d{2}:\d{2}$")
-    ] = Field("sun:05:00-sun:06:00", description="Weekly maintenance window (UTC, ddd:hh:mm-ddd:hh:mm).")
+    maintenance_window: Annotated[str, StringConstraints(pattern=rf"^{_DAY}:\d{{2}}:\d{{2}}-{_DAY}:\d{{2}}:\d{{2}}$")] = Field(
+        "sun:05:00-sun:06:00", description="Weekly maintenance window (UTC, ddd:hh:mm-ddd:hh:mm)."
+    )
 
 
 class KafkaTopic(Section):
