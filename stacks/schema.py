@@ -102,6 +102,7 @@ class NodeGroupConfig(Section):
 
 
 _DAY = "(mon|tue|wed|thu|fri|sat|sun)"
+_WEEKLY_WINDOW = rf"^{_DAY}:\d{{2}}:\d{{2}}-{_DAY}:\d{{2}}:\d{{2}}$"
 
 
 class RedisConfig(Section):
@@ -114,7 +115,7 @@ class RedisConfig(Section):
     snapshot_window: Annotated[str, StringConstraints(pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")] = Field(
         "03:00-04:00", description="Daily snapshot window (UTC, hh:mm-hh:mm)."
     )
-    maintenance_window: Annotated[str, StringConstraints(pattern=rf"^{_DAY}:\d{{2}}:\d{{2}}-{_DAY}:\d{{2}}:\d{{2}}$")] = Field(
+    maintenance_window: Annotated[str, StringConstraints(pattern=_WEEKLY_WINDOW)] = Field(
         "sun:05:00-sun:06:00", description="Weekly maintenance window (UTC, ddd:hh:mm-ddd:hh:mm)."
     )
 
