@@ -84,9 +84,7 @@ def _read(path: Path, columns: tuple[str, ...], name: str) -> pd.DataFrame:
         raise DataContractError(path, "file is empty (no header row)") from exc
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise DataContractError(
-            path, f"missing column(s) {missing}; expected {list(columns)}", column=missing[0]
-        )
+        raise DataContractError(path, f"missing column(s) {missing}; expected {list(columns)}", column=missing[0])
     if frame.empty:
         raise DataContractError(path, "file has a header but no data rows")
     frame.attrs["path"] = str(path)
@@ -252,7 +250,8 @@ def load(data_dir: Path) -> RecData:
         genres = load_genres(resolve(data_dir, GENRES_FILE))
         _unknown_books(genres["book_id"], books, genres.attrs["path"], "genre")
     defects = {f"books_empty_{k}": v for k, v in books.attrs["empty_cells"].items()}
-    defects["books_without_genres"] = 0 if genres is None else int((~books["book_id"].isin(genres["book_id"])).sum())
+    if genres is not None:
+        defects["books_without_genres"] = int((~books["book_id"].isin(genres["book_id"])).sum())
     return RecData(ratings=ratings, books=books, genres=genres, defects=defects)
 
 
