@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import mmh3
 import redis
@@ -44,36 +46,49 @@ def field_key(feature_view: str, feature: str) -> bytes:
     return struct.pack("<Q", mmh3.hash(f"{feature_view}:{feature}", signed=False))[:4]
 
 
-def _decode(raw: bytes) -> float | int | str | None:
+def _decode(raw: bytes) -> Any:
     v = ValueProto()
     v.ParseFromString(raw)
     kind = v.WhichOneof("val")
-    return None if kind is None else getattr(v, kind)
+    if kind is None:
+        return None
+    value = getattr(v, kind)
+    return list(value.val) if kind.endswith("_list_val") else value
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """One Feast feature view read by the fast path: its entity join key and the features wanted."""
+
+    feature_view: str
+    join_key: str
+    features: tuple[str, ...]
 
 
 class OnlineFeatureReader:
-    """Reads one feature view's features for one entity from Redis with a hard socket timeout."""
+    """Reads features of several views in one Redis round trip, with a hard socket timeout."""
 
-    def __init__(
-        self,
-        url: str,
-        project: str,
-        feature_view: str,
-        join_key: str,
-        features: Sequence[str],
-        timeout_s: float = 0.02,
-    ) -> None:
-        self.project, self.feature_view, self.join_key = project, feature_view, join_key
-        self.features = list(features)
-        self._fields = [field_key(feature_view, f) for f in self.features]
+    def __init__(self, url: str, project: str, views: Sequence[ViewSpec], timeout_s: float = 0.02) -> None:
+        self.project = project
+        self.views = list(views)
+        self._fields = {v.feature_view: [field_key(v.feature_view, f) for f in v.features] for v in self.views}
         self._client = redis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False
         )
 
-    def get(self, entity: int | str) -> dict[str, float | int | str | None]:
-        """Feature values (None where absent). Raises redis.RedisError on connection trouble/timeout."""
-        values = self._client.hmget(entity_key_bytes(self.project, self.join_key, entity), self._fields)
-        return {f: (None if raw is None else _decode(raw)) for f, raw in zip(self.features, values, strict=True)}
+    def get(self, entities: dict[str, int | str]) -> dict[str, Any]:
+        """Feature values by feature name (None where absent) for the given join-key values.
+
+        Raises redis.RedisError on connection trouble or timeout; KeyError if a join key is missing.
+        """
+        pipe = self._client.pipeline(transaction=False)
+        for v in self.views:
+            pipe.hmget(entity_key_bytes(self.project, v.join_key, entities[v.join_key]), self._fields[v.feature_view])
+        out: dict[str, Any] = {}
+        for v, values in zip(self.views, pipe.execute(), strict=True):
+            for f, raw in zip(v.features, values, strict=True):
+                out[f] = None if raw is None else _decode(raw)
+        return out
 
     def close(self) -> None:
         self._client.close()
