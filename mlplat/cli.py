@@ -23,6 +23,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("validate-config", "mlplat.commands.config_cmd", "iac"),
     ("config-doc", "mlplat.commands.config_cmd", "iac"),
     ("synth", "mlplat.commands.synth_cmd", "iac"),
+    ("runbook", "mlplat.commands.runbook_cmd", "ml"),
+    ("model", "mlplat.commands.model_cmd", "ml"),
 ]
 
 ENV_DIRS = {"iac": ".venv", "ml": ".venv-ml"}
