@@ -1,0 +1,1 @@
+"""Streaming feature ingestor: MSK (IAM auth) -> velocity features -> Feast push source."""

@@ -1,0 +1,61 @@
+"""The fraud-transactions topic's message schema (JSON, one transaction per message).
+
+    {"transaction_id": "t-1", "card_id": 42, "amount": 12.5,
+     "event_time": "2026-01-01T12:00:00Z", "cardholder_age": 37}
+
+`cardholder_age` rides along because the Feast view `card_features` holds it next to the velocity
+and a push writes whole rows. Bad messages raise `InvalidEvent` naming the offending field.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+REQUIRED = ("transaction_id", "card_id", "amount", "event_time", "cardholder_age")
+
+
+class InvalidEvent(ValueError):
+    """A message that is not a valid transaction; the reason names the field."""
+
+
+@dataclass(frozen=True)
+class Transaction:
+    transaction_id: str
+    card_id: int
+    amount: float
+    event_time: datetime
+    cardholder_age: int
+
+
+def _int(doc: dict, key: str) -> int:
+    value = doc[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidEvent(f"{key} must be an integer, got {value!r}")
+    return value
+
+
+def parse(raw: bytes | str) -> Transaction:
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidEvent(f"message is not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise InvalidEvent(f"message must be a JSON object, got {type(doc).__name__}")
+    missing = [k for k in REQUIRED if k not in doc]
+    if missing:
+        raise InvalidEvent(f"missing field(s): {', '.join(missing)}")
+    amount = doc["amount"]
+    if isinstance(amount, bool) or not isinstance(amount, int | float) or amount < 0:
+        raise InvalidEvent(f"amount must be a non-negative number, got {amount!r}")
+    try:
+        when = datetime.fromisoformat(str(doc["event_time"]).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidEvent(f"event_time is not ISO 8601: {doc['event_time']!r}") from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    age = _int(doc, "cardholder_age")
+    if not 0 <= age <= 130:
+        raise InvalidEvent(f"cardholder_age out of range 0..130: {age}")
+    return Transaction(str(doc["transaction_id"]), _int(doc, "card_id"), float(amount), when, age)
