@@ -90,3 +90,28 @@ def metrics_text(server: MLServerProcess) -> str:
 @pytest.fixture(scope="session")
 def scrape() -> Callable[[MLServerProcess], str]:
     return metrics_text
+
+
+class SharedServer:
+    """One MLServer for the whole session; runtime tests add their models to it at run time
+    through the V2 repository API instead of paying a server start per test module."""
+
+    def __init__(self, process: MLServerProcess) -> None:
+        self.process = process
+        self.url = process.url
+        self.repo = Path(process.workdir)
+
+    def add(self, entry: ModelEntry) -> str:
+        import json
+
+        folder = self.repo / entry.name
+        folder.mkdir(exist_ok=True)
+        (folder / "model-settings.json").write_text(json.dumps(entry.settings()))
+        resp = httpx.post(f"{self.url}/v2/repository/models/{entry.name}/load", timeout=120)
+        assert resp.status_code == 200, f"loading {entry.name} failed: {resp.text}\n{self.process.tail()}"
+        return entry.name
+
+
+@pytest.fixture(scope="session")
+def shared_mlserver(mlserver_factory: Callable[..., MLServerProcess]) -> SharedServer:
+    return SharedServer(mlserver_factory([]))

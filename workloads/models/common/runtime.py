@@ -10,6 +10,7 @@ Model-settings `parameters.extra` keys understood by every runtime:
   tracking_uri   MLflow tracking URI for `models:/` URIs (else $MLFLOW_TRACKING_URI)
   max_batch      largest accepted batch (rows per request), default 256
   drift_window   observations per feature in the PSI window, default 1000
+  drift_min_samples  observations needed before a PSI is reported, default 100
 """
 
 from __future__ import annotations
@@ -74,7 +75,11 @@ class ReferenceRuntime(MLModel):
         self.metrics = RuntimeMetrics(self.name)
         self.drift: DriftMonitor | None = None
         if (self.model_dir / REFERENCE_FILE).is_file():
-            self.drift = DriftMonitor(Reference.load(self.model_dir), window=int(extra.get("drift_window", 1000)))
+            self.drift = DriftMonitor(
+                Reference.load(self.model_dir),
+                window=int(extra.get("drift_window", 1000)),
+                min_samples=int(extra.get("drift_min_samples", 100)),
+            )
         self._since_drift = 0
         self.load_artifact(self.model_dir, extra)
         log.info("model %s loaded from %s", self.name, self.model_dir)
