@@ -10,6 +10,7 @@ from components.addons import ClusterAddons
 from components.cluster import Cluster
 from components.config_source import load_platform_config
 from components.context import StackContext
+from components.data_services import DataLayer
 from components.network import Network
 from components.nodegroups import NodeGroups
 
@@ -24,6 +25,7 @@ cluster = Cluster("cluster", ctx, network, on_aws)
 nodes = NodeGroups("nodes", ctx, network, cluster.name, on_aws)
 addons = ClusterAddons("addons", ctx, cluster, pulumi.ResourceOptions.merge(
     on_aws, pulumi.ResourceOptions(depends_on=[nodes])))
+data = DataLayer("data", ctx, network, cluster, on_aws)
 
 pulumi.export("platformVersion", ctx.bom.platform.version)
 pulumi.export("environment", ctx.env)
@@ -33,3 +35,5 @@ pulumi.export("clusterName", cluster.name)
 pulumi.export("clusterEndpoint", cluster.endpoint)
 pulumi.export("oidcProviderArn", cluster.oidc.provider_arn)
 pulumi.export("kubeconfig", cluster.kubeconfig)
+for key, value in data.exports().items():
+    pulumi.export(key, value)

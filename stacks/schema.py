@@ -118,6 +118,7 @@ class RedisConfig(Section):
     maintenance_window: Annotated[str, StringConstraints(pattern=_WEEKLY_WINDOW)] = Field(
         "sun:05:00-sun:06:00", description="Weekly maintenance window (UTC, ddd:hh:mm-ddd:hh:mm)."
     )
+    log_retention_days: LogRetentionDays = Field(30, description="Retention of the slow-log group in days.")
 
 
 class KafkaTopic(Section):
@@ -159,6 +160,13 @@ class DatabaseConfig(Section):
     backup_retention_days: int = Field(ge=0, le=35, description="Automated backup retention (prod: >= 7).")
     deletion_protection: bool = Field(description="RDS deletion protection (prod: required).")
     performance_insights: bool = Field(True, description="Performance Insights (KMS-encrypted).")
+    backup_window: Annotated[str, StringConstraints(pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")] = Field(
+        "01:00-02:00", description="Daily backup window (UTC, hh:mm-hh:mm); must not overlap maintenance."
+    )
+    maintenance_window: Annotated[str, StringConstraints(pattern=_WEEKLY_WINDOW)] = Field(
+        "sun:02:30-sun:03:30", description="Weekly maintenance window (UTC, ddd:hh:mm-ddd:hh:mm)."
+    )
+    log_retention_days: LogRetentionDays = Field(30, description="Retention of the exported PostgreSQL logs.")
 
 
 class Resources(Section):
