@@ -39,7 +39,8 @@ class RecommendationRuntime(ReferenceRuntime):
             from workloads.models.common.online import OnlineFeatureReader, ViewSpec
 
             self.reader = OnlineFeatureReader(
-                extra["redis_url"], extra.get("feast_project", PROJECT),
+                extra["redis_url"],
+                extra.get("feast_project", PROJECT),
                 [ViewSpec(READER_VIEW, "user_id", READER_FEATURES)],
                 timeout_s=float(extra.get("feature_timeout_ms", 20)) / 1000,
             )

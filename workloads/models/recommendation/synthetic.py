@@ -69,9 +69,9 @@ def write_sample(out_dir: Path, users: int = 300, books: int = 400, seed: int = 
     rating_rows: list[tuple[int, int, int]] = []
     user_ids = rng.choice(np.arange(1, 20 * users + 1), size=users, replace=False)
     for user in user_ids:
-        taste = rng.dirichlet(np.full(k, 0.25))  # concentrated on one or two genres
+        taste = rng.dirichlet(np.full(k, 0.2))  # concentrated on one or two genres
         n = int(min(books - 1, rng.integers(20, 60)))
-        weight = popularity**0.6 * (taste[genre_of] + 0.01)
+        weight = popularity**0.5 * (taste[genre_of] + 0.01)
         # Gumbel top-n: sampling without replacement proportional to weight.
         keys = np.log(weight) + rng.gumbel(size=books)
         chosen = np.argpartition(-keys, n)[:n]
