@@ -58,3 +58,19 @@ class StackContext:
 
     def tags(self, name: str, **extra: str) -> dict[str, str]:
         return {**self.default_tags, "Name": name, **extra}
+
+    # Physical names that the runbooks look up too (they cannot import pulumi): one definition each.
+    @property
+    def redis_group_id(self) -> str:
+        return self.name("feast")
+
+    @property
+    def redis_secret_name(self) -> str:
+        return f"{self.prefix}/redis/feast"
+
+    def bucket_name(self, purpose: str, account_id: str) -> str:
+        """Globally unique, deterministic bucket name (<= 63 characters)."""
+        name = f"{self.prefix}-{purpose}-{account_id}-{self.cfg.region}"
+        if len(name) > 63:
+            raise ValueError(f"bucket name {name!r} exceeds 63 characters; shorten the project or purpose")
+        return name

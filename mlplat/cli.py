@@ -23,6 +23,10 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("validate-config", "mlplat.commands.config_cmd", "iac"),
     ("config-doc", "mlplat.commands.config_cmd", "iac"),
     ("synth", "mlplat.commands.synth_cmd", "iac"),
+    ("policy", "mlplat.commands.policy_cmd", "iac"),
+    ("policy-doc", "mlplat.commands.policy_cmd", "iac"),
+    ("diff", "mlplat.commands.diff_cmd", "iac"),
+    ("local", "mlplat.commands.local_cmd", "ml"),
     ("runbook", "mlplat.commands.runbook_cmd", "ml"),
     ("model", "mlplat.commands.model_cmd", "ml"),
 ]

@@ -1,0 +1,90 @@
+"""The Kubernetes operations runbooks perform, behind one small interface.
+
+`ClusterKubeOps` uses the official client against the cluster in the current kubeconfig. Tests
+inject `InMemoryKubeOps`, an honest stand-in that records calls and keeps state (no API server is
+available here); the steps that use it are labelled as such in tests and docs.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+SELDON_GROUP, SELDON_VERSION = "mlops.seldon.io", "v1alpha1"
+
+
+class KubeOps(Protocol):
+    def experiment_weights(self, namespace: str, name: str) -> dict[str, int]: ...
+    def set_experiment_weights(self, namespace: str, name: str, weights: dict[str, int]) -> None: ...
+    def restart_deployment(self, namespace: str, name: str) -> None: ...
+    def deployment_ready(self, namespace: str, name: str) -> bool: ...
+    def patch_secret(self, namespace: str, name: str, string_data: dict[str, str]) -> None: ...
+
+
+class ClusterKubeOps:
+    """KubeOps against a real API server (kubeconfig from the environment)."""
+
+    def __init__(self) -> None:
+        from kubernetes import client, config
+
+        config.load_kube_config()
+        self._custom = client.CustomObjectsApi()
+        self._apps = client.AppsV1Api()
+        self._core = client.CoreV1Api()
+
+    def experiment_weights(self, namespace: str, name: str) -> dict[str, int]:
+        exp = self._custom.get_namespaced_custom_object(SELDON_GROUP, SELDON_VERSION, namespace, "experiments", name)
+        return {c["name"]: int(c.get("weight", 0)) for c in exp["spec"]["candidates"]}
+
+    def set_experiment_weights(self, namespace: str, name: str, weights: dict[str, int]) -> None:
+        candidates = [{"name": k, "weight": v} for k, v in weights.items()]
+        self._custom.patch_namespaced_custom_object(
+            SELDON_GROUP, SELDON_VERSION, namespace, "experiments", name, {"spec": {"candidates": candidates}}
+        )
+
+    def restart_deployment(self, namespace: str, name: str) -> None:
+        stamp = datetime.now(UTC).isoformat()
+        patch = {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}}
+        self._apps.patch_namespaced_deployment(name, namespace, patch)
+
+    def deployment_ready(self, namespace: str, name: str) -> bool:
+        d = self._apps.read_namespaced_deployment_status(name, namespace)
+        want = d.spec.replicas or 0
+        return (d.status.updated_replicas or 0) == want and (d.status.available_replicas or 0) == want
+
+    def patch_secret(self, namespace: str, name: str, string_data: dict[str, str]) -> None:
+        self._core.patch_namespaced_secret(name, namespace, {"stringData": string_data})
+
+
+class InMemoryKubeOps:
+    """Injectable stand-in with the same behaviour contract, for tests and offline rehearsal."""
+
+    def __init__(self, experiments: dict[tuple[str, str], dict[str, int]] | None = None,
+                 deployments: set[tuple[str, str]] | None = None) -> None:
+        self.experiments = dict(experiments or {})
+        self.deployments = set(deployments or ())
+        self.secrets: dict[tuple[str, str], dict[str, str]] = {}
+        self.calls: list[tuple[str, Any]] = []
+
+    def experiment_weights(self, namespace: str, name: str) -> dict[str, int]:
+        self.calls.append(("experiment_weights", (namespace, name)))
+        return dict(self.experiments[(namespace, name)])
+
+    def set_experiment_weights(self, namespace: str, name: str, weights: dict[str, int]) -> None:
+        self.calls.append(("set_experiment_weights", (namespace, name, dict(weights))))
+        if (namespace, name) not in self.experiments:
+            raise KeyError(f"experiment {namespace}/{name} not found")
+        self.experiments[(namespace, name)] = dict(weights)
+
+    def restart_deployment(self, namespace: str, name: str) -> None:
+        self.calls.append(("restart_deployment", (namespace, name, time.time())))
+        if (namespace, name) not in self.deployments:
+            raise KeyError(f"deployment {namespace}/{name} not found")
+
+    def deployment_ready(self, namespace: str, name: str) -> bool:
+        return (namespace, name) in self.deployments
+
+    def patch_secret(self, namespace: str, name: str, string_data: dict[str, str]) -> None:
+        self.calls.append(("patch_secret", (namespace, name, sorted(string_data))))
+        self.secrets.setdefault((namespace, name), {}).update(string_data)
