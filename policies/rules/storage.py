@@ -1,0 +1,170 @@
+"""S3 and KMS rules. S3 settings live in companion resources, so most S3 rules look at the whole stack."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from policies.rules.base import (
+    PlanResource,
+    StackInfo,
+    as_list,
+    as_mapping,
+    get_path,
+    is_unknown,
+    policy_document,
+    resource_rule,
+    stack_rule,
+    statements,
+    truthy,
+)
+
+BUCKETS = ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2")
+PUBLIC_ACCESS_BLOCK = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
+SSE = ("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+       "aws:s3/bucketServerSideEncryptionConfigurationV2:BucketServerSideEncryptionConfigurationV2")
+VERSIONING = ("aws:s3/bucketVersioning:BucketVersioning", "aws:s3/bucketVersioningV2:BucketVersioningV2")
+BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
+BUCKET_LOGGING = ("aws:s3/bucketLogging:BucketLogging", "aws:s3/bucketLoggingV2:BucketLoggingV2")
+BUCKET_ACL = ("aws:s3/bucketAcl:BucketAcl", "aws:s3/bucketAclV2:BucketAclV2")
+KMS_KEY = "aws:kms/key:Key"
+PAB_FLAGS = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+PUBLIC_ACLS = ("public-read", "public-read-write", "authenticated-read")
+
+
+def _refers(r: PlanResource, bucket: PlanResource, key: str) -> bool:
+    """Whether `r.props[key]` names `bucket`: by name when both are known, else by dependency."""
+    name, target = bucket.props.get("bucket"), r.props.get(key)
+    if name and target and not is_unknown(name) and not is_unknown(target):
+        return bool(target == name)
+    return bucket.urn in r.dependencies
+
+
+def _companions(bucket: PlanResource, resources: Sequence[PlanResource], types: Sequence[str]) -> list[PlanResource]:
+    """Resources of `types` configuring `bucket` (their `bucket` input names it)."""
+    return [r for r in resources if r.type in types and _refers(r, bucket, "bucket")]
+
+
+def _is_log_target(bucket: PlanResource, resources: Sequence[PlanResource]) -> bool:
+    return any(r.type in BUCKET_LOGGING and _refers(r, bucket, "targetBucket") and not _refers(r, bucket, "bucket")
+               for r in resources)
+
+
+def _buckets(resources: Sequence[PlanResource]) -> list[PlanResource]:
+    return [r for r in resources if r.type in BUCKETS]
+
+
+@resource_rule(
+    "s3-public-access-block-all", [PUBLIC_ACCESS_BLOCK], area="S3", severity="critical",
+    description="A bucket's public-access block sets all four flags.",
+    remediation="Set blockPublicAcls, blockPublicPolicy, ignorePublicAcls and restrictPublicBuckets to true.",
+)
+def s3_public_access_block_all(_t: str, props: Mapping[str, Any], _c: Mapping[str, Any],
+                               _s: StackInfo) -> Iterable[str]:
+    off = [f for f in PAB_FLAGS if not truthy(props.get(f))]
+    if off:
+        yield f"public-access block flags not true: {', '.join(off)}"
+
+
+@stack_rule(
+    "s3-bucket-public-access-block", area="S3", severity="critical",
+    description="Every bucket has its own public-access block resource.",
+    remediation="Create buckets through components/storage.py, which adds a BucketPublicAccessBlock.",
+)
+def s3_bucket_public_access_block(resources: Sequence[PlanResource], _c: Mapping[str, Any],
+                                  _s: StackInfo) -> Iterable[tuple[str, str]]:
+    for bucket in _buckets(resources):
+        if not _companions(bucket, resources, (PUBLIC_ACCESS_BLOCK,)):
+            yield bucket.urn, "bucket has no BucketPublicAccessBlock"
+
+
+@stack_rule(
+    "s3-sse-kms", area="S3", severity="high",
+    description="Every bucket encrypts objects by default with a KMS key (SSE-KMS). Only a server-access-log "
+                "target bucket may use SSE-S3 (AES256), because S3 cannot deliver access logs into SSE-KMS buckets.",
+    remediation="Add a BucketServerSideEncryptionConfiguration with sseAlgorithm `aws:kms` and the storage "
+                "KMS key.",
+)
+def s3_sse_kms(resources: Sequence[PlanResource], _c: Mapping[str, Any],
+               _s: StackInfo) -> Iterable[tuple[str, str]]:
+    for bucket in _buckets(resources):
+        configs = _companions(bucket, resources, SSE)
+        rules = [as_mapping(r) for c in configs for r in as_list(c.props.get("rules"))]
+        algorithms = [get_path(r, "applyServerSideEncryptionByDefault.sseAlgorithm") for r in rules]
+        allowed = ("aws:kms", "aws:kms:dsse", "AES256") if _is_log_target(bucket, resources) else ("aws:kms",
+                                                                                                   "aws:kms:dsse")
+        if not configs:
+            yield bucket.urn, "bucket has no server-side encryption configuration"
+        elif not algorithms or any(a not in allowed for a in algorithms):
+            yield bucket.urn, f"default encryption is {algorithms or 'unset'}, not aws:kms"
+
+
+@stack_rule(
+    "s3-versioning", area="S3", severity="medium",
+    description="Every bucket has versioning enabled (model artifacts and registries must be recoverable).",
+    remediation="Add a BucketVersioning with `versioningConfiguration.status: Enabled`.",
+)
+def s3_versioning(resources: Sequence[PlanResource], _c: Mapping[str, Any],
+                  _s: StackInfo) -> Iterable[tuple[str, str]]:
+    for bucket in _buckets(resources):
+        states = [get_path(v.props, "versioningConfiguration.status")
+                  for v in _companions(bucket, resources, VERSIONING)]
+        if "Enabled" not in states:
+            yield bucket.urn, f"versioning is not Enabled ({states or 'no BucketVersioning'})"
+
+
+def _denies_insecure_transport(doc: Mapping[str, Any]) -> bool:
+    for s in statements(doc):
+        condition = as_mapping(as_mapping(s.get("Condition")).get("Bool"))
+        secure = condition.get("aws:SecureTransport")
+        if s.get("Effect") == "Deny" and str(secure).lower() == "false":
+            return True
+    return False
+
+
+@stack_rule(
+    "s3-tls-only", area="S3", severity="high",
+    description="Every bucket policy denies requests that do not use TLS (aws:SecureTransport = false).",
+    remediation="Attach a BucketPolicy with a Deny statement on `aws:SecureTransport: false` for the bucket "
+                "and its objects.",
+)
+def s3_tls_only(resources: Sequence[PlanResource], _c: Mapping[str, Any],
+                _s: StackInfo) -> Iterable[tuple[str, str]]:
+    for bucket in _buckets(resources):
+        policies = _companions(bucket, resources, (BUCKET_POLICY,))
+        if not any(_denies_insecure_transport(policy_document(p.props.get("policy"))) for p in policies):
+            yield bucket.urn, "no bucket policy denies aws:SecureTransport = false"
+
+
+@resource_rule(
+    "s3-no-public-acl", [*BUCKETS, *BUCKET_ACL], area="S3", severity="critical",
+    description="No bucket or bucket ACL grants public or any-AWS-account access.",
+    remediation="Remove the canned ACL; buckets are private with object ownership enforced.",
+)
+def s3_no_public_acl(_t: str, props: Mapping[str, Any], _c: Mapping[str, Any], _s: StackInfo) -> Iterable[str]:
+    if props.get("acl") in PUBLIC_ACLS:
+        yield f"canned ACL {props.get('acl')}"
+
+
+@resource_rule(
+    "kms-key-rotation", [KMS_KEY], area="KMS", severity="medium",
+    description="Symmetric customer-managed KMS keys rotate automatically.",
+    remediation="Set `enableKeyRotation: true` (components/kms.py does for every key).",
+)
+def kms_key_rotation(_t: str, props: Mapping[str, Any], _c: Mapping[str, Any], _s: StackInfo) -> Iterable[str]:
+    spec = props.get("customerMasterKeySpec") or props.get("keySpec") or "SYMMETRIC_DEFAULT"
+    if spec == "SYMMETRIC_DEFAULT" and not truthy(props.get("enableKeyRotation")):
+        yield "enableKeyRotation is not true"
+
+
+@resource_rule(
+    "kms-deletion-window", [KMS_KEY], area="KMS", severity="low", enforcement="advisory",
+    description="KMS keys keep a deletion window long enough to notice and cancel a mistaken deletion.",
+    remediation="Raise `deletionWindowInDays` (prod: 30).",
+    config={"minimumDays": {"type": "integer", "default": 7, "description": "Smallest deletion window in days."}},
+)
+def kms_deletion_window(_t: str, props: Mapping[str, Any], config: Mapping[str, Any],
+                        _s: StackInfo) -> Iterable[str]:
+    days = props.get("deletionWindowInDays")
+    if days is None or int(days) < int(config["minimumDays"]):
+        yield f"deletionWindowInDays is {days!r}, below {config['minimumDays']}"
