@@ -29,6 +29,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("local", "mlplat.commands.local_cmd", "ml"),
     ("runbook", "mlplat.commands.runbook_cmd", "ml"),
     ("model", "mlplat.commands.model_cmd", "ml"),
+    ("bench", "mlplat.commands.bench_cmd", "ml"),
 ]
 
 ENV_DIRS = {"iac": ".venv", "ml": ".venv-ml"}

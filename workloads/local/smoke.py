@@ -1,0 +1,127 @@
+"""Smoke test of the local platform: one real V2 inference request per served model, over HTTP.
+
+The request bodies are built from the same data the models were trained on (a real book history,
+a real transaction), so a success means the whole path works: registry -> MLServer runtime ->
+(online features) -> answer. Latency: the first request, then the median of a few more.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workloads.local.training import model_module
+
+REPEATS = 20
+
+
+@dataclass
+class SmokeResult:
+    model: str
+    ok: bool
+    status: int
+    first_ms: float
+    p50_ms: float | None
+    answer: str  # short human-readable prediction, or the error
+    request: dict[str, Any] = field(default_factory=dict)
+
+
+def _first_rows(path: Path, n: int) -> list[dict[str, str]]:
+    import pandas as pd
+
+    return pd.read_csv(path, dtype=str, keep_default_na=False, nrows=n).to_dict("records")
+
+
+def recommendation_request(data_dir: Path, redis: bool) -> dict[str, Any]:
+    data = model_module("recommendation", "data")
+    ratings = _first_rows(data.resolve(data_dir, data.RATINGS_FILE), 200)
+    user = ratings[0]["user_id"]
+    if redis:  # the runtime resolves the history through the Feast online store
+        return {"inputs": [{"name": "user_id", "datatype": "INT64", "shape": [1], "data": [int(user)]}],
+                "parameters": {"k": 5}}
+    books = [int(r["book_id"]) for r in ratings if r["user_id"] == user][:5]
+    return {"inputs": [{"name": "book_ids", "datatype": "INT64", "shape": [len(books)], "data": books}],
+            "parameters": {"k": 5}}
+
+
+def sentiment_request(data_dir: Path, redis: bool) -> dict[str, Any]:
+    text = "what a great day, the new metro line works and everybody is happy"
+    return {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [text]}]}
+
+
+def fraud_request(data_dir: Path, redis: bool) -> dict[str, Any]:
+    data = model_module("fraud", "data")
+    path = data.resolve(data_dir, data.FRAUD_FILE) if hasattr(data, "resolve") else data_dir / data.FRAUD_FILE
+    row = _first_rows(path, 1)[0]
+    features = model_module("fraud", "features")
+    inputs = [{"name": "card_id", "datatype": "INT64", "shape": [1], "data": [int(row["transaction_id"])]},
+              {"name": "device_id", "datatype": "INT64", "shape": [1], "data": [int(row["transaction_id"])]}]
+    for col in features.REQUEST_FEATURES:
+        if col == "merchant_category":
+            inputs.append({"name": col, "datatype": "BYTES", "shape": [1], "data": [row[col]]})
+        else:
+            inputs.append({"name": col, "datatype": "FP64", "shape": [1], "data": [float(row[col])]})
+    return {"inputs": inputs}
+
+
+BUILDERS = {"recommendation": recommendation_request, "sentiment": sentiment_request, "fraud": fraud_request}
+
+
+def build_request(model: str, data_dir: Path, redis: bool) -> dict[str, Any]:
+    """The model's own example request when its runtime module offers one, else ours."""
+    try:
+        runtime = model_module(model, "runtime")
+    except RuntimeError:
+        runtime = None
+    example = getattr(runtime, "example_request", None)
+    if callable(example):
+        return example(data_dir) if example.__code__.co_argcount else example()
+    return BUILDERS[model](data_dir, redis)
+
+
+def _post(url: str, body: bytes, timeout_s: float) -> tuple[int, bytes, float]:
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            payload, status = resp.read(), resp.status
+    except urllib.error.HTTPError as exc:
+        payload, status = exc.read(), exc.code
+    return status, payload, (time.perf_counter() - started) * 1000
+
+
+def summarize(response: dict[str, Any]) -> str:
+    """'score=0.91 label=positive ...': the first value of each output, for the summary table."""
+    parts = []
+    for out in response.get("outputs", [])[:4]:
+        data = out.get("data", [])
+        value = data[0] if isinstance(data, list) and data else data
+        if isinstance(value, float):
+            value = round(value, 4)
+        text = str(value)
+        parts.append(f"{out.get('name')}={text[:40]}")
+    return " ".join(parts) or "(no outputs)"
+
+
+def smoke(base_url: str, model: str, request: dict[str, Any], repeats: int = REPEATS,
+          timeout_s: float = 30.0) -> SmokeResult:
+    url = f"{base_url}/v2/models/{model}/infer"
+    body = json.dumps(request).encode()
+    try:
+        status, payload, first_ms = _post(url, body, timeout_s)
+    except OSError as exc:
+        return SmokeResult(model, False, 0, 0.0, None, f"no answer: {exc}", request)
+    try:
+        doc = json.loads(payload)
+    except json.JSONDecodeError:
+        doc = {"error": payload[:200].decode(errors="replace")}
+    if status != 200:
+        return SmokeResult(model, False, status, first_ms, None, str(doc.get("error", doc))[:300], request)
+    times = [_post(url, body, timeout_s)[2] for _ in range(repeats)]
+    return SmokeResult(model, True, status, first_ms, statistics.median(times), summarize(doc), request)
