@@ -107,7 +107,7 @@ class Database(pulumi.ComponentResource):
             opts=stateful_options(ctx, self, depends_on=log_groups),
         )
         self.host = instance.address
-        self.password = password.result
+        self.password = pulumi.Output.secret(password.result)
         self.secret_arn = StoredSecret(
             f"{name}-master-secret", ctx, f"{ctx.prefix}/postgres/mlflow", "MLflow backend store master user",
             secrets_key_arn,

@@ -105,7 +105,8 @@ class Redis(pulumi.ComponentResource):
 
         self.host = group.primary_endpoint_address
         self.reader_host = group.reader_endpoint_address
-        self.auth_token = token.result
+        # Explicitly secret: it must stay masked wherever the contract carries it.
+        self.auth_token = pulumi.Output.secret(token.result)
         self.secret_arn = StoredSecret(
             f"{name}-auth-secret", ctx, f"{ctx.prefix}/redis/feast", "Feast online store connection (AUTH token)",
             secrets_key_arn,
