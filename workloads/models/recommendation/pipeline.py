@@ -72,3 +72,19 @@ def evaluate(model_dir: Path, data_file: Path, seed: int = 0) -> dict[str, float
     model = algorithm.Recommender.load(Path(model_dir))
     ratings: pd.DataFrame = data.load_ratings(Path(data_file))
     return {k: float(v) for k, v in algorithm.evaluate(model, ratings, seed=seed, k=K).items()}
+
+
+def sample_requests(data_dir: Path, model_dir: Path, n: int = 200, seed: int = 0) -> list[dict[str, Any]]:
+    """V2 request bodies for benchmarks: histories of readers from the data (known books only)."""
+    model = algorithm.Recommender.load(Path(model_dir))
+    ratings = data.load_ratings(data.resolve(Path(data_dir), data.RATINGS_FILE))
+    rng = np.random.default_rng(seed)
+    groups = [g for _, g in ratings.groupby("user_id")["book_id"]]
+    bodies = []
+    for i in rng.choice(len(groups), size=min(n, len(groups)), replace=False):
+        history = [int(b) for b in groups[i].tail(20) if int(b) in model.known_items]
+        bodies.append({
+            "inputs": [{"name": "book_ids", "datatype": "INT64", "shape": [len(history)], "data": history}],
+            "parameters": {"k": K},
+        })
+    return bodies

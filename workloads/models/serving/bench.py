@@ -1,0 +1,107 @@
+"""Latency/throughput measurement for `mlplat bench models`: in-process timing, `wrk` against a real
+MLServer (Lua script rotating POST bodies), and a bounded Python load generator when wrk is absent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def percentiles(seconds: list[float]) -> dict[str, float]:
+    ms = np.asarray(seconds) * 1000
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3)}
+
+
+def time_calls(call: Callable[[int], object], n: int, warmup: int = 20) -> dict[str, float]:
+    """p50/p99 of `call(i)` over n calls after a warm-up."""
+    for i in range(warmup):
+        call(i)
+    times = []
+    for i in range(n):
+        t = time.perf_counter()
+        call(i)
+        times.append(time.perf_counter() - t)
+    return percentiles(times)
+
+
+_LUA = """
+local bodies = {}
+local i = 0
+for line in io.lines("%s") do bodies[#bodies + 1] = line end
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  i = (i %% #bodies) + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+"""
+
+
+def _wrk_ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip()).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk_load(url: str, bodies: list[dict[str, Any]], concurrency: int, duration_s: int) -> dict[str, Any]:
+    """Run wrk (1 thread, `concurrency` connections); parse p50/p99 and requests/s."""
+    with tempfile.TemporaryDirectory() as tmp:
+        body_file = Path(tmp) / "bodies.jsonl"
+        body_file.write_text("\n".join(json.dumps(b, separators=(",", ":")) for b in bodies) + "\n")
+        script = Path(tmp) / "post.lua"
+        script.write_text(_LUA % body_file)
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{concurrency}", f"-d{duration_s}s", "--latency", "-s", str(script), url],
+            capture_output=True, text=True, check=True, timeout=duration_s + 60,
+        ).stdout
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return {
+        "tool": "wrk", "p50_ms": round(_wrk_ms(lat["50"]), 3), "p99_ms": round(_wrk_ms(lat["99"]), 3),
+        "rps": round(rps, 1), "non_2xx": int(errors.group(1)) if errors else 0,
+    }
+
+
+def python_load(url: str, bodies: list[dict[str, Any]], concurrency: int, duration_s: int) -> dict[str, Any]:
+    """Fallback load generator: `concurrency` asyncio clients in closed loop (slower than wrk)."""
+    import httpx
+
+    async def main() -> tuple[list[float], int]:
+        times: list[float] = []
+        bad = 0
+        deadline = time.perf_counter() + duration_s
+
+        async def worker(k: int, client: httpx.AsyncClient) -> None:
+            nonlocal bad
+            i = k
+            while time.perf_counter() < deadline:
+                t = time.perf_counter()
+                r = await client.post(url, json=bodies[i % len(bodies)])
+                times.append(time.perf_counter() - t)
+                bad += r.status_code >= 300
+                i += concurrency
+
+        async with httpx.AsyncClient(timeout=30) as client:
+            await asyncio.gather(*(worker(k, client) for k in range(concurrency)))
+        return times, bad
+
+    started = time.perf_counter()
+    times, bad = asyncio.run(main())
+    elapsed = time.perf_counter() - started
+    return {"tool": "python", **percentiles(times), "rps": round(len(times) / elapsed, 1), "non_2xx": bad}
+
+
+def http_load(url: str, bodies: list[dict[str, Any]], concurrency: int, duration_s: int) -> dict[str, Any]:
+    if shutil.which("wrk"):
+        return wrk_load(url, bodies, concurrency, duration_s)
+    return python_load(url, bodies, concurrency, duration_s)
