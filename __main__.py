@@ -13,6 +13,7 @@ from components.context import StackContext
 from components.data_services import DataLayer
 from components.network import Network
 from components.nodegroups import NodeGroups
+from workloads.platform import Platform
 
 ctx = StackContext(load_platform_config())
 aws_provider = aws.Provider(
@@ -26,6 +27,8 @@ nodes = NodeGroups("nodes", ctx, network, cluster.name, on_aws)
 addons = ClusterAddons("addons", ctx, cluster, pulumi.ResourceOptions.merge(
     on_aws, pulumi.ResourceOptions(depends_on=[nodes])))
 data = DataLayer("data", ctx, network, cluster, on_aws)
+workloads = Platform("workloads", ctx, cluster, data.services, network.vpc_id, pulumi.ResourceOptions.merge(
+    on_aws, pulumi.ResourceOptions(depends_on=[addons])))
 
 pulumi.export("platformVersion", ctx.bom.platform.version)
 pulumi.export("environment", ctx.env)
@@ -35,5 +38,6 @@ pulumi.export("clusterName", cluster.name)
 pulumi.export("clusterEndpoint", cluster.endpoint)
 pulumi.export("oidcProviderArn", cluster.oidc.provider_arn)
 pulumi.export("kubeconfig", cluster.kubeconfig)
+pulumi.export("modelServerRepositoryUrl", workloads.model_server_repository_url)
 for key, value in data.exports().items():
     pulumi.export(key, value)

@@ -195,6 +195,10 @@ class ObservabilityConfig(Section):
     )
     prometheus_storage_gib: int = Field(50, ge=5, le=10000, description="Prometheus volume size in GiB.")
     prometheus_replicas: int = Field(1, ge=1, le=5, description="Prometheus replicas.")
+    runbook_base_url: Annotated[str, StringConstraints(pattern=r"^https://.+/$")] = Field(
+        "https://github.com/example-org/mlplatform/blob/main/",
+        description="Base URL of this repository; alert `runbook_url`s are `<base>runbooks/<alert>.md`.",
+    )
 
 
 class TracingConfig(Section):

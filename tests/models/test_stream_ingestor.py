@@ -173,3 +173,18 @@ def test_settings_name_missing_environment():
 def test_window_rejects_non_positive_length():
     with pytest.raises(ValueError, match="window must be positive"):
         VelocityWindow(timedelta(0))
+
+
+def test_labelled_transactions_feed_the_false_positive_rate():
+    def labelled(tx, flagged, fraud):
+        return json.dumps({**json.loads(event(tx, 1, 0)), "flagged": flagged, "fraud_label": fraud}).encode()
+
+    ing, registry = ingestor([labelled("a", True, False), labelled("b", True, True), labelled("c", False, False),
+                              event("d", 1, 1)])
+    ing.run(idle_polls=1)
+    assert registry.get_sample_value("mlplat_ingestor_labelled_transactions_total",
+                                     {"flagged": "true", "fraud": "false"}) == 1
+    assert registry.get_sample_value("mlplat_ingestor_labelled_transactions_total",
+                                     {"flagged": "false", "fraud": "false"}) == 1
+    with pytest.raises(InvalidEvent, match="flagged"):
+        parse(json.dumps({**json.loads(event("x", 1, 0)), "flagged": "yes"}))

@@ -3,6 +3,10 @@
     {"transaction_id": "t-1", "card_id": 42, "amount": 12.5,
      "event_time": "2026-01-01T12:00:00Z", "cardholder_age": 37}
 
+Optional `flagged` (the payment system's decision from our model) and `fraud_label` (the confirmed
+outcome, present on labelled transactions, e.g. after a chargeback investigation) feed the
+business dashboard's false-positive rate.
+
 `cardholder_age` rides along because the Feast view `card_features` holds it next to the velocity
 and a push writes whole rows. Bad messages raise `InvalidEvent` naming the offending field.
 """
@@ -27,6 +31,8 @@ class Transaction:
     amount: float
     event_time: datetime
     cardholder_age: int
+    flagged: bool | None = None
+    fraud_label: bool | None = None
 
 
 def _int(doc: dict, key: str) -> int:
@@ -58,4 +64,10 @@ def parse(raw: bytes | str) -> Transaction:
     age = _int(doc, "cardholder_age")
     if not 0 <= age <= 130:
         raise InvalidEvent(f"cardholder_age out of range 0..130: {age}")
-    return Transaction(str(doc["transaction_id"]), _int(doc, "card_id"), float(amount), when, age)
+    flags = {}
+    for key in ("flagged", "fraud_label"):
+        value = doc.get(key)
+        if value is not None and not isinstance(value, bool):
+            raise InvalidEvent(f"{key} must be true, false or absent, got {value!r}")
+        flags[key] = value
+    return Transaction(str(doc["transaction_id"]), _int(doc, "card_id"), float(amount), when, age, **flags)

@@ -31,8 +31,9 @@ EVENTS = "mlplat_ingestor_events_total"
 PUSH_SECONDS = "mlplat_ingestor_push_seconds"
 EVENT_LAG = "mlplat_ingestor_event_lag_seconds"
 PUSH_FAILURES = "mlplat_ingestor_push_failures_total"
+LABELLED = "mlplat_ingestor_labelled_transactions_total"
 # Every metric this module exports (dashboards and alerts may only query listed names).
-METRIC_NAMES = (EVENTS, PUSH_SECONDS, EVENT_LAG, PUSH_FAILURES)
+METRIC_NAMES = (EVENTS, PUSH_SECONDS, EVENT_LAG, PUSH_FAILURES, LABELLED)
 
 
 class Message(Protocol):
@@ -58,6 +59,8 @@ class _Metrics:
                                       buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
         self.lag = Gauge(EVENT_LAG, "Seconds between the newest pushed event's time and now.", registry=registry)
         self.push_failures = Counter(PUSH_FAILURES, "Batches whose push to Feast failed.", registry=registry)
+        self.labelled = Counter(LABELLED, "Transactions with a confirmed outcome, by model decision and outcome "
+                                "(false-positive rate of the fraud model).", ["flagged", "fraud"], registry=registry)
 
 
 class StreamIngestor:
@@ -89,6 +92,8 @@ class StreamIngestor:
             self.metrics.events.labels(outcome="duplicate").inc()
             return
         velocity = self.window.add(tx.card_id, tx.transaction_id, tx.event_time)
+        if tx.flagged is not None and tx.fraud_label is not None:
+            self.metrics.labelled.labels(flagged=str(tx.flagged).lower(), fraud=str(tx.fraud_label).lower()).inc()
         self.metrics.events.labels(outcome="pushed").inc()
         # Only the newest state of a card matters within one batch.
         self._rows[tx.card_id] = {"card_id": tx.card_id, "cardholder_age": tx.cardholder_age,
