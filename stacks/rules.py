@@ -191,6 +191,63 @@ def _kafka(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
             )
 
 
+@rule("MSK topics outside dev keep 3 replicas (min.insync.replicas is 2, so one broker may fail).")
+def _kafka_durability(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
+    if cfg.environment == Environment.DEV:
+        return
+    for i, t in enumerate(cfg.kafka.topics):
+        if t.replication_factor < 3:
+            yield ConfigIssue(
+                _key("kafka", "topics", i, "replicationFactor"),
+                f"{cfg.environment} needs >= 3 (min.insync.replicas=2), got {t.replication_factor}",
+            )
+
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_WEEK = 7 * 24 * 60
+
+
+def _minutes(hhmm: str) -> int:
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def _span(start: int, end: int, period: int) -> tuple[int, int]:
+    """[start, end) in minutes; a window ending before it starts wraps past midnight (or Sunday)."""
+    return start, end if end > start else end + period
+
+
+def _daily_in_week(window: str) -> list[tuple[int, int]]:
+    start, end = _span(*(_minutes(t) for t in window.split("-")), 24 * 60)
+    return [(day * 24 * 60 + start, day * 24 * 60 + end) for day in range(7)]
+
+
+def _weekly(window: str) -> tuple[int, int]:
+    def at(part: str) -> int:
+        day, hhmm = part.split(":", 1)
+        return _DAYS.index(day) * 24 * 60 + _minutes(hhmm)
+
+    return _span(*(at(p) for p in window.split("-")), _WEEK)
+
+
+def _overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return any(a[0] < b[1] + shift and b[0] + shift < a[1] for shift in (-_WEEK, 0, _WEEK))
+
+
+@rule("RDS: the daily backup window lasts >= 30 minutes and does not overlap the weekly maintenance window.")
+def _database_windows(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
+    d = cfg.database
+    backup = _daily_in_week(d.backup_window)
+    if backup[0][1] - backup[0][0] < 30:
+        yield ConfigIssue(_key("database", "backupWindow"), f"must last >= 30 minutes, got {d.backup_window!r}")
+    maintenance = _weekly(d.maintenance_window)
+    if any(_overlap(day, maintenance) for day in backup):
+        yield ConfigIssue(
+            _key("database", "backupWindow"),
+            f"{d.backup_window!r} overlaps maintenanceWindow {d.maintenance_window!r}",
+        )
+
+
 @rule("S3: prod has access logging; forceDestroy only in dev.")
 def _storage(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
     if cfg.environment == Environment.PROD and not cfg.storage.access_logging:

@@ -279,3 +279,15 @@ def test_bucket_name_too_long_is_rejected():
     ctx = StackContext(_cfg("staging"), project="a-very-long-project-name-for-buckets")
     with pytest.raises(ValueError, match="exceeds 63 characters"):
         bucket_name(ctx, "models", "123456789012")
+
+
+@pytest.mark.parametrize(("backup", "maintenance", "overlaps"), [
+    ("01:00-02:00", "sun:02:30-sun:03:30", False),
+    ("03:00-04:00", "sun:02:30-sun:03:30", True),
+    ("00:00-00:40", "sun:23:30-mon:00:30", True),  # maintenance wraps past the end of the week
+    ("23:30-00:30", "sat:10:00-sat:11:00", False),  # backup wraps past midnight
+])
+def test_backup_and_maintenance_window_overlap(backup, maintenance, overlaps):
+    from stacks.rules import _daily_in_week, _overlap, _weekly
+
+    assert any(_overlap(day, _weekly(maintenance)) for day in _daily_in_week(backup)) is overlaps
