@@ -24,6 +24,8 @@ from typing import Any
 import mmh3
 import redis
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 _STRING, _INT64 = 2, 4  # feast ValueType enum values
 
@@ -72,8 +74,10 @@ class OnlineFeatureReader:
         self.project = project
         self.views = list(views)
         self._fields = {v.feature_view: [field_key(v.feature_view, f) for f in v.features] for v in self.views}
+        # No retries: redis-py's default (3, exponential backoff from 1 s) would turn a store outage
+        # into multi-second responses; the caller falls back to defaults instead.
         self._client = redis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
         )
 
     def get(self, entities: dict[str, int | str]) -> dict[str, Any]:
