@@ -23,6 +23,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("validate-config", "mlplat.commands.config_cmd", "iac"),
     ("config-doc", "mlplat.commands.config_cmd", "iac"),
     ("synth", "mlplat.commands.synth_cmd", "iac"),
+    ("render", "mlplat.commands.render_cmd", "iac"),
     ("policy", "mlplat.commands.policy_cmd", "iac"),
     ("policy-doc", "mlplat.commands.policy_cmd", "iac"),
     ("diff", "mlplat.commands.diff_cmd", "iac"),
