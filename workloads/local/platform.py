@@ -9,6 +9,7 @@ schema) run before anything is started.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import shutil
 import time
@@ -23,6 +24,7 @@ from workloads.local.report import Progress, summary_text, table
 from workloads.local.services import ORDER, Decision, decide, ensure, healthy, missing_entry_points
 from workloads.local.supervisor import Supervisor, port_in_use
 from workloads.models.common.gates import load_gates
+from workloads.models.common.pipeline import METADATA_FILE
 
 SUMMARY_FILE = "summary.json"
 
@@ -65,13 +67,17 @@ def up(cfg: LocalConfig, progress: Progress | None = None) -> int:
     # Redis is not part of this run: stop one an earlier `up --redis` left behind.
     if not cfg.redis and sup.running("redis"):
         sup.stop("redis")
+    if cfg.data_dir is not None:  # before anything starts: a schema error must not leave services behind
+        with p.step(f"checking the data contract of {cfg.data_dir}"):
+            for name, what in training.validate_data(cfg.data_dir, cfg.models).items():
+                p.detail(f"{name}: {what}")
     records: dict[str, str] = {}
     with ThreadPoolExecutor(max_workers=1) as pool:
-        # MLflow takes several seconds to start: it does so in the background while the data is
-        # checked or generated and the feature store is built.
+        # MLflow takes several seconds to start: it does so in the background while the sample
+        # data is generated and the feature store is built.
         mlflow_future = pool.submit(ensure, cfg, sup, decisions["mlflow"], p.detail, url=cfg.mlflow_url)
         try:
-            data_dir = _data(cfg, p)
+            data_dir = cfg.data_dir or _sample_data(cfg, p)
         except BaseException:
             _settle(mlflow_future)
             raise
@@ -116,15 +122,19 @@ def up(cfg: LocalConfig, progress: Progress | None = None) -> int:
         )
         p.detail(f"{records['mlserver']} at {cfg.url('http')}")
 
-    prom_note = "off (not installed)" if "prometheus" not in decisions else ""
+    prom_note = "off (not installed, or --no-prometheus)" if "prometheus" not in decisions else ""
     if "prometheus" in decisions:
         prom_note = _prometheus(cfg, sup, decisions["prometheus"], p, records)
 
     with p.step("smoke test: one request per model"):
         results = {}
         for st in states:
-            request = smoke.build_request(st.name, data_dir, cfg.redis)
-            res = smoke.smoke(cfg.url("http"), st.name, request)
+            try:
+                request = smoke.build_request(st.name, data_dir, cfg.redis, _artifact(cfg, st))
+            except Exception as exc:  # report, do not abort: the other models still get their request
+                res = smoke.SmokeResult(st.name, False, 0, 0.0, None, f"could not build a request: {exc}")
+            else:
+                res = smoke.smoke(cfg.url("http"), st.name, request)
             results[st.name] = res
             p.detail(f"{st.name}: {'OK' if res.ok else 'FAILED'} {res.status} in {res.first_ms:.1f} ms: {res.answer}")
         online = feast_local.check_online(feast.repo) if feast.views else {}
@@ -157,15 +167,28 @@ def up(cfg: LocalConfig, progress: Progress | None = None) -> int:
     return 0 if ok else 1
 
 
-def _data(cfg: LocalConfig, p: Progress) -> Path:
-    """The directory to train on: --data after its schema check, or the generated sample data."""
-    if cfg.data_dir is None:
-        with p.step("generating the sample data"):
-            return training.generate_sample_data(cfg.path("data", "sample"), cfg.models)
-    with p.step(f"checking the data contract of {cfg.data_dir}"):
-        for name, what in training.validate_data(cfg.data_dir, cfg.models).items():
-            p.detail(f"{name}: {what}")
-    return cfg.data_dir
+def _artifact(cfg: LocalConfig, st: training.ModelState) -> Path | None:
+    """The served version's artifact: this run's training output, else a (cached) registry download."""
+    local = cfg.path("train", st.name)
+    if st.trained and (local / METADATA_FILE).is_file():
+        return local
+    cached = cfg.path("artifacts", f"{st.name}-v{st.version}")
+    if (cached / METADATA_FILE).is_file():
+        return cached
+    try:
+        import mlflow
+
+        mlflow.set_tracking_uri(cfg.mlflow_url)
+        cached.mkdir(parents=True, exist_ok=True)
+        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{st.name}/{st.version}", dst_path=str(cached))
+    except Exception:  # the smoke request then falls back to one built without the artifact
+        return None
+    return cached if (cached / METADATA_FILE).is_file() else None
+
+
+def _sample_data(cfg: LocalConfig, p: Progress) -> Path:
+    with p.step("generating the sample data"):
+        return training.generate_sample_data(cfg.path("data", "sample"), cfg.models)
 
 
 def _settle(future: Future[Any]) -> None:
@@ -188,12 +211,13 @@ def _prometheus(cfg: LocalConfig, sup: Supervisor, decision: Decision, p: Progre
     _, rules_path = prometheus.write_config(workdir, f"{cfg.host}:{cfg.ports['metrics']}", groups)
     if rules_path is not None:
         prometheus.check_rules(rules_path)
-    identity = {"rules": source, "n_groups": len(groups), "target": cfg.ports["metrics"]}
+    texts = [path.read_text() for path in (workdir / "prometheus.yml", rules_path) if path is not None]
+    identity = {"config": hashlib.sha256("".join(texts).encode()).hexdigest()[:16]}
     stale = decision.record is not None and decision.record.info.get("identity") != identity
     _, records["prometheus"] = ensure(cfg, sup, decision, p.detail, force_restart=stale,
                                       info={"identity": identity}, url=cfg.url("prometheus"))
     rules = (f"{sum(len(g['rules']) for g in groups)} alert rule(s) from {source}, promtool check passed"
-             if groups else "no alert rules exposed by the workloads layer yet")
+             if groups else "no alert rules")
     p.say(f"Prometheus {records['prometheus']} at {cfg.url('prometheus')}: {rules}")
     return f"{cfg.url('prometheus')} scraping MLServer; {rules}"
 

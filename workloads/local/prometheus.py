@@ -1,13 +1,13 @@
 """Optional local Prometheus: scrapes MLServer's metrics port with the cluster's alert rules.
 
 Started by `local up` only when the `prometheus` binary exists (Debian package `prometheus`). The
-rule groups are not written here: they are read from the workloads layer, the same groups the
-cluster's PrometheusRule carries, and checked with `promtool check rules` before Prometheus starts.
+rule groups are not written here: they are `workloads.alerts.rule_groups`, the same groups the
+cluster's PrometheusRule carries (runbook links point into this checkout), checked with
+`promtool check rules` before Prometheus starts.
 """
 
 from __future__ import annotations
 
-import importlib
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,54 +17,18 @@ import yaml
 
 from workloads.models.serving.processes import Service, _http_ok
 
-WORKLOADS_DIR = Path(__file__).resolve().parents[1]
-# Where the workloads layer may expose its rules: a function returning rule groups (or a whole
-# PrometheusRule manifest), or YAML files. The first one found wins.
-RULE_FUNCTIONS = (
-    ("workloads.observability", "alert_rule_groups"),
-    ("workloads.observability", "alert_rules"),
-    ("workloads.alerts", "alert_rule_groups"),
-    ("workloads.alerts", "alert_rules"),
-)
-RULE_GLOBS = ("**/alert*rules*.y*ml", "**/alerts*.y*ml", "**/prometheus*rules*.y*ml")
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def binaries() -> tuple[str | None, str | None]:
     return shutil.which("prometheus"), shutil.which("promtool")
 
 
-def _groups(doc: Any) -> list[dict[str, Any]]:
-    """Rule groups from a rules file, a PrometheusRule manifest or a bare list of groups."""
-    if isinstance(doc, list):
-        return [g for g in doc if isinstance(g, dict) and "rules" in g]
-    if isinstance(doc, dict):
-        if "spec" in doc:
-            return _groups(doc["spec"])
-        if "groups" in doc:
-            return _groups(doc["groups"])
-    return []
+def find_alert_rules() -> tuple[list[dict[str, Any]], str]:
+    """The cluster's PrometheusRule groups (`workloads.alerts.rule_groups`), runbook links to this checkout."""
+    from workloads.alerts import rule_groups
 
-
-def find_alert_rules() -> tuple[list[dict[str, Any]], str | None]:
-    """The cluster's alert rule groups and where they came from; ([], None) if none are exposed yet."""
-    for module_name, attr in RULE_FUNCTIONS:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        func = getattr(module, attr, None)
-        if callable(func):
-            groups = _groups(func())
-            if groups:
-                return groups, f"{module_name}.{attr}()"
-    for pattern in RULE_GLOBS:
-        for path in sorted(WORKLOADS_DIR.glob(pattern)):
-            if "local" in path.relative_to(WORKLOADS_DIR).parts:
-                continue
-            groups = _groups(yaml.safe_load(path.read_text()))
-            if groups:
-                return groups, str(path.relative_to(WORKLOADS_DIR.parent))
-    return [], None
+    return rule_groups(REPO_ROOT.as_uri() + "/"), "workloads/alerts.py"
 
 
 def write_config(workdir: Path, metrics_target: str, groups: list[dict[str, Any]],

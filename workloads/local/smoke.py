@@ -1,7 +1,8 @@
 """Smoke test of the local platform: one real V2 inference request per served model, over HTTP.
 
-The request bodies are built from the same data the models were trained on (a real book history,
-a real transaction), so a success means the whole path works: registry -> MLServer runtime ->
+The request bodies come from the models' own `pipeline.sample_requests` (as in `mlplat bench`), or
+are built here from the same data the models were trained on (a real book history, a real
+transaction), so a success means the whole path works: registry -> MLServer runtime ->
 (online features) -> answer. Latency: the first request, then the median of a few more.
 """
 
@@ -73,15 +74,16 @@ def fraud_request(data_dir: Path, redis: bool) -> dict[str, Any]:
 BUILDERS = {"recommendation": recommendation_request, "sentiment": sentiment_request, "fraud": fraud_request}
 
 
-def build_request(model: str, data_dir: Path, redis: bool) -> dict[str, Any]:
-    """The model's own example request when its runtime module offers one, else ours."""
-    try:
-        runtime = model_module(model, "runtime")
-    except RuntimeError:
-        runtime = None
-    example = getattr(runtime, "example_request", None)
-    if callable(example):
-        return example(data_dir) if example.__code__.co_argcount else example()
+def build_request(model: str, data_dir: Path, redis: bool, model_dir: Path | None = None) -> dict[str, Any]:
+    """The model's own request (`pipeline.sample_requests(data_dir, model_dir, n)`, the one
+    `mlplat bench` uses) when it offers one and the artifact is at hand; else a request built here.
+    With --redis the recommendation request carries only a user id, to exercise the online store."""
+    if not (redis and model == "recommendation") and model_dir is not None:
+        sample = getattr(model_module(model, "pipeline"), "sample_requests", None)
+        if callable(sample):
+            bodies = sample(data_dir, model_dir, n=1)
+            if bodies:
+                return bodies[0]
     return BUILDERS[model](data_dir, redis)
 
 

@@ -198,11 +198,17 @@ class Supervisor:
             return None
         if same_program(rec):
             return rec
-        # The leader is gone, but workers of its group may linger: stop them before forgetting.
-        if group_members(rec.pid):
-            stop_group(rec.pid)
+        self._stop_orphans(rec)
         self.forget(name)
         return None
+
+    @staticmethod
+    def _stop_orphans(rec: ServiceRecord) -> None:
+        # The leader died but workers of its group may linger. Only when the leader pid is free:
+        # Linux does not hand out a pid that is still a live group's id, so the group is ours; a
+        # live pid with another start time is someone else's process and is left alone.
+        if not pid_alive(rec.pid) and group_members(rec.pid):
+            stop_group(rec.pid)
 
     def stop(self, name: str, timeout_s: float = 15.0) -> tuple[bool, list[int]]:
         """Stop service `name` if ours and running. Returns (was_running, ports still busy)."""
@@ -210,8 +216,10 @@ class Supervisor:
         if rec is None:
             return False, []
         was_running = same_program(rec)
-        if was_running or group_members(rec.pid):
+        if was_running:
             stop_group(rec.pid, timeout_s)
+        else:
+            self._stop_orphans(rec)
         self.forget(name)
         busy = wait_ports_free(list(rec.ports.values())) if was_running else []
         return was_running, busy
