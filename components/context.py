@@ -68,6 +68,18 @@ class StackContext:
     def redis_secret_name(self) -> str:
         return f"{self.prefix}/redis/feast"
 
+    @property
+    def database_identifier(self) -> str:
+        return self.name("mlflow")
+
+    @property
+    def database_secret_name(self) -> str:
+        return f"{self.prefix}/postgres/mlflow"
+
+    @property
+    def kafka_cluster_name(self) -> str:
+        return self.name("kafka")
+
     def bucket_name(self, purpose: str, account_id: str) -> str:
         """Globally unique, deterministic bucket name (<= 63 characters)."""
         name = f"{self.prefix}-{purpose}-{account_id}-{self.cfg.region}"

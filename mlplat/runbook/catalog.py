@@ -6,13 +6,27 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlplat.runbook.books.data import (
+    MSK_BROKER_REPLACEMENT,
+    MSK_CONSUMER_LAG,
+    MSK_STORAGE_EXPANSION,
+    RDS_PITR,
+    REDIS_FAILOVER_TEST,
+    REDIS_SNAPSHOT_RESTORE,
+)
+from mlplat.runbook.books.eks import EKS_UPGRADE, NODEGROUP_ROTATION, NODEGROUP_SCALING
 from mlplat.runbook.books.models import CANARY_PROMOTION, ROLLBACK
+from mlplat.runbook.books.platform import DISASTER_RECOVERY, FEATURE_BACKFILL
 from mlplat.runbook.books.redis import AUTH_ROTATION
 from mlplat.runbook.books.s3 import OBJECT_RECOVERY
 from mlplat.runbook.engine import Runbook
 
 RUNBOOK_DIR = Path(__file__).resolve().parents[2] / "runbooks"
-EXECUTABLE: dict[str, Runbook] = {rb.name: rb for rb in (AUTH_ROTATION, OBJECT_RECOVERY, ROLLBACK, CANARY_PROMOTION)}
+EXECUTABLE: dict[str, Runbook] = {rb.name: rb for rb in (
+    EKS_UPGRADE, NODEGROUP_SCALING, NODEGROUP_ROTATION, AUTH_ROTATION, REDIS_FAILOVER_TEST, REDIS_SNAPSHOT_RESTORE,
+    MSK_STORAGE_EXPANSION, MSK_BROKER_REPLACEMENT, MSK_CONSUMER_LAG, RDS_PITR, OBJECT_RECOVERY, ROLLBACK,
+    CANARY_PROMOTION, FEATURE_BACKFILL, DISASTER_RECOVERY,
+)}
 
 
 @dataclass(frozen=True)

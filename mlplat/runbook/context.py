@@ -31,6 +31,7 @@ class RunContext:
     kube: KubeOps | None = None
     params: dict[str, str] = field(default_factory=dict)  # NAME=VALUE from --param
     state: dict[str, Any] = field(default_factory=dict)
+    clients: dict[str, Any] = field(default_factory=dict)  # one boto3 client per service (tests may inject)
 
     @cached_property
     def stack(self) -> StackContext:
@@ -50,7 +51,9 @@ class RunContext:
         return boto3.session.Session(region_name=self.stack.cfg.region)
 
     def aws(self, service: str) -> Any:
-        return self.session.client(service)
+        if service not in self.clients:
+            self.clients[service] = self.session.client(service)
+        return self.clients[service]
 
     @cached_property
     def account_id(self) -> str:

@@ -20,6 +20,8 @@ class KubeOps(Protocol):
     def restart_deployment(self, namespace: str, name: str) -> None: ...
     def deployment_ready(self, namespace: str, name: str) -> bool: ...
     def patch_secret(self, namespace: str, name: str, string_data: dict[str, str]) -> None: ...
+    def run_job_from_cronjob(self, namespace: str, cronjob: str, job: str, args: list[str]) -> None: ...
+    def job_succeeded(self, namespace: str, job: str) -> bool: ...
 
 
 class ClusterKubeOps:
@@ -56,6 +58,22 @@ class ClusterKubeOps:
     def patch_secret(self, namespace: str, name: str, string_data: dict[str, str]) -> None:
         self._core.patch_namespaced_secret(name, namespace, {"stringData": string_data})
 
+    def run_job_from_cronjob(self, namespace: str, cronjob: str, job: str, args: list[str]) -> None:
+        from kubernetes import client
+
+        template = client.BatchV1Api().read_namespaced_cron_job(cronjob, namespace).spec.job_template
+        template.spec.template.spec.containers[0].args = args
+        body = client.V1Job(metadata=client.V1ObjectMeta(name=job, namespace=namespace), spec=template.spec)
+        client.BatchV1Api().create_namespaced_job(namespace, body)
+
+    def job_succeeded(self, namespace: str, job: str) -> bool:
+        from kubernetes import client
+
+        status = client.BatchV1Api().read_namespaced_job_status(job, namespace).status
+        if status.failed:
+            raise RuntimeError(f"job {namespace}/{job} failed")
+        return bool(status.succeeded)
+
 
 class InMemoryKubeOps:
     """Injectable stand-in with the same behaviour contract, for tests and offline rehearsal."""
@@ -65,6 +83,7 @@ class InMemoryKubeOps:
         self.experiments = dict(experiments or {})
         self.deployments = set(deployments or ())
         self.secrets: dict[tuple[str, str], dict[str, str]] = {}
+        self.jobs: dict[tuple[str, str], bool] = {}
         self.calls: list[tuple[str, Any]] = []
 
     def experiment_weights(self, namespace: str, name: str) -> dict[str, int]:
@@ -88,3 +107,10 @@ class InMemoryKubeOps:
     def patch_secret(self, namespace: str, name: str, string_data: dict[str, str]) -> None:
         self.calls.append(("patch_secret", (namespace, name, sorted(string_data))))
         self.secrets.setdefault((namespace, name), {}).update(string_data)
+
+    def run_job_from_cronjob(self, namespace: str, cronjob: str, job: str, args: list[str]) -> None:
+        self.calls.append(("run_job_from_cronjob", (namespace, cronjob, job, list(args))))
+        self.jobs[(namespace, job)] = True
+
+    def job_succeeded(self, namespace: str, job: str) -> bool:
+        return self.jobs.get((namespace, job), False)
