@@ -188,3 +188,18 @@ def test_labelled_transactions_feed_the_false_positive_rate():
                                      {"flagged": "false", "fraud": "false"}) == 1
     with pytest.raises(InvalidEvent, match="flagged"):
         parse(json.dumps({**json.loads(event("x", 1, 0)), "flagged": "yes"}))
+
+
+def test_metrics_catalog_lists_the_names_the_runtimes_and_ingestor_export():
+    # The dashboards/alerts catalog (IaC side) must name exactly what the ML-side code exports.
+    from workloads.metrics_catalog import METRICS as CATALOG
+    from workloads.models.common.metrics import METRICS as MODEL_METRICS
+    from workloads.streaming.ingestor import METRIC_NAMES
+
+    kinds = {"histogram": "histogram", "counter": "counter", "gauge": "gauge"}
+    for name, (kind, _labels, _help) in MODEL_METRICS.items():
+        assert CATALOG[name][0] == kinds[kind], name
+    for name in METRIC_NAMES:
+        assert name in CATALOG, name
+    ours = {n for n in CATALOG if n.startswith("mlplat_")}
+    assert ours == set(MODEL_METRICS) | set(METRIC_NAMES)
