@@ -238,3 +238,13 @@ def test_entry_point_prints_metrics_json(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["model"]["ndcg@10"] > report["baselines"]["popularity"]["ndcg@10"]
     assert report["latency_k10"]["p99_ms"] > 0
+
+
+def test_baselines_do_not_inherit_the_tuned_defaults(split, monkeypatch):
+    train, test = split
+    before = alg.evaluate_baselines(train, test, seed=0)
+    monkeypatch.setitem(alg.DEFAULT_PARAMS, "pop_exponent", 0.9)
+    monkeypatch.setitem(alg.DEFAULT_PARAMS, "low_weight", 0.1)
+    after = alg.evaluate_baselines(train, test, seed=0)
+    for name in before:
+        assert before[name]["ndcg@10"] == after[name]["ndcg@10"], name

@@ -65,14 +65,17 @@ MODELS = ("ease", "knn", "popularity")
 DEFAULT_PARAMS: dict = {
     "model": "ease",
     "min_item_ratings": 2,  # books with fewer training ratings are not recommended
-    "l2": 500.0,  # EASE ridge penalty
-    "dropout": 0.0,  # EDLAE popularity-proportional penalty, as a dropout rate
-    "low_weight": 1.0,  # weight of a rating below 4 in the training matrix (1 = binary)
-    "pop_exponent": 0.0,  # score of book j divided by its training count ** pop_exponent
-    "neighbors": None,  # keep only this many largest weights per book (None = dense)
+    "l2": 100.0,  # EASE ridge penalty
+    "dropout": 0.0,  # EDLAE popularity-proportional penalty, as a dropout rate (no gain here)
+    "low_weight": 0.5,  # weight of a rating below 4 in the training matrix (1 = binary)
+    "pop_exponent": 0.2,  # score of book j divided by its training count ** pop_exponent
+    "neighbors": 200,  # keep only this many largest weights per book (None = dense)
 }
-UNTUNED_EASE = {"model": "ease", "min_item_ratings": 1, "l2": 500.0}
-KNN_BASELINE = {"model": "knn", "min_item_ratings": 1, "neighbors": 100}
+# Baselines spell out every parameter so that tuning DEFAULT_PARAMS never leaks into them.
+_PLAIN = {"min_item_ratings": 1, "dropout": 0.0, "low_weight": 1.0, "pop_exponent": 0.0}
+POPULARITY = {**_PLAIN, "model": "popularity", "l2": 1.0, "neighbors": None}
+KNN_BASELINE = {**_PLAIN, "model": "knn", "l2": 1.0, "neighbors": 100}
+UNTUNED_EASE = {**_PLAIN, "model": "ease", "l2": 500.0, "neighbors": None}
 
 
 def _params(params: dict | None) -> dict:
@@ -151,7 +154,7 @@ def evaluate_baselines(train: pd.DataFrame, eval_ratings: pd.DataFrame, seed: in
     catalog_ratings = pd.concat([train[["book_id"]], eval_ratings[["book_id"]]])
     out: dict[str, dict] = {}
     for name, params in (
-        ("popularity", {"model": "popularity", "min_item_ratings": 1}),
+        ("popularity", POPULARITY),
         ("item_knn", KNN_BASELINE),
         ("ease_untuned", UNTUNED_EASE),
     ):

@@ -83,8 +83,10 @@ def sample_requests(data_dir: Path, model_dir: Path, n: int = 200, seed: int = 0
     bodies = []
     for i in rng.choice(len(groups), size=min(n, len(groups)), replace=False):
         history = [int(b) for b in groups[i].tail(20) if int(b) in model.known_items]
-        bodies.append({
-            "inputs": [{"name": "book_ids", "datatype": "INT64", "shape": [len(history)], "data": history}],
-            "parameters": {"k": K},
-        })
+        bodies.append(
+            {
+                "inputs": [{"name": "book_ids", "datatype": "INT64", "shape": [len(history)], "data": history}],
+                "parameters": {"k": K},
+            }
+        )
     return bodies
