@@ -7,8 +7,6 @@ import os
 import sys
 from pathlib import Path
 
-LOCAL_TRACKING_URI = "http://127.0.0.1:15000"
-LOCAL_SERVING_URL = "http://127.0.0.1:18080"
 DEFAULT_AUDIT_LOG = Path(".local") / "runbook-audit.jsonl"
 
 
@@ -17,6 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     rsub = p.add_subparsers(dest="runbook_command", required=True)
     rsub.add_parser("list", help="every runbook with its title and whether it has executable steps").set_defaults(
         func=_list)
+    i = rsub.add_parser("index", help="regenerate docs/RUNBOOKS.md")
+    i.add_argument("--check", action="store_true", help="exit 1 when docs/RUNBOOKS.md is stale")
+    i.set_defaults(func=_index)
     r = rsub.add_parser("run", help="run a runbook's steps")
     r.add_argument("name")
     r.add_argument("--env", default="local", choices=["local", "dev", "staging", "prod"])
@@ -44,6 +45,21 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _index(args: argparse.Namespace) -> int:
+    from mlplat.runbook.catalog import RUNBOOK_DIR, render_index
+
+    path = RUNBOOK_DIR.parent / "docs" / "RUNBOOKS.md"
+    text = render_index()
+    if args.check:
+        stale = not path.exists() or path.read_text() != text
+        if stale:
+            print(f"{path} is stale: run `mlplat runbook index`", file=sys.stderr)
+        return int(stale)
+    path.write_text(text)
+    print(f"wrote {path}")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from mlplat.runbook.catalog import EXECUTABLE, documents
     from mlplat.runbook.context import RunContext, load_outputs
@@ -68,11 +84,19 @@ def _run(args: argparse.Namespace) -> int:
         from mlplat.runbook.kube import ClusterKubeOps
 
         kube = ClusterKubeOps()
-    local = args.env == "local"
+    local = {}
+    if args.env == "local":
+        from workloads.local.config import default_ports
+
+        ports = default_ports()  # the local platform's ports (MLPLAT_<NAME>_PORT overrides them)
+        local = {"tracking_uri": f"http://127.0.0.1:{ports['mlflow']}",
+                 "serving_url": f"http://127.0.0.1:{ports['http']}",
+                 "prometheus_url": f"http://127.0.0.1:{ports['prometheus']}"}
     ctx = RunContext(
         env=args.env, stack_outputs=load_outputs(args.outputs), params=params, kube=kube,
-        tracking_uri=args.tracking_uri or (LOCAL_TRACKING_URI if local else None),
-        serving_url=args.serving_url or (LOCAL_SERVING_URL if local else None),
+        tracking_uri=args.tracking_uri or local.get("tracking_uri"),
+        serving_url=args.serving_url or local.get("serving_url"),
+        prometheus_url=local.get("prometheus_url"),
     )
     report = run(runbook, ctx, execute=args.execute, audit=AuditLog(args.audit_log), out=sys.stdout)
     return 0 if report.ok else 1

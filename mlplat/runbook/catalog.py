@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlplat.runbook.books.alerts import ALERT_RUNBOOKS
 from mlplat.runbook.books.data import (
     MSK_BROKER_REPLACEMENT,
     MSK_CONSUMER_LAG,
@@ -25,7 +26,7 @@ RUNBOOK_DIR = Path(__file__).resolve().parents[2] / "runbooks"
 EXECUTABLE: dict[str, Runbook] = {rb.name: rb for rb in (
     EKS_UPGRADE, NODEGROUP_SCALING, NODEGROUP_ROTATION, AUTH_ROTATION, REDIS_FAILOVER_TEST, REDIS_SNAPSHOT_RESTORE,
     MSK_STORAGE_EXPANSION, MSK_BROKER_REPLACEMENT, MSK_CONSUMER_LAG, RDS_PITR, OBJECT_RECOVERY, ROLLBACK,
-    CANARY_PROMOTION, FEATURE_BACKFILL, DISASTER_RECOVERY,
+    CANARY_PROMOTION, FEATURE_BACKFILL, DISASTER_RECOVERY, *ALERT_RUNBOOKS,
 )}
 
 
@@ -46,3 +47,36 @@ def documents() -> list[RunbookDoc]:
         title = heading.group(1).strip() if heading else path.stem
         docs.append(RunbookDoc(path.stem, title, path, EXECUTABLE.get(path.stem)))
     return docs
+
+
+def render_index() -> str:
+    """docs/RUNBOOKS.md: every runbook, its executable steps and how to run it."""
+    lines = [
+        "# Runbooks",
+        "",
+        "<!-- Generated from mlplat/runbook/catalog.py (`mlplat runbook index`); a test fails when stale. -->",
+        "",
+        "Each runbook is a document in `runbooks/` paired with executable steps. `mlplat runbook run NAME` is a dry",
+        "run by default: it checks each step's precondition against the live system and prints exactly what would",
+        "change (read-only diagnosis steps run for real). `--execute` performs the actions, verifies each one, stops",
+        "at the first failed verification with its rollback, and appends every action to the audit log (JSON lines:",
+        "time, actor, env, runbook, step, target, result).",
+        "",
+        "| Runbook | Title | Steps | Environments |",
+        "|---|---|---|---|",
+    ]
+    for doc in documents():
+        rb = doc.runbook
+        steps = "; ".join(s.name + (" (read-only)" if s.read_only else "") for s in rb.steps) if rb else "—"
+        envs = ", ".join(rb.envs) if rb else "—"
+        lines.append(f"| [{doc.name}](../runbooks/{doc.path.name}) | {doc.title} | {steps} | {envs} |")
+    lines += [
+        "",
+        "How the steps were tested: AWS steps against a real moto server (ThreadedMotoServer on 127.0.0.1), with",
+        "botocore's Stubber only for the APIs moto lacks (EKS UpdateClusterVersion/UpdateAddon/ListInsights/",
+        "UpdateNodegroupVersion, ElastiCache TestFailover, MSK UpdateBrokerStorage/RebootBroker); MLflow steps",
+        "against a real local MLflow server; alert diagnosis against a real Prometheus; Kubernetes steps through",
+        "an injectable client (`InMemoryKubeOps`), since no API server is available here.",
+        "",
+    ]
+    return "\n".join(lines)

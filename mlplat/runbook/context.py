@@ -28,6 +28,7 @@ class RunContext:
     actor: str = field(default_factory=lambda: os.environ.get("MLPLAT_ACTOR") or getpass.getuser())
     tracking_uri: str | None = None
     serving_url: str | None = None  # MLServer base URL (local platform)
+    prometheus_url: str | None = None
     kube: KubeOps | None = None
     params: dict[str, str] = field(default_factory=dict)  # NAME=VALUE from --param
     state: dict[str, Any] = field(default_factory=dict)
