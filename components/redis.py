@@ -92,7 +92,8 @@ class Redis(pulumi.ComponentResource):
             snapshot_retention_limit=rc.snapshot_retention_days,
             snapshot_window=rc.snapshot_window,
             maintenance_window=rc.maintenance_window,
-            final_snapshot_identifier=f"{group_id}-final" if rc.snapshot_retention_days else None,
+            # dev is disposable: no snapshot left behind when the stack is destroyed.
+            final_snapshot_identifier=None if ctx.env == "dev" else f"{group_id}-final",
             auto_minor_version_upgrade=True,
             apply_immediately=not ctx.protect,
             log_delivery_configurations=[aws.elasticache.ReplicationGroupLogDeliveryConfigurationArgs(

@@ -63,6 +63,7 @@ def test_redis_encrypted_authenticated_and_ha_per_environment(synth, env):
         assert rg["numCacheClusters"] >= 2
     if env == "prod":
         assert rg["snapshotRetentionLimit"] >= 7
+    assert bool(rg.get("finalSnapshotIdentifier")) is (env != "dev")
     assert rg["logDeliveryConfigurations"][0]["logType"] == "slow-log"
     assert rg["logDeliveryConfigurations"][0]["destinationType"] == "cloudwatch-logs"
     subnets = s.one("aws:elasticache/subnetGroup:SubnetGroup").inputs["subnetIds"]
