@@ -1,0 +1,130 @@
+"""The CrossGuard pack as the Pulumi CLI runs it (.venv-policy): `policies/__main__.py` starts the
+analyzer server; we talk to it over gRPC like the engine does and compare its verdicts with the
+in-process evaluator on the committed golden plans."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import empty_pb2, struct_pb2
+from pulumi.runtime.proto import analyzer_pb2 as proto
+from pulumi.runtime.proto import analyzer_pb2_grpc
+from pulumi_policy import ResourceValidationPolicy, StackValidationPolicy
+
+from mlplat.golden import golden_path
+from mlplat.policy_eval import evaluate, parse_plan
+from policies.config import load_file, resolve, stack_config_path
+from policies.examples import EXAMPLES
+from policies.pack import build_policies
+from policies.rules import ALL_RULES, PACK_NAME
+
+REPO = Path(__file__).resolve().parents[2]
+LEVELS = {"advisory": proto.ADVISORY, "mandatory": proto.MANDATORY, "disabled": proto.DISABLED}
+
+
+def _struct(value):
+    s = struct_pb2.Struct()
+    s.update(json.loads(json.dumps(value)))
+    return s
+
+
+@pytest.fixture(scope="module")
+def analyzer():
+    """Run the pack's entry point and connect to the analyzer port it prints (as the CLI does)."""
+    env = {**os.environ, "PULUMI_STACK": "prod", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-u", str(REPO / "policies" / "__main__.py")], cwd=REPO / "policies",
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        port = proc.stdout.readline().strip()
+        assert port.isdigit(), proc.stderr.read()
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        grpc.channel_ready_future(channel).result(timeout=30)
+        yield analyzer_pb2_grpc.AnalyzerStub(channel)
+        channel.close()
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_build_policies_wraps_every_rule():
+    policies = build_policies()
+    assert [p.name for p in policies] == [r.name for r in ALL_RULES]
+    for policy, rule in zip(policies, ALL_RULES, strict=True):
+        assert isinstance(policy, StackValidationPolicy if rule.is_stack_rule else ResourceValidationPolicy)
+        assert policy.severity.value == rule.severity and policy.remediation_steps == rule.remediation
+
+
+def test_pack_lists_all_rules(analyzer):
+    info = analyzer.GetAnalyzerInfo(empty_pb2.Empty())
+    assert info.name == PACK_NAME
+    assert len(info.policies) == len(ALL_RULES) >= 30
+    by_name = {p.name: p for p in info.policies}
+    assert by_name["rds-backups"].configSchema.properties["minimumRetentionDays"]["default"] == 7
+    assert all(p.remediation_steps and p.severity for p in info.policies)
+
+
+def _configure(analyzer, stack):
+    resolved = resolve(load_file(stack_config_path(stack)), ALL_RULES)
+    request = proto.ConfigureAnalyzerRequest()
+    for name, policy in resolved.items():
+        request.policyConfig[name].CopyFrom(
+            proto.PolicyConfig(enforcementLevel=LEVELS[policy.enforcement], properties=_struct(policy.config)))
+    analyzer.Configure(request)
+
+
+def _analyze(analyzer, plan_doc):
+    states = [s["newState"] for s in plan_doc["steps"]]
+    providers = {s["urn"]: s for s in states if s["type"].startswith("pulumi:providers:")}
+    found = set()
+    stack_resources = []
+    for s in states:
+        opts = proto.AnalyzerResourceOptions(protect=bool(s.get("protect")), parent=s.get("parent") or "")
+        provider = providers.get(s.get("provider") or "")
+        prov = (proto.AnalyzerProviderResource(type=provider["type"], urn=provider["urn"],
+                                               name=provider["urn"].rsplit("::", 1)[1],
+                                               properties=_struct(provider.get("inputs") or {}))
+                if provider else None)
+        name = s["urn"].rsplit("::", 1)[1]
+        props = _struct(s.get("inputs") or {})
+        response = analyzer.Analyze(proto.AnalyzeRequest(type=s["type"], urn=s["urn"], name=name, properties=props,
+                                                         options=opts, provider=prov))
+        found |= {(d.policyName, s["urn"], d.enforcementLevel) for d in response.diagnostics}
+        stack_resources.append(proto.AnalyzerResource(
+            type=s["type"], urn=s["urn"], name=name, properties=props, options=opts, provider=prov,
+            parent=s.get("parent") or "", dependencies=s.get("dependencies") or []))
+    response = analyzer.AnalyzeStack(proto.AnalyzeStackRequest(resources=stack_resources))
+    found |= {(d.policyName, d.urn, d.enforcementLevel) for d in response.diagnostics}
+    return found
+
+
+def test_analyzer_agrees_with_in_process_evaluation(analyzer):
+    plan_doc = json.loads(golden_path("prod").read_text())
+    # Make it interesting: one resource and one stack violation on top of whatever the plan has.
+    for s in plan_doc["steps"]:
+        if s["newState"]["type"] == "aws:elasticache/replicationGroup:ReplicationGroup":
+            s["newState"]["inputs"]["transitEncryptionEnabled"] = False
+    plan_doc["steps"] = [s for s in plan_doc["steps"]
+                         if s["newState"]["type"] != "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"]
+    _configure(analyzer, "prod")
+    via_pack = _analyze(analyzer, plan_doc)
+    resolved = resolve(load_file(stack_config_path("prod")), ALL_RULES)
+    in_process = {(v.policy, v.urn, LEVELS[v.enforcement]) for v in evaluate(parse_plan(plan_doc), resolved)}
+    assert via_pack == in_process
+    assert {p for p, _u, _l in via_pack} >= {"redis-encryption-in-transit", "s3-bucket-public-access-block"}
+
+
+def test_examples_through_the_analyzer(analyzer):
+    """Each rule's violating example is reported by the running pack too."""
+    _configure(analyzer, "prod")
+    for name, ex in EXAMPLES.items():
+        doc = {"steps": [{"newState": {"urn": r.urn, "type": r.type, "inputs": dict(r.props), "protect": r.protect,
+                                       "dependencies": r.dependencies}} for r in ex.violating]}
+        if ex.config:
+            continue  # needs non-default config; covered in-process
+        assert name in {p for p, _u, _l in _analyze(analyzer, doc)}, name
