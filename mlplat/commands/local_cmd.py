@@ -65,7 +65,7 @@ def _up(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
-        logging.getLogger("mlflow").setLevel(logging.ERROR)  # per-run "View run at ..." lines
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow resets its logger on import
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         os.environ.setdefault("PYTHONWARNINGS", "ignore")  # library deprecation noise in the child processes
         import warnings

@@ -20,7 +20,7 @@ from typing import Any
 
 from workloads.local import feast_local, prometheus, serving, smoke, training
 from workloads.local.config import LocalConfig
-from workloads.local.report import Progress, summary_text, table
+from workloads.local.report import Progress, key_metrics, summary_text, table
 from workloads.local.services import ORDER, Decision, decide, ensure, healthy, missing_entry_points
 from workloads.local.supervisor import Supervisor, port_in_use
 from workloads.models.common.gates import load_gates
@@ -71,44 +71,45 @@ def up(cfg: LocalConfig, progress: Progress | None = None) -> int:
         with p.step(f"checking the data contract of {cfg.data_dir}"):
             for name, what in training.validate_data(cfg.data_dir, cfg.models).items():
                 p.detail(f"{name}: {what}")
+    # A registry that does not exist yet holds no model: training can then overlap MLflow's start.
+    fresh_registry = not cfg.path("mlflow", "mlflow.db").exists()
     records: dict[str, str] = {}
+    outputs: dict[str, tuple[Any, float]] = {}
     with ThreadPoolExecutor(max_workers=1) as pool:
-        # MLflow takes several seconds to start: it does so in the background while the sample
-        # data is generated and the feature store is built.
+        # MLflow takes several seconds to start: meanwhile the sample data is generated, the
+        # feature store built and (fresh registry) the models trained.
         mlflow_future = pool.submit(ensure, cfg, sup, decisions["mlflow"], p.detail, url=cfg.mlflow_url)
         try:
             data_dir = cfg.data_dir or _sample_data(cfg, p)
+            data_fp = training.fingerprint(data_dir)
+            if cfg.redis:
+                _, records["redis"] = ensure(cfg, sup, decisions["redis"], p.detail, url=cfg.redis_url or "")
+                p.say(f"redis-server {records['redis']} on port {cfg.ports['redis']}")
+            feast = _feast(cfg, sup, p, data_dir, data_fp)
+            if fresh_registry or cfg.retrain:
+                for i, name in enumerate(cfg.models, 1):
+                    outputs[name] = _train(cfg, p, name, data_dir, f"[{i}/{len(cfg.models)}]")
         except BaseException:
             _settle(mlflow_future)
             raise
-        data_fp = training.fingerprint(data_dir)
-        if cfg.redis:
-            _, records["redis"] = ensure(cfg, sup, decisions["redis"], p.detail, url=cfg.redis_url or "")
-            p.say(f"redis-server {records['redis']} on port {cfg.ports['redis']}")
-        redis_rec = sup.get("redis") if cfg.redis else None
-        identity = {"data": data_fp, "redis_pid": redis_rec.pid if redis_rec else None,
-                    "redis_start": redis_rec.start_ticks if redis_rec else None}
-        store = "redis" if cfg.redis else "sqlite"
-        with p.step(f"Feast: applying the feature definitions and materializing ({store} online store)"):
-            with quiet(cfg.path("feast.log")):
-                feast = feast_local.build(cfg.path("feast"), data_dir, cfg.models, cfg.redis_url, identity)
-            p.detail(("reused the materialized store; " if feast.reused else "")
-                     + ", ".join(f"{v}: {n} rows" for v, n in feast.views.items()))
         with p.step("MLflow tracking server"):
             _, records["mlflow"] = mlflow_future.result()
             p.detail(f"{records['mlflow']} at {cfg.mlflow_url}")
 
     states: list[training.ModelState] = []
     for i, name in enumerate(cfg.models, 1):
-        existing = None if cfg.retrain else training.registered(cfg.mlflow_url, name, data_fp)
-        if existing is not None:
-            p.say(f"[{i}/{len(cfg.models)}] {name}: reusing v{existing.version} ({existing.alias}), same data")
-            states.append(existing)
-            continue
-        with p.step(f"[{i}/{len(cfg.models)}] training {name}"):
-            state = training.train_and_register(name, data_dir, cfg.path("train"), cfg.mlflow_url, data_fp)
-            verdict = "promoted to champion" if state.alias == "champion" else "stays challenger"
-            p.detail(f"v{state.version} {verdict}: {state.gates}")
+        tag = f"[{i}/{len(cfg.models)}]"
+        if name not in outputs:
+            existing = None if cfg.retrain else training.registered(cfg.mlflow_url, name, data_fp)
+            if existing is not None:
+                p.say(f"{tag} {name}: reusing v{existing.version} ({existing.alias}), trained on the same data")
+                states.append(existing)
+                continue
+            outputs[name] = _train(cfg, p, name, data_dir, tag)
+        with quiet(cfg.path("train.log")):
+            state = training.register(outputs[name][0], cfg.mlflow_url, data_fp, outputs[name][1])
+        verdict = "promoted to champion" if state.alias == "champion" else "stays challenger"
+        p.say(f"{tag} {name}: registered v{state.version}, {verdict}: {state.gates}")
         states.append(state)
 
     identity_now = serving.served_identity(cfg, states)
@@ -136,7 +137,8 @@ def up(cfg: LocalConfig, progress: Progress | None = None) -> int:
             else:
                 res = smoke.smoke(cfg.url("http"), st.name, request)
             results[st.name] = res
-            p.detail(f"{st.name}: {'OK' if res.ok else 'FAILED'} {res.status} in {res.first_ms:.1f} ms: {res.answer}")
+            verdict = ("OK (degraded)" if res.degraded else "OK") if res.ok else "FAILED"
+            p.detail(f"{st.name}: {verdict} {res.status} in {res.first_ms:.1f} ms: {res.answer}")
         online = feast_local.check_online(feast.repo) if feast.views else {}
         bad = {v: r for v, r in online.items() if r != "ok"}
         feast_check = f"online read-back ok for {len(online)} view(s)" if not bad else f"online read-back FAILED: {bad}"
@@ -184,6 +186,26 @@ def _artifact(cfg: LocalConfig, st: training.ModelState) -> Path | None:
     except Exception:  # the smoke request then falls back to one built without the artifact
         return None
     return cached if (cached / METADATA_FILE).is_file() else None
+
+
+def _feast(cfg: LocalConfig, sup: Supervisor, p: Progress, data_dir: Path, data_fp: str) -> feast_local.FeastState:
+    redis_rec = sup.get("redis") if cfg.redis else None
+    identity = {"data": data_fp, "redis_pid": redis_rec.pid if redis_rec else None,
+                "redis_start": redis_rec.start_ticks if redis_rec else None}
+    store = "redis" if cfg.redis else "sqlite"
+    with p.step(f"Feast: applying the feature definitions and materializing ({store} online store)"):
+        with quiet(cfg.path("feast.log")):
+            feast = feast_local.build(cfg.path("feast"), data_dir, cfg.models, cfg.redis_url, identity)
+        p.detail(("reused the materialized store; " if feast.reused else "")
+                 + ", ".join(f"{v}: {n} rows" for v, n in feast.views.items()))
+    return feast
+
+
+def _train(cfg: LocalConfig, p: Progress, name: str, data_dir: Path, tag: str) -> tuple[Any, float]:
+    with p.step(f"{tag} training {name}"), quiet(cfg.path("train.log")):
+        out, seconds = training.train(name, data_dir, cfg.path("train"))
+    p.detail(f"held-out: {key_metrics(out.metrics, tuple(load_gates(name)), limit=3)}")
+    return out, seconds
 
 
 def _sample_data(cfg: LocalConfig, p: Progress) -> Path:

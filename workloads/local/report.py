@@ -65,7 +65,8 @@ def summary_text(doc: dict[str, Any]) -> str:
         rows.append([
             m["name"], f"v{m['version']}", m["alias"], "trained" if m["trained"] else "reused",
             key_metrics(m["metrics"], tuple(m.get("gate_metrics", ())), limit=2),
-            "OK" if s.get("ok") else f"FAIL {s.get('status', '')}", latency,
+            ("OK degraded" if s.get("degraded") else "OK") if s.get("ok") else f"FAIL {s.get('status', '')}",
+            latency,
             s.get("answer", "")[:60],
         ])
     out.append(table(rows, ["model", "version", "serving", "training", "held-out metrics", "smoke",
@@ -73,6 +74,9 @@ def summary_text(doc: dict[str, Any]) -> str:
     for m in doc["models"]:
         if m["alias"] != "champion":
             out.append(f"  note: {m['name']} failed its quality gates ({m['gates']}); serving its challenger")
+        if doc["smoke"].get(m["name"], {}).get("degraded"):
+            out.append(f"  note: {m['name']} answered with fallback features: its runtime reads the online store "
+                       "from Redis; `mlplat local up --redis` serves it the full path")
     out.append("")
     out.append(f"Feast: {doc['feast']['online_store']} online store, views {', '.join(doc['feast']['views'])}"
                f" ({doc['feast']['check']})")

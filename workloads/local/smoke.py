@@ -31,6 +31,7 @@ class SmokeResult:
     p50_ms: float | None
     answer: str  # short human-readable prediction, or the error
     request: dict[str, Any] = field(default_factory=dict)
+    degraded: bool = False  # answered with fallback inputs (e.g. no online feature store)
 
 
 def _first_rows(path: Path, n: int) -> list[dict[str, str]]:
@@ -39,52 +40,26 @@ def _first_rows(path: Path, n: int) -> list[dict[str, str]]:
     return pd.read_csv(path, dtype=str, keep_default_na=False, nrows=n).to_dict("records")
 
 
-def recommendation_request(data_dir: Path, redis: bool) -> dict[str, Any]:
+def recommendation_request(data_dir: Path, redis: bool = True) -> dict[str, Any]:
+    """A reader known to the online store, by id only (the runtime looks up the history)."""
     data = model_module("recommendation", "data")
-    ratings = _first_rows(data.resolve(data_dir, data.RATINGS_FILE), 200)
-    user = ratings[0]["user_id"]
-    if redis:  # the runtime resolves the history through the Feast online store
-        return {"inputs": [{"name": "user_id", "datatype": "INT64", "shape": [1], "data": [int(user)]}],
-                "parameters": {"k": 5}}
-    books = [int(r["book_id"]) for r in ratings if r["user_id"] == user][:5]
-    return {"inputs": [{"name": "book_ids", "datatype": "INT64", "shape": [len(books)], "data": books}],
+    user = int(_first_rows(data.resolve(data_dir, data.RATINGS_FILE), 1)[0]["user_id"])
+    return {"inputs": [{"name": "user_id", "datatype": "INT64", "shape": [1], "data": [user]}],
             "parameters": {"k": 5}}
 
 
-def sentiment_request(data_dir: Path, redis: bool) -> dict[str, Any]:
-    text = "what a great day, the new metro line works and everybody is happy"
-    return {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [text]}]}
-
-
-def fraud_request(data_dir: Path, redis: bool) -> dict[str, Any]:
-    data = model_module("fraud", "data")
-    path = data.resolve(data_dir, data.FRAUD_FILE) if hasattr(data, "resolve") else data_dir / data.FRAUD_FILE
-    row = _first_rows(path, 1)[0]
-    features = model_module("fraud", "features")
-    inputs = [{"name": "card_id", "datatype": "INT64", "shape": [1], "data": [int(row["transaction_id"])]},
-              {"name": "device_id", "datatype": "INT64", "shape": [1], "data": [int(row["transaction_id"])]}]
-    for col in features.REQUEST_FEATURES:
-        if col == "merchant_category":
-            inputs.append({"name": col, "datatype": "BYTES", "shape": [1], "data": [row[col]]})
-        else:
-            inputs.append({"name": col, "datatype": "FP64", "shape": [1], "data": [float(row[col])]})
-    return {"inputs": inputs}
-
-
-BUILDERS = {"recommendation": recommendation_request, "sentiment": sentiment_request, "fraud": fraud_request}
-
-
-def build_request(model: str, data_dir: Path, redis: bool, model_dir: Path | None = None) -> dict[str, Any]:
-    """The model's own request (`pipeline.sample_requests(data_dir, model_dir, n)`, the one
-    `mlplat bench` uses) when it offers one and the artifact is at hand; else a request built here.
-    With --redis the recommendation request carries only a user id, to exercise the online store."""
-    if not (redis and model == "recommendation") and model_dir is not None:
-        sample = getattr(model_module(model, "pipeline"), "sample_requests", None)
-        if callable(sample):
-            bodies = sample(data_dir, model_dir, n=1)
-            if bodies:
-                return bodies[0]
-    return BUILDERS[model](data_dir, redis)
+def build_request(model: str, data_dir: Path, redis: bool, model_dir: Path | None) -> dict[str, Any]:
+    """The model's own request (`pipeline.sample_requests(data_dir, model_dir, n)`, as `mlplat bench`
+    uses). With --redis the recommendation request carries only a user id, so the runtime resolves
+    the reader's history through the Feast online store."""
+    if redis and model == "recommendation":
+        return recommendation_request(data_dir, redis=True)
+    if model_dir is None:
+        raise RuntimeError(f"the {model} artifact could not be fetched from the registry")
+    bodies = model_module(model, "pipeline").sample_requests(data_dir, model_dir, n=1)
+    if not bodies:
+        raise RuntimeError(f"{model}: sample_requests returned no request for {data_dir}")
+    return bodies[0]
 
 
 def _post(url: str, body: bytes, timeout_s: float) -> tuple[int, bytes, float]:
@@ -126,4 +101,13 @@ def smoke(base_url: str, model: str, request: dict[str, Any], repeats: int = REP
     if status != 200:
         return SmokeResult(model, False, status, first_ms, None, str(doc.get("error", doc))[:300], request)
     times = [_post(url, body, timeout_s)[2] for _ in range(repeats)]
-    return SmokeResult(model, True, status, first_ms, statistics.median(times), summarize(doc), request)
+    return SmokeResult(model, True, status, first_ms, statistics.median(times), summarize(doc), request,
+                       degraded=is_degraded(doc))
+
+
+def is_degraded(response: dict[str, Any]) -> bool:
+    """The runtimes flag fallback answers in the response parameters and a `degraded` output."""
+    if (response.get("parameters") or {}).get("degraded"):
+        return True
+    return any(o.get("name") == "degraded" and any(bool(v) for v in o.get("data", []))
+               for o in response.get("outputs", []))

@@ -133,26 +133,32 @@ def registered(tracking_uri: str, name: str, data_fp: str) -> ModelState | None:
     )
 
 
-def train_and_register(name: str, data_dir: Path, work_dir: Path, tracking_uri: str, data_fp: str) -> ModelState:
-    """Train `name` with its pipeline, publish (challenger, champion if gated in), tag the data."""
-    from workloads.models.common.pipeline import publish
-
+def train(name: str, data_dir: Path, work_dir: Path) -> tuple[Any, float]:
+    """Fit `name` with its own pipeline into `<work_dir>/<name>`; no MLflow needed yet (so this can
+    overlap the tracking server's start). Returns the pipeline's TrainOutput and the seconds taken."""
     started = time.perf_counter()
     out_dir = work_dir / name
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    pipeline = model_module(name, "pipeline")
-    out = pipeline.train(data_dir, out_dir)
+    out = model_module(name, "pipeline").train(data_dir, out_dir)
+    return out, time.perf_counter() - started
+
+
+def register(out: Any, tracking_uri: str, data_fp: str, seconds: float = 0.0) -> ModelState:
+    """Publish a TrainOutput (challenger, champion if gated in), tag its data, return what to serve."""
+    from workloads.models.common.pipeline import publish
+
+    started = time.perf_counter()
     result = publish(out, tracking_uri=tracking_uri)
-    _client(tracking_uri).set_model_version_tag(name, result.version, DATA_TAG, data_fp)
+    _client(tracking_uri).set_model_version_tag(out.name, result.version, DATA_TAG, data_fp)
     # The alias to serve: this version if gated in; else an earlier champion; else this challenger.
-    state = registered(tracking_uri, name, data_fp)
+    state = registered(tracking_uri, out.name, data_fp)
     if state is None:  # cannot happen unless the registry changed under us
-        raise RuntimeError(f"model {name!r} v{result.version} is not visible in the registry after publishing")
+        raise RuntimeError(f"model {out.name!r} v{result.version} is not visible in the registry after publishing")
     if state.version == result.version:
         state.metrics = {k: float(v) for k, v in out.metrics.items()}
         state.gates = result.gate.summary()
     state.trained = True
-    state.seconds = time.perf_counter() - started
+    state.seconds = seconds + time.perf_counter() - started
     return state
