@@ -101,12 +101,13 @@ def test_unknown_entity_uses_defaults_and_is_degraded(served, infer, scrape):
         ({"transaction_hour": {"datatype": "FP32", "data": [3.5]}}, 400, "integer datatype"),
         ({"merchant_category": {"datatype": "INT64", "data": [3]}}, 400, "datatype BYTES"),
         ({"transaction_hour": {"data": [25]}}, 422, "0-23, got 25"),
+        ({"merchant_category": {"data": ["Casino"]}}, 422, "unknown value(s) ['Casino']"),
         ({"foreign_transaction": {"data": [2]}}, 422, "'foreign_transaction' must be 0 or 1"),
         ({"amount": {"data": [-5.0]}}, 422, "'amount' must be >= 0"),
         ({"amount": {"shape": [2], "data": [1.0, 2.0]}}, 400, "different lengths"),
     ],
     ids=["missing-amount", "missing-entity", "wrong-datatype", "wrong-value", "float-hour", "category-type",
-         "hour-range", "flag-range", "negative-amount", "ragged"],
+         "hour-range", "unknown-category", "flag-range", "negative-amount", "ragged"],
 )
 def test_bad_requests_get_4xx_naming_the_problem(served, infer, override, status, needle):
     server, name, *_ = served
