@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--redis", action="store_true", help="Feast online store in a local redis-server (default SQLite)")
     up.add_argument("--models", default=",".join(MODEL_NAMES),
                     help=f"comma-separated subset of {','.join(MODEL_NAMES)} (default: all)")
+    up.add_argument("--gates-stack", type=Path, default=None, metavar="FILE",
+                    help="with --data: take the quality gates from this stack file (e.g. stacks/Pulumi.prod.yaml) "
+                         "instead of the schema defaults")
     up.add_argument("--retrain", action="store_true", help="train again even if the data did not change")
     up.add_argument("--no-prometheus", action="store_true", help="do not start a local Prometheus")
     up.add_argument("-v", "--verbose", action="store_true", help="show the libraries' log messages")
@@ -74,6 +77,7 @@ def _up(args: argparse.Namespace) -> int:
     try:
         cfg = _config(
             args, data_dir=args.data, redis=args.redis, retrain=args.retrain, prometheus=not args.no_prometheus,
+            gates_stack=args.gates_stack,
             models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
             otlp_endpoint=otlp_endpoint_from_env(),
         )

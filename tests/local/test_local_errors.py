@@ -20,6 +20,7 @@ from workloads.local.serving import server_env, tracing_server
 from workloads.local.supervisor import PortInUseError, Supervisor
 from workloads.local.training import generate_sample_data, validate_data
 from workloads.models.common.contract import DataContractError
+from workloads.models.common.gates import MODEL_NAMES
 from workloads.models.serving.processes import free_port
 
 
@@ -168,3 +169,19 @@ def test_status_and_down_with_nothing_running(tmp_path, capsys):
 def test_command_is_registered():
     assert local_cmd.register is not None
     assert ("local", "mlplat.commands.local_cmd", "ml") in __import__("mlplat.cli").cli.COMMANDS
+
+
+def test_sample_data_has_its_own_gate_floors_and_real_data_the_configured_ones(tmp_path):
+    from workloads.local.training import SAMPLE_GATES, gates_for
+    from workloads.models.common.gates import load_gates
+
+    for name in MODEL_NAMES:
+        sample, profile = gates_for(name, sample=True)
+        assert sample == SAMPLE_GATES[name] and profile == "sample-data floors"
+        configured, profile = gates_for(name, sample=False)
+        assert configured == load_gates(name) and profile == "stack default gates"
+        # Sample floors are looser than production floors, never a different metric.
+        assert set(sample) <= set(configured)
+        assert all(sample[m] <= configured[m] for m in sample)
+    with pytest.raises(ValueError, match="--gates-stack"):
+        LocalConfig(state_dir=tmp_path, ports=_ports(), gates_stack=tmp_path / "missing.yaml")

@@ -67,6 +67,7 @@ class LocalConfig:
     redis: bool = False  # Feast online store in a local redis-server instead of SQLite
     models: tuple[str, ...] = MODEL_NAMES
     retrain: bool = False  # retrain even if the registry holds a version trained on the same data
+    gates_stack: Path | None = None  # stack file whose models.*.qualityGates apply with data_dir
     prometheus: bool = True  # start a local Prometheus when the binary is installed
     otlp_endpoint: str | None = None  # OTLP gRPC collector for MLServer traces; None: tracing off
     host: str = "127.0.0.1"
@@ -86,6 +87,8 @@ class LocalConfig:
             used[port] = name
         if self.data_dir is not None:
             self.data_dir = Path(self.data_dir).resolve()
+        if self.gates_stack is not None and not Path(self.gates_stack).is_file():
+            raise ValueError(f"--gates-stack: {self.gates_stack} is not a file (e.g. stacks/Pulumi.prod.yaml)")
 
     def url(self, port_name: str) -> str:
         return f"http://{self.host}:{self.ports[port_name]}"

@@ -23,7 +23,6 @@ from workloads.local.config import LocalConfig
 from workloads.local.report import Progress, key_metrics, summary_text, table
 from workloads.local.services import ORDER, Decision, decide, ensure, healthy, missing_entry_points
 from workloads.local.supervisor import Supervisor, port_in_use
-from workloads.models.common.gates import load_gates
 from workloads.models.common.pipeline import METADATA_FILE
 
 SUMMARY_FILE = "summary.json"
@@ -106,8 +105,9 @@ def up(cfg: LocalConfig, progress: Progress | None = None) -> int:
                 states.append(existing)
                 continue
             outputs[name] = _train(cfg, p, name, data_dir, tag)
+        gates, profile = training.gates_for(name, cfg.data_dir is None, cfg.gates_stack)
         with quiet(cfg.path("train.log")):
-            state = training.register(outputs[name][0], cfg.mlflow_url, data_fp, outputs[name][1])
+            state = training.register(outputs[name][0], cfg.mlflow_url, data_fp, gates, profile, outputs[name][1])
         verdict = "promoted to champion" if state.alias == "champion" else "stays challenger"
         p.say(f"{tag} {name}: registered v{state.version}, {verdict}: {state.gates}")
         states.append(state)
@@ -153,7 +153,10 @@ def up(cfg: LocalConfig, progress: Progress | None = None) -> int:
             "Metrics": f"{cfg.url('metrics')}/metrics",
             **({"Prometheus": cfg.url("prometheus")} if "prometheus" in records else {}),
         },
-        "models": [{**st.__dict__, "uri": st.uri, "gate_metrics": list(load_gates(st.name))} for st in states],
+        "models": [{**st.__dict__, "uri": st.uri,
+                    "gate_metrics": list(training.gates_for(st.name, cfg.data_dir is None, cfg.gates_stack)[0])}
+                   for st in states],
+        "gates": training.gates_for(cfg.models[0], cfg.data_dir is None, cfg.gates_stack)[1],
         "smoke": {k: v.__dict__ for k, v in results.items()},
         "feast": {"online_store": feast.online_store, "views": list(feast.views), "check": feast_check,
                   "repo": str(feast.repo)},
@@ -204,7 +207,8 @@ def _feast(cfg: LocalConfig, sup: Supervisor, p: Progress, data_dir: Path, data_
 def _train(cfg: LocalConfig, p: Progress, name: str, data_dir: Path, tag: str) -> tuple[Any, float]:
     with p.step(f"{tag} training {name}"), quiet(cfg.path("train.log")):
         out, seconds = training.train(name, data_dir, cfg.path("train"))
-    p.detail(f"held-out: {key_metrics(out.metrics, tuple(load_gates(name)), limit=3)}")
+    gates = training.gates_for(name, cfg.data_dir is None, cfg.gates_stack)[0]
+    p.detail(f"held-out: {key_metrics(out.metrics, tuple(gates), limit=3)}")
     return out, seconds
 
 

@@ -83,7 +83,7 @@ def summary_text(doc: dict[str, Any]) -> str:
     out.append(f"Tracing: {doc['tracing']}")
     out.append(f"Prometheus: {doc['prometheus']}")
     out.append(f"Services: {', '.join(f'{k} {v}' for k, v in doc['services'].items())}")
-    out.append(f"Data: {doc['data']}")
+    out.append(f"Data: {doc['data']}; champion gates: {doc.get('gates', '')}")
     out.append("")
     out.append(f"Total time: {doc['total_s']:.1f}s.  `mlplat local status` shows health, "
                f"`mlplat local down` stops everything.")

@@ -24,7 +24,19 @@ from workloads.models.common.contract import DataContractError
 from workloads.models.common.tracking import CHALLENGER, CHAMPION
 
 DATA_TAG = "mlplat.local.data"  # model-version tag: fingerprint of the data it was trained on
+GATES_TAG = "mlplat.local.gates"  # model-version tag: which gate profile decided on champion
 SAMPLE_SEED = 0
+# Floors for the generated sample data only. It is synthetic and small (fraud: ~500 held-out rows
+# with ~17 frauds, so F1 swings by 0.1 per misclassified fraud), so the production floors of the
+# stack config (fraud AUC 0.95 + F1 0.90, sentiment macro-F1 0.92, recommendation NDCG@10 0.32)
+# say nothing there. These check that the model learned the planted signal, far above chance
+# (fraud AUC 0.5; three balanced classes ~0.33; popularity NDCG@10 ~0.04 on the sample).
+# With --data the configured gates apply (`load_gates`, optionally from a stack file).
+SAMPLE_GATES: dict[str, dict[str, float]] = {
+    "fraud": {"auc": 0.90},
+    "sentiment": {"macro_f1": 0.80},
+    "recommendation": {"ndcg@10": 0.15},
+}
 
 
 def model_module(name: str, part: str) -> ModuleType:
@@ -145,13 +157,25 @@ def train(name: str, data_dir: Path, work_dir: Path) -> tuple[Any, float]:
     return out, time.perf_counter() - started
 
 
-def register(out: Any, tracking_uri: str, data_fp: str, seconds: float = 0.0) -> ModelState:
+def gates_for(name: str, sample: bool, stack_file: Path | None = None) -> tuple[dict[str, float], str]:
+    """(metric floors, profile name): SAMPLE_GATES on generated data, else the configured gates."""
+    if sample:
+        return dict(SAMPLE_GATES[name]), "sample-data floors"
+    from workloads.models.common.gates import load_gates
+
+    return load_gates(name, stack_file), f"gates of {stack_file}" if stack_file else "stack default gates"
+
+
+def register(out: Any, tracking_uri: str, data_fp: str, gates: dict[str, float], profile: str,
+             seconds: float = 0.0) -> ModelState:
     """Publish a TrainOutput (challenger, champion if gated in), tag its data, return what to serve."""
     from workloads.models.common.pipeline import publish
 
     started = time.perf_counter()
-    result = publish(out, tracking_uri=tracking_uri)
-    _client(tracking_uri).set_model_version_tag(out.name, result.version, DATA_TAG, data_fp)
+    result = publish(out, tracking_uri=tracking_uri, gates=gates)
+    client = _client(tracking_uri)
+    client.set_model_version_tag(out.name, result.version, DATA_TAG, data_fp)
+    client.set_model_version_tag(out.name, result.version, GATES_TAG, profile)
     # The alias to serve: this version if gated in; else an earlier champion; else this challenger.
     state = registered(tracking_uri, out.name, data_fp)
     if state is None:  # cannot happen unless the registry changed under us
