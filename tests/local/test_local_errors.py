@@ -185,3 +185,29 @@ def test_sample_data_has_its_own_gate_floors_and_real_data_the_configured_ones(t
         assert all(sample[m] <= configured[m] for m in sample)
     with pytest.raises(ValueError, match="--gates-stack"):
         LocalConfig(state_dir=tmp_path, ports=_ports(), gates_stack=tmp_path / "missing.yaml")
+
+
+def test_mlserver_repository_points_at_the_registry_and_traces_only_with_a_collector(tmp_path):
+    from workloads.local.serving import write_repo
+    from workloads.local.training import ModelState
+
+    cfg = LocalConfig(state_dir=tmp_path, ports=_ports(), redis=True)
+    stale = cfg.path("mlserver", "old-model")
+    stale.mkdir(parents=True)
+    (stale / "model-settings.json").write_text("{}")
+    models = [ModelState("fraud", "2", True, "champion", ""), ModelState("sentiment", "1", False, "challenger", "")]
+
+    root = write_repo(cfg, models)
+    settings = json.loads((root / "settings.json").read_text())
+    assert "tracing_server" not in settings
+    assert (settings["http_port"], settings["metrics_port"]) == (cfg.ports["http"], cfg.ports["metrics"])
+    assert not stale.exists()  # a model of an earlier run is not served again
+    fraud = json.loads((root / "fraud" / "model-settings.json").read_text())
+    assert fraud["parameters"]["uri"] == "models:/fraud@champion"
+    assert fraud["parameters"]["extra"] == {"tracking_uri": cfg.mlflow_url, "redis_url": cfg.redis_url}
+    sentiment = json.loads((root / "sentiment" / "model-settings.json").read_text())
+    assert sentiment["parameters"]["uri"] == "models:/sentiment@challenger"
+
+    cfg.otlp_endpoint = "http://127.0.0.1:4317"
+    settings = json.loads((write_repo(cfg, models) / "settings.json").read_text())
+    assert settings["tracing_server"] == "127.0.0.1:4317"
