@@ -58,6 +58,7 @@ class StoredSecret:
 
     arn: pulumi.Output[str]
     secret_name: str
+    version: aws.secretsmanager.SecretVersion  # depend on it where the value must exist first
 
     def __init__(self, name: str, ctx: StackContext, secret_name: str, description: str,
                  kms_key_arn: pulumi.Input[str], value: Mapping[str, pulumi.Input[Any]],
@@ -73,7 +74,7 @@ class StoredSecret:
             tags=ctx.tags(secret_name),
             opts=stateful_options(ctx, parent),
         )
-        aws.secretsmanager.SecretVersion(
+        self.version = aws.secretsmanager.SecretVersion(
             f"{name}-value",
             secret_id=secret.id,
             secret_string=pulumi.Output.secret(pulumi.Output.from_input(dict(value)).apply(json.dumps)),

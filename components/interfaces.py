@@ -40,8 +40,11 @@ class RedisEndpoint:
 
 @dataclass
 class KafkaEndpoint:
-    bootstrap_brokers_iam: pulumi.Output[str]  # host:9098,... (SASL/IAM over TLS)
+    bootstrap_brokers_iam: pulumi.Output[str]  # host:9098,... (SASL/IAM over TLS): our own clients
     cluster_arn: pulumi.Output[str]
+    bootstrap_brokers_scram: pulumi.Output[str]  # host:9096,... (SASL/SCRAM-SHA-512 over TLS): Seldon
+    scram_username: str
+    scram_password: pulumi.Output[str]  # secret
     topics: list[str] = field(default_factory=list)
 
 

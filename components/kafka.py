@@ -1,7 +1,11 @@
 """Amazon MSK (provisioned): streaming features and Seldon Core 2 dataflow.
 
 Brokers spread evenly over the isolated subnets (one per zone; the config rules keep the broker
-count a multiple of the zone count). Only SASL/IAM over TLS is accepted (port 9098), brokers
+count a multiple of the zone count). Clients authenticate over TLS only, never unauthenticated:
+SASL/IAM (port 9098) for our own clients, and SASL/SCRAM-SHA-512 (port 9096) for Seldon Core 2,
+whose Kafka clients cannot sign MSK IAM requests. The SCRAM credential (user `seldon`, generated
+password) lives in the Secrets Manager secret `AmazonMSK_<prefix>-seldon` (MSK requires that prefix
+and a customer-managed key: the streaming key) and is associated with the cluster. Brokers
 replicate over TLS, storage is encrypted with the streaming KMS key and grows by storage
 auto-scaling up to `maxEbsVolumeGib`. Broker logs go to CloudWatch Logs; JMX and node exporters
 are open to Prometheus (ports 11001/11002, from the nodes only). The cluster configuration stops
@@ -14,9 +18,12 @@ import pulumi
 import pulumi_aws as aws
 
 from components.context import StackContext
-from components.data_common import node_only_security_group, stateful_options
+from components.data_common import StoredSecret, generated_password, node_only_security_group, stateful_options
 
 IAM_TLS_PORT = 9098
+SCRAM_TLS_PORT = 9096
+SCRAM_USERNAME = "seldon"
+SCRAM_SECRET_PREFIX = "AmazonMSK_"  # MSK only associates secrets whose name starts with this
 JMX_EXPORTER_PORT = 11001
 NODE_EXPORTER_PORT = 11002
 EBS_VOLUME_PATH = "brokerNodeGroupInfo.storageInfo.ebsStorageInfo.volumeSize"
@@ -45,9 +52,18 @@ def group_arn(cluster_arn: str, group: str) -> str:
     return cluster_arn.replace(":cluster/", ":group/", 1) + f"/{group}"
 
 
+def scram_secret_name(prefix: str, user: str = SCRAM_USERNAME) -> str:
+    """Secrets Manager name of a SCRAM user's credential: `AmazonMSK_<prefix>-<user>`."""
+    return f"{SCRAM_SECRET_PREFIX}{prefix}-{user}"
+
+
 class Kafka(pulumi.ComponentResource):
     cluster_arn: pulumi.Output[str]
     bootstrap_brokers_iam: pulumi.Output[str]
+    bootstrap_brokers_scram: pulumi.Output[str]
+    scram_username: str
+    scram_password: pulumi.Output[str]  # secret
+    scram_secret_arn: pulumi.Output[str]
     cluster_name: str
     topics: list[str]
     port: int
@@ -58,12 +74,13 @@ class Kafka(pulumi.ComponentResource):
         super().__init__("mlplatform:data:Kafka", name, None, opts)
         kc = ctx.cfg.kafka
         child = pulumi.ResourceOptions(parent=self)
-        self.cluster_name = ctx.name("kafka")
+        self.cluster_name = ctx.kafka_cluster_name
         self.topics = [t.name for t in kc.topics]
         self.port = IAM_TLS_PORT
 
         sg = node_only_security_group(f"{name}-sg", ctx, vpc_id, node_sg_id, [
             (IAM_TLS_PORT, IAM_TLS_PORT, "Kafka SASL/IAM over TLS from EKS nodes"),
+            (SCRAM_TLS_PORT, SCRAM_TLS_PORT, "Kafka SASL/SCRAM over TLS from EKS nodes (Seldon)"),
             (JMX_EXPORTER_PORT, NODE_EXPORTER_PORT, "Prometheus JMX and node exporters from EKS nodes"),
         ], "kafka", self)
         configuration = aws.msk.Configuration(
@@ -93,7 +110,7 @@ class Kafka(pulumi.ComponentResource):
                         volume_size=kc.ebs_volume_gib)),
             ),
             client_authentication=aws.msk.ClusterClientAuthenticationArgs(
-                sasl=aws.msk.ClusterClientAuthenticationSaslArgs(iam=True, scram=False),
+                sasl=aws.msk.ClusterClientAuthenticationSaslArgs(iam=True, scram=True),
                 unauthenticated=False,
             ),
             encryption_info=aws.msk.ClusterEncryptionInfoArgs(
@@ -144,6 +161,24 @@ class Kafka(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        password = generated_password(f"{name}-scram-password", 32, self)
+        self.scram_username = SCRAM_USERNAME
+        # Explicitly secret: it must stay masked wherever the contract carries it.
+        self.scram_password = pulumi.Output.secret(password.result)
+        scram = StoredSecret(
+            f"{name}-scram-secret", ctx, scram_secret_name(ctx.prefix),
+            "MSK SASL/SCRAM credential of Seldon Core 2", kms_key_arn,
+            {"username": SCRAM_USERNAME, "password": self.scram_password}, self,
+        )
+        # Single association: other secrets can be associated beside it without Pulumi removing them.
+        aws.msk.SingleScramSecretAssociation(
+            f"{name}-scram-association", cluster_arn=cluster.arn, secret_arn=scram.arn,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[scram.version]),
+        )
+        self.scram_secret_arn = scram.arn
         self.cluster_arn = cluster.arn
         self.bootstrap_brokers_iam = cluster.bootstrap_brokers_sasl_iam
-        self.register_outputs({"clusterArn": self.cluster_arn, "bootstrapBrokersIam": self.bootstrap_brokers_iam})
+        self.bootstrap_brokers_scram = cluster.bootstrap_brokers_sasl_scram
+        self.register_outputs({"clusterArn": self.cluster_arn, "bootstrapBrokersIam": self.bootstrap_brokers_iam,
+                               "bootstrapBrokersScram": self.bootstrap_brokers_scram,
+                               "scramSecretArn": self.scram_secret_arn})

@@ -9,6 +9,9 @@ Decision (docs/DATA_SERVICES.md): a key per domain rather than one platform key,
 The account root keeps key *administration* (so IAM admins can always repair a policy) but not
 key *use*: use is granted only through the domain's service, to account principals whose own IAM
 policy also allows it. Keys rotate yearly; in protected stacks they are `protect`ed and retained.
+The streaming key also encrypts the MSK SASL/SCRAM secrets (MSK rejects secrets under the AWS-managed
+Secrets Manager key), so it is usable through Secrets Manager as well as through MSK (whose key
+use, grants included, stays limited to principals of this account).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ DATA_DOMAINS: dict[str, tuple[str, ...]] = {
     "storage": ("s3",),
     "database": ("rds",),
     "cache": ("elasticache",),
-    "streaming": ("kafka",),
+    "streaming": ("kafka", "secretsmanager"),
     "secrets": ("secretsmanager",),
 }
 

@@ -121,8 +121,12 @@ def _replication_group(m: RealisticMocks, physical: str, rid: str, inputs: dict)
 
 def _msk(m: RealisticMocks, physical: str, rid: str, inputs: dict) -> dict:
     name = inputs.get("clusterName") or rid
-    brokers = ",".join(f"b-{i}.{name}.abc123.c2.kafka.{m.region}.amazonaws.com:9098" for i in (1, 2, 3))
-    return {"arn": m._arn("kafka", f"cluster/{name}/{_digest(rid, n=8)}-1"), "bootstrapBrokersSaslIam": brokers,
+    hosts = [f"b-{i}.{name}.abc123.c2.kafka.{m.region}.amazonaws.com" for i in (1, 2, 3)]
+    # One listener per enabled client authentication (9098 IAM, 9096 SCRAM), on the same hosts.
+    scram = bool((inputs.get("clientAuthentication") or {}).get("sasl", {}).get("scram"))
+    return {"arn": m._arn("kafka", f"cluster/{name}/{_digest(rid, n=8)}-1"),
+            "bootstrapBrokersSaslIam": ",".join(f"{h}:9098" for h in hosts),
+            "bootstrapBrokersSaslScram": ",".join(f"{h}:9096" for h in hosts) if scram else "",
             "currentVersion": "K3AEGXETSR30VB", "zookeeperConnectString": ""}
 
 

@@ -3,8 +3,11 @@
 Four pinned charts: CRDs, setup (operator, ServerConfigs), runtime (scheduler, envoy, gateways,
 dataflow; Kafka on MSK, traces to Jaeger over OTLP) and servers (the MLServer Server, running the
 project's model-server image from the ECR repository created here, built from
-docker/model-server/Dockerfile). Seldon's Kafka clients do not speak MSK IAM, so they use mTLS
-(MSK port 9094) with a client certificate from the `seldon-kafka-client` Secret.
+docker/model-server/Dockerfile). Seldon's Kafka clients do not speak MSK IAM, so they use
+SASL/SCRAM-SHA-512 over TLS (MSK port 9096) as the MSK user created by components/kafka.py: the
+setup chart's `security.kafka.sasl` values name the user and the `seldon-kafka-sasl` Secret that
+holds its password (key `password`). MSK brokers present Amazon Trust Services certificates, so no
+broker CA Secret is needed and hostnames are verified (`https`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from components.interfaces import WORKLOAD_IDENTITIES, DataServices
 from workloads.isolation import (
     ANYWHERE,
     PORT_HTTPS,
-    PORT_KAFKA_MTLS,
+    PORT_KAFKA_SCRAM,
     PORT_REDIS,
     EgressRule,
     IngressRule,
@@ -32,21 +35,13 @@ from workloads.kube import NODE_ROLE_LABEL, helm_release, labels, namespace, pod
 
 NAMESPACE = WORKLOAD_IDENTITIES["model-serving"].namespace
 DOCKERFILE = "docker/model-server/Dockerfile"
-KAFKA_CLIENT_SECRET = "seldon-kafka-client"  # tls.key, tls.crt, ca.crt issued by the MSK private CA
-KAFKA_BROKER_CA_SECRET = "seldon-kafka-broker-ca"  # ca.crt (Amazon trust services for MSK)
-MSK_IAM_PORT, MSK_MTLS_PORT = 9098, 9094
+KAFKA_SASL_SECRET = "seldon-kafka-sasl"  # key `password`: the MSK SCRAM password of the Seldon user
+KAFKA_SASL_PASSWORD_KEY = "password"
+KAFKA_SASL_MECHANISM = "SCRAM-SHA-512"  # the only SCRAM mechanism MSK accepts
 SERVER_NAME = "mlserver"
 SERVER_METRICS_PORT = 8082
 # Namespaces that send inference traffic to envoy (in-cluster callers and the ALB through kube-system).
 CALLER_NAMESPACES = ("feast", "ml-training", "kube-system")
-
-
-def mtls_brokers(iam_brokers: str) -> str:
-    """MSK serves every listener on the same broker hosts; only the port differs (9098 IAM, 9094 TLS)."""
-    hosts = [b.strip().rsplit(":", 1)[0] for b in iam_brokers.split(",") if b.strip()]
-    if not hosts:
-        raise ValueError("MSK bootstrap broker list is empty")
-    return ",".join(f"{h}:{MSK_MTLS_PORT}" for h in hosts)
 
 
 def jaeger_otlp_endpoint() -> str:
@@ -88,15 +83,26 @@ class ModelServerRepository(pulumi.ComponentResource):
         self.register_outputs({"repositoryUrl": self.repository_url, "image": self.image})
 
 
-def setup_values(ctx: StackContext, brokers: pulumi.Input[str]) -> dict[str, Any]:
+def kafka_security(username: str) -> dict[str, Any]:
+    """Setup chart `security.kafka`: SASL_SSL with SCRAM; the password comes from `KAFKA_SASL_SECRET`."""
+    if not username:
+        raise ValueError("Seldon Kafka SCRAM username is empty")
+    return {
+        "protocol": "SASL_SSL",
+        "sasl": {"mechanism": KAFKA_SASL_MECHANISM, "client": {
+            "username": username, "secret": KAFKA_SASL_SECRET, "passwordPath": KAFKA_SASL_PASSWORD_KEY}},
+        # No client certificate; brokers are validated against the system trust store.
+        "ssl": {"client": {"secret": "", "brokerValidationSecret": "", "endpointIdentificationAlgorithm": "https"}},
+    }
+
+
+def setup_values(ctx: StackContext, brokers: pulumi.Input[str], username: str) -> dict[str, Any]:
     kafka = ctx.cfg.kafka
     return {
         "controller": {"clusterwide": False},
         "kafka": {"bootstrap": brokers, "topicPrefix": "seldon",
                   "topics": {"replicationFactor": min(3, kafka.broker_count), "numPartitions": 4}},
-        "security": {"kafka": {"protocol": "SSL", "ssl": {"client": {
-            "secret": KAFKA_CLIENT_SECRET, "brokerValidationSecret": KAFKA_BROKER_CA_SECRET,
-            "endpointIdentificationAlgorithm": "https"}}}},
+        "security": {"kafka": kafka_security(username)},
         "opentelemetry": {"endpoint": jaeger_otlp_endpoint(), "protocol": "grpc", "disable": False,
                           "ratio": 0.1 if ctx.cfg.is_prod else 1},
         # Internal only: exposure goes through an ALB Ingress managed separately.
@@ -170,11 +176,16 @@ class Seldon(pulumi.ComponentResource):
         super().__init__("mlplatform:workloads:Seldon", name, None, opts)
         ns = namespace(NAMESPACE, self)
         sa = service_account("model-serving", self, ns, data.role_arns["model-serving"])
-        brokers = pulumi.Output.from_input(data.kafka.bootstrap_brokers_iam).apply(mtls_brokers)
+        brokers = data.kafka.bootstrap_brokers_scram
+        kafka_secret = k8s.core.v1.Secret(
+            f"{name}-kafka-sasl-secret", type="Opaque",
+            metadata={"name": KAFKA_SASL_SECRET, "namespace": NAMESPACE, "labels": labels("seldon")},
+            string_data={KAFKA_SASL_PASSWORD_KEY: data.kafka.scram_password},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[ns]))
         network_policies(NamespacePolicy(
             NAMESPACE,
             ingress=[IngressRule(CALLER_NAMESPACES, (9000, 9002))],  # envoy HTTP/gRPC listeners
-            egress=[EgressRule(vpc_cidr, (PORT_KAFKA_MTLS, PORT_REDIS)), EgressRule(ANYWHERE, (PORT_HTTPS,)),
+            egress=[EgressRule(vpc_cidr, (PORT_KAFKA_SCRAM, PORT_REDIS)), EgressRule(ANYWHERE, (PORT_HTTPS,)),
                     # MLflow registry (models:/ URIs), Jaeger OTLP.
                     EgressRule("10.0.0.0/8", (5000, 4317, 4318))],
         ), self, [ns])
@@ -182,7 +193,8 @@ class Seldon(pulumi.ComponentResource):
         crds = helm_release("seldon-core-v2-crds", ctx, "seldon-core-v2-crds", NAMESPACE, {}, self,
                             depends_on=[ns, *extra])
         setup = helm_release("seldon-core-v2-setup", ctx, "seldon-core-v2-setup", NAMESPACE,
-                             setup_values(ctx, brokers), self, depends_on=[crds])
+                             setup_values(ctx, brokers, data.kafka.scram_username), self,
+                             depends_on=[crds, kafka_secret])
         runtime = helm_release("seldon-core-v2-runtime", ctx, "seldon-core-v2-runtime", NAMESPACE,
                                runtime_values(ctx, brokers), self, depends_on=[setup])
         self.servers = helm_release("seldon-core-v2-servers", ctx, "seldon-core-v2-servers", NAMESPACE,

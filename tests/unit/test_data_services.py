@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from components.kafka import server_properties, topic_arn
+from components.kafka import SCRAM_USERNAME, scram_secret_name, server_properties, topic_arn
 from components.kms import DATA_DOMAINS, key_policy
 from components.redis import cache_cluster_zones
-from components.storage import BUCKETS, bucket_name
+from components.storage import BUCKETS
 from stacks.bom import load_bom
 from stacks.config import load_stack_file, stack_file
 
@@ -70,7 +70,7 @@ def test_redis_encrypted_authenticated_and_ha_per_environment(synth, env):
     assert all(any(sn.startswith(p) for p in _isolated_subnets(s)) for sn in subnets) and len(subnets) == 3
 
 
-def test_msk_tls_only_iam_auth_kms_and_brokers_spread(synth, env):
+def test_msk_tls_only_iam_and_scram_auth_kms_and_brokers_spread(synth, env):
     s, cfg = synth(env), _cfg(env)
     msk = s.one(MSK).inputs
     assert msk["numberOfBrokerNodes"] % 3 == 0
@@ -81,7 +81,8 @@ def test_msk_tls_only_iam_auth_kms_and_brokers_spread(synth, env):
     assert nodes["storageInfo"]["ebsStorageInfo"]["volumeSize"] == cfg.kafka.ebs_volume_gib
     assert msk["encryptionInfo"] == {"encryptionAtRestKmsKeyArn": _data_keys(s)["streaming"],
                                      "encryptionInTransit": {"clientBroker": "TLS", "inCluster": True}}
-    assert msk["clientAuthentication"] == {"sasl": {"iam": True, "scram": False}, "unauthenticated": False}
+    # IAM for our clients, SCRAM for Seldon; never unauthenticated, never TLS client certificates.
+    assert msk["clientAuthentication"] == {"sasl": {"iam": True, "scram": True}, "unauthenticated": False}
     prometheus = msk["openMonitoring"]["prometheus"]
     assert prometheus["jmxExporter"]["enabledInBroker"] and prometheus["nodeExporter"]["enabledInBroker"]
     assert msk["loggingInfo"]["brokerLogs"]["cloudwatchLogs"]["enabled"] is True
@@ -180,7 +181,8 @@ def test_data_services_admit_only_the_node_security_group(synth, env):
     assert len(sources) == 1 and next(iter(sources)).startswith("sg-")
     ports = {sg.inputs["name"].rsplit("-", 1)[-1]: [(r["fromPort"], r["toPort"]) for r in sg.inputs["ingress"]]
              for sg in data_sgs}
-    assert ports == {"redis": [(6379, 6379)], "kafka": [(9098, 9098), (11001, 11002)], "postgres": [(5432, 5432)]}
+    assert ports == {"redis": [(6379, 6379)], "kafka": [(9098, 9098), (9096, 9096), (11001, 11002)],
+                     "postgres": [(5432, 5432)]}
 
 
 def test_stateful_resources_protected_and_retained_only_when_configured(synth, env):
@@ -211,7 +213,9 @@ def test_credentials_generated_and_kept_in_kms_encrypted_secrets(synth, env):
     s = synth(env)
     secrets = {r.inputs["name"]: r.inputs for r in s.of_type(SECRET)}
     assert set(secrets) >= {f"mlplatform-{env}/redis/feast", f"mlplatform-{env}/postgres/mlflow"}
-    assert all(sec["kmsKeyId"] == _data_keys(s)["secrets"] for sec in secrets.values())
+    # MSK SCRAM secrets use the streaming key (see test_msk_scram_secret_...); every other one the secrets key.
+    assert all(sec["kmsKeyId"] == _data_keys(s)["secrets"] for name, sec in secrets.items()
+               if not name.startswith("AmazonMSK_"))
     assert all(v.inputs["secretString"] == "[secret]" for v in s.of_type(SECRET_VERSION))
     assert len(s.of_type("random:index/randomPassword:RandomPassword")) >= 2
     outputs = s.stack_outputs
@@ -219,11 +223,37 @@ def test_credentials_generated_and_kept_in_kms_encrypted_secrets(synth, env):
     assert outputs["databaseSecretArn"].startswith("arn:aws:secretsmanager:")
 
 
+def test_msk_scram_secret_is_prefixed_streaming_key_encrypted_and_associated(synth, env):
+    s = synth(env)
+    name = f"AmazonMSK_mlplatform-{env}-seldon"
+    assert scram_secret_name(f"mlplatform-{env}") == name
+    (secret,) = [r for r in s.of_type(SECRET) if r.inputs["name"].startswith("AmazonMSK_")]
+    assert secret.inputs["name"] == name
+    # MSK refuses secrets under the AWS-managed key: the customer-managed streaming key encrypts it.
+    assert secret.inputs["kmsKeyId"] == _data_keys(s)["streaming"]
+    (version,) = [r for r in s.of_type(SECRET_VERSION) if secret.urn in r.dependencies]
+    assert version.inputs["secretString"] == "[secret]"
+    (assoc,) = s.of_type("aws:msk/singleScramSecretAssociation:SingleScramSecretAssociation")
+    assert assoc.inputs == {"clusterArn": s.stack_outputs["kafkaClusterArn"],
+                            "secretArn": s.stack_outputs["kafkaScramSecretArn"]}
+    # The value must exist before MSK reads the secret on association.
+    assert version.urn in assoc.dependencies and s.one(MSK).urn in assoc.dependencies
+    assert not s.of_type("aws:msk/scramSecretAssociation:ScramSecretAssociation")
+    # The streaming key is usable through Secrets Manager (the SCRAM secret) as well as MSK.
+    key = next(r for r in s.of_type(KEY) if r.inputs["tags"].get("DataDomain") == "streaming")
+    use = next(st for st in json.loads(key.inputs["policy"])["Statement"] if "kms:Decrypt" in st["Action"])
+    assert use["Condition"]["StringEquals"]["kms:ViaService"] == [
+        "kafka.eu-west-1.amazonaws.com", "secretsmanager.eu-west-1.amazonaws.com"]
+
+
 def test_stack_exports_for_users(synth, env):
     out = synth(env).stack_outputs
     assert out["redisEndpoint"] and out["redisPort"] == 6379
     assert out["databaseEndpoint"] and out["databasePort"] == 5432
-    assert all(b.endswith(":9098") for b in out["kafkaBootstrapBrokersIam"].split(","))
+    iam, scram = out["kafkaBootstrapBrokersIam"].split(","), out["kafkaBootstrapBrokersScram"].split(",")
+    assert all(b.endswith(":9098") for b in iam) and all(b.endswith(":9096") for b in scram)
+    assert [b.rsplit(":", 1)[0] for b in iam] == [b.rsplit(":", 1)[0] for b in scram]  # same brokers
+    assert out["kafkaScramSecretArn"].startswith("arn:aws:secretsmanager:")
     assert out["kafkaClusterArn"].startswith("arn:aws:kafka:")
     assert {"mlflow", "feast", "feast-ingestor", "model-serving", "training"} <= set(out["workloadRoleArns"])
     # Secret values never appear in outputs; only their Secrets Manager ARNs do.
@@ -237,7 +267,8 @@ program = runpy.run_path({main!r})
 svc = program["data"].services
 pulumi.export("contract", {{
     "redis": [svc.redis.host, svc.redis.port, svc.redis.auth_token, svc.redis.tls],
-    "kafka": [svc.kafka.bootstrap_brokers_iam, svc.kafka.cluster_arn, svc.kafka.topics],
+    "kafka": [svc.kafka.bootstrap_brokers_iam, svc.kafka.cluster_arn, svc.kafka.topics,
+              svc.kafka.bootstrap_brokers_scram, svc.kafka.scram_username, svc.kafka.scram_password],
     "database": [svc.database.host, svc.database.port, svc.database.database, svc.database.username,
                  svc.database.password],
     "buckets": svc.buckets,
@@ -258,6 +289,8 @@ def test_data_services_contract_is_complete(tmp_path, stack):
         assert all(v not in (None, "", []) for v in contract[section]), (section, contract[section])
     assert contract["redis"][2] == "[secret]" and contract["database"][4] == "[secret]"
     assert contract["kafka"][2] == ["fraud-transactions"]
+    assert contract["kafka"][3].endswith(":9096") and contract["kafka"][4] == SCRAM_USERNAME
+    assert contract["kafka"][5] == "[secret]"
     assert set(contract["buckets"]) == set(BUCKETS) and all(contract["buckets"].values())
     assert set(contract["roleArns"]) == {"mlflow", "feast", "feast-ingestor", "model-serving", "training",
                                          "cluster-autoscaler", "aws-load-balancer-controller"}
@@ -279,7 +312,7 @@ def test_bucket_name_too_long_is_rejected():
 
     ctx = StackContext(_cfg("staging"), project="a-very-long-project-name-for-buckets")
     with pytest.raises(ValueError, match="exceeds 63 characters"):
-        bucket_name(ctx, "models", "123456789012")
+        ctx.bucket_name("models", "123456789012")
 
 
 @pytest.mark.parametrize(("backup", "maintenance", "overlaps"), [

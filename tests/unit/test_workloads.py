@@ -13,7 +13,7 @@ from stacks.bom import load_bom
 from workloads.alerts import ALERTS
 from workloads.feature_store import feature_store_yaml
 from workloads.metrics_catalog import known, metric_names
-from workloads.seldon import mtls_brokers
+from workloads.seldon import KAFKA_SASL_SECRET, kafka_security
 
 REPO = Path(__file__).resolve().parents[2]
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -134,8 +134,8 @@ def test_seldon_kafka_tracing_and_server_image(synth, env):
     s = synth(env)
     setup, runtime, servers = (values(s, f"seldon-core-v2-{p}") for p in ("setup", "runtime", "servers"))
     brokers = setup["kafka"]["bootstrap"]
-    assert brokers == mtls_brokers(s.stack_outputs["kafkaBootstrapBrokersIam"])
-    assert setup["security"]["kafka"]["protocol"] == "SSL"
+    assert brokers == s.stack_outputs["kafkaBootstrapBrokersScram"]
+    assert all(b.endswith(":9096") for b in brokers.split(","))
     assert runtime["config"]["kafkaConfig"]["bootstrap"] == brokers
     assert runtime["config"]["tracingConfig"]["otelExporterEndpoint"] == "jaeger.tracing.svc.cluster.local:4317"
     container = servers["mlserver"]["podSpec"]["containers"][0]
@@ -145,6 +145,33 @@ def test_seldon_kafka_tracing_and_server_image(synth, env):
     repo = s.one("aws:ecr/repository:Repository").inputs
     assert repo["imageTagMutability"] == "IMMUTABLE" and repo["imageScanningConfiguration"]["scanOnPush"] is True
     assert repo["tags"]["PlatformVersion"] == load_bom().platform.version
+
+
+def test_seldon_kafka_authenticates_with_scram_from_a_namespaced_secret(synth, env):
+    s = synth(env)
+    security = values(s, "seldon-core-v2-setup")["security"]["kafka"]
+    assert security["protocol"] == "SASL_SSL"
+    assert security["sasl"] == {"mechanism": "SCRAM-SHA-512", "client": {
+        "username": "seldon", "secret": KAFKA_SASL_SECRET, "passwordPath": "password"}}
+    # No client certificate (that was mTLS); MSK's public-CA broker certificates, hostname checked.
+    assert security["ssl"]["client"] == {"secret": "", "brokerValidationSecret": "",
+                                         "endpointIdentificationAlgorithm": "https"}
+    secrets = [r for r in s.of_type("kubernetes:core/v1:Secret")
+               if r.inputs["metadata"]["name"] == KAFKA_SASL_SECRET]
+    assert len(secrets) == 1
+    secret = secrets[0]
+    assert secret.inputs["metadata"]["namespace"] == "seldon" and secret.inputs["stringData"] == "[secret]"
+    setup = next(r for r in s.of_type(RELEASE) if r.name == "seldon-core-v2-setup")
+    assert secret.urn in setup.dependencies  # the password exists before the components start
+    assert "password" not in json.dumps(values(s, "seldon-core-v2-runtime")).lower()
+    # Egress from seldon to MSK only on the SCRAM listener (no mTLS 9094, no IAM 9098).
+    egress_ports = {p["port"] for pol in manifests(s, "NetworkPolicy") if pol["metadata"]["namespace"] == "seldon"
+                    for rule in pol["spec"].get("egress", []) for p in rule.get("ports", [])}
+    assert 9096 in egress_ports and not {9094, 9098} & egress_ports
+    # The feature ingestor (our own client) keeps MSK IAM.
+    dep = next(m for m in manifests(s, "Deployment") if m["metadata"]["name"] == "feast-stream-ingestor")
+    env_vars = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env_vars["KAFKA_BOOTSTRAP"] == s.stack_outputs["kafkaBootstrapBrokersIam"]
 
 
 def test_alert_rules_hold_the_seven_alerts_with_existing_runbooks(synth, env):
@@ -247,9 +274,9 @@ def test_cluster_autoscaler_matches_the_cluster_version(synth, env):
     assert v["autoDiscovery"]["clusterName"] == s.stack_outputs["clusterName"]
 
 
-def test_mtls_brokers_and_feature_store_yaml_helpers():
-    assert mtls_brokers("b-1.x:9098,b-2.x:9098") == "b-1.x:9094,b-2.x:9094"
-    with pytest.raises(ValueError, match="empty"):
-        mtls_brokers(" ")
+def test_kafka_security_and_feature_store_yaml_helpers():
+    assert kafka_security("u")["sasl"]["client"]["username"] == "u"
+    with pytest.raises(ValueError, match="username is empty"):
+        kafka_security("")
     text = feature_store_yaml("r.example", 6379, "bkt", tls=False)
     assert "ssl=true" not in text and "r.example:6379,password=${REDIS_AUTH_TOKEN}" in text
