@@ -146,7 +146,7 @@ def fit(texts: list[str], labels: np.ndarray, params: dict | None = None, seed: 
         raise ValueError(f"{len(texts)} texts but {len(y)} labels")
     bad = ~np.isin(y, CLASSES)
     if bad.any():
-        raise ValueError(f"label {y[bad][0]!r} is not one of {CLASSES}")
+        raise ValueError(f"label {y[bad][:1].tolist()[0]!r} is not one of {CLASSES}")
     missing = set(CLASSES) - set(np.unique(y).tolist())
     if missing:
         raise ValueError(f"training labels lack class(es) {sorted(missing)}; need all of {CLASSES}")

@@ -55,8 +55,7 @@ def _text_column(path: Path, columns: list[str]) -> str:
     if not present:
         raise DataContractError(
             path,
-            f"missing text column: expected 'clean_text' (Twitter) or 'clean_comment' (Reddit), "
-            f"found {columns}",
+            f"missing text column: expected 'clean_text' (Twitter) or 'clean_comment' (Reddit), found {columns}",
             column="clean_text|clean_comment",
         )
     return present[0]
