@@ -18,6 +18,7 @@ from components.interfaces import DataServices
 from workloads.cluster_addons import ClusterAddonCharts
 from workloads.feature_store import FeatureStore
 from workloads.mlflow import Mlflow
+from workloads.models_cluster import ReferenceModels
 from workloads.observability import Observability
 from workloads.seldon import ModelServerRepository, Seldon
 from workloads.tracing import Tracing
@@ -55,8 +56,11 @@ class Platform(pulumi.ComponentResource):
         if wl.mlflow.enabled:
             mlflow = Mlflow("mlflow", ctx, data, vpc_cidr, child, depends_on=base)
             self.mlflow_tracking_uri = mlflow.tracking_uri
+        feast: FeatureStore | None = None
+        seldon: Seldon | None = None
         if wl.feast.enabled:
-            FeatureStore("feast", ctx, data, vpc_cidr, repo.image, child, depends_on=base)
+            feast = FeatureStore("feast", ctx, data, vpc_cidr, repo.image, child, depends_on=base)
         if wl.seldon.enabled:
-            Seldon("seldon", ctx, data, vpc_cidr, repo.image, child, depends_on=base)
+            seldon = Seldon("seldon", ctx, data, vpc_cidr, repo.image, child, depends_on=base)
+        ReferenceModels("models", ctx, data, repo.image, child, seldon=seldon, feast=feast)
         self.register_outputs({"modelServerRepositoryUrl": repo.repository_url})

@@ -21,7 +21,7 @@ def test_dev_manifests_validate_and_releases_are_listed(synth, tmp_path):
     assert {"Namespace", "ServiceAccount", "NetworkPolicy", "Deployment", "CronJob", "ConfigMap", "Secret",
             "Service", "PersistentVolumeClaim", "StorageClass"} <= kinds
     assert {m["kind"] for m in (rendered.manifests[p] for p in skipped)} <= {
-        "ServiceMonitor", "PodMonitor", "PrometheusRule"}
+        "ServiceMonitor", "PodMonitor", "PrometheusRule", "Model", "Experiment"}
     assert not any(m["kind"] == "Release" for m in rendered.manifests.values())
 
     write(rendered, tmp_path)
