@@ -123,7 +123,8 @@ def ensure(cfg: LocalConfig, sup: Supervisor, decision: Decision, say: Callable[
         assert decision.record is not None
         return decision.record, "reused"
     if decision.record is not None:
-        say(f"stopping {decision.name} (pid {decision.record.pid}): {decision.reason or 'restart needed'}")
+        reason = "its configuration changed" if decision.action == "reuse" else decision.reason
+        say(f"stopping {decision.name} (pid {decision.record.pid}): {reason}")
         _, busy = sup.stop(decision.name)
         if busy:
             raise RuntimeError(f"{decision.name} stopped but port(s) {busy} are still in use")
