@@ -32,6 +32,9 @@ test-policy-pack:
 synth-all:
 	@mkdir -p build/plans; for s in $(STACKS); do .venv/bin/mlplat synth --stack $$s --out build/plans/$$s.json || exit 1; done
 
+policy-all:
+	@for s in $(STACKS); do .venv/bin/mlplat policy --stack $$s || exit 1; done
+
 config-doc:
 	.venv/bin/mlplat config-doc
 

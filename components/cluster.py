@@ -57,7 +57,8 @@ class Cluster(pulumi.ComponentResource):
             enable_key_rotation=True,
             deletion_window_in_days=cc.secrets_key_deletion_window_days,
             tags=ctx.tags(ctx.name("eks-secrets")),
-            opts=child,
+            # Losing this key makes every Kubernetes secret of the cluster unreadable.
+            opts=pulumi.ResourceOptions(parent=self, protect=ctx.protect, retain_on_delete=ctx.protect),
         )
         aws.kms.Alias(f"{name}-secrets-key-alias", name=f"alias/{ctx.name('eks-secrets')}",
                       target_key_id=key.key_id, opts=child)

@@ -78,6 +78,7 @@ class StoredSecret:
             f"{name}-value",
             secret_id=secret.id,
             secret_string=pulumi.Output.secret(pulumi.Output.from_input(dict(value)).apply(json.dumps)),
-            opts=stateful_options(ctx, parent),
+            # Runbooks rotate credentials in Secrets Manager; the first value is only the initial one.
+            opts=stateful_options(ctx, parent, ignore_changes=["secretString", "versionStages"]),
         )
         self.arn = secret.arn

@@ -43,7 +43,7 @@ class Database(pulumi.ComponentResource):
         super().__init__("mlplatform:data:Database", name, None, opts)
         dc = ctx.cfg.database
         child = pulumi.ResourceOptions(parent=self)
-        self.identifier = ctx.name("mlflow")
+        self.identifier = ctx.database_identifier
         self.port, self.database, self.username = POSTGRES_PORT, DATABASE, USERNAME
 
         sg = node_only_security_group(f"{name}-sg", ctx, vpc_id, node_sg_id,
@@ -109,7 +109,7 @@ class Database(pulumi.ComponentResource):
         self.host = instance.address
         self.password = pulumi.Output.secret(password.result)
         self.secret_arn = StoredSecret(
-            f"{name}-master-secret", ctx, f"{ctx.prefix}/postgres/mlflow", "MLflow backend store master user",
+            f"{name}-master-secret", ctx, ctx.database_secret_name, "MLflow backend store master user",
             secrets_key_arn,
             {"engine": "postgres", "host": instance.address, "port": POSTGRES_PORT, "dbname": DATABASE,
              "username": USERNAME, "password": password.result, "dbInstanceIdentifier": self.identifier},

@@ -45,7 +45,7 @@ class Redis(pulumi.ComponentResource):
         super().__init__("mlplatform:data:Redis", name, None, opts)
         rc = ctx.cfg.redis
         child = pulumi.ResourceOptions(parent=self)
-        group_id = ctx.name("feast")
+        group_id = ctx.redis_group_id
         self.replication_group_id = group_id
         self.port = REDIS_PORT
 
@@ -101,7 +101,8 @@ class Redis(pulumi.ComponentResource):
                 log_type="slow-log",
             )],
             tags=ctx.tags(group_id),
-            opts=stateful_options(ctx, self),
+            # The AUTH token is rotated in place by runbooks/redis-auth-rotation.md; `pulumi up` keeps it.
+            opts=stateful_options(ctx, self, ignore_changes=["authToken", "authTokenUpdateStrategy"]),
         )
 
         self.host = group.primary_endpoint_address
@@ -109,7 +110,7 @@ class Redis(pulumi.ComponentResource):
         # Explicitly secret: it must stay masked wherever the contract carries it.
         self.auth_token = pulumi.Output.secret(token.result)
         self.secret_arn = StoredSecret(
-            f"{name}-auth-secret", ctx, f"{ctx.prefix}/redis/feast", "Feast online store connection (AUTH token)",
+            f"{name}-auth-secret", ctx, ctx.redis_secret_name, "Feast online store connection (AUTH token)",
             secrets_key_arn,
             {"host": self.host, "readerHost": self.reader_host, "port": REDIS_PORT, "tls": True,
              "authToken": token.result},

@@ -33,14 +33,6 @@ ACCESS_LOG_EXPIRATION_DAYS = 365
 MIN_TLS_VERSION = "1.2"
 
 
-def bucket_name(ctx: StackContext, purpose: str, account_id: str) -> str:
-    """Globally unique, deterministic bucket name (<= 63 characters)."""
-    name = f"{ctx.prefix}-{purpose}-{account_id}-{ctx.cfg.region}"
-    if len(name) > 63:
-        raise ValueError(f"bucket name {name!r} exceeds 63 characters; shorten the project or purpose")
-    return name
-
-
 def tls_only_statements(bucket_arn: str) -> list[dict[str, Any]]:
     """Deny any request without TLS, or with TLS older than 1.2, whoever makes it."""
     resources = [bucket_arn, f"{bucket_arn}/*"]
@@ -107,7 +99,7 @@ class Storage(pulumi.ComponentResource):
         ctx, name, opts = self._ctx, f"{self._name}-{purpose}", self._opts
         bucket = aws.s3.Bucket(
             name,
-            bucket=self._account_id.apply(lambda acct: bucket_name(ctx, purpose, acct)),
+            bucket=self._account_id.apply(lambda acct: ctx.bucket_name(purpose, acct)),
             force_destroy=ctx.cfg.storage.force_destroy,
             tags=ctx.tags(ctx.name(purpose), Purpose=holds),
             opts=opts,

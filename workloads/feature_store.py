@@ -48,6 +48,7 @@ RELEASE = "feast"
 PROJECT = "mlplat"  # workloads/models/common/feast_repo.py PROJECT
 ENTITY_KEY_SERIALIZATION_VERSION = 3
 REDIS_SECRET = "feast-redis"
+SERVER_DEPLOYMENT = "feast-feature-server"
 CONFIG_MAP = "feast-repo"
 REPO_DIR = "/feast"
 SERVER_PORT = 6566
@@ -84,6 +85,8 @@ def server_values(ctx: StackContext, config_yaml: pulumi.Input[str]) -> dict[str
     image = ctx.bom.images["feast-feature-server"]
     return {
         "replicaCount": cfg.replicas,
+        # A fixed Deployment name: runbooks restart it after a Redis AUTH rotation.
+        "fullnameOverride": SERVER_DEPLOYMENT,
         "image": {"repository": image.repository, "tag": image.tag},
         "feature_store_yaml_base64": pulumi.Output.from_input(config_yaml).apply(
             lambda y: base64.b64encode(y.encode()).decode()),
@@ -121,7 +124,9 @@ class FeatureStore(pulumi.ComponentResource):
         secret = k8s.core.v1.Secret(
             f"{name}-redis-secret", type="Opaque",
             metadata={"name": REDIS_SECRET, "namespace": NAMESPACE, "labels": labels("feast")},
-            string_data={"token": data.redis.auth_token}, opts=after_ns)
+            string_data={"token": data.redis.auth_token},
+            # Rotated by runbooks/redis-auth-rotation.md without `pulumi up`; Pulumi must not revert it.
+            opts=pulumi.ResourceOptions.merge(after_ns, pulumi.ResourceOptions(ignore_changes=["stringData", "data"])))
         config = k8s.core.v1.ConfigMap(
             f"{name}-repo-config", metadata={"name": CONFIG_MAP, "namespace": NAMESPACE, "labels": labels("feast")},
             data={"feature_store.yaml": config_yaml}, opts=after_ns)

@@ -17,8 +17,8 @@ SELDON_GROUP, SELDON_VERSION = "mlops.seldon.io", "v1alpha1"
 class KubeOps(Protocol):
     def experiment_weights(self, namespace: str, name: str) -> dict[str, int]: ...
     def set_experiment_weights(self, namespace: str, name: str, weights: dict[str, int]) -> None: ...
-    def restart_deployment(self, namespace: str, name: str) -> None: ...
-    def deployment_ready(self, namespace: str, name: str) -> bool: ...
+    def restart(self, kind: str, namespace: str, name: str) -> None: ...  # kind: deployment | statefulset
+    def ready(self, kind: str, namespace: str, name: str) -> bool: ...
     def patch_secret(self, namespace: str, name: str, string_data: dict[str, str]) -> None: ...
     def run_job_from_cronjob(self, namespace: str, cronjob: str, job: str, args: list[str]) -> None: ...
     def job_succeeded(self, namespace: str, job: str) -> bool: ...
@@ -45,15 +45,17 @@ class ClusterKubeOps:
             SELDON_GROUP, SELDON_VERSION, namespace, "experiments", name, {"spec": {"candidates": candidates}}
         )
 
-    def restart_deployment(self, namespace: str, name: str) -> None:
+    def restart(self, kind: str, namespace: str, name: str) -> None:
+        """`kubectl rollout restart`: a new pod-template annotation makes the controller roll the pods."""
         stamp = datetime.now(UTC).isoformat()
         patch = {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}}
-        self._apps.patch_namespaced_deployment(name, namespace, patch)
+        getattr(self._apps, f"patch_namespaced_{kind}")(name, namespace, patch)
 
-    def deployment_ready(self, namespace: str, name: str) -> bool:
-        d = self._apps.read_namespaced_deployment_status(name, namespace)
+    def ready(self, kind: str, namespace: str, name: str) -> bool:
+        d = getattr(self._apps, f"read_namespaced_{kind}_status")(name, namespace)
         want = d.spec.replicas or 0
-        return (d.status.updated_replicas or 0) == want and (d.status.available_replicas or 0) == want
+        available = d.status.available_replicas if kind == "deployment" else d.status.ready_replicas
+        return (d.status.updated_replicas or 0) == want and (available or 0) == want
 
     def patch_secret(self, namespace: str, name: str, string_data: dict[str, str]) -> None:
         self._core.patch_namespaced_secret(name, namespace, {"stringData": string_data})
@@ -79,9 +81,9 @@ class InMemoryKubeOps:
     """Injectable stand-in with the same behaviour contract, for tests and offline rehearsal."""
 
     def __init__(self, experiments: dict[tuple[str, str], dict[str, int]] | None = None,
-                 deployments: set[tuple[str, str]] | None = None) -> None:
+                 workloads: set[tuple[str, str, str]] | None = None) -> None:
         self.experiments = dict(experiments or {})
-        self.deployments = set(deployments or ())
+        self.workloads = set(workloads or ())  # (kind, namespace, name) that exist and become ready
         self.secrets: dict[tuple[str, str], dict[str, str]] = {}
         self.jobs: dict[tuple[str, str], bool] = {}
         self.calls: list[tuple[str, Any]] = []
@@ -96,13 +98,13 @@ class InMemoryKubeOps:
             raise KeyError(f"experiment {namespace}/{name} not found")
         self.experiments[(namespace, name)] = dict(weights)
 
-    def restart_deployment(self, namespace: str, name: str) -> None:
-        self.calls.append(("restart_deployment", (namespace, name, time.time())))
-        if (namespace, name) not in self.deployments:
-            raise KeyError(f"deployment {namespace}/{name} not found")
+    def restart(self, kind: str, namespace: str, name: str) -> None:
+        self.calls.append(("restart", (kind, namespace, name, time.time())))
+        if (kind, namespace, name) not in self.workloads:
+            raise KeyError(f"{kind} {namespace}/{name} not found")
 
-    def deployment_ready(self, namespace: str, name: str) -> bool:
-        return (namespace, name) in self.deployments
+    def ready(self, kind: str, namespace: str, name: str) -> bool:
+        return (kind, namespace, name) in self.workloads
 
     def patch_secret(self, namespace: str, name: str, string_data: dict[str, str]) -> None:
         self.calls.append(("patch_secret", (namespace, name, sorted(string_data))))

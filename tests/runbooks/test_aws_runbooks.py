@@ -17,7 +17,7 @@ import boto3
 import pytest
 
 from components.context import StackContext
-from mlplat.runbook.books.redis import AUTH_ROTATION
+from mlplat.runbook.books.redis import AUTH_ROTATION, K8S_SECRET, K8S_SECRET_KEY, REDIS_CLIENTS
 from mlplat.runbook.books.s3 import OBJECT_RECOVERY
 from mlplat.runbook.context import RunContext
 from mlplat.runbook.engine import AuditLog, run
@@ -82,7 +82,7 @@ def test_redis_auth_rotation_dry_run_changes_nothing(aws_env, tmp_path, monkeypa
 def test_redis_auth_rotation_executes_rotate_then_set(aws_env, tmp_path, monkeypatch):
     _seed_redis()
     calls = _record_modify_calls(monkeypatch)
-    kube = InMemoryKubeOps(deployments={("feast", "feast-feature-server"), ("seldon", "mlserver")})
+    kube = InMemoryKubeOps(workloads=set(REDIS_CLIENTS))
     audit = tmp_path / "audit.jsonl"
     out = io.StringIO()
     report = run(AUTH_ROTATION, RunContext(env="dev", kube=kube), execute=True, audit=AuditLog(audit), out=out)
@@ -90,8 +90,8 @@ def test_redis_auth_rotation_executes_rotate_then_set(aws_env, tmp_path, monkeyp
     new = _current_token()
     assert new != "old-token-0123456789abcdef" and len(new) == 48
     assert [(c["AuthTokenUpdateStrategy"], c["AuthToken"]) for c in calls] == [("ROTATE", new), ("SET", new)]
-    assert kube.secrets[("feast", "redis-auth")]["authToken"] == new
-    assert [c[0] for c in kube.calls if c[0] == "restart_deployment"] == ["restart_deployment"] * 2
+    assert kube.secrets[K8S_SECRET][K8S_SECRET_KEY] == new
+    assert [c[1][:3] for c in kube.calls if c[0] == "restart"] == list(REDIS_CLIENTS)
     entries = [json.loads(line) for line in audit.read_text().splitlines()]
     assert [e["result"] for e in entries] == ["ok"] * 5
     assert {e["actor"] for e in entries} == {"test-operator"}

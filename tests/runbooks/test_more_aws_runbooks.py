@@ -161,15 +161,21 @@ def _seed_db(stack: StackContext) -> None:
 
 def test_rds_point_in_time_restore_and_cut_over(aws_env, tmp_path):
     _seed_db(STAGING)
-    kube = InMemoryKubeOps(deployments={("mlflow", "mlflow")})
+    kube = InMemoryKubeOps(workloads={("deployment", "mlflow", "mlflow")})
     when = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
     ctx = RunContext(env="staging", kube=kube, params={"restore_time": when, "poll_s": "0"})
+    rds = boto3.client("rds", region_name=REGION)
     report, out = _run(RDS_PITR, ctx, tmp_path)
     assert report.ok, out
-    restored = boto3.client("rds", region_name=REGION).describe_db_instances(
-        DBInstanceIdentifier=f"{STAGING.database_identifier}-pitr")["DBInstances"][0]
-    assert restored["StorageEncrypted"] and not restored.get("PubliclyAccessible", False)
-    assert kube.secrets[("mlflow", "mlflow-db")]["host"] == restored["Endpoint"]["Address"]
+    # The original identifier now names the restored instance; the original lives on, renamed.
+    current = rds.describe_db_instances(DBInstanceIdentifier=STAGING.database_identifier)["DBInstances"][0]
+    retired = rds.describe_db_instances(DBInstanceIdentifier=f"{STAGING.database_identifier}-before-restore")[
+        "DBInstances"][0]
+    identifiers = {d["DBInstanceIdentifier"] for d in rds.describe_db_instances()["DBInstances"]}
+    assert f"{STAGING.database_identifier}-pitr" not in identifiers  # renamed to the original identifier
+    assert current["StorageEncrypted"] and not current.get("PubliclyAccessible", False)
+    assert retired["DBInstanceStatus"] == "available"
+    assert [c[1][:3] for c in kube.calls if c[0] == "restart"] == [("deployment", "mlflow", "mlflow")]
 
 
 def test_rds_restore_rejects_bad_time(aws_env, tmp_path):

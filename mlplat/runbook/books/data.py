@@ -15,8 +15,7 @@ from mlplat.runbook.books.aws_calls import aws_call, aws_read, expect, wait_for
 from mlplat.runbook.context import RunContext
 from mlplat.runbook.engine import Runbook, Step, StepFailed
 
-MLFLOW_DEPLOYMENT = ("mlflow", "mlflow")
-MLFLOW_DB_SECRET = ("mlflow", "mlflow-db")
+MLFLOW_DEPLOYMENT = ("deployment", "mlflow", "mlflow")
 
 
 # --- RDS (MLflow backend store) ---------------------------------------------------------------------
@@ -59,32 +58,55 @@ def _restore_params(ctx: RunContext) -> dict[str, Any]:
             "DeletionProtection": ctx.stack.cfg.database.deletion_protection}
 
 
-def _verify_restored(ctx: RunContext, result: dict[str, Any]) -> None:
+def _db_status(ctx: RunContext, identifier: str) -> str | None:
     rds = ctx.aws("rds")
+    try:
+        return rds.describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"][0]["DBInstanceStatus"]
+    except rds.exceptions.DBInstanceNotFoundFault:
+        return None
 
-    def available() -> bool:
-        return rds.describe_db_instances(DBInstanceIdentifier=_restored_db(ctx))["DBInstances"][0][
-            "DBInstanceStatus"] == "available"
 
-    wait_for(f"{_restored_db(ctx)} to become available", available,
+def _wait_db(ctx: RunContext, identifier: str) -> None:
+    wait_for(f"{identifier} to become available", lambda: _db_status(ctx, identifier) == "available",
              timeout_s=float(ctx.param("timeout_s", "7200")), poll_s=float(ctx.param("poll_s", "30")))
-    restored = rds.describe_db_instances(DBInstanceIdentifier=_restored_db(ctx))["DBInstances"][0]
+
+
+def _verify_restored(ctx: RunContext, result: dict[str, Any]) -> None:
+    _wait_db(ctx, _restored_db(ctx))
+    restored = ctx.aws("rds").describe_db_instances(DBInstanceIdentifier=_restored_db(ctx))["DBInstances"][0]
     expect(restored.get("StorageEncrypted", False), "the restored instance is not encrypted")
     expect(not restored.get("PubliclyAccessible", False), "the restored instance is publicly accessible")
-    ctx.state["restored_host"] = restored["Endpoint"]["Address"]
 
 
-def _cut_over(ctx: RunContext) -> dict[str, Any]:
+def _retired_db(ctx: RunContext) -> str:
+    return f"{_db(ctx)}-before-restore"
+
+
+def _rename(source: Any, target: Any) -> Any:
+    def params(ctx: RunContext) -> dict[str, Any]:
+        return {"DBInstanceIdentifier": source(ctx), "NewDBInstanceIdentifier": target(ctx), "ApplyImmediately": True}
+
+    return params
+
+
+def _verify_renamed(target: Any) -> Any:
+    def verify(ctx: RunContext, result: dict[str, Any]) -> None:
+        _wait_db(ctx, target(ctx))
+
+    return verify
+
+
+def _restart_mlflow(ctx: RunContext) -> dict[str, Any]:
     if ctx.kube is None:
-        raise StepFailed("no Kubernetes access (--kube cluster): point MLflow at the restored host by hand")
-    ctx.kube.patch_secret(*MLFLOW_DB_SECRET, {"host": ctx.state["restored_host"]})
-    ctx.kube.restart_deployment(*MLFLOW_DEPLOYMENT)
-    return {"mlflow_db_host": ctx.state["restored_host"]}
+        raise StepFailed("no Kubernetes access (--kube cluster): restart MLflow by hand "
+                         "(kubectl -n mlflow rollout restart deployment mlflow)")
+    ctx.kube.restart(*MLFLOW_DEPLOYMENT)
+    return {"restarted": "/".join(MLFLOW_DEPLOYMENT[1:])}
 
 
-def _verify_cut_over(ctx: RunContext, result: dict[str, Any]) -> None:
+def _verify_mlflow(ctx: RunContext, result: dict[str, Any]) -> None:
     assert ctx.kube is not None
-    wait_for("MLflow rollout", lambda: ctx.kube.deployment_ready(*MLFLOW_DEPLOYMENT), timeout_s=600, poll_s=5)
+    wait_for("MLflow rollout", lambda: ctx.kube.ready(*MLFLOW_DEPLOYMENT), timeout_s=600, poll_s=5)
 
 
 RDS_PITR = Runbook(
@@ -96,11 +118,19 @@ RDS_PITR = Runbook(
         aws_call("restore into a new instance beside the original", "rds", "RestoreDBInstanceToPointInTime",
                  _restore_params, verify=_verify_restored, target=_restored_db,
                  rollback="delete the restored instance; the original is untouched"),
-        Step("cut MLflow over to the restored instance", _restored_db, precondition=lambda ctx: None,
-             plan=lambda ctx: [f"kubernetes: patch secret {'/'.join(MLFLOW_DB_SECRET)} host=<restored endpoint>",
-                               f"kubernetes: rollout restart deployment {'/'.join(MLFLOW_DEPLOYMENT)}"],
-             action=_cut_over, verify=_verify_cut_over,
-             rollback="patch the secret back to the original host and restart MLflow"),
+        # Cut-over by identifier swap: the endpoint DNS name follows the identifier, so MLflow's configured host
+        # and the Pulumi state (keyed by identifier) both point at the restored instance afterwards.
+        aws_call("retire the original under a new identifier", "rds", "ModifyDBInstance",
+                 _rename(_db, _retired_db), verify=_verify_renamed(_retired_db), target=_db,
+                 rollback="rename it back: ModifyDBInstance NewDBInstanceIdentifier=<original>"),
+        aws_call("give the restored instance the original identifier", "rds", "ModifyDBInstance",
+                 _rename(_restored_db, _db), verify=_verify_renamed(_db), target=_restored_db,
+                 rollback="swap the identifiers back (restored -> -pitr, retired -> original)"),
+        Step("restart MLflow so it reconnects", lambda ctx: "/".join(MLFLOW_DEPLOYMENT[1:]),
+             precondition=lambda ctx: None,
+             plan=lambda ctx: [f"kubernetes: rollout restart deployment {'/'.join(MLFLOW_DEPLOYMENT[1:])}"],
+             action=_restart_mlflow, verify=_verify_mlflow,
+             rollback="none needed; MLflow reconnects to whichever instance holds the identifier"),
     ],
 )
 

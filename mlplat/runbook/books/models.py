@@ -11,8 +11,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import httpx
-
 from mlplat.runbook.context import RunContext
 from mlplat.runbook.engine import Runbook, Step, StepFailed
 
@@ -68,6 +66,8 @@ def _verify_alias(ctx: RunContext, result: dict[str, Any]) -> None:
 
 def served_version(serving_url: str, model: str) -> str | None:
     """The version the local MLServer reports for `model` (from its model metadata)."""
+    import httpx
+
     response = httpx.get(f"{serving_url}/v2/models/{model}", timeout=5)
     response.raise_for_status()
     return response.json().get("versions", [None])[0] or response.json().get("version")
@@ -78,6 +78,8 @@ def _reload_serving(ctx: RunContext) -> dict[str, Any]:
     if ctx.env == "local":
         if not ctx.serving_url:
             raise StepFailed("no inference endpoint: is the local platform up? (mlplat local status)")
+        import httpx
+
         response = httpx.post(f"{ctx.serving_url}/v2/repository/models/{model}/load", timeout=120)
         if response.status_code != 200:
             raise StepFailed(f"MLServer refused to reload {model}: {response.status_code} {response.text}")

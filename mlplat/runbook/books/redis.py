@@ -18,9 +18,11 @@ from mlplat.runbook.context import RunContext
 from mlplat.runbook.engine import Runbook, Step, StepFailed
 
 TOKEN_ALPHABET = string.ascii_letters + string.digits
-# Deployments that hold a Redis connection (namespace, name); restarted to pick up a new token.
-REDIS_CLIENTS = (("feast", "feast-feature-server"), ("seldon", "mlserver"))
-K8S_SECRET = ("feast", "redis-auth")
+# Workloads that hold a Redis connection (kind, namespace, name); restarted to pick up a new token.
+# The names equal workloads/feature_store.py and workloads/seldon.py (tests/unit/test_runbook_names.py).
+REDIS_CLIENTS = (("deployment", "feast", "feast-feature-server"), ("deployment", "feast", "feast-stream-ingestor"),
+                 ("statefulset", "seldon", "mlserver"))
+K8S_SECRET, K8S_SECRET_KEY = ("feast", "feast-redis"), "token"
 
 
 def new_token(length: int = 48) -> str:
@@ -140,7 +142,7 @@ def _verify_clients(ctx: RunContext, result: dict[str, Any]) -> None:
     deadline = time.monotonic() + float(ctx.param("rollout_timeout_s", "600"))
     pending = list(REDIS_CLIENTS)
     while pending:
-        pending = [d for d in pending if not ctx.kube.deployment_ready(*d)]
+        pending = [d for d in pending if not ctx.kube.ready(*d)]
         if pending and time.monotonic() > deadline:
             raise StepFailed(f"deployments not ready: {pending}")
         if pending:
@@ -151,8 +153,8 @@ def _client_restart_plan(ctx: RunContext) -> list[str]:
     if ctx.kube is None:
         return ["no Kubernetes access: pass --kube cluster, or move the clients yourself and confirm with "
                 "--param clients_updated=yes (otherwise the run stops here, both tokens still valid)"]
-    return [f"kubernetes: patch secret {'/'.join(K8S_SECRET)} authToken", *(
-        f"kubernetes: rollout restart deployment {ns}/{n}" for ns, n in REDIS_CLIENTS)]
+    return [f"kubernetes: patch secret {'/'.join(K8S_SECRET)} key {K8S_SECRET_KEY}", *(
+        f"kubernetes: rollout restart {kind} {ns}/{n}" for kind, ns, n in REDIS_CLIENTS)]
 
 
 def _move_clients(ctx: RunContext) -> dict[str, Any]:
@@ -163,10 +165,10 @@ def _move_clients(ctx: RunContext) -> dict[str, Any]:
         ctx.state["clients_updated"] = True
         return {"restarted": "by operator"}
     ctx.state["clients_updated"] = True
-    ctx.kube.patch_secret(*K8S_SECRET, {"authToken": ctx.state["new_token"]})
-    for namespace, name in REDIS_CLIENTS:
-        ctx.kube.restart_deployment(namespace, name)
-    return {"restarted": [f"{ns}/{n}" for ns, n in REDIS_CLIENTS]}
+    ctx.kube.patch_secret(*K8S_SECRET, {K8S_SECRET_KEY: ctx.state["new_token"]})
+    for kind, namespace, name in REDIS_CLIENTS:
+        ctx.kube.restart(kind, namespace, name)
+    return {"restarted": [f"{kind}/{ns}/{n}" for kind, ns, n in REDIS_CLIENTS]}
 
 
 AUTH_ROTATION = Runbook(
@@ -192,7 +194,8 @@ AUTH_ROTATION = Runbook(
              plan=lambda ctx: [f"secretsmanager:UpdateSecretVersionStage {_secret_id(ctx)} AWSCURRENT -> new version"],
              action=_promote, verify=_verify_promote,
              rollback="UpdateSecretVersionStage AWSCURRENT back to the AWSPREVIOUS version"),
-        Step("move the clients to the new token", lambda ctx: "feast, seldon", precondition=lambda ctx: None,
+        Step("move the clients to the new token", lambda ctx: ", ".join(f"{ns}/{n}" for _k, ns, n in REDIS_CLIENTS),
+             precondition=lambda ctx: None,
              plan=_client_restart_plan, action=_move_clients, verify=_verify_clients,
              rollback="both tokens are valid: clients on either token keep working"),
         Step("revoke the old token (SET)", _group_id, precondition=_require_group_ready,
