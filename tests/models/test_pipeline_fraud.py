@@ -46,7 +46,7 @@ def test_evaluate_file_returns_issue_keys(trained):
 
 
 def test_publish_and_serve_champion_with_online_features(trained, tmp_path, mlflow_server, redis_server,
-                                                         mlserver_factory, infer):
+                                                         shared_mlserver, infer):
     data_dir, out = trained
     client = MlflowClient(mlflow_server.url, registry_uri=mlflow_server.url)
     result = publish(out, mlflow_server.url, gates={"auc": 0.5, "f1": 0.0})
@@ -60,10 +60,10 @@ def test_publish_and_serve_champion_with_online_features(trained, tmp_path, mlfl
 
     features.write_parquet(data_dir, tmp_path / "parquet")
     apply_and_materialize(write_repo(tmp_path / "feast", redis_server.url), features.definitions(tmp_path / "parquet"))
-    server = mlserver_factory([ModelEntry("fraud", "fraud", "models:/fraud@champion",
-                                          {"tracking_uri": mlflow_server.url, "redis_url": redis_server.url})])
+    name = shared_mlserver.add(ModelEntry("fraud", "fraud", "models:/fraud@champion",
+                                          {"tracking_uri": mlflow_server.url, "redis_url": redis_server.url}))
     body = pipeline.sample_requests(data_dir, out.model_dir, n=1)[0]
-    resp = infer(server.url, "fraud", body["inputs"])
+    resp = infer(shared_mlserver.url, name, body["inputs"])
     assert resp.status_code == 200, resp.text
     outputs = {o["name"]: o["data"] for o in resp.json()["outputs"]}
     assert 0.0 <= outputs["fraud_probability"][0] <= 1.0

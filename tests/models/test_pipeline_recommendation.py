@@ -39,7 +39,7 @@ def test_evaluate_on_held_out_file_prints_protocol_keys(trained):
     assert {"ndcg@10", "recall@10"} <= set(metrics)
 
 
-def test_publish_gates_aliases_and_serving(trained, mlflow_server, mlserver_factory, infer):
+def test_publish_gates_aliases_and_serving(trained, mlflow_server, shared_mlserver, infer):
     _, out = trained
     client = MlflowClient(mlflow_server.url, registry_uri=mlflow_server.url)
     # Gate passes: challenger and champion point at the new version.
@@ -58,12 +58,12 @@ def test_publish_gates_aliases_and_serving(trained, mlflow_server, mlserver_fact
     assert client.get_model_version_by_alias("recommendation", "champion").version == first.version
     assert client.get_run(second.run_id).data.tags["gate.passed"] == "false"
 
-    server = mlserver_factory([
+    name = shared_mlserver.add(
         ModelEntry("recommendation", "recommendation", "models:/recommendation@champion",
                    {"tracking_uri": mlflow_server.url}),
-    ])
+    )
     history = [int(b) for b in np.load(out.model_dir / "item_ids.npy")[:3]]
-    resp = infer(server.url, "recommendation",
+    resp = infer(shared_mlserver.url, name,
                  [{"name": "book_ids", "datatype": "INT64", "shape": [3], "data": history}],
                  parameters={"k": 5})
     assert resp.status_code == 200, resp.text

@@ -37,15 +37,15 @@ def test_evaluate_accepts_either_schema(trained, name):
     assert {"macro_f1", "accuracy"} <= set(pipeline.evaluate(out.model_dir, data_dir / name))
 
 
-def test_publish_and_serve_champion(trained, mlflow_server, mlserver_factory, infer):
+def test_publish_and_serve_champion(trained, mlflow_server, shared_mlserver, infer):
     _, out = trained
     result = publish(out, mlflow_server.url, gates={"macro_f1": 0.1})
     assert result.champion
     client = MlflowClient(mlflow_server.url, registry_uri=mlflow_server.url)
     assert client.get_model_version_by_alias("sentiment", "champion").version == result.version
-    server = mlserver_factory([ModelEntry("sentiment", "sentiment", "models:/sentiment@champion",
-                                          {"tracking_uri": mlflow_server.url})])
-    resp = infer(server.url, "sentiment", [{"name": "text", "datatype": "BYTES", "shape": [2],
+    name = shared_mlserver.add(ModelEntry("sentiment", "sentiment", "models:/sentiment@champion",
+                                          {"tracking_uri": mlflow_server.url}))
+    resp = infer(shared_mlserver.url, name, [{"name": "text", "datatype": "BYTES", "shape": [2],
                                             "data": ["what a wonderful happy day", "terrible awful service"]}])
     assert resp.status_code == 200, resp.text
     outputs = {o["name"]: o for o in resp.json()["outputs"]}
