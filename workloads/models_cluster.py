@@ -43,6 +43,7 @@ from workloads.kube import (
     pod_security_context,
     resources,
 )
+from workloads.models.serving.settings import RUNTIMES
 from workloads.seldon import SERVER_NAME
 
 SELDON_API = "mlops.seldon.io/v1alpha1"
@@ -61,6 +62,7 @@ DEFINITIONS_FILE = "definitions.py"
 # features.py builds FileSources under a local directory; the Job's repository file moves them here.
 OFFLINE_PLACEHOLDER = "/mlplat-offline"
 FEAST_APPLY_DEADLINE_S = 900
+MODEL_RUNTIMES = {name: RUNTIMES[name] for name in ("fraud", "sentiment", "recommendation")}
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,15 @@ def artifact_uri(bucket: str, model: str, slot: str) -> str:
     if not bucket or "/" in bucket:
         raise ValueError(f"models bucket must be a bare bucket name, got {bucket!r}")
     return f"{RCLONE_REMOTE}://{bucket}/{model}/{slot}/"
+
+
+def artifact_model_settings(model: str) -> dict[str, Any]:
+    """The `model-settings.json` a promotion publishes next to the artifact files. No name (Seldon
+    names the loaded model) and no `parameters.uri`: MLServer then loads from the folder Seldon's agent
+    copied the prefix into, which is where the artifact files are."""
+    if model not in MODEL_RUNTIMES:
+        raise ValueError(f"unknown reference model {model!r}; expected one of {', '.join(MODEL_RUNTIMES)}")
+    return {"implementation": MODEL_RUNTIMES[model]}
 
 
 def rclone_config(region: str) -> str:

@@ -15,6 +15,7 @@ from stacks.bom import load_bom
 from stacks.config import load_stack_file, stack_file
 from workloads.models_cluster import (
     RCLONE_SECRET,
+    artifact_model_settings,
     artifact_uri,
     definitions_py,
     rclone_config,
@@ -183,3 +184,25 @@ def test_generated_definitions_apply_with_the_real_feast_cli(tmp_path):
     assert got["views"] == ["book_features", "card_features", "device_features", "reader_recent_books"]
     assert got["paths"] and all(p.startswith(f"{offline}/fraud/") or p.startswith(f"{offline}/recommendation/")
                                 for p in got["paths"])
+
+
+def test_published_model_settings_name_our_runtime():
+    assert artifact_model_settings("fraud") == {"implementation": "workloads.models.fraud.runtime.FraudRuntime"}
+    with pytest.raises(ValueError, match="unknown reference model 'bare-onnx'"):
+        artifact_model_settings("bare-onnx")
+
+
+@pytest.mark.skipif(not (REPO / ".venv-ml" / "bin" / "python").exists(), reason="needs the ML environment (.venv-ml)")
+def test_mlserver_loads_published_settings_from_the_copied_folder(tmp_path):
+    """MLServer 1.7.1 reads the published model-settings.json with the artifact folder as its URI."""
+    folder = tmp_path / "fraud-champion_1"
+    folder.mkdir()
+    (folder / "model-settings.json").write_text(json.dumps(artifact_model_settings("recommendation")))
+    probe = ("import sys; from mlserver.repository.load import load_model_settings; "
+             "m = load_model_settings(sys.argv[1]); print(m.implementation_, m.parameters.uri)")
+    out = subprocess.run([str(REPO / ".venv-ml" / "bin" / "python"), "-c", probe, str(folder / "model-settings.json")],
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    implementation, uri = out.stdout.split()
+    assert implementation == "workloads.models.recommendation.runtime.RecommendationRuntime"
+    assert Path(uri) == folder
