@@ -139,3 +139,17 @@ def test_evaluate_refuses_empty_frame(trained):
     model, _, test = trained
     with pytest.raises(ValueError, match="empty frame"):
         algorithm.evaluate(model, test.iloc[:0])
+
+
+def test_measure_entry_point_prints_metrics_json(tmp_path, capsys):
+    from workloads.models.sentiment import measure
+
+    data.generate_sample(tmp_path, rows=400, seed=2)
+    assert measure.main(["--data", str(tmp_path), "--latency-calls", "50"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["data"]["dropped_defect_rows"] == 4
+    assert len(report["validation_trials"]) == len(measure.GRID)
+    assert report["test"]["macro_f1"] > 0.8
+    assert 0.0 < report["baseline_tfidf_linearsvc_test"]["macro_f1"] <= 1.0
+    lat = report["latency_single_text"]
+    assert lat["calls"] == 250 and 0 < lat["best_of_repeats"]["p50_ms"] <= lat["p99_ms"]
