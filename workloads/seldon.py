@@ -142,6 +142,9 @@ def servers_values(ctx: StackContext, image: pulumi.Input[str]) -> dict[str, Any
             "replicas": min_replicas, "minReplicas": min_replicas, "maxReplicas": max_replicas,
             "podSpec": {
                 "serviceAccountName": WORKLOAD_IDENTITIES["model-serving"].service_account,
+                # Seldon's agent sidecar talks to the Kubernetes API (storage secret, config) and needs the
+                # IRSA web-identity token; the service account itself mounts no token by default.
+                "automountServiceAccountToken": True,
                 "nodeSelector": {NODE_ROLE_LABEL: "inference"},
                 "topologySpreadConstraints": [{
                     "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",

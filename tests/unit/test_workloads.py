@@ -138,6 +138,7 @@ def test_seldon_kafka_tracing_and_server_image(synth, env):
     assert all(b.endswith(":9096") for b in brokers.split(","))
     assert runtime["config"]["kafkaConfig"]["bootstrap"] == brokers
     assert runtime["config"]["tracingConfig"]["otelExporterEndpoint"] == "jaeger.tracing.svc.cluster.local:4317"
+    assert servers["mlserver"]["podSpec"]["automountServiceAccountToken"] is True  # Seldon's agent needs the API
     container = servers["mlserver"]["podSpec"]["containers"][0]
     assert container["name"] == "mlserver"
     tag = load_bom().images["model-server"].tag
