@@ -43,18 +43,17 @@ from workloads.kube import (
     pod_security_context,
     resources,
 )
-from workloads.models.serving.settings import RUNTIMES
+from workloads.model_slots import RCLONE_REMOTE, SLOTS, artifact_uri, check_slot
+from workloads.model_slots import artifact_model_settings as artifact_model_settings  # re-exported
 from workloads.seldon import SERVER_NAME
 
 SELDON_API = "mlops.seldon.io/v1alpha1"
 NAMESPACE = WORKLOAD_IDENTITIES["model-serving"].namespace
 FEAST_NAMESPACE = WORKLOAD_IDENTITIES["feast"].namespace
-SLOTS = ("champion", "challenger")
 # `mlserver` is the MLServer ServerConfig's capability; `python` marks a custom Python runtime
 # (our `workloads.models.<name>.runtime` classes, named in each artifact's model-settings.json).
 REQUIREMENTS = ("mlserver", "python")
 RCLONE_SECRET = "seldon-rclone-s3"
-RCLONE_REMOTE = "s3"  # must equal the storageUri scheme
 # Secrets the agent may read: ours, and the public-GCS one Seldon's runtime chart preloads.
 AGENT_SECRETS = (RCLONE_SECRET, "seldon-rclone-gs-public")
 DEFINITIONS_CONFIG_MAP = "feast-definitions"
@@ -62,7 +61,6 @@ DEFINITIONS_FILE = "definitions.py"
 # features.py builds FileSources under a local directory; the Job's repository file moves them here.
 OFFLINE_PLACEHOLDER = "/mlplat-offline"
 FEAST_APPLY_DEADLINE_S = 900
-MODEL_RUNTIMES = {name: RUNTIMES[name] for name in ("fraud", "sentiment", "recommendation")}
 
 
 @dataclass(frozen=True)
@@ -71,9 +69,7 @@ class EnabledModel:
     config: ModelConfig
 
     def resource(self, slot: str) -> str:
-        if slot not in SLOTS:
-            raise ValueError(f"unknown model slot {slot!r}; expected one of {', '.join(SLOTS)}")
-        return f"{self.name}-{slot}"
+        return f"{self.name}-{check_slot(slot)}"
 
     @property
     def experiment(self) -> str:
@@ -85,24 +81,6 @@ def enabled_models(ctx: StackContext) -> list[EnabledModel]:
     models = ctx.cfg.models
     return [EnabledModel(name, getattr(models, name)) for name in type(models).model_fields
             if getattr(models, name).enabled]
-
-
-def artifact_uri(bucket: str, model: str, slot: str) -> str:
-    """Where a promotion publishes `<model>`'s artifact for `slot` (docs/WORKLOADS.md)."""
-    if slot not in SLOTS:
-        raise ValueError(f"unknown model slot {slot!r}; expected one of {', '.join(SLOTS)}")
-    if not bucket or "/" in bucket:
-        raise ValueError(f"models bucket must be a bare bucket name, got {bucket!r}")
-    return f"{RCLONE_REMOTE}://{bucket}/{model}/{slot}/"
-
-
-def artifact_model_settings(model: str) -> dict[str, Any]:
-    """The `model-settings.json` a promotion publishes next to the artifact files. No name (Seldon
-    names the loaded model) and no `parameters.uri`: MLServer then loads from the folder Seldon's agent
-    copied the prefix into, which is where the artifact files are."""
-    if model not in MODEL_RUNTIMES:
-        raise ValueError(f"unknown reference model {model!r}; expected one of {', '.join(MODEL_RUNTIMES)}")
-    return {"implementation": MODEL_RUNTIMES[model]}
 
 
 def rclone_config(region: str) -> str:
