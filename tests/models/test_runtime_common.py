@@ -67,3 +67,24 @@ def test_entity_value_type_is_checked():
 def test_metrics_doc_lists_exactly_the_exported_metrics():
     documented = set(re.findall(r"^\| `(mlplat_[a-z0-9_]+)` \| (\w+) \|", METRICS_DOC.read_text(), re.MULTILINE))
     assert documented == {(name, kind) for name, (kind, _labels, _help) in METRICS.items()}
+
+
+def test_fast_path_selects_the_url_database_and_surfaces_store_errors(redis_server):
+    import redis
+
+    from workloads.models.common.online import OnlineFeatureReader, StoreError, ViewSpec
+
+    db2 = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/2")
+    key = entity_key_bytes("mlplat", "card_id", 11)
+    db2.hset(key, mapping={field_key("card_features", "cardholder_age"): Value(int64_val=42).SerializeToString()})
+    reader = OnlineFeatureReader(redis_server.url.rsplit("/", 1)[0] + "/2", "mlplat",
+                                 [ViewSpec("card_features", "card_id", ("cardholder_age", "velocity_last_24h"))])
+    assert reader.get({"card_id": 11}) == {"cardholder_age": 42, "velocity_last_24h": None}
+    assert reader.get({"card_id": 12}) == {"cardholder_age": None, "velocity_last_24h": None}
+    db2.set(entity_key_bytes("mlplat", "card_id", 13), b"not a hash")
+    with pytest.raises(StoreError, match="WRONGTYPE"):
+        reader.get({"card_id": 13})
+    assert reader.get({"card_id": 11})["cardholder_age"] == 42  # reconnects after an error
+    db2.flushdb()
+    with pytest.raises(ValueError, match="redis://"):
+        OnlineFeatureReader("http://x", "p", [])
