@@ -12,7 +12,7 @@ setup:  ## environments + Debian services (idempotent)
 	scripts/bootstrap.sh
 
 demo: setup  ## the embedded default: the whole platform on this machine
-	.venv/bin/mlplat local up
+	.venv/bin/mlplat local up --redis  # redis-server is installed by setup: the full online-feature path
 
 test: setup  ## everything CI runs
 	scripts/test.sh

@@ -27,7 +27,7 @@ from mlserver.types import InferenceRequest, InferenceResponse, RequestInput, Re
 
 from workloads.models.common.drift import REFERENCE_FILE, DriftMonitor, Reference
 from workloads.models.common.metrics import RuntimeMetrics
-from workloads.models.common.tracking import resolve_model_dir
+from workloads.models.common.tracking import pin_alias, resolve_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +64,18 @@ class ReferenceRuntime(MLModel):
     """Subclasses implement `load_artifact(dir)` and `infer(request) -> InferenceResponse`."""
 
     max_batch: int = 256
+    registry_version: str | None = None  # the registry version an alias resolved to at load time
 
     async def load(self) -> bool:
         extra = self._extra()
         uri = self.settings.parameters.uri if self.settings.parameters else None
         if not uri:
             raise MLServerError(f"model {self.name}: parameters.uri is not set", status_code=500)
-        self.model_dir = resolve_model_dir(_local_uri(uri), extra.get("tracking_uri"))
+        uri, self.registry_version = pin_alias(_local_uri(uri), extra.get("tracking_uri"))
+        if self.registry_version is not None:
+            # Model metadata (GET /v2/models/<name>) then reports the version actually served.
+            self.settings.versions = [self.registry_version]
+        self.model_dir = resolve_model_dir(uri, extra.get("tracking_uri"))
         self.max_batch = int(extra.get("max_batch", self.max_batch))
         self.metrics = RuntimeMetrics(self.name)
         self.drift: DriftMonitor | None = None
@@ -173,7 +178,7 @@ class ReferenceRuntime(MLModel):
 
         return InferenceResponse(
             model_name=self.name,
-            model_version=self.version,
+            model_version=self.registry_version or self.version,
             id=request.id,
             outputs=outputs,
             parameters=Parameters(**parameters) if parameters else None,

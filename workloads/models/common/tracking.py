@@ -44,6 +44,24 @@ def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
+def pin_alias(uri: str, tracking_uri: str | None = None) -> tuple[str, str | None]:
+    """`models:/NAME@ALIAS` -> (`models:/NAME/VERSION`, VERSION) resolved now; other URIs unchanged.
+
+    A runtime records which version an alias pointed at when it loaded, so serving can report the
+    version it actually holds (a later alias move takes effect at the next load/reload).
+    """
+    match = re.fullmatch(r"models:/([^/@]+)@([^/]+)", uri)
+    if match is None:
+        version = re.fullmatch(r"models:/[^/@]+/(\d+)", uri)
+        return uri, version.group(1) if version else None
+    from mlflow.tracking import MlflowClient
+
+    name, alias = match.groups()
+    client = MlflowClient(tracking_uri=tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri())
+    version = str(client.get_model_version_by_alias(name, alias).version)
+    return f"models:/{name}/{version}", version
+
+
 def register_version(client: Any, name: str, run_id: str, source: str, tags: dict[str, str]) -> str:
     """Create registered model `name` if needed, add a version for the run's artifact; return it."""
     from mlflow.exceptions import MlflowException

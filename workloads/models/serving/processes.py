@@ -145,6 +145,9 @@ class MLflowServer(Service):
         return _http_ok(f"{self.url}/health")
 
 
+PROMETHEUS_DIR_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR", "prometheus_multiproc_dir")
+
+
 class MLServerProcess(Service):
     """`mlserver start <repository>`; ports come from the repository's settings.json."""
 
@@ -160,7 +163,12 @@ class MLServerProcess(Service):
         return [str(VENV_BIN / "mlserver"), "start", str(self.workdir)]
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, **self.extra_env}
+        # Importing feast points prometheus_client at a temporary directory (PROMETHEUS_MULTIPROC_DIR) that
+        # the importing process deletes when it exits. A launcher that imported feast would hand that
+        # soon-dead directory to MLServer, whose metrics then fail on every new label set. MLServer with
+        # in-process workers keeps metric values in memory: give it a clean environment.
+        inherited = {k: v for k, v in os.environ.items() if k not in PROMETHEUS_DIR_VARIABLES}
+        return {**inherited, **self.extra_env}
 
     def ready(self) -> bool:
         return _http_ok(f"{self.url}/v2/health/ready")
