@@ -12,6 +12,22 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 SELDON_GROUP, SELDON_VERSION = "mlops.seldon.io", "v1alpha1"
+# Model spec.parameters our publishing sets. Seldon's Model controller acts on spec (generation)
+# changes only, and its scheduler loads a new model version (re-copying storageUri) when the
+# parameters differ; an annotation would change neither. Seldon hands the parameters to MLServer as
+# model-settings `parameters.extra`, where our runtimes ignore these names.
+REGISTRY_VERSION_PARAM, TOUCHED_AT_PARAM = "registry-version", "published-at"
+
+
+def touched_parameters(current: list[dict[str, str]] | None, version: str, stamp: str) -> list[dict[str, str]]:
+    """`current` with our two parameters replaced (others, set by someone else, are kept)."""
+    ours = (REGISTRY_VERSION_PARAM, TOUCHED_AT_PARAM)
+    kept = [p for p in current or [] if p.get("name") not in ours]
+    return [*kept, {"name": REGISTRY_VERSION_PARAM, "value": str(version)}, {"name": TOUCHED_AT_PARAM, "value": stamp}]
+
+
+def parameter(params: list[dict[str, str]] | None, name: str) -> str | None:
+    return next((p.get("value") for p in params or [] if p.get("name") == name), None)
 
 
 class KubeOps(Protocol):
@@ -22,6 +38,9 @@ class KubeOps(Protocol):
     def patch_secret(self, namespace: str, name: str, string_data: dict[str, str]) -> None: ...
     def run_job_from_cronjob(self, namespace: str, cronjob: str, job: str, args: list[str]) -> None: ...
     def job_succeeded(self, namespace: str, job: str) -> bool: ...
+    # Seldon Model: reload its storageUri (after publishing `version` there) / the version last touched.
+    def touch_model(self, namespace: str, name: str, version: str) -> None: ...
+    def model_version(self, namespace: str, name: str) -> str | None: ...
 
 
 class ClusterKubeOps:
@@ -76,13 +95,28 @@ class ClusterKubeOps:
             raise RuntimeError(f"job {namespace}/{job} failed")
         return bool(status.succeeded)
 
+    def touch_model(self, namespace: str, name: str, version: str) -> None:
+        model = self._custom.get_namespaced_custom_object(SELDON_GROUP, SELDON_VERSION, namespace, "models", name)
+        params = touched_parameters(model["spec"].get("parameters"), version, datetime.now(UTC).isoformat())
+        # resourceVersion makes the merge patch fail on a concurrent change instead of overwriting it.
+        patch = {"metadata": {"resourceVersion": model["metadata"]["resourceVersion"]},
+                 "spec": {"parameters": params}}
+        self._custom.patch_namespaced_custom_object(SELDON_GROUP, SELDON_VERSION, namespace, "models", name, patch)
+
+    def model_version(self, namespace: str, name: str) -> str | None:
+        model = self._custom.get_namespaced_custom_object(SELDON_GROUP, SELDON_VERSION, namespace, "models", name)
+        return parameter(model["spec"].get("parameters"), REGISTRY_VERSION_PARAM)
+
 
 class InMemoryKubeOps:
     """Injectable stand-in with the same behaviour contract, for tests and offline rehearsal."""
 
     def __init__(self, experiments: dict[tuple[str, str], dict[str, int]] | None = None,
-                 workloads: set[tuple[str, str, str]] | None = None) -> None:
+                 workloads: set[tuple[str, str, str]] | None = None,
+                 models: set[tuple[str, str]] | None = None) -> None:
         self.experiments = dict(experiments or {})
+        # (namespace, name) of the Seldon Models that exist -> their spec.parameters
+        self.models: dict[tuple[str, str], list[dict[str, str]]] = {m: [] for m in models or ()}
         self.workloads = set(workloads or ())  # (kind, namespace, name) that exist and become ready
         self.secrets: dict[tuple[str, str], dict[str, str]] = {}
         self.jobs: dict[tuple[str, str], bool] = {}
@@ -116,3 +150,13 @@ class InMemoryKubeOps:
 
     def job_succeeded(self, namespace: str, job: str) -> bool:
         return self.jobs.get((namespace, job), False)
+
+    def touch_model(self, namespace: str, name: str, version: str) -> None:
+        self.calls.append(("touch_model", (namespace, name, str(version))))
+        if (namespace, name) not in self.models:
+            raise KeyError(f"model {namespace}/{name} not found")
+        stamp = datetime.now(UTC).isoformat()
+        self.models[(namespace, name)] = touched_parameters(self.models[(namespace, name)], version, stamp)
+
+    def model_version(self, namespace: str, name: str) -> str | None:
+        return parameter(self.models[(namespace, name)], REGISTRY_VERSION_PARAM)
