@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+# Before anything imports feast: feast.metrics points prometheus_client at a multiprocess directory when
+# it is imported first, and then metrics of separate registries in this process share their values.
+import prometheus_client.values  # noqa: F401  (import order matters)
 import pytest
 
 from workloads.models.serving.processes import MLflowServer, MLServerProcess, RedisServer, free_port
