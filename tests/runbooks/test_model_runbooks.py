@@ -1,21 +1,28 @@
-"""Model runbooks against a real MLflow server (SQLite backend, 127.0.0.1); the Seldon Experiment
-through the injectable InMemoryKubeOps (no Kubernetes API server here)."""
+"""Model runbooks against a real MLflow server (SQLite backend, 127.0.0.1) whose versions carry artifact
+files, publishing to a real moto S3 server; the Seldon Models and Experiment through the injectable
+InMemoryKubeOps (no Kubernetes API server here)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Iterator
 
 import pytest
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from components.context import StackContext
 from mlplat.runbook.books.models import CANARY_PROMOTION, ROLLBACK
 from mlplat.runbook.context import RunContext
 from mlplat.runbook.engine import AuditLog, run
 from mlplat.runbook.kube import InMemoryKubeOps
+from stacks.config import load_stack_file, stack_file
+from workloads.models.common.publish import read_marker
 from workloads.models.serving.processes import MLflowServer
 
 EXPERIMENT = ("seldon", "fraud-experiment")
+BUCKET = "mlplat-test-models"
 
 
 @pytest.fixture(scope="module")
@@ -29,36 +36,69 @@ def mlflow_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def registry(mlflow_url: str, request: pytest.FixtureRequest) -> tuple[MlflowClient, str]:
-    """A registered model with three versions; champion = 3, challenger = 3."""
+def registry(mlflow_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[MlflowClient, str]:
+    """Reference model `fraud` (the slots serve reference models only), registered afresh with three
+    versions whose artifact holds `version.txt` = the version; champion = 3, challenger = 3."""
     client = MlflowClient(tracking_uri=mlflow_url)
-    name = f"fraud-{request.node.name.replace('[', '-').replace(']', '')}"[:60]
+    name = "fraud"
+    with contextlib.suppress(MlflowException):
+        client.delete_registered_model(name)  # the server lives for the module
     client.create_registered_model(name)
     for i in range(3):
-        client.create_model_version(name, source=f"s3://mlplatform-models/fraud/{i + 1}")
+        run_ = client.create_run("0")
+        folder = tmp_path_factory.mktemp("artifact")
+        (folder / "version.txt").write_text(str(i + 1))
+        client.log_artifacts(run_.info.run_id, str(folder), artifact_path="model")
+        client.create_model_version(name, source=f"{run_.info.artifact_uri}/model", run_id=run_.info.run_id)
     client.set_registered_model_alias(name, "champion", "3")
     client.set_registered_model_alias(name, "challenger", "3")
     return client, name
 
 
+@pytest.fixture
+def s3(aws_env: str):
+    """The models bucket in moto, reached the way the runbooks reach it (region of the stacks)."""
+    import boto3
+
+    client = boto3.client("s3", region_name="eu-west-1")
+    for bucket in (BUCKET, StackContext(load_stack_file(stack_file("prod"))).bucket_name("models", "123456789012")):
+        client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    return client
+
+
+OUTPUTS = {"buckets": {"models": BUCKET}}
+
+
 def _kube(name: str) -> InMemoryKubeOps:
     return InMemoryKubeOps(experiments={("seldon", f"{name}-experiment"): {f"{name}-champion": 90,
-                                                                           f"{name}-challenger": 10}})
+                                                                           f"{name}-challenger": 10}},
+                           models={("seldon", f"{name}-champion"), ("seldon", f"{name}-challenger")})
 
 
-def test_rollback_dry_run_changes_nothing(registry, mlflow_url, tmp_path):
+def _slot_file(s3, bucket: str, name: str, slot: str) -> str:
+    return s3.get_object(Bucket=bucket, Key=f"{name}/{slot}/version.txt")["Body"].read().decode()
+
+
+def test_rollback_dry_run_changes_nothing(registry, mlflow_url, s3, tmp_path):
     client, name = registry
     out = io.StringIO()
-    ctx = RunContext(env="prod", tracking_uri=mlflow_url, kube=_kube(name), params={"model": name})
+    kube = _kube(name)
+    ctx = RunContext(env="prod", tracking_uri=mlflow_url, kube=kube, params={"model": name}, stack_outputs=OUTPUTS)
     report = run(ROLLBACK, ctx, execute=False, audit=AuditLog(tmp_path / "audit"), out=out)
     assert report.ok, out.getvalue()
     assert f"mlflow: set alias {name}@champion v3 -> v2" in out.getvalue()
+    assert f"s3: publish models:/{name}/2 to s3://{BUCKET}/{name}/champion/" in out.getvalue()
+    assert f"patch Model seldon/{name}-champion spec.parameters registry-version=2" in out.getvalue()
     assert client.get_model_version_by_alias(name, "champion").version == "3"
+    assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
+    assert not [c for c in kube.calls if c[0] in ("touch_model", "set_experiment_weights")]
 
 
-def test_rollback_moves_champion_and_traffic(registry, mlflow_url, tmp_path):
+def test_rollback_moves_champion_and_traffic(registry, mlflow_url, s3, tmp_path):
     client, name = registry
     kube = _kube(name)
+    # No --outputs: the bucket name comes from the naming code and the (moto) account id.
+    derived = StackContext(load_stack_file(stack_file("prod"))).bucket_name("models", "123456789012")
     ctx = RunContext(env="prod", tracking_uri=mlflow_url, kube=kube, params={"model": name})
     out = io.StringIO()
     report = run(ROLLBACK, ctx, execute=True, audit=AuditLog(tmp_path / "audit"), out=out)
@@ -66,29 +106,91 @@ def test_rollback_moves_champion_and_traffic(registry, mlflow_url, tmp_path):
     assert client.get_model_version_by_alias(name, "champion").version == "2"
     assert kube.experiments[("seldon", f"{name}-experiment")] == {f"{name}-champion": 100, f"{name}-challenger": 0}
     assert len((tmp_path / "audit").read_text().splitlines()) == 2
+    # The champion slot holds v2's files and marker, and its Model was touched before the weights moved.
+    assert _slot_file(s3, derived, name, "champion") == "2"
+    assert read_marker(derived, name, "champion", s3_client=s3)["version"] == "2"
+    assert kube.model_version("seldon", f"{name}-champion") == "2"
+    order = [c[0] for c in kube.calls if c[0] in ("touch_model", "set_experiment_weights")]
+    assert order == ["touch_model", "set_experiment_weights"]
 
 
-def test_rollback_to_explicit_version_and_refusals(registry, mlflow_url, tmp_path):
+def test_rollback_to_explicit_version_and_refusals(registry, mlflow_url, s3, tmp_path):
     client, name = registry
-    ctx = RunContext(env="prod", tracking_uri=mlflow_url, kube=_kube(name), params={"model": name, "to_version": "9"})
+    ctx = RunContext(env="prod", tracking_uri=mlflow_url, kube=_kube(name), params={"model": name, "to_version": "9"},
+                     stack_outputs=OUTPUTS)
     out = io.StringIO()
     assert not run(ROLLBACK, ctx, execute=True, audit=AuditLog(tmp_path / "a"), out=out).ok
     assert "has no version 9" in out.getvalue()
     client.set_registered_model_alias(name, "champion", "1")
     out = io.StringIO()
-    ctx = RunContext(env="prod", tracking_uri=mlflow_url, kube=_kube(name), params={"model": name})
+    ctx = RunContext(env="prod", tracking_uri=mlflow_url, kube=_kube(name), params={"model": name},
+                     stack_outputs=OUTPUTS)
     assert not run(ROLLBACK, ctx, execute=True, audit=AuditLog(tmp_path / "a"), out=out).ok
     assert "the oldest version: nothing to roll back to" in out.getvalue()
 
 
-def test_canary_promotion_shifts_weights_then_promotes(registry, mlflow_url, tmp_path):
+def test_rollback_on_the_cluster_refuses_before_changing_anything(registry, mlflow_url, s3, tmp_path):
+    client, name = registry
+    cases = [
+        ({"buckets": {"models": "no-such-bucket"}}, _kube(name), "models bucket 'no-such-bucket' does not exist"),
+        (OUTPUTS, None, "no Kubernetes access (--kube cluster)"),
+    ]
+    for outputs, kube, message in cases:
+        out = io.StringIO()
+        ctx = RunContext(env="prod", tracking_uri=mlflow_url, kube=kube, params={"model": name}, stack_outputs=outputs)
+        report = run(ROLLBACK, ctx, execute=True, audit=AuditLog(tmp_path / "a"), out=out)
+        assert not report.ok and report.steps[0].status == "precondition-failed", out.getvalue()
+        assert message in out.getvalue()
+    out = io.StringIO()
+    ctx = RunContext(env="prod", tracking_uri=mlflow_url, kube=_kube(name), params={"model": "my-model"},
+                     stack_outputs=OUTPUTS)
+    assert not run(ROLLBACK, ctx, execute=True, audit=AuditLog(tmp_path / "a"), out=out).ok
+    assert "unknown reference model 'my-model'" in out.getvalue()
+    assert client.get_model_version_by_alias(name, "champion").version == "3"
+    assert not (tmp_path / "a").exists()
+
+
+def test_canary_promotion_shifts_weights_then_promotes(registry, mlflow_url, s3, tmp_path):
     client, name = registry
     client.set_registered_model_alias(name, "champion", "2")
     kube = _kube(name)
     ctx = RunContext(env="staging", tracking_uri=mlflow_url, kube=kube,
-                     params={"model": name, "challenger_weight": "25"})
+                     params={"model": name, "challenger_weight": "25"}, stack_outputs=OUTPUTS)
     out = io.StringIO()
     report = run(CANARY_PROMOTION, ctx, execute=True, audit=AuditLog(tmp_path / "a"), out=out)
     assert report.ok, out.getvalue()
     assert kube.experiments[("seldon", f"{name}-experiment")] == {f"{name}-champion": 75, f"{name}-challenger": 25}
     assert client.get_model_version_by_alias(name, "champion").version == "3"
+    # The challenger slot got v3 before traffic moved; after promotion the champion slot got v3 too.
+    for slot in ("challenger", "champion"):
+        assert _slot_file(s3, BUCKET, name, slot) == "3"
+        assert read_marker(BUCKET, name, slot, s3_client=s3)["version"] == "3"
+        assert kube.model_version("seldon", f"{name}-{slot}") == "3"
+    order = [(c[0], c[1][1]) for c in kube.calls if c[0] in ("touch_model", "set_experiment_weights")]
+    assert order == [("touch_model", f"{name}-challenger"), ("set_experiment_weights", f"{name}-experiment"),
+                     ("touch_model", f"{name}-champion")]
+    assert len((tmp_path / "a").read_text().splitlines()) == 4
+
+
+def test_canary_promotion_plan_rerun_and_refusal(registry, mlflow_url, s3, tmp_path):
+    client, name = registry
+    client.set_registered_model_alias(name, "champion", "2")
+    out = io.StringIO()
+    kube = _kube(name)
+    ctx = RunContext(env="prod", tracking_uri=mlflow_url, kube=kube, params={"model": name}, stack_outputs=OUTPUTS)
+    assert run(CANARY_PROMOTION, ctx, execute=False, audit=AuditLog(tmp_path / "a"), out=out).ok, out.getvalue()
+    assert f"s3: publish models:/{name}/3 to s3://{BUCKET}/{name}/challenger/" in out.getvalue()
+    assert f"s3: publish models:/{name}/3 to s3://{BUCKET}/{name}/champion/" in out.getvalue()
+    assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0 and kube.calls == []
+    # Canary steps are repeated (10, 50, 100): a slot that already holds the version is left alone.
+    for weight in ("10", "50"):
+        ctx = RunContext(env="prod", tracking_uri=mlflow_url, kube=kube,
+                         params={"model": name, "challenger_weight": weight}, stack_outputs=OUTPUTS)
+        out = io.StringIO()
+        assert run(CANARY_PROMOTION, ctx, execute=True, audit=AuditLog(tmp_path / "a"), out=out).ok, out.getvalue()
+    assert "unchanged=already published" in out.getvalue()
+    assert [c[1][1] for c in kube.calls if c[0] == "touch_model"] == [f"{name}-challenger", f"{name}-champion"]
+    out = io.StringIO()
+    ctx = RunContext(env="prod", tracking_uri=mlflow_url, kube=None, params={"model": name}, stack_outputs=OUTPUTS)
+    assert not run(CANARY_PROMOTION, ctx, execute=True, audit=AuditLog(tmp_path / "b"), out=out).ok
+    assert "no Kubernetes access (--kube cluster)" in out.getvalue() and not (tmp_path / "b").exists()

@@ -1,9 +1,11 @@
 """Model runbooks: roll back the champion, promote a canary.
 
-The MLflow registry alias `champion` is the source of truth for what serves. On the cluster the
-Seldon Experiment's weights decide the traffic split; locally the MLServer process reloads the
-model, which re-resolves `models:/<name>@champion` (MLServer swaps in the new instance before it
-unloads the old one, so requests keep succeeding during the switch).
+The MLflow registry alias `champion` is the source of truth for what serves. Locally the MLServer
+process reloads the model, which re-resolves `models:/<name>@champion` (MLServer swaps in the new
+instance before it unloads the old one, so requests keep succeeding during the switch). On the
+cluster the Seldon Models `<name>-champion` / `<name>-challenger` serve whatever their S3 slot holds:
+a version is published to the slot (workloads/models/common/publish.py) and the Model is touched so
+Seldon reloads it; the Seldon Experiment's weights decide the traffic split.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 
 from mlplat.runbook.context import RunContext
 from mlplat.runbook.engine import Runbook, Step, StepFailed
+from workloads.model_slots import artifact_model_settings, artifact_uri
+from workloads.models.common.publish import MARKER, PublishError, check_bucket, publish, read_marker
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 SELDON_NAMESPACE = "seldon"
@@ -24,6 +28,75 @@ def experiment_name(model: str) -> str:
 
 def _model(ctx: RunContext) -> str:
     return ctx.param("model", "fraud")
+
+
+# ---- publishing a registry version to a Seldon slot (cluster environments) -------------------------
+
+def _models_bucket(ctx: RunContext) -> str:
+    """The stack output `buckets.models` when given (--outputs), else the name the naming code derives."""
+    given = (ctx.stack_outputs.get("buckets") or {}).get("models")
+    if given:
+        return str(given)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return ctx.stack.bucket_name("models", ctx.account_id)
+    except (BotoCoreError, ClientError) as exc:
+        raise StepFailed(f"cannot derive the models bucket name ({exc}); pass --outputs with buckets.models") from exc
+
+
+def _publish_ready(ctx: RunContext) -> None:
+    """Precondition of the cluster publishing steps: Kubernetes access, a reference model, the bucket."""
+    if ctx.kube is None:
+        raise StepFailed("no Kubernetes access (--kube cluster)")
+    try:
+        artifact_model_settings(_model(ctx))
+    except ValueError as exc:
+        raise StepFailed(f"{exc} (the Seldon slots serve the reference models only)") from exc
+    ctx.state["bucket"] = _models_bucket(ctx)
+    try:
+        check_bucket(ctx.aws("s3"), ctx.state["bucket"])
+    except PublishError as exc:
+        raise StepFailed(str(exc)) from exc
+
+
+def _publish_plan(ctx: RunContext, slot: str, version: int) -> list[str]:
+    model = _model(ctx)
+    uri = artifact_uri(ctx.state["bucket"], model, slot)
+    return [f"s3: publish models:/{model}/{version} to {uri} (artifact files + model-settings.json; delete "
+            f"objects v{version} lacks; {MARKER} last), unless the slot already holds v{version}",
+            f"kubernetes: patch Model {SELDON_NAMESPACE}/{model}-{slot} spec.parameters "
+            f"registry-version={version} (Seldon reloads the slot)"]
+
+
+def _publish_to_slot(ctx: RunContext, slot: str, version: int) -> dict[str, Any]:
+    """Publish `version` to the slot and touch its Model; a no-op when both already show `version`."""
+    assert ctx.kube is not None
+    model, bucket, want = _model(ctx), ctx.state["bucket"], str(version)
+    resource = f"{model}-{slot}"
+    s3 = ctx.aws("s3")
+    marker = read_marker(bucket, model, slot, s3_client=s3)
+    if (marker or {}).get("version") == want and ctx.kube.model_version(SELDON_NAMESPACE, resource) == want:
+        return {"slot": artifact_uri(bucket, model, slot), "version": want, "unchanged": "already published"}
+    try:
+        result = publish(model, want, slot, bucket, tracking_uri=ctx.mlflow.tracking_uri, s3_client=s3,
+                         actor=ctx.actor)
+    except PublishError as exc:
+        raise StepFailed(str(exc)) from exc
+    ctx.kube.touch_model(SELDON_NAMESPACE, resource, want)
+    return {"slot": result.uri, "version": want, "files": len(result.uploaded), "deleted_old": len(result.deleted),
+            "touched": f"{SELDON_NAMESPACE}/{resource}"}
+
+
+def _verify_slot(ctx: RunContext, slot: str, version: int) -> None:
+    assert ctx.kube is not None
+    model, bucket, want = _model(ctx), ctx.state["bucket"], str(version)
+    marker = read_marker(bucket, model, slot, s3_client=ctx.aws("s3"))
+    if (marker or {}).get("version") != want:
+        raise StepFailed(f"{artifact_uri(bucket, model, slot)}{MARKER} shows {marker}, expected v{want}")
+    touched = ctx.kube.model_version(SELDON_NAMESPACE, f"{model}-{slot}")
+    if touched != want:
+        raise StepFailed(f"Model {SELDON_NAMESPACE}/{model}-{slot} registry-version is {touched}, expected {want}")
 
 
 def _version_of(ctx: RunContext, alias: str) -> int:
@@ -84,11 +157,16 @@ def _reload_serving(ctx: RunContext) -> dict[str, Any]:
         if response.status_code != 200:
             raise StepFailed(f"MLServer refused to reload {model}: {response.status_code} {response.text}")
         return {"reloaded": model}
-    if ctx.kube is None:
-        raise StepFailed("no Kubernetes access (--kube cluster)")
+    assert ctx.kube is not None  # the precondition checked it
+    published = _publish_to_slot(ctx, CHAMPION, ctx.state["to_version"])
     ctx.kube.set_experiment_weights(SELDON_NAMESPACE, experiment_name(model),
                                     {f"{model}-{CHAMPION}": 100, f"{model}-{CHALLENGER}": 0})
-    return {"experiment": experiment_name(model), "weights": "champion 100 / challenger 0"}
+    return {**published, "experiment": experiment_name(model), "weights": "champion 100 / challenger 0"}
+
+
+def _serving_precondition(ctx: RunContext) -> None:
+    if ctx.env != "local":
+        _publish_ready(ctx)
 
 
 def _verify_serving(ctx: RunContext, result: dict[str, Any]) -> None:
@@ -98,6 +176,7 @@ def _verify_serving(ctx: RunContext, result: dict[str, Any]) -> None:
         weights = ctx.kube.experiment_weights(SELDON_NAMESPACE, experiment_name(model))
         if weights.get(f"{model}-{CHAMPION}") != 100:
             raise StepFailed(f"experiment weights are {weights}")
+        _verify_slot(ctx, CHAMPION, ctx.state["to_version"])
         return
     deadline = time.monotonic() + 60
     while (got := served_version(str(ctx.serving_url), model)) != want:
@@ -110,7 +189,8 @@ def _serving_plan(ctx: RunContext) -> list[str]:
     model = ctx.state["model"]
     if ctx.env == "local":
         return [f"POST {ctx.serving_url}/v2/repository/models/{model}/load (reload resolves @champion)"]
-    return [f"kubernetes: patch Experiment {SELDON_NAMESPACE}/{experiment_name(model)} weights "
+    return [*_publish_plan(ctx, CHAMPION, ctx.state["to_version"]),
+            f"kubernetes: patch Experiment {SELDON_NAMESPACE}/{experiment_name(model)} weights "
             f"{model}-champion=100 {model}-challenger=0"]
 
 
@@ -118,7 +198,8 @@ ROLLBACK = Runbook(
     name="model-rollback",
     title="Roll a model back to its previous champion version",
     steps=[
-        Step("find the current champion and the version to return to", _model, precondition=lambda ctx: None,
+        # The cluster checks run first, so that nothing changes when publishing could not follow.
+        Step("find the current champion and the version to return to", _model, precondition=_serving_precondition,
              plan=lambda ctx: [], action=_inspect, verify=lambda ctx, r: None, rollback="nothing changed",
              read_only=True),
         Step("move the champion alias back", _model, precondition=lambda ctx: None,
@@ -126,7 +207,7 @@ ROLLBACK = Runbook(
                                f"v{ctx.state['from_version']} -> v{ctx.state['to_version']}"],
              action=_move_alias, verify=_verify_alias,
              rollback="set the champion alias back to the version printed in step 1"),
-        Step("make serving follow the alias", _model, precondition=lambda ctx: None, plan=_serving_plan,
+        Step("make serving follow the alias", _model, precondition=_serving_precondition, plan=_serving_plan,
              action=_reload_serving, verify=_verify_serving,
              rollback="move the alias forward again and repeat this step"),
     ],
@@ -143,6 +224,11 @@ def _canary_weights(ctx: RunContext) -> dict[str, int]:
 def _require_kube(ctx: RunContext) -> None:
     if ctx.kube is None:
         raise StepFailed("no Kubernetes access (--kube cluster)")
+
+
+def _challenger_ready(ctx: RunContext) -> None:
+    _publish_ready(ctx)
+    ctx.state["challenger_version"] = _version_of(ctx, CHALLENGER)
 
 
 def _shift(ctx: RunContext) -> dict[str, Any]:
@@ -175,6 +261,12 @@ CANARY_PROMOTION = Runbook(
     title="Shift traffic to the challenger, then promote it to champion",
     envs=("dev", "staging", "prod"),
     steps=[
+        Step("publish the challenger version to its Seldon slot", _model, precondition=_challenger_ready,
+             plan=lambda ctx: _publish_plan(ctx, CHALLENGER, ctx.state["challenger_version"]),
+             action=lambda ctx: _publish_to_slot(ctx, CHALLENGER, ctx.state["challenger_version"]),
+             verify=lambda ctx, r: _verify_slot(ctx, CHALLENGER, ctx.state["challenger_version"]),
+             rollback="publish the previous challenger version the same way (its PUBLISHED.json was replaced), "
+                      "or leave the challenger's weight at 0"),
         Step("shift canary traffic to the challenger", _model, precondition=_require_kube,
              plan=lambda ctx: [f"kubernetes: patch Experiment {SELDON_NAMESPACE}/{experiment_name(_model(ctx))} "
                                f"weights {_canary_weights(ctx)}"],
@@ -184,5 +276,10 @@ CANARY_PROMOTION = Runbook(
              plan=lambda ctx: [f"mlflow: set alias {_model(ctx)}@champion -> the version of @challenger"],
              action=_promote, verify=_verify_promote,
              rollback="runbook model-rollback moves champion back to the previous version"),
+        Step("publish the new champion to its Seldon slot", _model, precondition=_challenger_ready,
+             plan=lambda ctx: _publish_plan(ctx, CHAMPION, ctx.state["challenger_version"]),
+             action=lambda ctx: _publish_to_slot(ctx, CHAMPION, _version_of(ctx, CHAMPION)),
+             verify=lambda ctx, r: _verify_slot(ctx, CHAMPION, _version_of(ctx, CHAMPION)),
+             rollback="runbook model-rollback publishes the previous champion version back to the slot"),
     ],
 )
