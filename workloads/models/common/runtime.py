@@ -185,6 +185,19 @@ class ReferenceRuntime(MLModel):
         )
 
 
+_DATATYPES = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "int32": "INT32", "bool": "BOOL"}
+
+
+def tensor(name: str, values: np.ndarray | list[str]) -> ResponseOutput:
+    """A V2 output tensor; ~6x cheaper than NumpyCodec.encode_output, which matters at ~1 ms/request."""
+    if isinstance(values, list):  # strings
+        return ResponseOutput(name=name, shape=[len(values)], datatype="BYTES", data=values)
+    datatype = _DATATYPES.get(values.dtype.name)
+    if datatype is None:
+        raise TypeError(f"output {name!r}: unsupported dtype {values.dtype}")
+    return ResponseOutput(name=name, shape=list(values.shape), datatype=datatype, data=values.ravel().tolist())
+
+
 def _local_uri(uri: str) -> str:
     # MLServer prefixes relative URIs with the model-settings folder; keep registry URIs intact.
     for scheme in ("models:/", "runs:/"):

@@ -26,12 +26,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from mlserver.codecs import NumpyCodec
 from mlserver.types import InferenceRequest, InferenceResponse
 
 from workloads.models.common.feast_repo import PROJECT
 from workloads.models.common.pipeline import read_metadata
-from workloads.models.common.runtime import ReferenceRuntime, Unprocessable
+from workloads.models.common.runtime import ReferenceRuntime, Unprocessable, tensor
 from workloads.models.fraud import data
 from workloads.models.fraud.algorithm import FraudModel
 from workloads.models.fraud.features import (
@@ -161,7 +160,7 @@ class FraudRuntime(ReferenceRuntime):
             self.metrics.predicted("legit", len(decision) - n_fraud)
         self.observe({"score": proba, **{f: cols[f] for f in _DRIFT}})
         return self.response(request, [
-            NumpyCodec.encode_output("fraud_probability", proba),
-            NumpyCodec.encode_output("is_fraud", decision),
-            NumpyCodec.encode_output("degraded", np.asarray(degraded, dtype=bool)),
+            tensor("fraud_probability", proba),
+            tensor("is_fraud", decision),
+            tensor("degraded", np.asarray(degraded, dtype=bool)),
         ], degraded=any(degraded))

@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mlserver.codecs import NumpyCodec, StringCodec
 from mlserver.types import InferenceRequest, InferenceResponse
 
 from workloads.models.common.feast_repo import PROJECT
-from workloads.models.common.runtime import BadRequest, ReferenceRuntime, Unprocessable
+from workloads.models.common.runtime import BadRequest, ReferenceRuntime, Unprocessable, tensor
 from workloads.models.recommendation.algorithm import Recommender, UnknownItemError
 from workloads.models.recommendation.features import READER_FEATURES, READER_VIEW
 
@@ -102,9 +101,9 @@ class RecommendationRuntime(ReferenceRuntime):
             self.metrics.prediction.observe(float(scores[0]))
         self.observe({"history_length": [len(history)], "score": scores[:1]})
         outputs = [
-            NumpyCodec.encode_output("book_id", ids),
-            NumpyCodec.encode_output("score", scores),
-            StringCodec.encode_output("title", [self.model.title(int(b)) for b in ids]),
-            NumpyCodec.encode_output("degraded", np.array([degraded])),
+            tensor("book_id", ids),
+            tensor("score", scores),
+            tensor("title", [self.model.title(int(b)) for b in ids]),
+            tensor("degraded", np.array([degraded])),
         ]
         return self.response(request, outputs, degraded=degraded)

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from mlserver.codecs import NumpyCodec
 from mlserver.types import InferenceRequest, InferenceResponse
 
-from workloads.models.common.runtime import ReferenceRuntime, Unprocessable
+from workloads.models.common.runtime import ReferenceRuntime, Unprocessable, tensor
 from workloads.models.sentiment.algorithm import CLASSES, SentimentModel
 
 MAX_TEXT_CHARS = 20_000
@@ -42,7 +41,7 @@ class SentimentRuntime(ReferenceRuntime):
             self.metrics.predicted(str(int(label)), int(count))
         self.observe({"score": confidence, "text_length": [len(t.split()) for t in texts]})
         return self.response(request, [
-            NumpyCodec.encode_output("label", labels),
-            NumpyCodec.encode_output("probabilities", proba),
-            NumpyCodec.encode_output("confidence", confidence),
+            tensor("label", labels),
+            tensor("probabilities", proba),
+            tensor("confidence", confidence),
         ])
