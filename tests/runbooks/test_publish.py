@@ -3,6 +3,7 @@ registered versions that carry artifact files, and a real moto S3 server, both o
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,20 +39,16 @@ def register(client: MlflowClient, name: str, files: dict[str, str], workdir: Pa
         (folder / rel).write_text(text)
     client.log_artifacts(run.info.run_id, str(folder), artifact_path="model")
     client.set_terminated(run.info.run_id)
-    try:
+    with contextlib.suppress(MlflowException):
         client.create_registered_model(name)
-    except MlflowException:
-        pass
     version = client.create_model_version(name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
     return str(version.version), run.info.run_id
 
 
 def fresh(client: MlflowClient, name: str) -> None:
     """The server lives for the module: every test starts from no registered model `name`."""
-    try:
+    with contextlib.suppress(MlflowException):
         client.delete_registered_model(name)
-    except MlflowException:
-        pass
 
 
 @pytest.fixture
@@ -130,3 +127,18 @@ def test_republishing_the_same_version_is_stable(mlflow_url, s3, tmp_path):
     again = publish("recommendation", v1, "challenger", BUCKET, tracking_uri=mlflow_url, s3_client=s3)
     assert again.deleted == () and sorted(again.uploaded) == ["index.bin", "items.json", "model-settings.json"]
     assert len(objects(s3, "recommendation/challenger/")) == 4
+
+
+def test_command_line_prints_the_result_or_the_error(mlflow_url, s3, tmp_path, capsys):
+    from workloads.models.common.publish import main
+
+    client = MlflowClient(tracking_uri=mlflow_url)
+    fresh(client, "sentiment")
+    v1, run1 = register(client, "sentiment", {"vocab.json": "{}"}, tmp_path)
+    capsys.readouterr()  # MLflow's own run messages
+    assert main(["sentiment", v1, "champion", "--bucket", BUCKET, "--tracking-uri", mlflow_url]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["uri"] == f"s3://{BUCKET}/sentiment/champion/" and printed["run_id"] == run1
+    assert printed["files"] == 2 and printed["seconds"] >= 0
+    assert main(["sentiment", v1, "canary", "--bucket", BUCKET, "--tracking-uri", mlflow_url]) == 1
+    assert "unknown model slot 'canary'" in capsys.readouterr().err

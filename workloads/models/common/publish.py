@@ -15,6 +15,7 @@ boto3 and mlflow are imported where used, so this module imports where they are 
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,7 +62,7 @@ def _check_version(version: int | str) -> str:
 
 def check_bucket(s3: Any, bucket: str) -> None:
     """Raise PublishError when the bucket is missing or not accessible."""
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         s3.head_bucket(Bucket=bucket)
@@ -71,7 +72,9 @@ def check_bucket(s3: Any, bucket: str) -> None:
             raise PublishError(f"models bucket {bucket!r} does not exist (check the stack outputs / region)") from exc
         if code in ("403", "AccessDenied"):
             raise PublishError(f"no access to models bucket {bucket!r} with these credentials") from exc
-        raise
+        raise PublishError(f"cannot use models bucket {bucket!r}: {exc}") from exc
+    except BotoCoreError as exc:  # no credentials, endpoint unreachable
+        raise PublishError(f"cannot reach models bucket {bucket!r}: {exc}") from exc
 
 
 def _model_version(client: Any, model: str, version: str) -> Any:
@@ -202,3 +205,35 @@ def _verify(s3: Any, bucket: str, model: str, slot: str, sizes: dict[str, int], 
     read = read_marker(bucket, model, slot, s3_client=s3)
     if read != marker:
         raise PublishError(f"{where}{MARKER} reads back as {read}, expected {marker}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m workloads.models.common.publish MODEL VERSION SLOT --bucket B`: publish by hand (the
+    Model still has to be touched, see docs/WORKLOADS.md); prints the result and the seconds taken."""
+    import argparse
+    import time
+
+    import boto3
+
+    p = argparse.ArgumentParser(prog="python -m workloads.models.common.publish", description=main.__doc__)
+    p.add_argument("model")
+    p.add_argument("version")
+    p.add_argument("slot")
+    p.add_argument("--bucket", required=True, help="the models bucket (stack output buckets.models)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
+    args = p.parse_args(argv)
+    started = time.perf_counter()
+    try:
+        result = publish(args.model, args.version, args.slot, args.bucket, tracking_uri=args.tracking_uri,
+                         s3_client=boto3.client("s3"))
+    except PublishError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"uri": result.uri, "version": result.version, "run_id": result.run_id,
+                      "files": len(result.uploaded), "deleted": len(result.deleted), "bytes": result.bytes,
+                      "seconds": round(time.perf_counter() - started, 2)}, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
