@@ -15,6 +15,7 @@ Model-settings `parameters.extra` keys understood by every runtime:
 
 from __future__ import annotations
 
+import gc
 import logging
 from abc import abstractmethod
 from pathlib import Path
@@ -87,6 +88,11 @@ class ReferenceRuntime(MLModel):
             )
         self._since_drift = 0
         self.load_artifact(self.model_dir, extra)
+        # Move everything imported/loaded so far (MLflow, Feast, the model: ~280k objects) out of the
+        # collector's reach: a full collection then takes ~0.01 ms instead of ~160 ms (measured on
+        # the 2-core dev box), so an occasional gen-2 pass no longer stalls a request.
+        gc.collect()
+        gc.freeze()
         log.info("model %s loaded from %s", self.name, self.model_dir)
         return True
 
