@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 
 from workloads.models.common.feast_repo import apply_and_materialize, write_repo
 from workloads.models.common.pipeline import publish, read_metadata
-from workloads.models.fraud import features, pipeline
+from workloads.models.fraud import data, features, pipeline
 from workloads.models.serving.settings import ModelEntry
 
 pytestmark = [pytest.mark.ml, pytest.mark.integration]
@@ -68,3 +68,33 @@ def test_publish_and_serve_champion_with_online_features(trained, tmp_path, mlfl
     outputs = {o["name"]: o["data"] for o in resp.json()["outputs"]}
     assert 0.0 <= outputs["fraud_probability"][0] <= 1.0
     assert outputs["degraded"] == [False]
+
+
+def test_point_in_time_join_rebuilds_the_training_columns(trained, tmp_path):
+    data_dir, _ = trained
+    features.write_parquet(data_dir, tmp_path / "parquet")
+    store = apply_and_materialize(write_repo(tmp_path / "feast"), features.definitions(tmp_path / "parquet"))
+    transactions = data.load(data_dir).iloc[:50]
+    joined = features.training_frame(store, transactions.drop(columns=list(features.ONLINE_FEATURES)))
+    for column in features.ONLINE_FEATURES:
+        assert joined[column].tolist() == transactions.sort_values("transaction_id")[column].tolist()
+
+
+def test_cli_train_then_evaluate_prints_json(tmp_path):
+    import subprocess
+    import sys
+
+    def mlplat(*args):
+        proc = subprocess.run([sys.executable, "-m", "mlplat", *args], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout)
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    trained = mlplat("model", "train", "fraud", "--data", str(tmp_path / "data"), "--sample",
+                     "--out", str(tmp_path / "model"), "--tracking-uri", uri)
+    assert set(trained["metrics"]) >= ISSUE_KEYS
+    assert trained["registry"]["version"] == "1" and "challenger" in trained["registry"]["aliases"]
+    assert ("champion" in trained["registry"]["aliases"]) == trained["registry"]["gates_passed"]
+    metrics = mlplat("model", "evaluate", "fraud", "--model", "models:/fraud@challenger", "--tracking-uri", uri,
+                     "--data", str(tmp_path / "data" / "credit_card_fraud_10k.csv"))
+    assert set(metrics) >= ISSUE_KEYS

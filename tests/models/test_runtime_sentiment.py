@@ -64,3 +64,19 @@ def test_metrics_are_exported(served, infer, scrape):
     assert f'mlplat_model_prediction_count{{model="{name}"}}' in text
     assert f'mlplat_model_drift_psi{{feature="text_length",model="{name}"}}' in text
     assert 'mlplat_model_predicted_class_total{cls="' in text
+
+
+@pytest.mark.parametrize("tool", ["wrk", "python"])
+def test_bench_load_generators_measure_a_real_server(served, tool):
+    import shutil
+
+    from workloads.models.serving.bench import python_load, wrk_load
+
+    if tool == "wrk" and shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed")
+    server, name = served
+    bodies = [{"inputs": _text([t])} for t in ("good", "bad", "fine day")]
+    load = wrk_load if tool == "wrk" else python_load
+    result = load(f"{server.url}/v2/models/{name}/infer", bodies, concurrency=2, duration_s=1)
+    assert result["tool"] == tool and result["non_2xx"] == 0
+    assert result["rps"] > 10 and 0 < result["p50_ms"] <= result["p99_ms"]
