@@ -161,3 +161,37 @@ def test_store_stopped_mid_test_degrades_instead_of_failing(served, infer, scrap
         assert resp.status_code == 200, resp.text
         assert {o["name"]: o["data"] for o in resp.json()["outputs"]}["degraded"] == [True]
     assert _degraded_count(scrape(server.process), name, "feature_store_error") == before + 3
+
+
+def test_store_url_from_environment_and_no_store_mode(served, monkeypatch, redis_factory):
+    """In-process: published slots carry no extras, so the pod environment names the store."""
+    import asyncio
+
+    from mlserver.settings import ModelParameters, ModelSettings
+    from mlserver.types import InferenceRequest
+
+    from workloads.models.fraud.runtime import FraudRuntime
+
+    *_, transactions, data_dir, out = served
+    redis = redis_factory()
+    features.write_parquet(data_dir, out.model_dir.parent / "parquet-env")
+    apply_and_materialize(write_repo(out.model_dir.parent / "feast-env", redis.url),
+                          features.definitions(out.model_dir.parent / "parquet-env"))
+    request = InferenceRequest.model_validate(pipeline.request_body(transactions.iloc[0]))
+
+    def degraded(env_url):
+        if env_url:
+            monkeypatch.setenv("MLPLAT_ONLINE_STORE_URL", env_url)
+        else:
+            monkeypatch.delenv("MLPLAT_ONLINE_STORE_URL", raising=False)
+        runtime = FraudRuntime(ModelSettings(name="fraud-env", implementation=FraudRuntime,
+                                             parameters=ModelParameters(uri=str(out.model_dir))))
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(runtime.load())
+            return loop.run_until_complete(runtime.predict(request)).parameters.degraded
+        finally:
+            loop.close()
+
+    assert degraded(redis.url) is False
+    assert degraded(None) is True  # no store configured: defaults, never a failure

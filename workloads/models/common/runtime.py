@@ -8,6 +8,7 @@ text, unknown id, oversize batch).
 
 Model-settings `parameters.extra` keys understood by every runtime:
   tracking_uri   MLflow tracking URI for `models:/` URIs (else $MLFLOW_TRACKING_URI)
+  redis_url      online store for runtimes that read features (else $MLPLAT_ONLINE_STORE_URL)
   max_batch      largest accepted batch (rows per request), default 256
   drift_window   observations per feature in the PSI window, default 1000
   drift_min_samples  observations needed before a PSI is reported, default 100
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from abc import abstractmethod
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 
 NUMERIC = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
 INTEGER = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"}
+STORE_URL_ENV = "MLPLAT_ONLINE_STORE_URL"  # redis:// or rediss:// URL, when not in parameters.extra
 DRIFT_EVERY = 50  # refresh the PSI gauges every N observed rows: PSI is cheap but not free
 
 
@@ -98,7 +101,12 @@ class ReferenceRuntime(MLModel):
 
     def _extra(self) -> dict[str, Any]:
         params = self.settings.parameters
-        return dict(params.extra or {}) if params is not None else {}
+        extra = dict(params.extra or {}) if params is not None else {}
+        # In the cluster the slot's model-settings.json carries no extras; the server pod's
+        # environment names the online store instead.
+        if "redis_url" not in extra and os.environ.get(STORE_URL_ENV):
+            extra["redis_url"] = os.environ[STORE_URL_ENV]
+        return extra
 
     @abstractmethod
     def load_artifact(self, model_dir: Path, extra: dict[str, Any]) -> None: ...
