@@ -95,6 +95,7 @@ def test_cli_train_then_evaluate_prints_json(tmp_path):
     assert set(trained["metrics"]) >= ISSUE_KEYS
     assert trained["registry"]["version"] == "1" and "challenger" in trained["registry"]["aliases"]
     assert ("champion" in trained["registry"]["aliases"]) == trained["registry"]["gates_passed"]
+    assert list((tmp_path / "artifacts").glob("*/artifacts/model/model.onnx"))  # beside the SQLite DB
     metrics = mlplat("model", "evaluate", "fraud", "--model", "models:/fraud@challenger", "--tracking-uri", uri,
                      "--data", str(tmp_path / "data" / "credit_card_fraud_10k.csv"))
     assert set(metrics) >= ISSUE_KEYS

@@ -34,13 +34,16 @@ def mlflow_key(metric: str) -> str:
 
 
 def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
-    """Experiment id for `name`; local (sqlite/file) stores keep artifacts under .local/ too."""
+    """Experiment id for `name`; a SQLite store keeps its artifacts in `artifacts/` beside the DB."""
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     location = None
-    if tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri:
-        location = (LOCAL_DIR / "artifacts").as_uri()
+    if tracking_uri.startswith("sqlite:///"):
+        # Keep artifacts beside the database (the default store: .local/mlflow/artifacts), not in
+        # the working directory's ./mlruns.
+        db = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
+        location = (db.parent / "artifacts").as_uri()
     return client.create_experiment(name, artifact_location=location)
 
 
