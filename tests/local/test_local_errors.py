@@ -134,7 +134,7 @@ def test_prometheus_config_carries_the_cluster_alert_rules(tmp_path):
     assert "MLPlatModelDriftHigh" in names
     assert "127.0.0.1:18082" in cfg_path.read_text()
     if prometheus.binaries()[1] is None:
-        pytest.skip("promtool not installed (Debian package prometheus)")
+        pytest.fail("promtool is not installed: run scripts/bootstrap.sh system (Debian package prometheus)")
     assert "SUCCESS" in prometheus.check_rules(rules_path)
     rules_path.write_text("groups: [{name: x, rules: [{alert: A, expr: 'sum(('}]}]\n")
     with pytest.raises(ValueError, match="promtool check rules"):

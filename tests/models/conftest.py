@@ -35,7 +35,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MLflowSe
 @pytest.fixture(scope="session")
 def redis_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], RedisServer]]:
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (scripts/bootstrap.sh system)")
+        pytest.fail("redis-server is not installed: run scripts/bootstrap.sh system")
     started: list[RedisServer] = []
 
     def start() -> RedisServer:

@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
-pytest.importorskip("workloads.models.fraud.algorithm", reason="fraud algorithm not landed yet")
-
 from mlflow import MlflowClient
 
 from workloads.models.common.feast_repo import apply_and_materialize, write_repo

@@ -4,9 +4,6 @@ MLServer loading `models:/sentiment@champion` -> HTTP request."""
 from __future__ import annotations
 
 import pytest
-
-pytest.importorskip("workloads.models.sentiment.algorithm", reason="sentiment algorithm not landed yet")
-
 from mlflow import MlflowClient
 
 from workloads.models.common.pipeline import publish

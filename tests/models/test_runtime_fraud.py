@@ -11,8 +11,6 @@ import time
 
 import pytest
 
-pytest.importorskip("workloads.models.fraud.algorithm", reason="fraud algorithm not landed yet")
-
 from workloads.models.common.feast_repo import apply_and_materialize, write_repo
 from workloads.models.common.online import OnlineFeatureReader, ViewSpec
 from workloads.models.fraud import data, features, pipeline

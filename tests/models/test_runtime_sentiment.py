@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("workloads.models.sentiment.algorithm", reason="sentiment algorithm not landed yet")
-
 from workloads.models.sentiment import pipeline
 from workloads.models.serving.settings import ModelEntry
 
