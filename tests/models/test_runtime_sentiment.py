@@ -71,7 +71,7 @@ def test_bench_load_generators_measure_a_real_server(served, tool):
     from workloads.models.serving.bench import python_load, wrk_load
 
     if tool == "wrk" and shutil.which("wrk") is None:
-        pytest.skip("wrk is not installed")
+        pytest.fail("wrk is not installed: run scripts/bootstrap.sh system")
     server, name = served
     bodies = [{"inputs": _text([t])} for t in ("good", "bad", "fine day")]
     load = wrk_load if tool == "wrk" else python_load
