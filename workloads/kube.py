@@ -111,29 +111,29 @@ def helm_release(
     )
 
 
+def _monitor(kind: str, endpoints_key: str, name: str, namespace_name: str, selector: Mapping[str, str], port: str,
+             parent: pulumi.Resource, path: str, interval: str,
+             depends_on: list[pulumi.Resource] | None) -> k8s.apiextensions.CustomResource:
+    return k8s.apiextensions.CustomResource(
+        f"{kind.lower()}-{name}",
+        api_version="monitoring.coreos.com/v1",
+        kind=kind,
+        metadata={"name": name, "namespace": namespace_name, "labels": labels(name)},
+        spec={"selector": {"matchLabels": dict(selector)}, "namespaceSelector": {"matchNames": [namespace_name]},
+              endpoints_key: [{"port": port, "path": path, "interval": interval}]},
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on or []),
+    )
+
+
 def service_monitor(name: str, namespace_name: str, selector: Mapping[str, str], port: str,
                     parent: pulumi.Resource, path: str = "/metrics", interval: str = "30s",
                     depends_on: list[pulumi.Resource] | None = None) -> k8s.apiextensions.CustomResource:
-    return k8s.apiextensions.CustomResource(
-        f"servicemonitor-{name}",
-        api_version="monitoring.coreos.com/v1",
-        kind="ServiceMonitor",
-        metadata={"name": name, "namespace": namespace_name, "labels": labels(name)},
-        spec={"selector": {"matchLabels": dict(selector)}, "namespaceSelector": {"matchNames": [namespace_name]},
-              "endpoints": [{"port": port, "path": path, "interval": interval}]},
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on or []),
-    )
+    return _monitor("ServiceMonitor", "endpoints", name, namespace_name, selector, port, parent, path, interval,
+                    depends_on)
 
 
 def pod_monitor(name: str, namespace_name: str, selector: Mapping[str, str], port: str,
                 parent: pulumi.Resource, path: str = "/metrics", interval: str = "15s",
                 depends_on: list[pulumi.Resource] | None = None) -> k8s.apiextensions.CustomResource:
-    return k8s.apiextensions.CustomResource(
-        f"podmonitor-{name}",
-        api_version="monitoring.coreos.com/v1",
-        kind="PodMonitor",
-        metadata={"name": name, "namespace": namespace_name, "labels": labels(name)},
-        spec={"selector": {"matchLabels": dict(selector)}, "namespaceSelector": {"matchNames": [namespace_name]},
-              "podMetricsEndpoints": [{"port": port, "path": path, "interval": interval}]},
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on or []),
-    )
+    return _monitor("PodMonitor", "podMetricsEndpoints", name, namespace_name, selector, port, parent, path,
+                    interval, depends_on)

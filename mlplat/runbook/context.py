@@ -11,6 +11,8 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -65,6 +67,18 @@ class RunContext:
         from mlflow.tracking import MlflowClient
 
         return MlflowClient(tracking_uri=self.tracking_uri)
+
+    def wait_for(self, description: str, probe: Callable[[], bool], timeout_s: float, poll_s: float = 15) -> None:
+        """Poll `probe` until it holds; `--param timeout_s=` / `poll_s=` override the step's defaults."""
+        from mlplat.runbook.engine import StepFailed
+
+        timeout_s = float(self.param("timeout_s", str(timeout_s)))
+        poll_s = float(self.param("poll_s", str(poll_s)))
+        deadline = time.monotonic() + timeout_s
+        while not probe():
+            if time.monotonic() > deadline:
+                raise StepFailed(f"timed out after {timeout_s:.0f}s waiting for {description}")
+            time.sleep(poll_s)
 
     def param(self, name: str, default: str | None = None) -> str:
         if name in self.params:

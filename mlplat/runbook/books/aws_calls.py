@@ -6,7 +6,6 @@ whose dry run prints the exact call; `aws_read` is the read-only (diagnosis) twi
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,14 +41,6 @@ def aws_read(name: str, target: Callable[[RunContext], str], read: Callable[[Run
              check: Check = lambda ctx, r: None) -> Step:
     return Step(name, target, precondition=lambda ctx: None, plan=lambda ctx: [], action=read, verify=check,
                 rollback="nothing changed (read-only)", read_only=True)
-
-
-def wait_for(description: str, probe: Callable[[], bool], timeout_s: float, poll_s: float = 15) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not probe():
-        if time.monotonic() > deadline:
-            raise StepFailed(f"timed out after {timeout_s:.0f}s waiting for {description}")
-        time.sleep(poll_s)
 
 
 def expect(condition: bool, message: str) -> None:

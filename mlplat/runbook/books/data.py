@@ -11,7 +11,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from mlplat.runbook.books.aws_calls import aws_call, aws_read, expect, wait_for
+from mlplat.runbook.books.aws_calls import aws_call, aws_read, expect
 from mlplat.runbook.context import RunContext
 from mlplat.runbook.engine import Runbook, Step, StepFailed
 
@@ -67,8 +67,8 @@ def _db_status(ctx: RunContext, identifier: str) -> str | None:
 
 
 def _wait_db(ctx: RunContext, identifier: str) -> None:
-    wait_for(f"{identifier} to become available", lambda: _db_status(ctx, identifier) == "available",
-             timeout_s=float(ctx.param("timeout_s", "7200")), poll_s=float(ctx.param("poll_s", "30")))
+    ctx.wait_for(f"{identifier} to become available", lambda: _db_status(ctx, identifier) == "available",
+             timeout_s=7200, poll_s=30)
 
 
 def _verify_restored(ctx: RunContext, result: dict[str, Any]) -> None:
@@ -106,7 +106,7 @@ def _restart_mlflow(ctx: RunContext) -> dict[str, Any]:
 
 def _verify_mlflow(ctx: RunContext, result: dict[str, Any]) -> None:
     assert ctx.kube is not None
-    wait_for("MLflow rollout", lambda: ctx.kube.ready(*MLFLOW_DEPLOYMENT), timeout_s=600, poll_s=5)
+    ctx.wait_for("MLflow rollout", lambda: ctx.kube.ready(*MLFLOW_DEPLOYMENT), timeout_s=600, poll_s=5)
 
 
 RDS_PITR = Runbook(
@@ -161,8 +161,7 @@ def _verify_failover(ctx: RunContext, result: dict[str, Any]) -> None:
         now = next((m["CacheClusterId"] for m in members if m.get("CurrentRole") == "primary"), None)
         return group["Status"] == "available" and now not in (None, ctx.state["primary"])
 
-    wait_for("a replica to become primary", promoted, timeout_s=float(ctx.param("timeout_s", "1200")),
-             poll_s=float(ctx.param("poll_s", "15")))
+    ctx.wait_for("a replica to become primary", promoted, timeout_s=1200, poll_s=15)
 
 
 REDIS_FAILOVER_TEST = Runbook(
@@ -210,8 +209,7 @@ def _verify_redis_restore(ctx: RunContext, result: dict[str, Any]) -> None:
         return ec.describe_replication_groups(ReplicationGroupId=_restored_redis(ctx))["ReplicationGroups"][0][
             "Status"] == "available"
 
-    wait_for(f"{_restored_redis(ctx)} to become available", available, timeout_s=3600,
-             poll_s=float(ctx.param("poll_s", "30")))
+    ctx.wait_for(f"{_restored_redis(ctx)} to become available", available, timeout_s=3600, poll_s=30)
 
 
 REDIS_SNAPSHOT_RESTORE = Runbook(
@@ -257,9 +255,8 @@ def _storage_params(ctx: RunContext) -> dict[str, Any]:
 
 def _verify_kafka_active(ctx: RunContext, result: dict[str, Any]) -> None:
     kafka = ctx.aws("kafka")
-    wait_for("the cluster to return to ACTIVE", lambda: kafka.describe_cluster_v2(
-        ClusterArn=_kafka_arn(ctx))["ClusterInfo"]["State"] == "ACTIVE", timeout_s=7200,
-        poll_s=float(ctx.param("poll_s", "60")))
+    ctx.wait_for("the cluster to return to ACTIVE", lambda: kafka.describe_cluster_v2(
+        ClusterArn=_kafka_arn(ctx))["ClusterInfo"]["State"] == "ACTIVE", timeout_s=7200, poll_s=60)
 
 
 MSK_STORAGE_EXPANSION = Runbook(

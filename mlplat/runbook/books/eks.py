@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlplat.runbook.books.aws_calls import aws_call, aws_read, expect, wait_for
+from mlplat.runbook.books.aws_calls import aws_call, aws_read, expect
 from mlplat.runbook.context import RunContext
 from mlplat.runbook.engine import Runbook, Step, StepFailed
 
@@ -71,8 +71,7 @@ def _wait_update(ctx: RunContext, update: dict[str, Any], nodegroup: str | None 
             raise StepFailed(f"update {update['id']} ended {status}")
         return status == "Successful"
 
-    wait_for(f"update {update['id']}", done, timeout_s=float(ctx.param("timeout_s", "3600")),
-             poll_s=float(ctx.param("poll_s", "30")))
+    ctx.wait_for(f"update {update['id']}", done, timeout_s=3600, poll_s=30)
 
 
 def _control_plane(ctx: RunContext) -> dict[str, Any]:

@@ -10,7 +10,6 @@ Seldon reloads it; the Seldon Experiment's weights decide the traffic split.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from mlplat.runbook.context import RunContext
@@ -178,11 +177,8 @@ def _verify_serving(ctx: RunContext, result: dict[str, Any]) -> None:
             raise StepFailed(f"experiment weights are {weights}")
         _verify_slot(ctx, CHAMPION, ctx.state["to_version"])
         return
-    deadline = time.monotonic() + 60
-    while (got := served_version(str(ctx.serving_url), model)) != want:
-        if time.monotonic() > deadline:
-            raise StepFailed(f"MLServer serves {model} v{got}, expected v{want}")
-        time.sleep(0.5)
+    ctx.wait_for(f"MLServer to serve {model} v{want}", lambda: served_version(str(ctx.serving_url), model) == want,
+                 timeout_s=60, poll_s=0.5)
 
 
 def _serving_plan(ctx: RunContext) -> list[str]:

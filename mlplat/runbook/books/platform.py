@@ -56,14 +56,10 @@ def _backfill(ctx: RunContext) -> dict[str, Any]:
 def _verify_backfill(ctx: RunContext, result: dict[str, Any]) -> None:
     if ctx.env == "local":
         return  # `feast materialize` exits non-zero on failure; the action checked it
-    import time
-
-    assert ctx.kube is not None
-    deadline = time.monotonic() + float(ctx.param("timeout_s", "3600"))
-    while not ctx.kube.job_succeeded(FEAST_NAMESPACE, ctx.state["job"]):
-        if time.monotonic() > deadline:
-            raise StepFailed(f"job {ctx.state['job']} did not finish in time")
-        time.sleep(10)
+    kube = ctx.kube
+    assert kube is not None
+    ctx.wait_for(f"job {ctx.state['job']}", lambda: kube.job_succeeded(FEAST_NAMESPACE, ctx.state["job"]),
+                 timeout_s=3600, poll_s=10)
 
 
 def _backfill_plan(ctx: RunContext) -> list[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import secrets
 import string
-import time
 from typing import Any
 
 from mlplat.runbook.context import RunContext
@@ -45,15 +44,10 @@ def _describe(ctx: RunContext) -> dict[str, Any]:
         raise StepFailed(f"replication group {_group_id(ctx)} does not exist in {ctx.stack.cfg.region}") from None
 
 
-def _wait_available(ctx: RunContext, timeout_s: float = 1800, poll_s: float = 15) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        group = _describe(ctx)
-        if group["Status"] == "available":
-            return group
-        if time.monotonic() > deadline:
-            raise StepFailed(f"{_group_id(ctx)} still {group['Status']!r} after {timeout_s:.0f}s")
-        time.sleep(poll_s)
+def _wait_available(ctx: RunContext) -> dict[str, Any]:
+    ctx.wait_for(f"{_group_id(ctx)} to become available", lambda: _describe(ctx)["Status"] == "available",
+                 timeout_s=1800, poll_s=15)
+    return _describe(ctx)
 
 
 def _secret(ctx: RunContext, stage: str = "AWSCURRENT") -> dict[str, Any]:
@@ -137,16 +131,11 @@ def _verify_promote(ctx: RunContext, result: dict[str, Any]) -> None:
 
 
 def _verify_clients(ctx: RunContext, result: dict[str, Any]) -> None:
-    if ctx.kube is None:
+    kube = ctx.kube
+    if kube is None:
         return
-    deadline = time.monotonic() + float(ctx.param("rollout_timeout_s", "600"))
-    pending = list(REDIS_CLIENTS)
-    while pending:
-        pending = [d for d in pending if not ctx.kube.ready(*d)]
-        if pending and time.monotonic() > deadline:
-            raise StepFailed(f"deployments not ready: {pending}")
-        if pending:
-            time.sleep(5)
+    ctx.wait_for("the clients' rollouts", lambda: all(kube.ready(*c) for c in REDIS_CLIENTS), timeout_s=600,
+                 poll_s=5)
 
 
 def _client_restart_plan(ctx: RunContext) -> list[str]:
