@@ -33,6 +33,7 @@ class DataLayer(pulumi.ComponentResource):
     def __init__(self, name: str, ctx: StackContext, network: Network, cluster: Cluster,
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:data:DataLayer", name, None, opts)
+        self._ctx = ctx
         child = pulumi.ResourceOptions(parent=self)
         account_id = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self)).account_id
         node_sg = cluster.node_security_group_id
@@ -77,6 +78,8 @@ class DataLayer(pulumi.ComponentResource):
             "redisEndpoint": self.redis.host,
             "redisPort": self.redis.port,
             "redisSecretArn": self.redis.secret_arn,
+            "redisReplicationGroupId": self.redis.replication_group_id,
+            "redisSecretName": self._ctx.redis_secret_name,
             "kafkaBootstrapBrokersIam": self.kafka.bootstrap_brokers_iam,
             "kafkaBootstrapBrokersScram": self.kafka.bootstrap_brokers_scram,
             "kafkaScramSecretArn": self.kafka.scram_secret_arn,
@@ -84,6 +87,7 @@ class DataLayer(pulumi.ComponentResource):
             "databaseEndpoint": self.database.host,
             "databasePort": self.database.port,
             "databaseSecretArn": self.database.secret_arn,
+            "databaseIdentifier": self.database.identifier,
             "workloadRoleArns": self.identities.role_arns,
             "dataKeyArns": self.keys.arns,
         }

@@ -39,3 +39,18 @@ def test_rotated_credentials_are_not_reverted_by_pulumi(synth):
     k8s_secret = next(r for r in plan.of_type("kubernetes:core/v1:Secret")
                       if r.inputs["metadata"]["name"] == feature_store.REDIS_SECRET)
     assert {"stringData", "data"} <= set(k8s_secret.ignore_changes)
+
+
+def test_every_stack_output_a_runbook_reads_is_exported(synth):
+    """`--outputs FILE` (pulumi stack output --json) overrides the derived names with these keys."""
+    import re
+    from pathlib import Path
+
+    books = Path(data.__file__).parent
+    keys = set()
+    for source in books.glob("*.py"):
+        text = source.read_text()
+        keys |= set(re.findall(r'ctx\.output\("([A-Za-z]+)"', text))
+        keys |= set(re.findall(r'stack_outputs(?:\.get\(|\[)"([A-Za-z]+)"', text))
+    assert keys >= {"redisReplicationGroupId", "databaseIdentifier", "buckets", "kafkaClusterArn"}
+    assert keys <= set(synth("prod").stack_outputs)

@@ -144,7 +144,7 @@ EKS_UPGRADE = Runbook(
 
 
 def _group(ctx: RunContext) -> str:
-    return ctx.output("nodeGroupName", ctx.stack.name(ctx.param("nodegroup", "inference")))
+    return ctx.stack.name(ctx.param("nodegroup", "inference"))
 
 
 def _scaling(ctx: RunContext) -> dict[str, int]:

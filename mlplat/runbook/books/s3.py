@@ -14,7 +14,7 @@ def _bucket(ctx: RunContext) -> str:
     purpose = ctx.param("bucket", "models")
     if purpose not in PURPOSES:
         raise StepFailed(f"--param bucket must be one of {', '.join(PURPOSES)}, got {purpose!r}")
-    named = ctx.stack_outputs.get("bucketNames", {}).get(purpose)
+    named = (ctx.stack_outputs.get("buckets") or {}).get(purpose)
     return named or ctx.stack.bucket_name(purpose, ctx.account_id)
 
 
