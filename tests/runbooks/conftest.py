@@ -1,4 +1,4 @@
-"""A real moto server on 127.0.0.1 for the AWS runbook steps."""
+"""Real services on 127.0.0.1 for the runbook steps: a moto server (AWS) and MLflow servers."""
 
 from __future__ import annotations
 
@@ -40,3 +40,16 @@ def aws_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     return moto_endpoint
+
+
+@pytest.fixture(scope="module")
+def mlflow_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MLflow server (SQLite backend) per test module, so registries never leak between modules."""
+    from workloads.models.serving.processes import MLflowServer
+
+    server = MLflowServer(tmp_path_factory.mktemp("mlflow"))
+    server.start(timeout_s=180)
+    try:
+        yield server.url
+    finally:
+        server.stop()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterator
 
 import pytest
 from mlflow.exceptions import MlflowException
@@ -19,20 +18,9 @@ from mlplat.runbook.engine import AuditLog, run
 from mlplat.runbook.kube import InMemoryKubeOps
 from stacks.config import load_stack_file, stack_file
 from workloads.models.common.publish import read_marker
-from workloads.models.serving.processes import MLflowServer
 
 EXPERIMENT = ("seldon", "fraud-experiment")
 BUCKET = "mlplat-test-models"
-
-
-@pytest.fixture(scope="module")
-def mlflow_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = MLflowServer(tmp_path_factory.mktemp("mlflow"))
-    server.start(timeout_s=180)
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -15,19 +14,8 @@ from mlflow.tracking import MlflowClient
 
 from workloads.model_slots import artifact_model_settings
 from workloads.models.common.publish import MARKER, PublishError, publish, read_marker
-from workloads.models.serving.processes import MLflowServer
 
 BUCKET = "mlplat-test-models"
-
-
-@pytest.fixture(scope="module")
-def mlflow_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = MLflowServer(tmp_path_factory.mktemp("mlflow"))
-    server.start(timeout_s=180)
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 def register(client: MlflowClient, name: str, files: dict[str, str], workdir: Path) -> tuple[str, str]:
