@@ -21,10 +21,10 @@ lint:
 	.venv/bin/ruff check .
 
 test-iac:
-	$(IAC) -m pytest tests/unit tests/policy -q
+	$(IAC) -m pytest tests/infra tests/policy -q
 
 test-ml:
-	$(ML) -m pytest tests/models tests/local tests/runbooks -q
+	$(ML) -m pytest tests/ml tests/local tests/runbooks -q
 
 test-policy-pack:
 	$(POLICY) -m pytest tests/policy_pack -q

@@ -1,19 +1,19 @@
 """ML platform composition root: typed config -> AWS components -> workloads -> exports.
 
-Each line builds one concern; the modules under components/ and workloads/ hold the detail.
+Each line builds one concern; the modules under infra/aws/ and infra/workloads/ hold the detail.
 """
 
 import pulumi
 import pulumi_aws as aws
 
-from components.addons import ClusterAddons
-from components.cluster import Cluster
-from components.config_source import load_platform_config
-from components.context import StackContext
-from components.data_services import DataLayer
-from components.network import Network
-from components.nodegroups import NodeGroups
-from workloads.platform import Platform
+from infra.aws.addons import ClusterAddons
+from infra.aws.cluster import Cluster
+from infra.aws.data_services import DataLayer
+from infra.aws.network import Network
+from infra.aws.nodegroups import NodeGroups
+from infra.config_source import load_platform_config
+from infra.workloads.platform import Platform
+from stacks.context import StackContext
 
 ctx = StackContext(load_platform_config())
 aws_provider = aws.Provider(

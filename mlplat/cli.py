@@ -20,17 +20,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # (subcommand, module, environment). A module exposes `register(subparsers) -> None`; the parser
 # it adds sets `func` (a callable taking the parsed args and returning an exit code).
 COMMANDS: list[tuple[str, str, str]] = [
-    ("validate-config", "mlplat.commands.config_cmd", "iac"),
-    ("config-doc", "mlplat.commands.config_cmd", "iac"),
-    ("synth", "mlplat.commands.synth_cmd", "iac"),
-    ("render", "mlplat.commands.render_cmd", "iac"),
-    ("policy", "mlplat.commands.policy_cmd", "iac"),
-    ("policy-doc", "mlplat.commands.policy_cmd", "iac"),
-    ("diff", "mlplat.commands.diff_cmd", "iac"),
-    ("local", "mlplat.commands.local_cmd", "ml"),
-    ("runbook", "mlplat.commands.runbook_cmd", "ml"),
-    ("model", "mlplat.commands.model_cmd", "ml"),
-    ("bench", "mlplat.commands.bench_cmd", "ml"),
+    ("validate-config", "stacks.cli", "iac"),
+    ("config-doc", "stacks.cli", "iac"),
+    ("synth", "infra.cli.synth", "iac"),
+    ("render", "infra.cli.render", "iac"),
+    ("policy", "infra.cli.policy", "iac"),
+    ("policy-doc", "infra.cli.policy", "iac"),
+    ("diff", "infra.cli.diff", "iac"),
+    ("local", "local.cli", "ml"),
+    ("runbook", "runbooks.cli", "ml"),
+    ("model", "ml.cli.model", "ml"),
+    ("bench", "ml.cli.bench", "ml"),
 ]
 
 ENV_DIRS = {"iac": ".venv", "ml": ".venv-ml"}

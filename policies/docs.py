@@ -28,7 +28,7 @@ def render() -> str:
         f"The CrossGuard pack `{PACK_NAME}` in `policies/` holds {len(ALL_RULES)} rules. Offline, "
         "`mlplat policy --stack ENV` (or `--plan FILE`) runs them in-process against the synthesized plan; "
         "with the Pulumi CLI, `pulumi preview --policy-pack policies --policy-pack-config "
-        "policies/config/ENV.json` runs the same functions through the pack. Any mandatory violation fails "
+        "policies/config/<env>.json` runs the same functions through the pack. Any mandatory violation fails "
         "the command (exit 1).",
         "",
         "Enforcement per environment comes from the policy config files "

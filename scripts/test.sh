@@ -18,7 +18,7 @@ suite() {
   run "$name" "$python" -m pytest -q -p no:cacheprovider "${dirs[@]}"
 }
 run lint .venv/bin/ruff check .
-suite "iac (mocks, policies)" .venv/bin/python tests/unit tests/policy
-suite "ml (models, local platform, runbooks)" .venv-ml/bin/python tests/models tests/local tests/runbooks
+suite "iac (mocks, policies)" .venv/bin/python tests/infra tests/policy
+suite "ml (models, local platform, runbooks)" .venv-ml/bin/python tests/ml tests/local tests/runbooks
 suite "policy pack" .venv-policy/bin/python tests/policy_pack
 exit $status

@@ -82,7 +82,7 @@ def eks_supported_version(_t: str, props: Mapping[str, Any], config: Mapping[str
 @resource_rule(
     "nodegroup-uses-launch-template", [NODE_GROUP], area="EKS nodes", severity="medium",
     description="Managed node groups use a launch template, so IMDSv2 and volume encryption are ours to set.",
-    remediation="Create the node group through components/nodegroups.py, which attaches a launch template.",
+    remediation="Create the node group through infra/aws/nodegroups.py, which attaches a launch template.",
 )
 def nodegroup_uses_launch_template(_t: str, props: Mapping[str, Any], _c: Mapping[str, Any],
                                    _s: StackInfo) -> Iterable[str]:
@@ -122,7 +122,7 @@ def nodes_imdsv2(_t: str, props: Mapping[str, Any], config: Mapping[str, Any],
 @resource_rule(
     "nodes-encrypted-volumes", [LAUNCH_TEMPLATE], area="EKS nodes", severity="high",
     description="Every EBS volume of a launch template is encrypted.",
-    remediation="Set `ebs.encrypted: true` on each blockDeviceMapping (components/nodegroups.py does).",
+    remediation="Set `ebs.encrypted: true` on each blockDeviceMapping (infra/aws/nodegroups.py does).",
 )
 def nodes_encrypted_volumes(_t: str, props: Mapping[str, Any], _c: Mapping[str, Any],
                             _s: StackInfo) -> Iterable[str]:

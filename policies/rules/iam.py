@@ -49,7 +49,7 @@ def _documents(type_: str, props: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 @resource_rule(
     "iam-no-wildcard-admin", [ROLE, *POLICY_DOCUMENT_TYPES, *ATTACHMENT_TYPES], area="IAM", severity="critical",
     description="No IAM policy allows every action on every resource, and no AdministratorAccess attachment.",
-    remediation="List the actions and resource ARNs the workload needs (components/irsa.py statements).",
+    remediation="List the actions and resource ARNs the workload needs (infra/aws/irsa.py statements).",
 )
 def iam_no_wildcard_admin(type_: str, props: Mapping[str, Any], _c: Mapping[str, Any],
                           _s: StackInfo) -> Iterable[str]:
@@ -90,7 +90,7 @@ def _web_identity_problems(statement: Mapping[str, Any]) -> list[str]:
     "irsa-trust-single-service-account", [ROLE], area="IAM", severity="critical",
     description="A role assumable through the cluster's OIDC provider trusts exactly one service account "
                 "(StringEquals on :sub) with the STS audience pinned.",
-    remediation="Create workload roles with components/irsa.py IrsaRole(namespace, service_account).",
+    remediation="Create workload roles with infra/aws/irsa.py IrsaRole(namespace, service_account).",
 )
 def irsa_trust_single_sa(_t: str, props: Mapping[str, Any], _c: Mapping[str, Any],
                          _s: StackInfo) -> Iterable[str]:
@@ -103,7 +103,7 @@ def irsa_trust_single_sa(_t: str, props: Mapping[str, Any], _c: Mapping[str, Any
     "required-tags", sorted(TAGGABLE), area="Tagging", severity="medium",
     description="Every taggable AWS resource carries the platform tags (directly or through the provider's "
                 "default tags).",
-    remediation="Pass `tags=ctx.tags(...)` (components/context.py) and use the stack's AWS provider.",
+    remediation="Pass `tags=ctx.tags(...)` (stacks/context.py) and use the stack's AWS provider.",
     config={"requiredTags": {"type": "array", "items": {"type": "string"},
                              "default": ["Environment", "Platform", "PlatformVersion", "ManagedBy"],
                              "description": "Tag keys every taggable resource must carry."}},

@@ -187,7 +187,7 @@ def k8s_pdb_for_replicated(resources: Sequence[PlanResource], _c: Mapping[str, A
 @stack_rule(
     "k8s-networkpolicy-per-namespace", area="Kubernetes", severity="medium",
     description="Every namespace the stack creates has at least one NetworkPolicy (default deny plus allows).",
-    remediation="Declare the namespace's NetworkPolicies next to it (workloads/ helpers add a default-deny).",
+    remediation="Declare the namespace's NetworkPolicies next to it (infra/workloads/ helpers add a default-deny).",
 )
 def k8s_networkpolicy_per_namespace(resources: Sequence[PlanResource], _c: Mapping[str, Any],
                                     _s: StackInfo) -> Iterable[tuple[str, str]]:

@@ -67,7 +67,7 @@ def sg_no_public_ingress(type_: str, props: Mapping[str, Any], config: Mapping[s
 @resource_rule(
     "default-sg-closed", [DEFAULT_SG], area="Network", severity="medium",
     description="The VPC's default security group has no rules, so nothing can fall back on it.",
-    remediation="Manage the default security group with empty `ingress` and `egress` (components/network.py).",
+    remediation="Manage the default security group with empty `ingress` and `egress` (infra/aws/network.py).",
 )
 def default_sg_closed(_t: str, props: Mapping[str, Any], _c: Mapping[str, Any], _s: StackInfo) -> Iterable[str]:
     if as_list(props.get("ingress")) or as_list(props.get("egress")):

@@ -69,7 +69,7 @@ def s3_public_access_block_all(_t: str, props: Mapping[str, Any], _c: Mapping[st
 @stack_rule(
     "s3-bucket-public-access-block", area="S3", severity="critical",
     description="Every bucket has its own public-access block resource.",
-    remediation="Create buckets through components/storage.py, which adds a BucketPublicAccessBlock.",
+    remediation="Create buckets through infra/aws/storage.py, which adds a BucketPublicAccessBlock.",
 )
 def s3_bucket_public_access_block(resources: Sequence[PlanResource], _c: Mapping[str, Any],
                                   _s: StackInfo) -> Iterable[tuple[str, str]]:
@@ -149,7 +149,7 @@ def s3_no_public_acl(_t: str, props: Mapping[str, Any], _c: Mapping[str, Any], _
 @resource_rule(
     "kms-key-rotation", [KMS_KEY], area="KMS", severity="medium",
     description="Symmetric customer-managed KMS keys rotate automatically.",
-    remediation="Set `enableKeyRotation: true` (components/kms.py does for every key).",
+    remediation="Set `enableKeyRotation: true` (infra/aws/kms.py does for every key).",
 )
 def kms_key_rotation(_t: str, props: Mapping[str, Any], _c: Mapping[str, Any], _s: StackInfo) -> Iterable[str]:
     spec = props.get("customerMasterKeySpec") or props.get("keySpec") or "SYMMETRIC_DEFAULT"

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from workloads.local.supervisor import Supervisor, group_members, pid_alive, port_in_use
-from workloads.models.common.gates import MODEL_NAMES
-from workloads.models.serving.processes import free_port
+from local.supervisor import Supervisor, group_members, pid_alive, port_in_use
+from ml.common.gates import MODEL_NAMES
+from ml.serving.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.ml]
 

@@ -10,18 +10,18 @@ import socket
 
 import pytest
 
+from local import cli as local_cmd
+from local import platform, prometheus
+from local.config import LocalConfig, default_ports, otlp_endpoint_from_env
+from local.report import key_metrics, summary_text
+from local.services import decide
+from local.serving import server_env, tracing_server
+from local.supervisor import PortInUseError, Supervisor
+from local.training import generate_sample_data, validate_data
+from ml.common.contract import DataContractError
+from ml.common.gates import MODEL_NAMES
+from ml.serving.processes import free_port
 from mlplat.cli import main
-from mlplat.commands import local_cmd
-from workloads.local import platform, prometheus
-from workloads.local.config import LocalConfig, default_ports, otlp_endpoint_from_env
-from workloads.local.report import key_metrics, summary_text
-from workloads.local.services import decide
-from workloads.local.serving import server_env, tracing_server
-from workloads.local.supervisor import PortInUseError, Supervisor
-from workloads.local.training import generate_sample_data, validate_data
-from workloads.models.common.contract import DataContractError
-from workloads.models.common.gates import MODEL_NAMES
-from workloads.models.serving.processes import free_port
 
 
 def _ports() -> dict[str, int]:
@@ -127,7 +127,7 @@ def test_tracing_only_with_a_collector():
 
 def test_prometheus_config_carries_the_cluster_alert_rules(tmp_path):
     groups, source = prometheus.find_alert_rules()
-    assert groups and source == "workloads/alerts.py"
+    assert groups and source == "contracts/alerts.py"
     cfg_path, rules_path = prometheus.write_config(tmp_path, "127.0.0.1:18082", groups)
     assert rules_path is not None
     names = {r["alert"] for g in json.loads(json.dumps(groups)) for r in g["rules"]}
@@ -168,12 +168,12 @@ def test_status_and_down_with_nothing_running(tmp_path, capsys):
 
 def test_command_is_registered():
     assert local_cmd.register is not None
-    assert ("local", "mlplat.commands.local_cmd", "ml") in __import__("mlplat.cli").cli.COMMANDS
+    assert ("local", "local.cli", "ml") in __import__("mlplat.cli").cli.COMMANDS
 
 
 def test_sample_data_has_its_own_gate_floors_and_real_data_the_configured_ones(tmp_path):
-    from workloads.local.training import SAMPLE_GATES, gates_for
-    from workloads.models.common.gates import load_gates
+    from local.training import SAMPLE_GATES, gates_for
+    from ml.common.gates import load_gates
 
     for name in MODEL_NAMES:
         sample, profile = gates_for(name, sample=True)
@@ -188,8 +188,8 @@ def test_sample_data_has_its_own_gate_floors_and_real_data_the_configured_ones(t
 
 
 def test_mlserver_repository_points_at_the_registry_and_traces_only_with_a_collector(tmp_path):
-    from workloads.local.serving import write_repo
-    from workloads.local.training import ModelState
+    from local.serving import write_repo
+    from local.training import ModelState
 
     cfg = LocalConfig(state_dir=tmp_path, ports=_ports(), redis=True)
     stale = cfg.path("mlserver", "old-model")

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from workloads.models.fraud.pipeline import sample_requests
-from workloads.models.serving.processes import free_port
+from ml.models.fraud.pipeline import sample_requests
+from ml.serving.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.ml]
 

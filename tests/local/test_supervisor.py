@@ -10,7 +10,7 @@ import sys
 import textwrap
 import time
 
-from workloads.local.supervisor import (
+from local.supervisor import (
     ServiceRecord,
     Supervisor,
     group_members,
@@ -20,7 +20,7 @@ from workloads.local.supervisor import (
     start_ticks,
     wait_ports_free,
 )
-from workloads.models.serving.processes import free_port
+from ml.serving.processes import free_port
 
 # A "service" that listens on a port and has a worker child in its process group, like MLServer.
 SERVICE = textwrap.dedent("""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from mlplat.commands.policy_cmd import DOC_PATH
+from infra.cli.policy import DOC_PATH
 from policies.docs import render
 from stacks.bom import load_bom
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from infra.offline.golden import golden_path
+from infra.offline.policy_eval import PlanFormatError, load_plan, parse_plan
 from mlplat.cli import main
-from mlplat.golden import golden_path
-from mlplat.policy_eval import PlanFormatError, load_plan, parse_plan
 
 STACKS = ("dev", "staging", "prod")
 
@@ -133,7 +133,7 @@ def test_diff_of_plan_files(tmp_path, capsys):
 
 
 def test_diff_masks_secret_values():
-    from mlplat.plan_diff import mask
+    from infra.offline.plan_diff import mask
 
     assert mask("inputs.password", "hunter2") == "[secret]"
     assert mask("authToken", "abc") == "[secret]"

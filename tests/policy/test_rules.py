@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mlplat.policy_eval import Plan, evaluate
+from infra.offline.policy_eval import Plan, evaluate
 from policies.config import CONFIG_DIR, PolicyConfigError, load_file, resolve, stack_config_path
 from policies.examples import EXAMPLES, REDIS, REDIS_OK, res
 from policies.rules import ALL_RULES, RULES_BY_NAME

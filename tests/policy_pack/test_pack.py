@@ -17,8 +17,8 @@ from pulumi.runtime.proto import analyzer_pb2 as proto
 from pulumi.runtime.proto import analyzer_pb2_grpc
 from pulumi_policy import ResourceValidationPolicy, StackValidationPolicy
 
-from mlplat.golden import golden_path
-from mlplat.policy_eval import evaluate, parse_plan
+from infra.offline.golden import golden_path
+from infra.offline.policy_eval import evaluate, parse_plan
 from policies.config import load_file, resolve, stack_config_path
 from policies.examples import EXAMPLES
 from policies.pack import build_policies

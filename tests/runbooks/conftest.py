@@ -45,7 +45,7 @@ def aws_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.fixture(scope="module")
 def mlflow_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real MLflow server (SQLite backend) per test module, so registries never leak between modules."""
-    from workloads.models.serving.processes import MLflowServer
+    from ml.serving.processes import MLflowServer
 
     server = MLflowServer(tmp_path_factory.mktemp("mlflow"))
     server.start(timeout_s=180)

@@ -16,13 +16,13 @@ from pathlib import Path
 import boto3
 import pytest
 
-from components.context import StackContext
-from mlplat.runbook.books.redis import AUTH_ROTATION, K8S_SECRET, K8S_SECRET_KEY, REDIS_CLIENTS
-from mlplat.runbook.books.s3 import OBJECT_RECOVERY
-from mlplat.runbook.context import RunContext
-from mlplat.runbook.engine import AuditLog, run
-from mlplat.runbook.kube import InMemoryKubeOps
+from runbooks.context import RunContext
+from runbooks.engine import AuditLog, run
+from runbooks.kube import InMemoryKubeOps
+from runbooks.redis import AUTH_ROTATION, K8S_SECRET, K8S_SECRET_KEY, REDIS_CLIENTS
+from runbooks.s3 import OBJECT_RECOVERY
 from stacks.config import load_stack_file, stack_file
+from stacks.context import StackContext
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = StackContext(load_stack_file(stack_file("dev")))

@@ -17,11 +17,11 @@ import httpx
 import pytest
 import yaml
 
-from mlplat.runbook.books.alerts import ALERT_RUNBOOKS
-from mlplat.runbook.catalog import EXECUTABLE, RUNBOOK_DIR, documents, render_index
-from mlplat.runbook.context import RunContext
-from mlplat.runbook.engine import AuditLog, run
-from workloads.alerts import ALERTS
+from contracts.alerts import ALERTS
+from runbooks.alerts import ALERT_RUNBOOKS
+from runbooks.catalog import EXECUTABLE, RUNBOOK_DIR, documents, render_index
+from runbooks.context import RunContext
+from runbooks.engine import AuditLog, run
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIRED = {

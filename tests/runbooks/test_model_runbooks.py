@@ -11,13 +11,13 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from components.context import StackContext
-from mlplat.runbook.books.models import CANARY_PROMOTION, ROLLBACK
-from mlplat.runbook.context import RunContext
-from mlplat.runbook.engine import AuditLog, run
-from mlplat.runbook.kube import InMemoryKubeOps
+from ml.common.publish import read_marker
+from runbooks.context import RunContext
+from runbooks.engine import AuditLog, run
+from runbooks.kube import InMemoryKubeOps
+from runbooks.models import CANARY_PROMOTION, ROLLBACK
 from stacks.config import load_stack_file, stack_file
-from workloads.models.common.publish import read_marker
+from stacks.context import StackContext
 
 EXPERIMENT = ("seldon", "fraud-experiment")
 BUCKET = "mlplat-test-models"

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import boto3
 from botocore.stub import ANY, Stubber
 
-from components.context import StackContext
-from mlplat.runbook.books.data import (
+from runbooks.context import RunContext
+from runbooks.data import (
     MSK_BROKER_REPLACEMENT,
     MSK_CONSUMER_LAG,
     MSK_STORAGE_EXPANSION,
@@ -18,12 +18,12 @@ from mlplat.runbook.books.data import (
     REDIS_FAILOVER_TEST,
     REDIS_SNAPSHOT_RESTORE,
 )
-from mlplat.runbook.books.eks import EKS_UPGRADE, NODEGROUP_ROTATION, NODEGROUP_SCALING
-from mlplat.runbook.books.platform import DISASTER_RECOVERY, FEATURE_BACKFILL
-from mlplat.runbook.context import RunContext
-from mlplat.runbook.engine import AuditLog, run
-from mlplat.runbook.kube import InMemoryKubeOps
+from runbooks.eks import EKS_UPGRADE, NODEGROUP_ROTATION, NODEGROUP_SCALING
+from runbooks.engine import AuditLog, run
+from runbooks.kube import InMemoryKubeOps
+from runbooks.platform import DISASTER_RECOVERY, FEATURE_BACKFILL
 from stacks.config import load_stack_file, stack_file
+from stacks.context import StackContext
 
 STAGING = StackContext(load_stack_file(stack_file("staging")))
 DEV = StackContext(load_stack_file(stack_file("dev")))

@@ -12,8 +12,8 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from workloads.model_slots import artifact_model_settings
-from workloads.models.common.publish import MARKER, PublishError, publish, read_marker
+from contracts.model_slots import artifact_model_settings
+from ml.common.publish import MARKER, PublishError, publish, read_marker
 
 BUCKET = "mlplat-test-models"
 
@@ -118,7 +118,7 @@ def test_republishing_the_same_version_is_stable(mlflow_url, s3, tmp_path):
 
 
 def test_command_line_prints_the_result_or_the_error(mlflow_url, s3, tmp_path, capsys):
-    from workloads.models.common.publish import main
+    from ml.common.publish import main
 
     client = MlflowClient(tracking_uri=mlflow_url)
     fresh(client, "sentiment")

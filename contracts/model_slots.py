@@ -1,0 +1,49 @@
+"""Where each reference model's Seldon slots read their artifacts: pure names and files, no pulumi.
+
+The Pulumi program (infra/workloads/models_cluster.py) declares the Seldon Models from these, and the
+publishing code (ml/common/publish.py, used by the model runbooks where pulumi is not
+installed) writes the slots from them, so both sides agree by construction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SLOTS = ("champion", "challenger")
+RCLONE_REMOTE = "s3"  # must equal the storageUri scheme
+MODEL_RUNTIMES = {
+    "fraud": "ml.models.fraud.runtime.FraudRuntime",
+    "sentiment": "ml.models.sentiment.runtime.SentimentRuntime",
+    "recommendation": "ml.models.recommendation.runtime.RecommendationRuntime",
+}
+MODEL_SETTINGS_FILE = "model-settings.json"
+
+
+def check_slot(slot: str) -> str:
+    if slot not in SLOTS:
+        raise ValueError(f"unknown model slot {slot!r}; expected one of {', '.join(SLOTS)}")
+    return slot
+
+
+def slot_prefix(model: str, slot: str) -> str:
+    """The object-key prefix of a slot inside the models bucket: `<model>/<slot>/`."""
+    if not model or "/" in model:
+        raise ValueError(f"model name must be a non-empty name without '/', got {model!r}")
+    return f"{model}/{check_slot(slot)}/"
+
+
+def artifact_uri(bucket: str, model: str, slot: str) -> str:
+    """Where a promotion publishes `<model>`'s artifact for `slot` (docs/WORKLOADS.md)."""
+    check_slot(slot)
+    if not bucket or "/" in bucket:
+        raise ValueError(f"models bucket must be a bare bucket name, got {bucket!r}")
+    return f"{RCLONE_REMOTE}://{bucket}/{slot_prefix(model, slot)}"
+
+
+def artifact_model_settings(model: str) -> dict[str, Any]:
+    """The `model-settings.json` a promotion publishes next to the artifact files. No name (Seldon
+    names the loaded model) and no `parameters.uri`: MLServer then loads from the folder Seldon's agent
+    copied the prefix into, which is where the artifact files are."""
+    if model not in MODEL_RUNTIMES:
+        raise ValueError(f"unknown reference model {model!r}; expected one of {', '.join(MODEL_RUNTIMES)}")
+    return {"implementation": MODEL_RUNTIMES[model]}

@@ -1,0 +1,77 @@
+"""EKS managed add-ons pinned from the BOM, each AWS-facing one with its own IRSA role, and the
+encrypted gp3 default StorageClass. CoreDNS and the EBS CSI driver need running nodes, so the
+composition root orders this component after the node groups.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from infra.aws.cluster import Cluster
+from infra.aws.irsa import IrsaRole
+from stacks.context import StackContext
+
+# add-on -> (namespace, service account, AWS-managed least-privilege policy) for those calling AWS APIs.
+ADDON_IDENTITIES = {
+    "vpc-cni": ("kube-system", "aws-node", "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy"),
+    "aws-ebs-csi-driver": (
+        "kube-system", "ebs-csi-controller-sa", "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
+    ),
+}
+# The system node group is tainted; its add-ons must tolerate that taint.
+SYSTEM_TOLERATION = {"key": "CriticalAddonsOnly", "operator": "Exists", "effect": "NoSchedule"}
+ADDON_CONFIGURATION = {
+    "coredns": {"tolerations": [SYSTEM_TOLERATION]},
+    "aws-ebs-csi-driver": {"controller": {"tolerations": [SYSTEM_TOLERATION]}},
+}
+
+
+class ClusterAddons(pulumi.ComponentResource):
+    roles: dict[str, IrsaRole]
+
+    def __init__(self, name: str, ctx: StackContext, cluster: Cluster,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlplatform:cluster:ClusterAddons", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.roles = {}
+        addons = {}
+        for addon, version in ctx.bom.addons_for(ctx.kubernetes_version).items():
+            role_arn = None
+            if addon in ADDON_IDENTITIES:
+                namespace, sa, policy = ADDON_IDENTITIES[addon]
+                self.roles[addon] = IrsaRole(addon, ctx, cluster.oidc, namespace, sa,
+                                             managed_policy_arns=[policy], opts=child)
+                role_arn = self.roles[addon].role_arn
+            config = ADDON_CONFIGURATION.get(addon)
+            addons[addon] = aws.eks.Addon(
+                f"{name}-{addon}",
+                cluster_name=cluster.name,
+                addon_name=addon,
+                addon_version=version,
+                service_account_role_arn=role_arn,
+                configuration_values=json.dumps(config) if config else None,
+                resolve_conflicts_on_create="OVERWRITE",
+                resolve_conflicts_on_update="PRESERVE",
+                tags=ctx.tags(ctx.name(addon)),
+                opts=child,
+            )
+        k8s.storage.v1.StorageClass(
+            f"{name}-gp3",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name="gp3-encrypted",
+                annotations={"storageclass.kubernetes.io/is-default-class": "true"},
+            ),
+            provisioner="ebs.csi.aws.com",
+            parameters={"type": "gp3", "encrypted": "true", "fsType": "ext4"},
+            volume_binding_mode="WaitForFirstConsumer",
+            allow_volume_expansion=True,
+            # Volumes of a protected environment outlive their claims.
+            reclaim_policy="Retain" if ctx.protect else "Delete",
+            opts=pulumi.ResourceOptions(parent=self, provider=cluster.k8s_provider,
+                                        depends_on=[addons["aws-ebs-csi-driver"]]),
+        )
+        self.register_outputs({"addons": {k: a.addon_version for k, a in addons.items()}})

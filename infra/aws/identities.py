@@ -1,0 +1,137 @@
+"""Least-privilege IRSA roles of the workloads (`WORKLOAD_IDENTITIES`), built with `IrsaRole`.
+
+What each identity may do is declared once in `WORKLOAD_GRANTS` (S3 prefixes and Kafka topics)
+and rendered into IAM statements scoped to exact ARNs: bucket/prefix, the storage KMS key (only
+through S3, enforced by the key policy), the MSK cluster, its topics and consumer groups. The two
+cluster controllers get their documented permission sets with tag conditions
+(infra/aws/controller_policies.py). The EBS CSI and VPC CNI roles live with their add-ons
+(infra/aws/addons.py). `IrsaRole` refuses any `Action: *` on `Resource: *` statement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pulumi
+
+from infra.aws.controller_policies import cluster_autoscaler_statements, load_balancer_controller_statements
+from infra.aws.interfaces import WORKLOAD_IDENTITIES
+from infra.aws.irsa import IrsaRole, OidcIssuer
+from infra.aws.kafka import group_arn, topic_arn
+from infra.aws.storage import FEAST_REGISTRY_KEY, MLFLOW_ARTIFACT_PREFIX
+from stacks.context import StackContext
+
+Access = Literal["read", "write"]
+S3_READ = ["s3:GetObject", "s3:GetObjectVersion"]
+S3_WRITE = [*S3_READ, "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
+KMS_READ = ["kms:Decrypt", "kms:DescribeKey"]
+KMS_WRITE = [*KMS_READ, "kms:GenerateDataKey"]
+
+
+@dataclass(frozen=True)
+class BucketGrant:
+    bucket: str  # a `BUCKETS` key
+    access: Access
+    prefix: str = ""  # "" = the whole bucket
+
+
+@dataclass(frozen=True)
+class TopicGrant:
+    access: Access
+    group_prefix: str  # consumer groups the identity may join: "<prefix>*"
+
+
+# identity -> what it may touch. Controllers are handled separately (they manage AWS resources).
+WORKLOAD_GRANTS: dict[str, list[BucketGrant | TopicGrant]] = {
+    "mlflow": [BucketGrant("mlflow", "write", MLFLOW_ARTIFACT_PREFIX)],  # proxied artifacts: only the server
+    "feast": [BucketGrant("feast", "write")],  # offline store + registry
+    "feast-ingestor": [BucketGrant("feast", "read", FEAST_REGISTRY_KEY.rsplit("/", 1)[0] + "/"),
+                       TopicGrant("read", group_prefix="feast-")],
+    "model-serving": [BucketGrant("models", "read")],
+    "training": [BucketGrant("mlflow", "write", MLFLOW_ARTIFACT_PREFIX), BucketGrant("feast", "read"),
+                 BucketGrant("models", "write")],
+}
+CONTROLLERS = ("cluster-autoscaler", "aws-load-balancer-controller")
+
+
+def bucket_statements(sid: str, bucket_arn: str, key_arn: str, grant: BucketGrant) -> list[dict[str, Any]]:
+    """List the granted prefix, read (or read/write) its objects, use the storage key accordingly."""
+    write = grant.access == "write"
+    listing: dict[str, Any] = {
+        "Sid": f"{sid}List", "Effect": "Allow",
+        "Action": ["s3:ListBucket", "s3:GetBucketLocation"] + (["s3:ListBucketMultipartUploads"] if write else []),
+        "Resource": bucket_arn,
+    }
+    if grant.prefix:
+        listing["Condition"] = {"StringLike": {"s3:prefix": [f"{grant.prefix}*"]}}
+    return [
+        listing,
+        {"Sid": f"{sid}Objects", "Effect": "Allow", "Action": S3_WRITE if write else S3_READ,
+         "Resource": f"{bucket_arn}/{grant.prefix}*"},
+        {"Sid": f"{sid}Key", "Effect": "Allow", "Action": KMS_WRITE if write else KMS_READ, "Resource": key_arn},
+    ]
+
+
+def topic_statements(cluster_arn: str, topics: list[str], grant: TopicGrant) -> list[dict[str, Any]]:
+    """MSK IAM: connect to this cluster, use exactly `topics`, join only the granted consumer groups."""
+    data = ["kafka-cluster:ReadData"] if grant.access == "read" else ["kafka-cluster:ReadData",
+                                                                      "kafka-cluster:WriteData"]
+    return [
+        {"Sid": "KafkaConnect", "Effect": "Allow",
+         "Action": ["kafka-cluster:Connect", "kafka-cluster:DescribeCluster"], "Resource": cluster_arn},
+        {"Sid": "KafkaTopics", "Effect": "Allow", "Action": ["kafka-cluster:DescribeTopic", *data],
+         "Resource": [topic_arn(cluster_arn, t) for t in topics]},
+        {"Sid": "KafkaGroups", "Effect": "Allow",
+         "Action": ["kafka-cluster:DescribeGroup", "kafka-cluster:AlterGroup"],
+         "Resource": group_arn(cluster_arn, f"{grant.group_prefix}*")},
+    ]
+
+
+def workload_statements(identity: str, bucket_arns: dict[str, str], key_arn: str, cluster_arn: str,
+                        topics: list[str]) -> list[dict[str, Any]]:
+    statements: list[dict[str, Any]] = []
+    for i, grant in enumerate(WORKLOAD_GRANTS[identity]):
+        if isinstance(grant, BucketGrant):
+            sid = f"{grant.bucket.capitalize()}{grant.access.capitalize()}{i}"
+            statements += bucket_statements(sid, bucket_arns[grant.bucket], key_arn, grant)
+        else:
+            statements += topic_statements(cluster_arn, topics, grant)
+    return statements
+
+
+class WorkloadIdentities(pulumi.ComponentResource):
+    """One IRSA role per workload identity; controller roles only when their add-on is enabled."""
+
+    roles: dict[str, IrsaRole]
+    role_arns: dict[str, pulumi.Output[str]]
+
+    def __init__(self, name: str, ctx: StackContext, oidc: OidcIssuer, account_id: pulumi.Input[str],
+                 cluster_name: pulumi.Input[str], bucket_arns: dict[str, pulumi.Output[str]],
+                 storage_key_arn: pulumi.Input[str], kafka_cluster_arn: pulumi.Input[str], topics: list[str],
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlplatform:identity:WorkloadIdentities", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.roles = {}
+        arns = pulumi.Output.all(bucket_arns, storage_key_arn, kafka_cluster_arn)
+        for identity in WORKLOAD_GRANTS:
+            statements = arns.apply(lambda a, ident=identity: workload_statements(ident, a[0], a[1], a[2], topics))
+            self._role(ctx, oidc, identity, statements, child)
+
+        addons = ctx.cfg.workloads.addons
+        region = ctx.cfg.region
+        scope = pulumi.Output.all(account_id, cluster_name)
+        if addons.cluster_autoscaler:
+            self._role(ctx, oidc, "cluster-autoscaler",
+                       scope.apply(lambda a: cluster_autoscaler_statements(region, a[0], a[1])), child)
+        if addons.aws_load_balancer_controller:
+            self._role(ctx, oidc, "aws-load-balancer-controller",
+                       scope.apply(lambda a: load_balancer_controller_statements(region, a[0])), child)
+        self.role_arns = {k: r.role_arn for k, r in self.roles.items()}
+        self.register_outputs({"roleArns": self.role_arns})
+
+    def _role(self, ctx: StackContext, oidc: OidcIssuer, identity: str, statements: pulumi.Input[list[dict]],
+              opts: pulumi.ResourceOptions) -> None:
+        who = WORKLOAD_IDENTITIES[identity]
+        self.roles[identity] = IrsaRole(identity, ctx, oidc, who.namespace, who.service_account,
+                                        statements=statements, opts=opts)

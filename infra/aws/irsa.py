@@ -1,0 +1,109 @@
+"""IAM Roles for Service Accounts: one role per Kubernetes service account, least privilege.
+
+The trust policy admits exactly one service account (`system:serviceaccount:<ns>:<sa>`) through the
+cluster's OIDC provider, with the STS audience pinned. Permissions come as explicit statements (or
+AWS-managed policy ARNs where AWS maintains the least-privilege set, e.g. the EBS CSI driver);
+a statement granting every action on every resource is refused at declaration time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from stacks.context import StackContext
+
+
+@dataclass(frozen=True)
+class OidcIssuer:
+    """The cluster's OIDC identity provider, as IRSA trust policies need it."""
+
+    provider_arn: pulumi.Input[str]
+    issuer_url: pulumi.Input[str]
+
+
+def service_account_subject(namespace: str, service_account: str) -> str:
+    return f"system:serviceaccount:{namespace}:{service_account}"
+
+
+def assert_no_wildcard_admin(statements: Sequence[dict[str, Any]]) -> None:
+    """Refuse `Action: *` together with `Resource: *` in an Allow statement."""
+    for s in statements:
+        actions = s.get("Action", [])
+        resources = s.get("Resource", [])
+        actions = [actions] if isinstance(actions, str) else actions
+        resources = [resources] if isinstance(resources, str) else resources
+        if s.get("Effect", "Allow") == "Allow" and "*" in actions and "*" in resources:
+            raise ValueError(f"IAM statement {s.get('Sid', '')!r} grants every action on every resource")
+
+
+def trust_policy(provider_arn: str, issuer_url: str, namespace: str, service_account: str) -> str:
+    issuer = issuer_url.removeprefix("https://")
+    return json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Federated": provider_arn},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {"StringEquals": {
+                f"{issuer}:sub": service_account_subject(namespace, service_account),
+                f"{issuer}:aud": "sts.amazonaws.com",
+            }},
+        }],
+    })
+
+
+class IrsaRole(pulumi.ComponentResource):
+    """An IAM role assumable only by one Kubernetes service account."""
+
+    role_arn: pulumi.Output[str]
+    role_name: pulumi.Output[str]
+    namespace: str
+    service_account: str
+
+    def __init__(
+        self,
+        name: str,
+        ctx: StackContext,
+        oidc: OidcIssuer,
+        namespace: str,
+        service_account: str,
+        statements: pulumi.Input[Sequence[dict[str, Any]]] | None = None,
+        managed_policy_arns: Sequence[str] = (),
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("mlplatform:identity:IrsaRole", name, None, opts)
+        self.namespace = namespace
+        self.service_account = service_account
+        child = pulumi.ResourceOptions(parent=self)
+        role = aws.iam.Role(
+            f"{name}-role",
+            name=ctx.name("irsa", name)[:64],
+            description=f"IRSA for {service_account_subject(namespace, service_account)}",
+            assume_role_policy=pulumi.Output.all(oidc.provider_arn, oidc.issuer_url).apply(
+                lambda a: trust_policy(a[0], a[1], namespace, service_account)
+            ),
+            max_session_duration=3600,
+            tags=ctx.tags(ctx.name("irsa", name), ServiceAccount=f"{namespace}/{service_account}"),
+            opts=child,
+        )
+        if statements is not None:
+            aws.iam.RolePolicy(
+                f"{name}-policy", role=role.id,
+                policy=pulumi.Output.from_input(statements).apply(_policy_document), opts=child,
+            )
+        for i, arn in enumerate(managed_policy_arns):
+            aws.iam.RolePolicyAttachment(f"{name}-managed-{i}", role=role.name, policy_arn=arn, opts=child)
+        self.role_arn = role.arn
+        self.role_name = role.name
+        self.register_outputs({"roleArn": role.arn})
+
+
+def _policy_document(statements: Sequence[dict[str, Any]]) -> str:
+    assert_no_wildcard_admin(statements)
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})

@@ -1,0 +1,78 @@
+"""Cluster add-ons installed by Helm: aws-load-balancer-controller, cluster-autoscaler (image tag
+matching the cluster's Kubernetes minor version) and metrics-server. The two AWS-facing ones use
+the IRSA roles of the data layer (WORKLOAD_IDENTITIES); all run on the tainted system nodes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+
+from infra.aws.interfaces import WORKLOAD_IDENTITIES
+from infra.workloads.kube import IRSA_ANNOTATION, NODE_ROLE_LABEL, SYSTEM_TOLERATION, helm_release
+from stacks.context import StackContext
+
+NAMESPACE = "kube-system"
+ON_SYSTEM_NODES = {"nodeSelector": {NODE_ROLE_LABEL: "system"}, "tolerations": [SYSTEM_TOLERATION]}
+
+
+def load_balancer_controller_values(ctx: StackContext, cluster_name: pulumi.Input[str],
+                                    vpc_id: pulumi.Input[str] | None,
+                                    role_arn: pulumi.Input[str]) -> dict[str, Any]:
+    ident = WORKLOAD_IDENTITIES["aws-load-balancer-controller"]
+    values = {
+        "clusterName": cluster_name,
+        "region": ctx.cfg.region,
+        "replicaCount": 2,
+        "serviceAccount": {"create": True, "name": ident.service_account, "annotations": {IRSA_ANNOTATION: role_arn}},
+        "podDisruptionBudget": {"maxUnavailable": 1},
+        **ON_SYSTEM_NODES,
+    }
+    if vpc_id is not None:
+        # Pods cannot read the VPC id from IMDS (hop limit 1), so pass it.
+        values["vpcId"] = vpc_id
+    return values
+
+
+def cluster_autoscaler_values(ctx: StackContext, cluster_name: pulumi.Input[str],
+                              role_arn: pulumi.Input[str]) -> dict[str, Any]:
+    ident = WORKLOAD_IDENTITIES["cluster-autoscaler"]
+    return {
+        "cloudProvider": "aws",
+        "awsRegion": ctx.cfg.region,
+        "autoDiscovery": {"clusterName": cluster_name},
+        "image": {"tag": ctx.bom.cluster_autoscaler_image_tags[ctx.kubernetes_version]},
+        "rbac": {"serviceAccount": {"create": True, "name": ident.service_account,
+                                    "annotations": {IRSA_ANNOTATION: role_arn}}},
+        "extraArgs": {"balance-similar-node-groups": True, "skip-nodes-with-system-pods": False,
+                      "expander": "least-waste"},
+        **ON_SYSTEM_NODES,
+    }
+
+
+class ClusterAddonCharts(pulumi.ComponentResource):
+    def __init__(self, name: str, ctx: StackContext, cluster_name: pulumi.Input[str],
+                 role_arns: dict[str, pulumi.Output[str]], vpc_id: pulumi.Input[str] | None = None,
+                 opts: pulumi.ResourceOptions | None = None,
+                 depends_on: list[pulumi.Resource] | None = None) -> None:
+        super().__init__("mlplatform:workloads:ClusterAddonCharts", name, None, opts)
+        addons = ctx.cfg.workloads.addons
+        deps = depends_on or []
+        self.releases = []
+        if addons.metrics_server:
+            self.releases.append(helm_release("metrics-server", ctx, "metrics-server", NAMESPACE, {
+                "replicas": 2, "podDisruptionBudget": {"enabled": True, "maxUnavailable": 1}, **ON_SYSTEM_NODES,
+            }, self, depends_on=deps))
+        if addons.aws_load_balancer_controller:
+            self.releases.append(helm_release(
+                "aws-load-balancer-controller", ctx, "aws-load-balancer-controller", NAMESPACE,
+                load_balancer_controller_values(ctx, cluster_name, vpc_id,
+                                                role_arns["aws-load-balancer-controller"]),
+                self, depends_on=deps))
+        if addons.cluster_autoscaler:
+            self.releases.append(helm_release(
+                "cluster-autoscaler", ctx, "cluster-autoscaler", NAMESPACE,
+                cluster_autoscaler_values(ctx, cluster_name, role_arns["cluster-autoscaler"]), self,
+                depends_on=deps))
+        self.register_outputs({"releases": [r.name for r in self.releases]})

@@ -1,0 +1,137 @@
+"""MLflow tracking server and model registry (community-charts `mlflow`, MIT).
+
+RDS PostgreSQL backend over TLS (`PGSSLMODE=require`; credentials from a Kubernetes Secret, never
+Helm values), proxied S3 artifacts through the server's IRSA role (clients need no AWS
+credentials), basic-auth on by default with generated admin credentials whose permission table
+lives in the same database (so every replica sees the same users), `allowed-hosts` pinned to the
+in-cluster service names, Prometheus metrics, and 2+ replicas with a PodDisruptionBudget in prod.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from infra.aws.interfaces import WORKLOAD_IDENTITIES, DataServices
+from infra.workloads.isolation import (
+    ANYWHERE,
+    PORT_HTTPS,
+    PORT_POSTGRES,
+    EgressRule,
+    IngressRule,
+    NamespacePolicy,
+    network_policies,
+    pod_disruption_budget,
+)
+from infra.workloads.kube import helm_release, labels, namespace, resources, service_account
+from stacks.context import StackContext
+
+NAMESPACE = WORKLOAD_IDENTITIES["mlflow"].namespace
+RELEASE = "mlflow"
+SERVICE_PORT = 80
+ADMIN_SECRET = "mlflow-admin"
+DB_SECRET = "mlflow-db"
+FLASK_SECRET = "mlflow-flask"
+# Chart selector labels (charts/mlflow/templates/_helpers.tpl "mlflow.selectorLabels").
+SELECTOR = {"app.kubernetes.io/name": "mlflow", "app.kubernetes.io/instance": RELEASE}
+# Namespaces whose pods call the tracking server / registry.
+CLIENT_NAMESPACES = ("seldon", "feast", "ml-training", "monitoring")
+
+
+def tracking_uri() -> str:
+    return f"http://{RELEASE}.{NAMESPACE}.svc.cluster.local:{SERVICE_PORT}"
+
+
+def allowed_hosts() -> list[str]:
+    """Host headers the server accepts (DNS-rebinding protection of MLflow >= 3.5)."""
+    svc = f"{RELEASE}.{NAMESPACE}"
+    return [RELEASE, svc, f"{svc}.svc", f"{svc}.svc.cluster.local",
+            f"{svc}.svc.cluster.local:{SERVICE_PORT}", f"localhost:{SERVICE_PORT}"]
+
+
+def mlflow_values(ctx: StackContext, data: DataServices, service_account_name: str) -> dict[str, Any]:
+    cfg = ctx.cfg.workloads.mlflow
+    db = data.database
+    postgres = {"enabled": True, "host": db.host, "port": db.port, "database": db.database}
+    return {
+        "replicaCount": cfg.replicas,
+        "serviceAccount": {"create": False, "name": service_account_name},
+        "service": {"port": SERVICE_PORT},
+        "backendStore": {
+            "databaseMigration": True,
+            "databaseConnectionCheck": True,
+            "postgres": postgres,
+            "existingDatabaseSecret": {"name": DB_SECRET, "usernameKey": "username", "passwordKey": "password"},
+        },
+        "artifactRoot": {
+            "proxiedArtifactStorage": True,
+            "s3": {"enabled": True, "bucket": data.buckets["mlflow"], "path": "artifacts"},
+        },
+        "auth": {
+            "enabled": True,
+            "existingAdminSecret": {"name": ADMIN_SECRET, "usernameKey": "username", "passwordKey": "password"},
+            "defaultPermission": "READ",
+            "postgres": {**postgres, "existingSecret": {"name": DB_SECRET, "usernameKey": "username",
+                                                        "passwordKey": "password"}},
+        },
+        "serverAllowedHosts": allowed_hosts(),
+        "extraEnvVars": {"PGSSLMODE": "require", "AWS_REGION": ctx.cfg.region,
+                         "AWS_DEFAULT_REGION": ctx.cfg.region},
+        "extraSecretNamesForEnvFrom": [FLASK_SECRET],
+        "resources": resources(cfg.resources),
+        "serviceMonitor": {"enabled": True, "namespace": NAMESPACE, "labels": labels("mlflow"), "interval": "30s"},
+        # Soft zone spread of replicas (the chart exposes affinity, not topologySpreadConstraints).
+        "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+            "weight": 100, "podAffinityTerm": {"topologyKey": "topology.kubernetes.io/zone",
+                                               "labelSelector": {"matchLabels": SELECTOR}}}]}},
+        "nodeSelector": {"mlplatform.io/node-role": "general"},
+    }
+
+
+class Mlflow(pulumi.ComponentResource):
+    tracking_uri: str
+    release: k8s.helm.v3.Release
+
+    def __init__(self, name: str, ctx: StackContext, data: DataServices, vpc_cidr: str,
+                 opts: pulumi.ResourceOptions | None = None,
+                 depends_on: list[pulumi.Resource] | None = None) -> None:
+        super().__init__("mlplatform:workloads:Mlflow", name, None, opts)
+        ns = namespace(NAMESPACE, self)
+        sa = service_account("mlflow", self, ns, data.role_arns["mlflow"])
+        after_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])
+        admin_password = random.RandomPassword(f"{name}-admin-password", length=32, special=False,
+                                               opts=pulumi.ResourceOptions(parent=self))
+        flask_key = random.RandomPassword(f"{name}-flask-key", length=48, special=False,
+                                          opts=pulumi.ResourceOptions(parent=self))
+        secrets = [
+            k8s.core.v1.Secret(f"{name}-db-secret", metadata={"name": DB_SECRET, "namespace": NAMESPACE,
+                                                              "labels": labels("mlflow")},
+                               type="Opaque",
+                               string_data={"username": data.database.username,
+                                            "password": data.database.password}, opts=after_ns),
+            k8s.core.v1.Secret(f"{name}-admin-secret", metadata={"name": ADMIN_SECRET, "namespace": NAMESPACE,
+                                                                 "labels": labels("mlflow")},
+                               type="Opaque",
+                               string_data={"username": "admin", "password": admin_password.result},
+                               opts=after_ns),
+            k8s.core.v1.Secret(f"{name}-flask-secret", metadata={"name": FLASK_SECRET, "namespace": NAMESPACE,
+                                                                 "labels": labels("mlflow")},
+                               type="Opaque",
+                               string_data={"MLFLOW_FLASK_SERVER_SECRET_KEY": flask_key.result},
+                               opts=after_ns),
+        ]
+        network_policies(NamespacePolicy(
+            NAMESPACE,
+            ingress=[IngressRule(CLIENT_NAMESPACES, (5000,))],
+            egress=[EgressRule(vpc_cidr, (PORT_POSTGRES,)), EgressRule(ANYWHERE, (PORT_HTTPS,))],
+        ), self, [ns])
+        values = mlflow_values(ctx, data, WORKLOAD_IDENTITIES["mlflow"].service_account)
+        self.release = helm_release(RELEASE, ctx, "mlflow", NAMESPACE, values, self,
+                                    depends_on=[ns, sa, *secrets, *(depends_on or [])])
+        pod_disruption_budget(RELEASE, NAMESPACE, SELECTOR, ctx.cfg.workloads.mlflow.replicas, self, [ns])
+        self.tracking_uri = tracking_uri()
+        self.admin_secret_name = ADMIN_SECRET
+        self.register_outputs({"trackingUri": self.tracking_uri, "adminSecret": ADMIN_SECRET})

@@ -1,0 +1,251 @@
+"""The reference models on the cluster: Seldon Models and Experiments, model-artifact storage through
+IRSA, and the Job that applies the Feast feature definitions.
+
+Per enabled model (`mlplatform:models.<name>.enabled`):
+- two Seldon `Model`s, `<name>-champion` and `<name>-challenger`, reading
+  `s3://<models bucket>/<name>/champion/` and `.../challenger/` (see `artifact_uri`), scheduled on our
+  MLServer `Server` (infra/workloads/seldon.py SERVER_NAME) with the replica bounds from config;
+- one `Experiment`, `<name>-experiment` (the name the model runbooks patch), splitting the champion's
+  traffic between the two by the configured weights.
+
+Storage: Seldon's agent copies artifacts with rclone. The Secret `seldon-rclone-s3` holds an rclone
+remote named `s3` (the storageUri scheme) with `env_auth`, so rclone takes credentials from the pod's
+IRSA web identity (role `model-serving`, read-only on the models bucket): no key in any Secret. The
+agent reads that Secret through the Kubernetes API, hence the Role bound to the server's account.
+
+Feast: a Job in the `feast` namespace runs `feast apply` against the cluster's feature_store.yaml
+(S3 registry, ElastiCache online store) with the definitions of every enabled model's `features.py`,
+rendered into a small repository file (`definitions_py`). It runs in the model-server image, which
+carries the `workloads` package and the Feast SDK pinned in the BOM; it is replaced, so re-run, when
+the image or the definitions change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from contracts.model_slots import RCLONE_REMOTE, SLOTS, artifact_uri, check_slot
+from contracts.model_slots import artifact_model_settings as artifact_model_settings  # re-exported
+from infra.aws.interfaces import WORKLOAD_IDENTITIES, DataServices
+from infra.aws.storage import FEAST_OFFLINE_PREFIX
+from infra.workloads.feature_store import CONFIG_MAP as FEAST_CONFIG_MAP
+from infra.workloads.feature_store import REDIS_SECRET, REPO_DIR, TMP_MOUNT, TMP_VOLUME
+from infra.workloads.kube import (
+    CONTAINER_SECURITY_CONTEXT,
+    NODE_ROLE_LABEL,
+    labels,
+    pod_security_context,
+    resources,
+)
+from infra.workloads.seldon import SERVER_NAME
+from stacks.context import StackContext
+from stacks.schema import ModelConfig
+
+SELDON_API = "mlops.seldon.io/v1alpha1"
+NAMESPACE = WORKLOAD_IDENTITIES["model-serving"].namespace
+FEAST_NAMESPACE = WORKLOAD_IDENTITIES["feast"].namespace
+# `mlserver` is the MLServer ServerConfig's capability; `python` marks a custom Python runtime
+# (our `ml.models.<name>.runtime` classes, named in each artifact's model-settings.json).
+REQUIREMENTS = ("mlserver", "python")
+RCLONE_SECRET = "seldon-rclone-s3"
+# Secrets the agent may read: ours, and the public-GCS one Seldon's runtime chart preloads.
+AGENT_SECRETS = (RCLONE_SECRET, "seldon-rclone-gs-public")
+DEFINITIONS_CONFIG_MAP = "feast-definitions"
+DEFINITIONS_FILE = "definitions.py"
+# features.py builds FileSources under a local directory; the Job's repository file moves them here.
+OFFLINE_PLACEHOLDER = "/mlplat-offline"
+FEAST_APPLY_DEADLINE_S = 900
+
+
+@dataclass(frozen=True)
+class EnabledModel:
+    name: str
+    config: ModelConfig
+
+    def resource(self, slot: str) -> str:
+        return f"{self.name}-{check_slot(slot)}"
+
+    @property
+    def experiment(self) -> str:
+        return f"{self.name}-experiment"
+
+
+def enabled_models(ctx: StackContext) -> list[EnabledModel]:
+    """The reference models switched on in config, in schema order."""
+    models = ctx.cfg.models
+    return [EnabledModel(name, getattr(models, name)) for name in type(models).model_fields
+            if getattr(models, name).enabled]
+
+
+def rclone_config(region: str) -> str:
+    """One rclone remote (Seldon's storage-secret format; every parameter a string)."""
+    return json.dumps({"name": RCLONE_REMOTE, "type": "s3", "parameters": {
+        "provider": "AWS", "env_auth": "true", "region": region}}, sort_keys=True)
+
+
+def model_spec(model: EnabledModel, slot: str, bucket: str) -> dict[str, Any]:
+    cfg = model.config
+    return {
+        "storageUri": artifact_uri(bucket, model.name, slot),
+        "secretName": RCLONE_SECRET,
+        "requirements": list(REQUIREMENTS),
+        "server": SERVER_NAME,
+        # `replicas` is left to Seldon (it starts at minReplicas and scales within the bounds).
+        "minReplicas": cfg.min_replicas,
+        "maxReplicas": cfg.max_replicas,
+    }
+
+
+def experiment_spec(model: EnabledModel) -> dict[str, Any]:
+    weights = model.config.experiment
+    champion = model.resource("champion")
+    return {
+        # Requests for `<name>-champion` are split by the weights while the experiment exists.
+        "default": champion,
+        "resourceType": "model",
+        "candidates": [{"name": champion, "weight": weights.champion_weight},
+                       {"name": model.resource("challenger"), "weight": weights.challenger_weight}],
+    }
+
+
+def definitions_py(models: list[str], offline_root: str) -> str:
+    """The repository file `feast apply` imports: every model's Feast objects bound to module names
+    (Feast collects module attributes), file sources moved from the placeholder to `offline_root`."""
+    offline_root = offline_root.rstrip("/")
+    return f'''"""Feast definitions of the reference models (generated by infra/workloads/models_cluster.py)."""
+import importlib
+from pathlib import Path
+
+MODELS = {models!r}
+OFFLINE_ROOT = {offline_root!r}
+PLACEHOLDER = {OFFLINE_PLACEHOLDER!r}
+
+for _model in MODELS:
+    _features = importlib.import_module(f"ml.models.{{_model}}.features")
+    for _i, _obj in enumerate(_features.definitions(Path(PLACEHOLDER) / _model)):
+        _options = getattr(_obj, "file_options", None)
+        if _options is not None and _options.uri.startswith(PLACEHOLDER + "/"):
+            _options.uri = OFFLINE_ROOT + _options.uri[len(PLACEHOLDER):]
+        globals()[f"{{_model}}_{{_i}}"] = _obj
+'''
+
+
+def feast_apply_job_spec(ctx: StackContext, image: str, definitions: str) -> dict[str, Any]:
+    """Job spec: `feast apply` as the feast service account, restricted pod, requests and limits."""
+    digest = hashlib.sha256(f"{image}\n{definitions}".encode()).hexdigest()[:16]
+    job_labels = labels("feast", "apply")
+    return {
+        "backoffLimit": 3,
+        "activeDeadlineSeconds": FEAST_APPLY_DEADLINE_S,
+        "template": {
+            "metadata": {"labels": job_labels, "annotations": {"mlplatform.io/definitions-sha256": digest}},
+            "spec": {
+                "serviceAccountName": WORKLOAD_IDENTITIES["feast"].service_account,
+                "restartPolicy": "Never",
+                "securityContext": pod_security_context(),
+                "nodeSelector": {NODE_ROLE_LABEL: "general"},
+                "containers": [{
+                    "name": "feast-apply",
+                    "image": image,
+                    "command": ["feast", "-c", REPO_DIR, "apply"],
+                    "env": [{"name": "REDIS_AUTH_TOKEN",
+                             "valueFrom": {"secretKeyRef": {"name": REDIS_SECRET, "key": "token"}}},
+                            {"name": "AWS_REGION", "value": ctx.cfg.region},
+                            {"name": "HOME", "value": "/tmp"}, {"name": "FEAST_USAGE", "value": "False"}],
+                    "resources": resources(ctx.cfg.workloads.feast.resources),
+                    "securityContext": CONTAINER_SECURITY_CONTEXT,
+                    "volumeMounts": [{"name": "repo", "mountPath": REPO_DIR, "readOnly": True}, TMP_MOUNT],
+                }],
+                # feature_store.yaml from the feature store's ConfigMap, definitions.py from ours.
+                "volumes": [{"name": "repo", "projected": {"sources": [
+                    {"configMap": {"name": FEAST_CONFIG_MAP, "items": [
+                        {"key": "feature_store.yaml", "path": "feature_store.yaml"}]}},
+                    {"configMap": {"name": DEFINITIONS_CONFIG_MAP, "items": [
+                        {"key": DEFINITIONS_FILE, "path": DEFINITIONS_FILE}]}},
+                ]}}, TMP_VOLUME],
+            },
+        },
+    }
+
+
+class ReferenceModels(pulumi.ComponentResource):
+    """Seldon Models + Experiments (needs `seldon`) and the Feast apply Job (needs `feast`); either
+    part is skipped when its component is not installed."""
+
+    model_names: list[str]
+
+    def __init__(self, name: str, ctx: StackContext, data: DataServices, image: pulumi.Input[str],
+                 opts: pulumi.ResourceOptions | None = None, seldon: pulumi.Resource | None = None,
+                 feast: pulumi.Resource | None = None) -> None:
+        super().__init__("mlplatform:workloads:ReferenceModels", name, None, opts)
+        models = enabled_models(ctx)
+        self.model_names = [m.name for m in models]
+        if seldon is not None and models:
+            self._serving(ctx, data, models, seldon)
+        feast_models = [m.name for m in models if m.name != "sentiment"]  # sentiment has no features
+        if feast is not None and feast_models:
+            self._feast_apply(ctx, data, image, feast_models, feast)
+        self.register_outputs({"models": self.model_names})
+
+    def _serving(self, ctx: StackContext, data: DataServices, models: list[EnabledModel],
+                 seldon: pulumi.Resource) -> None:
+        after = pulumi.ResourceOptions(parent=self, depends_on=[seldon])
+        secret = k8s.core.v1.Secret(
+            "rclone-s3", type="Opaque",
+            metadata={"name": RCLONE_SECRET, "namespace": NAMESPACE, "labels": labels("seldon", "storage")},
+            string_data={RCLONE_REMOTE: rclone_config(ctx.cfg.region)}, opts=after)
+        role = k8s.rbac.v1.Role(
+            "seldon-agent-role",
+            metadata={"name": "model-server-agent", "namespace": NAMESPACE, "labels": labels("seldon", "agent")},
+            rules=[
+                # What Seldon's own agent Role grants, secrets narrowed to the storage secrets.
+                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": [""], "resources": ["secrets"], "resourceNames": list(AGENT_SECRETS),
+                 "verbs": ["get"]},
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+            ], opts=after)
+        binding = k8s.rbac.v1.RoleBinding(
+            "seldon-agent-binding",
+            metadata={"name": "model-server-agent", "namespace": NAMESPACE, "labels": labels("seldon", "agent")},
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "model-server-agent"},
+            subjects=[{"kind": "ServiceAccount", "namespace": NAMESPACE,
+                       "name": WORKLOAD_IDENTITIES["model-serving"].service_account}],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[seldon, role]))
+        bucket = pulumi.Output.from_input(data.buckets["models"])
+        for model in models:
+            made = []
+            for slot in SLOTS:
+                made.append(k8s.apiextensions.CustomResource(
+                    f"model-{model.resource(slot)}", api_version=SELDON_API, kind="Model",
+                    metadata={"name": model.resource(slot), "namespace": NAMESPACE,
+                              "labels": labels(model.name, slot, **{"mlplatform.io/model": model.name})},
+                    spec=bucket.apply(lambda b, m=model, s=slot: model_spec(m, s, b)),
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[seldon, secret, binding])))
+            k8s.apiextensions.CustomResource(
+                f"experiment-{model.experiment}", api_version=SELDON_API, kind="Experiment",
+                metadata={"name": model.experiment, "namespace": NAMESPACE,
+                          "labels": labels(model.name, "experiment", **{"mlplatform.io/model": model.name})},
+                spec=experiment_spec(model),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=made))
+
+    def _feast_apply(self, ctx: StackContext, data: DataServices, image: pulumi.Input[str],
+                     models: list[str], feast: pulumi.Resource) -> None:
+        definitions = pulumi.Output.from_input(data.buckets["feast"]).apply(
+            lambda b: definitions_py(models, f"s3://{b}/{FEAST_OFFLINE_PREFIX}"))
+        config = k8s.core.v1.ConfigMap(
+            "feast-definitions",
+            metadata={"name": DEFINITIONS_CONFIG_MAP, "namespace": FEAST_NAMESPACE, "labels": labels("feast", "apply")},
+            data={DEFINITIONS_FILE: definitions}, opts=pulumi.ResourceOptions(parent=self, depends_on=[feast]))
+        # No fixed name: a changed spec creates a new Job (Jobs are immutable) instead of failing.
+        k8s.batch.v1.Job(
+            "feast-apply",
+            metadata={"namespace": FEAST_NAMESPACE, "labels": labels("feast", "apply")},
+            spec=pulumi.Output.all(image, definitions).apply(
+                lambda a: feast_apply_job_spec(ctx, a[0], a[1])),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[feast, config]))

@@ -1,0 +1,174 @@
+"""Monitoring: kube-prometheus-stack, the four Grafana dashboards (JSON in infra/workloads/dashboards,
+mounted as ConfigMaps through Grafana's sidecar), the alert rules (contracts/alerts.py) and a
+redis_exporter in front of ElastiCache (the online store's hit rate is not in Prometheus otherwise).
+
+Monitor selectors are not restricted to Helm labels (`*SelectorNilUsesHelmValues: false`): the
+ServiceMonitors, PodMonitors and PrometheusRules the other workloads declare are picked up.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from contracts.alerts import rule_groups
+from infra.aws.interfaces import DataServices
+from infra.workloads.isolation import (
+    ANYWHERE,
+    MONITORING_NAMESPACE,
+    PORT_HTTPS,
+    PORT_REDIS,
+    EgressRule,
+    NamespacePolicy,
+    network_policies,
+)
+from infra.workloads.kube import (
+    CONTAINER_SECURITY_CONTEXT,
+    NODE_ROLE_LABEL,
+    PSS_PRIVILEGED,
+    helm_release,
+    labels,
+    namespace,
+    pod_security_context,
+    service_monitor,
+)
+from stacks.context import StackContext
+
+NAMESPACE = MONITORING_NAMESPACE
+RELEASE = "kube-prometheus-stack"
+DASHBOARDS_DIR = Path(__file__).with_name("dashboards")
+GRAFANA_ADMIN_SECRET = "grafana-admin"
+REDIS_EXPORTER_SECRET = "redis-exporter"
+REDIS_EXPORTER_PORT = 9121
+DASHBOARD_LABEL = "grafana_dashboard"
+SELECTORS = ("serviceMonitor", "podMonitor", "rule", "probe", "scrapeConfig")
+
+
+def dashboards() -> dict[str, str]:
+    """Dashboard file name -> JSON text (validated: a broken file fails here, not in Grafana)."""
+    out = {}
+    for path in sorted(DASHBOARDS_DIR.glob("*.json")):
+        text = path.read_text()
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"dashboard {path.name} is not valid JSON: {exc}") from exc
+        out[path.name] = text
+    return out
+
+
+def prometheus_values(ctx: StackContext) -> dict[str, Any]:
+    cfg = ctx.cfg.workloads.observability
+    spec: dict[str, Any] = {f"{s}SelectorNilUsesHelmValues": False for s in SELECTORS}
+    spec.update({
+        "retention": cfg.prometheus_retention,
+        "replicas": cfg.prometheus_replicas,
+        "nodeSelector": {NODE_ROLE_LABEL: "general"},
+        "storageSpec": {"volumeClaimTemplate": {"spec": {
+            "storageClassName": "gp3-encrypted", "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": f"{cfg.prometheus_storage_gib}Gi"}}}}},
+        "resources": {"requests": {"cpu": "500m", "memory": "2Gi"}, "limits": {"memory": "8Gi"}},
+    })
+    return {
+        "prometheus": {"prometheusSpec": spec},
+        "alertmanager": {"alertmanagerSpec": {"replicas": 2 if ctx.cfg.is_prod else 1,
+                                              "nodeSelector": {NODE_ROLE_LABEL: "general"}}},
+        "grafana": {
+            "admin": {"existingSecret": GRAFANA_ADMIN_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},
+            "sidecar": {"dashboards": {"enabled": True, "label": DASHBOARD_LABEL, "labelValue": "1",
+                                       "searchNamespace": "ALL"}},
+            "nodeSelector": {NODE_ROLE_LABEL: "general"},
+        },
+        # EKS manages these control-plane components; they are not scrapeable.
+        "kubeControllerManager": {"enabled": False},
+        "kubeScheduler": {"enabled": False},
+        "kubeEtcd": {"enabled": False},
+        "kubeProxy": {"enabled": False},
+    }
+
+
+class Observability(pulumi.ComponentResource):
+    def __init__(self, name: str, ctx: StackContext, data: DataServices, vpc_cidr: str,
+                 opts: pulumi.ResourceOptions | None = None,
+                 depends_on: list[pulumi.Resource] | None = None) -> None:
+        super().__init__("mlplatform:workloads:Observability", name, None, opts)
+        cfg = ctx.cfg.workloads.observability
+        ns = namespace(NAMESPACE, self, pss=PSS_PRIVILEGED)  # node-exporter needs host network and PID
+        after_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])
+        password = random.RandomPassword(f"{name}-grafana-password", length=32, special=False,
+                                         opts=pulumi.ResourceOptions(parent=self))
+        admin = k8s.core.v1.Secret(
+            f"{name}-grafana-admin", type="Opaque",
+            metadata={"name": GRAFANA_ADMIN_SECRET, "namespace": NAMESPACE, "labels": labels("grafana")},
+            string_data={"admin-user": "admin", "admin-password": password.result}, opts=after_ns)
+        network_policies(NamespacePolicy(
+            NAMESPACE, scraped=False,
+            # Prometheus scrapes every namespace and the kubelets; Grafana and Alertmanager call out over HTTPS.
+            egress=[EgressRule(ANYWHERE, (PORT_HTTPS, 10250, 9100, 8080, 8000, 8082, 9003, 9006, 9121,
+                                          8888, 5000)),
+                    EgressRule(vpc_cidr, (PORT_REDIS,))],
+        ), self, [ns])
+        self.release = helm_release(RELEASE, ctx, "kube-prometheus-stack", NAMESPACE, prometheus_values(ctx), self,
+                                    depends_on=[ns, admin, *(depends_on or [])], timeout=900)
+        after_stack = pulumi.ResourceOptions(parent=self, depends_on=[ns, self.release])
+        self.dashboards = [
+            k8s.core.v1.ConfigMap(
+                f"{name}-dashboard-{file.removesuffix('.json')}",
+                metadata={"name": f"dashboard-{file.removesuffix('.json')}", "namespace": NAMESPACE,
+                          "labels": {**labels("grafana", "dashboard"), DASHBOARD_LABEL: "1"}},
+                data={file: text}, opts=after_ns)
+            for file, text in dashboards().items()
+        ]
+        self.rules = k8s.apiextensions.CustomResource(
+            f"{name}-alert-rules", api_version="monitoring.coreos.com/v1", kind="PrometheusRule",
+            metadata={"name": "mlplatform-alerts", "namespace": NAMESPACE, "labels": labels("alerts")},
+            spec={"groups": rule_groups(cfg.runbook_base_url)}, opts=after_stack)
+        self._redis_exporter(name, ctx, data, ns, after_ns)
+        self.register_outputs({"dashboards": [d.metadata.name for d in self.dashboards]})
+
+    def _redis_exporter(self, name: str, ctx: StackContext, data: DataServices, ns: k8s.core.v1.Namespace,
+                        after_ns: pulumi.ResourceOptions) -> None:
+        selector = {"app.kubernetes.io/name": "redis-exporter"}
+        secret = k8s.core.v1.Secret(
+            f"{name}-redis-exporter-secret", type="Opaque",
+            metadata={"name": REDIS_EXPORTER_SECRET, "namespace": NAMESPACE, "labels": labels("redis-exporter")},
+            string_data={"password": data.redis.auth_token}, opts=after_ns)
+        scheme = "rediss" if data.redis.tls else "redis"
+        addr = pulumi.Output.from_input(data.redis.host).apply(lambda h: f"{scheme}://{h}:{data.redis.port}")
+        image = ctx.bom.images["redis-exporter"].ref
+        k8s.apps.v1.Deployment(
+            f"{name}-redis-exporter",
+            metadata={"name": "redis-exporter", "namespace": NAMESPACE, "labels": {**labels("redis-exporter"),
+                                                                                  **selector}},
+            spec={"replicas": 1, "selector": {"matchLabels": selector}, "template": {
+                "metadata": {"labels": {**labels("redis-exporter"), **selector}},
+                "spec": {
+                    "securityContext": pod_security_context(),
+                    "automountServiceAccountToken": False,
+                    "nodeSelector": {NODE_ROLE_LABEL: "general"},
+                    "containers": [{
+                        "name": "redis-exporter", "image": image,
+                        "env": [{"name": "REDIS_ADDR", "value": addr},
+                                {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {
+                                    "name": REDIS_EXPORTER_SECRET, "key": "password"}}}],
+                        "ports": [{"name": "metrics", "containerPort": REDIS_EXPORTER_PORT}],
+                        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
+                                      "limits": {"cpu": "200m", "memory": "128Mi"}},
+                        "securityContext": CONTAINER_SECURITY_CONTEXT,
+                        "readinessProbe": {"httpGet": {"path": "/health", "port": "metrics"}},
+                    }],
+                }}},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, secret]))
+        k8s.core.v1.Service(
+            f"{name}-redis-exporter-service",
+            metadata={"name": "redis-exporter", "namespace": NAMESPACE, "labels": labels("redis-exporter", "metrics")},
+            spec={"selector": selector, "ports": [{"name": "metrics", "port": REDIS_EXPORTER_PORT,
+                                                   "targetPort": REDIS_EXPORTER_PORT, "protocol": "TCP"}]},
+            opts=after_ns)
+        service_monitor("redis-exporter", NAMESPACE, labels("redis-exporter", "metrics"), "metrics", self,
+                        depends_on=[ns, self.release])

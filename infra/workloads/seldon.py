@@ -1,0 +1,222 @@
+"""Seldon Core 2 (Business Source License, see docs/WORKLOADS.md) with MLServer.
+
+Four pinned charts: CRDs, setup (operator, ServerConfigs), runtime (scheduler, envoy, gateways,
+dataflow; Kafka on MSK, traces to Jaeger over OTLP) and servers (the MLServer Server, running the
+project's model-server image from the ECR repository created here, built from
+docker/model-server/Dockerfile). Seldon's Kafka clients do not speak MSK IAM, so they use
+SASL/SCRAM-SHA-512 over TLS (MSK port 9096) as the MSK user created by infra/aws/kafka.py: the
+setup chart's `security.kafka.sasl` values name the user and the `seldon-kafka-sasl` Secret that
+holds its password (key `password`). MSK brokers present Amazon Trust Services certificates, so no
+broker CA Secret is needed and hostnames are verified (`https`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from infra.aws.interfaces import WORKLOAD_IDENTITIES, DataServices
+from infra.workloads.isolation import (
+    ANYWHERE,
+    PORT_HTTPS,
+    PORT_KAFKA_SCRAM,
+    PORT_REDIS,
+    EgressRule,
+    IngressRule,
+    NamespacePolicy,
+    network_policies,
+)
+from infra.workloads.kube import NODE_ROLE_LABEL, helm_release, labels, namespace, pod_monitor, service_account
+from stacks.context import StackContext
+
+NAMESPACE = WORKLOAD_IDENTITIES["model-serving"].namespace
+DOCKERFILE = "docker/model-server/Dockerfile"
+KAFKA_SASL_SECRET = "seldon-kafka-sasl"  # key `password`: the MSK SCRAM password of the Seldon user
+KAFKA_SASL_PASSWORD_KEY = "password"
+KAFKA_SASL_MECHANISM = "SCRAM-SHA-512"  # the only SCRAM mechanism MSK accepts
+SERVER_NAME = "mlserver"
+SERVER_METRICS_PORT = 8082
+# Namespaces that send inference traffic to envoy (in-cluster callers and the ALB through kube-system).
+CALLER_NAMESPACES = ("feast", "ml-training", "kube-system")
+
+
+def jaeger_otlp_endpoint() -> str:
+    from infra.workloads.tracing import OTLP_GRPC_ENDPOINT
+
+    return OTLP_GRPC_ENDPOINT
+
+
+def _ecr_lifecycle() -> str:
+    return json.dumps({"rules": [{
+        "rulePriority": 1, "description": "Keep the 30 newest images",
+        "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 30},
+        "action": {"type": "expire"}}]})
+
+
+class ModelServerRepository(pulumi.ComponentResource):
+    """ECR repository of the model-server image (immutable tags, scan on push, KMS-encrypted)."""
+
+    repository_url: pulumi.Output[str]
+    image: pulumi.Output[str]
+
+    def __init__(self, name: str, ctx: StackContext, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlplatform:workloads:ModelServerRepository", name, None, opts)
+        image = ctx.bom.images["model-server"]
+        repo_name = f"{ctx.prefix}/model-server"
+        repo = aws.ecr.Repository(
+            f"{name}-repo", name=repo_name,
+            image_tag_mutability="IMMUTABLE",
+            image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(scan_on_push=True),
+            encryption_configurations=[aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="KMS")],
+            force_delete=not ctx.protect,
+            tags=ctx.tags(repo_name, Dockerfile=DOCKERFILE),
+            opts=pulumi.ResourceOptions(parent=self, protect=ctx.protect),
+        )
+        aws.ecr.LifecyclePolicy(f"{name}-lifecycle", repository=repo.name, policy=_ecr_lifecycle(),
+                                opts=pulumi.ResourceOptions(parent=self))
+        self.repository_url = repo.repository_url
+        self.image = repo.repository_url.apply(lambda url: f"{url}:{image.tag}")
+        self.register_outputs({"repositoryUrl": self.repository_url, "image": self.image})
+
+
+def kafka_security(username: str) -> dict[str, Any]:
+    """Setup chart `security.kafka`: SASL_SSL with SCRAM; the password comes from `KAFKA_SASL_SECRET`."""
+    if not username:
+        raise ValueError("Seldon Kafka SCRAM username is empty")
+    return {
+        "protocol": "SASL_SSL",
+        "sasl": {"mechanism": KAFKA_SASL_MECHANISM, "client": {
+            "username": username, "secret": KAFKA_SASL_SECRET, "passwordPath": KAFKA_SASL_PASSWORD_KEY}},
+        # No client certificate; brokers are validated against the system trust store.
+        "ssl": {"client": {"secret": "", "brokerValidationSecret": "", "endpointIdentificationAlgorithm": "https"}},
+    }
+
+
+def setup_values(ctx: StackContext, brokers: pulumi.Input[str], username: str) -> dict[str, Any]:
+    kafka = ctx.cfg.kafka
+    return {
+        "controller": {"clusterwide": False},
+        "kafka": {"bootstrap": brokers, "topicPrefix": "seldon",
+                  "topics": {"replicationFactor": min(3, kafka.broker_count), "numPartitions": 4}},
+        "security": {"kafka": kafka_security(username)},
+        "opentelemetry": {"endpoint": jaeger_otlp_endpoint(), "protocol": "grpc", "disable": False,
+                          "ratio": 0.1 if ctx.cfg.is_prod else 1},
+        # Internal only: exposure goes through an ALB Ingress managed separately.
+        "envoy": {"service": {"type": "ClusterIP"}},
+        "scheduler": {"service": {"type": "ClusterIP"}},
+        "services": {"defaultServiceType": "ClusterIP"},
+        "hodometer": {"extraPublishUrls": "", "metricsLevel": "cluster"},
+    }
+
+
+def runtime_values(ctx: StackContext, brokers: pulumi.Input[str]) -> dict[str, Any]:
+    replicas = ctx.cfg.workloads.seldon.replicas
+    return {
+        # Usage telemetry to Seldon off by default.
+        "hodometer": {"disable": True},
+        "scheduler": {"replicas": 1, "serviceType": "ClusterIP"},
+        "envoy": {"replicas": replicas, "serviceType": "ClusterIP"},
+        "dataflow": {"replicas": replicas},
+        "modelgateway": {"replicas": replicas},
+        "pipelinegateway": {"replicas": replicas},
+        "config": {
+            "kafkaConfig": {"bootstrap": brokers, "topicPrefix": "seldon"},
+            "tracingConfig": {"disable": False, "otelExporterEndpoint": jaeger_otlp_endpoint(),
+                              "otelExporterProtocol": "grpc", "ratio": "0.1" if ctx.cfg.is_prod else "1"},
+            "serviceConfig": {"serviceType": "ClusterIP"},
+        },
+    }
+
+
+def servers_values(ctx: StackContext, image: pulumi.Input[str]) -> dict[str, Any]:
+    models = ctx.cfg.models
+    enabled = [m for m in (models.fraud, models.sentiment, models.recommendation) if m.enabled]
+    min_replicas = max([m.min_replicas for m in enabled] + [1])
+    max_replicas = max([m.max_replicas for m in enabled] + [min_replicas])
+    return {
+        "mlserver": {
+            "replicas": min_replicas, "minReplicas": min_replicas, "maxReplicas": max_replicas,
+            "podSpec": {
+                "serviceAccountName": WORKLOAD_IDENTITIES["model-serving"].service_account,
+                # Seldon's agent sidecar talks to the Kubernetes API (storage secret, config) and needs the
+                # IRSA web-identity token; the service account itself mounts no token by default.
+                "automountServiceAccountToken": True,
+                "nodeSelector": {NODE_ROLE_LABEL: "inference"},
+                "topologySpreadConstraints": [{
+                    "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                    "whenUnsatisfiable": "ScheduleAnyway",
+                    "labelSelector": {"matchLabels": {"seldon-server-name": SERVER_NAME}}}],
+                # Merged by name with the ServerConfig's `mlserver` container.
+                "containers": [{
+                    "name": "mlserver", "image": image,
+                    "env": [
+                        {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": f"http://{jaeger_otlp_endpoint()}"},
+                        {"name": "OTEL_SERVICE_NAME", "value": "mlserver"},
+                        {"name": "MLPLAT_MLFLOW_TRACKING_URI", "value": _mlflow_uri()},
+                    ],
+                }],
+            },
+        },
+        # Triton is not used by the reference models.
+        "triton": {"replicas": 0, "minReplicas": 0, "maxReplicas": 0},
+    }
+
+
+def _mlflow_uri() -> str:
+    from infra.workloads.mlflow import tracking_uri
+
+    return tracking_uri()
+
+
+class Seldon(pulumi.ComponentResource):
+    def __init__(self, name: str, ctx: StackContext, data: DataServices, vpc_cidr: str,
+                 image: pulumi.Input[str], opts: pulumi.ResourceOptions | None = None,
+                 depends_on: list[pulumi.Resource] | None = None) -> None:
+        super().__init__("mlplatform:workloads:Seldon", name, None, opts)
+        ns = namespace(NAMESPACE, self)
+        sa = service_account("model-serving", self, ns, data.role_arns["model-serving"])
+        brokers = data.kafka.bootstrap_brokers_scram
+        kafka_secret = k8s.core.v1.Secret(
+            f"{name}-kafka-sasl-secret", type="Opaque",
+            metadata={"name": KAFKA_SASL_SECRET, "namespace": NAMESPACE, "labels": labels("seldon")},
+            string_data={KAFKA_SASL_PASSWORD_KEY: data.kafka.scram_password},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[ns]))
+        network_policies(NamespacePolicy(
+            NAMESPACE,
+            ingress=[IngressRule(CALLER_NAMESPACES, (9000, 9002))],  # envoy HTTP/gRPC listeners
+            egress=[EgressRule(vpc_cidr, (PORT_KAFKA_SCRAM, PORT_REDIS)), EgressRule(ANYWHERE, (PORT_HTTPS,)),
+                    # MLflow registry (models:/ URIs), Jaeger OTLP.
+                    EgressRule("10.0.0.0/8", (5000, 4317, 4318))],
+        ), self, [ns])
+        extra = depends_on or []
+        crds = helm_release("seldon-core-v2-crds", ctx, "seldon-core-v2-crds", NAMESPACE, {}, self,
+                            depends_on=[ns, *extra])
+        setup = helm_release("seldon-core-v2-setup", ctx, "seldon-core-v2-setup", NAMESPACE,
+                             setup_values(ctx, brokers, data.kafka.scram_username), self,
+                             depends_on=[crds, kafka_secret])
+        runtime = helm_release("seldon-core-v2-runtime", ctx, "seldon-core-v2-runtime", NAMESPACE,
+                               runtime_values(ctx, brokers), self, depends_on=[setup])
+        self.servers = helm_release("seldon-core-v2-servers", ctx, "seldon-core-v2-servers", NAMESPACE,
+                                    servers_values(ctx, image), self, depends_on=[runtime, sa])
+        self.releases = [crds, setup, runtime, self.servers]
+        monitors = {
+            "seldon-agent": ({"app.kubernetes.io/name": "seldon-server"}, "metrics"),
+            "seldon-mlserver": ({"app.kubernetes.io/name": "seldon-server"}, "server-metrics"),
+            "seldon-pipelinegateway": ({"app.kubernetes.io/name": "seldon-pipelinegateway"}, "metrics"),
+            "seldon-modelgateway": ({"app.kubernetes.io/name": "seldon-modelgateway"}, "metrics"),
+        }
+        for mon, (selector, port) in monitors.items():
+            pod_monitor(mon, NAMESPACE, selector, port, self, depends_on=[ns])
+        k8s.apiextensions.CustomResource(
+            "podmonitor-seldon-envoy", api_version="monitoring.coreos.com/v1", kind="PodMonitor",
+            metadata={"name": "seldon-envoy", "namespace": NAMESPACE, "labels": labels("seldon-envoy")},
+            spec={"selector": {"matchLabels": {"app.kubernetes.io/name": "seldon-envoy"}},
+                  "namespaceSelector": {"matchNames": [NAMESPACE]},
+                  "podMetricsEndpoints": [{"port": "envoy-stats", "path": "/stats/prometheus", "interval": "15s"}]},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[ns]))
+        self.inference_endpoint = f"seldon-mesh.{NAMESPACE}.svc.cluster.local"
+        self.register_outputs({"inferenceEndpoint": self.inference_endpoint, "server": SERVER_NAME})

@@ -1,0 +1,112 @@
+"""Settings of the local platform: state directory, fixed default ports, optional parts.
+
+Ports are fixed (not random) so bookmarks and `mlplat local status` stay meaningful between runs;
+the defaults sit above the common development ports (5000, 6379, 8080, 9090). Each can be changed
+with a flag or an environment variable (`MLPLAT_<NAME>_PORT`, e.g. `MLPLAT_MLFLOW_PORT=15500`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ml.common.gates import MODEL_NAMES
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_STATE_DIR = REPO_ROOT / ".local"
+
+DEFAULT_PORTS: dict[str, int] = {
+    "mlflow": 15000,
+    "http": 18080,  # MLServer REST (V2 inference protocol)
+    "grpc": 18081,  # MLServer gRPC
+    "metrics": 18082,  # MLServer Prometheus metrics
+    "redis": 16379,
+    "prometheus": 19090,
+}
+PORT_HELP = {
+    "mlflow": "MLflow tracking server and UI",
+    "http": "MLServer HTTP (inference)",
+    "grpc": "MLServer gRPC (inference)",
+    "metrics": "MLServer Prometheus metrics",
+    "redis": "redis-server (Feast online store with --redis)",
+    "prometheus": "local Prometheus (when installed)",
+}
+
+
+def port_env_var(name: str) -> str:
+    return f"MLPLAT_{name.upper()}_PORT"
+
+
+def default_ports(environ: dict[str, str] | None = None) -> dict[str, int]:
+    """DEFAULT_PORTS overridden by MLPLAT_<NAME>_PORT; a bad value names the variable."""
+    env = os.environ if environ is None else environ
+    ports = dict(DEFAULT_PORTS)
+    for name in ports:
+        raw = env.get(port_env_var(name))
+        if raw:
+            ports[name] = parse_port(raw, port_env_var(name))
+    return ports
+
+
+def parse_port(raw: str | int, what: str) -> int:
+    try:
+        port = int(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}: {raw!r} is not a port number") from None
+    if not 1024 <= port <= 65535:
+        raise ValueError(f"{what}: port {port} is outside 1024..65535")
+    return port
+
+
+@dataclass
+class LocalConfig:
+    state_dir: Path = DEFAULT_STATE_DIR
+    ports: dict[str, int] = field(default_factory=default_ports)
+    data_dir: Path | None = None  # None: the product's generated sample data
+    redis: bool = False  # Feast online store in a local redis-server instead of SQLite
+    models: tuple[str, ...] = MODEL_NAMES
+    retrain: bool = False  # retrain even if the registry holds a version trained on the same data
+    gates_stack: Path | None = None  # stack file whose models.*.qualityGates apply with data_dir
+    prometheus: bool = True  # start a local Prometheus when the binary is installed
+    otlp_endpoint: str | None = None  # OTLP gRPC collector for MLServer traces; None: tracing off
+    host: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir).resolve()
+        unknown = [m for m in self.models if m not in MODEL_NAMES]
+        if unknown:
+            raise ValueError(f"unknown model(s) {', '.join(unknown)}; expected some of {', '.join(MODEL_NAMES)}")
+        if not self.models:
+            raise ValueError("no model selected")
+        used: dict[int, str] = {}
+        for name, port in self.ports.items():
+            parse_port(port, f"{name} port")
+            if port in used:
+                raise ValueError(f"the {used[port]} and {name} ports are both {port}; give each its own port")
+            used[port] = name
+        if self.data_dir is not None:
+            self.data_dir = Path(self.data_dir).resolve()
+        if self.gates_stack is not None and not Path(self.gates_stack).is_file():
+            raise ValueError(f"--gates-stack: {self.gates_stack} is not a file (e.g. stacks/Pulumi.prod.yaml)")
+
+    def url(self, port_name: str) -> str:
+        return f"http://{self.host}:{self.ports[port_name]}"
+
+    @property
+    def mlflow_url(self) -> str:
+        return self.url("mlflow")
+
+    @property
+    def redis_url(self) -> str | None:
+        return f"redis://{self.host}:{self.ports['redis']}/0" if self.redis else None
+
+    def path(self, *parts: str) -> Path:
+        return self.state_dir.joinpath(*parts)
+
+
+def otlp_endpoint_from_env(environ: dict[str, str] | None = None) -> str | None:
+    """The collector for traces: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT."""
+    env = os.environ if environ is None else environ
+    value = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    return value.strip() or None if value else None

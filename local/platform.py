@@ -1,0 +1,307 @@
+"""`local up`, `local status`, `local down`: the orchestration of the embedded platform.
+
+`up` is idempotent: every service that a previous `up` started and that is still healthy is
+reused, anything unhealthy or reconfigured is restarted, models are retrained only when the data
+changed (or with `--retrain`). All checks that can fail early (system packages, ports, the data
+schema) run before anything is started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from local import feast_local, prometheus, serving, smoke, training
+from local.config import LocalConfig
+from local.report import Progress, key_metrics, summary_text, table
+from local.services import ORDER, Decision, decide, ensure, healthy, missing_entry_points
+from local.supervisor import Supervisor, port_in_use
+from ml.common.pipeline import METADATA_FILE
+
+SUMMARY_FILE = "summary.json"
+
+
+class SetupError(RuntimeError):
+    """A problem the user must fix before the platform can start (message says what to do)."""
+
+
+def preflight(cfg: LocalConfig) -> list[str]:
+    """System requirements; returns notes about optional parts that will be skipped."""
+    notes = []
+    missing = missing_entry_points()
+    if missing:
+        raise SetupError(f"{', '.join(missing)} missing from the ML environment; run: scripts/bootstrap.sh ml")
+    if cfg.redis and shutil.which("redis-server") is None:
+        raise SetupError("--redis needs the Debian package redis-server, which is not installed. Install it with "
+                         "`sudo apt-get install -y redis-server` (or `scripts/bootstrap.sh system`), or drop "
+                         "--redis to use the SQLite online store.")
+    prom, promtool = prometheus.binaries()
+    if cfg.prometheus and (prom is None or promtool is None):
+        notes.append("local Prometheus skipped: the `prometheus` package is not installed "
+                      "(`sudo apt-get install -y prometheus`)")
+        cfg.prometheus = False
+    return notes
+
+
+def _services(cfg: LocalConfig) -> list[str]:
+    optional = {"redis": cfg.redis, "prometheus": cfg.prometheus}
+    return [s for s in ORDER if optional.get(s, True)]
+
+
+def up(cfg: LocalConfig, progress: Progress | None = None) -> int:
+    p = progress or Progress()
+    sup = Supervisor(cfg.state_dir)
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    p.say(f"mlplat local up: state in {cfg.state_dir}")
+    for note in preflight(cfg):
+        p.detail(note)
+    decisions: dict[str, Decision] = {name: decide(cfg, sup, name) for name in _services(cfg)}
+    # Redis is not part of this run: stop one an earlier `up --redis` left behind.
+    if not cfg.redis and sup.running("redis"):
+        sup.stop("redis")
+    if cfg.data_dir is not None:  # before anything starts: a schema error must not leave services behind
+        with p.step(f"checking the data contract of {cfg.data_dir}"):
+            for name, what in training.validate_data(cfg.data_dir, cfg.models).items():
+                p.detail(f"{name}: {what}")
+    # A registry that does not exist yet holds no model: training can then overlap MLflow's start.
+    fresh_registry = not cfg.path("mlflow", "mlflow.db").exists()
+    records: dict[str, str] = {}
+    outputs: dict[str, tuple[Any, float]] = {}
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # MLflow takes several seconds to start: meanwhile the sample data is generated, the
+        # feature store built and (fresh registry) the models trained.
+        mlflow_future = pool.submit(ensure, cfg, sup, decisions["mlflow"], p.detail, url=cfg.mlflow_url)
+        try:
+            data_dir = cfg.data_dir or _sample_data(cfg, p)
+            data_fp = training.fingerprint(data_dir)
+            if cfg.redis:
+                _, records["redis"] = ensure(cfg, sup, decisions["redis"], p.detail, url=cfg.redis_url or "")
+                p.say(f"redis-server {records['redis']} on port {cfg.ports['redis']}")
+            feast = _feast(cfg, sup, p, data_dir, data_fp)
+            if fresh_registry or cfg.retrain:
+                for i, name in enumerate(cfg.models, 1):
+                    outputs[name] = _train(cfg, p, name, data_dir, f"[{i}/{len(cfg.models)}]")
+        except BaseException:
+            _settle(mlflow_future)
+            raise
+        with p.step("MLflow tracking server"):
+            _, records["mlflow"] = mlflow_future.result()
+            p.detail(f"{records['mlflow']} at {cfg.mlflow_url}")
+
+    states: list[training.ModelState] = []
+    for i, name in enumerate(cfg.models, 1):
+        tag = f"[{i}/{len(cfg.models)}]"
+        if name not in outputs:
+            existing = None if cfg.retrain else training.registered(cfg.mlflow_url, name, data_fp)
+            if existing is not None:
+                p.say(f"{tag} {name}: reusing v{existing.version} ({existing.alias}), trained on the same data")
+                states.append(existing)
+                continue
+            outputs[name] = _train(cfg, p, name, data_dir, tag)
+        gates, profile = training.gates_for(name, cfg.data_dir is None, cfg.gates_stack)
+        with quiet(cfg.path("train.log")):
+            state = training.register(outputs[name][0], cfg.mlflow_url, data_fp, gates, profile, outputs[name][1])
+        verdict = "promoted to champion" if state.alias == "champion" else "stays challenger"
+        p.say(f"{tag} {name}: registered v{state.version}, {verdict}: {state.gates}")
+        states.append(state)
+
+    identity_now = serving.served_identity(cfg, states)
+    mls = decisions["mlserver"]
+    stale = mls.record is not None and mls.record.info.get("identity") != identity_now
+    with p.step("MLServer: loading the models from the registry"):
+        serving.write_repo(cfg, states)
+        _, records["mlserver"] = ensure(
+            cfg, sup, mls, p.detail, force_restart=stale, extra_env=serving.server_env(cfg),
+            info={"identity": identity_now}, url=cfg.url("http"),
+        )
+        p.detail(f"{records['mlserver']} at {cfg.url('http')}")
+
+    prom_note = "off (not installed, or --no-prometheus)" if "prometheus" not in decisions else ""
+    if "prometheus" in decisions:
+        prom_note = _prometheus(cfg, sup, decisions["prometheus"], p, records)
+
+    with p.step("smoke test: one request per model"):
+        results = {}
+        for st in states:
+            try:
+                request = smoke.build_request(st.name, data_dir, cfg.redis, _artifact(cfg, st))
+            except Exception as exc:  # report, do not abort: the other models still get their request
+                res = smoke.SmokeResult(st.name, False, 0, 0.0, None, f"could not build a request: {exc}")
+            else:
+                res = smoke.smoke(cfg.url("http"), st.name, request)
+            results[st.name] = res
+            verdict = ("OK (degraded)" if res.degraded else "OK") if res.ok else "FAILED"
+            p.detail(f"{st.name}: {verdict} {res.status} in {res.first_ms:.1f} ms: {res.answer}")
+        online = feast_local.check_online(feast.repo) if feast.views else {}
+        bad = {v: r for v, r in online.items() if r != "ok"}
+        feast_check = f"online read-back ok for {len(online)} view(s)" if not bad else f"online read-back FAILED: {bad}"
+    ok = all(r.ok for r in results.values()) and not bad
+    doc = {
+        "ok": ok,
+        "total_s": p.elapsed(),
+        "urls": {
+            "MLflow UI": cfg.mlflow_url,
+            "Inference (V2 REST)": f"{cfg.url('http')}/v2/models/<model>/infer",
+            "Inference (gRPC)": f"{cfg.host}:{cfg.ports['grpc']}",
+            "Metrics": f"{cfg.url('metrics')}/metrics",
+            **({"Prometheus": cfg.url("prometheus")} if "prometheus" in records else {}),
+        },
+        "models": [{**st.__dict__, "uri": st.uri,
+                    "gate_metrics": list(training.gates_for(st.name, cfg.data_dir is None, cfg.gates_stack)[0])}
+                   for st in states],
+        "gates": training.gates_for(cfg.models[0], cfg.data_dir is None, cfg.gates_stack)[1],
+        "smoke": {k: v.__dict__ for k, v in results.items()},
+        "feast": {"online_store": feast.online_store, "views": list(feast.views), "check": feast_check,
+                  "repo": str(feast.repo)},
+        "tracing": f"OTLP to {serving.tracing_server(cfg.otlp_endpoint)}" if cfg.otlp_endpoint
+        else "off (set OTEL_EXPORTER_OTLP_ENDPOINT to send traces to a collector)",
+        "prometheus": prom_note,
+        "services": records,
+        "data": str(cfg.data_dir) if cfg.data_dir else f"generated sample data ({data_dir})",
+        "finished": time.time(),
+    }
+    (cfg.state_dir / SUMMARY_FILE).write_text(json.dumps(doc, indent=1, default=str))
+    print(summary_text(doc), file=p.stream, flush=True)
+    return 0 if ok else 1
+
+
+def _artifact(cfg: LocalConfig, st: training.ModelState) -> Path | None:
+    """The served version's artifact: this run's training output, else a (cached) registry download."""
+    local = cfg.path("train", st.name)
+    if st.trained and (local / METADATA_FILE).is_file():
+        return local
+    cached = cfg.path("artifacts", f"{st.name}-v{st.version}")
+    if (cached / METADATA_FILE).is_file():
+        return cached
+    try:
+        import mlflow
+
+        mlflow.set_tracking_uri(cfg.mlflow_url)
+        cached.mkdir(parents=True, exist_ok=True)
+        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{st.name}/{st.version}", dst_path=str(cached))
+    except Exception:  # the smoke request then falls back to one built without the artifact
+        return None
+    return cached if (cached / METADATA_FILE).is_file() else None
+
+
+def _feast(cfg: LocalConfig, sup: Supervisor, p: Progress, data_dir: Path, data_fp: str) -> feast_local.FeastState:
+    redis_rec = sup.get("redis") if cfg.redis else None
+    identity = {"data": data_fp, "redis_pid": redis_rec.pid if redis_rec else None,
+                "redis_start": redis_rec.start_ticks if redis_rec else None}
+    store = "redis" if cfg.redis else "sqlite"
+    with p.step(f"Feast: applying the feature definitions and materializing ({store} online store)"):
+        with quiet(cfg.path("feast.log")):
+            feast = feast_local.build(cfg.path("feast"), data_dir, cfg.models, cfg.redis_url, identity)
+        p.detail(("reused the materialized store; " if feast.reused else "")
+                 + ", ".join(f"{v}: {n} rows" for v, n in feast.views.items()))
+    return feast
+
+
+def _train(cfg: LocalConfig, p: Progress, name: str, data_dir: Path, tag: str) -> tuple[Any, float]:
+    with p.step(f"{tag} training {name}"), quiet(cfg.path("train.log")):
+        out, seconds = training.train(name, data_dir, cfg.path("train"))
+    gates = training.gates_for(name, cfg.data_dir is None, cfg.gates_stack)[0]
+    p.detail(f"held-out: {key_metrics(out.metrics, tuple(gates), limit=3)}")
+    return out, seconds
+
+
+def _sample_data(cfg: LocalConfig, p: Progress) -> Path:
+    with p.step("generating the sample data"):
+        return training.generate_sample_data(cfg.path("data", "sample"), cfg.models)
+
+
+def _settle(future: Future[Any]) -> None:
+    # An early error must not leave MLflow half-started and unrecorded: wait for the launch.
+    with contextlib.suppress(Exception):
+        future.result()
+
+
+@contextlib.contextmanager
+def quiet(log_path: Path) -> Iterator[None]:
+    """Send a library's own console output (Feast's materialization bars) to a log file."""
+    with open(log_path, "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        yield
+
+
+def _prometheus(cfg: LocalConfig, sup: Supervisor, decision: Decision, p: Progress,
+                records: dict[str, str]) -> str:
+    groups, source = prometheus.find_alert_rules()
+    workdir = cfg.path("prometheus")
+    _, rules_path = prometheus.write_config(workdir, f"{cfg.host}:{cfg.ports['metrics']}", groups)
+    if rules_path is not None:
+        prometheus.check_rules(rules_path)
+    texts = [path.read_text() for path in (workdir / "prometheus.yml", rules_path) if path is not None]
+    identity = {"config": hashlib.sha256("".join(texts).encode()).hexdigest()[:16]}
+    stale = decision.record is not None and decision.record.info.get("identity") != identity
+    _, records["prometheus"] = ensure(cfg, sup, decision, p.detail, force_restart=stale,
+                                      info={"identity": identity}, url=cfg.url("prometheus"))
+    rules = (f"{sum(len(g['rules']) for g in groups)} alert rule(s) from {source}, promtool check passed"
+             if groups else "no alert rules")
+    p.say(f"Prometheus {records['prometheus']} at {cfg.url('prometheus')}: {rules}")
+    return f"{cfg.url('prometheus')} scraping MLServer; {rules}"
+
+
+def status_rows(cfg: LocalConfig) -> list[dict[str, Any]]:
+    sup = Supervisor(cfg.state_dir)
+    rows = []
+    names = [*ORDER, *(r.name for r in sup.records() if r.name not in ORDER)]
+    for name in names:
+        rec = sup.running(name)
+        if rec is None:
+            continue
+        rows.append({"name": name, "pid": rec.pid, "ports": rec.ports, "url": rec.url, "log": rec.log,
+                     "healthy": healthy(cfg, rec)})
+    return rows
+
+
+def status(cfg: LocalConfig, as_json: bool = False) -> int:
+    rows = status_rows(cfg)
+    summary_path = cfg.state_dir / SUMMARY_FILE
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    if as_json:
+        print(json.dumps({"services": rows, "models": (summary or {}).get("models", []) if rows else []},
+                         indent=1, default=str))
+        return 0 if rows and all(r["healthy"] for r in rows) else 1
+    if not rows:
+        print(f"nothing is running (state in {cfg.state_dir}); start with `mlplat local up`")
+        return 1
+    print(table([[r["name"], str(r["pid"]), ",".join(str(v) for v in r["ports"].values()),
+                  "healthy" if r["healthy"] else "UNHEALTHY", r["url"], r["log"]] for r in rows],
+                ["service", "pid", "ports", "health", "url", "log"]))
+    if summary and any(r["name"] == "mlserver" for r in rows):
+        print("\nserved models: " + ", ".join(f"{m['name']} v{m['version']} ({m['alias']})"
+                                              for m in summary["models"]))
+    return 0 if all(r["healthy"] for r in rows) else 1
+
+
+def down(cfg: LocalConfig) -> int:
+    sup = Supervisor(cfg.state_dir)
+    names = [*reversed(ORDER), *(r.name for r in sup.records() if r.name not in ORDER)]
+    stopped, problems = [], []
+    for name in names:
+        rec = sup.get(name)
+        if rec is None:
+            continue
+        was_running, busy = sup.stop(name)
+        if was_running:
+            stopped.append(f"{name} (pid {rec.pid})")
+        if busy:
+            problems.append(f"{name}: port(s) {busy} still in use")
+    print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+    still = [p for p in _all_ports(cfg) if port_in_use(p, cfg.host)]
+    for msg in problems:
+        print(f"WARNING {msg}")
+    if still:
+        print(f"note: port(s) {still} are in use by programs the platform did not start")
+    return 1 if problems else 0
+
+
+def _all_ports(cfg: LocalConfig) -> list[int]:
+    return sorted(cfg.ports.values())

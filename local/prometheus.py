@@ -1,0 +1,88 @@
+"""Optional local Prometheus: scrapes MLServer's metrics port with the cluster's alert rules.
+
+Started by `local up` only when the `prometheus` binary exists (Debian package `prometheus`). The
+rule groups are not written here: they are `contracts.alerts.rule_groups`, the same groups the
+cluster's PrometheusRule carries (runbook links point into this checkout), checked with
+`promtool check rules` before Prometheus starts.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ml.serving.processes import Service, _http_ok
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def binaries() -> tuple[str | None, str | None]:
+    return shutil.which("prometheus"), shutil.which("promtool")
+
+
+def find_alert_rules() -> tuple[list[dict[str, Any]], str]:
+    """The cluster's PrometheusRule groups (`contracts.alerts.rule_groups`), runbook links to this checkout."""
+    from contracts.alerts import rule_groups
+
+    return rule_groups(REPO_ROOT.as_uri() + "/"), "contracts/alerts.py"
+
+
+def write_config(workdir: Path, metrics_target: str, groups: list[dict[str, Any]],
+                 interval_s: int = 5) -> tuple[Path, Path | None]:
+    """prometheus.yml scraping `metrics_target` (host:port) plus rules/alerts.yml; return both paths."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    rules_path = None
+    config: dict[str, Any] = {
+        "global": {"scrape_interval": f"{interval_s}s", "evaluation_interval": f"{interval_s}s"},
+        "scrape_configs": [{
+            "job_name": "mlserver",
+            "metrics_path": "/metrics",
+            "static_configs": [{"targets": [metrics_target], "labels": {"namespace": "local"}}],
+        }],
+    }
+    if groups:
+        rules_path = workdir / "rules" / "alerts.yml"
+        rules_path.parent.mkdir(exist_ok=True)
+        rules_path.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+        config["rule_files"] = [str(rules_path)]
+    cfg_path = workdir / "prometheus.yml"
+    cfg_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return cfg_path, rules_path
+
+
+def check_rules(rules_path: Path) -> str:
+    """Run `promtool check rules`; raise ValueError with promtool's message if they are invalid."""
+    _, promtool = binaries()
+    if promtool is None:
+        raise FileNotFoundError("promtool is not installed (Debian package `prometheus`)")
+    out = subprocess.run([promtool, "check", "rules", str(rules_path)], capture_output=True, text=True,
+                         timeout=60, check=False)
+    if out.returncode != 0:
+        raise ValueError(f"promtool check rules {rules_path} failed:\n{out.stdout}{out.stderr}")
+    return out.stdout.strip()
+
+
+class PrometheusServer(Service):
+    name = "prometheus"
+
+    def __init__(self, workdir: str | Path, port: int) -> None:
+        super().__init__(workdir)
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+    def command(self) -> list[str]:
+        exe, _ = binaries()
+        if exe is None:
+            raise FileNotFoundError("prometheus is not installed (apt-get install prometheus)")
+        return [
+            exe, f"--config.file={self.workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={self.workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
+            "--storage.tsdb.retention.time=1d",
+        ]
+
+    def ready(self) -> bool:
+        return _http_ok(f"{self.url}/-/ready")

@@ -1,0 +1,188 @@
+"""Data and models of the local platform: sample data, schema checks, training, registration.
+
+Everything model-specific is delegated to the reference models' own modules
+(`ml/models/<name>/{data,pipeline}.py`) and to `common.pipeline.publish`, which registers the
+version as `challenger` and promotes it to `champion` when its quality gates pass. This module adds
+what only the local mode needs: a data fingerprint, so a second `up` on the same data reuses the
+registered versions instead of retraining, and the choice of the alias to serve.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from ml.common.contract import DataContractError
+from ml.common.tracking import CHALLENGER, CHAMPION
+
+DATA_TAG = "mlplat.local.data"  # model-version tag: fingerprint of the data it was trained on
+GATES_TAG = "mlplat.local.gates"  # model-version tag: which gate profile decided on champion
+SAMPLE_SEED = 0
+# Floors for the generated sample data only. It is synthetic and small (fraud: ~500 held-out rows
+# with ~17 frauds, so F1 swings by 0.1 per misclassified fraud), so the production floors of the
+# stack config (fraud AUC 0.95 + F1 0.90, sentiment macro-F1 0.92, recommendation NDCG@10 0.32)
+# say nothing there. These check that the model learned the planted signal, far above chance
+# (fraud AUC 0.5; three balanced classes ~0.33; popularity NDCG@10 ~0.04 on the sample).
+# With --data the configured gates apply (`load_gates`, optionally from a stack file).
+SAMPLE_GATES: dict[str, dict[str, float]] = {
+    "fraud": {"auc": 0.90},
+    "sentiment": {"macro_f1": 0.80},
+    "recommendation": {"ndcg@10": 0.15},
+}
+
+
+def model_module(name: str, part: str) -> ModuleType:
+    """`ml.models.<name>.<part>`, with an error that says which piece is missing."""
+    module_name = f"ml.models.{name}.{part}"
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise RuntimeError(f"model {name!r} has no {part} module ({module_name}) yet") from exc
+        raise
+
+
+def _call(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call `func` with the keyword arguments it accepts (model modules differ in their options)."""
+    params = inspect.signature(func).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in params}
+    return func(*args, **kwargs)
+
+
+def generate_sample_data(out_dir: Path, models: tuple[str, ...], seed: int = SAMPLE_SEED) -> Path:
+    """The product's synthetic data (shared datasets' file names and schemas) for `models`, once."""
+    marker = out_dir / ".complete.json"
+    want = {"models": sorted(models), "seed": seed}
+    if marker.is_file() and json.loads(marker.read_text()) == want:
+        return out_dir
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    for name in models:
+        pipeline = model_module(name, "pipeline")
+        generator = getattr(pipeline, "generate_sample", None) or model_module(name, "data").generate_sample
+        _call(generator, out_dir, seed=seed)
+    marker.write_text(json.dumps(want))
+    return out_dir
+
+
+def validate_data(data_dir: Path, models: tuple[str, ...]) -> dict[str, str]:
+    """Load each model's files through its data contract; raise DataContractError on the first problem.
+
+    Returns a one-line description per model (rows loaded), for the progress output.
+    """
+    if not data_dir.is_dir():
+        raise DataContractError(data_dir, "data directory does not exist")
+    out = {}
+    for name in models:
+        loaded = model_module(name, "data").load(data_dir)
+        frame = getattr(loaded, "ratings", loaded)  # recommendation returns several frames
+        out[name] = f"{len(frame):,} rows" if hasattr(frame, "__len__") else "ok"
+    return out
+
+
+def fingerprint(data_dir: Path) -> str:
+    """Cheap identity of a data directory: names, sizes and modification times of its files."""
+    h = hashlib.sha256(str(data_dir.resolve()).encode())
+    for path in sorted(p for p in data_dir.iterdir() if p.is_file() and not p.name.startswith(".")):
+        st = path.stat()
+        h.update(f"{path.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class ModelState:
+    name: str
+    version: str
+    champion: bool
+    alias: str  # the alias served: champion, or challenger when the gates failed
+    gates: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    trained: bool = False  # False: reused a version trained earlier on the same data
+    seconds: float = 0.0
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}@{self.alias}"
+
+
+def _client(tracking_uri: str) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def registered(tracking_uri: str, name: str, data_fp: str) -> ModelState | None:
+    """The latest registered version of `name` if it was trained on data `data_fp`, else None."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    try:
+        latest = client.get_model_version_by_alias(name, CHALLENGER)
+    except MlflowException:
+        return None
+    if latest.tags.get(DATA_TAG) != data_fp:
+        return None
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        champion = None
+    serve = champion or latest
+    run = client.get_run(serve.run_id)
+    return ModelState(
+        name=name, version=str(serve.version), champion=champion is not None,
+        alias=CHAMPION if champion is not None else CHALLENGER,
+        gates=serve.tags.get("gate.summary", ""), metrics=dict(run.data.metrics),
+    )
+
+
+def train(name: str, data_dir: Path, work_dir: Path) -> tuple[Any, float]:
+    """Fit `name` with its own pipeline into `<work_dir>/<name>`; no MLflow needed yet (so this can
+    overlap the tracking server's start). Returns the pipeline's TrainOutput and the seconds taken."""
+    started = time.perf_counter()
+    out_dir = work_dir / name
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    out = model_module(name, "pipeline").train(data_dir, out_dir)
+    return out, time.perf_counter() - started
+
+
+def gates_for(name: str, sample: bool, stack_file: Path | None = None) -> tuple[dict[str, float], str]:
+    """(metric floors, profile name): SAMPLE_GATES on generated data, else the configured gates."""
+    if sample:
+        return dict(SAMPLE_GATES[name]), "sample-data floors"
+    from ml.common.gates import load_gates
+
+    return load_gates(name, stack_file), f"gates of {stack_file}" if stack_file else "stack default gates"
+
+
+def register(out: Any, tracking_uri: str, data_fp: str, gates: dict[str, float], profile: str,
+             seconds: float = 0.0) -> ModelState:
+    """Publish a TrainOutput (challenger, champion if gated in), tag its data, return what to serve."""
+    from ml.common.pipeline import publish
+
+    started = time.perf_counter()
+    result = publish(out, tracking_uri=tracking_uri, gates=gates)
+    client = _client(tracking_uri)
+    client.set_model_version_tag(out.name, result.version, DATA_TAG, data_fp)
+    client.set_model_version_tag(out.name, result.version, GATES_TAG, profile)
+    # The alias to serve: this version if gated in; else an earlier champion; else this challenger.
+    state = registered(tracking_uri, out.name, data_fp)
+    if state is None:  # cannot happen unless the registry changed under us
+        raise RuntimeError(f"model {out.name!r} v{result.version} is not visible in the registry after publishing")
+    if state.version == result.version:
+        state.metrics = {k: float(v) for k, v in out.metrics.items()}
+        state.gates = result.gate.summary()
+    state.trained = True
+    state.seconds = seconds + time.perf_counter() - started
+    return state

@@ -1,0 +1,78 @@
+"""Prometheus metrics the reference-model runtimes export beyond MLServer's own.
+
+`METRICS` is the contract with the dashboards and alert rules (ml/METRICS.md lists the
+same names; a test keeps the two in sync). The `model` label is the MLServer model name, so a
+champion and a challenger served side by side stay apart.
+
+Metrics are created lazily (first runtime load), not at import: with `parallel_workers > 0`
+MLServer switches prometheus_client to multi-process mode only after import time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+PREDICTION = "mlplat_model_prediction"
+PREDICTED_CLASS = "mlplat_model_predicted_class_total"
+DEGRADED = "mlplat_model_degraded_responses_total"
+INVALID = "mlplat_model_invalid_requests_total"
+DRIFT_PSI = "mlplat_model_drift_psi"
+FEATURE_FETCH = "mlplat_model_online_feature_fetch_seconds"
+
+# name -> (type, labels, help)
+METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    PREDICTION: ("histogram", ("model",), "Distribution of the model's output score (fraud probability, "
+                 "sentiment confidence, top recommendation score)."),
+    PREDICTED_CLASS: ("counter", ("model", "cls"), "Predictions per predicted class (fraud decision, "
+                      "sentiment class)."),
+    DEGRADED: ("counter", ("model", "reason"), "Responses served with fallback inputs (e.g. the online "
+               "feature store failed or timed out) instead of failing."),
+    INVALID: ("counter", ("model", "reason"), "Requests refused with a 4xx because the input was invalid."),
+    DRIFT_PSI: ("gauge", ("model", "feature"), "Population Stability Index of a sliding window of live "
+                "inputs/scores against the training reference distribution."),
+    FEATURE_FETCH: ("histogram", ("model",), "Latency of the online feature fetch (seconds)."),
+}
+
+SCORE_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+FETCH_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05)
+
+
+def _get_or_create(name: str, factory: type, **kwargs: object) -> object:
+    # Counters register as `<name>` minus `_total`; look up both spellings.
+    names = REGISTRY._names_to_collectors
+    for key in (name, name.removesuffix("_total")):
+        if key in names:
+            return names[key]
+    return factory(name, METRICS[name][2], list(METRICS[name][1]), **kwargs)
+
+
+@dataclass
+class RuntimeMetrics:
+    """The metric children of one served model."""
+
+    model: str
+
+    def __post_init__(self) -> None:
+        self._prediction = _get_or_create(PREDICTION, Histogram, buckets=SCORE_BUCKETS)
+        self._cls = _get_or_create(PREDICTED_CLASS, Counter)
+        self._degraded = _get_or_create(DEGRADED, Counter)
+        self._invalid = _get_or_create(INVALID, Counter)
+        self._psi = _get_or_create(DRIFT_PSI, Gauge, multiprocess_mode="mostrecent")
+        self._fetch = _get_or_create(FEATURE_FETCH, Histogram, buckets=FETCH_BUCKETS)
+        self.prediction = self._prediction.labels(model=self.model)
+        self.fetch_seconds = self._fetch.labels(model=self.model)
+
+    def predicted(self, cls: str, n: int = 1) -> None:
+        self._cls.labels(model=self.model, cls=cls).inc(n)
+
+    def degraded(self, reason: str, n: int = 1) -> None:
+        self._degraded.labels(model=self.model, reason=reason).inc(n)
+
+    def invalid(self, reason: str) -> None:
+        self._invalid.labels(model=self.model, reason=reason).inc()
+
+    def drift(self, values: dict[str, float]) -> None:
+        for feature, value in values.items():
+            self._psi.labels(model=self.model, feature=feature).set(value)

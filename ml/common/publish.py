@@ -1,0 +1,239 @@
+"""Publish one MLflow registry version to a Seldon model slot, `s3://<models bucket>/<model>/<slot>/`.
+
+The Seldon Model `<model>-<slot>` copies that prefix (rclone) when it (re)loads, and MLServer loads
+the copied folder with the runtime named in `model-settings.json`. So a slot must hold exactly one
+version's files plus that settings file; `PUBLISHED.json` (model, version, run id, time), written last,
+says which version it is and that the publication finished. While a publication runs the marker is
+absent: readers (runbooks, operators) then know the slot is being rewritten.
+
+Seldon reloads on a Model spec change, not when bucket contents change: after `publish`, the caller
+touches the Model (runbooks/kube.py `touch_model`).
+
+boto3 and mlflow are imported where used, so this module imports where they are absent (.venv).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from contracts.model_slots import MODEL_SETTINGS_FILE, artifact_model_settings, artifact_uri, slot_prefix
+
+MARKER = "PUBLISHED.json"
+
+
+class PublishError(RuntimeError):
+    """The publication cannot start or did not verify; the message names what is wrong."""
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    model: str
+    version: str
+    slot: str
+    bucket: str
+    run_id: str | None
+    published_at: str
+    uploaded: tuple[str, ...]  # keys relative to the slot prefix, marker excluded
+    deleted: tuple[str, ...]  # keys of the previous version the new one lacks
+    bytes: int
+
+    @property
+    def prefix(self) -> str:
+        return slot_prefix(self.model, self.slot)
+
+    @property
+    def uri(self) -> str:
+        """The slot as the Seldon Model's storageUri names it."""
+        return artifact_uri(self.bucket, self.model, self.slot)
+
+
+def _check_version(version: int | str) -> str:
+    text = str(version).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise PublishError(f"version must be a registry version number (1, 2, ...), got {version!r}")
+    return str(int(text))
+
+
+def check_bucket(s3: Any, bucket: str) -> None:
+    """Raise PublishError when the bucket is missing or not accessible."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            raise PublishError(f"models bucket {bucket!r} does not exist (check the stack outputs / region)") from exc
+        if code in ("403", "AccessDenied"):
+            raise PublishError(f"no access to models bucket {bucket!r} with these credentials") from exc
+        raise PublishError(f"cannot use models bucket {bucket!r}: {exc}") from exc
+    except BotoCoreError as exc:  # no credentials, endpoint unreachable
+        raise PublishError(f"cannot reach models bucket {bucket!r}: {exc}") from exc
+
+
+def _model_version(client: Any, model: str, version: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(model, version)
+    except MlflowException as exc:
+        try:
+            known = sorted(int(v.version) for v in client.search_model_versions(f"name='{model}'"))
+        except MlflowException:
+            known = []
+        if not known:
+            raise PublishError(f"registered model {model!r} not found at {client.tracking_uri}") from exc
+        raise PublishError(f"{model} has no version {version}; versions: {known}") from exc
+
+
+def _download(client: Any, model: str, version: str, dst: Path) -> Path:
+    """The version's artifact as a local folder (a single-file artifact gets a folder of its own)."""
+    import mlflow
+
+    # Resolved through our client: a `models:/` URI would be resolved against the process-global
+    # registry URI, not the one given here.
+    source = client.get_model_version_download_uri(model, version)
+    local = Path(mlflow.artifacts.download_artifacts(
+        artifact_uri=source, dst_path=str(dst / "download"), tracking_uri=client.tracking_uri))
+    if local.is_file():
+        folder = dst / "single"
+        folder.mkdir()
+        local.rename(folder / local.name)
+        local = folder
+    return local
+
+
+def _files(folder: Path) -> dict[str, Path]:
+    return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _listing(s3: Any, bucket: str, prefix: str) -> dict[str, int]:
+    """Every object under `prefix`: key relative to it -> size."""
+    found: dict[str, int] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            found[obj["Key"][len(prefix):]] = int(obj["Size"])
+    return found
+
+
+def _delete(s3: Any, bucket: str, prefix: str, keys: list[str]) -> None:
+    for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
+        batch = [{"Key": prefix + k} for k in keys[i:i + 1000]]
+        response = s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+        if response.get("Errors"):
+            raise PublishError(f"could not delete old objects under s3://{bucket}/{prefix}: {response['Errors'][:3]}")
+
+
+def read_marker(bucket: str, model: str, slot: str, *, s3_client: Any) -> dict[str, Any] | None:
+    """The slot's PUBLISHED.json, or None while nothing (or a publication in progress) is there."""
+    from botocore.exceptions import ClientError
+
+    try:
+        body = s3_client.get_object(Bucket=bucket, Key=slot_prefix(model, slot) + MARKER)["Body"].read()
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code", "")) in ("NoSuchKey", "404"):
+            return None
+        raise
+    return json.loads(body)
+
+
+def publish(model: str, version: int | str, slot: str, bucket: str, *, tracking_uri: str | None,
+            s3_client: Any, actor: str | None = None) -> PublishResult:
+    """Copy `models:/<model>/<version>` to the slot so that it holds exactly that version, then verify.
+
+    Order: drop the old marker, upload the new files (model-settings.json included), delete what the
+    previous version had and the new one lacks, write the marker; then list the prefix and read the
+    marker back. Raises PublishError naming the bad input or the mismatch found."""
+    version = _check_version(version)
+    try:
+        settings = artifact_model_settings(model)
+        prefix = slot_prefix(model, slot)
+        artifact_uri(bucket, model, slot)
+    except ValueError as exc:
+        raise PublishError(str(exc)) from exc
+    check_bucket(s3_client, bucket)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    mv = _model_version(client, model, version)
+    with tempfile.TemporaryDirectory(prefix="mlplat-publish-") as tmp:
+        folder = _download(client, model, version, Path(tmp))
+        files = _files(folder)
+        files.pop(MARKER, None)  # reserved for ours
+        if not files:
+            raise PublishError(f"models:/{model}/{version} has no artifact files (source {mv.source})")
+        # Ours replaces any settings file in the artifact: the slot's runtime is the reference model's.
+        (folder / MODEL_SETTINGS_FILE).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        files[MODEL_SETTINGS_FILE] = folder / MODEL_SETTINGS_FILE
+        sizes = {key: path.stat().st_size for key, path in files.items()}
+        before = _listing(s3_client, bucket, prefix)
+        if MARKER in before:
+            s3_client.delete_object(Bucket=bucket, Key=prefix + MARKER)
+        for key, path in files.items():
+            s3_client.upload_file(str(path), bucket, prefix + key)
+    stale = sorted(set(before) - set(files) - {MARKER})
+    _delete(s3_client, bucket, prefix, stale)
+    marker = {"model": model, "version": version, "run_id": mv.run_id or None, "source": mv.source,
+              "slot": slot, "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
+              "files": len(files), "bytes": sum(sizes.values())}
+    if actor:
+        marker["actor"] = actor
+    s3_client.put_object(Bucket=bucket, Key=prefix + MARKER, ContentType="application/json",
+                         Body=json.dumps(marker, indent=2, sort_keys=True).encode())
+    _verify(s3_client, bucket, model, slot, sizes, marker)
+    return PublishResult(model=model, version=version, slot=slot, bucket=bucket, run_id=marker["run_id"],
+                         published_at=marker["published_at"], uploaded=tuple(files), deleted=tuple(stale),
+                         bytes=marker["bytes"])
+
+
+def _verify(s3: Any, bucket: str, model: str, slot: str, sizes: dict[str, int], marker: dict[str, Any]) -> None:
+    where = f"s3://{bucket}/{slot_prefix(model, slot)}"
+    listed = _listing(s3, bucket, slot_prefix(model, slot))
+    listed.pop(MARKER, None)
+    if listed != sizes:
+        missing = sorted(set(sizes) - set(listed))
+        extra = sorted(set(listed) - set(sizes))
+        wrong = sorted(k for k in set(sizes) & set(listed) if sizes[k] != listed[k])
+        raise PublishError(f"{where} does not hold exactly v{marker['version']}: missing {missing}, "
+                           f"unexpected {extra}, size mismatch {wrong}")
+    read = read_marker(bucket, model, slot, s3_client=s3)
+    if read != marker:
+        raise PublishError(f"{where}{MARKER} reads back as {read}, expected {marker}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m ml.common.publish MODEL VERSION SLOT --bucket B`: publish by hand (the
+    Model still has to be touched, see docs/WORKLOADS.md); prints the result and the seconds taken."""
+    import argparse
+    import time
+
+    import boto3
+
+    p = argparse.ArgumentParser(prog="python -m ml.common.publish", description=main.__doc__)
+    p.add_argument("model")
+    p.add_argument("version")
+    p.add_argument("slot")
+    p.add_argument("--bucket", required=True, help="the models bucket (stack output buckets.models)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
+    args = p.parse_args(argv)
+    started = time.perf_counter()
+    try:
+        result = publish(args.model, args.version, args.slot, args.bucket, tracking_uri=args.tracking_uri,
+                         s3_client=boto3.client("s3"))
+    except PublishError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"uri": result.uri, "version": result.version, "run_id": result.run_id,
+                      "files": len(result.uploaded), "deleted": len(result.deleted), "bytes": result.bytes,
+                      "seconds": round(time.perf_counter() - started, 2)}, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

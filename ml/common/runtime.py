@@ -1,0 +1,220 @@
+"""Base class of the reference models' MLServer runtimes (V2 inference protocol).
+
+What every runtime shares lives here: resolving the model URI (`models:/<name>@champion` through
+MLflow, or a local directory), loading the drift reference, the Prometheus metrics of
+`common/metrics.py`, and input validation that answers a bad request with a 4xx whose message names
+the problem: 400 for a missing input or a wrong type, 422 for a well-typed but unusable value (empty
+text, unknown id, oversize batch).
+
+Model-settings `parameters.extra` keys understood by every runtime:
+  tracking_uri   MLflow tracking URI for `models:/` URIs (else $MLFLOW_TRACKING_URI)
+  redis_url      online store for runtimes that read features (else $MLPLAT_ONLINE_STORE_URL)
+  max_batch      largest accepted batch (rows per request), default 256
+  drift_window   observations per feature in the PSI window, default 1000
+  drift_min_samples  observations needed before a PSI is reported, default 100
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mlserver import MLModel
+from mlserver.errors import MLServerError
+from mlserver.types import InferenceRequest, InferenceResponse, RequestInput, ResponseOutput
+
+from ml.common.drift import REFERENCE_FILE, DriftMonitor, Reference
+from ml.common.metrics import RuntimeMetrics
+from ml.common.tracking import pin_alias, resolve_model_dir
+
+log = logging.getLogger(__name__)
+
+NUMERIC = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
+INTEGER = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"}
+STORE_URL_ENV = "MLPLAT_ONLINE_STORE_URL"  # redis:// or rediss:// URL, when not in parameters.extra
+DRIFT_EVERY = 50  # refresh the PSI gauges every N observed rows: PSI is cheap but not free
+
+
+class BadRequest(MLServerError):
+    """400: the request is malformed (missing input, wrong datatype, wrong shape)."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg, status_code=400)
+
+
+class Unprocessable(MLServerError):
+    """422: well-formed but unusable values (empty text, unknown id, out of range, oversize batch)."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg, status_code=422)
+
+
+def _flat(inp: RequestInput) -> list[Any]:
+    data = inp.data.root if hasattr(inp.data, "root") else inp.data
+    if not isinstance(data, list):
+        data = [data]
+    # Row-major nested lists ([[1], [2]]) are accepted as well as flat ones.
+    while data and isinstance(data[0], list):
+        data = [x for row in data for x in row]
+    return data
+
+
+class ReferenceRuntime(MLModel):
+    """Subclasses implement `load_artifact(dir)` and `infer(request) -> InferenceResponse`."""
+
+    max_batch: int = 256
+    registry_version: str | None = None  # the registry version an alias resolved to at load time
+
+    async def load(self) -> bool:
+        extra = self._extra()
+        uri = self.settings.parameters.uri if self.settings.parameters else None
+        if not uri:
+            raise MLServerError(f"model {self.name}: parameters.uri is not set", status_code=500)
+        uri, self.registry_version = pin_alias(_local_uri(uri), extra.get("tracking_uri"))
+        if self.registry_version is not None:
+            # Model metadata (GET /v2/models/<name>) then reports the version actually served.
+            self.settings.versions = [self.registry_version]
+        self.model_dir = resolve_model_dir(uri, extra.get("tracking_uri"))
+        self.max_batch = int(extra.get("max_batch", self.max_batch))
+        self.metrics = RuntimeMetrics(self.name)
+        self.drift: DriftMonitor | None = None
+        if (self.model_dir / REFERENCE_FILE).is_file():
+            self.drift = DriftMonitor(
+                Reference.load(self.model_dir),
+                window=int(extra.get("drift_window", 1000)),
+                min_samples=int(extra.get("drift_min_samples", 100)),
+            )
+        self._since_drift = 0
+        self.load_artifact(self.model_dir, extra)
+        # Move everything imported/loaded so far (MLflow, Feast, the model: ~280k objects) out of the
+        # collector's reach: a full collection then takes ~0.01 ms instead of ~160 ms (measured on
+        # the 2-core dev box), so an occasional gen-2 pass no longer stalls a request.
+        gc.collect()
+        gc.freeze()
+        log.info("model %s loaded from %s", self.name, self.model_dir)
+        return True
+
+    def _extra(self) -> dict[str, Any]:
+        params = self.settings.parameters
+        extra = dict(params.extra or {}) if params is not None else {}
+        # In the cluster the slot's model-settings.json carries no extras; the server pod's
+        # environment names the online store instead.
+        if "redis_url" not in extra and os.environ.get(STORE_URL_ENV):
+            extra["redis_url"] = os.environ[STORE_URL_ENV]
+        return extra
+
+    @abstractmethod
+    def load_artifact(self, model_dir: Path, extra: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    async def infer(self, request: InferenceRequest) -> InferenceResponse: ...
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        try:
+            return await self.infer(payload)
+        except (BadRequest, Unprocessable) as exc:
+            self.metrics.invalid(type(exc).__name__.lower())
+            raise
+
+    # ---- validation helpers -------------------------------------------------------------------
+
+    def inputs(self, request: InferenceRequest, required: tuple[str, ...]) -> dict[str, RequestInput]:
+        by_name = {i.name: i for i in request.inputs}
+        missing = [n for n in required if n not in by_name]
+        if missing:
+            raise BadRequest(
+                f"missing input(s) {', '.join(missing)}; this model needs: {', '.join(required)}"
+            )
+        return by_name
+
+    def numeric(self, inp: RequestInput, integer: bool = False) -> np.ndarray:
+        allowed = INTEGER if integer else NUMERIC
+        if inp.datatype not in allowed:
+            kind = "an integer" if integer else "a numeric"
+            raise BadRequest(f"input '{inp.name}' must have {kind} datatype, got {inp.datatype}")
+        values = _flat(inp)
+        if any(isinstance(v, str | bytes) or v is None for v in values):
+            bad = next(v for v in values if isinstance(v, str | bytes) or v is None)
+            raise BadRequest(f"input '{inp.name}' ({inp.datatype}) holds a non-numeric value {bad!r}")
+        arr = np.asarray(values, dtype=np.int64 if integer else np.float64)
+        if not integer and not np.all(np.isfinite(arr)):
+            raise Unprocessable(f"input '{inp.name}' holds NaN or infinite values")
+        return arr
+
+    def strings(self, inp: RequestInput) -> list[str]:
+        if inp.datatype != "BYTES":
+            raise BadRequest(f"input '{inp.name}' must have datatype BYTES (strings), got {inp.datatype}")
+        out = []
+        for v in _flat(inp):
+            if isinstance(v, bytes):
+                v = v.decode("utf-8", errors="replace")
+            if not isinstance(v, str):
+                raise BadRequest(f"input '{inp.name}' holds a non-string value {v!r}")
+            out.append(v)
+        return out
+
+    def batch_size(self, columns: dict[str, np.ndarray | list[Any]]) -> int:
+        sizes = {name: len(v) for name, v in columns.items()}
+        distinct = set(sizes.values())
+        if len(distinct) != 1:
+            raise BadRequest(f"inputs have different lengths: {sizes}")
+        n = distinct.pop()
+        if n == 0:
+            raise Unprocessable("empty batch: inputs hold no rows")
+        if n > self.max_batch:
+            raise Unprocessable(f"batch of {n} rows exceeds the limit of {self.max_batch} rows per request")
+        return n
+
+    # ---- monitoring -----------------------------------------------------------------------------
+
+    def observe(self, columns: dict[str, np.ndarray | list[float]]) -> None:
+        """Feed monitored columns (reference feature names) to the drift window; refresh gauges."""
+        if self.drift is None:
+            return
+        n = 0
+        for name, values in columns.items():
+            self.drift.observe(name, values)
+            n = max(n, len(values))
+        self._since_drift += n
+        if self._since_drift >= DRIFT_EVERY:
+            self._since_drift = 0
+            self.metrics.drift(self.drift.psi())
+
+    def response(
+        self, request: InferenceRequest, outputs: list[ResponseOutput], **parameters: Any
+    ) -> InferenceResponse:
+        from mlserver.types import Parameters
+
+        return InferenceResponse(
+            model_name=self.name,
+            model_version=self.registry_version or self.version,
+            id=request.id,
+            outputs=outputs,
+            parameters=Parameters(**parameters) if parameters else None,
+        )
+
+
+_DATATYPES = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "int32": "INT32", "bool": "BOOL"}
+
+
+def tensor(name: str, values: np.ndarray | list[str]) -> ResponseOutput:
+    """A V2 output tensor; ~6x cheaper than NumpyCodec.encode_output, which matters at ~1 ms/request."""
+    if isinstance(values, list):  # strings
+        return ResponseOutput(name=name, shape=[len(values)], datatype="BYTES", data=values)
+    datatype = _DATATYPES.get(values.dtype.name)
+    if datatype is None:
+        raise TypeError(f"output {name!r}: unsupported dtype {values.dtype}")
+    return ResponseOutput(name=name, shape=list(values.shape), datatype=datatype, data=values.ravel().tolist())
+
+
+def _local_uri(uri: str) -> str:
+    # MLServer prefixes relative URIs with the model-settings folder; keep registry URIs intact.
+    for scheme in ("models:/", "runs:/"):
+        if scheme in uri:
+            return uri[uri.index(scheme):]
+    return uri

@@ -1,0 +1,166 @@
+"""MLServer runtime of the fraud model, with the online feature fetch on the request path.
+
+Request (V2), n rows (1 <= n <= max_batch), one value per row in each input:
+  card_id, device_id (INT*)           entities of the Feast views card_features / device_features
+  amount (numeric), transaction_hour (INT, 0-23), merchant_category (BYTES),
+  foreign_transaction, location_mismatch (INT or BOOL, 0/1)
+Response: `fraud_probability` (FP32 [n]), `is_fraud` (BOOL [n], probability >= the model's
+threshold), `degraded` (BOOL [n]); response parameter `degraded` is true if any row is.
+
+Online features (device_trust_score, velocity_last_24h, cardholder_age) come from Redis through the
+Feast key layout (`common/online.py`) in one round trip per row, with a `feature_timeout_ms`
+(default 20) socket timeout and no retries. If the store errors or times out, or an entity is not
+in it, the row is scored with the training medians saved in `mlplat-model.json`
+(`params.online_defaults`), marked degraded and counted in `mlplat_model_degraded_responses_total`.
+
+`parameters.extra`: `redis_url` (no store configured -> every row degraded, reason `no_store`),
+`feast_project` (default `mlplat`), `feature_timeout_ms`, plus the common keys of ReferenceRuntime.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlserver.types import InferenceRequest, InferenceResponse
+
+from ml.common.feast_repo import PROJECT
+from ml.common.pipeline import read_metadata
+from ml.common.runtime import ReferenceRuntime, Unprocessable, tensor
+from ml.models.fraud import data
+from ml.models.fraud.algorithm import FraudModel
+from ml.models.fraud.features import (
+    CARD_FEATURES,
+    CARD_VIEW,
+    DEVICE_FEATURES,
+    DEVICE_VIEW,
+    ONLINE_FEATURES,
+    REQUEST_FEATURES,
+)
+
+log = logging.getLogger(__name__)
+ENTITIES = ("card_id", "device_id")
+_DRIFT = ("amount", "transaction_hour", *ONLINE_FEATURES)
+
+
+class FraudRuntime(ReferenceRuntime):
+    def load_artifact(self, model_dir: Path, extra: dict[str, Any]) -> None:
+        self.model = FraudModel.load(model_dir)
+        self.threshold = float(self.model.threshold)
+        defaults = read_metadata(model_dir).get("params", {}).get("online_defaults")
+        if not defaults or set(defaults) != set(ONLINE_FEATURES):
+            raise ValueError(f"{model_dir}: mlplat-model.json lacks params.online_defaults for {ONLINE_FEATURES}")
+        self.defaults = {k: float(v) for k, v in defaults.items()}
+        self.categories = set(data.MERCHANT_CATEGORIES)
+        self._category_code = {c: float(i) for i, c in enumerate(data.MERCHANT_CATEGORIES)}
+        self._fast = self._fast_encoding_matches()
+        self.reader = None
+        if extra.get("redis_url"):
+            from ml.common.online import OnlineFeatureReader, ViewSpec
+
+            self.reader = OnlineFeatureReader(
+                extra["redis_url"], extra.get("feast_project", PROJECT),
+                [ViewSpec(DEVICE_VIEW, "device_id", DEVICE_FEATURES), ViewSpec(CARD_VIEW, "card_id", CARD_FEATURES)],
+                timeout_s=float(extra.get("feature_timeout_ms", 20)) / 1000,
+            )
+
+    def _request_columns(self, request: InferenceRequest) -> dict[str, Any]:
+        inputs = self.inputs(request, (*ENTITIES, *REQUEST_FEATURES))
+        cols: dict[str, Any] = {
+            "card_id": self.numeric(inputs["card_id"], integer=True),
+            "device_id": self.numeric(inputs["device_id"], integer=True),
+            "amount": self.numeric(inputs["amount"]),
+            "transaction_hour": self.numeric(inputs["transaction_hour"], integer=True),
+            "merchant_category": self.strings(inputs["merchant_category"]),
+            "foreign_transaction": self.numeric(inputs["foreign_transaction"], integer=True),
+            "location_mismatch": self.numeric(inputs["location_mismatch"], integer=True),
+        }
+        self.batch_size(cols)
+        if np.any(cols["amount"] < 0):
+            raise Unprocessable(f"input 'amount' must be >= 0, got {float(cols['amount'].min())}")
+        hours = cols["transaction_hour"]
+        bad_hours = hours[(hours < 0) | (hours > 23)]
+        if bad_hours.size:
+            raise Unprocessable(f"input 'transaction_hour' must be 0-23, got {int(bad_hours[0])}")
+        for flag in ("foreign_transaction", "location_mismatch"):
+            bad = cols[flag][(cols[flag] != 0) & (cols[flag] != 1)]
+            if bad.size:
+                raise Unprocessable(f"input '{flag}' must be 0 or 1, got {int(bad[0])}")
+        unknown = sorted(set(cols["merchant_category"]) - self.categories)
+        if unknown:
+            expected = ", ".join(sorted(self.categories))
+            raise Unprocessable(f"input 'merchant_category' has unknown value(s) {unknown}; expected: {expected}")
+        return cols
+
+    def _online(self, cards: np.ndarray, devices: np.ndarray) -> tuple[dict[str, list[float]], list[bool]]:
+        values: dict[str, list[float]] = {f: [] for f in ONLINE_FEATURES}
+        degraded: list[bool] = []
+        for card, device in zip(cards.tolist(), devices.tolist(), strict=True):
+            found: dict[str, Any] = {}
+            if self.reader is None:
+                self.metrics.degraded("no_store")
+            else:
+                started = time.perf_counter()
+                try:
+                    found = self.reader.get({"card_id": card, "device_id": device})
+                except Exception:  # any store failure (down, timeout, protocol) -> defaults
+                    self.metrics.degraded("feature_store_error")
+                finally:
+                    self.metrics.fetch_seconds.observe(time.perf_counter() - started)
+                if found and any(found.get(f) is None for f in ONLINE_FEATURES):
+                    self.metrics.degraded("missing_features")
+            row_degraded = any(found.get(f) is None for f in ONLINE_FEATURES)
+            for f in ONLINE_FEATURES:
+                v = found.get(f)
+                values[f].append(self.defaults[f] if v is None else float(v))
+            degraded.append(row_degraded)
+        return values, degraded
+
+    def _matrix(self, cols: dict[str, Any]) -> np.ndarray:
+        """`data.encode` without building a DataFrame (~1 ms saved per request on 2 cores): columns
+        in `data.FEATURES` order, merchant_category as its index in `data.MERCHANT_CATEGORIES`."""
+        out = np.empty((len(cols["amount"]), len(data.FEATURES)), dtype=np.float32)
+        for j, name in enumerate(data.FEATURES):
+            if name == "merchant_category":
+                out[:, j] = [self._category_code[c] for c in cols[name]]
+            else:
+                out[:, j] = cols[name]
+        return out
+
+    def _fast_encoding_matches(self) -> bool:
+        # Self-check at load: if the data contract's encoding ever changes, serve through it instead.
+        probe = {"amount": [12.5, 900.0], "transaction_hour": [0, 23], "foreign_transaction": [0, 1],
+                 "location_mismatch": [1, 0], "merchant_category": list(data.MERCHANT_CATEGORIES)[:2],
+                 **{f: [float(self.defaults[f]), 1.0] for f in ONLINE_FEATURES}}
+        try:
+            same = np.array_equal(self._matrix(probe), data.encode(pd.DataFrame(probe)))
+        except (KeyError, ValueError, TypeError):
+            same = False
+        if not same:
+            log.warning("fast fraud encoding differs from data.encode; using data.encode (slower)")
+        return same
+
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        cols = self._request_columns(request)
+        online, degraded = self._online(cols.pop("card_id"), cols.pop("device_id"))
+        cols.update(online)
+        x = self._matrix(cols) if self._fast else data.encode(pd.DataFrame(cols))
+        proba = np.asarray(self.model.predict_proba(x), dtype=np.float32).ravel()
+        decision = proba >= self.threshold
+        for p in proba:
+            self.metrics.prediction.observe(float(p))
+        n_fraud = int(decision.sum())
+        if n_fraud:
+            self.metrics.predicted("fraud", n_fraud)
+        if len(decision) - n_fraud:
+            self.metrics.predicted("legit", len(decision) - n_fraud)
+        self.observe({"score": proba, **{f: cols[f] for f in _DRIFT}})
+        return self.response(request, [
+            tensor("fraud_probability", proba),
+            tensor("is_fraud", decision),
+            tensor("degraded", np.asarray(degraded, dtype=bool)),
+        ], degraded=any(degraded))

@@ -1,0 +1,109 @@
+"""MLServer runtime of the recommendation model.
+
+Request (V2): either `book_ids` (INT64, the reader's recent books; may be empty -> popular books)
+or `user_id` (INT64, one value; the history is read from the Feast online store, view
+`reader_recent_books`). Optional `k` (INT, 1..100, default 10) as an input or request parameter.
+Response: `book_id` (INT64 [k]), `score` (FP32 [k]), `title` (BYTES [k]); books already in the
+history are never returned. Unknown book ids -> 422 naming them.
+
+`parameters.extra`: `redis_url`, `feast_project`, `feature_timeout_ms` (default 20) for `user_id`.
+If the store fails, the runtime answers with the popular-books fallback, output `degraded` = true
+and counts it in `mlplat_model_degraded_responses_total`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mlserver.types import InferenceRequest, InferenceResponse
+
+from ml.common.feast_repo import PROJECT
+from ml.common.runtime import BadRequest, ReferenceRuntime, Unprocessable, tensor
+from ml.models.recommendation.algorithm import Recommender, UnknownItemError
+from ml.models.recommendation.features import READER_FEATURES, READER_VIEW
+
+MAX_K = 100
+
+
+class RecommendationRuntime(ReferenceRuntime):
+    max_batch = 1000  # longest accepted history
+
+    def load_artifact(self, model_dir: Path, extra: dict[str, Any]) -> None:
+        self.model = Recommender.load(model_dir)
+        self.reader = None
+        if extra.get("redis_url"):
+            from ml.common.online import OnlineFeatureReader, ViewSpec
+
+            self.reader = OnlineFeatureReader(
+                extra["redis_url"],
+                extra.get("feast_project", PROJECT),
+                [ViewSpec(READER_VIEW, "user_id", READER_FEATURES)],
+                timeout_s=float(extra.get("feature_timeout_ms", 20)) / 1000,
+            )
+
+    def _k(self, request: InferenceRequest, inputs: dict[str, Any]) -> int:
+        if "k" in inputs:
+            values = self.numeric(inputs["k"], integer=True)
+            if values.size != 1:
+                raise BadRequest(f"input 'k' must hold one value, got {values.size}")
+            k = int(values[0])
+        else:
+            raw = getattr(request.parameters, "k", None) if request.parameters else None
+            if raw is None:
+                return 10
+            if isinstance(raw, bool) or not isinstance(raw, int):
+                raise BadRequest(f"parameter 'k' must be an integer, got {raw!r}")
+            k = raw
+        if not 1 <= k <= MAX_K:
+            raise Unprocessable(f"k must be between 1 and {MAX_K}, got {k}")
+        return k
+
+    def _history(self, inputs: dict[str, Any]) -> tuple[list[int], bool]:
+        if "book_ids" in inputs:
+            ids = self.numeric(inputs["book_ids"], integer=True)
+            if ids.size > self.max_batch:
+                raise Unprocessable(f"history of {ids.size} books exceeds the limit of {self.max_batch}")
+            return [int(b) for b in ids], False
+        users = self.numeric(inputs["user_id"], integer=True)
+        if users.size != 1:
+            raise BadRequest(f"input 'user_id' must hold exactly one user id, got {users.size}")
+        if self.reader is None:
+            raise Unprocessable("user_id lookup needs an online store (parameters.extra.redis_url); send book_ids")
+        started = time.perf_counter()
+        try:
+            found = self.reader.get({"user_id": int(users[0])})
+        except Exception:  # any store failure degrades to the popular-books fallback
+            self.metrics.degraded("feature_store_error")
+            return [], True
+        finally:
+            self.metrics.fetch_seconds.observe(time.perf_counter() - started)
+        history = found.get("recent_book_ids")
+        if history is None:  # unknown reader: a cold start, not a failure
+            return [], False
+        return [b for b in history if b in self.model.known_items], False
+
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        inputs = {i.name: i for i in request.inputs}
+        if "book_ids" not in inputs and "user_id" not in inputs:
+            raise BadRequest("missing input: send 'book_ids' (INT64 list of recently read books) or 'user_id'")
+        k = self._k(request, inputs)
+        history, degraded = self._history(inputs)
+        try:
+            recs = self.model.recommend(history, k)
+        except UnknownItemError as exc:
+            raise Unprocessable(f"unknown book id(s) in book_ids: {exc.unknown[:20]}") from None
+        ids = np.array([b for b, _ in recs], dtype=np.int64)
+        scores = np.array([s for _, s in recs], dtype=np.float32)
+        if len(scores):
+            self.metrics.prediction.observe(float(scores[0]))
+        self.observe({"history_length": [len(history)], "score": scores[:1]})
+        outputs = [
+            tensor("book_id", ids),
+            tensor("score", scores),
+            tensor("title", [self.model.title(int(b)) for b in ids]),
+            tensor("degraded", np.array([degraded])),
+        ]
+        return self.response(request, outputs, degraded=degraded)

@@ -1,0 +1,231 @@
+"""Data contract of the sentiment reference model: the Twitter and Reddit sentiment CSV files.
+
+Two schemas exist, one per source, both with a 3-class integer label:
+
+- ``Twitter_Data.csv``: ``clean_text,category``
+- ``Reddit_Data.csv``:  ``clean_comment,category``
+
+(either file may be gzip-compressed as ``<name>.csv.gz``). ``category`` is ``-1`` negative, ``0``
+neutral, ``1`` positive. The loader returns the columns ``text`` and ``label`` whichever the schema.
+
+Documented defects of the real files are handled explicitly and counted, never silently:
+rows with an empty / whitespace-only text or an empty label are dropped, and the counts are
+returned in ``df.attrs["dropped"]`` (total) and ``df.attrs["dropped_by_reason"]``. Anything else
+that does not match the schema (missing column, ambiguous schema, a label that is not one of
+-1/0/1) raises :class:`DataContractError` naming the file, column, row and value.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ml.common.contract import DataContractError
+
+log = logging.getLogger(__name__)
+
+FILES = ("Twitter_Data.csv", "Reddit_Data.csv")
+SOURCES = {"Twitter_Data.csv": "twitter", "Reddit_Data.csv": "reddit"}
+TEXT_COLUMNS = {"clean_text": "twitter", "clean_comment": "reddit"}
+LABEL_COLUMN = "category"
+LABELS = {"-1": -1, "0": 0, "1": 1}
+
+
+def _read_raw(path: Path) -> pd.DataFrame:
+    """Read every cell as a string so that empty cells and odd labels stay visible."""
+    if not path.is_file():
+        raise DataContractError(path, "file not found")
+    try:
+        # keep_default_na=False: an empty cell stays "" (a counted defect), not NaN that would hide it.
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, compression="infer")
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as exc:
+        raise DataContractError(path, f"not a readable CSV file: {exc}") from exc
+    except pd.errors.EmptyDataError as exc:
+        raise DataContractError(path, "file is empty (no header)") from exc
+
+
+def _text_column(path: Path, columns: list[str]) -> str:
+    present = [c for c in TEXT_COLUMNS if c in columns]
+    if len(present) > 1:
+        raise DataContractError(path, "ambiguous schema: both 'clean_text' and 'clean_comment' present")
+    if not present:
+        raise DataContractError(
+            path,
+            f"missing text column: expected 'clean_text' (Twitter) or 'clean_comment' (Reddit), found {columns}",
+            column="clean_text|clean_comment",
+        )
+    return present[0]
+
+
+def load_file(path: Path) -> pd.DataFrame:
+    """Load one Twitter- or Reddit-schema file into columns ``text`` (str) and ``label`` (int).
+
+    Rows with empty text or an empty label are dropped and counted in ``attrs``; a label outside
+    {-1, 0, 1} or a missing column raises :class:`DataContractError`.
+    """
+    path = Path(path)
+    raw = _read_raw(path)
+    columns = [str(c) for c in raw.columns]
+    text_col = _text_column(path, columns)
+    if LABEL_COLUMN not in columns:
+        raise DataContractError(path, f"missing label column, found {columns}", column=LABEL_COLUMN)
+
+    text = raw[text_col].astype(str)
+    label_raw = raw[LABEL_COLUMN].astype(str).str.strip()
+    empty_text = text.str.strip() == ""
+    empty_label = label_raw == ""
+
+    # Any non-empty label must be exactly one of the three classes; report the first offender.
+    bad = ~empty_label & ~label_raw.isin(list(LABELS))
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataContractError(
+            path, "label must be one of -1, 0, 1", column=LABEL_COLUMN, row=i + 1, value=label_raw.iloc[i]
+        )
+
+    keep = ~(empty_text | empty_label)
+    out = pd.DataFrame(
+        {
+            "text": text[keep].to_numpy(dtype=object),
+            "label": label_raw[keep].map(LABELS).to_numpy(dtype=np.int64),
+        }
+    )
+    by_reason = {
+        "empty_text": int((empty_text & ~empty_label).sum()),
+        "empty_label": int((empty_label & ~empty_text).sum()),
+        "empty_both": int((empty_text & empty_label).sum()),
+    }
+    out.attrs["schema"] = TEXT_COLUMNS[text_col]
+    out.attrs["rows_read"] = len(raw)
+    out.attrs["dropped"] = int((~keep).sum())
+    out.attrs["dropped_by_reason"] = by_reason
+    out.attrs["duplicate_texts"] = int(out["text"].duplicated().sum())
+    if out.attrs["dropped"]:
+        log.warning("%s: dropped %d rows with empty text/label %s", path, out.attrs["dropped"], by_reason)
+    if out.empty:
+        raise DataContractError(path, "no usable rows (every row has an empty text or label)")
+    return out
+
+
+def resolve(data_dir: Path, name: str) -> Path:
+    """Find ``name`` (``X.csv``) in ``data_dir`` as ``X.csv`` or ``X.csv.gz`` (exactly one of them)."""
+    data_dir = Path(data_dir)
+    candidates = [p for p in (data_dir / name, data_dir / f"{name}.gz") if p.is_file()]
+    if not candidates:
+        raise DataContractError(data_dir / name, f"file not found (expected {name} or {name}.gz)")
+    if len(candidates) > 1:
+        raise DataContractError(data_dir / name, f"both {name} and {name}.gz exist; keep only one")
+    return candidates[0]
+
+
+def load(data_dir: Path) -> pd.DataFrame:
+    """Load both files of ``data_dir`` into ``text``, ``label`` and ``source`` (twitter / reddit)."""
+    if not Path(data_dir).is_dir():
+        raise DataContractError(data_dir, "data directory not found")
+    frames, dropped, per_source = [], 0, {}
+    for name in FILES:
+        path = resolve(data_dir, name)
+        df = load_file(path)
+        source = SOURCES[name]
+        if df.attrs["schema"] != source:
+            raise DataContractError(path, f"file has the {df.attrs['schema']} schema, expected {source}")
+        per_source[source] = {k: df.attrs[k] for k in ("rows_read", "dropped", "dropped_by_reason")}
+        dropped += df.attrs["dropped"]
+        frames.append(df.assign(source=source))
+    out = pd.concat(frames, ignore_index=True)
+    out.attrs["dropped"] = dropped
+    out.attrs["per_source"] = per_source
+    return out
+
+
+# --- synthetic sample -----------------------------------------------------------------------------
+# Invented mini-vocabulary: the label is the sign of a per-word score summed over the text, with a
+# negation word flipping the next scored word. That gives the sample the same shape of signal as the
+# real files (sparse polar words among neutral topic words) so a learned model has something to learn.
+_POSITIVE = {"good": 1.0, "great": 1.5, "happy": 1.0, "love": 1.5, "win": 1.0, "proud": 1.0, "best": 2.0}
+_NEGATIVE = {"bad": -1.0, "worst": -2.0, "sad": -1.0, "hate": -1.5, "fail": -1.0, "angry": -1.0, "poor": -1.0}
+_NEUTRAL = [
+    "vote",
+    "election",
+    "people",
+    "government",
+    "india",
+    "party",
+    "leader",
+    "minister",
+    "today",
+    "news",
+    "country",
+    "state",
+    "city",
+    "policy",
+    "speech",
+    "rally",
+    "campaign",
+    "money",
+    "tax",
+    "village",
+    "young",
+    "time",
+    "year",
+    "week",
+]
+_NEGATION = "not"
+
+
+def _sample_text(rng: np.random.Generator) -> tuple[str, int]:
+    words = list(rng.choice(_NEUTRAL, size=int(rng.integers(4, 16))))
+    n_polar = int(rng.choice([0, 1, 1, 2, 3]))
+    polar = list(_POSITIVE) + list(_NEGATIVE)
+    for _ in range(n_polar):
+        w = str(rng.choice(polar))
+        chunk = [_NEGATION, w] if rng.random() < 0.15 else [w]
+        at = int(rng.integers(0, len(words) + 1))
+        words[at:at] = chunk
+    score, negate = 0.0, False
+    for w in words:
+        if w == _NEGATION:
+            negate = True
+            continue
+        s = _POSITIVE.get(w, _NEGATIVE.get(w, 0.0))
+        if s:
+            score += -0.5 * s if negate else s
+            negate = False
+    label = 0 if score == 0 else (1 if score > 0 else -1)
+    return " ".join(words), label
+
+
+def generate_sample(out_dir: Path, rows: int = 1500, seed: int = 0, *, defects: bool = True) -> list[Path]:
+    """Write synthetic ``Twitter_Data.csv`` and ``Reddit_Data.csv`` (``rows`` data rows each).
+
+    With ``defects`` the files also carry the real files' documented defects (an empty text, a label
+    that slipped onto the next row, a whitespace-only comment) so the loader's handling is exercised.
+    """
+    if rows < 10:
+        raise ValueError(f"rows must be >= 10, got {rows}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for name, text_col in (("Twitter_Data.csv", "clean_text"), ("Reddit_Data.csv", "clean_comment")):
+        records: list[tuple[str, str]] = []
+        for _ in range(rows):
+            text, label = _sample_text(rng)
+            records.append((text, str(label)))
+        if defects and name == "Twitter_Data.csv":
+            records[5] = ("", "0")  # empty text with a label
+            records[20] = (records[20][0], "")  # label slipped onto the next row ...
+            records[21] = ("", "1")  # ... which has no text
+        elif defects:
+            records[7] = ("   ", "0")  # whitespace-only comment
+        path = out_dir / name
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow([text_col, LABEL_COLUMN])
+            writer.writerows(records)
+        paths.append(path)
+    return paths

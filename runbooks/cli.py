@@ -1,0 +1,102 @@
+"""`mlplat runbook list` and `mlplat runbook run NAME [--env ENV] [--dry-run | --execute]`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_AUDIT_LOG = Path(".local") / "runbook-audit.jsonl"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("runbook", help="list runbooks; run one (dry-run by default)")
+    rsub = p.add_subparsers(dest="runbook_command", required=True)
+    rsub.add_parser("list", help="every runbook with its title and whether it has executable steps").set_defaults(
+        func=_list)
+    i = rsub.add_parser("index", help="regenerate docs/RUNBOOKS.md")
+    i.add_argument("--check", action="store_true", help="exit 1 when docs/RUNBOOKS.md is stale")
+    i.set_defaults(func=_index)
+    r = rsub.add_parser("run", help="run a runbook's steps")
+    r.add_argument("name")
+    r.add_argument("--env", default="local", choices=["local", "dev", "staging", "prod"])
+    mode = r.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="(default) check and print what would change")
+    mode.add_argument("--execute", action="store_true", help="perform, audit and verify each step")
+    r.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="runbook parameter")
+    r.add_argument("--outputs", type=Path, help="`pulumi stack output --json` of the stack (names override)")
+    r.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"), help="MLflow tracking URI")
+    r.add_argument("--serving-url", default=os.environ.get("MLPLAT_SERVING_URL"), help="MLServer base URL")
+    r.add_argument("--kube", choices=["none", "cluster"], default="none",
+                   help="`cluster`: use the current kubeconfig for Kubernetes steps")
+    r.add_argument("--audit-log", type=Path, default=Path(os.environ.get("MLPLAT_AUDIT_LOG", DEFAULT_AUDIT_LOG)))
+    r.set_defaults(func=_run)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from runbooks.catalog import documents
+
+    docs = documents()
+    width = max(len(d.name) for d in docs)
+    for d in docs:
+        steps = f"{len(d.runbook.steps)} steps" if d.runbook else "document only"
+        print(f"{d.name:<{width}}  {steps:<14} {d.title}")
+    return 0
+
+
+def _index(args: argparse.Namespace) -> int:
+    from runbooks.catalog import RUNBOOK_DIR, render_index
+
+    path = RUNBOOK_DIR.parent / "docs" / "RUNBOOKS.md"
+    text = render_index()
+    if args.check:
+        stale = not path.exists() or path.read_text() != text
+        if stale:
+            print(f"{path} is stale: run `mlplat runbook index`", file=sys.stderr)
+        return int(stale)
+    path.write_text(text)
+    print(f"wrote {path}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from runbooks.catalog import EXECUTABLE, documents
+    from runbooks.context import RunContext, load_outputs
+    from runbooks.engine import AuditLog, run
+
+    runbook = EXECUTABLE.get(args.name)
+    if runbook is None:
+        known = {d.name for d in documents()}
+        why = "has no executable steps (read its document)" if args.name in known else "does not exist"
+        print(f"runbook {args.name!r} {why}; see `mlplat runbook list`", file=sys.stderr)
+        return 2
+    if args.env not in runbook.envs:
+        print(f"runbook {args.name} applies to {', '.join(runbook.envs)}, not {args.env}", file=sys.stderr)
+        return 2
+    try:
+        params = dict(p.split("=", 1) for p in args.param)
+    except ValueError:
+        print("--param takes NAME=VALUE", file=sys.stderr)
+        return 2
+    kube = None
+    if args.kube == "cluster":
+        from runbooks.kube import ClusterKubeOps
+
+        kube = ClusterKubeOps()
+    local = {}
+    if args.env == "local":
+        from local.config import default_ports
+
+        ports = default_ports()  # the local platform's ports (MLPLAT_<NAME>_PORT overrides them)
+        local = {"tracking_uri": f"http://127.0.0.1:{ports['mlflow']}",
+                 "serving_url": f"http://127.0.0.1:{ports['http']}",
+                 "prometheus_url": f"http://127.0.0.1:{ports['prometheus']}"}
+    ctx = RunContext(
+        env=args.env, stack_outputs=load_outputs(args.outputs), params=params, kube=kube,
+        tracking_uri=args.tracking_uri or local.get("tracking_uri"),
+        serving_url=args.serving_url or local.get("serving_url"),
+        prometheus_url=local.get("prometheus_url"),
+    )
+    report = run(runbook, ctx, execute=args.execute, audit=AuditLog(args.audit_log), out=sys.stdout)
+    return 0 if report.ok else 1

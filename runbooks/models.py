@@ -1,0 +1,281 @@
+"""Model runbooks: roll back the champion, promote a canary.
+
+The MLflow registry alias `champion` is the source of truth for what serves. Locally the MLServer
+process reloads the model, which re-resolves `models:/<name>@champion` (MLServer swaps in the new
+instance before it unloads the old one, so requests keep succeeding during the switch). On the
+cluster the Seldon Models `<name>-champion` / `<name>-challenger` serve whatever their S3 slot holds:
+a version is published to the slot (ml/common/publish.py) and the Model is touched so
+Seldon reloads it; the Seldon Experiment's weights decide the traffic split.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contracts.model_slots import artifact_model_settings, artifact_uri
+from ml.common.publish import MARKER, PublishError, check_bucket, publish, read_marker
+from runbooks.context import RunContext
+from runbooks.engine import Runbook, Step, StepFailed
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+SELDON_NAMESPACE = "seldon"
+
+
+def experiment_name(model: str) -> str:
+    return f"{model}-experiment"
+
+
+def _model(ctx: RunContext) -> str:
+    return ctx.param("model", "fraud")
+
+
+# ---- publishing a registry version to a Seldon slot (cluster environments) -------------------------
+
+def _models_bucket(ctx: RunContext) -> str:
+    """The stack output `buckets.models` when given (--outputs), else the name the naming code derives."""
+    given = (ctx.stack_outputs.get("buckets") or {}).get("models")
+    if given:
+        return str(given)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return ctx.stack.bucket_name("models", ctx.account_id)
+    except (BotoCoreError, ClientError) as exc:
+        raise StepFailed(f"cannot derive the models bucket name ({exc}); pass --outputs with buckets.models") from exc
+
+
+def _publish_ready(ctx: RunContext) -> None:
+    """Precondition of the cluster publishing steps: Kubernetes access, a reference model, the bucket."""
+    if ctx.kube is None:
+        raise StepFailed("no Kubernetes access (--kube cluster)")
+    try:
+        artifact_model_settings(_model(ctx))
+    except ValueError as exc:
+        raise StepFailed(f"{exc} (the Seldon slots serve the reference models only)") from exc
+    ctx.state["bucket"] = _models_bucket(ctx)
+    try:
+        check_bucket(ctx.aws("s3"), ctx.state["bucket"])
+    except PublishError as exc:
+        raise StepFailed(str(exc)) from exc
+
+
+def _publish_plan(ctx: RunContext, slot: str, version: int) -> list[str]:
+    model = _model(ctx)
+    uri = artifact_uri(ctx.state["bucket"], model, slot)
+    return [f"s3: publish models:/{model}/{version} to {uri} (artifact files + model-settings.json; delete "
+            f"objects v{version} lacks; {MARKER} last), unless the slot already holds v{version}",
+            f"kubernetes: patch Model {SELDON_NAMESPACE}/{model}-{slot} spec.parameters "
+            f"registry-version={version} (Seldon reloads the slot)"]
+
+
+def _publish_to_slot(ctx: RunContext, slot: str, version: int) -> dict[str, Any]:
+    """Publish `version` to the slot and touch its Model; a no-op when both already show `version`."""
+    assert ctx.kube is not None
+    model, bucket, want = _model(ctx), ctx.state["bucket"], str(version)
+    resource = f"{model}-{slot}"
+    s3 = ctx.aws("s3")
+    marker = read_marker(bucket, model, slot, s3_client=s3)
+    if (marker or {}).get("version") == want and ctx.kube.model_version(SELDON_NAMESPACE, resource) == want:
+        return {"slot": artifact_uri(bucket, model, slot), "version": want, "unchanged": "already published"}
+    try:
+        result = publish(model, want, slot, bucket, tracking_uri=ctx.mlflow.tracking_uri, s3_client=s3,
+                         actor=ctx.actor)
+    except PublishError as exc:
+        raise StepFailed(str(exc)) from exc
+    ctx.kube.touch_model(SELDON_NAMESPACE, resource, want)
+    return {"slot": result.uri, "version": want, "files": len(result.uploaded), "deleted_old": len(result.deleted),
+            "touched": f"{SELDON_NAMESPACE}/{resource}"}
+
+
+def _verify_slot(ctx: RunContext, slot: str, version: int) -> None:
+    assert ctx.kube is not None
+    model, bucket, want = _model(ctx), ctx.state["bucket"], str(version)
+    marker = read_marker(bucket, model, slot, s3_client=ctx.aws("s3"))
+    if (marker or {}).get("version") != want:
+        raise StepFailed(f"{artifact_uri(bucket, model, slot)}{MARKER} shows {marker}, expected v{want}")
+    touched = ctx.kube.model_version(SELDON_NAMESPACE, f"{model}-{slot}")
+    if touched != want:
+        raise StepFailed(f"Model {SELDON_NAMESPACE}/{model}-{slot} registry-version is {touched}, expected {want}")
+
+
+def _version_of(ctx: RunContext, alias: str) -> int:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return int(ctx.mlflow.get_model_version_by_alias(_model(ctx), alias).version)
+    except MlflowException as exc:
+        raise StepFailed(f"{_model(ctx)}@{alias} is not set in the registry ({ctx.mlflow.tracking_uri})") from exc
+
+
+def _inspect(ctx: RunContext) -> dict[str, Any]:
+    current = _version_of(ctx, CHAMPION)
+    versions = sorted(int(v.version) for v in ctx.mlflow.search_model_versions(f"name='{_model(ctx)}'"))
+    wanted = ctx.params.get("to_version")
+    if wanted is not None:
+        target = int(wanted)
+        if target not in versions:
+            raise StepFailed(f"{_model(ctx)} has no version {target}; versions: {versions}")
+    else:
+        older = [v for v in versions if v < current]
+        if not older:
+            raise StepFailed(f"{_model(ctx)}@champion is v{current}, the oldest version: nothing to roll back to")
+        target = older[-1]
+    if target == current:
+        raise StepFailed(f"{_model(ctx)}@champion already is v{target}")
+    ctx.state.update(model=_model(ctx), from_version=current, to_version=target)
+    return {"model": _model(ctx), "champion": current, "target": target, "versions": versions}
+
+
+def _move_alias(ctx: RunContext) -> dict[str, Any]:
+    ctx.mlflow.set_registered_model_alias(ctx.state["model"], CHAMPION, str(ctx.state["to_version"]))
+    return {"champion": ctx.state["to_version"]}
+
+
+def _verify_alias(ctx: RunContext, result: dict[str, Any]) -> None:
+    if _version_of(ctx, CHAMPION) != ctx.state["to_version"]:
+        raise StepFailed("the champion alias did not move")
+
+
+def served_version(serving_url: str, model: str) -> str | None:
+    """The version the local MLServer reports for `model` (from its model metadata)."""
+    import httpx
+
+    response = httpx.get(f"{serving_url}/v2/models/{model}", timeout=5)
+    response.raise_for_status()
+    return response.json().get("versions", [None])[0] or response.json().get("version")
+
+
+def _reload_serving(ctx: RunContext) -> dict[str, Any]:
+    model = ctx.state["model"]
+    if ctx.env == "local":
+        if not ctx.serving_url:
+            raise StepFailed("no inference endpoint: is the local platform up? (mlplat local status)")
+        import httpx
+
+        response = httpx.post(f"{ctx.serving_url}/v2/repository/models/{model}/load", timeout=120)
+        if response.status_code != 200:
+            raise StepFailed(f"MLServer refused to reload {model}: {response.status_code} {response.text}")
+        return {"reloaded": model}
+    assert ctx.kube is not None  # the precondition checked it
+    published = _publish_to_slot(ctx, CHAMPION, ctx.state["to_version"])
+    ctx.kube.set_experiment_weights(SELDON_NAMESPACE, experiment_name(model),
+                                    {f"{model}-{CHAMPION}": 100, f"{model}-{CHALLENGER}": 0})
+    return {**published, "experiment": experiment_name(model), "weights": "champion 100 / challenger 0"}
+
+
+def _serving_precondition(ctx: RunContext) -> None:
+    if ctx.env != "local":
+        _publish_ready(ctx)
+
+
+def _verify_serving(ctx: RunContext, result: dict[str, Any]) -> None:
+    model, want = ctx.state["model"], str(ctx.state["to_version"])
+    if ctx.env != "local":
+        assert ctx.kube is not None
+        weights = ctx.kube.experiment_weights(SELDON_NAMESPACE, experiment_name(model))
+        if weights.get(f"{model}-{CHAMPION}") != 100:
+            raise StepFailed(f"experiment weights are {weights}")
+        _verify_slot(ctx, CHAMPION, ctx.state["to_version"])
+        return
+    ctx.wait_for(f"MLServer to serve {model} v{want}", lambda: served_version(str(ctx.serving_url), model) == want,
+                 timeout_s=60, poll_s=0.5)
+
+
+def _serving_plan(ctx: RunContext) -> list[str]:
+    model = ctx.state["model"]
+    if ctx.env == "local":
+        return [f"POST {ctx.serving_url}/v2/repository/models/{model}/load (reload resolves @champion)"]
+    return [*_publish_plan(ctx, CHAMPION, ctx.state["to_version"]),
+            f"kubernetes: patch Experiment {SELDON_NAMESPACE}/{experiment_name(model)} weights "
+            f"{model}-champion=100 {model}-challenger=0"]
+
+
+ROLLBACK = Runbook(
+    name="model-rollback",
+    title="Roll a model back to its previous champion version",
+    steps=[
+        # The cluster checks run first, so that nothing changes when publishing could not follow.
+        Step("find the current champion and the version to return to", _model, precondition=_serving_precondition,
+             plan=lambda ctx: [], action=_inspect, verify=lambda ctx, r: None, rollback="nothing changed",
+             read_only=True),
+        Step("move the champion alias back", _model, precondition=lambda ctx: None,
+             plan=lambda ctx: [f"mlflow: set alias {ctx.state['model']}@champion "
+                               f"v{ctx.state['from_version']} -> v{ctx.state['to_version']}"],
+             action=_move_alias, verify=_verify_alias,
+             rollback="set the champion alias back to the version printed in step 1"),
+        Step("make serving follow the alias", _model, precondition=_serving_precondition, plan=_serving_plan,
+             action=_reload_serving, verify=_verify_serving,
+             rollback="move the alias forward again and repeat this step"),
+    ],
+)
+
+
+def _canary_weights(ctx: RunContext) -> dict[str, int]:
+    weight = int(ctx.param("challenger_weight", "10"))
+    if not 0 <= weight <= 100:
+        raise StepFailed(f"challenger_weight must be 0..100, got {weight}")
+    return {f"{_model(ctx)}-{CHAMPION}": 100 - weight, f"{_model(ctx)}-{CHALLENGER}": weight}
+
+
+def _require_kube(ctx: RunContext) -> None:
+    if ctx.kube is None:
+        raise StepFailed("no Kubernetes access (--kube cluster)")
+
+
+def _challenger_ready(ctx: RunContext) -> None:
+    _publish_ready(ctx)
+    ctx.state["challenger_version"] = _version_of(ctx, CHALLENGER)
+
+
+def _shift(ctx: RunContext) -> dict[str, Any]:
+    assert ctx.kube is not None
+    weights = _canary_weights(ctx)
+    ctx.kube.set_experiment_weights(SELDON_NAMESPACE, experiment_name(_model(ctx)), weights)
+    return {"weights": weights}
+
+
+def _verify_shift(ctx: RunContext, result: dict[str, Any]) -> None:
+    assert ctx.kube is not None
+    if ctx.kube.experiment_weights(SELDON_NAMESPACE, experiment_name(_model(ctx))) != result["weights"]:
+        raise StepFailed("experiment weights did not change")
+
+
+def _promote(ctx: RunContext) -> dict[str, Any]:
+    challenger = _version_of(ctx, CHALLENGER)
+    ctx.state["previous_champion"] = _version_of(ctx, CHAMPION)
+    ctx.mlflow.set_registered_model_alias(_model(ctx), CHAMPION, str(challenger))
+    return {"champion": challenger, "previous": ctx.state["previous_champion"]}
+
+
+def _verify_promote(ctx: RunContext, result: dict[str, Any]) -> None:
+    if _version_of(ctx, CHAMPION) != _version_of(ctx, CHALLENGER):
+        raise StepFailed("champion does not point at the challenger")
+
+
+CANARY_PROMOTION = Runbook(
+    name="canary-promotion",
+    title="Shift traffic to the challenger, then promote it to champion",
+    envs=("dev", "staging", "prod"),
+    steps=[
+        Step("publish the challenger version to its Seldon slot", _model, precondition=_challenger_ready,
+             plan=lambda ctx: _publish_plan(ctx, CHALLENGER, ctx.state["challenger_version"]),
+             action=lambda ctx: _publish_to_slot(ctx, CHALLENGER, ctx.state["challenger_version"]),
+             verify=lambda ctx, r: _verify_slot(ctx, CHALLENGER, ctx.state["challenger_version"]),
+             rollback="publish the previous challenger version the same way (its PUBLISHED.json was replaced), "
+                      "or leave the challenger's weight at 0"),
+        Step("shift canary traffic to the challenger", _model, precondition=_require_kube,
+             plan=lambda ctx: [f"kubernetes: patch Experiment {SELDON_NAMESPACE}/{experiment_name(_model(ctx))} "
+                               f"weights {_canary_weights(ctx)}"],
+             action=_shift, verify=_verify_shift,
+             rollback="run again with --param challenger_weight=0"),
+        Step("promote the challenger to champion", _model, precondition=lambda ctx: None,
+             plan=lambda ctx: [f"mlflow: set alias {_model(ctx)}@champion -> the version of @challenger"],
+             action=_promote, verify=_verify_promote,
+             rollback="runbook model-rollback moves champion back to the previous version"),
+        Step("publish the new champion to its Seldon slot", _model, precondition=_challenger_ready,
+             plan=lambda ctx: _publish_plan(ctx, CHAMPION, ctx.state["challenger_version"]),
+             action=lambda ctx: _publish_to_slot(ctx, CHAMPION, _version_of(ctx, CHAMPION)),
+             verify=lambda ctx, r: _verify_slot(ctx, CHAMPION, _version_of(ctx, CHAMPION)),
+             rollback="runbook model-rollback publishes the previous champion version back to the slot"),
+    ],
+)

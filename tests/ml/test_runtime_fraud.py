@@ -1,0 +1,195 @@
+"""Fraud runtime in a real MLServer: valid requests with features read from Feast's Redis keys,
+every bad-input case (4xx + message), and the fallback when Redis hangs (timeout) and when it is
+stopped mid-test (degraded flag + counter, never a failure)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from ml.common.feast_repo import apply_and_materialize, write_repo
+from ml.common.online import OnlineFeatureReader, ViewSpec
+from ml.models.fraud import data, features, pipeline
+from ml.serving.settings import ModelEntry
+
+pytestmark = [pytest.mark.ml, pytest.mark.integration]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, shared_mlserver, redis_factory):
+    root = tmp_path_factory.mktemp("fraud-runtime")
+    data_dir = pipeline.generate_sample(root / "data", seed=5)
+    out = pipeline.train(data_dir, root / "model", seed=0)
+    redis = redis_factory()  # this module's own server: the tests stop it
+    features.write_parquet(data_dir, root / "parquet")
+    store = apply_and_materialize(write_repo(root / "feast", redis.url), features.definitions(root / "parquet"))
+    name = shared_mlserver.add(ModelEntry(
+        "fraud-rt", "fraud", str(out.model_dir),
+        {"redis_url": redis.url, "feature_timeout_ms": 50, "max_batch": 8, "drift_min_samples": 20},
+    ))
+    transactions = data.load(data_dir)
+    return shared_mlserver, name, redis, store, transactions, data_dir, out
+
+
+def _body(served, **override):
+    *_, transactions, _data_dir, _out = served
+    body = pipeline.request_body(transactions.iloc[0])
+    for inp in body["inputs"]:
+        if inp["name"] in override:
+            value = override[inp["name"]]
+            if value is None:
+                body["inputs"].remove(inp)
+            else:
+                inp.update(value)
+    return body["inputs"]
+
+
+def _degraded_count(text: str, name: str, reason: str) -> float:
+    m = re.search(rf'mlplat_model_degraded_responses_total{{model="{name}",reason="{reason}"}} ([\d.]+)', text)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_fast_path_reads_what_feast_materialized(served):
+    """Keeps the hand-written key layout in sync with Feast: Feast writes, the fast path reads."""
+    _server, _name, redis, store, transactions, *_ = served
+    ids = [int(t) for t in transactions["transaction_id"].iloc[:5]]
+    reader = OnlineFeatureReader(redis.url, "mlplat", [
+        ViewSpec(features.DEVICE_VIEW, "device_id", features.DEVICE_FEATURES),
+        ViewSpec(features.CARD_VIEW, "card_id", features.CARD_FEATURES),
+    ])
+    refs = [f"{features.CARD_VIEW}:{f}" for f in features.CARD_FEATURES] + [
+        f"{features.DEVICE_VIEW}:{f}" for f in features.DEVICE_FEATURES]
+    sdk = store.get_online_features(refs, [{"card_id": i, "device_id": i} for i in ids]).to_dict()
+    for row, i in enumerate(ids):
+        fast = reader.get({"card_id": i, "device_id": i})
+        for f in features.ONLINE_FEATURES:
+            assert fast[f] == sdk[f][row]
+            assert fast[f] == transactions.loc[transactions.transaction_id == i, f].item()
+
+
+def test_valid_request_is_scored_with_store_features(served, infer):
+    server, name, *_ = served
+    resp = infer(server.url, name, _body(served))
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    outputs = {o["name"]: o["data"] for o in body["outputs"]}
+    assert 0.0 <= outputs["fraud_probability"][0] <= 1.0
+    assert outputs["degraded"] == [False] and body["parameters"]["degraded"] is False
+
+
+def test_unknown_entity_uses_defaults_and_is_degraded(served, infer, scrape):
+    server, name, *_ = served
+    resp = infer(server.url, name, _body(served, card_id={"data": [987654321]}))
+    assert resp.status_code == 200, resp.text
+    assert {o["name"]: o["data"] for o in resp.json()["outputs"]}["degraded"] == [True]
+    assert _degraded_count(scrape(server.process), name, "missing_features") >= 1
+
+
+@pytest.mark.parametrize(
+    ("override", "status", "needle"),
+    [
+        ({"amount": None}, 400, "missing input(s) amount"),
+        ({"card_id": None}, 400, "card_id"),
+        ({"amount": {"datatype": "BYTES", "data": ["12.5"]}}, 400, "'amount' must have a numeric datatype"),
+        ({"amount": {"data": ["lots"]}}, 400, "non-numeric value 'lots'"),
+        ({"transaction_hour": {"datatype": "FP32", "data": [3.5]}}, 400, "integer datatype"),
+        ({"merchant_category": {"datatype": "INT64", "data": [3]}}, 400, "datatype BYTES"),
+        ({"transaction_hour": {"data": [25]}}, 422, "0-23, got 25"),
+        ({"merchant_category": {"data": ["Casino"]}}, 422, "unknown value(s) ['Casino']"),
+        ({"foreign_transaction": {"data": [2]}}, 422, "'foreign_transaction' must be 0 or 1"),
+        ({"amount": {"data": [-5.0]}}, 422, "'amount' must be >= 0"),
+        ({"amount": {"shape": [2], "data": [1.0, 2.0]}}, 400, "different lengths"),
+    ],
+    ids=["missing-amount", "missing-entity", "wrong-datatype", "wrong-value", "float-hour", "category-type",
+         "hour-range", "unknown-category", "flag-range", "negative-amount", "ragged"],
+)
+def test_bad_requests_get_4xx_naming_the_problem(served, infer, override, status, needle):
+    server, name, *_ = served
+    resp = infer(server.url, name, _body(served, **override))
+    assert resp.status_code == status, resp.text
+    assert needle in resp.json()["error"]
+
+
+def test_oversize_batch_is_refused(served, infer):
+    server, name, *_ = served
+    inputs = _body(served)
+    for inp in inputs:
+        inp["shape"], inp["data"] = [9], inp["data"] * 9
+    resp = infer(server.url, name, inputs)
+    assert resp.status_code == 422 and "exceeds the limit of 8" in resp.json()["error"]
+
+
+def test_metrics_include_prediction_histogram_and_drift(served, infer, scrape):
+    server, name, *_ = served
+    for _ in range(60):
+        assert infer(server.url, name, _body(served)).status_code == 200
+    text = scrape(server.process)
+    assert f'mlplat_model_prediction_count{{model="{name}"}}' in text
+    assert f'mlplat_model_drift_psi{{feature="score",model="{name}"}}' in text
+    assert f'mlplat_model_online_feature_fetch_seconds_count{{model="{name}"}}' in text
+
+
+def test_hung_store_times_out_into_defaults(served, infer, scrape):
+    server, name, redis, *_ = served
+    before = _degraded_count(scrape(server.process), name, "feature_store_error")
+    os.kill(redis.proc.pid, signal.SIGSTOP)  # accepts TCP, never answers: the timeout path
+    try:
+        started = time.perf_counter()
+        resp = infer(server.url, name, _body(served))
+        elapsed = time.perf_counter() - started
+    finally:
+        os.kill(redis.proc.pid, signal.SIGCONT)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["parameters"]["degraded"] is True
+    assert elapsed < 2.0  # 50 ms feature timeout, no retries (generous bound for a loaded 2-core box)
+    assert _degraded_count(scrape(server.process), name, "feature_store_error") == before + 1
+
+
+def test_store_stopped_mid_test_degrades_instead_of_failing(served, infer, scrape):
+    server, name, redis, *_ = served
+    assert infer(server.url, name, _body(served)).json()["parameters"]["degraded"] is False
+    before = _degraded_count(scrape(server.process), name, "feature_store_error")
+    redis.stop()
+    for _ in range(3):
+        resp = infer(server.url, name, _body(served))
+        assert resp.status_code == 200, resp.text
+        assert {o["name"]: o["data"] for o in resp.json()["outputs"]}["degraded"] == [True]
+    assert _degraded_count(scrape(server.process), name, "feature_store_error") == before + 3
+
+
+def test_store_url_from_environment_and_no_store_mode(served, monkeypatch, redis_factory):
+    """In-process: published slots carry no extras, so the pod environment names the store."""
+    import asyncio
+
+    from mlserver.settings import ModelParameters, ModelSettings
+    from mlserver.types import InferenceRequest
+
+    from ml.models.fraud.runtime import FraudRuntime
+
+    *_, transactions, data_dir, out = served
+    redis = redis_factory()
+    features.write_parquet(data_dir, out.model_dir.parent / "parquet-env")
+    apply_and_materialize(write_repo(out.model_dir.parent / "feast-env", redis.url),
+                          features.definitions(out.model_dir.parent / "parquet-env"))
+    request = InferenceRequest.model_validate(pipeline.request_body(transactions.iloc[0]))
+
+    def degraded(env_url):
+        if env_url:
+            monkeypatch.setenv("MLPLAT_ONLINE_STORE_URL", env_url)
+        else:
+            monkeypatch.delenv("MLPLAT_ONLINE_STORE_URL", raising=False)
+        runtime = FraudRuntime(ModelSettings(name="fraud-env", implementation=FraudRuntime,
+                                             parameters=ModelParameters(uri=str(out.model_dir))))
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(runtime.load())
+            return loop.run_until_complete(runtime.predict(request)).parameters.degraded
+        finally:
+            loop.close()
+
+    assert degraded(redis.url) is False
+    assert degraded(None) is True  # no store configured: defaults, never a failure

@@ -1,0 +1,104 @@
+"""Recommendation runtime in a real MLServer: valid requests, every bad-input case (4xx + message),
+`user_id` resolved through Feast's Redis keys, and the degraded fallback when Redis is stopped."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.common.feast_repo import apply_and_materialize, write_repo
+from ml.models.recommendation import features, pipeline
+from ml.serving.settings import ModelEntry
+
+pytestmark = [pytest.mark.ml, pytest.mark.integration]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, shared_mlserver, redis_factory):
+    root = tmp_path_factory.mktemp("rec-runtime")
+    data_dir = pipeline.generate_sample(root / "data", seed=2)
+    out = pipeline.train(data_dir, root / "model", seed=0, baselines=False)
+    redis = redis_factory()  # this module's own server: a test stops it
+    features.write_parquet(data_dir, root / "parquet")
+    apply_and_materialize(write_repo(root / "feast", redis.url), features.definitions(root / "parquet"))
+    name = shared_mlserver.add(ModelEntry(
+        "rec-rt", "recommendation", str(out.model_dir),
+        {"redis_url": redis.url, "drift_min_samples": 20, "max_batch": 50},
+    ))
+    recent = pd.read_parquet(root / "parquet" / "reader_recent_books.parquet")
+    return shared_mlserver, name, out, redis, recent
+
+
+def _books(data):
+    return [{"name": "book_ids", "datatype": "INT64", "shape": [len(data)], "data": data}]
+
+
+def test_valid_request_excludes_history(served, infer):
+    server, name, out, *_ = served
+    known = [int(b) for b in np.load(out.model_dir / "item_ids.npy")[:4]]
+    resp = infer(server.url, name, _books(known), parameters={"k": 7})
+    assert resp.status_code == 200, resp.text
+    outputs = {o["name"]: o["data"] for o in resp.json()["outputs"]}
+    assert len(outputs["book_id"]) == 7 and not set(outputs["book_id"]) & set(known)
+    assert outputs["score"] == sorted(outputs["score"], reverse=True)
+    assert outputs["degraded"] == [False]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "parameters", "status", "needle"),
+    [
+        ([], None, 400, "book_ids"),
+        ([{"name": "book_ids", "datatype": "BYTES", "shape": [1], "data": ["a"]}], None, 400, "integer datatype"),
+        ([{"name": "book_ids", "datatype": "INT64", "shape": [1], "data": ["x"]}], None, 400, "non-numeric"),
+        (_books([999999]), None, 422, "999999"),
+        (_books(list(range(1, 60))), None, 422, "exceeds the limit"),
+        (_books([1]), {"k": 0}, 422, "k must be between"),
+        (_books([1]), {"k": "ten"}, 400, "parameter 'k'"),
+        ([{"name": "user_id", "datatype": "INT64", "shape": [2], "data": [1, 2]}], None, 400, "exactly one"),
+    ],
+    ids=["missing", "wrong-datatype", "wrong-value-type", "unknown-book", "oversize", "k-range", "k-type",
+         "two-users"],
+)
+def test_bad_requests_get_4xx_naming_the_problem(served, infer, inputs, parameters, status, needle):
+    server, name, *_ = served
+    resp = infer(server.url, name, inputs, parameters=parameters)
+    assert resp.status_code == status, resp.text
+    assert needle in resp.json()["error"]
+
+
+def test_user_id_history_comes_from_feast_redis(served, infer):
+    server, name, _out, _redis, recent = served
+    row = recent.iloc[0]
+    resp = infer(server.url, name, [{"name": "user_id", "datatype": "INT64", "shape": [1],
+                                     "data": [int(row.user_id)]}], parameters={"k": 10})
+    assert resp.status_code == 200, resp.text
+    outputs = {o["name"]: o["data"] for o in resp.json()["outputs"]}
+    assert outputs["degraded"] == [False]
+    # The history read through the fast path is the one Feast materialized: none of it is recommended.
+    assert not set(outputs["book_id"]) & {int(b) for b in row.recent_book_ids}
+
+
+def test_metrics_and_drift_gauge_are_exported(served, infer, scrape):
+    server, name, out, *_ = served
+    known = [int(b) for b in np.load(out.model_dir / "item_ids.npy")[:2]]
+    for _ in range(60):
+        assert infer(server.url, name, _books(known)).status_code == 200
+    text = scrape(server.process)
+    assert f'mlplat_model_prediction_count{{model="{name}"}}' in text
+    assert f'mlplat_model_drift_psi{{feature="history_length",model="{name}"}}' in text
+    assert f'mlplat_model_invalid_requests_total{{model="{name}",reason="unprocessable"}}' in text
+
+
+def test_store_down_degrades_instead_of_failing(served, infer, scrape):
+    server, name, _out, redis, recent = served
+    redis.stop()
+    resp = infer(server.url, name, [{"name": "user_id", "datatype": "INT64", "shape": [1],
+                                     "data": [int(recent.iloc[0].user_id)]}])
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["parameters"]["degraded"] is True
+    assert {o["name"]: o["data"] for o in body["outputs"]}["degraded"] == [True]
+    assert f'mlplat_model_degraded_responses_total{{model="{name}",reason="feature_store_error"}} 1.0' in scrape(
+        server.process
+    )

@@ -1,0 +1,80 @@
+"""Sentiment runtime in a real MLServer: batch scoring and every bad-input case (4xx + message)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ml.models.sentiment import pipeline
+from ml.serving.settings import ModelEntry
+
+pytestmark = [pytest.mark.ml, pytest.mark.integration]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, shared_mlserver):
+    root = tmp_path_factory.mktemp("sentiment-runtime")
+    data_dir = pipeline.generate_sample(root / "data", seed=6)
+    out = pipeline.train(data_dir, root / "model", seed=0)
+    name = shared_mlserver.add(ModelEntry("sentiment-rt", "sentiment", str(out.model_dir),
+                                          {"max_batch": 4, "drift_min_samples": 20}))
+    return shared_mlserver, name
+
+
+def _text(data, datatype="BYTES"):
+    return [{"name": "text", "datatype": datatype, "shape": [len(data)], "data": data}]
+
+
+def test_batch_is_scored(served, infer):
+    server, name = served
+    resp = infer(server.url, name, _text(["good great happy", "bad sad awful", "the train leaves at noon"]))
+    assert resp.status_code == 200, resp.text
+    outputs = {o["name"]: o for o in resp.json()["outputs"]}
+    assert len(outputs["label"]["data"]) == 3 and set(outputs["label"]["data"]) <= {-1, 0, 1}
+    rows = outputs["probabilities"]["data"]
+    assert outputs["probabilities"]["shape"] == [3, 3]
+    for i in range(3):
+        assert sum(rows[3 * i: 3 * i + 3]) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "status", "needle"),
+    [
+        ([], 400, "missing input(s) text"),
+        (_text([1, 2], datatype="INT64"), 400, "must have datatype BYTES"),
+        (_text(["fine", "   "]), 422, "row 1 is empty"),
+        (_text(["a", "b", "c", "d", "e"]), 422, "exceeds the limit of 4"),
+        (_text([]), 422, "empty batch"),
+    ],
+    ids=["missing", "wrong-datatype", "empty-text", "oversize", "empty-batch"],
+)
+def test_bad_requests_get_4xx_naming_the_problem(served, infer, inputs, status, needle):
+    server, name = served
+    resp = infer(server.url, name, inputs)
+    assert resp.status_code == status, resp.text
+    assert needle in resp.json()["error"]
+
+
+def test_metrics_are_exported(served, infer, scrape):
+    server, name = served
+    for _ in range(30):
+        assert infer(server.url, name, _text(["nice film", "dull plot"])).status_code == 200
+    text = scrape(server.process)
+    assert f'mlplat_model_prediction_count{{model="{name}"}}' in text
+    assert f'mlplat_model_drift_psi{{feature="text_length",model="{name}"}}' in text
+    assert 'mlplat_model_predicted_class_total{cls="' in text
+
+
+@pytest.mark.parametrize("tool", ["wrk", "python"])
+def test_bench_load_generators_measure_a_real_server(served, tool):
+    import shutil
+
+    from ml.serving.bench import python_load, wrk_load
+
+    if tool == "wrk" and shutil.which("wrk") is None:
+        pytest.fail("wrk is not installed: run scripts/bootstrap.sh system")
+    server, name = served
+    bodies = [{"inputs": _text([t])} for t in ("good", "bad", "fine day")]
+    load = wrk_load if tool == "wrk" else python_load
+    result = load(f"{server.url}/v2/models/{name}/infer", bodies, concurrency=2, duration_s=1)
+    assert result["tool"] == tool and result["non_2xx"] == 0
+    assert result["rps"] > 10 and 0 < result["p50_ms"] <= result["p99_ms"]
