@@ -1,4 +1,4 @@
-"""Every runbook: its markdown document in runbooks/ and, where it has them, its executable steps."""
+"""Every runbook: its Markdown document and, where it has them, its executable steps, side by side in runbooks/."""
 
 from __future__ import annotations
 
@@ -56,8 +56,9 @@ def render_index() -> str:
         "",
         "<!-- Generated from runbooks/catalog.py (`mlplat runbook index`); a test fails when stale. -->",
         "",
-        "Each runbook is a document in `runbooks/` paired with executable steps. `mlplat runbook run NAME` is a dry",
-        "run by default: it checks each step's precondition against the live system and prints exactly what would",
+        "Each runbook is a document in `runbooks/` beside the module with its executable steps.",
+        "`mlplat runbook run NAME` is a dry run by default: it checks each step's precondition against the live",
+        "system and prints exactly what would",
         "change (read-only diagnosis steps run for real). `--execute` performs the actions, verifies each one, stops",
         "at the first failed verification with its rollback, and appends every action to the audit log (JSON lines:",
         "time, actor, env, runbook, step, target, result).",

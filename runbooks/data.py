@@ -11,11 +11,12 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from contracts.cluster import MLFLOW_SERVER
 from runbooks.aws_calls import aws_call, aws_read, expect
 from runbooks.context import RunContext
 from runbooks.engine import Runbook, Step, StepFailed
 
-MLFLOW_DEPLOYMENT = ("deployment", "mlflow", "mlflow")
+MLFLOW_DEPLOYMENT = MLFLOW_SERVER
 
 
 # --- RDS (MLflow backend store) ---------------------------------------------------------------------

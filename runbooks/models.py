@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from contracts.cluster import SELDON_NAMESPACE
 from contracts.model_slots import artifact_model_settings, artifact_uri
 from ml.common.publish import MARKER, PublishError, check_bucket, publish, read_marker
 from runbooks.context import RunContext
 from runbooks.engine import Runbook, Step, StepFailed
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-SELDON_NAMESPACE = "seldon"
 
 
 def experiment_name(model: str) -> str:

@@ -7,11 +7,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from contracts.cluster import FEAST_MATERIALIZE
 from runbooks.aws_calls import aws_read, expect
 from runbooks.context import RunContext
 from runbooks.engine import Runbook, Step, StepFailed
 
-FEAST_NAMESPACE, MATERIALIZE_CRONJOB = "feast", "feast-materialize"
+FEAST_NAMESPACE, MATERIALIZE_CRONJOB = FEAST_MATERIALIZE.namespace, FEAST_MATERIALIZE.name
 LOCAL_FEAST_REPO = Path(".local") / "feast"
 
 

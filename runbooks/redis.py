@@ -13,15 +13,14 @@ import secrets
 import string
 from typing import Any
 
+from contracts.cluster import FEAST_REDIS_SECRET, FEAST_REDIS_SECRET_KEY, REDIS_CLIENTS
 from runbooks.context import RunContext
 from runbooks.engine import Runbook, Step, StepFailed
 
 TOKEN_ALPHABET = string.ascii_letters + string.digits
-# Workloads that hold a Redis connection (kind, namespace, name); restarted to pick up a new token.
-# The names equal infra/workloads/feature_store.py and infra/workloads/seldon.py (tests/infra/test_runbook_names.py).
-REDIS_CLIENTS = (("deployment", "feast", "feast-feature-server"), ("deployment", "feast", "feast-stream-ingestor"),
-                 ("statefulset", "seldon", "mlserver"))
-K8S_SECRET, K8S_SECRET_KEY = ("feast", "feast-redis"), "token"
+# The Kubernetes copy of the token, and the workloads restarted to pick it up (contracts/cluster.py).
+K8S_SECRET, K8S_SECRET_KEY = (FEAST_REDIS_SECRET.namespace, FEAST_REDIS_SECRET.name), FEAST_REDIS_SECRET_KEY
+__all__ = ["AUTH_ROTATION", "K8S_SECRET", "K8S_SECRET_KEY", "REDIS_CLIENTS"]
 
 
 def new_token(length: int = 48) -> str:

@@ -11,6 +11,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from contracts.cluster import SYSTEM_TOLERATION
 from infra.aws.cluster import Cluster
 from infra.aws.irsa import IrsaRole
 from stacks.context import StackContext
@@ -22,8 +23,7 @@ ADDON_IDENTITIES = {
         "kube-system", "ebs-csi-controller-sa", "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
     ),
 }
-# The system node group is tainted; its add-ons must tolerate that taint.
-SYSTEM_TOLERATION = {"key": "CriticalAddonsOnly", "operator": "Exists", "effect": "NoSchedule"}
+# The system node group is tainted (SYSTEM_TOLERATION): its add-ons must tolerate that taint.
 ADDON_CONFIGURATION = {
     "coredns": {"tolerations": [SYSTEM_TOLERATION]},
     "aws-ebs-csi-driver": {"controller": {"tolerations": [SYSTEM_TOLERATION]}},

@@ -1,8 +1,8 @@
 """Contracts between the AWS layer and the workload layer.
 
 The data-services components fill `DataServices`; the workload components read it. Service-account
-names live here once, because the IRSA trust policy (AWS layer) and the Kubernetes ServiceAccount
-(workload layer) must agree on them exactly.
+names live in contracts/cluster.py, because the IRSA trust policy (AWS layer), the Kubernetes
+ServiceAccount (workload layer) and the runbooks must agree on them exactly.
 """
 
 from __future__ import annotations
@@ -11,23 +11,9 @@ from dataclasses import dataclass, field
 
 import pulumi
 
+from contracts.cluster import WORKLOAD_IDENTITIES, WorkloadIdentity
 
-@dataclass(frozen=True)
-class WorkloadIdentity:
-    namespace: str
-    service_account: str
-
-
-# name -> the Kubernetes service account its IRSA role trusts.
-WORKLOAD_IDENTITIES: dict[str, WorkloadIdentity] = {
-    "mlflow": WorkloadIdentity("mlflow", "mlflow"),
-    "feast": WorkloadIdentity("feast", "feast"),
-    "feast-ingestor": WorkloadIdentity("feast", "feast-stream-ingestor"),
-    "model-serving": WorkloadIdentity("seldon", "model-server"),
-    "training": WorkloadIdentity("ml-training", "training"),
-    "cluster-autoscaler": WorkloadIdentity("kube-system", "cluster-autoscaler"),
-    "aws-load-balancer-controller": WorkloadIdentity("kube-system", "aws-load-balancer-controller"),
-}
+__all__ = ["WORKLOAD_IDENTITIES", "DataServices", "WorkloadIdentity"]
 
 
 @dataclass

@@ -11,6 +11,7 @@ import json
 import pulumi
 import pulumi_aws as aws
 
+from contracts.cluster import GPU_TAINT_KEY, NODE_ROLE_LABEL, SYSTEM_TAINT_KEY
 from infra.aws.network import Network
 from stacks.context import StackContext
 from stacks.schema import NodeGroupConfig
@@ -19,11 +20,11 @@ NODE_POLICIES = (
     "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
     "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
 )
-ROLE_LABEL = "mlplatform.io/node-role"
+ROLE_LABEL = NODE_ROLE_LABEL
 # Taints keep general pods off dedicated capacity.
 ROLE_TAINTS = {
-    "system": aws.eks.NodeGroupTaintArgs(key="CriticalAddonsOnly", value="true", effect="NO_SCHEDULE"),
-    "gpu": aws.eks.NodeGroupTaintArgs(key="nvidia.com/gpu", value="true", effect="NO_SCHEDULE"),
+    "system": aws.eks.NodeGroupTaintArgs(key=SYSTEM_TAINT_KEY, value="true", effect="NO_SCHEDULE"),
+    "gpu": aws.eks.NodeGroupTaintArgs(key=GPU_TAINT_KEY, value="true", effect="NO_SCHEDULE"),
 }
 AMI_TYPES = {"gpu": "AL2023_x86_64_NVIDIA"}
 DEFAULT_AMI_TYPE = "AL2023_x86_64_STANDARD"

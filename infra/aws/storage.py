@@ -17,6 +17,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from contracts import feast
 from stacks.context import StackContext
 
 # purpose -> what it holds. The keys are the `DataServices.buckets` keys.
@@ -27,8 +28,8 @@ BUCKETS: dict[str, str] = {
 }
 # Object layout shared with the workload layer and the IRSA grants.
 MLFLOW_ARTIFACT_PREFIX = "artifacts/"
-FEAST_OFFLINE_PREFIX = "offline/"
-FEAST_REGISTRY_KEY = "registry/registry.pb"
+FEAST_OFFLINE_PREFIX = f"{feast.OFFLINE_PREFIX}/"
+FEAST_REGISTRY_KEY = feast.REGISTRY_KEY
 ACCESS_LOG_EXPIRATION_DAYS = 365
 MIN_TLS_VERSION = "1.2"
 

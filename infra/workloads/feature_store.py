@@ -16,6 +16,14 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
+from contracts import feast
+from contracts.cluster import (
+    FEAST_INGESTOR,
+    FEAST_MATERIALIZE,
+    FEAST_REDIS_SECRET,
+    FEAST_REDIS_SECRET_KEY,
+    FEAST_SERVER,
+)
 from infra.aws.interfaces import WORKLOAD_IDENTITIES, DataServices
 from infra.workloads.isolation import (
     ANYWHERE,
@@ -43,12 +51,10 @@ from infra.workloads.kube import (
 )
 from stacks.context import StackContext
 
-NAMESPACE = WORKLOAD_IDENTITIES["feast"].namespace
+NAMESPACE = FEAST_SERVER.namespace
 RELEASE = "feast"
-PROJECT = "mlplat"  # ml/common/feast_repo.py PROJECT
-ENTITY_KEY_SERIALIZATION_VERSION = 3
-REDIS_SECRET = "feast-redis"
-SERVER_DEPLOYMENT = "feast-feature-server"
+REDIS_SECRET = FEAST_REDIS_SECRET.name
+SERVER_DEPLOYMENT = FEAST_SERVER.name
 CONFIG_MAP = "feast-repo"
 REPO_DIR = "/feast"
 SERVER_PORT = 6566
@@ -66,18 +72,19 @@ def feature_store_yaml(redis_host: str, redis_port: int, bucket: str, tls: bool 
     """The repository config every Feast process in the cluster uses."""
     conn = f"{redis_host}:{redis_port},password=${{REDIS_AUTH_TOKEN}}" + (",ssl=true" if tls else "")
     return yaml.safe_dump({
-        "project": PROJECT,
+        "project": feast.PROJECT,
         "provider": "aws",
-        "registry": {"registry_type": "file", "path": f"s3://{bucket}/registry/registry.db",
+        "registry": {"registry_type": "file", "path": f"s3://{bucket}/{feast.REGISTRY_KEY}",
                      "cache_ttl_seconds": 60},
         "online_store": {"type": "redis", "redis_type": "redis", "connection_string": conn},
         "offline_store": {"type": "file"},
-        "entity_key_serialization_version": ENTITY_KEY_SERIALIZATION_VERSION,
+        "entity_key_serialization_version": feast.ENTITY_KEY_SERIALIZATION_VERSION,
     }, sort_keys=False)
 
 
 def _redis_env() -> dict[str, Any]:
-    return {"name": "REDIS_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": REDIS_SECRET, "key": "token"}}}
+    token = {"secretKeyRef": {"name": REDIS_SECRET, "key": FEAST_REDIS_SECRET_KEY}}
+    return {"name": "REDIS_AUTH_TOKEN", "valueFrom": token}
 
 
 def server_values(ctx: StackContext, config_yaml: pulumi.Input[str]) -> dict[str, Any]:
@@ -153,7 +160,7 @@ class FeatureStore(pulumi.ComponentResource):
         image = ctx.bom.images["feast-feature-server"].ref
         k8s.batch.v1.CronJob(
             f"{name}-materialize",
-            metadata={"name": "feast-materialize", "namespace": NAMESPACE, "labels": labels("feast", "materialize")},
+            metadata={"name": FEAST_MATERIALIZE.name, "namespace": NAMESPACE, "labels": labels("feast", "materialize")},
             spec={
                 "schedule": cfg.materialization_schedule,
                 "concurrencyPolicy": "Forbid",
@@ -191,7 +198,7 @@ class FeatureStore(pulumi.ComponentResource):
         ingestor_labels = {**labels("feast-stream-ingestor", "ingestor"), **INGESTOR_SELECTOR}
         k8s.apps.v1.Deployment(
             f"{name}-stream-ingestor",
-            metadata={"name": "feast-stream-ingestor", "namespace": NAMESPACE, "labels": ingestor_labels},
+            metadata={"name": FEAST_INGESTOR.name, "namespace": NAMESPACE, "labels": ingestor_labels},
             spec={
                 # One consumer per partition at most; per-card state is safe across replicas as long as
                 # producers key messages by card_id (docs/WORKLOADS.md).

@@ -13,7 +13,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra.aws.interfaces import WORKLOAD_IDENTITIES
+from contracts.cluster import NODE_ROLE_LABEL, SYSTEM_TOLERATION, WORKLOAD_IDENTITIES
 from stacks.context import StackContext
 from stacks.schema import Resources
 
@@ -23,9 +23,7 @@ PART_OF = "mlplatform"
 # (node-exporter: host network and PID) need privileged in `monitoring`.
 PSS_RESTRICTED = "restricted"
 PSS_PRIVILEGED = "privileged"
-# Label and taint of the node groups (infra/aws/nodegroups.py).
-NODE_ROLE_LABEL = "mlplatform.io/node-role"
-SYSTEM_TOLERATION = {"key": "CriticalAddonsOnly", "operator": "Exists", "effect": "NoSchedule"}
+__all__ = ["NODE_ROLE_LABEL", "SYSTEM_TOLERATION"]  # re-exported for the workload modules
 
 # Non-root, no privilege escalation, read-only root, no capabilities: our own containers.
 CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {

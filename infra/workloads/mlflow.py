@@ -15,7 +15,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from infra.aws.interfaces import WORKLOAD_IDENTITIES, DataServices
+from contracts.cluster import MLFLOW_SERVER, NODE_ROLE_LABEL, WORKLOAD_IDENTITIES
+from infra.aws.interfaces import DataServices
 from infra.workloads.isolation import (
     ANYWHERE,
     PORT_HTTPS,
@@ -29,8 +30,8 @@ from infra.workloads.isolation import (
 from infra.workloads.kube import helm_release, labels, namespace, resources, service_account
 from stacks.context import StackContext
 
-NAMESPACE = WORKLOAD_IDENTITIES["mlflow"].namespace
-RELEASE = "mlflow"
+NAMESPACE = MLFLOW_SERVER.namespace
+RELEASE = MLFLOW_SERVER.name  # the chart names its Deployment after the release
 SERVICE_PORT = 80
 ADMIN_SECRET = "mlflow-admin"
 DB_SECRET = "mlflow-db"
@@ -87,7 +88,7 @@ def mlflow_values(ctx: StackContext, data: DataServices, service_account_name: s
         "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
             "weight": 100, "podAffinityTerm": {"topologyKey": "topology.kubernetes.io/zone",
                                                "labelSelector": {"matchLabels": SELECTOR}}}]}},
-        "nodeSelector": {"mlplatform.io/node-role": "general"},
+        "nodeSelector": {NODE_ROLE_LABEL: "general"},
     }
 
 

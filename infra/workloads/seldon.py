@@ -19,7 +19,8 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from infra.aws.interfaces import WORKLOAD_IDENTITIES, DataServices
+from contracts.cluster import MODEL_SERVER, WORKLOAD_IDENTITIES
+from infra.aws.interfaces import DataServices
 from infra.workloads.isolation import (
     ANYWHERE,
     PORT_HTTPS,
@@ -33,12 +34,12 @@ from infra.workloads.isolation import (
 from infra.workloads.kube import NODE_ROLE_LABEL, helm_release, labels, namespace, pod_monitor, service_account
 from stacks.context import StackContext
 
-NAMESPACE = WORKLOAD_IDENTITIES["model-serving"].namespace
+NAMESPACE = MODEL_SERVER.namespace
 DOCKERFILE = "docker/model-server/Dockerfile"
 KAFKA_SASL_SECRET = "seldon-kafka-sasl"  # key `password`: the MSK SCRAM password of the Seldon user
 KAFKA_SASL_PASSWORD_KEY = "password"
 KAFKA_SASL_MECHANISM = "SCRAM-SHA-512"  # the only SCRAM mechanism MSK accepts
-SERVER_NAME = "mlserver"
+SERVER_NAME = MODEL_SERVER.name
 SERVER_METRICS_PORT = 8082
 # Namespaces that send inference traffic to envoy (in-cluster callers and the ALB through kube-system).
 CALLER_NAMESPACES = ("feast", "ml-training", "kube-system")

@@ -17,8 +17,9 @@ from typing import Any
 
 import yaml
 
-PROJECT = "mlplat"
-ENTITY_KEY_SERIALIZATION_VERSION = 3  # ml/common/online.py decodes this layout
+from contracts.feast import ENTITY_KEY_SERIALIZATION_VERSION, PROJECT  # ml/common/online.py decodes this layout
+
+__all__ = ["ENTITY_KEY_SERIALIZATION_VERSION", "PROJECT", "write_repo"]
 
 
 def write_repo(repo_dir: str | Path, redis_url: str | None = None, project: str = PROJECT) -> Path:

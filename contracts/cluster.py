@@ -1,0 +1,63 @@
+"""Names the cluster side and its operators must agree on, defined once.
+
+The Pulumi program (infra/) creates these objects; the runbooks (runbooks/), which run where pulumi is
+not installed, act on them. Both import this module, so a renamed object cannot leave a runbook behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+# Node groups carry this label (value: their role) and the system group carries this taint.
+NODE_ROLE_LABEL = "mlplatform.io/node-role"
+SYSTEM_TAINT_KEY = "CriticalAddonsOnly"
+GPU_TAINT_KEY = "nvidia.com/gpu"
+SYSTEM_TOLERATION = {"key": SYSTEM_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
+
+
+@dataclass(frozen=True)
+class WorkloadIdentity:
+    namespace: str
+    service_account: str
+
+
+# name -> the Kubernetes service account its IRSA role trusts (AWS layer and workload layer alike).
+WORKLOAD_IDENTITIES: dict[str, WorkloadIdentity] = {
+    "mlflow": WorkloadIdentity("mlflow", "mlflow"),
+    "feast": WorkloadIdentity("feast", "feast"),
+    "feast-ingestor": WorkloadIdentity("feast", "feast-stream-ingestor"),
+    "model-serving": WorkloadIdentity("seldon", "model-server"),
+    "training": WorkloadIdentity("ml-training", "training"),
+    "cluster-autoscaler": WorkloadIdentity("kube-system", "cluster-autoscaler"),
+    "aws-load-balancer-controller": WorkloadIdentity("kube-system", "aws-load-balancer-controller"),
+}
+
+
+class KubeObject(NamedTuple):
+    """A named object; unpacks as (kind, namespace, name), the arguments the runbooks' Kubernetes client takes."""
+
+    kind: str  # lower-case Kubernetes kind: deployment, statefulset, secret, cronjob, ...
+    namespace: str
+    name: str
+
+    @property
+    def ref(self) -> str:
+        """`namespace/name`, as the runbooks and their documents write it."""
+        return f"{self.namespace}/{self.name}"
+
+
+FEAST_NAMESPACE = WORKLOAD_IDENTITIES["feast"].namespace
+SELDON_NAMESPACE = WORKLOAD_IDENTITIES["model-serving"].namespace
+MLFLOW_NAMESPACE = WORKLOAD_IDENTITIES["mlflow"].namespace
+
+FEAST_SERVER = KubeObject("deployment", FEAST_NAMESPACE, "feast-feature-server")
+FEAST_INGESTOR = KubeObject("deployment", FEAST_NAMESPACE, "feast-stream-ingestor")
+FEAST_MATERIALIZE = KubeObject("cronjob", FEAST_NAMESPACE, "feast-materialize")
+FEAST_REDIS_SECRET = KubeObject("secret", FEAST_NAMESPACE, "feast-redis")
+FEAST_REDIS_SECRET_KEY = "token"
+MODEL_SERVER = KubeObject("statefulset", SELDON_NAMESPACE, "mlserver")  # the Seldon Server of our runtimes
+MLFLOW_SERVER = KubeObject("deployment", MLFLOW_NAMESPACE, "mlflow")  # Helm release name = deployment name
+
+# Workloads that hold a Redis connection: restarted when the AUTH token rotates.
+REDIS_CLIENTS = (FEAST_SERVER, FEAST_INGESTOR, MODEL_SERVER)
