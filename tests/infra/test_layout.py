@@ -129,7 +129,9 @@ DELIBERATE = {
 
 def _text_sources() -> list[Path]:
     files = [ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("runbooks/*.md"), *ROOT.glob("ml/**/*.md"),
-             *ROOT.glob("docker/**/Dockerfile"), ROOT / "Makefile", *ROOT.glob("scripts/*.sh")]
+             *ROOT.glob("docker/**/Dockerfile"), ROOT / "Makefile", *ROOT.glob("scripts/*.sh"),
+             ROOT / "pyproject.toml", ROOT / "Pulumi.yaml", *ROOT.glob(".github/workflows/*.yml"),
+             *ROOT.glob("policies/*.yaml"), *ROOT.glob("stacks/*.yaml")]
     for folder in (*OURS, "tests"):
         files += [p for p in (ROOT / folder).rglob("*.py")]
     files.append(ROOT / "__main__.py")
