@@ -27,6 +27,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("policy", "infra.cli.policy", "iac"),
     ("policy-doc", "infra.cli.policy", "iac"),
     ("diff", "infra.cli.diff", "iac"),
+    ("charts", "infra.cli.charts", "iac"),
+    ("conform", "infra.cli.conform", "iac"),
     ("local", "local.cli", "ml"),
     ("runbook", "runbooks.cli", "ml"),
     ("model", "ml.cli.model", "ml"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from contracts import model_registry
 from contracts.cluster import SELDON_NAMESPACE
 from contracts.model_slots import artifact_model_settings, artifact_uri
 from ml.common.publish import MARKER, PublishError, check_bucket, publish, read_marker
@@ -26,7 +27,7 @@ def experiment_name(model: str) -> str:
 
 
 def _model(ctx: RunContext) -> str:
-    return ctx.param("model", "fraud")
+    return ctx.param("model", model_registry.names()[0])  # default: the first registered model
 
 
 # ---- publishing a registry version to a Seldon slot (cluster environments) -------------------------

@@ -52,14 +52,15 @@ system_packages() {
   done
 }
 
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(system iac ml policy)
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(system iac ml policy checkov)
 ensure_uv
 for t in "${targets[@]}"; do
   case $t in
     iac) make_env .venv requirements/iac.txt ;;
     ml) make_env .venv-ml requirements/ml.txt ;;
     policy) make_env .venv-policy requirements/policy.txt ;;
+    checkov) make_env .venv-checkov requirements/checkov.txt ;;  # scanner of `mlplat conform`
     system) system_packages ;;
-    *) log "unknown target $t (iac|ml|policy|system)"; exit 2 ;;
+    *) log "unknown target $t (iac|ml|policy|checkov|system)"; exit 2 ;;
   esac
 done

@@ -1,0 +1,95 @@
+"""What a preview-shaped plan (`mlplat synth`) declares for Kubernetes: the Helm releases with their
+values, the program's own objects, the dependency graph and the stack's Kubernetes version."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from infra.conformance.model import KubeObject
+
+RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"
+CLUSTER_TYPE = "aws:eks/cluster:Cluster"
+SECRET = "[secret]"
+UNKNOWN = "[unknown]"
+
+
+@dataclass
+class Release:
+    urn: str
+    name: str
+    namespace: str
+    chart: str
+    version: str
+    repository: str | None
+    values: dict[str, Any]
+    skip_crds: bool = False
+
+    @property
+    def archive(self) -> str:
+        return f"{self.chart}-{self.version}.tgz"
+
+
+@dataclass
+class Plan:
+    stack: str
+    kubernetes_version: str
+    releases: list[Release]
+    objects: list[KubeObject]  # the program's own Kubernetes objects
+    dependencies: dict[str, list[str]] = field(default_factory=dict)  # urn -> urns it depends on
+    types: dict[str, str] = field(default_factory=dict)  # urn -> resource type
+
+    @classmethod
+    def from_preview(cls, plan: dict[str, Any]) -> Plan:
+        states = [step["newState"] for step in plan.get("steps", [])]
+        return cls.from_states(str(plan.get("stack", "")), states)
+
+    @classmethod
+    def from_states(cls, stack: str, states: Iterable[dict[str, Any]]) -> Plan:
+        releases: list[Release] = []
+        objects: list[KubeObject] = []
+        deps: dict[str, list[str]] = {}
+        types: dict[str, str] = {}
+        version = ""
+        for st in states:
+            urn, type_, inputs = st["urn"], st["type"], st.get("inputs") or {}
+            deps[urn] = list(st.get("dependencies") or [])
+            types[urn] = type_
+            if type_ == CLUSTER_TYPE:
+                version = str(inputs.get("version") or version)
+            if not st.get("custom") or not type_.startswith("kubernetes:"):
+                continue
+            if type_ == RELEASE_TYPE:
+                releases.append(Release(
+                    urn=urn, name=str(inputs.get("name") or urn.rsplit("::", 1)[-1]),
+                    namespace=str(inputs.get("namespace") or "default"), chart=str(inputs["chart"]),
+                    version=str(inputs["version"]), repository=(inputs.get("repositoryOpts") or {}).get("repo"),
+                    values=dict(inputs.get("values") or {}), skip_crds=bool(inputs.get("skipCrds", False))))
+                continue
+            manifest = {k: v for k, v in inputs.items() if k != "__defaults"}
+            if "kind" not in manifest or "apiVersion" not in manifest:
+                continue
+            for key in ("data", "stringData"):
+                # pulumi_kubernetes marks a Secret's whole data map secret: not even the key names are known.
+                if manifest.get(key) == SECRET:
+                    manifest[key] = {}
+            objects.append(KubeObject(manifest, origin="plan " + urn.rsplit("::", 1)[-1], urn=urn))
+        if not version:
+            raise ValueError(f"plan of stack {stack!r} has no {CLUSTER_TYPE} with a version")
+        return cls(stack, version, releases, objects, deps, types)
+
+    def depends_on(self, urn: str, target: str) -> bool:
+        """Whether `urn` depends on `target` directly or through other resources' dependencies."""
+        seen, todo = set(), list(self.dependencies.get(urn, []))
+        while todo:
+            current = todo.pop()
+            if current == target:
+                return True
+            if current not in seen:
+                seen.add(current)
+                todo.extend(self.dependencies.get(current, []))
+        return False
+
+    def release(self, name: str) -> Release:
+        return next(r for r in self.releases if r.name == name)

@@ -1,0 +1,114 @@
+"""Render a release with the Helm engine itself (helm-python-sdk bundles Helm v4's Go library: no
+binary, no cluster; `lookup` returns nothing), as `helm install` would: values validated against the
+chart's values.schema.json, templates rendered with the release name and namespace, chart `crds/`
+applied first. Hooks are kept (Helm applies them); test hooks and NOTES.txt are not installed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from infra.conformance.model import CLUSTER_SCOPED, KubeObject
+from infra.conformance.plan import Release
+
+try:  # libyaml when present: the CRDs are large
+    _BaseLoader: type = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover
+    _BaseLoader = yaml.SafeLoader
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
+    """SafeLoader that reads `=` (YAML's value tag, which some CRDs use as an enum entry) as a string."""
+
+
+_Loader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
+
+
+class RenderError(Exception):
+    """The Helm engine refused the values or a template failed."""
+
+
+def load_documents(text: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for doc in yaml.load_all(text, Loader=_Loader):
+        if not isinstance(doc, dict):
+            continue
+        if doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+            out.extend(item for item in doc["items"] if isinstance(item, dict))
+        else:
+            out.append(doc)
+    return out
+
+
+def load_chart(path: Path) -> Any:
+    from helm_python.chart import Chart
+
+    return Chart.load(str(path))
+
+
+def render_templates(chart: Any, release: Release, values: dict[str, Any]) -> dict[str, str]:
+    """Template path -> rendered text (NOTES.txt left out). Raises RenderError."""
+    from helm_python.errors import HelmError
+
+    try:
+        chart.validate_schema(values)
+        out = chart.render(values, name=release.name, namespace=release.namespace, is_install=True)
+    except HelmError as exc:
+        raise RenderError(str(exc)) from exc
+    return {path: text for path, text in out.items() if not path.endswith("NOTES.txt")}
+
+
+def _is_test_hook(manifest: dict[str, Any]) -> bool:
+    hooks = str(((manifest.get("metadata") or {}).get("annotations") or {}).get("helm.sh/hook", ""))
+    return any(h.strip().startswith("test") for h in hooks.split(","))
+
+
+@dataclass
+class RenderedRelease:
+    release: Release
+    objects: list[KubeObject] = field(default_factory=list)
+    crds: list[KubeObject] = field(default_factory=list)  # from chart (and subchart) crds/ folders
+    templates: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+
+def objects_of(release: Release, rendered: dict[str, str], namespaced: Any = None) -> list[KubeObject]:
+    """Parse rendered templates into objects; namespaced objects without a namespace get the release's."""
+    objects = []
+    for path in sorted(rendered):
+        for manifest in load_documents(rendered[path]):
+            if not manifest.get("kind") or _is_test_hook(manifest):
+                continue
+            meta = manifest.setdefault("metadata", {}) or {}
+            manifest["metadata"] = meta
+            scoped = namespaced(manifest) if namespaced else manifest["kind"] not in CLUSTER_SCOPED
+            if scoped and not meta.get("namespace"):
+                meta["namespace"] = release.namespace
+            objects.append(KubeObject(manifest, origin=f"release {release.name}: {path}", release=release.name,
+                                      urn=release.urn))
+    return objects
+
+
+def render_release(chart: Any, release: Release) -> RenderedRelease:
+    out = RenderedRelease(release)
+    if not release.skip_crds:
+        for crd in chart.crds:
+            for manifest in load_documents(crd["data"]):
+                if manifest.get("kind") == "CustomResourceDefinition":
+                    out.crds.append(KubeObject(manifest, origin=f"release {release.name}: {crd['filename']}",
+                                               release=release.name, urn=release.urn))
+    try:
+        out.templates = render_templates(chart, release, release.values)
+    except RenderError as exc:
+        out.error = str(exc)
+    return out
+
+
+def rendered_crds(rendered: RenderedRelease) -> list[KubeObject]:
+    """CRDs the release installs: its charts' crds/ folders and CRD templates."""
+    templated = [o for o in objects_of(rendered.release, rendered.templates)
+                 if o.kind == "CustomResourceDefinition"]
+    return rendered.crds + templated

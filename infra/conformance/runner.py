@@ -1,0 +1,147 @@
+"""One stack's conformance run: render every release with its pinned chart, validate every object,
+find dead values keys, check wiring and ordering, scan; a table per release and the problems."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from infra.conformance import deadkeys, operators, ordering, scanner, selectors, wiring
+from infra.conformance.charts import ChartStore
+from infra.conformance.model import KubeObject, Problem
+from infra.conformance.plan import Plan
+from infra.conformance.render import load_chart, objects_of, render_release, rendered_crds
+from infra.conformance.schemas import CrdRegistry, core_schemas, validate_object
+
+PROGRAM = "(program)"
+
+
+@dataclass
+class Row:
+    release: str
+    chart: str
+    version: str
+    rendered: int = 0
+    invalid: int = 0
+    dead_keys: int = 0
+    wiring: int = 0
+    ordering: int = 0
+    scanner: int = 0
+
+
+@dataclass
+class Report:
+    stack: str
+    kubernetes_version: str
+    rows: list[Row] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    objects: list[KubeObject] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def validated(self) -> int:
+        return sum(1 for o in self.objects if not o.derived)
+
+    def table(self) -> str:
+        head = ("release", "chart", "version", "manifests", "invalid", "dead keys", "wiring", "ordering", "scanner")
+        rows = [head] + [(r.release, r.chart, r.version, str(r.rendered), str(r.invalid), str(r.dead_keys),
+                          str(r.wiring), str(r.ordering), str(r.scanner)) for r in self.rows]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+        return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                         for row in rows)
+
+
+def _timed(report: Report, name: str, started: float) -> float:
+    now = time.perf_counter()
+    report.seconds[name] = round(now - started, 2)
+    return now
+
+
+def run(plan: Plan, store: ChartStore, scan: bool = True, dead_keys: bool = True) -> Report:
+    report = Report(plan.stack, plan.kubernetes_version)
+    t = time.perf_counter()
+    # 1. Render every release with its pinned chart (ChartSourceError propagates: one clear message).
+    charts: dict[str, Any] = {}
+    rendered = []
+    for release in plan.releases:
+        path: Path = store.path(release.chart, release.version, release.repository or "")
+        charts[release.name] = load_chart(path)
+        rendered.append(render_release(charts[release.name], release))
+    t = _timed(report, "render", t)
+    # 2. CRDs the plan's releases install, then every object with its namespace as Helm would set it.
+    crds = CrdRegistry()
+    for r in rendered:
+        for crd in rendered_crds(r):
+            crds.add(crd)
+    rows = {r.release.name: Row(r.release.name, r.release.chart, r.release.version) for r in rendered}
+    rows[PROGRAM] = Row(PROGRAM, "-", "-")
+    objects: list[KubeObject] = []
+    for r in rendered:
+        if r.error:
+            report.problems.append(Problem("render", f"release {r.release.name}", r.error, r.release.name))
+            continue
+        found = objects_of(r.release, r.templates, crds.namespaced)
+        rows[r.release.name].rendered = len(found) + len(r.crds)
+        objects.extend(r.crds)
+        objects.extend(found)
+    objects.extend(plan.objects)
+    rows[PROGRAM].rendered = len(plan.objects)
+    # 3. Schemas.
+    core = core_schemas(plan.kubernetes_version)
+    invalid: Counter[str] = Counter()
+    for obj in objects:
+        found_problems = validate_object(obj, core, crds)
+        if found_problems:
+            invalid[obj.release or PROGRAM] += 1
+        report.problems.extend(found_problems)
+    t = _timed(report, "schemas", t)
+    # 4. Dead values keys.
+    if dead_keys:
+        allow = deadkeys.load_allowlist()
+        for r in rendered:
+            if r.error:
+                continue
+            verdicts = deadkeys.analyse(charts[r.release.name], r.release, r.templates)
+            report.problems.extend(deadkeys.problems(verdicts, allow))
+            for v in verdicts:
+                if v.verdict == "default":
+                    report.notes.append(f"release {v.release}: values.{v.key} = {v.value!r} equals the chart default")
+                elif (v.release, v.key) in allow:
+                    report.notes.append(f"release {v.release}: values.{v.key} changes nothing; allowed: "
+                                        f"{allow[(v.release, v.key)]}")
+        t = _timed(report, "dead-keys", t)
+    # 5. Wiring (with the operators' workloads and the cluster's own objects) and ordering.
+    derived = operators.derived_workloads(objects) + selectors.load_external()
+    report.problems.extend(wiring.check(objects + derived))
+    report.problems.extend(ordering.check(plan, objects, crds))
+    t = _timed(report, "wiring+ordering", t)
+    # 6. Scanner.
+    if scan:
+        try:
+            found, notes = scanner.scan(objects)
+        except (FileNotFoundError, RuntimeError) as exc:
+            found, notes = [Problem("scanner", "checkov", str(exc))], []
+        report.problems.extend(found)
+        report.notes.extend(notes)
+        _timed(report, "scanner", t)
+    for p in report.problems:
+        row = rows.get(p.release or PROGRAM, rows[PROGRAM])
+        if p.check == "dead-key":
+            row.dead_keys += 1
+        elif p.check in ("wiring", "ordering", "scanner"):
+            setattr(row, p.check, getattr(row, p.check) + 1)
+        elif p.check == "render":
+            row.invalid += 1
+    for name, count in invalid.items():
+        rows[name].invalid += count
+    report.rows = [rows[r.release.name] for r in rendered] + [rows[PROGRAM]]
+    report.objects = objects + derived
+    return report
