@@ -1,4 +1,4 @@
-"""Where each reference model's Seldon slots read their artifacts: pure names and files, no pulumi.
+"""Where each model's Seldon slots read their artifacts: pure names and files, no pulumi.
 
 The Pulumi program (infra/workloads/models_cluster.py) declares the Seldon Models from these, and the
 publishing code (ml/common/publish.py, used by the model runbooks where pulumi is not
@@ -9,13 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from contracts import model_registry
+
 SLOTS = ("champion", "challenger")
 RCLONE_REMOTE = "s3"  # must equal the storageUri scheme
-MODEL_RUNTIMES = {
-    "fraud": "ml.models.fraud.runtime.FraudRuntime",
-    "sentiment": "ml.models.sentiment.runtime.SentimentRuntime",
-    "recommendation": "ml.models.recommendation.runtime.RecommendationRuntime",
-}
 MODEL_SETTINGS_FILE = "model-settings.json"
 
 
@@ -44,6 +41,12 @@ def artifact_model_settings(model: str) -> dict[str, Any]:
     """The `model-settings.json` a promotion publishes next to the artifact files. No name (Seldon
     names the loaded model) and no `parameters.uri`: MLServer then loads from the folder Seldon's agent
     copied the prefix into, which is where the artifact files are."""
-    if model not in MODEL_RUNTIMES:
-        raise ValueError(f"unknown reference model {model!r}; expected one of {', '.join(MODEL_RUNTIMES)}")
-    return {"implementation": MODEL_RUNTIMES[model]}
+    names = model_registry.names()
+    if model not in names:
+        raise ValueError(f"unknown reference model {model!r}; expected one of {', '.join(names)}")
+    return {"implementation": model_registry.get(model).runtime}
+
+
+def model_runtimes() -> dict[str, str]:
+    """Registered model name -> class path of its MLServer runtime (contracts/model_registry.py)."""
+    return {spec.name: spec.runtime for spec in model_registry.specs()}

@@ -8,9 +8,9 @@ import os
 import sys
 from pathlib import Path
 
+from contracts import model_registry
 from local.config import DEFAULT_STATE_DIR, PORT_HELP, LocalConfig, default_ports, otlp_endpoint_from_env
 from local.services import PORT_FLAGS
-from ml.common.gates import MODEL_NAMES
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -32,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="train on the files in DIR (shared datasets' names and schemas, e.g. ../shared/datasets); "
                          "default: generated sample data")
     up.add_argument("--redis", action="store_true", help="Feast online store in a local redis-server (default SQLite)")
-    up.add_argument("--models", default=",".join(MODEL_NAMES),
-                    help=f"comma-separated subset of {','.join(MODEL_NAMES)} (default: all)")
+    up.add_argument("--models", default=",".join(model_registry.names()),
+                    help=f"comma-separated subset of {','.join(model_registry.names())} (default: all registered)")
     up.add_argument("--gates-stack", type=Path, default=None, metavar="FILE",
                     help="with --data: take the quality gates from this stack file (e.g. stacks/Pulumi.prod.yaml) "
                          "instead of the schema defaults")

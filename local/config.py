@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ml.common.gates import MODEL_NAMES
+from contracts import model_registry
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STATE_DIR = REPO_ROOT / ".local"
@@ -65,7 +65,7 @@ class LocalConfig:
     ports: dict[str, int] = field(default_factory=default_ports)
     data_dir: Path | None = None  # None: the product's generated sample data
     redis: bool = False  # Feast online store in a local redis-server instead of SQLite
-    models: tuple[str, ...] = MODEL_NAMES
+    models: tuple[str, ...] = field(default_factory=model_registry.names)  # registered models
     retrain: bool = False  # retrain even if the registry holds a version trained on the same data
     gates_stack: Path | None = None  # stack file whose models.*.qualityGates apply with data_dir
     prometheus: bool = True  # start a local Prometheus when the binary is installed
@@ -74,9 +74,10 @@ class LocalConfig:
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).resolve()
-        unknown = [m for m in self.models if m not in MODEL_NAMES]
+        registered = model_registry.names()
+        unknown = [m for m in self.models if m not in registered]
         if unknown:
-            raise ValueError(f"unknown model(s) {', '.join(unknown)}; expected some of {', '.join(MODEL_NAMES)}")
+            raise ValueError(f"unknown model(s) {', '.join(unknown)}; expected some of {', '.join(registered)}")
         if not self.models:
             raise ValueError("no model selected")
         used: dict[int, str] = {}

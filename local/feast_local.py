@@ -1,9 +1,10 @@
 """The local Feast repository: the cluster's feature definitions, local provider, materialized.
 
-Definitions come from each model's `features.py` (`write_parquet` + `definitions`), the same
-functions the cluster's apply Job uses; `common/feast_repo.py` writes `feature_store.yaml` and
-applies/materializes. Online store: SQLite by default, the local `redis-server` with `--redis`.
-A second `up` skips the work when data, online store and (for Redis) the redis process are unchanged.
+Definitions come from each model's features module (`ModelSpec.features`, through the model's
+plugin: `write_feature_data` + `feature_definitions`), the same functions the cluster's apply Job
+uses; `common/feast_repo.py` writes `feature_store.yaml` and applies/materializes. Online store:
+SQLite by default, the local `redis-server` with `--redis`. A second `up` skips the work when data,
+online store and (for Redis) the redis process are unchanged.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from local.training import model_module
 from ml.common.feast_repo import apply_and_materialize, write_repo
+from ml.common.plugin import load_plugin
 
 MARKER = ".materialized.json"
 
@@ -48,10 +49,10 @@ def build(repo_dir: Path, data_dir: Path, models: tuple[str, ...], redis_url: st
     objects: list[Any] = []
     views: dict[str, int] = {}
     for name in models:
-        features = model_module(name, "features")
-        for view, path in features.write_parquet(data_dir, parquet_dir).items():
+        plugin = load_plugin(name)
+        for view, path in plugin.write_feature_data(data_dir, parquet_dir).items():
             views[view] = _rows(path)
-        objects.extend(features.definitions(parquet_dir))
+        objects.extend(plugin.feature_definitions(parquet_dir))
     write_repo(repo_dir, redis_url=redis_url)
     if objects:
         apply_and_materialize(repo_dir, objects)

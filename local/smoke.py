@@ -1,9 +1,9 @@
 """Smoke test of the local platform: one real V2 inference request per served model, over HTTP.
 
-The request bodies come from the models' own `pipeline.sample_requests` (as in `mlplat bench`), or
-are built here from the same data the models were trained on (a real book history, a real
-transaction), so a success means the whole path works: registry -> MLServer runtime ->
-(online features) -> answer. Latency: the first request, then the median of a few more.
+The request bodies come from each model's plugin (`ModelPlugin.smoke_request`: a fixed body from the
+model's spec, or one built from the same data the model was trained on, as `mlplat bench` does), so
+a success means the whole path works: registry -> MLServer runtime -> (online features) -> answer.
+Latency: the first request, then the median of a few more.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from local.training import model_module
+from ml.common.plugin import load_plugin
 
 REPEATS = 20
 
@@ -34,32 +34,10 @@ class SmokeResult:
     degraded: bool = False  # answered with fallback inputs (e.g. no online feature store)
 
 
-def _first_rows(path: Path, n: int) -> list[dict[str, str]]:
-    import pandas as pd
-
-    return pd.read_csv(path, dtype=str, keep_default_na=False, nrows=n).to_dict("records")
-
-
-def recommendation_request(data_dir: Path, redis: bool = True) -> dict[str, Any]:
-    """A reader known to the online store, by id only (the runtime looks up the history)."""
-    data = model_module("recommendation", "data")
-    user = int(_first_rows(data.resolve(data_dir, data.RATINGS_FILE), 1)[0]["user_id"])
-    return {"inputs": [{"name": "user_id", "datatype": "INT64", "shape": [1], "data": [user]}],
-            "parameters": {"k": 5}}
-
-
 def build_request(model: str, data_dir: Path, redis: bool, model_dir: Path | None) -> dict[str, Any]:
-    """The model's own request (`pipeline.sample_requests(data_dir, model_dir, n)`, as `mlplat bench`
-    uses). With --redis the recommendation request carries only a user id, so the runtime resolves
-    the reader's history through the Feast online store."""
-    if redis and model == "recommendation":
-        return recommendation_request(data_dir, redis=True)
-    if model_dir is None:
-        raise RuntimeError(f"the {model} artifact could not be fetched from the registry")
-    bodies = model_module(model, "pipeline").sample_requests(data_dir, model_dir, n=1)
-    if not bodies:
-        raise RuntimeError(f"{model}: sample_requests returned no request for {data_dir}")
-    return bodies[0]
+    """The model's own smoke request (`ModelPlugin.smoke_request`); `redis`: the online store is the
+    local redis-server (`--redis`), so a model may send entity ids only and read features online."""
+    return load_plugin(model).smoke_request(data_dir, model_dir, online_store=redis)
 
 
 def _post(url: str, body: bytes, timeout_s: float) -> tuple[int, bytes, float]:

@@ -1,7 +1,7 @@
 """Data and models of the local platform: sample data, schema checks, training, registration.
 
-Everything model-specific is delegated to the reference models' own modules
-(`ml/models/<name>/{data,pipeline}.py`) and to `common.pipeline.publish`, which registers the
+Everything model-specific is delegated to each model's plugin (ml/common/plugin.py `ModelPlugin`,
+found through contracts/model_registry.py) and to `common.pipeline.publish`, which registers the
 version as `challenger` and promotes it to `champion` when its quality gates pass. This module adds
 what only the local mode needs: a data fingerprint, so a second `up` on the same data reuses the
 registered versions instead of retraining, and the choice of the alias to serve.
@@ -10,52 +10,24 @@ registered versions instead of retraining, and the choice of the alias to serve.
 from __future__ import annotations
 
 import hashlib
-import importlib
-import inspect
 import json
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+from contracts import model_registry
 from ml.common.contract import DataContractError
+from ml.common.plugin import load_plugin
 from ml.common.tracking import CHALLENGER, CHAMPION
 
 DATA_TAG = "mlplat.local.data"  # model-version tag: fingerprint of the data it was trained on
 GATES_TAG = "mlplat.local.gates"  # model-version tag: which gate profile decided on champion
 SAMPLE_SEED = 0
-# Floors for the generated sample data only. It is synthetic and small (fraud: ~500 held-out rows
-# with ~17 frauds, so F1 swings by 0.1 per misclassified fraud), so the production floors of the
-# stack config (fraud AUC 0.95 + F1 0.90, sentiment macro-F1 0.92, recommendation NDCG@10 0.32)
-# say nothing there. These check that the model learned the planted signal, far above chance
-# (fraud AUC 0.5; three balanced classes ~0.33; popularity NDCG@10 ~0.04 on the sample).
+# On generated sample data (no --data) each model's `ModelSpec.sample_gates` decide on champion: the
+# sample is synthetic and small, so the production floors of the stack config say nothing there.
 # With --data the configured gates apply (`load_gates`, optionally from a stack file).
-SAMPLE_GATES: dict[str, dict[str, float]] = {
-    "fraud": {"auc": 0.90},
-    "sentiment": {"macro_f1": 0.80},
-    "recommendation": {"ndcg@10": 0.15},
-}
-
-
-def model_module(name: str, part: str) -> ModuleType:
-    """`ml.models.<name>.<part>`, with an error that says which piece is missing."""
-    module_name = f"ml.models.{name}.{part}"
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise RuntimeError(f"model {name!r} has no {part} module ({module_name}) yet") from exc
-        raise
-
-
-def _call(func: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call `func` with the keyword arguments it accepts (model modules differ in their options)."""
-    params = inspect.signature(func).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in params}
-    return func(*args, **kwargs)
 
 
 def generate_sample_data(out_dir: Path, models: tuple[str, ...], seed: int = SAMPLE_SEED) -> Path:
@@ -68,9 +40,7 @@ def generate_sample_data(out_dir: Path, models: tuple[str, ...], seed: int = SAM
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     for name in models:
-        pipeline = model_module(name, "pipeline")
-        generator = getattr(pipeline, "generate_sample", None) or model_module(name, "data").generate_sample
-        _call(generator, out_dir, seed=seed)
+        load_plugin(name).generate_sample(out_dir, seed=seed)
     marker.write_text(json.dumps(want))
     return out_dir
 
@@ -84,9 +54,7 @@ def validate_data(data_dir: Path, models: tuple[str, ...]) -> dict[str, str]:
         raise DataContractError(data_dir, "data directory does not exist")
     out = {}
     for name in models:
-        loaded = model_module(name, "data").load(data_dir)
-        frame = getattr(loaded, "ratings", loaded)  # recommendation returns several frames
-        out[name] = f"{len(frame):,} rows" if hasattr(frame, "__len__") else "ok"
+        out[name] = load_plugin(name).check_data(data_dir)
     return out
 
 
@@ -153,14 +121,15 @@ def train(name: str, data_dir: Path, work_dir: Path) -> tuple[Any, float]:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    out = model_module(name, "pipeline").train(data_dir, out_dir)
+    out = load_plugin(name).train(data_dir, out_dir)
     return out, time.perf_counter() - started
 
 
 def gates_for(name: str, sample: bool, stack_file: Path | None = None) -> tuple[dict[str, float], str]:
-    """(metric floors, profile name): SAMPLE_GATES on generated data, else the configured gates."""
+    """(metric floors, profile name): the spec's sample-data floors on generated data, else the
+    configured gates."""
     if sample:
-        return dict(SAMPLE_GATES[name]), "sample-data floors"
+        return dict(model_registry.get(name).sample_gates), "sample-data floors"
     from ml.common.gates import load_gates
 
     return load_gates(name, stack_file), f"gates of {stack_file}" if stack_file else "stack default gates"

@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
+from contracts import model_registry
 from contracts.alerts import ALERTS, Alert
-from ml.common.gates import MODEL_NAMES
 from runbooks.context import RunContext
 from runbooks.engine import Runbook, Step, StepFailed
 
@@ -53,7 +53,8 @@ def _readiness(ctx: RunContext) -> dict[str, Any]:
         server = httpx.get(f"{base}/v2/health/ready", timeout=5).status_code == 200
     except httpx.HTTPError as exc:
         raise StepFailed(f"inference endpoint {base} is unreachable: {exc}") from None
-    models = {m: httpx.get(f"{base}/v2/models/{m}/ready", timeout=5).status_code == 200 for m in MODEL_NAMES}
+    models = {m: httpx.get(f"{base}/v2/models/{m}/ready", timeout=5).status_code == 200
+              for m in model_registry.names()}
     return {"server_ready": server, "models_ready": models}
 
 

@@ -100,7 +100,10 @@ def _issue_from_pydantic(error: Mapping[str, Any]) -> ConfigIssue:
     loc = [str(p) for p in error["loc"]]
     path = "aws:region" if loc[:1] == ["region"] else f"{NAMESPACE}:" + ".".join(loc)
     kind, message = error["type"], error["msg"]
-    if kind == "extra_forbidden":
+    if kind == "extra_forbidden" and loc[:-1] == ["models"]:
+        message = (f"unknown model; registered models: {', '.join(_allowed_keys(loc[:-1]))} (a model is added "
+                   f"by its spec module, see docs/MODELS.md \"Adding a model\")")
+    elif kind == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
         message = f"unknown key; allowed keys here: {', '.join(allowed)}"
     elif kind == "missing":

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from enum import StrEnum
 from ipaddress import IPv4Network
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 from pydantic.alias_generators import to_camel
+
+from contracts import model_registry
+from contracts.models import ModelSpec
 
 NAMESPACE = "mlplatform"
 
@@ -136,7 +139,7 @@ class KafkaConfig(Section):
     max_ebs_volume_gib: int = Field(ge=1, le=16384, description="Storage auto-scaling ceiling per broker in GiB.")
     log_retention_days: LogRetentionDays = Field(30, description="Retention of the broker log group.")
     topics: list[KafkaTopic] = Field(
-        default_factory=lambda: [KafkaTopic(name="fraud-transactions")],
+        default_factory=lambda: [KafkaTopic(name=topic) for topic in model_registry.stream_topics()],
         description="Topics the platform's clients may use (IAM grants are scoped to these).",
     )
 
@@ -243,16 +246,43 @@ class ModelConfig(Section):
     )
 
 
-def _gates(**gates: float) -> ModelConfig:
-    return ModelConfig(quality_gates=gates)
+class ModelsSection(Section):
+    """`mlplatform:models`: one key per registered model (contracts/model_registry.py), so an unknown
+    model name is rejected like any unknown key. Built by `models_config()` from the registry."""
+
+    def __getitem__(self, name: str) -> ModelConfig:
+        if name not in type(self).model_fields:
+            raise KeyError(f"no model {name!r} in config; registered: {', '.join(type(self).model_fields)}")
+        return getattr(self, name)
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(type(self).model_fields)
 
 
-class ModelsConfig(Section):
-    fraud: ModelConfig = Field(default_factory=lambda: _gates(auc=0.95, f1=0.90), description="Fraud detection.")
-    sentiment: ModelConfig = Field(default_factory=lambda: _gates(macro_f1=0.92), description="Sentiment.")
-    recommendation: ModelConfig = Field(
-        default_factory=lambda: ModelConfig(quality_gates={"ndcg@10": 0.32}), description="Book recommendation."
+def _model_config(spec: ModelSpec) -> type[ModelConfig]:
+    """`ModelConfig` whose defaults (replicas, quality gates) are the model's spec."""
+    fields = ModelConfig.model_fields
+    return create_model(
+        f"ModelConfig_{spec.name}", __base__=ModelConfig,
+        min_replicas=(int, Field(spec.serving.min_replicas, ge=0, le=100,
+                                 description=fields["min_replicas"].description)),
+        max_replicas=(int, Field(spec.serving.max_replicas, ge=1, le=100,
+                                 description=fields["max_replicas"].description)),
+        quality_gates=(dict[str, float], Field(default_factory=lambda: dict(spec.quality_gates),
+                                               description=fields["quality_gates"].description)),
     )
+
+
+def models_config() -> type[ModelsSection]:
+    """The `mlplatform:models` section for the models registered now (built-in + MLPLAT_MODEL_PLUGINS)."""
+    fields: dict[str, Any] = {}
+    for spec in model_registry.specs():
+        config = _model_config(spec)
+        fields[spec.name] = (config, Field(default_factory=config, description=spec.description))
+    return create_model("ModelsConfig", __base__=ModelsSection, **fields)
+
+
+ModelsConfig = models_config()
 
 
 class PlatformConfig(Section):

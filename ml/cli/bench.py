@@ -1,14 +1,15 @@
-"""`mlplat bench models`: in-process and HTTP latency/throughput of the reference model runtimes.
+"""`mlplat bench models`: in-process and HTTP latency/throughput of the registered models' runtimes.
 
-    mlplat bench models [--models fraud,sentiment,recommendation] [--data DIR] [--concurrency 4]
-                        [--duration 10] [--json]
+    mlplat bench models [--models NAME,NAME,...] [--data DIR] [--concurrency 4] [--duration 10] [--json]
 
-Per model: trains on --data (the shared datasets' file names) or on generated sample data, times
-the MLServer runtime's `predict` in-process (single-row requests), then serves every model plus a
-bare ONNX runtime (the fraud model's ONNX call only) from one real `mlserver start` and loads each
-with `wrk` (or a Python load generator) at a fixed concurrency. Fraud fetches its online features
-from a real redis-server loaded by Feast materialization. Throughput is also given as a ratio to the
-bare runtime measured in the same run.
+Per model (default: every registered model, contracts/model_registry.py): trains on --data (the
+shared datasets' file names) or on generated sample data, through the model's plugin
+(ml/common/plugin.py), times the MLServer runtime's `predict` in-process (single-row requests), then
+serves every model plus a bare ONNX runtime (the ONNX call alone of the first model whose plugin
+offers `bare_onnx_requests`) from one real `mlserver start` and loads each with `wrk` (or a Python
+load generator) at a fixed concurrency. Models with Feast features read them from a real
+redis-server loaded by Feast materialization. Throughput is also given as a ratio to the bare
+runtime measured in the same run.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ml.common.gates import MODEL_NAMES
+from contracts import model_registry
 
 BARE = "bare-onnx"
 
@@ -34,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("bench", help="benchmarks")
     sub = parser.add_subparsers(dest="bench_target", metavar="TARGET", required=True)
     models = sub.add_parser("models", help="latency/throughput of the model runtimes (in-process and HTTP)")
-    models.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated subset")
+    models.add_argument("--models", default=",".join(model_registry.names()), help="comma-separated subset")
     models.add_argument("--data", type=Path, help="dataset directory (default: generated sample data)")
     models.add_argument("--concurrency", type=int, default=4)
     models.add_argument("--duration", type=int, default=10, help="seconds of HTTP load per model")
@@ -48,9 +49,9 @@ def _in_process(kind: str, uri: Path, extra: dict[str, Any], bodies: list[dict],
     from mlserver.types import InferenceRequest
 
     from ml.serving.bench import time_calls
-    from ml.serving.settings import RUNTIMES
+    from ml.serving.settings import runtimes
 
-    module, cls_name = RUNTIMES[kind].rsplit(".", 1)
+    module, cls_name = runtimes()[kind].rsplit(".", 1)
     cls = getattr(importlib.import_module(module), cls_name)
     runtime = cls(ModelSettings(name=f"inproc-{kind}", implementation=cls,
                                 parameters=ModelParameters(uri=str(uri), extra=extra)))
@@ -66,14 +67,16 @@ def _in_process(kind: str, uri: Path, extra: dict[str, Any], bodies: list[dict],
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     from ml.common.feast_repo import apply_and_materialize, write_repo
+    from ml.common.plugin import load_plugin
     from ml.serving.bench import http_load
     from ml.serving.processes import MLServerProcess, RedisServer, free_port
     from ml.serving.settings import ModelEntry, write_repository
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
-    unknown = sorted(set(names) - set(MODEL_NAMES))
+    registered = model_registry.names()
+    unknown = sorted(set(names) - set(registered))
     if unknown:
-        print(f"mlplat bench: unknown model(s) {unknown}; expected {', '.join(MODEL_NAMES)}", file=sys.stderr)
+        print(f"mlplat bench: unknown model(s) {unknown}; expected {', '.join(registered)}", file=sys.stderr)
         return 2
     if args.concurrency < 1 or args.duration < 1:
         print("mlplat bench: --concurrency and --duration must be >= 1", file=sys.stderr)
@@ -86,23 +89,24 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack, contextlib.redirect_stdout(sys.stderr):
         redis = stack.enter_context(RedisServer(work / "redis"))
         for name in names:
-            pipe = importlib.import_module(f"ml.models.{name}.pipeline")
-            features = importlib.import_module(f"ml.models.{name}.features")
-            data_dir = args.data or pipe.generate_sample(work / "data" / name)
+            plugin = load_plugin(name)
+            data_dir = args.data
+            if data_dir is None:
+                data_dir = work / "data" / name
+                plugin.generate_sample(data_dir)
             print(f"[bench] training {name} on {data_dir}", file=sys.stderr)
-            # Baselines only matter for model quality, not for serving speed.
-            kwargs = {"baselines": False} if name == "recommendation" else {}
-            out = pipe.train(data_dir, work / "models" / name, **kwargs)
-            defs = features.definitions(work / "parquet" / name)
+            # quick: baselines only matter for model quality, not for serving speed.
+            out = plugin.train(data_dir, work / "models" / name, quick=True)
+            defs = plugin.feature_definitions(work / "parquet" / name)
             if defs:
-                features.write_parquet(data_dir, work / "parquet" / name)
+                plugin.write_feature_data(data_dir, work / "parquet" / name)
                 apply_and_materialize(write_repo(work / "feast" / name, redis.url), defs)
-            bodies = pipe.sample_requests(data_dir, out.model_dir)
+            bodies = plugin.sample_requests(data_dir, out.model_dir)
             extra = {"redis_url": redis.url}
             report["models"][name] = {"in_process": _in_process(name, out.model_dir, extra, bodies, args.requests)}
             entries.append((ModelEntry(name, name, str(out.model_dir), extra), bodies))
-            if name == "fraud":
-                bare_bodies = pipe.bare_requests(data_dir, out.model_dir)
+            bare_bodies = None if BARE in report["models"] else plugin.bare_onnx_requests(data_dir, out.model_dir)
+            if bare_bodies:
                 report["models"][BARE] = {"in_process": _in_process(BARE, out.model_dir, {}, bare_bodies,
                                                                     args.requests)}
                 entries.append((ModelEntry(BARE, BARE, str(out.model_dir)), bare_bodies))

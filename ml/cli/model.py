@@ -1,4 +1,4 @@
-"""`mlplat model train|evaluate`: train, register and gate a reference model; evaluate an artifact.
+"""`mlplat model train|evaluate`: train, register and gate a registered model; evaluate an artifact.
 
     mlplat model train NAME --data DIR [--tracking-uri URI] [--sample] [--out DIR] [--seed N]
                             [--stack-file Pulumi.<env>.yaml] [--no-register]
@@ -11,32 +11,33 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import json
 import logging
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from ml.common.gates import MODEL_NAMES
+from contracts import model_registry
+from ml.common.plugin import ModelPlugin, load_plugin
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def pipeline_module(name: str) -> ModuleType:
-    if name not in MODEL_NAMES:
-        raise SystemExit(f"mlplat model: unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
-    return importlib.import_module(f"ml.models.{name}.pipeline")
+def plugin_for(name: str) -> ModelPlugin:
+    try:
+        return load_plugin(name)
+    except ValueError as exc:
+        raise SystemExit(f"mlplat model: {exc}") from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("model", help="train / evaluate the reference models")
+    parser = subparsers.add_parser("model", help="train / evaluate the registered models")
     sub = parser.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    names = model_registry.names()
 
     train = sub.add_parser("train", help="train, log to MLflow, register (challenger; champion if gates pass)")
-    train.add_argument("name", choices=MODEL_NAMES)
+    train.add_argument("name", choices=names)
     train.add_argument("--data", type=Path, required=True, help="directory with the dataset files")
     train.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or .local/mlflow)")
     train.add_argument("--sample", action="store_true", help="first generate small synthetic data into --data")
@@ -48,11 +49,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.set_defaults(func=run_train)
 
     ev = sub.add_parser("evaluate", help="print held-out metrics of a model as JSON")
-    ev.add_argument("name", choices=MODEL_NAMES)
+    ev.add_argument("name", choices=names)
     ev.add_argument("--model", required=True, help="artifact directory or models:/NAME@ALIAS")
     ev.add_argument("--data", type=Path, required=True, help="a file with the schema of a dataset file")
     ev.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ URIs")
-    ev.add_argument("--seed", type=int, default=0, help="per-user history split seed (recommendation)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of any random split the evaluation makes")
     ev.set_defaults(func=run_evaluate)
 
 
@@ -62,7 +63,7 @@ def _emit(doc: dict[str, Any]) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    pipe = pipeline_module(args.name)
+    plugin = plugin_for(args.name)
     out_dir = args.out or REPO_ROOT / ".local" / "models" / args.name / time.strftime("%Y%m%d-%H%M%S")
     if out_dir.exists() and any(out_dir.iterdir()):
         print(f"mlplat model train: output directory {out_dir} is not empty", file=sys.stderr)
@@ -70,13 +71,13 @@ def run_train(args: argparse.Namespace) -> int:
     # Libraries (MLflow, Feast) print to stdout; keep stdout for the JSON result.
     with contextlib.redirect_stdout(sys.stderr):
         if args.sample:
-            pipe.generate_sample(args.data, seed=args.seed)
+            plugin.generate_sample(args.data, seed=args.seed)
         elif not args.data.is_dir():
             print(f"mlplat model train: --data {args.data} is not a directory (use --sample to generate one)",
                   file=sys.stderr)
             return 2
         started = time.perf_counter()
-        result = pipe.train(args.data, out_dir, params=args.params, seed=args.seed)
+        result = plugin.train(args.data, out_dir, params=args.params, seed=args.seed)
         doc: dict[str, Any] = {
             "model": args.name, "artifact": str(out_dir), "metrics": result.metrics,
             "train_seconds": round(time.perf_counter() - started, 2),
@@ -93,7 +94,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    pipe = pipeline_module(args.name)
+    plugin = plugin_for(args.name)
     if not args.data.is_file():
         print(f"mlplat model evaluate: --data {args.data} is not a file", file=sys.stderr)
         return 2
@@ -101,7 +102,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     with contextlib.redirect_stdout(sys.stderr):
         model_dir = resolve_model_dir(args.model, args.tracking_uri)
-        kwargs = {"seed": args.seed} if args.name == "recommendation" else {}
-        metrics = pipe.evaluate(model_dir, args.data, **kwargs)
+        metrics = plugin.evaluate(model_dir, args.data, seed=args.seed)
     _emit(metrics)
     return 0

@@ -1,7 +1,8 @@
 """Quality gates: the metric floors a model version must reach to become `champion`.
 
-The floors live in the typed stack config (`models.<name>.qualityGates`, stacks/schema.py). Training
-reads them through `load_gates` only, so the pipeline never hard-codes a threshold.
+The floors live in the typed stack config (`models.<name>.qualityGates`, stacks/schema.py), whose
+defaults are each model's `ModelSpec.quality_gates` (contracts/model_registry.py). Training reads them
+through `load_gates` only, so the pipeline never hard-codes a threshold.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-MODEL_NAMES = ("fraud", "sentiment", "recommendation")
+from contracts import model_registry
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,7 @@ class GateResult:
 
 def load_gates(name: str, stack_file: str | Path | None = None) -> dict[str, float]:
     """Metric floors for model `name`: from a stack file if given, else the schema's defaults."""
-    if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
+    model_registry.get(name)  # ValueError naming the registered models
     # Imported lazily: stacks/ is light (pydantic + yaml) but not needed by the serving runtimes.
     from stacks.schema import ModelsConfig
 
@@ -54,7 +54,7 @@ def load_gates(name: str, stack_file: str | Path | None = None) -> dict[str, flo
         models = load_stack_file(stack_file).models
     else:
         models = ModelsConfig()
-    return dict(getattr(models, name).quality_gates)
+    return dict(models[name].quality_gates)
 
 
 def check_gates(metrics: dict[str, float], gates: dict[str, float]) -> GateResult:

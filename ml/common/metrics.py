@@ -23,10 +23,10 @@ FEATURE_FETCH = "mlplat_model_online_feature_fetch_seconds"
 
 # name -> (type, labels, help)
 METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
-    PREDICTION: ("histogram", ("model",), "Distribution of the model's output score (fraud probability, "
-                 "sentiment confidence, top recommendation score)."),
-    PREDICTED_CLASS: ("counter", ("model", "cls"), "Predictions per predicted class (fraud decision, "
-                      "sentiment class)."),
+    PREDICTION: ("histogram", ("model",), "Distribution of the model's output score (e.g. a class "
+                 "probability, a confidence or the top recommendation score)."),
+    PREDICTED_CLASS: ("counter", ("model", "cls"), "Predictions per predicted class (e.g. a decision or "
+                      "a label)."),
     DEGRADED: ("counter", ("model", "reason"), "Responses served with fallback inputs (e.g. the online "
                "feature store failed or timed out) instead of failing."),
     INVALID: ("counter", ("model", "reason"), "Requests refused with a 4xx because the input was invalid."),

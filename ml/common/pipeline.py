@@ -32,7 +32,7 @@ METADATA_FILE = "mlplat-model.json"
 
 @dataclass
 class TrainOutput:
-    name: str  # fraud | sentiment | recommendation
+    name: str  # a registered model (contracts/model_registry.py)
     model_dir: Path  # serving artifact: algorithm save dir + reference.json + mlplat-model.json
     params: dict[str, Any]
     metrics: dict[str, float]  # on held-out data

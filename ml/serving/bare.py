@@ -1,6 +1,6 @@
 """Baseline runtime for benchmarks: one ONNX call and nothing else (no validation, features, metrics).
 
-`mlplat bench models` serves the fraud model's `model.onnx` through this runtime in the same
+`mlplat bench models` serves a model's `model.onnx` through this runtime in the same
 MLServer run as the real runtimes, so each model's throughput can be given as a ratio to it.
 Input: one FP32 tensor `input` of shape [n, n_features]. Output: the model's first output.
 """

@@ -11,27 +11,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from contracts.model_slots import MODEL_RUNTIMES
+from contracts.model_slots import model_runtimes
 
-RUNTIMES = {**MODEL_RUNTIMES, "bare-onnx": "ml.serving.bare.BareOnnxRuntime"}
+EXTRA_RUNTIMES = {"bare-onnx": "ml.serving.bare.BareOnnxRuntime"}  # benchmark baseline, not a model
+
+
+def runtimes() -> dict[str, str]:
+    """Runtime kind -> class path: every registered model's runtime, plus `EXTRA_RUNTIMES`."""
+    return {**model_runtimes(), **EXTRA_RUNTIMES}
 
 
 @dataclass
 class ModelEntry:
     name: str  # MLServer model name (URL path /v2/models/<name>/infer)
-    kind: str  # key of RUNTIMES
+    kind: str  # key of runtimes()
     uri: str  # local directory (absolute) or models:/<name>@<alias>
     extra: dict[str, Any] = field(default_factory=dict)
 
     def settings(self) -> dict[str, Any]:
-        if self.kind not in RUNTIMES:
-            raise ValueError(f"unknown runtime kind {self.kind!r}; expected one of {', '.join(RUNTIMES)}")
+        kinds = runtimes()
+        if self.kind not in kinds:
+            raise ValueError(f"unknown runtime kind {self.kind!r}; expected one of {', '.join(kinds)}")
         uri = self.uri
         if "://" not in uri and not uri.startswith(("models:/", "runs:/")):
             uri = str(Path(uri).resolve())
         return {
             "name": self.name,
-            "implementation": RUNTIMES[self.kind],
+            "implementation": kinds[self.kind],
             "parameters": {"uri": uri, "extra": self.extra},
         }
 

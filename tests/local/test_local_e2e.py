@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 
+from contracts import model_registry
 from local.supervisor import Supervisor, group_members, pid_alive, port_in_use
-from ml.common.gates import MODEL_NAMES
 from ml.serving.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.ml]
 
 REPO = Path(__file__).resolve().parents[2]
 # A subset for debugging one model (comma-separated); the default is all three reference models.
-MODELS = tuple(os.environ.get("MLPLAT_LOCAL_TEST_MODELS", ",".join(MODEL_NAMES)).split(","))
+MODELS = tuple(os.environ.get("MLPLAT_LOCAL_TEST_MODELS", ",".join(model_registry.names())).split(","))
 FLAGS = {"mlflow": "--mlflow-port", "http": "--http-port", "grpc": "--grpc-port", "metrics": "--metrics-port",
          "redis": "--redis-port", "prometheus": "--prometheus-port"}
 

@@ -10,6 +10,7 @@ import socket
 
 import pytest
 
+from contracts import model_registry
 from local import cli as local_cmd
 from local import platform, prometheus
 from local.config import LocalConfig, default_ports, otlp_endpoint_from_env
@@ -19,7 +20,6 @@ from local.serving import server_env, tracing_server
 from local.supervisor import PortInUseError, Supervisor
 from local.training import generate_sample_data, validate_data
 from ml.common.contract import DataContractError
-from ml.common.gates import MODEL_NAMES
 from ml.serving.processes import free_port
 from mlplat.cli import main
 
@@ -172,12 +172,12 @@ def test_command_is_registered():
 
 
 def test_sample_data_has_its_own_gate_floors_and_real_data_the_configured_ones(tmp_path):
-    from local.training import SAMPLE_GATES, gates_for
+    from local.training import gates_for
     from ml.common.gates import load_gates
 
-    for name in MODEL_NAMES:
+    for name in model_registry.names():
         sample, profile = gates_for(name, sample=True)
-        assert sample == SAMPLE_GATES[name] and profile == "sample-data floors"
+        assert sample == dict(model_registry.get(name).sample_gates) and profile == "sample-data floors"
         configured, profile = gates_for(name, sample=False)
         assert configured == load_gates(name) and profile == "stack default gates"
         # Sample floors are looser than production floors, never a different metric.

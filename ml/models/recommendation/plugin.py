@@ -1,0 +1,41 @@
+"""The recommendation model's `ModelPlugin`: data, training and requests from this package's modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ml.common.pipeline import TrainOutput
+from ml.common.plugin import ModelPlugin
+from ml.models.recommendation import data, pipeline
+
+
+class RecommendationPlugin(ModelPlugin):
+    def generate_sample(self, out_dir: Path, seed: int = 0) -> None:
+        pipeline.generate_sample(out_dir, seed=seed)
+
+    def check_data(self, data_dir: Path) -> str:
+        return f"{len(data.load(Path(data_dir)).ratings):,} rows"
+
+    def train(self, data_dir: Path, out_dir: Path, *, params: dict[str, Any] | None = None, seed: int = 0,
+              quick: bool = False) -> TrainOutput:
+        # The popularity/item-kNN/untuned-EASE baselines only matter for model quality reports.
+        return pipeline.train(data_dir, out_dir, params=params, seed=seed, baselines=not quick)
+
+    def evaluate(self, model_dir: Path, data_file: Path, *, seed: int = 0) -> dict[str, float]:
+        return pipeline.evaluate(model_dir, data_file, seed=seed)
+
+    def sample_requests(self, data_dir: Path, model_dir: Path, n: int = 200, seed: int = 0) -> list[dict[str, Any]]:
+        return pipeline.sample_requests(data_dir, model_dir, n=n, seed=seed)
+
+    def smoke_request(self, data_dir: Path, model_dir: Path | None, online_store: bool) -> dict[str, Any]:
+        """With a Redis online store the request carries only a reader's id (the first in the ratings
+        file), so the runtime resolves the reader's history through Feast; else a history request."""
+        if not online_store:
+            return super().smoke_request(data_dir, model_dir, online_store)
+        path = data.resolve(Path(data_dir), data.RATINGS_FILE)
+        user = int(pd.read_csv(path, dtype=str, keep_default_na=False, nrows=1).iloc[0]["user_id"])
+        return {"inputs": [{"name": "user_id", "datatype": "INT64", "shape": [1], "data": [user]}],
+                "parameters": {"k": 5}}

@@ -1,0 +1,28 @@
+"""The sentiment model's `ModelPlugin`: data, training and requests from this package's modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ml.common.pipeline import TrainOutput
+from ml.common.plugin import ModelPlugin
+from ml.models.sentiment import data, pipeline
+
+
+class SentimentPlugin(ModelPlugin):
+    def generate_sample(self, out_dir: Path, seed: int = 0) -> None:
+        pipeline.generate_sample(out_dir, seed=seed)
+
+    def check_data(self, data_dir: Path) -> str:
+        return f"{len(data.load(Path(data_dir))):,} rows"
+
+    def train(self, data_dir: Path, out_dir: Path, *, params: dict[str, Any] | None = None, seed: int = 0,
+              quick: bool = False) -> TrainOutput:
+        return pipeline.train(data_dir, out_dir, params=params, seed=seed)
+
+    def evaluate(self, model_dir: Path, data_file: Path, *, seed: int = 0) -> dict[str, float]:
+        return pipeline.evaluate(model_dir, data_file)
+
+    def sample_requests(self, data_dir: Path, model_dir: Path, n: int = 200, seed: int = 0) -> list[dict[str, Any]]:
+        return pipeline.sample_requests(data_dir, model_dir, n=n, seed=seed)
