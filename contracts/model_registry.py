@@ -18,7 +18,7 @@ import importlib
 import os
 from collections.abc import Mapping
 
-from contracts.models import ModelSpec
+from contracts.models import ModelSpec, Stream
 
 PLUGINS_ENV = "MLPLAT_MODEL_PLUGINS"
 BUILTIN_SPEC_MODULES = (
@@ -87,6 +87,11 @@ def get(name: str, environ: Mapping[str, str] | None = None) -> ModelSpec:
             return spec
     raise ValueError(f"unknown model {name!r}; registered models: {', '.join(names(environ))} "
                      f"(add one with ${PLUGINS_ENV}, docs/MODELS.md)")
+
+
+def stream(environ: Mapping[str, str] | None = None) -> Stream | None:
+    """The one model stream the platform's stream ingestor consumes, if a registered model declares one."""
+    return next((s.stream for s in specs(environ) if s.stream is not None), None)
 
 
 def stream_topics(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:

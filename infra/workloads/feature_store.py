@@ -1,5 +1,5 @@
 """Feast: online feature server (feast-feature-server chart), materialization CronJob and the
-streaming ingestor Deployment (ml/streaming).
+streaming ingestor Deployment (the `ModelSpec.stream` of a registered model; ml/streaming).
 
 One `feature_store.yaml`, generated from the data-service outputs, serves all three: S3 registry,
 Parquet offline store on S3, ElastiCache Redis online store over TLS with the auth token read from a
@@ -16,7 +16,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from contracts import feast
+from contracts import feast, model_registry
 from contracts.cluster import (
     FEAST_INGESTOR,
     FEAST_MATERIALIZE,
@@ -60,7 +60,6 @@ REPO_DIR = "/feast"
 SERVER_PORT = 6566
 METRICS_PORT = 8000  # `feast serve --metrics`
 INGESTOR_METRICS_PORT = 9100
-FRAUD_TOPIC = "fraud-transactions"
 SELECTOR = {"app.kubernetes.io/name": "feast-feature-server", "app.kubernetes.io/instance": RELEASE}
 INGESTOR_SELECTOR = {"app.kubernetes.io/name": "feast-stream-ingestor"}
 CLIENT_NAMESPACES = ("seldon", "ml-training")
@@ -194,48 +193,51 @@ class FeatureStore(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, sa, secret, config]))
 
-        topic = next((t.name for t in ctx.cfg.kafka.topics if t.name == FRAUD_TOPIC), FRAUD_TOPIC)
-        ingestor_labels = {**labels("feast-stream-ingestor", "ingestor"), **INGESTOR_SELECTOR}
-        k8s.apps.v1.Deployment(
-            f"{name}-stream-ingestor",
-            metadata={"name": FEAST_INGESTOR.name, "namespace": NAMESPACE, "labels": ingestor_labels},
-            spec={
-                # One consumer per partition at most; per-card state is safe across replicas as long as
-                # producers key messages by card_id (docs/WORKLOADS.md).
-                "replicas": 1,
-                "selector": {"matchLabels": INGESTOR_SELECTOR},
-                "template": {
-                    "metadata": {"labels": ingestor_labels},
-                    "spec": {
-                        "serviceAccountName": WORKLOAD_IDENTITIES["feast-ingestor"].service_account,
-                        "securityContext": pod_security_context(),
-                        "nodeSelector": {NODE_ROLE_LABEL: "general"},
-                        "topologySpreadConstraints": zone_spread(INGESTOR_SELECTOR),
-                        "containers": [{
-                            "name": "ingestor",
-                            "image": ingestor_image,
-                            "command": ["python", "-m", "ml.streaming.ingestor"],
-                            "env": [
-                                {"name": "KAFKA_BOOTSTRAP", "value": data.kafka.bootstrap_brokers_iam},
-                                {"name": "KAFKA_TOPIC", "value": topic},
-                                {"name": "KAFKA_GROUP", "value": "feast-stream-ingestor"},
-                                {"name": "AWS_REGION", "value": ctx.cfg.region},
-                                {"name": "FEAST_REPO", "value": REPO_DIR},
-                                {"name": "METRICS_PORT", "value": str(INGESTOR_METRICS_PORT)},
-                                _redis_env(),
-                            ],
-                            "ports": [{"name": "metrics", "containerPort": INGESTOR_METRICS_PORT}],
-                            "resources": resources(cfg.resources),
-                            "securityContext": CONTAINER_SECURITY_CONTEXT,
-                            "readinessProbe": {"tcpSocket": {"port": "metrics"}, "periodSeconds": 10},
-                            "volumeMounts": [repo_mount, TMP_MOUNT],
-                        }],
-                        "volumes": [repo_volume, TMP_VOLUME],
+        # The stream ingestor of the (at most one) registered model that declares a stream
+        # (`ModelSpec.stream`): it consumes that topic and pushes online features to Feast.
+        stream = model_registry.stream()
+        if stream is not None:
+            ingestor_labels = {**labels("feast-stream-ingestor", "ingestor"), **INGESTOR_SELECTOR}
+            k8s.apps.v1.Deployment(
+                f"{name}-stream-ingestor",
+                metadata={"name": FEAST_INGESTOR.name, "namespace": NAMESPACE, "labels": ingestor_labels},
+                spec={
+                    # One consumer per partition at most; per-card state is safe across replicas as long as
+                    # producers key messages by card_id (docs/WORKLOADS.md).
+                    "replicas": 1,
+                    "selector": {"matchLabels": INGESTOR_SELECTOR},
+                    "template": {
+                        "metadata": {"labels": ingestor_labels},
+                        "spec": {
+                            "serviceAccountName": WORKLOAD_IDENTITIES["feast-ingestor"].service_account,
+                            "securityContext": pod_security_context(),
+                            "nodeSelector": {NODE_ROLE_LABEL: "general"},
+                            "topologySpreadConstraints": zone_spread(INGESTOR_SELECTOR),
+                            "containers": [{
+                                "name": "ingestor",
+                                "image": ingestor_image,
+                                "command": ["python", "-m", stream.ingestor],
+                                "env": [
+                                    {"name": "KAFKA_BOOTSTRAP", "value": data.kafka.bootstrap_brokers_iam},
+                                    {"name": "KAFKA_TOPIC", "value": stream.topic},
+                                    {"name": "KAFKA_GROUP", "value": "feast-stream-ingestor"},
+                                    {"name": "AWS_REGION", "value": ctx.cfg.region},
+                                    {"name": "FEAST_REPO", "value": REPO_DIR},
+                                    {"name": "METRICS_PORT", "value": str(INGESTOR_METRICS_PORT)},
+                                    _redis_env(),
+                                ],
+                                "ports": [{"name": "metrics", "containerPort": INGESTOR_METRICS_PORT}],
+                                "resources": resources(cfg.resources),
+                                "securityContext": CONTAINER_SECURITY_CONTEXT,
+                                "readinessProbe": {"tcpSocket": {"port": "metrics"}, "periodSeconds": 10},
+                                "volumeMounts": [repo_mount, TMP_MOUNT],
+                            }],
+                            "volumes": [repo_volume, TMP_VOLUME],
+                        },
                     },
                 },
-            },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, ingestor_sa, secret, config]))
-        pod_monitor("feast-stream-ingestor", NAMESPACE, INGESTOR_SELECTOR, "metrics", self, depends_on=[ns])
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, ingestor_sa, secret, config]))
+            pod_monitor("feast-stream-ingestor", NAMESPACE, INGESTOR_SELECTOR, "metrics", self, depends_on=[ns])
 
         self.online_endpoint = f"{RELEASE}-feast-feature-server.{NAMESPACE}.svc.cluster.local"
         self.register_outputs({"onlineEndpoint": self.online_endpoint})

@@ -2,6 +2,11 @@
 mounted as ConfigMaps through Grafana's sidecar), the alert rules (contracts/alerts.py) and a
 redis_exporter in front of ElastiCache (the online store's hit rate is not in Prometheus otherwise).
 
+The dashboards name no model: the per-model parts come from the model registry
+(contracts/model_registry.py). The `model` variable of model-quality.json lists every registered
+model, and the Business dashboard starts with the panels the models' specs declare
+(`ModelSpec.business_panels`), followed by the model-independent panels of business.json.
+
 Monitor selectors are not restricted to Helm labels (`*SelectorNilUsesHelmValues: false`): the
 ServiceMonitors, PodMonitors and PrometheusRules the other workloads declare are picked up.
 """
@@ -16,7 +21,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from contracts import model_registry
 from contracts.alerts import rule_groups
+from contracts.models import DashboardPanel
 from infra.aws.interfaces import DataServices
 from infra.workloads.isolation import (
     ANYWHERE,
@@ -49,16 +56,52 @@ DASHBOARD_LABEL = "grafana_dashboard"
 SELECTORS = ("serviceMonitor", "podMonitor", "rule", "probe", "scrapeConfig")
 
 
+PANEL_W, PANEL_H = 12, 8  # Business dashboard: two panels per row
+
+
+def _model_quality(doc: dict[str, Any]) -> dict[str, Any]:
+    for variable in doc["templating"]["list"]:
+        if variable["name"] == "model":
+            variable["query"] = ",".join(model_registry.names())
+    return doc
+
+
+def _panel(panel: DashboardPanel) -> dict[str, Any]:
+    return {"id": 0, "type": "timeseries", "title": panel.title,
+            "datasource": {"type": "prometheus", "uid": "${datasource}"}, "gridPos": {},
+            "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
+            "targets": [{"refId": "A", "expr": panel.expr, "legendFormat": panel.legend}]}
+
+
+def _business(doc: dict[str, Any]) -> dict[str, Any]:
+    declared = [p for spec in model_registry.specs() for p in spec.business_panels]
+    panels = [_panel(p) for p in declared] + doc["panels"]
+    for i, panel in enumerate(panels):
+        panel["id"] = i + 1
+        panel["gridPos"] = {"h": PANEL_H, "w": PANEL_W, "x": PANEL_W * (i % 2), "y": PANEL_H * (i // 2)}
+    if declared:  # "<summary>, <summary> and serving cost. ...": the models' summaries before the file's own
+        own = doc["description"]
+        text = ", ".join(p.summary for p in declared) + " and " + own[:1].lower() + own[1:]
+        doc["description"] = text[:1].upper() + text[1:]
+    doc["panels"] = panels
+    return doc
+
+
+_FROM_REGISTRY = {"model-quality.json": _model_quality, "business.json": _business}
+
+
 def dashboards() -> dict[str, str]:
-    """Dashboard file name -> JSON text (validated: a broken file fails here, not in Grafana)."""
+    """Dashboard file name -> JSON text (validated: a broken file fails here, not in Grafana), with
+    the per-model parts filled in from the model registry."""
     out = {}
     for path in sorted(DASHBOARDS_DIR.glob("*.json")):
         text = path.read_text()
         try:
-            json.loads(text)
+            doc = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"dashboard {path.name} is not valid JSON: {exc}") from exc
-        out[path.name] = text
+        fill = _FROM_REGISTRY.get(path.name)
+        out[path.name] = text if fill is None else json.dumps(fill(doc), indent=2) + "\n"
     return out
 
 
@@ -76,7 +119,7 @@ def prometheus_values(ctx: StackContext) -> dict[str, Any]:
     })
     return {
         "prometheus": {"prometheusSpec": spec},
-        "alertmanager": {"alertmanagerSpec": {"replicas": 2 if ctx.cfg.is_prod else 1,
+        "alertmanager": {"alertmanagerSpec": {"replicas": cfg.alertmanager_replicas,
                                               "nodeSelector": {NODE_ROLE_LABEL: "general"}}},
         "grafana": {
             "admin": {"existingSecret": GRAFANA_ADMIN_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},

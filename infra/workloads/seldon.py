@@ -19,7 +19,9 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from contracts import model_registry
 from contracts.cluster import MODEL_SERVER, WORKLOAD_IDENTITIES
+from contracts.models import Resources
 from infra.aws.interfaces import DataServices
 from infra.workloads.isolation import (
     ANYWHERE,
@@ -133,11 +135,42 @@ def runtime_values(ctx: StackContext, brokers: pulumi.Input[str]) -> dict[str, A
     }
 
 
+def _millicores(quantity: str) -> int:
+    return int(quantity[:-1]) if quantity.endswith("m") else round(float(quantity) * 1000)
+
+
+_BINARY = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 * 1024}
+
+
+def _mebibytes(quantity: str) -> float:
+    unit = quantity[-2:]
+    return float(quantity[:-2]) * _BINARY[unit] if unit in _BINARY else float(quantity) / 2**20
+
+
+def server_resources(declared: list[Resources]) -> dict[str, dict[str, str]] | None:
+    """The `mlserver` container's requests and limits: the sum of what each enabled model declares
+    per replica (`ModelSpec.serving.resources`); None when no model declares any (the ServerConfig's
+    defaults then apply)."""
+    if not declared:
+        return None
+
+    def cpu(attr: str) -> str:
+        return f"{sum(_millicores(getattr(r, attr)) for r in declared)}m"
+
+    def memory(attr: str) -> str:
+        return f"{round(sum(_mebibytes(getattr(r, attr)) for r in declared))}Mi"
+
+    return {"requests": {"cpu": cpu("cpu_request"), "memory": memory("memory_request")},
+            "limits": {"cpu": cpu("cpu_limit"), "memory": memory("memory_limit")}}
+
+
 def servers_values(ctx: StackContext, image: pulumi.Input[str]) -> dict[str, Any]:
+    # Every enabled model of the registry (contracts/model_registry.py) shares the one MLServer Server.
     models = ctx.cfg.models
-    enabled = [m for m in (models.fraud, models.sentiment, models.recommendation) if m.enabled]
-    min_replicas = max([m.min_replicas for m in enabled] + [1])
-    max_replicas = max([m.max_replicas for m in enabled] + [min_replicas])
+    enabled = [(model_registry.get(name), models[name]) for name in models.names() if models[name].enabled]
+    min_replicas = max([m.min_replicas for _, m in enabled] + [1])
+    max_replicas = max([m.max_replicas for _, m in enabled] + [min_replicas])
+    sized = server_resources([s.serving.resources for s, _ in enabled if s.serving.resources is not None])
     return {
         "mlserver": {
             "replicas": min_replicas, "minReplicas": min_replicas, "maxReplicas": max_replicas,
@@ -159,6 +192,7 @@ def servers_values(ctx: StackContext, image: pulumi.Input[str]) -> dict[str, Any
                         {"name": "OTEL_SERVICE_NAME", "value": "mlserver"},
                         {"name": "MLPLAT_MLFLOW_TRACKING_URI", "value": _mlflow_uri()},
                     ],
+                    **({"resources": sized} if sized else {}),
                 }],
             },
         },

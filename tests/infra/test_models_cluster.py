@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from contracts import model_registry
 from infra.offline.synth import Synthesis, read_stack_config, synthesize
 from infra.workloads.models_cluster import (
     RCLONE_SECRET,
@@ -163,7 +164,9 @@ def test_generated_definitions_apply_with_the_real_feast_cli(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
     offline = tmp_path / "offline"
-    (repo / "definitions.py").write_text(definitions_py(["fraud", "recommendation"], f"{offline}/"))
+    with_features = {s.name: s.features.module for s in model_registry.specs() if s.features is not None}
+    assert list(with_features) == ["fraud", "recommendation"]
+    (repo / "definitions.py").write_text(definitions_py(with_features, f"{offline}/"))
     (repo / "feature_store.yaml").write_text(
         "project: mlplat\nprovider: local\n"
         f"registry: {{registry_type: file, path: {tmp_path / 'registry.db'}}}\n"
@@ -184,6 +187,16 @@ def test_generated_definitions_apply_with_the_real_feast_cli(tmp_path):
     assert got["views"] == ["book_features", "card_features", "device_features", "reader_recent_books"]
     assert got["paths"] and all(p.startswith(f"{offline}/fraud/") or p.startswith(f"{offline}/recommendation/")
                                 for p in got["paths"])
+
+
+def test_definitions_name_a_plugin_models_features_module():
+    """Built-in layout: names only (the deployed form); a plugin's module elsewhere: an explicit map."""
+    built_in = definitions_py({"fraud": "ml.models.fraud.features"}, "s3://b/offline")
+    assert "MODELS = ['fraud']" in built_in and 'import_module(f"ml.models.{_model}.features")' in built_in
+    plugin = definitions_py({"fraud": "ml.models.fraud.features", "toy": "toy_pkg.features"}, "s3://b/offline/")
+    assert "MODELS = {'fraud': 'ml.models.fraud.features', 'toy': 'toy_pkg.features'}" in plugin
+    assert "import_module(MODELS[_model])" in plugin and "OFFLINE_ROOT = 's3://b/offline'" in plugin
+    compile(plugin, "definitions.py", "exec")
 
 
 def test_published_model_settings_name_our_runtime():
