@@ -76,6 +76,34 @@ def test_boundary_checker_catches_a_crossing(tmp_path, monkeypatch):
                                                                  "infra/bad.py:2 imports mlflow"]
 
 
+def _spec_module_violations(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    relative = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level > 0]
+    problems = [f"{path.relative_to(ROOT)}:{line} relative import" for line in relative]
+    return problems + [f"{path.relative_to(ROOT)}:{line} imports {name}" for line, name in _imports(path)
+                       if name != "contracts" and not _stdlib(name)]
+
+
+def test_model_spec_modules_import_only_the_standard_library_and_contracts():
+    """The IaC environment loads every spec module (contracts/model_registry.py), where no ML library and
+    no ml/ code may be imported: a spec module is data built from contracts/models.py only."""
+    from contracts.model_registry import BUILTIN_SPEC_MODULES
+
+    spec_files = sorted((ROOT / "ml" / "models").glob("*/spec.py"))
+    listed = {ROOT / (m.replace(".", "/") + ".py") for m in BUILTIN_SPEC_MODULES}
+    assert set(spec_files) == listed, "every ml/models/<name>/spec.py is listed in BUILTIN_SPEC_MODULES"
+    assert [p for f in spec_files for p in _spec_module_violations(f)] == []
+
+
+def test_spec_module_check_catches_an_ml_import(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    bad = tmp_path / "spec.py"
+    bad.write_text("from contracts.models import ModelSpec\nimport numpy\nfrom ml.common import gates\n"
+                   "from . import runtime\n")
+    assert sorted(_spec_module_violations(bad)) == ["spec.py:2 imports numpy", "spec.py:3 imports ml",
+                                                    "spec.py:4 relative import"]
+
+
 def test_composition_root_imports_only_infra_side():
     names = {name for _, name in _imports(ROOT / "__main__.py")}
     assert names <= {"infra", "stacks", "contracts", "pulumi", "pulumi_aws"}, names
