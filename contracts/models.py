@@ -1,6 +1,6 @@
 """The typed specification of one model: everything the platform needs to know about it, as data.
 
-Each model package declares one `SPEC = ModelSpec(...)` in its `spec.py` (e.g. ml/models/fraud/spec.py),
+Each model package declares one `SPEC = ModelSpec(...)` in its `spec.py` (ml/models/<name>/spec.py),
 a module that imports only the standard library and `contracts` (the IaC environment loads it to
 declare the cluster side, and no ML library is installed there). contracts/model_registry.py lists
 the spec modules; every consumer (config schema, gates, model slots, Seldon sizing, Feast
@@ -107,7 +107,7 @@ class Stream:
 class DashboardPanel:
     """A time-series panel the model adds to the Business dashboard (infra/workloads/dashboards).
 
-    `summary` is the panel's few words in the dashboard's description ("fraud rate"). Every metric
+    `summary` is the panel's few words in the dashboard's description ("approval rate"). Every metric
     the expression queries must be listed in contracts/metrics_catalog.py.
     """
 

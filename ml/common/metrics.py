@@ -24,7 +24,7 @@ FEATURE_FETCH = "mlplat_model_online_feature_fetch_seconds"
 # name -> (type, labels, help)
 METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     PREDICTION: ("histogram", ("model",), "Distribution of the model's output score (e.g. a class "
-                 "probability, a confidence or the top recommendation score)."),
+                 "probability, a confidence or the top score of a ranking)."),
     PREDICTED_CLASS: ("counter", ("model", "cls"), "Predictions per predicted class (e.g. a decision or "
                       "a label)."),
     DEGRADED: ("counter", ("model", "reason"), "Responses served with fallback inputs (e.g. the online "
