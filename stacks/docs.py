@@ -13,6 +13,7 @@ from pydantic_core import PydanticUndefined
 from stacks.bom import load_bom
 from stacks.rules import RULES
 from stacks.schema import NAMESPACE, PlatformConfig
+from stacks.tier_defaults import TIER_DEFAULTS
 
 CONFIG_DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "CONFIG.md"
 
@@ -72,6 +73,22 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
     return rows
 
 
+def _flatten(values: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(values, dict):
+        return {prefix: values}
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+def _tier_rows() -> list[str]:
+    tiers = {tier: _flatten(values) for tier, values in TIER_DEFAULTS.items()}
+    keys = sorted({key for values in tiers.values() for key in values})
+    return [f"| `{NAMESPACE}:{key}` | " + " | ".join(f"`{values.get(key)}`" for values in tiers.values()) + " |"
+            for key in keys]
+
+
 def render_config_doc() -> str:
     bom = load_bom()
     lines = [
@@ -93,6 +110,15 @@ def render_config_doc() -> str:
         "| Key | Type | Default | Description |",
         "|---|---|---|---|",
         *_rows(PlatformConfig, f"{NAMESPACE}:"),
+        "",
+        "## Per-tier values",
+        "",
+        "Environment-dependent choices are keys like any other; a stack file that leaves one out gets its"
+        " tier's value below (stacks/tier_defaults.py), never a branch on the environment name in a component.",
+        "",
+        "| Key | " + " | ".join(TIER_DEFAULTS) + " |",
+        "|---|" + "---|" * len(TIER_DEFAULTS),
+        *_tier_rows(),
         "",
         "## Cross-field rules",
         "",

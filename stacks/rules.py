@@ -8,18 +8,31 @@ any resource is declared. `RULES` is listed in docs/CONFIG.md.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 from itertools import combinations
 
+from contracts.guardrails import (
+    DATABASE_MULTI_AZ_TIERS,
+    MIN_BACKUP_RETENTION_DAYS,
+    MIN_FAILOVER_REPLICAS,
+    MIN_KMS_DELETION_WINDOW_DAYS,
+    PROTECTED_TIERS,
+    REDIS_MULTI_AZ_TIERS,
+    REQUIRED_CONTROL_PLANE_LOGS,
+    open_cidrs,
+    spreads_evenly,
+    tier_minimum,
+)
 from stacks.bom import load_bom
 from stacks.schema import NAMESPACE, Environment, PlatformConfig
 
 # EC2 families with NVIDIA GPUs usable by the EKS GPU AMIs.
 GPU_FAMILIES = ("p3", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en", "p6", "g4dn", "g5", "g6", "g6e", "gr6")
 REQUIRED_ROLES = ("system", "general", "inference")
-REQUIRED_LOG_TYPES = ("api", "audit", "authenticator")
+# Secrets Manager: a deleted secret is recoverable for 7 to 30 days, or deleted at once (0).
+SECRET_RECOVERY_WINDOW_RANGE = (7, 30)
 
 
 @dataclass(frozen=True)
@@ -33,6 +46,14 @@ class ConfigIssue:
 
 def _key(*parts: object) -> str:
     return f"{NAMESPACE}:" + ".".join(str(p) for p in parts)
+
+
+def _tiers(tiers: tuple[str, ...]) -> str:
+    return "/".join(tiers)
+
+
+def _per_tier(minimums: Mapping[str, int]) -> str:
+    return ", ".join(f"{tier} {value}" for tier, value in minimums.items())
 
 
 Rule = Callable[[PlatformConfig], Iterator[ConfigIssue]]
@@ -103,7 +124,7 @@ def _cluster(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
         yield ConfigIssue(
             _key("cluster", "kubernetesVersion"), f"{version!r} is not supported; allowed: {', '.join(supported)}"
         )
-    missing = [t for t in REQUIRED_LOG_TYPES if t not in cfg.cluster.log_types]
+    missing = [t for t in REQUIRED_CONTROL_PLANE_LOGS if t not in cfg.cluster.log_types]
     if missing:
         yield ConfigIssue(_key("cluster", "logTypes"), f"must include {missing}")
 
@@ -116,7 +137,7 @@ def _endpoint(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
         yield ConfigIssue(path, "set only when endpointPublicAccess is true")
     if not c.endpoint_public_access:
         return
-    open_world = [str(n) for n in c.public_access_cidrs if n.prefixlen == 0]
+    open_world = open_cidrs(c.public_access_cidrs)
     if cfg.environment == Environment.PROD and (not c.public_access_cidrs or open_world):
         yield ConfigIssue(path, "prod with a public endpoint needs restricted CIDRs (not empty, no 0.0.0.0/0)")
     elif not c.public_access_cidrs:
@@ -150,19 +171,21 @@ def _node_groups(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
             )
 
 
-@rule("Redis: staging/prod have replicas and Multi-AZ failover; Multi-AZ needs a replica; prod keeps "
-      ">= 7 days of snapshots.")
+@rule(f"Redis: {_tiers(REDIS_MULTI_AZ_TIERS)} have replicas and Multi-AZ failover; Multi-AZ needs a replica; "
+      "prod keeps >= 7 days of snapshots.")
 def _redis(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
     r = cfg.redis
-    if cfg.environment != Environment.DEV:
-        if r.replicas_per_shard < 1:
+    if cfg.environment in REDIS_MULTI_AZ_TIERS:
+        if r.replicas_per_shard < MIN_FAILOVER_REPLICAS:
             yield ConfigIssue(
-                _key("redis", "replicasPerShard"), f"{cfg.environment} needs >= 1 replica, got {r.replicas_per_shard}"
+                _key("redis", "replicasPerShard"),
+                f"{cfg.environment} needs >= {MIN_FAILOVER_REPLICAS} replica, got {r.replicas_per_shard}",
             )
         if not r.multi_az:
             yield ConfigIssue(_key("redis", "multiAz"), f"{cfg.environment} needs Multi-AZ with automatic failover")
-    if r.multi_az and r.replicas_per_shard < 1:
-        yield ConfigIssue(_key("redis", "multiAz"), "Multi-AZ failover needs replicasPerShard >= 1")
+    if r.multi_az and r.replicas_per_shard < MIN_FAILOVER_REPLICAS:
+        yield ConfigIssue(_key("redis", "multiAz"),
+                          f"Multi-AZ failover needs replicasPerShard >= {MIN_FAILOVER_REPLICAS}")
     if cfg.environment == Environment.PROD and r.snapshot_retention_days < 7:
         yield ConfigIssue(
             _key("redis", "snapshotRetentionDays"), f"prod needs >= 7, got {r.snapshot_retention_days}"
@@ -174,7 +197,7 @@ def _redis(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
 def _kafka(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
     k = cfg.kafka
     zones = len(cfg.network.availability_zones)
-    if k.broker_count % zones:
+    if not spreads_evenly(k.broker_count, zones):
         yield ConfigIssue(
             _key("kafka", "brokerCount"),
             f"{k.broker_count} is not a multiple of the {zones} availability zones",
@@ -256,39 +279,91 @@ def _storage(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
         yield ConfigIssue(_key("storage", "forceDestroy"), f"allowed only in dev, not {cfg.environment}")
 
 
-@rule("RDS: storage ceiling >= initial size; backups outside dev; prod is Multi-AZ with deletion "
-      "protection and >= 7 days of backups.")
+@rule(f"RDS: storage ceiling >= initial size; backups kept at least the tier minimum "
+      f"({_per_tier(MIN_BACKUP_RETENTION_DAYS)} days); Multi-AZ in {_tiers(DATABASE_MULTI_AZ_TIERS)}; deletion "
+      f"protection and a final snapshot in {_tiers(PROTECTED_TIERS)}.")
 def _database(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
     d = cfg.database
+    env = cfg.environment
     if d.max_allocated_storage_gib < d.allocated_storage_gib:
         yield ConfigIssue(_key("database", "maxAllocatedStorageGib"), "must be >= allocatedStorageGib")
-    if cfg.environment == Environment.PROD:
-        if d.backup_retention_days < 7:
-            yield ConfigIssue(
-                _key("database", "backupRetentionDays"), f"prod needs >= 7 days, got {d.backup_retention_days}"
-            )
-        if not d.multi_az:
-            yield ConfigIssue(_key("database", "multiAz"), "prod needs Multi-AZ")
+    minimum = tier_minimum(MIN_BACKUP_RETENTION_DAYS, env)
+    if d.backup_retention_days < minimum:
+        yield ConfigIssue(
+            _key("database", "backupRetentionDays"),
+            f"{env} needs >= {minimum} day{'s' * (minimum != 1)}, got {d.backup_retention_days}",
+        )
+    if env in DATABASE_MULTI_AZ_TIERS and not d.multi_az:
+        yield ConfigIssue(_key("database", "multiAz"), f"{env} needs Multi-AZ")
+    if env in PROTECTED_TIERS:
         if not d.deletion_protection:
-            yield ConfigIssue(_key("database", "deletionProtection"), "prod needs deletion protection")
-    elif cfg.environment == Environment.STAGING and d.backup_retention_days < 1:
-        yield ConfigIssue(_key("database", "backupRetentionDays"), "staging needs >= 1 day of backups")
+            yield ConfigIssue(_key("database", "deletionProtection"), f"{env} needs deletion protection")
+        if not d.final_snapshot:
+            yield ConfigIssue(_key("database", "finalSnapshot"), f"{env} needs a final snapshot (true)")
 
 
-@rule("prod protects stateful resources and runs MLflow and Feast with >= 2 replicas; OpenSearch "
-      "trace storage needs an URL.")
+@rule(f"Stateful resources are protected in {_tiers(PROTECTED_TIERS)}; prod runs MLflow, Feast and Alertmanager "
+      "with >= 2 replicas; OpenSearch trace storage needs an URL.")
 def _prod_resilience(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
     w = cfg.workloads
     if w.tracing.storage == "opensearch" and not w.tracing.opensearch_url:
         yield ConfigIssue(_key("workloads", "tracing", "opensearchUrl"), "required when storage is 'opensearch'")
+    if cfg.environment in PROTECTED_TIERS and not cfg.protect_stateful_resources:
+        yield ConfigIssue(_key("protectStatefulResources"), f"{cfg.environment} needs true")
     if cfg.environment != Environment.PROD:
         return
-    if not cfg.protect_stateful_resources:
-        yield ConfigIssue(_key("protectStatefulResources"), "prod needs true")
     for name in ("mlflow", "feast"):
         service = getattr(w, name)
         if service.enabled and service.replicas < 2:
             yield ConfigIssue(_key("workloads", name, "replicas"), f"prod needs >= 2, got {service.replicas}")
+    alertmanager = w.observability.alertmanager_replicas
+    if w.observability.enabled and alertmanager < 2:
+        yield ConfigIssue(_key("workloads", "observability", "alertmanagerReplicas"),
+                          f"prod needs >= 2, got {alertmanager}")
+
+
+@rule(f"Deleting a resource keeps its data in {_tiers(PROTECTED_TIERS)}: a final Redis snapshot, the RDS "
+      "automated backups, secrets recoverable for >= 7 days, volumes retained (`Retain`), model-server images "
+      "kept; a secret's recovery window is 0 (delete at once) or 7 to 30 days.")
+def _deletion_keeps_data(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
+    env, window = cfg.environment, cfg.secrets.recovery_window_days
+    lowest, highest = SECRET_RECOVERY_WINDOW_RANGE
+    if window and not lowest <= window <= highest:
+        yield ConfigIssue(_key("secrets", "recoveryWindowDays"), f"must be 0 or {lowest} to {highest}, got {window}")
+    if env not in PROTECTED_TIERS:
+        return
+    if window < lowest:
+        yield ConfigIssue(_key("secrets", "recoveryWindowDays"), f"{env} needs >= {lowest}, got {window}")
+    if not cfg.redis.final_snapshot:
+        yield ConfigIssue(_key("redis", "finalSnapshot"), f"{env} needs a final snapshot (true)")
+    if cfg.database.delete_automated_backups:
+        yield ConfigIssue(_key("database", "deleteAutomatedBackups"), f"{env} keeps automated backups (false)")
+    if cfg.cluster.volume_reclaim_policy != "Retain":
+        yield ConfigIssue(_key("cluster", "volumeReclaimPolicy"),
+                          f"{env} needs 'Retain', got {cfg.cluster.volume_reclaim_policy!r}")
+    if cfg.workloads.model_server_repository.force_delete:
+        yield ConfigIssue(_key("workloads", "modelServerRepository", "forceDelete"), f"{env} needs false")
+
+
+@rule(f"Redis and RDS changes wait for their maintenance windows in {_tiers(PROTECTED_TIERS)} "
+      "(`applyImmediately: false`).")
+def _maintenance_windows(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
+    if cfg.environment not in PROTECTED_TIERS:
+        return
+    for section in ("redis", "database"):
+        if getattr(cfg, section).apply_immediately:
+            yield ConfigIssue(_key(section, "applyImmediately"), f"{cfg.environment} needs false")
+
+
+@rule(f"KMS deletion windows (data keys, EKS secrets key) are at least the tier minimum "
+      f"({_per_tier(MIN_KMS_DELETION_WINDOW_DAYS)} days).")
+def _kms_deletion_windows(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
+    minimum = tier_minimum(MIN_KMS_DELETION_WINDOW_DAYS, cfg.environment)
+    windows = {("dataKeys", "deletionWindowDays"): cfg.data_keys.deletion_window_days,
+               ("cluster", "secretsKeyDeletionWindowDays"): cfg.cluster.secrets_key_deletion_window_days}
+    for path, days in windows.items():
+        if days < minimum:
+            yield ConfigIssue(_key(*path), f"{cfg.environment} needs >= {minimum} days, got {days}")
 
 
 @rule("Models: replica bounds ordered; experiment weights add up to 100.")

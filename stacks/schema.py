@@ -86,7 +86,12 @@ class ClusterConfig(Section):
         default_factory=list, description="IAM roles granted cluster-admin through EKS access entries."
     )
     secrets_key_deletion_window_days: int = Field(
-        30, ge=7, le=30, description="Waiting period before the secrets-encryption KMS key is deleted."
+        30, ge=7, le=30,
+        description="Waiting period before the secrets-encryption KMS key is deleted (>= the tier minimum).",
+    )
+    volume_reclaim_policy: Literal["Retain", "Delete"] = Field(
+        "Retain", description="Reclaim policy of the default StorageClass `gp3-encrypted`: `Retain` keeps a volume "
+        "(Prometheus, Jaeger data) after its claim is deleted (prod: required)."
     )
 
 
@@ -122,6 +127,13 @@ class RedisConfig(Section):
         "sun:05:00-sun:06:00", description="Weekly maintenance window (UTC, ddd:hh:mm-ddd:hh:mm)."
     )
     log_retention_days: LogRetentionDays = Field(30, description="Retention of the slow-log group in days.")
+    final_snapshot: bool = Field(
+        True, description="Take a final snapshot `<group>-final` when the replication group is deleted "
+        "(prod: required)."
+    )
+    apply_immediately: bool = Field(
+        False, description="Apply changes at once instead of in the maintenance window (prod: false)."
+    )
 
 
 class KafkaTopic(Section):
@@ -138,6 +150,10 @@ class KafkaConfig(Section):
     ebs_volume_gib: int = Field(ge=1, le=16384, description="Initial EBS volume per broker in GiB.")
     max_ebs_volume_gib: int = Field(ge=1, le=16384, description="Storage auto-scaling ceiling per broker in GiB.")
     log_retention_days: LogRetentionDays = Field(30, description="Retention of the broker log group.")
+    enhanced_monitoring: Literal["DEFAULT", "PER_BROKER", "PER_TOPIC_PER_BROKER", "PER_TOPIC_PER_PARTITION"] = Field(
+        "PER_TOPIC_PER_BROKER", description="Level of the MSK CloudWatch metrics (`DEFAULT` is free, finer levels "
+        "are billed per metric)."
+    )
     topics: list[KafkaTopic] = Field(
         default_factory=lambda: [KafkaTopic(name=topic) for topic in model_registry.stream_topics()],
         description="Topics the platform's clients may use (IAM grants are scoped to these).",
@@ -170,6 +186,15 @@ class DatabaseConfig(Section):
         "sun:02:30-sun:03:30", description="Weekly maintenance window (UTC, ddd:hh:mm-ddd:hh:mm)."
     )
     log_retention_days: LogRetentionDays = Field(30, description="Retention of the exported PostgreSQL logs.")
+    final_snapshot: bool = Field(
+        True, description="Take a final snapshot `<identifier>-final` when the instance is deleted (prod: required)."
+    )
+    delete_automated_backups: bool = Field(
+        False, description="Delete the automated backups together with the instance (prod: false)."
+    )
+    apply_immediately: bool = Field(
+        False, description="Apply changes at once instead of in the maintenance window (prod: false)."
+    )
 
 
 class Resources(Section):
@@ -198,6 +223,7 @@ class ObservabilityConfig(Section):
     )
     prometheus_storage_gib: int = Field(50, ge=5, le=10000, description="Prometheus volume size in GiB.")
     prometheus_replicas: int = Field(1, ge=1, le=5, description="Prometheus replicas.")
+    alertmanager_replicas: int = Field(2, ge=1, le=5, description="Alertmanager replicas (prod: >= 2).")
     runbook_base_url: Annotated[str, StringConstraints(pattern=r"^https://.+/$")] = Field(
         "https://github.com/example-org/mlplatform/blob/main/",
         description="Base URL of this repository; alert `runbook_url`s are `<base>runbooks/<alert>.md`.",
@@ -214,12 +240,21 @@ class TracingConfig(Section):
     )
     retention_days: int = Field(7, ge=1, le=90, description="Trace retention in days.")
     storage_gib: int = Field(20, ge=1, le=1000, description="Volume size for `persistentVolume` storage.")
+    sampling_ratio: float = Field(
+        0.1, ge=0, le=1, description="Share of requests Seldon Core 2 samples into traces (0 to 1)."
+    )
 
 
 class AddonsConfig(Section):
     aws_load_balancer_controller: bool = Field(True, description="Install aws-load-balancer-controller.")
     cluster_autoscaler: bool = Field(True, description="Install cluster-autoscaler.")
     metrics_server: bool = Field(True, description="Install metrics-server.")
+
+
+class RepositoryConfig(Section):
+    force_delete: bool = Field(
+        False, description="Let `pulumi destroy` delete the ECR repository together with its images (prod: false)."
+    )
 
 
 class WorkloadsConfig(Section):
@@ -229,6 +264,9 @@ class WorkloadsConfig(Section):
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig, description="Monitoring.")
     tracing: TracingConfig = Field(default_factory=TracingConfig, description="Tracing.")
     addons: AddonsConfig = Field(default_factory=AddonsConfig, description="Cluster add-ons installed by Helm.")
+    model_server_repository: RepositoryConfig = Field(
+        default_factory=RepositoryConfig, description="ECR repository of the model-server image."
+    )
 
 
 class Experiment(Section):
@@ -285,6 +323,22 @@ def models_config() -> type[ModelsSection]:
 ModelsConfig = models_config()
 
 
+class SecretsConfig(Section):
+    recovery_window_days: int = Field(
+        30, ge=0, le=30, description="Days a deleted Secrets Manager secret (Redis AUTH token, RDS master user, MSK "
+        "SCRAM user) stays recoverable: 7 to 30, or 0 to delete it at once so that a recreated stack can reuse the "
+        "names (prod: >= 7)."
+    )
+
+
+class DataKeysConfig(Section):
+    deletion_window_days: int = Field(
+        30, ge=7, le=30,
+        description="Waiting period before a data-domain KMS key (storage, database, cache, streaming, secrets) is "
+        "deleted; a deletion can be cancelled within it (>= the tier minimum).",
+    )
+
+
 class PlatformConfig(Section):
     """The whole stack. Top-level keys appear in the stack file as `mlplatform:<key>`."""
 
@@ -294,6 +348,8 @@ class PlatformConfig(Section):
         False, description="`protect` + `retain_on_delete` on data resources (prod: required)."
     )
     tags: dict[str, str] = Field(default_factory=dict, description="Extra tags on every AWS resource.")
+    secrets: SecretsConfig = Field(default_factory=SecretsConfig, description="Secrets Manager secrets.")
+    data_keys: DataKeysConfig = Field(default_factory=DataKeysConfig, description="Customer-managed KMS data keys.")
     network: NetworkConfig = Field(description="VPC layout.")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="EKS control plane.")
     node_groups: dict[K8sName, NodeGroupConfig] = Field(
@@ -305,7 +361,3 @@ class PlatformConfig(Section):
     database: DatabaseConfig = Field(description="RDS PostgreSQL (MLflow backend store).")
     workloads: WorkloadsConfig = Field(default_factory=WorkloadsConfig, description="In-cluster workloads.")
     models: ModelsConfig = Field(default_factory=ModelsConfig, description="Reference models.")
-
-    @property
-    def is_prod(self) -> bool:
-        return self.environment == Environment.PROD

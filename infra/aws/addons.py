@@ -69,8 +69,8 @@ class ClusterAddons(pulumi.ComponentResource):
             parameters={"type": "gp3", "encrypted": "true", "fsType": "ext4"},
             volume_binding_mode="WaitForFirstConsumer",
             allow_volume_expansion=True,
-            # Volumes of a protected environment outlive their claims.
-            reclaim_policy="Retain" if ctx.protect else "Delete",
+            # `Retain`: volumes outlive their claims (cluster.volumeReclaimPolicy).
+            reclaim_policy=ctx.cfg.cluster.volume_reclaim_policy,
             opts=pulumi.ResourceOptions(parent=self, provider=cluster.k8s_provider,
                                         depends_on=[addons["aws-ebs-csi-driver"]]),
         )

@@ -69,8 +69,8 @@ class StoredSecret:
             name=secret_name,
             description=description,
             kms_key_id=kms_key_arn,
-            # dev recreates freely under the same name; elsewhere a deleted secret stays recoverable.
-            recovery_window_in_days=0 if ctx.env == "dev" else 30,
+            # 0: a recreated stack reuses the name at once; otherwise a deleted secret stays recoverable.
+            recovery_window_in_days=ctx.cfg.secrets.recovery_window_days,
             tags=ctx.tags(secret_name),
             opts=stateful_options(ctx, parent),
         )

@@ -67,7 +67,7 @@ class Database(pulumi.ComponentResource):
             for log in LOG_EXPORTS
         ]
         password = generated_password(f"{name}-master-password", 40, self)
-        keep_final_snapshot = ctx.env != "dev"
+        keep_final_snapshot = dc.final_snapshot
         instance = aws.rds.Instance(
             f"{name}-instance",
             identifier=self.identifier,
@@ -95,14 +95,14 @@ class Database(pulumi.ComponentResource):
             deletion_protection=dc.deletion_protection,
             skip_final_snapshot=not keep_final_snapshot,
             final_snapshot_identifier=f"{self.identifier}-final" if keep_final_snapshot else None,
-            delete_automated_backups=not ctx.protect,
+            delete_automated_backups=dc.delete_automated_backups,
             performance_insights_enabled=dc.performance_insights,
             performance_insights_kms_key_id=kms_key_arn if dc.performance_insights else None,
             performance_insights_retention_period=7 if dc.performance_insights else None,
             enabled_cloudwatch_logs_exports=LOG_EXPORTS,
             auto_minor_version_upgrade=True,
             allow_major_version_upgrade=False,
-            apply_immediately=not ctx.protect,
+            apply_immediately=dc.apply_immediately,
             tags=ctx.tags(self.identifier),
             opts=stateful_options(ctx, self, depends_on=log_groups),
         )

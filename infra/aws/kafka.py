@@ -129,7 +129,7 @@ class Kafka(pulumi.ComponentResource):
                 broker_logs=aws.msk.ClusterLoggingInfoBrokerLogsArgs(
                     cloudwatch_logs=aws.msk.ClusterLoggingInfoBrokerLogsCloudwatchLogsArgs(
                         enabled=True, log_group=logs.name))),
-            enhanced_monitoring="PER_TOPIC_PER_BROKER" if ctx.cfg.is_prod else "DEFAULT",
+            enhanced_monitoring=kc.enhanced_monitoring,
             tags=ctx.tags(self.cluster_name),
             # Auto-scaling grows the volume outside Pulumi; do not shrink it back on the next update.
             opts=stateful_options(ctx, self, ignore_changes=[EBS_VOLUME_PATH]),

@@ -79,7 +79,7 @@ class DataKeys(pulumi.ComponentResource):
                 enable_key_rotation=True,
                 rotation_period_in_days=365,
                 # A key scheduled for deletion can still be cancelled within this window.
-                deletion_window_in_days=30 if ctx.protect else 7,
+                deletion_window_in_days=ctx.cfg.data_keys.deletion_window_days,
                 policy=pulumi.Output.from_input(account_id).apply(
                     lambda acct, s=services: json.dumps(key_policy(acct, ctx.cfg.region, s))
                 ),

@@ -92,10 +92,10 @@ class Redis(pulumi.ComponentResource):
             snapshot_retention_limit=rc.snapshot_retention_days,
             snapshot_window=rc.snapshot_window,
             maintenance_window=rc.maintenance_window,
-            # dev is disposable: no snapshot left behind when the stack is destroyed.
-            final_snapshot_identifier=None if ctx.env == "dev" else f"{group_id}-final",
+            # Without a final snapshot (redis.finalSnapshot: false) nothing is left behind on destroy.
+            final_snapshot_identifier=f"{group_id}-final" if rc.final_snapshot else None,
             auto_minor_version_upgrade=True,
-            apply_immediately=not ctx.protect,
+            apply_immediately=rc.apply_immediately,
             log_delivery_configurations=[aws.elasticache.ReplicationGroupLogDeliveryConfigurationArgs(
                 destination=slow_log.name, destination_type="cloudwatch-logs", log_format="json",
                 log_type="slow-log",

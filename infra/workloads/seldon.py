@@ -75,7 +75,7 @@ class ModelServerRepository(pulumi.ComponentResource):
             image_tag_mutability="IMMUTABLE",
             image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(scan_on_push=True),
             encryption_configurations=[aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="KMS")],
-            force_delete=not ctx.protect,
+            force_delete=ctx.cfg.workloads.model_server_repository.force_delete,
             tags=ctx.tags(repo_name, Dockerfile=DOCKERFILE),
             opts=pulumi.ResourceOptions(parent=self, protect=ctx.protect),
         )
@@ -107,7 +107,7 @@ def setup_values(ctx: StackContext, brokers: pulumi.Input[str], username: str) -
                   "topics": {"replicationFactor": min(3, kafka.broker_count), "numPartitions": 4}},
         "security": {"kafka": kafka_security(username)},
         "opentelemetry": {"endpoint": jaeger_otlp_endpoint(), "protocol": "grpc", "disable": False,
-                          "ratio": 0.1 if ctx.cfg.is_prod else 1},
+                          "ratio": ctx.cfg.workloads.tracing.sampling_ratio},
         # Internal only: exposure goes through an ALB Ingress managed separately.
         "envoy": {"service": {"type": "ClusterIP"}},
         "scheduler": {"service": {"type": "ClusterIP"}},
@@ -129,7 +129,8 @@ def runtime_values(ctx: StackContext, brokers: pulumi.Input[str]) -> dict[str, A
         "config": {
             "kafkaConfig": {"bootstrap": brokers, "topicPrefix": "seldon"},
             "tracingConfig": {"disable": False, "otelExporterEndpoint": jaeger_otlp_endpoint(),
-                              "otelExporterProtocol": "grpc", "ratio": "0.1" if ctx.cfg.is_prod else "1"},
+                              "otelExporterProtocol": "grpc",
+                              "ratio": f"{ctx.cfg.workloads.tracing.sampling_ratio:g}"},
             "serviceConfig": {"serviceType": "ClusterIP"},
         },
     }

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from stacks.config import ConfigError, _decode, from_flat_config, load_stack_file, stack_file
 from stacks.rules import RULES
 from stacks.schema import PlatformConfig
+from stacks.tier_defaults import with_tier_defaults
 
 
 def _base(env: str) -> dict[str, Any]:
@@ -101,8 +102,40 @@ CASES = [
     ("prod", "database.multiAz", False, "mlplatform:database.multiAz", "prod needs Multi-AZ"),
     ("prod", "database.deletionProtection", False, "mlplatform:database.deletionProtection",
      "prod needs deletion protection"),
-    ("staging", "database.backupRetentionDays", 0, "mlplatform:database.backupRetentionDays",
-     "staging needs >= 1 day of backups"),
+    ("staging", "database.backupRetentionDays", 2, "mlplatform:database.backupRetentionDays",
+     "staging needs >= 3 days, got 2"),
+    ("dev", "database.backupRetentionDays", 0, "mlplatform:database.backupRetentionDays",
+     "dev needs >= 1 day, got 0"),
+    ("prod", "database.finalSnapshot", False, "mlplatform:database.finalSnapshot",
+     "prod needs a final snapshot (true)"),
+    ("prod", "database.deleteAutomatedBackups", True, "mlplatform:database.deleteAutomatedBackups",
+     "prod keeps automated backups (false)"),
+    ("prod", "database.applyImmediately", True, "mlplatform:database.applyImmediately", "prod needs false"),
+    ("prod", "redis.finalSnapshot", False, "mlplatform:redis.finalSnapshot", "prod needs a final snapshot (true)"),
+    ("prod", "redis.applyImmediately", True, "mlplatform:redis.applyImmediately", "prod needs false"),
+    ("prod", "secrets.recoveryWindowDays", 0, "mlplatform:secrets.recoveryWindowDays", "prod needs >= 7, got 0"),
+    ("dev", "secrets.recoveryWindowDays", 3, "mlplatform:secrets.recoveryWindowDays",
+     "must be 0 or 7 to 30, got 3"),
+    ("dev", "secrets.recoveryWindowDays", 31, "mlplatform:secrets.recoveryWindowDays",
+     "less than or equal to 30"),
+    ("prod", "cluster.volumeReclaimPolicy", "Delete", "mlplatform:cluster.volumeReclaimPolicy",
+     "prod needs 'Retain', got 'Delete'"),
+    ("dev", "cluster.volumeReclaimPolicy", "Recycle", "mlplatform:cluster.volumeReclaimPolicy",
+     "Input should be 'Retain' or 'Delete'"),
+    ("prod", "workloads.modelServerRepository.forceDelete", True,
+     "mlplatform:workloads.modelServerRepository.forceDelete", "prod needs false"),
+    ("prod", "dataKeys.deletionWindowDays", 7, "mlplatform:dataKeys.deletionWindowDays",
+     "prod needs >= 30 days, got 7"),
+    ("prod", "cluster.secretsKeyDeletionWindowDays", 10, "mlplatform:cluster.secretsKeyDeletionWindowDays",
+     "prod needs >= 30 days, got 10"),
+    ("dev", "dataKeys.deletionWindowDays", 3, "mlplatform:dataKeys.deletionWindowDays",
+     "greater than or equal to 7"),
+    ("prod", "workloads.observability.alertmanagerReplicas", 1,
+     "mlplatform:workloads.observability.alertmanagerReplicas", "prod needs >= 2, got 1"),
+    ("dev", "kafka.enhancedMonitoring", "VERBOSE", "mlplatform:kafka.enhancedMonitoring",
+     "Input should be 'DEFAULT', 'PER_BROKER', 'PER_TOPIC_PER_BROKER' or 'PER_TOPIC_PER_PARTITION'"),
+    ("dev", "workloads.tracing.samplingRatio", 1.5, "mlplatform:workloads.tracing.samplingRatio",
+     "less than or equal to 1"),
     ("dev", "database.maxAllocatedStorageGib", 20, None, None),  # equal sizes are fine
     ("dev", "database.allocatedStorageGib", 100, "mlplatform:database.maxAllocatedStorageGib",
      "must be >= allocatedStorageGib"),
@@ -133,7 +166,7 @@ def test_unknown_top_level_key_is_rejected():
     flat = _base("dev")
     flat["mlplatform:netwrk"] = {}
     errors = _errors(flat)
-    assert any(e.startswith("mlplatform:netwrk: unknown key; allowed keys here: cluster, database") for e in errors)
+    assert any(e.startswith("mlplatform:netwrk: unknown key; allowed keys here: cluster, dataKeys, database") for e in errors)
 
 
 def test_foreign_namespace_and_missing_region():
@@ -166,7 +199,7 @@ def test_every_rule_has_a_failing_case():
         flat = _set(_base(env), key, value)
         raw = {k.split(":", 1)[1]: _decode(v) for k, v in flat.items() if k.startswith("mlplatform:")}
         try:
-            cfg = PlatformConfig.model_validate({**raw, "region": flat["aws:region"]})
+            cfg = PlatformConfig.model_validate(with_tier_defaults({**raw, "region": flat["aws:region"]}))
         except ValidationError:
             continue  # a structural failure, not a cross-field rule
         failing_rules |= {fn.__name__ for _desc, fn in RULES if list(fn(cfg))}
