@@ -151,7 +151,8 @@ class FeatureStore(pulumi.ComponentResource):
             spec={"selector": SELECTOR, "ports": [{"name": "metrics", "port": METRICS_PORT,
                                                    "targetPort": METRICS_PORT, "protocol": "TCP"}]},
             opts=after_ns)
-        service_monitor("feast", NAMESPACE, labels("feast", "metrics"), "metrics", self, depends_on=[ns])
+        service_monitor("feast", NAMESPACE, labels("feast", "metrics"), "metrics", self,
+                        depends_on=[ns, *(depends_on or [])])  # the monitoring release installs the CRD
         pod_disruption_budget("feast-feature-server", NAMESPACE, SELECTOR, cfg.replicas, self, [ns])
 
         repo_volume = {"name": "repo", "configMap": {"name": CONFIG_MAP}}
@@ -237,7 +238,8 @@ class FeatureStore(pulumi.ComponentResource):
                     },
                 },
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, ingestor_sa, secret, config]))
-            pod_monitor("feast-stream-ingestor", NAMESPACE, INGESTOR_SELECTOR, "metrics", self, depends_on=[ns])
+            pod_monitor("feast-stream-ingestor", NAMESPACE, INGESTOR_SELECTOR, "metrics", self,
+                        depends_on=[ns, *(depends_on or [])])
 
         self.online_endpoint = f"{RELEASE}-feast-feature-server.{NAMESPACE}.svc.cluster.local"
         self.register_outputs({"onlineEndpoint": self.online_endpoint})

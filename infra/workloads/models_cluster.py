@@ -100,9 +100,10 @@ def model_spec(model: EnabledModel, slot: str, bucket: str) -> dict[str, Any]:
         "secretName": RCLONE_SECRET,
         "requirements": list(REQUIREMENTS),
         "server": SERVER_NAME,
-        # `replicas` is left to Seldon (it starts at minReplicas and scales within the bounds).
+        # Seldon Core 2.10.2 disables native model autoscaling in its scheduler, so a Model's maxReplicas
+        # bounds nothing there (docs/CONFORMANCE.md): the model runs `minReplicas` replicas, set explicitly.
+        "replicas": cfg.min_replicas,
         "minReplicas": cfg.min_replicas,
-        "maxReplicas": cfg.max_replicas,
     }
 
 

@@ -108,9 +108,8 @@ def setup_values(ctx: StackContext, brokers: pulumi.Input[str], username: str) -
         "security": {"kafka": kafka_security(username)},
         "opentelemetry": {"endpoint": jaeger_otlp_endpoint(), "protocol": "grpc", "disable": False,
                           "ratio": ctx.cfg.workloads.tracing.sampling_ratio},
-        # Internal only: exposure goes through an ALB Ingress managed separately.
-        "envoy": {"service": {"type": "ClusterIP"}},
-        "scheduler": {"service": {"type": "ClusterIP"}},
+        # Internal only: exposure goes through an ALB Ingress managed separately. (The setup chart has no
+        # per-service `envoy.service.type` / `scheduler.service.type`; the runtime's serviceType values set them.)
         "services": {"defaultServiceType": "ClusterIP"},
         "hodometer": {"extraPublishUrls": "", "metricsLevel": "cluster"},
     }
@@ -121,16 +120,17 @@ def runtime_values(ctx: StackContext, brokers: pulumi.Input[str]) -> dict[str, A
     return {
         # Usage telemetry to Seldon off by default.
         "hodometer": {"disable": True},
-        "scheduler": {"replicas": 1, "serviceType": "ClusterIP"},
+        # The scheduler is one StatefulSet replica; the runtime chart has no replicas value for it.
+        "scheduler": {"serviceType": "ClusterIP"},
         "envoy": {"replicas": replicas, "serviceType": "ClusterIP"},
         "dataflow": {"replicas": replicas},
         "modelgateway": {"replicas": replicas},
         "pipelinegateway": {"replicas": replicas},
+        # No `config.tracingConfig`: the chart renders its `ratio` unquoted and the SeldonRuntime CRD types it
+        # as a string, so the API server rejects it (docs/CONFORMANCE.md). The SeldonConfig that the setup
+        # chart renders from `opentelemetry` (quoted) carries the same settings, and the runtime inherits them.
         "config": {
             "kafkaConfig": {"bootstrap": brokers, "topicPrefix": "seldon"},
-            "tracingConfig": {"disable": False, "otelExporterEndpoint": jaeger_otlp_endpoint(),
-                              "otelExporterProtocol": "grpc",
-                              "ratio": f"{ctx.cfg.workloads.tracing.sampling_ratio:g}"},
             "serviceConfig": {"serviceType": "ClusterIP"},
         },
     }
@@ -243,16 +243,17 @@ class Seldon(pulumi.ComponentResource):
             "seldon-agent": ({"app.kubernetes.io/name": "seldon-server"}, "metrics"),
             "seldon-mlserver": ({"app.kubernetes.io/name": "seldon-server"}, "server-metrics"),
             "seldon-pipelinegateway": ({"app.kubernetes.io/name": "seldon-pipelinegateway"}, "metrics"),
-            "seldon-modelgateway": ({"app.kubernetes.io/name": "seldon-modelgateway"}, "metrics"),
+            # No modelgateway monitor: at 2.10.2 it exposes only its health port (no metrics endpoint).
         }
         for mon, (selector, port) in monitors.items():
-            pod_monitor(mon, NAMESPACE, selector, port, self, depends_on=[ns])
+            # `extra` holds the monitoring release, which installs the PodMonitor CRD.
+            pod_monitor(mon, NAMESPACE, selector, port, self, depends_on=[ns, *extra])
         k8s.apiextensions.CustomResource(
             "podmonitor-seldon-envoy", api_version="monitoring.coreos.com/v1", kind="PodMonitor",
             metadata={"name": "seldon-envoy", "namespace": NAMESPACE, "labels": labels("seldon-envoy")},
             spec={"selector": {"matchLabels": {"app.kubernetes.io/name": "seldon-envoy"}},
                   "namespaceSelector": {"matchNames": [NAMESPACE]},
                   "podMetricsEndpoints": [{"port": "envoy-stats", "path": "/stats/prometheus", "interval": "15s"}]},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[ns]))
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, *extra]))
         self.inference_endpoint = f"seldon-mesh.{NAMESPACE}.svc.cluster.local"
         self.register_outputs({"inferenceEndpoint": self.inference_endpoint, "server": SERVER_NAME})

@@ -22,6 +22,7 @@ RELEASE = "jaeger"
 OTLP_GRPC_PORT, OTLP_HTTP_PORT, QUERY_PORT, ADMIN_PORT = 4317, 4318, 16686, 8888
 OTLP_GRPC_ENDPOINT = f"{RELEASE}.{NAMESPACE}.svc.cluster.local:{OTLP_GRPC_PORT}"
 PVC_NAME = "jaeger-badger"
+INDEX_PREFIX = "jaeger-main"  # OpenSearch indices: <prefix>-jaeger-span-YYYY-MM-DD, ...
 SENDER_NAMESPACES = ("seldon", "feast", "mlflow", "ml-training", "monitoring")
 
 
@@ -31,7 +32,7 @@ def jaeger_config(cfg: TracingConfig) -> dict[str, Any]:
     if cfg.storage == "opensearch":
         backend = {"opensearch": {
             "server_urls": [cfg.opensearch_url],
-            "indices": {"index_prefix": "jaeger-main",
+            "indices": {"index_prefix": INDEX_PREFIX,
                         "spans": {"date_layout": "2006-01-02", "rollover_frequency": "day"},
                         "services": {"date_layout": "2006-01-02", "rollover_frequency": "day"}},
         }}
@@ -69,12 +70,15 @@ def jaeger_values(ctx: StackContext) -> dict[str, Any]:
             "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                 "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
         },
-        "provisionDataStore": {"cassandra": False, "elasticsearch": False, "kafka": False},
     }
     if cfg.storage == "opensearch":
         # The index cleaner speaks the Elasticsearch API, which OpenSearch serves.
         values["storage"] = {"type": "elasticsearch", "elasticsearch": {"url": cfg.opensearch_url}}
-        values["esIndexCleaner"] = {"enabled": True, "numberOfDays": cfg.retention_days}
+        values["esIndexCleaner"] = {
+            "enabled": True, "numberOfDays": cfg.retention_days,
+            # The cleaner matches `<prefix>-jaeger-span-YYYY-MM-DD`: without the collector's prefix it
+            # deletes nothing (jaeger v2.19.0 cmd/es-index-cleaner, docs/CONFORMANCE.md).
+            "cmdlineParams": {"index-prefix": INDEX_PREFIX}}
     else:
         # Badger on one volume: a single replica owns it.
         values["jaeger"]["extraVolumes"] = [{"name": "badger", "persistentVolumeClaim": {"claimName": PVC_NAME}}]
@@ -108,6 +112,6 @@ class Tracing(pulumi.ComponentResource):
             spec={"selector": {"app.kubernetes.io/name": "jaeger", "app.kubernetes.io/instance": RELEASE},
                   "ports": [{"name": "metrics", "port": ADMIN_PORT, "targetPort": ADMIN_PORT, "protocol": "TCP"}]},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[ns]))
-        service_monitor("jaeger", NAMESPACE, labels("jaeger", "metrics"), "metrics", self, depends_on=[ns])
+        service_monitor("jaeger", NAMESPACE, labels("jaeger", "metrics"), "metrics", self, depends_on=deps)
         self.otlp_grpc_endpoint = OTLP_GRPC_ENDPOINT
         self.register_outputs({"otlpGrpcEndpoint": OTLP_GRPC_ENDPOINT})
