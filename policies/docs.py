@@ -18,6 +18,35 @@ def _config(schema: Mapping[str, Mapping[str, Any]]) -> str:
     return "<br>".join(f"`{k}` = `{json.dumps(v['default'])}`: {v.get('description', '')}" for k, v in schema.items())
 
 
+def _preview_section() -> list[str]:
+    at_preview = [r for r in ALL_RULES if r.decided == "preview"]
+    at_update = [r for r in ALL_RULES if r.decided == "update"]
+    lines = [
+        "## Preview and update",
+        "",
+        "In the first `pulumi preview` of a stack nothing exists yet, so every value AWS assigns on create "
+        "(ids, ARNs, endpoints, generated passwords) is unknown, and so is every input built from one: a "
+        "policy document naming a KMS key ARN, a trust policy naming the cluster's OIDC issuer. "
+        "`mlplat synth --preview` writes that plan (unknowns as `pulumi preview --json` writes them, "
+        "`04da6b54-80e4-46f7-96ec-b56ff0331ba9`) and `mlplat policy --stack ENV --preview` evaluates it. "
+        "A rule that needs an unknown value reports that it decides at `pulumi up` (advisory, "
+        "\"can't run policy ... during preview\", as CrossGuard does); it never passes, fails or crashes on a "
+        "placeholder. At `pulumi up` the engine runs the pack again on each resource just before it is "
+        "created, with those values known.",
+        "",
+        f"**Decided at preview** ({len(at_preview)} rules): from inputs a first preview knows: "
+        + ", ".join(f"`{r.name}`" for r in at_preview) + ".",
+        "",
+        f"**Decided at update for some resources** ({len(at_update)} rules): the resources named below carry "
+        "values that only exist after create; the rule decides everything else at preview. What enforces the "
+        "property before `up`:",
+        "",
+    ]
+    lines += [f"- `{r.name}` ({r.severity}): {_cell(r.preview_guard)}" for r in at_update]
+    lines.append("")
+    return lines
+
+
 def render() -> str:
     envs = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
     lines = [
@@ -36,16 +65,17 @@ def render() -> str:
         "advisory in dev, and rules with an `environments` property apply only in those tiers. "
         "Properties left out of a config file take the defaults below, as the Pulumi CLI does.",
         "",
-        "| Rule | Area | Severity | Default enforcement | Checks | How to fix | Config (defaults) |",
-        "|---|---|---|---|---|---|---|",
+        "| Rule | Area | Severity | Default enforcement | Decided at | Checks | How to fix | Config (defaults) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in ALL_RULES:
         kind = "stack" if r.is_stack_rule else ", ".join(f"`{t.split(':')[1]}`" for t in r.resource_types[:4])
         if len(r.resource_types) > 4:
             kind += f" +{len(r.resource_types) - 4}"
-        lines.append(f"| `{r.name}` | {r.area} | {r.severity} | {r.enforcement} | {_cell(r.description)} "
-                     f"({kind}) | {_cell(r.remediation)} | {_cell(_config(r.config))} |")
+        lines.append(f"| `{r.name}` | {r.area} | {r.severity} | {r.enforcement} | {r.decided} | "
+                     f"{_cell(r.description)} ({kind}) | {_cell(r.remediation)} | {_cell(_config(r.config))} |")
     lines.append("")
+    lines += _preview_section()
     lines.append("## Per-environment overrides")
     lines.append("")
     for env in envs:

@@ -173,6 +173,14 @@ EXAMPLES: dict[str, Example] = {
             {"Effect": "Allow", "Action": "*", "Resource": "*"}]})),
          res("aws:iam/rolePolicyAttachment:RolePolicyAttachment", "admin",
              policyArn="arn:aws:iam::aws:policy/AdministratorAccess")]),
+    "iam-no-public-principal": Example(
+        [res(BPOL, "ok", bucket="b1", policy=json.dumps({"Statement": [
+            {"Effect": "Deny", "Principal": "*", "Action": "s3:*", "Resource": "arn:aws:s3:::b1/*",
+             "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+            {"Effect": "Allow", "Principal": {"Service": "logging.s3.amazonaws.com"}, "Action": "s3:PutObject",
+             "Resource": "arn:aws:s3:::b1/*", "Condition": {"StringEquals": {"aws:SourceAccount": "1"}}}]}))],
+        [res(BPOL, "public", bucket="b1", policy=json.dumps({"Statement": [
+            {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b1/*"}]}))]),
     "irsa-trust-single-service-account": Example(
         [res(ROLE, "irsa", assumeRolePolicy=TRUST_OK, tags=TAGS)],
         [res(ROLE, "wild", assumeRolePolicy=trust({"StringLike": {f"{ISSUER}:sub": "system:serviceaccount:*"}})),

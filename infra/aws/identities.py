@@ -5,7 +5,8 @@ and rendered into IAM statements scoped to exact ARNs: bucket/prefix, the storag
 through S3, enforced by the key policy), the MSK cluster, its topics and consumer groups. The two
 cluster controllers get their documented permission sets with tag conditions
 (infra/aws/controller_policies.py). The EBS CSI and VPC CNI roles live with their add-ons
-(infra/aws/addons.py). `IrsaRole` refuses any `Action: *` on `Resource: *` statement.
+(infra/aws/addons.py). `IrsaRole` refuses any statement the policy pack calls over-broad, and
+`check_workload_grants` runs that check at declaration, when a first preview has no ARNs yet.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pulumi
 
 from infra.aws.controller_policies import cluster_autoscaler_statements, load_balancer_controller_statements
 from infra.aws.interfaces import WORKLOAD_IDENTITIES
-from infra.aws.irsa import IrsaRole, OidcIssuer
+from infra.aws.irsa import IrsaRole, OidcIssuer, assert_no_wildcard_admin
 from infra.aws.kafka import group_arn, topic_arn
 from infra.aws.storage import FEAST_REGISTRY_KEY, MLFLOW_ARTIFACT_PREFIX
 from stacks.context import StackContext
@@ -100,6 +101,19 @@ def workload_statements(identity: str, bucket_arns: dict[str, str], key_arn: str
     return statements
 
 
+def check_workload_grants(topics: list[str]) -> None:
+    """Every identity's statements, rendered with placeholder ARNs, through the over-broad-grant check.
+
+    The real ARNs (KMS key, MSK cluster) are unknown in a first preview, where `apply` never runs; the
+    statements' actions and ARN shapes are not, so this runs at declaration, in every preview."""
+    placeholders = {b: f"arn:aws:s3:::{b}-bucket" for grants in WORKLOAD_GRANTS.values() for g in grants
+                    if isinstance(g, BucketGrant) for b in [g.bucket]}
+    for identity in WORKLOAD_GRANTS:
+        assert_no_wildcard_admin(workload_statements(
+            identity, placeholders, "arn:aws:kms:region:111122223333:key/storage-key",
+            "arn:aws:kafka:region:111122223333:cluster/msk/uuid-1", topics))
+
+
 class WorkloadIdentities(pulumi.ComponentResource):
     """One IRSA role per workload identity; controller roles only when their add-on is enabled."""
 
@@ -113,6 +127,7 @@ class WorkloadIdentities(pulumi.ComponentResource):
         super().__init__("mlplatform:identity:WorkloadIdentities", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.roles = {}
+        check_workload_grants(topics)
         arns = pulumi.Output.all(bucket_arns, storage_key_arn, kafka_cluster_arn)
         for identity in WORKLOAD_GRANTS:
             statements = arns.apply(lambda a, ident=identity: workload_statements(ident, a[0], a[1], a[2], topics))

@@ -3,7 +3,10 @@
 The trust policy admits exactly one service account (`system:serviceaccount:<ns>:<sa>`) through the
 cluster's OIDC provider, with the STS audience pinned. Permissions come as explicit statements (or
 AWS-managed policy ARNs where AWS maintains the least-privilege set, e.g. the EBS CSI driver);
-a statement granting every action on every resource is refused at declaration time.
+an over-broad statement (the policy pack's `over_broad_grants`: wildcard or service-wide actions,
+NotAction/NotResource, unconditioned changes on every resource) is refused when the document is
+rendered, and callers whose ARNs are unknown until `up` check their statement shapes at declaration
+(`assert_no_wildcard_admin` with placeholder ARNs), so a first preview refuses them too.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from policies.rules.iam import LOAD_BALANCER_CONTROLLER_UNSCOPED, over_broad_grants
 from stacks.context import StackContext
 
 
@@ -32,14 +36,11 @@ def service_account_subject(namespace: str, service_account: str) -> str:
 
 
 def assert_no_wildcard_admin(statements: Sequence[dict[str, Any]]) -> None:
-    """Refuse `Action: *` together with `Resource: *` in an Allow statement."""
+    """Refuse any statement the policy pack's `iam-no-wildcard-admin` rule would refuse."""
     for s in statements:
-        actions = s.get("Action", [])
-        resources = s.get("Resource", [])
-        actions = [actions] if isinstance(actions, str) else actions
-        resources = [resources] if isinstance(resources, str) else resources
-        if s.get("Effect", "Allow") == "Allow" and "*" in actions and "*" in resources:
-            raise ValueError(f"IAM statement {s.get('Sid', '')!r} grants every action on every resource")
+        problems = over_broad_grants(s, LOAD_BALANCER_CONTROLLER_UNSCOPED)
+        if problems:
+            raise ValueError(f"IAM statement {s.get('Sid', '')!r} grants too much: {'; '.join(problems)}")
 
 
 def trust_policy(provider_arn: str, issuer_url: str, namespace: str, service_account: str) -> str:

@@ -140,10 +140,13 @@ class Storage(pulumi.ComponentResource):
                 statements.append(access_log_delivery_statement(arn, acct))
             return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
+        # The ARN from the bucket's name, not from its `arn` output: the name is known in the first
+        # preview, so the policy is too, and the policy pack judges it before anything is created.
         # After the public-access block: S3 rejects concurrent policy and block changes on a bucket.
         return aws.s3.BucketPolicy(
             f"{self._name}-{purpose}-policy", bucket=bucket.bucket,
-            policy=pulumi.Output.all(bucket.arn, self._account_id).apply(document),
+            policy=pulumi.Output.all(bucket.bucket.apply(lambda b: f"arn:aws:s3:::{b}"),
+                                     self._account_id).apply(document),
             opts=pulumi.ResourceOptions.merge(
                 self._opts, pulumi.ResourceOptions(depends_on=[self._blocks[purpose]])),
         )

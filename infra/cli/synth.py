@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="output file (pulumi preview --json shape)")
     p.add_argument("--update-golden", action="store_true",
                    help="rewrite tests/golden/<stack>.json (the reviewed offline plans)")
+    p.add_argument("--preview", action="store_true",
+                   help="the plan as the first `pulumi preview` sees it: values AWS assigns on create are unknown")
     p.set_defaults(func=_synth)
 
 
@@ -24,19 +26,23 @@ def _synth(args: argparse.Namespace) -> int:
     from infra.offline.synth import synthesize, write_plan
 
     if args.update_golden:
+        if args.preview:
+            print("mlplat synth: golden plans are update-time plans; --preview does not apply", file=sys.stderr)
+            return 2
         return _update_golden(args)
     if args.stack is None or args.out is None:
         print("mlplat synth: --stack and --out are required (unless --update-golden)", file=sys.stderr)
         return 2
     started = time.perf_counter()
     try:
-        synthesis = synthesize(args.stack)
+        synthesis = synthesize(args.stack, first_preview=args.preview)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
     write_plan(synthesis, args.out)
+    kind = "first-preview plan, values unknown until up" if args.preview else "offline plan"
     print(f"{args.out}: {len(synthesis.resources)} resources for stack {args.stack} "
-          f"in {time.perf_counter() - started:.1f}s (offline plan; cannot predict replacements)")
+          f"in {time.perf_counter() - started:.1f}s ({kind}; cannot predict replacements)")
     return 0
 
 

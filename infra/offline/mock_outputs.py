@@ -3,6 +3,13 @@
 A mock that echoes only inputs makes dependent values (ARNs, endpoints, OIDC issuer, generated
 passwords) resolve to nothing, and inputs built from them silently lose keys. These mocks return
 what the real provider would: deterministic ARNs, ids, endpoints, certificate data and `result`s.
+
+With `first_preview=True` they answer as the engine does in the first `pulumi preview` of a stack,
+when no resource exists yet: the id is empty and every value the provider computes (ARNs, ids,
+endpoints, certificate data, generated passwords) is Pulumi's unknown sentinel, so it and every
+input built from it are unknown. Inputs stay known, and so do the physical names the provider
+assigns at `Check` (auto-naming), which a real preview shows too. Data-source calls answer as usual:
+the engine runs them during previews.
 """
 
 from __future__ import annotations
@@ -13,17 +20,42 @@ import json
 from typing import Any
 
 import pulumi
+from pulumi.runtime import rpc
 
 ACCOUNT_ID = "123456789012"
+# The value the engine hands the program (and `pulumi preview --json` prints) for an output that is
+# not known until the resource exists: pulumi/runtime/rpc.py UNKNOWN, pkg/resource/stack
+# computedValuePlaceholder.
+UNKNOWN = rpc.UNKNOWN
+# Outputs known in a first preview although the program did not set them: names the provider
+# chooses in `Check` (auto-naming), before anything is created.
+PLAN_KNOWN = frozenset({"name", "bucket", "nodeGroupName", "replicationGroupId", "clusterName", "identifier"})
 
 
 def _digest(*parts: str, n: int = 12) -> str:
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:n]
 
 
+def planned(computed: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """The provider-computed part of a resource's state as a first preview has it (see module doc)."""
+    out: dict[str, Any] = {}
+    for key, value in computed.items():
+        if key in inputs:
+            given = inputs[key]
+            if isinstance(value, dict) and isinstance(given, dict):
+                # A block the program sets in part (e.g. an EKS vpcConfig): the rest is computed.
+                out[key] = {**{k: UNKNOWN for k in value if k not in given}, **given}
+        elif key in PLAN_KNOWN:
+            out[key] = value
+        else:
+            out[key] = UNKNOWN
+    return out
+
+
 class RealisticMocks(pulumi.runtime.Mocks):
-    def __init__(self, region: str = "eu-west-1") -> None:
+    def __init__(self, region: str = "eu-west-1", first_preview: bool = False) -> None:
         self.region = region
+        self.first_preview = first_preview
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list]:
         # Failures must be a list: the mock monitor iterates over them.
@@ -43,8 +75,11 @@ class RealisticMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
         typ, name, inputs = args.typ, args.name, dict(args.inputs)
         rid = f"{name}-{_digest(typ, name, n=8)}"
-        outputs = {**inputs, **self._outputs(typ, name, rid, inputs)}
-        return rid, outputs
+        computed = self._outputs(typ, name, rid, inputs)
+        if self.first_preview:
+            # Nothing exists yet: the id is unknown (""), computed outputs too.
+            return "", {**inputs, **planned(computed, inputs)}
+        return rid, {**inputs, **computed}
 
     def _arn(self, service: str, resource: str, regional: bool = True) -> str:
         region = self.region if regional else ""

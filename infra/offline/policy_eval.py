@@ -3,19 +3,24 @@
 A plan is the JSON `mlplat synth` writes, or the output of `pulumi preview --json` (same shape:
 `steps[].newState` with type, urn, inputs, protect, dependencies, provider). Each rule runs through
 its real check function with the config the Pulumi CLI would hand it (policies/config.py).
+
+Values unknown in a preview (`mlplat synth --preview`, or a real first `pulumi preview --json`) are
+the engine's placeholder strings. A rule that needs one reports that it can only decide at
+`pulumi up`, as CrossGuard does ("can't run policy ... during preview", advisory): an `undecided`
+entry, never a pass, a violation or a crash.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from policies.config import ResolvedPolicy
 from policies.rules import ALL_RULES, PlanResource, Rule, StackInfo
-from policies.rules.base import as_mapping, environment_of
+from policies.rules.base import UnknownAtPreview, as_mapping, environment_of, view
 
 SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 
@@ -39,10 +44,15 @@ class Violation:
     message: str
     severity: str
     enforcement: str
+    undecided: bool = False  # the rule needs a value unknown until `pulumi up` (advisory, as in CrossGuard)
 
     @property
     def resource(self) -> str:
         return self.urn.rsplit("::", 1)[-1] if self.urn else "(stack)"
+
+
+def undecided_message(rule: str, exc: UnknownAtPreview) -> str:
+    return f"can't run policy '{rule}' during preview: {exc}; it decides at `pulumi up`"
 
 
 def _step_state(i: int, step: Any) -> Mapping[str, Any] | None:
@@ -119,28 +129,43 @@ def load_plan(path: Path) -> Plan:
 
 
 def evaluate(plan: Plan, resolved: Mapping[str, ResolvedPolicy], rules: Sequence[Rule] = ALL_RULES) -> list[Violation]:
-    """Every violation of every enabled rule, most severe first."""
+    """Every violation of every enabled rule, most severe first; then what a rule could not decide
+    because a value is unknown until `pulumi up` (`undecided`, advisory)."""
     found: list[Violation] = []
+    viewed = [replace(r, props=view(r.props)) for r in plan.resources]
+    types = {r.urn: r.type for r in plan.resources}
     for rule in rules:
         policy = resolved[rule.name]
         if policy.enforcement == "disabled":
             continue
 
-        def report(urn: str, type_: str, message: str, rule: Rule = rule, policy: ResolvedPolicy = policy) -> None:
-            found.append(Violation(rule.name, urn, type_, message, rule.severity, policy.enforcement))
+        def report(urn: str, message: str | UnknownAtPreview, rule: Rule = rule,
+                   policy: ResolvedPolicy = policy) -> None:
+            if isinstance(message, UnknownAtPreview):
+                found.append(Violation(rule.name, urn, types.get(urn, ""), undecided_message(rule.name, message),
+                                       rule.severity, "advisory", undecided=True))
+            else:
+                found.append(Violation(rule.name, urn, types.get(urn, ""), message, rule.severity,
+                                       policy.enforcement))
 
         if rule.is_stack_rule:
             stack = StackInfo(plan.stack, plan.environment)
-            types = {r.urn: r.type for r in plan.resources}
-            for urn, message in rule.check(plan.resources, policy.config, stack):
-                report(urn, types.get(urn, ""), message)
+            try:
+                for urn, message in rule.check(viewed, policy.config, stack):
+                    report(urn, message)
+            except UnknownAtPreview as exc:  # the rule as a whole needs an unknown value
+                report("", exc)
             continue
-        for r in plan.resources:
+        for r in viewed:
             if r.type in rule.resource_types:
                 stack = StackInfo(plan.stack, plan.environment, dict(_default_tags(r.provider_props)))
-                for message in rule.check(r.type, r.props, policy.config, stack):
-                    report(r.urn, r.type, message)
-    return sorted(found, key=lambda v: (v.enforcement != "mandatory", SEVERITY_ORDER[v.severity], v.policy, v.urn))
+                try:
+                    for message in rule.check(r.type, r.props, policy.config, stack):
+                        report(r.urn, message)
+                except UnknownAtPreview as exc:
+                    report(r.urn, exc)
+    return sorted(found, key=lambda v: (v.undecided, v.enforcement != "mandatory", SEVERITY_ORDER[v.severity],
+                                        v.policy, v.urn))
 
 
 def violations_json(violations: Sequence[Violation]) -> list[dict[str, Any]]:

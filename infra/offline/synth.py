@@ -5,6 +5,12 @@ No Pulumi CLI, plugins or cloud credentials are needed. A recording `MockMonitor
 provider, ignoreChanges) and every `RegisterResourceOutputs`; `RealisticMocks` answers with the
 outputs a real provider would return, so dependent inputs keep their keys. The result can be
 written as JSON shaped like `pulumi preview --json` (secrets as "[secret]").
+
+`first_preview=True` synthesizes what the first `pulumi preview` of a stack sees, when no resource
+exists yet: provider-computed outputs (ids, ARNs, endpoints, generated values) are unknown, and so is
+every input built from them. Unknowns are written as `pulumi preview --json` writes them: the
+placeholder string `UNKNOWN` (pkg/resource/stack computedValuePlaceholder, the Python SDK's
+rpc.UNKNOWN). Without it, every output has the value it would have after `pulumi up`.
 """
 
 from __future__ import annotations
@@ -30,14 +36,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PROGRAM = REPO_ROOT / "__main__.py"
 PROJECT = "mlplatform"
 SECRET = "[secret]"
-UNKNOWN = "[unknown]"
+# What `pulumi preview --json` prints for a value not known until `up` (and what the engine sends).
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 # Wire-format signatures (pulumi/sdk rpc.py).
 _SIG_KEY = "4dabf18193072939515e22adb298388d"
 _SIG_SECRET = "1b47061264138c4ac30d75fd1eb44270"
 _SIG_RESOURCE = "5cf8f73096256a8f31e491e813e4eb8e"
 _SIG_ASSET = "c44067f5952c0a294b673a41bacd8c17"
 _SIG_ARCHIVE = "0def7320c3a5731c473e5ecbe6d01bc7"
-_UNKNOWN_VALUE = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 
 
 def normalise(value: Any) -> Any:
@@ -55,8 +61,6 @@ def normalise(value: Any) -> Any:
         return [normalise(v) for v in value]
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if value == _UNKNOWN_VALUE:
-        return UNKNOWN
     return value
 
 
@@ -94,6 +98,7 @@ class Synthesis:
     resources: list[SynthResource]
     stack_outputs: dict[str, Any]
     config: dict[str, Any]
+    first_preview: bool = False
 
     def of_type(self, type_: str) -> list[SynthResource]:
         return [r for r in self.resources if r.type == type_]
@@ -112,8 +117,11 @@ class Synthesis:
 
     def to_preview_json(self) -> dict[str, Any]:
         steps = [r.step() for r in self.resources]
+        generator = "mlplat synth (offline, Pulumi mocks; cannot predict replacements)"
+        if self.first_preview:
+            generator = "mlplat synth --preview (offline, Pulumi mocks; first preview: values unknown until up)"
         return {
-            "generator": "mlplat synth (offline, Pulumi mocks; cannot predict replacements)",
+            "generator": generator,
             "stack": self.stack,
             "config": self.config,
             "steps": steps,
@@ -187,11 +195,15 @@ def _engine_config(flat: Mapping[str, Any]) -> dict[str, str]:
 
 
 def synthesize(stack: str, config: Mapping[str, Any] | None = None, preview: bool = True,
-               program: Path = PROGRAM) -> Synthesis:
-    """Run `program` for `stack` under mocks. `config` defaults to stacks/Pulumi.<stack>.yaml."""
+               program: Path = PROGRAM, first_preview: bool = False) -> Synthesis:
+    """Run `program` for `stack` under mocks. `config` defaults to stacks/Pulumi.<stack>.yaml.
+
+    `first_preview`: as the first `pulumi preview` sees it (nothing created yet; implies preview)."""
     if config is None:
         config = read_stack_config(REPO_ROOT / "stacks" / f"Pulumi.{stack}.yaml")
-    monitor = RecordingMonitor(RealisticMocks(region=str(config.get("aws:region", "eu-west-1"))), stack)
+    preview = preview or first_preview
+    mocks = RealisticMocks(region=str(config.get("aws:region", "eu-west-1")), first_preview=first_preview)
+    monitor = RecordingMonitor(mocks, stack)
     pulumi_settings.ROOT.set(None)
     pulumi.runtime.set_mocks(monitor.mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
     pulumi.runtime.set_all_config(_engine_config(config))
@@ -202,7 +214,7 @@ def synthesize(stack: str, config: Mapping[str, Any] | None = None, preview: boo
     finally:
         pulumi_settings.ROOT.set(None)
     return Synthesis(stack=stack, resources=list(monitor.records.values()),
-                     stack_outputs=monitor.stack_outputs, config=dict(config))
+                     stack_outputs=monitor.stack_outputs, config=dict(config), first_preview=first_preview)
 
 
 def write_plan(synthesis: Synthesis, out: Path) -> None:

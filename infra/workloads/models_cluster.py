@@ -149,9 +149,13 @@ for _model in MODELS:
 '''
 
 
-def feast_apply_job_spec(ctx: StackContext, image: str, definitions: str) -> dict[str, Any]:
-    """Job spec: `feast apply` as the feast service account, restricted pod, requests and limits."""
-    digest = hashlib.sha256(f"{image}\n{definitions}".encode()).hexdigest()[:16]
+def feast_apply_job_spec(ctx: StackContext, image: pulumi.Input[str], definitions: pulumi.Input[str]) -> dict[str, Any]:
+    """Job spec: `feast apply` as the feast service account, restricted pod, requests and limits.
+
+    Only the image and the digest are outputs: in a first preview the image (in a repository created by
+    the same update) is unknown, and the rest of the spec stays known for the policy pack to judge."""
+    digest = pulumi.Output.all(image, definitions).apply(
+        lambda a: hashlib.sha256(f"{a[0]}\n{a[1]}".encode()).hexdigest()[:16])
     job_labels = labels("feast", "apply")
     return {
         "backoffLimit": 3,
@@ -259,6 +263,5 @@ class ReferenceModels(pulumi.ComponentResource):
         k8s.batch.v1.Job(
             "feast-apply",
             metadata={"namespace": FEAST_NAMESPACE, "labels": labels("feast", "apply")},
-            spec=pulumi.Output.all(image, definitions).apply(
-                lambda a: feast_apply_job_spec(ctx, a[0], a[1])),
+            spec=feast_apply_job_spec(ctx, image, definitions),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[feast, config]))

@@ -7,12 +7,16 @@ from typing import Any
 
 from policies.rules.base import (
     StackInfo,
+    UnknownAtPreview,
     applies,
-    as_list,
     as_mapping,
     environments_config,
     get_path,
+    is_set,
+    is_unknown,
+    peek,
     resource_rule,
+    size,
     truthy,
 )
 
@@ -49,7 +53,8 @@ def redis_in_transit(_t: str, props: Mapping[str, Any], _c: Mapping[str, Any], _
     remediation="Pass a generated `authToken` (secret) or `userGroupIds`.",
 )
 def redis_auth(_t: str, props: Mapping[str, Any], _c: Mapping[str, Any], _s: StackInfo) -> Iterable[str]:
-    if not (props.get("authToken") or props.get("authTokenWoVersion") or as_list(props.get("userGroupIds"))):
+    # A generated token is unknown (and secret) until it exists: being set is what counts.
+    if not any(is_set(props, k) for k in ("authToken", "authTokenWo", "userGroupIds")):
         yield "no authToken and no userGroupIds"
 
 
@@ -92,7 +97,7 @@ def msk_tls_only(_t: str, props: Mapping[str, Any], _c: Mapping[str, Any], _s: S
     remediation="Set `encryptionInfo.encryptionAtRestKmsKeyArn` to the data KMS key.",
 )
 def msk_at_rest(_t: str, props: Mapping[str, Any], _c: Mapping[str, Any], _s: StackInfo) -> Iterable[str]:
-    if not get_path(props, "encryptionInfo.encryptionAtRestKmsKeyArn"):
+    if not is_set(as_mapping(props.get("encryptionInfo")), "encryptionAtRestKmsKeyArn"):
         yield "no encryptionInfo.encryptionAtRestKmsKeyArn (AWS-owned key)"
 
 
@@ -117,7 +122,10 @@ def msk_iam_auth(_t: str, props: Mapping[str, Any], _c: Mapping[str, Any], _s: S
     config={"minZones": {"type": "integer", "default": 3, "description": "Minimum number of broker subnets/AZs."}},
 )
 def msk_multi_az(_t: str, props: Mapping[str, Any], config: Mapping[str, Any], _s: StackInfo) -> Iterable[str]:
-    zones = len(as_list(get_path(props, "brokerNodeGroupInfo.clientSubnets")))
+    subnets = peek(as_mapping(props.get("brokerNodeGroupInfo")), "clientSubnets")
+    if is_unknown(subnets):
+        raise UnknownAtPreview("brokerNodeGroupInfo.clientSubnets")
+    zones = size(subnets)  # the subnet ids themselves may be unknown; their number is not
     brokers = props.get("numberOfBrokerNodes")
     if zones < int(config["minZones"]):
         yield f"brokers span {zones} subnet(s), fewer than {config['minZones']}"

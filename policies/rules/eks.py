@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from policies.rules.base import StackInfo, as_list, as_mapping, get_path, resource_rule, truthy
+from policies.rules.base import StackInfo, as_list, as_mapping, is_set, resource_rule, truthy
 
 EKS_CLUSTER = "aws:eks/cluster:Cluster"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
@@ -41,7 +41,7 @@ def eks_secrets_encryption(_t: str, props: Mapping[str, Any], _c: Mapping[str, A
     enc = as_mapping(props.get("encryptionConfig"))
     if "secrets" not in as_list(enc.get("resources")):
         yield "encryptionConfig does not cover `secrets`"
-    elif not get_path(enc, "provider.keyArn"):
+    elif not is_set(as_mapping(enc.get("provider")), "keyArn"):  # the key's ARN is unknown until it exists
         yield "encryptionConfig has no provider.keyArn"
 
 
@@ -87,7 +87,7 @@ def eks_supported_version(_t: str, props: Mapping[str, Any], config: Mapping[str
 def nodegroup_uses_launch_template(_t: str, props: Mapping[str, Any], _c: Mapping[str, Any],
                                    _s: StackInfo) -> Iterable[str]:
     lt = as_mapping(props.get("launchTemplate"))
-    if not (lt.get("id") or lt.get("name")):
+    if not (is_set(lt, "id") or is_set(lt, "name")):  # the template's id is unknown until it exists
         yield "node group has no launchTemplate"
 
 
@@ -98,7 +98,7 @@ def nodegroup_uses_launch_template(_t: str, props: Mapping[str, Any], _c: Mappin
 )
 def nodegroup_no_remote_access(_t: str, props: Mapping[str, Any], _c: Mapping[str, Any],
                                _s: StackInfo) -> Iterable[str]:
-    if as_mapping(props.get("remoteAccess")):
+    if is_set(props, "remoteAccess"):
         yield "node group enables SSH remoteAccess"
 
 

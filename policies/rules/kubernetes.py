@@ -9,9 +9,13 @@ from typing import Any
 from policies.rules.base import (
     PlanResource,
     StackInfo,
+    UnknownAtPreview,
     as_list,
     as_mapping,
     get_path,
+    is_unknown,
+    per_resource,
+    raw,
     resource_rule,
     stack_rule,
     truthy,
@@ -106,18 +110,31 @@ def image_problem(image: str) -> str | None:
     return None
 
 
+IMAGE_KEYS = ("image", "tag", "repository")
+
+
 def _value_images(values: Any, path: str = "values") -> Iterator[tuple[str, str]]:
-    """(path, problem) for `image: x:latest` strings and `{repository, tag: latest}` maps in Helm values."""
+    """(path, problem) for `image: x:latest` strings and `{repository, tag: latest}` maps in Helm values.
+
+    Values unknown at preview (endpoints, ARNs) are skipped unless they are where an image goes."""
+    values = raw(values)
     if isinstance(values, Mapping):
+        if "repository" in values and "tag" in values and is_unknown(values["tag"]):
+            raise UnknownAtPreview(f"{path}.tag")
         if "repository" in values and str(values.get("tag", "")) == "latest":
             yield path, f"{values['repository']}:latest"
         for k, v in values.items():
-            if k == "image" and isinstance(v, str) and (p := image_problem(v)) and ":latest" in p:
+            if is_unknown(v):
+                if k in IMAGE_KEYS:
+                    raise UnknownAtPreview(f"{path}.{k}")
+            elif k == "image" and isinstance(v, str) and (p := image_problem(v)) and ":latest" in p:
                 yield f"{path}.{k}", p
             else:
                 yield from _value_images(v, f"{path}.{k}")
     elif isinstance(values, Sequence) and not isinstance(values, str):
         for i, v in enumerate(values):
+            if is_unknown(v):
+                continue
             yield from _value_images(v, f"{path}[{i}]")
 
 
@@ -125,6 +142,11 @@ def _value_images(values: Any, path: str = "values") -> Iterator[tuple[str, str]
     "k8s-image-pinned", [*WORKLOADS, HELM_RELEASE], area="Kubernetes", severity="high",
     description="Images are pinned: an explicit tag or digest, never `:latest` (also inside Helm values).",
     remediation="Reference images from stacks/bom.yaml `images` with their exact tag.",
+    decided="update",
+    preview_guard="The model-server image lives in the ECR repository the stack creates, so its reference is unknown "
+                  "until `up`; its tag is the BOM's (exact versions, tests/infra/test_bom_and_docs.py), the "
+                  "repository's tags are immutable, and every pull request runs this rule on the offline plan "
+                  "(`mlplat policy --stack ENV`).",
 )
 def k8s_image_pinned(type_: str, props: Mapping[str, Any], _c: Mapping[str, Any], _s: StackInfo) -> Iterable[str]:
     if type_ == HELM_RELEASE:
@@ -174,14 +196,17 @@ def _labels_match(selector: Mapping[str, Any], labels: Mapping[str, Any]) -> boo
 def k8s_pdb_for_replicated(resources: Sequence[PlanResource], _c: Mapping[str, Any],
                            _s: StackInfo) -> Iterable[tuple[str, str]]:
     pdbs = [r for r in resources if r.type == PDB]
-    for w in (r for r in resources if r.type in REPLICATED):
+
+    def check(w: PlanResource) -> Iterable[str]:
         replicas = get_path(w.props, "spec.replicas")
         if replicas is None or int(replicas) < 2:
-            continue
+            return
         labels = as_mapping(get_path(w.props, "spec.template.metadata.labels"))
         if not any(_namespace(p) == _namespace(w) and _labels_match(as_mapping(get_path(p.props, "spec.selector")),
                                                                     labels) for p in pdbs):
-            yield w.urn, f"{replicas} replicas in namespace {_namespace(w)} but no PodDisruptionBudget selects them"
+            yield f"{replicas} replicas in namespace {_namespace(w)} but no PodDisruptionBudget selects them"
+
+    yield from per_resource([r for r in resources if r.type in REPLICATED], check)
 
 
 @stack_rule(
@@ -193,7 +218,10 @@ def k8s_networkpolicy_per_namespace(resources: Sequence[PlanResource], _c: Mappi
                                     _s: StackInfo) -> Iterable[tuple[str, str]]:
     covered = {_namespace(r) for r in resources if r.type == NETWORK_POLICY}
     policy_deps = {d for r in resources if r.type == NETWORK_POLICY for d in r.dependencies}
-    for ns in (r for r in resources if r.type == NAMESPACE):
+
+    def check(ns: PlanResource) -> Iterable[str]:
         name = get_path(ns.props, "metadata.name")
         if name not in covered and ns.urn not in policy_deps:
-            yield ns.urn, f"namespace {name or ns.name} has no NetworkPolicy"
+            yield f"namespace {name or ns.name} has no NetworkPolicy"
+
+    yield from per_resource([r for r in resources if r.type == NAMESPACE], check)

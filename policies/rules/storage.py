@@ -8,10 +8,13 @@ from typing import Any
 from policies.rules.base import (
     PlanResource,
     StackInfo,
+    UnknownAtPreview,
     as_list,
     as_mapping,
     get_path,
     is_unknown,
+    peek,
+    per_resource,
     policy_document,
     resource_rule,
     stack_rule,
@@ -34,7 +37,7 @@ PUBLIC_ACLS = ("public-read", "public-read-write", "authenticated-read")
 
 def _refers(r: PlanResource, bucket: PlanResource, key: str) -> bool:
     """Whether `r.props[key]` names `bucket`: by name when both are known, else by dependency."""
-    name, target = bucket.props.get("bucket"), r.props.get(key)
+    name, target = peek(bucket.props, "bucket"), peek(r.props, key)
     if name and target and not is_unknown(name) and not is_unknown(target):
         return bool(target == name)
     return bucket.urn in r.dependencies
@@ -73,9 +76,11 @@ def s3_public_access_block_all(_t: str, props: Mapping[str, Any], _c: Mapping[st
 )
 def s3_bucket_public_access_block(resources: Sequence[PlanResource], _c: Mapping[str, Any],
                                   _s: StackInfo) -> Iterable[tuple[str, str]]:
-    for bucket in _buckets(resources):
+    def check(bucket: PlanResource) -> Iterable[str]:
         if not _companions(bucket, resources, (PUBLIC_ACCESS_BLOCK,)):
-            yield bucket.urn, "bucket has no BucketPublicAccessBlock"
+            yield "bucket has no BucketPublicAccessBlock"
+
+    yield from per_resource(_buckets(resources), check)
 
 
 @stack_rule(
@@ -87,16 +92,19 @@ def s3_bucket_public_access_block(resources: Sequence[PlanResource], _c: Mapping
 )
 def s3_sse_kms(resources: Sequence[PlanResource], _c: Mapping[str, Any],
                _s: StackInfo) -> Iterable[tuple[str, str]]:
-    for bucket in _buckets(resources):
+    def check(bucket: PlanResource) -> Iterable[str]:
         configs = _companions(bucket, resources, SSE)
+        # The algorithm is config; the key ARN beside it (unknown until the key exists) is not read.
         rules = [as_mapping(r) for c in configs for r in as_list(c.props.get("rules"))]
         algorithms = [get_path(r, "applyServerSideEncryptionByDefault.sseAlgorithm") for r in rules]
         allowed = ("aws:kms", "aws:kms:dsse", "AES256") if _is_log_target(bucket, resources) else ("aws:kms",
                                                                                                    "aws:kms:dsse")
         if not configs:
-            yield bucket.urn, "bucket has no server-side encryption configuration"
+            yield "bucket has no server-side encryption configuration"
         elif not algorithms or any(a not in allowed for a in algorithms):
-            yield bucket.urn, f"default encryption is {algorithms or 'unset'}, not aws:kms"
+            yield f"default encryption is {algorithms or 'unset'}, not aws:kms"
+
+    yield from per_resource(_buckets(resources), check)
 
 
 @stack_rule(
@@ -106,11 +114,13 @@ def s3_sse_kms(resources: Sequence[PlanResource], _c: Mapping[str, Any],
 )
 def s3_versioning(resources: Sequence[PlanResource], _c: Mapping[str, Any],
                   _s: StackInfo) -> Iterable[tuple[str, str]]:
-    for bucket in _buckets(resources):
+    def check(bucket: PlanResource) -> Iterable[str]:
         states = [get_path(v.props, "versioningConfiguration.status")
                   for v in _companions(bucket, resources, VERSIONING)]
         if "Enabled" not in states:
-            yield bucket.urn, f"versioning is not Enabled ({states or 'no BucketVersioning'})"
+            yield f"versioning is not Enabled ({states or 'no BucketVersioning'})"
+
+    yield from per_resource(_buckets(resources), check)
 
 
 def _denies_insecure_transport(doc: Mapping[str, Any]) -> bool:
@@ -130,10 +140,15 @@ def _denies_insecure_transport(doc: Mapping[str, Any]) -> bool:
 )
 def s3_tls_only(resources: Sequence[PlanResource], _c: Mapping[str, Any],
                 _s: StackInfo) -> Iterable[tuple[str, str]]:
-    for bucket in _buckets(resources):
-        policies = _companions(bucket, resources, (BUCKET_POLICY,))
-        if not any(_denies_insecure_transport(policy_document(p.props.get("policy"))) for p in policies):
-            yield bucket.urn, "no bucket policy denies aws:SecureTransport = false"
+    def check(bucket: PlanResource) -> Iterable[str]:
+        documents = [peek(p.props, "policy") for p in _companions(bucket, resources, (BUCKET_POLICY,))]
+        if any(_denies_insecure_transport(policy_document(d)) for d in documents if not is_unknown(d)):
+            return
+        if any(is_unknown(d) for d in documents):  # a policy built from ARNs not known yet
+            raise UnknownAtPreview("policy")
+        yield "no bucket policy denies aws:SecureTransport = false"
+
+    yield from per_resource(_buckets(resources), check)
 
 
 @resource_rule(

@@ -137,6 +137,13 @@ def test_rendered_statements_pass_the_wildcard_guard(statements):
     assert all(st["Sid"].isalnum() for st in statements)
 
 
-def test_wildcard_guard_rejects_admin_statement():
-    with pytest.raises(ValueError, match="grants every action on every resource"):
-        assert_no_wildcard_admin([{"Sid": "Admin", "Effect": "Allow", "Action": "*", "Resource": "*"}])
+@pytest.mark.parametrize(("statement", "reason"), [
+    ({"Sid": "Admin", "Effect": "Allow", "Action": "*", "Resource": "*"}, "allows \\*: every action of every service"),
+    ({"Sid": "S3", "Effect": "Allow", "Action": "s3:*", "Resource": "arn:aws:s3:::b"}, "every action of the service"),
+    ({"Sid": "Not", "Effect": "Allow", "NotAction": "iam:*", "Resource": "*"}, "NotAction"),
+    ({"Sid": "AllBuckets", "Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::*"},
+     "on arn:aws:s3:::\\* without a condition"),
+])
+def test_wildcard_guard_rejects_over_broad_statements(statement, reason):
+    with pytest.raises(ValueError, match=f"IAM statement '{statement['Sid']}' grants too much: .*{reason}"):
+        assert_no_wildcard_admin([statement])
