@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import os
+import sys
 from abc import abstractmethod
 from pathlib import Path
 from typing import Any
@@ -54,14 +56,77 @@ class Unprocessable(MLServerError):
         super().__init__(msg, status_code=422)
 
 
+# Value range of each integer datatype and the largest finite magnitude of each float datatype: a
+# value outside its tensor's datatype contradicts the metadata (and would overflow on conversion).
+INT_RANGE = {"BOOL": (0, 1), "UINT8": (0, 2**8 - 1), "UINT16": (0, 2**16 - 1), "UINT32": (0, 2**32 - 1),
+             "UINT64": (0, 2**64 - 1), "INT8": (-(2**7), 2**7 - 1), "INT16": (-(2**15), 2**15 - 1),
+             "INT32": (-(2**31), 2**31 - 1), "INT64": (-(2**63), 2**63 - 1)}
+FLOAT_MAX = {"FP16": 65504.0, "FP32": 3.4028234663852886e38, "FP64": sys.float_info.max}
+
+
 def _flat(inp: RequestInput) -> list[Any]:
+    """The tensor's values in row-major order; nested lists ([[1], [2]]) are flattened at any depth."""
     data = inp.data.root if hasattr(inp.data, "root") else inp.data
     if not isinstance(data, list):
         data = [data]
-    # Row-major nested lists ([[1], [2]]) are accepted as well as flat ones.
-    while data and isinstance(data[0], list):
-        data = [x for row in data for x in row]
-    return data
+    out: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for value in stack[-1]:
+            if isinstance(value, list):
+                stack.append(iter(value))
+                break
+            out.append(value)
+        else:
+            stack.pop()
+    return out
+
+
+def check_shape(inp: RequestInput, values: list[Any]) -> None:
+    """400 unless the shape is non-negative and holds exactly as many elements as the data."""
+    shape = list(inp.shape)
+    if any(d < 0 for d in shape):
+        raise BadRequest(f"input '{inp.name}' has shape {shape} with a negative dimension")
+    expected = 1
+    for d in shape:
+        expected *= d
+    if expected != len(values):
+        raise BadRequest(f"input '{inp.name}' has shape {shape} ({expected} element(s)) but its data holds "
+                         f"{len(values)} value(s)")
+
+
+def check_values(inp: RequestInput, values: list[Any]) -> None:
+    """400 unless every value is of the tensor's datatype and within its range (BOOL: true/false,
+    integers: whole numbers, floats: numbers; booleans only in BOOL tensors)."""
+    datatype = str(inp.datatype.value if hasattr(inp.datatype, "value") else inp.datatype)
+    for i, v in enumerate(values):
+        problem = None
+        if datatype == "BOOL":
+            problem = None if isinstance(v, bool) else "which is not a boolean (true/false)"
+        elif isinstance(v, bool):
+            problem = "a boolean: send datatype BOOL, or 0/1"
+        elif not isinstance(v, int | float):
+            problem = "which is non-numeric"
+        elif datatype in INT_RANGE:
+            low, high = INT_RANGE[datatype]
+            if isinstance(v, float) and not v.is_integer():
+                problem = "which is not a whole number"
+            elif not low <= v <= high:
+                problem = f"outside the {datatype} range {low}..{high}"
+        elif datatype in FLOAT_MAX and _beyond(v, FLOAT_MAX[datatype]):
+            problem = f"outside the {datatype} range"
+        if problem is not None:
+            kind = "a non-numeric value" if problem == "which is non-numeric" else "the value"
+            where = f" at position {i}" if len(values) > 1 else ""
+            raise BadRequest(f"input '{inp.name}' ({datatype}) holds {kind} {v!r:.60}{where}"
+                             + ("" if problem == "which is non-numeric" else f", {problem}"))
+
+
+def _beyond(value: int | float, largest: float) -> bool:
+    # NaN and infinity are refused later, with their own message (422).
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return abs(value) > largest
 
 
 class ReferenceRuntime(MLModel):
@@ -90,7 +155,13 @@ class ReferenceRuntime(MLModel):
                 min_samples=int(extra.get("drift_min_samples", 100)),
             )
         self._since_drift = 0
-        self.load_artifact(self.model_dir, extra)
+        try:
+            self.load_artifact(self.model_dir, extra)
+        except MLServerError:
+            raise
+        except Exception as exc:  # a corrupt or incomplete artifact: say which, keep the old version serving
+            raise MLServerError(f"model {self.name}: the artifact in {self.model_dir} cannot be loaded: "
+                                f"{type(exc).__name__}: {exc}", status_code=500) from exc
         # Move everything imported/loaded so far (MLflow, Feast, the model: ~280k objects) out of the
         # collector's reach: a full collection then takes ~0.01 ms instead of ~160 ms (measured on
         # the 2-core dev box), so an occasional gen-2 pass no longer stalls a request.
@@ -123,8 +194,17 @@ class ReferenceRuntime(MLModel):
 
     # ---- validation helpers -------------------------------------------------------------------
 
+    def by_name(self, request: InferenceRequest) -> dict[str, RequestInput]:
+        """The request's inputs by name; 400 when a name appears twice (which one would count?)."""
+        by_name: dict[str, RequestInput] = {}
+        for inp in request.inputs:
+            if inp.name in by_name:
+                raise BadRequest(f"input '{inp.name}' appears more than once; send each input once")
+            by_name[inp.name] = inp
+        return by_name
+
     def inputs(self, request: InferenceRequest, required: tuple[str, ...]) -> dict[str, RequestInput]:
-        by_name = {i.name: i for i in request.inputs}
+        by_name = self.by_name(request)
         missing = [n for n in required if n not in by_name]
         if missing:
             raise BadRequest(
@@ -138,10 +218,12 @@ class ReferenceRuntime(MLModel):
             kind = "an integer" if integer else "a numeric"
             raise BadRequest(f"input '{inp.name}' must have {kind} datatype, got {inp.datatype}")
         values = _flat(inp)
-        if any(isinstance(v, str | bytes) or v is None for v in values):
-            bad = next(v for v in values if isinstance(v, str | bytes) or v is None)
-            raise BadRequest(f"input '{inp.name}' ({inp.datatype}) holds a non-numeric value {bad!r}")
-        arr = np.asarray(values, dtype=np.int64 if integer else np.float64)
+        check_shape(inp, values)
+        check_values(inp, values)
+        try:
+            arr = np.asarray(values, dtype=np.int64 if integer else np.float64)
+        except OverflowError:  # a valid UINT64 above the INT64 range: no model here takes such a value
+            raise Unprocessable(f"input '{inp.name}' holds a value beyond the signed 64-bit range") from None
         if not integer and not np.all(np.isfinite(arr)):
             raise Unprocessable(f"input '{inp.name}' holds NaN or infinite values")
         return arr
@@ -150,7 +232,9 @@ class ReferenceRuntime(MLModel):
         if inp.datatype != "BYTES":
             raise BadRequest(f"input '{inp.name}' must have datatype BYTES (strings), got {inp.datatype}")
         out = []
-        for v in _flat(inp):
+        values = _flat(inp)
+        check_shape(inp, values)
+        for v in values:
             if isinstance(v, bytes):
                 v = v.decode("utf-8", errors="replace")
             if not isinstance(v, str):

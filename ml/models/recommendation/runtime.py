@@ -6,7 +6,7 @@ or `user_id` (INT64, one value; the history is read from the Feast online store,
 Response: `book_id` (INT64 [k]), `score` (FP32 [k]), `title` (BYTES [k]); books already in the
 history are never returned. Unknown book ids -> 422 naming them.
 
-`parameters.extra`: `redis_url`, `feast_project`, `feature_timeout_ms` (default 20) for `user_id`.
+`parameters.extra`: `redis_url`, `feast_project`, `feature_timeout_ms` (default 20), `online_client` for `user_id`.
 If the store fails, the runtime answers with the popular-books fallback, output `degraded` = true
 and counts it in `mlplat_model_degraded_responses_total`.
 """
@@ -35,13 +35,14 @@ class RecommendationRuntime(ReferenceRuntime):
         self.model = Recommender.load(model_dir)
         self.reader = None
         if extra.get("redis_url"):
-            from ml.common.online import OnlineFeatureReader, ViewSpec
+            from ml.common.online import DEFAULT_CLIENT, OnlineFeatureReader, ViewSpec
 
             self.reader = OnlineFeatureReader(
                 extra["redis_url"],
                 extra.get("feast_project", PROJECT),
                 [ViewSpec(READER_VIEW, "user_id", READER_FEATURES)],
                 timeout_s=float(extra.get("feature_timeout_ms", 20)) / 1000,
+                client=extra.get("online_client", DEFAULT_CLIENT),
             )
 
     def _k(self, request: InferenceRequest, inputs: dict[str, Any]) -> int:
@@ -61,7 +62,7 @@ class RecommendationRuntime(ReferenceRuntime):
             raise Unprocessable(f"k must be between 1 and {MAX_K}, got {k}")
         return k
 
-    def _history(self, inputs: dict[str, Any]) -> tuple[list[int], bool]:
+    async def _history(self, inputs: dict[str, Any]) -> tuple[list[int], bool]:
         if "book_ids" in inputs:
             ids = self.numeric(inputs["book_ids"], integer=True)
             if ids.size > self.max_batch:
@@ -74,7 +75,7 @@ class RecommendationRuntime(ReferenceRuntime):
             raise Unprocessable("user_id lookup needs an online store (parameters.extra.redis_url); send book_ids")
         started = time.perf_counter()
         try:
-            found = self.reader.get({"user_id": int(users[0])})
+            found = await self.reader.aget({"user_id": int(users[0])})
         except Exception:  # any store failure degrades to the popular-books fallback
             self.metrics.degraded("feature_store_error")
             return [], True
@@ -86,11 +87,11 @@ class RecommendationRuntime(ReferenceRuntime):
         return [b for b in history if b in self.model.known_items], False
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
-        inputs = {i.name: i for i in request.inputs}
+        inputs = self.by_name(request)
         if "book_ids" not in inputs and "user_id" not in inputs:
             raise BadRequest("missing input: send 'book_ids' (INT64 list of recently read books) or 'user_id'")
         k = self._k(request, inputs)
-        history, degraded = self._history(inputs)
+        history, degraded = await self._history(inputs)
         try:
             recs = self.model.recommend(history, k)
         except UnknownItemError as exc:
