@@ -6,7 +6,7 @@ ML := .venv-ml/bin/python
 POLICY := .venv-policy/bin/python
 STACKS := dev staging prod
 
-.PHONY: setup demo test lint test-iac test-ml test-policy-pack synth-all policy-all config-doc clean
+.PHONY: setup demo test lint test-iac test-ml test-policy-pack synth-all policy-all conform-all config-doc clean
 
 setup:  ## environments + Debian services (idempotent)
 	scripts/bootstrap.sh
@@ -34,6 +34,9 @@ synth-all:
 
 policy-all:
 	@for s in $(STACKS); do .venv/bin/mlplat policy --stack $$s || exit 1; done
+
+conform-all:  ## every stack against the pinned charts and their schemas (docs/CONFORMANCE.md)
+	@for s in $(STACKS); do .venv/bin/mlplat conform --stack $$s || exit 1; done
 
 config-doc:
 	.venv/bin/mlplat config-doc

@@ -3,6 +3,8 @@
 # when an earlier one fails; the exit status is non-zero if any failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# Conformance tests render the pinned charts: from the mirror beside the checkout unless told otherwise.
+export MLPLAT_CHART_MIRROR=${MLPLAT_CHART_MIRROR:-$PWD/../shared/charts}
 status=0
 run() {
   local name=$1; shift
