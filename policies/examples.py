@@ -86,14 +86,16 @@ def deployment(replicas: int = 1, **container: Any) -> dict[str, Any]:
 def bucket_stack(*, pab: bool = True, sse: str = "aws:kms", versioning: str = "Enabled",
                  tls: bool = True) -> list[PlanResource]:
     b = res(BUCKET, "data", bucket="b1", tags=TAGS)
+    on = (b.urn,)  # companions name the bucket and depend on it, as `bucket=bucket.bucket` makes them
     deny = {"Effect": "Deny", "Principal": "*", "Action": "s3:*", "Resource": ["arn:aws:s3:::b1"],
             "Condition": {"Bool": {"aws:SecureTransport": "false" if tls else "true"}}}
     out = [b,
-           res(SSE, "data-sse", bucket="b1", rules=[{"applyServerSideEncryptionByDefault": {"sseAlgorithm": sse}}]),
-           res(VERS, "data-v", bucket="b1", versioningConfiguration={"status": versioning}),
-           res(BPOL, "data-p", bucket="b1", policy=json.dumps({"Statement": [deny]}))]
+           res(SSE, "data-sse", deps=on, bucket="b1",
+               rules=[{"applyServerSideEncryptionByDefault": {"sseAlgorithm": sse}}]),
+           res(VERS, "data-v", deps=on, bucket="b1", versioningConfiguration={"status": versioning}),
+           res(BPOL, "data-p", deps=on, bucket="b1", policy=json.dumps({"Statement": [deny]}))]
     if pab:
-        out.append(res(PAB, "data-pab", bucket="b1", blockPublicAcls=True, blockPublicPolicy=True,
+        out.append(res(PAB, "data-pab", deps=on, bucket="b1", blockPublicAcls=True, blockPublicPolicy=True,
                        ignorePublicAcls=True, restrictPublicBuckets=True))
     return out
 
@@ -146,8 +148,7 @@ EXAMPLES: dict[str, Example] = {
     "s3-tls-only": Example(bucket_stack(), bucket_stack(tls=False)),
     "s3-no-public-acl": _one(BUCKET, {"bucket": "b"}, {"bucket": "b", "acl": "public-read"}),
     "kms-key-rotation": _one("aws:kms/key:Key", {"enableKeyRotation": True}, {"enableKeyRotation": False}),
-    "kms-deletion-window": _one("aws:kms/key:Key", {"deletionWindowInDays": 30}, {"deletionWindowInDays": 7},
-                                config={"minimumDays": 30}),
+    "kms-deletion-window": _one("aws:kms/key:Key", {"deletionWindowInDays": 30}, {"deletionWindowInDays": 7}),
     "redis-encryption-at-rest": _one(REDIS, REDIS_OK, {**REDIS_OK, "atRestEncryptionEnabled": False}),
     "redis-encryption-in-transit": _one(REDIS, REDIS_OK, {**REDIS_OK, "transitEncryptionEnabled": False}),
     "redis-auth": _one(REDIS, REDIS_OK, {**REDIS_OK, "authToken": None}),

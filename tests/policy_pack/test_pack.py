@@ -1,9 +1,11 @@
 """The CrossGuard pack as the Pulumi CLI runs it (.venv-policy): `policies/__main__.py` starts the
 analyzer server; we talk to it over gRPC like the engine does and compare its verdicts with the
-in-process evaluator on the committed golden plans."""
+in-process evaluator on the committed golden plans, and on first-preview plans (values unknown until
+`up`, made by `mlplat synth --preview` in the IaC environment, which CI builds before this suite)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -17,6 +19,7 @@ from pulumi.runtime.proto import analyzer_pb2 as proto
 from pulumi.runtime.proto import analyzer_pb2_grpc
 from pulumi_policy import ResourceValidationPolicy, StackValidationPolicy
 
+from contracts.guardrails import MIN_BACKUP_RETENTION_DAYS
 from infra.offline.golden import golden_path
 from infra.offline.policy_eval import evaluate, parse_plan
 from policies.config import load_file, resolve, stack_config_path
@@ -25,6 +28,8 @@ from policies.pack import build_policies
 from policies.rules import ALL_RULES, PACK_NAME
 
 REPO = Path(__file__).resolve().parents[2]
+IAC_PYTHON = REPO / ".venv" / "bin" / "python"
+STACKS = ("dev", "staging", "prod")
 LEVELS = {"advisory": proto.ADVISORY, "mandatory": proto.MANDATORY, "disabled": proto.DISABLED}
 
 
@@ -34,10 +39,10 @@ def _struct(value):
     return s
 
 
-@pytest.fixture(scope="module")
-def analyzer():
-    """Run the pack's entry point and connect to the analyzer port it prints (as the CLI does)."""
-    env = {**os.environ, "PULUMI_STACK": "prod", "PYTHONPATH": str(REPO)}
+@contextlib.contextmanager
+def _serve(stack: str):
+    """Run the pack's entry point for `stack` and connect to the analyzer port it prints (as the CLI does)."""
+    env = {**os.environ, "PULUMI_STACK": stack, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-u", str(REPO / "policies" / "__main__.py")], cwd=REPO / "policies",
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     try:
@@ -50,6 +55,12 @@ def analyzer():
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def analyzer():
+    with _serve("prod") as stub:
+        yield stub
 
 
 def test_build_policies_wraps_every_rule():
@@ -65,7 +76,8 @@ def test_pack_lists_all_rules(analyzer):
     assert info.name == PACK_NAME
     assert len(info.policies) == len(ALL_RULES) >= 30
     by_name = {p.name: p for p in info.policies}
-    assert by_name["rds-backups"].configSchema.properties["minimumRetentionDays"]["default"] == 7
+    assert by_name["rds-backups"].configSchema.properties["minimumRetentionDays"]["default"] == dict(
+        MIN_BACKUP_RETENTION_DAYS)
     assert all(p.remediation_steps and p.severity for p in info.policies)
 
 
@@ -117,6 +129,60 @@ def test_analyzer_agrees_with_in_process_evaluation(analyzer):
     in_process = {(v.policy, v.urn, LEVELS[v.enforcement]) for v in evaluate(parse_plan(plan_doc), resolved)}
     assert via_pack == in_process
     assert {p for p, _u, _l in via_pack} >= {"redis-encryption-in-transit", "s3-bucket-public-access-block"}
+
+
+@pytest.fixture(scope="module")
+def preview_plans(tmp_path_factory):
+    """First-preview plans of every stack, synthesized in parallel in the IaC environment."""
+    assert IAC_PYTHON.exists(), f"{IAC_PYTHON} missing: `make setup` builds the IaC environment"
+    out = tmp_path_factory.mktemp("preview")
+    procs = {stack: subprocess.Popen([str(IAC_PYTHON), "-m", "mlplat", "synth", "--stack", stack, "--preview",
+                                      "--out", str(out / f"{stack}.json")], cwd=REPO, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+             for stack in STACKS}
+    for stack, proc in procs.items():
+        output, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, f"mlplat synth --preview --stack {stack}:\n{output[-3000:]}"
+    return {stack: json.loads((out / f"{stack}.json").read_text()) for stack in STACKS}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_analyzer_on_a_first_preview_agrees_with_in_process(preview_plans, stack):
+    """Rules needing a value unknown until `up` are reported by the running pack the way CrossGuard
+    reports any policy that reads an unknown (advisory, "can't run policy ... during preview"), for the
+    same resources as in process; nothing else is reported and no call fails."""
+    plan_doc = preview_plans[stack]
+    assert "04da6b54-80e4-46f7-96ec-b56ff0331ba9" in json.dumps(plan_doc)
+    with _serve(stack) as analyzer:
+        _check_preview(analyzer, plan_doc, stack)
+
+
+def _check_preview(analyzer, plan_doc, stack):
+    _configure(analyzer, stack)
+    via_pack = _analyze(analyzer, plan_doc)
+    resolved = resolve(load_file(stack_config_path(stack)), ALL_RULES)
+    found = evaluate(parse_plan(plan_doc), resolved)
+    stack_rules = {r.name for r in ALL_RULES if r.is_stack_rule}
+    # CrossGuard reports an undecided stack policy once, without a resource.
+    in_process = {(v.policy, "" if v.undecided and v.policy in stack_rules else v.urn,
+                   LEVELS[v.enforcement]) for v in found}
+    assert via_pack == in_process
+    undecided = {p for p, _u, level in via_pack if level == proto.ADVISORY} - {
+        v.policy for v in found if not v.undecided}
+    assert undecided == {r.name for r in ALL_RULES if r.decided == "update"}
+    messages = _messages(analyzer, plan_doc)
+    assert any("can't run policy 'irsa-trust-single-service-account'" in m and "during preview" in m
+               for m in messages)
+
+
+def _messages(analyzer, plan_doc):
+    out = []
+    for step in plan_doc["steps"]:
+        s = step["newState"]
+        response = analyzer.Analyze(proto.AnalyzeRequest(type=s["type"], urn=s["urn"], name=s["urn"].rsplit("::")[-1],
+                                                         properties=_struct(s.get("inputs") or {})))
+        out += [d.message for d in response.diagnostics]
+    return out
 
 
 def test_examples_through_the_analyzer(analyzer):
