@@ -178,7 +178,7 @@ def test_plugin_model_is_declared_on_the_cluster(plugin_env, tmp_path):
     models, experiments = named("Model"), named("Experiment")
     for slot in ("champion", "challenger"):
         spec = models[f"toy-{slot}"]["spec"]
-        assert spec["storageUri"].endswith(f"/toy/{slot}/") and spec["maxReplicas"] == 3
+        assert spec["storageUri"].endswith(f"/toy/{slot}/") and spec["minReplicas"] == 1
     assert experiments["toy-experiment"]["spec"]["default"] == "toy-champion"
     assert {f"{m}-champion" for m in model_registry.names()} < set(models)  # the built-in ones as before
 
