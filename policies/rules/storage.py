@@ -33,6 +33,8 @@ BUCKET_ACL = ("aws:s3/bucketAcl:BucketAcl", "aws:s3/bucketAclV2:BucketAclV2")
 KMS_KEY = "aws:kms/key:Key"
 PAB_FLAGS = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
 PUBLIC_ACLS = ("public-read", "public-read-write", "authenticated-read")
+PUBLIC_GROUPS = ("http://acs.amazonaws.com/groups/global/AllUsers",
+                 "http://acs.amazonaws.com/groups/global/AuthenticatedUsers")
 
 
 def _refers(r: PlanResource, bucket: PlanResource, key: str) -> bool:
@@ -153,12 +155,21 @@ def s3_tls_only(resources: Sequence[PlanResource], _c: Mapping[str, Any],
 
 @resource_rule(
     "s3-no-public-acl", [*BUCKETS, *BUCKET_ACL], area="S3", severity="critical",
-    description="No bucket or bucket ACL grants public or any-AWS-account access.",
-    remediation="Remove the canned ACL; buckets are private with object ownership enforced.",
+    description="No bucket or bucket ACL grants public or any-AWS-account access: no public canned ACL, no grant "
+                "to the AllUsers or AuthenticatedUsers groups.",
+    remediation="Remove the canned ACL and the group grants; buckets are private with object ownership enforced.",
 )
 def s3_no_public_acl(_t: str, props: Mapping[str, Any], _c: Mapping[str, Any], _s: StackInfo) -> Iterable[str]:
     if props.get("acl") in PUBLIC_ACLS:
         yield f"canned ACL {props.get('acl')}"
+    # BucketAclV2: accessControlPolicy.grants[].grantee.uri; the legacy Bucket: grants[].uri.
+    grants = [as_mapping(g) for g in [*as_list(get_path(props, "accessControlPolicy.grants")),
+                                      *as_list(props.get("grants"))]]
+    for g in grants:
+        uri = str(as_mapping(g.get("grantee")).get("uri") or g.get("uri") or "")
+        if uri in PUBLIC_GROUPS:
+            permissions = ", ".join(str(p) for p in [*as_list(g.get("permission")), *as_list(g.get("permissions"))])
+            yield f"grants {permissions or 'access'} to {uri.rsplit('/', 1)[-1]}"
 
 
 @resource_rule(

@@ -23,7 +23,7 @@ from contracts.guardrails import MIN_BACKUP_RETENTION_DAYS
 from infra.offline.golden import golden_path
 from infra.offline.policy_eval import evaluate, parse_plan
 from policies.config import load_file, resolve, stack_config_path
-from policies.examples import EXAMPLES
+from policies.examples import BRANCHES, EXAMPLES
 from policies.pack import build_policies
 from policies.rules import ALL_RULES, PACK_NAME
 
@@ -185,12 +185,25 @@ def _messages(analyzer, plan_doc):
     return out
 
 
+def _configure_raw(analyzer, raw):
+    request = proto.ConfigureAnalyzerRequest()
+    for name, policy in resolve(raw, ALL_RULES).items():
+        request.policyConfig[name].CopyFrom(
+            proto.PolicyConfig(enforcementLevel=LEVELS[policy.enforcement], properties=_struct(policy.config)))
+    analyzer.Configure(request)
+
+
+def _doc(resources):
+    return {"steps": [{"newState": {"urn": r.urn, "type": r.type, "inputs": dict(r.props), "protect": r.protect,
+                                    "dependencies": r.dependencies}} for r in resources]}
+
+
 def test_examples_through_the_analyzer(analyzer):
-    """Each rule's violating example is reported by the running pack too."""
-    _configure(analyzer, "prod")
-    for name, ex in EXAMPLES.items():
-        doc = {"steps": [{"newState": {"urn": r.urn, "type": r.type, "inputs": dict(r.props), "protect": r.protect,
-                                       "dependencies": r.dependencies}} for r in ex.violating]}
-        if ex.config:
-            continue  # needs non-default config; covered in-process
-        assert name in {p for p, _u, _l in _analyze(analyzer, doc)}, name
+    """Each rule's violating example and every other violating branch is reported by the running pack
+    too, by that rule alone; each compliant example passes it."""
+    cases = [(name, ex.violating, ex.passing, ex.config) for name, ex in EXAMPLES.items()]
+    cases += [(b.rule, b.resources, [], {}) for b in BRANCHES if b.environment == "prod"]
+    for name, violating, passing, config in cases:
+        _configure_raw(analyzer, {name: dict(config)} if config else {})
+        assert {p for p, _u, _l in _analyze(analyzer, _doc(violating))} == {name}, name
+        assert _analyze(analyzer, _doc(passing)) == set(), name
