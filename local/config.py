@@ -23,6 +23,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "metrics": 18082,  # MLServer Prometheus metrics
     "redis": 16379,
     "prometheus": 19090,
+    "autorollback": 19095,  # automatic-rollback receiver (runbooks/autorollback.py), with Prometheus only
 }
 PORT_HELP = {
     "mlflow": "MLflow tracking server and UI",
@@ -31,6 +32,7 @@ PORT_HELP = {
     "metrics": "MLServer Prometheus metrics",
     "redis": "redis-server (Feast online store with --redis)",
     "prometheus": "local Prometheus (when installed)",
+    "autorollback": "automatic-rollback receiver (alerts from the local Prometheus)",
 }
 
 
@@ -70,6 +72,9 @@ class LocalConfig:
     gates_stack: Path | None = None  # stack file whose models.*.qualityGates apply with data_dir
     prometheus: bool = True  # start a local Prometheus when the binary is installed
     otlp_endpoint: str | None = None  # OTLP gRPC collector for MLServer traces; None: tracing off
+    auto_rollback: bool = True  # with Prometheus: roll a breaching new version back (runbooks/autorollback.py)
+    # Prometheus scrape + rule evaluation interval; the rollback rules' windows scale with it (tests: 1).
+    prometheus_interval_s: int = field(default_factory=lambda: int(os.environ.get("MLPLAT_PROMETHEUS_INTERVAL_S", "5")))
     host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:

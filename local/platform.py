@@ -51,7 +51,7 @@ def preflight(cfg: LocalConfig) -> list[str]:
 
 
 def _services(cfg: LocalConfig) -> list[str]:
-    optional = {"redis": cfg.redis, "prometheus": cfg.prometheus}
+    optional = {"redis": cfg.redis, "prometheus": cfg.prometheus, "autorollback": cfg.prometheus and cfg.auto_rollback}
     return [s for s in ORDER if optional.get(s, True)]
 
 
@@ -125,7 +125,7 @@ def up(cfg: LocalConfig, progress: Progress | None = None) -> int:
 
     prom_note = "off (not installed, or --no-prometheus)" if "prometheus" not in decisions else ""
     if "prometheus" in decisions:
-        prom_note = _prometheus(cfg, sup, decisions["prometheus"], p, records)
+        prom_note = _prometheus(cfg, sup, decisions, p, records)
 
     with p.step("smoke test: one request per model"):
         results = {}
@@ -230,11 +230,16 @@ def quiet(log_path: Path) -> Iterator[None]:
         yield
 
 
-def _prometheus(cfg: LocalConfig, sup: Supervisor, decision: Decision, p: Progress,
+def _prometheus(cfg: LocalConfig, sup: Supervisor, decisions: dict[str, Decision], p: Progress,
                 records: dict[str, str]) -> str:
+    decision = decisions["prometheus"]
     groups, source = prometheus.find_alert_rules()
+    rollback = prometheus.rollback_rules(cfg.models, cfg.prometheus_interval_s) if cfg.auto_rollback else []
+    groups = [*groups, *rollback]
     workdir = cfg.path("prometheus")
-    _, rules_path = prometheus.write_config(workdir, f"{cfg.host}:{cfg.ports['metrics']}", groups)
+    receiver = f"{cfg.host}:{cfg.ports['autorollback']}" if cfg.auto_rollback else None
+    _, rules_path = prometheus.write_config(workdir, f"{cfg.host}:{cfg.ports['metrics']}", groups,
+                                            interval_s=cfg.prometheus_interval_s, alerts_target=receiver)
     if rules_path is not None:
         prometheus.check_rules(rules_path)
     texts = [path.read_text() for path in (workdir / "prometheus.yml", rules_path) if path is not None]
@@ -245,40 +250,75 @@ def _prometheus(cfg: LocalConfig, sup: Supervisor, decision: Decision, p: Progre
     rules = (f"{sum(len(g['rules']) for g in groups)} alert rule(s) from {source}, promtool check passed"
              if groups else "no alert rules")
     p.say(f"Prometheus {records['prometheus']} at {cfg.url('prometheus')}: {rules}")
+    if cfg.auto_rollback and "autorollback" in decisions:
+        _, records["autorollback"] = ensure(cfg, sup, decisions["autorollback"], p.detail,
+                                            url=cfg.url("autorollback"))
+        p.say(f"automatic rollback {records['autorollback']} at {cfg.url('autorollback')}: "
+              f"{len(rollback)} model(s), runbooks/model-rollback.md")
+        rules += f"; automatic rollback on ({len(rollback)} model(s))"
     return f"{cfg.url('prometheus')} scraping MLServer; {rules}"
 
 
+LOG_TAIL_LINES = 12
+
+
+def log_tail(path: str | Path, lines: int = LOG_TAIL_LINES) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 64 * 1024))  # a long log: read its end only
+            return f.read().decode(errors="replace").splitlines()[-lines:]
+    except OSError as exc:
+        return [f"(no log: {exc})"]
+
+
 def status_rows(cfg: LocalConfig) -> list[dict[str, Any]]:
+    """Every service `up` started (its record), running or not: state `up`, `unhealthy` (running, not
+    answering its health check) or `dead` (the recorded process is gone); the log tail when not up.
+    Read-only: a dead service's record stays until the next `up` or `down`."""
     sup = Supervisor(cfg.state_dir)
     rows = []
     names = [*ORDER, *(r.name for r in sup.records() if r.name not in ORDER)]
     for name in names:
-        rec = sup.running(name)
+        rec = sup.get(name)
         if rec is None:
             continue
+        alive = same_program(rec)
+        ok = alive and healthy(cfg, rec)
+        state = "up" if ok else ("unhealthy" if alive else "dead")
         rows.append({"name": name, "pid": rec.pid, "ports": rec.ports, "url": rec.url, "log": rec.log,
-                     "healthy": healthy(cfg, rec)})
+                     "healthy": ok, "state": state, "log_tail": [] if ok else log_tail(rec.log)})
     return rows
 
 
 def status(cfg: LocalConfig, as_json: bool = False) -> int:
+    """Exit 0 when every service `up` started is up; 1 when one is dead or unhealthy, or none is recorded."""
     rows = status_rows(cfg)
     summary_path = cfg.state_dir / SUMMARY_FILE
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    all_up = bool(rows) and all(r["state"] == "up" for r in rows)
     if as_json:
-        print(json.dumps({"services": rows, "models": (summary or {}).get("models", []) if rows else []},
-                         indent=1, default=str))
-        return 0 if rows and all(r["healthy"] for r in rows) else 1
+        print(json.dumps({"ok": all_up, "services": rows,
+                          "models": (summary or {}).get("models", []) if rows else []}, indent=1, default=str))
+        return 0 if all_up else 1
     if not rows:
         print(f"nothing is running (state in {cfg.state_dir}); start with `mlplat local up`")
         return 1
     print(table([[r["name"], str(r["pid"]), ",".join(str(v) for v in r["ports"].values()),
-                  "healthy" if r["healthy"] else "UNHEALTHY", r["url"], r["log"]] for r in rows],
-                ["service", "pid", "ports", "health", "url", "log"]))
-    if summary and any(r["name"] == "mlserver" for r in rows):
+                  r["state"] if r["state"] == "up" else r["state"].upper(), r["url"], r["log"]] for r in rows],
+                ["service", "pid", "ports", "state", "url", "log"]))
+    for r in rows:
+        if r["state"] != "up":
+            what = "is not running" if r["state"] == "dead" else "runs but does not answer its health check"
+            print(f"\n{r['name']} (pid {r['pid']}) {what}; last lines of {r['log']}:")
+            print("\n".join(f"  | {line}" for line in r["log_tail"]) or "  | (empty)")
+    if summary and any(r["name"] == "mlserver" and r["state"] == "up" for r in rows):
         print("\nserved models: " + ", ".join(f"{m['name']} v{m['version']} ({m['alias']})"
                                               for m in summary["models"]))
-    return 0 if all(r["healthy"] for r in rows) else 1
+    if not all_up:
+        down = [r["name"] for r in rows if r["state"] != "up"]
+        print(f"\nDOWN: {', '.join(down)}. `mlplat local up` (same flags) restarts what is down.")
+    return 0 if all_up else 1
 
 
 def down(cfg: LocalConfig) -> int:

@@ -31,9 +31,21 @@ def find_alert_rules() -> tuple[list[dict[str, Any]], str]:
     return rule_groups(REPO_ROOT.as_uri() + "/"), "contracts/alerts.py"
 
 
+def rollback_rules(models: tuple[str, ...], interval_s: int) -> list[dict[str, Any]]:
+    """The automatic-rollback groups of contracts/rollback.py with windows scaled to the local interval."""
+    from contracts.rollback import Timing, rule_groups
+
+    timing = Timing(rate_window=f"{6 * interval_s}s", error_for=f"{2 * interval_s}s",
+                    latency_for=f"{6 * interval_s}s", f1_window="10m", f1_for=f"{12 * interval_s}s",
+                    interval=f"{interval_s}s")
+    return rule_groups(models, REPO_ROOT.as_uri() + "/", timing)
+
+
 def write_config(workdir: Path, metrics_target: str, groups: list[dict[str, Any]],
-                 interval_s: int = 5) -> tuple[Path, Path | None]:
-    """prometheus.yml scraping `metrics_target` (host:port) plus rules/alerts.yml; return both paths."""
+                 interval_s: int = 5, alerts_target: str | None = None) -> tuple[Path, Path | None]:
+    """prometheus.yml scraping `metrics_target` (host:port) plus rules/alerts.yml; return both paths.
+    `alerts_target` (host:port): where firing alerts are posted (the automatic-rollback receiver speaks
+    the Alertmanager v2 alerts API; the local platform runs no Alertmanager)."""
     workdir.mkdir(parents=True, exist_ok=True)
     rules_path = None
     config: dict[str, Any] = {
@@ -44,6 +56,9 @@ def write_config(workdir: Path, metrics_target: str, groups: list[dict[str, Any]
             "static_configs": [{"targets": [metrics_target], "labels": {"namespace": "local"}}],
         }],
     }
+    if alerts_target:
+        config["alerting"] = {"alertmanagers": [{"api_version": "v2",
+                                                  "static_configs": [{"targets": [alerts_target]}]}]}
     if groups:
         rules_path = workdir / "rules" / "alerts.yml"
         rules_path.parent.mkdir(exist_ok=True)
@@ -86,3 +101,25 @@ class PrometheusServer(Service):
 
     def ready(self) -> bool:
         return _http_ok(f"{self.url}/-/ready")
+
+
+class AutoRollbackReceiver(Service):
+    """runbooks/autorollback.py on 127.0.0.1: runs the model-rollback runbook when a rollback alert fires."""
+
+    name = "autorollback"
+
+    def __init__(self, workdir: str | Path, port: int, cfg: Any) -> None:
+        super().__init__(workdir)
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.cfg = cfg
+
+    def command(self) -> list[str]:
+        import sys
+
+        return [sys.executable, "-m", "runbooks.autorollback", "--env", "local", "--host", "127.0.0.1",
+                "--port", str(self.port), "--tracking-uri", self.cfg.mlflow_url, "--serving-url", self.cfg.url("http"),
+                "--state-dir", str(self.cfg.state_dir), "--audit-log", str(self.cfg.path("runbook-audit.jsonl"))]
+
+    def ready(self) -> bool:
+        return _http_ok(f"{self.url}/healthz")

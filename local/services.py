@@ -26,11 +26,12 @@ from local.supervisor import (
 from ml.serving.processes import MLflowServer, MLServerProcess, RedisServer, Service
 
 # Start order; `down` stops in reverse (MLServer before the stores it reads from).
-ORDER = ("redis", "mlflow", "mlserver", "prometheus")
+ORDER = ("redis", "mlflow", "mlserver", "prometheus", "autorollback")
 PORTS_OF = {"redis": ("redis",), "mlflow": ("mlflow",), "mlserver": ("http", "grpc", "metrics"),
-            "prometheus": ("prometheus",)}
+            "prometheus": ("prometheus",), "autorollback": ("autorollback",)}
 PORT_FLAGS = {"mlflow": "--mlflow-port", "http": "--http-port", "grpc": "--grpc-port",
-              "metrics": "--metrics-port", "redis": "--redis-port", "prometheus": "--prometheus-port"}
+              "metrics": "--metrics-port", "redis": "--redis-port", "prometheus": "--prometheus-port",
+              "autorollback": "--autorollback-port"}
 
 
 def port_hint(port_name: str) -> str:
@@ -56,6 +57,10 @@ def build(cfg: LocalConfig, name: str, ports: dict[str, int] | None = None,
         from local.prometheus import PrometheusServer
 
         return PrometheusServer(cfg.path("prometheus"), ports["prometheus"])
+    if name == "autorollback":
+        from local.prometheus import AutoRollbackReceiver
+
+        return AutoRollbackReceiver(cfg.path("autorollback"), ports["autorollback"], cfg)
     raise ValueError(f"unknown service {name!r}; expected one of {', '.join(ORDER)}")
 
 

@@ -66,7 +66,8 @@ def served_identity(cfg: LocalConfig, models: list[ModelState]) -> dict[str, obj
 
 
 def server_env(cfg: LocalConfig) -> dict[str, str]:
-    env = {"MLFLOW_TRACKING_URI": cfg.mlflow_url}
+    # Sampled serving inputs for `mlplat model drift` (ml/common/serving_log.py).
+    env = {"MLFLOW_TRACKING_URI": cfg.mlflow_url, "MLPLAT_SERVING_SAMPLES": str(cfg.path("serving-samples"))}
     if not cfg.otlp_endpoint:
         # Make "off" explicit for any OpenTelemetry SDK a dependency might initialise on its own.
         env["OTEL_SDK_DISABLED"] = "true"

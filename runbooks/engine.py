@@ -9,13 +9,13 @@ verification stops the run and prints the step's rollback.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol, TextIO
+
+# One entry per executed action and its verification; `mlplat model approve` writes the same file.
+from contracts.governance import AuditLog as AuditLog
 
 
 class StepFailed(RuntimeError):
@@ -64,19 +64,6 @@ class RunReport:
     @property
     def ok(self) -> bool:
         return all(s.status in ("planned", "ok") for s in self.steps)
-
-
-class AuditLog:
-    """Append-only JSON lines: one entry per executed action and its verification."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def record(self, **entry: Any) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), **entry}
-        with self.path.open("a") as f:
-            f.write(json.dumps(line, default=str, sort_keys=True) + "\n")
 
 
 def run(runbook: Runbook, ctx: Context, execute: bool, audit: AuditLog, out: TextIO) -> RunReport:

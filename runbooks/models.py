@@ -80,7 +80,7 @@ def _publish_to_slot(ctx: RunContext, slot: str, version: int) -> dict[str, Any]
         return {"slot": artifact_uri(bucket, model, slot), "version": want, "unchanged": "already published"}
     try:
         result = publish(model, want, slot, bucket, tracking_uri=ctx.mlflow.tracking_uri, s3_client=s3,
-                         actor=ctx.actor)
+                         actor=ctx.actor, promotion=ctx.stack.cfg.governance.promotion)
     except PublishError as exc:
         raise StepFailed(str(exc)) from exc
     ctx.kube.touch_model(SELDON_NAMESPACE, resource, want)

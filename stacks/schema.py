@@ -339,6 +339,36 @@ class DataKeysConfig(Section):
     )
 
 
+Cron = Annotated[str, StringConstraints(pattern=r"^(\S+\s+){4}\S+$")]
+
+
+class DriftReportsConfig(Section):
+    enabled: bool = Field(True, description="Run the drift-report CronJob (an Evidently report per enabled model).")
+    schedule: Cron = Field("0 */6 * * *", description="Cron schedule (UTC) of the drift-report CronJob.")
+    window_rows: int = Field(
+        5000, ge=100, le=1_000_000,
+        description="Serving inputs compared with the training reference: the newest N sampled rows.",
+    )
+
+
+class AutoRollbackConfig(Section):
+    enabled: bool = Field(
+        True, description="Roll a new model version back without a person when one of its rollback triggers fires "
+        "(Alertmanager webhook -> the model-rollback receiver, runbooks/model-rollback.md)."
+    )
+
+
+class GovernanceConfig(Section):
+    promotion: Literal["gates", "gatesAndApproval"] = Field(
+        "gates", description="What promotes a version to `champion`: `gates` (the quality gates alone) or "
+        "`gatesAndApproval` (gates plus `mlplat model approve`; unapproved versions are never published to a slot)."
+    )
+    drift_reports: DriftReportsConfig = Field(default_factory=DriftReportsConfig, description="Drift reports.")
+    auto_rollback: AutoRollbackConfig = Field(
+        default_factory=AutoRollbackConfig, description="Automatic rollback on a breached service level."
+    )
+
+
 class PlatformConfig(Section):
     """The whole stack. Top-level keys appear in the stack file as `mlplatform:<key>`."""
 
@@ -361,3 +391,6 @@ class PlatformConfig(Section):
     database: DatabaseConfig = Field(description="RDS PostgreSQL (MLflow backend store).")
     workloads: WorkloadsConfig = Field(default_factory=WorkloadsConfig, description="In-cluster workloads.")
     models: ModelsConfig = Field(default_factory=ModelsConfig, description="Reference models.")
+    governance: GovernanceConfig = Field(
+        default_factory=GovernanceConfig, description="Model governance: approval, drift reports, automatic rollback."
+    )

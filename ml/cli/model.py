@@ -1,10 +1,14 @@
-"""`mlplat model train|evaluate`: train, register and gate a registered model; evaluate an artifact.
+"""`mlplat model train|evaluate|card|approve|drift`: the model lifecycle from the command line.
 
     mlplat model train NAME --data DIR [--tracking-uri URI] [--sample] [--out DIR] [--seed N]
                             [--stack-file Pulumi.<env>.yaml] [--no-register]
     mlplat model evaluate NAME --model URI_OR_DIR --data FILE [--tracking-uri URI]
+    mlplat model card NAME [--version V] [--json] [--tracking-uri URI]
+    mlplat model approve NAME VERSION --by WHO --reason TEXT [--stack-file F] [--no-promote]
+    mlplat model drift NAME [--samples DIR] [--out DIR] [--window N] [--tracking-uri URI]
 
-Both print one JSON document on stdout (logs go to stderr), so they compose with `jq`.
+train, evaluate and approve print one JSON document on stdout (logs go to stderr), so they compose
+with `jq`; card prints Markdown (or JSON with --json).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ def plugin_for(name: str) -> ModelPlugin:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("model", help="train / evaluate the registered models")
+    parser = subparsers.add_parser("model", help="train / evaluate / approve the registered models; cards, drift")
     sub = parser.add_subparsers(dest="model_command", metavar="ACTION", required=True)
     names = model_registry.names()
 
@@ -56,6 +60,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--seed", type=int, default=0, help="seed of any random split the evaluation makes")
     ev.set_defaults(func=run_evaluate)
 
+    card = sub.add_parser("card", help="show the model card of a registered version")
+    card.add_argument("name", choices=names)
+    card.add_argument("--version", help="registry version (default: the champion, else the challenger)")
+    card.add_argument("--json", action="store_true", help="the card as JSON instead of Markdown")
+    card.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or .local/mlflow)")
+    card.set_defaults(func=run_card)
+
+    ap = sub.add_parser("approve", help="record an approval of a version (MLflow tags + audit log) and promote it")
+    ap.add_argument("name", choices=names)
+    ap.add_argument("version")
+    ap.add_argument("--by", required=True, help="who approves (recorded)")
+    ap.add_argument("--reason", required=True, help="why (recorded)")
+    ap.add_argument("--stack-file", type=Path, help="the stack whose environment is recorded in the audit log")
+    ap.add_argument("--no-promote", action="store_true", help="record the approval only; leave `champion` as is")
+    ap.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or .local/mlflow)")
+    ap.add_argument("--audit-log", type=Path,
+                    help="audit log (default $MLPLAT_AUDIT_LOG or .local/runbook-audit.jsonl)")
+    ap.set_defaults(func=run_approve)
+
+    from ml.cli.drift import register as register_drift
+
+    register_drift(sub, names)
+
 
 def _emit(doc: dict[str, Any]) -> None:
     print(json.dumps(doc, indent=2, sort_keys=True, default=str))
@@ -76,20 +103,50 @@ def run_train(args: argparse.Namespace) -> int:
             print(f"mlplat model train: --data {args.data} is not a directory (use --sample to generate one)",
                   file=sys.stderr)
             return 2
+        from ml.common.contract import DataContractError
+        from ml.common.validation import recording
+
         started = time.perf_counter()
-        result = plugin.train(args.data, out_dir, params=args.params, seed=args.seed)
+        with recording() as validations:
+            try:
+                result = plugin.train(args.data, out_dir, params=args.params, seed=args.seed)
+            except DataContractError as exc:
+                return _refused(args, exc, validations)
         doc: dict[str, Any] = {
             "model": args.name, "artifact": str(out_dir), "metrics": result.metrics,
             "train_seconds": round(time.perf_counter() - started, 2),
         }
         if not args.no_register:
             from ml.common.gates import load_gates
+            from ml.common.governance import promotion_policy
             from ml.common.pipeline import publish
 
             gates = load_gates(args.name, args.stack_file)
-            doc["registry"] = publish(result, args.tracking_uri, gates=gates).as_dict()
+            doc["registry"] = publish(result, args.tracking_uri, gates=gates,
+                                      promotion=promotion_policy(args.stack_file), data_dir=args.data,
+                                      validations=validations).as_dict()
     _emit(doc)
     return 0
+
+
+def _refused(args: argparse.Namespace, exc: Exception, validations: list[Any]) -> int:
+    """The training data failed validation: print pandera's report and record a FAILED run with it."""
+    report = getattr(exc, "report", None)
+    print(f"mlplat model train: the training data failed validation: {exc}", file=sys.stderr)
+    if report:
+        print(json.dumps(report, indent=1, default=str), file=sys.stderr)
+    if not args.no_register:
+        from ml.common.tracking import ensure_experiment
+
+        client = _client(args.tracking_uri)
+        exp = ensure_experiment(client, f"mlplat-{args.name}", client.tracking_uri)
+        run = client.create_run(exp, run_name=f"train-{args.name}",
+                                tags={"mlplat.model": args.name, "validation.passed": "false"})
+        client.log_dict(run.info.run_id, {"passed": False, "error": str(exc),
+                                          "results": [v.as_dict() for v in validations]}, "validation/training.json")
+        client.set_terminated(run.info.run_id, "FAILED")
+        print(f"recorded as FAILED run {run.info.run_id} (artifact validation/training.json)", file=sys.stderr)
+    return 1
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -104,4 +161,51 @@ def run_evaluate(args: argparse.Namespace) -> int:
         model_dir = resolve_model_dir(args.model, args.tracking_uri)
         metrics = plugin.evaluate(model_dir, args.data, seed=args.seed)
     _emit(metrics)
+    return 0
+
+
+def _client(tracking_uri: str | None) -> Any:
+    from mlflow import MlflowClient
+
+    from ml.common.tracking import default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri()
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def run_card(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    from ml.common import card
+
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            doc = card.load(_client(args.tracking_uri), args.name, args.version)
+        except LookupError as exc:
+            print(f"mlplat model card: {exc}", file=sys.stderr)
+            return 1
+    if args.json:
+        _emit(doc)
+    else:
+        print(card.render_markdown(doc))
+    return 0
+
+
+def run_approve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    from contracts.governance import AuditLog
+    from ml.common.governance import ApprovalError, approve
+
+    env = "local"
+    if args.stack_file is not None:
+        from stacks.config import load_stack_file
+
+        env = str(load_stack_file(args.stack_file).environment)
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            result = approve(_client(args.tracking_uri), args.name, args.version, args.by, args.reason,
+                             promote=not args.no_promote, env=env, audit=AuditLog(args.audit_log))
+        except ApprovalError as exc:
+            print(f"mlplat model approve: {exc}", file=sys.stderr)
+            return 1
+    _emit(result)
     return 0

@@ -20,6 +20,10 @@ DEGRADED = "mlplat_model_degraded_responses_total"
 INVALID = "mlplat_model_invalid_requests_total"
 DRIFT_PSI = "mlplat_model_drift_psi"
 FEATURE_FETCH = "mlplat_model_online_feature_fetch_seconds"
+# Service levels per registry version (contracts/rollback.py): `model` is the registered model name and
+# `version` the registry version the runtime loaded, so a canary's rollback triggers see it alone.
+REQUESTS = "mlplat_model_requests_total"
+REQUEST_SECONDS = "mlplat_model_request_seconds"
 
 # name -> (type, labels, help)
 METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -33,7 +37,12 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     DRIFT_PSI: ("gauge", ("model", "feature"), "Population Stability Index of a sliding window of live "
                 "inputs/scores against the training reference distribution."),
     FEATURE_FETCH: ("histogram", ("model",), "Latency of the online feature fetch (seconds)."),
+    REQUESTS: ("counter", ("model", "version", "outcome"), "Inference requests per registered model and registry "
+               "version, by outcome: ok, invalid (4xx: refused input) or error (5xx)."),
+    REQUEST_SECONDS: ("histogram", ("model", "version"), "Inference latency in the runtime (seconds) per registered "
+                      "model and registry version."),
 }
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 SCORE_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 FETCH_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05)
@@ -63,16 +72,37 @@ class RuntimeMetrics:
         self._fetch = _get_or_create(FEATURE_FETCH, Histogram, buckets=FETCH_BUCKETS)
         self.prediction = self._prediction.labels(model=self.model)
         self.fetch_seconds = self._fetch.labels(model=self.model)
+        self._children: dict[tuple[object, ...], object] = {}
+
+    def _child(self, metric: object, **labels: str) -> object:
+        # labels() takes a lock and builds a key on every call; the label sets are few: keep them.
+        key = (id(metric), *labels.values())
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(model=self.model, **labels)
+        return child
 
     def predicted(self, cls: str, n: int = 1) -> None:
-        self._cls.labels(model=self.model, cls=cls).inc(n)
+        self._child(self._cls, cls=cls).inc(n)
 
     def degraded(self, reason: str, n: int = 1) -> None:
-        self._degraded.labels(model=self.model, reason=reason).inc(n)
+        self._child(self._degraded, reason=reason).inc(n)
 
     def invalid(self, reason: str) -> None:
-        self._invalid.labels(model=self.model, reason=reason).inc()
+        self._child(self._invalid, reason=reason).inc()
 
     def drift(self, values: dict[str, float]) -> None:
         for feature, value in values.items():
-            self._psi.labels(model=self.model, feature=feature).set(value)
+            self._child(self._psi, feature=feature).set(value)
+
+
+class VersionMetrics:
+    """Requests and latency of one loaded registry version (the rollback triggers' inputs)."""
+
+    def __init__(self, model: str, version: str) -> None:
+        requests = _get_or_create(REQUESTS, Counter)
+        self.ok = requests.labels(model=model, version=version, outcome="ok")
+        self.invalid = requests.labels(model=model, version=version, outcome="invalid")
+        self.error = requests.labels(model=model, version=version, outcome="error")
+        self.seconds = _get_or_create(REQUEST_SECONDS, Histogram, buckets=LATENCY_BUCKETS).labels(
+            model=model, version=version)

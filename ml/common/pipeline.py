@@ -4,7 +4,8 @@ Each model's `pipeline.py` loads its data, splits, fits, evaluates on held-out r
 serving artifact directory (`TrainOutput`). `publish` then records the run and registers the
 version as `challenger`; it becomes `champion` only if every quality gate passes. The gate result
 is logged on the run (metrics `gate.<m>.threshold`, tags `gate.<m>` = pass/fail, `gate.passed`) and
-on the model version (tags).
+on the model version (tags); so are the training-data validations (pandera) and the model card
+(ml/common/card.py).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from contracts.governance import GATES, GATES_AND_APPROVAL, PENDING_APPROVAL, VALIDATION_PASSED
 from ml.common.gates import GateResult, check_gates, load_gates
 from ml.common.tracking import (
     ARTIFACT_PATH,
@@ -25,6 +27,9 @@ from ml.common.tracking import (
     mlflow_key,
     register_version,
 )
+
+if TYPE_CHECKING:
+    from ml.common.validation import ValidationResult
 
 log = logging.getLogger(__name__)
 METADATA_FILE = "mlplat-model.json"
@@ -37,6 +42,8 @@ class TrainOutput:
     params: dict[str, Any]
     metrics: dict[str, float]  # on held-out data
     info: dict[str, Any] = field(default_factory=dict)  # data sizes etc., logged as params
+    # Held-out metrics per data segment (e.g. per source), when the data has segments: the model card.
+    segments: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -46,6 +53,12 @@ class PublishResult:
     gate: GateResult
     champion: bool
     tracking_uri: str
+    promotion: str = GATES  # the stack's promotion policy (contracts/governance.py)
+    card: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pending_approval(self) -> bool:
+        return self.gate.passed and not self.champion and self.promotion == GATES_AND_APPROVAL
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +67,8 @@ class PublishResult:
             "aliases": [CHALLENGER, *([CHAMPION] if self.champion else [])],
             "gates_passed": self.gate.passed,
             "gates": self.gate.summary(),
+            "promotion": self.promotion,
+            "pending_approval": self.pending_approval,
             "tracking_uri": self.tracking_uri,
         }
 
@@ -76,10 +91,18 @@ def publish(
     tracking_uri: str | None = None,
     gates: dict[str, float] | None = None,
     experiment: str | None = None,
+    *,
+    promotion: str = GATES,
+    data_dir: Path | None = None,
+    validations: list[ValidationResult] | None = None,
 ) -> PublishResult:
-    """Log params/metrics/artifact to MLflow, register a version, set `challenger` (+`champion` if gated in)."""
+    """Log params/metrics/artifact to MLflow, register a version, set `challenger`, and `champion` if
+    gated in and the promotion policy needs nothing more (`gatesAndApproval`: an approval promotes it).
+    The data validations made while training and the model card are logged on the same run."""
     import mlflow
     from mlflow import MlflowClient
+
+    from ml.common import card as model_card
 
     uri = tracking_uri or default_tracking_uri()
     mlflow.set_tracking_uri(uri)
@@ -97,17 +120,29 @@ def publish(
             mlflow.log_metric(f"gate.{key}.threshold", check.threshold)
             mlflow.set_tag(f"gate.{key}", "pass" if check.passed else "fail")
         mlflow.set_tags({"gate.passed": str(gate.passed).lower(), "gate.summary": gate.summary(),
-                         "mlplat.model": out.name})
+                         "mlplat.model": out.name, "mlplat.promotion": promotion})
+        validation = model_card.log_validations(validations or [])
         mlflow.log_artifacts(str(out.model_dir), artifact_path=ARTIFACT_PATH)
         source = f"{run.info.artifact_uri.rstrip('/')}/{ARTIFACT_PATH}"
         run_id = run.info.run_id
 
-    tags = {"gate.passed": str(gate.passed).lower(), "gate.summary": gate.summary()}
+    tags = {"gate.passed": str(gate.passed).lower(), "gate.summary": gate.summary(), "mlplat.promotion": promotion}
+    if validation is not None:
+        tags[VALIDATION_PASSED] = str(validation["passed"]).lower()
+    promote = gate.passed and promotion == GATES
+    if gate.passed and not promote:
+        tags[PENDING_APPROVAL] = "true"
     version = register_version(client, out.name, run_id, source, tags)
     client.set_registered_model_alias(out.name, CHALLENGER, version)
-    if gate.passed:
+    if promote:
         client.set_registered_model_alias(out.name, CHAMPION, version)
         log.info("%s v%s promoted to champion (%s)", out.name, version, gate.summary())
+    elif gate.passed:
+        log.warning("%s v%s stays challenger until approved (%s): mlplat model approve %s %s --by WHO --reason ...",
+                    out.name, version, promotion, out.name, version)
     else:
         log.warning("%s v%s stays challenger: quality gates failed (%s)", out.name, version, gate.summary())
-    return PublishResult(run_id, version, gate, gate.passed, uri)
+    result = PublishResult(run_id, version, gate, promote, uri, promotion)
+    result.card = model_card.build(out, result, data_dir=data_dir, validation=validation)
+    model_card.log_card(client, run_id, result.card)
+    return result

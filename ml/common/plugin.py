@@ -63,6 +63,26 @@ class ModelPlugin(ABC):
     def evaluate(self, model_dir: Path, data_file: Path, *, seed: int = 0) -> dict[str, float]:
         """Metrics of the artifact in `model_dir` on one file with the schema of a dataset file."""
 
+    # ---- model card (ml/common/card.py) -----------------------------------------------------------
+
+    #: How the held-out metrics were measured (split, what is held out, what is chosen on training data).
+    evaluation_protocol: str = "metrics measured on rows held out from training (see the model's pipeline.py)"
+    #: What the model is known not to do well, or not to be used for (beyond `ModelSpec.intended_use`).
+    limitations: tuple[str, ...] = ()
+
+    def data_files(self, data_dir: Path) -> list[Path]:
+        """The files of `data_dir` that training reads (the card lists them with their SHA-256)."""
+        return []
+
+    def feature_names(self, model_dir: Path) -> list[str]:
+        """The model's inputs, for the card; default: the monitored inputs of the drift reference."""
+        import json
+
+        ref = Path(model_dir) / "reference.json"
+        if not ref.is_file():
+            return []
+        return [f for f in json.loads(ref.read_text()).get("features", {}) if f != "score"]
+
     # ---- serving ---------------------------------------------------------------------------------
 
     @abstractmethod

@@ -22,7 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from contracts.governance import GATES, GATES_AND_APPROVAL, PROMOTION_POLICIES
 from contracts.model_slots import MODEL_SETTINGS_FILE, artifact_model_settings, artifact_uri, slot_prefix
+from ml.common.governance import missing_for_production
 
 MARKER = "PUBLISHED.json"
 
@@ -144,8 +146,12 @@ def read_marker(bucket: str, model: str, slot: str, *, s3_client: Any) -> dict[s
 
 
 def publish(model: str, version: int | str, slot: str, bucket: str, *, tracking_uri: str | None,
-            s3_client: Any, actor: str | None = None) -> PublishResult:
+            s3_client: Any, actor: str | None = None, promotion: str = GATES) -> PublishResult:
     """Copy `models:/<model>/<version>` to the slot so that it holds exactly that version, then verify.
+
+    `promotion` is the stack's `governance.promotion`: under `gatesAndApproval` (staging, prod) a
+    version whose gates did not pass or that has no recorded approval is refused before anything is
+    touched, with a message naming what is missing.
 
     Order: drop the old marker, upload the new files (model-settings.json included), delete what the
     previous version had and the new one lacks, write the marker; then list the prefix and read the
@@ -162,6 +168,11 @@ def publish(model: str, version: int | str, slot: str, bucket: str, *, tracking_
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     mv = _model_version(client, model, version)
+    if promotion == GATES_AND_APPROVAL:
+        missing = missing_for_production(dict(mv.tags or {}), promotion)
+        if missing:
+            raise PublishError(f"models:/{model}/{version} may not serve from the {slot} slot of a stack whose "
+                               f"promotion policy is {promotion}: it lacks {'; '.join(missing)}")
     with tempfile.TemporaryDirectory(prefix="mlplat-publish-") as tmp:
         folder = _download(client, model, version, Path(tmp))
         files = _files(folder)
@@ -221,11 +232,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("slot")
     p.add_argument("--bucket", required=True, help="the models bucket (stack output buckets.models)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
+    p.add_argument("--promotion", choices=PROMOTION_POLICIES, default=None,
+                   help="promotion policy (default: governance.promotion of --stack-file, else gatesAndApproval)")
+    p.add_argument("--stack-file", default=None, help="Pulumi.<env>.yaml whose governance.promotion applies")
     args = p.parse_args(argv)
+    promotion = args.promotion
+    if promotion is None:
+        from ml.common.governance import promotion_policy
+
+        promotion = promotion_policy(args.stack_file) if args.stack_file else GATES_AND_APPROVAL
     started = time.perf_counter()
     try:
         result = publish(args.model, args.version, args.slot, args.bucket, tracking_uri=args.tracking_uri,
-                         s3_client=boto3.client("s3"))
+                         s3_client=boto3.client("s3"), promotion=promotion)
     except PublishError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

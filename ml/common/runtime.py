@@ -12,6 +12,9 @@ Model-settings `parameters.extra` keys understood by every runtime:
   max_batch      largest accepted batch (rows per request), default 256
   drift_window   observations per feature in the PSI window, default 1000
   drift_min_samples  observations needed before a PSI is reported, default 100
+  serving_samples  where sampled serving inputs go (a directory or s3://bucket/prefix; else
+                 $MLPLAT_SERVING_SAMPLES; unset: no sampling), read by the drift reports
+  serving_sample_rate  share of rows sampled, default 0.1
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import logging
 import math
 import os
 import sys
+import time
 from abc import abstractmethod
 from pathlib import Path
 from typing import Any
@@ -31,7 +35,8 @@ from mlserver.errors import MLServerError
 from mlserver.types import InferenceRequest, InferenceResponse, RequestInput, ResponseOutput
 
 from ml.common.drift import REFERENCE_FILE, DriftMonitor, Reference
-from ml.common.metrics import RuntimeMetrics
+from ml.common.metrics import RuntimeMetrics, VersionMetrics
+from ml.common.serving_log import ServingSampler, served_identity
 from ml.common.tracking import pin_alias, resolve_model_dir
 
 log = logging.getLogger(__name__)
@@ -147,6 +152,10 @@ class ReferenceRuntime(MLModel):
         self.model_dir = resolve_model_dir(uri, extra.get("tracking_uri"))
         self.max_batch = int(extra.get("max_batch", self.max_batch))
         self.metrics = RuntimeMetrics(self.name)
+        # Governance: service levels per registry version, and a sample of the inputs for drift reports.
+        model_name, version = served_identity(self.model_dir, self.name, self.registry_version)
+        self.version_metrics = VersionMetrics(model_name, version)
+        self.samples = ServingSampler.from_settings(extra, model_name, version)
         self.drift: DriftMonitor | None = None
         if (self.model_dir / REFERENCE_FILE).is_file():
             self.drift = DriftMonitor(
@@ -186,11 +195,19 @@ class ReferenceRuntime(MLModel):
     async def infer(self, request: InferenceRequest) -> InferenceResponse: ...
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        started = time.perf_counter()
         try:
-            return await self.infer(payload)
+            response = await self.infer(payload)
         except (BadRequest, Unprocessable) as exc:
             self.metrics.invalid(type(exc).__name__.lower())
+            self.version_metrics.invalid.inc()
             raise
+        except Exception:
+            self.version_metrics.error.inc()
+            raise
+        self.version_metrics.seconds.observe(time.perf_counter() - started)
+        self.version_metrics.ok.inc()
+        return response
 
     # ---- validation helpers -------------------------------------------------------------------
 
@@ -258,6 +275,8 @@ class ReferenceRuntime(MLModel):
 
     def observe(self, columns: dict[str, np.ndarray | list[float]]) -> None:
         """Feed monitored columns (reference feature names) to the drift window; refresh gauges."""
+        if self.samples is not None:
+            self.samples.add(columns)
         if self.drift is None:
             return
         n = 0

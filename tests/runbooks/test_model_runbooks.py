@@ -26,7 +26,8 @@ BUCKET = "mlplat-test-models"
 @pytest.fixture
 def registry(mlflow_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[MlflowClient, str]:
     """Reference model `fraud` (the slots serve reference models only), registered afresh with three
-    versions whose artifact holds `version.txt` = the version; champion = 3, challenger = 3."""
+    versions whose artifact holds `version.txt` = the version; champion = 3, challenger = 3. Each version
+    passed its gates and was approved (staging and prod require it before a slot may serve it)."""
     client = MlflowClient(tracking_uri=mlflow_url)
     name = "fraud"
     with contextlib.suppress(MlflowException):
@@ -37,7 +38,8 @@ def registry(mlflow_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple
         folder = tmp_path_factory.mktemp("artifact")
         (folder / "version.txt").write_text(str(i + 1))
         client.log_artifacts(run_.info.run_id, str(folder), artifact_path="model")
-        client.create_model_version(name, source=f"{run_.info.artifact_uri}/model", run_id=run_.info.run_id)
+        client.create_model_version(name, source=f"{run_.info.artifact_uri}/model", run_id=run_.info.run_id,
+                                    tags={"gate.passed": "true", "approval.status": "approved"})
     client.set_registered_model_alias(name, "champion", "3")
     client.set_registered_model_alias(name, "challenger", "3")
     return client, name
@@ -182,3 +184,16 @@ def test_canary_promotion_plan_rerun_and_refusal(registry, mlflow_url, s3, tmp_p
     ctx = RunContext(env="prod", tracking_uri=mlflow_url, kube=None, params={"model": name}, stack_outputs=OUTPUTS)
     assert not run(CANARY_PROMOTION, ctx, execute=True, audit=AuditLog(tmp_path / "b"), out=out).ok
     assert "no Kubernetes access (--kube cluster)" in out.getvalue() and not (tmp_path / "b").exists()
+
+
+def test_canary_promotion_on_prod_refuses_an_unapproved_challenger(registry, mlflow_url, s3, tmp_path):
+    """prod's promotion policy is gatesAndApproval: an unapproved version never reaches a Seldon slot."""
+    client, name = registry
+    client.delete_model_version_tag(name, "3", "approval.status")
+    kube = _kube(name)
+    out = io.StringIO()
+    ctx = RunContext(env="prod", tracking_uri=mlflow_url, kube=kube, params={"model": name}, stack_outputs=OUTPUTS)
+    report = run(CANARY_PROMOTION, ctx, execute=True, audit=AuditLog(tmp_path / "audit"), out=out)
+    assert not report.ok
+    assert "it lacks a recorded approval (`mlplat model approve" in out.getvalue()
+    assert read_marker(BUCKET, name, "challenger", s3_client=s3) is None  # nothing was published

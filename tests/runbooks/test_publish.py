@@ -12,6 +12,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from contracts.governance import AuditLog
 from contracts.model_slots import artifact_model_settings
 from ml.common.publish import MARKER, PublishError, publish, read_marker
 
@@ -124,9 +125,37 @@ def test_command_line_prints_the_result_or_the_error(mlflow_url, s3, tmp_path, c
     fresh(client, "sentiment")
     v1, run1 = register(client, "sentiment", {"vocab.json": "{}"}, tmp_path)
     capsys.readouterr()  # MLflow's own run messages
-    assert main(["sentiment", v1, "champion", "--bucket", BUCKET, "--tracking-uri", mlflow_url]) == 0
+    # By hand the strict policy applies unless a stack file or --promotion says otherwise.
+    assert main(["sentiment", v1, "champion", "--bucket", BUCKET, "--tracking-uri", mlflow_url]) == 1
+    err = capsys.readouterr().err
+    assert "lacks passing quality gates (no gate result recorded); a recorded approval" in err
+    assert main(["sentiment", v1, "champion", "--bucket", BUCKET, "--tracking-uri", mlflow_url,
+                 "--stack-file", "stacks/Pulumi.dev.yaml"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["uri"] == f"s3://{BUCKET}/sentiment/champion/" and printed["run_id"] == run1
     assert printed["files"] == 2 and printed["seconds"] >= 0
     assert main(["sentiment", v1, "canary", "--bucket", BUCKET, "--tracking-uri", mlflow_url]) == 1
     assert "unknown model slot 'canary'" in capsys.readouterr().err
+
+
+def test_a_stack_requiring_approval_refuses_until_the_version_is_approved(mlflow_url, s3, tmp_path):
+    """governance.promotion = gatesAndApproval (staging, prod): gates alone are not enough."""
+    from ml.common.governance import approve
+
+    client = MlflowClient(tracking_uri=mlflow_url)
+    fresh(client, "fraud")
+    version, _ = register(client, "fraud", {"model.txt": "gated"}, tmp_path)
+    with pytest.raises(PublishError, match=r"lacks passing quality gates \(no gate result recorded\)"):
+        publish("fraud", version, "champion", BUCKET, tracking_uri=mlflow_url, s3_client=s3,
+                promotion="gatesAndApproval")
+    client.set_model_version_tag("fraud", version, "gate.passed", "true")
+    with pytest.raises(PublishError) as refused:
+        publish("fraud", version, "champion", BUCKET, tracking_uri=mlflow_url, s3_client=s3,
+                promotion="gatesAndApproval")
+    assert str(refused.value) == (
+        f"models:/fraud/{version} may not serve from the champion slot of a stack whose promotion policy is "
+        "gatesAndApproval: it lacks a recorded approval (`mlplat model approve NAME VERSION --by WHO --reason ...`)")
+    assert read_marker(BUCKET, "fraud", "champion", s3_client=s3) is None
+    approve(client, "fraud", version, "alice", "card reviewed", audit=AuditLog(tmp_path / "audit.jsonl"), env="prod")
+    assert publish("fraud", version, "champion", BUCKET, tracking_uri=mlflow_url, s3_client=s3,
+                   promotion="gatesAndApproval").version == version

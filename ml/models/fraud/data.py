@@ -1,9 +1,10 @@
 """Data contract of the fraud model: the `credit_card_fraud_10k.csv` file schema, its loader,
 the feature encoding shared by training and the online runtime, and a synthetic sample generator.
 
-The loader reads every cell as text and parses it column by column, so a bad cell is reported with
-its file, column, 1-based data row and value (`DataContractError`) instead of surfacing later as a
-pandas dtype surprise. The shared file has no documented defects (no empty cells, every row as wide
+The loader reads every cell as text and validates it with the pandera schemas below (the cells as
+written, then the parsed frame), so a bad cell is reported with its file, column, 1-based data row
+and value (`DataContractError`, pandera's failure-case report attached) instead of surfacing later
+as a pandas dtype surprise. The shared file has no documented defects (no empty cells, every row as wide
 as the header), so there is nothing to repair: any deviation refuses the file. What the loader does
 note is recorded in `frame.attrs["contract"]` (source, rows, positives, compression).
 """
@@ -11,8 +12,10 @@ note is recorded in `frame.attrs["contract"]` (source, rows, positives, compress
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -55,47 +58,91 @@ def _first_bad(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
-def _parse_int(path: Path, column: str, text: pd.Series) -> np.ndarray:
-    bad = ~text.str.fullmatch(r"[+-]?\d{1,18}").to_numpy(dtype=bool)
-    if bad.any():
-        i = _first_bad(bad)
-        raise DataContractError(path, "expected an integer", column, i + 1, text.iloc[i])
-    ints = text.to_numpy().astype(np.int64)
-    low, high = INT_RANGES[column]
-    out = (ints < low) | (ints > high)
-    if out.any():
-        i = _first_bad(out)
-        raise DataContractError(path, f"value outside the allowed range {low}..{high}", column, i + 1,
-                                text.iloc[i])
-    return ints
+def _finite(text: pd.Series) -> pd.Series:
+    return pd.Series(np.isfinite(pd.to_numeric(text, errors="coerce").to_numpy(dtype=float)), index=text.index)
 
 
-def _parse_amount(path: Path, text: pd.Series) -> np.ndarray:
-    values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        i = _first_bad(bad)
-        raise DataContractError(path, "expected a finite number", "amount", i + 1, text.iloc[i])
-    if (values < 0).any():
-        i = _first_bad(values < 0)
-        raise DataContractError(path, "amount must be >= 0", "amount", i + 1, text.iloc[i])
-    return values
+# The contract as pandera schemas (ml/common/validation.py), in two passes: the cells as written
+# (every column text: present, non-empty, parseable, in the allowed set), then the parsed frame
+# (ranges, uniqueness). A failure names file, column, row and the cell as written. Built on first
+# use: pandera is not imported where only the encoding is needed (the serving runtime).
+_EMPTY = "empty cell (or the row has fewer fields than the header)"
 
 
-def _parse_choice(path: Path, column: str, text: pd.Series, allowed: list[str]) -> np.ndarray:
-    bad = ~text.isin(allowed).to_numpy()
-    if bad.any():
-        i = _first_bad(bad)
-        raise DataContractError(path, f"value not in the allowed set {allowed}", column, i + 1, text.iloc[i])
-    return text.to_numpy()
+def _text_column(column: str) -> Any:
+    import pandera.pandas as pa
+
+    from ml.common.validation import integer_text, non_empty_text
+
+    checks = [non_empty_text(_EMPTY)]
+    if column == "amount":
+        checks.append(pa.Check(_finite, error="expected a finite number"))
+    elif column == "merchant_category":
+        checks.append(pa.Check.isin(list(MERCHANT_CATEGORIES),
+                                    error=f"value not in the allowed set {list(MERCHANT_CATEGORIES)}"))
+    elif column == LABEL:
+        checks.append(pa.Check.isin(list(LABEL_VALUES), error=f"value not in the allowed set {list(LABEL_VALUES)}"))
+    else:
+        checks.append(integer_text())
+    return pa.Column(str, checks=checks)
+
+
+@functools.cache
+def text_schema() -> Any:
+    import pandera.pandas as pa
+
+    from ml.common.validation import has_rows
+
+    return pa.DataFrameSchema({c: _text_column(c) for c in RAW_COLUMNS}, strict=True, ordered=False,
+                              checks=[has_rows()], name="fraud.transactions.cells")
+
+
+def _range(column: str) -> Any:
+    import pandera.pandas as pa
+
+    lo, hi = INT_RANGES[column]
+    return pa.Check.in_range(lo, hi, error=f"value outside the allowed range {lo}..{hi}")
+
+
+@functools.cache
+def typed_schema() -> Any:
+    import pandera.pandas as pa
+
+    return pa.DataFrameSchema(
+        {
+            ID: pa.Column("int64", _range(ID), unique=True, report_duplicates="exclude_first"),
+            "amount": pa.Column("float64", pa.Check.ge(0, error="amount must be >= 0")),
+            **{c: pa.Column("int64", _range(c)) for c in INT_RANGES if c != ID},
+            "merchant_category": pa.Column(str),
+            LABEL: pa.Column("int64", pa.Check.isin([0, 1])),
+        },
+        strict=True, name="fraud.transactions",
+    )
+
+
+@functools.cache
+def serving_schema() -> Any:
+    """Sampled serving inputs (the columns the runtime monitors, ml/common/serving_log.py): request
+    features and the returned score; the drift report runs it on the serving window."""
+    import pandera.pandas as pa
+
+    return pa.DataFrameSchema(
+        {
+            "score": pa.Column(float, pa.Check.in_range(0, 1), coerce=True),
+            "amount": pa.Column(float, pa.Check.ge(0), coerce=True),
+            **{c: pa.Column(float, _range(c), coerce=True)
+               for c in ("transaction_hour", "device_trust_score", "velocity_last_24h", "cardholder_age")},
+        },
+        strict=False, name="fraud.serving_inputs",
+    )
 
 
 def load_transactions(path: Path) -> pd.DataFrame:
     """Read and validate one transactions file (`.csv` or `.csv.gz`); `is_fraud` becomes int 0/1.
 
-    Raises DataContractError naming the file, column, row and value of the first problem: missing
-    or unexpected column, empty file, empty cell, wrong type, value outside the allowed set/range,
-    or a duplicate transaction_id.
+    Raises DataContractError naming the file, column, row and value of the first problem (pandera's
+    full report attached): missing or unexpected column, empty file, empty cell, wrong type, value
+    outside the allowed set/range, or a duplicate transaction_id.
     """
     path = Path(path)
     if not path.is_file():
@@ -110,37 +157,20 @@ def load_transactions(path: Path) -> pd.DataFrame:
     except (UnicodeDecodeError, gzip.BadGzipFile, OSError) as exc:
         raise DataContractError(path, f"cannot be read as {'gzip ' if path.suffix == '.gz' else ''}"
                                       f"UTF-8 CSV: {exc}") from exc
-    missing = [c for c in RAW_COLUMNS if c not in raw.columns]
-    if missing:
-        raise DataContractError(path, f"missing column(s) {missing}; found columns {list(raw.columns)}",
-                                missing[0])
-    extra = [c for c in raw.columns if c not in RAW_COLUMNS]
-    if extra:
-        raise DataContractError(path, f"unexpected column(s) {extra}; expected columns {RAW_COLUMNS}", extra[0])
-    if raw.empty:
-        raise DataContractError(path, "file has a header but no data rows")
-    for column in RAW_COLUMNS:
-        empty = (raw[column].str.strip() == "").to_numpy()
-        if empty.any():
-            # pandas pads a row with fewer fields than the header with empty cells
-            raise DataContractError(path, "empty cell (or the row has fewer fields than the header)", column,
-                                    _first_bad(empty) + 1, "")
+    from ml.common.validation import validate
 
+    validate(text_schema(), raw, path)
     frame = pd.DataFrame(index=raw.index)
     for column in RAW_COLUMNS:
         if column == "amount":
-            frame[column] = _parse_amount(path, raw[column])
+            frame[column] = pd.to_numeric(raw[column]).astype("float64")
         elif column == "merchant_category":
-            frame[column] = _parse_choice(path, column, raw[column], list(MERCHANT_CATEGORIES))
+            frame[column] = raw[column].to_numpy()
         elif column == LABEL:
-            text = _parse_choice(path, column, raw[column], list(LABEL_VALUES))
-            frame[column] = np.array([LABEL_VALUES[v] for v in text], dtype=np.int64)
+            frame[column] = raw[column].map(LABEL_VALUES).astype("int64")
         else:
-            frame[column] = _parse_int(path, column, raw[column])
-    dup = frame[ID].duplicated().to_numpy()
-    if dup.any():
-        i = _first_bad(dup)
-        raise DataContractError(path, "duplicate transaction_id", ID, i + 1, int(frame[ID].iloc[i]))
+            frame[column] = raw[column].str.strip().astype("int64")
+    frame = validate(typed_schema(), frame[RAW_COLUMNS], path, raw=raw)
     frame.attrs["contract"] = {
         "source": str(path), "rows": len(frame), "positives": int(frame[LABEL].sum()),
         "compressed": path.suffix == ".gz", "defects_repaired": {},  # none documented for this file

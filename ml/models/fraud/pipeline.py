@@ -55,7 +55,25 @@ def train(data_dir: Path, out_dir: Path, params: dict[str, Any] | None = None, s
     write_metadata(out_dir, NAME, metrics, used)
     info = {"rows": len(frame), "train_rows": len(train_df), "test_rows": len(test_df),
             "positives": int(frame["is_fraud"].sum()), "seed": seed}
-    return TrainOutput(NAME, out_dir, used, metrics, info)
+    return TrainOutput(NAME, out_dir, used, metrics, info, segments=segment_metrics(model, test_df))
+
+
+SEGMENTS = {"domestic": ("foreign_transaction", 0), "foreign": ("foreign_transaction", 1)}
+
+
+def segment_metrics(model: Any, test_df: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Held-out metrics per segment (domestic / foreign transactions); a segment with one class only
+    reports its size (AUC and F1 need both classes)."""
+    out: dict[str, dict[str, float]] = {}
+    for name, (column, value) in SEGMENTS.items():
+        part = test_df[test_df[column] == value]
+        if part.empty:
+            continue
+        if part["is_fraud"].nunique() < 2:
+            out[name] = {"rows": float(len(part)), "positives": float(part["is_fraud"].sum())}
+            continue
+        out[name] = {k: float(v) for k, v in algorithm.evaluate(model, part).items() if k != "threshold"}
+    return out
 
 
 def evaluate(model_dir: Path, data_file: Path) -> dict[str, float]:

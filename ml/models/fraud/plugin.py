@@ -11,6 +11,23 @@ from ml.models.fraud import data, pipeline
 
 
 class FraudPlugin(ModelPlugin):
+    evaluation_protocol = ("Stratified split of the transactions (25 % held out, `seed`); the decision threshold is "
+                           "chosen by cross-validation on the training rows only (max F1 at precision >= "
+                           "`min_precision`); AUC, PR-AUC, precision, recall and F1 on the held-out rows.")
+    limitations = (
+        "The online features (device trust, velocity, cardholder age) come from the feature store; when it fails "
+        "the row is scored on training medians and marked `degraded`.",
+        "Merchant categories outside the trained set are refused (422): a new category needs a retrain.",
+        "The shared dataset has no card or device ids and no event times: point-in-time correctness of the "
+        "features is shown with derived ids, not measured on real histories.",
+    )
+
+    def data_files(self, data_dir: Path) -> list[Path]:
+        return [p for p in (Path(data_dir) / data.FILE, Path(data_dir) / f"{data.FILE}.gz") if p.is_file()]
+
+    def feature_names(self, model_dir: Path) -> list[str]:
+        return list(data.FEATURES)
+
     def generate_sample(self, out_dir: Path, seed: int = 0) -> None:
         pipeline.generate_sample(out_dir, seed=seed)
 

@@ -1,0 +1,96 @@
+"""Promotion policy and approvals: what a model version needs before it may serve production traffic.
+
+The policy is `mlplatform:governance.promotion` of the stack (stacks/schema.py): `gates` promotes a
+version to `champion` when its quality gates pass; `gatesAndApproval` also needs a recorded approval
+(`mlplat model approve NAME VERSION --by WHO --reason ...`), stored as MLflow model-version tags
+(contracts/governance.py) and written to the same audit log as runbook actions. Training on such a
+stack registers the version (`challenger`, tag `approval.pending`) without promoting it; the approval
+promotes it. `ml/common/publish.py` refuses to put a version into a Seldon slot of such a stack while
+anything in `missing_for_production` is missing.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from contracts.governance import (
+    APPROVAL_REASON,
+    APPROVAL_STATUS,
+    APPROVED_AT,
+    APPROVED_BY,
+    GATE_PASSED,
+    GATE_SUMMARY,
+    GATES,
+    GATES_AND_APPROVAL,
+    PENDING_APPROVAL,
+    AuditLog,
+)
+
+CHAMPION = "champion"
+
+
+class ApprovalError(RuntimeError):
+    """An approval cannot be recorded (unknown version, failed gates, empty approver or reason)."""
+
+
+def promotion_policy(stack_file: str | Path | None = None) -> str:
+    """`governance.promotion` of a stack file; without one the schema default (`gates`)."""
+    from stacks.schema import GovernanceConfig
+
+    if stack_file is None:
+        return GovernanceConfig().promotion
+    from stacks.config import load_stack_file
+
+    return load_stack_file(stack_file).governance.promotion
+
+
+def missing_for_production(tags: dict[str, str], policy: str) -> list[str]:
+    """What a model version (its tags) lacks before it may serve under `policy`; empty: nothing."""
+    missing = []
+    if tags.get(GATE_PASSED) != "true":
+        summary = tags.get(GATE_SUMMARY) or "no gate result recorded"
+        missing.append(f"passing quality gates ({summary})")
+    if policy == GATES_AND_APPROVAL and tags.get(APPROVAL_STATUS) != "approved":
+        missing.append("a recorded approval (`mlplat model approve NAME VERSION --by WHO --reason ...`)")
+    return missing
+
+
+def approve(client: Any, name: str, version: str | int, by: str, reason: str, *, promote: bool = True,
+            env: str = "local", audit: AuditLog | None = None) -> dict[str, Any]:
+    """Record an approval of `name` v`version` (tags + audit log entry) and, with `promote`, set `champion`.
+
+    An approval never overrides the quality gates: a version whose gates failed is refused."""
+    from mlflow.exceptions import MlflowException
+
+    version = str(version)
+    if not by.strip():
+        raise ApprovalError("--by must name who approves")
+    if not reason.strip():
+        raise ApprovalError("--reason must say why the version is approved")
+    try:
+        mv = client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise ApprovalError(f"{name} has no version {version} in the registry at {client.tracking_uri}") from exc
+    missing = missing_for_production(dict(mv.tags), GATES)
+    if missing:
+        raise ApprovalError(f"{name} v{version} cannot be approved: it lacks {'; '.join(missing)}")
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    for key, value in {APPROVAL_STATUS: "approved", APPROVED_BY: by, APPROVAL_REASON: reason, APPROVED_AT: at}.items():
+        client.set_model_version_tag(name, version, key, value)
+    if PENDING_APPROVAL in mv.tags:
+        client.delete_model_version_tag(name, version, PENDING_APPROVAL)
+    previous = None
+    if promote:
+        try:
+            previous = str(client.get_model_version_by_alias(name, CHAMPION).version)
+        except MlflowException:
+            previous = None
+        client.set_registered_model_alias(name, CHAMPION, version)
+    result = {"model": name, "version": version, "approved_by": by, "reason": reason, "approved_at": at,
+              "champion": version if promote else previous, "previous_champion": previous}
+    (audit or AuditLog()).record(actor=by, env=env, runbook="model-approve", step="record approval"
+                                 + (" and promote to champion" if promote else ""),
+                                 target=f"models:/{name}/{version}", result="ok", details=result)
+    return result
