@@ -22,7 +22,7 @@ from local import feast_local, prometheus, serving, smoke, training
 from local.config import LocalConfig
 from local.report import Progress, key_metrics, summary_text, table
 from local.services import ORDER, Decision, decide, ensure, healthy, missing_entry_points
-from local.supervisor import Supervisor, port_in_use
+from local.supervisor import Supervisor, port_in_use, same_program
 from ml.common.pipeline import METADATA_FILE
 
 SUMMARY_FILE = "summary.json"
