@@ -33,6 +33,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("runbook", "runbooks.cli", "ml"),
     ("model", "ml.cli.model", "ml"),
     ("bench", "ml.cli.bench", "ml"),
+    ("capacity", "ml.cli.capacity", "ml"),
 ]
 
 ENV_DIRS = {"iac": ".venv", "ml": ".venv-ml"}

@@ -10,6 +10,12 @@ directly. The layout (Feast 0.63 Redis online store, entity key serialization ve
     fields = murmur3_32("<feature_view>:<feature>") as 4 little-endian bytes -> serialized ValueProto
              "_ts:<feature_view>"                                           -> serialized Timestamp
 
+All rows of a request go out as one pipeline. The read is synchronous on purpose: an asyncio client
+that let the event loop serve other requests during the round trip cost more server CPU per request
+than the wait it hid, and a redis-py client more still (docs/BENCHMARKS.md, "Online feature
+client"). `client="redis-py"` selects redis-py (hiredis parser, connection pool, non-transactional
+pipeline of HMGETs, no retries) for comparison; `resp` (default) is the minimal client below.
+
 `tests/ml/test_runtime_fraud.py` materializes through Feast and reads through this module, so a
 Feast upgrade that changes the layout fails a test instead of silently serving defaults.
 """
@@ -20,7 +26,7 @@ import contextlib
 import socket
 import ssl
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -30,6 +36,8 @@ import mmh3
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 _STRING, _INT64 = 2, 4  # feast ValueType enum values
+CLIENTS = ("resp", "redis-py")
+DEFAULT_CLIENT = "resp"
 
 
 def entity_key_bytes(project: str, join_key: str, value: int | str) -> bytes:
@@ -148,31 +156,71 @@ class _Resp:
             self._sock = None
 
 
-class OnlineFeatureReader:
-    """Reads features of several views in one Redis round trip, with a hard socket timeout."""
+class _RedisPy:
+    """redis-py with the hiredis parser: connection pool, non-transactional pipeline, no retries."""
 
-    def __init__(self, url: str, project: str, views: Sequence[ViewSpec], timeout_s: float = 0.02) -> None:
+    def __init__(self, url: str, timeout_s: float) -> None:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        self._errors = (redis.RedisError, OSError)
+        self._redis = redis.Redis(connection_pool=redis.ConnectionPool.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)))
+
+    def hmget_many(self, commands: list[tuple[bytes, list[bytes]]]) -> list[Any]:
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for key, fields in commands:
+                pipe.hmget(key, fields)
+            return pipe.execute()
+        except self._errors as exc:
+            raise StoreError(f"online store: {exc}") from exc
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+class OnlineFeatureReader:
+    """Reads features of several views, for one or more rows, in one Redis round trip with a hard
+    socket timeout."""
+
+    def __init__(self, url: str, project: str, views: Sequence[ViewSpec], timeout_s: float = 0.02,
+                 client: str = DEFAULT_CLIENT) -> None:
+        if client not in CLIENTS:
+            raise ValueError(f"online store client must be one of {', '.join(CLIENTS)}, got {client!r}")
         self.project = project
         self.views = list(views)
-        self._fields = {v.feature_view: [field_key(v.feature_view, f) for f in v.features] for v in self.views}
-        self._client = _Resp(url, timeout_s)
+        self._fields = [(v, [field_key(v.feature_view, f) for f in v.features]) for v in self.views]
+        resp = _Resp(url, timeout_s)  # validates the URL for both clients
+        self._client: _Resp | _RedisPy = resp if client == "resp" else _RedisPy(url, timeout_s)
 
-    def get(self, entities: dict[str, int | str]) -> dict[str, Any]:
-        """Feature values by feature name (None where absent) for the given join-key values.
+    def _replies(self, rows: Sequence[dict[str, int | str]]) -> Iterator[Any]:
+        keys = [(entity_key_bytes(self.project, v.join_key, row[v.join_key]), fields)
+                for row in rows for v, fields in self._fields]
+        if isinstance(self._client, _RedisPy):
+            return iter(self._client.hmget_many(keys))
+        return iter(self._client.pipeline([_command(b"HMGET", key, *fields) for key, fields in keys]))
+
+    def get_many(self, rows: Sequence[dict[str, int | str]]) -> list[dict[str, Any]]:
+        """Per row, feature values by feature name (None where absent), all rows in one round trip.
 
         Raises StoreError on connection trouble, a Redis error or a timeout; KeyError if a join key
-        is missing from `entities`.
+        is missing from a row.
         """
-        commands = [
-            _command(b"HMGET", entity_key_bytes(self.project, v.join_key, entities[v.join_key]),
-                     *self._fields[v.feature_view])
-            for v in self.views
-        ]
-        out: dict[str, Any] = {}
-        for v, values in zip(self.views, self._client.pipeline(commands), strict=True):
-            for f, raw in zip(v.features, values, strict=True):
-                out[f] = None if raw is None else _decode(raw)
+        replies = self._replies(rows)
+        out = []
+        for _row in rows:
+            found: dict[str, Any] = {}
+            for v, values in zip(self.views, replies, strict=False):  # views first: takes len(views) replies
+                for f, raw in zip(v.features, values, strict=True):
+                    found[f] = None if raw is None else _decode(raw)
+            out.append(found)
         return out
+
+    def get(self, entities: dict[str, int | str]) -> dict[str, Any]:
+        """Feature values by feature name (None where absent) for the given join-key values."""
+        return self.get_many([entities])[0]
 
     def close(self) -> None:
         self._client.close()

@@ -8,13 +8,14 @@ Response: `fraud_probability` (FP32 [n]), `is_fraud` (BOOL [n], probability >= t
 threshold), `degraded` (BOOL [n]); response parameter `degraded` is true if any row is.
 
 Online features (device_trust_score, velocity_last_24h, cardholder_age) come from Redis through the
-Feast key layout (`common/online.py`) in one round trip per row, with a `feature_timeout_ms`
-(default 20) socket timeout and no retries. If the store errors or times out, or an entity is not
+Feast key layout (`common/online.py`) in one round trip per request (all rows pipelined), with a
+`feature_timeout_ms` (default 20) socket timeout and no retries. If the store errors or times out, or an entity is not
 in it, the row is scored with the training medians saved in `mlplat-model.json`
 (`params.online_defaults`), marked degraded and counted in `mlplat_model_degraded_responses_total`.
 
 `parameters.extra`: `redis_url` (no store configured -> every row degraded, reason `no_store`),
-`feast_project` (default `mlplat`), `feature_timeout_ms`, plus the common keys of ReferenceRuntime.
+`feast_project` (default `mlplat`), `feature_timeout_ms`, `online_client` (`resp` or `redis-py`,
+see common/online.py), plus the common keys of ReferenceRuntime.
 """
 
 from __future__ import annotations
@@ -60,12 +61,13 @@ class FraudRuntime(ReferenceRuntime):
         self._fast = self._fast_encoding_matches()
         self.reader = None
         if extra.get("redis_url"):
-            from ml.common.online import OnlineFeatureReader, ViewSpec
+            from ml.common.online import DEFAULT_CLIENT, OnlineFeatureReader, ViewSpec
 
             self.reader = OnlineFeatureReader(
                 extra["redis_url"], extra.get("feast_project", PROJECT),
                 [ViewSpec(DEVICE_VIEW, "device_id", DEVICE_FEATURES), ViewSpec(CARD_VIEW, "card_id", CARD_FEATURES)],
                 timeout_s=float(extra.get("feature_timeout_ms", 20)) / 1000,
+                client=extra.get("online_client", DEFAULT_CLIENT),
             )
 
     def _request_columns(self, request: InferenceRequest) -> dict[str, Any]:
@@ -96,27 +98,34 @@ class FraudRuntime(ReferenceRuntime):
             raise Unprocessable(f"input 'merchant_category' has unknown value(s) {unknown}; expected: {expected}")
         return cols
 
-    def _online(self, cards: np.ndarray, devices: np.ndarray) -> tuple[dict[str, list[float]], list[bool]]:
+    def _online(self, cards: list[int], devices: list[int]) -> tuple[dict[str, list[float]], list[bool]]:
+        """Online features of every row, all rows in one pipelined round trip."""
+        n = len(cards)
+        found_rows: list[dict[str, Any]] = [{}] * n
+        if self.reader is None:
+            self.metrics.degraded("no_store", n)
+        else:
+            started = time.perf_counter()
+            try:
+                found_rows = self.reader.get_many(
+                    [{"card_id": card, "device_id": device} for card, device in zip(cards, devices, strict=True)])
+            except Exception:  # any store failure (down, timeout, protocol) -> defaults
+                self.metrics.degraded("feature_store_error", n)
+            finally:
+                self.metrics.fetch_seconds.observe(time.perf_counter() - started)
         values: dict[str, list[float]] = {f: [] for f in ONLINE_FEATURES}
         degraded: list[bool] = []
-        for card, device in zip(cards.tolist(), devices.tolist(), strict=True):
-            found: dict[str, Any] = {}
-            if self.reader is None:
-                self.metrics.degraded("no_store")
-            else:
-                started = time.perf_counter()
-                try:
-                    found = self.reader.get({"card_id": card, "device_id": device})
-                except Exception:  # any store failure (down, timeout, protocol) -> defaults
-                    self.metrics.degraded("feature_store_error")
-                finally:
-                    self.metrics.fetch_seconds.observe(time.perf_counter() - started)
-                if found and any(found.get(f) is None for f in ONLINE_FEATURES):
-                    self.metrics.degraded("missing_features")
-            row_degraded = any(found.get(f) is None for f in ONLINE_FEATURES)
+        for found in found_rows:
+            row_degraded = False
             for f in ONLINE_FEATURES:
                 v = found.get(f)
-                values[f].append(self.defaults[f] if v is None else float(v))
+                if v is None:
+                    row_degraded = True
+                    values[f].append(self.defaults[f])
+                else:
+                    values[f].append(float(v))
+            if row_degraded and found:
+                self.metrics.degraded("missing_features")
             degraded.append(row_degraded)
         return values, degraded
 
@@ -146,13 +155,13 @@ class FraudRuntime(ReferenceRuntime):
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         cols = self._request_columns(request)
-        online, degraded = self._online(cols.pop("card_id"), cols.pop("device_id"))
+        online, degraded = self._online(cols.pop("card_id").tolist(), cols.pop("device_id").tolist())
         cols.update(online)
         x = self._matrix(cols) if self._fast else data.encode(pd.DataFrame(cols))
         proba = np.asarray(self.model.predict_proba(x), dtype=np.float32).ravel()
         decision = proba >= self.threshold
-        for p in proba:
-            self.metrics.prediction.observe(float(p))
+        for p in proba.tolist():
+            self.metrics.prediction.observe(p)
         n_fraud = int(decision.sum())
         if n_fraud:
             self.metrics.predicted("fraud", n_fraud)

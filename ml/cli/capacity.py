@@ -1,0 +1,51 @@
+"""`mlplat capacity`: pods, nodes, Redis shards and monthly cost for a throughput target, from a bench
+report (`mlplat bench models --json FILE`), the stack file and the dated price table (ml/capacity.py).
+
+    mlplat capacity --tps 1000000 --p99-ms 5 [--bench FILE] [--stack prod] [--models fraud] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_BENCH = Path("docs/capacity-bench.json")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("capacity", help="capacity plan (pods, nodes, Redis shards, cost) from a bench report")
+    p.add_argument("--tps", type=float, required=True, help="target requests/s")
+    p.add_argument("--p99-ms", type=float, required=True, help="latency budget (p99, ms)")
+    p.add_argument("--bench", type=Path, default=DEFAULT_BENCH,
+                   help=f"`mlplat bench models --json` report (default: {DEFAULT_BENCH}, the run in docs/CAPACITY.md)")
+    p.add_argument("--stack", default="prod", help="stack whose inference node group and Redis are used")
+    p.add_argument("--models", help="comma-separated subset (default: every model in the report)")
+    p.add_argument("--utilisation", type=float, default=0.6, help="share of measured capacity used at peak")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ml.capacity import Assumptions, capacity, load_bench, render
+    from stacks.config import load_stack_file, stack_file
+
+    if args.tps <= 0 or args.p99_ms <= 0 or not 0 < args.utilisation <= 1:
+        print("mlplat capacity: --tps and --p99-ms must be > 0, --utilisation in (0, 1]", file=sys.stderr)
+        return 2
+    if not args.bench.is_file():
+        print(f"mlplat capacity: no bench report at {args.bench}; make one with "
+              "`mlplat bench models --json FILE`", file=sys.stderr)
+        return 2
+    cfg = load_stack_file(stack_file(args.stack))
+    models = [m.strip() for m in args.models.split(",")] if args.models else None
+    try:
+        result = capacity(load_bench(args.bench), args.tps, args.p99_ms, cfg, models,
+                          assume=Assumptions(utilisation=args.utilisation))
+    except KeyError as exc:
+        print(f"mlplat capacity: {exc.args[0]}", file=sys.stderr)
+        return 2
+    result["bench_file"] = str(args.bench)
+    print(json.dumps(result, indent=2) if args.json else render(result))
+    return 0
