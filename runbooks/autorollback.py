@@ -240,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         return RunContext(env=args.env, stack_outputs=outputs, params=dict(params), kube=kube,
                           tracking_uri=args.tracking_uri, serving_url=args.serving_url)
 
+    # Import the MLflow client now, not when the first alert arrives (seconds on a busy machine).
+    from mlflow.tracking import MlflowClient  # noqa: F401
+
     receiver = Receiver(make_context, AuditLog(args.audit_log), state_dir=args.state_dir)
     server = ThreadingHTTPServer((args.host, args.port), make_handler(receiver))
     log.info("autorollback receiver on %s:%d (env %s)", args.host, args.port, args.env)

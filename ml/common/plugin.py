@@ -74,6 +74,11 @@ class ModelPlugin(ABC):
         """The files of `data_dir` that training reads (the card lists them with their SHA-256)."""
         return []
 
+    def serving_schema(self) -> Any:
+        """The pandera schema of the sampled serving inputs (monitored columns + `score`), run by the
+        drift report on the serving window; None: every monitored column must be a finite number."""
+        return None
+
     def feature_names(self, model_dir: Path) -> list[str]:
         """The model's inputs, for the card; default: the monitored inputs of the drift reference."""
         import json

@@ -151,6 +151,14 @@ def _contract_error(failures: list[dict[str, Any]], frame: pd.DataFrame, source:
     return error
 
 
+def finite_numbers(name: str, columns: Sequence[str]) -> pa.DataFrameSchema:
+    """A schema whose columns must all be finite numbers (the default serving-sample schema)."""
+    import numpy as np
+
+    finite = pa.Check(lambda s: np.isfinite(s.astype(float)), error="expected a finite number")
+    return pa.DataFrameSchema({c: pa.Column(float, finite, coerce=True) for c in columns}, name=name)
+
+
 def integer_text(error: str = "expected an integer") -> pa.Check:
     """A text cell that parses as a (signed, up to 18-digit) integer."""
     return pa.Check.str_matches(r"^\s*[+-]?\d{1,18}\s*$", error=error)

@@ -28,6 +28,9 @@ class FraudPlugin(ModelPlugin):
     def feature_names(self, model_dir: Path) -> list[str]:
         return list(data.FEATURES)
 
+    def serving_schema(self) -> Any:
+        return data.serving_schema()
+
     def generate_sample(self, out_dir: Path, seed: int = 0) -> None:
         pipeline.generate_sample(out_dir, seed=seed)
 
