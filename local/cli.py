@@ -24,7 +24,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    local = sub.add_parser("local", help="run the platform on this machine: up | status | down")
+    local = sub.add_parser("local", help="run the platform on this machine: up | status | down | chaos")
     actions = local.add_subparsers(dest="action", metavar="ACTION", required=True)
     up = actions.add_parser("up", help="start MLflow, Feast, train + register the models, serve them, smoke-test")
     _add_common(up)
@@ -50,6 +50,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     dn = actions.add_parser("down", help="stop everything `local up` started (by pid) and free the ports")
     _add_common(dn)
     dn.set_defaults(func=_down)
+    ch = actions.add_parser("chaos", help="inject faults (Redis, MLflow, model server, corrupt slot) under steady "
+                                          "load; print what was done and seen; exit 1 if an expectation fails")
+    _add_common(ch)
+    ch.add_argument("--faults", default="redis,mlflow,mlserver,slot",
+                    help="comma-separated subset, run in this order (default: redis,mlflow,mlserver,slot)")
+    ch.add_argument("--rate", type=float, default=20.0, help="requests per second per model (default 20)")
+    ch.add_argument("--slot-model", default="fraud", help="model whose slot gets the corrupt artifact")
+    ch.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the report as JSON")
+    ch.set_defaults(func=_chaos)
 
 
 def _config(args: argparse.Namespace, **extra: object) -> LocalConfig:
@@ -99,6 +108,27 @@ def _status(args: argparse.Namespace) -> int:
         return status(_config(args), as_json=args.json)
     except ValueError as exc:
         return _fail(exc)
+
+
+def _chaos(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from local.chaos import Chaos, ChaosError, summary
+
+    logging.basicConfig(level=logging.ERROR)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    faults = tuple(f.strip() for f in args.faults.split(",") if f.strip())
+    try:
+        chaos = Chaos(_config(args, otlp_endpoint=otlp_endpoint_from_env()), rate=args.rate,
+                      slot_model=args.slot_model, say=lambda line: print(line, flush=True))
+        report = chaos.run(faults)
+    except (ChaosError, ValueError) as exc:
+        return _fail(exc)
+    print("\n" + summary(report))
+    if args.json:
+        args.json.write_text(json.dumps(dataclasses.asdict(report), indent=1, default=str))
+    return 0 if report.ok else 1
 
 
 def _down(args: argparse.Namespace) -> int:

@@ -48,7 +48,7 @@ def build(cfg: LocalConfig, name: str, ports: dict[str, int] | None = None,
     """A launcher for service `name` on `ports` (default: the configured ones)."""
     ports = ports or wanted_ports(cfg, name)
     if name == "redis":
-        return RedisServer(cfg.path("redis"), ports["redis"])
+        return RedisServer(cfg.path("redis"), ports["redis"], persist=True)  # features survive a restart
     if name == "mlflow":
         return MLflowServer(cfg.path("mlflow"), ports["mlflow"])
     if name == "mlserver":

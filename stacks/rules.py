@@ -129,7 +129,10 @@ def _cluster(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
         yield ConfigIssue(_key("cluster", "logTypes"), f"must include {missing}")
 
 
-@rule("A public API endpoint is restricted to CIDRs; prod never allows 0.0.0.0/0.")
+RFC1918 = (IPv4Network("10.0.0.0/8"), IPv4Network("172.16.0.0/12"), IPv4Network("192.168.0.0/16"))
+
+
+@rule("A public API endpoint is restricted to public CIDRs; prod never allows 0.0.0.0/0.")
 def _endpoint(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
     c = cfg.cluster
     path = _key("cluster", "publicAccessCidrs")
@@ -138,6 +141,10 @@ def _endpoint(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
     if not c.endpoint_public_access:
         return
     open_world = open_cidrs(c.public_access_cidrs)
+    private = [str(n) for n in c.public_access_cidrs if any(n.subnet_of(r) for r in RFC1918)]
+    if private:
+        yield ConfigIssue(path, f"{private} are private ranges: the public endpoint only sees public source "
+                          "addresses (reach it from the VPC through the private endpoint)")
     if cfg.environment == Environment.PROD and (not c.public_access_cidrs or open_world):
         yield ConfigIssue(path, "prod with a public endpoint needs restricted CIDRs (not empty, no 0.0.0.0/0)")
     elif not c.public_access_cidrs:
@@ -257,18 +264,70 @@ def _overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return any(a[0] < b[1] + shift and b[0] + shift < a[1] for shift in (-_WEEK, 0, _WEEK))
 
 
-@rule("RDS: the daily backup window lasts >= 30 minutes and does not overlap the weekly maintenance window.")
+def _window_issues(path: str, window: str, span: tuple[int, int], shortest: int,
+                   longest: int | None = None) -> Iterator[ConfigIssue]:
+    start, end = window.split("-")
+    if start == end:
+        yield ConfigIssue(path, f"{window!r} starts when it ends; AWS needs a window of >= {shortest} minutes")
+    elif span[1] - span[0] < shortest:
+        yield ConfigIssue(path, f"must last >= {shortest} minutes (AWS), got {window!r}")
+    elif longest is not None and span[1] - span[0] > longest:
+        yield ConfigIssue(path, f"must last <= {longest // 60} hours (AWS), got {window!r}")
+
+
+@rule("RDS: the daily backup window and the weekly maintenance window each last >= 30 minutes (AWS) and do not "
+      "overlap.")
 def _database_windows(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
     d = cfg.database
     backup = _daily_in_week(d.backup_window)
-    if backup[0][1] - backup[0][0] < 30:
-        yield ConfigIssue(_key("database", "backupWindow"), f"must last >= 30 minutes, got {d.backup_window!r}")
     maintenance = _weekly(d.maintenance_window)
+    yield from _window_issues(_key("database", "backupWindow"), d.backup_window, backup[0], 30)
+    yield from _window_issues(_key("database", "maintenanceWindow"), d.maintenance_window, maintenance, 30)
     if any(_overlap(day, maintenance) for day in backup):
         yield ConfigIssue(
             _key("database", "backupWindow"),
             f"{d.backup_window!r} overlaps maintenanceWindow {d.maintenance_window!r}",
         )
+
+
+@rule("Redis: the daily snapshot window lasts >= 60 minutes, the weekly maintenance window 60 minutes to 24 hours "
+      "(AWS), and they do not overlap.")
+def _redis_windows(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
+    r = cfg.redis
+    snapshot = _daily_in_week(r.snapshot_window)
+    maintenance = _weekly(r.maintenance_window)
+    yield from _window_issues(_key("redis", "snapshotWindow"), r.snapshot_window, snapshot[0], 60)
+    yield from _window_issues(_key("redis", "maintenanceWindow"), r.maintenance_window, maintenance, 60, 24 * 60)
+    if any(_overlap(day, maintenance) for day in snapshot):
+        yield ConfigIssue(
+            _key("redis", "snapshotWindow"),
+            f"{r.snapshot_window!r} overlaps maintenanceWindow {r.maintenance_window!r}",
+        )
+
+
+_QUANTITY = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)(?:[eE](\d+)|(m|k|Ki|[MGTPE]i?))?$")
+_SUFFIXES = {None: 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+             "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50, "Ei": 2.0**60}
+
+
+def quantity(text: str) -> float:
+    """The value of a Kubernetes quantity (the schema has checked its syntax)."""
+    match = _QUANTITY.match(text)
+    if match is None:
+        raise ValueError(f"not a Kubernetes quantity: {text!r}")
+    number, exponent, suffix = match.groups()
+    return float(number) * (10.0 ** int(exponent) if exponent else _SUFFIXES[suffix])
+
+
+@rule("Workload containers request no more CPU or memory than their limit (the Kubernetes API rejects it).")
+def _workload_resources(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
+    for name in ("mlflow", "feast", "seldon"):
+        res = getattr(cfg.workloads, name).resources
+        for kind in ("cpu", "memory"):
+            request, limit = getattr(res, f"{kind}_request"), getattr(res, f"{kind}_limit")
+            if quantity(request) > quantity(limit):
+                yield ConfigIssue(_key("workloads", name, "resources", f"{kind}Request"),
+                                  f"{request} is above the {kind} limit {limit}")
 
 
 @rule("S3: prod has access logging; forceDestroy only in dev.")

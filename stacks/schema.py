@@ -7,11 +7,12 @@ and snake_case in Python. Field descriptions are the source of docs/CONFIG.md.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from ipaddress import IPv4Network
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, create_model
 from pydantic.alias_generators import to_camel
 
 from contracts import model_registry
@@ -36,6 +37,58 @@ class Section(BaseModel):
 
 K8sName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")]
 Cidr = IPv4Network
+
+
+def _prefix_between(low: int, high: int, what: str) -> AfterValidator:
+    def check(network: IPv4Network) -> IPv4Network:
+        if not low <= network.prefixlen <= high:
+            raise ValueError(f"AWS accepts /{low} to /{high} for a {what}, got /{network.prefixlen}")
+        return network
+    return AfterValidator(check)
+
+
+# AWS accepts VPC and subnet IPv4 blocks from /16 (65,536 addresses) to /28 (16).
+VpcCidr = Annotated[IPv4Network, _prefix_between(16, 28, "VPC")]
+SubnetCidr = Annotated[IPv4Network, _prefix_between(16, 28, "subnet")]
+# A region code as AWS writes it: eu-west-1, us-gov-west-1, ap-southeast-2.
+Region = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")]
+# An EC2 instance type: family (with generation and attributes) dot size, e.g. m6i.xlarge, p4d.24xlarge.
+InstanceType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")]
+# A Kubernetes resource quantity: 250m, 1, 0.5, 512Mi, 1Gi, 1e3.
+Quantity = Annotated[str, StringConstraints(pattern=r"^(\d+(\.\d*)?|\.\d+)([eE]\d+|m|[kMGTPE]i?|Ki)?$")]
+# A Kubernetes CronJob schedule: five fields, or a macro.
+Schedule = Annotated[str, StringConstraints(
+    pattern=r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|([0-9*/,?A-Za-z-]+\s+){4}[0-9*/,?A-Za-z-]+)$")]
+_LABEL_NAME = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)"
+_LABEL_KEY = rf"^([a-z0-9]([-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}$"
+_LABEL_VALUE = rf"^({_LABEL_NAME})?$"
+
+
+def _node_labels(labels: dict[str, str]) -> dict[str, str]:
+    """Kubernetes label syntax: EKS refuses a node group whose labels the API server would reject."""
+    for key, value in labels.items():
+        if not re.match(_LABEL_KEY, key):
+            raise ValueError(f"label key {key!r} is not [prefix/]name (name: <= 63 of A-Za-z0-9-_., "
+                             "alphanumeric at both ends)")
+        if not re.match(_LABEL_VALUE, value):
+            raise ValueError(f"label {key}={value!r}: a value is empty or <= 63 of A-Za-z0-9-_. with "
+                             "alphanumeric ends")
+    return labels
+
+
+def _aws_tags(tags: dict[str, str]) -> dict[str, str]:
+    """What AWS accepts as user tags: keys 1-128 characters, not `aws:`; values <= 256; <= 50 tags per
+    resource, of which the platform itself sets up to 10."""
+    if len(tags) > 40:
+        raise ValueError(f"{len(tags)} tags; AWS allows 50 per resource and the platform sets up to 10, so at most 40")
+    for key, value in tags.items():
+        if not 1 <= len(key) <= 128:
+            raise ValueError(f"tag key {key[:40]!r}... is {len(key)} characters; AWS allows 1 to 128")
+        if key.lower().startswith("aws:"):
+            raise ValueError(f"tag key {key!r}: the aws: prefix is reserved for AWS")
+        if len(value) > 256:
+            raise ValueError(f"tag {key!r} has a {len(value)}-character value; AWS allows 256")
+    return tags
 # CloudWatch Logs accepts only these retention periods.
 LogRetentionDays = Literal[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1827, 3653]
 InterfaceEndpoint = Literal["ecr.api", "ecr.dkr", "sts", "logs", "ec2", "elasticloadbalancing", "autoscaling"]
@@ -48,16 +101,16 @@ class FlowLogs(Section):
 
 
 class NetworkConfig(Section):
-    vpc_cidr: Cidr = Field(description="IPv4 CIDR of the VPC.")
+    vpc_cidr: VpcCidr = Field(description="IPv4 CIDR of the VPC (/16 to /28).")
     availability_zones: list[str] = Field(
         min_length=1, max_length=6, description="Availability zones, one subnet of each tier per zone (prod: 3)."
     )
     nat_gateways: Literal["single", "perAz"] = Field(
         description="`single`: one NAT gateway for the VPC (cheap); `perAz`: one per zone (prod: required)."
     )
-    public_subnet_cidrs: list[Cidr] = Field(description="Public subnets (load balancers, NAT), one per zone.")
-    private_subnet_cidrs: list[Cidr] = Field(description="Private subnets (EKS nodes and pods), one per zone.")
-    isolated_subnet_cidrs: list[Cidr] = Field(
+    public_subnet_cidrs: list[SubnetCidr] = Field(description="Public subnets (load balancers, NAT), one per zone.")
+    private_subnet_cidrs: list[SubnetCidr] = Field(description="Private subnets (EKS nodes and pods), one per zone.")
+    isolated_subnet_cidrs: list[SubnetCidr] = Field(
         description="Isolated subnets without internet route (Redis, MSK, RDS), one per zone."
     )
     flow_logs: FlowLogs = Field(default_factory=FlowLogs, description="VPC flow logs.")
@@ -75,7 +128,8 @@ class ClusterConfig(Section):
         False, description="Expose the API server endpoint publicly (always also private)."
     )
     public_access_cidrs: list[Cidr] = Field(
-        default_factory=list, description="CIDRs allowed to reach a public endpoint (prod: required, no 0.0.0.0/0)."
+        default_factory=list, max_length=40,
+        description="CIDRs allowed to reach a public endpoint (prod: required, no 0.0.0.0/0; public ranges; <= 40).",
     )
     log_types: list[ControlPlaneLog] = Field(
         default_factory=lambda: ["api", "audit", "authenticator"],
@@ -100,17 +154,23 @@ class NodeGroupConfig(Section):
         description="`system`: critical add-ons (tainted); `general`: platform services; `inference`: model "
         "servers (compute optimised); `gpu`: GPU workloads (tainted nvidia.com/gpu)."
     )
-    instance_types: list[str] = Field(min_length=1, description="EC2 instance types (gpu: GPU families only).")
+    instance_types: list[InstanceType] = Field(
+        min_length=1, description="EC2 instance types (gpu: GPU families only).")
     capacity_type: Literal["ON_DEMAND", "SPOT"] = Field("ON_DEMAND", description="SPOT is allowed in dev only.")
     min_size: int = Field(ge=0, le=1000, description="Minimum node count.")
     desired_size: int = Field(ge=0, le=1000, description="Initial node count (min <= desired <= max).")
     max_size: int = Field(ge=1, le=1000, description="Maximum node count (autoscaler bound).")
     disk_size_gib: int = Field(50, ge=20, le=2000, description="Encrypted gp3 root volume size in GiB.")
-    labels: dict[str, str] = Field(default_factory=dict, description="Extra Kubernetes node labels.")
+    labels: Annotated[dict[str, str], AfterValidator(_node_labels)] = Field(
+        default_factory=dict, description="Extra Kubernetes node labels.")
 
 
 _DAY = "(mon|tue|wed|thu|fri|sat|sun)"
-_WEEKLY_WINDOW = rf"^{_DAY}:\d{{2}}:\d{{2}}-{_DAY}:\d{{2}}:\d{{2}}$"
+_HH24MI = "([01][0-9]|2[0-3]):[0-5][0-9]"
+# AWS window formats: daily hh24:mi-hh24:mi, weekly ddd:hh24:mi-ddd:hh24:mi (UTC). Durations and overlaps
+# are checked in stacks/rules.py.
+_DAILY_WINDOW = rf"^{_HH24MI}-{_HH24MI}$"
+_WEEKLY_WINDOW = rf"^{_DAY}:{_HH24MI}-{_DAY}:{_HH24MI}$"
 
 
 class RedisConfig(Section):
@@ -120,11 +180,12 @@ class RedisConfig(Section):
     replicas_per_shard: int = Field(ge=0, le=5, description="Read replicas per shard (staging/prod: >= 1).")
     multi_az: bool = Field(description="Multi-AZ with automatic failover (staging/prod: required).")
     snapshot_retention_days: int = Field(ge=0, le=35, description="Daily snapshot retention (prod: >= 7).")
-    snapshot_window: Annotated[str, StringConstraints(pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")] = Field(
-        "03:00-04:00", description="Daily snapshot window (UTC, hh:mm-hh:mm)."
+    snapshot_window: Annotated[str, StringConstraints(pattern=_DAILY_WINDOW)] = Field(
+        "03:00-04:00", description="Daily snapshot window (UTC, hh24:mi-hh24:mi, >= 60 minutes)."
     )
     maintenance_window: Annotated[str, StringConstraints(pattern=_WEEKLY_WINDOW)] = Field(
-        "sun:05:00-sun:06:00", description="Weekly maintenance window (UTC, ddd:hh:mm-ddd:hh:mm)."
+        "sun:05:00-sun:06:00", description="Weekly maintenance window (UTC, ddd:hh24:mi-ddd:hh24:mi, 60 minutes to "
+        "24 hours); must not overlap the snapshot window."
     )
     log_retention_days: LogRetentionDays = Field(30, description="Retention of the slow-log group in days.")
     final_snapshot: bool = Field(
@@ -179,11 +240,13 @@ class DatabaseConfig(Section):
     backup_retention_days: int = Field(ge=0, le=35, description="Automated backup retention (prod: >= 7).")
     deletion_protection: bool = Field(description="RDS deletion protection (prod: required).")
     performance_insights: bool = Field(True, description="Performance Insights (KMS-encrypted).")
-    backup_window: Annotated[str, StringConstraints(pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")] = Field(
-        "01:00-02:00", description="Daily backup window (UTC, hh:mm-hh:mm); must not overlap maintenance."
+    backup_window: Annotated[str, StringConstraints(pattern=_DAILY_WINDOW)] = Field(
+        "01:00-02:00", description="Daily backup window (UTC, hh24:mi-hh24:mi, >= 30 minutes); must not overlap "
+        "maintenance."
     )
     maintenance_window: Annotated[str, StringConstraints(pattern=_WEEKLY_WINDOW)] = Field(
-        "sun:02:30-sun:03:30", description="Weekly maintenance window (UTC, ddd:hh:mm-ddd:hh:mm)."
+        "sun:02:30-sun:03:30", description="Weekly maintenance window (UTC, ddd:hh24:mi-ddd:hh24:mi, >= 30 "
+        "minutes)."
     )
     log_retention_days: LogRetentionDays = Field(30, description="Retention of the exported PostgreSQL logs.")
     final_snapshot: bool = Field(
@@ -198,10 +261,10 @@ class DatabaseConfig(Section):
 
 
 class Resources(Section):
-    cpu_request: str = Field("250m", description="CPU request.")
-    cpu_limit: str = Field("1", description="CPU limit.")
-    memory_request: str = Field("512Mi", description="Memory request.")
-    memory_limit: str = Field("1Gi", description="Memory limit.")
+    cpu_request: Quantity = Field("250m", description="CPU request (a Kubernetes quantity, <= the limit).")
+    cpu_limit: Quantity = Field("1", description="CPU limit.")
+    memory_request: Quantity = Field("512Mi", description="Memory request (a Kubernetes quantity, <= the limit).")
+    memory_limit: Quantity = Field("1Gi", description="Memory limit.")
 
 
 class ServiceConfig(Section):
@@ -211,7 +274,7 @@ class ServiceConfig(Section):
 
 
 class FeastConfig(ServiceConfig):
-    materialization_schedule: str = Field(
+    materialization_schedule: Schedule = Field(
         "*/15 * * * *", description="Cron schedule of `feast materialize-incremental`."
     )
 
@@ -373,11 +436,12 @@ class PlatformConfig(Section):
     """The whole stack. Top-level keys appear in the stack file as `mlplatform:<key>`."""
 
     environment: Environment = Field(description="Tier of this stack: dev, staging or prod.")
-    region: str = Field(description="AWS region (from `aws:region`).")
+    region: Region = Field(description="AWS region (from `aws:region`).")
     protect_stateful_resources: bool = Field(
         False, description="`protect` + `retain_on_delete` on data resources (prod: required)."
     )
-    tags: dict[str, str] = Field(default_factory=dict, description="Extra tags on every AWS resource.")
+    tags: Annotated[dict[str, str], AfterValidator(_aws_tags)] = Field(
+        default_factory=dict, description="Extra tags on every AWS resource (<= 40; AWS key and value limits).")
     secrets: SecretsConfig = Field(default_factory=SecretsConfig, description="Secrets Manager secrets.")
     data_keys: DataKeysConfig = Field(default_factory=DataKeysConfig, description="Customer-managed KMS data keys.")
     network: NetworkConfig = Field(description="VPC layout.")

@@ -99,16 +99,20 @@ def _http_ok(url: str) -> bool:
 class RedisServer(Service):
     name = "redis"
 
-    def __init__(self, workdir: str | Path, port: int | None = None) -> None:
+    def __init__(self, workdir: str | Path, port: int | None = None, persist: bool = False) -> None:
         super().__init__(workdir)
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        # persist: an append-only file in workdir (fsync every second), so a restarted server comes back
+        # with the materialized features, as a replica keeps them for ElastiCache. Tests start empty.
+        self.persist = persist
 
     def command(self) -> list[str]:
         exe = shutil.which("redis-server")
         if exe is None:
             raise FileNotFoundError("redis-server is not installed (scripts/bootstrap.sh system)")
-        return [exe, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
+        return [exe, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+                "--appendonly", "yes" if self.persist else "no", "--appendfsync", "everysec",
                 "--dir", str(self.workdir)]
 
     def ready(self) -> bool:

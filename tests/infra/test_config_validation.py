@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import copy
 import subprocess
 import sys
@@ -10,12 +12,10 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import ValidationError
 
-from stacks.config import ConfigError, _decode, from_flat_config, load_stack_file, stack_file
+from stacks import rules as rules_module
+from stacks.config import ConfigError, from_flat_config, load_stack_file, stack_file
 from stacks.rules import RULES
-from stacks.schema import PlatformConfig
-from stacks.tier_defaults import with_tier_defaults
 
 
 def _base(env: str) -> dict[str, Any]:
@@ -148,6 +148,28 @@ CASES = [
     ("dev", "models.fraud.minReplicas", 5, "mlplatform:models.fraud", "needs minReplicas <= maxReplicas"),
     ("dev", "environment", "qa", "mlplatform:environment", "Input should be 'dev', 'staging' or 'prod'"),
     ("dev", "database.instanceClass", "m5.large", "mlplatform:database.instanceClass", "should match pattern"),
+    ("dev", "network.availabilityZones", ["eu-west-1a", "eu-west-1b", "eu-west-1c", "eu-west-1d"],
+     "mlplatform:network.availabilityZones", "use 2 or 3 availability zones, got 4"),
+    ("prod", "cluster.publicAccessCidrs", ["203.0.113.0/24"], "mlplatform:cluster.publicAccessCidrs",
+     "set only when endpointPublicAccess is true"),
+    ("dev", "cluster.publicAccessCidrs", ["10.0.0.0/8", "203.0.113.0/24"], "mlplatform:cluster.publicAccessCidrs",
+     "['10.0.0.0/8'] are private ranges"),
+    ("staging", "kafka.brokerCount", 2, "mlplatform:kafka.brokerCount", "staging needs >= 3 brokers"),
+    ("dev", "database.backupWindow", "01:00-01:00", "mlplatform:database.backupWindow", "starts when it ends"),
+    ("dev", "database.maintenanceWindow", "sun:05:00-sun:05:15", "mlplatform:database.maintenanceWindow",
+     "must last >= 30 minutes (AWS)"),
+    ("dev", "redis.snapshotWindow", "03:00-03:30", "mlplatform:redis.snapshotWindow", "must last >= 60 minutes (AWS)"),
+    ("dev", "redis.maintenanceWindow", "sun:05:00-tue:06:00", "mlplatform:redis.maintenanceWindow",
+     "must last <= 24 hours (AWS)"),
+    ("dev", "redis.snapshotWindow", "04:30-05:30", "mlplatform:redis.snapshotWindow",
+     "'04:30-05:30' overlaps maintenanceWindow 'sun:05:00-sun:06:00'"),
+    ("dev", "redis.maintenanceWindow", "sat:23:30-sun:03:30", "mlplatform:redis.snapshotWindow",
+     "overlaps maintenanceWindow"),  # across midnight and the end of the week
+    ("dev", "workloads.mlflow.resources.cpuRequest", "2", "mlplatform:workloads.mlflow.resources.cpuRequest",
+     "2 is above the cpu limit 1"),
+    ("dev", "workloads.seldon.resources.memoryRequest", "2Gi", "mlplatform:workloads.seldon.resources.memoryRequest",
+     "2Gi is above the memory limit 1Gi"),
+    ("dev", "secrets.recoveryWindowDays", 3, "mlplatform:secrets.recoveryWindowDays", "must be 0 or 7 to 30, got 3"),
 ]
 
 
@@ -166,7 +188,8 @@ def test_unknown_top_level_key_is_rejected():
     flat = _base("dev")
     flat["mlplatform:netwrk"] = {}
     errors = _errors(flat)
-    assert any(e.startswith("mlplatform:netwrk: unknown key; allowed keys here: cluster, dataKeys, database") for e in errors)
+    assert any(e.startswith("mlplatform:netwrk: unknown key; allowed keys here: cluster, dataKeys, database")
+               for e in errors)
 
 
 def test_foreign_namespace_and_missing_region():
@@ -190,20 +213,40 @@ def test_all_problems_reported_at_once():
     assert any("natGateways" in e for e in errors) and any("replicasPerShard" in e for e in errors)
 
 
-def test_every_rule_has_a_failing_case():
-    """Each registered rule function fails at least one of the CASES above."""
-    failing_rules = set()
-    for env, key, value, path, _fragment in CASES:
-        if path is None:
-            continue
-        flat = _set(_base(env), key, value)
-        raw = {k.split(":", 1)[1]: _decode(v) for k, v in flat.items() if k.startswith("mlplatform:")}
-        try:
-            cfg = PlatformConfig.model_validate(with_tier_defaults({**raw, "region": flat["aws:region"]}))
-        except ValidationError:
-            continue  # a structural failure, not a cross-field rule
-        failing_rules |= {fn.__name__ for _desc, fn in RULES if list(fn(cfg))}
-    assert failing_rules == {fn.__name__ for _desc, fn in RULES}
+def _issue_sites() -> list[tuple[str, int, int]]:
+    """(rule function, first line, last line) of every `ConfigIssue(...)` a rule in stacks/rules.py yields."""
+    tree = ast.parse(Path(rules_module.__file__).read_text())
+    return [(fn.name, node.lineno, node.end_lineno or node.lineno)
+            for fn in tree.body if isinstance(fn, ast.FunctionDef)
+            for node in ast.walk(fn) if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "ConfigIssue"]
+
+
+def test_every_rule_and_every_branch_has_a_failing_case():
+    """Each way a cross-field rule can fail (each `ConfigIssue` it yields) is reached by one of the CASES
+    above, whose key and message `test_rule_rejects_with_key_and_reason` asserts. Structural cases
+    count as well; none is skipped."""
+    sites = _issue_sites()
+    assert {name for name, _first, _last in sites} >= {fn.__name__ for _desc, fn in RULES}
+    executed: set[int] = set()
+
+    def local(frame, event, _arg):
+        if event == "line":
+            executed.add(frame.f_lineno)
+        return local
+
+    def tracer(frame, _event, _arg):
+        return local if frame.f_code.co_filename == rules_module.__file__ else None
+
+    sys.settrace(tracer)
+    try:
+        for env, key, value, _path, _fragment in CASES:
+            with contextlib.suppress(ConfigError):
+                from_flat_config(_set(_base(env), key, value))
+    finally:
+        sys.settrace(None)
+    missing = [f"{name} (line {first})" for name, first, last in sites
+               if not executed & set(range(first, last + 1))]
+    assert missing == [], f"rule branches without a failing case: {missing}"
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -67,7 +67,7 @@ def demo_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
     env = platform_env(state, ports)
     started = time.perf_counter()
     up = subprocess.run(argv, cwd=REPO, env=env, text=True, capture_output=True, timeout=900, check=False)
-    info = {"argv": argv, "state": state, "ports": ports, "env": env, "up": up,
+    info = {"argv": argv, "repo": REPO, "state": state, "ports": ports, "env": env, "up": up,
             "seconds": time.perf_counter() - started,
             "pids": {r.name: r.pid for r in Supervisor(state).records()},
             "http": f"http://127.0.0.1:{ports['http']}", "mlflow": f"http://127.0.0.1:{ports['mlflow']}"}
@@ -82,6 +82,12 @@ def demo_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
         assert not left, f"`mlplat local down` left processes behind: {left}"
         assert busy == [], f"ports still in use after `mlplat local down`: {busy}"
         assert Supervisor(state).records() == []
+
+
+@pytest.fixture(scope="session")
+def run_mlplat() -> Any:
+    """`run_mlplat(env, *args, timeout=...)`: the `mlplat` command as a user runs it."""
+    return mlplat
 
 
 @pytest.fixture(scope="session")
