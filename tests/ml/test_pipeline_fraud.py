@@ -4,6 +4,7 @@ tags) -> real MLServer loading `models:/fraud@champion` with features from a rea
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -15,6 +16,7 @@ from ml.serving.settings import ModelEntry
 
 pytestmark = [pytest.mark.ml, pytest.mark.integration]
 ISSUE_KEYS = {"auc", "pr_auc", "precision", "recall", "f1"}
+STACKS = Path(__file__).resolve().parents[2] / "stacks"
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +89,17 @@ def test_cli_train_then_evaluate_prints_json(tmp_path):
         return json.loads(proc.stdout)
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    trained = mlplat("model", "train", "fraud", "--data", str(tmp_path / "data"), "--sample",
-                     "--out", str(tmp_path / "model"), "--tracking-uri", uri)
+    # Gates whose outcome is known whatever the model scores: auc >= 0 passes, f1 >= 1.01 cannot.
+    text = (STACKS / "Pulumi.dev.yaml").read_text().replace("{auc: 0.95, f1: 0.90}", "{auc: 0.0, f1: 1.01}")
+    assert "{auc: 0.0, f1: 1.01}" in text
+    stack = tmp_path / "Pulumi.dev.yaml"
+    stack.write_text(text)
+    trained = mlplat("model", "train", "fraud", "--data", str(tmp_path / "data"), "--sample", "--stack-file",
+                     str(stack), "--out", str(tmp_path / "model"), "--tracking-uri", uri)
     assert set(trained["metrics"]) >= ISSUE_KEYS
     assert trained["registry"]["version"] == "1" and "challenger" in trained["registry"]["aliases"]
-    assert ("champion" in trained["registry"]["aliases"]) == trained["registry"]["gates_passed"]
+    assert trained["registry"]["gates_passed"] is False  # one failing gate is enough
+    assert "champion" not in trained["registry"]["aliases"]
     assert list((tmp_path / "artifacts").glob("*/artifacts/model/model.onnx"))  # beside the SQLite DB
     metrics = mlplat("model", "evaluate", "fraud", "--model", "models:/fraud@challenger", "--tracking-uri", uri,
                      "--data", str(tmp_path / "data" / "credit_card_fraud_10k.csv"))
