@@ -23,7 +23,8 @@ from infra.offline.synth import Synthesis
 
 ROOT = Path(__file__).resolve().parents[2]
 # The suite runs from a clean clone with ../shared beside it.
-os.environ.setdefault("MLPLAT_CHART_MIRROR", str(ROOT.parent / "shared" / "charts"))
+if not os.environ.get("MLPLAT_CHART_MIRROR"):
+    os.environ["MLPLAT_CHART_MIRROR"] = str(ROOT.parent / "shared" / "charts")
 ENVIRONMENTS = ("dev", "staging", "prod")
 
 
