@@ -29,12 +29,15 @@ METRICS: dict[str, tuple[str, str]] = {
     "mlplat_model_invalid_requests_total": ("counter", "model runtimes: refused requests"),
     "mlplat_model_drift_psi": ("gauge", "model runtimes: PSI of live vs training distribution"),
     "mlplat_model_online_feature_fetch_seconds": ("histogram", "model runtimes: online feature fetch"),
+    "mlplat_model_requests_total": ("counter", "model runtimes: requests per registry version and outcome"),
+    "mlplat_model_request_seconds": ("histogram", "model runtimes: latency per registry version"),
     # Streaming ingestor (ml/streaming/ingestor.py)
     "mlplat_ingestor_events_total": ("counter", "feast-stream-ingestor"),
     "mlplat_ingestor_push_seconds": ("histogram", "feast-stream-ingestor"),
     "mlplat_ingestor_event_lag_seconds": ("gauge", "feast-stream-ingestor"),
     "mlplat_ingestor_push_failures_total": ("counter", "feast-stream-ingestor"),
     "mlplat_ingestor_labelled_transactions_total": ("counter", "feast-stream-ingestor"),
+    "mlplat_ingestor_labelled_outcomes_total": ("counter", "feast-stream-ingestor (per model version: rollback F1)"),
     # Feast feature server (`feast serve --metrics`, port 8000)
     "feast_feature_server_request_latency_seconds": ("histogram", "Feast feature server"),
     "feast_feature_server_request_total": ("counter", "Feast feature server"),

@@ -73,6 +73,13 @@ def render_index() -> str:
         lines.append(f"| [{doc.name}](../runbooks/{doc.path.name}) | {doc.title} | {steps} | {envs} |")
     lines += [
         "",
+        "Runs without a person: `runbooks/autorollback.py` receives the rollback alerts of contracts/rollback.py",
+        "(error rate > 5 %, p99 > 10 ms, F1 drop > 5 % of a model version; Alertmanager webhook on the cluster, the",
+        "local Prometheus directly) and runs `model-rollback` with `--execute` when the firing version is the",
+        "candidate; its actions are in the same audit log with actor `autorollback/<alert>`. How to disable it:",
+        "[model-rollback](../runbooks/model-rollback.md#automatic-rollback-no-person-involved). Approvals",
+        "(`mlplat model approve`) are audited in the same log (runbook `model-approve`).",
+        "",
         "How the steps were tested: AWS steps against a real moto server (ThreadedMotoServer on 127.0.0.1), with",
         "botocore's Stubber only for the APIs moto lacks (EKS UpdateClusterVersion/UpdateAddon/ListInsights/",
         "UpdateNodegroupVersion, ElastiCache TestFailover, MSK UpdateBrokerStorage/RebootBroker); MLflow steps",

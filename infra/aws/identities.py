@@ -49,7 +49,8 @@ WORKLOAD_GRANTS: dict[str, list[BucketGrant | TopicGrant]] = {
     "feast": [BucketGrant("feast", "write")],  # offline store + registry
     "feast-ingestor": [BucketGrant("feast", "read", FEAST_REGISTRY_KEY.rsplit("/", 1)[0] + "/"),
                        TopicGrant("read", group_prefix="feast-")],
-    "model-serving": [BucketGrant("models", "read")],
+    # Read the slots; write only the sampled serving inputs (ml/common/serving_log.py, drift reports).
+    "model-serving": [BucketGrant("models", "read"), BucketGrant("models", "write", "serving-samples/")],
     "training": [BucketGrant("mlflow", "write", MLFLOW_ARTIFACT_PREFIX), BucketGrant("feast", "read"),
                  BucketGrant("models", "write")],
 }

@@ -1,5 +1,6 @@
 """Monitoring: kube-prometheus-stack, the four Grafana dashboards (JSON in infra/workloads/dashboards,
-mounted as ConfigMaps through Grafana's sidecar), the alert rules (contracts/alerts.py) and a
+mounted as ConfigMaps through Grafana's sidecar), the alert rules (contracts/alerts.py) the
+automatic-rollback rules per enabled model (contracts/rollback.py) with their Alertmanager route, and a
 redis_exporter in front of ElastiCache (the online store's hit rate is not in Prometheus otherwise).
 
 The dashboards name no model: the per-model parts come from the model registry
@@ -24,6 +25,8 @@ import pulumi_random as random
 from contracts import model_registry
 from contracts.alerts import rule_groups
 from contracts.models import DashboardPanel
+from contracts.rollback import ACTION, ACTION_LABEL
+from contracts.rollback import rule_groups as rollback_rule_groups
 from infra.aws.interfaces import DataServices
 from infra.workloads.isolation import (
     ANYWHERE,
@@ -120,7 +123,8 @@ def prometheus_values(ctx: StackContext) -> dict[str, Any]:
     return {
         "prometheus": {"prometheusSpec": spec},
         "alertmanager": {"alertmanagerSpec": {"replicas": cfg.alertmanager_replicas,
-                                              "nodeSelector": {NODE_ROLE_LABEL: "general"}}},
+                                              "nodeSelector": {NODE_ROLE_LABEL: "general"}},
+                         **({"config": alertmanager_config()} if ctx.cfg.governance.auto_rollback.enabled else {})},
         "grafana": {
             "admin": {"existingSecret": GRAFANA_ADMIN_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},
             "sidecar": {"dashboards": {"enabled": True, "label": DASHBOARD_LABEL, "labelValue": "1",
@@ -132,6 +136,30 @@ def prometheus_values(ctx: StackContext) -> dict[str, Any]:
         "kubeScheduler": {"enabled": False},
         "kubeEtcd": {"enabled": False},
         "kubeProxy": {"enabled": False},
+    }
+
+
+def alertmanager_config() -> dict[str, Any]:
+    """The chart's default routing (Watchdog to `null`) plus the automatic-rollback route: alerts with
+    `action="rollback"` (contracts/rollback.py) go at once, one group per model version, to the
+    model-rollback receiver (infra/workloads/governance.py); other alerts are routed as before."""
+    from infra.workloads.governance import receiver_url
+
+    return {
+        "global": {"resolve_timeout": "5m"},
+        "route": {
+            "receiver": "null", "group_by": ["namespace"], "group_wait": "30s", "group_interval": "5m",
+            "repeat_interval": "12h",
+            "routes": [
+                {"receiver": "null", "matchers": ['alertname = "Watchdog"']},
+                {"receiver": "model-rollback", "matchers": [f'{ACTION_LABEL} = "{ACTION}"'],
+                 "group_by": ["alertname", "model", "version"], "group_wait": "0s", "group_interval": "30s",
+                 "repeat_interval": "10m"},
+            ],
+        },
+        "receivers": [{"name": "null"},
+                      {"name": "model-rollback", "webhook_configs": [{"url": receiver_url(), "send_resolved": False,
+                                                                      "max_alerts": 0}]}],
     }
 
 
@@ -171,6 +199,11 @@ class Observability(pulumi.ComponentResource):
             f"{name}-alert-rules", api_version="monitoring.coreos.com/v1", kind="PrometheusRule",
             metadata={"name": "mlplatform-alerts", "namespace": NAMESPACE, "labels": labels("alerts")},
             spec={"groups": rule_groups(cfg.runbook_base_url)}, opts=after_stack)
+        enabled = [n for n in ctx.cfg.models.names() if ctx.cfg.models[n].enabled]
+        self.rollback_rules = k8s.apiextensions.CustomResource(
+            f"{name}-rollback-rules", api_version="monitoring.coreos.com/v1", kind="PrometheusRule",
+            metadata={"name": "mlplatform-rollback", "namespace": NAMESPACE, "labels": labels("alerts", "rollback")},
+            spec={"groups": rollback_rule_groups(enabled, cfg.runbook_base_url)}, opts=after_stack)
         self._redis_exporter(name, ctx, data, ns, after_ns)
         self.register_outputs({"dashboards": [d.metadata.name for d in self.dashboards]})
 

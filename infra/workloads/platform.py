@@ -16,6 +16,7 @@ import pulumi_kubernetes as k8s
 from infra.aws.interfaces import DataServices
 from infra.workloads.cluster_addons import ClusterAddonCharts
 from infra.workloads.feature_store import FeatureStore
+from infra.workloads.governance import Governance
 from infra.workloads.mlflow import Mlflow
 from infra.workloads.models_cluster import ReferenceModels
 from infra.workloads.observability import Observability
@@ -63,4 +64,5 @@ class Platform(pulumi.ComponentResource):
         if wl.seldon.enabled:
             seldon = Seldon("seldon", ctx, data, vpc_cidr, repo.image, child, depends_on=base)
         ReferenceModels("models", ctx, data, repo.image, child, seldon=seldon, feast=feast)
+        Governance("governance", ctx, data, vpc_cidr, repo.image, child, depends_on=base)
         self.register_outputs({"modelServerRepositoryUrl": repo.repository_url})

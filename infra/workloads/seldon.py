@@ -165,7 +165,9 @@ def server_resources(declared: list[Resources]) -> dict[str, dict[str, str]] | N
             "limits": {"cpu": cpu("cpu_limit"), "memory": memory("memory_limit")}}
 
 
-def servers_values(ctx: StackContext, image: pulumi.Input[str]) -> dict[str, Any]:
+def servers_values(ctx: StackContext, image: pulumi.Input[str],
+                   serving_samples: pulumi.Input[str] | None = None) -> dict[str, Any]:
+    """`serving_samples`: where the runtimes write their sampled inputs (ml/common/serving_log.py)."""
     # Every enabled model of the registry (contracts/model_registry.py) shares the one MLServer Server.
     models = ctx.cfg.models
     enabled = [(model_registry.get(name), models[name]) for name in models.names() if models[name].enabled]
@@ -192,6 +194,7 @@ def servers_values(ctx: StackContext, image: pulumi.Input[str]) -> dict[str, Any
                         {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": f"http://{jaeger_otlp_endpoint()}"},
                         {"name": "OTEL_SERVICE_NAME", "value": "mlserver"},
                         {"name": "MLPLAT_MLFLOW_TRACKING_URI", "value": _mlflow_uri()},
+                        *([{"name": "MLPLAT_SERVING_SAMPLES", "value": serving_samples}] if serving_samples else []),
                     ],
                     **({"resources": sized} if sized else {}),
                 }],
@@ -237,7 +240,8 @@ class Seldon(pulumi.ComponentResource):
         runtime = helm_release("seldon-core-v2-runtime", ctx, "seldon-core-v2-runtime", NAMESPACE,
                                runtime_values(ctx, brokers), self, depends_on=[setup])
         self.servers = helm_release("seldon-core-v2-servers", ctx, "seldon-core-v2-servers", NAMESPACE,
-                                    servers_values(ctx, image), self, depends_on=[runtime, sa])
+                                    servers_values(ctx, image, pulumi.Output.from_input(data.buckets["models"]).apply(
+                                        lambda b: f"s3://{b}/serving-samples")), self, depends_on=[runtime, sa])
         self.releases = [crds, setup, runtime, self.servers]
         monitors = {
             "seldon-agent": ({"app.kubernetes.io/name": "seldon-server"}, "metrics"),

@@ -5,7 +5,9 @@
 
 Optional `flagged` (the payment system's decision from our model) and `fraud_label` (the confirmed
 outcome, present on labelled transactions, e.g. after a chargeback investigation) feed the
-business dashboard's false-positive rate.
+business dashboard's false-positive rate; with `model_version` (the registry version that made the
+decision: `model_version` of the inference response) they also feed the per-version F1 of the
+automatic-rollback trigger (contracts/rollback.py).
 
 `cardholder_age` rides along because the Feast view `card_features` holds it next to the velocity
 and a push writes whole rows. Bad messages raise `InvalidEvent` naming the offending field.
@@ -33,6 +35,7 @@ class Transaction:
     cardholder_age: int
     flagged: bool | None = None
     fraud_label: bool | None = None
+    model_version: str | None = None
 
 
 def _int(doc: dict, key: str) -> int:
@@ -70,4 +73,9 @@ def parse(raw: bytes | str) -> Transaction:
         if value is not None and not isinstance(value, bool):
             raise InvalidEvent(f"{key} must be true, false or absent, got {value!r}")
         flags[key] = value
-    return Transaction(str(doc["transaction_id"]), _int(doc, "card_id"), float(amount), when, age, **flags)
+    version = doc.get("model_version")
+    if version is not None and not (isinstance(version, str | int) and not isinstance(version, bool)
+                                    and str(version).isdigit()):
+        raise InvalidEvent(f"model_version must be a registry version number or absent, got {version!r}")
+    return Transaction(str(doc["transaction_id"]), _int(doc, "card_id"), float(amount), when, age, **flags,
+                       model_version=None if version is None else str(version))

@@ -32,8 +32,9 @@ PUSH_SECONDS = "mlplat_ingestor_push_seconds"
 EVENT_LAG = "mlplat_ingestor_event_lag_seconds"
 PUSH_FAILURES = "mlplat_ingestor_push_failures_total"
 LABELLED = "mlplat_ingestor_labelled_transactions_total"
+OUTCOMES = "mlplat_ingestor_labelled_outcomes_total"  # per registry version: the F1 rollback trigger
 # Every metric this module exports (dashboards and alerts may only query listed names).
-METRIC_NAMES = (EVENTS, PUSH_SECONDS, EVENT_LAG, PUSH_FAILURES, LABELLED)
+METRIC_NAMES = (EVENTS, PUSH_SECONDS, EVENT_LAG, PUSH_FAILURES, LABELLED, OUTCOMES)
 
 
 class Message(Protocol):
@@ -61,6 +62,9 @@ class _Metrics:
         self.push_failures = Counter(PUSH_FAILURES, "Batches whose push to Feast failed.", registry=registry)
         self.labelled = Counter(LABELLED, "Transactions with a confirmed outcome, by model decision and outcome "
                                 "(false-positive rate of the fraud model).", ["flagged", "fraud"], registry=registry)
+        self.outcomes = Counter(OUTCOMES, "Labelled transactions by the registry version that decided, its decision "
+                                "(predicted 1 = flagged) and the outcome (actual); the per-version F1.",
+                                ["model", "version", "predicted", "actual"], registry=registry)
 
 
 class StreamIngestor:
@@ -94,6 +98,9 @@ class StreamIngestor:
         velocity = self.window.add(tx.card_id, tx.transaction_id, tx.event_time)
         if tx.flagged is not None and tx.fraud_label is not None:
             self.metrics.labelled.labels(flagged=str(tx.flagged).lower(), fraud=str(tx.fraud_label).lower()).inc()
+            if tx.model_version is not None:
+                self.metrics.outcomes.labels(model="fraud", version=tx.model_version, predicted=str(int(tx.flagged)),
+                                             actual=str(int(tx.fraud_label))).inc()
         self.metrics.events.labels(outcome="pushed").inc()
         # Only the newest state of a card matters within one batch.
         self._rows[tx.card_id] = {"card_id": tx.card_id, "cardholder_age": tx.cardholder_age,

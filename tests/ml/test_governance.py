@@ -1,0 +1,187 @@
+"""Model governance against a real MLflow server (127.0.0.1, SQLite): model cards checked field by field
+against the run that produced them, approval before production on a stack that requires it, training
+data refused with pandera's report and the refusal recorded, and the drift report (Evidently) on a
+window of serving samples.
+
+The CLI runs in subprocesses, as a user runs it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from contracts import model_registry
+from ml.common.tracking import mlflow_key
+from ml.models.fraud import data as fraud_data
+
+pytestmark = pytest.mark.ml
+REPO = Path(__file__).resolve().parents[2]
+
+
+def mlplat(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, **(env or {})}
+    full.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([sys.executable, "-m", "mlplat", *args], cwd=REPO, env=full, text=True,
+                          capture_output=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def trained(mlflow_server, tmp_path_factory):
+    """`mlplat model train fraud` on generated data with prod's stack file (promotion gatesAndApproval)."""
+    work = tmp_path_factory.mktemp("governance")
+    audit = work / "audit.jsonl"
+    env = {"MLPLAT_AUDIT_LOG": str(audit)}
+    out = mlplat("model", "train", "fraud", "--data", str(work / "data"), "--sample", "--out", str(work / "artifact"),
+                 "--tracking-uri", mlflow_server.url, "--stack-file", "stacks/Pulumi.prod.yaml", env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return {"doc": json.loads(out.stdout), "work": work, "env": env, "audit": audit, "url": mlflow_server.url}
+
+
+def test_training_on_a_stack_requiring_approval_registers_without_promoting(trained):
+    registry = trained["doc"]["registry"]
+    assert registry["gates_passed"] is True and registry["promotion"] == "gatesAndApproval"
+    assert registry["aliases"] == ["challenger"] and registry["pending_approval"] is True
+    client = MlflowClient(tracking_uri=trained["url"])
+    version = client.get_model_version("fraud", registry["version"])
+    assert version.tags["approval.pending"] == "true" and "champion" not in version.aliases
+
+
+def test_model_card_fields_equal_the_run_that_produced_them(trained):
+    version = trained["doc"]["registry"]["version"]
+    shown = mlplat("model", "card", "fraud", "--version", version, "--json", "--tracking-uri", trained["url"])
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    card = json.loads(shown.stdout)
+    client = MlflowClient(tracking_uri=trained["url"])
+    mv = client.get_model_version("fraud", version)
+    run = client.get_run(mv.run_id)
+    spec = model_registry.get("fraud")
+
+    assert card["model"] == {**card["model"], "name": "fraud", "version": version, "run_id": mv.run_id,
+                             "description": spec.description}
+    assert card["intended_use"] == spec.intended_use
+    # Metrics: every held-out metric of the run, and nothing else.
+    logged = {k: v for k, v in run.data.metrics.items() if not k.startswith(("gate.", "validation."))}
+    assert {mlflow_key(k): v for k, v in card["evaluation"]["metrics"].items()} == pytest.approx(logged)
+    assert card["evaluation"]["protocol"].startswith("Stratified split")
+    assert set(card["evaluation"]["segments"]) == {"domestic", "foreign"}
+    # Parameters and row counts as logged on the run (MLflow stores params as text).
+    params = {k: v for k, v in run.data.params.items() if not k.startswith("data.")}
+    assert {mlflow_key(k): str(v)[:500] for k, v in card["training"]["params"].items()} == params
+    for key, value in card["data"]["rows"].items():
+        assert run.data.params[f"data.{key}"] == str(value)
+    # Data sources: the file the run trained on, with its SHA-256.
+    (source,) = card["data"]["sources"]
+    path = trained["work"] / "data" / fraud_data.FILE
+    assert source["file"] == fraud_data.FILE and source["bytes"] == path.stat().st_size
+    assert source["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert card["features"] == fraud_data.FEATURES
+    # Gates: threshold metrics and pass/fail tags of the run.
+    assert card["gates"]["passed"] is (run.data.tags["gate.passed"] == "true")
+    assert card["gates"]["summary"] == run.data.tags["gate.summary"]
+    for check in card["gates"]["checks"]:
+        key = mlflow_key(check["metric"])
+        assert run.data.metrics[f"gate.{key}.threshold"] == check["threshold"]
+        assert run.data.tags[f"gate.{key}"] == ("pass" if check["passed"] else "fail")
+        assert check["value"] == pytest.approx(run.data.metrics[key])
+    # Validation: pandera's summary equals the run's tag, metrics and report artifact.
+    validation = card["validation"]
+    assert validation["library"].startswith("pandera ") and validation["passed"] is True
+    assert run.data.tags["validation.passed"] == "true"
+    assert run.data.metrics["validation.checks"] == validation["checks"]
+    report = json.loads(Path(client.download_artifacts(mv.run_id, validation["report"], str(trained["work"])))
+                        .read_text())
+    assert report["passed"] is True and {r["schema"] for r in report["results"]} == set(validation["schemas"])
+    assert card["promotion"] == {"policy": "gatesAndApproval", "champion_at_registration": False,
+                                 "pending_approval": True}
+    assert card["limitations"] and card["registry"]["approval"] is None
+    # The Markdown card shows the same run.
+    text = mlplat("model", "card", "fraud", "--version", version, "--tracking-uri", trained["url"]).stdout
+    assert f"# Model card: fraud v{version}" in text and mv.run_id in text and source["sha256"] in text
+
+
+def test_approve_records_tags_and_audit_then_promotes(trained):
+    version = trained["doc"]["registry"]["version"]
+    out = mlplat("model", "approve", "fraud", version, "--by", "alice", "--reason", "card reviewed",
+                 "--stack-file", "stacks/Pulumi.prod.yaml", "--tracking-uri", trained["url"], env=trained["env"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    client = MlflowClient(tracking_uri=trained["url"])
+    mv = client.get_model_version("fraud", version)
+    assert client.get_model_version_by_alias("fraud", "champion").version == version
+    assert mv.tags["approval.status"] == "approved" and mv.tags["approval.by"] == "alice"
+    assert mv.tags["approval.reason"] == "card reviewed" and "approval.pending" not in mv.tags
+    (entry,) = [json.loads(line) for line in trained["audit"].read_text().splitlines()]
+    assert entry["actor"] == "alice" and entry["env"] == "prod" and entry["runbook"] == "model-approve"
+    assert entry["target"] == f"models:/fraud/{version}" and entry["result"] == "ok"
+    card = json.loads(mlplat("model", "card", "fraud", "--json", "--tracking-uri", trained["url"]).stdout)
+    assert card["registry"]["approval"]["by"] == "alice" and "champion" in card["registry"]["aliases"]
+
+
+def test_an_approval_never_overrides_failed_gates(trained):
+    client = MlflowClient(tracking_uri=trained["url"])
+    version = trained["doc"]["registry"]["version"]
+    client.set_model_version_tag("fraud", version, "gate.passed", "false")
+    try:
+        out = mlplat("model", "approve", "fraud", version, "--by", "bob", "--reason", "ship it",
+                     "--tracking-uri", trained["url"], env=trained["env"])
+    finally:
+        client.set_model_version_tag("fraud", version, "gate.passed", "true")
+    assert out.returncode == 1 and "lacks passing quality gates" in out.stderr
+
+
+def test_broken_training_data_fails_the_run_with_pandera_report(mlflow_server, tmp_path):
+    fraud_data.generate_sample(tmp_path, rows=200)
+    path = tmp_path / fraud_data.FILE
+    lines = path.read_text().splitlines()
+    cells = lines[5].split(",")
+    cells[2] = "25"  # transaction_hour outside 0..23
+    lines[5] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    out = mlplat("model", "train", "fraud", "--data", str(tmp_path), "--out", str(tmp_path / "out"),
+                 "--tracking-uri", mlflow_server.url)
+    assert out.returncode == 1
+    assert "column 'transaction_hour', row 5: value outside the allowed range 0..23 (value '25')" in out.stderr
+    assert '"library": "pandera' in out.stderr and '"check": "value outside the allowed range 0..23"' in out.stderr
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    exp = client.get_experiment_by_name("mlplat-fraud")
+    failed = client.search_runs([exp.experiment_id], "attributes.status = 'FAILED'")
+    assert failed and failed[0].data.tags["validation.passed"] == "false"
+
+
+def test_drift_report_on_a_window_of_serving_samples(tmp_path):
+    """Evidently finds the shifted feature and not the unshifted ones; pandera flags invalid rows."""
+    import numpy as np
+
+    from ml.common.drift import Reference
+    from ml.common.drift_report import run
+    from ml.common.serving_log import ServingSampler
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    train = {"score": rng.random(n), "amount": rng.gamma(1.6, 110.0, n), "transaction_hour": rng.integers(0, 24, n),
+             "device_trust_score": rng.integers(25, 99, n), "velocity_last_24h": rng.poisson(2.1, n),
+             "cardholder_age": rng.integers(18, 70, n)}
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    Reference.from_columns(train).save(model_dir)
+    sampler = ServingSampler(str(tmp_path / "samples"), "fraud", "7", rate=1.0)
+    m = 600
+    live = {**{k: v[:m] for k, v in train.items()}, "amount": rng.gamma(1.6, 110.0, m) * 3}  # amounts tripled
+    live["cardholder_age"] = np.where(np.arange(m) == 3, 150, live["cardholder_age"][:m])  # one impossible age
+    sampler.add(live)
+    sampler.flush()
+    summary = run("fraud", samples=str(tmp_path / "samples"), model=str(model_dir), window=500,
+                  out=str(tmp_path / "reports"), log_to_mlflow=False)
+    assert summary["window"]["rows"] == 500 and summary["window"]["versions"] == {"7": 500}
+    assert "amount" in summary["drifted_columns"] and "score" not in summary["drifted_columns"]
+    assert summary["prediction_drift"]["drifted"] is False
+    assert summary["validation"]["passed"] is False and summary["validation"]["failures"] == 1
+    folder = Path(summary["report"])
+    assert {p.name for p in folder.iterdir()} == {"report.html", "report.json", "summary.json", "validation.json"}
+    assert "evidently" in (folder / "report.html").read_text()[:200000].lower()
