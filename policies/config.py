@@ -45,6 +45,9 @@ def _check_type(where: str, value: Any, schema: Mapping[str, Any]) -> None:
     if expected == "array" and "items" in schema:
         for i, item in enumerate(value):
             _check_type(f"{where}[{i}]", item, schema["items"])
+    if expected == "object" and "additionalProperties" in schema:
+        for key, item in value.items():
+            _check_type(f"{where}.{key}", item, schema["additionalProperties"])
 
 
 def _level(where: str, value: Any) -> str:

@@ -63,7 +63,10 @@ def render() -> str:
         "Enforcement per environment comes from the policy config files "
         f"({', '.join(f'`policies/config/{e}.json`' for e in envs)}): a rule can be mandatory in prod and "
         "advisory in dev, and rules with an `environments` property apply only in those tiers. "
-        "Properties left out of a config file take the defaults below, as the Pulumi CLI does.",
+        "Properties left out of a config file take the defaults below, as the Pulumi CLI does. The tiers and "
+        "per-environment minimums that the stack-config validation enforces as well (`mlplat validate-config`) "
+        "are stated once, in `contracts/guardrails.py`: both read them, and the committed config files do not "
+        "restate them.",
         "",
         "| Rule | Area | Severity | Default enforcement | Decided at | Checks | How to fix | Config (defaults) |",
         "|---|---|---|---|---|---|---|---|",

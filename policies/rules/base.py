@@ -24,10 +24,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from contracts.guardrails import TIERS, tier_minimum
+
 SEVERITIES = ("low", "medium", "high", "critical")
 DECIDED = ("preview", "update")
 ENFORCEMENT_LEVELS = ("advisory", "mandatory", "disabled")
-ENVIRONMENTS = ("dev", "staging", "prod")
+ENVIRONMENTS = TIERS
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,18 @@ def environments_config(default: Sequence[str]) -> dict[str, Any]:
     """Config property for rules that are requirements only in some tiers (e.g. Multi-AZ in prod)."""
     return {"type": "array", "items": {"type": "string", "enum": list(ENVIRONMENTS)}, "default": list(default),
             "description": "Environments in which the requirement applies."}
+
+
+def tier_minimums_config(default: Mapping[str, int], description: str) -> dict[str, Any]:
+    """Config property holding one minimum per tier (defaults from contracts/guardrails.py, which the stack
+    config validation uses too)."""
+    return {"type": "object", "additionalProperties": {"type": "integer"}, "default": dict(default),
+            "description": f"{description}, per environment; an environment not listed gets the largest."}
+
+
+def tier_minimum_of(minimums: Mapping[str, Any], stack: StackInfo) -> int:
+    """The stack's minimum from a `tier_minimums_config` value (an unknown tier gets the strictest)."""
+    return tier_minimum({tier: int(value) for tier, value in minimums.items()}, stack.environment)
 
 
 def applies(config: Mapping[str, Any], stack: StackInfo) -> bool:

@@ -5,6 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from contracts.guardrails import (
+    DATABASE_MULTI_AZ_TIERS,
+    MIN_BACKUP_RETENTION_DAYS,
+    MIN_FAILOVER_REPLICAS,
+    PROTECTED_TIERS,
+    REDIS_MULTI_AZ_TIERS,
+    spreads_evenly,
+)
 from policies.rules.base import (
     StackInfo,
     UnknownAtPreview,
@@ -17,6 +25,8 @@ from policies.rules.base import (
     peek,
     resource_rule,
     size,
+    tier_minimum_of,
+    tier_minimums_config,
     truthy,
 )
 
@@ -61,8 +71,8 @@ def redis_auth(_t: str, props: Mapping[str, Any], _c: Mapping[str, Any], _s: Sta
 @resource_rule(
     "redis-multi-az", [REDIS], area="Redis", severity="high",
     description="Redis in production tiers is Multi-AZ with automatic failover and at least one replica.",
-    remediation="Set `mlplatform:redis.multiAz: true` and `replicasPerShard >= 1`.",
-    config={"environments": environments_config(["prod"])},
+    remediation=f"Set `mlplatform:redis.multiAz: true` and `replicasPerShard >= {MIN_FAILOVER_REPLICAS}`.",
+    config={"environments": environments_config(REDIS_MULTI_AZ_TIERS)},
 )
 def redis_multi_az(_t: str, props: Mapping[str, Any], config: Mapping[str, Any],
                    stack: StackInfo) -> Iterable[str]:
@@ -74,7 +84,8 @@ def redis_multi_az(_t: str, props: Mapping[str, Any], config: Mapping[str, Any],
         yield "automaticFailoverEnabled is not true"
     replicas = props.get("replicasPerNodeGroup")
     nodes = props.get("numCacheClusters")
-    if (replicas is not None and int(replicas) < 1) or (nodes is not None and int(nodes) < 2):
+    if ((replicas is not None and int(replicas) < MIN_FAILOVER_REPLICAS)
+            or (nodes is not None and int(nodes) < 1 + MIN_FAILOVER_REPLICAS)):
         yield "no replica to fail over to"
 
 
@@ -129,7 +140,7 @@ def msk_multi_az(_t: str, props: Mapping[str, Any], config: Mapping[str, Any], _
     brokers = props.get("numberOfBrokerNodes")
     if zones < int(config["minZones"]):
         yield f"brokers span {zones} subnet(s), fewer than {config['minZones']}"
-    elif brokers is not None and int(brokers) % zones:
+    elif brokers is not None and not spreads_evenly(int(brokers), zones):
         yield f"{brokers} brokers cannot spread evenly over {zones} zones"
 
 
@@ -166,22 +177,23 @@ def rds_not_public(_t: str, props: Mapping[str, Any], _c: Mapping[str, Any], _s:
 
 @resource_rule(
     "rds-backups", RDS, area="RDS", severity="high",
-    description="Automated backups are kept for the configured minimum number of days.",
+    description="Automated backups are kept for at least the environment's minimum number of days.",
     remediation="Raise `mlplatform:database.backupRetentionDays`.",
-    config={"minimumRetentionDays": {"type": "integer", "default": 7,
-                                     "description": "Smallest backupRetentionPeriod allowed."}},
+    config={"minimumRetentionDays": tier_minimums_config(MIN_BACKUP_RETENTION_DAYS,
+                                                         "Smallest backupRetentionPeriod allowed")},
 )
-def rds_backups(_t: str, props: Mapping[str, Any], config: Mapping[str, Any], _s: StackInfo) -> Iterable[str]:
+def rds_backups(_t: str, props: Mapping[str, Any], config: Mapping[str, Any], stack: StackInfo) -> Iterable[str]:
     days = props.get("backupRetentionPeriod")
-    if days is None or int(days) < int(config["minimumRetentionDays"]):
-        yield f"backupRetentionPeriod is {days!r}, below {config['minimumRetentionDays']}"
+    minimum = tier_minimum_of(config["minimumRetentionDays"], stack)
+    if days is None or int(days) < minimum:
+        yield f"backupRetentionPeriod is {days!r}, below {minimum}"
 
 
 @resource_rule(
     "rds-deletion-protection", RDS, area="RDS", severity="high",
     description="Production databases have deletion protection and take a final snapshot.",
-    remediation="Set `mlplatform:database.deletionProtection: true`.",
-    config={"environments": environments_config(["prod"])},
+    remediation="Set `mlplatform:database.deletionProtection: true` and `finalSnapshot: true`.",
+    config={"environments": environments_config(PROTECTED_TIERS)},
 )
 def rds_deletion_protection(_t: str, props: Mapping[str, Any], config: Mapping[str, Any],
                             stack: StackInfo) -> Iterable[str]:
@@ -197,7 +209,7 @@ def rds_deletion_protection(_t: str, props: Mapping[str, Any], config: Mapping[s
     "rds-multi-az", RDS, area="RDS", severity="high",
     description="Production databases run Multi-AZ with a synchronous standby.",
     remediation="Set `mlplatform:database.multiAz: true`.",
-    config={"environments": environments_config(["prod"])},
+    config={"environments": environments_config(DATABASE_MULTI_AZ_TIERS)},
 )
 def rds_multi_az(_t: str, props: Mapping[str, Any], config: Mapping[str, Any], stack: StackInfo) -> Iterable[str]:
     if applies(config, stack) and not truthy(props.get("multiAz")):

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from contracts.guardrails import REQUIRED_CONTROL_PLANE_LOGS, open_cidrs
 from policies.rules.base import StackInfo, as_list, as_mapping, is_set, resource_rule, truthy
 
 EKS_CLUSTER = "aws:eks/cluster:Cluster"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
-OPEN_CIDRS = ("0.0.0.0/0", "::/0")
 
 
 @resource_rule(
@@ -27,7 +27,7 @@ def eks_endpoint_restricted(_t: str, props: Mapping[str, Any], _c: Mapping[str, 
     cidrs = [str(c) for c in as_list(vpc.get("publicAccessCidrs"))]
     if not cidrs:
         yield "the public endpoint is open to 0.0.0.0/0 (no publicAccessCidrs)"
-    elif open_ := [c for c in cidrs if c in OPEN_CIDRS]:
+    elif open_ := open_cidrs(cidrs):
         yield f"the public endpoint is open to {', '.join(open_)}"
 
 
@@ -50,7 +50,7 @@ def eks_secrets_encryption(_t: str, props: Mapping[str, Any], _c: Mapping[str, A
     description="The control plane ships at least the api, audit and authenticator logs to CloudWatch.",
     remediation="Add the missing types to `mlplatform:cluster.logTypes`.",
     config={"requiredLogTypes": {"type": "array", "items": {"type": "string"},
-                                 "default": ["api", "audit", "authenticator"],
+                                 "default": list(REQUIRED_CONTROL_PLANE_LOGS),
                                  "description": "Control-plane log types that must be enabled."}},
 )
 def eks_control_plane_logging(_t: str, props: Mapping[str, Any], config: Mapping[str, Any],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from contracts.guardrails import open_cidrs
 from policies.rules.base import PlanResource, StackInfo, as_list, as_mapping, resource_rule, stack_rule, truthy
 
 SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
@@ -14,7 +15,6 @@ DEFAULT_SG = "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup"
 SUBNET = "aws:ec2/subnet:Subnet"
 VPC = "aws:ec2/vpc:Vpc"
 FLOW_LOG = "aws:ec2/flowLog:FlowLog"
-OPEN_CIDRS = ("0.0.0.0/0", "::/0")
 
 
 def _port_range(rule: Mapping[str, Any], protocol_key: str) -> tuple[int, int]:
@@ -27,7 +27,7 @@ def _port_range(rule: Mapping[str, Any], protocol_key: str) -> tuple[int, int]:
 
 def _open_ingress(rule: Mapping[str, Any], cidrs: Sequence[str], protocol_key: str,
                   allowed_ports: Sequence[int]) -> str | None:
-    open_ = [c for c in cidrs if c in OPEN_CIDRS]
+    open_ = open_cidrs(cidrs)
     if not open_:
         return None
     low, high = _port_range(rule, protocol_key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from contracts.guardrails import PROTECTED_TIERS
 from policies.rules.base import PlanResource, StackInfo, applies, environments_config, stack_rule
 
 STATEFUL_TYPES = [
@@ -19,7 +20,7 @@ STATEFUL_TYPES = [
                 "Pulumi's `protect` option, so no update or destroy can delete them.",
     remediation="Set `mlplatform:protectStatefulResources: true` and build stateful resources with "
                 "`ResourceOptions(protect=ctx.protect, retain_on_delete=ctx.protect)`.",
-    config={"environments": environments_config(["prod"]),
+    config={"environments": environments_config(PROTECTED_TIERS),
             "statefulTypes": {"type": "array", "items": {"type": "string"}, "default": STATEFUL_TYPES,
                               "description": "Resource types that hold state."}},
 )

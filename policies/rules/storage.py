@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from contracts.guardrails import MIN_KMS_DELETION_WINDOW_DAYS
 from policies.rules.base import (
     PlanResource,
     StackInfo,
@@ -19,6 +20,8 @@ from policies.rules.base import (
     resource_rule,
     stack_rule,
     statements,
+    tier_minimum_of,
+    tier_minimums_config,
     truthy,
 )
 
@@ -186,11 +189,13 @@ def kms_key_rotation(_t: str, props: Mapping[str, Any], _c: Mapping[str, Any], _
 @resource_rule(
     "kms-deletion-window", [KMS_KEY], area="KMS", severity="low", enforcement="advisory",
     description="KMS keys keep a deletion window long enough to notice and cancel a mistaken deletion.",
-    remediation="Raise `deletionWindowInDays` (prod: 30).",
-    config={"minimumDays": {"type": "integer", "default": 7, "description": "Smallest deletion window in days."}},
+    remediation="Raise `mlplatform:dataKeys.deletionWindowDays` (data keys) or "
+                "`mlplatform:cluster.secretsKeyDeletionWindowDays` (EKS secrets key).",
+    config={"minimumDays": tier_minimums_config(MIN_KMS_DELETION_WINDOW_DAYS, "Smallest deletion window in days")},
 )
 def kms_deletion_window(_t: str, props: Mapping[str, Any], config: Mapping[str, Any],
-                        _s: StackInfo) -> Iterable[str]:
+                        stack: StackInfo) -> Iterable[str]:
     days = props.get("deletionWindowInDays")
-    if days is None or int(days) < int(config["minimumDays"]):
-        yield f"deletionWindowInDays is {days!r}, below {config['minimumDays']}"
+    minimum = tier_minimum_of(config["minimumDays"], stack)
+    if days is None or int(days) < minimum:
+        yield f"deletionWindowInDays is {days!r}, below {minimum}"

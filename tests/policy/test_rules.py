@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from contracts.guardrails import MIN_BACKUP_RETENTION_DAYS
 from infra.offline.policy_eval import Plan, evaluate
 from policies.config import CONFIG_DIR, PolicyConfigError, load_file, resolve, stack_config_path
 from policies.examples import EXAMPLES, REDIS, REDIS_OK, res
@@ -50,7 +51,8 @@ def test_tier_scoped_rule_is_waived_outside_its_environments():
     bad = [res(REDIS, "cache", **{**REDIS_OK, "multiAzEnabled": False})]
     assert _violations("redis-multi-az", bad, "dev") == []
     assert _violations("redis-multi-az", bad, "prod")
-    assert _violations("redis-multi-az", bad, "staging", {"environments": ["staging", "prod"]})
+    assert _violations("redis-multi-az", bad, "staging")
+    assert _violations("redis-multi-az", bad, "staging", {"environments": ["prod"]}) == []
 
 
 def test_stack_configs_make_rules_advisory_or_mandatory_per_environment():
@@ -64,14 +66,17 @@ def test_stack_configs_make_rules_advisory_or_mandatory_per_environment():
 
 def test_config_defaults_are_filled_like_the_cli():
     resolved = resolve({"rds-backups": {"enforcementLevel": "advisory"}}, ALL_RULES)
-    assert resolved["rds-backups"] == resolved["rds-backups"].__class__("advisory", {"minimumRetentionDays": 7})
+    assert resolved["rds-backups"] == resolved["rds-backups"].__class__(
+        "advisory", {"minimumRetentionDays": dict(MIN_BACKUP_RETENTION_DAYS)})
     assert resolved["sg-no-public-ingress"].config == {"allowedPublicPorts": [443]}
 
 
 @pytest.mark.parametrize(("raw", "message"), [
     ({"no-such-policy": "mandatory"}, "unknown policies: no-such-policy"),
     ({"rds-backups": "blocking"}, "enforcement level 'blocking'"),
-    ({"rds-backups": {"minimumRetentionDays": "seven"}}, "rds-backups.minimumRetentionDays: expected integer"),
+    ({"rds-backups": {"minimumRetentionDays": 7}}, "rds-backups.minimumRetentionDays: expected object"),
+    ({"rds-backups": {"minimumRetentionDays": {"prod": "seven"}}},
+     "rds-backups.minimumRetentionDays.prod: expected integer"),
     ({"rds-backups": {"retention": 3}}, "unknown config properties ['retention']"),
     ({"redis-multi-az": {"environments": ["qa"]}}, "'qa' is not one of"),
 ])
