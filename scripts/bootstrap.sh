@@ -38,6 +38,7 @@ system_packages() {
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+  command -v ss >/dev/null 2>&1 || missing+=(iproute2)  # `mlplat local` names who holds a busy port
   if [ ${#missing[@]} -eq 0 ]; then log "system packages present"; return; fi
   if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
     log "missing Debian packages: ${missing[*]} (install them with apt-get as root)"; return 1
