@@ -5,10 +5,12 @@ Nothing here starts MLflow or MLServer: every error must be raised before a serv
 
 from __future__ import annotations
 
+import argparse
 import json
 import socket
 
 import pytest
+import yaml
 
 from contracts import model_registry
 from local import cli as local_cmd
@@ -129,7 +131,9 @@ def test_prometheus_config_carries_the_cluster_alert_rules(tmp_path):
     groups, source = prometheus.find_alert_rules()
     assert groups and source == "contracts/alerts.py"
     cfg_path, rules_path = prometheus.write_config(tmp_path, "127.0.0.1:18082", groups)
-    assert rules_path is not None
+    assert rules_path == tmp_path / "rules" / "alerts.yml"
+    assert yaml.safe_load(cfg_path.read_text())["rule_files"] == [str(rules_path)]
+    assert yaml.safe_load(rules_path.read_text()) == {"groups": json.loads(json.dumps(groups))}
     names = {r["alert"] for g in json.loads(json.dumps(groups)) for r in g["rules"]}
     assert "MLPlatModelDriftHigh" in names
     assert "127.0.0.1:18082" in cfg_path.read_text()
@@ -167,7 +171,10 @@ def test_status_and_down_with_nothing_running(tmp_path, capsys):
 
 
 def test_command_is_registered():
-    assert local_cmd.register is not None
+    parser = argparse.ArgumentParser()
+    local_cmd.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["local", "status", "--state-dir", "/tmp/x"])
+    assert args.command == "local" and callable(args.func)
     assert ("local", "local.cli", "ml") in __import__("mlplat.cli").cli.COMMANDS
 
 
