@@ -59,6 +59,14 @@ def platform(tmp_path_factory):
         _run("local", "down", "--state-dir", str(state), env=env, timeout=120)
 
 
+def _wait_for(condition, what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s:.0f} s: {what}")
+        time.sleep(0.05)
+
+
 def test_rollback_switches_the_served_version_without_failed_requests(platform, tmp_path):
     client = MlflowClient(tracking_uri=platform["mlflow"])
     assert client.get_model_version_by_alias("fraud", "champion").version == "1"
@@ -96,11 +104,14 @@ def test_rollback_switches_the_served_version_without_failed_requests(platform, 
 
     sender = threading.Thread(target=load, daemon=True)
     sender.start()
-    time.sleep(1.0)
+    # Requests are flowing (answered by version 2) before the rollback starts ...
+    _wait_for(lambda: sum(v == "2" for _s, v in list(results)) >= 5, "5 answers from version 2")
     audit = tmp_path / "audit.jsonl"
     rollback = _run("runbook", "run", "model-rollback", "--env", "local", "--execute", "--param", "model=fraud",
                     "--audit-log", str(audit), env=platform["env"])
-    time.sleep(1.0)
+    # ... and go on being answered, now by version 1, after it.
+    after = len(results)
+    _wait_for(lambda: sum(v == "1" for _s, v in list(results)[after:]) >= 5, "5 answers from version 1 after it")
     stop.set()
     sender.join(timeout=60)
 
