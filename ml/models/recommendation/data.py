@@ -1,7 +1,8 @@
 """Data contract of the recommendation model: the goodbooks-10k file schemas.
 
 The loaders read the shared dataset's exact files (``.csv`` or ``.csv.gz`` of the same name) and
-refuse broken input with a :class:`DataContractError` naming the file, column, row and value.
+validate them with the pandera schemas of ``schemas()``, refusing broken input with a
+:class:`DataContractError` naming the file, column, row and value (pandera's report attached).
 Cells are read as text first (``keep_default_na=False``) so that pandas never turns a title such as
 "NA" into a missing value behind our back; every conversion is then checked explicitly.
 
@@ -13,9 +14,11 @@ empty cells in ``isbn``, ``isbn13``, ``original_title``, ``original_publication_
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -65,7 +68,8 @@ def resolve(data_dir: Path, name: str) -> Path:
     raise DataContractError(Path(data_dir) / name, f"file not found (looked for {name} and {name}.gz)")
 
 
-def _read(path: Path, columns: tuple[str, ...], name: str) -> pd.DataFrame:
+def _read(path: Path, name: str) -> pd.DataFrame:
+    """The file's cells as text (structure and values are checked by the pandera schemas below)."""
     path = Path(path)
     if not path.is_file():
         alt = path.with_name(path.name + ".gz")
@@ -82,77 +86,98 @@ def _read(path: Path, columns: tuple[str, ...], name: str) -> pd.DataFrame:
         raise DataContractError(path, f"not a readable CSV file: {exc}") from exc
     except pd.errors.EmptyDataError as exc:
         raise DataContractError(path, "file is empty (no header row)") from exc
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataContractError(path, f"missing column(s) {missing}; expected {list(columns)}", column=missing[0])
-    if frame.empty:
-        raise DataContractError(path, "file has a header but no data rows")
     frame.attrs["path"] = str(path)
     return frame
 
 
-def _first_bad(mask: pd.Series) -> int:
-    """0-based position of the first True in ``mask``."""
-    return int(mask.to_numpy().argmax())
+# ---- the contract as pandera schemas (ml/common/validation.py) -------------------------------------
+# Two passes per file: the cells as written (present columns, non-empty where required, parseable),
+# then the parsed frame (ranges, allowed values, unique keys, references to the books file). Built on
+# first use: pandera is not imported where only the loaded data is needed (the serving runtime).
 
 
-def _integers(frame: pd.DataFrame, column: str, low: int | None = None, high: int | None = None) -> pd.Series:
-    """Column parsed as int64; empty, non-integer or out-of-range cells raise a contract error."""
-    raw = frame[column].str.strip()
-    bad = ~raw.str.fullmatch(r"[+-]?\d{1,18}")  # "4.0" or "4.5" in an id/rating column is a type error
-    if bad.any():
-        i = _first_bad(bad)
-        problem = "empty cell" if raw.iloc[i] == "" else "not an integer"
-        raise DataContractError(
-            frame.attrs["path"], f"{problem} ({int(bad.sum())} bad cell(s) in total)",
-            column=column, row=i + 1, value=frame[column].iloc[i],
-        )  # fmt: skip
-    out = raw.astype("int64")
-    if low is not None or high is not None:
-        lo = low if low is not None else out.min()
-        hi = high if high is not None else out.max()
-        bad = (out < lo) | (out > hi)
-        if bad.any():
-            i = _first_bad(bad)
-            allowed = f"{low}..{high}" if high is not None else f">= {low}"
-            raise DataContractError(
-                frame.attrs["path"], f"value outside the allowed range {allowed}",
-                column=column, row=i + 1, value=frame[column].iloc[i],
-            )  # fmt: skip
-    return out
+def _int_text() -> list[Any]:
+    from ml.common.validation import integer_text, non_empty_text
+
+    return [non_empty_text("empty cell"), integer_text("not an integer")]
 
 
-def _no_duplicates(frame: pd.DataFrame, columns: list[str], path: str) -> None:
-    dup = frame.duplicated(subset=columns, keep="first")
-    if dup.any():
-        i = _first_bad(dup)
-        key = tuple(int(frame[c].iloc[i]) for c in columns)
-        raise DataContractError(
-            path, f"duplicate {tuple(columns)} key ({int(dup.sum())} duplicate row(s) in total)",
-            column=columns[-1], row=i + 1, value=key,
-        )  # fmt: skip
+def _at_least(low: int) -> Any:
+    import pandera.pandas as pa
+
+    return pa.Check.ge(low, error=f"value outside the allowed range >= {low}")
+
+
+def _unique(columns: tuple[str, ...]) -> Any:
+    import pandera.pandas as pa
+
+    return pa.Check(lambda df: ~df.duplicated(subset=list(columns), keep="first"), error=f"duplicate {columns} key")
+
+
+def _number_in_0_5(text: pd.Series) -> pd.Series:
+    value = pd.to_numeric(text.str.strip(), errors="coerce")
+    return value.notna() & (value >= 0) & (value <= 5)
+
+
+def _number_or_empty(text: pd.Series) -> pd.Series:
+    stripped = text.str.strip()
+    return (stripped == "") | pd.to_numeric(stripped, errors="coerce").notna()
+
+
+def _text_schema(name: str, columns: dict[str, list[Any]]) -> Any:
+    import pandera.pandas as pa
+
+    from ml.common.validation import has_rows
+
+    return pa.DataFrameSchema({c: pa.Column(str, checks) for c, checks in columns.items()}, checks=[has_rows()],
+                              name=name)
+
+
+@functools.cache
+def schemas() -> dict[str, Any]:
+    """name -> pandera schema: `<file>.cells` (text) and `<file>` (parsed) for ratings, books, genres."""
+    import pandera.pandas as pa
+
+    from ml.common.validation import non_empty_text
+
+    books_text: dict[str, list[Any]] = {c: [] for c in BOOKS_COLUMNS}
+    books_text.update({c: _int_text() for c in _BOOKS_INT})
+    books_text.update({c: [non_empty_text("empty cell (required)")] for c in _BOOKS_REQUIRED_TEXT})
+    books_text["average_rating"] = [pa.Check(_number_in_0_5, error="must be a number in 0..5")]
+    books_text["original_publication_year"] = [pa.Check(_number_or_empty, error="not a number")]
+    return {
+        "ratings.cells": _text_schema("recommendation.ratings.cells", {c: _int_text() for c in RATINGS_COLUMNS}),
+        "ratings": pa.DataFrameSchema({
+            "user_id": pa.Column("int64", _at_least(1)), "book_id": pa.Column("int64", _at_least(1)),
+            "rating": pa.Column("int64", pa.Check.isin(list(RATING_VALUES),
+                                                       error=f"rating must be one of {list(RATING_VALUES)}")),
+        }, checks=[_unique(("user_id", "book_id"))], name="recommendation.ratings"),
+        "books.cells": _text_schema("recommendation.books.cells", books_text),
+        "books": pa.DataFrameSchema(
+            {c: pa.Column("int64", _at_least(1 if c == "book_id" else 0)) for c in _BOOKS_INT}
+            | {"average_rating": pa.Column("float64", pa.Check.in_range(0, 5))},
+            checks=[_unique(("book_id",))], name="recommendation.books"),
+        "genres.cells": _text_schema("recommendation.genres.cells", {
+            "book_id": _int_text(), "goodreads_book_id": _int_text(), "genres": [non_empty_text("empty genre list")]}),
+        "genres": pa.DataFrameSchema({"book_id": pa.Column("int64", _at_least(1)),
+                                      "goodreads_book_id": pa.Column("int64", _at_least(0)),
+                                      "genres": pa.Column(str)},
+                                     checks=[_unique(("book_id",))], name="recommendation.genres"),
+    }
+
+
+def _ints(frame: pd.DataFrame, columns: tuple[str, ...]) -> dict[str, pd.Series]:
+    return {c: frame[c].str.strip().astype("int64") for c in columns}
 
 
 def load_ratings(path: Path) -> pd.DataFrame:
     """Ratings (user_id, book_id, rating as int64); ratings are 1..5 and (user, book) pairs unique."""
-    frame = _read(path, RATINGS_COLUMNS, RATINGS_FILE)
+    from ml.common.validation import validate
+
+    frame = _read(path, RATINGS_FILE)
     src = frame.attrs["path"]
-    out = pd.DataFrame(
-        {
-            "user_id": _integers(frame, "user_id", low=1),
-            "book_id": _integers(frame, "book_id", low=1),
-        }
-    )
-    rating = _integers(frame, "rating")
-    bad = ~rating.isin(RATING_VALUES)
-    if bad.any():
-        i = _first_bad(bad)
-        raise DataContractError(
-            src, f"rating must be one of {list(RATING_VALUES)}", column="rating", row=i + 1,
-            value=frame["rating"].iloc[i],
-        )  # fmt: skip
-    out["rating"] = rating
-    _no_duplicates(out, ["user_id", "book_id"], src)
+    validate(schemas()["ratings.cells"], frame, src)
+    out = validate(schemas()["ratings"], pd.DataFrame(_ints(frame, RATINGS_COLUMNS)), src, raw=frame)
     out.attrs["path"] = src
     return out
 
@@ -170,37 +195,20 @@ def load_books(path: Path) -> pd.DataFrame:
     Documented empty cells are kept as "" (text) or NaN (year) and counted in
     ``attrs["empty_cells"]``; empty cells in any other column are an error.
     """
-    frame = _read(path, BOOKS_COLUMNS, BOOKS_FILE)
+    from ml.common.validation import validate
+
+    frame = _read(path, BOOKS_FILE)
     src = frame.attrs["path"]
+    validate(schemas()["books.cells"], frame, src)
     out = frame[list(BOOKS_COLUMNS)].copy()
-    for column in _BOOKS_INT:
-        out[column] = _integers(frame, column, low=0 if column != "book_id" else 1)
-    for column in _BOOKS_REQUIRED_TEXT:
-        empty = frame[column].str.strip() == ""
-        if empty.any():
-            i = _first_bad(empty)
-            raise DataContractError(src, "empty cell (required)", column=column, row=i + 1, value="")
-    avg = pd.to_numeric(frame["average_rating"].str.strip(), errors="coerce")
-    bad = avg.isna() | (avg < 0) | (avg > 5)
-    if bad.any():
-        i = _first_bad(bad)
-        raise DataContractError(
-            src, "must be a number in 0..5", column="average_rating", row=i + 1,
-            value=frame["average_rating"].iloc[i],
-        )  # fmt: skip
-    out["average_rating"] = avg.astype("float64")
-    year_raw = frame["original_publication_year"].str.strip()
-    year = pd.to_numeric(year_raw, errors="coerce")
-    bad = year.isna() & (year_raw != "")
-    if bad.any():
-        i = _first_bad(bad)
-        raise DataContractError(
-            src, "not a number", column="original_publication_year", row=i + 1, value=year_raw.iloc[i]
-        )
-    out["original_publication_year"] = year.astype("float64")
+    for column, values in _ints(frame, _BOOKS_INT).items():
+        out[column] = values
+    out["average_rating"] = pd.to_numeric(frame["average_rating"].str.strip()).astype("float64")
+    out["original_publication_year"] = pd.to_numeric(frame["original_publication_year"].str.strip(),
+                                                     errors="coerce").astype("float64")
     for column in ("isbn", "isbn13", "original_title", "language_code"):
         out[column] = frame[column].str.strip()
-    _no_duplicates(out, ["book_id"], src)
+    out = validate(schemas()["books"], out, src, raw=frame)
     empty = _count_empty(frame, BOOKS_MAY_BE_EMPTY)
     if any(empty.values()):
         log.info("%s: documented empty cells accepted: %s", src, empty)
@@ -210,33 +218,26 @@ def load_books(path: Path) -> pd.DataFrame:
 
 def load_genres(path: Path) -> pd.DataFrame:
     """Per-book shelf names: book_id, goodreads_book_id (int64), genres (comma-separated, non-empty)."""
-    frame = _read(path, GENRES_COLUMNS, GENRES_FILE)
+    from ml.common.validation import validate
+
+    frame = _read(path, GENRES_FILE)
     src = frame.attrs["path"]
-    out = pd.DataFrame(
-        {
-            "book_id": _integers(frame, "book_id", low=1),
-            "goodreads_book_id": _integers(frame, "goodreads_book_id", low=0),
-            "genres": frame["genres"].str.strip(),
-        }
-    )
-    empty = out["genres"] == ""
-    if empty.any():
-        i = _first_bad(empty)
-        raise DataContractError(src, "empty genre list", column="genres", row=i + 1, value="")
-    _no_duplicates(out, ["book_id"], src)
+    validate(schemas()["genres.cells"], frame, src)
+    typed = pd.DataFrame({**_ints(frame, ("book_id", "goodreads_book_id")), "genres": frame["genres"].str.strip()})
+    out = validate(schemas()["genres"], typed, src, raw=frame)
     out.attrs["path"] = src
     return out
 
 
-def _unknown_books(ids: pd.Series, books: pd.DataFrame, src: str, what: str) -> None:
-    unknown = ~ids.isin(books["book_id"])
-    if unknown.any():
-        i = _first_bad(unknown)
-        n = int(ids[unknown].nunique())
-        raise DataContractError(
-            src, f"{n} {what} book_id value(s) not present in {BOOKS_FILE}", column="book_id",
-            row=i + 1, value=int(ids.iloc[i]),
-        )  # fmt: skip
+def _known_books(frame: pd.DataFrame, books: pd.DataFrame, src: str, what: str) -> None:
+    """Every book_id of `frame` is in the books file (a pandera check over the loaded ids)."""
+    import pandera.pandas as pa
+
+    from ml.common.validation import validate
+
+    known = pa.Check.isin(set(books["book_id"].tolist()), error=f"{what} book_id not present in {BOOKS_FILE}")
+    validate(pa.DataFrameSchema({"book_id": pa.Column("int64", known)}, name=f"recommendation.{what}_books"),
+             frame[["book_id"]], src)
 
 
 def load(data_dir: Path) -> RecData:
@@ -244,11 +245,11 @@ def load(data_dir: Path) -> RecData:
     data_dir = Path(data_dir)
     ratings = load_ratings(resolve(data_dir, RATINGS_FILE))
     books = load_books(resolve(data_dir, BOOKS_FILE))
-    _unknown_books(ratings["book_id"], books, ratings.attrs["path"], "rated")
+    _known_books(ratings, books, ratings.attrs["path"], "rated")
     genres = None
     if any((data_dir / f"{GENRES_FILE}{ext}").is_file() for ext in ("", ".gz")):
         genres = load_genres(resolve(data_dir, GENRES_FILE))
-        _unknown_books(genres["book_id"], books, genres.attrs["path"], "genre")
+        _known_books(genres, books, genres.attrs["path"], "genre")
     defects = {f"books_empty_{k}": v for k, v in books.attrs["empty_cells"].items()}
     if genres is not None:
         defects["books_without_genres"] = int((~books["book_id"].isin(genres["book_id"])).sum())

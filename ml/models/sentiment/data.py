@@ -18,8 +18,10 @@ that does not match the schema (missing column, ambiguous schema, a label that i
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -74,18 +76,15 @@ def load_file(path: Path) -> pd.DataFrame:
     if LABEL_COLUMN not in columns:
         raise DataContractError(path, f"missing label column, found {columns}", column=LABEL_COLUMN)
 
+    from ml.common.validation import validate
+
     text = raw[text_col].astype(str)
     label_raw = raw[LABEL_COLUMN].astype(str).str.strip()
     empty_text = text.str.strip() == ""
     empty_label = label_raw == ""
 
-    # Any non-empty label must be exactly one of the three classes; report the first offender.
-    bad = ~empty_label & ~label_raw.isin(list(LABELS))
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataContractError(
-            path, "label must be one of -1, 0, 1", column=LABEL_COLUMN, row=i + 1, value=label_raw.iloc[i]
-        )
+    # Any non-empty label must be exactly one of the three classes (pandera reports every offender).
+    validate(_cells_schema(), pd.DataFrame({LABEL_COLUMN: label_raw}), path)
 
     keep = ~(empty_text | empty_label)
     out = pd.DataFrame(
@@ -106,9 +105,29 @@ def load_file(path: Path) -> pd.DataFrame:
     out.attrs["duplicate_texts"] = int(out["text"].duplicated().sum())
     if out.attrs["dropped"]:
         log.warning("%s: dropped %d rows with empty text/label %s", path, out.attrs["dropped"], by_reason)
-    if out.empty:
-        raise DataContractError(path, "no usable rows (every row has an empty text or label)")
-    return out
+    return validate(_rows_schema(), out, path)
+
+
+@functools.cache
+def _cells_schema() -> Any:
+    """pandera: the label cells as written (empty ones are a documented defect, dropped and counted)."""
+    import pandera.pandas as pa
+
+    allowed = pa.Check(lambda s: (s == "") | s.isin(list(LABELS)), error="label must be one of -1, 0, 1")
+    return pa.DataFrameSchema({LABEL_COLUMN: pa.Column(str, allowed)}, name="sentiment.labels.cells")
+
+
+@functools.cache
+def _rows_schema() -> Any:
+    """pandera: the usable rows (non-empty text, a class label), at least one."""
+    import pandera.pandas as pa
+
+    from ml.common.validation import has_rows, non_empty_text
+
+    return pa.DataFrameSchema(
+        {"text": pa.Column(str, non_empty_text("empty text")),
+         "label": pa.Column("int64", pa.Check.isin([-1, 0, 1]))},
+        checks=[has_rows("no usable rows (every row has an empty text or label)")], name="sentiment.rows")
 
 
 def resolve(data_dir: Path, name: str) -> Path:
