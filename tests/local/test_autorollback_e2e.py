@@ -49,6 +49,14 @@ def _get(url: str) -> object:
         return json.loads(resp.read())
 
 
+
+def _wait_for(condition, what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s:.0f} s: {what}")
+        time.sleep(0.05)
+
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
     state = tmp_path_factory.mktemp("autorollback-state")
@@ -135,7 +143,7 @@ def test_a_bad_version_is_rolled_back_without_a_person(platform, tmp_path):
 
     sender = threading.Thread(target=load, daemon=True)
     sender.start()
-    time.sleep(2.0)
+    _wait_for(lambda: sum(s == 200 and v == "1" for _t, s, v in list(results)) >= 20, "20 answers from v1")
     # The deployment: champion -> the bad version, serving reloads it.
     client.set_registered_model_alias("fraud", "champion", bad)
     reload = urllib.request.Request(f"{platform['serving']}/v2/repository/models/fraud/load", method="POST")
@@ -143,13 +151,13 @@ def test_a_bad_version_is_rolled_back_without_a_person(platform, tmp_path):
         assert resp.status == 200
     promoted = time.time()
 
-    deadline = promoted + BUDGET_S
-    while time.time() < deadline:
-        if client.get_model_version_by_alias("fraud", "champion").version == "1" and any(
-                t > promoted and s == 200 and v == "1" for t, s, v in results[-5:]):
-            break
-        time.sleep(0.5)
-    time.sleep(2.0)
+    _wait_for(lambda: client.get_model_version_by_alias("fraud", "champion").version == "1" and any(
+        t > promoted and s == 200 and v == "1" for t, s, v in list(results)[-5:]),
+        f"rolled back to v1 and answering within {BUDGET_S} s", timeout_s=BUDGET_S)
+    # Keep the load on after the rollback: nothing may fail once v1 answers again.
+    restored_at = len(results)
+    _wait_for(lambda: sum(s == 200 and v == "1" for _t, s, v in list(results)[restored_at:]) >= 20,
+              "20 more answers from v1 after the rollback")
     stop.set()
     sender.join(timeout=60)
 
