@@ -75,11 +75,14 @@ class Features:
     """The model's Feast objects. `module` defines `definitions(parquet_dir) -> list` (entities,
     sources, feature views) and `write_parquet(data_dir, parquet_dir) -> {view: path}`; the cluster's
     `feast apply` Job and the local platform both import it. `entities` and `feature_views` name what
-    `definitions` returns (documentation, and a check in the model's tests)."""
+    `definitions` returns (documentation, and a check in the model's tests). `every_request`: the
+    runtime reads the online store for every request (False: only for some request forms, e.g. an
+    entity id instead of the inputs themselves); capacity planning sizes Redis from it."""
 
     module: str
     entities: tuple[str, ...]
     feature_views: tuple[str, ...]
+    every_request: bool = True
 
     def __post_init__(self) -> None:
         if not DOTTED_RE.match(self.module):

@@ -3,9 +3,9 @@
 Steady load (the smoke requests of `local up`, paced per model) runs throughout; each fault is done,
 watched, undone and watched again, and what was seen is counted from the load's own responses:
 
-- redis     SIGKILL the online store: fraud and recommendation must answer `degraded` (their
-            fallbacks), with no 5xx and no failed request; restarted (same port, its append-only
-            file restores the features), both must answer non-degraded again.
+- redis     SIGKILL the online store: the models with online features (`ModelSpec.features`) must
+            answer `degraded` (their fallbacks), with no 5xx and no failed request; restarted (same
+            port, its append-only file restores the features), they must answer non-degraded again.
 - mlflow    SIGKILL the tracking server: serving is unaffected (every request 200); restarted.
 - mlserver  SIGKILL the model server and start it again at once: requests fail only inside the restart
             window (kill -> first answer per model), which is measured; no 5xx at all.
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contracts import model_registry
 from local import serving
 from local.config import LocalConfig
 from local.services import launch
@@ -148,9 +149,10 @@ class Report:
 
 
 class Chaos:
-    def __init__(self, cfg: LocalConfig, rate: float = 20.0, slot_model: str = "fraud",
+    def __init__(self, cfg: LocalConfig, rate: float = 20.0, slot_model: str | None = None,
                  say: Callable[[str], None] = print) -> None:
-        self.cfg, self.sup, self.rate, self.slot_model = cfg, Supervisor(cfg.state_dir), rate, slot_model
+        self.cfg, self.sup, self.rate = cfg, Supervisor(cfg.state_dir), rate
+        self.slot_model = slot_model or cfg.models[0]
         self.t0 = time.monotonic()
         self._say = say
         self.report = Report()
@@ -225,7 +227,7 @@ class Chaos:
         if self.sup.get("redis") is None:
             self.check("redis", "platform runs with --redis", "no redis-server was started by `up`", False)
             return
-        online = tuple(m for m in ("fraud", "recommendation") if m in self.requests)
+        online = tuple(s.name for s in model_registry.specs() if s.features is not None and s.name in self.requests)
         killed = self.kill("redis")
         self.wait_until("degraded answers", lambda: self._seen(killed, online, lambda s: s.degraded, 5), 20)
         time.sleep(1.0)

@@ -56,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ch.add_argument("--faults", default="redis,mlflow,mlserver,slot",
                     help="comma-separated subset, run in this order (default: redis,mlflow,mlserver,slot)")
     ch.add_argument("--rate", type=float, default=20.0, help="requests per second per model (default 20)")
-    ch.add_argument("--slot-model", default="fraud", help="model whose slot gets the corrupt artifact")
+    ch.add_argument("--slot-model", default=None,
+                    help="model whose slot gets the corrupt artifact (default: the first of the models served)")
     ch.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the report as JSON")
     ch.set_defaults(func=_chaos)
 

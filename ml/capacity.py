@@ -34,6 +34,8 @@ from typing import Any
 
 import yaml
 
+from contracts import model_registry
+
 PRICES = Path(__file__).with_name("prices.yaml")
 AZS = 3
 # The architecture this blueprint implements quotes ~200 pods and ~$27k/month for 1M TPS under 5 ms.
@@ -144,6 +146,14 @@ def explain(plan: ModelPlan, reference: dict[str, Any], tps: float) -> list[str]
     return lines
 
 
+def _reads_store_per_request(model: str) -> bool:
+    """A registered model whose spec says its runtime reads the online store on every request."""
+    if model not in model_registry.names():
+        return False
+    features = model_registry.get(model).features
+    return features is not None and features.every_request
+
+
 def capacity(bench: dict[str, Any], tps: float, p99_budget_ms: float, stack_cfg: Any,
              models: list[str] | None = None, prices: dict[str, Any] | None = None,
              assume: Assumptions = Assumptions()) -> dict[str, Any]:
@@ -153,10 +163,11 @@ def capacity(bench: dict[str, Any], tps: float, p99_budget_ms: float, stack_cfg:
     names = models or [m for m in bench["models"] if "http" in bench["models"][m] and m != "bare-onnx"]
     plans = [plan_model(m, bench_figures(bench, m), tps, p99_budget_ms, instance, redis_node, redis_replicas,
                         prices, assume, reads_features=bench["models"][m]["http"].get("redis_cpu_us") is not None
-                        or m == "fraud")
+                        or _reads_store_per_request(m))
              for m in names]
     reference = reference_plan(instance, prices, assume)
-    headline = next((p for p in plans if p.model == "fraud"), plans[0] if plans else None)
+    # Explained: the first model that reads the online store (it needs pods and Redis), else the first.
+    headline = next((p for p in plans if p.redis_shards), plans[0] if plans else None)
     return {
         "tps": tps, "p99_budget_ms": p99_budget_ms, "instance_type": instance, "redis_node_type": redis_node,
         "redis_replicas_per_shard": redis_replicas, "prices_as_of": prices["as_of"], "assumptions": asdict(assume),

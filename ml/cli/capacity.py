@@ -1,7 +1,7 @@
 """`mlplat capacity`: pods, nodes, Redis shards and monthly cost for a throughput target, from a bench
 report (`mlplat bench models --json FILE`), the stack file and the dated price table (ml/capacity.py).
 
-    mlplat capacity --tps 1000000 --p99-ms 5 [--bench FILE] [--stack prod] [--models fraud] [--json]
+    mlplat capacity --tps 1000000 --p99-ms 5 [--bench FILE] [--stack prod] [--models NAME,...] [--json]
 """
 
 from __future__ import annotations

@@ -23,5 +23,6 @@ SPEC = ModelSpec(
         module="ml.models.recommendation.features",
         entities=("book", "reader"),
         feature_views=("book_features", "reader_recent_books"),
+        every_request=False,  # only requests that carry a user_id instead of a history read the store
     ),
 )
