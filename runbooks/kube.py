@@ -43,6 +43,10 @@ class KubeOps(Protocol):
     def model_version(self, namespace: str, name: str) -> str | None: ...
 
 
+# KubeOps kinds -> the official client's method names (AppsV1Api.patch_namespaced_stateful_set, ...).
+_API_NAME = {"deployment": "deployment", "statefulset": "stateful_set"}
+
+
 class ClusterKubeOps:
     """KubeOps against a real API server (kubeconfig from the environment)."""
 
@@ -68,10 +72,10 @@ class ClusterKubeOps:
         """`kubectl rollout restart`: a new pod-template annotation makes the controller roll the pods."""
         stamp = datetime.now(UTC).isoformat()
         patch = {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}}
-        getattr(self._apps, f"patch_namespaced_{kind}")(name, namespace, patch)
+        getattr(self._apps, f"patch_namespaced_{_API_NAME[kind]}")(name, namespace, patch)
 
     def ready(self, kind: str, namespace: str, name: str) -> bool:
-        d = getattr(self._apps, f"read_namespaced_{kind}_status")(name, namespace)
+        d = getattr(self._apps, f"read_namespaced_{_API_NAME[kind]}_status")(name, namespace)
         want = d.spec.replicas or 0
         available = d.status.available_replicas if kind == "deployment" else d.status.ready_replicas
         return (d.status.updated_replicas or 0) == want and (available or 0) == want

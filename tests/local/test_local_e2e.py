@@ -1,39 +1,27 @@
-"""End to end: `mlplat local up` on generated sample data, predictions over HTTP, registry aliases,
-a second `up` that reuses everything, then `mlplat local down` leaving no process and no busy port.
+"""End to end: the demo path, `make demo`'s own command (`.venv/bin/mlplat local up --redis`, read from
+the Makefile by tests/local/conftest.py) on generated sample data: every model answers over HTTP with
+its online features from the local Redis (nothing degraded), registry aliases, status, a second `up`
+that reuses everything. `mlplat local down` runs at the end of the session (conftest), whose teardown
+fails if a process, a process-group member or a port is left behind.
 
-Runs the real CLI in a subprocess (as a user would) with its own state directory and free ports,
-so it never touches a developer's running `.local/` platform.
+Runs the real CLI in a subprocess as a user would, with its own state directory and free ports given
+through the environment, so it never touches a developer's running `.local/` platform.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from contracts import model_registry
-from local.supervisor import Supervisor, group_members, pid_alive, port_in_use
-from ml.serving.processes import free_port
+from local.supervisor import Supervisor
 
 pytestmark = [pytest.mark.integration, pytest.mark.ml]
 
-REPO = Path(__file__).resolve().parents[2]
-# A subset for debugging one model (comma-separated); the default is all three reference models.
-MODELS = tuple(os.environ.get("MLPLAT_LOCAL_TEST_MODELS", ",".join(model_registry.names())).split(","))
-FLAGS = {"mlflow": "--mlflow-port", "http": "--http-port", "grpc": "--grpc-port", "metrics": "--metrics-port",
-         "redis": "--redis-port", "prometheus": "--prometheus-port"}
-
-
-def _cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "MLFLOW_TRACKING"))}
-    return subprocess.run([sys.executable, "-m", "mlplat", "local", *args], cwd=REPO, env=env, text=True,
-                          capture_output=True, timeout=timeout, check=False)
+MODELS = tuple(model_registry.names())
 
 
 def _post(url: str, body: dict) -> tuple[int, dict]:
@@ -43,30 +31,28 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory):
-    state = tmp_path_factory.mktemp("local-state")
-    ports: dict[str, int] = {}
-    while len(set(ports.values())) < len(FLAGS):
-        ports = {name: free_port() for name in FLAGS}
-    common = ["--state-dir", str(state), *[a for n, p in ports.items() for a in (FLAGS[n], str(p))]]
-    started = time.perf_counter()
-    up = _cli("up", "--models", ",".join(MODELS), *common)
-    info = {"state": state, "ports": ports, "common": common, "up": up, "seconds": time.perf_counter() - started,
-            "pids": {r.name: r.pid for r in Supervisor(state).records()}}
-    yield info
-    _cli("down", *common, timeout=120)  # cleanup even when a test failed
+def platform(demo_up):
+    return demo_up
+
+
+def test_demo_command_is_the_makefiles(platform):
+    assert platform["argv"] == [".venv/bin/mlplat", "local", "up", "--redis"]
 
 
 def test_up_succeeds_and_serves_every_model(platform):
     up = platform["up"]
-    assert up.returncode == 0, f"local up failed:\n{up.stdout[-4000:]}\n{up.stderr[-4000:]}"
     assert "mlplat local platform is up" in up.stdout and "Total time:" in up.stdout
-    assert {"mlflow", "mlserver"} <= set(platform["pids"])
+    assert {"redis", "mlflow", "mlserver"} <= set(platform["pids"])
     summary = json.loads((platform["state"] / "summary.json").read_text())
     assert summary["ok"] is True
+    assert summary["feast"]["online_store"] == "redis" and summary["feast"]["check"].startswith("online read-back ok")
     for name in MODELS:
         assert summary["smoke"][name]["ok"], summary["smoke"][name]
-    print(f"\nlocal up took {platform['seconds']:.1f}s")
+        # The demo's point: the full online path, no fallback answer.
+        assert summary["smoke"][name]["degraded"] is False, summary["smoke"][name]
+    # With Redis the recommendation request carries only a user id: the history comes from the store.
+    assert [i["name"] for i in summary["smoke"]["recommendation"]["request"]["inputs"]] == ["user_id"]
+    print(f"\nlocal up --redis took {platform['seconds']:.1f}s")
 
 
 def test_one_prediction_per_model_over_http(platform):
@@ -76,6 +62,7 @@ def test_one_prediction_per_model_over_http(platform):
         status, doc = _post(f"{base}/v2/models/{name}/infer", summary["smoke"][name]["request"])
         assert status == 200 and doc["model_name"] == name
         assert doc["outputs"] and all(o["data"] for o in doc["outputs"])
+        assert not (doc.get("parameters") or {}).get("degraded"), doc
     with urllib.request.urlopen(f"http://127.0.0.1:{platform['ports']['metrics']}/metrics", timeout=10) as r:
         metrics = r.read().decode()
     assert "mlplat_model_prediction" in metrics  # the runtimes' own metrics are exported
@@ -95,31 +82,21 @@ def test_champion_aliases_in_mlflow(platform):
         assert client.get_model_version(name, served["version"]).tags["gate.passed"] == "true"
 
 
-def test_status_reports_healthy_services(platform):
-    out = _cli("status", "--json", *platform["common"], timeout=120)
+def test_status_reports_healthy_services(platform, run_mlplat):
+    out = run_mlplat(platform["env"], "local", "status", "--json", timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     doc = json.loads(out.stdout)
-    assert {s["name"] for s in doc["services"]} == set(platform["pids"])
-    assert all(s["healthy"] for s in doc["services"])
+    assert {s["name"] for s in doc["services"]} == {r.name for r in Supervisor(platform["state"]).records()}
+    assert {"redis", "mlflow", "mlserver"} <= {s["name"] for s in doc["services"]}
+    assert doc["ok"] is True and all(s["state"] == "up" for s in doc["services"])
 
 
 def test_second_up_reuses_what_is_healthy(platform):
-    again = _cli("up", "--models", ",".join(MODELS), *platform["common"])
+    before = {r.name: r.pid for r in Supervisor(platform["state"]).records()}
+    again = subprocess.run(platform["argv"], cwd=platform["repo"], env=platform["env"], text=True,
+                           capture_output=True, timeout=600, check=False)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     summary = json.loads((platform["state"] / "summary.json").read_text())
     assert set(summary["services"].values()) == {"reused"}
     assert not any(m["trained"] for m in summary["models"])
-    assert {r.name: r.pid for r in Supervisor(platform["state"]).records()} == platform["pids"]
-
-
-def test_down_leaves_no_process_and_frees_the_ports(platform):
-    pids = {r.name: r.pid for r in Supervisor(platform["state"]).records()}
-    assert pids
-    down = _cli("down", *platform["common"], timeout=120)
-    assert down.returncode == 0, down.stdout + down.stderr
-    for name, pid in pids.items():
-        assert not pid_alive(pid), f"{name} (pid {pid}) still runs"
-        assert group_members(pid) == [], f"{name} left processes behind: {group_members(pid)}"
-    busy = [p for p in platform["ports"].values() if port_in_use(p)]
-    assert busy == []
-    assert Supervisor(platform["state"]).records() == []
+    assert {r.name: r.pid for r in Supervisor(platform["state"]).records()} == before
