@@ -84,7 +84,11 @@ def render_index() -> str:
         "botocore's Stubber only for the APIs moto lacks (EKS UpdateClusterVersion/UpdateAddon/ListInsights/",
         "UpdateNodegroupVersion, ElastiCache TestFailover, MSK UpdateBrokerStorage/RebootBroker); MLflow steps",
         "against a real local MLflow server; alert diagnosis against a real Prometheus; Kubernetes steps through",
-        "an injectable client (`InMemoryKubeOps`), since no API server is available here.",
+        "the client the cluster uses (`ClusterKubeOps`: the official `kubernetes` client, configured from a",
+        "kubeconfig as `--kube cluster` does) against a real HTTP server on 127.0.0.1 that answers the Kubernetes API",
+        "calls the steps make, with answers checked against the Kubernetes OpenAPI schema as the client generates",
+        "it and against the Seldon CRDs' schema (tests/runbooks/test_kube_api.py; no cluster is available here).",
+        "The injectable `InMemoryKubeOps` stand-in remains for the steps' own logic tests.",
         "",
     ]
     return "\n".join(lines)
