@@ -6,13 +6,13 @@ Each line builds one concern; the modules under infra/aws/ and infra/workloads/ 
 import pulumi
 import pulumi_aws as aws
 
-from infra.aws.addons import ClusterAddons
-from infra.aws.cluster import Cluster
-from infra.aws.data_services import DataLayer
-from infra.aws.network import Network
-from infra.aws.nodegroups import NodeGroups
+from infra.aws.addons import ClusterAddons, ClusterAddonsArgs
+from infra.aws.cluster import Cluster, ClusterArgs
+from infra.aws.data_services import DataLayer, DataLayerArgs
+from infra.aws.network import Network, NetworkArgs
+from infra.aws.nodegroups import NodeGroups, NodeGroupsArgs
 from infra.config_source import load_platform_config
-from infra.workloads.platform import Platform
+from infra.workloads.platform import Platform, PlatformArgs
 from stacks.context import StackContext
 
 ctx = StackContext(load_platform_config())
@@ -21,14 +21,14 @@ aws_provider = aws.Provider(
 )
 on_aws = pulumi.ResourceOptions(providers={"aws": aws_provider})
 
-network = Network("network", ctx, on_aws)
-cluster = Cluster("cluster", ctx, network, on_aws)
-nodes = NodeGroups("nodes", ctx, network, cluster.name, on_aws)
-addons = ClusterAddons("addons", ctx, cluster, pulumi.ResourceOptions.merge(
+network = Network("network", NetworkArgs(ctx=ctx), on_aws)
+cluster = Cluster("cluster", ClusterArgs(ctx=ctx, network=network), on_aws)
+nodes = NodeGroups("nodes", NodeGroupsArgs(ctx=ctx, network=network, cluster_name=cluster.name), on_aws)
+addons = ClusterAddons("addons", ClusterAddonsArgs(ctx=ctx, cluster=cluster), pulumi.ResourceOptions.merge(
     on_aws, pulumi.ResourceOptions(depends_on=[nodes])))
-data = DataLayer("data", ctx, network, cluster, on_aws)
-workloads = Platform("workloads", ctx, cluster, data.services, network.vpc_id, pulumi.ResourceOptions.merge(
-    on_aws, pulumi.ResourceOptions(depends_on=[addons])))
+data = DataLayer("data", DataLayerArgs(ctx=ctx, network=network, cluster=cluster), on_aws)
+workloads = Platform("workloads", PlatformArgs(ctx=ctx, cluster=cluster, data=data.services, vpc_id=network.vpc_id),
+                     pulumi.ResourceOptions.merge(on_aws, pulumi.ResourceOptions(depends_on=[addons])))
 
 pulumi.export("platformVersion", ctx.bom.platform.version)
 pulumi.export("environment", ctx.env)

@@ -6,6 +6,7 @@ composition root orders this component after the node groups.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
@@ -13,7 +14,7 @@ import pulumi_kubernetes as k8s
 
 from contracts.cluster import SYSTEM_TOLERATION
 from infra.aws.cluster import Cluster
-from infra.aws.irsa import IrsaRole
+from infra.aws.irsa import IrsaRole, IrsaRoleArgs
 from stacks.context import StackContext
 
 # add-on -> (namespace, service account, AWS-managed least-privilege policy) for those calling AWS APIs.
@@ -30,12 +31,21 @@ ADDON_CONFIGURATION = {
 }
 
 
+@dataclass(frozen=True, kw_only=True)
+class ClusterAddonsArgs:
+    """Inputs of `ClusterAddons`: the managed add-ons pinned in the BOM for the cluster's version."""
+
+    ctx: StackContext
+    cluster: Cluster
+    """The cluster: its name, OIDC issuer (add-on IRSA roles) and Kubernetes provider (StorageClass)."""
+
+
 class ClusterAddons(pulumi.ComponentResource):
     roles: dict[str, IrsaRole]
 
-    def __init__(self, name: str, ctx: StackContext, cluster: Cluster,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: ClusterAddonsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:cluster:ClusterAddons", name, None, opts)
+        ctx, cluster = args.ctx, args.cluster
         child = pulumi.ResourceOptions(parent=self)
         self.roles = {}
         addons = {}
@@ -43,8 +53,9 @@ class ClusterAddons(pulumi.ComponentResource):
             role_arn = None
             if addon in ADDON_IDENTITIES:
                 namespace, sa, policy = ADDON_IDENTITIES[addon]
-                self.roles[addon] = IrsaRole(addon, ctx, cluster.oidc, namespace, sa,
-                                             managed_policy_arns=[policy], opts=child)
+                self.roles[addon] = IrsaRole(addon, IrsaRoleArgs(
+                    ctx=ctx, oidc=cluster.oidc, namespace=namespace, service_account=sa,
+                    managed_policy_arns=[policy]), opts=child)
                 role_arn = self.roles[addon].role_arn
             config = ADDON_CONFIGURATION.get(addon)
             addons[addon] = aws.eks.Addon(

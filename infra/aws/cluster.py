@@ -6,6 +6,7 @@ for the workload layer.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
@@ -35,6 +36,15 @@ def kubeconfig(name: str, endpoint: str, ca_data: str, region: str) -> str:
     })
 
 
+@dataclass(frozen=True, kw_only=True)
+class ClusterArgs:
+    """Inputs of `Cluster`."""
+
+    ctx: StackContext
+    network: Network
+    """The VPC: the control plane's network interfaces go into its private subnets."""
+
+
 class Cluster(pulumi.ComponentResource):
     name: pulumi.Output[str]
     endpoint: pulumi.Output[str]
@@ -44,9 +54,9 @@ class Cluster(pulumi.ComponentResource):
     kubeconfig: pulumi.Output[str]
     k8s_provider: k8s.Provider
 
-    def __init__(self, name: str, ctx: StackContext, network: Network,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:cluster:Cluster", name, None, opts)
+        ctx, network = args.ctx, args.network
         cc = ctx.cfg.cluster
         child = pulumi.ResourceOptions(parent=self)
         cluster_name = ctx.cluster_name

@@ -6,19 +6,33 @@ root builds it with one line after the cluster add-ons.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 import pulumi_aws as aws
 
 from infra.aws.cluster import Cluster
-from infra.aws.database import Database
-from infra.aws.identities import WorkloadIdentities
+from infra.aws.database import Database, DatabaseArgs
+from infra.aws.identities import WorkloadIdentities, WorkloadIdentitiesArgs
 from infra.aws.interfaces import DatabaseEndpoint, DataServices, KafkaEndpoint, RedisEndpoint
-from infra.aws.kafka import Kafka
-from infra.aws.kms import DataKeys
+from infra.aws.kafka import Kafka, KafkaArgs
+from infra.aws.kms import DataKeys, DataKeysArgs
 from infra.aws.network import Network
-from infra.aws.redis import Redis
-from infra.aws.storage import Storage
+from infra.aws.redis import Redis, RedisArgs
+from infra.aws.storage import Storage, StorageArgs
 from stacks.context import StackContext
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataLayerArgs:
+    """Inputs of `DataLayer`."""
+
+    ctx: StackContext
+    network: Network
+    """The VPC: data services go into its isolated subnets."""
+    cluster: Cluster
+    """The cluster: its node security group is the only client of the data services, its OIDC issuer
+    the trust of the workload roles."""
 
 
 class DataLayer(pulumi.ComponentResource):
@@ -30,27 +44,32 @@ class DataLayer(pulumi.ComponentResource):
     identities: WorkloadIdentities
     services: DataServices
 
-    def __init__(self, name: str, ctx: StackContext, network: Network, cluster: Cluster,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: DataLayerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:data:DataLayer", name, None, opts)
+        ctx, network, cluster = args.ctx, args.network, args.cluster
         self._ctx = ctx
         child = pulumi.ResourceOptions(parent=self)
         account_id = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self)).account_id
         node_sg = cluster.node_security_group_id
         isolated = network.isolated_subnet_ids
 
-        self.keys = DataKeys(f"{name}-keys", ctx, account_id, child)
+        self.keys = DataKeys(f"{name}-keys", DataKeysArgs(ctx=ctx, account_id=account_id), child)
         keys = self.keys.arns
-        self.storage = Storage(f"{name}-storage", ctx, account_id, keys["storage"], child)
-        self.redis = Redis(f"{name}-redis", ctx, network.vpc_id, isolated, network.availability_zones, node_sg,
-                           keys["cache"], keys["secrets"], child)
-        self.kafka = Kafka(f"{name}-kafka", ctx, network.vpc_id, isolated, node_sg, keys["streaming"], child)
-        self.database = Database(f"{name}-postgres", ctx, network.vpc_id, isolated, node_sg, keys["database"],
-                                 keys["secrets"], child)
-        self.identities = WorkloadIdentities(
-            f"{name}-identities", ctx, cluster.oidc, account_id, cluster.name, self.storage.bucket_arns,
-            keys["storage"], self.kafka.cluster_arn, self.kafka.topics, child,
-        )
+        self.storage = Storage(f"{name}-storage", StorageArgs(ctx=ctx, account_id=account_id,
+                                                              key_arn=keys["storage"]), child)
+        self.redis = Redis(f"{name}-redis", RedisArgs(
+            ctx=ctx, vpc_id=network.vpc_id, subnet_ids=isolated, zones=network.availability_zones,
+            node_sg_id=node_sg, kms_key_arn=keys["cache"], secrets_key_arn=keys["secrets"]), child)
+        self.kafka = Kafka(f"{name}-kafka", KafkaArgs(
+            ctx=ctx, vpc_id=network.vpc_id, subnet_ids=isolated, node_sg_id=node_sg,
+            kms_key_arn=keys["streaming"]), child)
+        self.database = Database(f"{name}-postgres", DatabaseArgs(
+            ctx=ctx, vpc_id=network.vpc_id, subnet_ids=isolated, node_sg_id=node_sg,
+            kms_key_arn=keys["database"], secrets_key_arn=keys["secrets"]), child)
+        self.identities = WorkloadIdentities(f"{name}-identities", WorkloadIdentitiesArgs(
+            ctx=ctx, oidc=cluster.oidc, account_id=account_id, cluster_name=cluster.name,
+            bucket_arns=self.storage.bucket_arns, storage_key_arn=keys["storage"],
+            kafka_cluster_arn=self.kafka.cluster_arn, topics=self.kafka.topics), child)
         self.services = DataServices(
             redis=RedisEndpoint(host=self.redis.host, port=self.redis.port, auth_token=self.redis.auth_token),
             kafka=KafkaEndpoint(bootstrap_brokers_iam=self.kafka.bootstrap_brokers_iam,

@@ -10,6 +10,8 @@ follow the environment's config; logs go to CloudWatch with a retention.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 import pulumi_aws as aws
 
@@ -27,6 +29,22 @@ PARAMETERS = {
 }
 
 
+@dataclass(frozen=True, kw_only=True)
+class DatabaseArgs:
+    """Inputs of `Database`."""
+
+    ctx: StackContext
+    vpc_id: pulumi.Input[str]
+    subnet_ids: list[pulumi.Output[str]]
+    """Isolated subnets, one per zone (the DB subnet group)."""
+    node_sg_id: pulumi.Input[str]
+    """Security group of the EKS nodes: the only source admitted on the PostgreSQL port."""
+    kms_key_arn: pulumi.Input[str]
+    """The database KMS key (storage and Performance Insights)."""
+    secrets_key_arn: pulumi.Input[str]
+    """The secrets KMS key of the master-user secret."""
+
+
 class Database(pulumi.ComponentResource):
     host: pulumi.Output[str]
     port: int
@@ -36,11 +54,10 @@ class Database(pulumi.ComponentResource):
     secret_arn: pulumi.Output[str]
     identifier: str
 
-    def __init__(self, name: str, ctx: StackContext, vpc_id: pulumi.Input[str],
-                 subnet_ids: list[pulumi.Output[str]], node_sg_id: pulumi.Input[str],
-                 kms_key_arn: pulumi.Input[str], secrets_key_arn: pulumi.Input[str],
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:data:Database", name, None, opts)
+        ctx, vpc_id, subnet_ids = args.ctx, args.vpc_id, args.subnet_ids
+        node_sg_id, kms_key_arn, secrets_key_arn = args.node_sg_id, args.kms_key_arn, args.secrets_key_arn
         dc = ctx.cfg.database
         child = pulumi.ResourceOptions(parent=self)
         self.identifier = ctx.database_identifier

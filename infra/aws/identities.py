@@ -18,7 +18,7 @@ import pulumi
 
 from infra.aws.controller_policies import cluster_autoscaler_statements, load_balancer_controller_statements
 from infra.aws.interfaces import WORKLOAD_IDENTITIES
-from infra.aws.irsa import IrsaRole, OidcIssuer, assert_no_wildcard_admin
+from infra.aws.irsa import IrsaRole, IrsaRoleArgs, OidcIssuer, assert_no_wildcard_admin
 from infra.aws.kafka import group_arn, topic_arn
 from infra.aws.storage import FEAST_REGISTRY_KEY, MLFLOW_ARTIFACT_PREFIX
 from stacks.context import StackContext
@@ -115,17 +115,36 @@ def check_workload_grants(topics: list[str]) -> None:
             "arn:aws:kafka:region:111122223333:cluster/msk/uuid-1", topics))
 
 
+@dataclass(frozen=True, kw_only=True)
+class WorkloadIdentitiesArgs:
+    """Inputs of `WorkloadIdentities`: what the grants of `WORKLOAD_GRANTS` are scoped to."""
+
+    ctx: StackContext
+    oidc: OidcIssuer
+    account_id: pulumi.Input[str]
+    """Scope of the controller policies (resources of this account only)."""
+    cluster_name: pulumi.Input[str]
+    """Scope of the cluster-autoscaler policy (node groups tagged for this cluster)."""
+    bucket_arns: dict[str, pulumi.Output[str]]
+    """`BUCKETS` key -> bucket ARN."""
+    storage_key_arn: pulumi.Input[str]
+    """The storage KMS key the bucket grants may use."""
+    kafka_cluster_arn: pulumi.Input[str]
+    topics: list[str]
+    """The MSK topics the topic grants cover."""
+
+
 class WorkloadIdentities(pulumi.ComponentResource):
     """One IRSA role per workload identity; controller roles only when their add-on is enabled."""
 
     roles: dict[str, IrsaRole]
     role_arns: dict[str, pulumi.Output[str]]
 
-    def __init__(self, name: str, ctx: StackContext, oidc: OidcIssuer, account_id: pulumi.Input[str],
-                 cluster_name: pulumi.Input[str], bucket_arns: dict[str, pulumi.Output[str]],
-                 storage_key_arn: pulumi.Input[str], kafka_cluster_arn: pulumi.Input[str], topics: list[str],
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: WorkloadIdentitiesArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:identity:WorkloadIdentities", name, None, opts)
+        ctx, oidc, account_id, cluster_name = args.ctx, args.oidc, args.account_id, args.cluster_name
+        bucket_arns, storage_key_arn = args.bucket_arns, args.storage_key_arn
+        kafka_cluster_arn, topics = args.kafka_cluster_arn, args.topics
         child = pulumi.ResourceOptions(parent=self)
         self.roles = {}
         check_workload_grants(topics)
@@ -149,5 +168,6 @@ class WorkloadIdentities(pulumi.ComponentResource):
     def _role(self, ctx: StackContext, oidc: OidcIssuer, identity: str, statements: pulumi.Input[list[dict]],
               opts: pulumi.ResourceOptions) -> None:
         who = WORKLOAD_IDENTITIES[identity]
-        self.roles[identity] = IrsaRole(identity, ctx, oidc, who.namespace, who.service_account,
-                                        statements=statements, opts=opts)
+        self.roles[identity] = IrsaRole(identity, IrsaRoleArgs(
+            ctx=ctx, oidc=oidc, namespace=who.namespace, service_account=who.service_account,
+            statements=statements), opts=opts)

@@ -59,6 +59,21 @@ def trust_policy(provider_arn: str, issuer_url: str, namespace: str, service_acc
     })
 
 
+@dataclass(frozen=True, kw_only=True)
+class IrsaRoleArgs:
+    """Inputs of `IrsaRole`: who may assume the role and what it may do."""
+
+    ctx: StackContext
+    oidc: OidcIssuer
+    namespace: str
+    service_account: str
+    """The one Kubernetes service account (in `namespace`) the trust policy admits."""
+    statements: pulumi.Input[Sequence[dict[str, Any]]] | None = None
+    """Inline policy statements (refused when over-broad); None: no inline policy."""
+    managed_policy_arns: Sequence[str] = ()
+    """AWS-managed policies to attach where AWS maintains the least-privilege set."""
+
+
 class IrsaRole(pulumi.ComponentResource):
     """An IAM role assumable only by one Kubernetes service account."""
 
@@ -67,18 +82,10 @@ class IrsaRole(pulumi.ComponentResource):
     namespace: str
     service_account: str
 
-    def __init__(
-        self,
-        name: str,
-        ctx: StackContext,
-        oidc: OidcIssuer,
-        namespace: str,
-        service_account: str,
-        statements: pulumi.Input[Sequence[dict[str, Any]]] | None = None,
-        managed_policy_arns: Sequence[str] = (),
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
+    def __init__(self, name: str, args: IrsaRoleArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:identity:IrsaRole", name, None, opts)
+        ctx, oidc, namespace, service_account = args.ctx, args.oidc, args.namespace, args.service_account
+        statements, managed_policy_arns = args.statements, args.managed_policy_arns
         self.namespace = namespace
         self.service_account = service_account
         child = pulumi.ResourceOptions(parent=self)

@@ -14,6 +14,8 @@ clients creating topics implicitly and makes writes durable (RF 3, min ISR 2).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 import pulumi_aws as aws
 
@@ -57,6 +59,20 @@ def scram_secret_name(prefix: str, user: str = SCRAM_USERNAME) -> str:
     return f"{SCRAM_SECRET_PREFIX}{prefix}-{user}"
 
 
+@dataclass(frozen=True, kw_only=True)
+class KafkaArgs:
+    """Inputs of `Kafka`."""
+
+    ctx: StackContext
+    vpc_id: pulumi.Input[str]
+    subnet_ids: list[pulumi.Output[str]]
+    """Isolated subnets, one per zone: brokers spread evenly over them."""
+    node_sg_id: pulumi.Input[str]
+    """Security group of the EKS nodes: the only source admitted on the broker and exporter ports."""
+    kms_key_arn: pulumi.Input[str]
+    """The streaming KMS key: broker storage and the SCRAM secret (MSK refuses the AWS-managed key there)."""
+
+
 class Kafka(pulumi.ComponentResource):
     cluster_arn: pulumi.Output[str]
     bootstrap_brokers_iam: pulumi.Output[str]
@@ -68,10 +84,10 @@ class Kafka(pulumi.ComponentResource):
     topics: list[str]
     port: int
 
-    def __init__(self, name: str, ctx: StackContext, vpc_id: pulumi.Input[str],
-                 subnet_ids: list[pulumi.Output[str]], node_sg_id: pulumi.Input[str],
-                 kms_key_arn: pulumi.Input[str], opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: KafkaArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:data:Kafka", name, None, opts)
+        ctx, vpc_id, subnet_ids = args.ctx, args.vpc_id, args.subnet_ids
+        node_sg_id, kms_key_arn = args.node_sg_id, args.kms_key_arn
         kc = ctx.cfg.kafka
         child = pulumi.ResourceOptions(parent=self)
         self.cluster_name = ctx.kafka_cluster_name

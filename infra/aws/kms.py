@@ -17,6 +17,7 @@ use, grants included, stays limited to principals of this account).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -61,15 +62,24 @@ def key_policy(account_id: str, region: str, services: tuple[str, ...]) -> dict[
     }
 
 
+@dataclass(frozen=True, kw_only=True)
+class DataKeysArgs:
+    """Inputs of `DataKeys`."""
+
+    ctx: StackContext
+    account_id: pulumi.Input[str]
+    """The AWS account whose principals may use the keys (through the domain's service only)."""
+
+
 class DataKeys(pulumi.ComponentResource):
     """One rotating customer-managed key (with alias) per entry of `DATA_DOMAINS`."""
 
     arns: dict[str, pulumi.Output[str]]
     aliases: dict[str, str]
 
-    def __init__(self, name: str, ctx: StackContext, account_id: pulumi.Input[str],
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: DataKeysArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:data:DataKeys", name, None, opts)
+        ctx, account_id = args.ctx, args.account_id
         stateful = pulumi.ResourceOptions(parent=self, protect=ctx.protect, retain_on_delete=ctx.protect)
         self.arns, self.aliases = {}, {}
         for domain, services in DATA_DOMAINS.items():

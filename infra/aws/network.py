@@ -10,11 +10,19 @@ created for the services the config lists.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
 from stacks.context import StackContext
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkArgs:
+    """Inputs of `Network`: the layout comes from the stack's `network` config."""
+
+    ctx: StackContext
 
 
 class Network(pulumi.ComponentResource):
@@ -26,8 +34,9 @@ class Network(pulumi.ComponentResource):
     isolated_subnet_ids: list[pulumi.Output[str]]
     nat_gateway_count: int
 
-    def __init__(self, name: str, ctx: StackContext, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:network:Network", name, None, opts)
+        ctx = args.ctx
         net = ctx.cfg.network
         self._ctx = ctx
         self._child = pulumi.ResourceOptions(parent=self)

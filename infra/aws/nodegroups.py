@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
@@ -34,13 +35,24 @@ def autoscaler_tags(cluster_name: str) -> dict[str, str]:
     return {"k8s.io/cluster-autoscaler/enabled": "true", f"k8s.io/cluster-autoscaler/{cluster_name}": "owned"}
 
 
+@dataclass(frozen=True, kw_only=True)
+class NodeGroupsArgs:
+    """Inputs of `NodeGroups`: one managed node group per `nodeGroups` entry of the stack config."""
+
+    ctx: StackContext
+    network: Network
+    """The VPC: nodes run in its private subnets."""
+    cluster_name: pulumi.Input[str]
+    """The EKS cluster the groups join (an output of `Cluster`, so the groups wait for it)."""
+
+
 class NodeGroups(pulumi.ComponentResource):
     node_role_arn: pulumi.Output[str]
     groups: dict[str, aws.eks.NodeGroup]
 
-    def __init__(self, name: str, ctx: StackContext, network: Network, cluster_name: pulumi.Input[str],
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: NodeGroupsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:cluster:NodeGroups", name, None, opts)
+        ctx, network, cluster_name = args.ctx, args.network, args.cluster_name
         self._ctx = ctx
         self._child = pulumi.ResourceOptions(parent=self)
         role = aws.iam.Role(

@@ -9,6 +9,8 @@ work until clients have moved). Slow-log entries go to CloudWatch Logs as JSON.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 import pulumi_aws as aws
 
@@ -30,6 +32,24 @@ def cache_cluster_zones(zones: list[str], members: int) -> list[str]:
     return [zones[i % len(zones)] for i in range(members)]
 
 
+@dataclass(frozen=True, kw_only=True)
+class RedisArgs:
+    """Inputs of `Redis`."""
+
+    ctx: StackContext
+    vpc_id: pulumi.Input[str]
+    subnet_ids: list[pulumi.Output[str]]
+    """Isolated subnets, one per zone (the subnet group)."""
+    zones: list[str]
+    """The zones of `subnet_ids`, in order: primary and replicas are placed round-robin over them."""
+    node_sg_id: pulumi.Input[str]
+    """Security group of the EKS nodes: the only source admitted on the Redis port."""
+    kms_key_arn: pulumi.Input[str]
+    """The cache KMS key (encryption at rest)."""
+    secrets_key_arn: pulumi.Input[str]
+    """The secrets KMS key of the Secrets Manager copy of the AUTH token."""
+
+
 class Redis(pulumi.ComponentResource):
     host: pulumi.Output[str]
     reader_host: pulumi.Output[str]
@@ -38,11 +58,10 @@ class Redis(pulumi.ComponentResource):
     secret_arn: pulumi.Output[str]
     replication_group_id: str
 
-    def __init__(self, name: str, ctx: StackContext, vpc_id: pulumi.Input[str],
-                 subnet_ids: list[pulumi.Output[str]], zones: list[str], node_sg_id: pulumi.Input[str],
-                 kms_key_arn: pulumi.Input[str], secrets_key_arn: pulumi.Input[str],
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: RedisArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:data:Redis", name, None, opts)
+        ctx, vpc_id, subnet_ids, zones = args.ctx, args.vpc_id, args.subnet_ids, args.zones
+        node_sg_id, kms_key_arn, secrets_key_arn = args.node_sg_id, args.kms_key_arn, args.secrets_key_arn
         rc = ctx.cfg.redis
         child = pulumi.ResourceOptions(parent=self)
         group_id = ctx.redis_group_id

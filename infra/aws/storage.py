@@ -12,6 +12,7 @@ strip encryption or public-access blocks from a bucket that stays behind.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -55,6 +56,17 @@ def access_log_delivery_statement(log_bucket_arn: str, account_id: str) -> dict[
     }
 
 
+@dataclass(frozen=True, kw_only=True)
+class StorageArgs:
+    """Inputs of `Storage`."""
+
+    ctx: StackContext
+    account_id: pulumi.Input[str]
+    """Part of every bucket name (globally unique) and the only account that may deliver access logs."""
+    key_arn: pulumi.Input[str]
+    """The storage KMS key: default SSE-KMS encryption of the platform buckets."""
+
+
 class Storage(pulumi.ComponentResource):
     """The platform buckets (`BUCKETS`) plus, with access logging, a log bucket."""
 
@@ -62,9 +74,9 @@ class Storage(pulumi.ComponentResource):
     bucket_arns: dict[str, pulumi.Output[str]]
     log_bucket: pulumi.Output[str] | None
 
-    def __init__(self, name: str, ctx: StackContext, account_id: pulumi.Input[str], key_arn: pulumi.Input[str],
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: StorageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:data:Storage", name, None, opts)
+        ctx, account_id, key_arn = args.ctx, args.account_id, args.key_arn
         self._ctx = ctx
         self._name = name
         self._account_id = pulumi.Output.from_input(account_id)

@@ -5,6 +5,7 @@ the IRSA roles of the data layer (WORKLOAD_IDENTITIES); all run on the tainted s
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -51,12 +52,25 @@ def cluster_autoscaler_values(ctx: StackContext, cluster_name: pulumi.Input[str]
     }
 
 
+@dataclass(frozen=True, kw_only=True)
+class ClusterAddonChartsArgs:
+    """Inputs of `ClusterAddonCharts`; which charts are installed comes from `workloads.addons`."""
+
+    ctx: StackContext
+    cluster_name: pulumi.Input[str]
+    role_arns: dict[str, pulumi.Output[str]]
+    """`WORKLOAD_IDENTITIES` key -> IRSA role ARN (the controllers use theirs)."""
+    vpc_id: pulumi.Input[str] | None = None
+    """Passed to aws-load-balancer-controller, which cannot read it from IMDS (hop limit 1)."""
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
+    """What the releases wait for."""
+
+
 class ClusterAddonCharts(pulumi.ComponentResource):
-    def __init__(self, name: str, ctx: StackContext, cluster_name: pulumi.Input[str],
-                 role_arns: dict[str, pulumi.Output[str]], vpc_id: pulumi.Input[str] | None = None,
-                 opts: pulumi.ResourceOptions | None = None,
-                 depends_on: list[pulumi.Resource] | None = None) -> None:
+    def __init__(self, name: str, args: ClusterAddonChartsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:workloads:ClusterAddonCharts", name, None, opts)
+        ctx, cluster_name, role_arns, vpc_id = args.ctx, args.cluster_name, args.role_arns, args.vpc_id
+        depends_on = args.depends_on
         addons = ctx.cfg.workloads.addons
         deps = depends_on or []
         self.releases = []

@@ -10,6 +10,7 @@ or ConfigMaps.
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -24,7 +25,8 @@ from contracts.cluster import (
     FEAST_REDIS_SECRET_KEY,
     FEAST_SERVER,
 )
-from infra.aws.interfaces import WORKLOAD_IDENTITIES, DataServices
+from infra.aws.interfaces import WORKLOAD_IDENTITIES
+from infra.workloads.args import WorkloadArgs
 from infra.workloads.isolation import (
     ANYWHERE,
     PORT_HTTPS,
@@ -113,13 +115,21 @@ def server_values(ctx: StackContext, config_yaml: pulumi.Input[str]) -> dict[str
     }
 
 
+@dataclass(frozen=True, kw_only=True)
+class FeatureStoreArgs(WorkloadArgs):
+    """Inputs of `FeatureStore` (settings from `workloads.feast`)."""
+
+    ingestor_image: pulumi.Input[str]
+    """The image of the stream ingestor Deployment (the model-server image, which carries ml.streaming)."""
+
+
 class FeatureStore(pulumi.ComponentResource):
     online_endpoint: str
 
-    def __init__(self, name: str, ctx: StackContext, data: DataServices, vpc_cidr: str,
-                 ingestor_image: pulumi.Input[str], opts: pulumi.ResourceOptions | None = None,
-                 depends_on: list[pulumi.Resource] | None = None) -> None:
+    def __init__(self, name: str, args: FeatureStoreArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:workloads:FeatureStore", name, None, opts)
+        ctx, data, vpc_cidr, depends_on = args.ctx, args.data, args.vpc_cidr, args.depends_on
+        ingestor_image = args.ingestor_image
         cfg = ctx.cfg.workloads.feast
         ns = namespace(NAMESPACE, self)
         after_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])

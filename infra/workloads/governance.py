@@ -16,13 +16,14 @@ reports (`drift-reports/`), and rolling back publishes a version to a Seldon slo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from contracts.cluster import SELDON_NAMESPACE, WORKLOAD_IDENTITIES
-from infra.aws.interfaces import DataServices
+from infra.workloads.args import WorkloadArgs
 from infra.workloads.isolation import ANYWHERE, PORT_HTTPS, EgressRule, NamespacePolicy, network_policies
 from infra.workloads.kube import (
     CONTAINER_SECURITY_CONTEXT,
@@ -129,13 +130,20 @@ def receiver_spec(ctx: StackContext, image: pulumi.Input[str], bucket: pulumi.In
     }
 
 
+@dataclass(frozen=True, kw_only=True)
+class GovernanceArgs(WorkloadArgs):
+    """Inputs of `Governance` (settings from `governance`)."""
+
+    image: pulumi.Input[str]
+    """The model-server image the drift-report CronJob runs."""
+
+
 class Governance(pulumi.ComponentResource):
     """Namespace `ml-training`, the `training` service account, the drift-report CronJob and the receiver."""
 
-    def __init__(self, name: str, ctx: StackContext, data: DataServices, vpc_cidr: str, image: pulumi.Input[str],
-                 opts: pulumi.ResourceOptions | None = None,
-                 depends_on: list[pulumi.Resource] | None = None) -> None:
+    def __init__(self, name: str, args: GovernanceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:workloads:Governance", name, None, opts)
+        ctx, data, vpc_cidr, image, depends_on = args.ctx, args.data, args.vpc_cidr, args.image, args.depends_on
         cfg = ctx.cfg.governance
         ns = namespace(NAMESPACE, self)
         after_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns, *(depends_on or [])])

@@ -9,6 +9,7 @@ in-cluster service names, Prometheus metrics, and 2+ replicas with a PodDisrupti
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -17,6 +18,7 @@ import pulumi_random as random
 
 from contracts.cluster import MLFLOW_SERVER, NODE_ROLE_LABEL, WORKLOAD_IDENTITIES
 from infra.aws.interfaces import DataServices
+from infra.workloads.args import WorkloadArgs
 from infra.workloads.isolation import (
     ANYWHERE,
     PORT_HTTPS,
@@ -92,14 +94,18 @@ def mlflow_values(ctx: StackContext, data: DataServices, service_account_name: s
     }
 
 
+@dataclass(frozen=True, kw_only=True)
+class MlflowArgs(WorkloadArgs):
+    """Inputs of `Mlflow` (settings from `workloads.mlflow`)."""
+
+
 class Mlflow(pulumi.ComponentResource):
     tracking_uri: str
     release: k8s.helm.v3.Release
 
-    def __init__(self, name: str, ctx: StackContext, data: DataServices, vpc_cidr: str,
-                 opts: pulumi.ResourceOptions | None = None,
-                 depends_on: list[pulumi.Resource] | None = None) -> None:
+    def __init__(self, name: str, args: MlflowArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:workloads:Mlflow", name, None, opts)
+        ctx, data, vpc_cidr, depends_on = args.ctx, args.data, args.vpc_cidr, args.depends_on
         ns = namespace(NAMESPACE, self)
         sa = service_account("mlflow", self, ns, data.role_arns["mlflow"])
         after_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])

@@ -191,16 +191,30 @@ def feast_apply_job_spec(ctx: StackContext, image: pulumi.Input[str], definition
     }
 
 
+@dataclass(frozen=True, kw_only=True)
+class ReferenceModelsArgs:
+    """Inputs of `ReferenceModels` (which models and their settings: `models`)."""
+
+    ctx: StackContext
+    data: DataServices
+    """The models bucket (artifacts) and the feast bucket (offline store of the Feast definitions)."""
+    image: pulumi.Input[str]
+    """The model-server image, which runs the Feast apply Job."""
+    seldon: pulumi.Resource | None = None
+    """The Seldon component the Models wait for; None: Seldon is not installed, no Models."""
+    feast: pulumi.Resource | None = None
+    """The feature store the apply Job waits for; None: Feast is not installed, no Job."""
+
+
 class ReferenceModels(pulumi.ComponentResource):
     """Seldon Models + Experiments (needs `seldon`) and the Feast apply Job (needs `feast`); either
     part is skipped when its component is not installed."""
 
     model_names: list[str]
 
-    def __init__(self, name: str, ctx: StackContext, data: DataServices, image: pulumi.Input[str],
-                 opts: pulumi.ResourceOptions | None = None, seldon: pulumi.Resource | None = None,
-                 feast: pulumi.Resource | None = None) -> None:
+    def __init__(self, name: str, args: ReferenceModelsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:workloads:ReferenceModels", name, None, opts)
+        ctx, data, image, seldon, feast = args.ctx, args.data, args.image, args.seldon, args.feast
         models = enabled_models(ctx)
         self.model_names = [m.name for m in models]
         if seldon is not None and models:

@@ -15,6 +15,7 @@ ServiceMonitors, PodMonitors and PrometheusRules the other workloads declare are
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from contracts.models import DashboardPanel
 from contracts.rollback import ACTION, ACTION_LABEL
 from contracts.rollback import rule_groups as rollback_rule_groups
 from infra.aws.interfaces import DataServices
+from infra.workloads.args import WorkloadArgs
 from infra.workloads.isolation import (
     ANYWHERE,
     MONITORING_NAMESPACE,
@@ -163,11 +165,15 @@ def alertmanager_config() -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, kw_only=True)
+class ObservabilityArgs(WorkloadArgs):
+    """Inputs of `Observability` (settings from `workloads.observability`)."""
+
+
 class Observability(pulumi.ComponentResource):
-    def __init__(self, name: str, ctx: StackContext, data: DataServices, vpc_cidr: str,
-                 opts: pulumi.ResourceOptions | None = None,
-                 depends_on: list[pulumi.Resource] | None = None) -> None:
+    def __init__(self, name: str, args: ObservabilityArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:workloads:Observability", name, None, opts)
+        ctx, data, vpc_cidr, depends_on = args.ctx, args.data, args.vpc_cidr, args.depends_on
         cfg = ctx.cfg.workloads.observability
         ns = namespace(NAMESPACE, self, pss=PSS_PRIVILEGED)  # node-exporter needs host network and PID
         after_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])

@@ -8,20 +8,21 @@ and Seldon. Every Kubernetes resource uses the cluster's provider through this c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.aws.interfaces import DataServices
-from infra.workloads.cluster_addons import ClusterAddonCharts
-from infra.workloads.feature_store import FeatureStore
-from infra.workloads.governance import Governance
-from infra.workloads.mlflow import Mlflow
-from infra.workloads.models_cluster import ReferenceModels
-from infra.workloads.observability import Observability
-from infra.workloads.seldon import ModelServerRepository, Seldon
-from infra.workloads.tracing import Tracing
+from infra.workloads.cluster_addons import ClusterAddonCharts, ClusterAddonChartsArgs
+from infra.workloads.feature_store import FeatureStore, FeatureStoreArgs
+from infra.workloads.governance import Governance, GovernanceArgs
+from infra.workloads.mlflow import Mlflow, MlflowArgs
+from infra.workloads.models_cluster import ReferenceModels, ReferenceModelsArgs
+from infra.workloads.observability import Observability, ObservabilityArgs
+from infra.workloads.seldon import ModelServerRepository, ModelServerRepositoryArgs, Seldon, SeldonArgs
+from infra.workloads.tracing import Tracing, TracingArgs
 from stacks.context import StackContext
 
 
@@ -32,37 +33,56 @@ class ClusterHandle(Protocol):
     k8s_provider: k8s.Provider
 
 
+@dataclass(frozen=True, kw_only=True)
+class PlatformArgs:
+    """Inputs of `Platform`; which workloads are installed comes from `workloads`."""
+
+    ctx: StackContext
+    cluster: ClusterHandle
+    """The cluster: every Kubernetes resource of the layer goes through its provider."""
+    data: DataServices
+    """What the workloads use of the AWS data layer (endpoints, credentials, buckets, IRSA roles)."""
+    vpc_id: pulumi.Input[str] | None = None
+    """Passed to aws-load-balancer-controller (pods cannot read it from IMDS)."""
+
+
 class Platform(pulumi.ComponentResource):
     model_server_repository_url: pulumi.Output[str]
     mlflow_tracking_uri: str
     otlp_endpoint: str
 
-    def __init__(self, name: str, ctx: StackContext, cluster: ClusterHandle, data: DataServices,
-                 vpc_id: pulumi.Input[str] | None = None, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: PlatformArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        ctx, cluster, data, vpc_id = args.ctx, args.cluster, args.data, args.vpc_id
         super().__init__("mlplatform:workloads:Platform", name, None,
                          pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
                              providers={"kubernetes": cluster.k8s_provider})))
         wl = ctx.cfg.workloads
         vpc_cidr = str(ctx.cfg.network.vpc_cidr)
         child = pulumi.ResourceOptions(parent=self)
-        addons = ClusterAddonCharts("addons", ctx, cluster.name, data.role_arns, vpc_id, child)
+        addons = ClusterAddonCharts("addons", ClusterAddonChartsArgs(
+            ctx=ctx, cluster_name=cluster.name, role_arns=data.role_arns, vpc_id=vpc_id), child)
         base: list[pulumi.Resource] = [addons]
         if wl.observability.enabled:
-            base.append(Observability("observability", ctx, data, vpc_cidr, child, depends_on=[addons]))
+            base.append(Observability("observability", ObservabilityArgs(
+                ctx=ctx, data=data, vpc_cidr=vpc_cidr, depends_on=[addons]), child))
         if wl.tracing.enabled:
-            tracing = Tracing("tracing", ctx, child, depends_on=base)
+            tracing = Tracing("tracing", TracingArgs(ctx=ctx, depends_on=base), child)
             self.otlp_endpoint = tracing.otlp_grpc_endpoint
-        repo = ModelServerRepository("model-server", ctx, child)
+        repo = ModelServerRepository("model-server", ModelServerRepositoryArgs(ctx=ctx), child)
         self.model_server_repository_url = repo.repository_url
         if wl.mlflow.enabled:
-            mlflow = Mlflow("mlflow", ctx, data, vpc_cidr, child, depends_on=base)
+            mlflow = Mlflow("mlflow", MlflowArgs(ctx=ctx, data=data, vpc_cidr=vpc_cidr, depends_on=base), child)
             self.mlflow_tracking_uri = mlflow.tracking_uri
         feast: FeatureStore | None = None
         seldon: Seldon | None = None
         if wl.feast.enabled:
-            feast = FeatureStore("feast", ctx, data, vpc_cidr, repo.image, child, depends_on=base)
+            feast = FeatureStore("feast", FeatureStoreArgs(
+                ctx=ctx, data=data, vpc_cidr=vpc_cidr, ingestor_image=repo.image, depends_on=base), child)
         if wl.seldon.enabled:
-            seldon = Seldon("seldon", ctx, data, vpc_cidr, repo.image, child, depends_on=base)
-        ReferenceModels("models", ctx, data, repo.image, child, seldon=seldon, feast=feast)
-        Governance("governance", ctx, data, vpc_cidr, repo.image, child, depends_on=base)
+            seldon = Seldon("seldon", SeldonArgs(
+                ctx=ctx, data=data, vpc_cidr=vpc_cidr, image=repo.image, depends_on=base), child)
+        ReferenceModels("models", ReferenceModelsArgs(ctx=ctx, data=data, image=repo.image, seldon=seldon,
+                                                      feast=feast), child)
+        Governance("governance", GovernanceArgs(
+            ctx=ctx, data=data, vpc_cidr=vpc_cidr, image=repo.image, depends_on=base), child)
         self.register_outputs({"modelServerRepositoryUrl": repo.repository_url})

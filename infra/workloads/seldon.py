@@ -13,6 +13,7 @@ broker CA Secret is needed and hostnames are verified (`https`).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -22,7 +23,7 @@ import pulumi_kubernetes as k8s
 from contracts import model_registry
 from contracts.cluster import MODEL_SERVER, WORKLOAD_IDENTITIES
 from contracts.models import Resources
-from infra.aws.interfaces import DataServices
+from infra.workloads.args import WorkloadArgs
 from infra.workloads.isolation import (
     ANYWHERE,
     PORT_HTTPS,
@@ -60,14 +61,22 @@ def _ecr_lifecycle() -> str:
         "action": {"type": "expire"}}]})
 
 
+@dataclass(frozen=True, kw_only=True)
+class ModelServerRepositoryArgs:
+    """Inputs of `ModelServerRepository` (settings from `workloads.modelServerRepository`)."""
+
+    ctx: StackContext
+
+
 class ModelServerRepository(pulumi.ComponentResource):
     """ECR repository of the model-server image (immutable tags, scan on push, KMS-encrypted)."""
 
     repository_url: pulumi.Output[str]
     image: pulumi.Output[str]
 
-    def __init__(self, name: str, ctx: StackContext, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: ModelServerRepositoryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:workloads:ModelServerRepository", name, None, opts)
+        ctx = args.ctx
         image = ctx.bom.images["model-server"]
         repo_name = f"{ctx.prefix}/model-server"
         repo = aws.ecr.Repository(
@@ -211,11 +220,18 @@ def _mlflow_uri() -> str:
     return tracking_uri()
 
 
+@dataclass(frozen=True, kw_only=True)
+class SeldonArgs(WorkloadArgs):
+    """Inputs of `Seldon`."""
+
+    image: pulumi.Input[str]
+    """The model-server image (`ModelServerRepository.image`) the MLServer Server runs."""
+
+
 class Seldon(pulumi.ComponentResource):
-    def __init__(self, name: str, ctx: StackContext, data: DataServices, vpc_cidr: str,
-                 image: pulumi.Input[str], opts: pulumi.ResourceOptions | None = None,
-                 depends_on: list[pulumi.Resource] | None = None) -> None:
+    def __init__(self, name: str, args: SeldonArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:workloads:Seldon", name, None, opts)
+        ctx, data, vpc_cidr, image, depends_on = args.ctx, args.data, args.vpc_cidr, args.image, args.depends_on
         ns = namespace(NAMESPACE, self)
         sa = service_account("model-serving", self, ns, data.role_arns["model-serving"])
         brokers = data.kafka.bootstrap_brokers_scram

@@ -7,6 +7,7 @@ index-cleaner CronJob enforcing `retentionDays`. MLServer and Seldon export to `
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -86,12 +87,21 @@ def jaeger_values(ctx: StackContext) -> dict[str, Any]:
     return values
 
 
+@dataclass(frozen=True, kw_only=True)
+class TracingArgs:
+    """Inputs of `Tracing` (settings from `workloads.tracing`)."""
+
+    ctx: StackContext
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
+    """What the Jaeger release waits for (add-ons, monitoring CRDs)."""
+
+
 class Tracing(pulumi.ComponentResource):
     otlp_grpc_endpoint: str
 
-    def __init__(self, name: str, ctx: StackContext, opts: pulumi.ResourceOptions | None = None,
-                 depends_on: list[pulumi.Resource] | None = None) -> None:
+    def __init__(self, name: str, args: TracingArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:workloads:Tracing", name, None, opts)
+        ctx, depends_on = args.ctx, args.depends_on
         cfg = ctx.cfg.workloads.tracing
         ns = namespace(NAMESPACE, self)
         deps: list[pulumi.Resource] = [ns, *(depends_on or [])]
