@@ -1,15 +1,23 @@
-"""`mlplat bench models`: in-process and HTTP latency/throughput of the registered models' runtimes.
+"""`mlplat bench models`: in-process and HTTP (optionally gRPC) latency/throughput of the model runtimes.
 
-    mlplat bench models [--models NAME,NAME,...] [--data DIR] [--concurrency 4] [--duration 10] [--json]
+    mlplat bench models [--models fraud,sentiment,recommendation] [--data DIR] [--concurrency 4]
+                        [--duration 10] [--repeat N] [--grpc] [--json FILE]
+                        [--max-batch-size N --max-batch-time-ms T] [--online-client resp|redis-py]
+                        [--compare-online-clients]
 
-Per model (default: every registered model, contracts/model_registry.py): trains on --data (the
-shared datasets' file names) or on generated sample data, through the model's plugin
-(ml/common/plugin.py), times the MLServer runtime's `predict` in-process (single-row requests), then
-serves every model plus a bare ONNX runtime (the ONNX call alone of the first model whose plugin
-offers `bare_onnx_requests`) from one real `mlserver start` and loads each with `wrk` (or a Python
-load generator) at a fixed concurrency. Models with Feast features read them from a real
-redis-server loaded by Feast materialization. Throughput is also given as a ratio to the bare
-runtime measured in the same run.
+Per model: trains on --data (the shared datasets' file names) or on generated sample data, times
+the MLServer runtime's `predict` in-process (single-row requests), then serves every model plus a
+bare ONNX runtime (the fraud model's ONNX call only) from one real `mlserver start` and loads each
+with `wrk` (or a Python load generator) at a fixed concurrency; `--grpc` also drives the V2 gRPC
+endpoint of the same server (ml/serving/grpc_load.py). Fraud fetches its online features from a real
+redis-server loaded by Feast materialization. Throughput is also given as a ratio to the bare runtime
+measured in the same run; with `--repeat N` the models are loaded N times in alternating order and
+each figure is the median over the runs (the ratio: the median of the per-run ratios), so a noisy
+machine still gives a stable ratio. The server's and redis-server's CPU time per request is measured
+from /proc during each load (what `mlplat capacity` sizes pods and shards from).
+
+`--json FILE` writes every figure of the table plus the machine (cores, load average before/after),
+the command, the settings and the versions; the table is printed either way.
 """
 
 from __future__ import annotations
@@ -21,12 +29,18 @@ import importlib
 import json
 import logging
 import os
+import shlex
+import statistics
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contracts import model_registry
+
+if TYPE_CHECKING:
+    from ml.serving.settings import ModelEntry
 
 BARE = "bare-onnx"
 
@@ -34,13 +48,21 @@ BARE = "bare-onnx"
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("bench", help="benchmarks")
     sub = parser.add_subparsers(dest="bench_target", metavar="TARGET", required=True)
-    models = sub.add_parser("models", help="latency/throughput of the model runtimes (in-process and HTTP)")
+    models = sub.add_parser("models", help="latency/throughput of the model runtimes (in-process, HTTP, gRPC)")
     models.add_argument("--models", default=",".join(model_registry.names()), help="comma-separated subset")
     models.add_argument("--data", type=Path, help="dataset directory (default: generated sample data)")
     models.add_argument("--concurrency", type=int, default=4)
-    models.add_argument("--duration", type=int, default=10, help="seconds of HTTP load per model")
+    models.add_argument("--duration", type=int, default=10, help="seconds of load per model and protocol")
     models.add_argument("--requests", type=int, default=2000, help="in-process timed calls per model")
-    models.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    models.add_argument("--repeat", type=int, default=1, help="runs, in alternating model order; medians reported")
+    models.add_argument("--grpc", action="store_true", help="also load the V2 gRPC endpoint")
+    models.add_argument("--max-batch-size", type=int, help="MLServer adaptive batching: max_batch_size per model")
+    models.add_argument("--max-batch-time-ms", type=float, help="MLServer adaptive batching: max_batch_time")
+    models.add_argument("--online-client", choices=("resp", "redis-py"), help="online feature client of the runtimes")
+    models.add_argument("--compare-online-clients", action="store_true",
+                        help="also serve each model that reads online features with the redis-py client, as "
+                             "<model>-redis-py, in the same run")
+    models.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON to FILE")
     models.set_defaults(func=run)
 
 
@@ -64,13 +86,60 @@ def _in_process(kind: str, uri: Path, extra: dict[str, Any], bodies: list[dict],
         loop.close()
 
 
-def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+def _train(names: list[str], args: argparse.Namespace, work: Path, redis_url: str,
+           report: dict[str, Any]) -> list[tuple[ModelEntry, list[dict]]]:
     from ml.common.feast_repo import apply_and_materialize, write_repo
     from ml.common.plugin import load_plugin
-    from ml.serving.bench import http_load
+    from ml.serving.settings import ModelEntry
+
+    entries: list[tuple[ModelEntry, list[dict]]] = []
+    for name in names:
+        plugin = load_plugin(name)
+        data_dir = args.data
+        if data_dir is None:
+            data_dir = work / "data" / name
+            plugin.generate_sample(data_dir)
+        print(f"[bench] training {name} on {data_dir}", file=sys.stderr)
+        # quick: baselines only matter for model quality, not for serving speed.
+        out = plugin.train(data_dir, work / "models" / name, quick=True)
+        defs = plugin.feature_definitions(work / "parquet" / name)
+        if defs:
+            plugin.write_feature_data(data_dir, work / "parquet" / name)
+            apply_and_materialize(write_repo(work / "feast" / name, redis_url), defs)
+        bodies = plugin.sample_requests(data_dir, out.model_dir)
+        extra: dict[str, Any] = {"redis_url": redis_url}
+        if args.online_client:
+            extra["online_client"] = args.online_client
+        report["models"][name] = {"in_process": _in_process(name, out.model_dir, extra, bodies, args.requests)}
+        entries.append((ModelEntry(name, name, str(out.model_dir), extra), bodies))
+        if defs and args.compare_online_clients:
+            alt, alt_extra = f"{name}-redis-py", {**extra, "online_client": "redis-py"}
+            report["models"][alt] = {"in_process": _in_process(name, out.model_dir, alt_extra, bodies, args.requests)}
+            entries.append((ModelEntry(alt, name, str(out.model_dir), alt_extra), bodies))
+        bare_bodies = None if BARE in report["models"] else plugin.bare_onnx_requests(data_dir, out.model_dir)
+        if bare_bodies:
+            report["models"][BARE] = {"in_process": _in_process(BARE, out.model_dir, {}, bare_bodies, args.requests)}
+            entries.append((ModelEntry(BARE, BARE, str(out.model_dir)), bare_bodies))
+    return entries
+
+
+def _measured(load: dict[str, Any], cpu: dict[str, tuple[int, float]], duration: int) -> dict[str, Any]:
+    """Add CPU microseconds per request of the server (and redis-server) to a load result."""
+    from ml.serving.bench import process_cpu_seconds
+
+    done = load["rps"] * duration
+    for key, (pid, before) in cpu.items():
+        if done > 0:
+            load[key] = round((process_cpu_seconds(pid) - before) / done * 1e6, 1)
+    return load
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    from ml.serving.bench import http_load, machine_info, process_cpu_seconds, versions
+    from ml.serving.grpc_load import grpc_load
     from ml.serving.processes import MLServerProcess, RedisServer, free_port
-    from ml.serving.settings import ModelEntry, write_repository
+    from ml.serving.settings import write_repository
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     registered = model_registry.names()
@@ -78,67 +147,107 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         print(f"mlplat bench: unknown model(s) {unknown}; expected {', '.join(registered)}", file=sys.stderr)
         return 2
-    if args.concurrency < 1 or args.duration < 1:
-        print("mlplat bench: --concurrency and --duration must be >= 1", file=sys.stderr)
+    if args.concurrency < 1 or args.duration < 1 or args.repeat < 1:
+        print("mlplat bench: --concurrency, --duration and --repeat must be >= 1", file=sys.stderr)
+        return 2
+    if (args.max_batch_size is None) != (args.max_batch_time_ms is None):
+        print("mlplat bench: give --max-batch-size and --max-batch-time-ms together", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="mlplat-bench-"))
-    report: dict[str, Any] = {"cores": os.cpu_count(), "concurrency": args.concurrency,
-                              "duration_s": args.duration, "data": str(args.data or "generated sample"),
-                              "models": {}}
-    entries: list[tuple[ModelEntry, list[dict]]] = []
+    report: dict[str, Any] = {
+        "schema": 1, "command": "mlplat " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine_info(),
+        "versions": versions(),
+        "settings": {"concurrency": args.concurrency, "duration_s": args.duration, "repeat": args.repeat,
+                     "requests_in_process": args.requests, "data": str(args.data or "generated sample"),
+                     "grpc": args.grpc, "max_batch_size": args.max_batch_size,
+                     "max_batch_time_ms": args.max_batch_time_ms, "online_client": args.online_client or "default",
+                     "compare_online_clients": args.compare_online_clients},
+        "models": {}, "runs": [],
+    }
+    report["machine"]["load_before"] = report["machine"].pop("load_average")
     with contextlib.ExitStack() as stack, contextlib.redirect_stdout(sys.stderr):
         redis = stack.enter_context(RedisServer(work / "redis"))
-        for name in names:
-            plugin = load_plugin(name)
-            data_dir = args.data
-            if data_dir is None:
-                data_dir = work / "data" / name
-                plugin.generate_sample(data_dir)
-            print(f"[bench] training {name} on {data_dir}", file=sys.stderr)
-            # quick: baselines only matter for model quality, not for serving speed.
-            out = plugin.train(data_dir, work / "models" / name, quick=True)
-            defs = plugin.feature_definitions(work / "parquet" / name)
-            if defs:
-                plugin.write_feature_data(data_dir, work / "parquet" / name)
-                apply_and_materialize(write_repo(work / "feast" / name, redis.url), defs)
-            bodies = plugin.sample_requests(data_dir, out.model_dir)
-            extra = {"redis_url": redis.url}
-            report["models"][name] = {"in_process": _in_process(name, out.model_dir, extra, bodies, args.requests)}
-            entries.append((ModelEntry(name, name, str(out.model_dir), extra), bodies))
-            bare_bodies = None if BARE in report["models"] else plugin.bare_onnx_requests(data_dir, out.model_dir)
-            if bare_bodies:
-                report["models"][BARE] = {"in_process": _in_process(BARE, out.model_dir, {}, bare_bodies,
-                                                                    args.requests)}
-                entries.append((ModelEntry(BARE, BARE, str(out.model_dir)), bare_bodies))
-        http = free_port()
+        entries = _train(names, args, work, redis.url, report)
+        http, grpc_port = free_port(), free_port()
         repo = write_repository(work / "mlserver", [e for e, _ in entries], http_port=http,
-                                grpc_port=free_port(), metrics_port=free_port())
+                                grpc_port=grpc_port, metrics_port=free_port())
+        if args.max_batch_size is not None:
+            for entry, _ in entries:  # MLServer adaptive batching (model-settings max_batch_size/time, s)
+                path = repo / entry.name / "model-settings.json"
+                settings = json.loads(path.read_text())
+                settings.update(max_batch_size=args.max_batch_size, max_batch_time=args.max_batch_time_ms / 1000)
+                path.write_text(json.dumps(settings, indent=1))
         server = stack.enter_context(MLServerProcess(repo, http))
-        for entry, bodies in entries:
-            url = f"{server.url}/v2/models/{entry.name}/infer"
-            print(f"[bench] HTTP load on {entry.name}", file=sys.stderr)
-            http_load(url, bodies, args.concurrency, 2)  # warm-up
-            report["models"][entry.name]["http"] = http_load(url, bodies, args.concurrency, args.duration)
-    bare = report["models"].get(BARE, {}).get("http", {}).get("rps")
-    for result in report["models"].values():
-        if bare and "http" in result:
-            result["http"]["rps_vs_bare"] = round(result["http"]["rps"] / bare, 2)
-    print(json.dumps(report, indent=2) if args.json else _table(report))
+        for entry, bodies in entries:  # warm-up
+            http_load(f"{server.url}/v2/models/{entry.name}/infer", bodies, args.concurrency, 2)
+        for r in range(args.repeat):
+            run_figures: dict[str, Any] = {}
+            for entry, bodies in (entries if r % 2 == 0 else entries[::-1]):
+                print(f"[bench] run {r + 1}/{args.repeat}: load on {entry.name}", file=sys.stderr)
+                figures: dict[str, Any] = {}
+                protocols = ["http", "grpc"] if args.grpc else ["http"]
+                for protocol in protocols:
+                    cpu = {"server_cpu_us": (server.proc.pid, process_cpu_seconds(server.proc.pid)),
+                           "redis_cpu_us": (redis.proc.pid, process_cpu_seconds(redis.proc.pid))}
+                    if protocol == "http":
+                        load = http_load(f"{server.url}/v2/models/{entry.name}/infer", bodies, args.concurrency,
+                                         args.duration)
+                    else:
+                        load = grpc_load(f"127.0.0.1:{grpc_port}", entry.name, bodies, args.concurrency,
+                                         args.duration)
+                    figures[protocol] = _measured(load, cpu, args.duration)
+                run_figures[entry.name] = figures
+            for protocol in ("http", "grpc"):
+                bare = run_figures.get(BARE, {}).get(protocol, {}).get("rps")
+                for figures in run_figures.values():
+                    if bare and protocol in figures:
+                        figures[protocol]["rps_vs_bare"] = round(figures[protocol]["rps"] / bare, 3)
+            report["runs"].append(run_figures)
+    report["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    _summarize(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"[bench] report written to {args.json}", file=sys.stderr)
+    print(_table(report))
     return 0
 
 
+def _summarize(report: dict[str, Any]) -> None:
+    """Per model and protocol, the median of each figure over the runs (`runs` keeps every run)."""
+    for name, result in report["models"].items():
+        for protocol in ("http", "grpc"):
+            runs = [r[name][protocol] for r in report["runs"] if protocol in r.get(name, {})]
+            if not runs:
+                continue
+            summary: dict[str, Any] = {"tool": runs[0]["tool"], "runs": len(runs)}
+            for key in ("p50_ms", "p99_ms", "rps", "non_2xx", "errors", "server_cpu_us", "redis_cpu_us",
+                        "rps_vs_bare"):
+                values = [x[key] for x in runs if key in x]
+                if values:
+                    summary[key] = round(statistics.median(values), 3)
+            result[protocol] = summary
+
+
 def _table(report: dict[str, Any]) -> str:
+    m, st = report["machine"], report["settings"]
     lines = [
-        f"cores: {report['cores']}  concurrency: {report['concurrency']}  duration: {report['duration_s']} s"
-        f"  data: {report['data']}",
-        f"{'model':<16}{'inproc p50':>11}{'inproc p99':>11}{'http p50':>10}{'http p99':>10}{'req/s':>9}"
-        f"{'vs bare':>9}{'non-2xx':>9}  tool",
+        f"cores: {m['cores']}  load average before {m['load_before'][0]:.2f} after {m['load_after'][0]:.2f}  "
+        f"concurrency: {st['concurrency']}  duration: {st['duration_s']} s  runs: {st['repeat']}  "
+        f"data: {st['data']}",
+        f"{'model':<16}{'proto':>6}{'inproc p50':>11}{'inproc p99':>11}{'p50':>9}{'p99':>9}{'req/s':>9}"
+        f"{'vs bare':>9}{'cpu us':>8}{'errors':>8}  tool",
     ]
+    nan = float("nan")
     for name, r in report["models"].items():
-        ip, h = r["in_process"], r.get("http", {})
-        lines.append(
-            f"{name:<16}{ip['p50_ms']:>9.3f}ms{ip['p99_ms']:>9.3f}ms{h.get('p50_ms', float('nan')):>8.2f}ms"
-            f"{h.get('p99_ms', float('nan')):>8.2f}ms{h.get('rps', 0):>9.0f}{h.get('rps_vs_bare', float('nan')):>9.2f}"
-            f"{h.get('non_2xx', 0):>9}  {h.get('tool', '-')}"
-        )
+        ip = r["in_process"]
+        for protocol in ("http", "grpc"):
+            h = r.get(protocol)
+            if h is None:
+                continue
+            lines.append(
+                f"{name:<16}{protocol:>6}{ip['p50_ms']:>9.3f}ms{ip['p99_ms']:>9.3f}ms{h.get('p50_ms', nan):>7.2f}ms"
+                f"{h.get('p99_ms', nan):>7.2f}ms{h.get('rps', 0):>9.0f}{h.get('rps_vs_bare', nan):>9.2f}"
+                f"{h.get('server_cpu_us', nan):>8.0f}{h.get('non_2xx', h.get('errors', 0)):>8.0f}  {h.get('tool', '-')}"
+            )
     return "\n".join(lines)

@@ -1,10 +1,13 @@
 """Latency/throughput measurement for `mlplat bench models`: in-process timing, `wrk` against a real
-MLServer (Lua script rotating POST bodies), and a bounded Python load generator when wrk is absent."""
+MLServer (Lua script rotating POST bodies), a bounded Python load generator when wrk is absent, CPU
+time of the server processes, and the machine and versions for the report (gRPC: grpc_load.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -105,3 +108,45 @@ def http_load(url: str, bodies: list[dict[str, Any]], concurrency: int, duration
     if shutil.which("wrk"):
         return wrk_load(url, bodies, concurrency, duration_s)
     return python_load(url, bodies, concurrency, duration_s)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), for CPU-per-request figures."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_info() -> dict[str, Any]:
+    """Cores, CPU model and the load average, for the bench report."""
+    model = ""
+    with contextlib.suppress(OSError):
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "")
+    return {"cores": os.cpu_count(), "cpu_model": model, "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+def versions() -> dict[str, str]:
+    """Versions of what the figures depend on: Python, the serving libraries, redis-server, wrk, the
+    platform (BOM) and the commit."""
+    import importlib.metadata as md
+    import platform
+
+    out = {"python": platform.python_version()}
+    for dist in ("mlserver", "onnxruntime", "numpy", "fastapi", "uvicorn", "grpcio", "redis", "hiredis"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            out[dist] = md.version(dist)
+    for name, cmd in (("redis-server", ["redis-server", "--version"]), ("wrk", ["wrk", "--version"])):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            text = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            out[name] = (text.stdout or text.stderr).strip().splitlines()[0][:80]
+    root = Path(__file__).resolve().parents[2]
+    with contextlib.suppress(OSError, KeyError, TypeError):
+        import yaml
+
+        out["platform"] = str(yaml.safe_load((root / "stacks" / "bom.yaml").read_text())["platform"]["version"])
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        if commit:
+            out["commit"] = commit
+    return out

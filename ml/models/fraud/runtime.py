@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from mlserver.types import InferenceRequest, InferenceResponse
+from mlserver.types import InferenceRequest, InferenceResponse, RequestInput
 
 from ml.common.feast_repo import PROJECT
 from ml.common.pipeline import read_metadata
-from ml.common.runtime import ReferenceRuntime, Unprocessable, tensor
+from ml.common.runtime import FLOAT_MAX, INT_RANGE, ReferenceRuntime, Unprocessable, tensor
 from ml.models.fraud import data
 from ml.models.fraud.algorithm import FraudModel
 from ml.models.fraud.features import (
@@ -70,27 +70,47 @@ class FraudRuntime(ReferenceRuntime):
                 client=extra.get("online_client", DEFAULT_CLIENT),
             )
 
+    def _numbers(self, inp: RequestInput, integer: bool = False) -> list[Any]:
+        """The input's values as a list: a fast path for the flat, well-typed tensors online traffic sends
+        (~5x cheaper than the generic checks for one row); anything else goes through `numeric`, which
+        applies every check and raises the 4xx naming the problem."""
+        data = inp.data.root if hasattr(inp.data, "root") else inp.data
+        datatype = inp.datatype.value if hasattr(inp.datatype, "value") else str(inp.datatype)
+        shape = inp.shape
+        if type(data) is list and len(shape) == 1 and shape[0] == len(data):
+            if integer and datatype in INT_RANGE and datatype != "BOOL":
+                low, high = INT_RANGE[datatype]
+                if all(type(v) is int and low <= v <= high for v in data):
+                    return data
+            elif integer and datatype == "BOOL":
+                if all(type(v) is bool for v in data):
+                    return [int(v) for v in data]
+            elif not integer and datatype in FLOAT_MAX:
+                largest = FLOAT_MAX[datatype]
+                if all((type(v) is float or type(v) is int) and -largest <= v <= largest for v in data):
+                    return [float(v) for v in data]
+        return self.numeric(inp, integer=integer).tolist()
+
     def _request_columns(self, request: InferenceRequest) -> dict[str, Any]:
         inputs = self.inputs(request, (*ENTITIES, *REQUEST_FEATURES))
         cols: dict[str, Any] = {
-            "card_id": self.numeric(inputs["card_id"], integer=True),
-            "device_id": self.numeric(inputs["device_id"], integer=True),
-            "amount": self.numeric(inputs["amount"]),
-            "transaction_hour": self.numeric(inputs["transaction_hour"], integer=True),
+            "card_id": self._numbers(inputs["card_id"], integer=True),
+            "device_id": self._numbers(inputs["device_id"], integer=True),
+            "amount": self._numbers(inputs["amount"]),
+            "transaction_hour": self._numbers(inputs["transaction_hour"], integer=True),
             "merchant_category": self.strings(inputs["merchant_category"]),
-            "foreign_transaction": self.numeric(inputs["foreign_transaction"], integer=True),
-            "location_mismatch": self.numeric(inputs["location_mismatch"], integer=True),
+            "foreign_transaction": self._numbers(inputs["foreign_transaction"], integer=True),
+            "location_mismatch": self._numbers(inputs["location_mismatch"], integer=True),
         }
         self.batch_size(cols)
-        if np.any(cols["amount"] < 0):
-            raise Unprocessable(f"input 'amount' must be >= 0, got {float(cols['amount'].min())}")
-        hours = cols["transaction_hour"]
-        bad_hours = hours[(hours < 0) | (hours > 23)]
-        if bad_hours.size:
+        if min(cols["amount"]) < 0:
+            raise Unprocessable(f"input 'amount' must be >= 0, got {float(min(cols['amount']))}")
+        bad_hours = [h for h in cols["transaction_hour"] if not 0 <= h <= 23]
+        if bad_hours:
             raise Unprocessable(f"input 'transaction_hour' must be 0-23, got {int(bad_hours[0])}")
         for flag in ("foreign_transaction", "location_mismatch"):
-            bad = cols[flag][(cols[flag] != 0) & (cols[flag] != 1)]
-            if bad.size:
+            bad = [v for v in cols[flag] if v != 0 and v != 1]
+            if bad:
                 raise Unprocessable(f"input '{flag}' must be 0 or 1, got {int(bad[0])}")
         unknown = sorted(set(cols["merchant_category"]) - self.categories)
         if unknown:
@@ -132,13 +152,9 @@ class FraudRuntime(ReferenceRuntime):
     def _matrix(self, cols: dict[str, Any]) -> np.ndarray:
         """`data.encode` without building a DataFrame (~1 ms saved per request on 2 cores): columns
         in `data.FEATURES` order, merchant_category as its index in `data.MERCHANT_CATEGORIES`."""
-        out = np.empty((len(cols["amount"]), len(data.FEATURES)), dtype=np.float32)
-        for j, name in enumerate(data.FEATURES):
-            if name == "merchant_category":
-                out[:, j] = [self._category_code[c] for c in cols[name]]
-            else:
-                out[:, j] = cols[name]
-        return out
+        columns = [[self._category_code[c] for c in cols[name]] if name == "merchant_category" else cols[name]
+                   for name in data.FEATURES]
+        return np.ascontiguousarray(np.array(columns, dtype=np.float32).T)
 
     def _fast_encoding_matches(self) -> bool:
         # Self-check at load: if the data contract's encoding ever changes, serve through it instead.
@@ -155,7 +171,7 @@ class FraudRuntime(ReferenceRuntime):
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         cols = self._request_columns(request)
-        online, degraded = self._online(cols.pop("card_id").tolist(), cols.pop("device_id").tolist())
+        online, degraded = self._online(cols.pop("card_id"), cols.pop("device_id"))
         cols.update(online)
         x = self._matrix(cols) if self._fast else data.encode(pd.DataFrame(cols))
         proba = np.asarray(self.model.predict_proba(x), dtype=np.float32).ravel()
