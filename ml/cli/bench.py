@@ -1,16 +1,17 @@
 """`mlplat bench models`: in-process and HTTP (optionally gRPC) latency/throughput of the model runtimes.
 
-    mlplat bench models [--models fraud,sentiment,recommendation] [--data DIR] [--concurrency 4]
+    mlplat bench models [--models NAME,NAME,...] [--data DIR] [--concurrency 4]
                         [--duration 10] [--repeat N] [--grpc] [--json FILE]
                         [--max-batch-size N --max-batch-time-ms T] [--online-client resp|redis-py]
                         [--compare-online-clients]
 
-Per model: trains on --data (the shared datasets' file names) or on generated sample data, times
-the MLServer runtime's `predict` in-process (single-row requests), then serves every model plus a
-bare ONNX runtime (the fraud model's ONNX call only) from one real `mlserver start` and loads each
-with `wrk` (or a Python load generator) at a fixed concurrency; `--grpc` also drives the V2 gRPC
-endpoint of the same server (ml/serving/grpc_load.py). Fraud fetches its online features from a real
-redis-server loaded by Feast materialization. Throughput is also given as a ratio to the bare runtime
+Per model (default: every registered model, contracts/model_registry.py, through its plugin,
+ml/common/plugin.py): trains on --data (the shared datasets' file names) or on generated sample data,
+times the MLServer runtime's `predict` in-process (single-row requests), then serves every model plus
+a bare ONNX runtime (the ONNX call alone of the first model whose plugin offers `bare_onnx_requests`)
+from one real `mlserver start` and loads each with `wrk` (or a Python load generator) at a fixed
+concurrency; `--grpc` also drives the V2 gRPC endpoint of the same server (ml/serving/grpc_load.py).
+Models with Feast features read them from a real redis-server loaded by Feast materialization. Throughput is also given as a ratio to the bare runtime
 measured in the same run; with `--repeat N` the models are loaded N times in alternating order and
 each figure is the median over the runs (the ratio: the median of the per-run ratios), so a noisy
 machine still gives a stable ratio. The server's and redis-server's CPU time per request is measured
