@@ -14,8 +14,9 @@ concurrency; `--grpc` also drives the V2 gRPC endpoint of the same server (ml/se
 Models with Feast features read them from a real redis-server loaded by Feast materialization.
 Throughput is also given as a ratio to the bare runtime measured in the same run; with `--repeat N`
 the models are loaded N times in alternating order and each figure is the median over the runs (the
-ratio: the median of the per-run ratios), so a noisy machine still gives a stable ratio. The server's and redis-server's CPU time per request is measured
-from /proc during each load (what `mlplat capacity` sizes pods and shards from).
+ratio: the median of the per-run ratios), so a noisy machine still gives a stable ratio. The server's
+and redis-server's CPU time per request is measured from /proc during each load (what `mlplat
+capacity` sizes pods and shards from).
 
 `--json FILE` writes every figure of the table plus the machine (cores, load average before/after),
 the command, the settings and the versions; the table is printed either way.
