@@ -10,12 +10,17 @@ The arithmetic, per model, every step printed by the command:
    process's CPU time during the HTTP run (`server_cpu_us`). Without that figure, the run's requests/s
    (one single-process MLServer is at most one core). The bench load generator shared the machine,
    which inflates the CPU per request: the figure is conservative.
-2. Within the latency budget: when the measured HTTP p99 at the bench concurrency exceeds the budget,
-   the per-core rate is scaled by budget / p99 (less load, shorter queues: a crude, pessimistic
-   correction; the plan flags the model).
+2. Within the latency budget: a pod is a single-server queue with an almost constant service time
+   S = 1 / (per-core rate). At utilisation u the mean wait of an M/D/1 queue is u*S / (2*(1 - u));
+   taking the wait's tail as exponential, p99 ~ S + ln(100) * u*S / (2*(1 - u)). The budget left to
+   the server is the p99 budget minus `fixed_latency_ms` (ingress/Envoy hop and the Redis round trip
+   on the cluster network), B = that / S, so u <= (B - 1) / (B - 1 + ln(100) / 2); no u fits when
+   B <= 1. The pod runs at min(`utilisation`, that bound). The bench's own p99 at its closed-loop
+   concurrency is reported beside it (`bench p99 in budget`), not used: on a shared machine it
+   measures the machine.
 3. A pod is one MLServer process (`parallel_workers: 0`, one core) plus Seldon's agent and rclone
-   sidecars; pods run at `utilisation` (default 0.6) of that rate to keep p99 in budget at peak; the
-   count is rounded up to a multiple of the three availability zones.
+   sidecars, run at the utilisation of step 2; the count is rounded up to a multiple of the three
+   availability zones.
 4. Nodes: the inference node group's first instance type; allocatable vCPU = vCPU - `node_reserve_vcpu`
    (kubelet, system daemons, DaemonSets); pods per node = floor(allocatable / pod vCPU).
 5. Redis: online-feature round trips per second = TPS (one pipelined round trip per request); a shard's
@@ -44,7 +49,8 @@ REFERENCE = {"tps": 1_000_000, "p99_ms": 5.0, "pods": 200, "usd_per_month": 27_0
 
 @dataclass(frozen=True)
 class Assumptions:
-    utilisation: float = 0.6  # share of a pod's measured capacity used at peak
+    utilisation: float = 0.6  # share of a pod's measured capacity used at peak (upper bound)
+    fixed_latency_ms: float = 1.0  # ingress/Envoy hop + Redis round trip, outside the server's queue
     pod_vcpu: float = 1.25  # MLServer (1 core) + agent + rclone sidecars
     node_reserve_vcpu: float = 0.5  # kubelet, system daemons, DaemonSets per node
     default_shard_rps: float = 50_000  # Redis requests/s per shard primary when the bench has no figure
@@ -57,7 +63,9 @@ class ModelPlan:
     http_p99_ms: float
     server_cpu_us: float | None
     per_core_rps: float
+    utilisation: float
     within_budget: bool
+    bench_p99_in_budget: bool
     budget_rps_per_core: float
     pods: int
     pods_per_node: int
@@ -94,9 +102,14 @@ def plan_model(model: str, http: dict[str, Any], tps: float, p99_budget_ms: floa
     cpu_us = http.get("server_cpu_us")
     per_core = 1e6 / cpu_us if cpu_us else float(http["rps"])
     p99 = float(http["p99_ms"])
-    within = p99 <= p99_budget_ms
-    budget_rate = per_core if within else per_core * p99_budget_ms / p99
-    pod_rps = budget_rate * assume.utilisation
+    service_ms = 1000.0 / per_core
+    server_budget = p99_budget_ms - assume.fixed_latency_ms
+    b = server_budget / service_ms
+    within = b > 1
+    bound = (b - 1) / (b - 1 + math.log(100) / 2) if within else 0.0
+    utilisation = min(assume.utilisation, bound) if within else 0.05  # out of budget: flagged, nominal load
+    budget_rate = per_core * utilisation
+    pod_rps = budget_rate
     pods = math.ceil(tps / pod_rps)
     pods = math.ceil(pods / AZS) * AZS
     node = _instance(prices, "ec2", instance)
@@ -111,7 +124,8 @@ def plan_model(model: str, http: dict[str, Any], tps: float, p99_budget_ms: floa
     hours = prices["hours_per_month"]
     usd_nodes = nodes * node["usd_per_hour"] * hours
     usd_redis = redis_nodes * _instance(prices, "elasticache", redis_node)["usd_per_hour"] * hours
-    return ModelPlan(model, float(http["rps"]), p99, cpu_us, round(per_core, 1), within, round(budget_rate, 1),
+    return ModelPlan(model, float(http["rps"]), p99, cpu_us, round(per_core, 1), round(utilisation, 3), within,
+                     p99 <= p99_budget_ms, round(budget_rate, 1),
                      pods, pods_per_node, nodes, shards, redis_nodes, round(usd_nodes + usd_redis),
                      round(usd_nodes), round(usd_redis))
 
@@ -126,12 +140,12 @@ def reference_plan(instance: str, prices: dict[str, Any], assume: Assumptions = 
 
 
 def explain(plan: ModelPlan, reference: dict[str, Any], tps: float) -> list[str]:
-    ours = plan.budget_rps_per_core * Assumptions().utilisation
+    ours = plan.budget_rps_per_core
     ref = reference["tps"] / reference["pods"]
     lines = [
         f"The reference needs {ref:,.0f} requests/s per pod; {plan.model} serves {ours:,.0f} per pod here "
-        f"({plan.budget_rps_per_core:,.0f}/core at the budget x utilisation), {ref / ours:.1f}x less, so "
-        f"{plan.pods:,} pods instead of {reference['pods']}.",
+        f"({plan.per_core_rps:,.0f}/core measured x utilisation {plan.utilisation:.2f}), {ref / ours:.1f}x less, "
+        f"so {plan.pods:,} pods instead of {reference['pods']}.",
         "Where the factor comes from: each request pays MLServer's Python V2 path (FastAPI routing, pydantic "
         "parsing of the seven inputs, JSON encoding: ~0.5 ms of CPU in the bare runtime alone) before the "
         "model's own ~0.05 ms; the reference's ~5,000 requests/s per pod needs ~0.2 ms per request, i.e. a "
@@ -141,8 +155,11 @@ def explain(plan: ModelPlan, reference: dict[str, Any], tps: float) -> list[str]
         f"{tps:,.0f} TPS needs {plan.redis_shards:,} shard primaries here (${plan.usd_redis:,.0f}/month).",
     ]
     if not plan.within_budget:
-        lines.append(f"{plan.model}'s measured p99 ({plan.http_p99_ms:.2f} ms) exceeds the budget at the bench "
-                     "concurrency; the rate was scaled down (see step 2).")
+        lines.append(f"{plan.model} cannot meet the budget at any load: its service time alone exceeds it "
+                     "(step 2); the plan shows a nominal 5 % utilisation.")
+    if not plan.bench_p99_in_budget:
+        lines.append(f"The bench itself measured p99 {plan.http_p99_ms:.2f} ms for {plan.model} at its closed-loop "
+                     "concurrency: look at the bench machine's load average before trusting the CPU figure.")
     return lines
 
 
@@ -182,21 +199,23 @@ def render(result: dict[str, Any]) -> str:
         f"capacity for {result['tps']:,.0f} requests/s, p99 budget {result['p99_budget_ms']} ms; inference nodes "
         f"{result['instance_type']}, Redis {result['redis_node_type']} + {result['redis_replicas_per_shard']} "
         f"replica(s)/shard; prices {result['prices_as_of']}",
-        f"assumptions: utilisation {a['utilisation']}, pod {a['pod_vcpu']} vCPU, node reserve "
-        f"{a['node_reserve_vcpu']} vCPU; each model sized to carry the whole TPS alone",
+        f"assumptions: utilisation <= {a['utilisation']} (M/D/1 p99 bound), {a['fixed_latency_ms']} ms of the budget "
+        f"outside the server, pod {a['pod_vcpu']} vCPU, node reserve {a['node_reserve_vcpu']} vCPU; each model "
+        "sized to carry the whole TPS alone",
         "",
-        f"{'model':<16}{'bench rps':>10}{'p99 ms':>8}{'cpu us/req':>11}{'rps/core':>10}{'in budget':>10}"
+        f"{'model':<16}{'bench rps':>10}{'p99 ms':>8}{'cpu us/req':>11}{'rps/core':>10}{'util':>6}{'rps/pod':>9}"
         f"{'pods':>8}{'pods/node':>10}{'nodes':>7}{'redis shards':>13}{'$/month':>11}",
     ]
     for p in result["plans"]:
         cpu = f"{p['server_cpu_us']:.0f}" if p["server_cpu_us"] else "-"
         lines.append(
-            f"{p['model']:<16}{p['measured_rps']:>10,.0f}{p['http_p99_ms']:>8.2f}{cpu:>11}{p['budget_rps_per_core']:>10,.0f}"
-            f"{'yes' if p['within_budget'] else 'NO':>10}{p['pods']:>8,}{p['pods_per_node']:>10}{p['nodes']:>7,}"
+            f"{p['model']:<16}{p['measured_rps']:>10,.0f}{p['http_p99_ms']:>8.2f}{cpu:>11}{p['per_core_rps']:>10,.0f}"
+            f"{p['utilisation'] if p['within_budget'] else 'NO':>6}{p['budget_rps_per_core']:>9,.0f}{p['pods']:>8,}"
+            f"{p['pods_per_node']:>10}{p['nodes']:>7,}"
             f"{p['redis_shards']:>13,}{p['usd_per_month']:>11,.0f}")
     r = result["reference"]
     lines += [
-        f"{'reference':<16}{'':>10}{r['p99_ms']:>8.2f}{'':>11}{r['rps_per_pod']:>10,.0f}{'':>10}{r['pods']:>8,}"
+        f"{'reference':<16}{'':>10}{r['p99_ms']:>8.2f}{'':>11}{'':>10}{'':>6}{r['rps_per_pod']:>9,.0f}{r['pods']:>8,}"
         f"{'':>10}{r['nodes_on_our_instance']:>7,}{'-':>13}{r['usd_per_month']:>11,.0f}",
         "",
         *[f"- {line}" for line in result["explanation"]],

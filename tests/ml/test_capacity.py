@@ -25,9 +25,11 @@ PRICES = {"as_of": "test", "hours_per_month": 730,
 
 def test_fraud_plan_follows_the_documented_steps():
     p = plan_model("fraud", BENCH["models"]["fraud"]["http"], 1_000_000, 5, "c6i.2xlarge", "cache.r7g.large", 2,
-                   PRICES, Assumptions(utilisation=0.5, pod_vcpu=1.25, node_reserve_vcpu=0.5))
-    assert p.per_core_rps == 2000.0 and p.within_budget  # 1 / 500 us
-    assert p.pods == 1002  # ceil(1e6 / (2000 * 0.5)) = 1000 -> next multiple of 3 AZs
+                   PRICES, Assumptions(utilisation=0.5, pod_vcpu=1.25, node_reserve_vcpu=0.5, fixed_latency_ms=1.0))
+    assert p.per_core_rps == 2000.0 and p.within_budget and p.bench_p99_in_budget  # 1 / 500 us
+    # S = 0.5 ms, server budget 4 ms: B = 8, bound = 7 / (7 + ln(100)/2) = 0.752 > 0.5 -> u = 0.5
+    assert p.utilisation == 0.5 and p.budget_rps_per_core == 1000.0
+    assert p.pods == 1002  # ceil(1e6 / 1000) = 1000 -> next multiple of 3 AZs
     assert p.pods_per_node == 6  # floor((8 - 0.5) / 1.25)
     assert p.nodes == 167  # ceil(1002 / 6)
     assert p.redis_shards == 80  # ceil(1e6 / (25,000 * 0.5))
@@ -36,14 +38,22 @@ def test_fraud_plan_follows_the_documented_steps():
     assert p.usd_per_month == round(167 * 0.34 * 730 + 240 * 0.2 * 730)
 
 
-def test_over_budget_model_is_scaled_and_flagged():
-    p = plan_model("sentiment", BENCH["models"]["sentiment"]["http"], 100_000, 5, "c6i.2xlarge", "cache.r7g.large",
-                   0, PRICES, Assumptions(utilisation=1.0), reads_features=False)
-    assert not p.within_budget
+def test_tight_budget_lowers_the_utilisation_by_the_queueing_bound():
+    # S = 0.5 ms (2,000/core), server budget 2 - 1 = 1 ms: B = 2, bound = 1 / (1 + ln(100)/2)
+    p = plan_model("sentiment", BENCH["models"]["sentiment"]["http"], 100_000, 2, "c6i.2xlarge", "cache.r7g.large",
+                   0, PRICES, Assumptions(utilisation=0.9), reads_features=False)
+    bound = 1 / (1 + math.log(100) / 2)
     assert p.per_core_rps == 2000.0  # no CPU figure: the run's requests/s (one single-process server)
-    assert p.budget_rps_per_core == pytest.approx(2000 * 5 / 6, abs=0.1)
-    assert p.pods == math.ceil(math.ceil(100_000 / (2000 * 5 / 6)) / AZS) * AZS
+    assert p.within_budget and not p.bench_p99_in_budget  # the bench's 6 ms p99 is reported, not used
+    assert p.utilisation == pytest.approx(bound, abs=1e-3)
+    assert p.pods == math.ceil(math.ceil(100_000 / round(2000 * round(bound, 3), 1)) / AZS) * AZS
     assert p.redis_shards == 0 and p.usd_redis == 0
+
+
+def test_budget_below_the_service_time_is_flagged():
+    p = plan_model("sentiment", BENCH["models"]["sentiment"]["http"], 1000, 1.4, "c6i.2xlarge", "cache.r7g.large",
+                   0, PRICES, reads_features=False)  # 0.4 ms left for a 0.5 ms service time
+    assert not p.within_budget and p.utilisation == 0.05
 
 
 def test_capacity_uses_the_stack_and_prints_the_reference_side_by_side():
