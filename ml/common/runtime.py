@@ -307,8 +307,9 @@ _DATATYPES = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "int32": "
 
 def tensor(name: str, values: np.ndarray | list[str]) -> ResponseOutput:
     """A V2 output tensor; ~6x cheaper than NumpyCodec.encode_output, which matters at ~1 ms/request."""
-    if isinstance(values, list):  # strings
-        return ResponseOutput(name=name, shape=[len(values)], datatype="BYTES", data=values)
+    if isinstance(values, list):  # strings, as bytes: the gRPC codec accepts only bytes for BYTES tensors
+        data = [v.encode() if isinstance(v, str) else v for v in values]  # (REST encodes them back to str)
+        return ResponseOutput(name=name, shape=[len(values)], datatype="BYTES", data=data)
     datatype = _DATATYPES.get(values.dtype.name)
     if datatype is None:
         raise TypeError(f"output {name!r}: unsupported dtype {values.dtype}")
