@@ -23,7 +23,9 @@ The arithmetic, per model, every step printed by the command:
    availability zones.
 4. Nodes: the inference node group's first instance type; allocatable vCPU = vCPU - `node_reserve_vcpu`
    (kubelet, system daemons, DaemonSets); pods per node = floor(allocatable / pod vCPU).
-5. Redis: online-feature round trips per second = TPS (one pipelined round trip per request); a shard's
+5. Redis, for models whose benchmarked requests fetch online features (`fetches_per_request` in the
+   report, else the spec's `features.every_request`): round trips per second = TPS (one pipelined
+   round trip per request); a shard's
    primary serves 1 / (redis-server CPU seconds per request) at `utilisation`, measured the same way
    (`redis_cpu_us`), else `default_shard_rps`. Each shard has `replicasPerShard` replicas.
 6. Cost: (nodes x instance price + Redis nodes x node price) x 730 h, from `ml/prices.yaml`.
@@ -171,6 +173,14 @@ def _reads_store_per_request(model: str) -> bool:
     return features is not None and features.every_request
 
 
+def _reads_features(http: dict[str, Any], model: str) -> bool:
+    """Whether the benchmarked requests fetched online features: measured by the bench
+    (`fetches_per_request`), else what the model's spec declares."""
+    if "fetches_per_request" in http:
+        return http["fetches_per_request"] > 0.5
+    return _reads_store_per_request(model)
+
+
 def capacity(bench: dict[str, Any], tps: float, p99_budget_ms: float, stack_cfg: Any,
              models: list[str] | None = None, prices: dict[str, Any] | None = None,
              assume: Assumptions = Assumptions()) -> dict[str, Any]:
@@ -179,8 +189,7 @@ def capacity(bench: dict[str, Any], tps: float, p99_budget_ms: float, stack_cfg:
     redis_node, redis_replicas = stack_cfg.redis.node_type, stack_cfg.redis.replicas_per_shard
     names = models or [m for m in bench["models"] if "http" in bench["models"][m] and m != "bare-onnx"]
     plans = [plan_model(m, bench_figures(bench, m), tps, p99_budget_ms, instance, redis_node, redis_replicas,
-                        prices, assume, reads_features=bench["models"][m]["http"].get("redis_cpu_us") is not None
-                        or _reads_store_per_request(m))
+                        prices, assume, reads_features=_reads_features(bench["models"][m]["http"], m))
              for m in names]
     reference = reference_plan(instance, prices, assume)
     # Explained: the first model that reads the online store (it needs pods and Redis), else the first.

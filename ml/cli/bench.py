@@ -138,7 +138,7 @@ def _measured(load: dict[str, Any], cpu: dict[str, tuple[int, float]], duration:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    from ml.serving.bench import http_load, machine_info, process_cpu_seconds, versions
+    from ml.serving.bench import feature_fetches, http_load, machine_info, process_cpu_seconds, versions
     from ml.serving.grpc_load import grpc_load
     from ml.serving.processes import MLServerProcess, RedisServer, free_port
     from ml.serving.settings import write_repository
@@ -171,9 +171,10 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack, contextlib.redirect_stdout(sys.stderr):
         redis = stack.enter_context(RedisServer(work / "redis"))
         entries = _train(names, args, work, redis.url, report)
-        http, grpc_port = free_port(), free_port()
+        http, grpc_port, metrics_port = free_port(), free_port(), free_port()
         repo = write_repository(work / "mlserver", [e for e, _ in entries], http_port=http,
-                                grpc_port=grpc_port, metrics_port=free_port())
+                                grpc_port=grpc_port, metrics_port=metrics_port)
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         if args.max_batch_size is not None:
             for entry, _ in entries:  # MLServer adaptive batching (model-settings max_batch_size/time, s)
                 path = repo / entry.name / "model-settings.json"
@@ -193,8 +194,12 @@ def run(args: argparse.Namespace) -> int:
                     cpu = {"server_cpu_us": (server.proc.pid, process_cpu_seconds(server.proc.pid)),
                            "redis_cpu_us": (redis.proc.pid, process_cpu_seconds(redis.proc.pid))}
                     if protocol == "http":
+                        fetches = feature_fetches(metrics_url, entry.name)
                         load = http_load(f"{server.url}/v2/models/{entry.name}/infer", bodies, args.concurrency,
                                          args.duration)
+                        if load["rps"] > 0:  # online feature round trips per request (what Redis must serve)
+                            load["fetches_per_request"] = round(
+                                (feature_fetches(metrics_url, entry.name) - fetches) / (load["rps"] * args.duration), 3)
                     else:
                         load = grpc_load(f"127.0.0.1:{grpc_port}", entry.name, bodies, args.concurrency,
                                          args.duration)
@@ -224,7 +229,7 @@ def _summarize(report: dict[str, Any]) -> None:
                 continue
             summary: dict[str, Any] = {"tool": runs[0]["tool"], "runs": len(runs)}
             for key in ("p50_ms", "p99_ms", "rps", "non_2xx", "errors", "server_cpu_us", "redis_cpu_us",
-                        "rps_vs_bare"):
+                        "fetches_per_request", "rps_vs_bare"):
                 values = [x[key] for x in runs if key in x]
                 if values:
                     summary[key] = round(statistics.median(values), 3)

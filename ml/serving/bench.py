@@ -150,3 +150,15 @@ def versions() -> dict[str, str]:
         if commit:
             out["commit"] = commit
     return out
+
+
+def feature_fetches(metrics_url: str, model: str) -> float:
+    """Online feature fetches a served model has made so far (its fetch-latency histogram count)."""
+    import urllib.request
+
+    from ml.common.metrics import FEATURE_FETCH
+
+    with urllib.request.urlopen(metrics_url, timeout=10) as r:
+        text = r.read().decode()
+    m = re.search(rf'^{FEATURE_FETCH}_count{{model="{re.escape(model)}"}} ([\d.e+]+)$', text, re.MULTILINE)
+    return float(m.group(1)) if m else 0.0
