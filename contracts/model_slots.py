@@ -44,7 +44,12 @@ def artifact_model_settings(model: str) -> dict[str, Any]:
     names = model_registry.names()
     if model not in names:
         raise ValueError(f"unknown reference model {model!r}; expected one of {', '.join(names)}")
-    return {"implementation": model_registry.get(model).runtime}
+    # MLServer adaptive batching stays off (max_batch_size <= 1 disables it in MLServer 1.7.1
+    # batching/hooks.py), pinned here so a server-wide MLSERVER_MODEL_MAX_BATCH_SIZE cannot switch it
+    # on: the batcher concatenates requests, which merges several readers' histories into one
+    # recommendation request and copies one batch's response parameters (fraud's `degraded`) to every
+    # request in it; measurements in docs/BENCHMARKS.md ("gRPC and adaptive batching").
+    return {"implementation": model_registry.get(model).runtime, "max_batch_size": 1, "max_batch_time": 0}
 
 
 def model_runtimes() -> dict[str, str]:

@@ -200,7 +200,8 @@ def test_definitions_name_a_plugin_models_features_module():
 
 
 def test_published_model_settings_name_our_runtime():
-    assert artifact_model_settings("fraud") == {"implementation": "ml.models.fraud.runtime.FraudRuntime"}
+    assert artifact_model_settings("fraud") == {"implementation": "ml.models.fraud.runtime.FraudRuntime",
+                                                "max_batch_size": 1, "max_batch_time": 0}  # batching off
     with pytest.raises(ValueError, match="unknown reference model 'bare-onnx'"):
         artifact_model_settings("bare-onnx")
 
