@@ -18,7 +18,6 @@ from pydantic import BaseModel, ValidationError
 
 from stacks.rules import ConfigIssue, check
 from stacks.schema import NAMESPACE, PlatformConfig
-from stacks.tier_defaults import with_tier_defaults
 
 STACKS_DIR = Path(__file__).resolve().parent
 ENVIRONMENTS = ("dev", "staging", "prod")
@@ -74,7 +73,7 @@ def from_flat_config(flat: Mapping[str, Any], source: str = "<pulumi config>") -
     if issues:
         raise ConfigError(source, issues)
     try:
-        cfg = PlatformConfig.model_validate(with_tier_defaults(raw))
+        cfg = PlatformConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(source, [_issue_from_pydantic(e) for e in exc.errors()]) from None
     problems = check(cfg)

@@ -13,7 +13,6 @@ from pydantic_core import PydanticUndefined
 from stacks.bom import load_bom
 from stacks.rules import RULES
 from stacks.schema import NAMESPACE, PlatformConfig
-from stacks.tier_defaults import TIER_DEFAULTS
 
 CONFIG_DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "CONFIG.md"
 
@@ -83,8 +82,12 @@ def _flatten(values: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _tier_rows() -> list[str]:
-    tiers = {tier: _flatten(values) for tier, values in TIER_DEFAULTS.items()}
-    keys = sorted({key for values in tiers.values() for key in values})
+    """One row per key whose value differs between the shipped stack files (defaults applied)."""
+    from stacks.config import ENVIRONMENTS, load_stack_file, stack_file
+
+    tiers = {env: _flatten(load_stack_file(stack_file(env)).model_dump(by_alias=True, mode="json"))
+             for env in ENVIRONMENTS}
+    keys = sorted(k for k in set().union(*tiers.values()) if len({repr(t.get(k)) for t in tiers.values()}) > 1)
     return [f"| `{NAMESPACE}:{key}` | " + " | ".join(f"`{values.get(key)}`" for values in tiers.values()) + " |"
             for key in keys]
 
@@ -113,11 +116,12 @@ def render_config_doc() -> str:
         "",
         "## Per-tier values",
         "",
-        "Environment-dependent choices are keys like any other; a stack file that leaves one out gets its"
-        " tier's value below (stacks/tier_defaults.py), never a branch on the environment name in a component.",
+        "Environments differ only in these keys: every environment-dependent choice is a key written in its"
+        " stack file, never a branch on the environment name in a component. The keys whose values differ"
+        " between the shipped stack files:",
         "",
-        "| Key | " + " | ".join(TIER_DEFAULTS) + " |",
-        "|---|" + "---|" * len(TIER_DEFAULTS),
+        "| Key | dev | staging | prod |",
+        "|---|---|---|---|",
         *_tier_rows(),
         "",
         "## Cross-field rules",
