@@ -177,9 +177,12 @@ def test_irsa_trust_is_scoped_to_one_service_account(synth, env):
 def test_trust_policy_and_wildcard_guard():
     doc = json.loads(trust_policy("arn:p", "https://oidc.example/id/X", "ns", "sa"))
     assert doc["Statement"][0]["Condition"]["StringEquals"]["oidc.example/id/X:sub"] == "system:serviceaccount:ns:sa"
-    with pytest.raises(ValueError, match="every action on every resource"):
+    with pytest.raises(ValueError, match=r"grants too much: a statement allows \*: every action of every service"):
         assert_no_wildcard_admin([{"Effect": "Allow", "Action": "*", "Resource": "*"}])
-    assert_no_wildcard_admin([{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}])
+    with pytest.raises(ValueError, match=r"allows s3:GetObject on \* without a condition"):  # every bucket's data
+        assert_no_wildcard_admin([{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}])
+    assert_no_wildcard_admin([{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*"}])
+    assert_no_wildcard_admin([{"Effect": "Allow", "Action": "ec2:DescribeInstances", "Resource": "*"}])
 
 
 def test_every_taggable_aws_resource_is_tagged(synth, env):
