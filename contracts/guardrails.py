@@ -31,6 +31,13 @@ MIN_KMS_DELETION_WINDOW_DAYS: Mapping[str, int] = {"dev": 7, "staging": 7, "prod
 # --- Values ---
 # EKS control-plane log types every cluster ships to CloudWatch.
 REQUIRED_CONTROL_PLANE_LOGS = ("api", "audit", "authenticator")
+# MSK brokers span at least this many availability zones, in every tier (the pack's msk-multi-az).
+MSK_MIN_ZONES = 3
+# A public EKS API endpoint must list CIDRs and none may be the whole internet in these tiers (the pack's
+# eks-endpoint-restricted is mandatory there; policies/config/dev.json makes it advisory in dev).
+RESTRICTED_ENDPOINT_TIERS = ("staging", "prod")
+# Every VPC ships flow logs of all traffic, in every tier (the pack's vpc-flow-logs).
+FLOW_LOG_TIERS = TIERS
 # CIDRs that mean "the whole internet".
 OPEN_CIDRS = ("0.0.0.0/0", "::/0")
 

@@ -15,12 +15,15 @@ from itertools import combinations
 
 from contracts.guardrails import (
     DATABASE_MULTI_AZ_TIERS,
+    FLOW_LOG_TIERS,
     MIN_BACKUP_RETENTION_DAYS,
     MIN_FAILOVER_REPLICAS,
     MIN_KMS_DELETION_WINDOW_DAYS,
+    MSK_MIN_ZONES,
     PROTECTED_TIERS,
     REDIS_MULTI_AZ_TIERS,
     REQUIRED_CONTROL_PLANE_LOGS,
+    RESTRICTED_ENDPOINT_TIERS,
     open_cidrs,
     spreads_evenly,
     tier_minimum,
@@ -68,7 +71,8 @@ def rule(description: str) -> Callable[[Rule], Rule]:
     return register
 
 
-@rule("Availability zones are distinct, belong to `aws:region`; prod uses exactly 3, others 2 or 3.")
+@rule(f"Availability zones are distinct, belong to `aws:region`; prod uses exactly 3, others 2 or 3; MSK needs "
+      f"at least {MSK_MIN_ZONES} in every tier.")
 def _zones(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
     azs = cfg.network.availability_zones
     path = _key("network", "availabilityZones")
@@ -81,6 +85,10 @@ def _zones(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
         yield ConfigIssue(path, f"prod needs exactly 3 availability zones, got {len(azs)}: {azs}")
     elif len(azs) not in (2, 3):
         yield ConfigIssue(path, f"use 2 or 3 availability zones, got {len(azs)}")
+    elif len(azs) < MSK_MIN_ZONES:
+        yield ConfigIssue(path, f"MSK brokers must span at least {MSK_MIN_ZONES} availability zones, got {len(azs)}")
+    if cfg.environment in FLOW_LOG_TIERS and not cfg.network.flow_logs.enabled:
+        yield ConfigIssue(_key("network", "flowLogs", "enabled"), f"{cfg.environment} needs VPC flow logs")
 
 
 @rule("prod uses one NAT gateway per availability zone (`natGateways: perAz`).")
@@ -145,8 +153,9 @@ def _endpoint(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
     if private:
         yield ConfigIssue(path, f"{private} are private ranges: the public endpoint only sees public source "
                           "addresses (reach it from the VPC through the private endpoint)")
-    if cfg.environment == Environment.PROD and (not c.public_access_cidrs or open_world):
-        yield ConfigIssue(path, "prod with a public endpoint needs restricted CIDRs (not empty, no 0.0.0.0/0)")
+    if cfg.environment in RESTRICTED_ENDPOINT_TIERS and (not c.public_access_cidrs or open_world):
+        yield ConfigIssue(path, f"{cfg.environment} with a public endpoint needs restricted CIDRs "
+                          "(not empty, no 0.0.0.0/0)")
     elif not c.public_access_cidrs:
         yield ConfigIssue(path, "a public endpoint needs at least one CIDR (use 0.0.0.0/0 explicitly if intended)")
 

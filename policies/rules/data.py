@@ -9,6 +9,7 @@ from contracts.guardrails import (
     DATABASE_MULTI_AZ_TIERS,
     MIN_BACKUP_RETENTION_DAYS,
     MIN_FAILOVER_REPLICAS,
+    MSK_MIN_ZONES,
     PROTECTED_TIERS,
     REDIS_MULTI_AZ_TIERS,
     spreads_evenly,
@@ -130,7 +131,8 @@ def msk_iam_auth(_t: str, props: Mapping[str, Any], _c: Mapping[str, Any], _s: S
     description="Brokers are spread over three availability zones.",
     remediation="Give `brokerNodeGroupInfo.clientSubnets` one private subnet in each of three zones and a "
                 "broker count that is a multiple of three.",
-    config={"minZones": {"type": "integer", "default": 3, "description": "Minimum number of broker subnets/AZs."}},
+    config={"minZones": {"type": "integer", "default": MSK_MIN_ZONES,
+                         "description": "Minimum number of broker subnets/AZs."}},
 )
 def msk_multi_az(_t: str, props: Mapping[str, Any], config: Mapping[str, Any], _s: StackInfo) -> Iterable[str]:
     subnets = peek(as_mapping(props.get("brokerNodeGroupInfo")), "clientSubnets")
