@@ -14,6 +14,7 @@ from infra.aws.interfaces import WORKLOAD_IDENTITIES
 from infra.workloads.feature_store import feature_store_yaml
 from infra.workloads.seldon import KAFKA_SASL_SECRET, kafka_security
 from stacks.bom import load_bom
+from stacks.config import load_stack_file, stack_file
 
 REPO = Path(__file__).resolve().parents[2]
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -176,8 +177,9 @@ def test_seldon_kafka_authenticates_with_scram_from_a_namespaced_secret(synth, e
 
 
 def test_alert_rules_hold_the_seven_alerts_with_existing_runbooks(synth, env):
-    rule = manifests(synth(env), "PrometheusRule")
-    assert len(rule) == 1
+    rules = manifests(synth(env), "PrometheusRule")
+    assert sorted(r["metadata"]["name"] for r in rules) == ["mlplatform-alerts", "mlplatform-rollback"]
+    rule = [r for r in rules if r["metadata"]["name"] == "mlplatform-alerts"]
     alerts = [r for g in rule[0]["spec"]["groups"] for r in g["rules"]]
     assert len(alerts) == 7
     by_name = {a["alert"]: a for a in alerts}
@@ -281,3 +283,33 @@ def test_kafka_security_and_feature_store_yaml_helpers():
         kafka_security("")
     text = feature_store_yaml("r.example", 6379, "bkt", tls=False)
     assert "ssl=true" not in text and "r.example:6379,password=${REDIS_AUTH_TOKEN}" in text
+
+
+def test_rollback_rules_per_model_route_to_the_receiver(synth, env):
+    """contracts/rollback.py: three triggers + the F1 recording rule per enabled model; Alertmanager sends
+    `action="rollback"` to the model-rollback receiver, whose Deployment and Service exist."""
+    s = synth(env)
+    (rule,) = [r for r in manifests(s, "PrometheusRule") if r["metadata"]["name"] == "mlplatform-rollback"]
+    cfg = load_stack_file(stack_file(env))
+    enabled = [m for m in cfg.models.names() if cfg.models[m].enabled]
+    assert [g["name"] for g in rule["spec"]["groups"]] == [f"mlplatform-rollback-{m}" for m in enabled]
+    for group in rule["spec"]["groups"]:
+        alerts = {r["alert"]: r for r in group["rules"] if "alert" in r}
+        assert set(alerts) == {"MLPlatRollbackErrorRate", "MLPlatRollbackLatencyP99", "MLPlatRollbackF1Drop"}
+        assert alerts["MLPlatRollbackErrorRate"]["expr"].endswith("> 0.05")
+        assert alerts["MLPlatRollbackLatencyP99"]["expr"].endswith("> 0.01")
+        assert all(a["labels"]["action"] == "rollback" for a in alerts.values())
+    am = values(s, "kube-prometheus-stack")["alertmanager"]["config"]
+    route = next(r for r in am["route"]["routes"] if r["receiver"] == "model-rollback")
+    assert route["matchers"] == ['action = "rollback"'] and route["group_wait"] == "0s"
+    hook = next(r for r in am["receivers"] if r["name"] == "model-rollback")["webhook_configs"][0]["url"]
+    assert hook == "http://model-rollback-receiver.ml-training.svc.cluster.local:9095/alerts"
+    deployments = {d["metadata"]["name"]: d for d in manifests(s, "Deployment")}
+    receiver = deployments["model-rollback-receiver"]["spec"]["template"]["spec"]
+    assert receiver["serviceAccountName"] == "training"
+    assert "--kube cluster" in receiver["containers"][0]["command"][2]
+    (cron,) = [c for c in manifests(s, "CronJob") if c["metadata"]["name"] == "drift-reports"]
+    assert cron["spec"]["schedule"] == cfg.governance.drift_reports.schedule
+    command = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:3] == ["python", "-m", "ml.common.drift_report"]
+    assert str(cfg.governance.drift_reports.window_rows) in command
