@@ -103,7 +103,9 @@ def rule_groups(models: tuple[str, ...] | list[str], runbook_base_url: str,
     timing = timing or Timing()
     groups = []
     for model in models:
-        rules: list[dict[str, Any]] = [{"record": F1_RECORD, "expr": _f1_expr(model, timing.f1_window)}]
+        # `labels`: one recording rule per model under the same name (promtool lints unlabelled duplicates).
+        rules: list[dict[str, Any]] = [{"record": F1_RECORD, "expr": _f1_expr(model, timing.f1_window),
+                                        "labels": {"model": model}}]
         for trigger in TRIGGERS:
             rules.append({
                 "alert": trigger.name, "expr": expr(trigger, model, timing), "for": _for(trigger, timing),
