@@ -1,6 +1,7 @@
 """Fraud runtime in a real MLServer: valid requests with features read from Feast's Redis keys,
 every bad-input case (4xx + message), and the fallback when Redis hangs (timeout) and when it is
-stopped mid-test (degraded flag + counter, never a failure)."""
+stopped mid-test (degraded flag + counter, never a failure). A test that stops a Redis starts it
+itself, so the tests pass in any order."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def served(tmp_path_factory, shared_mlserver, redis_factory):
     root = tmp_path_factory.mktemp("fraud-runtime")
     data_dir = pipeline.generate_sample(root / "data", seed=5)
     out = pipeline.train(data_dir, root / "model", seed=0)
-    redis = redis_factory()  # this module's own server: the tests stop it
+    redis = redis_factory()  # this module's own server: a test pauses it (and resumes it)
     features.write_parquet(data_dir, root / "parquet")
     store = apply_and_materialize(write_repo(root / "feast", redis.url), features.definitions(root / "parquet"))
     name = shared_mlserver.add(ModelEntry(
@@ -149,8 +150,14 @@ def test_hung_store_times_out_into_defaults(served, infer, scrape):
     assert _degraded_count(scrape(server.process), name, "feature_store_error") == before + 1
 
 
-def test_store_stopped_mid_test_degrades_instead_of_failing(served, infer, scrape):
-    server, name, redis, *_ = served
+def test_store_stopped_mid_test_degrades_instead_of_failing(served, infer, scrape, redis_factory, tmp_path):
+    """Stops a Redis of its own (and a model entry reading it): the module's store stays up for the others."""
+    server, _name, _redis, _store, _transactions, data_dir, out = served
+    redis = redis_factory()
+    features.write_parquet(data_dir, tmp_path / "parquet")
+    apply_and_materialize(write_repo(tmp_path / "feast", redis.url), features.definitions(tmp_path / "parquet"))
+    name = server.add(ModelEntry("fraud-rt-stopped-store", "fraud", str(out.model_dir),
+                                 {"redis_url": redis.url, "feature_timeout_ms": 50, "max_batch": 8}))
     assert infer(server.url, name, _body(served)).json()["parameters"]["degraded"] is False
     before = _degraded_count(scrape(server.process), name, "feature_store_error")
     redis.stop()

@@ -19,7 +19,7 @@ def served(tmp_path_factory, shared_mlserver, redis_factory):
     root = tmp_path_factory.mktemp("rec-runtime")
     data_dir = pipeline.generate_sample(root / "data", seed=2)
     out = pipeline.train(data_dir, root / "model", seed=0, baselines=False)
-    redis = redis_factory()  # this module's own server: a test stops it
+    redis = redis_factory()  # this module's own server
     features.write_parquet(data_dir, root / "parquet")
     apply_and_materialize(write_repo(root / "feast", redis.url), features.definitions(root / "parquet"))
     name = shared_mlserver.add(ModelEntry(
@@ -27,7 +27,7 @@ def served(tmp_path_factory, shared_mlserver, redis_factory):
         {"redis_url": redis.url, "drift_min_samples": 20, "max_batch": 50},
     ))
     recent = pd.read_parquet(root / "parquet" / "reader_recent_books.parquet")
-    return shared_mlserver, name, out, redis, recent
+    return shared_mlserver, name, out, redis, recent, data_dir
 
 
 def _books(data):
@@ -68,7 +68,7 @@ def test_bad_requests_get_4xx_naming_the_problem(served, infer, inputs, paramete
 
 
 def test_user_id_history_comes_from_feast_redis(served, infer):
-    server, name, _out, _redis, recent = served
+    server, name, _out, _redis, recent, _data_dir = served
     row = recent.iloc[0]
     resp = infer(server.url, name, [{"name": "user_id", "datatype": "INT64", "shape": [1],
                                      "data": [int(row.user_id)]}], parameters={"k": 10})
@@ -84,14 +84,21 @@ def test_metrics_and_drift_gauge_are_exported(served, infer, scrape):
     known = [int(b) for b in np.load(out.model_dir / "item_ids.npy")[:2]]
     for _ in range(60):
         assert infer(server.url, name, _books(known)).status_code == 200
+    assert infer(server.url, name, _books([999999])).status_code == 422  # its own invalid request
     text = scrape(server.process)
     assert f'mlplat_model_prediction_count{{model="{name}"}}' in text
     assert f'mlplat_model_drift_psi{{feature="history_length",model="{name}"}}' in text
     assert f'mlplat_model_invalid_requests_total{{model="{name}",reason="unprocessable"}}' in text
 
 
-def test_store_down_degrades_instead_of_failing(served, infer, scrape):
-    server, name, _out, redis, recent = served
+def test_store_down_degrades_instead_of_failing(served, infer, scrape, redis_factory, tmp_path):
+    """Stops a Redis of its own (and a model entry reading it): the module's store stays up for the others."""
+    server, _name, out, _redis, recent, data_dir = served
+    redis = redis_factory()
+    features.write_parquet(data_dir, tmp_path / "parquet")
+    apply_and_materialize(write_repo(tmp_path / "feast", redis.url), features.definitions(tmp_path / "parquet"))
+    name = server.add(ModelEntry("rec-rt-stopped-store", "recommendation", str(out.model_dir),
+                                 {"redis_url": redis.url, "drift_min_samples": 20, "max_batch": 50}))
     redis.stop()
     resp = infer(server.url, name, [{"name": "user_id", "datatype": "INT64", "shape": [1],
                                      "data": [int(recent.iloc[0].user_id)]}])
