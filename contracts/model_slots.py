@@ -46,8 +46,8 @@ def artifact_model_settings(model: str) -> dict[str, Any]:
         raise ValueError(f"unknown reference model {model!r}; expected one of {', '.join(names)}")
     # MLServer adaptive batching stays off (max_batch_size <= 1 disables it in MLServer 1.7.1
     # batching/hooks.py), pinned here so a server-wide MLSERVER_MODEL_MAX_BATCH_SIZE cannot switch it
-    # on: the batcher concatenates requests, which merges several readers' histories into one
-    # recommendation request and copies one batch's response parameters (fraud's `degraded`) to every
+    # on: the batcher concatenates requests, which merges several callers' inputs (e.g. readers'
+    # histories) into one request and copies one batch's response parameters (e.g. `degraded`) to every
     # request in it; measurements in docs/BENCHMARKS.md ("gRPC and adaptive batching").
     return {"implementation": model_registry.get(model).runtime, "max_batch_size": 1, "max_batch_time": 0}
 
