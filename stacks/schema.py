@@ -339,8 +339,11 @@ class Experiment(Section):
 
 class ModelConfig(Section):
     enabled: bool = Field(True, description="Deploy this reference model.")
-    min_replicas: int = Field(1, ge=0, le=100, description="Minimum model replicas.")
-    max_replicas: int = Field(2, ge=1, le=100, description="Maximum model replicas.")
+    min_replicas: int = Field(1, ge=0, le=100, description="Replicas of each of the model's Seldon Models (champion, "
+                              "challenger): Seldon 2.10.2 runs exactly this many, its native model autoscaling "
+                              "is off upstream (docs/WORKLOADS.md); size it with `mlplat capacity`.")
+    max_replicas: int = Field(2, ge=1, le=100, description="Upper bound of the `mlserver` Server's native "
+                              "autoscaling (the largest over the models); not a Model bound at Seldon 2.10.2.")
     experiment: Experiment = Field(default_factory=Experiment, description="Champion/challenger traffic split.")
     quality_gates: dict[str, float] = Field(
         default_factory=dict, description="Metric floors a version must reach to be promoted to `champion`."
