@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ml.streaming.events import InvalidEvent, parse
-from ml.streaming.ingestor import EVENTS, PUSH_FAILURES, Settings, StreamIngestor
-from ml.streaming.velocity import VelocityWindow
+from ml.models.fraud.streaming.events import InvalidEvent, parse
+from ml.models.fraud.streaming.ingestor import EVENTS, PUSH_FAILURES, Settings, StreamIngestor
+from ml.models.fraud.streaming.velocity import VelocityWindow
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -194,7 +194,7 @@ def test_metrics_catalog_lists_the_names_the_runtimes_and_ingestor_export():
     # The dashboards/alerts catalog (IaC side) must name exactly what the ML-side code exports.
     from contracts.metrics_catalog import METRICS as CATALOG
     from ml.common.metrics import METRICS as MODEL_METRICS
-    from ml.streaming.ingestor import METRIC_NAMES
+    from ml.models.fraud.streaming.ingestor import METRIC_NAMES
 
     kinds = {"histogram": "histogram", "counter": "counter", "gauge": "gauge"}
     for name, (kind, _labels, _help) in MODEL_METRICS.items():

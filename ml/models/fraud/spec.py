@@ -24,8 +24,8 @@ SPEC = ModelSpec(
         entities=("card", "device"),
         feature_views=("card_features", "device_features"),
     ),
-    # Velocity features are pushed by the stream ingestor (ml/streaming) from this topic.
-    stream=Stream(topic="fraud-transactions", ingestor="ml.streaming.ingestor"),
+    # Velocity features are pushed by the stream ingestor (ml/models/fraud/streaming) from this topic.
+    stream=Stream(topic="fraud-transactions", ingestor="ml.models.fraud.streaming.ingestor"),
     business_panels=(
         DashboardPanel(
             title="Fraud rate (share of transactions flagged)",

@@ -6,7 +6,7 @@ poison message must not stall the partition). The consumer and the sink are smal
 the loop is unit-tested with fakes; `make_consumer` builds the real confluent-kafka consumer with
 MSK IAM (SASL/OAUTHBEARER) and `FeastPushSink` the real sink.
 
-Run in the cluster as `python -m ml.streaming.ingestor` (configuration from environment,
+Run in the cluster as `python -m ml.models.fraud.streaming.ingestor` (configuration from environment,
 see `Settings.from_env`).
 """
 
@@ -22,8 +22,8 @@ from typing import Any, Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from ml.streaming.events import InvalidEvent, parse
-from ml.streaming.velocity import VelocityWindow
+from ml.models.fraud.streaming.events import InvalidEvent, parse
+from ml.models.fraud.streaming.velocity import VelocityWindow
 
 log = logging.getLogger("mlplat.ingestor")
 
