@@ -3,7 +3,7 @@
 A test parses each PromQL expression in infra/workloads/dashboards/*.json and contracts/alerts.py and
 fails on a metric name not listed here; another (ML environment) checks the model and ingestor
 names against the modules that define them (ml/common/metrics.py,
-ml/models/fraud/streaming/ingestor.py). Histograms are listed by base name (their `_bucket`, `_sum` and
+the stream ingestor a model declares in its spec). Histograms are listed by base name (their `_bucket`, `_sum` and
 `_count` series are implied); counters with their `_total` suffix.
 """
 
@@ -31,7 +31,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "mlplat_model_online_feature_fetch_seconds": ("histogram", "model runtimes: online feature fetch"),
     "mlplat_model_requests_total": ("counter", "model runtimes: requests per registry version and outcome"),
     "mlplat_model_request_seconds": ("histogram", "model runtimes: latency per registry version"),
-    # Streaming ingestor (ml/models/fraud/streaming/ingestor.py)
+    # Streaming ingestor (the module named by the `ModelSpec.stream` of a registered model)
     "mlplat_ingestor_events_total": ("counter", "feast-stream-ingestor"),
     "mlplat_ingestor_push_seconds": ("histogram", "feast-stream-ingestor"),
     "mlplat_ingestor_event_lag_seconds": ("gauge", "feast-stream-ingestor"),

@@ -1,5 +1,5 @@
 """Feast: online feature server (feast-feature-server chart), materialization CronJob and the
-streaming ingestor Deployment (the `ModelSpec.stream` of a registered model; ml/models/fraud/streaming).
+streaming ingestor Deployment (the `ModelSpec.stream` of a registered model).
 
 One `feature_store.yaml`, generated from the data-service outputs, serves all three: S3 registry,
 Parquet offline store on S3, ElastiCache Redis online store over TLS with the auth token read from a
@@ -120,7 +120,7 @@ class FeatureStoreArgs(WorkloadArgs):
     """Inputs of `FeatureStore` (settings from `workloads.feast`)."""
 
     ingestor_image: pulumi.Input[str]
-    """The image of the stream ingestor Deployment (the model-server image, which carries ml.models.fraud.streaming)."""
+    """The image of the stream ingestor Deployment (the model-server image, which carries every model package)."""
 
 
 class FeatureStore(pulumi.ComponentResource):

@@ -193,3 +193,38 @@ def test_every_repository_path_mentioned_exists():
 def test_path_check_finds_a_missing_path():
     assert _mentioned_paths("see tests/unit/test_bom.py and infra/aws/cluster.py, stacks/Pulumi.<env>.yaml") == {
         "tests/unit/test_bom.py", "infra/aws/cluster.py"}
+
+
+# No model is named outside its own package and the registry (tests and docs aside). The stack files are
+# per-environment configuration keyed by model name, which is where such values belong.
+MODEL_NAME_FOLDERS = ("contracts", "stacks", "infra", "ml", "local", "runbooks", "policies", "mlplat")
+MODEL_NAME_EXEMPT = ("contracts/model_registry.py",)
+
+
+def _model_name_mentions(names: list[str]) -> list[str]:
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b")
+    found = []
+    for folder in MODEL_NAME_FOLDERS:
+        for path in sorted((ROOT / folder).rglob("*")):
+            rel = path.relative_to(ROOT)
+            if path.suffix not in {".py", ".json", ".yaml", ".yml", ".j2"} or rel.parts[:2] == ("ml", "models"):
+                continue
+            if str(rel) in MODEL_NAME_EXEMPT or (rel.parts[0] == "stacks" and path.name.startswith("Pulumi.")):
+                continue
+            for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+                if pattern.search(line):
+                    found.append(f"{rel}:{n}: {line.strip()[:80]}")
+    return found
+
+
+def test_no_model_is_named_outside_its_package_and_the_registry():
+    from contracts.model_registry import names
+
+    assert _model_name_mentions(list(names())) == []
+
+
+def test_model_name_check_finds_a_mention(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    (tmp_path / "infra").mkdir()
+    (tmp_path / "infra" / "seldon.py").write_text("SIZES = {'fraud': 2}\n")
+    assert _model_name_mentions(["fraud"]) == ["infra/seldon.py:1: SIZES = {'fraud': 2}"]
