@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--no-prometheus", action="store_true", help="do not start a local Prometheus")
     up.add_argument("--no-auto-rollback", action="store_true",
                     help="do not start the automatic-rollback receiver (runbooks/model-rollback.md)")
+    up.add_argument("--no-auto-retrain", action="store_true",
+                    help="do not start the drift-retrain receiver (a model's pipeline runs when its drift alert fires)")
     up.add_argument("-v", "--verbose", action="store_true", help="show the libraries' log messages")
     up.set_defaults(func=_up)
     st = actions.add_parser("status", help="what runs, on which ports, healthy or not")
@@ -89,7 +91,7 @@ def _up(args: argparse.Namespace) -> int:
     try:
         cfg = _config(
             args, data_dir=args.data, redis=args.redis, retrain=args.retrain, prometheus=not args.no_prometheus,
-            auto_rollback=not args.no_auto_rollback,
+            auto_rollback=not args.no_auto_rollback, auto_retrain=not args.no_auto_retrain,
             gates_stack=args.gates_stack,
             models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
             otlp_endpoint=otlp_endpoint_from_env(),

@@ -24,6 +24,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "redis": 16379,
     "prometheus": 19090,
     "autorollback": 19095,  # automatic-rollback receiver (runbooks/autorollback.py), with Prometheus only
+    "retrain": 19096,  # drift-retrain receiver (ml/pipelines/retrain.py), with Prometheus only
 }
 PORT_HELP = {
     "mlflow": "MLflow tracking server and UI",
@@ -33,6 +34,7 @@ PORT_HELP = {
     "redis": "redis-server (Feast online store with --redis)",
     "prometheus": "local Prometheus (when installed)",
     "autorollback": "automatic-rollback receiver (alerts from the local Prometheus)",
+    "retrain": "drift-retrain receiver (runs a model's pipeline when its drift alert fires)",
 }
 
 
@@ -73,6 +75,7 @@ class LocalConfig:
     prometheus: bool = True  # start a local Prometheus when the binary is installed
     otlp_endpoint: str | None = None  # OTLP gRPC collector for MLServer traces; None: tracing off
     auto_rollback: bool = True  # with Prometheus: roll a breaching new version back (runbooks/autorollback.py)
+    auto_retrain: bool = True  # with Prometheus: run a model's pipeline when its drift alert fires (ml/pipelines)
     # Prometheus scrape + rule evaluation interval; the rollback rules' windows scale with it (tests: 1).
     prometheus_interval_s: int = field(default_factory=lambda: int(os.environ.get("MLPLAT_PROMETHEUS_INTERVAL_S", "5")))
     host: str = "127.0.0.1"

@@ -18,9 +18,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from local import feast_local, prometheus, serving, smoke, training
+from local import feast_local, pipelines, prometheus, serving, smoke, training
 from local.config import LocalConfig
-from local.report import Progress, key_metrics, summary_text, table
+from local.report import Progress, summary_text, table
 from local.services import ORDER, Decision, decide, ensure, healthy, missing_entry_points
 from local.supervisor import Supervisor, port_in_use, same_program
 from ml.common.pipeline import METADATA_FILE
@@ -51,7 +51,8 @@ def preflight(cfg: LocalConfig) -> list[str]:
 
 
 def _services(cfg: LocalConfig) -> list[str]:
-    optional = {"redis": cfg.redis, "prometheus": cfg.prometheus, "autorollback": cfg.prometheus and cfg.auto_rollback}
+    optional = {"redis": cfg.redis, "prometheus": cfg.prometheus, "autorollback": cfg.prometheus and cfg.auto_rollback,
+                "retrain": cfg.prometheus and cfg.auto_retrain}
     return [s for s in ORDER if optional.get(s, True)]
 
 
@@ -73,10 +74,11 @@ def up(cfg: LocalConfig, progress: Progress | None = None) -> int:
     # A registry that does not exist yet holds no model: training can then overlap MLflow's start.
     fresh_registry = not cfg.path("mlflow", "mlflow.db").exists()
     records: dict[str, str] = {}
-    outputs: dict[str, tuple[Any, float]] = {}
+    reports: dict[str, Any] = {}
     with ThreadPoolExecutor(max_workers=1) as pool:
         # MLflow takes several seconds to start: meanwhile the sample data is generated, the
-        # feature store built and (fresh registry) the models trained.
+        # feature store built and (fresh registry) the models' pipelines started (their `register`
+        # step waits for the tracking server).
         mlflow_future = pool.submit(ensure, cfg, sup, decisions["mlflow"], p.detail, url=cfg.mlflow_url)
         try:
             data_dir = cfg.data_dir or _sample_data(cfg, p)
@@ -86,8 +88,7 @@ def up(cfg: LocalConfig, progress: Progress | None = None) -> int:
                 p.say(f"redis-server {records['redis']} on port {cfg.ports['redis']}")
             feast = _feast(cfg, sup, p, data_dir, data_fp)
             if fresh_registry or cfg.retrain:
-                for i, name in enumerate(cfg.models, 1):
-                    outputs[name] = _train(cfg, p, name, data_dir, f"[{i}/{len(cfg.models)}]")
+                reports = _pipelines(cfg, p, cfg.models, data_dir, data_fp)
         except BaseException:
             _settle(mlflow_future)
             raise
@@ -95,21 +96,33 @@ def up(cfg: LocalConfig, progress: Progress | None = None) -> int:
             _, records["mlflow"] = mlflow_future.result()
             p.detail(f"{records['mlflow']} at {cfg.mlflow_url}")
 
-    states: list[training.ModelState] = []
+    reused: dict[str, training.ModelState] = {}
     for i, name in enumerate(cfg.models, 1):
-        tag = f"[{i}/{len(cfg.models)}]"
-        if name not in outputs:
-            existing = None if cfg.retrain else training.registered(cfg.mlflow_url, name, data_fp)
-            if existing is not None:
-                p.say(f"{tag} {name}: reusing v{existing.version} ({existing.alias}), trained on the same data")
-                states.append(existing)
-                continue
-            outputs[name] = _train(cfg, p, name, data_dir, tag)
-        gates, profile = training.gates_for(name, cfg.data_dir is None, cfg.gates_stack)
-        with quiet(cfg.path("train.log")):
-            state = training.register(outputs[name][0], cfg.mlflow_url, data_fp, gates, profile, outputs[name][1])
-        verdict = "promoted to champion" if state.alias == "champion" else "stays challenger"
-        p.say(f"{tag} {name}: registered v{state.version}, {verdict}: {state.gates}")
+        if name in reports:
+            continue
+        existing = None if cfg.retrain else training.registered(cfg.mlflow_url, name, data_fp)
+        if existing is not None:
+            p.say(f"[{i}/{len(cfg.models)}] {name}: reusing v{existing.version} ({existing.alias}), trained on the "
+                  "same data")
+            reused[name] = existing
+    missing = tuple(n for n in cfg.models if n not in reports and n not in reused)
+    if missing:
+        reports.update(_pipelines(cfg, p, missing, data_dir, data_fp))
+    _retrain_arguments(cfg, data_dir)
+    states: list[training.ModelState] = []
+    for name in cfg.models:
+        if name in reused:
+            states.append(reused[name])
+            continue
+        report = reports[name]
+        state = training.registered(cfg.mlflow_url, name, data_fp) if report.version else None
+        if report.status != "SUCCEEDED" or state is None:
+            failed = next((s for s in report.steps if s.status == "failed"), None)
+            where = f"step {failed.step}: {failed.summary}" if failed else report.error
+            raise SetupError(f"the {name} training pipeline failed ({where}); its log: {report.log}")
+        state.trained, state.seconds = True, report.seconds
+        if state.version == report.version:
+            state.gates = next((s.summary for s in report.steps if s.step == "gate"), state.gates)
         states.append(state)
 
     identity_now = serving.served_identity(cfg, states)
@@ -165,6 +178,9 @@ def up(cfg: LocalConfig, progress: Progress | None = None) -> int:
         "prometheus": prom_note,
         "services": records,
         "data": str(cfg.data_dir) if cfg.data_dir else f"generated sample data ({data_dir})",
+        "data_dir": str(data_dir),
+        "pipelines": {n: {"status": r.status, "seconds": r.seconds, "version": r.version, "published": r.published,
+                          "steps": [[s.step, s.status, s.seconds] for s in r.steps]} for n, r in reports.items()},
         "finished": time.time(),
     }
     (cfg.state_dir / SUMMARY_FILE).write_text(json.dumps(doc, indent=1, default=str))
@@ -204,12 +220,30 @@ def _feast(cfg: LocalConfig, sup: Supervisor, p: Progress, data_dir: Path, data_
     return feast
 
 
-def _train(cfg: LocalConfig, p: Progress, name: str, data_dir: Path, tag: str) -> tuple[Any, float]:
-    with p.step(f"{tag} training {name}"), quiet(cfg.path("train.log")):
-        out, seconds = training.train(name, data_dir, cfg.path("train"))
-    gates = training.gates_for(name, cfg.data_dir is None, cfg.gates_stack)[0]
-    p.detail(f"held-out: {key_metrics(out.metrics, tuple(gates), limit=3)}")
-    return out, seconds
+def _pipelines(cfg: LocalConfig, p: Progress, models: tuple[str, ...], data_dir: Path,
+               data_fp: str) -> dict[str, Any]:
+    """Each model's compiled training pipeline under kfp.local (local/pipelines.py): data from `data_dir`,
+    features from the platform's Feast repository, registration in its MLflow, publication to its slots.
+    The versions are tagged with the data fingerprint and the gate profile, so a later `up` reuses them."""
+    runs = {}
+    for name in models:
+        gates, profile = training.gates_for(name, cfg.data_dir is None, cfg.gates_stack)
+        runs[name] = pipelines.arguments(cfg, data_uri=data_dir, gates=gates, trigger="manual",
+                                         tags={training.DATA_TAG: data_fp, training.GATES_TAG: profile})
+    with p.step(f"training pipelines of {', '.join(models)} (compiled IR, kfp.local subprocess runner)"):
+        return pipelines.run_all(cfg, runs, p.detail)
+
+
+def _retrain_arguments(cfg: LocalConfig, data_dir: Path) -> None:
+    """What the drift-retrain receiver runs (ml/pipelines/retrain.py): the platform's data, gates and stores;
+    serving follows a new champion (MLServer reload)."""
+    docs = {}
+    for name in cfg.models:
+        gates, _ = training.gates_for(name, cfg.data_dir is None, cfg.gates_stack)
+        docs[name] = pipelines.arguments(cfg, data_uri=data_dir, gates=gates, trigger="drift", serving=True)
+    path = cfg.path("pipelines", "retrain.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(docs, indent=1, sort_keys=True))
 
 
 def _sample_data(cfg: LocalConfig, p: Progress) -> Path:
@@ -235,11 +269,13 @@ def _prometheus(cfg: LocalConfig, sup: Supervisor, decisions: dict[str, Decision
     decision = decisions["prometheus"]
     groups, source = prometheus.find_alert_rules()
     rollback = prometheus.rollback_rules(cfg.models, cfg.prometheus_interval_s) if cfg.auto_rollback else []
-    groups = [*groups, *rollback]
+    retrain = prometheus.retrain_rules(cfg.models, cfg.prometheus_interval_s) if cfg.auto_retrain else []
+    groups = [*groups, *rollback, *retrain]
     workdir = cfg.path("prometheus")
-    receiver = f"{cfg.host}:{cfg.ports['autorollback']}" if cfg.auto_rollback else None
+    receivers = [f"{cfg.host}:{cfg.ports[name]}" for name, on in
+                 (("autorollback", cfg.auto_rollback), ("retrain", cfg.auto_retrain)) if on]
     _, rules_path = prometheus.write_config(workdir, f"{cfg.host}:{cfg.ports['metrics']}", groups,
-                                            interval_s=cfg.prometheus_interval_s, alerts_target=receiver)
+                                            interval_s=cfg.prometheus_interval_s, alerts_target=receivers)
     if rules_path is not None:
         prometheus.check_rules(rules_path)
     texts = [path.read_text() for path in (workdir / "prometheus.yml", rules_path) if path is not None]
@@ -256,6 +292,11 @@ def _prometheus(cfg: LocalConfig, sup: Supervisor, decisions: dict[str, Decision
         p.say(f"automatic rollback {records['autorollback']} at {cfg.url('autorollback')}: "
               f"{len(rollback)} model(s), runbooks/model-rollback.md")
         rules += f"; automatic rollback on ({len(rollback)} model(s))"
+    if cfg.auto_retrain and "retrain" in decisions:
+        _, records["retrain"] = ensure(cfg, sup, decisions["retrain"], p.detail, url=cfg.url("retrain"))
+        p.say(f"drift retraining {records['retrain']} at {cfg.url('retrain')}: {len(retrain)} model(s) run their "
+              "pipeline when their drift alert fires")
+        rules += f"; retraining on drift on ({len(retrain)} model(s))"
     return f"{cfg.url('prometheus')} scraping MLServer; {rules}"
 
 

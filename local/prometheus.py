@@ -41,11 +41,18 @@ def rollback_rules(models: tuple[str, ...], interval_s: int) -> list[dict[str, A
     return rule_groups(models, REPO_ROOT.as_uri() + "/", timing)
 
 
+def retrain_rules(models: tuple[str, ...], interval_s: int) -> list[dict[str, Any]]:
+    """The drift-retrain groups of contracts/pipelines.py, `for` scaled to the local interval."""
+    from contracts.pipelines import retrain_rule_groups
+
+    return retrain_rule_groups(models, REPO_ROOT.as_uri() + "/", for_=f"{6 * interval_s}s", interval=f"{interval_s}s")
+
+
 def write_config(workdir: Path, metrics_target: str, groups: list[dict[str, Any]],
-                 interval_s: int = 5, alerts_target: str | None = None) -> tuple[Path, Path | None]:
+                 interval_s: int = 5, alerts_target: str | list[str] | None = None) -> tuple[Path, Path | None]:
     """prometheus.yml scraping `metrics_target` (host:port) plus rules/alerts.yml; return both paths.
-    `alerts_target` (host:port): where firing alerts are posted (the automatic-rollback receiver speaks
-    the Alertmanager v2 alerts API; the local platform runs no Alertmanager)."""
+    `alerts_target` (host:port, or several): where firing alerts are posted (the automatic-rollback and
+    drift-retrain receivers speak the Alertmanager v2 alerts API; the local platform runs no Alertmanager)."""
     workdir.mkdir(parents=True, exist_ok=True)
     rules_path = None
     config: dict[str, Any] = {
@@ -56,9 +63,10 @@ def write_config(workdir: Path, metrics_target: str, groups: list[dict[str, Any]
             "static_configs": [{"targets": [metrics_target], "labels": {"namespace": "local"}}],
         }],
     }
-    if alerts_target:
+    targets = [alerts_target] if isinstance(alerts_target, str) else list(alerts_target or [])
+    if targets:
         config["alerting"] = {"alertmanagers": [{"api_version": "v2",
-                                                  "static_configs": [{"targets": [alerts_target]}]}]}
+                                                  "static_configs": [{"targets": targets}]}]}
     if groups:
         rules_path = workdir / "rules" / "alerts.yml"
         rules_path.parent.mkdir(exist_ok=True)
@@ -120,6 +128,37 @@ class AutoRollbackReceiver(Service):
         return [sys.executable, "-m", "runbooks.autorollback", "--env", "local", "--host", "127.0.0.1",
                 "--port", str(self.port), "--tracking-uri", self.cfg.mlflow_url, "--serving-url", self.cfg.url("http"),
                 "--state-dir", str(self.cfg.state_dir), "--audit-log", str(self.cfg.path("runbook-audit.jsonl"))]
+
+    def ready(self) -> bool:
+        return _http_ok(f"{self.url}/healthz")
+
+
+class RetrainReceiver(Service):
+    """ml/pipelines/retrain.py on 127.0.0.1: runs a model's pipeline (kfp.local) when its drift alert fires."""
+
+    name = "retrain"
+
+    def __init__(self, workdir: str | Path, port: int, cfg: Any) -> None:
+        super().__init__(workdir)
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.cfg = cfg
+
+    def command(self) -> list[str]:
+        import sys
+
+        return [sys.executable, "-m", "ml.pipelines.retrain", "--mode", "local", "--listen", "127.0.0.1",
+                "--port", str(self.port), "--arguments", str(self.cfg.path("pipelines", "retrain.json")),
+                "--root", str(self.cfg.path("pipelines", "root")), "--logs", str(self.cfg.path("pipelines")),
+                "--state-dir", str(self.cfg.state_dir)]
+
+    def env(self) -> dict[str, str]:
+        import os
+
+        from ml.serving.processes import PROMETHEUS_DIR_VARIABLES
+
+        # Not the launcher's prometheus_client directory (feast's, deleted when `local up` exits).
+        return {k: v for k, v in os.environ.items() if k not in PROMETHEUS_DIR_VARIABLES}
 
     def ready(self) -> bool:
         return _http_ok(f"{self.url}/healthz")

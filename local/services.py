@@ -26,12 +26,12 @@ from local.supervisor import (
 from ml.serving.processes import MLflowServer, MLServerProcess, RedisServer, Service
 
 # Start order; `down` stops in reverse (MLServer before the stores it reads from).
-ORDER = ("redis", "mlflow", "mlserver", "prometheus", "autorollback")
+ORDER = ("redis", "mlflow", "mlserver", "prometheus", "autorollback", "retrain")
 PORTS_OF = {"redis": ("redis",), "mlflow": ("mlflow",), "mlserver": ("http", "grpc", "metrics"),
-            "prometheus": ("prometheus",), "autorollback": ("autorollback",)}
+            "prometheus": ("prometheus",), "autorollback": ("autorollback",), "retrain": ("retrain",)}
 PORT_FLAGS = {"mlflow": "--mlflow-port", "http": "--http-port", "grpc": "--grpc-port",
               "metrics": "--metrics-port", "redis": "--redis-port", "prometheus": "--prometheus-port",
-              "autorollback": "--autorollback-port"}
+              "autorollback": "--autorollback-port", "retrain": "--retrain-port"}
 
 
 def port_hint(port_name: str) -> str:
@@ -61,6 +61,10 @@ def build(cfg: LocalConfig, name: str, ports: dict[str, int] | None = None,
         from local.prometheus import AutoRollbackReceiver
 
         return AutoRollbackReceiver(cfg.path("autorollback"), ports["autorollback"], cfg)
+    if name == "retrain":
+        from local.prometheus import RetrainReceiver
+
+        return RetrainReceiver(cfg.path("retrain"), ports["retrain"], cfg)
     raise ValueError(f"unknown service {name!r}; expected one of {', '.join(ORDER)}")
 
 

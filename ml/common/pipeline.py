@@ -95,10 +95,15 @@ def publish(
     promotion: str = GATES,
     data_dir: Path | None = None,
     validations: list[ValidationResult] | None = None,
+    promote: bool = True,
+    tags: dict[str, str] | None = None,
 ) -> PublishResult:
     """Log params/metrics/artifact to MLflow, register a version, set `challenger`, and `champion` if
     gated in and the promotion policy needs nothing more (`gatesAndApproval`: an approval promotes it).
-    The data validations made while training and the model card are logged on the same run."""
+    The data validations made while training and the model card are logged on the same run.
+
+    `promote=False` (the training pipeline's `register` step): record the gate result but set no
+    `champion`; the pipeline's `gate` and `publish` steps decide. `tags` go on the run and the version."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -120,23 +125,27 @@ def publish(
             mlflow.log_metric(f"gate.{key}.threshold", check.threshold)
             mlflow.set_tag(f"gate.{key}", "pass" if check.passed else "fail")
         mlflow.set_tags({"gate.passed": str(gate.passed).lower(), "gate.summary": gate.summary(),
-                         "mlplat.model": out.name, "mlplat.promotion": promotion})
+                         "mlplat.model": out.name, "mlplat.promotion": promotion, **(tags or {})})
         validation = model_card.log_validations(validations or [])
         mlflow.log_artifacts(str(out.model_dir), artifact_path=ARTIFACT_PATH)
         source = f"{run.info.artifact_uri.rstrip('/')}/{ARTIFACT_PATH}"
         run_id = run.info.run_id
 
-    tags = {"gate.passed": str(gate.passed).lower(), "gate.summary": gate.summary(), "mlplat.promotion": promotion}
+    tags = {"gate.passed": str(gate.passed).lower(), "gate.summary": gate.summary(), "mlplat.promotion": promotion,
+            **(tags or {})}
     if validation is not None:
         tags[VALIDATION_PASSED] = str(validation["passed"]).lower()
-    promote = gate.passed and promotion == GATES
-    if gate.passed and not promote:
+    promote = promote and gate.passed and promotion == GATES
+    if gate.passed and promotion != GATES:
         tags[PENDING_APPROVAL] = "true"
     version = register_version(client, out.name, run_id, source, tags)
     client.set_registered_model_alias(out.name, CHALLENGER, version)
     if promote:
         client.set_registered_model_alias(out.name, CHAMPION, version)
         log.info("%s v%s promoted to champion (%s)", out.name, version, gate.summary())
+    elif gate.passed and promotion == GATES:
+        log.info("%s v%s registered as challenger; gates pass (%s), promotion is the caller's", out.name, version,
+                 gate.summary())
     elif gate.passed:
         log.warning("%s v%s stays challenger until approved (%s): mlplat model approve %s %s --by WHO --reason ...",
                     out.name, version, promotion, out.name, version)

@@ -129,6 +129,26 @@ class ModelPlugin(ABC):
         module = self.features_module()
         return [] if module is None else list(module.definitions(Path(parquet_dir)))
 
+    # ---- training pipeline (ml/pipelines/) ---------------------------------------------------------
+
+    #: The pipeline's `train` step asks for one GPU and runs on the GPU node group (else: general nodes).
+    train_on_gpu: bool = False
+
+    def read_features(self, store: Any, data_dir: Path, out_dir: Path) -> str:
+        """The pipeline's `read-features` step: write into `out_dir` the files `train` reads, with the
+        stored feature columns read back from the Feast offline store (`store`, a `feast.FeatureStore`, or
+        None when the model has no features) through `get_historical_features`. Default: the model's data
+        files as they are (a model without stored features reads its source directly). Returns a short
+        description for the run's output."""
+        import shutil
+
+        src = Path(data_dir)
+        files = self.data_files(src) or sorted(p for p in src.iterdir() if p.is_file() and not p.name.startswith("."))
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        for path in files:
+            shutil.copy2(path, Path(out_dir) / path.name)
+        return f"source files as they are: {', '.join(p.name for p in files)}"
+
 
 def _import_class(path: str) -> Any:
     module_name, _, attr = path.rpartition(".")

@@ -28,7 +28,7 @@ from local.supervisor import Supervisor, group_members, pid_alive, port_in_use
 from ml.serving.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-PORT_NAMES = ("mlflow", "http", "grpc", "metrics", "redis", "prometheus", "autorollback")
+PORT_NAMES = ("mlflow", "http", "grpc", "metrics", "redis", "prometheus", "autorollback", "retrain")
 
 
 def demo_command() -> list[str]:

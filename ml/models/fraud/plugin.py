@@ -34,6 +34,30 @@ class FraudPlugin(ModelPlugin):
     def generate_sample(self, out_dir: Path, seed: int = 0) -> None:
         pipeline.generate_sample(out_dir, seed=seed)
 
+    def read_features(self, store: Any, data_dir: Path, out_dir: Path) -> str:
+        """The transactions file with its online-store columns (device trust, velocity, cardholder age)
+        replaced by what `get_historical_features` returns for each transaction's card and device
+        (`features.training_frame`, a point-in-time join), written in the file's own format."""
+        import pandas as pd
+
+        from ml.models.fraud import features
+
+        transactions = data.load(Path(data_dir))
+        joined = features.training_frame(store, transactions.drop(columns=list(features.ONLINE_FEATURES)))
+        missing = [c for c in features.ONLINE_FEATURES if joined[c].isna().any()]
+        if missing:
+            raise ValueError(f"the offline store has no {', '.join(missing)} for some transactions of {data_dir}")
+        source = next(p for p in (Path(data_dir) / data.FILE, Path(data_dir) / f"{data.FILE}.gz") if p.is_file())
+        raw = pd.read_csv(source, dtype=str, keep_default_na=False, na_filter=False)
+        by_id = joined.set_index(joined["transaction_id"].astype("int64"))
+        ids = raw[data.ID].str.strip().astype("int64")
+        for column in features.ONLINE_FEATURES:
+            raw[column] = by_id.loc[ids, column].astype("int64").astype(str).to_numpy()
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        raw.to_csv(Path(out_dir) / data.FILE, index=False)
+        return (f"{len(raw):,} transactions; {', '.join(features.ONLINE_FEATURES)} from the offline store "
+                f"(get_historical_features)")
+
     def check_data(self, data_dir: Path) -> str:
         return f"{len(data.load(Path(data_dir))):,} rows"
 

@@ -16,6 +16,37 @@ class RecommendationPlugin(ModelPlugin):
     def generate_sample(self, out_dir: Path, seed: int = 0) -> None:
         pipeline.generate_sample(out_dir, seed=seed)
 
+    def read_features(self, store: Any, data_dir: Path, out_dir: Path) -> str:
+        """The goodbooks files, with the books file's catalogue features (average rating, rating count)
+        read back from the `book_features` view through `get_historical_features` (the reader histories
+        are derived from the ratings, which training reads as they are)."""
+        import shutil
+
+        from ml.models.recommendation import features
+
+        src, out = Path(data_dir), Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in (data.RATINGS_FILE, data.GENRES_FILE):
+            try:
+                path = data.resolve(src, name)
+            except data.DataContractError:
+                continue  # the genres file is optional; a missing ratings file is reported by validate-data
+            shutil.copy2(path, out / path.name)
+        books_path = data.resolve(src, data.BOOKS_FILE)
+        raw = pd.read_csv(books_path, dtype=str, keep_default_na=False)
+        ids = raw["book_id"].str.strip().astype("int64")
+        entity_df = pd.DataFrame({"book_id": ids, "event_timestamp": features.FEATURE_TIMESTAMP})
+        refs = [f"{features.BOOK_VIEW}:{f}" for f in ("average_rating", "ratings_count")]
+        joined = store.get_historical_features(entity_df=entity_df, features=refs).to_df()
+        by_id = joined.drop_duplicates("book_id").set_index("book_id")
+        missing = int(by_id.loc[ids, "ratings_count"].isna().sum())
+        if missing:
+            raise ValueError(f"the offline store has no catalogue features for {missing} book(s) of {books_path}")
+        raw["average_rating"] = [f"{v:.2f}" for v in by_id.loc[ids, "average_rating"].astype(float)]
+        raw["ratings_count"] = by_id.loc[ids, "ratings_count"].astype("int64").astype(str).to_numpy()
+        raw.to_csv(out / data.BOOKS_FILE, index=False)
+        return f"{len(raw):,} books: average_rating, ratings_count from the offline store (get_historical_features)"
+
     def check_data(self, data_dir: Path) -> str:
         return f"{len(data.load(Path(data_dir)).ratings):,} rows"
 

@@ -1,0 +1,183 @@
+"""Run a model's compiled pipeline on this machine with `kfp.local` (subprocess runner, no container engine).
+
+The IR is the committed `training_pipeline.yaml` (what the cluster runs) unless another file is given;
+each step runs in a Python subprocess of this environment (the model-server image's packages, from the
+same lock file). The KFP output (every step's streamed log) goes to a log file; the run's steps, times
+and summaries come from the journal the steps write (ml/pipelines/steps.py) and make a `RunReport`.
+
+    python -m ml.pipelines.local_run NAME --args JSON --root DIR --log FILE --report FILE
+
+is the form `mlplat local up` starts, one process per model, so that runs overlap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from contracts.pipelines import STEPS, pipeline_name
+from ml.pipelines.steps import JOURNAL_ENV
+from ml.serving.processes import PROMETHEUS_DIR_VARIABLES
+
+
+@dataclass
+class StepRecord:
+    step: str
+    status: str  # ok | failed | skipped | not run
+    seconds: float = 0.0
+    summary: str = ""
+
+
+@dataclass
+class RunReport:
+    model: str
+    pipeline: str
+    status: str  # SUCCEEDED | FAILED
+    seconds: float
+    ir: str
+    log: str
+    steps: list[StepRecord] = field(default_factory=list)
+    version: str | None = None
+    published: bool = False
+    gates_passed: bool | None = None
+    artifact: str | None = None
+    error: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> RunReport:
+        steps = [StepRecord(**s) for s in doc.pop("steps", [])]
+        return cls(**doc, steps=steps)
+
+
+def _steps(journal: list[dict[str, Any]], failed: bool) -> list[StepRecord]:
+    done = {r["step"]: r for r in journal}
+    out = []
+    for step in STEPS:
+        rec = done.get(step)
+        if rec is not None:
+            out.append(StepRecord(step, rec["status"], float(rec.get("seconds", 0.0)), str(rec.get("summary", ""))))
+        elif step == "publish" and done.get("gate", {}).get("passed") is False:
+            out.append(StepRecord(step, "skipped", 0.0, "gates failed: the champion and its slot keep what they had"))
+        else:
+            out.append(StepRecord(step, "not run", 0.0, "an earlier step failed" if failed else ""))
+    return out
+
+
+def run(name: str, arguments: dict[str, Any], *, root: Path, log_path: Path, ir: Path | None = None) -> RunReport:
+    """Run `name`'s pipeline with `arguments` (ml/pipelines/definition.py parameters) under `kfp.local`."""
+    from kfp import components, local
+
+    from ml.pipelines.definition import committed_ir
+
+    ir = ir or committed_ir(name)
+    root.mkdir(parents=True, exist_ok=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    error = ""
+    with tempfile.NamedTemporaryFile("w+", prefix=f"mlplat-{name}-journal-", suffix=".jsonl", delete=False) as jf:
+        journal_path = Path(jf.name)
+    previous = os.environ.get(JOURNAL_ENV)
+    os.environ[JOURNAL_ENV] = str(journal_path)
+    try:
+        with open(log_path, "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            handler = logging.StreamHandler(log)
+            logging.getLogger().addHandler(handler)
+            logging.getLogger().setLevel(logging.INFO)
+            try:
+                with warnings.catch_warnings():
+                    # The subprocess runner warns about any image name without "python" in it; ours is the
+                    # model-server image, whose Python packages are this environment's (same lock file).
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
+                               raise_on_error=True)
+                    pipeline = components.load_component_from_file(str(ir))
+                    pipeline(**arguments)
+            except Exception as exc:  # the pipeline failed: the journal says which step and why
+                error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            finally:
+                logging.getLogger().removeHandler(handler)
+        journal = [json.loads(line) for line in journal_path.read_text().splitlines() if line.strip()]
+    finally:
+        journal_path.unlink(missing_ok=True)
+        if previous is None:
+            os.environ.pop(JOURNAL_ENV, None)
+        else:
+            os.environ[JOURNAL_ENV] = previous
+    failed = bool(error) or any(r["status"] != "ok" for r in journal)
+    records = {r["step"]: r for r in journal}
+    report = RunReport(
+        model=name, pipeline=pipeline_name(name), status="FAILED" if failed else "SUCCEEDED",
+        seconds=round(time.perf_counter() - started, 2), ir=str(ir), log=str(log_path), steps=_steps(journal, failed),
+        version=records.get("register", {}).get("version"), published=records.get("publish", {}).get("status") == "ok",
+        gates_passed=records.get("gate", {}).get("passed"), artifact=records.get("train", {}).get("artifact"),
+        error=error if failed else "",
+    )
+    return report
+
+
+def format_report(report: RunReport, indent: str = "      ") -> list[str]:
+    """The run as lines: one per step (status, seconds, summary), then the outcome."""
+    lines = []
+    for s in report.steps:
+        mark = {"ok": "ok", "failed": "FAILED", "skipped": "skipped", "not run": "-"}[s.status]
+        lines.append(f"{indent}{s.step:<14} {mark:<8} {s.seconds:6.1f}s  {s.summary}".rstrip())
+    outcome = f"{report.pipeline}: {report.status} in {report.seconds:.1f}s"
+    if report.status != "SUCCEEDED":
+        outcome += f" ({report.error or 'a step failed'}; log {report.log})"
+    lines.append(f"{indent}{outcome}")
+    return lines
+
+
+def start(name: str, arguments: dict[str, Any], *, root: Path, log_path: Path, report_path: Path,
+          ir: Path | None = None) -> subprocess.Popen[bytes]:
+    """`run` in a child process (so several models' runs overlap); read its result with `collect`."""
+    argv = [sys.executable, "-m", "ml.pipelines.local_run", name, "--args", json.dumps(arguments), "--root", str(root),
+            "--log", str(log_path), "--report", str(report_path)]
+    if ir is not None:
+        argv += ["--ir", str(ir)]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    # Importing feast points prometheus_client at a temporary directory its importer deletes on exit
+    # (ml/serving/processes.py): a child must not inherit the parent's.
+    env = {k: v for k, v in os.environ.items() if k not in PROMETHEUS_DIR_VARIABLES}
+    with open(log_path, "a") as log:
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+
+
+def collect(name: str, proc: subprocess.Popen[bytes], report_path: Path, log_path: Path) -> RunReport:
+    code = proc.wait()
+    if report_path.is_file():
+        return RunReport.from_dict(json.loads(report_path.read_text()))
+    return RunReport(model=name, pipeline=pipeline_name(name), status="FAILED", seconds=0.0, ir="", log=str(log_path),
+                     steps=_steps([], True), error=f"the runner exited with {code} before reporting")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ml.pipelines.local_run", description=__doc__.splitlines()[0])
+    p.add_argument("name")
+    p.add_argument("--args", default="{}", help="pipeline arguments as a JSON object")
+    p.add_argument("--root", type=Path, required=True, help="kfp.local pipeline root (step outputs)")
+    p.add_argument("--log", type=Path, required=True)
+    p.add_argument("--report", type=Path, required=True)
+    p.add_argument("--ir", type=Path, default=None)
+    args = p.parse_args(argv)
+    report = run(args.name, json.loads(args.args), root=args.root, log_path=args.log, ir=args.ir)
+    args.report.write_text(json.dumps(report.as_dict(), indent=1))
+    return 0 if report.status == "SUCCEEDED" else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,253 @@
+"""Retraining on drift: the receiver of the retrain alerts, which starts a run of the model's pipeline.
+
+    python -m ml.pipelines.retrain --mode kfp --host http://ml-pipeline.kubeflow.svc.cluster.local:8888 \
+        --config /etc/mlplat/bootstrap/bootstrap.json          (the cluster: Deployment in `kubeflow`)
+    python -m ml.pipelines.retrain --mode local --arguments <state>/pipelines/retrain.json ...   (local)
+
+Alerts with the label `action="retrain"` (contracts/pipelines.py `retrain_rule_groups`: the PSI of a
+model's inputs against its training reference stayed above the threshold) arrive as Alertmanager
+webhooks (`POST /alerts`, the cluster) or straight from Prometheus (`POST /api/v2/alerts`, the local
+platform, which runs no Alertmanager). The pattern is the automatic-rollback receiver's
+(runbooks/autorollback.py): answer at once, act on a worker thread, one action per model at a time,
+every decision listed at `GET /decisions`.
+
+For each firing alert of a registered model the receiver starts a run of `<model>-training` with the
+trigger `drift` (the version it registers carries `mlplat.trigger=drift`), unless a run it started for
+that model is still going or finished less than the cool-down ago (`--cooldown-s`, default one hour:
+Alertmanager repeats a firing alert). The new version goes through the same gates as any other; a
+failing gate leaves the champion where it is. Disable it with `MLPLAT_AUTO_RETRAIN=off` or the file
+`<state>/retrain.paused`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from contracts import model_registry
+from contracts.pipelines import ACTION_LABEL, RETRAIN_ACTION
+
+log = logging.getLogger("mlplat.retrain")
+DISABLE_ENV = "MLPLAT_AUTO_RETRAIN"
+PAUSE_FILE = "retrain.paused"
+
+Starter = Callable[[str], dict[str, Any]]  # model -> what was started (and, locally, how it ended)
+
+
+class Receiver:
+    def __init__(self, starter: Starter, cooldown_s: float = 3600, state_dir: Path | None = None) -> None:
+        self.starter = starter
+        self.cooldown_s = cooldown_s
+        self.state_dir = state_dir
+        self.decisions: list[dict[str, Any]] = []
+        self._busy: set[str] = set()
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._worker = threading.Thread(target=self._work, name="retrain", daemon=True)
+        self._worker.start()
+
+    def disabled(self) -> str | None:
+        if os.environ.get(DISABLE_ENV, "").lower() in ("off", "0", "false", "disabled"):
+            return f"{DISABLE_ENV}={os.environ[DISABLE_ENV]}"
+        if self.state_dir is not None and (self.state_dir / PAUSE_FILE).exists():
+            return f"{self.state_dir / PAUSE_FILE} exists"
+        return None
+
+    def submit(self, alerts: list[dict[str, Any]]) -> int:
+        """Queue a run for each firing retrain alert of a registered model; returns how many were accepted."""
+        accepted = 0
+        known = set(model_registry.names())
+        for alert in alerts:
+            labels = alert.get("labels") or {}
+            model = labels.get("model")
+            if labels.get(ACTION_LABEL) != RETRAIN_ACTION or not _firing(alert) or model not in known:
+                continue
+            item = {"alert": labels.get("alertname", "?"), "model": model, "received": time.time(),
+                    "starts_at": alert.get("startsAt")}
+            with self._lock:
+                why = None
+                if model in self._busy:
+                    why = "a retraining run of this model is still going"
+                elif time.time() - self._last.get(model, -1e18) < self.cooldown_s:
+                    why = f"retrained less than {self.cooldown_s:.0f} s ago"
+                if why is None:
+                    self._busy.add(model)
+            if why is not None:
+                item.update(decision="ignored", detail=why, finished=time.time())
+                self.decisions.append(item)
+                continue
+            self._queue.put(item)
+            accepted += 1
+        return accepted
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._worker.join(timeout=30)
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            model = item["model"]
+            try:
+                why = self.disabled()
+                if why:
+                    item.update(decision="disabled", detail=f"retraining on drift is disabled ({why})")
+                else:
+                    item.update(started=time.time(), decision="running")
+                    self.decisions.append(item)  # listed while it runs; updated in place when it ends
+                    item.update(self.starter(model))
+                    if item["decision"] == "running":
+                        item["decision"] = "run started"
+            except Exception as exc:  # a failed start must not stop the receiver
+                log.exception("retrain %s: %s", model, exc)
+                item.update(decision="failed", detail=str(exc))
+            finally:
+                item["finished"] = time.time()
+                with self._lock:
+                    self._busy.discard(model)
+                    if item.get("decision") not in ("disabled", "failed"):
+                        self._last[model] = item["finished"]
+                if not any(d is item for d in self.decisions):
+                    self.decisions.append(item)
+                log.warning("retrain: %s %s: %s", item.get("decision"), model, item.get("detail", ""))
+
+
+def _firing(alert: dict[str, Any]) -> bool:
+    if alert.get("status"):
+        return alert["status"] == "firing"
+    ends = alert.get("endsAt")  # Prometheus' own posts: a resolved alert carries an end in the past
+    if not ends or ends.startswith("0001-"):
+        return True
+    from datetime import UTC, datetime
+
+    try:
+        return datetime.fromisoformat(ends.replace("Z", "+00:00")) > datetime.now(UTC)
+    except ValueError:
+        return True
+
+
+def make_handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, fmt: str, *args: Any) -> None:
+            log.info("%s %s", self.address_string(), fmt % args)
+
+        def _reply(self, code: int, doc: Any) -> None:
+            body = json.dumps(doc, default=str).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            if self.path in ("/healthz", "/-/ready"):
+                self._reply(200, {"ok": True, "disabled": receiver.disabled()})
+            elif self.path == "/decisions":
+                self._reply(200, receiver.decisions)
+            else:
+                self._reply(404, {"error": "not found"})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                doc = json.loads(self.rfile.read(length) or b"null")
+            except json.JSONDecodeError:
+                self._reply(400, {"error": "body is not JSON"})
+                return
+            if self.path == "/alerts" and isinstance(doc, dict):  # Alertmanager webhook (version 4)
+                alerts = doc.get("alerts") or []
+            elif self.path in ("/api/v2/alerts", "/api/v1/alerts") and isinstance(doc, list):  # Prometheus
+                alerts = doc
+            else:
+                self._reply(400, {"error": "POST /alerts (Alertmanager webhook) or /api/v2/alerts (alert list)"})
+                return
+            self._reply(200, {"accepted": receiver.submit(alerts)})
+
+    return Handler
+
+
+def kfp_starter(host: str, config_path: Path) -> Starter:
+    """Start a KFP run of the model's newest pipeline version with the bootstrap's parameters."""
+    def start(model: str) -> dict[str, Any]:
+        from ml.pipelines.cluster import run_on_cluster
+
+        config = json.loads(config_path.read_text())
+        entry = config["pipelines"].get(model)
+        if entry is None:
+            return {"decision": "ignored", "detail": f"{model} has no pipeline on this cluster (disabled?)"}
+        started = run_on_cluster(host, model, entry["parameters"], trigger="drift")
+        return {"decision": "run started", "detail": f"KFP run {started['run']} ({started['run_id']})", **started}
+
+    return start
+
+
+def local_starter(arguments_path: Path, root: Path, logs: Path) -> Starter:
+    """Run the model's pipeline with kfp.local (a child process) and wait for it: the decision says how it ended."""
+    def start(model: str) -> dict[str, Any]:
+        from ml.pipelines.local_run import collect
+        from ml.pipelines.local_run import start as start_run
+
+        arguments = json.loads(arguments_path.read_text())[model]
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        report_path, log_path = logs / f"{model}-drift-{stamp}.report.json", logs / f"{model}-drift-{stamp}.log"
+        proc = start_run(model, {**arguments, "trigger": "drift"}, root=root, log_path=log_path,
+                         report_path=report_path)
+        report = collect(model, proc, report_path, log_path)
+        outcome = (f"v{report.version} {'published as champion' if report.published else 'not published'}"
+                   if report.version else report.error)
+        return {"decision": "run finished" if report.status == "SUCCEEDED" else "run failed",
+                "detail": f"{report.pipeline} {report.status} in {report.seconds:.1f}s: {outcome}",
+                "run": report.as_dict()}
+
+    return start
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ml.pipelines.retrain", description=__doc__.split("\n\n")[0])
+    p.add_argument("--mode", choices=["kfp", "local"], required=True)
+    p.add_argument("--host", default=None, help="kfp: the KFP API endpoint")
+    p.add_argument("--config", type=Path, default=None, help="kfp: the bootstrap document (run parameters)")
+    p.add_argument("--arguments", type=Path, default=None, help="local: model -> pipeline arguments (JSON)")
+    p.add_argument("--root", type=Path, default=None, help="local: kfp.local pipeline root")
+    p.add_argument("--logs", type=Path, default=None, help="local: where run logs go")
+    p.add_argument("--listen", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9096)
+    p.add_argument("--cooldown-s", type=float, default=float(os.environ.get("MLPLAT_RETRAIN_COOLDOWN_S", 3600)))
+    p.add_argument("--state-dir", type=Path, default=Path("."), help="where the pause file is looked for")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.mode == "kfp":
+        if not (args.host and args.config):
+            p.error("--mode kfp needs --host and --config")
+        starter = kfp_starter(args.host, args.config)
+    else:
+        if not (args.arguments and args.root and args.logs):
+            p.error("--mode local needs --arguments, --root and --logs")
+        starter = local_starter(args.arguments, args.root, args.logs)
+    receiver = Receiver(starter, cooldown_s=args.cooldown_s, state_dir=args.state_dir)
+    server = ThreadingHTTPServer((args.listen, args.port), make_handler(receiver))
+    log.info("retrain receiver on %s:%d (%s)", args.listen, args.port, args.mode)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        receiver.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
