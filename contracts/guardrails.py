@@ -18,6 +18,8 @@ TIERS = ("dev", "staging", "prod")
 PROTECTED_TIERS = ("prod",)
 # RDS runs Multi-AZ with a synchronous standby.
 DATABASE_MULTI_AZ_TIERS = ("prod",)
+# Kubeflow Pipelines keeps runs and ML metadata in the managed (Multi-AZ) database, not on a volume.
+PIPELINES_MANAGED_DB_TIERS = DATABASE_MULTI_AZ_TIERS
 # Redis runs Multi-AZ with automatic failover onto at least MIN_FAILOVER_REPLICAS replica(s).
 REDIS_MULTI_AZ_TIERS = ("staging", "prod")
 MIN_FAILOVER_REPLICAS = 1
@@ -38,6 +40,8 @@ MSK_MIN_ZONES = 3
 RESTRICTED_ENDPOINT_TIERS = ("staging", "prod")
 # Every VPC ships flow logs of all traffic, in every tier (the pack's vpc-flow-logs).
 FLOW_LOG_TIERS = TIERS
+# Promotion to champion needs a recorded approval besides the quality gates in these tiers.
+APPROVAL_TIERS = ("prod",)
 # CIDRs that mean "the whole internet".
 OPEN_CIDRS = ("0.0.0.0/0", "::/0")
 

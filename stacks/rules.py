@@ -14,12 +14,14 @@ from ipaddress import IPv4Network
 from itertools import combinations
 
 from contracts.guardrails import (
+    APPROVAL_TIERS,
     DATABASE_MULTI_AZ_TIERS,
     FLOW_LOG_TIERS,
     MIN_BACKUP_RETENTION_DAYS,
     MIN_FAILOVER_REPLICAS,
     MIN_KMS_DELETION_WINDOW_DAYS,
     MSK_MIN_ZONES,
+    PIPELINES_MANAGED_DB_TIERS,
     PROTECTED_TIERS,
     REDIS_MULTI_AZ_TIERS,
     REQUIRED_CONTROL_PLANE_LOGS,
@@ -370,6 +372,13 @@ def _database(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
             yield ConfigIssue(_key("database", "finalSnapshot"), f"{env} needs a final snapshot (true)")
 
 
+@rule(f"Promotion to champion needs a recorded approval in {_tiers(APPROVAL_TIERS)} (`gatesAndApproval`).")
+def _approval(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
+    if cfg.environment in APPROVAL_TIERS and cfg.governance.promotion != "gatesAndApproval":
+        yield ConfigIssue(_key("governance", "promotion"),
+                          f"{cfg.environment} needs 'gatesAndApproval', got {cfg.governance.promotion!r}")
+
+
 @rule(f"Stateful resources are protected in {_tiers(PROTECTED_TIERS)}; prod runs MLflow, Feast and Alertmanager "
       "with >= 2 replicas; OpenSearch trace storage needs an URL.")
 def _prod_resilience(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
@@ -443,6 +452,15 @@ def _models(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
         total = m.experiment.champion_weight + m.experiment.challenger_weight
         if total != 100:
             yield ConfigIssue(_key("models", name, "experiment"), f"weights must add up to 100, got {total}")
+
+
+@rule(f"Kubeflow Pipelines keeps its databases on the managed RDS instance in {_tiers(PIPELINES_MANAGED_DB_TIERS)}.")
+def _pipelines(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
+    p = cfg.workloads.pipelines
+    if p.enabled and cfg.environment in PIPELINES_MANAGED_DB_TIERS and p.database != "managed":
+        yield ConfigIssue(_key("workloads", "pipelines", "database"),
+                          f"{cfg.environment} needs `managed` (runs and metadata on the Multi-AZ database), got "
+                          f"{p.database}")
 
 
 def check(cfg: PlatformConfig) -> list[ConfigIssue]:
