@@ -51,7 +51,9 @@ def test_models_and_experiments_follow_config(synth, env):
             assert m["metadata"]["namespace"] == "seldon"
             spec = m["spec"]
             assert spec["storageUri"] == f"s3://{bucket}/{name}/{slot}/"
-            assert (spec["minReplicas"], spec["maxReplicas"]) == (mc.min_replicas, mc.max_replicas)
+            # Seldon 2.10.2 runs `replicas`; maxReplicas would bound nothing (tests/infra/test_autoscaling.py).
+            assert (spec["replicas"], spec["minReplicas"]) == (mc.min_replicas, mc.min_replicas)
+            assert "maxReplicas" not in spec
             assert spec["server"] == "mlserver" and "mlserver" in spec["requirements"]
             assert spec["secretName"] == RCLONE_SECRET
         exp = experiments[f"{name}-experiment"]
@@ -66,7 +68,10 @@ def test_prod_values_are_the_stack_files(synth):
     # Guards against reading defaults instead of config: prod differs from the schema defaults.
     fraud = _by_name(synth("prod"), EXPERIMENT)["fraud-experiment"]["spec"]["candidates"]
     assert [c["weight"] for c in fraud] == [95, 5]
-    assert _by_name(synth("prod"), MODEL)["fraud-champion"]["spec"]["maxReplicas"] == 10
+    assert _by_name(synth("prod"), MODEL)["fraud-champion"]["spec"]["replicas"] == 2
+    server = next(r.inputs["values"]["mlserver"] for r in synth("prod").of_type("kubernetes:helm.sh/v3:Release")
+                  if r.inputs.get("chart") == "seldon-core-v2-servers")
+    assert server["maxReplicas"] == 10  # prod's fraud maxReplicas bounds the Server's autoscaling
     staging = _by_name(synth("staging"), EXPERIMENT)["fraud-experiment"]["spec"]["candidates"]
     assert [c["weight"] for c in staging] == [90, 10]
 
