@@ -110,33 +110,42 @@ def test_model_card_fields_equal_the_run_that_produced_them(trained):
     assert f"# Model card: fraud v{version}" in text and mv.run_id in text and source["sha256"] in text
 
 
-def test_approve_records_tags_and_audit_then_promotes(trained):
-    version = trained["doc"]["registry"]["version"]
+@pytest.fixture
+def own_version(trained, tmp_path):
+    """A version of its own (the same run, with the same tags) and an audit log of its own, for a test that
+    approves or retags: the module's `trained` version keeps the state the other tests read, in any order."""
+    client = MlflowClient(tracking_uri=trained["url"])
+    mv = client.get_model_version("fraud", trained["doc"]["registry"]["version"])
+    new = client.create_model_version("fraud", mv.source, run_id=mv.run_id, tags=dict(mv.tags))
+    audit = tmp_path / "audit.jsonl"
+    return {"version": new.version, "env": {"MLPLAT_AUDIT_LOG": str(audit)}, "audit": audit}
+
+
+def test_approve_records_tags_and_audit_then_promotes(trained, own_version):
+    version = own_version["version"]
     out = mlplat("model", "approve", "fraud", version, "--by", "alice", "--reason", "card reviewed",
-                 "--stack-file", "stacks/Pulumi.prod.yaml", "--tracking-uri", trained["url"], env=trained["env"])
+                 "--stack-file", "stacks/Pulumi.prod.yaml", "--tracking-uri", trained["url"], env=own_version["env"])
     assert out.returncode == 0, out.stderr[-3000:]
     client = MlflowClient(tracking_uri=trained["url"])
     mv = client.get_model_version("fraud", version)
     assert client.get_model_version_by_alias("fraud", "champion").version == version
     assert mv.tags["approval.status"] == "approved" and mv.tags["approval.by"] == "alice"
     assert mv.tags["approval.reason"] == "card reviewed" and "approval.pending" not in mv.tags
-    (entry,) = [json.loads(line) for line in trained["audit"].read_text().splitlines()]
+    (entry,) = [json.loads(line) for line in own_version["audit"].read_text().splitlines()]
     assert entry["actor"] == "alice" and entry["env"] == "prod" and entry["runbook"] == "model-approve"
     assert entry["target"] == f"models:/fraud/{version}" and entry["result"] == "ok"
     card = json.loads(mlplat("model", "card", "fraud", "--json", "--tracking-uri", trained["url"]).stdout)
     assert card["registry"]["approval"]["by"] == "alice" and "champion" in card["registry"]["aliases"]
 
 
-def test_an_approval_never_overrides_failed_gates(trained):
+def test_an_approval_never_overrides_failed_gates(trained, own_version):
     client = MlflowClient(tracking_uri=trained["url"])
-    version = trained["doc"]["registry"]["version"]
+    version = own_version["version"]
     client.set_model_version_tag("fraud", version, "gate.passed", "false")
-    try:
-        out = mlplat("model", "approve", "fraud", version, "--by", "bob", "--reason", "ship it",
-                     "--tracking-uri", trained["url"], env=trained["env"])
-    finally:
-        client.set_model_version_tag("fraud", version, "gate.passed", "true")
+    out = mlplat("model", "approve", "fraud", version, "--by", "bob", "--reason", "ship it",
+                 "--tracking-uri", trained["url"], env=own_version["env"])
     assert out.returncode == 1 and "lacks passing quality gates" in out.stderr
+    assert "approval.status" not in client.get_model_version("fraud", version).tags
 
 
 def test_broken_training_data_fails_the_run_with_pandera_report(mlflow_server, tmp_path):
