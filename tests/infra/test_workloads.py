@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from contracts.alerts import ALERTS
+from contracts.cluster import FEAST_MATERIALIZE
 from contracts.metrics_catalog import known, metric_names
 from infra.aws.interfaces import WORKLOAD_IDENTITIES
 from infra.workloads.feature_store import feature_store_yaml
 from infra.workloads.seldon import KAFKA_SASL_SECRET, kafka_security
+from infra.workloads.tracing import INDEX_PREFIX
 from stacks.bom import load_bom
 from stacks.config import load_stack_file, stack_file
 
@@ -84,8 +86,8 @@ def test_feast_config_uses_redis_tls_auth_secret_and_s3(synth, env):
     server_env = values(s, "feast")["extraEnvs"]
     assert {"name": "REDIS_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": "feast-redis", "key": "token"}}} \
         in server_env
-    cron = manifests(s, "CronJob")[0]
-    assert cron["spec"]["schedule"] == "*/15 * * * *"
+    cron = next(m for m in manifests(s, "CronJob") if m["metadata"]["name"] == FEAST_MATERIALIZE.name)
+    assert cron["spec"]["schedule"] == load_stack_file(stack_file(env)).workloads.feast.materialization_schedule
     assert "materialize-incremental" in cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0][
         "command"][-1]
 
@@ -138,7 +140,10 @@ def test_seldon_kafka_tracing_and_server_image(synth, env):
     assert brokers == s.stack_outputs["kafkaBootstrapBrokersScram"]
     assert all(b.endswith(":9096") for b in brokers.split(","))
     assert runtime["config"]["kafkaConfig"]["bootstrap"] == brokers
-    assert runtime["config"]["tracingConfig"]["otelExporterEndpoint"] == "jaeger.tracing.svc.cluster.local:4317"
+    # Tracing is configured once, in the setup chart's SeldonConfig, which the runtime inherits: the runtime
+    # chart would render `tracingConfig.ratio` unquoted, which the SeldonRuntime CRD rejects (CONFORMANCE.md).
+    assert "tracingConfig" not in runtime["config"]
+    assert setup["opentelemetry"]["endpoint"] == "jaeger.tracing.svc.cluster.local:4317"
     assert servers["mlserver"]["podSpec"]["automountServiceAccountToken"] is True  # Seldon's agent needs the API
     container = servers["mlserver"]["podSpec"]["containers"][0]
     assert container["name"] == "mlserver"
@@ -266,7 +271,8 @@ def test_jaeger_storage_follows_config(synth, stack, storage):
     if storage == "badger":
         assert len(pvcs) == 1 and backend["badger"]["ttl"]["spans"] == "168h"
     else:
-        assert not pvcs and v["esIndexCleaner"] == {"enabled": True, "numberOfDays": 14}
+        assert not pvcs and v["esIndexCleaner"] == {"enabled": True, "numberOfDays": 14,
+                                                    "cmdlineParams": {"index-prefix": INDEX_PREFIX}}
 
 
 def test_cluster_autoscaler_matches_the_cluster_version(synth, env):
