@@ -15,16 +15,16 @@ STACKS = Path(__file__).resolve().parents[2] / "stacks"
 
 def test_default_gates_are_the_issue_targets():
     assert load_gates("fraud") == {"auc": 0.95, "f1": 0.90}
-    assert load_gates("sentiment") == {"macro_f1": 0.92}
+    assert load_gates("sentiment") == {"human_macro_f1": 0.72, "lexicon_macro_f1": 0.85}
     assert load_gates("recommendation") == {"ndcg@10": 0.32}
 
 
 def test_gates_come_from_a_stack_file(tmp_path):
-    text = (STACKS / "Pulumi.dev.yaml").read_text().replace("{macro_f1: 0.92}", "{macro_f1: 0.5}")
-    assert "{macro_f1: 0.5}" in text
+    text = (STACKS / "Pulumi.dev.yaml").read_text().replace("{human_macro_f1: 0.72,", "{human_macro_f1: 0.5,")
+    assert "{human_macro_f1: 0.5," in text
     stack = tmp_path / "Pulumi.dev.yaml"
     stack.write_text(text)
-    assert load_gates("sentiment", stack) == {"macro_f1": 0.5}
+    assert load_gates("sentiment", stack) == {"human_macro_f1": 0.5, "lexicon_macro_f1": 0.85}
 
 
 def test_unknown_model_is_named():

@@ -36,6 +36,16 @@ def test_batch_is_scored(served, infer):
         assert sum(rows[3 * i: 3 * i + 3]) == pytest.approx(1.0, abs=1e-4)
 
 
+def test_raw_tweets_are_normalised_as_in_training(served, infer):
+    """Mention, URL, html entity and elongation are handled inside the model: same scores either way."""
+    server, name = served
+    resp = infer(server.url, name, _text(["@anna I love the rally sooooo much &amp; more http://t.co/x1",
+                                          "@bob I love the rally soo much & more"]))
+    assert resp.status_code == 200, resp.text
+    rows = {o["name"]: o for o in resp.json()["outputs"]}["probabilities"]["data"]
+    assert rows[:3] == rows[3:]
+
+
 @pytest.mark.parametrize(
     ("inputs", "status", "needle"),
     [

@@ -1,12 +1,16 @@
-"""Data contract of the sentiment reference model: the Twitter and Reddit sentiment CSV files.
+"""Data contract of the sentiment reference model: lexicon-labelled and human-labelled CSV files.
 
-Two schemas exist, one per source, both with a 3-class integer label:
+Three schemas exist:
 
-- ``Twitter_Data.csv``: ``clean_text,category``
-- ``Reddit_Data.csv``:  ``clean_comment,category``
+- ``Twitter_Data.csv``: ``clean_text,category``; ``Reddit_Data.csv``: ``clean_comment,category`` --
+  pre-cleaned text, ``category`` ``-1`` negative, ``0`` neutral, ``1`` positive, labelled by a
+  lexicon tool (weak labels);
+- ``tweets_human_labelled_dev.csv`` (``HUMAN_FILE``): ``text,sentiment`` (other columns, such as
+  ``textID``, are ignored) -- raw tweets, ``sentiment`` ``negative`` / ``neutral`` / ``positive``,
+  labelled by people.
 
-(either file may be gzip-compressed as ``<name>.csv.gz``). ``category`` is ``-1`` negative, ``0``
-neutral, ``1`` positive. The loader returns the columns ``text`` and ``label`` whichever the schema.
+(any file may be gzip-compressed as ``<name>.csv.gz``). The loader returns the columns ``text`` and
+``label`` (-1/0/1) whichever the schema; ``load_file`` detects the schema from the header.
 
 Documented defects of the real files are handled explicitly and counted, never silently:
 rows with an empty / whitespace-only text or an empty label are dropped, and the counts are
@@ -30,11 +34,16 @@ from ml.common.contract import DataContractError
 
 log = logging.getLogger(__name__)
 
-FILES = ("Twitter_Data.csv", "Reddit_Data.csv")
+FILES = ("Twitter_Data.csv", "Reddit_Data.csv")  # lexicon-labelled, both required
 SOURCES = {"Twitter_Data.csv": "twitter", "Reddit_Data.csv": "reddit"}
 TEXT_COLUMNS = {"clean_text": "twitter", "clean_comment": "reddit"}
 LABEL_COLUMN = "category"
 LABELS = {"-1": -1, "0": 0, "1": 1}
+HUMAN_FILE = "tweets_human_labelled_dev.csv"  # human-labelled, optional (used when present)
+HUMAN = "human"  # its schema / source name
+RAW_TEXT_COLUMN = "text"
+SENTIMENT_COLUMN = "sentiment"
+SENTIMENT_WORDS = {"negative": -1, "neutral": 0, "positive": 1}
 
 
 def _read_raw(path: Path) -> pd.DataFrame:
@@ -50,47 +59,58 @@ def _read_raw(path: Path) -> pd.DataFrame:
         raise DataContractError(path, "file is empty (no header)") from exc
 
 
-def _text_column(path: Path, columns: list[str]) -> str:
+def _schema(path: Path, columns: list[str]) -> tuple[str, str, str]:
+    """(schema, text column, label column) from the header: twitter, reddit or human."""
     present = [c for c in TEXT_COLUMNS if c in columns]
+    human = RAW_TEXT_COLUMN in columns and SENTIMENT_COLUMN in columns
     if len(present) > 1:
         raise DataContractError(path, "ambiguous schema: both 'clean_text' and 'clean_comment' present")
+    if present and human:
+        raise DataContractError(path, f"ambiguous schema: both {present[0]!r} and 'text'/'sentiment' present")
+    if human:
+        return HUMAN, RAW_TEXT_COLUMN, SENTIMENT_COLUMN
     if not present:
+        if RAW_TEXT_COLUMN in columns:
+            raise DataContractError(path, f"missing label column for raw text, found {columns}",
+                                    column=SENTIMENT_COLUMN)
         raise DataContractError(
             path,
-            f"missing text column: expected 'clean_text' (Twitter) or 'clean_comment' (Reddit), found {columns}",
-            column="clean_text|clean_comment",
+            "missing text column: expected 'clean_text' (Twitter), 'clean_comment' (Reddit) or 'text' with "
+            f"'sentiment' (human-labelled), found {columns}",
+            column="clean_text|clean_comment|text",
         )
-    return present[0]
+    if LABEL_COLUMN not in columns:
+        raise DataContractError(path, f"missing label column, found {columns}", column=LABEL_COLUMN)
+    return TEXT_COLUMNS[present[0]], present[0], LABEL_COLUMN
 
 
 def load_file(path: Path) -> pd.DataFrame:
-    """Load one Twitter- or Reddit-schema file into columns ``text`` (str) and ``label`` (int).
+    """Load one file of any of the three schemas into columns ``text`` (str) and ``label`` (int).
 
-    Rows with empty text or an empty label are dropped and counted in ``attrs``; a label outside
-    {-1, 0, 1} or a missing column raises :class:`DataContractError`.
+    Rows with empty text or an empty label are dropped and counted in ``attrs``; a label outside the
+    schema's three values or a missing column raises :class:`DataContractError`.
     """
     path = Path(path)
     raw = _read_raw(path)
     columns = [str(c) for c in raw.columns]
-    text_col = _text_column(path, columns)
-    if LABEL_COLUMN not in columns:
-        raise DataContractError(path, f"missing label column, found {columns}", column=LABEL_COLUMN)
+    schema, text_col, label_col = _schema(path, columns)
 
     from ml.common.validation import validate
 
     text = raw[text_col].astype(str)
-    label_raw = raw[LABEL_COLUMN].astype(str).str.strip()
+    label_raw = raw[label_col].astype(str).str.strip()
     empty_text = text.str.strip() == ""
     empty_label = label_raw == ""
 
     # Any non-empty label must be exactly one of the three classes (pandera reports every offender).
-    validate(_cells_schema(), pd.DataFrame({LABEL_COLUMN: label_raw}), path)
+    validate(_cells_schema(schema == HUMAN), pd.DataFrame({label_col: label_raw}), path)
 
     keep = ~(empty_text | empty_label)
+    mapping = SENTIMENT_WORDS if schema == HUMAN else LABELS
     out = pd.DataFrame(
         {
             "text": text[keep].to_numpy(dtype=object),
-            "label": label_raw[keep].map(LABELS).to_numpy(dtype=np.int64),
+            "label": label_raw[keep].map(mapping).to_numpy(dtype=np.int64),
         }
     )
     by_reason = {
@@ -98,7 +118,7 @@ def load_file(path: Path) -> pd.DataFrame:
         "empty_label": int((empty_label & ~empty_text).sum()),
         "empty_both": int((empty_text & empty_label).sum()),
     }
-    out.attrs["schema"] = TEXT_COLUMNS[text_col]
+    out.attrs["schema"] = schema
     out.attrs["rows_read"] = len(raw)
     out.attrs["dropped"] = int((~keep).sum())
     out.attrs["dropped_by_reason"] = by_reason
@@ -109,10 +129,14 @@ def load_file(path: Path) -> pd.DataFrame:
 
 
 @functools.cache
-def _cells_schema() -> Any:
+def _cells_schema(human: bool = False) -> Any:
     """pandera: the label cells as written (empty ones are a documented defect, dropped and counted)."""
     import pandera.pandas as pa
 
+    if human:
+        words = list(SENTIMENT_WORDS)
+        allowed = pa.Check(lambda s: (s == "") | s.isin(words), error="sentiment must be one of " + ", ".join(words))
+        return pa.DataFrameSchema({SENTIMENT_COLUMN: pa.Column(str, allowed)}, name="sentiment.human_labels.cells")
     allowed = pa.Check(lambda s: (s == "") | s.isin(list(LABELS)), error="label must be one of -1, 0, 1")
     return pa.DataFrameSchema({LABEL_COLUMN: pa.Column(str, allowed)}, name="sentiment.labels.cells")
 
@@ -130,15 +154,43 @@ def _rows_schema() -> Any:
         checks=[has_rows("no usable rows (every row has an empty text or label)")], name="sentiment.rows")
 
 
+def _candidates(data_dir: Path, name: str) -> list[Path]:
+    data_dir = Path(data_dir)
+    found = [p for p in (data_dir / name, data_dir / f"{name}.gz") if p.is_file()]
+    if len(found) > 1:
+        raise DataContractError(data_dir / name, f"both {name} and {name}.gz exist; keep only one")
+    return found
+
+
 def resolve(data_dir: Path, name: str) -> Path:
     """Find ``name`` (``X.csv``) in ``data_dir`` as ``X.csv`` or ``X.csv.gz`` (exactly one of them)."""
-    data_dir = Path(data_dir)
-    candidates = [p for p in (data_dir / name, data_dir / f"{name}.gz") if p.is_file()]
+    candidates = _candidates(data_dir, name)
     if not candidates:
-        raise DataContractError(data_dir / name, f"file not found (expected {name} or {name}.gz)")
-    if len(candidates) > 1:
-        raise DataContractError(data_dir / name, f"both {name} and {name}.gz exist; keep only one")
+        raise DataContractError(Path(data_dir) / name, f"file not found (expected {name} or {name}.gz)")
     return candidates[0]
+
+
+def human_path(data_dir: Path) -> Path | None:
+    """``HUMAN_FILE`` (or its ``.gz``) in ``data_dir``, or None when there is none."""
+    candidates = _candidates(data_dir, HUMAN_FILE)
+    return candidates[0] if candidates else None
+
+
+def files(data_dir: Path) -> list[Path]:
+    """The files training reads: both lexicon-labelled files and, when present, the human-labelled one."""
+    human = human_path(data_dir)
+    return [resolve(data_dir, name) for name in FILES] + ([human] if human else [])
+
+
+def load_human(data_dir: Path) -> pd.DataFrame | None:
+    """The human-labelled file of ``data_dir`` (columns ``text``, ``label``, ``source`` = human), or None."""
+    path = human_path(data_dir)
+    if path is None:
+        return None
+    df = load_file(path)
+    if df.attrs["schema"] != HUMAN:
+        raise DataContractError(path, f"file has the {df.attrs['schema']} schema, expected text/sentiment")
+    return df.assign(source=HUMAN)
 
 
 def load(data_dir: Path) -> pd.DataFrame:
@@ -218,20 +270,62 @@ def _sample_text(rng: np.random.Generator) -> tuple[str, int]:
     return " ".join(words), label
 
 
-def generate_sample(out_dir: Path, rows: int = 1500, seed: int = 0, *, defects: bool = True) -> list[Path]:
-    """Write synthetic ``Twitter_Data.csv`` and ``Reddit_Data.csv`` (``rows`` data rows each).
+_WORDS = {1: "positive", 0: "neutral", -1: "negative"}
+
+
+def _raw_tweet(rng: np.random.Generator) -> tuple[str, str]:
+    """A synthetic raw tweet: a sample text dressed the way real tweets are (case, punctuation, URL,
+    @mention, html entity, elongated word, emoticon), labelled as a word. An emoticon counts like a
+    polar word, as people read it; the elongation and entity leave the label alone."""
+    text, label = _sample_text(rng)
+    words = text.split()
+    emoticon = ""
+    if rng.random() < (0.25 if label else 0.05):
+        sign = label or int(rng.choice([-1, 1]))
+        emoticon = str(rng.choice([":)", ":-)", ":D"] if sign > 0 else [":(", ":'("]))
+        label = sign
+        words.append(emoticon)
+    if rng.random() < 0.3:
+        i = int(rng.integers(len(words)))
+        w = words[i]
+        if w.isalpha():
+            words[i] = w[:-1] + w[-1] * int(rng.integers(3, 6))  # "goooood"-style elongation
+    if rng.random() < 0.5:
+        words[0] = words[0].capitalize()
+    if rng.random() < 0.1:
+        i = int(rng.integers(len(words)))
+        words[i] = words[i].upper()
+    out = " ".join(words)
+    if not emoticon:
+        out += str(rng.choice(["", ".", "!", "!!!", "?", "..."]))
+    if rng.random() < 0.2:
+        out = f"@user{int(rng.integers(1000))} {out}"
+    if rng.random() < 0.15:
+        out += f" http://t.co/{int(rng.integers(10**6)):x}"
+    if rng.random() < 0.1:
+        out = out.replace(" ", " &amp; ", 1)
+    return out, _WORDS[label]
+
+
+def generate_sample(out_dir: Path, rows: int = 1500, seed: int = 0, *, defects: bool = True,
+                    human_rows: int | None = None) -> list[Path]:
+    """Write synthetic ``Twitter_Data.csv``, ``Reddit_Data.csv`` (``rows`` data rows each) and the
+    human-labelled ``HUMAN_FILE`` of raw tweets (``human_rows``, default ``rows // 2``; 0: none).
 
     With ``defects`` the files also carry the real files' documented defects (an empty text, a label
     that slipped onto the next row, a whitespace-only comment) so the loader's handling is exercised.
     """
     if rows < 10:
         raise ValueError(f"rows must be >= 10, got {rows}")
+    human_rows = rows // 2 if human_rows is None else human_rows
+    if human_rows and human_rows < 10:
+        raise ValueError(f"human_rows must be 0 or >= 10, got {human_rows}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     paths = []
     for name, text_col in (("Twitter_Data.csv", "clean_text"), ("Reddit_Data.csv", "clean_comment")):
-        records: list[tuple[str, str]] = []
+        records: list[tuple[str, ...]] = []
         for _ in range(rows):
             text, label = _sample_text(rng)
             records.append((text, str(label)))
@@ -241,10 +335,18 @@ def generate_sample(out_dir: Path, rows: int = 1500, seed: int = 0, *, defects: 
             records[21] = ("", "1")  # ... which has no text
         elif defects:
             records[7] = ("   ", "0")  # whitespace-only comment
-        path = out_dir / name
-        with path.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow([text_col, LABEL_COLUMN])
-            writer.writerows(records)
-        paths.append(path)
+        paths.append(_write_csv(out_dir / name, [text_col, LABEL_COLUMN], records))
+    if human_rows:
+        records = [(f"s{i:05d}", *_raw_tweet(rng)) for i in range(human_rows)]
+        if defects:
+            records[3] = (records[3][0], " ", records[3][2])  # whitespace-only tweet
+        paths.append(_write_csv(out_dir / HUMAN_FILE, ["textID", RAW_TEXT_COLUMN, SENTIMENT_COLUMN], records))
     return paths
+
+
+def _write_csv(path: Path, header: list[str], records: list[tuple[str, ...]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(records)
+    return path

@@ -1,8 +1,17 @@
-"""Training pipeline of the sentiment model: Twitter + Reddit files -> text classifier -> artifact.
+"""Training pipeline of the sentiment model: human-labelled tweets + lexicon-labelled files -> stacked
+classifier -> artifact.
 
-Held-out split from `algorithm.split` (stratified); metrics from `algorithm.evaluate` (macro-F1,
-accuracy, per-class F1) on the held-out rows only. The artifact is the classifier's save dir plus
-the drift reference (confidence score and text length) and `mlplat-model.json`.
+Held-out rows: 20 % of the human-labelled file (stratified by label) and 20 % of the lexicon-labelled
+rows (stratified by label and source), both from `algorithm.split` with the run's seed; the model
+is fitted on the other 80 % of each. Metrics (`algorithm.evaluate`):
+
+- `human_macro_f1`, `human_accuracy`, `human_f1_*`: against people's labels -- the quality gate;
+- `lexicon_macro_f1`, `lexicon_accuracy`, `lexicon_f1_*`: against the lexicon tool's labels.
+
+Without the human-labelled file in the data directory the model learns from lexicon labels only and
+reports no `human_*` metric, so the human gate fails and the version is never promoted. The
+artifact is the classifier's save dir plus the drift reference (confidence score and text length)
+and `mlplat-model.json`.
 """
 
 from __future__ import annotations
@@ -17,10 +26,11 @@ from ml.common.pipeline import TrainOutput, write_metadata
 from ml.models.sentiment import algorithm, data
 
 NAME = "sentiment"
+HUMAN, LEXICON = "human", "lexicon"  # metric prefixes
 
 
 def generate_sample(out_dir: Path, seed: int = 0) -> Path:
-    """Small synthetic Twitter_Data.csv and Reddit_Data.csv (real schemas) in `out_dir`."""
+    """Small synthetic Twitter_Data.csv, Reddit_Data.csv and human-labelled raw tweets in `out_dir`."""
     data.generate_sample(Path(out_dir), seed=seed)
     return Path(out_dir)
 
@@ -31,31 +41,56 @@ def reference_columns(model: Any, texts: list[str]) -> dict[str, np.ndarray]:
     return {"score": proba.max(axis=1), "text_length": np.array([len(t.split()) for t in texts], dtype=float)}
 
 
+def _prefixed(prefix: str, metrics: dict) -> dict[str, float]:
+    return {f"{prefix}_{k}": float(v) for k, v in metrics.items()}
+
+
 def train(data_dir: Path, out_dir: Path, params: dict[str, Any] | None = None, seed: int = 0) -> TrainOutput:
-    frame = data.load(Path(data_dir))
-    train_df, test_df = algorithm.split(frame, seed)
-    model = algorithm.fit(train_df["text"].tolist(), train_df["label"].tolist(), params, seed)
-    metrics = {k: float(v) for k, v in algorithm.evaluate(model, test_df).items()}
+    weak = data.load(Path(data_dir))
+    human = data.load_human(Path(data_dir))
+    weak_train, weak_test = algorithm.split(weak, seed)
+    if human is not None:
+        human_train, human_test = algorithm.split(human, seed)
+        model = algorithm.fit(human_train["text"].tolist(), human_train["label"].to_numpy(),
+                              weak_train["text"].tolist(), weak_train["label"].to_numpy(), params, seed)
+    else:
+        human_train = human_test = None
+        model = algorithm.fit(weak_train["text"].tolist(), weak_train["label"].to_numpy(), params=params, seed=seed)
+    metrics: dict[str, float] = {}
+    segments: dict[str, dict[str, float]] = {}
+    if human_test is not None:
+        metrics |= _prefixed(HUMAN, algorithm.evaluate(model, human_test))
+        segments[data.HUMAN] = metrics.copy()
+    metrics |= _prefixed(LEXICON, algorithm.evaluate(model, weak_test))
+    for source, rows in weak_test.groupby("source"):
+        segments[str(source)] = _prefixed(LEXICON, algorithm.evaluate(model, rows))
     out_dir = Path(out_dir)
     model.save(out_dir)
-    sample = test_df["text"].tolist()[:5000]
-    Reference.from_columns(reference_columns(model, sample)).save(out_dir)
-    used = dict(getattr(model, "params", None) or params or {})
+    served = human_test if human_test is not None else weak_test  # raw tweets are what the service gets
+    Reference.from_columns(reference_columns(model, served["text"].tolist()[:5000])).save(out_dir)
+    used = dict(model.params)
     write_metadata(out_dir, NAME, metrics, used)
-    info = {"rows": len(frame), "train_rows": len(train_df), "test_rows": len(test_df), "seed": seed,
-            **{f"rows_{s}": int(n) for s, n in frame["source"].value_counts().items()}}
-    return TrainOutput(NAME, out_dir, used, metrics, info)
+    info = {"rows": len(weak) + (0 if human is None else len(human)), "seed": seed,
+            "train_rows_lexicon": len(weak_train), "test_rows_lexicon": len(weak_test),
+            **{f"rows_{s}": int(n) for s, n in weak["source"].value_counts().items()}}
+    if human is not None:
+        info |= {"rows_human": len(human), "train_rows_human": len(human_train), "test_rows_human": len(human_test)}
+    return TrainOutput(NAME, out_dir, used, metrics, info, segments=segments)
 
 
 def evaluate(model_dir: Path, data_file: Path) -> dict[str, float]:
-    """Metrics on one file of either schema (Twitter `clean_text` or Reddit `clean_comment`)."""
+    """Metrics on one file of any schema (`clean_text`/`clean_comment` + `category` -1/0/1, or raw
+    `text` + `sentiment` as words): `macro_f1`, `accuracy`, per-class F1, `rows`."""
     model = algorithm.SentimentModel.load(Path(model_dir))
     frame = data.load_file(Path(data_file))
     return {k: float(v) for k, v in algorithm.evaluate(model, frame).items()}
 
 
 def sample_requests(data_dir: Path, model_dir: Path, n: int = 200, seed: int = 0) -> list[dict[str, Any]]:
-    """V2 request bodies for benchmarks: single texts drawn from the data."""
-    frame = data.load(Path(data_dir))
+    """V2 request bodies for benchmarks: single raw tweets from the human-labelled file (the model's
+    intended input), else texts of the lexicon-labelled files."""
+    frame = data.load_human(Path(data_dir))
+    if frame is None:
+        frame = data.load(Path(data_dir))
     texts = frame["text"].sample(n=min(n, len(frame)), random_state=seed).tolist()
     return [{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [t]}]} for t in texts]
