@@ -29,6 +29,11 @@ WORKLOAD_IDENTITIES: dict[str, WorkloadIdentity] = {
     "feast-ingestor": WorkloadIdentity("feast", "feast-stream-ingestor"),
     "model-serving": WorkloadIdentity("seldon", "model-server"),
     "training": WorkloadIdentity("ml-training", "training"),
+    # Kubeflow Pipelines (namespace `kubeflow`; the names its manifests give the service accounts): the API
+    # server, the pods of pipeline steps (and Argo's log archiving in them), the UI.
+    "pipelines": WorkloadIdentity("kubeflow", "ml-pipeline"),
+    "pipeline-runner": WorkloadIdentity("kubeflow", "pipeline-runner"),
+    "pipelines-ui": WorkloadIdentity("kubeflow", "ml-pipeline-ui"),
     "cluster-autoscaler": WorkloadIdentity("kube-system", "cluster-autoscaler"),
     "aws-load-balancer-controller": WorkloadIdentity("kube-system", "aws-load-balancer-controller"),
 }
@@ -50,6 +55,7 @@ class KubeObject(NamedTuple):
 FEAST_NAMESPACE = WORKLOAD_IDENTITIES["feast"].namespace
 SELDON_NAMESPACE = WORKLOAD_IDENTITIES["model-serving"].namespace
 MLFLOW_NAMESPACE = WORKLOAD_IDENTITIES["mlflow"].namespace
+PIPELINES_NAMESPACE = WORKLOAD_IDENTITIES["pipelines"].namespace
 
 FEAST_SERVER = KubeObject("deployment", FEAST_NAMESPACE, "feast-feature-server")
 FEAST_INGESTOR = KubeObject("deployment", FEAST_NAMESPACE, "feast-stream-ingestor")

@@ -131,6 +131,20 @@ def deployment(replicas: int = 1, **container: Any) -> dict[str, Any]:
                                   "spec": {"containers": [{**CONTAINER_OK, **container}]}}}}
 
 
+SERVICE = "kubernetes:core/v1:Service"
+LB_SCHEME = "service.beta.kubernetes.io/aws-load-balancer-scheme"
+PIPELINES_BUCKET = "mlplatform-prod-pipelines-111122223333-eu-west-1"
+ROLES = ["arn:aws:iam::111122223333:role/mlplatform-prod-irsa-pipelines",
+         "arn:aws:iam::111122223333:role/mlplatform-prod-irsa-pipeline-runner"]
+TLS_DENY = {"Effect": "Deny", "Principal": "*", "Action": "s3:*", "Resource": [f"arn:aws:s3:::{PIPELINES_BUCKET}"],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+
+
+def scoped_to(roles: list[str], operator: str = "ArnNotEquals") -> dict[str, Any]:
+    return {"Effect": "Deny", "Principal": "*", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+            "Resource": f"arn:aws:s3:::{PIPELINES_BUCKET}/*", "Condition": {operator: {"aws:PrincipalArn": roles}}}
+
+
 def bucket_stack(*, pab: bool = True, sse: str | None = "aws:kms", versioning: str | None = "Enabled",
                  tls: bool | None = True) -> list[PlanResource]:
     """A bucket with its companions; `None` leaves a companion out."""
@@ -261,6 +275,13 @@ EXAMPLES: dict[str, Example] = {
         [res(DEPLOY, "app", **deployment(replicas=2)),
          res(PDB, "pdb", metadata={"namespace": "other"},
              spec={"minAvailable": 1, "selector": {"matchLabels": {"app": "x"}}})]),
+    "k8s-load-balancer-internal": _one(
+        SERVICE, {"metadata": {"name": "ui", "annotations": {LB_SCHEME: "internal"}},
+                  "spec": {"type": "LoadBalancer", "loadBalancerSourceRanges": ["10.0.0.0/16"]}},
+        {"metadata": {"name": "ui"}, "spec": {"type": "LoadBalancer", "loadBalancerSourceRanges": ["10.0.0.0/16"]}}),
+    "s3-objects-scoped-to-roles": _one(
+        BPOL, {"bucket": PIPELINES_BUCKET, "policy": json.dumps({"Statement": [TLS_DENY, scoped_to(ROLES)]})},
+        {"bucket": PIPELINES_BUCKET, "policy": json.dumps({"Statement": [TLS_DENY]})}),
     "k8s-networkpolicy-per-namespace": Example(
         [res(NAMESPACE, "ns", metadata={"name": "apps"}), res(NETPOL, "deny", metadata={"namespace": "apps"})],
         [res(NAMESPACE, "ns", metadata={"name": "apps"}), res(NETPOL, "deny", metadata={"namespace": "other"})]),
@@ -292,6 +313,12 @@ def _pod(**pod: Any) -> dict[str, Any]:
 
 
 BRANCHES: list[Branch] = [
+    _b("k8s-load-balancer-internal", "loadBalancerSourceRanges admit the internet (0.0.0.0/0)",
+       res(SERVICE, "ui", metadata={"name": "ui", "annotations": {LB_SCHEME: "internal"}},
+           spec={"type": "LoadBalancer", "loadBalancerSourceRanges": ["0.0.0.0/0"]})),
+    _b("s3-objects-scoped-to-roles", "include a wildcard",
+       res(BPOL, "p", bucket=PIPELINES_BUCKET, policy=json.dumps({"Statement": [
+           TLS_DENY, scoped_to(["arn:aws:iam::111122223333:role/*"], "ArnNotLike")]}))),
     _b("eks-endpoint-restricted", "open to 0.0.0.0/0 (no publicAccessCidrs)",
        res(EKS, "c", **{**EKS_OK, "vpcConfig": {"endpointPublicAccess": True}})),
     _b("eks-endpoint-restricted", "open to 0.0.0.0/0 (no publicAccessCidrs)",  # AWS's default is public

@@ -66,12 +66,32 @@ class Image(_Strict):
         return f"{self.repository}:{self.tag}"
 
 
+class Manifests(_Strict):
+    """A kustomize tree pinned to a release tag of its git repository."""
+
+    repository: str
+    path: str
+    version: str
+
+    @field_validator("version")
+    @classmethod
+    def _exact(cls, v: str) -> str:
+        if not _SEMVER.match(v):
+            raise ValueError(f"manifests version {v!r} must be an exact release tag, not a branch or range")
+        return v
+
+    def url(self, subpath: str) -> str:
+        """A kustomize remote target: `<repository>/<path>/<subpath>?ref=<version>`."""
+        return f"{self.repository}/{self.path}/{subpath.strip('/')}?ref={self.version}"
+
+
 class Bom(_Strict):
     platform: Platform
     kubernetes: KubernetesVersions
     eks_addons: dict[str, dict[str, str]] = Field(alias="eksAddons")
     engines: dict[str, str]
     charts: dict[str, Chart]
+    manifests: dict[str, Manifests] = Field(default_factory=dict)
     images: dict[str, Image]
     cluster_autoscaler_image_tags: dict[str, str] = Field(alias="clusterAutoscalerImageTags")
     python: dict[str, str]

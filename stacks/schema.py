@@ -320,6 +320,33 @@ class RepositoryConfig(Section):
     )
 
 
+_DATA_URI = r"^(sample|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?)$"
+
+
+class PipelinesConfig(Section):
+    enabled: bool = Field(
+        True, description="Install Kubeflow Pipelines (the release's kustomize manifests, Argo Workflows from its "
+        "chart), upload the models' training pipelines, schedule them and run each once on first install.")
+    database: Literal["inCluster", "managed"] = Field(
+        "inCluster", description="Where KFP keeps runs, metadata (MLMD) and cache: `inCluster` (KFP's own PostgreSQL "
+        "on a volume) or `managed` (databases on the platform's RDS PostgreSQL, Multi-AZ where `database.multiAz`, "
+        "reached through a TLS proxy in the namespace; prod: required).")
+    ui: Literal["portForward", "internalLoadBalancer"] = Field(
+        "portForward", description="How people reach the KFP UI: `portForward` (kubectl port-forward only) or "
+        "`internalLoadBalancer` (an internal NLB reachable from the VPC; never internet-facing).")
+    data_uri: Annotated[str, StringConstraints(pattern=_DATA_URI)] = Field(
+        "sample", description="Training data of the scheduled and first-install runs: `sample` (the pipeline's first "
+        "step generates the product's sample data) or an s3:// prefix holding the models' data files.")
+    first_install_runs: bool = Field(
+        True, description="Run every model's pipeline once when it is first installed, so that the models are "
+        "trained, registered and served without a manual step.")
+    retrain_on_drift: bool = Field(
+        True, description="Start a run of a model's pipeline when its drift alert fires (Alertmanager -> the "
+        "pipelines-retrain receiver).")
+    retrain_cooldown_minutes: int = Field(
+        360, ge=10, le=10080, description="Minimum time between two drift-triggered runs of one model.")
+
+
 class WorkloadsConfig(Section):
     mlflow: ServiceConfig = Field(default_factory=ServiceConfig, description="MLflow tracking server and registry.")
     feast: FeastConfig = Field(default_factory=FeastConfig, description="Feast feature server and materialization.")
@@ -327,6 +354,8 @@ class WorkloadsConfig(Section):
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig, description="Monitoring.")
     tracing: TracingConfig = Field(default_factory=TracingConfig, description="Tracing.")
     addons: AddonsConfig = Field(default_factory=AddonsConfig, description="Cluster add-ons installed by Helm.")
+    pipelines: PipelinesConfig = Field(default_factory=PipelinesConfig,
+                                       description="Kubeflow Pipelines and the models' training pipelines.")
     model_server_repository: RepositoryConfig = Field(
         default_factory=RepositoryConfig, description="ECR repository of the model-server image."
     )
@@ -347,6 +376,10 @@ class ModelConfig(Section):
     experiment: Experiment = Field(default_factory=Experiment, description="Champion/challenger traffic split.")
     quality_gates: dict[str, float] = Field(
         default_factory=dict, description="Metric floors a version must reach to be promoted to `champion`."
+    )
+    training_schedule: Annotated[str, StringConstraints(pattern=r"^(\S+\s+){4}\S+$")] | None = Field(
+        "0 3 * * 1", description="Cron schedule (UTC, five fields) of the model's recurring training-pipeline run "
+        "on the cluster; null: no recurring run."
     )
 
 

@@ -20,7 +20,13 @@ from infra.aws.controller_policies import cluster_autoscaler_statements, load_ba
 from infra.aws.interfaces import WORKLOAD_IDENTITIES
 from infra.aws.irsa import IrsaRole, IrsaRoleArgs, OidcIssuer, assert_no_wildcard_admin
 from infra.aws.kafka import group_arn, topic_arn
-from infra.aws.storage import FEAST_REGISTRY_KEY, MLFLOW_ARTIFACT_PREFIX
+from infra.aws.storage import (
+    FEAST_OFFLINE_PREFIX,
+    FEAST_REGISTRY_KEY,
+    MLFLOW_ARTIFACT_PREFIX,
+    OPTIONAL_BUCKETS,
+    PIPELINE_PACKAGES_PREFIX,
+)
 from stacks.context import StackContext
 
 Access = Literal["read", "write"]
@@ -53,6 +59,13 @@ WORKLOAD_GRANTS: dict[str, list[BucketGrant | TopicGrant]] = {
     "model-serving": [BucketGrant("models", "read"), BucketGrant("models", "write", "serving-samples/")],
     "training": [BucketGrant("mlflow", "write", MLFLOW_ARTIFACT_PREFIX), BucketGrant("feast", "read"),
                  BucketGrant("models", "write")],
+    # Kubeflow Pipelines: the API server keeps pipeline packages and reads run artifacts; the steps write the
+    # pipeline root and archived logs, the models' Parquet into the Feast offline store, and publish to the
+    # Seldon slots (MLflow artifacts go through the tracking server); the UI reads artifacts and logs.
+    "pipelines": [BucketGrant("pipelines", "read"), BucketGrant("pipelines", "write", PIPELINE_PACKAGES_PREFIX)],
+    "pipeline-runner": [BucketGrant("pipelines", "write"), BucketGrant("feast", "write", FEAST_OFFLINE_PREFIX),
+                        BucketGrant("models", "write")],
+    "pipelines-ui": [BucketGrant("pipelines", "read")],
 }
 CONTROLLERS = ("cluster-autoscaler", "aws-load-balancer-controller")
 
@@ -100,6 +113,14 @@ def workload_statements(identity: str, bucket_arns: dict[str, str], key_arn: str
         else:
             statements += topic_statements(cluster_arn, topics, grant)
     return statements
+
+
+def grants_exist(identity: str, bucket_arns: dict[str, object]) -> bool:
+    """Whether every bucket `identity` is granted exists; only an optional bucket may be absent."""
+    missing = {g.bucket for g in WORKLOAD_GRANTS[identity] if isinstance(g, BucketGrant)} - set(bucket_arns)
+    if missing - set(OPTIONAL_BUCKETS):
+        raise KeyError(f"{identity} is granted bucket(s) {sorted(missing)} that the storage layer does not create")
+    return not missing
 
 
 def check_workload_grants(topics: list[str]) -> None:
@@ -150,6 +171,8 @@ class WorkloadIdentities(pulumi.ComponentResource):
         check_workload_grants(topics)
         arns = pulumi.Output.all(bucket_arns, storage_key_arn, kafka_cluster_arn)
         for identity in WORKLOAD_GRANTS:
+            if not grants_exist(identity, bucket_arns):
+                continue  # its bucket is not created (the workload is switched off: OPTIONAL_BUCKETS)
             statements = arns.apply(lambda a, ident=identity: workload_statements(ident, a[0], a[1], a[2], topics))
             self._role(ctx, oidc, identity, statements, child)
 

@@ -31,6 +31,15 @@ class OidcIssuer:
     issuer_url: pulumi.Input[str]
 
 
+def role_name(ctx: StackContext, identity: str) -> str:
+    """The IAM role name of an IRSA identity (known before the role exists: bucket policies name it)."""
+    return ctx.name("irsa", identity)[:64]
+
+
+def role_arn(ctx: StackContext, account_id: str, identity: str) -> str:
+    return f"arn:aws:iam::{account_id}:role/{role_name(ctx, identity)}"
+
+
 def service_account_subject(namespace: str, service_account: str) -> str:
     return f"system:serviceaccount:{namespace}:{service_account}"
 
@@ -91,7 +100,7 @@ class IrsaRole(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         role = aws.iam.Role(
             f"{name}-role",
-            name=ctx.name("irsa", name)[:64],
+            name=role_name(ctx, name),
             description=f"IRSA for {service_account_subject(namespace, service_account)}",
             assume_role_policy=pulumi.Output.all(oidc.provider_arn, oidc.issuer_url).apply(
                 lambda a: trust_policy(a[0], a[1], namespace, service_account)

@@ -26,7 +26,17 @@ BUCKETS: dict[str, str] = {
     "mlflow": "MLflow artifacts",
     "feast": "Feast offline store and registry",
     "models": "model artifacts served by MLServer",
+    "pipelines": "Kubeflow Pipelines artifacts (pipeline root), pipeline packages and run logs",
 }
+# Buckets that exist only with the workload that uses them (`workloads.<key>.enabled`).
+OPTIONAL_BUCKETS = {"pipelines": "pipelines"}
+# Buckets whose objects only the listed workload identities (their IRSA roles) may read or write: the
+# bucket policy denies object access to every other principal of the account.
+OBJECT_ACCESS_ONLY: dict[str, tuple[str, ...]] = {"pipelines": ("pipelines", "pipeline-runner", "pipelines-ui")}
+PIPELINE_ROOT_PREFIX = "pipeline-root/"  # KFP v2 artifacts (kfp-launcher defaultPipelineRoot)
+PIPELINE_PACKAGES_PREFIX = "pipelines/"  # pipeline specs the KFP API server stores
+PIPELINE_LOGS_PREFIX = "argo-logs/"  # archived step logs (Argo Workflows artifactRepository)
+OBJECT_ACTIONS = ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"]
 # Object layout shared with the workload layer and the IRSA grants.
 MLFLOW_ARTIFACT_PREFIX = "artifacts/"
 FEAST_OFFLINE_PREFIX = f"{feast.OFFLINE_PREFIX}/"
@@ -44,6 +54,14 @@ def tls_only_statements(bucket_arn: str) -> list[dict[str, Any]]:
         {"Sid": "DenyOutdatedTls", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
          "Resource": resources, "Condition": {"NumericLessThan": {"s3:TlsVersion": MIN_TLS_VERSION}}},
     ]
+
+
+def identities_only_statement(bucket_arn: str, role_arns: list[str]) -> dict[str, Any]:
+    """Deny reading and writing objects to every principal except `role_arns` (IRSA roles)."""
+    return {
+        "Sid": "DenyObjectAccessOutsideWorkloadRoles", "Effect": "Deny", "Principal": "*", "Action": OBJECT_ACTIONS,
+        "Resource": f"{bucket_arn}/*", "Condition": {"ArnNotEquals": {"aws:PrincipalArn": sorted(role_arns)}},
+    }
 
 
 def access_log_delivery_statement(log_bucket_arn: str, account_id: str) -> dict[str, Any]:
@@ -95,6 +113,9 @@ class Storage(pulumi.ComponentResource):
 
         self.buckets, self.bucket_arns = {}, {}
         for purpose, holds in BUCKETS.items():
+            workload = OPTIONAL_BUCKETS.get(purpose)
+            if workload is not None and not getattr(ctx.cfg.workloads, workload).enabled:
+                continue
             bucket = self._bucket(purpose, holds, key_arn=key_arn)
             self._policy(purpose, bucket)
             self._lifecycle(purpose, bucket)
@@ -150,6 +171,11 @@ class Storage(pulumi.ComponentResource):
             statements = tls_only_statements(arn)
             if with_log_delivery:
                 statements.append(access_log_delivery_statement(arn, acct))
+            if purpose in OBJECT_ACCESS_ONLY:
+                from infra.aws.irsa import role_arn
+
+                statements.append(identities_only_statement(
+                    arn, [role_arn(self._ctx, acct, ident) for ident in OBJECT_ACCESS_ONLY[purpose]]))
             return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
         # The ARN from the bucket's name, not from its `arn` output: the name is known in the first

@@ -1,9 +1,10 @@
 """`mlplat render --stack ENV --out DIR`: the Kubernetes manifests the program declares directly.
 
 Writes `DIR/manifests/<namespace>/<kind>-<name>.yaml` for every Kubernetes resource declared with
-pulumi_kubernetes (not what Helm charts render), and `DIR/helm-releases.yaml` with each release's
-chart, version, repository, namespace and values, for scanners and reviewers. Secret values appear
-as "[secret]". `--validate` checks core kinds against the Kubernetes OpenAPI schemas
+pulumi_kubernetes (not what Helm charts render), `DIR/helm-releases.yaml` with each release's chart,
+version, repository, namespace and values, and `DIR/kustomize/<overlay>/kustomization.yaml` for each
+kustomize overlay the provider renders at `pulumi up` (Kubeflow Pipelines), for scanners and reviewers.
+Secret values appear as "[secret]". `--validate` checks core kinds against the Kubernetes OpenAPI schemas
 (kubernetes-validate); custom resources (ServiceMonitor, PrometheusRule, ...) are listed as skipped.
 """
 
@@ -22,6 +23,7 @@ import yaml
 from stacks.config import ConfigError
 
 RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"
+KUSTOMIZE_TYPE = "kubernetes:kustomize/v2:Directory"
 SECRET = "[secret]"
 # API groups whose schemas kubernetes-validate ships (core Kubernetes); everything else is a CRD.
 CORE_GROUPS = {"", "apps", "batch", "policy", "networking.k8s.io", "storage.k8s.io", "rbac.authorization.k8s.io",
@@ -32,6 +34,7 @@ CORE_GROUPS = {"", "apps", "batch", "policy", "networking.k8s.io", "storage.k8s.
 class Rendered:
     manifests: dict[Path, dict[str, Any]] = field(default_factory=dict)  # relative path -> manifest
     releases: list[dict[str, Any]] = field(default_factory=list)
+    kustomizations: list[dict[str, Any]] = field(default_factory=list)  # directory (project-relative), namespace
 
 
 def is_core(manifest: dict[str, Any]) -> bool:
@@ -44,6 +47,9 @@ def render(resources: Iterable[Any]) -> Rendered:
     """Split synthesized resources into plain manifests and Helm release descriptions."""
     out = Rendered()
     for r in resources:
+        if r.type == KUSTOMIZE_TYPE:
+            out.kustomizations.append({"directory": r.inputs.get("directory"), "namespace": r.inputs.get("namespace")})
+            continue
         if not r.custom or not r.type.startswith("kubernetes:") or r.type.startswith("pulumi:providers"):
             continue
         if r.type == RELEASE_TYPE:
@@ -92,6 +98,13 @@ def write(rendered: Rendered, out: Path) -> None:
         target.write_text(yaml.safe_dump(manifest, sort_keys=False))
     out.mkdir(parents=True, exist_ok=True)
     (out / "helm-releases.yaml").write_text(yaml.safe_dump({"releases": rendered.releases}, sort_keys=False))
+    root = Path(__file__).resolve().parents[2]
+    for k in rendered.kustomizations:
+        overlay = root / str(k["directory"]) / "kustomization.yaml"
+        if overlay.is_file():
+            target = out / "kustomize" / Path(str(k["directory"])).name / "kustomization.yaml"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(overlay.read_text())
 
 
 def register(sub: argparse._SubParsersAction) -> None:

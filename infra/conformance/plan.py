@@ -10,6 +10,7 @@ from typing import Any
 from infra.conformance.model import KubeObject
 
 RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"
+KUSTOMIZE_TYPE = "kubernetes:kustomize/v2:Directory"
 CLUSTER_TYPE = "aws:eks/cluster:Cluster"
 SECRET = "[secret]"
 UNKNOWN = "[unknown]"
@@ -32,6 +33,13 @@ class Release:
 
 
 @dataclass
+class Kustomization:
+    urn: str
+    directory: str  # the overlay, relative to the project directory
+    namespace: str
+
+
+@dataclass
 class Plan:
     stack: str
     kubernetes_version: str
@@ -39,6 +47,7 @@ class Plan:
     objects: list[KubeObject]  # the program's own Kubernetes objects
     dependencies: dict[str, list[str]] = field(default_factory=dict)  # urn -> urns it depends on
     types: dict[str, str] = field(default_factory=dict)  # urn -> resource type
+    kustomizations: list[Kustomization] = field(default_factory=list)
 
     @classmethod
     def from_preview(cls, plan: dict[str, Any]) -> Plan:
@@ -51,6 +60,7 @@ class Plan:
         objects: list[KubeObject] = []
         deps: dict[str, list[str]] = {}
         types: dict[str, str] = {}
+        kustomizations: list[Kustomization] = []
         version = ""
         for st in states:
             urn, type_, inputs = st["urn"], st["type"], st.get("inputs") or {}
@@ -58,6 +68,10 @@ class Plan:
             types[urn] = type_
             if type_ == CLUSTER_TYPE:
                 version = str(inputs.get("version") or version)
+            if type_ == KUSTOMIZE_TYPE:
+                kustomizations.append(Kustomization(urn, str(inputs.get("directory")),
+                                                    str(inputs.get("namespace") or "default")))
+                continue
             if not st.get("custom") or not type_.startswith("kubernetes:"):
                 continue
             if type_ == RELEASE_TYPE:
@@ -77,7 +91,7 @@ class Plan:
             objects.append(KubeObject(manifest, origin="plan " + urn.rsplit("::", 1)[-1], urn=urn))
         if not version:
             raise ValueError(f"plan of stack {stack!r} has no {CLUSTER_TYPE} with a version")
-        return cls(stack, version, releases, objects, deps, types)
+        return cls(stack, version, releases, objects, deps, types, kustomizations)
 
     def depends_on(self, urn: str, target: str) -> bool:
         """Whether `urn` depends on `target` directly or through other resources' dependencies."""

@@ -65,6 +65,38 @@ def _timed(report: Report, name: str, started: float) -> float:
     return now
 
 
+def _kustomizations(plan: Plan, store: ChartStore, crds: CrdRegistry, rows: dict[str, Row],
+                    report: Report) -> list[KubeObject]:
+    """The overlays of the plan, read structurally from the mirrored release tree (infra/conformance/kustomize.py)."""
+    from infra.conformance import kustomize
+    from infra.offline.synth import REPO_ROOT
+    from stacks.bom import load_bom
+
+    out: list[KubeObject] = []
+    for kz in plan.kustomizations:
+        name = Path(kz.directory).name
+        pinned = next(((n, m) for n, m in load_bom().manifests.items() if name.startswith(f"{n}-{m.version}")), None)
+        if pinned is None:
+            report.problems.append(Problem("kustomize", kz.directory, "overlay of no `manifests` entry of the BOM"))
+            continue
+        manifests, pin = pinned
+        rendered = kustomize.render(Path(REPO_ROOT) / kz.directory, kustomize.load_tarball(store, manifests,
+                                                                                           pin.version), pin.version)
+        label = f"{manifests} (kustomize)"
+        rows[label] = Row(label, "kustomize", pin.version, rendered=len(rendered.objects))
+        for obj in rendered.objects:
+            if obj.kind == "CustomResourceDefinition":
+                crds.add(obj)
+        for obj in rendered.objects:
+            obj.release = label
+            if crds.namespaced(obj.manifest):
+                obj.manifest.setdefault("metadata", {}).setdefault("namespace", kz.namespace)
+        report.problems.extend(Problem(p.check, p.subject, p.message, label) for p in rendered.problems)
+        report.notes.extend(f"{label}: {note}" for note in dict.fromkeys(rendered.notes))
+        out.extend(rendered.objects)
+    return out
+
+
 def run(plan: Plan, store: ChartStore, scan: bool = True, dead_keys: bool = True) -> Report:
     report = Report(plan.stack, plan.kubernetes_version)
     t = time.perf_counter()
@@ -92,6 +124,7 @@ def run(plan: Plan, store: ChartStore, scan: bool = True, dead_keys: bool = True
         rows[r.release.name].rendered = len(found) + len(r.crds)
         objects.extend(r.crds)
         objects.extend(found)
+    objects.extend(_kustomizations(plan, store, crds, rows, report))
     objects.extend(plan.objects)
     rows[PROGRAM].rendered = len(plan.objects)
     # 3. Schemas.
@@ -142,6 +175,8 @@ def run(plan: Plan, store: ChartStore, scan: bool = True, dead_keys: bool = True
             row.invalid += 1
     for name, count in invalid.items():
         rows[name].invalid += count
-    report.rows = [rows[r.release.name] for r in rendered] + [rows[PROGRAM]]
+    report.rows = [rows[r.release.name] for r in rendered] + [rows[k] for k in rows
+                                                              if k not in {r.release.name for r in rendered}
+                                                              and k != PROGRAM] + [rows[PROGRAM]]
     report.objects = objects + derived
     return report

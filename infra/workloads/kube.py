@@ -23,6 +23,8 @@ PART_OF = "mlplatform"
 # (node-exporter: host network and PID) need privileged in `monitoring`.
 PSS_RESTRICTED = "restricted"
 PSS_PRIVILEGED = "privileged"
+# Third-party pods we do not write (Kubeflow Pipelines' release manifests) that the restricted level refuses.
+PSS_BASELINE = "baseline"
 __all__ = ["NODE_ROLE_LABEL", "SYSTEM_TOLERATION"]  # re-exported for the workload modules
 
 # Non-root, no privilege escalation, read-only root, no capabilities: our own containers.

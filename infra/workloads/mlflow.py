@@ -41,7 +41,7 @@ FLASK_SECRET = "mlflow-flask"
 # Chart selector labels (charts/mlflow/templates/_helpers.tpl "mlflow.selectorLabels").
 SELECTOR = {"app.kubernetes.io/name": "mlflow", "app.kubernetes.io/instance": RELEASE}
 # Namespaces whose pods call the tracking server / registry.
-CLIENT_NAMESPACES = ("seldon", "feast", "ml-training", "monitoring")
+CLIENT_NAMESPACES = ("seldon", "feast", "ml-training", "monitoring", "kubeflow")
 
 
 def tracking_uri() -> str:
@@ -141,4 +141,5 @@ class Mlflow(pulumi.ComponentResource):
         pod_disruption_budget(RELEASE, NAMESPACE, SELECTOR, ctx.cfg.workloads.mlflow.replicas, self, [ns])
         self.tracking_uri = tracking_uri()
         self.admin_secret_name = ADMIN_SECRET
+        self.admin_password = pulumi.Output.secret(admin_password.result)  # clients in other namespaces copy it
         self.register_outputs({"trackingUri": self.tracking_uri, "adminSecret": ADMIN_SECRET})

@@ -126,7 +126,7 @@ def prometheus_values(ctx: StackContext) -> dict[str, Any]:
         "prometheus": {"prometheusSpec": spec},
         "alertmanager": {"alertmanagerSpec": {"replicas": cfg.alertmanager_replicas,
                                               "nodeSelector": {NODE_ROLE_LABEL: "general"}},
-                         **({"config": alertmanager_config()} if ctx.cfg.governance.auto_rollback.enabled else {})},
+                         **({"config": alertmanager_config(ctx)} if _webhooks(ctx) else {})},
         "grafana": {
             "admin": {"existingSecret": GRAFANA_ADMIN_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"},
             "sidecar": {"dashboards": {"enabled": True, "label": DASHBOARD_LABEL, "labelValue": "1",
@@ -141,27 +141,44 @@ def prometheus_values(ctx: StackContext) -> dict[str, Any]:
     }
 
 
-def alertmanager_config() -> dict[str, Any]:
+def _webhooks(ctx: StackContext) -> bool:
+    p = ctx.cfg.workloads.pipelines
+    return ctx.cfg.governance.auto_rollback.enabled or (p.enabled and p.retrain_on_drift)
+
+
+def alertmanager_config(ctx: StackContext) -> dict[str, Any]:
     """The chart's default routing (Watchdog to `null`) plus the automatic-rollback route: alerts with
     `action="rollback"` (contracts/rollback.py) go at once, one group per model version, to the
-    model-rollback receiver (infra/workloads/governance.py); other alerts are routed as before."""
+    model-rollback receiver (infra/workloads/governance.py); and the retrain route: `action="retrain"`
+    (contracts/pipelines.py) to the pipelines-retrain receiver (infra/workloads/pipelines.py), one group per
+    model. Other alerts are routed as before."""
+    from contracts.pipelines import ACTION_LABEL as RETRAIN_LABEL
+    from contracts.pipelines import RETRAIN_ACTION
     from infra.workloads.governance import receiver_url
+    from infra.workloads.pipelines import retrain_receiver_url
 
+    routes: list[dict[str, Any]] = [{"receiver": "null", "matchers": ['alertname = "Watchdog"']}]
+    receivers: list[dict[str, Any]] = [{"name": "null"}]
+    if ctx.cfg.governance.auto_rollback.enabled:
+        routes.append({"receiver": "model-rollback", "matchers": [f'{ACTION_LABEL} = "{ACTION}"'],
+                       "group_by": ["alertname", "model", "version"], "group_wait": "0s", "group_interval": "30s",
+                       "repeat_interval": "10m"})
+        receivers.append({"name": "model-rollback", "webhook_configs": [{"url": receiver_url(), "send_resolved": False,
+                                                                         "max_alerts": 0}]})
+    p = ctx.cfg.workloads.pipelines
+    if p.enabled and p.retrain_on_drift:
+        routes.append({"receiver": "model-retrain", "matchers": [f'{RETRAIN_LABEL} = "{RETRAIN_ACTION}"'],
+                       "group_by": ["alertname", "model"], "group_wait": "0s", "group_interval": "5m",
+                       "repeat_interval": "1h"})
+        receivers.append({"name": "model-retrain", "webhook_configs": [{"url": retrain_receiver_url(),
+                                                                        "send_resolved": False, "max_alerts": 0}]})
     return {
         "global": {"resolve_timeout": "5m"},
         "route": {
             "receiver": "null", "group_by": ["namespace"], "group_wait": "30s", "group_interval": "5m",
-            "repeat_interval": "12h",
-            "routes": [
-                {"receiver": "null", "matchers": ['alertname = "Watchdog"']},
-                {"receiver": "model-rollback", "matchers": [f'{ACTION_LABEL} = "{ACTION}"'],
-                 "group_by": ["alertname", "model", "version"], "group_wait": "0s", "group_interval": "30s",
-                 "repeat_interval": "10m"},
-            ],
+            "repeat_interval": "12h", "routes": routes,
         },
-        "receivers": [{"name": "null"},
-                      {"name": "model-rollback", "webhook_configs": [{"url": receiver_url(), "send_resolved": False,
-                                                                      "max_alerts": 0}]}],
+        "receivers": receivers,
     }
 
 

@@ -21,6 +21,7 @@ from infra.workloads.governance import Governance, GovernanceArgs
 from infra.workloads.mlflow import Mlflow, MlflowArgs
 from infra.workloads.models_cluster import ReferenceModels, ReferenceModelsArgs
 from infra.workloads.observability import Observability, ObservabilityArgs
+from infra.workloads.pipelines import Pipelines, PipelinesArgs
 from infra.workloads.seldon import ModelServerRepository, ModelServerRepositoryArgs, Seldon, SeldonArgs
 from infra.workloads.tracing import Tracing, TracingArgs
 from stacks.context import StackContext
@@ -70,6 +71,7 @@ class Platform(pulumi.ComponentResource):
             self.otlp_endpoint = tracing.otlp_grpc_endpoint
         repo = ModelServerRepository("model-server", ModelServerRepositoryArgs(ctx=ctx), child)
         self.model_server_repository_url = repo.repository_url
+        mlflow: Mlflow | None = None
         if wl.mlflow.enabled:
             mlflow = Mlflow("mlflow", MlflowArgs(ctx=ctx, data=data, vpc_cidr=vpc_cidr, depends_on=base), child)
             self.mlflow_tracking_uri = mlflow.tracking_uri
@@ -85,4 +87,10 @@ class Platform(pulumi.ComponentResource):
                                                       feast=feast), child)
         Governance("governance", GovernanceArgs(
             ctx=ctx, data=data, vpc_cidr=vpc_cidr, image=repo.image, depends_on=base), child)
+        if wl.pipelines.enabled:
+            from infra.workloads.mlflow import tracking_uri
+
+            Pipelines("pipelines", PipelinesArgs(
+                ctx=ctx, data=data, vpc_cidr=vpc_cidr, image=repo.image, mlflow_tracking_uri=tracking_uri(),
+                mlflow_password=mlflow.admin_password if mlflow is not None else None, depends_on=base), child)
         self.register_outputs({"modelServerRepositoryUrl": repo.repository_url})

@@ -40,6 +40,10 @@ component = dsl.component(base_image=IMAGE, install_kfp_package=False)
 STEP_RESOURCES = {"cpu_request": "250m", "cpu_limit": "1", "memory_request": "512Mi", "memory_limit": "2Gi"}
 TRAIN_RESOURCES = {"cpu_request": "1", "cpu_limit": "2", "memory_request": "2Gi", "memory_limit": "8Gi"}
 STEP_TIMEOUT_S = 3600
+# The MLflow credentials of the steps that write to the registry, from a Secret in the pipelines' namespace
+# (infra/workloads/pipelines.py); optional, so a tracking server without authentication needs none.
+MLFLOW_SECRET = "mlflow-credentials"
+MLFLOW_ENV = {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"}
 RUN_AS = 10001  # the image's user
 
 
@@ -113,7 +117,7 @@ def publish(name: str, version: str, promotion: str, tracking_uri: str, slot_buc
                          seldon_namespace, trigger)
 
 
-def _place(task: Any, *, gpu: bool = False, resources: dict[str, str] = STEP_RESOURCES) -> Any:
+def _place(task: Any, *, gpu: bool = False, resources: dict[str, str] = STEP_RESOURCES, mlflow: bool = False) -> Any:
     """Node group, resources, no cache (a run must train again), timeout and a non-root user."""
     task.set_caching_options(False)
     task.set_cpu_request(resources["cpu_request"]).set_cpu_limit(resources["cpu_limit"])
@@ -124,6 +128,8 @@ def _place(task: Any, *, gpu: bool = False, resources: dict[str, str] = STEP_RES
         kubernetes.add_toleration(task, key=GPU_TAINT_KEY, operator="Exists", effect="NoSchedule")
     kubernetes.set_timeout(task, STEP_TIMEOUT_S)
     kubernetes.set_security_context(task, run_as_user=RUN_AS, run_as_group=RUN_AS, run_as_non_root=True)
+    if mlflow:
+        kubernetes.use_secret_as_env(task, MLFLOW_SECRET, MLFLOW_ENV, optional=True)
     return task
 
 
@@ -155,14 +161,14 @@ def build(name: str) -> Any:
                               summary=trained.outputs["summary"], report=checked.outputs["report"],
                               data=feats.outputs["features"], gates=gates, data_uri=data_uri, promotion=promotion,
                               tracking_uri=tracking_uri, trigger=trigger, version_tags=version_tags,
-                              run_label=dsl.PIPELINE_JOB_NAME_PLACEHOLDER).after(scored))
+                              run_label=dsl.PIPELINE_JOB_NAME_PLACEHOLDER).after(scored), mlflow=True)
         decision = _place(gate(name=name, metrics=scored.outputs["Output"], gates=reg.outputs["gates"],
                                gates_source=reg.outputs["gates_source"]))
         # One unnamed output: kfp.local 2.17 resolves `<task>-Output` in a condition, not named outputs.
         with dsl.If(decision.output == True, name="gates-passed"):  # noqa: E712 (a KFP condition)
             _place(publish(name=name, version=reg.outputs["version"], promotion=promotion, tracking_uri=tracking_uri,
                            slot_bucket=slot_bucket, slot_dir=slot_dir, serving_url=serving_url,
-                           seldon_namespace=seldon_namespace, trigger=trigger))
+                           seldon_namespace=seldon_namespace, trigger=trigger), mlflow=True)
 
     return training
 

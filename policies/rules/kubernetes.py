@@ -161,6 +161,30 @@ def k8s_image_pinned(type_: str, props: Mapping[str, Any], _c: Mapping[str, Any]
             yield problem
 
 
+SERVICE = "kubernetes:core/v1:Service"
+LB_SCHEME = "service.beta.kubernetes.io/aws-load-balancer-scheme"
+
+
+@resource_rule(
+    "k8s-load-balancer-internal", [SERVICE], area="Kubernetes", severity="high",
+    description="A LoadBalancer Service (e.g. the Kubeflow Pipelines UI) is an internal load balancer whose source "
+                "ranges do not include the internet.",
+    remediation=f"Annotate it `{LB_SCHEME}: internal` and set `loadBalancerSourceRanges` to the VPC CIDR; "
+                "people reach internal UIs through the VPC or `kubectl port-forward`.",
+)
+def k8s_load_balancer_internal(_t: str, props: Mapping[str, Any], _c: Mapping[str, Any],
+                               _s: StackInfo) -> Iterable[str]:
+    if get_path(props, "spec.type") != "LoadBalancer":
+        return
+    scheme = as_mapping(get_path(props, "metadata.annotations")).get(LB_SCHEME)
+    if scheme != "internal":
+        yield f"a LoadBalancer Service with {LB_SCHEME} {scheme or '(unset: internet-facing)'}"
+    open_ranges = [str(c) for c in as_list(get_path(props, "spec.loadBalancerSourceRanges"))
+                   if str(c) in ("0.0.0.0/0", "::/0")]
+    if open_ranges or not as_list(get_path(props, "spec.loadBalancerSourceRanges")):
+        yield f"loadBalancerSourceRanges admit the internet ({', '.join(open_ranges) or 'unset'})"
+
+
 @resource_rule(
     "helm-chart-pinned", [HELM_RELEASE], area="Kubernetes", severity="high",
     description="Helm releases pin an exact chart version from an HTTPS or OCI repository.",

@@ -156,6 +156,55 @@ def s3_tls_only(resources: Sequence[PlanResource], _c: Mapping[str, Any],
     yield from per_resource(_buckets(resources), check)
 
 
+OBJECT_ACTIONS = ("s3:GetObject", "s3:PutObject")
+PRINCIPAL_CONDITIONS = ("ArnNotEquals", "ArnNotLike")
+
+
+def _scopes_objects_to_roles(doc: Mapping[str, Any]) -> bool | str:
+    """True when a Deny statement limits reading and writing objects to named role ARNs; a message when it
+    names them with a wildcard that admits any role."""
+    for s in statements(doc):
+        actions = {str(a) for a in as_list(s.get("Action"))}
+        if s.get("Effect") != "Deny" or s.get("Principal") not in ("*", {"AWS": "*"}):
+            continue
+        if not ({"s3:*", "s3:GetObject*"} & actions or set(OBJECT_ACTIONS) <= actions):
+            continue
+        condition = as_mapping(s.get("Condition"))
+        for operator in PRINCIPAL_CONDITIONS:
+            arns = [str(a) for a in as_list(as_mapping(condition.get(operator)).get("aws:PrincipalArn"))]
+            if arns:
+                wild = [a for a in arns if a.endswith(":role/*") or a == "*"]
+                return f"the roles allowed to use objects include a wildcard ({', '.join(wild)})" if wild else True
+    return False
+
+
+@resource_rule(
+    "s3-objects-scoped-to-roles", [BUCKET_POLICY], area="S3", severity="high",
+    description="Buckets that hold one workload's data (`purposes`, e.g. the Kubeflow Pipelines artifacts) deny "
+                "reading and writing objects to every principal but that workload's IRSA roles.",
+    remediation="Add a Deny statement on s3:GetObject/s3:PutObject for `<bucket>/*` with "
+                "`ArnNotEquals: {aws:PrincipalArn: [the workload's role ARNs]}` (infra/aws/storage.py "
+                "OBJECT_ACCESS_ONLY).",
+    config={"purposes": {"type": "array", "items": {"type": "string"}, "default": ["pipelines"],
+                         "description": "Bucket purposes (the name part after `<prefix>-<env>-`) to check"}},
+)
+def s3_objects_scoped_to_roles(_t: str, props: Mapping[str, Any], config: Mapping[str, Any],
+                               _s: StackInfo) -> Iterable[str]:
+    if is_unknown(peek(props, "bucket")):
+        raise UnknownAtPreview("bucket")
+    bucket = str(peek(props, "bucket") or "")
+    if not any(f"-{purpose}-" in bucket for purpose in config["purposes"]):
+        return
+    document = peek(props, "policy")
+    if is_unknown(document):
+        raise UnknownAtPreview("policy")
+    verdict = _scopes_objects_to_roles(policy_document(document))
+    if verdict is False:
+        yield f"the policy of {bucket} does not deny object access to principals outside the workload's roles"
+    elif isinstance(verdict, str):
+        yield verdict
+
+
 @resource_rule(
     "s3-no-public-acl", [*BUCKETS, *BUCKET_ACL], area="S3", severity="critical",
     description="No bucket or bucket ACL grants public or any-AWS-account access: no public canned ACL, no grant "

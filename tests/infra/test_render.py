@@ -30,7 +30,9 @@ def test_dev_manifests_validate_and_releases_are_listed(synth, tmp_path):
     doc = yaml.safe_load((tmp_path / "manifests" / "feast" / "cronjob-feast-materialize.yaml").read_text())
     assert doc["kind"] == "CronJob" and doc["metadata"]["namespace"] == "feast"
     listed = yaml.safe_load((tmp_path / "helm-releases.yaml").read_text())["releases"]
-    assert len(listed) == 11
+    assert len(listed) == 12
+    overlays = list((tmp_path / "kustomize").glob("kubeflow-pipelines-*/kustomization.yaml"))
+    assert len(overlays) == 1 and "?ref=" in overlays[0].read_text()
     bom = load_bom()
     for rel in listed:
         chart = next(c for c in bom.charts.values() if c.chart == rel["chart"])

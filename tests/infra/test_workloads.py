@@ -183,7 +183,9 @@ def test_seldon_kafka_authenticates_with_scram_from_a_namespaced_secret(synth, e
 
 def test_alert_rules_hold_the_seven_alerts_with_existing_runbooks(synth, env):
     rules = manifests(synth(env), "PrometheusRule")
-    assert sorted(r["metadata"]["name"] for r in rules) == ["mlplatform-alerts", "mlplatform-rollback"]
+    # mlplatform-pipelines: Kubeflow Pipelines' alerts and the retrain rules (tests/infra/test_pipelines.py).
+    assert sorted(r["metadata"]["name"] for r in rules) == ["mlplatform-alerts", "mlplatform-pipelines",
+                                                            "mlplatform-rollback"]
     rule = [r for r in rules if r["metadata"]["name"] == "mlplatform-alerts"]
     alerts = [r for g in rule[0]["spec"]["groups"] for r in g["rules"]]
     assert len(alerts) == 7
