@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.special import softmax
 
 from ml.models.sentiment import lexicons
 from ml.models.sentiment import text as tx
@@ -211,7 +210,9 @@ class SentimentModel:
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """(n, 3) class probabilities, columns in CLASSES order (-1, 0, 1)."""
-        return softmax(self.decision_function(texts), axis=1)
+        z = self.decision_function(texts)
+        e = np.exp(z - z.max(axis=1, keepdims=True))  # softmax, without scipy's per-call overhead
+        return e / e.sum(axis=1, keepdims=True)
 
     def predict(self, texts: list[str]) -> np.ndarray:
         return np.asarray(CLASSES)[self.decision_function(texts).argmax(axis=1)]
