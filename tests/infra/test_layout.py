@@ -152,6 +152,7 @@ DELIBERATE = {
     ("tests/infra/test_layout.py", "ml/bad.py"),
     ("tests/infra/test_layout.py", "mlplat/synth.py"),
     ("tests/infra/test_layout.py", "infra/bad.py"),
+    ("tests/infra/test_layout.py", "infra/seldon.py"),
 }
 
 
