@@ -44,6 +44,7 @@ PARAMETERS: dict[str, str] = {
 TRIGGERS = ("bootstrap", "schedule", "drift", "manual")
 TRIGGER_TAG = "mlplat.trigger"  # MLflow run and model-version tag: TRIGGERS
 PIPELINE_RUN_TAG = "mlplat.pipeline.run"  # MLflow run tag: the KFP run (or local run) that trained it
+GATES_SOURCE_TAG = "mlplat.gates.source"  # `version_tags` key: where the run's `gates` come from (for the output)
 
 
 def pipeline_name(model: str) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts import model_registry
-from contracts.pipelines import SAMPLE_DATA, STEPS, pipeline_name
+from contracts.pipelines import GATES_SOURCE_TAG, SAMPLE_DATA, STEPS, pipeline_name
 from local.config import DEFAULT_STATE_DIR, LocalConfig, default_ports
 
 SUMMARY_FILE = "summary.json"
@@ -189,20 +189,20 @@ def _run(args: argparse.Namespace) -> int:
     if data != SAMPLE_DATA and not Path(data).is_dir():
         print(f"mlplat pipeline run --local: data directory {data} does not exist", file=sys.stderr)
         return 2
+    generated = data == SAMPLE_DATA or (data == doc.get("data_dir") and str(doc.get("data", "")).startswith(
+        "generated sample"))
     if args.gates:
         gates = json.loads(args.gates)
     else:  # the platform's rule (local/training.py gates_for): sample floors on generated sample data
         from local.training import gates_for
 
-        generated = data == SAMPLE_DATA or (data == doc.get("data_dir") and str(doc.get("data", "")).startswith(
-            "generated sample"))
         gates = gates_for(args.name, generated)[0]
-    tags = {}
+    profile = "--gates" if args.gates else "sample-data floors" if generated else "stack default gates"
+    tags = {GATES_SOURCE_TAG: profile}
     if data != SAMPLE_DATA:  # tagged like `local up`'s versions, so a later `up` on the same data reuses it
         from local.training import DATA_TAG, GATES_TAG, fingerprint
 
-        tags = {DATA_TAG: fingerprint(Path(data)), GATES_TAG: "sample-data floors" if generated and not args.gates
-                else "given floors" if args.gates else "stack default gates"}
+        tags.update({DATA_TAG: fingerprint(Path(data)), GATES_TAG: profile})
     arguments_ = arguments(cfg, data_uri=data, gates=gates, trigger=args.trigger, serving=True, tags=tags)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     print(f"{args.name}: running {pipeline_name(args.name)} with kfp.local (MLflow {cfg.mlflow_url}, Feast "

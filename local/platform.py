@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from contracts.pipelines import GATES_SOURCE_TAG
 from local import feast_local, pipelines, prometheus, serving, smoke, training
 from local.config import LocalConfig
 from local.report import Progress, summary_text, table
@@ -229,7 +230,8 @@ def _pipelines(cfg: LocalConfig, p: Progress, models: tuple[str, ...], data_dir:
     for name in models:
         gates, profile = training.gates_for(name, cfg.data_dir is None, cfg.gates_stack)
         runs[name] = pipelines.arguments(cfg, data_uri=data_dir, gates=gates, trigger="manual",
-                                         tags={training.DATA_TAG: data_fp, training.GATES_TAG: profile})
+                                         tags={training.DATA_TAG: data_fp, training.GATES_TAG: profile,
+                                               GATES_SOURCE_TAG: profile})
     with p.step(f"training pipelines of {', '.join(models)} (compiled IR, kfp.local subprocess runner)"):
         return pipelines.run_all(cfg, runs, p.detail)
 

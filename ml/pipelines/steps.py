@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from contracts.pipelines import PIPELINE_RUN_TAG, SAMPLE_DATA, TRIGGER_TAG
+from contracts.pipelines import GATES_SOURCE_TAG, PIPELINE_RUN_TAG, SAMPLE_DATA, TRIGGER_TAG
 
 JOURNAL_ENV = "MLPLAT_PIPELINE_JOURNAL"
 SUMMARY_FILE = "train.json"
@@ -247,8 +247,9 @@ def evaluate(name: str, model_dir: str, summary_path: str) -> dict[str, Any]:
         raise ValueError(f"held-out metrics are not finite: {bad}")
     if not (Path(model_dir) / REFERENCE_FILE).is_file():
         raise FileNotFoundError(f"the artifact has no {REFERENCE_FILE} (the runtime's drift reference)")
-    shown = ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if not k.startswith("baseline."))
-    return {"summary": f"{len(metrics)} held-out metrics from the artifact: {shown}"[:300], "metrics": metrics}
+    shown = ", ".join(f"{k}={v:.3f}" for k, v in list(metrics.items())[:3])
+    return {"summary": f"{len(metrics)} held-out metrics read back from the artifact ({shown}, ...)",
+            "metrics": metrics}
 
 
 def resolve_gates(name: str, gates: str, data_uri: str) -> tuple[dict[str, float], str]:
@@ -304,6 +305,7 @@ def register(name: str, model_dir: str, summary_path: str, report_path: str, dat
     validations = [ValidationResult(**r) for r in report.get("results", [])]
     floors, source = resolve_gates(name, gates, data_uri)
     tags = {TRIGGER_TAG: trigger, **json.loads(version_tags or "{}")}
+    source = tags.pop(GATES_SOURCE_TAG, source)
     if run_label:
         tags[PIPELINE_RUN_TAG] = run_label
     result = publish(out, uri, gates=floors, promotion=promotion, data_dir=Path(data_dir), validations=validations,
