@@ -21,6 +21,7 @@ SPEC = ModelSpec(
     runtime="ml.models.sentiment.runtime.SentimentRuntime",
     plugin="ml.models.sentiment.plugin.SentimentPlugin",
     quality_gates={"human_macro_f1": 0.72, "lexicon_macro_f1": 0.85},
-    sample_gates={"human_macro_f1": 0.80, "lexicon_macro_f1": 0.80},
+    # Sample-data floors never exceed the production floors (tests/infra/test_model_registry.py).
+    sample_gates={"human_macro_f1": 0.72, "lexicon_macro_f1": 0.80},
     features=None,  # the text is the only input (ml/models/sentiment/features.py says why)
 )
