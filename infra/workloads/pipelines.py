@@ -321,6 +321,8 @@ class PipelinesArgs(WorkloadArgs):
     """The in-cluster tracking server the `register` step logs to."""
     mlflow_password: pulumi.Input[str] | None = None
     """The tracking server's admin password (basic auth), copied into `mlflow-credentials` for the steps."""
+    seldon: pulumi.Resource | None = None
+    """The Seldon installation (its namespace): the `publish` step touches the champion Models there."""
 
 
 class Pipelines(pulumi.ComponentResource):
@@ -374,6 +376,8 @@ class Pipelines(pulumi.ComponentResource):
         self._bootstrap(name, ctx, data, args, bucket, kfp, ns)
         if cfg.retrain_on_drift:
             self._retrain_receiver(name, ctx, args, kfp, ns)
+        if args.seldon is not None:
+            self._seldon_access(name, args.seldon, accounts[1])
         self.register_outputs({"apiUrl": API_URL, "pipelineRoot": bucket.apply(pipeline_root)})
 
     def _service_account(self, identity: str, role_arn: pulumi.Input[str] | None,
@@ -470,6 +474,22 @@ class Pipelines(pulumi.ComponentResource):
             spec={"selector": selector, "ports": [{"name": "postgres", "port": 5432, "targetPort": 5432,
                                                    "protocol": "TCP"}]}, opts=opts)
         return [deployment, service]
+
+    def _seldon_access(self, name: str, seldon: pulumi.Resource, runner: pulumi.Resource) -> None:
+        """The `publish` step patches `<model>-champion` (Seldon reloads the slot): get/patch on Models in
+        `seldon`, for the steps' account only."""
+        meta = {"name": "pipeline-runner-publish", "namespace": SELDON_NAMESPACE,
+                "labels": labels("kubeflow-pipelines", "publish")}
+        role = k8s.rbac.v1.Role(
+            f"{name}-publish-role", metadata=meta,
+            rules=[{"apiGroups": ["mlops.seldon.io"], "resources": ["models"], "verbs": ["get", "patch"]}],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[seldon]))
+        k8s.rbac.v1.RoleBinding(
+            f"{name}-publish-binding", metadata=meta,
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": meta["name"]},
+            subjects=[{"kind": "ServiceAccount", "namespace": NAMESPACE,
+                       "name": WORKLOAD_IDENTITIES["pipeline-runner"].service_account}],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[role, runner]))
 
     def _internal_ui(self, name: str, vpc_cidr: str, kfp: pulumi.Resource) -> None:
         """The UI on an internal NLB (aws-load-balancer-controller), reachable from the VPC only."""

@@ -92,5 +92,6 @@ class Platform(pulumi.ComponentResource):
 
             Pipelines("pipelines", PipelinesArgs(
                 ctx=ctx, data=data, vpc_cidr=vpc_cidr, image=repo.image, mlflow_tracking_uri=tracking_uri(),
-                mlflow_password=mlflow.admin_password if mlflow is not None else None, depends_on=base), child)
+                mlflow_password=mlflow.admin_password if mlflow is not None else None, seldon=seldon,
+                depends_on=base), child)
         self.register_outputs({"modelServerRepositoryUrl": repo.repository_url})
