@@ -41,7 +41,6 @@ import yaml
 from contracts import model_registry
 from contracts.cluster import NODE_ROLE_LABEL, PIPELINES_NAMESPACE, SELDON_NAMESPACE, WORKLOAD_IDENTITIES
 from contracts.pipelines import (
-    IR_FILE,
     PARAMETERS,
     SAMPLE_DATA,
     cron_to_kfp,
@@ -136,12 +135,11 @@ def spec_module_of(name: str) -> str:
     return next(m for m in model_registry.spec_modules() if model_registry.load_spec(m).name == name)
 
 
-def committed_ir(name: str) -> str:
-    """The compiled IR committed beside the model's spec (`mlplat pipeline compile --in-place`)."""
+def committed_ir(name: str) -> str | None:
+    """The compiled IR committed beside the model's spec (`mlplat pipeline compile --in-place`); None for a
+    plugin package that ships none (the bootstrap Job then compiles it in the image, which has kfp)."""
     path = ir_path(spec_module_of(name))
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run `mlplat pipeline compile --in-place` ({IR_FILE} of {name})")
-    return path.read_text()
+    return path.read_text() if path.is_file() else None
 
 
 def pipeline_root(bucket: str) -> str:
@@ -537,7 +535,7 @@ class Pipelines(pulumi.ComponentResource):
             return
         meta = {"namespace": NAMESPACE, "labels": labels("kubeflow-pipelines", "bootstrap")}
         after_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])
-        irs = {f"{m}.yaml": committed_ir(m) for m in models}
+        irs = {f"{m}.yaml": ir for m in models if (ir := committed_ir(m)) is not None}
         ir_map = k8s.core.v1.ConfigMap(f"{name}-ir", metadata={"name": IR_CONFIG, **meta}, data=irs, opts=after_ns)
         buckets = pulumi.Output.all(feast=data.buckets["feast"], models=data.buckets["models"])
         document = pulumi.Output.all(args.image, buckets).apply(lambda a: json.dumps(

@@ -137,7 +137,7 @@ def bootstrap(client: Any, config: dict[str, Any], ir_dir: Path) -> list[str]:
     experiment_id = client.create_experiment(EXPERIMENT).experiment_id
     done = []
     for model, entry in config["pipelines"].items():
-        ir_text = ir_for_cluster((ir_dir / f"{model}.yaml").read_text(), config["placeholderImage"], config["image"])
+        ir_text = ir_for_cluster(_ir(ir_dir, model), config["placeholderImage"], config["image"])
         pipeline_id, version_id, uploaded = ensure_version(client, model, ir_text)
         done.append(f"{pipeline_name(model)}: {'uploaded' if uploaded else 'kept'} version "
                     f"{version_name(model, ir_text)}")
@@ -147,6 +147,17 @@ def bootstrap(client: Any, config: dict[str, Any], ir_dir: Path) -> list[str]:
             params = {**entry["parameters"], **entry.get("firstInstallParameters", {}), "trigger": "bootstrap"}
             done.append(first_install(client, experiment_id, model, pipeline_id, version_id, params))
     return done
+
+
+def _ir(ir_dir: Path, model: str) -> str:
+    """The shipped IR, or (a plugin package that ships none) one compiled here, from the image's code."""
+    path = ir_dir / f"{model}.yaml"
+    if path.is_file():
+        return path.read_text()
+    from ml.pipelines.definition import compile_ir
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return compile_ir(model, Path(tmp) / f"{model}.yaml").read_text()
 
 
 def run_on_cluster(host: str, model: str, params: dict[str, Any], *, trigger: str = "manual",

@@ -85,6 +85,10 @@ def run(name: str, arguments: dict[str, Any], *, root: Path, log_path: Path, ir:
 
     ir = ir or committed_ir(name)
     root.mkdir(parents=True, exist_ok=True)
+    if not ir.is_file():  # a plugin package that ships no compiled IR: compile it from its code
+        from ml.pipelines.definition import compile_ir
+
+        ir = compile_ir(name, root.parent / "ir" / f"{name}.yaml")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     error = ""

@@ -286,6 +286,12 @@ def test_bootstrap_uploads_schedules_and_first_installs_once(tmp_path):
     by_name = {r.display_name: r for r in api.recurring}
     assert by_name[f"{pipeline_name(names[0])}-schedule"].cron == "0 0 4 * * *"
     assert f"{pipeline_name(names[1])}-schedule" not in by_name
+    # A model whose package ships no IR (a plugin): the Job compiles it from the image's code.
+    (ir_dir / f"{names[2]}.yaml").unlink()
+    api_plugin = FakeKfp()
+    bootstrap(api_plugin, config, ir_dir)
+    # (a new pipeline: its first upload, then the version named after the IR hash)
+    assert len(api_plugin.uploaded) == 2 * len(names) and pipeline_name(names[2]) in api_plugin.pipelines
     # A drift run starts on the newest version.
     started = run_on_cluster("http://kfp", names[0], {"data_uri": "sample"}, trigger="drift", client=api)
     assert started["run"].startswith(f"{pipeline_name(names[0])}-drift-") and api.runs[-1].params["trigger"] == "drift"
