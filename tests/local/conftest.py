@@ -14,6 +14,7 @@ left behind.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -67,8 +68,12 @@ def demo_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
     env = platform_env(state, ports)
     started = time.perf_counter()
     up = subprocess.run(argv, cwd=REPO, env=env, text=True, capture_output=True, timeout=900, check=False)
+    summary_file = state / "summary.json"
+    # Later tests run `up` again on this state (reuse, chaos): they rewrite summary.json, so what the
+    # first `up` reported (its pipeline runs above all) is kept here.
     info = {"argv": argv, "repo": REPO, "state": state, "ports": ports, "env": env, "up": up,
             "seconds": time.perf_counter() - started,
+            "summary": json.loads(summary_file.read_text()) if summary_file.is_file() else None,
             "pids": {r.name: r.pid for r in Supervisor(state).records()},
             "http": f"http://127.0.0.1:{ports['http']}", "mlflow": f"http://127.0.0.1:{ports['mlflow']}"}
     try:
