@@ -25,19 +25,18 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import logging
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from contracts.governance import AuditLog
 from contracts.rollback import ACTION, ACTION_LABEL
+from ml.common.alert_receiver import firing, serve, switched_off
 from runbooks.context import RunContext
 from runbooks.engine import run
 from runbooks.models import CHALLENGER, CHAMPION, ROLLBACK, experiment_name
@@ -67,7 +66,7 @@ class Receiver:
         accepted = 0
         for alert in alerts:
             labels = alert.get("labels") or {}
-            if labels.get(ACTION_LABEL) != ACTION or not _firing(alert):
+            if labels.get(ACTION_LABEL) != ACTION or not firing(alert):
                 continue
             model, version = labels.get("model"), labels.get("version")
             if not model or not version:
@@ -83,11 +82,7 @@ class Receiver:
         return accepted
 
     def disabled(self) -> str | None:
-        if os.environ.get(DISABLE_ENV, "").lower() in ("off", "0", "false", "disabled"):
-            return f"{DISABLE_ENV}={os.environ[DISABLE_ENV]}"
-        if self.state_dir is not None and (self.state_dir / PAUSE_FILE).exists():
-            return f"{self.state_dir / PAUSE_FILE} exists"
-        return None
+        return switched_off(DISABLE_ENV, self.state_dir, PAUSE_FILE)
 
     def close(self) -> None:
         self._queue.put(None)
@@ -160,58 +155,6 @@ def _alias(ctx: RunContext, model: str, alias: str) -> str | None:
         return None
 
 
-def _firing(alert: dict[str, Any]) -> bool:
-    if alert.get("status"):
-        return alert["status"] == "firing"
-    ends = alert.get("endsAt")  # Prometheus' own posts: resolved alerts carry an end in the past
-    if not ends or ends.startswith("0001-"):
-        return True
-    from datetime import UTC, datetime
-
-    try:
-        return datetime.fromisoformat(ends.replace("Z", "+00:00")) > datetime.now(UTC)
-    except ValueError:
-        return True
-
-
-def make_handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, fmt: str, *args: Any) -> None:
-            log.info("%s %s", self.address_string(), fmt % args)
-
-        def _reply(self, code: int, doc: Any) -> None:
-            body = json.dumps(doc, default=str).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self) -> None:
-            if self.path in ("/healthz", "/-/ready"):
-                self._reply(200, {"ok": True, "disabled": receiver.disabled()})
-            elif self.path == "/decisions":
-                self._reply(200, receiver.decisions)
-            else:
-                self._reply(404, {"error": "not found"})
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            try:
-                doc = json.loads(self.rfile.read(length) or b"null")
-            except json.JSONDecodeError:
-                self._reply(400, {"error": "body is not JSON"})
-                return
-            if self.path == "/alerts" and isinstance(doc, dict):  # Alertmanager webhook (version 4)
-                alerts = doc.get("alerts") or []
-            elif self.path in ("/api/v2/alerts", "/api/v1/alerts") and isinstance(doc, list):  # Prometheus
-                alerts = doc
-            else:
-                self._reply(400, {"error": "POST /alerts (Alertmanager webhook) or /api/v2/alerts (alert list)"})
-                return
-            self._reply(200, {"accepted": receiver.submit(alerts)})
-
-    return Handler
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,16 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlflow.tracking import MlflowClient  # noqa: F401
 
     receiver = Receiver(make_context, AuditLog(args.audit_log), state_dir=args.state_dir)
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(receiver))
-    log.info("autorollback receiver on %s:%d (env %s)", args.host, args.port, args.env)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        receiver.close()
-    return 0
+    return serve(receiver, args.host, args.port, f"autorollback (env {args.env})")
 
 
 if __name__ == "__main__":

@@ -29,12 +29,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from contracts import model_registry
 from contracts.pipelines import ACTION_LABEL, RETRAIN_ACTION
+from ml.common.alert_receiver import firing, serve, switched_off
 
 log = logging.getLogger("mlplat.retrain")
 DISABLE_ENV = "MLPLAT_AUTO_RETRAIN"
@@ -57,11 +57,7 @@ class Receiver:
         self._worker.start()
 
     def disabled(self) -> str | None:
-        if os.environ.get(DISABLE_ENV, "").lower() in ("off", "0", "false", "disabled"):
-            return f"{DISABLE_ENV}={os.environ[DISABLE_ENV]}"
-        if self.state_dir is not None and (self.state_dir / PAUSE_FILE).exists():
-            return f"{self.state_dir / PAUSE_FILE} exists"
-        return None
+        return switched_off(DISABLE_ENV, self.state_dir, PAUSE_FILE)
 
     def submit(self, alerts: list[dict[str, Any]]) -> int:
         """Queue a run for each firing retrain alert of a registered model; returns how many were accepted."""
@@ -70,7 +66,7 @@ class Receiver:
         for alert in alerts:
             labels = alert.get("labels") or {}
             model = labels.get("model")
-            if labels.get(ACTION_LABEL) != RETRAIN_ACTION or not _firing(alert) or model not in known:
+            if labels.get(ACTION_LABEL) != RETRAIN_ACTION or not firing(alert) or model not in known:
                 continue
             item = {"alert": labels.get("alertname", "?"), "model": model, "received": time.time(),
                     "starts_at": alert.get("startsAt")}
@@ -124,58 +120,6 @@ class Receiver:
                 log.warning("retrain: %s %s: %s", item.get("decision"), model, item.get("detail", ""))
 
 
-def _firing(alert: dict[str, Any]) -> bool:
-    if alert.get("status"):
-        return alert["status"] == "firing"
-    ends = alert.get("endsAt")  # Prometheus' own posts: a resolved alert carries an end in the past
-    if not ends or ends.startswith("0001-"):
-        return True
-    from datetime import UTC, datetime
-
-    try:
-        return datetime.fromisoformat(ends.replace("Z", "+00:00")) > datetime.now(UTC)
-    except ValueError:
-        return True
-
-
-def make_handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, fmt: str, *args: Any) -> None:
-            log.info("%s %s", self.address_string(), fmt % args)
-
-        def _reply(self, code: int, doc: Any) -> None:
-            body = json.dumps(doc, default=str).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self) -> None:
-            if self.path in ("/healthz", "/-/ready"):
-                self._reply(200, {"ok": True, "disabled": receiver.disabled()})
-            elif self.path == "/decisions":
-                self._reply(200, receiver.decisions)
-            else:
-                self._reply(404, {"error": "not found"})
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            try:
-                doc = json.loads(self.rfile.read(length) or b"null")
-            except json.JSONDecodeError:
-                self._reply(400, {"error": "body is not JSON"})
-                return
-            if self.path == "/alerts" and isinstance(doc, dict):  # Alertmanager webhook (version 4)
-                alerts = doc.get("alerts") or []
-            elif self.path in ("/api/v2/alerts", "/api/v1/alerts") and isinstance(doc, list):  # Prometheus
-                alerts = doc
-            else:
-                self._reply(400, {"error": "POST /alerts (Alertmanager webhook) or /api/v2/alerts (alert list)"})
-                return
-            self._reply(200, {"accepted": receiver.submit(alerts)})
-
-    return Handler
 
 
 def kfp_starter(host: str, config_path: Path) -> Starter:
@@ -237,16 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error("--mode local needs --arguments, --root and --logs")
         starter = local_starter(args.arguments, args.root, args.logs)
     receiver = Receiver(starter, cooldown_s=args.cooldown_s, state_dir=args.state_dir)
-    server = ThreadingHTTPServer((args.listen, args.port), make_handler(receiver))
-    log.info("retrain receiver on %s:%d (%s)", args.listen, args.port, args.mode)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        receiver.close()
-    return 0
+    return serve(receiver, args.listen, args.port, f"retrain ({args.mode})")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from mlflow.tracking import MlflowClient
 from contracts import model_registry
 from contracts.governance import AuditLog
 from contracts.rollback import Timing, rule_groups
-from runbooks.autorollback import DISABLE_ENV, Receiver, make_handler
+from ml.common.alert_receiver import make_handler
+from runbooks.autorollback import DISABLE_ENV, Receiver
 from runbooks.context import RunContext
 
 TIMING = Timing(rate_window="5m", error_for="1m", latency_for="1m", f1_window="10m", f1_for="2m", interval="1m")
