@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CLASSES = (-1, 0, 1)
-FORMAT = "mlplat-sentiment-stack/2"
+FORMAT = "mlplat-sentiment-stack/3"  # 3: TextBlob scores word tokens (lexicons.py)
 SPACES = ("char", "word", "lex")
 HEADS = {"char_word": ("char", "word"), "char": ("char",), "word": ("word",), "lex": ("lex",)}
 LEXICON_PACKAGES = ("vaderSentiment", "textblob")

@@ -55,9 +55,14 @@ def char_grams(norm: str, lo: int = 1, hi: int = 5) -> list[str]:
     return out
 
 
+def tokens(norm: str) -> list[str]:
+    """Words and single punctuation marks of a normalised text, in order."""
+    return _WORD.findall(norm)
+
+
 def words(norm: str) -> list[str]:
     """Word unigrams and bigrams (words and single punctuation marks)."""
-    toks = _WORD.findall(norm)
+    toks = tokens(norm)
     return toks + [f"{a} {b}" for a, b in pairwise(toks)]
 
 
@@ -71,7 +76,7 @@ def lexicon_tokens(norm: str, lexicons: dict[str, dict[str, str]]) -> list[str]:
     out: list[str] = []
     plain: list[str] = []
     scope = 0
-    for t in _WORD.findall(norm):
+    for t in tokens(norm):
         if t in _CLAUSE_END:
             scope = 0
             out.append(t)
