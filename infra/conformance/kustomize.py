@@ -1,9 +1,9 @@
-"""Kustomize overlays of the plan (`kubernetes:kustomize/v2:Directory`), read offline from the mirror.
+"""Kustomize overlays of the plan (`kubernetes:kustomize/v2:Directory`), read offline from the release tree.
 
 No kustomize engine installs here (DESIGN §5), and `pulumi up` renders the overlay with the Kubernetes
 provider's own kustomize. What this module does is a structural reading of the release's tree, from the
-reviewed tarball of the mirror (`kubeflow-pipelines-manifests-<version>.tar.gz`, digest in
-chart-digests.yaml) and the overlay the program wrote:
+tree-digest-checked tarball of infra/conformance/manifests.py (`kubeflow-pipelines-manifests-<version>.tar.gz`,
+from the upstream tag or the mirror) and the overlay the program wrote:
 
 - every remote base of the overlay must be a path of the release's tree at the BOM's tag;
 - resources are collected through the local kustomizations of that tree (files and folders), with their
@@ -29,7 +29,6 @@ import yaml
 
 from infra.conformance.model import CLUSTER_SCOPED, KubeObject, Problem
 
-ARCHIVE = "{name}-manifests-{version}.tar.gz"
 PREFIX = "pipelines-{version}/manifests/kustomize/"  # the tarball's top folder (a `git archive` prefix)
 REMOTE = "https://github.com/kubeflow/pipelines/manifests/kustomize/"
 
@@ -293,16 +292,4 @@ def render(overlay: Path, tarball: Path, version: str) -> Rendered:
     return result
 
 
-def load_tarball(store: Any, name: str, version: str) -> Path:
-    """The mirror's tarball of the release's tree, digest-checked like a chart (chart-digests.yaml)."""
-    archive = ARCHIVE.format(name=name, version=version)
-    for base in (store.cache, store.mirror):
-        if base is not None and (Path(base) / archive).is_file():
-            store._accept(archive, Path(base) / archive, str(base))
-            return Path(base) / archive
-    from infra.conformance.charts import ChartSourceError
-
-    raise ChartSourceError(f"{archive} is neither in the cache {store.cache} nor the mirror {store.mirror}")
-
-
-__all__ = ["Rendered", "apply_patch", "load_tarball", "render"]
+__all__ = ["Rendered", "apply_patch", "render"]

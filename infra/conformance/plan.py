@@ -13,7 +13,6 @@ RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"
 KUSTOMIZE_TYPE = "kubernetes:kustomize/v2:Directory"
 CLUSTER_TYPE = "aws:eks/cluster:Cluster"
 SECRET = "[secret]"
-UNKNOWN = "[unknown]"
 
 
 @dataclass

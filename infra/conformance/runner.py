@@ -69,6 +69,7 @@ def _kustomizations(plan: Plan, store: ChartStore, crds: CrdRegistry, rows: dict
                     report: Report) -> list[KubeObject]:
     """The overlays of the plan, read structurally from the mirrored release tree (infra/conformance/kustomize.py)."""
     from infra.conformance import kustomize
+    from infra.conformance.manifests import ManifestPin, TreeStore
     from infra.offline.synth import REPO_ROOT
     from stacks.bom import load_bom
 
@@ -80,8 +81,8 @@ def _kustomizations(plan: Plan, store: ChartStore, crds: CrdRegistry, rows: dict
             report.problems.append(Problem("kustomize", kz.directory, "overlay of no `manifests` entry of the BOM"))
             continue
         manifests, pin = pinned
-        rendered = kustomize.render(Path(REPO_ROOT) / kz.directory, kustomize.load_tarball(store, manifests,
-                                                                                           pin.version), pin.version)
+        tree_pin = ManifestPin(manifests, pin.repository, pin.path, pin.version)
+        rendered = kustomize.render(Path(REPO_ROOT) / kz.directory, TreeStore(store).get(tree_pin), pin.version)
         label = f"{manifests} (kustomize)"
         rows[label] = Row(label, "kustomize", pin.version, rendered=len(rendered.objects))
         for obj in rendered.objects:
