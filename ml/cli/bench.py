@@ -7,16 +7,16 @@
 
 Per model (default: every registered model, contracts/model_registry.py, through its plugin,
 ml/common/plugin.py): trains on --data (the shared datasets' file names) or on generated sample data,
-times the MLServer runtime's `predict` in-process (single-row requests), then serves every model plus
-a bare ONNX runtime (the ONNX call alone of the first model whose plugin offers `bare_onnx_requests`)
-from one real `mlserver start` and loads each with `wrk` (or a Python load generator) at a fixed
-concurrency; `--grpc` also drives the V2 gRPC endpoint of the same server (ml/serving/grpc_load.py).
-Models with Feast features read them from a real redis-server loaded by Feast materialization.
-Throughput is also given as a ratio to the bare runtime measured in the same run; with `--repeat N`
-the models are loaded N times in alternating order and each figure is the median over the runs (the
-ratio: the median of the per-run ratios), so a noisy machine still gives a stable ratio. The server's
-and redis-server's CPU time per request is measured from /proc during each load (what `mlplat
-capacity` sizes pods and shards from).
+then serves every model plus a bare ONNX runtime (the ONNX call alone of the first model whose plugin
+offers `bare_onnx_requests`) from one real `mlserver start`. Each run times every runtime's `predict`
+in-process (single-row requests, no HTTP), then loads each model with `wrk` (or a Python load
+generator) at a fixed concurrency; `--grpc` also drives the V2 gRPC endpoint of the same server
+(ml/serving/grpc_load.py). Models with Feast features read them from a real redis-server loaded by
+Feast materialization. Throughput is also given as a ratio to the bare runtime measured in the same
+run; with `--repeat N` the runs alternate the model order and each figure, in-process ones included,
+is the median over the runs (the ratio: the median of the per-run ratios), so a noisy machine still
+gives a stable ratio. The server's and redis-server's CPU time per request is measured from /proc
+during each load (what `mlplat capacity` sizes pods and shards from).
 
 `--json FILE` writes every figure of the table plus the machine (cores, load average before/after),
 the command, the settings and the versions; the table is printed either way.
@@ -68,28 +68,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     models.set_defaults(func=run)
 
 
-def _in_process(kind: str, uri: Path, extra: dict[str, Any], bodies: list[dict], n: int) -> dict[str, float]:
-    from mlserver.settings import ModelParameters, ModelSettings
-    from mlserver.types import InferenceRequest
+class _InProcess:
+    """A model's MLServer runtime loaded in this process, timed on single requests (`predict` only: no
+    HTTP, no MLServer routing). Timed once per run, in the run's model order, and reported as the median
+    over the runs like the HTTP figures: a shared machine's speed drifts from one minute to the next."""
 
-    from ml.serving.bench import time_calls
-    from ml.serving.settings import runtimes
+    def __init__(self, kind: str, uri: Path, extra: dict[str, Any], bodies: list[dict]) -> None:
+        from mlserver.settings import ModelParameters, ModelSettings
+        from mlserver.types import InferenceRequest
 
-    module, cls_name = runtimes()[kind].rsplit(".", 1)
-    cls = getattr(importlib.import_module(module), cls_name)
-    runtime = cls(ModelSettings(name=f"inproc-{kind}", implementation=cls,
-                                parameters=ModelParameters(uri=str(uri), extra=extra)))
-    loop = asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(runtime.load())
-        requests = [InferenceRequest.model_validate(b) for b in bodies]
-        return time_calls(lambda i: loop.run_until_complete(runtime.predict(requests[i % len(requests)])), n)
-    finally:
-        loop.close()
+        from ml.serving.settings import runtimes
+
+        module, cls_name = runtimes()[kind].rsplit(".", 1)
+        cls = getattr(importlib.import_module(module), cls_name)
+        self.runtime = cls(ModelSettings(name=f"inproc-{kind}", implementation=cls,
+                                         parameters=ModelParameters(uri=str(uri), extra=extra)))
+        self.loop = asyncio.new_event_loop()
+        self.loop.run_until_complete(self.runtime.load())
+        self.requests = [InferenceRequest.model_validate(b) for b in bodies]
+
+    def time(self, n: int) -> dict[str, float]:
+        from ml.serving.bench import time_calls
+
+        requests, run, predict = self.requests, self.loop.run_until_complete, self.runtime.predict
+        return time_calls(lambda i: run(predict(requests[i % len(requests)])), n)
+
+    def close(self) -> None:
+        self.loop.close()
 
 
 def _train(names: list[str], args: argparse.Namespace, work: Path, redis_url: str,
-           report: dict[str, Any]) -> list[tuple[ModelEntry, list[dict]]]:
+           report: dict[str, Any], in_process: dict[str, _InProcess]) -> list[tuple[ModelEntry, list[dict]]]:
     from ml.common.feast_repo import apply_and_materialize, write_repo
     from ml.common.plugin import load_plugin
     from ml.serving.settings import ModelEntry
@@ -112,15 +121,18 @@ def _train(names: list[str], args: argparse.Namespace, work: Path, redis_url: st
         extra: dict[str, Any] = {"redis_url": redis_url}
         if args.online_client:
             extra["online_client"] = args.online_client
-        report["models"][name] = {"in_process": _in_process(name, out.model_dir, extra, bodies, args.requests)}
+        report["models"][name] = {}
+        in_process[name] = _InProcess(name, out.model_dir, extra, bodies)
         entries.append((ModelEntry(name, name, str(out.model_dir), extra), bodies))
         if defs and args.compare_online_clients:
             alt, alt_extra = f"{name}-redis-py", {**extra, "online_client": "redis-py"}
-            report["models"][alt] = {"in_process": _in_process(name, out.model_dir, alt_extra, bodies, args.requests)}
+            report["models"][alt] = {}
+            in_process[alt] = _InProcess(name, out.model_dir, alt_extra, bodies)
             entries.append((ModelEntry(alt, name, str(out.model_dir), alt_extra), bodies))
         bare_bodies = None if BARE in report["models"] else plugin.bare_onnx_requests(data_dir, out.model_dir)
         if bare_bodies:
-            report["models"][BARE] = {"in_process": _in_process(BARE, out.model_dir, {}, bare_bodies, args.requests)}
+            report["models"][BARE] = {}
+            in_process[BARE] = _InProcess(BARE, out.model_dir, {}, bare_bodies)
             entries.append((ModelEntry(BARE, BARE, str(out.model_dir)), bare_bodies))
     return entries
 
@@ -170,7 +182,9 @@ def run(args: argparse.Namespace) -> int:
     report["machine"]["load_before"] = report["machine"].pop("load_average")
     with contextlib.ExitStack() as stack, contextlib.redirect_stdout(sys.stderr):
         redis = stack.enter_context(RedisServer(work / "redis"))
-        entries = _train(names, args, work, redis.url, report)
+        in_process: dict[str, _InProcess] = {}
+        stack.callback(lambda: [r.close() for r in in_process.values()])
+        entries = _train(names, args, work, redis.url, report, in_process)
         http, grpc_port, metrics_port = free_port(), free_port(), free_port()
         repo = write_repository(work / "mlserver", [e for e, _ in entries], http_port=http,
                                 grpc_port=grpc_port, metrics_port=metrics_port)
@@ -186,9 +200,12 @@ def run(args: argparse.Namespace) -> int:
             http_load(f"{server.url}/v2/models/{entry.name}/infer", bodies, args.concurrency, 2)
         for r in range(args.repeat):
             run_figures: dict[str, Any] = {}
-            for entry, bodies in (entries if r % 2 == 0 else entries[::-1]):
+            order = entries if r % 2 == 0 else entries[::-1]
+            for entry, _ in order:  # in-process first, while the server is idle
+                run_figures[entry.name] = {"in_process": in_process[entry.name].time(args.requests)}
+            for entry, bodies in order:
                 print(f"[bench] run {r + 1}/{args.repeat}: load on {entry.name}", file=sys.stderr)
-                figures: dict[str, Any] = {}
+                figures = run_figures[entry.name]
                 protocols = ["http", "grpc"] if args.grpc else ["http"]
                 for protocol in protocols:
                     cpu = {"server_cpu_us": (server.proc.pid, process_cpu_seconds(server.proc.pid)),
@@ -204,7 +221,6 @@ def run(args: argparse.Namespace) -> int:
                         load = grpc_load(f"127.0.0.1:{grpc_port}", entry.name, bodies, args.concurrency,
                                          args.duration)
                     figures[protocol] = _measured(load, cpu, args.duration)
-                run_figures[entry.name] = figures
             for protocol in ("http", "grpc"):
                 bare = run_figures.get(BARE, {}).get(protocol, {}).get("rps")
                 for figures in run_figures.values():
@@ -223,6 +239,11 @@ def run(args: argparse.Namespace) -> int:
 def _summarize(report: dict[str, Any]) -> None:
     """Per model and protocol, the median of each figure over the runs (`runs` keeps every run)."""
     for name, result in report["models"].items():
+        timed = [r[name]["in_process"] for r in report["runs"] if "in_process" in r.get(name, {})]
+        if timed:
+            result["in_process"] = {key: round(statistics.median(t[key] for t in timed), 3)
+                                    for key in ("p50_ms", "p99_ms")}
+            result["in_process"]["runs"] = len(timed)
         for protocol in ("http", "grpc"):
             runs = [r[name][protocol] for r in report["runs"] if protocol in r.get(name, {})]
             if not runs:
