@@ -42,6 +42,7 @@ from infra.workloads.isolation import (
 from infra.workloads.kube import (
     CONTAINER_SECURITY_CONTEXT,
     NODE_ROLE_LABEL,
+    TMP_MOUNT,
     helm_release,
     labels,
     namespace,
@@ -50,6 +51,7 @@ from infra.workloads.kube import (
     resources,
     service_account,
     service_monitor,
+    tmp_volume,
 )
 from stacks.context import StackContext
 
@@ -65,8 +67,7 @@ INGESTOR_METRICS_PORT = 9100
 SELECTOR = {"app.kubernetes.io/name": "feast-feature-server", "app.kubernetes.io/instance": RELEASE}
 INGESTOR_SELECTOR = {"app.kubernetes.io/name": "feast-stream-ingestor"}
 CLIENT_NAMESPACES = ("seldon", "ml-training")
-TMP_VOLUME = {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}
-TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
+TMP_VOLUME = tmp_volume("256Mi")
 
 
 def feature_store_yaml(redis_host: str, redis_port: int, bucket: str, tls: bool = True) -> str:

@@ -28,10 +28,12 @@ from infra.workloads.isolation import ANYWHERE, PORT_HTTPS, EgressRule, Namespac
 from infra.workloads.kube import (
     CONTAINER_SECURITY_CONTEXT,
     NODE_ROLE_LABEL,
+    TMP_MOUNT,
     labels,
     namespace,
     pod_security_context,
     service_account,
+    tmp_volume,
 )
 from stacks.context import StackContext
 
@@ -43,8 +45,7 @@ DRIFT_JOB = "drift-reports"
 SAMPLES_PREFIX = "serving-samples"
 REPORTS_PREFIX = "drift-reports"
 MLFLOW_PORT = 5000
-TMP_VOLUME = {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}
-TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
+TMP_VOLUME = tmp_volume("1Gi")
 
 
 def receiver_url() -> str:

@@ -37,6 +37,14 @@ CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
 }
 
 
+# A writable /tmp for containers with a read-only root (an emptyDir, size-limited per workload).
+TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
+
+
+def tmp_volume(size: str) -> dict[str, Any]:
+    return {"name": "tmp", "emptyDir": {"sizeLimit": size}}
+
+
 def pod_security_context(uid: int = 10001) -> dict[str, Any]:
     return {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "fsGroup": uid,
             "seccompProfile": {"type": "RuntimeDefault"}}

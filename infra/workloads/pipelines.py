@@ -65,11 +65,13 @@ from infra.workloads.isolation import (
 from infra.workloads.kube import (
     CONTAINER_SECURITY_CONTEXT,
     PSS_BASELINE,
+    TMP_MOUNT,
     helm_release,
     labels,
     namespace,
     pod_security_context,
     service_monitor,
+    tmp_volume,
 )
 from stacks.context import StackContext
 
@@ -93,10 +95,9 @@ OVERLAY_ROOT = Path(".cache") / "kustomize"  # relative to the project directory
 # The KFP databases (api server, cache, ML Metadata), on the in-cluster PostgreSQL or the managed instance.
 PIPELINE_DB, CACHE_DB, MLMD_DB = "mlpipeline", "cachedb", "metadb"
 API_URL = f"http://{API_SERVICE}.{NAMESPACE}.svc.cluster.local:{API_PORT}"
-TMP_VOLUME = {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}
+TMP_VOLUME = tmp_volume("1Gi")
 # KFP's Argo overlay: retry a step whose pod a node shutdown, preemption or eviction ended.
 TRANSIENT_ERRORS = "(?i)(imminent node shutdown|node is shutting down|preempt|evict|spot|pod deleted)"
-TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
 
 # Upstream bases of the overlay (paths inside the release's manifests/kustomize tree).
 BASES = ("base/pipeline/cluster-scoped", "base/installs/generic/postgres", "base/metadata/overlays/postgres")
