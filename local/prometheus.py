@@ -111,46 +111,17 @@ class PrometheusServer(Service):
         return _http_ok(f"{self.url}/-/ready")
 
 
-class AutoRollbackReceiver(Service):
-    """runbooks/autorollback.py on 127.0.0.1: runs the model-rollback runbook when a rollback alert fires."""
-
-    name = "autorollback"
+class _AlertReceiver(Service):
+    """An alert webhook receiver (ml/common/alert_receiver.py) on 127.0.0.1, healthy when /healthz answers."""
 
     def __init__(self, workdir: str | Path, port: int, cfg: Any) -> None:
         super().__init__(workdir)
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.cfg = cfg
-
-    def command(self) -> list[str]:
-        import sys
-
-        return [sys.executable, "-m", "runbooks.autorollback", "--env", "local", "--host", "127.0.0.1",
-                "--port", str(self.port), "--tracking-uri", self.cfg.mlflow_url, "--serving-url", self.cfg.url("http"),
-                "--state-dir", str(self.cfg.state_dir), "--audit-log", str(self.cfg.path("runbook-audit.jsonl"))]
 
     def ready(self) -> bool:
         return _http_ok(f"{self.url}/healthz")
-
-
-class RetrainReceiver(Service):
-    """ml/pipelines/retrain.py on 127.0.0.1: runs a model's pipeline (kfp.local) when its drift alert fires."""
-
-    name = "retrain"
-
-    def __init__(self, workdir: str | Path, port: int, cfg: Any) -> None:
-        super().__init__(workdir)
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.cfg = cfg
-
-    def command(self) -> list[str]:
-        import sys
-
-        return [sys.executable, "-m", "ml.pipelines.retrain", "--mode", "local", "--listen", "127.0.0.1",
-                "--port", str(self.port), "--arguments", str(self.cfg.path("pipelines", "retrain.json")),
-                "--root", str(self.cfg.path("pipelines", "root")), "--logs", str(self.cfg.path("pipelines")),
-                "--state-dir", str(self.cfg.state_dir)]
 
     def env(self) -> dict[str, str]:
         import os
@@ -160,5 +131,29 @@ class RetrainReceiver(Service):
         # Not the launcher's prometheus_client directory (feast's, deleted when `local up` exits).
         return {k: v for k, v in os.environ.items() if k not in PROMETHEUS_DIR_VARIABLES}
 
-    def ready(self) -> bool:
-        return _http_ok(f"{self.url}/healthz")
+
+class AutoRollbackReceiver(_AlertReceiver):
+    """runbooks/autorollback.py on 127.0.0.1: runs the model-rollback runbook when a rollback alert fires."""
+
+    name = "autorollback"
+
+    def command(self) -> list[str]:
+        import sys
+
+        return [sys.executable, "-m", "runbooks.autorollback", "--env", "local", "--host", "127.0.0.1",
+                "--port", str(self.port), "--tracking-uri", self.cfg.mlflow_url, "--serving-url", self.cfg.url("http"),
+                "--state-dir", str(self.cfg.state_dir), "--audit-log", str(self.cfg.path("runbook-audit.jsonl"))]
+
+
+class RetrainReceiver(_AlertReceiver):
+    """ml/pipelines/retrain.py on 127.0.0.1: runs a model's pipeline (kfp.local) when its drift alert fires."""
+
+    name = "retrain"
+
+    def command(self) -> list[str]:
+        import sys
+
+        return [sys.executable, "-m", "ml.pipelines.retrain", "--mode", "local", "--listen", "127.0.0.1",
+                "--port", str(self.port), "--arguments", str(self.cfg.path("pipelines", "retrain.json")),
+                "--root", str(self.cfg.path("pipelines", "root")), "--logs", str(self.cfg.path("pipelines")),
+                "--state-dir", str(self.cfg.state_dir)]
