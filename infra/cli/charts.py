@@ -43,5 +43,5 @@ def _pull(args: argparse.Namespace) -> int:
             print(f"mlplat charts: {error}", file=sys.stderr)
         print(HOW_TO, file=sys.stderr)
         return 1
-    print(f"{len(got)} charts and manifest trees in {store.cache}")
+    print(f"{len(got) - len(trees)} charts and {len(trees)} manifest tree(s) in {store.cache}")
     return 0

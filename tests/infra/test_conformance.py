@@ -229,10 +229,13 @@ def test_every_bom_chart_has_a_reviewed_digest_and_the_cache_is_ignored_by_git()
 
 
 def test_charts_pull_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from infra.conformance.manifests import manifest_pins
     from mlplat.cli import main
 
     assert main(["charts", "pull", "--offline"]) == 0
-    assert f"{len(pins())} charts in" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"{len(pins())} charts and {len(manifest_pins())} manifest tree(s) in" in out
+    assert all(p.archive in out for p in [*pins(), *manifest_pins()])
 
 
 def test_chart_pin_archive_name() -> None:
