@@ -51,8 +51,9 @@ def pins(bom: Path = BOM) -> list[ChartPin]:
     return [ChartPin(key, str(c["repository"]), str(c["chart"]), str(c["version"])) for key, c in charts.items()]
 
 
-def load_digests(path: Path = DIGESTS) -> dict[str, set[str]]:
-    data = (yaml.safe_load(path.read_text()) or {}).get("charts") if path.exists() else {}
+def load_digests(path: Path = DIGESTS, section: str = "charts") -> dict[str, set[str]]:
+    """Reviewed sha256 values by archive name: `charts` (file digests) or `trees` (manifests.py)."""
+    data = (yaml.safe_load(path.read_text()) or {}).get(section) if path.exists() else {}
     return {name: {str(d).removeprefix("sha256:") for d in (v if isinstance(v, list) else [v])}
             for name, v in (data or {}).items()}
 

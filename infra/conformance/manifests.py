@@ -26,7 +26,7 @@ from typing import IO
 
 import yaml
 
-from infra.conformance.charts import BOM, DIGESTS, ChartSourceError, ChartStore
+from infra.conformance.charts import BOM, DIGESTS, ChartSourceError, ChartStore, load_digests
 
 DOWNLOAD_TIMEOUT_S = 120
 
@@ -59,9 +59,7 @@ def manifest_pins(bom: Path = BOM) -> list[ManifestPin]:
 
 
 def load_tree_digests(path: Path = DIGESTS) -> dict[str, set[str]]:
-    data = (yaml.safe_load(path.read_text()) or {}).get("trees") if path.exists() else {}
-    return {name: {str(d).removeprefix("sha256:") for d in (v if isinstance(v, list) else [v])}
-            for name, v in (data or {}).items()}
+    return load_digests(path, section="trees")
 
 
 def tree_files(source: Path | IO[bytes], prefix: str) -> dict[str, bytes]:
