@@ -27,8 +27,6 @@ import argparse
 import io
 import logging
 import os
-import queue
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +34,7 @@ from typing import Any
 
 from contracts.governance import AuditLog
 from contracts.rollback import ACTION, ACTION_LABEL
-from ml.common.alert_receiver import firing, serve, switched_off
+from ml.common.alert_receiver import QueuedReceiver, firing, serve
 from runbooks.context import RunContext
 from runbooks.engine import run
 from runbooks.models import CHALLENGER, CHAMPION, ROLLBACK, experiment_name
@@ -46,18 +44,13 @@ DISABLE_ENV = "MLPLAT_AUTO_ROLLBACK"
 PAUSE_FILE = "autorollback.paused"
 
 
-class Receiver:
+class Receiver(QueuedReceiver):
     def __init__(self, make_context: Callable[[dict[str, str]], RunContext], audit: AuditLog,
                  state_dir: Path | None = None) -> None:
         self.make_context = make_context
         self.audit = audit
-        self.state_dir = state_dir
-        self.decisions: list[dict[str, Any]] = []
         self._handled: set[tuple[str, str]] = set()
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._lock = threading.Lock()
-        self._worker = threading.Thread(target=self._work, name="autorollback", daemon=True)
-        self._worker.start()
+        super().__init__("autorollback", DISABLE_ENV, PAUSE_FILE, state_dir)
 
     # ---- intake ---------------------------------------------------------------------------------
 
@@ -81,26 +74,15 @@ class Receiver:
             accepted += 1
         return accepted
 
-    def disabled(self) -> str | None:
-        return switched_off(DISABLE_ENV, self.state_dir, PAUSE_FILE)
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._worker.join(timeout=30)
-
     # ---- decisions --------------------------------------------------------------------------------
 
-    def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            try:
-                self._decide(item)
-            except Exception as exc:  # a bad alert must not stop the receiver
-                log.exception("autorollback: %s", exc)
-                item.update(decision="failed", detail=str(exc), finished=time.time())
-                self.decisions.append(item)
+    def handle(self, item: dict[str, Any]) -> None:
+        try:
+            self._decide(item)
+        except Exception as exc:  # a bad alert must not stop the receiver
+            log.exception("autorollback: %s", exc)
+            item.update(decision="failed", detail=str(exc), finished=time.time())
+            self.decisions.append(item)
 
     def _decide(self, item: dict[str, Any]) -> None:
         model, version = item["model"], item["version"]

@@ -2,8 +2,9 @@
 
 Alerts arrive as Alertmanager webhooks (`POST /alerts`, the cluster) or straight from Prometheus
 (`POST /api/v2/alerts`, the local platform, which runs no Alertmanager). A receiver answers at once
-and acts on its own worker thread; this module only parses the two formats, serves `GET /healthz` and
-`GET /decisions`, and reads the two run-time switches (an environment variable and a pause file).
+and acts on its own worker thread; this module parses the two formats, serves `GET /healthz` and
+`GET /decisions`, reads the two run-time switches (an environment variable and a pause file) and runs
+the queue and worker thread (`QueuedReceiver`); what an alert leads to is the receiver's own `handle`.
 Standard library only: the receivers run in the model-server and ops images.
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
+import threading
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -51,6 +54,34 @@ def switched_off(env_var: str, state_dir: Path | None, pause_file: str) -> str |
     if state_dir is not None and (state_dir / pause_file).exists():
         return f"{state_dir / pause_file} exists"
     return None
+
+
+class QueuedReceiver:
+    """What both receivers share behind `submit`: a queue of accepted alerts handled in order by one
+    worker thread (`handle`, written by the receiver), the `decisions` list `GET /decisions` shows,
+    the off switch, and `close`, which lets the queue drain and stops the thread."""
+
+    def __init__(self, name: str, disable_env: str, pause_file: str, state_dir: Path | None) -> None:
+        self.disable_env, self.pause_file, self.state_dir = disable_env, pause_file, state_dir
+        self.decisions: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._worker = threading.Thread(target=self._work, name=name, daemon=True)
+        self._worker.start()
+
+    def handle(self, item: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def disabled(self) -> str | None:
+        return switched_off(self.disable_env, self.state_dir, self.pause_file)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._worker.join(timeout=30)
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            self.handle(item)
 
 
 def make_handler(sink: AlertSink) -> type[BaseHTTPRequestHandler]:

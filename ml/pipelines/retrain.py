@@ -25,8 +25,6 @@ import argparse
 import json
 import logging
 import os
-import queue
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +32,7 @@ from typing import Any
 
 from contracts import model_registry
 from contracts.pipelines import ACTION_LABEL, RETRAIN_ACTION
-from ml.common.alert_receiver import firing, serve, switched_off
+from ml.common.alert_receiver import QueuedReceiver, firing, serve
 
 log = logging.getLogger("mlplat.retrain")
 DISABLE_ENV = "MLPLAT_AUTO_RETRAIN"
@@ -43,21 +41,13 @@ PAUSE_FILE = "retrain.paused"
 Starter = Callable[[str], dict[str, Any]]  # model -> what was started (and, locally, how it ended)
 
 
-class Receiver:
+class Receiver(QueuedReceiver):
     def __init__(self, starter: Starter, cooldown_s: float = 3600, state_dir: Path | None = None) -> None:
         self.starter = starter
         self.cooldown_s = cooldown_s
-        self.state_dir = state_dir
-        self.decisions: list[dict[str, Any]] = []
         self._busy: set[str] = set()
         self._last: dict[str, float] = {}
-        self._lock = threading.Lock()
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._worker = threading.Thread(target=self._work, name="retrain", daemon=True)
-        self._worker.start()
-
-    def disabled(self) -> str | None:
-        return switched_off(DISABLE_ENV, self.state_dir, PAUSE_FILE)
+        super().__init__("retrain", DISABLE_ENV, PAUSE_FILE, state_dir)
 
     def submit(self, alerts: list[dict[str, Any]]) -> int:
         """Queue a run for each firing retrain alert of a registered model; returns how many were accepted."""
@@ -86,38 +76,30 @@ class Receiver:
             accepted += 1
         return accepted
 
-    def close(self) -> None:
-        self._queue.put(None)
-        self._worker.join(timeout=30)
-
-    def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            model = item["model"]
-            try:
-                why = self.disabled()
-                if why:
-                    item.update(decision="disabled", detail=f"retraining on drift is disabled ({why})")
-                else:
-                    item.update(started=time.time(), decision="running")
-                    self.decisions.append(item)  # listed while it runs; updated in place when it ends
-                    item.update(self.starter(model))
-                    if item["decision"] == "running":
-                        item["decision"] = "run started"
-            except Exception as exc:  # a failed start must not stop the receiver
-                log.exception("retrain %s: %s", model, exc)
-                item.update(decision="failed", detail=str(exc))
-            finally:
-                item["finished"] = time.time()
-                with self._lock:
-                    self._busy.discard(model)
-                    if item.get("decision") not in ("disabled", "failed"):
-                        self._last[model] = item["finished"]
-                if not any(d is item for d in self.decisions):
-                    self.decisions.append(item)
-                log.warning("retrain: %s %s: %s", item.get("decision"), model, item.get("detail", ""))
+    def handle(self, item: dict[str, Any]) -> None:
+        model = item["model"]
+        try:
+            why = self.disabled()
+            if why:
+                item.update(decision="disabled", detail=f"retraining on drift is disabled ({why})")
+            else:
+                item.update(started=time.time(), decision="running")
+                self.decisions.append(item)  # listed while it runs; updated in place when it ends
+                item.update(self.starter(model))
+                if item["decision"] == "running":
+                    item["decision"] = "run started"
+        except Exception as exc:  # a failed start must not stop the receiver
+            log.exception("retrain %s: %s", model, exc)
+            item.update(decision="failed", detail=str(exc))
+        finally:
+            item["finished"] = time.time()
+            with self._lock:
+                self._busy.discard(model)
+                if item.get("decision") not in ("disabled", "failed"):
+                    self._last[model] = item["finished"]
+            if not any(d is item for d in self.decisions):
+                self.decisions.append(item)
+            log.warning("retrain: %s %s: %s", item.get("decision"), model, item.get("detail", ""))
 
 
 
