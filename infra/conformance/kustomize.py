@@ -20,7 +20,6 @@ docs/CONFORMANCE.md says what this proves and what only a real `kustomize build`
 from __future__ import annotations
 
 import copy
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -29,7 +28,6 @@ import yaml
 
 from infra.conformance.model import CLUSTER_SCOPED, KubeObject, Problem
 
-PREFIX = "pipelines-{version}/manifests/kustomize/"  # the tarball's top folder (a `git archive` prefix)
 REMOTE = "https://github.com/kubeflow/pipelines/manifests/kustomize/"
 
 
@@ -58,17 +56,11 @@ class Rendered:
 
 
 class Tree:
-    """The files of the release's kustomize tree (paths relative to manifests/kustomize/)."""
+    """The files of the release's kustomize tree (paths relative to manifests/kustomize/), as
+    infra/conformance/manifests.py accepted them."""
 
-    def __init__(self, tarball: Path, version: str) -> None:
-        prefix = PREFIX.format(version=version)
-        self.files: dict[str, bytes] = {}
-        with tarfile.open(tarball) as tar:
-            for member in tar.getmembers():
-                if member.isfile() and member.name.startswith(prefix):
-                    data = tar.extractfile(member)
-                    if data is not None:
-                        self.files[member.name[len(prefix):]] = data.read()
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
 
     def is_dir(self, path: str) -> bool:
         return any(f.startswith(path.rstrip("/") + "/") for f in self.files)
@@ -266,10 +258,10 @@ def apply_patch(docs: list[dict[str, Any]], patch: Any, target: dict[str, Any] |
     return docs
 
 
-def render(overlay: Path, tarball: Path, version: str) -> Rendered:
-    """Read `overlay/kustomization.yaml` over the release's tree in `tarball`."""
+def render(overlay: Path, files: dict[str, bytes], version: str) -> Rendered:
+    """Read `overlay/kustomization.yaml` over the release's tree (`files`, from manifests.TreeStore.tree)."""
     result = Rendered()
-    tree = Tree(tarball, version)
+    tree = Tree(files)
     k = _load((overlay / "kustomization.yaml").read_text())
     builder = Builder(tree, result)
     docs: list[dict[str, Any]] = []

@@ -149,14 +149,13 @@ class TreeStore:
         self._accept(pin, files, pin.url)
         return files
 
-    def get(self, pin: ManifestPin, repository_first: bool = False) -> Path:
-        """The cached tarball of the pin's tree, filled from the repository or the mirror if needed."""
+    def _fetch(self, pin: ManifestPin, repository_first: bool) -> tuple[Path, dict[str, bytes]]:
         cached = self.charts.cache / pin.archive
         if not repository_first:
             try:
-                self._from_file(pin, cached, "cache")
+                files = self._from_file(pin, cached, "cache")
                 self.charts.sources[pin.archive] = "cache"
-                return cached
+                return cached, files
             except ChartSourceError:
                 pass  # missing, stale or foreign: fetched again
         sources = [(f"repository {pin.url}", self._from_repository),
@@ -172,8 +171,16 @@ class TreeStore:
                 continue
             write_tree(files, pin.prefix, cached)
             self.charts.sources[pin.archive] = origin
-            return cached
+            return cached, files
         raise ChartSourceError(f"{pin.archive} is not available ({'; '.join(errors)})")
+
+    def get(self, pin: ManifestPin, repository_first: bool = False) -> Path:
+        """The cached tarball of the pin's tree, filled from the repository or the mirror if needed."""
+        return self._fetch(pin, repository_first)[0]
+
+    def tree(self, pin: ManifestPin) -> dict[str, bytes]:
+        """The checked files of the pin's tree by path relative to its `path` (what kustomize.py reads)."""
+        return self._fetch(pin, repository_first=False)[1]
 
     def pull_all(self, pins: list[ManifestPin]) -> tuple[dict[str, Path], list[str]]:
         got, errors = {}, []

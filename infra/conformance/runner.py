@@ -82,7 +82,7 @@ def _kustomizations(plan: Plan, store: ChartStore, crds: CrdRegistry, rows: dict
             continue
         manifests, pin = pinned
         tree_pin = ManifestPin(manifests, pin.repository, pin.path, pin.version)
-        rendered = kustomize.render(Path(REPO_ROOT) / kz.directory, TreeStore(store).get(tree_pin), pin.version)
+        rendered = kustomize.render(Path(REPO_ROOT) / kz.directory, TreeStore(store).tree(tree_pin), pin.version)
         label = f"{manifests} (kustomize)"
         rows[label] = Row(label, "kustomize", pin.version, rendered=len(rendered.objects))
         for obj in rendered.objects:

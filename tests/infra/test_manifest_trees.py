@@ -122,6 +122,7 @@ def test_pull_takes_the_tree_from_the_tag_archive_and_caches_it(tree, forge, tmp
     # Offline afterwards, the conformance check reads the cache and asks nobody.
     offline = ChartStore(cache=tmp_path / "cache", mirror=None, online=False)
     assert TreeStore(offline).get(PIN) == cached and offline.sources[PIN.archive] == "cache"
+    assert TreeStore(offline).tree(PIN) == tree  # what the conformance check reads: the checked files
     assert len(forge.requests) == 1
 
 

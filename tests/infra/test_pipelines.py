@@ -278,6 +278,7 @@ def test_overlay_reads_against_the_mirrored_release(database, tmp_path):
     import os
 
     from infra.conformance import kustomize
+    from infra.conformance.manifests import manifest_pins, tree_files
 
     mirror = Path(os.environ.get("MLPLAT_CHART_MIRROR") or REPO.parent / "shared" / "charts")
     version = load_bom().manifests[kfp.MANIFESTS].version
@@ -290,7 +291,8 @@ def test_overlay_reads_against_the_mirrored_release(database, tmp_path):
     cfg = PlatformConfig.model_validate({**base.model_dump(by_alias=True), "workloads": {
         **base.model_dump(by_alias=True)["workloads"], "pipelines": {"database": database}}})
     (tmp_path / "kustomization.yaml").write_text(kfp.overlay_text(StackContext(cfg)))
-    rendered = kustomize.render(tmp_path, tarball, version)
+    pin = next(p for p in manifest_pins() if p.key == kfp.MANIFESTS)
+    rendered = kustomize.render(tmp_path, tree_files(tarball, pin.prefix), version)
     assert rendered.problems == []
     kinds = {(o.kind, o.manifest["metadata"]["name"]) for o in rendered.objects}
     assert ("Deployment", "ml-pipeline") in kinds and ("CustomResourceDefinition", "scheduledworkflows.kubeflow.org") \
