@@ -38,10 +38,11 @@ from contracts.models import ModelSpec
 from infra.aws.interfaces import WORKLOAD_IDENTITIES, DataServices
 from infra.aws.storage import FEAST_OFFLINE_PREFIX
 from infra.workloads.feature_store import CONFIG_MAP as FEAST_CONFIG_MAP
-from infra.workloads.feature_store import REDIS_SECRET, REPO_DIR, TMP_MOUNT, TMP_VOLUME
+from infra.workloads.feature_store import REDIS_SECRET, REPO_DIR, TMP_VOLUME
 from infra.workloads.kube import (
     CONTAINER_SECURITY_CONTEXT,
     NODE_ROLE_LABEL,
+    TMP_MOUNT,
     labels,
     pod_security_context,
     resources,
