@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from mlserver import MLModel
 from mlserver.errors import MLServerError
-from mlserver.types import InferenceRequest, InferenceResponse, RequestInput, ResponseOutput
+from mlserver.types import InferenceRequest, InferenceResponse, Parameters, RequestInput, ResponseOutput
 
 from ml.common.drift import REFERENCE_FILE, DriftMonitor, Reference
 from ml.common.metrics import RuntimeMetrics, VersionMetrics
@@ -291,8 +291,6 @@ class ReferenceRuntime(MLModel):
     def response(
         self, request: InferenceRequest, outputs: list[ResponseOutput], **parameters: Any
     ) -> InferenceResponse:
-        from mlserver.types import Parameters
-
         return InferenceResponse(
             model_name=self.name,
             model_version=self.registry_version or self.version,
@@ -302,7 +300,10 @@ class ReferenceRuntime(MLModel):
         )
 
 
-_DATATYPES = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "int32": "INT32", "bool": "BOOL"}
+# Keyed by dtype object: `dtype.name` is computed in Python on every access (~3.5 us, a tenth of a
+# small response's cost).
+_DATATYPES = {np.dtype(k): v for k, v in
+              {"float32": "FP32", "float64": "FP64", "int64": "INT64", "int32": "INT32", "bool": "BOOL"}.items()}
 
 
 def tensor(name: str, values: np.ndarray | list[str]) -> ResponseOutput:
@@ -310,7 +311,7 @@ def tensor(name: str, values: np.ndarray | list[str]) -> ResponseOutput:
     if isinstance(values, list):  # strings, as bytes: the gRPC codec accepts only bytes for BYTES tensors
         data = [v.encode() if isinstance(v, str) else v for v in values]  # (REST encodes them back to str)
         return ResponseOutput(name=name, shape=[len(values)], datatype="BYTES", data=data)
-    datatype = _DATATYPES.get(values.dtype.name)
+    datatype = _DATATYPES.get(values.dtype)
     if datatype is None:
         raise TypeError(f"output {name!r}: unsupported dtype {values.dtype}")
     return ResponseOutput(name=name, shape=list(values.shape), datatype=datatype, data=values.ravel().tolist())

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 
-from ml.cli.bench import BARE, _summarize, _table, register
+import pytest
+
+from ml.cli.bench import BARE, _InProcess, _summarize, _table, register
 
 
 def _run(fraud_rps: float, bare_rps: float, p99: float, inproc_p99: float = 0.5) -> dict:
@@ -43,3 +46,40 @@ def test_cli_takes_a_json_file_and_repeat():
     register(parser.add_subparsers(dest="cmd"))
     args = parser.parse_args(["bench", "models", "--json", "out.json", "--repeat", "3", "--grpc"])
     assert str(args.json) == "out.json" and args.repeat == 3 and args.grpc
+
+
+class _Runtime:
+    """Stands in for an MLServer runtime: `predict` returns the request doubled, after `wait`."""
+
+    def __init__(self, wait) -> None:
+        self.wait, self.calls = wait, 0
+
+    async def predict(self, request: int) -> int:
+        self.calls += 1
+        if self.wait is not None:
+            await self.wait()
+        return request * 2
+
+
+def _in_process(runtime: _Runtime) -> _InProcess:
+    timed = object.__new__(_InProcess)  # __init__ loads a real model; only predict's driving is tested
+    timed.runtime, timed.loop, timed.direct, timed.requests = runtime, asyncio.new_event_loop(), True, [1, 2]
+    return timed
+
+
+def test_in_process_timing_runs_a_predict_that_never_suspends_without_the_event_loop():
+    timed = _in_process(_Runtime(None))
+    assert [timed.predict(r) for r in (1, 2, 3)] == [2, 4, 6]
+    assert timed.direct and timed.runtime.calls == 3
+    figures = timed.time(50)
+    assert set(figures) == {"p50_ms", "p99_ms"} and 0 < figures["p50_ms"] <= figures["p99_ms"]
+    timed.close()
+
+
+@pytest.mark.parametrize("wait", [lambda: asyncio.sleep(0), lambda: asyncio.sleep(0.001)],
+                         ids=["suspends", "needs-the-running-loop"])
+def test_in_process_timing_moves_a_predict_that_awaits_onto_the_event_loop(wait):
+    timed = _in_process(_Runtime(wait))
+    assert timed.predict(5) == 10 and not timed.direct
+    assert timed.predict(6) == 12 and timed.runtime.calls == 3  # the interrupted call, rerun, then one more
+    timed.close()

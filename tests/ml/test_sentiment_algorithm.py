@@ -87,10 +87,10 @@ def test_predictions_follow_the_learned_signal(trained):
 def _explicit(parts: dict, raw: str) -> np.ndarray:
     """Level-1 heads + lexicon scores -> routing -> level-2 model, computed the long way (scikit-learn)."""
     q = algorithm.prepare(raw, algorithm.DEFAULT_PARAMS["max_chars"])
-    xs = {n: parts["spaces"][n].matrix([algorithm._tokens(n, q.norm)]) for n in algorithm.SPACES}
+    xs = {n: parts["spaces"][n].matrix([algorithm._tokens(n, q)]) for n in algorithm.SPACES}
     z = [parts["heads"][h].decision_function(sp.hstack([xs[n] for n in names]).tocsr())[0]
          for h, names in algorithm.HEADS.items()]
-    z = np.r_[np.concatenate(z), lexicons.scores(q.light, q.norm)]
+    z = np.r_[np.concatenate(z), lexicons.scores(q.light, q.tokens)]
     domain = (sp.hstack([xs["char"], xs["word"]]).tocsr() @ parts["dom_w"])[0] + parts["dom_b"]
     d = float(q.precleaned and domain > 0)
     return parts["top"].decision_function(np.r_[z * (1 - d), z * d, d][None])[0]
@@ -109,7 +109,7 @@ def test_tfidf_space_matches_scikit_learn(frames):
 
     human, _ = frames
     for space in algorithm.SPACES:
-        toks = [algorithm._tokens(space, tx.normalize(t)) for t in human["text"]]
+        toks = [algorithm._tokens(space, algorithm.prepare(t, 10**6)) for t in human["text"]]
         ours = algorithm.Space.fit(toks, 2)
         ref = TfidfVectorizer(analyzer=lambda d: d, min_df=2, sublinear_tf=True).fit(toks)
         assert ours.vocabulary == ref.vocabulary_
@@ -121,7 +121,7 @@ def test_normalisation_of_raw_tweets():
     assert tx.light("Didn`t LOVE it www.x.org") == "Didn't LOVE it"
     assert tx.looks_precleaned("modi wins vote today") and not tx.looks_precleaned("Modi wins")
     assert not tx.looks_precleaned("vote for a change") and not tx.looks_precleaned("great win!")
-    toks = tx.lexicon_tokens("not good. good", {"V": {"good": "P1"}})
+    toks = tx.lexicon_tokens(tx.tokens("not good. good"), {"V": {"good": "P1"}})
     assert toks[:5] == ["not", "neg_good", "neg__VP1", ".", "good"] and "_VP1" in toks
     assert tx.char_grams("ab", 1, 3) == [" ", "a", "b", " ", " a", "ab", "b ", " ab", "ab "]
 
@@ -236,7 +236,7 @@ def test_evaluate_refuses_empty_frame(trained):
 def test_lexicon_scores_come_from_the_installed_packages():
     assert lexicons.word_classes()["V"]["good"].startswith("P")
     assert lexicons.word_classes()["T"]["bad"].startswith("N")
-    s = lexicons.scores("This is GREAT!", "this is great!")
+    s = lexicons.scores("This is GREAT!", tx.tokens("this is great!"))
     assert s.shape == (len(lexicons.NAMES),) and s[3] > 0.5 and s[4] > 0.5
 
 

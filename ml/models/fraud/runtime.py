@@ -178,7 +178,7 @@ class FraudRuntime(ReferenceRuntime):
         decision = proba >= self.threshold
         for p in proba.tolist():
             self.metrics.prediction.observe(p)
-        n_fraud = int(decision.sum())
+        n_fraud = decision.tolist().count(True)  # ndarray.sum costs ~5 us on one row
         if n_fraud:
             self.metrics.predicted("fraud", n_fraud)
         if len(decision) - n_fraud:

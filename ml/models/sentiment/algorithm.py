@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -64,12 +63,12 @@ DEFAULT_PARAMS: dict[str, Any] = {
 }
 
 
-def _tokens(space: str, norm: str) -> list[str]:
+def _tokens(space: str, p: Prepared) -> list[str]:
     if space == "char":
-        return tx.char_grams(norm)
+        return tx.char_grams(p.norm)
     if space == "word":
-        return tx.words(norm)
-    return tx.lexicon_tokens(norm, lexicons.word_classes())
+        return tx.words(p.tokens)
+    return tx.lexicon_tokens(p.tokens, lexicons.word_classes())
 
 
 @dataclass
@@ -118,15 +117,20 @@ class Space:
 
 @dataclass
 class Prepared:
+    """One text in the forms the features read; tokenised once (word, lexicon and TextBlob features
+    share the tokens)."""
+
     light: str
     norm: str
+    tokens: list[str]
     precleaned: bool
 
 
 def prepare(raw: str, max_chars: int) -> Prepared:
     raw = raw[:max_chars]
     lt = tx.light(raw)
-    return Prepared(lt, lt.lower(), tx.looks_precleaned(raw))
+    norm = lt.lower()
+    return Prepared(lt, norm, tx.tokens(norm), tx.looks_precleaned(raw))
 
 
 def _check_texts(texts: list[str]) -> list[str]:
@@ -184,17 +188,16 @@ class SentimentModel:
             ids.extend(self._char_ids(word))
         for name in ("word", "lex"):
             vocab, off = self.spaces[name].vocabulary, self._offsets[name]
-            ids.extend(vocab[t] + off for t in _tokens(name, p.norm) if t in vocab)
+            ids.extend(vocab[t] + off for t in _tokens(name, p) if t in vocab)
         acc = np.zeros(7)
         if ids:
-            counts = Counter(ids)
-            idx = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
-            val = (1.0 + np.log(np.fromiter(counts.values(), dtype=np.float64, count=len(counts)))) * self._idf[idx]
+            idx, counts = np.unique(np.array(ids, dtype=np.int64), return_counts=True)  # < Counter + 2 fromiter
+            val = (1.0 + np.log(counts)) * self._idf[idx]
             seg = self._space_of[idx]
             val /= np.sqrt(np.bincount(seg, val * val, minlength=len(SPACES)))[seg]  # l2 per space
             acc = val @ self._weights[idx]
         route = 1 if (p.precleaned and acc[6] + self.domain_bias > 0) else 0
-        lex = lexicons.scores(p.light, p.norm)
+        lex = lexicons.scores(p.light, p.tokens)
         return route, acc[3 * route:3 * route + 3] + lex @ self.dense[route] + self.bias[route]
 
     def routes(self, texts: list[str]) -> np.ndarray:
@@ -311,10 +314,10 @@ def fit(texts: list[str], labels: Sequence[int] | np.ndarray, weak_texts: list[s
         wp = [prepare(t, max_chars) for t in weak_texts] if weak else []
         spaces, xh, xw = {}, {}, {}
         for name in SPACES:
-            toks = [_tokens(name, q.norm) for q in hp]
+            toks = [_tokens(name, q) for q in hp]
             spaces[name] = Space.fit(toks, int(p["min_df"]))
             xh[name] = spaces[name].matrix(toks)
-            xw[name] = spaces[name].matrix([_tokens(name, q.norm) for q in wp]) if weak else None
+            xw[name] = spaces[name].matrix([_tokens(name, q) for q in wp]) if weak else None
 
         def stack(xs: dict[str, sp.csr_matrix], names: tuple[str, ...]) -> sp.csr_matrix:
             return sp.hstack([xs[n] for n in names]).tocsr()
@@ -327,7 +330,7 @@ def fit(texts: list[str], labels: Sequence[int] | np.ndarray, weak_texts: list[s
             head_models[head] = _logistic(p["C_text"], seed).fit(xa, y)
             if weak:
                 zw.append(head_models[head].decision_function(stack(xw, names)))
-        lh = np.array([lexicons.scores(q.light, q.norm) for q in hp])
+        lh = np.array([lexicons.scores(q.light, q.tokens) for q in hp])
         zh = np.hstack([*zh, lh])
         # routing
         n_words = len(spaces["char"].vocabulary) + len(spaces["word"].vocabulary)
@@ -339,7 +342,7 @@ def fit(texts: list[str], labels: Sequence[int] | np.ndarray, weak_texts: list[s
             dom_w, dom_b = dom.coef_[0], float(dom.intercept_[0])
             pre = np.array([q.precleaned for q in hp + wp])
             d = ((dom_scores > 0) & pre).astype(float)
-            lw = np.array([lexicons.scores(q.light, q.norm) for q in wp])
+            lw = np.array([lexicons.scores(q.light, q.tokens) for q in wp])
             z = np.vstack([zh, np.hstack([*zw, lw])])
             ya = np.r_[y, yw]
             sw = np.r_[np.ones(len(y)), np.full(len(yw), float(p["weak_weight"]))]

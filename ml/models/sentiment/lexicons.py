@@ -20,8 +20,6 @@ from functools import lru_cache
 
 import numpy as np
 
-from ml.models.sentiment import text as tx
-
 NAMES = ("vader_neg", "vader_neu", "vader_pos", "vader_compound", "textblob_polarity", "textblob_subjectivity")
 
 
@@ -50,9 +48,9 @@ def word_classes() -> dict[str, dict[str, str]]:
     return {"V": v, "T": t}
 
 
-def scores(light_text: str, norm_text: str) -> np.ndarray:
-    """The six values of NAMES for one text (``light`` and ``normalize`` forms of it)."""
+def scores(light_text: str, norm_tokens: list[str]) -> np.ndarray:
+    """The six values of NAMES for one text (its ``light`` form and the ``tokens`` of its normal form)."""
     vader, textblob = _analyzers()
     s = vader.polarity_scores(light_text)
-    polarity, subjectivity = textblob(tx.tokens(norm_text))[:2]
+    polarity, subjectivity = textblob(norm_tokens)[:2]
     return np.array([s["neg"], s["neu"], s["pos"], s["compound"], polarity, subjectivity])

@@ -37,8 +37,8 @@ class SentimentRuntime(ReferenceRuntime):
         proba = np.asarray(self.model.predict_proba(texts), dtype=np.float32)
         labels = self.classes[proba.argmax(axis=1)]
         confidence = proba.max(axis=1)
-        for c in confidence:
-            self.metrics.prediction.observe(float(c))
+        for c in confidence.tolist():
+            self.metrics.prediction.observe(c)
         for label, count in Counter(labels.tolist()).items():  # np.unique costs more than it saves on 1 row
             self.metrics.predicted(str(label), count)
         self.observe({"score": confidence, "text_length": [len(t.split()) for t in texts]})

@@ -60,14 +60,14 @@ def tokens(norm: str) -> list[str]:
     return _WORD.findall(norm)
 
 
-def words(norm: str) -> list[str]:
-    """Word unigrams and bigrams (words and single punctuation marks)."""
-    toks = tokens(norm)
+def words(toks: list[str]) -> list[str]:
+    """Word unigrams and bigrams of a text's ``tokens`` (words and single punctuation marks)."""
     return toks + [f"{a} {b}" for a, b in pairwise(toks)]
 
 
-def lexicon_tokens(norm: str, lexicons: dict[str, dict[str, str]]) -> list[str]:
-    """Negation-marked words plus one class token per lexicon hit, and bigrams of the words.
+def lexicon_tokens(toks: list[str], lexicons: dict[str, dict[str, str]]) -> list[str]:
+    """Negation-marked words of a text's ``tokens`` plus one class token per lexicon hit, and bigrams
+    of the words.
 
     ``lexicons`` maps a tag to {word: class}; a word in lexicon ``V`` with class ``P2`` adds the token
     ``_VP2``. Within ``NEGATION_SCOPE`` words after a negation (up to a clause mark) every token gets
@@ -76,7 +76,7 @@ def lexicon_tokens(norm: str, lexicons: dict[str, dict[str, str]]) -> list[str]:
     out: list[str] = []
     plain: list[str] = []
     scope = 0
-    for t in tokens(norm):
+    for t in toks:
         if t in _CLAUSE_END:
             scope = 0
             out.append(t)
