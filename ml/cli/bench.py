@@ -3,7 +3,7 @@
     mlplat bench models [--models NAME,NAME,...] [--data DIR] [--concurrency 4]
                         [--duration 10] [--repeat N] [--grpc] [--json FILE]
                         [--max-batch-size N --max-batch-time-ms T] [--online-client resp|redis-py]
-                        [--compare-online-clients]
+                        [--compare-online-clients] [--no-pin]
 
 Per model (default: every registered model, contracts/model_registry.py, through its plugin,
 ml/common/plugin.py): trains on --data (the shared datasets' file names) or on generated sample data,
@@ -16,7 +16,9 @@ Feast materialization. Throughput is also given as a ratio to the bare runtime m
 run; with `--repeat N` the runs alternate the model order and each figure, in-process ones included,
 is the median over the runs (the ratio: the median of the per-run ratios), so a noisy machine still
 gives a stable ratio. The server's and redis-server's CPU time per request is measured from /proc
-during each load (what `mlplat capacity` sizes pods and shards from).
+during each load (what `mlplat capacity` sizes pods and shards from). On Linux with 2+ CPUs the server
+side (MLServer, redis-server, the in-process timing) runs on half of the CPUs and the load generators
+on the others (`--no-pin`: all on every CPU); the report records the layout.
 
 `--json FILE` writes every figure of the table plus the machine (cores, load average before/after),
 the command, the settings and the versions; the table is printed either way.
@@ -64,6 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     models.add_argument("--compare-online-clients", action="store_true",
                         help="also serve each model that reads online features with the redis-py client, as "
                              "<model>-redis-py, in the same run")
+    models.add_argument("--no-pin", action="store_true",
+                        help="run the server side and the load generators on every CPU (default: on separate "
+                             "CPUs, see CpuLayout in ml/serving/bench.py)")
     models.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON to FILE")
     models.set_defaults(func=run)
 
@@ -170,7 +175,15 @@ def _measured(load: dict[str, Any], cpu: dict[str, tuple[int, float]], duration:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    from ml.serving.bench import feature_fetches, http_load, machine_info, process_cpu_seconds, versions
+    from ml.serving.bench import (
+        CpuLayout,
+        feature_fetches,
+        http_load,
+        machine_info,
+        on_cpus,
+        process_cpu_seconds,
+        versions,
+    )
     from ml.serving.grpc_load import grpc_load
     from ml.serving.processes import MLServerProcess, RedisServer, free_port
     from ml.serving.settings import write_repository
@@ -188,6 +201,8 @@ def run(args: argparse.Namespace) -> int:
         print("mlplat bench: give --max-batch-size and --max-batch-time-ms together", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="mlplat-bench-"))
+    layout = None if args.no_pin else CpuLayout.split()
+    server_cpus, load_cpus = (layout.server, layout.load) if layout else (None, None)
     report: dict[str, Any] = {
         "schema": 1, "command": "mlplat " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "started": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine_info(),
@@ -196,12 +211,14 @@ def run(args: argparse.Namespace) -> int:
                      "requests_in_process": args.requests, "data": str(args.data or "generated sample"),
                      "grpc": args.grpc, "max_batch_size": args.max_batch_size,
                      "max_batch_time_ms": args.max_batch_time_ms, "online_client": args.online_client or "default",
-                     "compare_online_clients": args.compare_online_clients},
+                     "compare_online_clients": args.compare_online_clients,
+                     "cpus": layout.describe() if layout else "shared"},
         "models": {}, "runs": [],
     }
     report["machine"]["load_before"] = report["machine"].pop("load_average")
     with contextlib.ExitStack() as stack, contextlib.redirect_stdout(sys.stderr):
-        redis = stack.enter_context(RedisServer(work / "redis"))
+        with on_cpus(server_cpus):  # the servers and their threads keep the affinity they start with
+            redis = stack.enter_context(RedisServer(work / "redis"))
         in_process: dict[str, _InProcess] = {}
         stack.callback(lambda: [r.close() for r in in_process.values()])
         entries = _train(names, args, work, redis.url, report, in_process)
@@ -215,14 +232,17 @@ def run(args: argparse.Namespace) -> int:
                 settings = json.loads(path.read_text())
                 settings.update(max_batch_size=args.max_batch_size, max_batch_time=args.max_batch_time_ms / 1000)
                 path.write_text(json.dumps(settings, indent=1))
-        server = stack.enter_context(MLServerProcess(repo, http))
-        for entry, bodies in entries:  # warm-up
-            http_load(f"{server.url}/v2/models/{entry.name}/infer", bodies, args.concurrency, 2)
+        with on_cpus(server_cpus):
+            server = stack.enter_context(MLServerProcess(repo, http))
+        with on_cpus(load_cpus):
+            for entry, bodies in entries:  # warm-up
+                http_load(f"{server.url}/v2/models/{entry.name}/infer", bodies, args.concurrency, 2)
         for r in range(args.repeat):
             run_figures: dict[str, Any] = {}
             order = entries if r % 2 == 0 else entries[::-1]
-            for entry, _ in order:  # in-process first, while the server is idle
-                run_figures[entry.name] = {"in_process": in_process[entry.name].time(args.requests)}
+            with on_cpus(server_cpus):  # in-process first, while the server is idle
+                for entry, _ in order:
+                    run_figures[entry.name] = {"in_process": in_process[entry.name].time(args.requests)}
             for entry, bodies in order:
                 print(f"[bench] run {r + 1}/{args.repeat}: load on {entry.name}", file=sys.stderr)
                 figures = run_figures[entry.name]
@@ -232,14 +252,16 @@ def run(args: argparse.Namespace) -> int:
                            "redis_cpu_us": (redis.proc.pid, process_cpu_seconds(redis.proc.pid))}
                     if protocol == "http":
                         fetches = feature_fetches(metrics_url, entry.name)
-                        load = http_load(f"{server.url}/v2/models/{entry.name}/infer", bodies, args.concurrency,
-                                         args.duration)
+                        with on_cpus(load_cpus):
+                            load = http_load(f"{server.url}/v2/models/{entry.name}/infer", bodies,
+                                             args.concurrency, args.duration)
                         if load["rps"] > 0:  # online feature round trips per request (what Redis must serve)
                             load["fetches_per_request"] = round(
                                 (feature_fetches(metrics_url, entry.name) - fetches) / (load["rps"] * args.duration), 3)
                     else:
-                        load = grpc_load(f"127.0.0.1:{grpc_port}", entry.name, bodies, args.concurrency,
-                                         args.duration)
+                        with on_cpus(load_cpus):
+                            load = grpc_load(f"127.0.0.1:{grpc_port}", entry.name, bodies, args.concurrency,
+                                             args.duration)
                     figures[protocol] = _measured(load, cpu, args.duration)
             for protocol in ("http", "grpc"):
                 bare = run_figures.get(BARE, {}).get(protocol, {}).get("rps")

@@ -13,7 +13,8 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,47 @@ def http_load(url: str, bodies: list[dict[str, Any]], concurrency: int, duration
     if shutil.which("wrk"):
         return wrk_load(url, bodies, concurrency, duration_s)
     return python_load(url, bodies, concurrency, duration_s)
+
+
+@dataclass(frozen=True)
+class CpuLayout:
+    """Which CPUs the server side (MLServer, redis-server, the in-process timing) and the load generators
+    run on. Splitting them keeps the load generator off the server's core, and keeps the runtime's
+    feature store round trip on one core: on the dev VM (Firecracker) a loopback Redis round trip
+    between two vCPUs waits ~120 us for the cross-vCPU wake-up, ~10 us on one vCPU (docs/BENCHMARKS.md),
+    where a physical machine pays a few us either way."""
+
+    server: frozenset[int]
+    load: frozenset[int]
+
+    @classmethod
+    def split(cls) -> CpuLayout | None:
+        """Half of this process's CPUs (at least one) for the server side, the rest for the load; None
+        where there is one CPU or no affinity control (not Linux)."""
+        if not hasattr(os, "sched_setaffinity"):
+            return None
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            return None
+        half = (len(cpus) + 1) // 2
+        return cls(frozenset(cpus[:half]), frozenset(cpus[half:]))
+
+    def describe(self) -> dict[str, list[int]]:
+        return {"server": sorted(self.server), "load": sorted(self.load)}
+
+
+@contextlib.contextmanager
+def on_cpus(cpus: frozenset[int] | None) -> Iterator[None]:
+    """Run this process (and what it starts meanwhile: children inherit) on `cpus`; restore after."""
+    if not cpus:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def process_cpu_seconds(pid: int) -> float:

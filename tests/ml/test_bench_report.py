@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import subprocess
+import sys
 
 import pytest
 
 from ml.cli.bench import BARE, _InProcess, _summarize, _table, register
+from ml.serving.bench import CpuLayout, on_cpus
 
 
 def _run(fraud_rps: float, bare_rps: float, p99: float, inproc_p99: float = 0.5) -> dict:
@@ -45,7 +49,8 @@ def test_cli_takes_a_json_file_and_repeat():
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="cmd"))
     args = parser.parse_args(["bench", "models", "--json", "out.json", "--repeat", "3", "--grpc"])
-    assert str(args.json) == "out.json" and args.repeat == 3 and args.grpc
+    assert str(args.json) == "out.json" and args.repeat == 3 and args.grpc and not args.no_pin
+    assert parser.parse_args(["bench", "models", "--no-pin"]).no_pin
 
 
 class _Runtime:
@@ -83,3 +88,31 @@ def test_in_process_timing_moves_a_predict_that_awaits_onto_the_event_loop(wait)
     assert timed.predict(5) == 10 and not timed.direct
     assert timed.predict(6) == 12 and timed.runtime.calls == 3  # the interrupted call, rerun, then one more
     timed.close()
+
+
+@pytest.mark.parametrize(("cpus", "server", "load"), [
+    ({0, 1}, {0}, {1}), ({0, 1, 2}, {0, 1}, {2}), ({4, 5, 6, 7}, {4, 5}, {6, 7}),
+])
+def test_cpu_layout_gives_the_server_side_half_of_the_cpus_and_the_load_the_rest(monkeypatch, cpus, server, load):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: cpus)
+    layout = CpuLayout.split()
+    assert layout.server == server and layout.load == load
+    assert layout.describe() == {"server": sorted(server), "load": sorted(load)}
+
+
+def test_cpu_layout_is_none_on_one_cpu(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3})
+    assert CpuLayout.split() is None
+
+
+def test_on_cpus_pins_this_process_and_what_it_starts_then_restores():
+    before = os.sched_getaffinity(0)
+    one = frozenset({min(before)})
+    with on_cpus(one):
+        assert os.sched_getaffinity(0) == one
+        child = subprocess.run([sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        assert child == str(sorted(one))
+    assert os.sched_getaffinity(0) == before
+    with on_cpus(None):  # no layout: nothing changes
+        assert os.sched_getaffinity(0) == before
