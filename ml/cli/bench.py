@@ -71,6 +71,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "CPUs, see CpuLayout in ml/serving/bench.py)")
     models.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON to FILE")
     models.set_defaults(func=run)
+    store = sub.add_parser("store", help="round trip of the online feature read (local redis-server by default)")
+    store.add_argument("--url", help="redis:// or rediss:// URL of a running store (default: start a local "
+                                     "redis-server and time it on one CPU and across two)")
+    store.add_argument("--requests", type=int, default=5000, help="timed reads per placement")
+    store.set_defaults(func=run_store)
 
 
 class _InProcess:
@@ -321,3 +326,39 @@ def _table(report: dict[str, Any]) -> str:
                 f"{h.get('server_cpu_us', nan):>8.0f}{h.get('non_2xx', h.get('errors', 0)):>8.0f}  {h.get('tool', '-')}"
             )
     return "\n".join(lines)
+
+
+def run_store(args: argparse.Namespace) -> int:
+    """`mlplat bench store`: one table row per placement (the local store) or for the given URL."""
+    from ml.serving.bench import CpuLayout, on_cpus
+    from ml.serving.processes import RedisServer
+    from ml.serving.store_rtt import round_trips
+
+    if args.requests < 1:
+        print("mlplat bench: --requests must be >= 1", file=sys.stderr)
+        return 2
+    rows: list[tuple[str, dict[str, Any]]] = []
+    if args.url:
+        rows.append((args.url.split("@")[-1], round_trips(args.url, args.requests)))
+    else:
+        layout = CpuLayout.split()
+        with tempfile.TemporaryDirectory(prefix="mlplat-store-") as tmp:
+            store_cpu = frozenset({min(layout.server)}) if layout else None
+            with on_cpus(store_cpu):
+                redis = RedisServer(Path(tmp) / "redis").start()
+            try:
+                if layout is None:
+                    rows.append(("one CPU (no other)", round_trips(redis.url, args.requests)))
+                else:
+                    other = frozenset({min(layout.load)})
+                    for name, cpus in (("client and redis-server on one CPU", store_cpu),
+                                       ("client and redis-server on two CPUs", other)):
+                        with on_cpus(cpus):
+                            rows.append((name, round_trips(redis.url, args.requests)))
+            finally:
+                redis.stop()
+    print(f"online feature read (1 row: 2 pipelined HMGETs, common/online.py), {args.requests} timed reads each")
+    print(f"{'placement':42s} {'p50':>9s} {'p99':>9s} {'mean':>9s}")
+    for name, r in rows:
+        print(f"{name:42s} {r['p50_ms'] * 1000:7.1f}us {r['p99_ms'] * 1000:7.1f}us {r['mean_us']:7.1f}us")
+    return 0
