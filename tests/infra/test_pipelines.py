@@ -274,25 +274,24 @@ def test_pipelines_switched_off_declare_nothing():
 @pytest.mark.parametrize("database", ["inCluster", "managed"])
 def test_overlay_reads_against_the_mirrored_release(database, tmp_path):
     """The overlay's bases exist in the release's tree and every patch hits an object (offline structural
-    read of the mirrored tarball, infra/conformance/kustomize.py)."""
+    read of the release's checked tree from the cache or the mirror, as `mlplat conform` reads it;
+    without either this fails with the conformance tests' how-to, infra/conformance/kustomize.py)."""
     import os
 
     from infra.conformance import kustomize
-    from infra.conformance.manifests import manifest_pins, tree_files
+    from infra.conformance.charts import ChartStore
+    from infra.conformance.manifests import TreeStore, manifest_pins
+    from stacks.schema import PlatformConfig
 
     mirror = Path(os.environ.get("MLPLAT_CHART_MIRROR") or REPO.parent / "shared" / "charts")
     version = load_bom().manifests[kfp.MANIFESTS].version
-    tarball = mirror / f"kubeflow-pipelines-manifests-{version}.tar.gz"
-    if not tarball.is_file():
-        pytest.skip(f"no mirror at {mirror}")
-    from stacks.schema import PlatformConfig
 
     base = load_stack_file(stack_file("dev"))
     cfg = PlatformConfig.model_validate({**base.model_dump(by_alias=True), "workloads": {
         **base.model_dump(by_alias=True)["workloads"], "pipelines": {"database": database}}})
     (tmp_path / "kustomization.yaml").write_text(kfp.overlay_text(StackContext(cfg)))
     pin = next(p for p in manifest_pins() if p.key == kfp.MANIFESTS)
-    rendered = kustomize.render(tmp_path, tree_files(tarball, pin.prefix), version)
+    rendered = kustomize.render(tmp_path, TreeStore(ChartStore(mirror=mirror, online=False)).tree(pin), version)
     assert rendered.problems == []
     kinds = {(o.kind, o.manifest["metadata"]["name"]) for o in rendered.objects}
     assert ("Deployment", "ml-pipeline") in kinds and ("CustomResourceDefinition", "scheduledworkflows.kubeflow.org") \
