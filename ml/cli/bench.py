@@ -348,7 +348,7 @@ def run_store(args: argparse.Namespace) -> int:
                 redis = RedisServer(Path(tmp) / "redis").start()
             try:
                 if layout is None:
-                    rows.append(("one CPU (no other)", round_trips(redis.url, args.requests)))
+                    rows.append(("as scheduled (no CPU placement here)", round_trips(redis.url, args.requests)))
                 else:
                     other = frozenset({min(layout.load)})
                     for name, cpus in (("client and redis-server on one CPU", store_cpu),
