@@ -8,16 +8,21 @@ The arithmetic, per model, every step printed by the command:
 
 1. Requests/s one core sustains: 1 / (MLServer CPU seconds per request), measured from the server
    process's CPU time during the HTTP run (`server_cpu_us`). Without that figure, the run's requests/s
-   (one single-process MLServer is at most one core). The bench load generator shared the machine,
-   which inflates the CPU per request: the figure is conservative.
+   (one single-process MLServer is at most one core). The bench runs its load generator on other CPUs
+   than the server (`CpuLayout`, ml/serving/bench.py), but a shared machine's CPU-second still does
+   more or less work with the host's load (docs/CAPACITY.md): measure on the instance type.
 2. Within the latency budget: a pod is a single-server queue with an almost constant service time
-   S = 1 / (per-core rate). At utilisation u the mean wait of an M/D/1 queue is u*S / (2*(1 - u));
-   taking the wait's tail as exponential, p99 ~ S + ln(100) * u*S / (2*(1 - u)). The budget left to
-   the server is the p99 budget minus `fixed_latency_ms` (ingress/Envoy hop and the Redis round trip
-   on the cluster network), B = that / S, so u <= (B - 1) / (B - 1 + ln(100) / 2); no u fits when
-   B <= 1. The pod runs at min(`utilisation`, that bound). The bench's own p99 at its closed-loop
+   S = 1 / (per-core rate), plus, for models that read the online store on every request,
+   `store_rtt_ms`: the runtime waits for that round trip synchronously (common/online.py), so the
+   event loop serves nothing else meanwhile. The bench's loopback round trip costs the server CPU but
+   almost no wait (~0.02 ms on one CPU, `mlplat bench store`); on the cluster the store is across the
+   network, which `mlplat bench store --url` measures from a pod. At utilisation u the mean wait of an
+   M/D/1 queue is u*S / (2*(1 - u)); taking the wait's tail as exponential, p99 ~ S + ln(100) * u*S /
+   (2*(1 - u)). The budget left to the server is the p99 budget minus `fixed_latency_ms` (ingress/Envoy
+   hop and the network to the caller), B = that / S, so u <= (B - 1) / (B - 1 + ln(100) / 2); no u
+   fits when B <= 1. The pod runs at min(`utilisation`, that bound). The bench's own p99 at its closed-loop
    concurrency is reported beside it (`bench p99 in budget`), not used: on a shared machine it
-   measures the machine.
+   measures the machine. A pod serves u / S requests/s.
 3. A pod is one MLServer process (`parallel_workers: 0`, one core) plus Seldon's agent and rclone
    sidecars, run at the utilisation of step 2; the count is rounded up to a multiple of the three
    availability zones.
@@ -52,7 +57,11 @@ REFERENCE = {"tps": 1_000_000, "p99_ms": 5.0, "pods": 200, "usd_per_month": 27_0
 @dataclass(frozen=True)
 class Assumptions:
     utilisation: float = 0.6  # share of a pod's measured capacity used at peak (upper bound)
-    fixed_latency_ms: float = 1.0  # ingress/Envoy hop + Redis round trip, outside the server's queue
+    fixed_latency_ms: float = 1.0  # ingress/Envoy hop + network to the caller, outside the server's queue
+    # Online store round trip on the cluster network, waited for inside the service time (step 2): an
+    # assumption (TLS to ElastiCache, two of three zones away from a shard's primary) until measured
+    # with `mlplat bench store --url` from a pod.
+    store_rtt_ms: float = 0.5
     pod_vcpu: float = 1.25  # MLServer (1 core) + agent + rclone sidecars
     node_reserve_vcpu: float = 0.5  # kubelet, system daemons, DaemonSets per node
     default_shard_rps: float = 50_000  # Redis requests/s per shard primary when the bench has no figure
@@ -65,6 +74,7 @@ class ModelPlan:
     http_p99_ms: float
     server_cpu_us: float | None
     per_core_rps: float
+    service_ms: float  # per request in the pod: CPU plus the store round trip waited for
     utilisation: float
     within_budget: bool
     bench_p99_in_budget: bool
@@ -104,13 +114,13 @@ def plan_model(model: str, http: dict[str, Any], tps: float, p99_budget_ms: floa
     cpu_us = http.get("server_cpu_us")
     per_core = 1e6 / cpu_us if cpu_us else float(http["rps"])
     p99 = float(http["p99_ms"])
-    service_ms = 1000.0 / per_core
+    service_ms = 1000.0 / per_core + (assume.store_rtt_ms if reads_features else 0.0)
     server_budget = p99_budget_ms - assume.fixed_latency_ms
     b = server_budget / service_ms
     within = b > 1
     bound = (b - 1) / (b - 1 + math.log(100) / 2) if within else 0.0
     utilisation = min(assume.utilisation, bound) if within else 0.05  # out of budget: flagged, nominal load
-    budget_rate = per_core * utilisation
+    budget_rate = 1000.0 / service_ms * utilisation
     pod_rps = budget_rate
     pods = math.ceil(tps / pod_rps)
     pods = math.ceil(pods / AZS) * AZS
@@ -126,7 +136,8 @@ def plan_model(model: str, http: dict[str, Any], tps: float, p99_budget_ms: floa
     hours = prices["hours_per_month"]
     usd_nodes = nodes * node["usd_per_hour"] * hours
     usd_redis = redis_nodes * _instance(prices, "elasticache", redis_node)["usd_per_hour"] * hours
-    return ModelPlan(model, float(http["rps"]), p99, cpu_us, round(per_core, 1), round(utilisation, 3), within,
+    return ModelPlan(model, float(http["rps"]), p99, cpu_us, round(per_core, 1), round(service_ms, 3),
+                     round(utilisation, 3), within,
                      p99 <= p99_budget_ms, round(budget_rate, 1),
                      pods, pods_per_node, nodes, shards, redis_nodes, round(usd_nodes + usd_redis),
                      round(usd_nodes), round(usd_redis))
@@ -146,7 +157,7 @@ def explain(plan: ModelPlan, reference: dict[str, Any], tps: float) -> list[str]
     ref = reference["tps"] / reference["pods"]
     lines = [
         f"The reference needs {ref:,.0f} requests/s per pod; {plan.model} serves {ours:,.0f} per pod here "
-        f"({plan.per_core_rps:,.0f}/core measured x utilisation {plan.utilisation:.2f}), {ref / ours:.1f}x less, "
+        f"(utilisation {plan.utilisation:.2f} / service time {plan.service_ms:.3f} ms), {ref / ours:.1f}x less, "
         f"so {plan.pods:,} pods instead of {reference['pods']}.",
         "Where the factor comes from: each request pays MLServer's Python V2 path (FastAPI routing, pydantic "
         "parsing of the seven inputs, JSON encoding: ~0.5 ms of CPU in the bare runtime alone) before the "
@@ -156,6 +167,13 @@ def explain(plan: ModelPlan, reference: dict[str, Any], tps: float) -> list[str]
         "The reference cost also leaves out the feature store: at one pipelined Redis round trip per request, "
         f"{tps:,.0f} TPS needs {plan.redis_shards:,} shard primaries here (${plan.usd_redis:,.0f}/month).",
     ]
+    cpu_ms = 1000.0 / plan.per_core_rps
+    if plan.service_ms > cpu_ms + 1e-9:
+        lines.append(
+            f"{plan.model}'s service time is {cpu_ms:.3f} ms of CPU (measured) + {plan.service_ms - cpu_ms:.3f} ms "
+            "waiting for the online store (assumed: --store-rtt-ms), which the synchronous read does not overlap "
+            "with other requests; at this round trip it costs "
+            f"{1 - cpu_ms / plan.service_ms:.0%} of a pod's throughput.")
     if not plan.within_budget:
         lines.append(f"{plan.model} cannot meet the budget at any load: its service time alone exceeds it "
                      "(step 2); the plan shows a nominal 5 % utilisation.")
@@ -209,22 +227,24 @@ def render(result: dict[str, Any]) -> str:
         f"{result['instance_type']}, Redis {result['redis_node_type']} + {result['redis_replicas_per_shard']} "
         f"replica(s)/shard; prices {result['prices_as_of']}",
         f"assumptions: utilisation <= {a['utilisation']} (M/D/1 p99 bound), {a['fixed_latency_ms']} ms of the budget "
-        f"outside the server, pod {a['pod_vcpu']} vCPU, node reserve {a['node_reserve_vcpu']} vCPU; each model "
-        "sized to carry the whole TPS alone",
+        f"outside the server, online store round trip {a['store_rtt_ms']} ms waited for per request (models that "
+        f"read it), pod {a['pod_vcpu']} vCPU, node reserve {a['node_reserve_vcpu']} vCPU; each model sized to carry "
+        "the whole TPS alone",
         "",
-        f"{'model':<16}{'bench rps':>10}{'p99 ms':>8}{'cpu us/req':>11}{'rps/core':>10}{'util':>6}{'rps/pod':>9}"
+        f"{'model':<16}{'bench rps':>10}{'p99 ms':>8}{'cpu us/req':>11}{'rps/core':>10}{'svc ms':>8}{'util':>6}"
+        f"{'rps/pod':>9}"
         f"{'pods':>8}{'pods/node':>10}{'nodes':>7}{'redis shards':>13}{'$/month':>11}",
     ]
     for p in result["plans"]:
         cpu = f"{p['server_cpu_us']:.0f}" if p["server_cpu_us"] else "-"
         lines.append(
             f"{p['model']:<16}{p['measured_rps']:>10,.0f}{p['http_p99_ms']:>8.2f}{cpu:>11}{p['per_core_rps']:>10,.0f}"
-            f"{p['utilisation'] if p['within_budget'] else 'NO':>6}{p['budget_rps_per_core']:>9,.0f}{p['pods']:>8,}"
-            f"{p['pods_per_node']:>10}{p['nodes']:>7,}"
+            f"{p['service_ms']:>8.3f}{p['utilisation'] if p['within_budget'] else 'NO':>6}"
+            f"{p['budget_rps_per_core']:>9,.0f}{p['pods']:>8,}{p['pods_per_node']:>10}{p['nodes']:>7,}"
             f"{p['redis_shards']:>13,}{p['usd_per_month']:>11,.0f}")
     r = result["reference"]
     lines += [
-        f"{'reference':<16}{'':>10}{r['p99_ms']:>8.2f}{'':>11}{'':>10}{'':>6}{r['rps_per_pod']:>9,.0f}{r['pods']:>8,}"
+        f"{'reference':<16}{'':>10}{r['p99_ms']:>8.2f}{'':>11}{'':>10}{'':>8}{'':>6}{r['rps_per_pod']:>9,.0f}{r['pods']:>8,}"
         f"{'':>10}{r['nodes_on_our_instance']:>7,}{'-':>13}{r['usd_per_month']:>11,.0f}",
         "",
         *[f"- {line}" for line in result["explanation"]],

@@ -1,7 +1,8 @@
 """`mlplat capacity`: pods, nodes, Redis shards and monthly cost for a throughput target, from a bench
 report (`mlplat bench models --json FILE`), the stack file and the dated price table (ml/capacity.py).
 
-    mlplat capacity --tps 1000000 --p99-ms 5 [--bench FILE] [--stack prod] [--models NAME,...] [--json]
+    mlplat capacity --tps 1000000 --p99-ms 5 [--bench FILE] [--stack prod] [--models NAME,...]
+                    [--utilisation 0.6] [--store-rtt-ms 0.5] [--json]
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stack", default="prod", help="stack whose inference node group and Redis are used")
     p.add_argument("--models", help="comma-separated subset (default: every model in the report)")
     p.add_argument("--utilisation", type=float, default=0.6, help="share of measured capacity used at peak")
+    p.add_argument("--store-rtt-ms", type=float, default=0.5,
+                   help="online store round trip on the cluster, waited for per request by models that read it "
+                        "(measure it from a pod: `mlplat bench store --url rediss://...`)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=run)
 
@@ -31,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
     from ml.capacity import Assumptions, capacity, load_bench, render
     from stacks.config import load_stack_file, stack_file
 
-    if args.tps <= 0 or args.p99_ms <= 0 or not 0 < args.utilisation <= 1:
-        print("mlplat capacity: --tps and --p99-ms must be > 0, --utilisation in (0, 1]", file=sys.stderr)
+    if args.tps <= 0 or args.p99_ms <= 0 or not 0 < args.utilisation <= 1 or args.store_rtt_ms < 0:
+        print("mlplat capacity: --tps and --p99-ms must be > 0, --utilisation in (0, 1], --store-rtt-ms >= 0",
+              file=sys.stderr)
         return 2
     if not args.bench.is_file():
         print(f"mlplat capacity: no bench report at {args.bench}; make one with "
@@ -42,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     models = [m.strip() for m in args.models.split(",")] if args.models else None
     try:
         result = capacity(load_bench(args.bench), args.tps, args.p99_ms, cfg, models,
-                          assume=Assumptions(utilisation=args.utilisation))
+                          assume=Assumptions(utilisation=args.utilisation, store_rtt_ms=args.store_rtt_ms))
     except KeyError as exc:
         print(f"mlplat capacity: {exc.args[0]}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from ml.capacity import AZS, Assumptions, capacity, load_prices, plan_model, render
+from ml.capacity import AZS, Assumptions, capacity, explain, load_prices, plan_model, reference_plan, render
 from stacks.config import load_stack_file, stack_file
 
 BENCH = {
@@ -25,8 +25,10 @@ PRICES = {"as_of": "test", "hours_per_month": 730,
 
 def test_fraud_plan_follows_the_documented_steps():
     p = plan_model("fraud", BENCH["models"]["fraud"]["http"], 1_000_000, 5, "c6i.2xlarge", "cache.r7g.large", 2,
-                   PRICES, Assumptions(utilisation=0.5, pod_vcpu=1.25, node_reserve_vcpu=0.5, fixed_latency_ms=1.0))
+                   PRICES, Assumptions(utilisation=0.5, pod_vcpu=1.25, node_reserve_vcpu=0.5, fixed_latency_ms=1.0,
+                                       store_rtt_ms=0.0))
     assert p.per_core_rps == 2000.0 and p.within_budget and p.bench_p99_in_budget  # 1 / 500 us
+    assert p.service_ms == 0.5  # a store next to the server: no wait
     # S = 0.5 ms, server budget 4 ms: B = 8, bound = 7 / (7 + ln(100)/2) = 0.752 > 0.5 -> u = 0.5
     assert p.utilisation == 0.5 and p.budget_rps_per_core == 1000.0
     assert p.pods == 1002  # ceil(1e6 / 1000) = 1000 -> next multiple of 3 AZs
@@ -36,6 +38,25 @@ def test_fraud_plan_follows_the_documented_steps():
     assert p.redis_nodes == 240  # 80 primaries + 2 replicas each
     assert p.usd_nodes == round(167 * 0.34 * 730) and p.usd_redis == round(240 * 0.2 * 730)
     assert p.usd_per_month == round(167 * 0.34 * 730 + 240 * 0.2 * 730)
+
+
+def test_the_store_round_trip_waited_for_lengthens_the_service_time_of_models_that_read_it():
+    assume = Assumptions(utilisation=0.5, fixed_latency_ms=1.0, store_rtt_ms=0.5)
+    p = plan_model("fraud", BENCH["models"]["fraud"]["http"], 1_000_000, 5, "c6i.2xlarge", "cache.r7g.large", 2,
+                   PRICES, assume)
+    # S = 0.5 ms CPU + 0.5 ms wait = 1 ms, server budget 4 ms: B = 4, bound = 3 / (3 + ln(100)/2) = 0.566 -> u = 0.5
+    assert p.service_ms == 1.0 and p.per_core_rps == 2000.0 and p.utilisation == 0.5
+    assert p.budget_rps_per_core == 500.0  # u / S: half the pod of the store-less plan
+    assert p.pods == 2001 and p.nodes == 334  # ceil(1e6 / 500) -> multiple of 3; ceil(2001 / 6)
+    assert p.redis_shards == 80  # the store's own sizing does not change
+    lines = explain(p, reference_plan("c6i.2xlarge", PRICES), 1_000_000)
+    assert any("0.500 ms of CPU (measured) + 0.500 ms waiting for the online store" in line and "50%" in line
+               for line in lines)
+    # A model that does not read the store is not charged the wait.
+    q = plan_model("sentiment", BENCH["models"]["sentiment"]["http"], 1_000_000, 5, "c6i.2xlarge",
+                   "cache.r7g.large", 2, PRICES, assume, reads_features=False)
+    assert q.service_ms == 0.5 and not any("waiting for the online store" in line
+                                            for line in explain(q, reference_plan("c6i.2xlarge", PRICES), 1e6))
 
 
 def test_tight_budget_lowers_the_utilisation_by_the_queueing_bound():
