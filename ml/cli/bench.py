@@ -357,7 +357,9 @@ def run_store(args: argparse.Namespace) -> int:
                             rows.append((name, round_trips(redis.url, args.requests)))
             finally:
                 redis.stop()
-    print(f"online feature read (1 row: 2 pipelined HMGETs, common/online.py), {args.requests} timed reads each")
+    views = rows[0][1]["views"]
+    print(f"online feature read (1 row: {views} pipelined HMGET(s), common/online.py), "
+          f"{args.requests} timed reads each")
     print(f"{'placement':42s} {'p50':>9s} {'p99':>9s} {'mean':>9s}")
     for name, r in rows:
         print(f"{name:42s} {r['p50_ms'] * 1000:7.1f}us {r['p99_ms'] * 1000:7.1f}us {r['mean_us']:7.1f}us")

@@ -1,8 +1,9 @@
-"""Round trip of the online feature read, as the fraud runtime makes it, for `mlplat bench store`.
+"""Round trip of the online feature read, as the runtimes make it, for `mlplat bench store`.
 
-Each timed call is `OnlineFeatureReader.get_many` for one row: one pipelined round trip of the two
-HMGETs of fraud's feature views (common/online.py), on entity keys that are not in the store (the
-reply is two arrays of nils, so the figure is the round trip, not Feast's payload decoding).
+Each timed call is `OnlineFeatureReader.get_many` for one row: one pipelined round trip of one HMGET
+per feature view (common/online.py) — as many views as the registered model that reads the most on
+every request — on entity keys that are not in the store (the reply is arrays of nils, so the figure
+is the round trip, not Feast's payload decoding).
 
 Against a local redis-server the figure depends on where the two processes run: on one CPU the reply
 is read as soon as redis-server yields it; on two CPUs the sleeping reader is woken by an
@@ -16,19 +17,27 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from contracts import model_registry
 from ml.common.online import OnlineFeatureReader, ViewSpec
 from ml.serving.bench import percentiles
 
-# Fraud's two views (ml/models/fraud/features.py), by name only: any feature view layout serves.
-VIEWS = (ViewSpec("device_features", "device_id", ("device_trust_score",)),
-         ViewSpec("card_features", "card_id", ("velocity_last_24h", "cardholder_age")))
 MISSING_ID = -1  # no Feast entity has a negative id
+
+
+def probe_views() -> list[ViewSpec]:
+    """One probe view per feature view that a registered model reads on every request (the most any
+    model reads; at least one)."""
+    counts = [len(spec.features.feature_views) for spec in map(model_registry.get, model_registry.names())
+              if spec.features is not None and spec.features.every_request]
+    return [ViewSpec(f"probe_view_{i}", f"probe_id_{i}", (f"probe_{i}_a", f"probe_{i}_b"))
+            for i in range(max(counts, default=1))]
 
 
 def round_trips(url: str, n: int, warmup: int = 200) -> dict[str, Any]:
     """p50/p99 (ms) and the mean (us) of n single-row reads against the store at `url`."""
-    reader = OnlineFeatureReader(url, "mlplat-bench", VIEWS, timeout_s=1.0)
-    rows = [{"card_id": MISSING_ID, "device_id": MISSING_ID}]
+    views = probe_views()
+    reader = OnlineFeatureReader(url, "mlplat-bench", views, timeout_s=1.0)
+    rows = [{v.join_key: MISSING_ID for v in views}]
     try:
         for _ in range(warmup):
             reader.get_many(rows)
@@ -39,6 +48,6 @@ def round_trips(url: str, n: int, warmup: int = 200) -> dict[str, Any]:
             times.append(time.perf_counter() - t)
     finally:
         reader.close()
-    if found != [{"device_trust_score": None, "velocity_last_24h": None, "cardholder_age": None}]:
+    if found != [dict.fromkeys(f for v in views for f in v.features)]:
         raise RuntimeError(f"online store at {url} answered {found!r} for entities that should not exist")
-    return {**percentiles(times), "mean_us": round(sum(times) / n * 1e6, 1), "reads": n}
+    return {**percentiles(times), "mean_us": round(sum(times) / n * 1e6, 1), "reads": n, "views": len(views)}

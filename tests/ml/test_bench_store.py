@@ -11,13 +11,14 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from ml.common.online import entity_key_bytes, field_key
 from ml.serving.processes import RedisServer
-from ml.serving.store_rtt import round_trips
+from ml.serving.store_rtt import MISSING_ID, probe_views, round_trips
 from mlplat.cli import main
 
 
 def test_round_trips_time_reads_of_absent_entities(redis_server: RedisServer):
     figures = round_trips(redis_server.url, 100, warmup=5)
-    assert figures["reads"] == 100 and 0 < figures["p50_ms"] <= figures["p99_ms"] < 1000
+    assert figures["reads"] == 100 and figures["views"] == len(probe_views())
+    assert 0 < figures["p50_ms"] <= figures["p99_ms"] < 1000
     assert figures["mean_us"] > 0
 
 
@@ -25,8 +26,9 @@ def test_round_trips_refuse_a_store_that_answers_for_absent_entities(redis_serve
     # A store holding the bench's probe keys would time a different reply: the figures would mislead.
     db = redis_server.url.rsplit("/", 1)[0] + "/5"
     client = redis.Redis.from_url(db)
-    key = entity_key_bytes("mlplat-bench", "device_id", -1)
-    client.hset(key, field_key("device_features", "device_trust_score"), ValueProto(double_val=0.5).SerializeToString())
+    view = probe_views()[0]
+    key = entity_key_bytes("mlplat-bench", view.join_key, MISSING_ID)
+    client.hset(key, field_key(view.feature_view, view.features[0]), ValueProto(double_val=0.5).SerializeToString())
     try:
         with pytest.raises(RuntimeError, match="should not exist"):
             round_trips(db, 10, warmup=0)
@@ -40,7 +42,7 @@ def test_cli_times_a_local_store_per_placement(capsys):
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if re.search(r"\d+\.\dus", line)]
     assert len(rows) == (2 if len(os.sched_getaffinity(0)) > 1 else 1)
-    assert "2 pipelined HMGETs" in out and "50 timed reads" in out
+    assert f"{len(probe_views())} pipelined HMGET(s)" in out and "50 timed reads" in out
 
 
 def test_cli_times_a_given_store_url(redis_server: RedisServer, capsys):
@@ -52,3 +54,12 @@ def test_cli_times_a_given_store_url(redis_server: RedisServer, capsys):
 def test_cli_refuses_zero_requests(capsys):
     assert main(["bench", "store", "--requests", "0"]) == 2
     assert "--requests must be >= 1" in capsys.readouterr().err
+
+
+def test_probe_views_match_the_registered_model_that_reads_the_most_views_per_request():
+    from contracts import model_registry
+
+    specs = [model_registry.get(n) for n in model_registry.names()]
+    most = max((len(s.features.feature_views) for s in specs if s.features and s.features.every_request), default=1)
+    views = probe_views()
+    assert len(views) == most and len({v.join_key for v in views}) == most
