@@ -61,10 +61,15 @@ def test_demo_trains_every_model_through_its_pipeline(demo_up):
         assert run["status"] == "SUCCEEDED", (name, run)
         assert [s[0] for s in run["steps"]] == list(STEPS)
         assert all(status == "ok" for _step, status, _seconds in run["steps"]), run["steps"]
+        first = client.get_model_version(name, run["version"])
+        assert run["published"] is True and first.tags[TRIGGER_TAG] == "manual"
+        # Other tests of the session (chaos, fuzzing) shift the served inputs, and the platform's drift
+        # receiver may have retrained and promoted a newer version since: the champion is the first `up`'s
+        # version or such a retrain, and the local slot holds whichever it is.
         champion = client.get_model_version_by_alias(name, "champion")
-        assert champion.version == run["version"] and run["published"] is True
-        assert _marker(state, name)["version"] == champion.version  # the local slot holds the champion
-        assert champion.tags[TRIGGER_TAG] == "manual"
+        assert champion.version == run["version"] or (
+            int(champion.version) > int(run["version"]) and champion.tags[TRIGGER_TAG] == "drift"), champion.tags
+        assert _marker(state, name)["version"] == champion.version
     out = demo_up["up"].stdout
     for name in model_registry.names():
         assert f"{name}: pipeline {name}-training (kfp.local" in out
