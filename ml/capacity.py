@@ -75,6 +75,7 @@ class ModelPlan:
     server_cpu_us: float | None
     per_core_rps: float
     service_ms: float  # per request in the pod: CPU plus the store round trip waited for
+    store_wait_ms: float  # the part of service_ms spent waiting for the online store
     utilisation: float
     within_budget: bool
     bench_p99_in_budget: bool
@@ -114,7 +115,8 @@ def plan_model(model: str, http: dict[str, Any], tps: float, p99_budget_ms: floa
     cpu_us = http.get("server_cpu_us")
     per_core = 1e6 / cpu_us if cpu_us else float(http["rps"])
     p99 = float(http["p99_ms"])
-    service_ms = 1000.0 / per_core + (assume.store_rtt_ms if reads_features else 0.0)
+    store_wait_ms = assume.store_rtt_ms if reads_features else 0.0
+    service_ms = 1000.0 / per_core + store_wait_ms
     server_budget = p99_budget_ms - assume.fixed_latency_ms
     b = server_budget / service_ms
     within = b > 1
@@ -136,7 +138,7 @@ def plan_model(model: str, http: dict[str, Any], tps: float, p99_budget_ms: floa
     hours = prices["hours_per_month"]
     usd_nodes = nodes * node["usd_per_hour"] * hours
     usd_redis = redis_nodes * _instance(prices, "elasticache", redis_node)["usd_per_hour"] * hours
-    return ModelPlan(model, float(http["rps"]), p99, cpu_us, round(per_core, 1), round(service_ms, 3),
+    return ModelPlan(model, float(http["rps"]), p99, cpu_us, round(per_core, 1), round(service_ms, 3), store_wait_ms,
                      round(utilisation, 3), within,
                      p99 <= p99_budget_ms, round(budget_rate, 1),
                      pods, pods_per_node, nodes, shards, redis_nodes, round(usd_nodes + usd_redis),
@@ -167,10 +169,10 @@ def explain(plan: ModelPlan, reference: dict[str, Any], tps: float) -> list[str]
         "The reference cost also leaves out the feature store: at one pipelined Redis round trip per request, "
         f"{tps:,.0f} TPS needs {plan.redis_shards:,} shard primaries here (${plan.usd_redis:,.0f}/month).",
     ]
-    cpu_ms = 1000.0 / plan.per_core_rps
-    if plan.service_ms > cpu_ms + 1e-9:
+    if plan.store_wait_ms:
+        cpu_ms = plan.service_ms - plan.store_wait_ms
         lines.append(
-            f"{plan.model}'s service time is {cpu_ms:.3f} ms of CPU (measured) + {plan.service_ms - cpu_ms:.3f} ms "
+            f"{plan.model}'s service time is {cpu_ms:.3f} ms of CPU (measured) + {plan.store_wait_ms:.3f} ms "
             "waiting for the online store (assumed: --store-rtt-ms), which the synchronous read does not overlap "
             "with other requests; at this round trip it costs "
             f"{1 - cpu_ms / plan.service_ms:.0%} of a pod's throughput.")

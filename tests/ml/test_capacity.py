@@ -45,7 +45,7 @@ def test_the_store_round_trip_waited_for_lengthens_the_service_time_of_models_th
     p = plan_model("fraud", BENCH["models"]["fraud"]["http"], 1_000_000, 5, "c6i.2xlarge", "cache.r7g.large", 2,
                    PRICES, assume)
     # S = 0.5 ms CPU + 0.5 ms wait = 1 ms, server budget 4 ms: B = 4, bound = 3 / (3 + ln(100)/2) = 0.566 -> u = 0.5
-    assert p.service_ms == 1.0 and p.per_core_rps == 2000.0 and p.utilisation == 0.5
+    assert p.service_ms == 1.0 and p.store_wait_ms == 0.5 and p.per_core_rps == 2000.0 and p.utilisation == 0.5
     assert p.budget_rps_per_core == 500.0  # u / S: half the pod of the store-less plan
     assert p.pods == 2001 and p.nodes == 334  # ceil(1e6 / 500) -> multiple of 3; ceil(2001 / 6)
     assert p.redis_shards == 80  # the store's own sizing does not change
@@ -55,7 +55,7 @@ def test_the_store_round_trip_waited_for_lengthens_the_service_time_of_models_th
     # A model that does not read the store is not charged the wait.
     q = plan_model("sentiment", BENCH["models"]["sentiment"]["http"], 1_000_000, 5, "c6i.2xlarge",
                    "cache.r7g.large", 2, PRICES, assume, reads_features=False)
-    assert q.service_ms == 0.5 and not any("waiting for the online store" in line
+    assert q.service_ms == 0.5 and q.store_wait_ms == 0 and not any("waiting for the online store" in line
                                             for line in explain(q, reference_plan("c6i.2xlarge", PRICES), 1e6))
 
 
