@@ -6,7 +6,7 @@ ML := .venv-ml/bin/python
 POLICY := .venv-policy/bin/python
 STACKS := dev staging prod
 
-.PHONY: setup demo test lint test-iac test-ml test-policy-pack synth-all policy-all conform-all config-doc clean
+.PHONY: setup demo test test-fast lint test-iac test-ml test-policy-pack synth-all policy-all conform-all config-doc clean
 
 setup:  ## environments + Debian services (idempotent)
 	scripts/bootstrap.sh
@@ -16,6 +16,9 @@ demo: setup  ## the embedded default: the whole platform on this machine
 
 test: setup  ## everything CI runs
 	scripts/test.sh
+
+test-fast: setup  ## unit tests only, on both cores: no process started (tests/conftest.py enforces it)
+	scripts/test.sh --fast
 
 lint:
 	.venv/bin/ruff check .

@@ -72,6 +72,7 @@ def test_config_doc_lists_every_key_and_rule():
     assert "prod uses one NAT gateway per availability zone" in text
 
 
+@pytest.mark.integration
 def test_config_doc_check_flag(tmp_path):
     result = subprocess.run([sys.executable, "-m", "mlplat", "config-doc", "--check"], capture_output=True,
                             text=True, timeout=60)

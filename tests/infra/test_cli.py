@@ -13,6 +13,7 @@ from mlplat.cli import COMMANDS, env_python
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("env", ["iac", "ml"])
 def test_help_lists_every_command_in_both_environments(env):
     python = env_python(env)
@@ -24,6 +25,7 @@ def test_help_lists_every_command_in_both_environments(env):
         assert name in done.stdout
 
 
+@pytest.mark.integration
 def test_an_ml_command_runs_from_the_iac_environment():
     """`runbook` needs the ML environment; called from .venv it re-executes there."""
     done = subprocess.run([sys.executable, "-m", "mlplat", "runbook", "list"], capture_output=True, text=True,

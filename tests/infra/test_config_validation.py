@@ -279,12 +279,14 @@ def _write(tmp_path: Path, flat: dict[str, Any]) -> Path:
     ("prod", "kafka.brokerCount", 4, "mlplatform:kafka.brokerCount"),
     ("prod", "database.backupRetentionDays", 0, "mlplatform:database.backupRetentionDays"),
 ])
+@pytest.mark.integration
 def test_validate_config_cli_rejects(tmp_path, env, key, value, needle):
     result = _cli("validate-config", str(_write(tmp_path, _set(_base(env), key, value))))
     assert result.returncode == 1
     assert needle in result.stderr
 
 
+@pytest.mark.integration
 def test_validate_config_cli_accepts_and_reports_unreadable_files(tmp_path):
     ok = _cli("validate-config", str(stack_file("prod")))
     assert ok.returncode == 0 and "valid (prod" in ok.stdout

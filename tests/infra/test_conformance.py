@@ -17,7 +17,7 @@ import pytest
 
 from infra.conformance import deadkeys, ordering, runner, wiring
 from infra.conformance.charts import HOW_TO, ChartPin, ChartSourceError, ChartStore, mirror_from_env, pins
-from infra.conformance.model import KubeObject
+from infra.conformance.model import KubeObject, Problem
 from infra.conformance.plan import Plan
 from infra.offline.synth import Synthesis
 
@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if not os.environ.get("MLPLAT_CHART_MIRROR"):
     os.environ["MLPLAT_CHART_MIRROR"] = str(ROOT.parent / "shared" / "charts")
 ENVIRONMENTS = ("dev", "staging", "prod")
+# One worker owns the whole module under xdist, so each stack's conformance run happens once.
+pytestmark = [pytest.mark.conformance, pytest.mark.xdist_group("conformance")]
 
 
 @pytest.fixture(scope="session")
@@ -89,15 +91,34 @@ def test_the_scanner_reports_nothing_outside_the_baseline(report: Callable[[str]
     assert _problems(report(stack), "scanner") == []
 
 
-def test_conform_command_exits_zero_with_the_scanner(capsys: pytest.CaptureFixture[str]) -> None:
-    """The command end to end (synthesis, render, schemas, dead keys, wiring, ordering, checkov) for the
-    strictest stack; the report fixture above runs the same checks in process for every stack."""
+def test_conform_command_prints_the_report_and_exits_by_its_verdict(
+        report: Callable[[str], runner.Report], synth: Callable[[str], Synthesis],
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The command for the strictest stack, on the session's one synthesis and one conformance run of prod
+    (the report fixture runs every check, checkov included): what it asks for, prints and returns."""
+    from infra.offline import synth as synth_module
     from mlplat.cli import main
 
-    code = main(["conform", "--stack", "prod", "--offline"])
+    prod = report("prod")
+    asked: list[tuple[str, bool, bool]] = []
+
+    def run(plan: Plan, store: ChartStore, scan: bool = True, dead_keys: bool = True) -> runner.Report:
+        asked.append((plan.stack, scan, dead_keys))
+        return prod
+
+    monkeypatch.setattr(synth_module, "synthesize", lambda stack: synth(stack))
+    monkeypatch.setattr(runner, "run", run)
+    assert main(["conform", "--stack", "prod", "--offline"]) == 0
     out = capsys.readouterr().out
-    assert code == 0, out
+    assert asked == [("prod", True, True)]
     assert "seldon-core-v2-runtime" in out and "OK in" in out
+
+    failing = copy.copy(prod)
+    failing.problems = [Problem("schema", "Model seldon/fraud", "spec.minReplicas: 'two' is not of type 'integer'")]
+    monkeypatch.setattr(runner, "run", lambda *args, **kwargs: failing)
+    assert main(["conform", "--stack", "prod", "--offline", "--no-scan"]) == 1
+    out = capsys.readouterr().out
+    assert "[schema] Model seldon/fraud: spec.minReplicas" in out and "1 problems in" in out
 
 
 # ---------------------------------------------------------------- the defects stay fixed

@@ -10,6 +10,8 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from mlplat.cli import COMMANDS, env_python
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,6 +167,7 @@ def test_the_row_check_finds_a_row_without_a_command():
     ]
 
 
+@pytest.mark.integration
 def test_every_benchmark_command_exists_in_the_current_cli():
     calls: dict[str, list[list[str]]] = {"iac": [], "ml": []}
     commands = _benchmark_commands(BENCHMARKS.read_text())
@@ -173,6 +176,7 @@ def test_every_benchmark_command_exists_in_the_current_cli():
     assert problems + _unparsable_mlplat_calls(calls) == []
 
 
+@pytest.mark.integration
 def test_the_command_check_finds_an_invented_flag_and_a_missing_module():
     calls: dict[str, list[list[str]]] = {"iac": [], "ml": []}
     problems = _check_command("python -m ml.models.fraud.algorithm --data d --no-such-flag", calls)

@@ -164,6 +164,7 @@ def test_artifact_uri_rejects_bad_input():
         artifact_uri("s3://b", "fraud", "champion")
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not (REPO / ".venv-ml" / "bin" / "feast").exists(), reason="needs the ML environment (.venv-ml)")
 def test_generated_definitions_apply_with_the_real_feast_cli(tmp_path):
     """The Job's repository file, against a local registry: every view registered, sources moved."""
@@ -212,6 +213,7 @@ def test_published_model_settings_name_our_runtime():
         artifact_model_settings("bare-onnx")
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not (REPO / ".venv-ml" / "bin" / "python").exists(), reason="needs the ML environment (.venv-ml)")
 def test_mlserver_loads_published_settings_from_the_copied_folder(tmp_path):
     """MLServer 1.7.1 reads the published model-settings.json with the artifact folder as its URI."""

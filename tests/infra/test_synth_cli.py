@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.integration  # every test runs `mlplat synth` in a subprocess
+
 
 @pytest.fixture(scope="module")
 def plans(tmp_path_factory):

@@ -140,6 +140,7 @@ def test_diff_masks_secret_values():
     assert mask("metadataOptions.httpTokens", "required") == "required"
 
 
+@pytest.mark.integration
 def test_diff_against_a_bad_revision_is_a_clear_error(capsys):
     assert main(["diff", "--stack", "dev", "--base", "no-such-ref-xyz"]) == 2
     assert "git revision 'no-such-ref-xyz' not found" in capsys.readouterr().err

@@ -1,0 +1,49 @@
+"""Shared by every suite (standard library only, so each environment can load it).
+
+The fast lane (`make test-fast`, MLPLAT_TEST_FAST=1) promises unit tests only: no process is started.
+Rather than trusting the markers, this makes the promise checkable: in the fast lane any
+`subprocess.Popen` fails the test that asked for it, naming the command and the marker to add.
+Under xdist only the workers are guarded; the controller needs Popen to start them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+FAST_LANE = "MLPLAT_TEST_FAST"
+
+
+class ProcessInFastLane(RuntimeError):
+    pass
+
+
+def _guard(config: pytest.Config) -> bool:
+    if not os.environ.get(FAST_LANE):
+        return False
+    is_controller = bool(config.getoption("numprocesses", None)) and not os.environ.get("PYTEST_XDIST_WORKER")
+    return not is_controller
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_process_in_the_fast_lane(pytestconfig: pytest.Config) -> Iterator[None]:
+    # A session fixture, not pytest_configure: pytest and xdist run `uname` themselves at start-up.
+    if not _guard(pytestconfig):
+        yield
+        return
+    original = subprocess.Popen.__init__
+
+    def refuse(self: subprocess.Popen[Any], args: Any, *rest: Any, **kwargs: Any) -> None:
+        raise ProcessInFastLane(
+            f"the fast lane ({FAST_LANE}=1) starts no process, but this test ran {args!r}: "
+            "mark it `integration` (it starts real processes) or `conformance` (it renders the pinned charts)")
+
+    subprocess.Popen.__init__ = refuse  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        subprocess.Popen.__init__ = original  # type: ignore[method-assign]
