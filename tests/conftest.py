@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -47,3 +47,20 @@ def _no_process_in_the_fast_lane(pytestconfig: pytest.Config) -> Iterator[None]:
         yield
     finally:
         subprocess.Popen.__init__ = original  # type: ignore[method-assign]
+
+
+@pytest.fixture(scope="session")
+def synth() -> Callable[[str], Any]:
+    """Each stack synthesized under Pulumi's mocks once per session (worker), shared by the IaC and policy
+    suites: `synth(stack)` is what `mlplat synth --stack STACK` writes, before the preview-shaped JSON."""
+    # Imported here: the ML environment loads this file too and has no pulumi.
+    from infra.offline.synth import synthesize
+
+    cache: dict[str, Any] = {}
+
+    def get(stack: str) -> Any:
+        if stack not in cache:
+            cache[stack] = synthesize(stack)
+        return cache[stack]
+
+    return get

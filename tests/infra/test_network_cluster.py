@@ -223,9 +223,9 @@ def test_stack_exports_platform_version(synth, env):
     assert outputs["kubeconfig"] == "[secret]"
 
 
-def test_preview_mode_and_update_mode_declare_the_same_resources():
+def test_preview_mode_and_update_mode_declare_the_same_resources(synth):
     from infra.offline.synth import synthesize
 
-    preview = synthesize("dev", preview=True)
+    preview = synth("dev")  # the session's synthesis is the preview one
     update = synthesize("dev", preview=False)
     assert sorted(r.urn for r in preview.resources) == sorted(r.urn for r in update.resources)

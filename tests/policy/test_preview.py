@@ -90,9 +90,9 @@ def test_unknown_is_the_engines_placeholder():
     assert UNKNOWN in UNKNOWN_VALUES
 
 
-def test_preview_plan_is_the_update_plan_with_created_values_unknown(preview_plans, tmp_path):
+def test_preview_plan_is_the_update_plan_with_created_values_unknown(preview_plans, synth, tmp_path):
     update_path = tmp_path / "prod.json"
-    write_plan(synthesize("prod"), update_path)
+    write_plan(synth("prod"), update_path)
     update, preview = json.loads(update_path.read_text()), preview_plans["prod"]
     assert UNKNOWN not in update_path.read_text()
     assert "first preview" in preview["generator"] and "first preview" not in update["generator"]
