@@ -1,9 +1,10 @@
 """`mlplat`: the project's command line.
 
-The platform needs two Python environments that cannot be merged (DESIGN §5): the IaC one
-(`.venv`: pulumi, moto, kubernetes) and the ML one (`.venv-ml`: MLflow, Feast, MLServer). Each
-subcommand declares which environment it needs; when invoked from the other one, `mlplat`
-re-executes itself with that environment's interpreter, so users type one command everywhere.
+The platform needs two Python environments that cannot be merged (current pulumi and feast pin
+conflicting versions of shared dependencies): the IaC one (`.venv`: pulumi, moto, kubernetes) and the ML
+one (`.venv-ml`: MLflow, Feast, MLServer). Each subcommand declares which environment it needs; when
+invoked from the other one, `mlplat` re-executes itself with that environment's interpreter, so users
+type one command everywhere.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Conformance of the program against the real upstream artifacts (issue 12).
+"""Conformance of the program against the real upstream artifacts.
 
 The synthesized plan is the input: every Helm release is rendered with the pinned chart and exactly
 the values, release name and namespace the plan declares, and everything that would reach the API

@@ -1,9 +1,10 @@
 """Kustomize overlays of the plan (`kubernetes:kustomize/v2:Directory`), read offline from the release tree.
 
-No kustomize engine installs here (DESIGN §5), and `pulumi up` renders the overlay with the Kubernetes
-provider's own kustomize. What this module does is a structural reading of the release's tree, from the
-tree-digest-checked tarball of infra/conformance/manifests.py (`kubeflow-pipelines-manifests-<version>.tar.gz`,
-from the upstream tag or the mirror) and the overlay the program wrote:
+No Python kustomize engine installs here (none has a wheel for this platform), and `pulumi up` renders
+the overlay with the Kubernetes provider's own kustomize. What this module does is a structural reading
+of the release's tree, from the tree-digest-checked tarball of infra/conformance/manifests.py
+(`kubeflow-pipelines-manifests-<version>.tar.gz`, from the upstream tag or the mirror) and the overlay
+the program wrote:
 
 - every remote base of the overlay must be a path of the release's tree at the BOM's tag;
 - resources are collected through the local kustomizations of that tree (files and folders), with their

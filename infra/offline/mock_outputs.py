@@ -1,4 +1,4 @@
-"""Realistic provider outputs for offline synthesis (DESIGN §6, pitfall 4).
+"""Realistic provider outputs for offline synthesis.
 
 A mock that echoes only inputs makes dependent values (ARNs, endpoints, OIDC issuer, generated
 passwords) resolve to nothing, and inputs built from them silently lose keys. These mocks return

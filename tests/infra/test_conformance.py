@@ -1,4 +1,4 @@
-"""`mlplat conform`: the stacks against the pinned upstream charts and their schemas (issue 12).
+"""`mlplat conform`: the stacks against the pinned upstream charts and their schemas.
 
 The charts come from the mirror beside the checkout (`../shared/charts`, the test harness's default
 for MLPLAT_CHART_MIRROR) or the cache; without either (and without network) these tests fail with

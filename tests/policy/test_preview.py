@@ -36,7 +36,7 @@ SECURITY_AT_PREVIEW = (
 
 @pytest.fixture(autouse=True)
 def _event_loop() -> None:
-    # DESIGN §6 pitfall 6: synthesis needs an event loop between tests.
+    # Pulumi's mock runs close the loop they used; the next synthesis needs one.
     try:
         asyncio.get_event_loop()
     except RuntimeError:
