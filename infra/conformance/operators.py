@@ -13,9 +13,18 @@ Seldon Core 2, as its operator does at the pinned tag v2.10.2 (SeldonIO/seldon-c
   `hodometer`, `seldon-scheduler`, `seldon-server` (rbac_reconciler.go) and the ConfigMaps
   `seldon-agent`, `seldon-scaling`, `seldon-kafka`, `seldon-tracing` (configmap_reconciler.go).
 
+The Seldon operator sets no securityContext of its own (none in operator/ at v2.10.2): a pod's is the
+config's with the Server's or override's merged over it.
+
 prometheus-operator (v0.93.1, the appVersion of kube-prometheus-stack 88.5.3): a `Prometheus` or
 `Alertmanager` becomes a StatefulSet whose pods carry `app.kubernetes.io/name: prometheus|alertmanager`
-and `operator.prometheus.io/name: <name>`, with container ports `web` and `reloader-web`.
+and `operator.prometheus.io/name: <name>`, with container ports `web` and `reloader-web`; the pod's
+securityContext is the resource's `spec.securityContext`, and the operator's own containers (the server,
+`config-reloader`, the init container `init-config-reloader`) each set allowPrivilegeEscalation false,
+a read-only root and all capabilities dropped; the resource's `spec.containers` / `spec.initContainers`
+are merged over them by name (pkg/prometheus/server/statefulset.go, pkg/alertmanager/statefulset.go,
+pkg/operator/config_reloader.go, pkg/k8sutil MergePatchContainers; read at v0.93.0, the newest tag in
+the mirror, whose files these are unchanged in v0.93.1's patch release as far as the chart shows).
 """
 
 from __future__ import annotations
@@ -41,6 +50,13 @@ def _merge(base: Any, override: Any) -> Any:
     if override in (None, "", 0, False, [], {}):
         return base
     return copy.deepcopy(override)
+
+
+def _merge_by_name(base: list[dict[str, Any]], override: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    names = {c.get("name") for c in override}
+    merged = [_merge(next(b for b in base if b.get("name") == o.get("name")), o)
+              if any(b.get("name") == o.get("name") for b in base) else copy.deepcopy(o) for o in override]
+    return [c for c in base if c.get("name") not in names] + merged
 
 
 def merge_pod_specs(base: dict[str, Any] | None, override: dict[str, Any] | None) -> dict[str, Any]:
@@ -133,6 +149,8 @@ def seldon_runtime_objects(objects: list[KubeObject]) -> list[KubeObject]:
 
 
 PROMETHEUS_API = "monitoring.coreos.com/v1"
+OPERATOR_CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                               "capabilities": {"drop": ["ALL"]}}
 PROMETHEUS_PORTS = {"Prometheus": ("prometheus", 9090), "Alertmanager": ("alertmanager", 9093)}
 
 
@@ -145,10 +163,16 @@ def prometheus_workloads(objects: list[KubeObject]) -> list[KubeObject]:
         spec = obj.manifest.get("spec") or {}
         labels = {**((spec.get("podMetadata") or {}).get("labels") or {}), "app.kubernetes.io/name": app,
                   "operator.prometheus.io/name": obj.name, app: obj.name}
-        pod_spec = {"serviceAccountName": spec.get("serviceAccountName") or "default",
-                    "containers": [{"name": app, "ports": [{"name": "web", "containerPort": port}]},
-                                   {"name": "config-reloader",
-                                    "ports": [{"name": "reloader-web", "containerPort": 8080}]}]}
+        operator_pod = {
+            "serviceAccountName": spec.get("serviceAccountName") or "default",
+            "securityContext": copy.deepcopy(spec.get("securityContext")),
+            "initContainers": [{"name": "init-config-reloader", "securityContext": OPERATOR_CONTAINER_SECURITY}],
+            "containers": [{"name": app, "ports": [{"name": "web", "containerPort": port}],
+                            "securityContext": OPERATOR_CONTAINER_SECURITY},
+                           {"name": "config-reloader", "ports": [{"name": "reloader-web", "containerPort": 8080}],
+                            "securityContext": OPERATOR_CONTAINER_SECURITY}]}
+        pod_spec = merge_pod_specs(operator_pod, {"containers": spec.get("containers") or []})
+        pod_spec["initContainers"] = _merge_by_name(operator_pod["initContainers"], spec.get("initContainers") or [])
         out.append(_workload("StatefulSet", f"{app}-{obj.name}", obj.namespace, labels, labels, pod_spec,
                              spec.get("replicas", 1),
                              f"prometheus-operator: from {obj.kind} {obj.namespace}/{obj.name}"))
