@@ -23,7 +23,9 @@ PART_OF = "mlplatform"
 # (node-exporter: host network and PID) need privileged in `monitoring`.
 PSS_RESTRICTED = "restricted"
 PSS_PRIVILEGED = "privileged"
-# Third-party pods we do not write (Kubeflow Pipelines' release manifests) that the restricted level refuses.
+# `kubeflow`: the pods of pipeline steps that KFP 2.17 compiles set no runAsNonRoot on the component's container
+# (the image decides its user), which `restricted` refuses; the Argo controller and its CRD job set no seccomp
+# profile (docs/CONFORMANCE.md, Pod Security admission).
 PSS_BASELINE = "baseline"
 __all__ = ["NODE_ROLE_LABEL", "SYSTEM_TOLERATION"]  # re-exported for the workload modules
 
