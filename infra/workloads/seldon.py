@@ -234,7 +234,7 @@ def servers_values(ctx: StackContext, image: pulumi.Input[str],
                     "labelSelector": {"matchLabels": {"seldon-server-name": SERVER_NAME}}}],
                 # Merged by name with the ServerConfig's containers: ours in `mlserver`, and what `restricted`
                 # requires in all three.
-                "containers": [*restricted_containers(*SERVER_SIDECARS), {
+                "containers": [{
                     "name": "mlserver", "image": image, "securityContext": RESTRICTED_CONTAINER,
                     "env": [
                         {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": f"http://{jaeger_otlp_endpoint()}"},
@@ -243,7 +243,7 @@ def servers_values(ctx: StackContext, image: pulumi.Input[str],
                         *([{"name": "MLPLAT_SERVING_SAMPLES", "value": serving_samples}] if serving_samples else []),
                     ],
                     **({"resources": sized} if sized else {}),
-                }],
+                }, *restricted_containers(*SERVER_SIDECARS)],
             },
         },
         # Triton is not used by the reference models.

@@ -8,6 +8,7 @@ mirror (MLPLAT_CHART_MIRROR, default ../shared/charts), as in test_conformance.p
 from __future__ import annotations
 
 import copy
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -118,6 +119,20 @@ def test_chart_pods_get_a_seccomp_profile_from_values(quick: Callable[[str], run
     spec = _pod_spec(obj)
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pss.evaluate(pss.LevelVersion(pss.RESTRICTED), {}, spec).allowed
+
+
+@pytest.mark.parametrize(("kind", "namespace", "name"), [
+    ("Deployment", "kube-system", "aws-load-balancer-controller"),
+    ("Deployment", "kube-system", "cluster-autoscaler-aws-cluster-autoscaler"),
+    ("Deployment", "kube-system", "metrics-server"),
+    ("Deployment", "kubeflow", "argo-workflows-workflow-controller"),
+])
+def test_pods_in_weaker_namespaces_meet_restricted_where_nothing_stops_them(
+        quick: Callable[[str], runner.Report], kind: str, namespace: str, name: str) -> None:
+    """kube-system (EKS: no level) and kubeflow (baseline) admit more, but these pods need nothing restricted
+    forbids: the charts' values carry the settings (the checkov baseline no longer accepts their findings)."""
+    spec = _pod_spec(_object(quick("prod"), kind, namespace, name))
+    assert [str(v) for v in pss.evaluate(pss.LevelVersion(pss.RESTRICTED), {}, spec).violations] == []
 
 
 def test_prometheus_operator_pods_carry_the_operators_security_contexts(quick: Callable[[str], runner.Report]) -> None:
@@ -231,3 +246,25 @@ def test_the_release_runs_the_post_renderer_script(plan_of: Callable[[str], Plan
     script = ROOT / str(setup.postrender)
     assert setup.postrender == "scripts/helm-postrender-seldon-core-v2-setup"
     assert script.is_file() and os.access(script, os.X_OK)
+
+
+def test_conform_exits_one_naming_an_operator_made_pod_and_its_field(
+        synth: Callable[[str], Synthesis], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The command end to end on a plan whose SeldonRuntime lost the scheduler's override: the pod the Seldon
+    operator would make from it is refused, and the output names that StatefulSet and the field."""
+    from mlplat.cli import main
+
+    preview = copy.deepcopy(synth("prod").to_preview_json())
+    runtime = next(s["newState"] for s in preview["steps"]
+                   if s["newState"]["type"] == "kubernetes:helm.sh/v3:Release"
+                   and s["newState"]["inputs"].get("name") == "seldon-core-v2-runtime")
+    del runtime["inputs"]["values"]["scheduler"]["podSpec"]
+    plan = tmp_path / "prod.json"
+    plan.write_text(json.dumps(preview))
+    code = main(["conform", "--plan", str(plan), "--offline", "--no-scan", "--no-dead-keys"])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    problems = [line.strip() for line in out.splitlines() if line.strip().startswith("[admission]")]
+    assert problems and all("StatefulSet seldon/seldon-scheduler" in p for p in problems), problems
+    assert any("spec.template.spec.containers[scheduler].securityContext.allowPrivilegeEscalation: must be false"
+               in p for p in problems)
