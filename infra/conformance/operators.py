@@ -23,8 +23,8 @@ securityContext is the resource's `spec.securityContext`, and the operator's own
 `config-reloader`, the init container `init-config-reloader`) each set allowPrivilegeEscalation false,
 a read-only root and all capabilities dropped; the resource's `spec.containers` / `spec.initContainers`
 are merged over them by name (pkg/prometheus/server/statefulset.go, pkg/alertmanager/statefulset.go,
-pkg/operator/config_reloader.go, pkg/k8sutil MergePatchContainers; read at v0.93.0, the newest tag in
-the mirror, whose files these are unchanged in v0.93.1's patch release as far as the chart shows).
+pkg/operator/config_reloader.go, pkg/k8sutil MergePatchContainers; read at v0.93.0, the newest tag of the
+mirror of the operator's repository: the chart pins v0.93.1, a patch release the mirror does not hold).
 """
 
 from __future__ import annotations
@@ -80,12 +80,13 @@ def merge_pod_specs(base: dict[str, Any] | None, override: dict[str, Any] | None
 
 
 def _workload(kind: str, name: str, namespace: str, labels: dict[str, str], pod_labels: dict[str, str],
-              pod_spec: dict[str, Any], replicas: Any, origin: str) -> KubeObject:
+              pod_spec: dict[str, Any], replicas: Any, origin: str, release: str | None = None) -> KubeObject:
     manifest = {"apiVersion": "apps/v1", "kind": kind,
                 "metadata": {"name": name, "namespace": namespace, "labels": labels},
                 "spec": {"replicas": replicas, "selector": {"matchLabels": dict(pod_labels)},
                          "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec}}}
-    return KubeObject(manifest, origin=origin, derived=True)
+    # Counted against the release (or the program) that declares the custom resource.
+    return KubeObject(manifest, origin=origin, release=release, derived=True)
 
 
 def _by_name(objects: list[KubeObject], kind: str) -> dict[tuple[str, str], KubeObject]:
@@ -107,7 +108,8 @@ def seldon_workloads(objects: list[KubeObject]) -> list[KubeObject]:
         pod_spec = merge_pod_specs((config.manifest.get("spec") or {}).get("podSpec"), spec.get("podSpec"))
         out.append(_workload("StatefulSet", server.name, server.namespace,
                              {**labels, "app.kubernetes.io/name": "seldon-server"}, pod_labels, pod_spec,
-                             spec.get("replicas", 1), f"Seldon operator: from Server {server.namespace}/{server.name}"))
+                             spec.get("replicas", 1), f"Seldon operator: from Server {server.namespace}/{server.name}",
+                             server.release))
     for runtime in (o for o in objects if o.kind == "SeldonRuntime" and o.api_version == SELDON_API):
         spec = runtime.manifest.get("spec") or {}
         config = seldon_configs.get((runtime.namespace, spec.get("seldonConfig"))) or next(
@@ -128,7 +130,7 @@ def seldon_workloads(objects: list[KubeObject]) -> list[KubeObject]:
             replicas = override.get("replicas", component.get("replicas", 1))
             out.append(_workload(kind, name, runtime.namespace, labels, labels, pod_spec, replicas,
                                  f"Seldon operator: component {name} of SeldonRuntime "
-                                 f"{runtime.namespace}/{runtime.name}"))
+                                 f"{runtime.namespace}/{runtime.name}", runtime.release))
     return out
 
 
@@ -175,7 +177,7 @@ def prometheus_workloads(objects: list[KubeObject]) -> list[KubeObject]:
         pod_spec["initContainers"] = _merge_by_name(operator_pod["initContainers"], spec.get("initContainers") or [])
         out.append(_workload("StatefulSet", f"{app}-{obj.name}", obj.namespace, labels, labels, pod_spec,
                              spec.get("replicas", 1),
-                             f"prometheus-operator: from {obj.kind} {obj.namespace}/{obj.name}"))
+                             f"prometheus-operator: from {obj.kind} {obj.namespace}/{obj.name}", obj.release))
     return out
 
 

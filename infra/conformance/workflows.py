@@ -10,7 +10,8 @@ container defaults but runAsNonRoot only when the `defaultSecurityContextRunAsNo
 `pipeline-install-config` sets it (applySecurityContextToExecutorTemplate, with the API server's
 DEFAULT_SECURITY_CONTEXT_* variables), and its `kfp-launcher` init container the full defaults.
 Argo Workflows (v4.0.5) adds its own `init` and `wait` containers with the `executor.securityContext` of
-the workflow-controller ConfigMap; a template's own pod securityContext replaces the workflow's.
+the workflow-controller ConfigMap, and a template's own pod securityContext replaces the workflow's
+(argoproj/argo-workflows v4.0.5 workflow/controller/workflowpod.go, newExecContainer and createWorkflowPod).
 
 One pod per template kind is derived in the namespace of the workflow controller's ConfigMap (KFP in
 single-user mode runs its workflows there).
@@ -39,11 +40,11 @@ def _executor_config(configmap: KubeObject) -> dict[str, Any] | None:
     return config.get("executor") or {}
 
 
-def _pod(name: str, namespace: str, origin: str, spec: dict[str, Any]) -> KubeObject:
+def _pod(name: str, namespace: str, origin: str, spec: dict[str, Any], release: str | None) -> KubeObject:
     return KubeObject({"apiVersion": "v1", "kind": "Pod",
                        "metadata": {"name": name, "namespace": namespace,
                                     "labels": {"workflows.argoproj.io/workflow": "kfp-run"}},
-                       "spec": spec}, origin=origin, derived=True)
+                       "spec": spec}, origin=origin, release=release, derived=True)
 
 
 def workflow_pods(objects: list[KubeObject]) -> list[KubeObject]:
@@ -65,7 +66,8 @@ def workflow_pods(objects: list[KubeObject]) -> list[KubeObject]:
         driver_pod_sc = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
         out.append(_pod("kfp-driver", cm.namespace, f"{origin} (driver/DAG template)", {
             "securityContext": driver_pod_sc, "initContainers": copy.deepcopy(argo),
-            "containers": [{"name": "main", "securityContext": dict(CONTAINER_DEFAULTS)}, *copy.deepcopy(wait)]}))
+            "containers": [{"name": "main", "securityContext": dict(CONTAINER_DEFAULTS)}, *copy.deepcopy(wait)]},
+            cm.release))
         host_users = str(((install.manifest.get("data") or {}) if install else {}).get(
             "defaultSecurityContextHostUsers", "")).lower()
         main_sc = dict(USER_CONTAINER_DEFAULTS)
@@ -76,5 +78,5 @@ def workflow_pods(objects: list[KubeObject]) -> list[KubeObject]:
             **({"hostUsers": host_users == "true"} if host_users in ("true", "false") else {}),
             "initContainers": [*copy.deepcopy(argo),
                                {"name": "kfp-launcher", "securityContext": dict(CONTAINER_DEFAULTS)}],
-            "containers": [{"name": "main", "securityContext": main_sc}, *copy.deepcopy(wait)]}))
+            "containers": [{"name": "main", "securityContext": main_sc}, *copy.deepcopy(wait)]}, cm.release))
     return out
