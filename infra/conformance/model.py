@@ -61,7 +61,7 @@ class KubeObject:
 
 @dataclass(frozen=True)
 class Problem:
-    check: str  # render | schema | dead-key | wiring | ordering | scanner
+    check: str  # render | schema | dead-key | wiring | ordering | scanner | admission
     subject: str  # the object, release or key
     message: str
     release: str | None = None  # the release it is counted against in the table (None: program)

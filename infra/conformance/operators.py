@@ -13,9 +13,18 @@ Seldon Core 2, as its operator does at the pinned tag v2.10.2 (SeldonIO/seldon-c
   `hodometer`, `seldon-scheduler`, `seldon-server` (rbac_reconciler.go) and the ConfigMaps
   `seldon-agent`, `seldon-scaling`, `seldon-kafka`, `seldon-tracing` (configmap_reconciler.go).
 
+The Seldon operator sets no securityContext of its own (none in operator/ at v2.10.2): a pod's is the
+config's with the Server's or override's merged over it.
+
 prometheus-operator (v0.93.1, the appVersion of kube-prometheus-stack 88.5.3): a `Prometheus` or
 `Alertmanager` becomes a StatefulSet whose pods carry `app.kubernetes.io/name: prometheus|alertmanager`
-and `operator.prometheus.io/name: <name>`, with container ports `web` and `reloader-web`.
+and `operator.prometheus.io/name: <name>`, with container ports `web` and `reloader-web`; the pod's
+securityContext is the resource's `spec.securityContext`, and the operator's own containers (the server,
+`config-reloader`, the init container `init-config-reloader`) each set allowPrivilegeEscalation false,
+a read-only root and all capabilities dropped; the resource's `spec.containers` / `spec.initContainers`
+are merged over them by name (pkg/prometheus/server/statefulset.go, pkg/alertmanager/statefulset.go,
+pkg/operator/config_reloader.go, pkg/k8sutil MergePatchContainers; read at v0.93.0, the newest tag of the
+mirror of the operator's repository: the chart pins v0.93.1, a patch release the mirror does not hold).
 """
 
 from __future__ import annotations
@@ -43,6 +52,13 @@ def _merge(base: Any, override: Any) -> Any:
     return copy.deepcopy(override)
 
 
+def _merge_by_name(base: list[dict[str, Any]], override: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    names = {c.get("name") for c in override}
+    merged = [_merge(next(b for b in base if b.get("name") == o.get("name")), o)
+              if any(b.get("name") == o.get("name") for b in base) else copy.deepcopy(o) for o in override]
+    return [c for c in base if c.get("name") not in names] + merged
+
+
 def merge_pod_specs(base: dict[str, Any] | None, override: dict[str, Any] | None) -> dict[str, Any]:
     base = copy.deepcopy(base or {})
     if not override:
@@ -64,12 +80,13 @@ def merge_pod_specs(base: dict[str, Any] | None, override: dict[str, Any] | None
 
 
 def _workload(kind: str, name: str, namespace: str, labels: dict[str, str], pod_labels: dict[str, str],
-              pod_spec: dict[str, Any], replicas: Any, origin: str) -> KubeObject:
+              pod_spec: dict[str, Any], replicas: Any, origin: str, release: str | None = None) -> KubeObject:
     manifest = {"apiVersion": "apps/v1", "kind": kind,
                 "metadata": {"name": name, "namespace": namespace, "labels": labels},
                 "spec": {"replicas": replicas, "selector": {"matchLabels": dict(pod_labels)},
                          "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec}}}
-    return KubeObject(manifest, origin=origin, derived=True)
+    # Counted against the release (or the program) that declares the custom resource.
+    return KubeObject(manifest, origin=origin, release=release, derived=True)
 
 
 def _by_name(objects: list[KubeObject], kind: str) -> dict[tuple[str, str], KubeObject]:
@@ -91,7 +108,8 @@ def seldon_workloads(objects: list[KubeObject]) -> list[KubeObject]:
         pod_spec = merge_pod_specs((config.manifest.get("spec") or {}).get("podSpec"), spec.get("podSpec"))
         out.append(_workload("StatefulSet", server.name, server.namespace,
                              {**labels, "app.kubernetes.io/name": "seldon-server"}, pod_labels, pod_spec,
-                             spec.get("replicas", 1), f"Seldon operator: from Server {server.namespace}/{server.name}"))
+                             spec.get("replicas", 1), f"Seldon operator: from Server {server.namespace}/{server.name}",
+                             server.release))
     for runtime in (o for o in objects if o.kind == "SeldonRuntime" and o.api_version == SELDON_API):
         spec = runtime.manifest.get("spec") or {}
         config = seldon_configs.get((runtime.namespace, spec.get("seldonConfig"))) or next(
@@ -112,7 +130,7 @@ def seldon_workloads(objects: list[KubeObject]) -> list[KubeObject]:
             replicas = override.get("replicas", component.get("replicas", 1))
             out.append(_workload(kind, name, runtime.namespace, labels, labels, pod_spec, replicas,
                                  f"Seldon operator: component {name} of SeldonRuntime "
-                                 f"{runtime.namespace}/{runtime.name}"))
+                                 f"{runtime.namespace}/{runtime.name}", runtime.release))
     return out
 
 
@@ -133,6 +151,8 @@ def seldon_runtime_objects(objects: list[KubeObject]) -> list[KubeObject]:
 
 
 PROMETHEUS_API = "monitoring.coreos.com/v1"
+OPERATOR_CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                               "capabilities": {"drop": ["ALL"]}}
 PROMETHEUS_PORTS = {"Prometheus": ("prometheus", 9090), "Alertmanager": ("alertmanager", 9093)}
 
 
@@ -145,13 +165,19 @@ def prometheus_workloads(objects: list[KubeObject]) -> list[KubeObject]:
         spec = obj.manifest.get("spec") or {}
         labels = {**((spec.get("podMetadata") or {}).get("labels") or {}), "app.kubernetes.io/name": app,
                   "operator.prometheus.io/name": obj.name, app: obj.name}
-        pod_spec = {"serviceAccountName": spec.get("serviceAccountName") or "default",
-                    "containers": [{"name": app, "ports": [{"name": "web", "containerPort": port}]},
-                                   {"name": "config-reloader",
-                                    "ports": [{"name": "reloader-web", "containerPort": 8080}]}]}
+        operator_pod = {
+            "serviceAccountName": spec.get("serviceAccountName") or "default",
+            "securityContext": copy.deepcopy(spec.get("securityContext")),
+            "initContainers": [{"name": "init-config-reloader", "securityContext": OPERATOR_CONTAINER_SECURITY}],
+            "containers": [{"name": app, "ports": [{"name": "web", "containerPort": port}],
+                            "securityContext": OPERATOR_CONTAINER_SECURITY},
+                           {"name": "config-reloader", "ports": [{"name": "reloader-web", "containerPort": 8080}],
+                            "securityContext": OPERATOR_CONTAINER_SECURITY}]}
+        pod_spec = merge_pod_specs(operator_pod, {"containers": spec.get("containers") or []})
+        pod_spec["initContainers"] = _merge_by_name(operator_pod["initContainers"], spec.get("initContainers") or [])
         out.append(_workload("StatefulSet", f"{app}-{obj.name}", obj.namespace, labels, labels, pod_spec,
                              spec.get("replicas", 1),
-                             f"prometheus-operator: from {obj.kind} {obj.namespace}/{obj.name}"))
+                             f"prometheus-operator: from {obj.kind} {obj.namespace}/{obj.name}", obj.release))
     return out
 
 

@@ -25,6 +25,7 @@ class Release:
     repository: str | None
     values: dict[str, Any]
     skip_crds: bool = False
+    postrender: str | None = None  # the executable Helm pipes the manifests through, relative to the project
 
     @property
     def archive(self) -> str:
@@ -78,7 +79,8 @@ class Plan:
                     urn=urn, name=str(inputs.get("name") or urn.rsplit("::", 1)[-1]),
                     namespace=str(inputs.get("namespace") or "default"), chart=str(inputs["chart"]),
                     version=str(inputs["version"]), repository=(inputs.get("repositoryOpts") or {}).get("repo"),
-                    values=dict(inputs.get("values") or {}), skip_crds=bool(inputs.get("skipCrds", False))))
+                    values=dict(inputs.get("values") or {}), skip_crds=bool(inputs.get("skipCrds", False)),
+                    postrender=inputs.get("postrender") or None))
                 continue
             manifest = {k: v for k, v in inputs.items() if k != "__defaults"}
             if "kind" not in manifest or "apiVersion" not in manifest:

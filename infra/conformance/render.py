@@ -5,6 +5,7 @@ applied first. Hooks are kept (Helm applies them); test hooks and NOTES.txt are 
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,8 +72,14 @@ class RenderedRelease:
     release: Release
     objects: list[KubeObject] = field(default_factory=list)
     crds: list[KubeObject] = field(default_factory=list)  # from chart (and subchart) crds/ folders
-    templates: dict[str, str] = field(default_factory=dict)
+    templates: dict[str, str] = field(default_factory=dict)  # as the chart renders them (dead-key baseline)
+    post_rendered: dict[str, str] | None = None  # after the release's post-renderer, when it has one
     error: str | None = None
+
+    @property
+    def applied(self) -> dict[str, str]:
+        """What Helm applies: the post-renderer's output when there is one."""
+        return self.templates if self.post_rendered is None else self.post_rendered
 
 
 def objects_of(release: Release, rendered: dict[str, str], namespaced: Any = None) -> list[KubeObject]:
@@ -102,13 +109,35 @@ def render_release(chart: Any, release: Release) -> RenderedRelease:
                                                release=release.name, urn=release.urn))
     try:
         out.templates = render_templates(chart, release, release.values)
+        if release.postrender:
+            out.post_rendered = post_render(release, out.templates)
     except RenderError as exc:
         out.error = str(exc)
     return out
 
 
+def post_render(release: Release, templates: dict[str, str]) -> dict[str, str]:
+    """Pipe the rendered templates through the release's post-renderer as Helm does (the program's own
+    executable, run from the project directory); hooks are kept apart, as Helm does not post-render them."""
+    from infra.offline.synth import REPO_ROOT  # the project directory, where `pulumi up` runs
+
+    hooks = {p: t for p, t in templates.items() if any(_hook(m) for m in load_documents(t))}
+    text = "".join(f"---\n# Source: {p}\n{t}\n" for p, t in sorted(templates.items()) if p not in hooks)
+    script = Path(REPO_ROOT) / str(release.postrender)
+    if not script.is_file():
+        raise RenderError(f"post-renderer {release.postrender} does not exist")
+    done = subprocess.run([str(script)], input=text, capture_output=True, text=True, cwd=REPO_ROOT, check=False)
+    if done.returncode != 0:
+        raise RenderError(f"post-renderer {release.postrender} failed: {done.stderr.strip()}")
+    return {**hooks, f"(post-renderer {release.postrender})": done.stdout}
+
+
+def _hook(manifest: dict[str, Any]) -> bool:
+    return bool(((manifest.get("metadata") or {}).get("annotations") or {}).get("helm.sh/hook"))
+
+
 def rendered_crds(rendered: RenderedRelease) -> list[KubeObject]:
     """CRDs the release installs: its charts' crds/ folders and CRD templates."""
-    templated = [o for o in objects_of(rendered.release, rendered.templates)
+    templated = [o for o in objects_of(rendered.release, rendered.applied)
                  if o.kind == "CustomResourceDefinition"]
     return rendered.crds + templated

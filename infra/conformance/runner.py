@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.conformance import deadkeys, operators, ordering, scanner, selectors, wiring
+from infra.conformance import admission, deadkeys, operators, ordering, scanner, selectors, wiring, workflows
 from infra.conformance.charts import ChartStore
 from infra.conformance.model import KubeObject, Problem
 from infra.conformance.plan import Plan
@@ -30,6 +30,7 @@ class Row:
     wiring: int = 0
     ordering: int = 0
     scanner: int = 0
+    admission: int = 0
 
 
 @dataclass
@@ -51,9 +52,10 @@ class Report:
         return sum(1 for o in self.objects if not o.derived)
 
     def table(self) -> str:
-        head = ("release", "chart", "version", "manifests", "invalid", "dead keys", "wiring", "ordering", "scanner")
+        head = ("release", "chart", "version", "manifests", "invalid", "dead keys", "wiring", "ordering", "scanner",
+                "admission")
         rows = [head] + [(r.release, r.chart, r.version, str(r.rendered), str(r.invalid), str(r.dead_keys),
-                          str(r.wiring), str(r.ordering), str(r.scanner)) for r in self.rows]
+                          str(r.wiring), str(r.ordering), str(r.scanner), str(r.admission)) for r in self.rows]
         widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
         return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
                          for row in rows)
@@ -121,7 +123,7 @@ def run(plan: Plan, store: ChartStore, scan: bool = True, dead_keys: bool = True
         if r.error:
             report.problems.append(Problem("render", f"release {r.release.name}", r.error, r.release.name))
             continue
-        found = objects_of(r.release, r.templates, crds.namespaced)
+        found = objects_of(r.release, r.applied, crds.namespaced)
         rows[r.release.name].rendered = len(found) + len(r.crds)
         objects.extend(r.crds)
         objects.extend(found)
@@ -153,10 +155,18 @@ def run(plan: Plan, store: ChartStore, scan: bool = True, dead_keys: bool = True
                                         f"{allow[(v.release, v.key)]}")
         t = _timed(report, "dead-keys", t)
     # 5. Wiring (with the operators' workloads and the cluster's own objects) and ordering.
-    derived = operators.derived_workloads(objects) + selectors.load_external()
+    made_by_operators = operators.derived_workloads(objects)
+    external = selectors.load_external()
+    derived = made_by_operators + external
     report.problems.extend(wiring.check(objects + derived))
     report.problems.extend(ordering.check(plan, objects, crds))
     t = _timed(report, "wiring+ordering", t)
+    # 5b. Pod Security admission of every pod template at its namespace's enforce level.
+    pods_of_operators = made_by_operators + workflows.workflow_pods(objects)
+    found_admission, admission_notes = admission.check(objects, pods_of_operators, external, plan.kubernetes_version)
+    report.problems.extend(found_admission)
+    report.notes.extend(admission_notes)
+    t = _timed(report, "admission", t)
     # 6. Scanner.
     if scan:
         try:
@@ -170,7 +180,7 @@ def run(plan: Plan, store: ChartStore, scan: bool = True, dead_keys: bool = True
         row = rows.get(p.release or PROGRAM, rows[PROGRAM])
         if p.check == "dead-key":
             row.dead_keys += 1
-        elif p.check in ("wiring", "ordering", "scanner"):
+        elif p.check in ("wiring", "ordering", "scanner", "admission"):
             setattr(row, p.check, getattr(row, p.check) + 1)
         elif p.check == "render":
             row.invalid += 1

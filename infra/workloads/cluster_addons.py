@@ -11,11 +11,27 @@ from typing import Any
 import pulumi
 
 from infra.aws.interfaces import WORKLOAD_IDENTITIES
-from infra.workloads.kube import IRSA_ANNOTATION, NODE_ROLE_LABEL, SYSTEM_TOLERATION, helm_release
+from infra.workloads.kube import (
+    IRSA_ANNOTATION,
+    NODE_ROLE_LABEL,
+    RESTRICTED_CONTAINER,
+    RESTRICTED_POD_SECCOMP,
+    SYSTEM_TOLERATION,
+    helm_release,
+)
 from stacks.context import StackContext
 
 NAMESPACE = "kube-system"
 ON_SYSTEM_NODES = {"nodeSelector": {NODE_ROLE_LABEL: "system"}, "tolerations": [SYSTEM_TOLERATION]}
+# kube-system enforces no Pod Security level on EKS, but these pods need nothing that `restricted` forbids, so
+# they meet it: the settings each chart leaves unset (merged with its defaults), as the charts' own
+# commented-out values suggest.
+LBC_SECURITY = {"podSecurityContext": RESTRICTED_POD_SECCOMP, "securityContext": RESTRICTED_CONTAINER}
+AUTOSCALER_SECURITY = {
+    "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534, "fsGroup": 65534,
+                        **RESTRICTED_POD_SECCOMP},
+    "containerSecurityContext": RESTRICTED_CONTAINER,
+}
 
 
 def load_balancer_controller_values(ctx: StackContext, cluster_name: pulumi.Input[str],
@@ -28,6 +44,7 @@ def load_balancer_controller_values(ctx: StackContext, cluster_name: pulumi.Inpu
         "replicaCount": 2,
         "serviceAccount": {"create": True, "name": ident.service_account, "annotations": {IRSA_ANNOTATION: role_arn}},
         "podDisruptionBudget": {"maxUnavailable": 1},
+        **LBC_SECURITY,
         **ON_SYSTEM_NODES,
     }
     if vpc_id is not None:
@@ -48,6 +65,7 @@ def cluster_autoscaler_values(ctx: StackContext, cluster_name: pulumi.Input[str]
                                     "annotations": {IRSA_ANNOTATION: role_arn}}},
         "extraArgs": {"balance-similar-node-groups": True, "skip-nodes-with-system-pods": False,
                       "expander": "least-waste"},
+        **AUTOSCALER_SECURITY,
         **ON_SYSTEM_NODES,
     }
 
@@ -76,7 +94,9 @@ class ClusterAddonCharts(pulumi.ComponentResource):
         self.releases = []
         if addons.metrics_server:
             self.releases.append(helm_release("metrics-server", ctx, "metrics-server", NAMESPACE, {
-                "replicas": 2, "podDisruptionBudget": {"enabled": True, "maxUnavailable": 1}, **ON_SYSTEM_NODES,
+                "replicas": 2, "podDisruptionBudget": {"enabled": True, "maxUnavailable": 1},
+                # Its container already meets `restricted`; the pod-level profile covers any container added.
+                "podSecurityContext": RESTRICTED_POD_SECCOMP, **ON_SYSTEM_NODES,
             }, self, depends_on=deps))
         if addons.aws_load_balancer_controller:
             self.releases.append(helm_release(

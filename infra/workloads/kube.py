@@ -23,7 +23,9 @@ PART_OF = "mlplatform"
 # (node-exporter: host network and PID) need privileged in `monitoring`.
 PSS_RESTRICTED = "restricted"
 PSS_PRIVILEGED = "privileged"
-# Third-party pods we do not write (Kubeflow Pipelines' release manifests) that the restricted level refuses.
+# `kubeflow`: the pods of pipeline steps that KFP 2.17 compiles set no runAsNonRoot on the component's container
+# (the image decides its user), which `restricted` refuses; the Argo controller and its CRD job set no seccomp
+# profile (docs/CONFORMANCE.md, Pod Security admission).
 PSS_BASELINE = "baseline"
 __all__ = ["NODE_ROLE_LABEL", "SYSTEM_TOLERATION"]  # re-exported for the workload modules
 
@@ -35,6 +37,13 @@ CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+
+
+# What the `restricted` Pod Security level requires of a chart's pod and containers that its values leave
+# unset (admission rejects such pods, it fills nothing in). Nothing more: the read-only root and the user
+# are the chart's and the image's business (a chart that writes to its root must keep working).
+RESTRICTED_POD_SECCOMP: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
+RESTRICTED_CONTAINER: dict[str, Any] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
 # A writable /tmp for containers with a read-only root (an emptyDir, size-limited per workload).
@@ -99,8 +108,10 @@ def helm_release(
     depends_on: list[pulumi.Resource] | None = None,
     timeout: int = 600,
     skip_crds: bool = False,
+    postrender: str | None = None,
 ) -> k8s.helm.v3.Release:
-    """A Helm release whose chart, version and repository come from the BOM, never from the caller."""
+    """A Helm release whose chart, version and repository come from the BOM, never from the caller.
+    `postrender`: an executable, relative to the project directory, that Helm pipes the manifests through."""
     chart = ctx.bom.charts[chart_key]
     return k8s.helm.v3.Release(
         name,
@@ -115,6 +126,7 @@ def helm_release(
         timeout=timeout,
         max_history=10,
         skip_crds=skip_crds,
+        postrender=postrender,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on or []),
     )
 

@@ -29,7 +29,7 @@ from infra.workloads.isolation import (
     network_policies,
     pod_disruption_budget,
 )
-from infra.workloads.kube import helm_release, labels, namespace, resources, service_account
+from infra.workloads.kube import RESTRICTED_POD_SECCOMP, helm_release, labels, namespace, resources, service_account
 from stacks.context import StackContext
 
 NAMESPACE = MLFLOW_SERVER.namespace
@@ -61,6 +61,9 @@ def mlflow_values(ctx: StackContext, data: DataServices, service_account_name: s
     postgres = {"enabled": True, "host": db.host, "port": db.port, "database": db.database}
     return {
         "replicaCount": cfg.replicas,
+        # The chart's containers already meet `restricted`; its pod sets no seccomp profile (merged with
+        # the chart's fsGroup).
+        "podSecurityContext": RESTRICTED_POD_SECCOMP,
         "serviceAccount": {"create": False, "name": service_account_name},
         "service": {"port": SERVICE_PORT},
         "backendStore": {

@@ -257,6 +257,8 @@ def argo_values(ctx: StackContext, bucket: pulumi.Input[str]) -> dict[str, Any]:
         "workflow": {"rbac": {"create": False}},
         "controller": {
             "nodeSelector": {NODE_ROLE_LABEL: "general"},
+            # The chart's controller container meets `restricted`; its pod sets no seccomp profile.
+            "podSecurityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
             "resources": {"requests": {"cpu": "100m", "memory": "500Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
             "extraEnv": [{"name": "TRANSIENT_ERROR_PATTERN", "value": TRANSIENT_ERRORS}],
             "workflowDefaults": {"spec": {

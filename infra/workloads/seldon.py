@@ -34,7 +34,16 @@ from infra.workloads.isolation import (
     NamespacePolicy,
     network_policies,
 )
-from infra.workloads.kube import NODE_ROLE_LABEL, helm_release, labels, namespace, pod_monitor, service_account
+from infra.workloads.kube import (
+    NODE_ROLE_LABEL,
+    RESTRICTED_CONTAINER,
+    RESTRICTED_POD_SECCOMP,
+    helm_release,
+    labels,
+    namespace,
+    pod_monitor,
+    service_account,
+)
 from stacks.context import StackContext
 
 NAMESPACE = MODEL_SERVER.namespace
@@ -108,10 +117,35 @@ def kafka_security(username: str) -> dict[str, Any]:
     }
 
 
+# The setup chart's pod-level securityContext values of the controller, the SeldonConfig components and the
+# ServerConfigs (user 1000, runAsNonRoot); a seccomp profile is merged in because `restricted` needs one. The
+# containers' own settings are not values of the chart: the runtime's overrides and the Servers' podSpecs
+# carry them (below), the controller's come from the post-renderer (infra/workloads/postrender.py).
+SETUP_POD_SECURITY_KEYS = ("scheduler", "pipelinegateway", "modelgateway", "hodometer", "envoy", "dataflow",
+                           "serverConfig")
+# The controller's container securityContext is hard-coded in the chart: patched after rendering.
+SETUP_POSTRENDER = "scripts/helm-postrender-seldon-core-v2-setup"
+# Runtime chart key -> the SeldonConfig component's container (setup chart 2.10.2, `_components-deployments.tpl`).
+COMPONENT_CONTAINERS = {"scheduler": "scheduler", "envoy": "envoy", "dataflow": "dataflow-engine",
+                        "modelgateway": "modelgateway", "pipelinegateway": "pipelinegateway"}
+# The ServerConfigs' containers besides the server's own, merged by name with a Server's podSpec.
+SERVER_SIDECARS = ("rclone", "agent")
+
+
+def restricted_containers(*names: str) -> list[dict[str, Any]]:
+    """Container entries that the operator merges by name over its config's, carrying what `restricted` needs."""
+    return [{"name": name, "securityContext": RESTRICTED_CONTAINER} for name in names]
+
+
+def _override_pod(component: str) -> dict[str, Any]:
+    return {"containers": restricted_containers(COMPONENT_CONTAINERS[component])}
+
+
 def setup_values(ctx: StackContext, brokers: pulumi.Input[str], username: str) -> dict[str, Any]:
     kafka = ctx.cfg.kafka
     return {
-        "controller": {"clusterwide": False},
+        **{key: {"securityContext": RESTRICTED_POD_SECCOMP} for key in SETUP_POD_SECURITY_KEYS},
+        "controller": {"clusterwide": False, "securityContext": RESTRICTED_POD_SECCOMP},
         "kafka": {"bootstrap": brokers, "topicPrefix": "seldon",
                   "topics": {"replicationFactor": min(3, kafka.broker_count), "numPartitions": 4}},
         "security": {"kafka": kafka_security(username)},
@@ -130,11 +164,13 @@ def runtime_values(ctx: StackContext, brokers: pulumi.Input[str]) -> dict[str, A
         # Usage telemetry to Seldon off by default.
         "hodometer": {"disable": True},
         # The scheduler is one StatefulSet replica; the runtime chart has no replicas value for it.
-        "scheduler": {"serviceType": "ClusterIP"},
-        "envoy": {"replicas": replicas, "serviceType": "ClusterIP"},
-        "dataflow": {"replicas": replicas},
-        "modelgateway": {"replicas": replicas},
-        "pipelinegateway": {"replicas": replicas},
+        # Each override's podSpec is merged by the operator over the SeldonConfig's (containers by name): it
+        # carries the container settings `restricted` requires, which the SeldonConfig leaves unset.
+        "scheduler": {"serviceType": "ClusterIP", "podSpec": _override_pod("scheduler")},
+        "envoy": {"replicas": replicas, "serviceType": "ClusterIP", "podSpec": _override_pod("envoy")},
+        "dataflow": {"replicas": replicas, "podSpec": _override_pod("dataflow")},
+        "modelgateway": {"replicas": replicas, "podSpec": _override_pod("modelgateway")},
+        "pipelinegateway": {"replicas": replicas, "podSpec": _override_pod("pipelinegateway")},
         # No `config.tracingConfig`: the chart renders its `ratio` unquoted and the SeldonRuntime CRD types it
         # as a string, so the API server rejects it (docs/CONFORMANCE.md). The SeldonConfig that the setup
         # chart renders from `opentelemetry` (quoted) carries the same settings, and the runtime inherits them.
@@ -196,9 +232,10 @@ def servers_values(ctx: StackContext, image: pulumi.Input[str],
                     "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
                     "whenUnsatisfiable": "ScheduleAnyway",
                     "labelSelector": {"matchLabels": {"seldon-server-name": SERVER_NAME}}}],
-                # Merged by name with the ServerConfig's `mlserver` container.
+                # Merged by name with the ServerConfig's containers: ours in `mlserver`, and what `restricted`
+                # requires in all three.
                 "containers": [{
-                    "name": "mlserver", "image": image,
+                    "name": "mlserver", "image": image, "securityContext": RESTRICTED_CONTAINER,
                     "env": [
                         {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": f"http://{jaeger_otlp_endpoint()}"},
                         {"name": "OTEL_SERVICE_NAME", "value": "mlserver"},
@@ -206,11 +243,13 @@ def servers_values(ctx: StackContext, image: pulumi.Input[str],
                         *([{"name": "MLPLAT_SERVING_SAMPLES", "value": serving_samples}] if serving_samples else []),
                     ],
                     **({"resources": sized} if sized else {}),
-                }],
+                }, *restricted_containers(*SERVER_SIDECARS)],
             },
         },
         # Triton is not used by the reference models.
-        "triton": {"replicas": 0, "minReplicas": 0, "maxReplicas": 0},
+        # Its pod spec meets `restricted` too, should someone scale it up.
+        "triton": {"replicas": 0, "minReplicas": 0, "maxReplicas": 0,
+                   "podSpec": {"containers": restricted_containers(*SERVER_SIDECARS, "triton")}},
     }
 
 
@@ -252,7 +291,7 @@ class Seldon(pulumi.ComponentResource):
                             depends_on=[ns, *extra])
         setup = helm_release("seldon-core-v2-setup", ctx, "seldon-core-v2-setup", NAMESPACE,
                              setup_values(ctx, brokers, data.kafka.scram_username), self,
-                             depends_on=[crds, kafka_secret])
+                             depends_on=[crds, kafka_secret], postrender=SETUP_POSTRENDER)
         runtime = helm_release("seldon-core-v2-runtime", ctx, "seldon-core-v2-runtime", NAMESPACE,
                                runtime_values(ctx, brokers), self, depends_on=[setup])
         self.servers = helm_release("seldon-core-v2-servers", ctx, "seldon-core-v2-servers", NAMESPACE,

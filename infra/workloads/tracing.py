@@ -14,7 +14,15 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.workloads.isolation import ANYWHERE, PORT_HTTPS, EgressRule, IngressRule, NamespacePolicy, network_policies
-from infra.workloads.kube import NODE_ROLE_LABEL, helm_release, labels, namespace, service_monitor
+from infra.workloads.kube import (
+    NODE_ROLE_LABEL,
+    RESTRICTED_CONTAINER,
+    RESTRICTED_POD_SECCOMP,
+    helm_release,
+    labels,
+    namespace,
+    service_monitor,
+)
 from stacks.context import StackContext
 from stacks.schema import TracingConfig
 
@@ -70,6 +78,8 @@ def jaeger_values(ctx: StackContext) -> dict[str, Any]:
             "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "2Gi"}},
             "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                 "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+            # Merged with the chart's user 10001: `restricted` needs a seccomp profile.
+            "podSecurityContext": RESTRICTED_POD_SECCOMP,
         },
     }
     if cfg.storage == "opensearch":
@@ -79,7 +89,10 @@ def jaeger_values(ctx: StackContext) -> dict[str, Any]:
             "enabled": True, "numberOfDays": cfg.retention_days,
             # The cleaner matches `<prefix>-jaeger-span-YYYY-MM-DD`: without the collector's prefix it
             # deletes nothing (jaeger v2.19.0 cmd/es-index-cleaner, docs/CONFORMANCE.md).
-            "cmdlineParams": {"index-prefix": INDEX_PREFIX}}
+            "cmdlineParams": {"index-prefix": INDEX_PREFIX},
+            # The chart's cleaner runs as user 1000 and sets nothing else that `restricted` requires.
+            "podSecurityContext": {**RESTRICTED_POD_SECCOMP, "runAsNonRoot": True},
+            "securityContext": RESTRICTED_CONTAINER}
     else:
         # Badger on one volume: a single replica owns it.
         values["jaeger"]["extraVolumes"] = [{"name": "badger", "persistentVolumeClaim": {"claimName": PVC_NAME}}]

@@ -273,8 +273,11 @@ def test_jaeger_storage_follows_config(synth, stack, storage):
     if storage == "badger":
         assert len(pvcs) == 1 and backend["badger"]["ttl"]["spans"] == "168h"
     else:
-        assert not pvcs and v["esIndexCleaner"] == {"enabled": True, "numberOfDays": 14,
-                                                    "cmdlineParams": {"index-prefix": INDEX_PREFIX}}
+        # With the settings the `restricted` level of `tracing` requires of its pod (tests/infra/test_admission.py).
+        assert not pvcs and v["esIndexCleaner"] == {
+            "enabled": True, "numberOfDays": 14, "cmdlineParams": {"index-prefix": INDEX_PREFIX},
+            "podSecurityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}
 
 
 def test_cluster_autoscaler_matches_the_cluster_version(synth, env):
