@@ -1,12 +1,29 @@
-"""Fixtures of the mock-based unit tests (each stack's synthesis, `synth`, is in tests/conftest.py)."""
+"""Fixtures of the IaC suite. Each stack's synthesis (`synth`) is in tests/conftest.py; here each stack's
+conformance run (`report`), owned once per session by every conformance test module.
+
+The charts come from the mirror beside the checkout (`../shared/charts`, the harness's default for
+MLPLAT_CHART_MIRROR) or the cache; without either (and without network) the conformance tests fail with
+the one message that says how to get them.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from infra.conformance import runner
+from infra.conformance.charts import ChartSourceError, ChartStore, mirror_from_env
+from infra.conformance.plan import Plan
+from infra.offline.synth import Synthesis
+
 ENVIRONMENTS = ("dev", "staging", "prod")
+ROOT = Path(__file__).resolve().parents[2]
+if not os.environ.get("MLPLAT_CHART_MIRROR"):
+    os.environ["MLPLAT_CHART_MIRROR"] = str(ROOT.parent / "shared" / "charts")
 
 
 @pytest.fixture(params=ENVIRONMENTS)
@@ -21,3 +38,30 @@ def _event_loop() -> None:
         asyncio.get_event_loop()
     except RuntimeError:
         asyncio.set_event_loop(asyncio.new_event_loop())
+
+
+@pytest.fixture(scope="session")
+def store() -> ChartStore:
+    return ChartStore(mirror=mirror_from_env(), online=False)
+
+
+@pytest.fixture(scope="session")
+def plan_of(synth: Callable[[str], Synthesis]) -> Callable[[str], Plan]:
+    return lambda stack: Plan.from_preview(synth(stack).to_preview_json())
+
+
+@pytest.fixture(scope="session")
+def report(plan_of: Callable[[str], Plan], store: ChartStore) -> Callable[[str], runner.Report]:
+    """Every check of `mlplat conform` (scanner and dead-key analysis included), once per stack. Modules that
+    use it carry `pytest.mark.xdist_group("conformance")`, so under xdist one worker makes each run once."""
+    cache: dict[str, runner.Report] = {}
+
+    def get(stack: str) -> runner.Report:
+        if stack not in cache:
+            try:
+                cache[stack] = runner.run(plan_of(stack), store, scan=True)
+            except ChartSourceError as exc:
+                pytest.fail(str(exc), pytrace=False)
+        return cache[stack]
+
+    return get

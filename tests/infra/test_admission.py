@@ -16,42 +16,15 @@ from pathlib import Path
 import pytest
 
 from infra.conformance import admission, operators, pss, runner, workflows
-from infra.conformance.charts import ChartSourceError, ChartStore, mirror_from_env
+from infra.conformance.charts import ChartStore
 from infra.conformance.model import KubeObject
 from infra.conformance.plan import Plan
 from infra.offline.synth import Synthesis
 from infra.workloads import postrender
 
 ROOT = Path(__file__).resolve().parents[2]
-if not os.environ.get("MLPLAT_CHART_MIRROR"):
-    os.environ["MLPLAT_CHART_MIRROR"] = str(ROOT.parent / "shared" / "charts")
 ENVIRONMENTS = ("dev", "staging", "prod")
-
-
-@pytest.fixture(scope="module")
-def store() -> ChartStore:
-    return ChartStore(mirror=mirror_from_env(), online=False)
-
-
-@pytest.fixture(scope="module")
-def plan_of(synth: Callable[[str], Synthesis]) -> Callable[[str], Plan]:
-    return lambda stack: Plan.from_preview(synth(stack).to_preview_json())
-
-
-@pytest.fixture(scope="module")
-def quick(plan_of: Callable[[str], Plan], store: ChartStore) -> Callable[[str], runner.Report]:
-    """One conformance run per stack without the scanner and the dead-key analysis (the slow parts)."""
-    cache: dict[str, runner.Report] = {}
-
-    def get(stack: str) -> runner.Report:
-        if stack not in cache:
-            try:
-                cache[stack] = runner.run(plan_of(stack), store, scan=False, dead_keys=False)
-            except ChartSourceError as exc:
-                pytest.fail(str(exc), pytrace=False)
-        return cache[stack]
-
-    return get
+pytestmark = [pytest.mark.conformance, pytest.mark.xdist_group("conformance")]
 
 
 def _object(report: runner.Report, kind: str, namespace: str, name: str) -> KubeObject:
@@ -67,8 +40,8 @@ def _pod_spec(obj: KubeObject) -> dict:
 # ---------------------------------------------------------------- the stacks pass admission
 
 @pytest.mark.parametrize("stack", ENVIRONMENTS)
-def test_every_pod_passes_its_namespaces_enforce_level(quick: Callable[[str], runner.Report], stack: str) -> None:
-    rep = quick(stack)
+def test_every_pod_passes_its_namespaces_enforce_level(report: Callable[[str], runner.Report], stack: str) -> None:
+    rep = report(stack)
     assert [str(p) for p in rep.problems if p.check == "admission"] == []
     levels = {n.split()[2]: n.split()[4] for n in rep.notes if n.startswith("admission: namespace")}
     # Only these two are weaker than restricted, with their reasons in docs/CONFORMANCE.md.
@@ -77,19 +50,19 @@ def test_every_pod_passes_its_namespaces_enforce_level(quick: Callable[[str], ru
         assert levels[ns] == "restricted:latest", ns
 
 
-def test_operator_made_pods_are_evaluated(quick: Callable[[str], runner.Report]) -> None:
+def test_operator_made_pods_are_evaluated(report: Callable[[str], runner.Report]) -> None:
     """The Seldon Servers and runtime components, Prometheus/Alertmanager and the KFP workflow pods are
     evaluated, not only what Helm applies."""
-    notes = [n for n in quick("prod").notes if n.startswith("admission: namespace seldon")]
+    notes = [n for n in report("prod").notes if n.startswith("admission: namespace seldon")]
     assert notes and "over 8 pod template(s)" in notes[0]  # controller + 5 runtime components + 2 Servers
 
 
 # ---------------------------------------------------------------- the fixes, field by field
 
-def test_seldon_operator_pods_carry_the_restricted_container_settings(quick: Callable[[str], runner.Report]) -> None:
+def test_seldon_operator_pods_carry_the_restricted_container_settings(report: Callable[[str], runner.Report]) -> None:
     """The SeldonRuntime overrides and the Servers' podSpecs (merged by the operator by container name) carry
     allowPrivilegeEscalation false and drop ALL; the setup chart's pod securityContext carries the seccomp profile."""
-    derived = [o for o in quick("prod").objects if o.derived and o.namespace == "seldon"
+    derived = [o for o in report("prod").objects if o.derived and o.namespace == "seldon"
                and o.kind in ("Deployment", "StatefulSet")]
     assert {o.name for o in derived} >= {"mlserver", "triton", "seldon-scheduler", "seldon-envoy"}
     for obj in derived:
@@ -101,8 +74,8 @@ def test_seldon_operator_pods_carry_the_restricted_container_settings(quick: Cal
             assert sc.get("capabilities", {}).get("drop") == ["ALL"], (obj.name, container["name"])
 
 
-def test_the_seldon_controller_is_post_rendered(quick: Callable[[str], runner.Report]) -> None:
-    controller = _object(quick("prod"), "Deployment", "seldon", "seldon-v2-controller-manager")
+def test_the_seldon_controller_is_post_rendered(report: Callable[[str], runner.Report]) -> None:
+    controller = _object(report("prod"), "Deployment", "seldon", "seldon-v2-controller-manager")
     assert "post-renderer scripts/helm-postrender-seldon-core-v2-setup" in controller.origin
     manager = next(c for c in _pod_spec(controller)["containers"] if c["name"] == "manager")
     assert manager["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
@@ -112,10 +85,10 @@ def test_the_seldon_controller_is_post_rendered(quick: Callable[[str], runner.Re
     ("Deployment", "mlflow", "mlflow"), ("Deployment", "tracing", "jaeger"),
     ("CronJob", "tracing", "jaeger-es-index-cleaner"),
 ])
-def test_chart_pods_get_a_seccomp_profile_from_values(quick: Callable[[str], runner.Report], kind: str, namespace: str,
+def test_chart_pods_get_a_seccomp_profile_from_values(report: Callable[[str], runner.Report], kind: str, namespace: str,
                                                       name: str) -> None:
     """prod stores traces in OpenSearch, so its Jaeger release renders the index cleaner."""
-    obj = _object(quick("prod"), kind, namespace, name)
+    obj = _object(report("prod"), kind, namespace, name)
     spec = _pod_spec(obj)
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pss.evaluate(pss.LevelVersion(pss.RESTRICTED), {}, spec).allowed
@@ -128,15 +101,15 @@ def test_chart_pods_get_a_seccomp_profile_from_values(quick: Callable[[str], run
     ("Deployment", "kubeflow", "argo-workflows-workflow-controller"),
 ])
 def test_pods_in_weaker_namespaces_meet_restricted_where_nothing_stops_them(
-        quick: Callable[[str], runner.Report], kind: str, namespace: str, name: str) -> None:
+        report: Callable[[str], runner.Report], kind: str, namespace: str, name: str) -> None:
     """kube-system (EKS: no level) and kubeflow (baseline) admit more, but these pods need nothing restricted
     forbids: the charts' values carry the settings (the checkov baseline no longer accepts their findings)."""
-    spec = _pod_spec(_object(quick("prod"), kind, namespace, name))
+    spec = _pod_spec(_object(report("prod"), kind, namespace, name))
     assert [str(v) for v in pss.evaluate(pss.LevelVersion(pss.RESTRICTED), {}, spec).violations] == []
 
 
-def test_prometheus_operator_pods_carry_the_operators_security_contexts(quick: Callable[[str], runner.Report]) -> None:
-    obj = _object(quick("prod"), "StatefulSet", "monitoring", "prometheus-kube-prometheus-stack-prometheus")
+def test_prometheus_operator_pods_carry_the_operators_security_contexts(report: Callable[[str], runner.Report]) -> None:
+    obj = _object(report("prod"), "StatefulSet", "monitoring", "prometheus-kube-prometheus-stack-prometheus")
     spec = _pod_spec(obj)
     names = [c["name"] for c in spec["initContainers"] + spec["containers"]]
     assert names == ["init-config-reloader", "prometheus", "config-reloader"]
@@ -146,10 +119,10 @@ def test_prometheus_operator_pods_carry_the_operators_security_contexts(quick: C
     assert pss.evaluate(pss.LevelVersion(pss.RESTRICTED), {}, spec).allowed
 
 
-def test_kfp_component_pods_are_why_kubeflow_stays_baseline(quick: Callable[[str], runner.Report]) -> None:
+def test_kfp_component_pods_are_why_kubeflow_stays_baseline(report: Callable[[str], runner.Report]) -> None:
     """A component's main container has no runAsNonRoot unless pipeline-install-config sets
     defaultSecurityContextRunAsNonRoot: restricted would refuse every pipeline step, baseline admits it."""
-    objects = [o for o in quick("prod").objects if not o.derived]
+    objects = [o for o in report("prod").objects if not o.derived]
     pods = {o.name: o for o in workflows.workflow_pods(objects)}
     assert set(pods) == {"kfp-driver", "kfp-executor"}
     executor = pods["kfp-executor"].manifest

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,37 +21,9 @@ from infra.conformance.plan import Plan
 from infra.offline.synth import Synthesis
 
 ROOT = Path(__file__).resolve().parents[2]
-# The suite runs from a clean clone with ../shared beside it.
-if not os.environ.get("MLPLAT_CHART_MIRROR"):
-    os.environ["MLPLAT_CHART_MIRROR"] = str(ROOT.parent / "shared" / "charts")
 ENVIRONMENTS = ("dev", "staging", "prod")
-# One worker owns the whole module under xdist, so each stack's conformance run happens once.
+# One worker owns every conformance module under xdist, so each stack's conformance run happens once.
 pytestmark = [pytest.mark.conformance, pytest.mark.xdist_group("conformance")]
-
-
-@pytest.fixture(scope="session")
-def store() -> ChartStore:
-    return ChartStore(mirror=mirror_from_env(), online=False)
-
-
-@pytest.fixture(scope="session")
-def plan_of(synth: Callable[[str], Synthesis]) -> Callable[[str], Plan]:
-    return lambda stack: Plan.from_preview(synth(stack).to_preview_json())
-
-
-@pytest.fixture(scope="session")
-def report(plan_of: Callable[[str], Plan], store: ChartStore) -> Callable[[str], runner.Report]:
-    cache: dict[str, runner.Report] = {}
-
-    def get(stack: str) -> runner.Report:
-        if stack not in cache:
-            try:
-                cache[stack] = runner.run(plan_of(stack), store, scan=True)
-            except ChartSourceError as exc:
-                pytest.fail(str(exc), pytrace=False)
-        return cache[stack]
-
-    return get
 
 
 def _problems(report: runner.Report, *checks: str) -> list[str]:
