@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.conformance import deadkeys, operators, ordering, scanner, selectors, wiring
+from infra.conformance import capabilities, deadkeys, operators, ordering, scanner, selectors, wiring
 from infra.conformance.charts import ChartStore
 from infra.conformance.model import KubeObject, Problem
 from infra.conformance.plan import Plan
-from infra.conformance.render import load_chart, objects_of, render_release, rendered_crds
+from infra.conformance.render import load_chart, objects_of, render_in_creation_order, rendered_crds
 from infra.conformance.schemas import CrdRegistry, core_schemas, validate_object
 
 PROGRAM = "(program)"
@@ -103,11 +103,12 @@ def run(plan: Plan, store: ChartStore, scan: bool = True, dead_keys: bool = True
     t = time.perf_counter()
     # 1. Render every release with its pinned chart (ChartSourceError propagates: one clear message).
     charts: dict[str, Any] = {}
-    rendered = []
     for release in plan.releases:
         path: Path = store.path(release.chart, release.version, release.repository or "")
         charts[release.name] = load_chart(path)
-        rendered.append(render_release(charts[release.name], release))
+    # ... in creation order, with the API versions and Kubernetes version the cluster has at that point.
+    rendered = render_in_creation_order(plan, charts)
+    report.notes.extend(capabilities.notes(rendered, charts))
     t = _timed(report, "render", t)
     # 2. CRDs the plan's releases install, then every object with its namespace as Helm would set it.
     crds = CrdRegistry()
@@ -143,7 +144,7 @@ def run(plan: Plan, store: ChartStore, scan: bool = True, dead_keys: bool = True
         for r in rendered:
             if r.error:
                 continue
-            verdicts = deadkeys.analyse(charts[r.release.name], r.release, r.templates)
+            verdicts = deadkeys.analyse(charts[r.release.name], r.release, r.templates, r.capabilities)
             report.problems.extend(deadkeys.problems(verdicts, allow))
             for v in verdicts:
                 if v.verdict == "default":

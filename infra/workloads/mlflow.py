@@ -85,7 +85,10 @@ def mlflow_values(ctx: StackContext, data: DataServices, service_account_name: s
                          "AWS_DEFAULT_REGION": ctx.cfg.region},
         "extraSecretNamesForEnvFrom": [FLASK_SECRET],
         "resources": resources(cfg.resources),
-        "serviceMonitor": {"enabled": True, "namespace": NAMESPACE, "labels": labels("mlflow"), "interval": "30s"},
+        # The chart's ServiceMonitor (rendered once the Prometheus operator's CRDs exist) otherwise names the
+        # Service port's name as a *container* port, which the server's container does not have: no targets.
+        "serviceMonitor": {"enabled": True, "useServicePort": True, "namespace": NAMESPACE,
+                           "labels": labels("mlflow"), "interval": "30s"},
         # Soft zone spread of replicas (the chart exposes affinity, not topologySpreadConstraints).
         "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
             "weight": 100, "podAffinityTerm": {"topologyKey": "topology.kubernetes.io/zone",
