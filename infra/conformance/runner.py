@@ -9,7 +9,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.conformance import capabilities, deadkeys, operators, ordering, scanner, selectors, wiring
+from infra.conformance import (
+    capabilities,
+    deadkeys,
+    operators,
+    ordering,
+    reachability,
+    scanner,
+    selectors,
+    wiring,
+)
 from infra.conformance.charts import ChartStore
 from infra.conformance.model import KubeObject, Problem
 from infra.conformance.plan import Plan
@@ -157,6 +166,7 @@ def run(plan: Plan, store: ChartStore, scan: bool = True, dead_keys: bool = True
     derived = operators.derived_workloads(objects) + selectors.load_external()
     report.problems.extend(wiring.check(objects + derived))
     report.problems.extend(ordering.check(plan, objects, crds))
+    report.problems.extend(reachability.check(plan, objects + derived))
     t = _timed(report, "wiring+ordering", t)
     # 6. Scanner.
     if scan:

@@ -34,7 +34,9 @@ from stacks.context import StackContext
 
 NAMESPACE = MLFLOW_SERVER.namespace
 RELEASE = MLFLOW_SERVER.name  # the chart names its Deployment after the release
-SERVICE_PORT = 80
+# The VPC CNI network policy agent requires a Service port to equal its container port (the server listens
+# on 5000): a port-80 Service made every client's egress rule miss the address it actually sends to.
+SERVICE_PORT = 5000
 ADMIN_SECRET = "mlflow-admin"
 DB_SECRET = "mlflow-db"
 FLASK_SECRET = "mlflow-flask"
