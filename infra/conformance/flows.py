@@ -7,6 +7,7 @@
 - every scrape: ServiceMonitor and PodMonitor endpoints, from the Prometheus pods to the target pods;
 - every call the API server makes: admission webhooks, CRD conversion webhooks, aggregated APIs
   (APIService), which start at the control plane, outside the pod network;
+- what load balancers send: Services of type LoadBalancer and Ingress backends (IP targets, from the VPC);
 - DNS to kube-dns for every pod that names a host, and the Kubernetes API for every pod whose service
   account is bound to a Role or ClusterRole.
 
@@ -20,7 +21,7 @@ import base64
 import contextlib
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -30,6 +31,7 @@ from infra.conformance.selectors import Index, PodTemplate, matches, namespace_s
 
 # Where a flow starts or ends when it is not a pod of the cluster network.
 CONTROL_PLANE = "control plane"  # EKS API server, through its ENIs in the cluster's subnets
+LOAD_BALANCER = "load balancer"  # an NLB/ALB in the VPC sending to pod IPs (IP targets)
 NODE = "node"  # a node's address (host-network pods, the kubelet)
 VPC_SERVICE = "VPC data service"  # RDS, ElastiCache, MSK, OpenSearch in the VPC
 INTERNET = "outside the VPC"  # AWS APIs and other public endpoints
@@ -59,16 +61,16 @@ class Target:
 
 @dataclass(frozen=True)
 class Flow:
-    source: PodTemplate | None  # None: the control plane calls
+    source: PodTemplate | None  # None: a caller outside the pod network (`origin`)
     target: Target
     port: int  # the port the caller sends to (a Service's port for a ClusterIP)
     why: str
     protocol: str = "TCP"
-    extra: tuple[str, ...] = field(default=())
+    origin: str = CONTROL_PLANE
 
     @property
     def source_label(self) -> str:
-        return self.source.owner.ref if self.source is not None else CONTROL_PLANE
+        return self.source.owner.ref if self.source is not None else self.origin
 
 
 # ---------------------------------------------------------------- resolving a host:port
@@ -312,6 +314,39 @@ def api_server_calls(idx: Index) -> Iterator[Flow]:
         yield from _service_ref(idx, (api.manifest.get("spec") or {}).get("service"), f"{api.ref}")
 
 
+# ---------------------------------------------------------------- load balancers
+
+def load_balancers(idx: Index) -> Iterator[Flow]:
+    """Services of type LoadBalancer and Ingresses: the load balancer sends to the pods' container ports
+    from its own addresses in the VPC (the AWS Load Balancer Controller's IP targets)."""
+    for service in idx.of_kind("Service"):
+        if (service.manifest.get("spec") or {}).get("type") != "LoadBalancer":
+            continue
+        for sp in (service.manifest.get("spec") or {}).get("ports") or []:
+            for pod in service_pods(idx, service):
+                port = container_port(pod, sp.get("targetPort", sp.get("port")))
+                if port is not None:
+                    yield Flow(None, Target("pods", f"{pod.owner.ref}:{port}", pods=(pod,), container_port=port),
+                               port, f"{service.ref} (type LoadBalancer) port {sp.get('port')}", origin=LOAD_BALANCER)
+    for ingress in idx.of_kind("Ingress"):
+        spec = ingress.manifest.get("spec") or {}
+        backends = [spec.get("defaultBackend") or {}] + [
+            path.get("backend") or {} for rule in spec.get("rules") or []
+            for path in (rule.get("http") or {}).get("paths") or []]
+        for backend in backends:
+            ref = backend.get("service") or {}
+            service = idx.find("Service", ingress.namespace, str(ref.get("name")))
+            number = (ref.get("port") or {}).get("number")
+            name = (ref.get("port") or {}).get("name")
+            sp = next((p for p in ((service.manifest.get("spec") or {}).get("ports") or []) if service
+                       and (p.get("port") == number or (name and p.get("name") == name))), None) if service else None
+            for pod in service_pods(idx, service) if service and sp else []:
+                port = container_port(pod, sp.get("targetPort", sp.get("port")))
+                if port is not None:
+                    yield Flow(None, Target("pods", f"{pod.owner.ref}:{port}", pods=(pod,), container_port=port),
+                               port, f"{ingress.ref} backend {service.ref}", origin=LOAD_BALANCER)
+
+
 # ---------------------------------------------------------------- DNS and the Kubernetes API
 
 def _bound_service_accounts(idx: Index) -> set[tuple[str, str]]:
@@ -337,7 +372,8 @@ def platform_services(idx: Index, named_hosts: set[int]) -> Iterator[Flow]:
 
 
 def derive(idx: Index) -> list[Flow]:
-    flows = [f for f in [*configured(idx), *receivers(idx), *scrapes(idx), *api_server_calls(idx)]
+    flows = [f for f in [*configured(idx), *receivers(idx), *scrapes(idx), *api_server_calls(idx),
+                         *load_balancers(idx)]
              if f.source is None or not any(f.source is p for p in f.target.pods)]  # a server naming itself
     named = {id(f.source) for f in flows if f.source is not None}
     flows += list(platform_services(idx, named))

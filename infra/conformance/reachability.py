@@ -261,8 +261,9 @@ def evaluate(idx: Index, flow: Flow, net: Network) -> list[str]:
     for pod in flow.target.pods:
         side = isolating(idx, pod, "Ingress")
         if side is not None and not any(_ingress_allows(idx, p, flow, pod, source_address) for p in side.policies):
-            who = "the EKS control plane (its network interfaces in the cluster's subnets)" \
-                if flow.source is None else flow.source_label
+            who = flow.source_label if flow.source is not None else \
+                "the EKS control plane (its network interfaces in the cluster's subnets)" \
+                if flow.origin == CONTROL_PLANE else f"the {flow.origin} (its addresses in the VPC)"
             reasons.append(f"ingress of {pod.owner.ref} is isolated by [{side.names}] and no rule admits {who} "
                            f"on container port {flow.target.container_port}")
             break

@@ -209,3 +209,19 @@ def test_check_reports_the_first_finding_per_flow_in_a_readable_line() -> None:
     assert found == ["[reachability] Pod a/client -> Service b/server:8080: ingress of Pod b/server is isolated by "
                      "[b/p] and no rule admits Pod a/client on container port 8080; needed by Pod a/client "
                      "container c env URL"]
+
+
+def test_a_load_balancer_reaches_its_pods_only_through_an_address_rule(store: ChartStore) -> None:
+    """The pipelines UI as an internal NLB: the balancer sends from its VPC addresses to the pods' port."""
+    from infra.offline.synth import read_stack_config, synthesize
+
+    config = read_stack_config(ROOT / "stacks" / "Pulumi.staging.yaml")
+    workloads = dict(config["mlplatform:workloads"])
+    workloads["pipelines"] = {**workloads.get("pipelines", {}), "ui": "internalLoadBalancer"}
+    plan = Plan.from_preview(synthesize("staging", config={**config, "mlplatform:workloads": workloads})
+                             .to_preview_json())
+    assert _found(plan, store) == []
+    plan.objects = [o for o in plan.objects if not (o.kind == "NetworkPolicy" and o.name == "allow-ui-from-vpc")]
+    found = _found(plan, store)
+    assert len(found) == 1 and found[0].startswith("[reachability] load balancer -> Deployment kubeflow/ml-pipeline-ui")
+    assert "no rule admits the load balancer (its addresses in the VPC)" in found[0]
