@@ -50,7 +50,7 @@ _DATA_KEYS = ("data", "stringData")
 class Target:
     """The called end of a flow."""
 
-    kind: str  # "service" | "pods" | "external"
+    kind: str  # "service" | "pods" | "external" | "missing" (a Service neither the plan nor a release makes)
     label: str
     service: KubeObject | None = None
     service_port: dict[str, Any] | None = None
@@ -101,12 +101,12 @@ def resolve(idx: Index, host: str, port: int | None, namespace: str) -> Target |
     if host in _LOCAL or port is None:
         return None
     parts = host.removesuffix(".cluster.local").removesuffix(".svc").split(".")
-    if len(parts) <= 2 and not host.endswith(".amazonaws.com"):
+    # <service>, <service>.<namespace>[.svc[.cluster.local]]: a cluster name; anything else is an address.
+    if len(parts) == 1 or (len(parts) == 2 and parts[1] in idx.namespaces):
         name, ns = parts[0], parts[1] if len(parts) == 2 else namespace
         service = idx.find("Service", ns, name)
         if service is None:
-            return None if len(parts) == 1 else Target("external", f"{host}:{port} (no such Service)",
-                                                       place=INTERNET)
+            return None if len(parts) == 1 else Target("missing", f"Service {ns}/{name}:{port}")
         sp = _service_port(service, port)
         pods = tuple(service_pods(idx, service))
         target = sp.get("targetPort", sp.get("port")) if sp else None
@@ -120,6 +120,9 @@ def endpoints_in(text: str) -> Iterator[tuple[str, int | None]]:
     """(host, port) of every URL or host:port in a text; URLs without a port get their scheme's default."""
     for m in _URL.finditer(text):
         scheme, host, port = m.group("scheme"), m.group("host"), m.group("port")
+        if scheme == "s3":  # a bucket: the S3 API over HTTPS (the gateway endpoint keeps S3's public addresses)
+            yield "s3.amazonaws.com", 443
+            continue
         if port is None and scheme is None:
             continue  # a bare word, not an address
         if "." not in host and port is None:
@@ -159,8 +162,6 @@ def _read_configmaps(pod: PodTemplate, idx: Index) -> list[KubeObject]:
 
 def configured(idx: Index) -> Iterator[Flow]:
     for pod in idx.pods:
-        if pod.owner.kind == "Job" and _is_hook(pod.owner):
-            continue
         for c in pod.containers:
             where = f"{pod.owner.ref} container {c.get('name')}"
             env = _env_values(pod, c, idx)
@@ -178,10 +179,6 @@ def configured(idx: Index) -> Iterator[Flow]:
                 for host, port in endpoints_in(str(text)):
                     if (target := resolve(idx, host, port, pod.namespace)) is not None:
                         yield Flow(pod, target, int(port or 0), f"{pod.owner.ref} reads {cm.ref} key {key}")
-
-
-def _is_hook(obj: KubeObject) -> bool:
-    return bool(((obj.manifest.get("metadata") or {}).get("annotations") or {}).get("helm.sh/hook"))
 
 
 # ---------------------------------------------------------------- alert receivers
@@ -291,8 +288,7 @@ def _service_ref(idx: Index, ref: dict[str, Any] | None, why: str) -> Iterator[F
     service = idx.find("Service", str(ref.get("namespace")), str(ref["name"]))
     port = int(ref.get("port") or 443)
     if service is None:
-        yield Flow(None, Target("external", f"Service {ref.get('namespace')}/{ref['name']}:{port} (no such Service)",
-                                place=INTERNET), port, why)
+        yield Flow(None, Target("missing", f"Service {ref.get('namespace')}/{ref['name']}:{port}"), port, why)
         return
     target = resolve(idx, f"{service.name}.{service.namespace}", port, service.namespace)
     if target is not None:

@@ -247,6 +247,8 @@ def _destination_addresses(flow: Flow, net: Network) -> tuple[tuple[str, ...], b
 
 def evaluate(idx: Index, flow: Flow, net: Network) -> list[str]:
     """Why the flow is blocked (empty: allowed)."""
+    if flow.target.kind == "missing":
+        return [f"{flow.target.label} is neither in the plan nor rendered by a release"]
     reasons = []
     label = f"{flow.target.label} ({flow.protocol} {flow.port})"
     if flow.source is not None and (side := isolating(idx, flow.source, "Egress")) is not None:

@@ -133,6 +133,18 @@ def test_a_service_port_other_than_the_container_port_is_reported(plan_of: Calla
     assert found and "port 80 targets container port 5000" in found[0]
 
 
+def test_a_url_naming_a_service_nobody_makes_is_reported(plan_of: Callable[[str], Plan], store: ChartStore) -> None:
+    plan = plan_of("dev")
+    receiver = next(o for o in plan.objects if o.kind == "Deployment" and o.name == "model-rollback-receiver")
+    for env in receiver.manifest["spec"]["template"]["spec"]["containers"][0]["env"]:
+        if env["name"] == "MLFLOW_TRACKING_URI":
+            env["value"] = "http://mlflw.mlflow.svc.cluster.local:5000"
+    assert _found(plan, store) == [
+        "[reachability] Deployment ml-training/model-rollback-receiver -> Service mlflow/mlflw:5000: Service "
+        "mlflow/mlflw:5000 is neither in the plan nor rendered by a release; needed by Deployment "
+        "ml-training/model-rollback-receiver container receiver env MLFLOW_TRACKING_URI"]
+
+
 def test_a_webhook_the_control_plane_cannot_reach_is_reported(plan_of: Callable[[str], Plan],
                                                               store: ChartStore) -> None:
     plan = plan_of("staging")
@@ -225,3 +237,20 @@ def test_a_load_balancer_reaches_its_pods_only_through_an_address_rule(store: Ch
     found = _found(plan, store)
     assert len(found) == 1 and found[0].startswith("[reachability] load balancer -> Deployment kubeflow/ml-pipeline-ui")
     assert "no rule admits the load balancer (its addresses in the VPC)" in found[0]
+
+
+def test_addresses_are_read_from_urls_host_port_pairs_and_buckets() -> None:
+    text = ("s3://bucket/x http://mlflow.mlflow.svc.cluster.local:5000/api --rc-addr=0.0.0.0:5572 "
+            "postgresql://user:pw@db.abc.eu-west-1.rds.amazonaws.com/mlflow grpc-only-word https://github.com/x")
+    assert list(flows.endpoints_in(text)) == [
+        ("s3.amazonaws.com", 443), ("mlflow.mlflow.svc.cluster.local", 5000), ("0.0.0.0", 5572),
+        ("db.abc.eu-west-1.rds.amazonaws.com", 5432), ("github.com", 443)]
+    idx = Index([KubeObject({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "mlflow"}},
+                            origin="test")])
+    assert flows.resolve(idx, "0.0.0.0", 5572, "x") is None
+    rds = flows.resolve(idx, "db.abc.eu-west-1.rds.amazonaws.com", 5432, "x")
+    assert rds is not None and rds.place == flows.VPC_SERVICE
+    public = flows.resolve(idx, "github.com", 443, "x")  # two labels, but `com` is no namespace
+    assert public is not None and public.place == flows.INTERNET and public.label == "github.com:443"
+    missing = flows.resolve(idx, "nothing.mlflow.svc", 80, "x")
+    assert missing is not None and missing.kind == "missing" and missing.label == "Service mlflow/nothing:80"
