@@ -26,6 +26,9 @@ ADDON_IDENTITIES = {
 }
 # The system node group is tainted (SYSTEM_TOLERATION): its add-ons must tolerate that taint.
 ADDON_CONFIGURATION = {
+    # The VPC CNI's network policy agent enforces the platform's NetworkPolicies; without it they are inert
+    # (EKS user guide, "Limit Pod traffic with Kubernetes network policies": add-on configuration values).
+    "vpc-cni": {"enableNetworkPolicy": "true"},
     "coredns": {"tolerations": [SYSTEM_TOLERATION]},
     "aws-ebs-csi-driver": {"controller": {"tolerations": [SYSTEM_TOLERATION]}},
 }

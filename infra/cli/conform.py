@@ -3,7 +3,7 @@
 Synthesizes the stack offline (or reads `--plan FILE`), renders every Helm release with its pinned
 chart and exactly the plan's values, release name and namespace, validates every object against the
 Kubernetes OpenAPI of the stack's version and the charts' CRD schemas, reports values keys that
-change nothing, wiring and ordering problems and checkov findings outside the baseline. Prints one
+change nothing, wiring, ordering and reachability problems and checkov findings outside the baseline. Prints one
 row per release and every problem; exit 1 on any problem, 2 when the charts cannot be had.
 """
 

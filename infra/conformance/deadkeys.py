@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from infra.conformance.capabilities import Capabilities
 from infra.conformance.model import Problem
 from infra.conformance.plan import Release
 from infra.conformance.render import RenderError, render_templates
@@ -69,19 +70,22 @@ class KeyVerdict:
     verdict: str  # "dead" | "default"
 
 
-def _render(chart: Any, release: Release, values: dict[str, Any]) -> Any:
+def _render(chart: Any, release: Release, values: dict[str, Any], caps: Capabilities | None) -> Any:
     try:
-        return render_templates(chart, release, values)
+        return render_templates(chart, release, values, caps)
     except RenderError as exc:
         return ("error", str(exc))
 
 
-def analyse(chart: Any, release: Release, baseline: dict[str, str]) -> list[KeyVerdict]:
+def analyse(chart: Any, release: Release, baseline: dict[str, str],
+            caps: Capabilities | None = None) -> list[KeyVerdict]:
+    """`caps`: the capabilities the baseline was rendered with (a key read only behind a capability gate
+    is alive only when the gate is open)."""
     out = []
     for path, value in leaves(release.values):
-        if _render(chart, release, _set(release.values, path, delete=True)) != baseline:
+        if _render(chart, release, _set(release.values, path, delete=True), caps) != baseline:
             continue
-        probe = _render(chart, release, _set(release.values, path, perturb(value)))
+        probe = _render(chart, release, _set(release.values, path, perturb(value)), caps)
         verdict = "default" if probe != baseline else "dead"
         out.append(KeyVerdict(release.name, ".".join(path), value, verdict))
     return out

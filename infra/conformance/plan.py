@@ -48,6 +48,7 @@ class Plan:
     dependencies: dict[str, list[str]] = field(default_factory=dict)  # urn -> urns it depends on
     types: dict[str, str] = field(default_factory=dict)  # urn -> resource type
     kustomizations: list[Kustomization] = field(default_factory=list)
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # urn -> inputs of every resource
 
     @classmethod
     def from_preview(cls, plan: dict[str, Any]) -> Plan:
@@ -61,11 +62,13 @@ class Plan:
         deps: dict[str, list[str]] = {}
         types: dict[str, str] = {}
         kustomizations: list[Kustomization] = []
+        all_inputs: dict[str, dict[str, Any]] = {}
         version = ""
         for st in states:
             urn, type_, inputs = st["urn"], st["type"], st.get("inputs") or {}
             deps[urn] = list(st.get("dependencies") or [])
             types[urn] = type_
+            all_inputs[urn] = inputs
             if type_ == CLUSTER_TYPE:
                 version = str(inputs.get("version") or version)
             if type_ == KUSTOMIZE_TYPE:
@@ -92,7 +95,11 @@ class Plan:
             objects.append(KubeObject(manifest, origin="plan " + urn.rsplit("::", 1)[-1], urn=urn))
         if not version:
             raise ValueError(f"plan of stack {stack!r} has no {CLUSTER_TYPE} with a version")
-        return cls(stack, version, releases, objects, deps, types, kustomizations)
+        return cls(stack, version, releases, objects, deps, types, kustomizations, all_inputs)
+
+    def of_type(self, type_: str) -> list[dict[str, Any]]:
+        """Inputs of every resource of one type (AWS resources included)."""
+        return [self.inputs.get(urn, {}) for urn, t in self.types.items() if t == type_]
 
     def depends_on(self, urn: str, target: str) -> bool:
         """Whether `urn` depends on `target` directly or through other resources' dependencies."""

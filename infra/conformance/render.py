@@ -5,6 +5,7 @@ applied first. Hooks are kept (Helm applies them); test hooks and NOTES.txt are 
 
 from __future__ import annotations
 
+import json
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,8 +13,10 @@ from typing import Any
 
 import yaml
 
+from infra.conformance import capabilities
+from infra.conformance.capabilities import Capabilities
 from infra.conformance.model import CLUSTER_SCOPED, KubeObject
-from infra.conformance.plan import Release
+from infra.conformance.plan import Plan, Release
 
 try:  # libyaml when present: the CRDs are large
     _BaseLoader: type = yaml.CSafeLoader
@@ -50,13 +53,25 @@ def load_chart(path: Path) -> Any:
     return Chart.load(str(path))
 
 
-def render_templates(chart: Any, release: Release, values: dict[str, Any]) -> dict[str, str]:
-    """Template path -> rendered text (NOTES.txt left out). Raises RenderError."""
+def _render(chart: Any, release: Release, values: dict[str, Any], caps: Capabilities | None) -> dict[str, str]:
+    if caps is None:
+        return dict(chart.render(values, name=release.name, namespace=release.namespace, is_install=True))
+    # Chart.render does not pass the engine's capability options on: call the native render as it does.
+    from helm_python import _native
+
+    options = {"name": release.name, "namespace": release.namespace, "is_install": True, **caps.options()}
+    return dict(json.loads(_native.call_string("helm_render", chart._raw(), json.dumps(values), json.dumps(options))))
+
+
+def render_templates(chart: Any, release: Release, values: dict[str, Any],
+                     caps: Capabilities | None = None) -> dict[str, str]:
+    """Template path -> rendered text (NOTES.txt left out), with the cluster's capabilities when given
+    (otherwise the engine's defaults). Raises RenderError."""
     from helm_python.errors import HelmError
 
     try:
         chart.validate_schema(values)
-        out = chart.render(values, name=release.name, namespace=release.namespace, is_install=True)
+        out = _render(chart, release, values, caps)
     except HelmError as exc:
         raise RenderError(str(exc)) from exc
     return {path: text for path, text in out.items() if not path.endswith("NOTES.txt")}
@@ -75,6 +90,7 @@ class RenderedRelease:
     templates: dict[str, str] = field(default_factory=dict)  # as the chart renders them (dead-key baseline)
     post_rendered: dict[str, str] | None = None  # after the release's post-renderer, when it has one
     error: str | None = None
+    capabilities: Capabilities | None = None
 
     @property
     def applied(self) -> dict[str, str]:
@@ -99,16 +115,23 @@ def objects_of(release: Release, rendered: dict[str, str], namespaced: Any = Non
     return objects
 
 
-def render_release(chart: Any, release: Release) -> RenderedRelease:
-    out = RenderedRelease(release)
+def chart_crds(chart: Any, release: Release) -> list[KubeObject]:
+    """The CRDs of the chart's (and subcharts') crds/ folders, which Helm applies first."""
+    out = []
     if not release.skip_crds:
         for crd in chart.crds:
             for manifest in load_documents(crd["data"]):
                 if manifest.get("kind") == "CustomResourceDefinition":
-                    out.crds.append(KubeObject(manifest, origin=f"release {release.name}: {crd['filename']}",
-                                               release=release.name, urn=release.urn))
+                    out.append(KubeObject(manifest, origin=f"release {release.name}: {crd['filename']}",
+                                          release=release.name, urn=release.urn))
+    return out
+
+
+def render_release(chart: Any, release: Release, caps: Capabilities | None = None) -> RenderedRelease:
+    out = RenderedRelease(release, capabilities=caps)
+    out.crds = chart_crds(chart, release)
     try:
-        out.templates = render_templates(chart, release, release.values)
+        out.templates = render_templates(chart, release, release.values, caps)
         if release.postrender:
             out.post_rendered = post_render(release, out.templates)
     except RenderError as exc:
@@ -141,3 +164,18 @@ def rendered_crds(rendered: RenderedRelease) -> list[KubeObject]:
     templated = [o for o in objects_of(rendered.release, rendered.applied)
                  if o.kind == "CustomResourceDefinition"]
     return rendered.crds + templated
+
+
+def render_in_creation_order(plan: Plan, charts: dict[str, Any]) -> list[RenderedRelease]:
+    """Every release rendered with the capabilities the cluster has when it installs (see `capabilities`),
+    returned in plan order."""
+    installed: dict[str, list[KubeObject]] = {}
+    by_name: dict[str, RenderedRelease] = {}
+    for release in capabilities.creation_order(plan):
+        chart = charts[release.name]
+        caps = capabilities.for_release(plan, release, chart_crds(chart, release), installed)
+        out = render_release(chart, release, caps)
+        installed[release.name] = rendered_crds(out) + [o for o in objects_of(release, out.templates)
+                                                        if o.kind == "APIService"]
+        by_name[release.name] = out
+    return [by_name[r.name] for r in plan.releases]

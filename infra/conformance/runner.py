@@ -9,11 +9,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.conformance import admission, deadkeys, operators, ordering, scanner, selectors, wiring, workflows
+from infra.conformance import (
+    admission,
+    capabilities,
+    deadkeys,
+    operators,
+    ordering,
+    reachability,
+    scanner,
+    selectors,
+    wiring,
+    workflows,
+)
 from infra.conformance.charts import ChartStore
 from infra.conformance.model import KubeObject, Problem
 from infra.conformance.plan import Plan
-from infra.conformance.render import load_chart, objects_of, render_release, rendered_crds
+from infra.conformance.render import load_chart, objects_of, render_in_creation_order, rendered_crds
 from infra.conformance.schemas import CrdRegistry, core_schemas, validate_object
 
 PROGRAM = "(program)"
@@ -105,11 +116,12 @@ def run(plan: Plan, store: ChartStore, scan: bool = True, dead_keys: bool = True
     t = time.perf_counter()
     # 1. Render every release with its pinned chart (ChartSourceError propagates: one clear message).
     charts: dict[str, Any] = {}
-    rendered = []
     for release in plan.releases:
         path: Path = store.path(release.chart, release.version, release.repository or "")
         charts[release.name] = load_chart(path)
-        rendered.append(render_release(charts[release.name], release))
+    # ... in creation order, with the API versions and Kubernetes version the cluster has at that point.
+    rendered = render_in_creation_order(plan, charts)
+    report.notes.extend(capabilities.notes(rendered, charts))
     t = _timed(report, "render", t)
     # 2. CRDs the plan's releases install, then every object with its namespace as Helm would set it.
     crds = CrdRegistry()
@@ -145,7 +157,7 @@ def run(plan: Plan, store: ChartStore, scan: bool = True, dead_keys: bool = True
         for r in rendered:
             if r.error:
                 continue
-            verdicts = deadkeys.analyse(charts[r.release.name], r.release, r.templates)
+            verdicts = deadkeys.analyse(charts[r.release.name], r.release, r.templates, r.capabilities)
             report.problems.extend(deadkeys.problems(verdicts, allow))
             for v in verdicts:
                 if v.verdict == "default":
@@ -160,6 +172,7 @@ def run(plan: Plan, store: ChartStore, scan: bool = True, dead_keys: bool = True
     derived = made_by_operators + external
     report.problems.extend(wiring.check(objects + derived))
     report.problems.extend(ordering.check(plan, objects, crds))
+    report.problems.extend(reachability.check(plan, objects + derived))
     t = _timed(report, "wiring+ordering", t)
     # 5b. Pod Security admission of every pod template at its namespace's enforce level.
     pods_of_operators = made_by_operators + workflows.workflow_pods(objects)

@@ -22,9 +22,16 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from contracts.cluster import SELDON_NAMESPACE, WORKLOAD_IDENTITIES
+from contracts.cluster import MLFLOW_SERVER, SELDON_NAMESPACE, WORKLOAD_IDENTITIES
 from infra.workloads.args import WorkloadArgs
-from infra.workloads.isolation import ANYWHERE, PORT_HTTPS, EgressRule, NamespacePolicy, network_policies
+from infra.workloads.isolation import (
+    ANYWHERE,
+    PORT_HTTPS,
+    EgressRule,
+    NamespacePolicy,
+    PeerEgressRule,
+    network_policies,
+)
 from infra.workloads.kube import (
     CONTAINER_SECURITY_CONTEXT,
     NODE_ROLE_LABEL,
@@ -144,14 +151,14 @@ class Governance(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: GovernanceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:workloads:Governance", name, None, opts)
-        ctx, data, vpc_cidr, image, depends_on = args.ctx, args.data, args.vpc_cidr, args.image, args.depends_on
+        ctx, data, image, depends_on = args.ctx, args.data, args.image, args.depends_on
         cfg = ctx.cfg.governance
         ns = namespace(NAMESPACE, self)
         after_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns, *(depends_on or [])])
         network_policies(NamespacePolicy(
             NAMESPACE,  # Alertmanager (monitoring) reaches the receiver through the scrape rule's allowance
             egress=[EgressRule(ANYWHERE, (PORT_HTTPS,)),  # S3, STS, the Kubernetes API
-                    EgressRule(vpc_cidr, (MLFLOW_PORT,))],
+                    PeerEgressRule((MLFLOW_SERVER.namespace,), (MLFLOW_PORT,))],
         ), self, [ns])
         sa = service_account(IDENTITY, self, ns, data.role_arns.get(IDENTITY))
         bucket = data.buckets["models"]

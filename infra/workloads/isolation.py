@@ -5,6 +5,13 @@ Every workload namespace gets `default-deny` (ingress and egress) plus the allow
 DNS, traffic inside the namespace, scraping from `monitoring`, and egress to named ports outside
 the cluster (AWS data services, the API server). The AWS data services live in isolated subnets,
 so their egress is allowed by port to the VPC CIDR only.
+
+The engine is the VPC CNI's network policy agent (infra/aws/addons.py), which filters a pod's egress
+before kube-proxy translates a Service address: a call to another namespace's Service must be allowed
+with a namespace peer (`PeerEgressRule`), which the controller resolves to the Services' cluster IPs as
+well as the pods; an `ipBlock` of the VPC never contains a cluster IP. Calls from the EKS control plane
+(admission webhooks) come from its network interfaces in the VPC, never from a pod (`CidrIngressRule`).
+`mlplat conform` checks every flow the platform depends on against these rules (reachability).
 """
 
 from __future__ import annotations
@@ -38,6 +45,23 @@ class EgressRule:
 
 
 @dataclass(frozen=True)
+class PeerEgressRule:
+    """Egress to pods (and their Services) in the named namespaces (every namespace when empty) on TCP
+    container `ports` (all ports when empty)."""
+
+    namespaces: Sequence[str] = ()
+    ports: Sequence[int] = ()
+
+
+@dataclass(frozen=True)
+class CidrIngressRule:
+    """Ingress from addresses in `cidr` on TCP `ports`: callers that are not pods (the EKS control plane)."""
+
+    cidr: str
+    ports: Sequence[int]
+
+
+@dataclass(frozen=True)
 class IngressRule:
     """Ingress from pods of other namespaces (by name) on TCP `ports` (all ports when empty)."""
 
@@ -48,8 +72,8 @@ class IngressRule:
 @dataclass(frozen=True)
 class NamespacePolicy:
     namespace: str
-    ingress: Sequence[IngressRule] = ()
-    egress: Sequence[EgressRule] = ()
+    ingress: Sequence[IngressRule | CidrIngressRule] = ()
+    egress: Sequence[EgressRule | PeerEgressRule] = ()
     # Whether pods may be scraped by Prometheus in `monitoring` (on any port).
     scraped: bool = True
     extra_labels: Mapping[str, str] = field(default_factory=dict)
@@ -83,17 +107,32 @@ def network_policies(policy: NamespacePolicy, parent: pulumi.Resource,
                                       "ingress": [{"from": [{"podSelector": {}}]}],
                                       "egress": [{"to": [{"podSelector": {}}]}]}),
     ]
-    ingress = [{"from": [_ns_selector(n) for n in rule.namespaces], **({"ports": _ports(rule.ports)}
-                                                                          if rule.ports else {})}
-               for rule in policy.ingress]
+    ingress = [_ingress(rule) for rule in policy.ingress]
     if policy.scraped and ns != MONITORING_NAMESPACE:
         ingress.append({"from": [_ns_selector(MONITORING_NAMESPACE)]})
     if ingress:
         made.append(make("allow-ingress", {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": ingress}))
     if policy.egress:
-        made.append(make("allow-egress", {"podSelector": {}, "policyTypes": ["Egress"], "egress": [
-            {"to": [{"ipBlock": {"cidr": r.cidr}}], "ports": _ports(r.ports)} for r in policy.egress]}))
+        made.append(make("allow-egress", {"podSelector": {}, "policyTypes": ["Egress"],
+                                          "egress": [_egress(r) for r in policy.egress]}))
     return made
+
+
+def _with_ports(rule: dict[str, Any], ports: Sequence[int]) -> dict[str, Any]:
+    return {**rule, "ports": _ports(ports)} if ports else rule
+
+
+def _ingress(rule: IngressRule | CidrIngressRule) -> dict[str, Any]:
+    if isinstance(rule, CidrIngressRule):
+        return _with_ports({"from": [{"ipBlock": {"cidr": rule.cidr}}]}, rule.ports)
+    return _with_ports({"from": [_ns_selector(n) for n in rule.namespaces]}, rule.ports)
+
+
+def _egress(rule: EgressRule | PeerEgressRule) -> dict[str, Any]:
+    if isinstance(rule, PeerEgressRule):
+        peers = [_ns_selector(n) for n in rule.namespaces] or [{"namespaceSelector": {}}]
+        return _with_ports({"to": peers}, rule.ports)
+    return {"to": [{"ipBlock": {"cidr": rule.cidr}}], "ports": _ports(rule.ports)}
 
 
 def pod_disruption_budget(name: str, namespace_name: str, selector: Mapping[str, str], replicas: int,

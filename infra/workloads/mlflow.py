@@ -34,7 +34,9 @@ from stacks.context import StackContext
 
 NAMESPACE = MLFLOW_SERVER.namespace
 RELEASE = MLFLOW_SERVER.name  # the chart names its Deployment after the release
-SERVICE_PORT = 80
+# The VPC CNI network policy agent requires a Service port to equal its container port (the server listens
+# on 5000): a port-80 Service made every client's egress rule miss the address it actually sends to.
+SERVICE_PORT = 5000
 ADMIN_SECRET = "mlflow-admin"
 DB_SECRET = "mlflow-db"
 FLASK_SECRET = "mlflow-flask"
@@ -88,7 +90,10 @@ def mlflow_values(ctx: StackContext, data: DataServices, service_account_name: s
                          "AWS_DEFAULT_REGION": ctx.cfg.region},
         "extraSecretNamesForEnvFrom": [FLASK_SECRET],
         "resources": resources(cfg.resources),
-        "serviceMonitor": {"enabled": True, "namespace": NAMESPACE, "labels": labels("mlflow"), "interval": "30s"},
+        # The chart's ServiceMonitor (rendered once the Prometheus operator's CRDs exist) otherwise names the
+        # Service port's name as a *container* port, which the server's container does not have: no targets.
+        "serviceMonitor": {"enabled": True, "useServicePort": True, "namespace": NAMESPACE,
+                           "labels": labels("mlflow"), "interval": "30s"},
         # Soft zone spread of replicas (the chart exposes affinity, not topologySpreadConstraints).
         "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
             "weight": 100, "podAffinityTerm": {"topologyKey": "topology.kubernetes.io/zone",

@@ -35,8 +35,10 @@ from infra.workloads.isolation import (
     MONITORING_NAMESPACE,
     PORT_HTTPS,
     PORT_REDIS,
+    CidrIngressRule,
     EgressRule,
     NamespacePolicy,
+    PeerEgressRule,
     network_policies,
 )
 from infra.workloads.kube import (
@@ -57,6 +59,9 @@ DASHBOARDS_DIR = Path(__file__).with_name("dashboards")
 GRAFANA_ADMIN_SECRET = "grafana-admin"
 REDIS_EXPORTER_SECRET = "redis-exporter"
 REDIS_EXPORTER_PORT = 9121
+# The operator's admission webhook listens here (kube-prometheus-stack prometheusOperator.tls.internalPort).
+OPERATOR_WEBHOOK_PORT = 10250
+KUBELET_PORT, NODE_EXPORTER_PORT = 10250, 9100
 DASHBOARD_LABEL = "grafana_dashboard"
 SELECTORS = ("serviceMonitor", "podMonitor", "rule", "probe", "scrapeConfig")
 
@@ -202,9 +207,12 @@ class Observability(pulumi.ComponentResource):
             string_data={"admin-user": "admin", "admin-password": password.result}, opts=after_ns)
         network_policies(NamespacePolicy(
             NAMESPACE, scraped=False,
-            # Prometheus scrapes every namespace and the kubelets; Grafana and Alertmanager call out over HTTPS.
-            egress=[EgressRule(ANYWHERE, (PORT_HTTPS, 10250, 9100, 8080, 8000, 8082, 9003, 9006, 9121,
-                                          8888, 5000)),
+            # The API server calls the operator's admission webhook from the control plane's interfaces in the VPC.
+            ingress=[CidrIngressRule(vpc_cidr, (OPERATOR_WEBHOOK_PORT,))],
+            # Prometheus scrapes pods of every namespace on their metrics ports and Alertmanager calls the
+            # receivers' Services (a namespace peer: their cluster IPs are in no VPC range); the kubelets and
+            # node-exporter (host network) are node addresses; Grafana and Alertmanager call out over HTTPS.
+            egress=[PeerEgressRule(), EgressRule(ANYWHERE, (PORT_HTTPS, KUBELET_PORT, NODE_EXPORTER_PORT)),
                     EgressRule(vpc_cidr, (PORT_REDIS,))],
         ), self, [ns])
         self.release = helm_release(RELEASE, ctx, "kube-prometheus-stack", NAMESPACE, prometheus_values(ctx), self,

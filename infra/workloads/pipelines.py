@@ -39,7 +39,13 @@ import pulumi_random as random
 import yaml
 
 from contracts import model_registry
-from contracts.cluster import NODE_ROLE_LABEL, PIPELINES_NAMESPACE, SELDON_NAMESPACE, WORKLOAD_IDENTITIES
+from contracts.cluster import (
+    MLFLOW_NAMESPACE,
+    NODE_ROLE_LABEL,
+    PIPELINES_NAMESPACE,
+    SELDON_NAMESPACE,
+    WORKLOAD_IDENTITIES,
+)
 from contracts.pipelines import (
     PARAMETERS,
     SAMPLE_DATA,
@@ -58,6 +64,7 @@ from infra.workloads.isolation import (
     EgressRule,
     IngressRule,
     NamespacePolicy,
+    PeerEgressRule,
     network_policies,
     pod_disruption_budget,
     zone_spread,
@@ -338,7 +345,7 @@ class Pipelines(pulumi.ComponentResource):
         after_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])
         bucket = pulumi.Output.from_input(data.buckets["pipelines"])
         egress = [EgressRule(ANYWHERE, (PORT_HTTPS,)),  # S3, STS, ECR, the Kubernetes API
-                  EgressRule(vpc_cidr, (MLFLOW_PORT,))]  # the tracking server (pod IPs are VPC addresses)
+                  PeerEgressRule((MLFLOW_NAMESPACE,), (MLFLOW_PORT,))]  # the tracking server
         if cfg.database == "managed":
             egress.append(EgressRule(vpc_cidr, (PORT_POSTGRES,)))  # the proxy to RDS
         ingress = [IngressRule((MONITORING_NAMESPACE,), (RETRAIN_PORT,))]  # Alertmanager -> the retrain receiver

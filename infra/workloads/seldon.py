@@ -21,7 +21,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from contracts import model_registry
-from contracts.cluster import MODEL_SERVER, WORKLOAD_IDENTITIES
+from contracts.cluster import MLFLOW_SERVER, MODEL_SERVER, WORKLOAD_IDENTITIES
 from contracts.models import Resources
 from infra.workloads.args import WorkloadArgs
 from infra.workloads.isolation import (
@@ -32,6 +32,7 @@ from infra.workloads.isolation import (
     EgressRule,
     IngressRule,
     NamespacePolicy,
+    PeerEgressRule,
     network_policies,
 )
 from infra.workloads.kube import (
@@ -44,6 +45,8 @@ from infra.workloads.kube import (
     pod_monitor,
     service_account,
 )
+from infra.workloads.tracing import NAMESPACE as TRACING_NAMESPACE
+from infra.workloads.tracing import OTLP_GRPC_PORT, OTLP_HTTP_PORT
 from stacks.context import StackContext
 
 NAMESPACE = MODEL_SERVER.namespace
@@ -283,8 +286,9 @@ class Seldon(pulumi.ComponentResource):
             NAMESPACE,
             ingress=[IngressRule(CALLER_NAMESPACES, (9000, 9002))],  # envoy HTTP/gRPC listeners
             egress=[EgressRule(vpc_cidr, (PORT_KAFKA_SCRAM, PORT_REDIS)), EgressRule(ANYWHERE, (PORT_HTTPS,)),
-                    # MLflow registry (models:/ URIs), Jaeger OTLP.
-                    EgressRule("10.0.0.0/8", (5000, 4317, 4318))],
+                    # MLflow registry (models:/ URIs), Jaeger OTLP: Services of other namespaces.
+                    PeerEgressRule((MLFLOW_SERVER.namespace,), (5000,)),
+                    PeerEgressRule((TRACING_NAMESPACE,), (OTLP_GRPC_PORT, OTLP_HTTP_PORT))],
         ), self, [ns])
         extra = depends_on or []
         crds = helm_release("seldon-core-v2-crds", ctx, "seldon-core-v2-crds", NAMESPACE, {}, self,

@@ -162,9 +162,16 @@ def test_network_policies_deny_by_default_with_explicit_allows(synth, env):
     names = {p["metadata"]["name"]: p["spec"] for p in k8s(s, "NetworkPolicy")}
     assert names["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
     egress = names["allow-egress"]["egress"]
-    ports = {(rule["to"][0]["ipBlock"]["cidr"], p["port"]) for rule in egress for p in rule["ports"]}
+
+    def peer(rule: dict) -> str:  # an address range, or the namespace whose Services and pods it admits
+        to = rule["to"][0]
+        return to["ipBlock"]["cidr"] if "ipBlock" in to else to["namespaceSelector"]["matchLabels"][
+            "kubernetes.io/metadata.name"]
+
+    ports = {(peer(rule), p["port"]) for rule in egress for p in rule["ports"]}
     vpc = str(load_stack_file(stack_file(env)).network.vpc_cidr)
-    assert ("0.0.0.0/0", 443) in ports and (vpc, 5000) in ports
+    # The tracking server by namespace: the agent sees its Service's cluster IP, in no VPC range.
+    assert ("0.0.0.0/0", 443) in ports and ("mlflow", 5000) in ports
     assert ((vpc, 5432) in ports) is (env == "prod")  # the managed database only
     ingress = names["allow-ingress"]["ingress"]
     assert any(p["port"] == kfp.RETRAIN_PORT for rule in ingress for p in rule.get("ports", []))
