@@ -9,6 +9,7 @@ the one message that says how to get them.
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -47,7 +48,9 @@ def store() -> ChartStore:
 
 @pytest.fixture(scope="session")
 def plan_of(synth: Callable[[str], Synthesis]) -> Callable[[str], Plan]:
-    return lambda stack: Plan.from_preview(synth(stack).to_preview_json())
+    """A fresh Plan of the stack on every call: tests that break a plan on purpose edit their own copy,
+    never the session's synthesis that other tests read."""
+    return lambda stack: Plan.from_preview(copy.deepcopy(synth(stack).to_preview_json()))
 
 
 @pytest.fixture(scope="session")

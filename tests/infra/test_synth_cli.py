@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.integration  # every test runs `mlplat synth` in a subprocess
+# Every test reads `mlplat synth` run in a subprocess; one worker makes those runs once.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("synth-cli")]
 
 
 @pytest.fixture(scope="module")
