@@ -77,7 +77,7 @@ def _fail(exc: BaseException) -> int:
 def _up(args: argparse.Namespace) -> int:
     from local.platform import SetupError, up
     from local.supervisor import PortInUseError
-    from ml.common.contract import DataContractError
+    from ml.data.contract import DataContractError
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -24,7 +24,7 @@ from local.config import LocalConfig
 from local.report import Progress, summary_text, table
 from local.services import ORDER, Decision, decide, ensure, healthy, missing_entry_points
 from local.supervisor import Supervisor, port_in_use, same_program
-from ml.common.pipeline import METADATA_FILE
+from ml.training.outputs import METADATA_FILE
 
 SUMMARY_FILE = "summary.json"
 

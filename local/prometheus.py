@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from ml.serving.processes import Service, _http_ok
+from ml.serving.processes import Service, http_ok
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,11 +108,11 @@ class PrometheusServer(Service):
         ]
 
     def ready(self) -> bool:
-        return _http_ok(f"{self.url}/-/ready")
+        return http_ok(f"{self.url}/-/ready")
 
 
 class _AlertReceiver(Service):
-    """An alert webhook receiver (ml/common/alert_receiver.py) on 127.0.0.1, healthy when /healthz answers."""
+    """An alert webhook receiver (ml/serving/alert_receiver.py) on 127.0.0.1, healthy when /healthz answers."""
 
     def __init__(self, workdir: str | Path, port: int, cfg: Any) -> None:
         super().__init__(workdir)
@@ -121,7 +121,7 @@ class _AlertReceiver(Service):
         self.cfg = cfg
 
     def ready(self) -> bool:
-        return _http_ok(f"{self.url}/healthz")
+        return http_ok(f"{self.url}/healthz")
 
     def env(self) -> dict[str, str]:
         import os

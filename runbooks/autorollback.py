@@ -34,7 +34,7 @@ from typing import Any
 
 from contracts.governance import AuditLog
 from contracts.rollback import ACTION, ACTION_LABEL
-from ml.common.alert_receiver import QueuedReceiver, firing, serve
+from ml.serving.alert_receiver import QueuedReceiver, firing, serve
 from runbooks.context import RunContext
 from runbooks.engine import run
 from runbooks.models import CHALLENGER, CHAMPION, ROLLBACK, experiment_name

@@ -6,7 +6,7 @@
                         [--compare-online-clients] [--no-pin]
 
 Per model (default: every registered model, contracts/model_registry.py, through its plugin,
-ml/common/plugin.py): trains on --data (the shared datasets' file names) or on generated sample data,
+ml/model_plugin.py): trains on --data (the shared datasets' file names) or on generated sample data,
 then serves every model plus a bare ONNX runtime (the ONNX call alone of the first model whose plugin
 offers `bare_onnx_requests`) from one real `mlserver start`. Each run times every runtime's `predict`
 in-process (single-row requests, no HTTP), then loads each model with `wrk` (or a Python load
@@ -129,8 +129,8 @@ class _InProcess:
 
 def _train(names: list[str], args: argparse.Namespace, work: Path, redis_url: str,
            report: dict[str, Any], in_process: dict[str, _InProcess]) -> list[tuple[ModelEntry, list[dict]]]:
-    from ml.common.feast_repo import apply_and_materialize, write_repo
-    from ml.common.plugin import load_plugin
+    from ml.data.feast_repo import apply_and_materialize, write_repo
+    from ml.model_plugin import load_plugin
     from ml.serving.settings import ModelEntry
 
     entries: list[tuple[ModelEntry, list[dict]]] = []

@@ -1,5 +1,5 @@
 """`mlplat model drift NAME`: an Evidently drift report of the sampled serving inputs against the
-training reference (ml/common/drift_report.py), on demand, into local files."""
+training reference (ml/data/drift_report.py), on demand, into local files."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction, names: tuple[str, ...]) -> None:
 
 def run_drift(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    from ml.common.drift_report import DriftReportError, run
+    from ml.data.drift_report import DriftReportError, run
 
     with contextlib.redirect_stdout(sys.stderr):
         try:

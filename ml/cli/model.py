@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts import model_registry
-from ml.common.plugin import ModelPlugin, load_plugin
+from ml.model_plugin import ModelPlugin, load_plugin
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,8 +103,8 @@ def run_train(args: argparse.Namespace) -> int:
             print(f"mlplat model train: --data {args.data} is not a directory (use --sample to generate one)",
                   file=sys.stderr)
             return 2
-        from ml.common.contract import DataContractError
-        from ml.common.validation import recording
+        from ml.data.contract import DataContractError
+        from ml.training.validation import recording
 
         started = time.perf_counter()
         with recording() as validations:
@@ -117,12 +117,12 @@ def run_train(args: argparse.Namespace) -> int:
             "train_seconds": round(time.perf_counter() - started, 2),
         }
         if not args.no_register:
-            from ml.common.gates import load_gates
-            from ml.common.governance import promotion_policy
-            from ml.common.pipeline import publish
+            from ml.training.approval import promotion_policy
+            from ml.training.gates import load_gates
+            from ml.training.registration import register
 
             gates = load_gates(args.name, args.stack_file)
-            doc["registry"] = publish(result, args.tracking_uri, gates=gates,
+            doc["registry"] = register(result, args.tracking_uri, gates=gates,
                                       promotion=promotion_policy(args.stack_file), data_dir=args.data,
                                       validations=validations).as_dict()
     _emit(doc)
@@ -136,7 +136,7 @@ def _refused(args: argparse.Namespace, exc: Exception, validations: list[Any]) -
     if report:
         print(json.dumps(report, indent=1, default=str), file=sys.stderr)
     if not args.no_register:
-        from ml.common.tracking import ensure_experiment
+        from ml.training.tracking import ensure_experiment
 
         client = _client(args.tracking_uri)
         exp = ensure_experiment(client, f"mlplat-{args.name}", client.tracking_uri)
@@ -155,7 +155,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if not args.data.is_file():
         print(f"mlplat model evaluate: --data {args.data} is not a file", file=sys.stderr)
         return 2
-    from ml.common.tracking import resolve_model_dir
+    from ml.training.tracking import resolve_model_dir
 
     with contextlib.redirect_stdout(sys.stderr):
         model_dir = resolve_model_dir(args.model, args.tracking_uri)
@@ -167,7 +167,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def _client(tracking_uri: str | None) -> Any:
     from mlflow import MlflowClient
 
-    from ml.common.tracking import default_tracking_uri
+    from ml.training.tracking import default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri()
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -175,7 +175,7 @@ def _client(tracking_uri: str | None) -> Any:
 
 def run_card(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    from ml.common import card
+    from ml.training import card
 
     with contextlib.redirect_stdout(sys.stderr):
         try:
@@ -193,7 +193,7 @@ def run_card(args: argparse.Namespace) -> int:
 def run_approve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     from contracts.governance import AuditLog
-    from ml.common.governance import ApprovalError, approve
+    from ml.training.approval import ApprovalError, approve
 
     env = "local"
     if args.stack_file is not None:

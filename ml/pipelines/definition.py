@@ -135,7 +135,7 @@ def _place(task: Any, *, gpu: bool = False, resources: dict[str, str] = STEP_RES
 
 def build(name: str) -> Any:
     """The `@dsl.pipeline` of registered model `name`."""
-    from ml.common.plugin import load_plugin
+    from ml.model_plugin import load_plugin
 
     spec = model_registry.get(name)
     gpu = load_plugin(name).train_on_gpu

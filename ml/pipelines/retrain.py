@@ -32,7 +32,7 @@ from typing import Any
 
 from contracts import model_registry
 from contracts.pipelines import ACTION_LABEL, RETRAIN_ACTION
-from ml.common.alert_receiver import QueuedReceiver, firing, serve
+from ml.serving.alert_receiver import QueuedReceiver, firing, serve
 
 log = logging.getLogger("mlplat.retrain")
 DISABLE_ENV = "MLPLAT_AUTO_RETRAIN"

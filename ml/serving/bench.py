@@ -198,7 +198,7 @@ def feature_fetches(metrics_url: str, model: str) -> float:
     """Online feature fetches a served model has made so far (its fetch-latency histogram count)."""
     import urllib.request
 
-    from ml.common.metrics import FEATURE_FETCH
+    from ml.serving.metrics import FEATURE_FETCH
 
     with urllib.request.urlopen(metrics_url, timeout=10) as r:
         text = r.read().decode()

@@ -70,7 +70,7 @@ def test_boundary_checker_catches_a_crossing(tmp_path, monkeypatch):
     (tmp_path / "ml").mkdir()
     (tmp_path / "ml" / "bad.py").write_text("import pulumi\nfrom infra.aws import network\n")
     (tmp_path / "infra").mkdir()
-    (tmp_path / "infra" / "bad.py").write_text("from ml.common import gates\nimport mlflow\n")
+    (tmp_path / "infra" / "bad.py").write_text("from ml.training import gates\nimport mlflow\n")
     assert [p.split(" (")[0] for p in _violations("ml")] == ["ml/bad.py:1 imports pulumi", "ml/bad.py:2 imports infra"]
     assert [p.split(" (")[0] for p in _violations("infra")] == ["infra/bad.py:1 imports ml",
                                                                  "infra/bad.py:2 imports mlflow"]
@@ -98,7 +98,7 @@ def test_model_spec_modules_import_only_the_standard_library_and_contracts():
 def test_spec_module_check_catches_an_ml_import(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     bad = tmp_path / "spec.py"
-    bad.write_text("from contracts.models import ModelSpec\nimport numpy\nfrom ml.common import gates\n"
+    bad.write_text("from contracts.models import ModelSpec\nimport numpy\nfrom ml.training import gates\n"
                    "from . import runtime\n")
     assert sorted(_spec_module_violations(bad)) == ["spec.py:2 imports numpy", "spec.py:3 imports ml",
                                                     "spec.py:4 relative import"]

@@ -21,7 +21,7 @@ from local.services import decide
 from local.serving import server_env, tracing_server
 from local.supervisor import PortInUseError, Supervisor
 from local.training import generate_sample_data, validate_data
-from ml.common.contract import DataContractError
+from ml.data.contract import DataContractError
 from ml.serving.processes import free_port
 from mlplat.cli import main
 
@@ -180,7 +180,7 @@ def test_command_is_registered():
 
 def test_sample_data_has_its_own_gate_floors_and_real_data_the_configured_ones(tmp_path):
     from local.training import gates_for
-    from ml.common.gates import load_gates
+    from ml.training.gates import load_gates
 
     for name in model_registry.names():
         sample, profile = gates_for(name, sample=True)

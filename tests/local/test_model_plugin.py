@@ -57,8 +57,8 @@ TOY = {
         import random
         from pathlib import Path
 
-        from ml.common.pipeline import TrainOutput, write_metadata
-        from ml.common.plugin import ModelPlugin
+        from ml.training.outputs import TrainOutput, write_metadata
+        from ml.model_plugin import ModelPlugin
 
         FILE = "toy.csv"
 
@@ -109,7 +109,7 @@ TOY = {
 
         import numpy as np
 
-        from ml.common.runtime import ReferenceRuntime, tensor
+        from ml.serving.runtime_base import ReferenceRuntime, tensor
 
 
         class ToyRuntime(ReferenceRuntime):

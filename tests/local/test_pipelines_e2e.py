@@ -28,7 +28,7 @@ from mlflow.tracking import MlflowClient
 from contracts import model_registry
 from contracts.pipelines import RETRAIN_ALERT, STEPS, TRIGGER_TAG
 from local.services import PORT_FLAGS
-from ml.common.plugin import load_plugin
+from ml.model_plugin import load_plugin
 from ml.pipelines.local_slots import LOCAL_BUCKET
 from ml.serving.processes import free_port
 
@@ -126,7 +126,7 @@ def test_drift_starts_a_run_that_publishes_a_new_champion(platform):
     rules = _get(f"{platform['prometheus']}/api/v1/rules")
     assert RETRAIN_ALERT in {r["name"] for g in rules["data"]["groups"] for r in g["rules"]}
     # Requests far from the training data: every numeric input scaled up. The runtime's PSI gauge
-    # (ml/common/drift.py) reports after 100 observations.
+    # (ml/data/drift.py) reports after 100 observations.
     bodies = load_plugin(MODEL).sample_requests(platform["state"] / "data" / "sample", Path("."), n=300, seed=3)
     started = time.time()
     for body in bodies:

@@ -9,7 +9,7 @@ import pytest
 import redis
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
-from ml.common.online import entity_key_bytes, field_key
+from ml.serving.online import entity_key_bytes, field_key
 from ml.serving.processes import RedisServer
 from ml.serving.store_rtt import MISSING_ID, probe_views, round_trips
 from mlplat.cli import main

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from ml.common.feast_repo import apply_and_materialize, write_repo
-from ml.common.pipeline import publish, read_metadata
+from ml.data.feast_repo import apply_and_materialize, write_repo
 from ml.models.fraud import data, features, pipeline
 from ml.serving.settings import ModelEntry
+from ml.training.outputs import read_metadata
+from ml.training.registration import register
 
 pytestmark = [pytest.mark.ml, pytest.mark.integration]
 ISSUE_KEYS = {"auc", "pr_auc", "precision", "recall", "f1"}
@@ -48,11 +49,11 @@ def test_publish_and_serve_champion_with_online_features(trained, tmp_path, mlfl
                                                          shared_mlserver, infer):
     data_dir, out = trained
     client = MlflowClient(mlflow_server.url, registry_uri=mlflow_server.url)
-    result = publish(out, mlflow_server.url, gates={"auc": 0.5, "f1": 0.0})
+    result = register(out, mlflow_server.url, gates={"auc": 0.5, "f1": 0.0})
     assert result.champion
     assert client.get_model_version_by_alias("fraud", "champion").version == result.version
     assert client.get_run(result.run_id).data.tags["gate.auc"] == "pass"
-    failed = publish(out, mlflow_server.url, gates={"auc": 1.01})
+    failed = register(out, mlflow_server.url, gates={"auc": 1.01})
     assert not failed.champion
     assert client.get_model_version_by_alias("fraud", "champion").version == result.version
     assert client.get_model_version_by_alias("fraud", "challenger").version == failed.version

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from ml.common.pipeline import publish, read_metadata
 from ml.models.recommendation import pipeline
 from ml.serving.settings import ModelEntry
+from ml.training.outputs import read_metadata
+from ml.training.registration import register
 
 pytestmark = [pytest.mark.ml, pytest.mark.integration]
 
@@ -43,7 +44,7 @@ def test_publish_gates_aliases_and_serving(trained, mlflow_server, shared_mlserv
     _, out = trained
     client = MlflowClient(mlflow_server.url, registry_uri=mlflow_server.url)
     # Gate passes: challenger and champion point at the new version.
-    first = publish(out, mlflow_server.url, gates={"ndcg@10": 0.01})
+    first = register(out, mlflow_server.url, gates={"ndcg@10": 0.01})
     assert first.champion
     mv = client.get_model_version_by_alias("recommendation", "champion")
     assert mv.version == first.version and mv.tags["gate.passed"] == "true"
@@ -52,7 +53,7 @@ def test_publish_gates_aliases_and_serving(trained, mlflow_server, shared_mlserv
     assert run.data.metrics["gate.ndcg_at_10.threshold"] == pytest.approx(0.01)
     assert run.data.metrics["ndcg_at_10"] == pytest.approx(out.metrics["ndcg@10"])
     # Gate fails: the new version becomes challenger only; champion stays on the first one.
-    second = publish(out, mlflow_server.url, gates={"ndcg@10": 0.99})
+    second = register(out, mlflow_server.url, gates={"ndcg@10": 0.99})
     assert not second.champion
     assert client.get_model_version_by_alias("recommendation", "challenger").version == second.version
     assert client.get_model_version_by_alias("recommendation", "champion").version == first.version

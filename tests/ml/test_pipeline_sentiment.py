@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
-from ml.common.gates import check_gates, load_gates
-from ml.common.pipeline import publish, read_metadata
 from ml.models.sentiment import data, pipeline
 from ml.serving.settings import ModelEntry
+from ml.training.gates import check_gates, load_gates
+from ml.training.outputs import read_metadata
+from ml.training.registration import register
 
 pytestmark = [pytest.mark.ml, pytest.mark.integration]
 
@@ -61,7 +62,7 @@ def test_sample_requests_are_raw_tweets(trained):
 
 def test_publish_and_serve_champion(trained, mlflow_server, shared_mlserver, infer):
     _, out = trained
-    result = publish(out, mlflow_server.url, gates={"human_macro_f1": 0.1})
+    result = register(out, mlflow_server.url, gates={"human_macro_f1": 0.1})
     assert result.champion
     client = MlflowClient(mlflow_server.url, registry_uri=mlflow_server.url)
     assert client.get_model_version_by_alias("sentiment", "champion").version == result.version

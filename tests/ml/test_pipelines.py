@@ -117,12 +117,12 @@ def test_journal_and_report(tmp_path, monkeypatch):
 
 
 def test_local_slot_holds_exactly_one_version_with_the_real_publish_code(tmp_path):
-    """ml/common/publish.py on the local slots: upload, stale-file removal, marker, read-back."""
+    """ml/training/publish.py on the local slots: upload, stale-file removal, marker, read-back."""
     from mlflow import MlflowClient
 
-    from ml.common.publish import publish as publish_slot
-    from ml.common.publish import read_marker
     from ml.pipelines.local_slots import LOCAL_BUCKET, LocalBucket
+    from ml.training.publish import publish as publish_slot
+    from ml.training.publish import read_marker
 
     name = model_registry.names()[0]
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

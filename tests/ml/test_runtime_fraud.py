@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from ml.common.feast_repo import apply_and_materialize, write_repo
-from ml.common.online import OnlineFeatureReader, ViewSpec
+from ml.data.feast_repo import apply_and_materialize, write_repo
 from ml.models.fraud import data, features, pipeline
+from ml.serving.online import OnlineFeatureReader, ViewSpec
 from ml.serving.settings import ModelEntry
 
 pytestmark = [pytest.mark.ml, pytest.mark.integration]

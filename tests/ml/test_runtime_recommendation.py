@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.common.feast_repo import apply_and_materialize, write_repo
+from ml.data.feast_repo import apply_and_materialize, write_repo
 from ml.models.recommendation import features, pipeline
 from ml.serving.settings import ModelEntry
 

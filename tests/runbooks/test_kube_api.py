@@ -517,7 +517,7 @@ def test_model_rollback_publishes_and_moves_traffic_through_the_api(api, aws_env
     import boto3
     from mlflow.tracking import MlflowClient
 
-    from ml.common.publish import read_marker
+    from ml.training.publish import read_marker
     from runbooks.models import ROLLBACK
 
     client, name, bucket = MlflowClient(tracking_uri=mlflow_url), "fraud", "mlplat-test-models"

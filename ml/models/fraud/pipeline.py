@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ml.common.drift import Reference
-from ml.common.pipeline import TrainOutput, write_metadata
+from ml.data.drift import Reference
 from ml.models.fraud import algorithm, data
 from ml.models.fraud.features import ONLINE_FEATURES
+from ml.training.outputs import TrainOutput, write_metadata
 
 NAME = "fraud"
 DRIFT_FEATURES = ("amount", "transaction_hour", "device_trust_score", "velocity_last_24h", "cardholder_age")

@@ -29,9 +29,7 @@ import numpy as np
 import pandas as pd
 from mlserver.types import InferenceRequest, InferenceResponse, RequestInput
 
-from ml.common.feast_repo import PROJECT
-from ml.common.pipeline import read_metadata
-from ml.common.runtime import FLOAT_MAX, INT_RANGE, ReferenceRuntime, Unprocessable, tensor
+from ml.data.feast_repo import PROJECT
 from ml.models.fraud import data
 from ml.models.fraud.algorithm import FraudModel
 from ml.models.fraud.features import (
@@ -42,6 +40,8 @@ from ml.models.fraud.features import (
     ONLINE_FEATURES,
     REQUEST_FEATURES,
 )
+from ml.serving.runtime_base import FLOAT_MAX, INT_RANGE, ReferenceRuntime, Unprocessable, tensor
+from ml.training.outputs import read_metadata
 
 log = logging.getLogger(__name__)
 ENTITIES = ("card_id", "device_id")
@@ -61,7 +61,7 @@ class FraudRuntime(ReferenceRuntime):
         self._fast = self._fast_encoding_matches()
         self.reader = None
         if extra.get("redis_url"):
-            from ml.common.online import DEFAULT_CLIENT, OnlineFeatureReader, ViewSpec
+            from ml.serving.online import DEFAULT_CLIENT, OnlineFeatureReader, ViewSpec
 
             self.reader = OnlineFeatureReader(
                 extra["redis_url"], extra.get("feast_project", PROJECT),

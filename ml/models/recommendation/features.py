@@ -4,7 +4,7 @@
   publication year) for re-ranking and for explaining a recommendation.
 - `reader` (join key `user_id`): `recent_book_ids`, the user's last `HISTORY_LENGTH` rated books, so
   a request may carry just a `user_id` and the runtime resolves the history online (fast Redis path,
-  `ml/common/online.py`).
+  `ml/serving/online.py`).
 
 Point-in-time joins: the goodbooks ratings carry no timestamps, so every row is stamped with
 `FEATURE_TIMESTAMP` and "recent" means "last in file order". With real event times in the source,

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ml.common.drift import Reference
-from ml.common.pipeline import TrainOutput, write_metadata
+from ml.data.drift import Reference
 from ml.models.recommendation import algorithm, data
+from ml.training.outputs import TrainOutput, write_metadata
 
 NAME = "recommendation"
 TEST_FRACTION = 0.2

@@ -7,9 +7,9 @@ from typing import Any
 
 import pandas as pd
 
-from ml.common.pipeline import TrainOutput
-from ml.common.plugin import ModelPlugin
+from ml.model_plugin import ModelPlugin
 from ml.models.recommendation import data, pipeline
+from ml.training.outputs import TrainOutput
 
 
 class RecommendationPlugin(ModelPlugin):

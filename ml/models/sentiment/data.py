@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ml.common.contract import DataContractError
+from ml.data.contract import DataContractError
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def load_file(path: Path) -> pd.DataFrame:
     columns = [str(c) for c in raw.columns]
     schema, text_col, label_col = _schema(path, columns)
 
-    from ml.common.validation import validate
+    from ml.training.validation import validate
 
     text = raw[text_col].astype(str)
     label_raw = raw[label_col].astype(str).str.strip()
@@ -146,7 +146,7 @@ def _rows_schema() -> Any:
     """pandera: the usable rows (non-empty text, a class label), at least one."""
     import pandera.pandas as pa
 
-    from ml.common.validation import has_rows, non_empty_text
+    from ml.training.validation import has_rows, non_empty_text
 
     return pa.DataFrameSchema(
         {"text": pa.Column(str, non_empty_text("empty text")),

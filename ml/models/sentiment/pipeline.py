@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from ml.common.drift import Reference
-from ml.common.pipeline import TrainOutput, write_metadata
+from ml.data.drift import Reference
 from ml.models.sentiment import algorithm, data
+from ml.training.outputs import TrainOutput, write_metadata
 
 NAME = "sentiment"
 HUMAN, LEXICON = "human", "lexicon"  # metric prefixes

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ml.common.pipeline import TrainOutput
-from ml.common.plugin import ModelPlugin
+from ml.model_plugin import ModelPlugin
 from ml.models.sentiment import data, pipeline
+from ml.training.outputs import TrainOutput
 
 
 class SentimentPlugin(ModelPlugin):

@@ -5,7 +5,7 @@ version to `champion` when its quality gates pass; `gatesAndApproval` also needs
 (`mlplat model approve NAME VERSION --by WHO --reason ...`), stored as MLflow model-version tags
 (contracts/governance.py) and written to the same audit log as runbook actions. Training on such a
 stack registers the version (`challenger`, tag `approval.pending`) without promoting it; the approval
-promotes it. `ml/common/publish.py` refuses to put a version into a Seldon slot of such a stack while
+promotes it. `ml/training/publish.py` refuses to put a version into a Seldon slot of such a stack while
 anything in `missing_for_production` is missing.
 """
 
