@@ -30,7 +30,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from local.services import PORT_FLAGS
-from ml.models.fraud.pipeline import sample_requests
+from ml.model_plugin import load_plugin
 from ml.serving.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.ml]
@@ -121,7 +121,7 @@ def test_a_bad_version_is_rolled_back_without_a_person(platform, tmp_path):
     assert {"MLPlatRollbackErrorRate", "MLPlatRollbackLatencyP99", "MLPlatRollbackF1Drop"} <= names
 
     bad = _register_bad_version(client, tmp_path)
-    bodies = sample_requests(platform["state"] / "data" / "sample", Path("."), n=20)
+    bodies = load_plugin("fraud").sample_requests(platform["state"] / "data" / "sample", Path("."), n=20)
     results: list[tuple[float, int, str]] = []  # (time, HTTP status or 0, served version or error text)
     stop = threading.Event()
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ml.models.fraud.pipeline import sample_requests
+from ml.model_plugin import load_plugin
 from ml.serving.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.ml]
@@ -83,7 +83,7 @@ def test_rollback_switches_the_served_version_without_failed_requests(platform, 
         assert resp.status == 200
     assert _served_version(platform["serving"]) == "2"
 
-    bodies = sample_requests(data, Path("."), n=20)
+    bodies = load_plugin("fraud").sample_requests(data, Path("."), n=20)
     results: list[tuple[int, str]] = []
     stop = threading.Event()
 

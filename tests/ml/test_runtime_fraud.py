@@ -13,9 +13,13 @@ import time
 import pytest
 
 from ml.data.feast_repo import apply_and_materialize, write_repo
-from ml.models.fraud import data, features, pipeline
+from ml.model_plugin import load_plugin
+from ml.models.fraud import data, features, train
+from ml.models.fraud.plugin import request_body
 from ml.serving.online import OnlineFeatureReader, ViewSpec
 from ml.serving.settings import ModelEntry
+
+PLUGIN = load_plugin("fraud")
 
 pytestmark = [pytest.mark.ml, pytest.mark.integration]
 
@@ -23,8 +27,9 @@ pytestmark = [pytest.mark.ml, pytest.mark.integration]
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, shared_mlserver, redis_factory):
     root = tmp_path_factory.mktemp("fraud-runtime")
-    data_dir = pipeline.generate_sample(root / "data", seed=5)
-    out = pipeline.train(data_dir, root / "model", seed=0)
+    data_dir = root / "data"
+    PLUGIN.generate_sample(data_dir, seed=5)
+    out = train.train(data_dir, root / "model", seed=0)
     redis = redis_factory()  # this module's own server: a test pauses it (and resumes it)
     features.write_parquet(data_dir, root / "parquet")
     store = apply_and_materialize(write_repo(root / "feast", redis.url), features.definitions(root / "parquet"))
@@ -38,7 +43,7 @@ def served(tmp_path_factory, shared_mlserver, redis_factory):
 
 def _body(served, **override):
     *_, transactions, _data_dir, _out = served
-    body = pipeline.request_body(transactions.iloc[0])
+    body = request_body(transactions.iloc[0])
     for inp in body["inputs"]:
         if inp["name"] in override:
             value = override[inp["name"]]
@@ -182,7 +187,7 @@ def test_store_url_from_environment_and_no_store_mode(served, monkeypatch, redis
     features.write_parquet(data_dir, out.model_dir.parent / "parquet-env")
     apply_and_materialize(write_repo(out.model_dir.parent / "feast-env", redis.url),
                           features.definitions(out.model_dir.parent / "parquet-env"))
-    request = InferenceRequest.model_validate(pipeline.request_body(transactions.iloc[0]))
+    request = InferenceRequest.model_validate(request_body(transactions.iloc[0]))
 
     def degraded(env_url):
         if env_url:

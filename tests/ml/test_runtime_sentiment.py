@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from ml.models.sentiment import pipeline
+from ml.model_plugin import load_plugin
+from ml.models.sentiment import train
 from ml.serving.settings import ModelEntry
+
+PLUGIN = load_plugin("sentiment")
 
 pytestmark = [pytest.mark.ml, pytest.mark.integration]
 
@@ -13,8 +16,9 @@ pytestmark = [pytest.mark.ml, pytest.mark.integration]
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, shared_mlserver):
     root = tmp_path_factory.mktemp("sentiment-runtime")
-    data_dir = pipeline.generate_sample(root / "data", seed=6)
-    out = pipeline.train(data_dir, root / "model", seed=0)
+    data_dir = root / "data"
+    PLUGIN.generate_sample(data_dir, seed=6)
+    out = train.train(data_dir, root / "model", seed=0)
     name = shared_mlserver.add(ModelEntry("sentiment-rt", "sentiment", str(out.model_dir),
                                           {"max_batch": 4, "drift_min_samples": 20}))
     return shared_mlserver, name

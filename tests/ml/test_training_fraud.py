@@ -10,10 +10,13 @@ import pytest
 from mlflow import MlflowClient
 
 from ml.data.feast_repo import apply_and_materialize, write_repo
-from ml.models.fraud import data, features, pipeline
+from ml.model_plugin import load_plugin
+from ml.models.fraud import data, features, train
 from ml.serving.settings import ModelEntry
 from ml.training.outputs import read_metadata
 from ml.training.registration import register
+
+PLUGIN = load_plugin("fraud")
 
 pytestmark = [pytest.mark.ml, pytest.mark.integration]
 ISSUE_KEYS = {"auc", "pr_auc", "precision", "recall", "f1"}
@@ -23,8 +26,9 @@ STACKS = Path(__file__).resolve().parents[2] / "stacks"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("fraud")
-    data_dir = pipeline.generate_sample(root / "data", seed=3)
-    return data_dir, pipeline.train(data_dir, root / "model", seed=0)
+    data_dir = root / "data"
+    PLUGIN.generate_sample(data_dir, seed=3)
+    return data_dir, train.train(data_dir, root / "model", seed=0)
 
 
 def test_training_reports_issue_metrics_on_held_out_rows(trained):
@@ -42,7 +46,7 @@ def test_training_reports_issue_metrics_on_held_out_rows(trained):
 
 def test_evaluate_file_returns_issue_keys(trained):
     data_dir, out = trained
-    assert set(pipeline.evaluate(out.model_dir, next(data_dir.glob("*.csv")))) >= ISSUE_KEYS
+    assert set(PLUGIN.evaluate(out.model_dir, next(data_dir.glob("*.csv")))) >= ISSUE_KEYS
 
 
 def test_publish_and_serve_champion_with_online_features(trained, tmp_path, mlflow_server, redis_server,
@@ -62,7 +66,7 @@ def test_publish_and_serve_champion_with_online_features(trained, tmp_path, mlfl
     apply_and_materialize(write_repo(tmp_path / "feast", redis_server.url), features.definitions(tmp_path / "parquet"))
     name = shared_mlserver.add(ModelEntry("fraud", "fraud", "models:/fraud@champion",
                                           {"tracking_uri": mlflow_server.url, "redis_url": redis_server.url}))
-    body = pipeline.sample_requests(data_dir, out.model_dir, n=1)[0]
+    body = PLUGIN.sample_requests(data_dir, out.model_dir, n=1)[0]
     resp = infer(shared_mlserver.url, name, body["inputs"])
     assert resp.status_code == 200, resp.text
     outputs = {o["name"]: o["data"] for o in resp.json()["outputs"]}

@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from ml.models.recommendation import pipeline
+from ml.model_plugin import load_plugin
+from ml.models.recommendation import train
 from ml.serving.settings import ModelEntry
 from ml.training.outputs import read_metadata
 from ml.training.registration import register
+
+PLUGIN = load_plugin("recommendation")
 
 pytestmark = [pytest.mark.ml, pytest.mark.integration]
 
@@ -18,8 +21,9 @@ pytestmark = [pytest.mark.ml, pytest.mark.integration]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("rec")
-    data_dir = pipeline.generate_sample(root / "data", seed=1)
-    out = pipeline.train(data_dir, root / "model", seed=0)
+    data_dir = root / "data"
+    PLUGIN.generate_sample(data_dir, seed=1)
+    out = train.train(data_dir, root / "model", seed=0)
     return data_dir, out
 
 
@@ -36,7 +40,7 @@ def test_training_reports_protocol_metrics_and_baselines(trained):
 
 def test_evaluate_on_held_out_file_prints_protocol_keys(trained):
     data_dir, out = trained
-    metrics = pipeline.evaluate(out.model_dir, data_dir / "goodbooks_ratings_sample.csv")
+    metrics = PLUGIN.evaluate(out.model_dir, data_dir / "goodbooks_ratings_sample.csv")
     assert {"ndcg@10", "recall@10"} <= set(metrics)
 
 
