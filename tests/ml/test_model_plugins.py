@@ -48,7 +48,7 @@ def test_unknown_model_and_wrong_plugin_class_are_refused():
     from ml import model_plugin as plugin_module
 
     bad = replace(model_registry.get("sentiment"), name="wrongclass", plugin="ml.serving.runtime_base.ReferenceRuntime")
-    with pytest.raises(TypeError, match=r"must be a subclass of ml\.common\.plugin\.ModelPlugin"):
+    with pytest.raises(TypeError, match=r"must be a subclass of ml\.model_plugin\.ModelPlugin"):
         plugin_module._plugin(bad)
     missing = replace(bad, name="missing", plugin="ml.models.nothing.plugin.Nothing")
     with pytest.raises(RuntimeError, match=r"plugin class ml\.models\.nothing\.plugin\.Nothing cannot be loaded"):

@@ -238,7 +238,7 @@ def test_entry_point_prints_metrics_json(tmp_path, capsys):
     assert alg.main(["--data", str(tmp_path), "--params", json.dumps(SMALL_EASE)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["model"]["ndcg@10"] > report["baselines"]["popularity"]["ndcg@10"]
-    assert report["latency_k10"]["p99_ms"] > 0
+    assert report["latency_k10"]["p50_ms"] <= report["latency_k10"]["p99_ms"]
 
 
 def test_baselines_do_not_inherit_the_tuned_defaults(split, monkeypatch):

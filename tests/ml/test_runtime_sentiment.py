@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from ml.model_plugin import load_plugin
@@ -22,6 +24,13 @@ def served(tmp_path_factory, shared_mlserver):
     name = shared_mlserver.add(ModelEntry("sentiment-rt", "sentiment", str(out.model_dir),
                                           {"max_batch": 4, "drift_min_samples": 20}))
     return shared_mlserver, name
+
+
+def _predictions(metrics: str, name: str) -> float:
+    """The model's prediction count in the server's exposition (0 before its first request)."""
+    line = re.escape(f'mlplat_model_prediction_count{{model="{name}"}} ')
+    found = re.search(f"^{line}([0-9.e+]+)$", metrics, re.M)
+    return float(found.group(1)) if found else 0.0
 
 
 def _text(data, datatype="BYTES"):
@@ -79,7 +88,7 @@ def test_metrics_are_exported(served, infer, scrape):
 
 
 @pytest.mark.parametrize("tool", ["wrk", "python"])
-def test_bench_load_generators_measure_a_real_server(served, tool):
+def test_bench_load_generators_measure_a_real_server(served, scrape, tool):
     import shutil
 
     from ml.serving.bench import python_load, wrk_load
@@ -89,6 +98,8 @@ def test_bench_load_generators_measure_a_real_server(served, tool):
     server, name = served
     bodies = [{"inputs": _text([t])} for t in ("good", "bad", "fine day")]
     load = wrk_load if tool == "wrk" else python_load
+    before = _predictions(scrape(server.process), name)
     result = load(f"{server.url}/v2/models/{name}/infer", bodies, concurrency=2, duration_s=1)
     assert result["tool"] == tool and result["non_2xx"] == 0
-    assert result["rps"] > 10 and 0 < result["p50_ms"] <= result["p99_ms"]
+    assert set(result) == {"tool", "p50_ms", "p99_ms", "rps", "non_2xx"} and result["p50_ms"] <= result["p99_ms"]
+    assert _predictions(scrape(server.process), name) > before  # the load reached the model
