@@ -17,7 +17,6 @@ every second here (`MLPLAT_PROMETHEUS_INTERVAL_S=1`), so the rule's window is 6 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -29,9 +28,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from local.services import PORT_FLAGS
 from ml.model_plugin import load_plugin
-from ml.serving.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.ml]
 
@@ -58,24 +55,11 @@ def _wait_for(condition, what: str, timeout_s: float = 60) -> None:
         time.sleep(0.05)
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory):
-    state = tmp_path_factory.mktemp("autorollback-state")
-    ports: dict[str, int] = {}
-    while len(set(ports.values())) < len(PORT_FLAGS):
-        ports = {name: free_port() for name in PORT_FLAGS}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "MLFLOW_TRACKING", "MLPLAT_AUTO"))}
-    env.update({f"MLPLAT_{name.upper()}_PORT": str(port) for name, port in ports.items()})
-    env["MLPLAT_PROMETHEUS_INTERVAL_S"] = "1"
-    common = ["--state-dir", str(state)]
-    up = _run("local", "up", *common, "--models", "fraud", env=env)
-    try:
-        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-        assert "automatic rollback" in up.stdout, up.stdout[-3000:]
-        yield {"state": state, "env": env, "mlflow": f"http://127.0.0.1:{ports['mlflow']}",
-               "serving": f"http://127.0.0.1:{ports['http']}", "prometheus": f"http://127.0.0.1:{ports['prometheus']}",
-               "receiver": f"http://127.0.0.1:{ports['autorollback']}"}
-    finally:
-        _run("local", "down", *common, env=env, timeout=120)
+def platform(autorollback_platform):
+    up = autorollback_platform["up"]
+    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    assert "automatic rollback" in up.stdout, up.stdout[-3000:]
+    return autorollback_platform
 
 
 def _bad_onnx() -> bytes:
