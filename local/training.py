@@ -20,6 +20,7 @@ from typing import Any
 from contracts import model_registry
 from ml.data.contract import DataContractError
 from ml.model_plugin import load_plugin
+from ml.training.gates import load_gates
 from ml.training.tracking import CHALLENGER, CHAMPION
 
 DATA_TAG = "mlplat.local.data"  # model-version tag: fingerprint of the data it was trained on
@@ -130,7 +131,6 @@ def gates_for(name: str, sample: bool, stack_file: Path | None = None) -> tuple[
     configured gates."""
     if sample:
         return dict(model_registry.get(name).sample_gates), "sample-data floors"
-    from ml.training.gates import load_gates
 
     return load_gates(name, stack_file), f"gates of {stack_file}" if stack_file else "stack default gates"
 
@@ -138,7 +138,7 @@ def gates_for(name: str, sample: bool, stack_file: Path | None = None) -> tuple[
 def register(out: Any, tracking_uri: str, data_fp: str, gates: dict[str, float], profile: str,
              seconds: float = 0.0) -> ModelState:
     """Publish a TrainOutput (challenger, champion if gated in), tag its data, return what to serve."""
-    from ml.training.registration import register
+    from ml.training.registration import register  # MLflow: start-up time of the CLI
 
     started = time.perf_counter()
     result = register(out, tracking_uri=tracking_uri, gates=gates)

@@ -35,7 +35,7 @@ from typing import Any
 from contracts.governance import AuditLog
 from contracts.rollback import ACTION, ACTION_LABEL
 from ml.serving.alert_receiver import QueuedReceiver, firing, serve
-from runbooks.context import RunContext
+from runbooks.context import RunContext, load_outputs
 from runbooks.engine import run
 from runbooks.models import CHALLENGER, CHAMPION, ROLLBACK, experiment_name
 
@@ -157,7 +157,6 @@ def main(argv: list[str] | None = None) -> int:
         from runbooks.kube import ClusterKubeOps
 
         kube = ClusterKubeOps()
-    from runbooks.context import load_outputs
 
     outputs = load_outputs(args.outputs)
 

@@ -30,9 +30,14 @@ from typing import Any
 
 import pandas as pd
 
+from contracts import model_registry
 from contracts.governance import DRIFT_DIR, VALIDATION_PASSED
+from ml.data.contract import DataContractError
 from ml.data.drift import REFERENCE_SAMPLE_FILE
+from ml.model_plugin import load_plugin
 from ml.serving.serving_log import SAMPLES_ENV, read_window
+from ml.training.tracking import default_tracking_uri, ensure_experiment, mlflow_key, pin_alias, resolve_model_dir
+from ml.training.validation import finite_numbers, recording, validate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SAMPLES = REPO_ROOT / ".local" / "serving-samples"
@@ -88,10 +93,6 @@ def _write(out: str, rel: str, files: dict[str, str]) -> str:
 
 def run(name: str, *, samples: str | None = None, model: str | None = None, window: int = 5000,
         out: str | None = None, tracking_uri: str | None = None, log_to_mlflow: bool = True) -> dict[str, Any]:
-    from ml.data.contract import DataContractError
-    from ml.model_plugin import load_plugin
-    from ml.training.tracking import default_tracking_uri, pin_alias, resolve_model_dir
-    from ml.training.validation import finite_numbers, recording, validate
 
     plugin = load_plugin(name)
     samples = samples or os.environ.get(SAMPLES_ENV) or str(DEFAULT_SAMPLES)
@@ -156,8 +157,6 @@ def _version(package: str) -> str:
 def _log(uri: str, name: str, stamp: str, summary: dict[str, Any], files: dict[str, str]) -> str:
     from mlflow import MlflowClient
 
-    from ml.training.tracking import ensure_experiment, mlflow_key
-
     client = MlflowClient(tracking_uri=uri)
     exp = ensure_experiment(client, f"mlplat-{name}-monitoring", uri)
     run = client.create_run(exp, run_name=f"drift-{stamp}", tags={
@@ -177,7 +176,6 @@ def _log(uri: str, name: str, stamp: str, summary: dict[str, Any], files: dict[s
 
 def main(argv: list[str] | None = None) -> int:
     """The cluster CronJob's entry point: one report per model named on the command line."""
-    from contracts import model_registry
 
     p = argparse.ArgumentParser(prog="python -m ml.data.drift_report", description=main.__doc__)
     p.add_argument("models", nargs="+", choices=model_registry.names())

@@ -44,6 +44,7 @@ MLFLOW_ENV = {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKI
 RUN_AS = 10001  # the image's user
 
 
+# Each component imports inside its body: KFP ships a component's source alone to the step's pod.
 @component
 def prepare_data(name: str, data_uri: str, seed: int, offline_uri: str, data: Output[Dataset]) -> str:
     from ml.pipelines import steps

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from contracts import model_registry
-from ml.serving.bench import percentiles
+from ml.serving.loadgen import percentiles
 from ml.serving.online import OnlineFeatureReader, ViewSpec
 
 MISSING_ID = -1  # no Feast entity has a negative id

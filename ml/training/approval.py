@@ -27,6 +27,8 @@ from contracts.governance import (
     PENDING_APPROVAL,
     AuditLog,
 )
+from stacks.config import load_stack_file
+from stacks.schema import GovernanceConfig
 
 CHAMPION = "champion"
 
@@ -37,11 +39,9 @@ class ApprovalError(RuntimeError):
 
 def promotion_policy(stack_file: str | Path | None = None) -> str:
     """`governance.promotion` of a stack file; without one the schema default (`gates`)."""
-    from stacks.schema import GovernanceConfig
 
     if stack_file is None:
         return GovernanceConfig().promotion
-    from stacks.config import load_stack_file
 
     return load_stack_file(stack_file).governance.promotion
 

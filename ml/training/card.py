@@ -28,6 +28,7 @@ from contracts.governance import (
     VALIDATION_DIR,
     VALIDATION_PASSED,
 )
+from ml.model_plugin import load_plugin
 
 if TYPE_CHECKING:
     from ml.training.outputs import RegistrationResult, TrainOutput
@@ -76,7 +77,6 @@ def log_validations(results: list[ValidationResult]) -> dict[str, Any] | None:
 
 def build(out: TrainOutput, result: RegistrationResult, *, data_dir: Path | None = None,
           validation: dict[str, Any] | None = None) -> dict[str, Any]:
-    from ml.model_plugin import load_plugin
 
     spec = model_registry.get(out.name)
     plugin = load_plugin(out.name)

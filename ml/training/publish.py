@@ -24,7 +24,7 @@ from typing import Any
 
 from contracts.governance import GATES, GATES_AND_APPROVAL, PROMOTION_POLICIES
 from contracts.model_slots import MODEL_SETTINGS_FILE, artifact_model_settings, artifact_uri, slot_prefix
-from ml.training.approval import missing_for_production
+from ml.training.approval import missing_for_production, promotion_policy
 
 MARKER = "PUBLISHED.json"
 
@@ -238,8 +238,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     promotion = args.promotion
     if promotion is None:
-        from ml.training.approval import promotion_policy
-
         promotion = promotion_policy(args.stack_file) if args.stack_file else GATES_AND_APPROVAL
     started = time.perf_counter()
     try:

@@ -110,8 +110,9 @@ def _package(module: str, is_package: bool) -> str:
     return module if is_package else module.rpartition(".")[0]
 
 
-def private_imports(root: Path, folders: tuple[str, ...] = PACKAGES) -> list[str]:
+def private_imports(root: Path, folders: tuple[str, ...] | None = None) -> list[str]:
     """`from X import _name` where X is one of our modules outside the importer's own package."""
+    folders = PACKAGES if folders is None else folders
     mods = modules(root, PACKAGES)
     problems = []
     for folder in folders:
@@ -146,23 +147,24 @@ def _write(root: Path, files: dict[str, str]) -> None:
 def test_cycle_check_sees_function_level_and_type_checking_imports(tmp_path):
     """The checker is not vacuous: a cycle closed by a lazy import or a TYPE_CHECKING import is found."""
     _write(tmp_path, {
-        "ml/__init__.py": "", "ml/a/__init__.py": "", "ml/b/__init__.py": "",
-        "ml/a/card.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ml.b.reg import Result\n",
-        "ml/b/reg.py": "def f():\n    from ml.a import card\n    return card\n",
-        "ml/b/ok.py": "from . import reg\n",
-        "local/__init__.py": "", "local/x.py": "import ml.b.ok\n",
+        "app/__init__.py": "", "app/a/__init__.py": "", "app/b/__init__.py": "",
+        "app/a/card.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from app.b.reg import Result\n",
+        "app/b/reg.py": "def f():\n    from app.a import card\n    return card\n",
+        "app/b/ok.py": "from . import reg\n",
+        "lib/__init__.py": "", "lib/x.py": "import app.b.ok\n",
     })
-    edges = graph(tmp_path, ("ml", "local"))
-    assert edges["ml.b.ok"] == {"ml.b.reg"} and edges["local.x"] == {"ml.b.ok"}
-    assert cycles(edges) == [["ml.a.card", "ml.b.reg"]]
+    edges = graph(tmp_path, ("app", "lib"))
+    assert edges["app.b.ok"] == {"app.b.reg"} and edges["lib.x"] == {"app.b.ok"}
+    assert cycles(edges) == [["app.a.card", "app.b.reg"]]
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("from ml.b.reg import _helper\n", ["ml/a/card.py:1 imports _helper from ml.b.reg (private to ml.b)"]),
-    ("from ml.b.reg import helper, __version__\n", []),
-    ("from ml.a.util import _own\n", []),  # the same package: its own business
+    ("from app.b.reg import _helper\n", ["app/a/card.py:1 imports _helper from app.b.reg (private to app.b)"]),
+    ("from app.b.reg import helper, __version__\n", []),
+    ("from app.a.util import _own\n", []),  # the same package: its own business
 ])
-def test_private_import_check(tmp_path, text, expected):
-    _write(tmp_path, {"ml/__init__.py": "", "ml/a/__init__.py": "", "ml/b/__init__.py": "", "ml/b/reg.py": "",
-                      "ml/a/util.py": "", "ml/a/card.py": text})
-    assert private_imports(tmp_path, ("ml",)) == expected
+def test_private_import_check(tmp_path, monkeypatch, text, expected):
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGES", ("app",))
+    _write(tmp_path, {"app/__init__.py": "", "app/a/__init__.py": "", "app/b/__init__.py": "", "app/b/reg.py": "",
+                      "app/a/util.py": "", "app/a/card.py": text})
+    assert private_imports(tmp_path, ("app",)) == expected

@@ -14,7 +14,7 @@ import yaml
 
 from contracts import model_registry
 from local import cli as local_cmd
-from local import platform, prometheus
+from local import orchestration, prometheus
 from local.config import LocalConfig, default_ports, otlp_endpoint_from_env
 from local.report import key_metrics, summary_text
 from local.services import decide
@@ -65,16 +65,17 @@ def test_cli_refuses_a_busy_port_before_starting_anything(tmp_path, capsys):
 
 
 def test_missing_redis_server_says_which_package_and_how(tmp_path, monkeypatch):
-    real_which = platform.shutil.which
-    monkeypatch.setattr(platform.shutil, "which", lambda name: None if name == "redis-server" else real_which(name))
-    with pytest.raises(platform.SetupError, match=r"redis-server.*apt-get install -y redis-server"):
-        platform.preflight(LocalConfig(state_dir=tmp_path, ports=_ports(), redis=True))
+    real_which = orchestration.shutil.which
+    monkeypatch.setattr(orchestration.shutil, "which",
+                        lambda name: None if name == "redis-server" else real_which(name))
+    with pytest.raises(orchestration.SetupError, match=r"redis-server.*apt-get install -y redis-server"):
+        orchestration.preflight(LocalConfig(state_dir=tmp_path, ports=_ports(), redis=True))
 
 
 def test_missing_prometheus_is_only_a_note(tmp_path, monkeypatch):
     monkeypatch.setattr(prometheus, "binaries", lambda: (None, None))
     cfg = LocalConfig(state_dir=tmp_path, ports=_ports())
-    notes = platform.preflight(cfg)
+    notes = orchestration.preflight(cfg)
     assert cfg.prometheus is False
     assert any("apt-get install -y prometheus" in n for n in notes)
 

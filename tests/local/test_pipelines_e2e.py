@@ -27,7 +27,7 @@ from mlflow.tracking import MlflowClient
 from contracts import model_registry
 from contracts.pipelines import RETRAIN_ALERT, STEPS, TRIGGER_TAG
 from ml.model_plugin import load_plugin
-from ml.pipelines.local_slots import LOCAL_BUCKET
+from ml.training.directory_bucket import LOCAL_BUCKET
 
 pytestmark = [pytest.mark.integration, pytest.mark.ml]
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from ml.cli.bench import BARE, _InProcess, _summarize, _table, register
-from ml.serving.bench import CpuLayout, on_cpus
+from ml.serving.loadgen import CpuLayout, on_cpus
 
 
 def _run(fraud_rps: float, bare_rps: float, p99: float, inproc_p99: float = 0.5) -> dict:

@@ -18,10 +18,10 @@ import yaml
 
 from contracts import model_registry
 from contracts.pipelines import PARAMETERS, STEPS, cron_to_kfp, pipeline_name, retrain_rule_groups
+from local.pipeline_runner import RunReport, StepRecord, _steps, format_report
 from ml.model_plugin import load_plugin
 from ml.pipelines import definition, steps
-from ml.pipelines.cluster import bootstrap, ir_for_cluster, run_on_cluster, version_name
-from ml.pipelines.local_run import RunReport, StepRecord, _steps, format_report
+from ml.pipelines.kfp_api import bootstrap, ir_for_cluster, run_on_cluster, version_name
 from ml.pipelines.retrain import Receiver
 from stacks.bom import load_bom
 
@@ -146,7 +146,7 @@ def test_local_slot_holds_exactly_one_version_with_the_real_publish_code(tmp_pat
     """ml/training/publish.py on the local slots: upload, stale-file removal, marker, read-back."""
     from mlflow import MlflowClient
 
-    from ml.pipelines.local_slots import LOCAL_BUCKET, LocalBucket
+    from ml.training.directory_bucket import LOCAL_BUCKET, DirectoryBucket
     from ml.training.publish import publish as publish_slot
     from ml.training.publish import read_marker
 
@@ -168,7 +168,7 @@ def test_local_slot_holds_exactly_one_version_with_the_real_publish_code(tmp_pat
         mv = client.create_model_version(name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
                                          tags={"gate.passed": "true"})
         versions.append(mv.version)
-    slots = LocalBucket(tmp_path / "slots")
+    slots = DirectoryBucket(tmp_path / "slots")
     slots.create_bucket(Bucket=LOCAL_BUCKET)
     for version in versions:
         result = publish_slot(name, version, "champion", LOCAL_BUCKET, tracking_uri=uri, s3_client=slots)

@@ -91,7 +91,7 @@ def test_metrics_are_exported(served, infer, scrape):
 def test_bench_load_generators_measure_a_real_server(served, scrape, tool):
     import shutil
 
-    from ml.serving.bench import python_load, wrk_load
+    from ml.serving.loadgen import python_load, wrk_load
 
     if tool == "wrk" and shutil.which("wrk") is None:
         pytest.fail("wrk is not installed: run scripts/bootstrap.sh system")

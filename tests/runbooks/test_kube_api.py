@@ -40,7 +40,7 @@ from contracts.cluster import FEAST_MATERIALIZE, REDIS_CLIENTS, SELDON_NAMESPACE
 from runbooks.context import RunContext
 from runbooks.engine import AuditLog, run
 from runbooks.kube import REGISTRY_VERSION_PARAM, ClusterKubeOps, parameter
-from runbooks.platform import FEATURE_BACKFILL
+from runbooks.recovery import FEATURE_BACKFILL
 from runbooks.redis import AUTH_ROTATION, K8S_SECRET, K8S_SECRET_KEY
 
 TOKEN = "test-bearer-token"

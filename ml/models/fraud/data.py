@@ -22,6 +22,8 @@ import pandas as pd
 
 from ml.data.contract import DataContractError
 
+# pandera (ml/training/validation.py) is imported where a file is validated: serving code may import this
+# module for its constants and encodings, and should not load pandera at start-up.
 FILE = "credit_card_fraud_10k.csv"
 ID, LABEL = "transaction_id", "is_fraud"
 RAW_COLUMNS = [

@@ -60,7 +60,7 @@ class FraudRuntime(ReferenceRuntime):
         self._category_code = {c: float(i) for i, c in enumerate(data.MERCHANT_CATEGORIES)}
         self._fast = self._fast_encoding_matches()
         self.reader = None
-        if extra.get("redis_url"):
+        if extra.get("redis_url"):  # optional: the online-store client (Feast's protobufs) only with a store
             from ml.serving.online import DEFAULT_CLIENT, OnlineFeatureReader, ViewSpec
 
             self.reader = OnlineFeatureReader(

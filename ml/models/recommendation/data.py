@@ -26,6 +26,8 @@ from ml.data.contract import DataContractError
 
 log = logging.getLogger(__name__)
 
+# pandera (ml/training/validation.py) is imported where a file is validated: serving code may import this
+# module for its constants and encodings, and should not load pandera at start-up.
 RATINGS_FILE = "goodbooks_ratings_sample.csv"
 BOOKS_FILE = "goodbooks_books.csv"
 GENRES_FILE = "goodbooks_book_genres.csv"

@@ -34,7 +34,7 @@ class RecommendationRuntime(ReferenceRuntime):
     def load_artifact(self, model_dir: Path, extra: dict[str, Any]) -> None:
         self.model = Recommender.load(model_dir)
         self.reader = None
-        if extra.get("redis_url"):
+        if extra.get("redis_url"):  # optional: the online-store client (Feast's protobufs) only with a store
             from ml.serving.online import DEFAULT_CLIENT, OnlineFeatureReader, ViewSpec
 
             self.reader = OnlineFeatureReader(

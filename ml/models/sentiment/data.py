@@ -34,6 +34,8 @@ from ml.data.contract import DataContractError
 
 log = logging.getLogger(__name__)
 
+# pandera (ml/training/validation.py) is imported where a file is validated: serving code may import this
+# module for its constants and encodings, and should not load pandera at start-up.
 FILES = ("Twitter_Data.csv", "Reddit_Data.csv")  # lexicon-labelled, both required
 SOURCES = {"Twitter_Data.csv": "twitter", "Reddit_Data.csv": "reddit"}
 TEXT_COLUMNS = {"clean_text": "twitter", "clean_comment": "reddit"}

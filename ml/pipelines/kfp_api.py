@@ -4,7 +4,7 @@ The Pulumi program (infra/workloads/) ships the committed IR of every enabled mo
 bootstrap document (ConfigMap `pipelines-bootstrap`: per model the run parameters, the recurring-run
 schedule and the first-install run) and starts a Job in the model-server image that runs
 
-    python -m ml.pipelines.cluster bootstrap --host http://ml-pipeline.kubeflow.svc.cluster.local:8888 \
+    python -m ml.pipelines.kfp_api bootstrap --host http://ml-pipeline.kubeflow.svc.cluster.local:8888 \
         --config /etc/mlplat/bootstrap/bootstrap.json --ir-dir /etc/mlplat/pipelines
 
 which, idempotently, through the KFP API (kfp.Client):
@@ -188,7 +188,7 @@ def wait_for_api(client: Any, timeout_s: float = 900) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ml.pipelines.cluster", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m ml.pipelines.kfp_api", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="action", required=True)
     b = sub.add_parser("bootstrap", help="upload the pipelines, keep the schedules, start the first-install runs")
     b.add_argument("--host", required=True)
