@@ -7,12 +7,9 @@ import os
 import sys
 from pathlib import Path
 
-from local.config import default_ports
-from runbooks.catalog import EXECUTABLE, RUNBOOK_DIR, documents, render_index
-from runbooks.context import RunContext, load_outputs
-from runbooks.engine import AuditLog, run
-
 DEFAULT_AUDIT_LOG = Path(".local") / "runbook-audit.jsonl"
+# The catalog (every runbook module, with the AWS and Kubernetes clients) is imported when a command runs
+# (start-up time); local/ only for `--env local` (optional: the ops image ships runbooks/ without local/).
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from runbooks.catalog import documents
+
     docs = documents()
     width = max(len(d.name) for d in docs)
     for d in docs:
@@ -49,6 +48,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
+    from runbooks.catalog import RUNBOOK_DIR, render_index
+
     path = RUNBOOK_DIR.parent / "docs" / "RUNBOOKS.md"
     text = render_index()
     if args.check:
@@ -62,6 +63,10 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from runbooks.catalog import EXECUTABLE, documents
+    from runbooks.context import RunContext, load_outputs
+    from runbooks.engine import AuditLog, run
+
     runbook = EXECUTABLE.get(args.name)
     if runbook is None:
         known = {d.name for d in documents()}
@@ -83,6 +88,8 @@ def _run(args: argparse.Namespace) -> int:
         kube = ClusterKubeOps()
     local = {}
     if args.env == "local":
+        from local.config import default_ports
+
         ports = default_ports()  # the local platform's ports (MLPLAT_<NAME>_PORT overrides them)
         local = {"tracking_uri": f"http://127.0.0.1:{ports['mlflow']}",
                  "serving_url": f"http://127.0.0.1:{ports['http']}",

@@ -8,14 +8,14 @@ Response: `fraud_probability` (FP32 [n]), `is_fraud` (BOOL [n], probability >= t
 threshold), `degraded` (BOOL [n]); response parameter `degraded` is true if any row is.
 
 Online features (device_trust_score, velocity_last_24h, cardholder_age) come from Redis through the
-Feast key layout (`common/online.py`) in one round trip per request (all rows pipelined), with a
+Feast key layout (ml/serving/online.py) in one round trip per request (all rows pipelined), with a
 `feature_timeout_ms` (default 20) socket timeout and no retries. If the store errors or times out, or an entity is not
 in it, the row is scored with the training medians saved in `mlplat-model.json`
 (`params.online_defaults`), marked degraded and counted in `mlplat_model_degraded_responses_total`.
 
 `parameters.extra`: `redis_url` (no store configured -> every row degraded, reason `no_store`),
 `feast_project` (default `mlplat`), `feature_timeout_ms`, `online_client` (`resp` or `redis-py`,
-see common/online.py), plus the common keys of ReferenceRuntime.
+see ml/serving/online.py), plus the common keys of ReferenceRuntime.
 """
 
 from __future__ import annotations
