@@ -37,6 +37,7 @@ from contracts.rollback import ACTION, ACTION_LABEL
 from ml.serving.alert_receiver import QueuedReceiver, firing, serve
 from runbooks.context import RunContext, load_outputs
 from runbooks.engine import run
+from runbooks.kube import ClusterKubeOps
 from runbooks.models import CHALLENGER, CHAMPION, ROLLBACK, experiment_name
 
 log = logging.getLogger("mlplat.autorollback")
@@ -154,8 +155,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     kube = None
     if args.kube == "cluster":
-        from runbooks.kube import ClusterKubeOps
-
         kube = ClusterKubeOps()
 
     outputs = load_outputs(args.outputs)

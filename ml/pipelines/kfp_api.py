@@ -154,6 +154,7 @@ def _ir(ir_dir: Path, model: str) -> str:
     path = ir_dir / f"{model}.yaml"
     if path.is_file():
         return path.read_text()
+    # Only here: compiling loads the KFP compiler and every model's plugin (start-up time of the receiver).
     from ml.pipelines.definition import compile_ir
 
     with tempfile.TemporaryDirectory() as tmp:
