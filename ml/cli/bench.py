@@ -349,7 +349,7 @@ def run_store(args: argparse.Namespace) -> int:
             finally:
                 redis.stop()
     views = rows[0][1]["views"]
-    print(f"online feature read (1 row: {views} pipelined HMGET(s), common/online.py), "
+    print(f"online feature read (1 row: {views} pipelined HMGET(s), ml/serving/online.py), "
           f"{args.requests} timed reads each")
     print(f"{'placement':42s} {'p50':>9s} {'p99':>9s} {'mean':>9s}")
     for name, r in rows:

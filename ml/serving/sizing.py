@@ -13,7 +13,7 @@ The arithmetic, per model, every step printed by the command:
    more or less work with the host's load (docs/CAPACITY.md): measure on the instance type.
 2. Within the latency budget: a pod is a single-server queue with an almost constant service time
    S = 1 / (per-core rate), plus, for models that read the online store on every request,
-   `store_rtt_ms`: the runtime waits for that round trip synchronously (common/online.py), so the
+   `store_rtt_ms`: the runtime waits for that round trip synchronously (ml/serving/online.py), so the
    event loop serves nothing else meanwhile. The bench's loopback round trip costs the server CPU but
    almost no wait (~0.02 ms on one CPU, `mlplat bench store`); on the cluster the store is across the
    network, which `mlplat bench store --url` measures from a pod. At utilisation u the mean wait of an
