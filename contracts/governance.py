@@ -20,7 +20,7 @@ GATES_AND_APPROVAL = "gatesAndApproval"  # gates + a recorded approval (staging,
 PROMOTION_POLICIES = (GATES, GATES_AND_APPROVAL)
 
 # ---- MLflow model-version tags -----------------------------------------------------------------------
-GATE_PASSED = "gate.passed"  # "true" / "false", written by ml/common/pipeline.py publish
+GATE_PASSED = "gate.passed"  # "true" / "false", written by ml/training/registration.py `register`
 GATE_SUMMARY = "gate.summary"
 APPROVAL_STATUS = "approval.status"  # "approved"
 APPROVED_BY = "approval.by"

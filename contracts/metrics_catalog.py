@@ -2,7 +2,7 @@
 
 A test parses each PromQL expression in infra/workloads/dashboards/*.json and contracts/alerts.py and
 fails on a metric name not listed here; another (ML environment) checks the model and ingestor
-names against the modules that define them (ml/common/metrics.py,
+names against the modules that define them (ml/serving/metrics.py,
 the stream ingestor a model declares in its spec). Histograms are listed by base name (their `_bucket`, `_sum` and
 `_count` series are implied); counters with their `_total` suffix.
 """
@@ -22,7 +22,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "seldon_model_infer_api_seconds": ("histogram", "Seldon agent (labels server, method_type, code)"),
     "seldon_model_infer_total": ("counter", "Seldon agent (labels server, model, code)"),
     "seldon_loaded_model_gauge": ("gauge", "Seldon agent"),
-    # Reference-model runtimes (ml/common/metrics.py)
+    # Reference-model runtimes (ml/serving/metrics.py)
     "mlplat_model_prediction": ("histogram", "model runtimes: output score distribution"),
     "mlplat_model_predicted_class_total": ("counter", "model runtimes: predictions per class"),
     "mlplat_model_degraded_responses_total": ("counter", "model runtimes: fallback responses"),

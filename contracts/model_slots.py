@@ -1,7 +1,7 @@
 """Where each model's Seldon slots read their artifacts: pure names and files, no pulumi.
 
 The Pulumi program (infra/workloads/models_cluster.py) declares the Seldon Models from these, and the
-publishing code (ml/common/publish.py, used by the model runbooks where pulumi is not
+publishing code (ml/training/publish.py, used by the model runbooks where pulumi is not
 installed) writes the slots from them, so both sides agree by construction.
 """
 

@@ -7,7 +7,7 @@ the spec modules; every consumer (config schema, gates, model slots, Seldon sizi
 definitions, local platform, smoke test, benchmarks, dashboards, Kafka topics) iterates the registry.
 
 The model's behaviour (data, training, evaluation, requests) is the plugin class named by
-`ModelSpec.plugin`, an implementation of ml/common/plugin.py `ModelPlugin` (ML environment only).
+`ModelSpec.plugin`, an implementation of ml/model_plugin.py `ModelPlugin` (ML environment only).
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ class ModelSpec:
     description     one line, the description of `mlplatform:models.<name>` in docs/CONFIG.md
     intended_use    what the model is for and what it must not be used for
     runtime         class path of the MLServer runtime (written into every `model-settings.json`)
-    plugin          class path of the model's `ml.common.plugin.ModelPlugin` implementation
+    plugin          class path of the model's `ml.model_plugin.ModelPlugin` implementation
     quality_gates   production floors: the defaults of `mlplatform:models.<name>.qualityGates`
     sample_gates    floors on the product's generated sample data (`mlplat local up` without --data)
     features        Feast objects for online features, or None when the model reads none

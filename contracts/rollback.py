@@ -1,7 +1,7 @@
 """Automatic-rollback triggers: one Prometheus rule per trigger and registered model.
 
 A new version is rolled back without a person when, per registered model and registry version
-(labels `model`, `version` of the runtimes' metrics, ml/common/metrics.py):
+(labels `model`, `version` of the runtimes' metrics, ml/serving/metrics.py):
 
 - its error rate (5xx share of its requests) is above 5 %,
 - its p99 inference latency is above 10 ms, or

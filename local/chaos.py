@@ -35,6 +35,7 @@ from typing import Any
 from contracts import model_registry
 from local import serving
 from local.config import LocalConfig
+from local.orchestration import status_rows
 from local.services import launch
 from local.smoke import is_degraded
 from local.supervisor import Supervisor, group_members, same_program, wait_ports_free
@@ -386,7 +387,6 @@ class Chaos:
                 except Exception as exc:  # a fault that could not be carried out is a failed check
                     self.check(fault, "the fault runs to the end", f"{type(exc).__name__}: {exc}", False)
             time.sleep(1.0)
-        from local.platform import status_rows
 
         rows = status_rows(self.cfg)
         self.check("after", "every service `up` started is up again",

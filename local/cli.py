@@ -1,16 +1,31 @@
-"""`mlplat local up|status|down`: the whole platform on this machine (the embedded default)."""
+"""The local platform's commands: `mlplat local up|status|down|chaos` (the whole platform on this machine,
+the embedded default) and `mlplat pipeline list|compile|run` (the models' training pipelines: compiled
+IR, runs with kfp.local on the local platform or on a cluster's Kubeflow Pipelines)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import os
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 from contracts import model_registry
+from contracts.pipelines import GATES_SOURCE_TAG, SAMPLE_DATA, STEPS, pipeline_name
 from local.config import DEFAULT_STATE_DIR, PORT_HELP, LocalConfig, default_ports, otlp_endpoint_from_env
+from local.pipeline_runs import SUMMARY_FILE, arguments, short_path, slots_dir
 from local.services import PORT_FLAGS
+from local.supervisor import PortInUseError
+from local.training import DATA_TAG, GATES_TAG, fingerprint, gates_for
+from ml.data.contract import DataContractError
+
+# The commands' own modules (the platform's orchestration, chaos, the pipeline definition and runner) are
+# imported when the command runs: they pull in Feast, MLflow or the KFP SDK, which `mlplat --help` and the
+# other subcommands need not load (start-up time).
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -24,6 +39,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    register_local(sub)
+    register_pipeline(sub)
+
+
+def register_local(sub: argparse._SubParsersAction) -> None:
     local = sub.add_parser("local", help="run the platform on this machine: up | status | down | chaos")
     actions = local.add_subparsers(dest="action", metavar="ACTION", required=True)
     up = actions.add_parser("up", help="start MLflow, Feast, train + register the models, serve them, smoke-test")
@@ -75,9 +95,7 @@ def _fail(exc: BaseException) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from local.platform import SetupError, up
-    from local.supervisor import PortInUseError
-    from ml.common.contract import DataContractError
+    from local.orchestration import SetupError, up
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -105,7 +123,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from local.platform import status
+    from local.orchestration import status
 
     try:
         return status(_config(args), as_json=args.json)
@@ -114,9 +132,6 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _chaos(args: argparse.Namespace) -> int:
-    import dataclasses
-    import json
-
     from local.chaos import Chaos, ChaosError, summary
 
     logging.basicConfig(level=logging.ERROR)
@@ -135,9 +150,122 @@ def _chaos(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    from local.platform import down
+    from local.orchestration import down
 
     try:
         return down(_config(args))
     except ValueError as exc:
         return _fail(exc)
+
+
+# ---- mlplat pipeline ------------------------------------------------------------------------------------
+
+def register_pipeline(sub: argparse._SubParsersAction) -> None:
+    pipe = sub.add_parser("pipeline", help="training pipelines (Kubeflow Pipelines): list | compile | run")
+    actions = pipe.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ls = actions.add_parser("list", help="one pipeline per registered model, its steps and committed IR")
+    ls.set_defaults(func=_pipeline_list)
+    co = actions.add_parser("compile", help="compile every model's pipeline to IR YAML")
+    co.add_argument("--out", type=Path, default=None, metavar="DIR", help="write <model>.yaml files into DIR")
+    co.add_argument("--in-place", action="store_true",
+                    help="write the committed IR beside each model's spec.py (training_pipeline.yaml)")
+    co.add_argument("--check", action="store_true", help="exit 1 when a committed IR differs from a fresh compile")
+    co.set_defaults(func=_pipeline_compile)
+    rn = actions.add_parser("run", help="run one model's pipeline: --local on this machine's platform, else on KFP")
+    rn.add_argument("name", choices=model_registry.names())
+    rn.add_argument("--local", action="store_true", help="kfp.local on the running local platform (mlplat local up)")
+    rn.add_argument("--state-dir", type=Path, default=Path(os.environ.get("MLPLAT_LOCAL_DIR", DEFAULT_STATE_DIR)))
+    rn.add_argument("--data", default=None, metavar="DIR|sample",
+                    help="data to train on (default: the local platform's data; `sample`: the pipeline generates it)")
+    rn.add_argument("--gates", default=None, metavar="JSON", help='floors, e.g. \'{"auc": 0.9}\' (default: the rule '
+                    "of the platform: sample floors on sample data, else the schema's gates)")
+    rn.add_argument("--trigger", default="manual", choices=["manual", "drift", "schedule", "bootstrap"])
+    rn.add_argument("--host", default=os.environ.get("KFP_HOST"), help="KFP API endpoint (cluster runs; env KFP_HOST)")
+    rn.add_argument("--params", default="{}", metavar="JSON", help="cluster runs: pipeline arguments")
+    rn.add_argument("--json", action="store_true", help="print the run report as JSON")
+    rn.set_defaults(func=_pipeline_run)
+
+
+def _pipeline_list(args: argparse.Namespace) -> int:
+    from ml.pipelines.definition import committed_ir
+
+    print(f"{'model':<16}{'pipeline':<26}committed IR")
+    for name in model_registry.names():
+        path = committed_ir(name)
+        state = "" if path.is_file() else "  (missing: mlplat pipeline compile --in-place)"
+        print(f"{name:<16}{pipeline_name(name):<26}{short_path(str(path))}{state}")
+    print(f"\nsteps: {' -> '.join(STEPS[:-1])} -> {STEPS[-1]} (only when the gates pass)")
+    return 0
+
+
+def _pipeline_compile(args: argparse.Namespace) -> int:
+    from ml.pipelines.definition import committed_ir, compile_ir
+
+    if not (args.out or args.in_place or args.check):
+        print("mlplat pipeline compile: give --out DIR, --in-place or --check", file=sys.stderr)
+        return 2
+    stale = []
+    for name in model_registry.names():
+        if args.out:
+            print(compile_ir(name, args.out / f"{name}.yaml"))
+        if args.in_place:
+            print(compile_ir(name, committed_ir(name)))
+        if args.check:
+            with tempfile.TemporaryDirectory() as tmp:
+                fresh = compile_ir(name, Path(tmp) / "ir.yaml").read_text()
+            committed = committed_ir(name)
+            if not committed.is_file() or committed.read_text() != fresh:
+                stale.append(str(committed))
+    if stale:
+        print(f"stale or missing IR: {', '.join(stale)}; run `mlplat pipeline compile --in-place`", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _platform(state_dir: Path) -> LocalConfig:
+    return LocalConfig(state_dir=state_dir, ports=default_ports())
+
+
+def _pipeline_run(args: argparse.Namespace) -> int:
+    if not args.local:
+        from ml.pipelines.kfp_api import run_on_cluster
+
+        if not args.host:
+            print("mlplat pipeline run: give --host (the KFP API, e.g. http://localhost:8888 through "
+                  "`kubectl -n kubeflow port-forward svc/ml-pipeline 8888`) or --local", file=sys.stderr)
+            return 2
+        print(json.dumps(run_on_cluster(args.host, args.name, json.loads(args.params), trigger=args.trigger),
+                         indent=1))
+        return 0
+    from local.pipeline_runner import format_report, run
+
+    cfg = _platform(args.state_dir)
+    summary = cfg.state_dir / SUMMARY_FILE
+    if not summary.is_file():
+        print(f"mlplat pipeline run --local: no local platform in {cfg.state_dir}; start it with `mlplat local up`",
+              file=sys.stderr)
+        return 2
+    doc = json.loads(summary.read_text())
+    data = args.data or (doc.get("data_dir") or str(cfg.path("data", "sample")))
+    if data != SAMPLE_DATA and not Path(data).is_dir():
+        print(f"mlplat pipeline run --local: data directory {data} does not exist", file=sys.stderr)
+        return 2
+    generated = data == SAMPLE_DATA or (data == doc.get("data_dir") and str(doc.get("data", "")).startswith(
+        "generated sample"))
+    # Without --gates, the platform's rule (local/training.py gates_for): sample floors on generated sample data.
+    gates = json.loads(args.gates) if args.gates else gates_for(args.name, generated)[0]
+    profile = "--gates" if args.gates else "sample-data floors" if generated else "stack default gates"
+    tags = {GATES_SOURCE_TAG: profile}
+    if data != SAMPLE_DATA:  # tagged like `local up`'s versions, so a later `up` on the same data reuses it
+        tags.update({DATA_TAG: fingerprint(Path(data)), GATES_TAG: profile})
+    arguments_ = arguments(cfg, data_uri=data, gates=gates, trigger=args.trigger, serving=True, tags=tags)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    print(f"{args.name}: running {pipeline_name(args.name)} with kfp.local (MLflow {cfg.mlflow_url}, Feast "
+          f"{arguments_['feast_repo'] or '(a store over the run data)'}, slots {slots_dir(cfg)})", flush=True)
+    report = run(args.name, arguments_, root=cfg.path("pipelines", "root"),
+                 log_path=cfg.path("pipelines", f"{args.name}-{stamp}.log"))
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=1))
+    else:
+        print("\n".join(format_report(report, indent="  ")))
+    return 0 if report.status == "SUCCEEDED" else 1

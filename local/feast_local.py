@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ml.common.feast_repo import apply_and_materialize, write_repo
-from ml.common.plugin import load_plugin
+from ml.data.feast_repo import apply_and_materialize, write_repo
+from ml.model_plugin import load_plugin
 
 MARKER = ".materialized.json"
 

@@ -15,7 +15,9 @@ from typing import Any
 
 import yaml
 
-from ml.serving.processes import Service, _http_ok
+from contracts import alerts, rollback
+from contracts.pipelines import retrain_rule_groups
+from ml.serving.processes import PROMETHEUS_DIR_VARIABLES, Service, http_ok
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,24 +28,21 @@ def binaries() -> tuple[str | None, str | None]:
 
 def find_alert_rules() -> tuple[list[dict[str, Any]], str]:
     """The cluster's PrometheusRule groups (`contracts.alerts.rule_groups`), runbook links to this checkout."""
-    from contracts.alerts import rule_groups
 
-    return rule_groups(REPO_ROOT.as_uri() + "/"), "contracts/alerts.py"
+    return alerts.rule_groups(REPO_ROOT.as_uri() + "/"), "contracts/alerts.py"
 
 
 def rollback_rules(models: tuple[str, ...], interval_s: int) -> list[dict[str, Any]]:
     """The automatic-rollback groups of contracts/rollback.py with windows scaled to the local interval."""
-    from contracts.rollback import Timing, rule_groups
 
-    timing = Timing(rate_window=f"{6 * interval_s}s", error_for=f"{2 * interval_s}s",
+    timing = rollback.Timing(rate_window=f"{6 * interval_s}s", error_for=f"{2 * interval_s}s",
                     latency_for=f"{6 * interval_s}s", f1_window="10m", f1_for=f"{12 * interval_s}s",
                     interval=f"{interval_s}s")
-    return rule_groups(models, REPO_ROOT.as_uri() + "/", timing)
+    return rollback.rule_groups(models, REPO_ROOT.as_uri() + "/", timing)
 
 
 def retrain_rules(models: tuple[str, ...], interval_s: int) -> list[dict[str, Any]]:
     """The drift-retrain groups of contracts/pipelines.py, `for` scaled to the local interval."""
-    from contracts.pipelines import retrain_rule_groups
 
     return retrain_rule_groups(models, REPO_ROOT.as_uri() + "/", for_=f"{6 * interval_s}s", interval=f"{interval_s}s")
 
@@ -108,11 +107,11 @@ class PrometheusServer(Service):
         ]
 
     def ready(self) -> bool:
-        return _http_ok(f"{self.url}/-/ready")
+        return http_ok(f"{self.url}/-/ready")
 
 
 class _AlertReceiver(Service):
-    """An alert webhook receiver (ml/common/alert_receiver.py) on 127.0.0.1, healthy when /healthz answers."""
+    """An alert webhook receiver (ml/serving/alert_receiver.py) on 127.0.0.1, healthy when /healthz answers."""
 
     def __init__(self, workdir: str | Path, port: int, cfg: Any) -> None:
         super().__init__(workdir)
@@ -121,12 +120,10 @@ class _AlertReceiver(Service):
         self.cfg = cfg
 
     def ready(self) -> bool:
-        return _http_ok(f"{self.url}/healthz")
+        return http_ok(f"{self.url}/healthz")
 
     def env(self) -> dict[str, str]:
         import os
-
-        from ml.serving.processes import PROMETHEUS_DIR_VARIABLES
 
         # Not the launcher's prometheus_client directory (feast's, deleted when `local up` exits).
         return {k: v for k, v in os.environ.items() if k not in PROMETHEUS_DIR_VARIABLES}
@@ -146,14 +143,14 @@ class AutoRollbackReceiver(_AlertReceiver):
 
 
 class RetrainReceiver(_AlertReceiver):
-    """ml/pipelines/retrain.py on 127.0.0.1: runs a model's pipeline (kfp.local) when its drift alert fires."""
+    """local/retrain_receiver.py on 127.0.0.1: runs a model's pipeline (kfp.local) when its drift alert fires."""
 
     name = "retrain"
 
     def command(self) -> list[str]:
         import sys
 
-        return [sys.executable, "-m", "ml.pipelines.retrain", "--mode", "local", "--listen", "127.0.0.1",
+        return [sys.executable, "-m", "local.retrain_receiver", "--listen", "127.0.0.1",
                 "--port", str(self.port), "--arguments", str(self.cfg.path("pipelines", "retrain.json")),
                 "--root", str(self.cfg.path("pipelines", "root")), "--logs", str(self.cfg.path("pipelines")),
                 "--state-dir", str(self.cfg.state_dir)]

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
+from ml.training.tracking import mlflow_key
+
 
 class Progress:
     """`[  12.3s] step ...` lines: long steps announce themselves and report their duration."""
@@ -43,7 +45,6 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 
 def key_metrics(metrics: dict[str, float], first: tuple[str, ...] = (), limit: int = 3) -> str:
     """The gated metrics first, then others (no baselines, no gate thresholds), compactly."""
-    from ml.common.tracking import mlflow_key
 
     plain = {mlflow_key(k): v for k, v in metrics.items() if not k.startswith(("baseline", "gate."))}
     order = [mlflow_key(k) for k in first if mlflow_key(k) in plain]

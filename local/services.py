@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from local.config import PORT_HELP, LocalConfig, port_env_var
+from local.prometheus import AutoRollbackReceiver, PrometheusServer, RetrainReceiver
 from local.supervisor import (
     PortInUseError,
     ServiceRecord,
@@ -54,16 +55,10 @@ def build(cfg: LocalConfig, name: str, ports: dict[str, int] | None = None,
     if name == "mlserver":
         return MLServerProcess(cfg.path("mlserver"), ports["http"], extra_env=extra_env)
     if name == "prometheus":
-        from local.prometheus import PrometheusServer
-
         return PrometheusServer(cfg.path("prometheus"), ports["prometheus"])
     if name == "autorollback":
-        from local.prometheus import AutoRollbackReceiver
-
         return AutoRollbackReceiver(cfg.path("autorollback"), ports["autorollback"], cfg)
     if name == "retrain":
-        from local.prometheus import RetrainReceiver
-
         return RetrainReceiver(cfg.path("retrain"), ports["retrain"], cfg)
     raise ValueError(f"unknown service {name!r}; expected one of {', '.join(ORDER)}")
 

@@ -66,7 +66,7 @@ def served_identity(cfg: LocalConfig, models: list[ModelState]) -> dict[str, obj
 
 
 def server_env(cfg: LocalConfig) -> dict[str, str]:
-    # Sampled serving inputs for `mlplat model drift` (ml/common/serving_log.py).
+    # Sampled serving inputs for `mlplat model drift` (ml/serving/serving_log.py).
     env = {"MLFLOW_TRACKING_URI": cfg.mlflow_url, "MLPLAT_SERVING_SAMPLES": str(cfg.path("serving-samples"))}
     if not cfg.otlp_endpoint:
         # Make "off" explicit for any OpenTelemetry SDK a dependency might initialise on its own.

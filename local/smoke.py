@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ml.common.plugin import load_plugin
+from ml.model_plugin import load_plugin
 
 REPEATS = 20
 

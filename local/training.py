@@ -1,7 +1,7 @@
 """Data and models of the local platform: sample data, schema checks, training, registration.
 
-Everything model-specific is delegated to each model's plugin (ml/common/plugin.py `ModelPlugin`,
-found through contracts/model_registry.py) and to `common.pipeline.publish`, which registers the
+Everything model-specific is delegated to each model's plugin (ml/model_plugin.py `ModelPlugin`,
+found through contracts/model_registry.py) and to ml/training/registration.py `register`, which registers the
 version as `challenger` and promotes it to `champion` when its quality gates pass. This module adds
 what only the local mode needs: a data fingerprint, so a second `up` on the same data reuses the
 registered versions instead of retraining, and the choice of the alias to serve.
@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from contracts import model_registry
-from ml.common.contract import DataContractError
-from ml.common.plugin import load_plugin
-from ml.common.tracking import CHALLENGER, CHAMPION
+from ml.data.contract import DataContractError
+from ml.model_plugin import load_plugin
+from ml.training.gates import load_gates
+from ml.training.tracking import CHALLENGER, CHAMPION
 
 DATA_TAG = "mlplat.local.data"  # model-version tag: fingerprint of the data it was trained on
 GATES_TAG = "mlplat.local.gates"  # model-version tag: which gate profile decided on champion
@@ -130,7 +131,6 @@ def gates_for(name: str, sample: bool, stack_file: Path | None = None) -> tuple[
     configured gates."""
     if sample:
         return dict(model_registry.get(name).sample_gates), "sample-data floors"
-    from ml.common.gates import load_gates
 
     return load_gates(name, stack_file), f"gates of {stack_file}" if stack_file else "stack default gates"
 
@@ -138,10 +138,10 @@ def gates_for(name: str, sample: bool, stack_file: Path | None = None) -> tuple[
 def register(out: Any, tracking_uri: str, data_fp: str, gates: dict[str, float], profile: str,
              seconds: float = 0.0) -> ModelState:
     """Publish a TrainOutput (challenger, champion if gated in), tag its data, return what to serve."""
-    from ml.common.pipeline import publish
+    from ml.training.registration import register  # MLflow: start-up time of the CLI
 
     started = time.perf_counter()
-    result = publish(out, tracking_uri=tracking_uri, gates=gates)
+    result = register(out, tracking_uri=tracking_uri, gates=gates)
     client = _client(tracking_uri)
     client.set_model_version_tag(out.name, result.version, DATA_TAG, data_fp)
     client.set_model_version_tag(out.name, result.version, GATES_TAG, profile)

@@ -35,7 +35,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("model", "ml.cli.model", "ml"),
     ("bench", "ml.cli.bench", "ml"),
     ("capacity", "ml.cli.capacity", "ml"),
-    ("pipeline", "local.pipelines", "ml"),
+    ("pipeline", "local.cli", "ml"),
 ]
 
 ENV_DIRS = {"iac": ".venv", "ml": ".venv-ml"}

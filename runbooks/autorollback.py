@@ -34,9 +34,10 @@ from typing import Any
 
 from contracts.governance import AuditLog
 from contracts.rollback import ACTION, ACTION_LABEL
-from ml.common.alert_receiver import QueuedReceiver, firing, serve
-from runbooks.context import RunContext
+from ml.serving.alert_receiver import QueuedReceiver, firing, serve
+from runbooks.context import RunContext, load_outputs
 from runbooks.engine import run
+from runbooks.kube import ClusterKubeOps
 from runbooks.models import CHALLENGER, CHAMPION, ROLLBACK, experiment_name
 
 log = logging.getLogger("mlplat.autorollback")
@@ -154,10 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     kube = None
     if args.kube == "cluster":
-        from runbooks.kube import ClusterKubeOps
-
         kube = ClusterKubeOps()
-    from runbooks.context import load_outputs
 
     outputs = load_outputs(args.outputs)
 

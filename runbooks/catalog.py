@@ -18,7 +18,7 @@ from runbooks.data import (
 from runbooks.eks import EKS_UPGRADE, NODEGROUP_ROTATION, NODEGROUP_SCALING
 from runbooks.engine import Runbook
 from runbooks.models import CANARY_PROMOTION, ROLLBACK
-from runbooks.platform import DISASTER_RECOVERY, FEATURE_BACKFILL
+from runbooks.recovery import DISASTER_RECOVERY, FEATURE_BACKFILL
 from runbooks.redis import AUTH_ROTATION
 from runbooks.s3 import OBJECT_RECOVERY
 

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 DEFAULT_AUDIT_LOG = Path(".local") / "runbook-audit.jsonl"
+# The catalog (every runbook module, with the AWS and Kubernetes clients) is imported when a command runs
+# (start-up time); local/ only for `--env local` (optional: the ops image ships runbooks/ without local/).
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -18,6 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from runbooks.engine import StepFailed
 from runbooks.kube import KubeOps
 from stacks.config import load_stack_file, stack_file
 from stacks.context import StackContext
@@ -70,7 +71,6 @@ class RunContext:
 
     def wait_for(self, description: str, probe: Callable[[], bool], timeout_s: float, poll_s: float = 15) -> None:
         """Poll `probe` until it holds; `--param timeout_s=` / `poll_s=` override the step's defaults."""
-        from runbooks.engine import StepFailed
 
         timeout_s = float(self.param("timeout_s", str(timeout_s)))
         poll_s = float(self.param("poll_s", str(poll_s)))
@@ -84,8 +84,6 @@ class RunContext:
         if name in self.params:
             return self.params[name]
         if default is None:
-            from runbooks.engine import StepFailed
-
             raise StepFailed(f"this runbook needs --param {name}=VALUE")
         return default
 

@@ -4,7 +4,7 @@ The MLflow registry alias `champion` is the source of truth for what serves. Loc
 process reloads the model, which re-resolves `models:/<name>@champion` (MLServer swaps in the new
 instance before it unloads the old one, so requests keep succeeding during the switch). On the
 cluster the Seldon Models `<name>-champion` / `<name>-challenger` serve whatever their S3 slot holds:
-a version is published to the slot (ml/common/publish.py) and the Model is touched so
+a version is published to the slot (ml/training/publish.py) and the Model is touched so
 Seldon reloads it; the Seldon Experiment's weights decide the traffic split.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 from contracts import model_registry
 from contracts.cluster import SELDON_NAMESPACE
 from contracts.model_slots import artifact_model_settings, artifact_uri
-from ml.common.publish import MARKER, PublishError, check_bucket, publish, read_marker
+from ml.training.publish import MARKER, PublishError, check_bucket, publish, read_marker
 from runbooks.context import RunContext
 from runbooks.engine import Runbook, Step, StepFailed
 

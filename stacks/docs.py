@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from stacks.bom import load_bom
+from stacks.config import ENVIRONMENTS, load_stack_file, stack_file
 from stacks.rules import RULES
 from stacks.schema import NAMESPACE, PlatformConfig
 
@@ -83,7 +84,6 @@ def _flatten(values: Any, prefix: str = "") -> dict[str, Any]:
 
 def _tier_rows() -> list[str]:
     """One row per key whose value differs between the shipped stack files (defaults applied)."""
-    from stacks.config import ENVIRONMENTS, load_stack_file, stack_file
 
     tiers = {env: _flatten(load_stack_file(stack_file(env)).model_dump(by_alias=True, mode="json"))
              for env in ENVIRONMENTS}

@@ -55,7 +55,7 @@ WORKLOAD_GRANTS: dict[str, list[BucketGrant | TopicGrant]] = {
     "feast": [BucketGrant("feast", "write")],  # offline store + registry
     "feast-ingestor": [BucketGrant("feast", "read", FEAST_REGISTRY_KEY.rsplit("/", 1)[0] + "/"),
                        TopicGrant("read", group_prefix="feast-")],
-    # Read the slots; write only the sampled serving inputs (ml/common/serving_log.py, drift reports).
+    # Read the slots; write only the sampled serving inputs (ml/serving/serving_log.py, drift reports).
     "model-serving": [BucketGrant("models", "read"), BucketGrant("models", "write", "serving-samples/")],
     "training": [BucketGrant("mlflow", "write", MLFLOW_ARTIFACT_PREFIX), BucketGrant("feast", "read"),
                  BucketGrant("models", "write")],

@@ -4,9 +4,9 @@ Both run in namespace `ml-training` as the `training` identity (IRSA: the models
 artifacts): the models bucket holds the serving samples the runtimes write (`serving-samples/`) and the
 reports (`drift-reports/`), and rolling back publishes a version to a Seldon slot.
 
-- CronJob `drift-reports` (`mlplatform:governance.driftReports`): `python -m ml.common.drift_report`
+- CronJob `drift-reports` (`mlplatform:governance.driftReports`): `python -m ml.data.drift_report`
   in the model-server image, one Evidently report per enabled model, into
-  `s3://<models bucket>/drift-reports/<model>/<time>/` and an MLflow run (ml/common/drift_report.py).
+  `s3://<models bucket>/drift-reports/<model>/<time>/` and an MLflow run (ml/data/drift_report.py).
 - Deployment + Service `model-rollback-receiver` (`mlplatform:governance.autoRollback.enabled`):
   `python -m runbooks.autorollback --kube cluster` in the ops image (docker/ops/Dockerfile: the runbooks
   are not in the model-server image); Alertmanager posts the rollback alerts (contracts/rollback.py) to
@@ -75,7 +75,7 @@ def drift_job_spec(ctx: StackContext, image: pulumi.Input[str], bucket: pulumi.I
     cfg = ctx.cfg.governance.drift_reports
     models = [n for n in ctx.cfg.models.names() if ctx.cfg.models[n].enabled]
     args = pulumi.Output.from_input(bucket).apply(lambda b: [
-        "python", "-m", "ml.common.drift_report", *models, "--samples", f"s3://{b}/{SAMPLES_PREFIX}",
+        "python", "-m", "ml.data.drift_report", *models, "--samples", f"s3://{b}/{SAMPLES_PREFIX}",
         "--out", f"s3://{b}/{REPORTS_PREFIX}", "--window", str(cfg.window_rows), "--tracking-uri", _mlflow_uri()])
     return {
         "schedule": cfg.schedule, "concurrencyPolicy": "Forbid", "successfulJobsHistoryLimit": 3,

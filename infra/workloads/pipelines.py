@@ -21,7 +21,7 @@ credentials (generated) and, with `managed`, the TLS proxy to RDS (`kfp-db-proxy
 PostgreSQL with `sslmode=disable`, the platform's RDS instance accepts TLS only); default-deny
 NetworkPolicies with explicit allows; ServiceMonitors and a PrometheusRule; the UI through a port-forward
 or an internal NLB; the committed IR of every enabled model, the bootstrap document and the bootstrap Job
-(ml/pipelines/cluster.py: upload, recurring run per model, first-install run); the drift-retrain receiver
+(ml/pipelines/kfp_api.py: upload, recurring run per model, first-install run); the drift-retrain receiver
 (ml/pipelines/retrain.py) with its PrometheusRule (the Alertmanager route is in observability.py).
 """
 
@@ -301,7 +301,7 @@ def run_parameters(ctx: StackContext, buckets: dict[str, str], mlflow_uri: str) 
 
 
 def bootstrap_document(ctx: StackContext, image: str, buckets: dict[str, str], mlflow_uri: str) -> dict[str, Any]:
-    """What the bootstrap Job does (ml/pipelines/cluster.py `bootstrap`), per enabled model."""
+    """What the bootstrap Job does (ml/pipelines/kfp_api.py `bootstrap`), per enabled model."""
     p = ctx.cfg.workloads.pipelines
     common = run_parameters(ctx, buckets, mlflow_uri)
     pipelines = {}
@@ -563,7 +563,7 @@ class Pipelines(pulumi.ComponentResource):
                       "metadata": {"labels": labels("kubeflow-pipelines", "bootstrap"),
                                    "annotations": {"mlplatform.io/bootstrap-sha256": digest}},
                       "spec": self._job_pod(ctx, args.image, [
-                          "python", "-m", "ml.pipelines.cluster", "bootstrap", "--host", API_URL,
+                          "python", "-m", "ml.pipelines.kfp_api", "bootstrap", "--host", API_URL,
                           "--config", f"{BOOTSTRAP_DIR}/bootstrap.json", "--ir-dir", IR_DIR], restart="OnFailure")}},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[kfp, ir_map, config]))
 

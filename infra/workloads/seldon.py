@@ -215,7 +215,7 @@ def server_resources(declared: list[Resources]) -> dict[str, dict[str, str]] | N
 
 def servers_values(ctx: StackContext, image: pulumi.Input[str],
                    serving_samples: pulumi.Input[str] | None = None) -> dict[str, Any]:
-    """`serving_samples`: where the runtimes write their sampled inputs (ml/common/serving_log.py)."""
+    """`serving_samples`: where the runtimes write their sampled inputs (ml/serving/serving_log.py)."""
     # Every enabled model of the registry (contracts/model_registry.py) shares the one MLServer Server.
     models = ctx.cfg.models
     enabled = [(model_registry.get(name), models[name]) for name in models.names() if models[name].enabled]

@@ -6,7 +6,7 @@
                         [--compare-online-clients] [--no-pin]
 
 Per model (default: every registered model, contracts/model_registry.py, through its plugin,
-ml/common/plugin.py): trains on --data (the shared datasets' file names) or on generated sample data,
+ml/model_plugin.py): trains on --data (the shared datasets' file names) or on generated sample data,
 then serves every model plus a bare ONNX runtime (the ONNX call alone of the first model whose plugin
 offers `bare_onnx_requests`) from one real `mlserver start`. Each run times every runtime's `predict`
 in-process (single-row requests, no HTTP), then loads each model with `wrk` (or a Python load
@@ -39,12 +39,27 @@ import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from contracts import model_registry
+from ml.data.feast_repo import apply_and_materialize, write_repo
+from ml.model_plugin import load_plugin
+from ml.serving.grpc_load import grpc_load
+from ml.serving.loadgen import (
+    CpuLayout,
+    feature_fetches,
+    http_load,
+    machine_info,
+    on_cpus,
+    process_cpu_seconds,
+    time_calls,
+    versions,
+)
+from ml.serving.processes import MLServerProcess, RedisServer, free_port
+from ml.serving.settings import ModelEntry, runtimes, write_repository
 
-if TYPE_CHECKING:
-    from ml.serving.settings import ModelEntry
+# MLServer and the online-store client (which loads Feast's protobufs) are imported by the command that
+# uses them, for the start-up time of `mlplat` and its other subcommands.
 
 BARE = "bare-onnx"
 
@@ -68,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "<model>-redis-py, in the same run")
     models.add_argument("--no-pin", action="store_true",
                         help="run the server side and the load generators on every CPU (default: on separate "
-                             "CPUs, see CpuLayout in ml/serving/bench.py)")
+                             "CPUs, see CpuLayout in ml/serving/loadgen.py)")
     models.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON to FILE")
     models.set_defaults(func=run)
     store = sub.add_parser("store", help="round trip of the online feature read (local redis-server by default)")
@@ -91,8 +106,6 @@ class _InProcess:
     def __init__(self, kind: str, uri: Path, extra: dict[str, Any], bodies: list[dict]) -> None:
         from mlserver.settings import ModelParameters, ModelSettings
         from mlserver.types import InferenceRequest
-
-        from ml.serving.settings import runtimes
 
         module, cls_name = runtimes()[kind].rsplit(".", 1)
         cls = getattr(importlib.import_module(module), cls_name)
@@ -118,8 +131,6 @@ class _InProcess:
         return self.loop.run_until_complete(self.runtime.predict(request))
 
     def time(self, n: int) -> dict[str, float]:
-        from ml.serving.bench import time_calls
-
         requests, predict = self.requests, self.predict
         return time_calls(lambda i: predict(requests[i % len(requests)]), n)
 
@@ -129,10 +140,6 @@ class _InProcess:
 
 def _train(names: list[str], args: argparse.Namespace, work: Path, redis_url: str,
            report: dict[str, Any], in_process: dict[str, _InProcess]) -> list[tuple[ModelEntry, list[dict]]]:
-    from ml.common.feast_repo import apply_and_materialize, write_repo
-    from ml.common.plugin import load_plugin
-    from ml.serving.settings import ModelEntry
-
     entries: list[tuple[ModelEntry, list[dict]]] = []
     for name in names:
         plugin = load_plugin(name)
@@ -169,8 +176,6 @@ def _train(names: list[str], args: argparse.Namespace, work: Path, redis_url: st
 
 def _measured(load: dict[str, Any], cpu: dict[str, tuple[int, float]], duration: int) -> dict[str, Any]:
     """Add CPU microseconds per request of the server (and redis-server) to a load result."""
-    from ml.serving.bench import process_cpu_seconds
-
     done = load["rps"] * duration
     for key, (pid, before) in cpu.items():
         if done > 0:
@@ -180,18 +185,6 @@ def _measured(load: dict[str, Any], cpu: dict[str, tuple[int, float]], duration:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    from ml.serving.bench import (
-        CpuLayout,
-        feature_fetches,
-        http_load,
-        machine_info,
-        on_cpus,
-        process_cpu_seconds,
-        versions,
-    )
-    from ml.serving.grpc_load import grpc_load
-    from ml.serving.processes import MLServerProcess, RedisServer, free_port
-    from ml.serving.settings import write_repository
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     registered = model_registry.names()
@@ -330,8 +323,6 @@ def _table(report: dict[str, Any]) -> str:
 
 def run_store(args: argparse.Namespace) -> int:
     """`mlplat bench store`: one table row per placement (the local store) or for the given URL."""
-    from ml.serving.bench import CpuLayout, on_cpus
-    from ml.serving.processes import RedisServer
     from ml.serving.store_rtt import round_trips
 
     if args.requests < 1:
@@ -358,7 +349,7 @@ def run_store(args: argparse.Namespace) -> int:
             finally:
                 redis.stop()
     views = rows[0][1]["views"]
-    print(f"online feature read (1 row: {views} pipelined HMGET(s), common/online.py), "
+    print(f"online feature read (1 row: {views} pipelined HMGET(s), ml/serving/online.py), "
           f"{args.requests} timed reads each")
     print(f"{'placement':42s} {'p50':>9s} {'p99':>9s} {'mean':>9s}")
     for name, r in rows:

@@ -1,5 +1,5 @@
 """`mlplat capacity`: pods, nodes, Redis shards and monthly cost for a throughput target, from a bench
-report (`mlplat bench models --json FILE`), the stack file and the dated price table (ml/capacity.py).
+report (`mlplat bench models --json FILE`), the stack file and the dated price table (ml/serving/sizing.py).
 
     mlplat capacity --tps 1000000 --p99-ms 5 [--bench FILE] [--stack prod] [--models NAME,...]
                     [--utilisation 0.6] [--store-rtt-ms 0.5] [--json]
@@ -11,6 +11,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from ml.serving.sizing import Assumptions, capacity, load_bench, render
+from stacks.config import load_stack_file, stack_file
 
 DEFAULT_BENCH = Path("docs/capacity-bench.json")
 
@@ -32,9 +35,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ml.capacity import Assumptions, capacity, load_bench, render
-    from stacks.config import load_stack_file, stack_file
-
     if args.tps <= 0 or args.p99_ms <= 0 or not 0 < args.utilisation <= 1 or args.store_rtt_ms < 0:
         print("mlplat capacity: --tps and --p99-ms must be > 0, --utilisation in (0, 1], --store-rtt-ms >= 0",
               file=sys.stderr)

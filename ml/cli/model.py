@@ -23,7 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from contracts import model_registry
-from ml.common.plugin import ModelPlugin, load_plugin
+from contracts.governance import AuditLog
+from ml.data.contract import DataContractError
+from ml.model_plugin import ModelPlugin, load_plugin
+from ml.training import card
+from ml.training.approval import ApprovalError, approve, promotion_policy
+from ml.training.gates import load_gates
+from ml.training.tracking import default_tracking_uri, ensure_experiment, resolve_model_dir
+from stacks.config import load_stack_file
+
+# Imported where a command runs, for the start-up time of `mlplat` and its other subcommands: MLflow
+# (registration, the client), pandera (training-data validation), pandas and Evidently (drift reports).
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,9 +89,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="audit log (default $MLPLAT_AUDIT_LOG or .local/runbook-audit.jsonl)")
     ap.set_defaults(func=run_approve)
 
-    from ml.cli.drift import register as register_drift
-
-    register_drift(sub, names)
+    dr = sub.add_parser("drift", help="Evidently drift report: sampled serving inputs vs the training reference")
+    dr.add_argument("name", choices=names)
+    dr.add_argument("--samples", help="serving samples: a directory or s3://bucket/prefix "
+                                      "(default $MLPLAT_SERVING_SAMPLES or .local/serving-samples)")
+    dr.add_argument("--model", help="artifact directory or models:/NAME@ALIAS with the reference "
+                                    "(default models:/NAME@champion)")
+    dr.add_argument("--window", type=int, default=5000, help="the newest N sampled rows (default 5000)")
+    dr.add_argument("--out", help="where reports go: a directory or s3://bucket/prefix (default .local/drift-reports)")
+    dr.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or .local/mlflow)")
+    dr.add_argument("--no-log", action="store_true", help="do not log the report to MLflow")
+    dr.set_defaults(func=run_drift)
 
 
 def _emit(doc: dict[str, Any]) -> None:
@@ -103,8 +121,7 @@ def run_train(args: argparse.Namespace) -> int:
             print(f"mlplat model train: --data {args.data} is not a directory (use --sample to generate one)",
                   file=sys.stderr)
             return 2
-        from ml.common.contract import DataContractError
-        from ml.common.validation import recording
+        from ml.training.validation import recording
 
         started = time.perf_counter()
         with recording() as validations:
@@ -117,12 +134,10 @@ def run_train(args: argparse.Namespace) -> int:
             "train_seconds": round(time.perf_counter() - started, 2),
         }
         if not args.no_register:
-            from ml.common.gates import load_gates
-            from ml.common.governance import promotion_policy
-            from ml.common.pipeline import publish
+            from ml.training.registration import register
 
             gates = load_gates(args.name, args.stack_file)
-            doc["registry"] = publish(result, args.tracking_uri, gates=gates,
+            doc["registry"] = register(result, args.tracking_uri, gates=gates,
                                       promotion=promotion_policy(args.stack_file), data_dir=args.data,
                                       validations=validations).as_dict()
     _emit(doc)
@@ -136,8 +151,6 @@ def _refused(args: argparse.Namespace, exc: Exception, validations: list[Any]) -
     if report:
         print(json.dumps(report, indent=1, default=str), file=sys.stderr)
     if not args.no_register:
-        from ml.common.tracking import ensure_experiment
-
         client = _client(args.tracking_uri)
         exp = ensure_experiment(client, f"mlplat-{args.name}", client.tracking_uri)
         run = client.create_run(exp, run_name=f"train-{args.name}",
@@ -155,8 +168,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if not args.data.is_file():
         print(f"mlplat model evaluate: --data {args.data} is not a file", file=sys.stderr)
         return 2
-    from ml.common.tracking import resolve_model_dir
-
     with contextlib.redirect_stdout(sys.stderr):
         model_dir = resolve_model_dir(args.model, args.tracking_uri)
         metrics = plugin.evaluate(model_dir, args.data, seed=args.seed)
@@ -167,16 +178,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def _client(tracking_uri: str | None) -> Any:
     from mlflow import MlflowClient
 
-    from ml.common.tracking import default_tracking_uri
-
     uri = tracking_uri or default_tracking_uri()
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def run_card(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    from ml.common import card
-
     with contextlib.redirect_stdout(sys.stderr):
         try:
             doc = card.load(_client(args.tracking_uri), args.name, args.version)
@@ -192,13 +199,8 @@ def run_card(args: argparse.Namespace) -> int:
 
 def run_approve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    from contracts.governance import AuditLog
-    from ml.common.governance import ApprovalError, approve
-
     env = "local"
     if args.stack_file is not None:
-        from stacks.config import load_stack_file
-
         env = str(load_stack_file(args.stack_file).environment)
     with contextlib.redirect_stdout(sys.stderr):
         try:
@@ -209,3 +211,20 @@ def run_approve(args: argparse.Namespace) -> int:
             return 1
     _emit(result)
     return 0
+
+
+def run_drift(args: argparse.Namespace) -> int:
+    """An Evidently drift report of the sampled serving inputs against the training reference
+    (ml/data/drift_report.py), on demand, into local files (or s3://)."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    from ml.data.drift_report import DriftReportError, run
+
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            summary = run(args.name, samples=args.samples, model=args.model, window=args.window, out=args.out,
+                          tracking_uri=args.tracking_uri, log_to_mlflow=not args.no_log)
+        except DriftReportError as exc:
+            print(f"mlplat model drift: {exc}", file=sys.stderr)
+            return 1
+    print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    return 0 if summary.get("validation", {}).get("passed", True) else 3

@@ -1,9 +1,10 @@
 """The training pipeline of every registered model, written with the KFP SDK v2.
 
-`build(name)` makes the `@dsl.pipeline` of one model from its spec and plugin (no model is named
-here: `pipelines()` iterates contracts/model_registry.py). Eight lightweight components, each a thin
-call into ml/pipelines/steps.py, run in the model-server image at the BOM's version (`IMAGE`, the
-Dockerfile's own tag; the cluster's bootstrap points it at the stack's ECR repository):
+`build(spec)` makes the `@dsl.pipeline` of one model from its spec; `for_model(name)` adds the placement
+its plugin asks for (no model is named here: `names()` iterates contracts/model_registry.py). Eight
+lightweight components, each a thin call into ml/pipelines/steps.py, run in the model-server image at
+the BOM's version (`IMAGE`, the Dockerfile's own tag; the cluster's bootstrap points it at the stack's
+ECR repository):
 
     prepare-data -> read-features -> validate-data -> train -> evaluate -> register -> gate -> publish
                                                                                     (only if gate passed)
@@ -23,16 +24,12 @@ from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
 from contracts import model_registry
 from contracts.cluster import GPU_TAINT_KEY, NODE_ROLE_LABEL
+from contracts.models import ModelSpec
 from contracts.pipelines import IR_FILE, SAMPLE_DATA, STEPS, ir_path, pipeline_name
+from ml.model_plugin import load_plugin
+from stacks.bom import load_bom
 
-
-def _image() -> str:
-    from stacks.bom import load_bom
-
-    return load_bom().images["model-server"].ref
-
-
-IMAGE = _image()
+IMAGE = load_bom().images["model-server"].ref
 # Every step: the model-server image, its Python (kfp is in the image: no pip install at run time).
 component = dsl.component(base_image=IMAGE, install_kfp_package=False)
 # Requests and limits of a step's pod (the train step gets more; the cluster's quota and node sizes
@@ -47,6 +44,7 @@ MLFLOW_ENV = {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKI
 RUN_AS = 10001  # the image's user
 
 
+# Each component imports inside its body: KFP ships a component's source alone to the step's pod.
 @component
 def prepare_data(name: str, data_uri: str, seed: int, offline_uri: str, data: Output[Dataset]) -> str:
     from ml.pipelines import steps
@@ -133,12 +131,11 @@ def _place(task: Any, *, gpu: bool = False, resources: dict[str, str] = STEP_RES
     return task
 
 
-def build(name: str) -> Any:
-    """The `@dsl.pipeline` of registered model `name`."""
-    from ml.common.plugin import load_plugin
-
-    spec = model_registry.get(name)
-    gpu = load_plugin(name).train_on_gpu
+def build(spec: ModelSpec, *, train_on_gpu: bool = False) -> Any:
+    """The `@dsl.pipeline` of one model: the one definition, parameterised by the model's spec (its name,
+    description and feature source) and by where its `train` step runs. Every model's IR is compiled from
+    here, so the committed files differ only in those values."""
+    name, gpu = spec.name, train_on_gpu
     source = "its text source" if spec.features is None else "the Feast offline store (get_historical_features)"
 
     @dsl.pipeline(name=pipeline_name(name),
@@ -177,10 +174,15 @@ def names() -> tuple[str, ...]:
     return model_registry.names()
 
 
+def for_model(name: str) -> Any:
+    """The pipeline of registered model `name` (its spec, and its plugin's `train_on_gpu`)."""
+    return build(model_registry.get(name), train_on_gpu=load_plugin(name).train_on_gpu)
+
+
 def compile_ir(name: str, path: Path) -> Path:
     """Compile model `name`'s pipeline to IR YAML at `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build(name), str(path))
+    compiler.Compiler().compile(for_model(name), str(path))
     return path
 
 
@@ -214,4 +216,4 @@ def task_order(ir: dict[str, Any]) -> list[str]:
     return order
 
 
-__all__ = ["IR_FILE", "STEPS", "build", "committed_ir", "compile_ir", "names", "task_order"]
+__all__ = ["IR_FILE", "STEPS", "build", "committed_ir", "compile_ir", "for_model", "names", "task_order"]

@@ -2,7 +2,8 @@
 
     python -m ml.pipelines.retrain --mode kfp --host http://ml-pipeline.kubeflow.svc.cluster.local:8888 \
         --config /etc/mlplat/bootstrap/bootstrap.json          (the cluster: Deployment in `kubeflow`)
-    python -m ml.pipelines.retrain --mode local --arguments <state>/pipelines/retrain.json ...   (local)
+
+(the local platform runs the same receiver with a kfp.local starter: local/retrain_receiver.py).
 
 Alerts with the label `action="retrain"` (contracts/pipelines.py `retrain_rule_groups`: the PSI of a
 model's inputs against its training reference stayed above the threshold) arrive as Alertmanager
@@ -32,7 +33,8 @@ from typing import Any
 
 from contracts import model_registry
 from contracts.pipelines import ACTION_LABEL, RETRAIN_ACTION
-from ml.common.alert_receiver import QueuedReceiver, firing, serve
+from ml.pipelines.kfp_api import run_on_cluster
+from ml.serving.alert_receiver import QueuedReceiver, firing, serve
 
 log = logging.getLogger("mlplat.retrain")
 DISABLE_ENV = "MLPLAT_AUTO_RETRAIN"
@@ -107,8 +109,6 @@ class Receiver(QueuedReceiver):
 def kfp_starter(host: str, config_path: Path) -> Starter:
     """Start a KFP run of the model's newest pipeline version with the bootstrap's parameters."""
     def start(model: str) -> dict[str, Any]:
-        from ml.pipelines.cluster import run_on_cluster
-
         config = json.loads(config_path.read_text())
         entry = config["pipelines"].get(model)
         if entry is None:
@@ -119,51 +119,29 @@ def kfp_starter(host: str, config_path: Path) -> Starter:
     return start
 
 
-def local_starter(arguments_path: Path, root: Path, logs: Path) -> Starter:
-    """Run the model's pipeline with kfp.local (a child process) and wait for it: the decision says how it ended."""
-    def start(model: str) -> dict[str, Any]:
-        from ml.pipelines.local_run import collect
-        from ml.pipelines.local_run import start as start_run
-
-        arguments = json.loads(arguments_path.read_text())[model]
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        report_path, log_path = logs / f"{model}-drift-{stamp}.report.json", logs / f"{model}-drift-{stamp}.log"
-        proc = start_run(model, {**arguments, "trigger": "drift"}, root=root, log_path=log_path,
-                         report_path=report_path)
-        report = collect(model, proc, report_path, log_path)
-        outcome = (f"v{report.version} {'published as champion' if report.published else 'not published'}"
-                   if report.version else report.error)
-        return {"decision": "run finished" if report.status == "SUCCEEDED" else "run failed",
-                "detail": f"{report.pipeline} {report.status} in {report.seconds:.1f}s: {outcome}",
-                "run": report.as_dict()}
-
-    return start
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ml.pipelines.retrain", description=__doc__.split("\n\n")[0])
-    p.add_argument("--mode", choices=["kfp", "local"], required=True)
-    p.add_argument("--host", default=None, help="kfp: the KFP API endpoint")
-    p.add_argument("--config", type=Path, default=None, help="kfp: the bootstrap document (run parameters)")
-    p.add_argument("--arguments", type=Path, default=None, help="local: model -> pipeline arguments (JSON)")
-    p.add_argument("--root", type=Path, default=None, help="local: kfp.local pipeline root")
-    p.add_argument("--logs", type=Path, default=None, help="local: where run logs go")
+def add_receiver_arguments(p: argparse.ArgumentParser) -> None:
+    """The options every retrain receiver takes (where it listens, the cool-down, the pause file)."""
     p.add_argument("--listen", default="127.0.0.1")
     p.add_argument("--port", type=int, default=9096)
     p.add_argument("--cooldown-s", type=float, default=float(os.environ.get("MLPLAT_RETRAIN_COOLDOWN_S", 3600)))
     p.add_argument("--state-dir", type=Path, default=Path("."), help="where the pause file is looked for")
-    args = p.parse_args(argv)
+
+
+def serve_receiver(starter: Starter, args: argparse.Namespace, what: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if args.mode == "kfp":
-        if not (args.host and args.config):
-            p.error("--mode kfp needs --host and --config")
-        starter = kfp_starter(args.host, args.config)
-    else:
-        if not (args.arguments and args.root and args.logs):
-            p.error("--mode local needs --arguments, --root and --logs")
-        starter = local_starter(args.arguments, args.root, args.logs)
     receiver = Receiver(starter, cooldown_s=args.cooldown_s, state_dir=args.state_dir)
-    return serve(receiver, args.listen, args.port, f"retrain ({args.mode})")
+    return serve(receiver, args.listen, args.port, what)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ml.pipelines.retrain", description=__doc__.split("\n\n")[0])
+    # One mode on the cluster; the local platform's receiver is local/retrain_receiver.py.
+    p.add_argument("--mode", choices=["kfp"], required=True)
+    p.add_argument("--host", required=True, help="the KFP API endpoint")
+    p.add_argument("--config", type=Path, required=True, help="the bootstrap document (run parameters)")
+    add_receiver_arguments(p)
+    args = p.parse_args(argv)
+    return serve_receiver(kfp_starter(args.host, args.config), args, f"retrain ({args.mode})")
 
 
 if __name__ == "__main__":

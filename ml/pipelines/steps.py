@@ -1,9 +1,9 @@
 """What each step of a model's training pipeline does, as plain functions.
 
 The KFP components of ml/pipelines/definition.py are thin wrappers around these (their source is what
-the IR carries); everything model-specific comes from the model's plugin (ml/common/plugin.py), found
-through the registry, and the MLflow and slot work is the existing code (ml/common/pipeline.py
-`publish`, ml/common/publish.py `publish`). So a step behaves the same under `kfp.local` on this
+the IR carries); everything model-specific comes from the model's plugin (ml/model_plugin.py), found
+through the registry, and the MLflow and slot work is the existing code (ml/training/registration.py
+`publish`, ml/training/publish.py `publish`). So a step behaves the same under `kfp.local` on this
 machine and in a pod of the model-server image on the cluster.
 
 Each step appends one JSON line to `$MLPLAT_PIPELINE_JOURNAL` when that is set (the local runner prints
@@ -24,8 +24,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from contracts import model_registry
+from contracts.governance import GATES
 from contracts.pipelines import GATES_SOURCE_TAG, PIPELINE_RUN_TAG, SAMPLE_DATA, TRIGGER_TAG
+from ml.data.contract import DataContractError
+from ml.data.drift import REFERENCE_FILE
+from ml.data.feast_repo import write_repo
+from ml.model_plugin import load_plugin
+from ml.training.directory_bucket import LOCAL_BUCKET, DirectoryBucket
+from ml.training.gates import check_gates, load_gates
+from ml.training.outputs import TrainOutput, read_metadata
+from ml.training.publish import publish as publish_slot
+from ml.training.tracking import CHAMPION, default_tracking_uri
 
+# Each step runs in a process of its own: MLflow, pandera and Feast are imported by the steps that use them
+# (start-up time of the other steps).
 JOURNAL_ENV = "MLPLAT_PIPELINE_JOURNAL"
 SUMMARY_FILE = "train.json"
 REPORT_FILE = "validation.json"
@@ -136,7 +149,6 @@ def prepare_data(name: str, data_uri: str, seed: int, offline_uri: str, out_dir:
     """The model's data files into `out_dir`: the product's sample (`data_uri` = "sample", written by the
     model's own generator) or a copy of a directory / s3:// prefix. With `offline_uri`, the model's
     feature Parquet files go to `<offline_uri>/<model>/`, where the Feast offline store reads them."""
-    from ml.common.plugin import load_plugin
 
     plugin, out = load_plugin(name), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -161,9 +173,6 @@ def _feature_store(name: str, data_dir: Path, feast_repo: str, offline_uri: str,
     (`<offline_uri>/<model>/`, else Parquet derived from the data) with a registry of its own."""
     from feast import FeatureStore
 
-    from ml.common.feast_repo import write_repo
-    from ml.common.plugin import load_plugin
-
     if feast_repo:
         return FeatureStore(repo_path=feast_repo)
     plugin = load_plugin(name)
@@ -182,7 +191,6 @@ def _feature_store(name: str, data_dir: Path, feast_repo: str, offline_uri: str,
 def read_features(name: str, data_dir: str, feast_repo: str, offline_uri: str, out_dir: str) -> str:
     """The files `train` reads, with the stored features read back from the Feast offline store
     (`get_historical_features`, the plugin's `read_features`); a model without features reads its source."""
-    from ml.common.plugin import load_plugin
 
     plugin = load_plugin(name)
     if plugin.spec.features is None:
@@ -196,9 +204,7 @@ def read_features(name: str, data_dir: str, feast_repo: str, offline_uri: str, o
 def validate_data(name: str, data_dir: str, report_path: str) -> str:
     """The model's data contract (pandera schemas) on the training files; a violation fails the step,
     and so the run, before anything is trained. The report goes to `report_path` either way."""
-    from ml.common.contract import DataContractError
-    from ml.common.plugin import load_plugin
-    from ml.common.validation import recording
+    from ml.training.validation import recording
 
     with recording() as results:
         try:
@@ -216,7 +222,6 @@ def validate_data(name: str, data_dir: str, report_path: str) -> str:
 @journaled("train")
 def train(name: str, data_dir: str, seed: int, quick: bool, model_dir: str, summary_path: str) -> dict[str, Any]:
     """The model's own training code (plugin `train`): fit, held-out metrics, serving artifact in `model_dir`."""
-    from ml.common.plugin import load_plugin
 
     started = time.perf_counter()
     Path(model_dir).mkdir(parents=True, exist_ok=True)  # as `mlplat local up` and `model train` hand it over
@@ -233,8 +238,6 @@ def evaluate(name: str, model_dir: str, summary_path: str) -> dict[str, Any]:
     """The held-out metrics of the artifact: measured by the model's training code on rows it did not fit
     on, read back from the artifact itself (`mlplat-model.json`), checked against what `train` reported and
     finite; notes a missing drift reference. Returns them (`metrics`; the gates read them)."""
-    from ml.common.drift import REFERENCE_FILE
-    from ml.common.pipeline import read_metadata
 
     meta = read_metadata(Path(model_dir))
     if meta.get("name") != name:
@@ -256,13 +259,11 @@ def evaluate(name: str, model_dir: str, summary_path: str) -> dict[str, Any]:
 def resolve_gates(name: str, gates: str, data_uri: str) -> tuple[dict[str, float], str]:
     """(floors, where they come from): the given JSON, else the sample floors on generated sample data
     (the same rule as `mlplat local up`), else the schema's default quality gates."""
-    from contracts import model_registry
 
     if gates.strip():
         return {k: float(v) for k, v in json.loads(gates).items()}, "the run's gates"
     if data_uri == SAMPLE_DATA:
         return dict(model_registry.get(name).sample_gates), "sample-data floors"
-    from ml.common.gates import load_gates
 
     return load_gates(name), "schema default gates"
 
@@ -291,11 +292,10 @@ def register(name: str, model_dir: str, summary_path: str, report_path: str, dat
              data_uri: str, promotion: str, tracking_uri: str, trigger: str, version_tags: str,
              run_label: str = "") -> dict[str, Any]:
     """Log the run (params, held-out metrics, artifact, data validation, model card) to MLflow and register
-    the version as `challenger`, with the gate result recorded on it (ml/common/pipeline.py `publish`,
+    the version as `challenger`, with the gate result recorded on it (ml/training/registration.py `register`,
     which promotes nothing here: `gate` and `publish` decide)."""
-    from ml.common.pipeline import TrainOutput, publish
-    from ml.common.tracking import default_tracking_uri
-    from ml.common.validation import ValidationResult
+    from ml.training.registration import register as register_in_mlflow
+    from ml.training.validation import ValidationResult
 
     uri = tracking_uri or default_tracking_uri()
     wait_for_tracking(uri)
@@ -309,8 +309,8 @@ def register(name: str, model_dir: str, summary_path: str, report_path: str, dat
     source = tags.pop(GATES_SOURCE_TAG, source)
     if run_label:
         tags[PIPELINE_RUN_TAG] = run_label
-    result = publish(out, uri, gates=floors, promotion=promotion, data_dir=Path(data_dir), validations=validations,
-                     promote=False, tags=tags)
+    result = register_in_mlflow(out, uri, gates=floors, promotion=promotion, data_dir=Path(data_dir),
+                                validations=validations, promote=False, tags=tags)
     return {"summary": f"v{result.version} registered as challenger (run {result.run_id[:8]}; trigger {trigger})",
             "version": result.version, "run_id": result.run_id, "gates": json.dumps(floors, sort_keys=True),
             "gates_source": source}
@@ -318,8 +318,7 @@ def register(name: str, model_dir: str, summary_path: str, report_path: str, dat
 
 @journaled("gate")
 def gate(name: str, metrics: str, gates: str, source: str = "") -> dict[str, Any]:
-    """The quality gates (ml/common/gates.py) on the held-out metrics: every floor must be reached."""
-    from ml.common.gates import check_gates
+    """The quality gates (ml/training/gates.py) on the held-out metrics: every floor must be reached."""
 
     result = check_gates({k: float(v) for k, v in json.loads(metrics).items()}, json.loads(gates))
     verdict = "pass" if result.passed else "FAIL"
@@ -370,13 +369,9 @@ def publish(name: str, version: str, promotion: str, tracking_uri: str, slot_buc
             serving_url: str, seldon_namespace: str, trigger: str) -> str:
     """Only after a passing gate: `champion` moves to the version (unless the stack's promotion policy also
     wants an approval, `gatesAndApproval`: then it waits for `mlplat model approve`), the version is
-    published to the champion slot with ml/common/publish.py, and serving follows (Seldon Model touched /
+    published to the champion slot with ml/training/publish.py, and serving follows (Seldon Model touched /
     local MLServer reloaded)."""
     from mlflow import MlflowClient
-
-    from contracts.governance import GATES
-    from ml.common.publish import publish as publish_slot
-    from ml.common.tracking import CHAMPION, default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri()
     if promotion != GATES:
@@ -392,9 +387,7 @@ def publish(name: str, version: str, promotion: str, tracking_uri: str, slot_buc
 
         s3 = boto3.client("s3")
     elif slot_dir:
-        from ml.pipelines.local_slots import LOCAL_BUCKET, LocalBucket
-
-        s3, bucket = LocalBucket(slot_dir), LOCAL_BUCKET
+        s3, bucket = DirectoryBucket(slot_dir), LOCAL_BUCKET
         s3.create_bucket(Bucket=bucket)
     if s3 is not None:
         result = publish_slot(name, version, CHAMPION, bucket, tracking_uri=uri, s3_client=s3,

@@ -88,7 +88,7 @@ class Service:
         self.stop()
 
 
-def _http_ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as r:
             return r.status == 200
@@ -146,7 +146,7 @@ class MLflowServer(Service):
         return {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
     def ready(self) -> bool:
-        return _http_ok(f"{self.url}/health")
+        return http_ok(f"{self.url}/health")
 
 
 PROMETHEUS_DIR_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR", "prometheus_multiproc_dir")
@@ -175,4 +175,4 @@ class MLServerProcess(Service):
         return {**inherited, **self.extra_env}
 
     def ready(self) -> bool:
-        return _http_ok(f"{self.url}/v2/health/ready")
+        return http_ok(f"{self.url}/v2/health/ready")

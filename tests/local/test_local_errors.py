@@ -14,14 +14,14 @@ import yaml
 
 from contracts import model_registry
 from local import cli as local_cmd
-from local import platform, prometheus
+from local import orchestration, prometheus
 from local.config import LocalConfig, default_ports, otlp_endpoint_from_env
 from local.report import key_metrics, summary_text
 from local.services import decide
 from local.serving import server_env, tracing_server
 from local.supervisor import PortInUseError, Supervisor
 from local.training import generate_sample_data, validate_data
-from ml.common.contract import DataContractError
+from ml.data.contract import DataContractError
 from ml.serving.processes import free_port
 from mlplat.cli import main
 
@@ -65,16 +65,17 @@ def test_cli_refuses_a_busy_port_before_starting_anything(tmp_path, capsys):
 
 
 def test_missing_redis_server_says_which_package_and_how(tmp_path, monkeypatch):
-    real_which = platform.shutil.which
-    monkeypatch.setattr(platform.shutil, "which", lambda name: None if name == "redis-server" else real_which(name))
-    with pytest.raises(platform.SetupError, match=r"redis-server.*apt-get install -y redis-server"):
-        platform.preflight(LocalConfig(state_dir=tmp_path, ports=_ports(), redis=True))
+    real_which = orchestration.shutil.which
+    monkeypatch.setattr(orchestration.shutil, "which",
+                        lambda name: None if name == "redis-server" else real_which(name))
+    with pytest.raises(orchestration.SetupError, match=r"redis-server.*apt-get install -y redis-server"):
+        orchestration.preflight(LocalConfig(state_dir=tmp_path, ports=_ports(), redis=True))
 
 
 def test_missing_prometheus_is_only_a_note(tmp_path, monkeypatch):
     monkeypatch.setattr(prometheus, "binaries", lambda: (None, None))
     cfg = LocalConfig(state_dir=tmp_path, ports=_ports())
-    notes = platform.preflight(cfg)
+    notes = orchestration.preflight(cfg)
     assert cfg.prometheus is False
     assert any("apt-get install -y prometheus" in n for n in notes)
 
@@ -180,7 +181,7 @@ def test_command_is_registered():
 
 def test_sample_data_has_its_own_gate_floors_and_real_data_the_configured_ones(tmp_path):
     from local.training import gates_for
-    from ml.common.gates import load_gates
+    from ml.training.gates import load_gates
 
     for name in model_registry.names():
         sample, profile = gates_for(name, sample=True)

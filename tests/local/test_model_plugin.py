@@ -24,13 +24,10 @@ from pathlib import Path
 import pytest
 
 from contracts import model_registry
-from ml.serving.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.ml]
 
 REPO = Path(__file__).resolve().parents[2]
-FLAGS = {"mlflow": "--mlflow-port", "http": "--http-port", "grpc": "--grpc-port", "metrics": "--metrics-port",
-         "redis": "--redis-port", "prometheus": "--prometheus-port"}
 
 TOY = {
     "__init__.py": "",
@@ -57,8 +54,8 @@ TOY = {
         import random
         from pathlib import Path
 
-        from ml.common.pipeline import TrainOutput, write_metadata
-        from ml.common.plugin import ModelPlugin
+        from ml.training.outputs import TrainOutput, write_metadata
+        from ml.model_plugin import ModelPlugin
 
         FILE = "toy.csv"
 
@@ -109,7 +106,7 @@ TOY = {
 
         import numpy as np
 
-        from ml.common.runtime import ReferenceRuntime, tensor
+        from ml.serving.runtime_base import ReferenceRuntime, tensor
 
 
         class ToyRuntime(ReferenceRuntime):
@@ -140,29 +137,30 @@ def _mlplat(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess
                           capture_output=True, timeout=timeout, check=False)
 
 
-def test_plugin_model_is_trained_registered_and_served_locally(plugin_env, tmp_path):
-    ports: dict[str, int] = {}
-    while len(set(ports.values())) < len(FLAGS):
-        ports = {name: free_port() for name in FLAGS}
-    common = ["--state-dir", str(tmp_path / "state"), *[a for n, p in ports.items() for a in (FLAGS[n], str(p))]]
-    try:
-        up = _mlplat(plugin_env, "local", "up", "--models", "toy", "--no-prometheus", *common)
-        assert up.returncode == 0, f"local up failed:\n{up.stdout[-4000:]}\n{up.stderr[-4000:]}"
-        summary = json.loads((tmp_path / "state" / "summary.json").read_text())
-        [toy] = summary["models"]
-        assert toy["name"] == "toy" and toy["trained"] and toy["alias"] == "champion", toy
-        assert toy["gate_metrics"] == ["accuracy"] and toy["metrics"]["accuracy"] >= 0.8
-        smoke = summary["smoke"]["toy"]
-        assert smoke["ok"] and smoke["request"]["inputs"][0]["data"] == [2.5], smoke  # the spec's request
-        body = json.dumps({"inputs": [{"name": "x", "datatype": "FP64", "shape": [2], "data": [-3.0, 3.0]}]})
-        req = urllib.request.Request(f"http://127.0.0.1:{ports['http']}/v2/models/toy/infer", data=body.encode(),
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            answer = json.loads(resp.read())
-        assert answer["model_name"] == "toy" and answer["outputs"][0]["data"] == [0, 1]
-    finally:
-        down = _mlplat(plugin_env, "local", "down", *common, timeout=120)
-    assert down.returncode == 0, down.stdout + down.stderr
+@pytest.fixture(scope="module")
+def plugin_platform(plugin_env, platform_starter, tmp_path_factory):
+    """`local up` of the plugin model alone (no Prometheus), with the plugin on the path."""
+    extra = {k: plugin_env[k] for k in ("PYTHONPATH", model_registry.PLUGINS_ENV)}
+    argv = [sys.executable, "-m", "mlplat", "local", "up", "--models", "toy", "--no-prometheus"]
+    with platform_starter(tmp_path_factory.mktemp("plugin-state"), argv, extra_env=extra) as platform:
+        yield platform
+
+
+def test_plugin_model_is_trained_registered_and_served_locally(plugin_platform):
+    up = plugin_platform["up"]
+    assert up.returncode == 0, f"local up failed:\n{up.stdout[-4000:]}\n{up.stderr[-4000:]}"
+    summary = json.loads((plugin_platform["state"] / "summary.json").read_text())
+    [toy] = summary["models"]
+    assert toy["name"] == "toy" and toy["trained"] and toy["alias"] == "champion", toy
+    assert toy["gate_metrics"] == ["accuracy"] and toy["metrics"]["accuracy"] >= 0.8
+    smoke = summary["smoke"]["toy"]
+    assert smoke["ok"] and smoke["request"]["inputs"][0]["data"] == [2.5], smoke  # the spec's request
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP64", "shape": [2], "data": [-3.0, 3.0]}]})
+    req = urllib.request.Request(f"{plugin_platform['http']}/v2/models/toy/infer", data=body.encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        answer = json.loads(resp.read())
+    assert answer["model_name"] == "toy" and answer["outputs"][0]["data"] == [0, 1]
 
 
 def test_plugin_model_is_declared_on_the_cluster(plugin_env, tmp_path):

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -27,10 +26,8 @@ from mlflow.tracking import MlflowClient
 
 from contracts import model_registry
 from contracts.pipelines import RETRAIN_ALERT, STEPS, TRIGGER_TAG
-from local.services import PORT_FLAGS
-from ml.common.plugin import load_plugin
-from ml.pipelines.local_slots import LOCAL_BUCKET
-from ml.serving.processes import free_port
+from ml.model_plugin import load_plugin
+from ml.training.directory_bucket import LOCAL_BUCKET
 
 pytestmark = [pytest.mark.integration, pytest.mark.ml]
 
@@ -77,23 +74,10 @@ def test_demo_trains_every_model_through_its_pipeline(demo_up):
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory):
-    state = tmp_path_factory.mktemp("pipelines-state")
-    ports: dict[str, int] = {}
-    while len(set(ports.values())) < len(PORT_FLAGS):
-        ports = {name: free_port() for name in PORT_FLAGS}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "MLFLOW_TRACKING", "MLPLAT_"))}
-    env.update({f"MLPLAT_{name.upper()}_PORT": str(port) for name, port in ports.items()})
-    env["MLPLAT_PROMETHEUS_INTERVAL_S"] = "1"
-    env["MLPLAT_LOCAL_DIR"] = str(state)
-    up = _run("local", "up", "--models", MODEL, "--redis", "--no-auto-rollback", env=env)
-    try:
-        assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-3000:]
-        yield {"state": state, "env": env, "up": up, "mlflow": f"http://127.0.0.1:{ports['mlflow']}",
-               "serving": f"http://127.0.0.1:{ports['http']}", "prometheus": f"http://127.0.0.1:{ports['prometheus']}",
-               "retrain": f"http://127.0.0.1:{ports['retrain']}", "metrics": f"http://127.0.0.1:{ports['metrics']}"}
-    finally:
-        _run("local", "down", env=env, timeout=180)
+def platform(retrain_platform):
+    up = retrain_platform["up"]
+    assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-3000:]
+    return retrain_platform
 
 
 def _run(*args: str, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -126,7 +110,7 @@ def test_drift_starts_a_run_that_publishes_a_new_champion(platform):
     rules = _get(f"{platform['prometheus']}/api/v1/rules")
     assert RETRAIN_ALERT in {r["name"] for g in rules["data"]["groups"] for r in g["rules"]}
     # Requests far from the training data: every numeric input scaled up. The runtime's PSI gauge
-    # (ml/common/drift.py) reports after 100 observations.
+    # (ml/data/drift.py) reports after 100 observations.
     bodies = load_plugin(MODEL).sample_requests(platform["state"] / "data" / "sample", Path("."), n=300, seed=3)
     started = time.time()
     for body in bodies:

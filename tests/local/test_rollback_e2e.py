@@ -8,7 +8,6 @@ ports, a second registered version trained by `mlplat model train`, and the runb
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -20,14 +19,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ml.models.fraud.pipeline import sample_requests
-from ml.serving.processes import free_port
+from ml.model_plugin import load_plugin
 
 pytestmark = [pytest.mark.integration, pytest.mark.ml]
 
 REPO = Path(__file__).resolve().parents[2]
-FLAGS = {"mlflow": "--mlflow-port", "http": "--http-port", "grpc": "--grpc-port", "metrics": "--metrics-port",
-         "redis": "--redis-port", "prometheus": "--prometheus-port"}
 
 
 def _run(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -41,22 +37,10 @@ def _served_version(base: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory):
-    state = tmp_path_factory.mktemp("rollback-state")
-    ports: dict[str, int] = {}
-    while len(set(ports.values())) < len(FLAGS):
-        ports = {name: free_port() for name in FLAGS}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "MLFLOW_TRACKING"))}
-    # The runbook CLI finds the local platform through the same port variables `local up` honours.
-    env.update({f"MLPLAT_{name.upper()}_PORT": str(port) for name, port in ports.items()})
-    common = ["--state-dir", str(state), "--models", "fraud", "--no-prometheus"]
-    up = _run("local", "up", *common, env=env)
+def platform(manual_platform):
+    up = manual_platform["up"]
     assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-    try:
-        yield {"state": state, "env": env, "mlflow": f"http://127.0.0.1:{ports['mlflow']}",
-               "serving": f"http://127.0.0.1:{ports['http']}"}
-    finally:
-        _run("local", "down", "--state-dir", str(state), env=env, timeout=120)
+    return manual_platform
 
 
 def _wait_for(condition, what: str, timeout_s: float = 60) -> None:
@@ -83,7 +67,7 @@ def test_rollback_switches_the_served_version_without_failed_requests(platform, 
         assert resp.status == 200
     assert _served_version(platform["serving"]) == "2"
 
-    bodies = sample_requests(data, Path("."), n=20)
+    bodies = load_plugin("fraud").sample_requests(data, Path("."), n=20)
     results: list[tuple[int, str]] = []
     stop = threading.Event()
 

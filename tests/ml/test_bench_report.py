@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from ml.cli.bench import BARE, _InProcess, _summarize, _table, register
-from ml.serving.bench import CpuLayout, on_cpus
+from ml.serving.loadgen import CpuLayout, on_cpus
 
 
 def _run(fraud_rps: float, bare_rps: float, p99: float, inproc_p99: float = 0.5) -> dict:
@@ -66,9 +66,19 @@ class _Runtime:
         return request * 2
 
 
+class _CountingLoop(asyncio.SelectorEventLoop):
+    """An event loop that counts how often a call was run on it."""
+
+    entered = 0
+
+    def run_until_complete(self, future):
+        self.entered += 1
+        return super().run_until_complete(future)
+
+
 def _in_process(runtime: _Runtime) -> _InProcess:
     timed = object.__new__(_InProcess)  # __init__ loads a real model; only predict's driving is tested
-    timed.runtime, timed.loop, timed.direct, timed.requests = runtime, asyncio.new_event_loop(), True, [1, 2]
+    timed.runtime, timed.loop, timed.direct, timed.requests = runtime, _CountingLoop(), True, [1, 2]
     return timed
 
 
@@ -77,7 +87,9 @@ def test_in_process_timing_runs_a_predict_that_never_suspends_without_the_event_
     assert [timed.predict(r) for r in (1, 2, 3)] == [2, 4, 6]
     assert timed.direct and timed.runtime.calls == 3
     figures = timed.time(50)
-    assert set(figures) == {"p50_ms", "p99_ms"} and 0 < figures["p50_ms"] <= figures["p99_ms"]
+    # Behaviour, not speed: every timed call (20 warm-up, 50 timed) ran, none of them on the event loop.
+    assert set(figures) == {"p50_ms", "p99_ms"} and figures["p50_ms"] <= figures["p99_ms"]
+    assert timed.runtime.calls == 3 + 20 + 50 and timed.direct and timed.loop.entered == 0
     timed.close()
 
 
@@ -87,6 +99,7 @@ def test_in_process_timing_moves_a_predict_that_awaits_onto_the_event_loop(wait)
     timed = _in_process(_Runtime(wait))
     assert timed.predict(5) == 10 and not timed.direct
     assert timed.predict(6) == 12 and timed.runtime.calls == 3  # the interrupted call, rerun, then one more
+    assert timed.loop.entered == 2
     timed.close()
 
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from ml.capacity import AZS, Assumptions, capacity, explain, load_prices, plan_model, reference_plan, render
+from ml.serving.sizing import AZS, Assumptions, capacity, explain, load_prices, plan_model, reference_plan, render
 from stacks.config import load_stack_file, stack_file
 
 BENCH = {

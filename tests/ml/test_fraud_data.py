@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.common.contract import DataContractError
+from ml.data.contract import DataContractError
 from ml.models.fraud import data
 
 pytestmark = pytest.mark.ml

@@ -19,8 +19,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from contracts import model_registry
-from ml.common.tracking import mlflow_key
 from ml.models.fraud import data as fraud_data
+from ml.training.tracking import mlflow_key
 
 pytestmark = pytest.mark.ml
 REPO = Path(__file__).resolve().parents[2]
@@ -171,9 +171,9 @@ def test_drift_report_on_a_window_of_serving_samples(tmp_path):
     """Evidently finds the shifted feature and not the unshifted ones; pandera flags invalid rows."""
     import numpy as np
 
-    from ml.common.drift import Reference
-    from ml.common.drift_report import run
-    from ml.common.serving_log import ServingSampler
+    from ml.data.drift import Reference
+    from ml.data.drift_report import run
+    from ml.serving.serving_log import ServingSampler
 
     rng = np.random.default_rng(0)
     n = 2000

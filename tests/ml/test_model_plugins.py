@@ -7,8 +7,8 @@ import importlib
 import pytest
 
 from contracts import model_registry
-from ml.common.plugin import ModelPlugin, load_plugin, plugins
-from ml.common.runtime import ReferenceRuntime
+from ml.model_plugin import ModelPlugin, load_plugin, plugins
+from ml.serving.runtime_base import ReferenceRuntime
 
 pytestmark = pytest.mark.ml
 
@@ -45,10 +45,10 @@ def test_unknown_model_and_wrong_plugin_class_are_refused():
         load_plugin("nope")
     from dataclasses import replace
 
-    from ml.common import plugin as plugin_module
+    from ml import model_plugin as plugin_module
 
-    bad = replace(model_registry.get("sentiment"), name="wrongclass", plugin="ml.common.runtime.ReferenceRuntime")
-    with pytest.raises(TypeError, match=r"must be a subclass of ml\.common\.plugin\.ModelPlugin"):
+    bad = replace(model_registry.get("sentiment"), name="wrongclass", plugin="ml.serving.runtime_base.ReferenceRuntime")
+    with pytest.raises(TypeError, match=r"must be a subclass of ml\.model_plugin\.ModelPlugin"):
         plugin_module._plugin(bad)
     missing = replace(bad, name="missing", plugin="ml.models.nothing.plugin.Nothing")
     with pytest.raises(RuntimeError, match=r"plugin class ml\.models\.nothing\.plugin\.Nothing cannot be loaded"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from feast.protos.feast.types.Value_pb2 import Value
 
-from ml.common.online import CLIENTS, OnlineFeatureReader, StoreError, ViewSpec, entity_key_bytes, field_key
+from ml.serving.online import CLIENTS, OnlineFeatureReader, StoreError, ViewSpec, entity_key_bytes, field_key
 
 VIEWS = [ViewSpec("card_features", "card_id", ("cardholder_age", "velocity_last_24h")),
          ViewSpec("device_features", "device_id", ("device_trust_score",))]

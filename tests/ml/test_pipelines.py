@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,9 +18,10 @@ import yaml
 
 from contracts import model_registry
 from contracts.pipelines import PARAMETERS, STEPS, cron_to_kfp, pipeline_name, retrain_rule_groups
+from local.pipeline_runner import RunReport, StepRecord, _steps, format_report
+from ml.model_plugin import load_plugin
 from ml.pipelines import definition, steps
-from ml.pipelines.cluster import bootstrap, ir_for_cluster, run_on_cluster, version_name
-from ml.pipelines.local_run import RunReport, StepRecord, _steps, format_report
+from ml.pipelines.kfp_api import bootstrap, ir_for_cluster, run_on_cluster, version_name
 from ml.pipelines.retrain import Receiver
 from stacks.bom import load_bom
 
@@ -87,6 +89,30 @@ def test_committed_ir_is_current(compiled, tmp_path):
             f"{committed} is stale: run `mlplat pipeline compile --in-place`"
 
 
+def _as_template(text: str, name: str) -> str:
+    """An IR with its model's name and description replaced by placeholders."""
+    spec = model_registry.get(name)
+    text = text.replace(pipeline_name(name), "<model>-training").replace(f"constant: {name}\n", "constant: <model>\n")
+    lines = [line for line in text.splitlines() if not line.startswith("# Description:")]
+    ir = list(yaml.safe_load_all("\n".join(lines)))
+    assert ir[0]["pipelineInfo"]["description"].startswith(spec.description)
+    ir[0]["pipelineInfo"]["description"] = "<description>"
+    return yaml.safe_dump_all(ir, sort_keys=True)
+
+
+def test_committed_irs_are_one_definition_parameterised_by_the_spec():
+    """The committed IR files are compiled from one definition: once each model's name and description are
+    taken out, the files of models placed alike (GPU or not) are the same document."""
+    by_placement: dict[bool, set[str]] = {}
+    for name in model_registry.names():
+        gpu = load_plugin(name).train_on_gpu
+        by_placement.setdefault(gpu, set()).add(_as_template(definition.committed_ir(name).read_text(), name))
+    assert all(len(templates) == 1 for templates in by_placement.values()), sorted(by_placement)
+    other = definition.build(replace(model_registry.get(model_registry.names()[0]), name="other",
+                                     description="Another model."))
+    assert other.name == "other-training" and other.description.startswith("Another model.")
+
+
 def test_gates_come_from_the_run_or_the_platform_rule():
     name = model_registry.names()[0]
     spec = model_registry.get(name)
@@ -117,12 +143,12 @@ def test_journal_and_report(tmp_path, monkeypatch):
 
 
 def test_local_slot_holds_exactly_one_version_with_the_real_publish_code(tmp_path):
-    """ml/common/publish.py on the local slots: upload, stale-file removal, marker, read-back."""
+    """ml/training/publish.py on the local slots: upload, stale-file removal, marker, read-back."""
     from mlflow import MlflowClient
 
-    from ml.common.publish import publish as publish_slot
-    from ml.common.publish import read_marker
-    from ml.pipelines.local_slots import LOCAL_BUCKET, LocalBucket
+    from ml.training.directory_bucket import LOCAL_BUCKET, DirectoryBucket
+    from ml.training.publish import publish as publish_slot
+    from ml.training.publish import read_marker
 
     name = model_registry.names()[0]
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -142,7 +168,7 @@ def test_local_slot_holds_exactly_one_version_with_the_real_publish_code(tmp_pat
         mv = client.create_model_version(name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
                                          tags={"gate.passed": "true"})
         versions.append(mv.version)
-    slots = LocalBucket(tmp_path / "slots")
+    slots = DirectoryBucket(tmp_path / "slots")
     slots.create_bucket(Bucket=LOCAL_BUCKET)
     for version in versions:
         result = publish_slot(name, version, "champion", LOCAL_BUCKET, tracking_uri=uri, s3_client=slots)

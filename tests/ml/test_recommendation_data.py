@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from ml.common.contract import DataContractError
-from ml.models.recommendation import data
+from ml.data.contract import DataContractError
+from ml.models.recommendation import data, synthetic
 
 
 @pytest.fixture(scope="module")
 def sample_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("goodbooks")
-    data.generate_sample(out, users=60, books=80, seed=3)
+    synthetic.generate_sample(out, users=60, books=80, seed=3)
     return out
 
 
@@ -45,7 +45,7 @@ def _edit(path: Path, row: int, column: str, value: str) -> None:
 
 
 def test_generate_sample_writes_the_real_file_names_and_columns(sample_dir, tmp_path):
-    paths = data.generate_sample(tmp_path, users=60, books=80, seed=3)
+    paths = synthetic.generate_sample(tmp_path, users=60, books=80, seed=3)
     assert [p.name for p in paths] == [data.RATINGS_FILE, data.BOOKS_FILE, data.GENRES_FILE]
     assert tuple(_rows(paths[0])[0]) == data.RATINGS_COLUMNS
     assert tuple(_rows(paths[1])[0]) == data.BOOKS_COLUMNS and len(data.BOOKS_COLUMNS) == 23
@@ -221,4 +221,4 @@ def test_genres_are_optional_but_validated_when_present(work_dir):
 
 def test_generator_rejects_tiny_sizes(tmp_path):
     with pytest.raises(ValueError, match="need at least 2 users and 20 books"):
-        data.generate_sample(tmp_path, users=1, books=5)
+        synthetic.generate_sample(tmp_path, users=1, books=5)

@@ -13,9 +13,9 @@ from feast.infra.online_stores.helpers import _mmh3
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 
-from ml.common.drift import DriftMonitor, Reference, feature_reference, psi
-from ml.common.metrics import METRICS
-from ml.common.online import entity_key_bytes, field_key
+from ml.data.drift import DriftMonitor, Reference, feature_reference, psi
+from ml.serving.metrics import METRICS
+from ml.serving.online import entity_key_bytes, field_key
 
 METRICS_DOC = Path(__file__).resolve().parents[2] / "ml" / "METRICS.md"
 
@@ -72,7 +72,7 @@ def test_metrics_doc_lists_exactly_the_exported_metrics():
 def test_fast_path_selects_the_url_database_and_surfaces_store_errors(redis_server):
     import redis
 
-    from ml.common.online import OnlineFeatureReader, StoreError, ViewSpec
+    from ml.serving.online import OnlineFeatureReader, StoreError, ViewSpec
 
     db2 = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/2")
     key = entity_key_bytes("mlplat", "card_id", 11)

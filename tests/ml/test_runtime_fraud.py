@@ -8,14 +8,17 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 
 import pytest
 
-from ml.common.feast_repo import apply_and_materialize, write_repo
-from ml.common.online import OnlineFeatureReader, ViewSpec
-from ml.models.fraud import data, features, pipeline
+from ml.data.feast_repo import apply_and_materialize, write_repo
+from ml.model_plugin import load_plugin
+from ml.models.fraud import data, features, train
+from ml.models.fraud.plugin import request_body
+from ml.serving.online import OnlineFeatureReader, ViewSpec
 from ml.serving.settings import ModelEntry
+
+PLUGIN = load_plugin("fraud")
 
 pytestmark = [pytest.mark.ml, pytest.mark.integration]
 
@@ -23,8 +26,9 @@ pytestmark = [pytest.mark.ml, pytest.mark.integration]
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, shared_mlserver, redis_factory):
     root = tmp_path_factory.mktemp("fraud-runtime")
-    data_dir = pipeline.generate_sample(root / "data", seed=5)
-    out = pipeline.train(data_dir, root / "model", seed=0)
+    data_dir = root / "data"
+    PLUGIN.generate_sample(data_dir, seed=5)
+    out = train.train(data_dir, root / "model", seed=0)
     redis = redis_factory()  # this module's own server: a test pauses it (and resumes it)
     features.write_parquet(data_dir, root / "parquet")
     store = apply_and_materialize(write_repo(root / "feast", redis.url), features.definitions(root / "parquet"))
@@ -38,7 +42,7 @@ def served(tmp_path_factory, shared_mlserver, redis_factory):
 
 def _body(served, **override):
     *_, transactions, _data_dir, _out = served
-    body = pipeline.request_body(transactions.iloc[0])
+    body = request_body(transactions.iloc[0])
     for inp in body["inputs"]:
         if inp["name"] in override:
             value = override[inp["name"]]
@@ -138,15 +142,12 @@ def test_hung_store_times_out_into_defaults(served, infer, scrape):
     server, name, redis, *_ = served
     before = _degraded_count(scrape(server.process), name, "feature_store_error")
     os.kill(redis.proc.pid, signal.SIGSTOP)  # accepts TCP, never answers: the timeout path
-    try:
-        started = time.perf_counter()
+    try:  # without the feature timeout the request would hang until `infer`'s client gives up and fails
         resp = infer(server.url, name, _body(served))
-        elapsed = time.perf_counter() - started
     finally:
         os.kill(redis.proc.pid, signal.SIGCONT)
     assert resp.status_code == 200, resp.text
     assert resp.json()["parameters"]["degraded"] is True
-    assert elapsed < 2.0  # 50 ms feature timeout, no retries (generous bound for a loaded 2-core box)
     assert _degraded_count(scrape(server.process), name, "feature_store_error") == before + 1
 
 
@@ -182,7 +183,7 @@ def test_store_url_from_environment_and_no_store_mode(served, monkeypatch, redis
     features.write_parquet(data_dir, out.model_dir.parent / "parquet-env")
     apply_and_materialize(write_repo(out.model_dir.parent / "feast-env", redis.url),
                           features.definitions(out.model_dir.parent / "parquet-env"))
-    request = InferenceRequest.model_validate(pipeline.request_body(transactions.iloc[0]))
+    request = InferenceRequest.model_validate(request_body(transactions.iloc[0]))
 
     def degraded(env_url):
         if env_url:

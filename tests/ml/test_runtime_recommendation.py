@@ -7,9 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.common.feast_repo import apply_and_materialize, write_repo
-from ml.models.recommendation import features, pipeline
+from ml.data.feast_repo import apply_and_materialize, write_repo
+from ml.model_plugin import load_plugin
+from ml.models.recommendation import features, train
 from ml.serving.settings import ModelEntry
+
+PLUGIN = load_plugin("recommendation")
 
 pytestmark = [pytest.mark.ml, pytest.mark.integration]
 
@@ -17,8 +20,9 @@ pytestmark = [pytest.mark.ml, pytest.mark.integration]
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, shared_mlserver, redis_factory):
     root = tmp_path_factory.mktemp("rec-runtime")
-    data_dir = pipeline.generate_sample(root / "data", seed=2)
-    out = pipeline.train(data_dir, root / "model", seed=0, baselines=False)
+    data_dir = root / "data"
+    PLUGIN.generate_sample(data_dir, seed=2)
+    out = train.train(data_dir, root / "model", seed=0, baselines=False)
     redis = redis_factory()  # this module's own server
     features.write_parquet(data_dir, root / "parquet")
     apply_and_materialize(write_repo(root / "feast", redis.url), features.definitions(root / "parquet"))

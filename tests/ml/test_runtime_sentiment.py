@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from ml.models.sentiment import pipeline
+from ml.model_plugin import load_plugin
+from ml.models.sentiment import train
 from ml.serving.settings import ModelEntry
+
+PLUGIN = load_plugin("sentiment")
 
 pytestmark = [pytest.mark.ml, pytest.mark.integration]
 
@@ -13,11 +18,19 @@ pytestmark = [pytest.mark.ml, pytest.mark.integration]
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, shared_mlserver):
     root = tmp_path_factory.mktemp("sentiment-runtime")
-    data_dir = pipeline.generate_sample(root / "data", seed=6)
-    out = pipeline.train(data_dir, root / "model", seed=0)
+    data_dir = root / "data"
+    PLUGIN.generate_sample(data_dir, seed=6)
+    out = train.train(data_dir, root / "model", seed=0)
     name = shared_mlserver.add(ModelEntry("sentiment-rt", "sentiment", str(out.model_dir),
                                           {"max_batch": 4, "drift_min_samples": 20}))
     return shared_mlserver, name
+
+
+def _predictions(metrics: str, name: str) -> float:
+    """The model's prediction count in the server's exposition (0 before its first request)."""
+    line = re.escape(f'mlplat_model_prediction_count{{model="{name}"}} ')
+    found = re.search(f"^{line}([0-9.e+]+)$", metrics, re.M)
+    return float(found.group(1)) if found else 0.0
 
 
 def _text(data, datatype="BYTES"):
@@ -75,16 +88,18 @@ def test_metrics_are_exported(served, infer, scrape):
 
 
 @pytest.mark.parametrize("tool", ["wrk", "python"])
-def test_bench_load_generators_measure_a_real_server(served, tool):
+def test_bench_load_generators_measure_a_real_server(served, scrape, tool):
     import shutil
 
-    from ml.serving.bench import python_load, wrk_load
+    from ml.serving.loadgen import python_load, wrk_load
 
     if tool == "wrk" and shutil.which("wrk") is None:
         pytest.fail("wrk is not installed: run scripts/bootstrap.sh system")
     server, name = served
     bodies = [{"inputs": _text([t])} for t in ("good", "bad", "fine day")]
     load = wrk_load if tool == "wrk" else python_load
+    before = _predictions(scrape(server.process), name)
     result = load(f"{server.url}/v2/models/{name}/infer", bodies, concurrency=2, duration_s=1)
     assert result["tool"] == tool and result["non_2xx"] == 0
-    assert result["rps"] > 10 and 0 < result["p50_ms"] <= result["p99_ms"]
+    assert set(result) == {"tool", "p50_ms", "p99_ms", "rps", "non_2xx"} and result["p50_ms"] <= result["p99_ms"]
+    assert _predictions(scrape(server.process), name) > before  # the load reached the model

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from mlserver.types import RequestInput
 
-from ml.common.runtime import BadRequest, _flat, check_shape, check_values
+from ml.serving.runtime_base import BadRequest, _flat, check_shape, check_values
 
 
 def _check(datatype: str, shape: list[int], data: object) -> None:

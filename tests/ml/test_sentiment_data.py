@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ml.common.contract import DataContractError
+from ml.data.contract import DataContractError
 from ml.models.sentiment import data
 
 

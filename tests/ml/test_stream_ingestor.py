@@ -193,8 +193,8 @@ def test_labelled_transactions_feed_the_false_positive_rate():
 def test_metrics_catalog_lists_the_names_the_runtimes_and_ingestor_export():
     # The dashboards/alerts catalog (IaC side) must name exactly what the ML-side code exports.
     from contracts.metrics_catalog import METRICS as CATALOG
-    from ml.common.metrics import METRICS as MODEL_METRICS
     from ml.models.fraud.streaming.ingestor import METRIC_NAMES
+    from ml.serving.metrics import METRICS as MODEL_METRICS
 
     kinds = {"histogram": "histogram", "counter": "counter", "gauge": "gauge"}
     for name, (kind, _labels, _help) in MODEL_METRICS.items():

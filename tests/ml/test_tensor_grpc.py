@@ -11,7 +11,7 @@ from mlserver.codecs.json import encode_to_json_bytes
 from mlserver.grpc.converters import ModelInferResponseConverter
 from mlserver.types import InferenceResponse
 
-from ml.common.runtime import tensor
+from ml.serving.runtime_base import tensor
 
 
 def test_string_float_and_bool_tensors_convert_to_grpc_and_rest():

@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from contracts import model_registry
 from contracts.governance import AuditLog
 from contracts.rollback import Timing, rule_groups
-from ml.common.alert_receiver import make_handler
+from ml.serving.alert_receiver import make_handler
 from runbooks.autorollback import DISABLE_ENV, Receiver
 from runbooks.context import RunContext
 

@@ -40,7 +40,7 @@ from contracts.cluster import FEAST_MATERIALIZE, REDIS_CLIENTS, SELDON_NAMESPACE
 from runbooks.context import RunContext
 from runbooks.engine import AuditLog, run
 from runbooks.kube import REGISTRY_VERSION_PARAM, ClusterKubeOps, parameter
-from runbooks.platform import FEATURE_BACKFILL
+from runbooks.recovery import FEATURE_BACKFILL
 from runbooks.redis import AUTH_ROTATION, K8S_SECRET, K8S_SECRET_KEY
 
 TOKEN = "test-bearer-token"
@@ -517,7 +517,7 @@ def test_model_rollback_publishes_and_moves_traffic_through_the_api(api, aws_env
     import boto3
     from mlflow.tracking import MlflowClient
 
-    from ml.common.publish import read_marker
+    from ml.training.publish import read_marker
     from runbooks.models import ROLLBACK
 
     client, name, bucket = MlflowClient(tracking_uri=mlflow_url), "fraud", "mlplat-test-models"

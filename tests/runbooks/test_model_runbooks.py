@@ -11,7 +11,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ml.common.publish import read_marker
+from ml.training.publish import read_marker
 from runbooks.context import RunContext
 from runbooks.engine import AuditLog, run
 from runbooks.kube import InMemoryKubeOps

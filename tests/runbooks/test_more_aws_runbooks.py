@@ -21,7 +21,7 @@ from runbooks.data import (
 from runbooks.eks import EKS_UPGRADE, NODEGROUP_ROTATION, NODEGROUP_SCALING
 from runbooks.engine import AuditLog, run
 from runbooks.kube import InMemoryKubeOps
-from runbooks.platform import DISASTER_RECOVERY, FEATURE_BACKFILL
+from runbooks.recovery import DISASTER_RECOVERY, FEATURE_BACKFILL
 from stacks.config import load_stack_file, stack_file
 from stacks.context import StackContext
 

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from contracts.governance import AuditLog
 from contracts.model_slots import artifact_model_settings
-from ml.common.publish import MARKER, PublishError, publish, read_marker
+from ml.training.publish import MARKER, PublishError, publish, read_marker
 
 BUCKET = "mlplat-test-models"
 
@@ -119,7 +119,7 @@ def test_republishing_the_same_version_is_stable(mlflow_url, s3, tmp_path):
 
 
 def test_command_line_prints_the_result_or_the_error(mlflow_url, s3, tmp_path, capsys):
-    from ml.common.publish import main
+    from ml.training.publish import main
 
     client = MlflowClient(tracking_uri=mlflow_url)
     fresh(client, "sentiment")
@@ -140,7 +140,7 @@ def test_command_line_prints_the_result_or_the_error(mlflow_url, s3, tmp_path, c
 
 def test_a_stack_requiring_approval_refuses_until_the_version_is_approved(mlflow_url, s3, tmp_path):
     """governance.promotion = gatesAndApproval (staging, prod): gates alone are not enough."""
-    from ml.common.governance import approve
+    from ml.training.approval import approve
 
     client = MlflowClient(tracking_uri=mlflow_url)
     fresh(client, "fraud")

@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ml.common.contract import DataContractError
+from ml.data.contract import DataContractError
 
+# pandera (ml/training/validation.py) is imported where a file is validated: serving code may import this
+# module for its constants and encodings, and should not load pandera at start-up.
 FILE = "credit_card_fraud_10k.csv"
 ID, LABEL = "transaction_id", "is_fraud"
 RAW_COLUMNS = [
@@ -62,7 +64,7 @@ def _finite(text: pd.Series) -> pd.Series:
     return pd.Series(np.isfinite(pd.to_numeric(text, errors="coerce").to_numpy(dtype=float)), index=text.index)
 
 
-# The contract as pandera schemas (ml/common/validation.py), in two passes: the cells as written
+# The contract as pandera schemas (ml/training/validation.py), in two passes: the cells as written
 # (every column text: present, non-empty, parseable, in the allowed set), then the parsed frame
 # (ranges, uniqueness). A failure names file, column, row and the cell as written. Built on first
 # use: pandera is not imported where only the encoding is needed (the serving runtime).
@@ -72,7 +74,7 @@ _EMPTY = "empty cell (or the row has fewer fields than the header)"
 def _text_column(column: str) -> Any:
     import pandera.pandas as pa
 
-    from ml.common.validation import integer_text, non_empty_text
+    from ml.training.validation import integer_text, non_empty_text
 
     checks = [non_empty_text(_EMPTY)]
     if column == "amount":
@@ -91,7 +93,7 @@ def _text_column(column: str) -> Any:
 def text_schema() -> Any:
     import pandera.pandas as pa
 
-    from ml.common.validation import has_rows
+    from ml.training.validation import has_rows
 
     return pa.DataFrameSchema({c: _text_column(c) for c in RAW_COLUMNS}, strict=True, ordered=False,
                               checks=[has_rows()], name="fraud.transactions.cells")
@@ -122,7 +124,7 @@ def typed_schema() -> Any:
 
 @functools.cache
 def serving_schema() -> Any:
-    """Sampled serving inputs (the columns the runtime monitors, ml/common/serving_log.py): request
+    """Sampled serving inputs (the columns the runtime monitors, ml/serving/serving_log.py): request
     features and the returned score; the drift report runs it on the serving window."""
     import pandera.pandas as pa
 
@@ -157,7 +159,7 @@ def load_transactions(path: Path) -> pd.DataFrame:
     except (UnicodeDecodeError, gzip.BadGzipFile, OSError) as exc:
         raise DataContractError(path, f"cannot be read as {'gzip ' if path.suffix == '.gz' else ''}"
                                       f"UTF-8 CSV: {exc}") from exc
-    from ml.common.validation import validate
+    from ml.training.validation import validate
 
     validate(text_schema(), raw, path)
     frame = pd.DataFrame(index=raw.index)

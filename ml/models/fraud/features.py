@@ -23,6 +23,8 @@ from typing import Any
 
 import pandas as pd
 
+from ml.models.fraud import data
+
 FEATURE_TIMESTAMP = datetime(2024, 1, 1, tzinfo=UTC)
 CARD_VIEW, DEVICE_VIEW = "card_features", "device_features"
 CARD_FEATURES = ("cardholder_age", "velocity_last_24h")
@@ -45,7 +47,6 @@ def entity_frames(transactions: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 def write_parquet(data_dir: Path, parquet_dir: Path) -> dict[str, Path]:
     """Derive the offline-store Parquet files from the fraud file in `data_dir`."""
-    from ml.models.fraud import data
 
     transactions = data.load(Path(data_dir))
     parquet_dir = Path(parquet_dir)

@@ -1,13 +1,37 @@
-"""The fraud model's `ModelPlugin`: data, training and requests from this package's modules."""
+"""The fraud model's `ModelPlugin`: the only way the platform reaches this package (sample data, data check,
+features read back from the offline store, training through `train.py`, evaluation, requests)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from ml.common.pipeline import TrainOutput
-from ml.common.plugin import ModelPlugin
-from ml.models.fraud import data, pipeline
+import pandas as pd
+
+from ml.model_plugin import ModelPlugin
+from ml.models.fraud import algorithm, data, features, train
+from ml.training.outputs import TrainOutput
+
+
+def _rows(data_dir: Path, n: int, seed: int) -> pd.DataFrame:
+    frame = data.load(Path(data_dir))
+    return frame.sample(n=min(n, len(frame)), random_state=seed)
+
+
+def request_body(row: pd.Series) -> dict[str, Any]:
+    """One transaction as a V2 request; card_id/device_id as materialized by features.write_parquet."""
+    tid = int(row["transaction_id"])
+    inputs = [
+        {"name": "card_id", "datatype": "INT64", "shape": [1], "data": [tid]},
+        {"name": "device_id", "datatype": "INT64", "shape": [1], "data": [tid]},
+        {"name": "amount", "datatype": "FP64", "shape": [1], "data": [float(row["amount"])]},
+        {"name": "transaction_hour", "datatype": "INT64", "shape": [1], "data": [int(row["transaction_hour"])]},
+        {"name": "merchant_category", "datatype": "BYTES", "shape": [1], "data": [str(row["merchant_category"])]},
+        {"name": "foreign_transaction", "datatype": "INT64", "shape": [1], "data": [int(row["foreign_transaction"])]},
+        {"name": "location_mismatch", "datatype": "INT64", "shape": [1], "data": [int(row["location_mismatch"])]},
+    ]
+    return {"inputs": inputs}
+
 
 
 class FraudPlugin(ModelPlugin):
@@ -32,16 +56,12 @@ class FraudPlugin(ModelPlugin):
         return data.serving_schema()
 
     def generate_sample(self, out_dir: Path, seed: int = 0) -> None:
-        pipeline.generate_sample(out_dir, seed=seed)
+        data.generate_sample(Path(out_dir), seed=seed)
 
     def read_features(self, store: Any, data_dir: Path, out_dir: Path) -> str:
         """The transactions file with its online-store columns (device trust, velocity, cardholder age)
         replaced by what `get_historical_features` returns for each transaction's card and device
         (`features.training_frame`, a point-in-time join), written in the file's own format."""
-        import pandas as pd
-
-        from ml.models.fraud import features
-
         transactions = data.load(Path(data_dir))
         joined = features.training_frame(store, transactions.drop(columns=list(features.ONLINE_FEATURES)))
         missing = [c for c in features.ONLINE_FEATURES if joined[c].isna().any()]
@@ -63,14 +83,21 @@ class FraudPlugin(ModelPlugin):
 
     def train(self, data_dir: Path, out_dir: Path, *, params: dict[str, Any] | None = None, seed: int = 0,
               quick: bool = False) -> TrainOutput:
-        return pipeline.train(data_dir, out_dir, params=params, seed=seed)
+        return train.train(data_dir, out_dir, params=params, seed=seed)
 
     def evaluate(self, model_dir: Path, data_file: Path, *, seed: int = 0) -> dict[str, float]:
-        return pipeline.evaluate(model_dir, data_file)
+        """Metrics on a file with the schema of credit_card_fraud_10k.csv."""
+        model = algorithm.FraudModel.load(Path(model_dir))
+        frame = data.load_transactions(Path(data_file))
+        return {k: float(v) for k, v in algorithm.evaluate(model, frame).items()}
 
     def sample_requests(self, data_dir: Path, model_dir: Path, n: int = 200, seed: int = 0) -> list[dict[str, Any]]:
-        return pipeline.sample_requests(data_dir, model_dir, n=n, seed=seed)
+        """Single transactions from the data."""
+        return [request_body(row) for _, row in _rows(data_dir, n, seed).iterrows()]
 
     def bare_onnx_requests(self, data_dir: Path, model_dir: Path, n: int = 200,
                            seed: int = 0) -> list[dict[str, Any]] | None:
-        return pipeline.bare_requests(data_dir, model_dir, n=n, seed=seed)
+        """The same rows, already encoded (FP32 [1, n_features])."""
+        x = data.encode(_rows(data_dir, n, seed))
+        return [{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, x.shape[1]], "data": r.tolist()}]}
+                for r in x]

@@ -8,14 +8,14 @@ Response: `fraud_probability` (FP32 [n]), `is_fraud` (BOOL [n], probability >= t
 threshold), `degraded` (BOOL [n]); response parameter `degraded` is true if any row is.
 
 Online features (device_trust_score, velocity_last_24h, cardholder_age) come from Redis through the
-Feast key layout (`common/online.py`) in one round trip per request (all rows pipelined), with a
+Feast key layout (ml/serving/online.py) in one round trip per request (all rows pipelined), with a
 `feature_timeout_ms` (default 20) socket timeout and no retries. If the store errors or times out, or an entity is not
 in it, the row is scored with the training medians saved in `mlplat-model.json`
 (`params.online_defaults`), marked degraded and counted in `mlplat_model_degraded_responses_total`.
 
 `parameters.extra`: `redis_url` (no store configured -> every row degraded, reason `no_store`),
 `feast_project` (default `mlplat`), `feature_timeout_ms`, `online_client` (`resp` or `redis-py`,
-see common/online.py), plus the common keys of ReferenceRuntime.
+see ml/serving/online.py), plus the common keys of ReferenceRuntime.
 """
 
 from __future__ import annotations
@@ -29,9 +29,7 @@ import numpy as np
 import pandas as pd
 from mlserver.types import InferenceRequest, InferenceResponse, RequestInput
 
-from ml.common.feast_repo import PROJECT
-from ml.common.pipeline import read_metadata
-from ml.common.runtime import FLOAT_MAX, INT_RANGE, ReferenceRuntime, Unprocessable, tensor
+from ml.data.feast_repo import PROJECT
 from ml.models.fraud import data
 from ml.models.fraud.algorithm import FraudModel
 from ml.models.fraud.features import (
@@ -42,6 +40,8 @@ from ml.models.fraud.features import (
     ONLINE_FEATURES,
     REQUEST_FEATURES,
 )
+from ml.serving.runtime_base import FLOAT_MAX, INT_RANGE, ReferenceRuntime, Unprocessable, tensor
+from ml.training.outputs import read_metadata
 
 log = logging.getLogger(__name__)
 ENTITIES = ("card_id", "device_id")
@@ -60,8 +60,8 @@ class FraudRuntime(ReferenceRuntime):
         self._category_code = {c: float(i) for i, c in enumerate(data.MERCHANT_CATEGORIES)}
         self._fast = self._fast_encoding_matches()
         self.reader = None
-        if extra.get("redis_url"):
-            from ml.common.online import DEFAULT_CLIENT, OnlineFeatureReader, ViewSpec
+        if extra.get("redis_url"):  # optional: the online-store client (Feast's protobufs) only with a store
+            from ml.serving.online import DEFAULT_CLIENT, OnlineFeatureReader, ViewSpec
 
             self.reader = OnlineFeatureReader(
                 extra["redis_url"], extra.get("feast_project", PROJECT),

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ml.models.recommendation.data import load
 from ml.models.recommendation.ease import (
     ease_weights,
     interaction_matrix,
@@ -180,8 +181,6 @@ def latency(model: Recommender, cases: list[EvalCase], k: int = 10, repeats: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ml.models.recommendation.data import load
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="directory with the goodbooks files")
     parser.add_argument("--seed", type=int, default=0)

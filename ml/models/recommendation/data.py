@@ -22,10 +22,12 @@ from typing import Any
 
 import pandas as pd
 
-from ml.common.contract import DataContractError
+from ml.data.contract import DataContractError
 
 log = logging.getLogger(__name__)
 
+# pandera (ml/training/validation.py) is imported where a file is validated: serving code may import this
+# module for its constants and encodings, and should not load pandera at start-up.
 RATINGS_FILE = "goodbooks_ratings_sample.csv"
 BOOKS_FILE = "goodbooks_books.csv"
 GENRES_FILE = "goodbooks_book_genres.csv"
@@ -90,14 +92,14 @@ def _read(path: Path, name: str) -> pd.DataFrame:
     return frame
 
 
-# ---- the contract as pandera schemas (ml/common/validation.py) -------------------------------------
+# ---- the contract as pandera schemas (ml/training/validation.py) -------------------------------------
 # Two passes per file: the cells as written (present columns, non-empty where required, parseable),
 # then the parsed frame (ranges, allowed values, unique keys, references to the books file). Built on
 # first use: pandera is not imported where only the loaded data is needed (the serving runtime).
 
 
 def _int_text() -> list[Any]:
-    from ml.common.validation import integer_text, non_empty_text
+    from ml.training.validation import integer_text, non_empty_text
 
     return [non_empty_text("empty cell"), integer_text("not an integer")]
 
@@ -127,7 +129,7 @@ def _number_or_empty(text: pd.Series) -> pd.Series:
 def _text_schema(name: str, columns: dict[str, list[Any]]) -> Any:
     import pandera.pandas as pa
 
-    from ml.common.validation import has_rows
+    from ml.training.validation import has_rows
 
     return pa.DataFrameSchema({c: pa.Column(str, checks) for c, checks in columns.items()}, checks=[has_rows()],
                               name=name)
@@ -138,7 +140,7 @@ def schemas() -> dict[str, Any]:
     """name -> pandera schema: `<file>.cells` (text) and `<file>` (parsed) for ratings, books, genres."""
     import pandera.pandas as pa
 
-    from ml.common.validation import non_empty_text
+    from ml.training.validation import non_empty_text
 
     books_text: dict[str, list[Any]] = {c: [] for c in BOOKS_COLUMNS}
     books_text.update({c: _int_text() for c in _BOOKS_INT})
@@ -172,7 +174,7 @@ def _ints(frame: pd.DataFrame, columns: tuple[str, ...]) -> dict[str, pd.Series]
 
 def load_ratings(path: Path) -> pd.DataFrame:
     """Ratings (user_id, book_id, rating as int64); ratings are 1..5 and (user, book) pairs unique."""
-    from ml.common.validation import validate
+    from ml.training.validation import validate
 
     frame = _read(path, RATINGS_FILE)
     src = frame.attrs["path"]
@@ -195,7 +197,7 @@ def load_books(path: Path) -> pd.DataFrame:
     Documented empty cells are kept as "" (text) or NaN (year) and counted in
     ``attrs["empty_cells"]``; empty cells in any other column are an error.
     """
-    from ml.common.validation import validate
+    from ml.training.validation import validate
 
     frame = _read(path, BOOKS_FILE)
     src = frame.attrs["path"]
@@ -218,7 +220,7 @@ def load_books(path: Path) -> pd.DataFrame:
 
 def load_genres(path: Path) -> pd.DataFrame:
     """Per-book shelf names: book_id, goodreads_book_id (int64), genres (comma-separated, non-empty)."""
-    from ml.common.validation import validate
+    from ml.training.validation import validate
 
     frame = _read(path, GENRES_FILE)
     src = frame.attrs["path"]
@@ -233,7 +235,7 @@ def _known_books(frame: pd.DataFrame, books: pd.DataFrame, src: str, what: str) 
     """Every book_id of `frame` is in the books file (a pandera check over the loaded ids)."""
     import pandera.pandas as pa
 
-    from ml.common.validation import validate
+    from ml.training.validation import validate
 
     known = pa.Check.isin(set(books["book_id"].tolist()), error=f"{what} book_id not present in {BOOKS_FILE}")
     validate(pa.DataFrameSchema({"book_id": pa.Column("int64", known)}, name=f"recommendation.{what}_books"),
@@ -254,10 +256,3 @@ def load(data_dir: Path) -> RecData:
     if genres is not None:
         defects["books_without_genres"] = int((~books["book_id"].isin(genres["book_id"])).sum())
     return RecData(ratings=ratings, books=books, genres=genres, defects=defects)
-
-
-def generate_sample(out_dir: Path, users: int = 300, books: int = 400, seed: int = 0) -> list[Path]:
-    """Write small synthetic files with the real names and schemas (see ``synthetic.py``)."""
-    from ml.models.recommendation.synthetic import write_sample
-
-    return write_sample(Path(out_dir), users=users, books=books, seed=seed)

@@ -4,7 +4,7 @@
   publication year) for re-ranking and for explaining a recommendation.
 - `reader` (join key `user_id`): `recent_book_ids`, the user's last `HISTORY_LENGTH` rated books, so
   a request may carry just a `user_id` and the runtime resolves the history online (fast Redis path,
-  `ml/common/online.py`).
+  `ml/serving/online.py`).
 
 Point-in-time joins: the goodbooks ratings carry no timestamps, so every row is stamped with
 `FEATURE_TIMESTAMP` and "recent" means "last in file order". With real event times in the source,
@@ -20,6 +20,8 @@ from typing import Any
 
 import pandas as pd
 
+from ml.models.recommendation.data import load
+
 FEATURE_TIMESTAMP = datetime(2024, 1, 1, tzinfo=UTC)
 HISTORY_LENGTH = 50
 BOOK_VIEW, READER_VIEW = "book_features", "reader_recent_books"
@@ -29,7 +31,6 @@ READER_FEATURES = ("recent_book_ids", "history_length")
 
 def write_parquet(data_dir: Path, parquet_dir: Path) -> dict[str, Path]:
     """Derive the offline-store Parquet files from the goodbooks files in `data_dir`."""
-    from ml.models.recommendation.data import load
 
     rec = load(Path(data_dir))
     parquet_dir = Path(parquet_dir)

@@ -1,29 +1,28 @@
-"""The recommendation model's `ModelPlugin`: data, training and requests from this package's modules."""
+"""The recommendation model's `ModelPlugin`: the only way the platform reaches this package (sample data,
+data check, features read back from the offline store, training through `train.py`, evaluation, requests)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from ml.common.pipeline import TrainOutput
-from ml.common.plugin import ModelPlugin
-from ml.models.recommendation import data, pipeline
+from ml.model_plugin import ModelPlugin
+from ml.models.recommendation import algorithm, data, features, synthetic, train
+from ml.training.outputs import TrainOutput
 
 
 class RecommendationPlugin(ModelPlugin):
     def generate_sample(self, out_dir: Path, seed: int = 0) -> None:
-        pipeline.generate_sample(out_dir, seed=seed)
+        synthetic.generate_sample(Path(out_dir), seed=seed)
 
     def read_features(self, store: Any, data_dir: Path, out_dir: Path) -> str:
         """The goodbooks files, with the books file's catalogue features (average rating, rating count)
         read back from the `book_features` view through `get_historical_features` (the reader histories
         are derived from the ratings, which training reads as they are)."""
-        import shutil
-
-        from ml.models.recommendation import features
-
         src, out = Path(data_dir), Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         for name in (data.RATINGS_FILE, data.GENRES_FILE):
@@ -53,13 +52,30 @@ class RecommendationPlugin(ModelPlugin):
     def train(self, data_dir: Path, out_dir: Path, *, params: dict[str, Any] | None = None, seed: int = 0,
               quick: bool = False) -> TrainOutput:
         # The popularity/item-kNN/untuned-EASE baselines only matter for model quality reports.
-        return pipeline.train(data_dir, out_dir, params=params, seed=seed, baselines=not quick)
+        return train.train(data_dir, out_dir, params=params, seed=seed, baselines=not quick)
 
     def evaluate(self, model_dir: Path, data_file: Path, *, seed: int = 0) -> dict[str, float]:
-        return pipeline.evaluate(model_dir, data_file, seed=seed)
+        """Protocol metrics on a ratings file of held-out users (per-user 80/20 split with `seed`)."""
+        model = algorithm.Recommender.load(Path(model_dir))
+        ratings = data.load_ratings(Path(data_file))
+        return {k: float(v) for k, v in algorithm.evaluate(model, ratings, seed=seed, k=train.K).items()}
 
     def sample_requests(self, data_dir: Path, model_dir: Path, n: int = 200, seed: int = 0) -> list[dict[str, Any]]:
-        return pipeline.sample_requests(data_dir, model_dir, n=n, seed=seed)
+        """V2 request bodies for benchmarks: histories of readers from the data (known books only)."""
+        model = algorithm.Recommender.load(Path(model_dir))
+        ratings = data.load_ratings(data.resolve(Path(data_dir), data.RATINGS_FILE))
+        rng = np.random.default_rng(seed)
+        groups = [g for _, g in ratings.groupby("user_id")["book_id"]]
+        bodies = []
+        for i in rng.choice(len(groups), size=min(n, len(groups)), replace=False):
+            history = [int(b) for b in groups[i].tail(20) if int(b) in model.known_items]
+            bodies.append(
+                {
+                    "inputs": [{"name": "book_ids", "datatype": "INT64", "shape": [len(history)], "data": history}],
+                    "parameters": {"k": train.K},
+                }
+            )
+        return bodies
 
     def smoke_request(self, data_dir: Path, model_dir: Path | None, online_store: bool) -> dict[str, Any]:
         """With a Redis online store the request carries only a reader's id (the first in the ratings

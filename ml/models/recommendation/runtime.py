@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 from mlserver.types import InferenceRequest, InferenceResponse
 
-from ml.common.feast_repo import PROJECT
-from ml.common.runtime import BadRequest, ReferenceRuntime, Unprocessable, tensor
+from ml.data.feast_repo import PROJECT
 from ml.models.recommendation.algorithm import Recommender, UnknownItemError
 from ml.models.recommendation.features import READER_FEATURES, READER_VIEW
+from ml.serving.runtime_base import BadRequest, ReferenceRuntime, Unprocessable, tensor
 
 MAX_K = 100
 
@@ -34,8 +34,8 @@ class RecommendationRuntime(ReferenceRuntime):
     def load_artifact(self, model_dir: Path, extra: dict[str, Any]) -> None:
         self.model = Recommender.load(model_dir)
         self.reader = None
-        if extra.get("redis_url"):
-            from ml.common.online import DEFAULT_CLIENT, OnlineFeatureReader, ViewSpec
+        if extra.get("redis_url"):  # optional: the online-store client (Feast's protobufs) only with a store
+            from ml.serving.online import DEFAULT_CLIENT, OnlineFeatureReader, ViewSpec
 
             self.reader = OnlineFeatureReader(
                 extra["redis_url"],

@@ -55,11 +55,12 @@ def _books_rows(n_books: int, genre_of: np.ndarray, rng: np.random.Generator) ->
     return rows
 
 
-def write_sample(out_dir: Path, users: int = 300, books: int = 400, seed: int = 0) -> list[Path]:
+def generate_sample(out_dir: Path, users: int = 300, books: int = 400, seed: int = 0) -> list[Path]:
     """Write ratings, books and genres files; return their paths (ratings, books, genres)."""
     if users < 2 or books < 20:
         raise ValueError(f"need at least 2 users and 20 books, got users={users}, books={books}")
     rng = np.random.default_rng(seed)
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     k = len(GENRES)
     genre_of = rng.integers(0, k, size=books)

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from ml.models.recommendation.algorithm import DEFAULT_PARAMS, _params, finish_weights, item_weights
+from ml.models.recommendation.data import load
 from ml.models.recommendation.ease import item_counts
 from ml.models.recommendation.protocol import history_split, score_cases, split_users
 from ml.models.recommendation.recommender import Recommender
@@ -80,8 +81,6 @@ def tune(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ml.models.recommendation.data import load
-
     parser = argparse.ArgumentParser(description="Tune the recommender on a validation split of train users")
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)

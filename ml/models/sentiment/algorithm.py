@@ -430,9 +430,3 @@ def evaluate(model: SentimentModel, df: pd.DataFrame) -> dict:
         "f1_positive": float(per_class[2]),
         "rows": len(df),
     }
-
-
-if __name__ == "__main__":
-    from ml.models.sentiment.measure import main
-
-    raise SystemExit(main())

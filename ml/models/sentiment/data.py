@@ -30,10 +30,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ml.common.contract import DataContractError
+from ml.data.contract import DataContractError
 
 log = logging.getLogger(__name__)
 
+# pandera (ml/training/validation.py) is imported where a file is validated: serving code may import this
+# module for its constants and encodings, and should not load pandera at start-up.
 FILES = ("Twitter_Data.csv", "Reddit_Data.csv")  # lexicon-labelled, both required
 SOURCES = {"Twitter_Data.csv": "twitter", "Reddit_Data.csv": "reddit"}
 TEXT_COLUMNS = {"clean_text": "twitter", "clean_comment": "reddit"}
@@ -95,7 +97,7 @@ def load_file(path: Path) -> pd.DataFrame:
     columns = [str(c) for c in raw.columns]
     schema, text_col, label_col = _schema(path, columns)
 
-    from ml.common.validation import validate
+    from ml.training.validation import validate
 
     text = raw[text_col].astype(str)
     label_raw = raw[label_col].astype(str).str.strip()
@@ -146,7 +148,7 @@ def _rows_schema() -> Any:
     """pandera: the usable rows (non-empty text, a class label), at least one."""
     import pandera.pandas as pa
 
-    from ml.common.validation import has_rows, non_empty_text
+    from ml.training.validation import has_rows, non_empty_text
 
     return pa.DataFrameSchema(
         {"text": pa.Column(str, non_empty_text("empty text")),

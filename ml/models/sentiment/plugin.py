@@ -1,13 +1,14 @@
-"""The sentiment model's `ModelPlugin`: data, training and requests from this package's modules."""
+"""The sentiment model's `ModelPlugin`: the only way the platform reaches this package (sample data, data
+check, training through `train.py`, evaluation, requests)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from ml.common.pipeline import TrainOutput
-from ml.common.plugin import ModelPlugin
-from ml.models.sentiment import data, pipeline
+from ml.model_plugin import ModelPlugin
+from ml.models.sentiment import algorithm, data, train
+from ml.training.outputs import TrainOutput
 
 
 class SentimentPlugin(ModelPlugin):
@@ -30,7 +31,7 @@ class SentimentPlugin(ModelPlugin):
         return data.files(Path(data_dir))
 
     def generate_sample(self, out_dir: Path, seed: int = 0) -> None:
-        pipeline.generate_sample(out_dir, seed=seed)
+        data.generate_sample(Path(out_dir), seed=seed)
 
     def check_data(self, data_dir: Path) -> str:
         weak = data.load(Path(data_dir))
@@ -40,10 +41,20 @@ class SentimentPlugin(ModelPlugin):
 
     def train(self, data_dir: Path, out_dir: Path, *, params: dict[str, Any] | None = None, seed: int = 0,
               quick: bool = False) -> TrainOutput:
-        return pipeline.train(data_dir, out_dir, params=params, seed=seed)
+        return train.train(data_dir, out_dir, params=params, seed=seed)
 
     def evaluate(self, model_dir: Path, data_file: Path, *, seed: int = 0) -> dict[str, float]:
-        return pipeline.evaluate(model_dir, data_file)
+        """Metrics on one file of any schema (`clean_text`/`clean_comment` + `category` -1/0/1, or raw
+        `text` + `sentiment` as words): `macro_f1`, `accuracy`, per-class F1, `rows`."""
+        model = algorithm.SentimentModel.load(Path(model_dir))
+        frame = data.load_file(Path(data_file))
+        return {k: float(v) for k, v in algorithm.evaluate(model, frame).items()}
 
     def sample_requests(self, data_dir: Path, model_dir: Path, n: int = 200, seed: int = 0) -> list[dict[str, Any]]:
-        return pipeline.sample_requests(data_dir, model_dir, n=n, seed=seed)
+        """V2 request bodies for benchmarks: single raw tweets from the human-labelled file (the model's
+        intended input), else texts of the lexicon-labelled files."""
+        frame = data.load_human(Path(data_dir))
+        if frame is None:
+            frame = data.load(Path(data_dir))
+        texts = frame["text"].sample(n=min(n, len(frame)), random_state=seed).tolist()
+        return [{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [t]}]} for t in texts]

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from mlserver.types import InferenceRequest, InferenceResponse
 
-from ml.common.runtime import ReferenceRuntime, Unprocessable, tensor
 from ml.models.sentiment.algorithm import CLASSES, SentimentModel
+from ml.serving.runtime_base import ReferenceRuntime, Unprocessable, tensor
 
 MAX_TEXT_CHARS = 20_000
 

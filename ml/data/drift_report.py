@@ -1,14 +1,14 @@
 """Drift reports with Evidently: a window of sampled serving inputs against the training reference.
 
     mlplat model drift NAME [--samples DIR|s3://...] [--window N] [--out DIR|s3://...]   (on demand)
-    python -m ml.common.drift_report NAME ...                                           (the CronJob)
+    python -m ml.data.drift_report NAME ...                                           (the CronJob)
 
 The reference is the training rows of the monitored columns that the pipeline saved with the artifact
-(`reference_sample.json`, ml/common/drift.py); the current data is the newest `window` rows of the
-serving samples (ml/common/serving_log.py). Evidently's `DataDriftPreset` tests every column (its
+(`reference_sample.json`, ml/data/drift.py); the current data is the newest `window` rows of the
+serving samples (ml/serving/serving_log.py). Evidently's `DataDriftPreset` tests every column (its
 default method per column type and size); `score` is the model's output, so its result is the
 prediction drift. Before that the window is validated with the model's serving schema (pandera,
-ml/common/validation.py). Written per run under `<out>/<model>/<UTC time>/`: `report.html` (Evidently's
+ml/training/validation.py). Written per run under `<out>/<model>/<UTC time>/`: `report.html` (Evidently's
 page), `report.json`, `validation.json` and `summary.json`; logged to MLflow (experiment
 `mlplat-<model>-monitoring`: metrics `drift.share`, `drift.<column>`, tag `validation.passed`, the files).
 The runtime's PSI gauge (`mlplat_model_drift_psi`) stays the alerting signal; this is the report a
@@ -30,9 +30,14 @@ from typing import Any
 
 import pandas as pd
 
+from contracts import model_registry
 from contracts.governance import DRIFT_DIR, VALIDATION_PASSED
-from ml.common.drift import REFERENCE_SAMPLE_FILE
-from ml.common.serving_log import SAMPLES_ENV, read_window
+from ml.data.contract import DataContractError
+from ml.data.drift import REFERENCE_SAMPLE_FILE
+from ml.model_plugin import load_plugin
+from ml.serving.serving_log import SAMPLES_ENV, read_window
+from ml.training.tracking import default_tracking_uri, ensure_experiment, mlflow_key, pin_alias, resolve_model_dir
+from ml.training.validation import finite_numbers, recording, validate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SAMPLES = REPO_ROOT / ".local" / "serving-samples"
@@ -88,10 +93,6 @@ def _write(out: str, rel: str, files: dict[str, str]) -> str:
 
 def run(name: str, *, samples: str | None = None, model: str | None = None, window: int = 5000,
         out: str | None = None, tracking_uri: str | None = None, log_to_mlflow: bool = True) -> dict[str, Any]:
-    from ml.common.contract import DataContractError
-    from ml.common.plugin import load_plugin
-    from ml.common.tracking import default_tracking_uri, pin_alias, resolve_model_dir
-    from ml.common.validation import finite_numbers, recording, validate
 
     plugin = load_plugin(name)
     samples = samples or os.environ.get(SAMPLES_ENV) or str(DEFAULT_SAMPLES)
@@ -156,8 +157,6 @@ def _version(package: str) -> str:
 def _log(uri: str, name: str, stamp: str, summary: dict[str, Any], files: dict[str, str]) -> str:
     from mlflow import MlflowClient
 
-    from ml.common.tracking import ensure_experiment, mlflow_key
-
     client = MlflowClient(tracking_uri=uri)
     exp = ensure_experiment(client, f"mlplat-{name}-monitoring", uri)
     run = client.create_run(exp, run_name=f"drift-{stamp}", tags={
@@ -177,9 +176,8 @@ def _log(uri: str, name: str, stamp: str, summary: dict[str, Any], files: dict[s
 
 def main(argv: list[str] | None = None) -> int:
     """The cluster CronJob's entry point: one report per model named on the command line."""
-    from contracts import model_registry
 
-    p = argparse.ArgumentParser(prog="python -m ml.common.drift_report", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m ml.data.drift_report", description=main.__doc__)
     p.add_argument("models", nargs="+", choices=model_registry.names())
     p.add_argument("--samples", required=True, help="serving samples: a directory or s3://bucket/prefix")
     p.add_argument("--out", required=True, help="reports: a directory or s3://bucket/prefix")

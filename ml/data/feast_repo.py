@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from contracts.feast import ENTITY_KEY_SERIALIZATION_VERSION, PROJECT  # ml/common/online.py decodes this layout
+from contracts.feast import ENTITY_KEY_SERIALIZATION_VERSION, PROJECT  # ml/serving/online.py decodes this layout
 
 __all__ = ["ENTITY_KEY_SERIALIZATION_VERSION", "PROJECT", "write_repo"]
 

@@ -1,7 +1,7 @@
 """Model slots of the local platform: a directory with the layout of the cluster's models bucket.
 
 The cluster's Seldon Models read `s3://<models bucket>/<model>/<slot>/` (contracts/model_slots.py), and
-ml/common/publish.py writes a slot through an S3 client. The local platform has no S3: `LocalBucket`
+ml/training/publish.py writes a slot through an S3 client. The local platform has no S3: `DirectoryBucket`
 answers the few S3 calls `publish` makes (head, list, upload, put, get, delete) from
 `<root>/<bucket>/<key>`, so the pipeline's `publish` step runs the same code locally and a slot is a
 folder, `<root>/<bucket>/<model>/<slot>/`, holding one version's files plus `PUBLISHED.json`.
@@ -24,7 +24,7 @@ def _client_error(code: str, operation: str) -> Exception:
 
 
 class _Paginator:
-    def __init__(self, bucket: LocalBucket) -> None:
+    def __init__(self, bucket: DirectoryBucket) -> None:
         self.bucket = bucket
 
     def paginate(self, Bucket: str, Prefix: str = "") -> list[dict[str, Any]]:
@@ -34,8 +34,8 @@ class _Paginator:
         return [{"Contents": [c for c in contents if c["Key"].startswith(Prefix)]}]
 
 
-class LocalBucket:
-    """The subset of a boto3 S3 client that ml/common/publish.py uses, on a directory."""
+class DirectoryBucket:
+    """The subset of a boto3 S3 client that ml/training/publish.py uses, on a directory."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)

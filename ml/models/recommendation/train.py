@@ -1,4 +1,4 @@
-"""Training pipeline of the recommendation model: goodbooks files -> EASE -> serving artifact.
+"""Fit entry point of the recommendation model (`train`): goodbooks files -> EASE -> serving artifact.
 
 Whole users are held out (`split_users`, 20 %); the held-out users are scored with the protocol of
 issue 5 item 3 (80 % history, ratings >= 4 of the rest relevant), next to the popularity, item-kNN
@@ -12,21 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from ml.common.drift import Reference
-from ml.common.pipeline import TrainOutput, write_metadata
+from ml.data.drift import Reference
 from ml.models.recommendation import algorithm, data
+from ml.training.outputs import TrainOutput, write_metadata
 
 NAME = "recommendation"
 TEST_FRACTION = 0.2
 K = 10
-
-
-def generate_sample(out_dir: Path, seed: int = 0) -> Path:
-    """Small synthetic goodbooks files (real names and schemas) in `out_dir`."""
-    data.generate_sample(Path(out_dir), seed=seed)
-    return Path(out_dir)
 
 
 def reference_columns(model: algorithm.Recommender, histories: list[list[int]]) -> dict[str, np.ndarray]:
@@ -65,28 +58,3 @@ def train(
         "test_fraction": TEST_FRACTION,
     }
     return TrainOutput(NAME, out_dir, dict(model.params), metrics, info)
-
-
-def evaluate(model_dir: Path, data_file: Path, seed: int = 0) -> dict[str, float]:
-    """Protocol metrics on a ratings file of held-out users (per-user 80/20 split with `seed`)."""
-    model = algorithm.Recommender.load(Path(model_dir))
-    ratings: pd.DataFrame = data.load_ratings(Path(data_file))
-    return {k: float(v) for k, v in algorithm.evaluate(model, ratings, seed=seed, k=K).items()}
-
-
-def sample_requests(data_dir: Path, model_dir: Path, n: int = 200, seed: int = 0) -> list[dict[str, Any]]:
-    """V2 request bodies for benchmarks: histories of readers from the data (known books only)."""
-    model = algorithm.Recommender.load(Path(model_dir))
-    ratings = data.load_ratings(data.resolve(Path(data_dir), data.RATINGS_FILE))
-    rng = np.random.default_rng(seed)
-    groups = [g for _, g in ratings.groupby("user_id")["book_id"]]
-    bodies = []
-    for i in rng.choice(len(groups), size=min(n, len(groups)), replace=False):
-        history = [int(b) for b in groups[i].tail(20) if int(b) in model.known_items]
-        bodies.append(
-            {
-                "inputs": [{"name": "book_ids", "datatype": "INT64", "shape": [len(history)], "data": history}],
-                "parameters": {"k": K},
-            }
-        )
-    return bodies

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ml.serving.metrics import FEATURE_FETCH
+
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
     ms = np.asarray(seconds) * 1000
@@ -197,8 +199,6 @@ def versions() -> dict[str, str]:
 def feature_fetches(metrics_url: str, model: str) -> float:
     """Online feature fetches a served model has made so far (its fetch-latency histogram count)."""
     import urllib.request
-
-    from ml.common.metrics import FEATURE_FETCH
 
     with urllib.request.urlopen(metrics_url, timeout=10) as r:
         text = r.read().decode()

@@ -28,10 +28,11 @@ from contracts.governance import (
     VALIDATION_DIR,
     VALIDATION_PASSED,
 )
+from ml.model_plugin import load_plugin
 
 if TYPE_CHECKING:
-    from ml.common.pipeline import PublishResult, TrainOutput
-    from ml.common.validation import ValidationResult
+    from ml.training.outputs import RegistrationResult, TrainOutput
+    from ml.training.validation import ValidationResult
 
 FORMAT = 1
 
@@ -74,9 +75,8 @@ def log_validations(results: list[ValidationResult]) -> dict[str, Any] | None:
     return summary
 
 
-def build(out: TrainOutput, result: PublishResult, *, data_dir: Path | None = None,
+def build(out: TrainOutput, result: RegistrationResult, *, data_dir: Path | None = None,
           validation: dict[str, Any] | None = None) -> dict[str, Any]:
-    from ml.common.plugin import load_plugin
 
     spec = model_registry.get(out.name)
     plugin = load_plugin(out.name)

@@ -9,10 +9,14 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from ml.common.feast_repo import apply_and_materialize, write_repo
-from ml.common.pipeline import publish, read_metadata
-from ml.models.fraud import data, features, pipeline
+from ml.data.feast_repo import apply_and_materialize, write_repo
+from ml.model_plugin import load_plugin
+from ml.models.fraud import data, features, train
 from ml.serving.settings import ModelEntry
+from ml.training.outputs import read_metadata
+from ml.training.registration import register
+
+PLUGIN = load_plugin("fraud")
 
 pytestmark = [pytest.mark.ml, pytest.mark.integration]
 ISSUE_KEYS = {"auc", "pr_auc", "precision", "recall", "f1"}
@@ -22,8 +26,9 @@ STACKS = Path(__file__).resolve().parents[2] / "stacks"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("fraud")
-    data_dir = pipeline.generate_sample(root / "data", seed=3)
-    return data_dir, pipeline.train(data_dir, root / "model", seed=0)
+    data_dir = root / "data"
+    PLUGIN.generate_sample(data_dir, seed=3)
+    return data_dir, train.train(data_dir, root / "model", seed=0)
 
 
 def test_training_reports_issue_metrics_on_held_out_rows(trained):
@@ -41,18 +46,18 @@ def test_training_reports_issue_metrics_on_held_out_rows(trained):
 
 def test_evaluate_file_returns_issue_keys(trained):
     data_dir, out = trained
-    assert set(pipeline.evaluate(out.model_dir, next(data_dir.glob("*.csv")))) >= ISSUE_KEYS
+    assert set(PLUGIN.evaluate(out.model_dir, next(data_dir.glob("*.csv")))) >= ISSUE_KEYS
 
 
 def test_publish_and_serve_champion_with_online_features(trained, tmp_path, mlflow_server, redis_server,
                                                          shared_mlserver, infer):
     data_dir, out = trained
     client = MlflowClient(mlflow_server.url, registry_uri=mlflow_server.url)
-    result = publish(out, mlflow_server.url, gates={"auc": 0.5, "f1": 0.0})
+    result = register(out, mlflow_server.url, gates={"auc": 0.5, "f1": 0.0})
     assert result.champion
     assert client.get_model_version_by_alias("fraud", "champion").version == result.version
     assert client.get_run(result.run_id).data.tags["gate.auc"] == "pass"
-    failed = publish(out, mlflow_server.url, gates={"auc": 1.01})
+    failed = register(out, mlflow_server.url, gates={"auc": 1.01})
     assert not failed.champion
     assert client.get_model_version_by_alias("fraud", "champion").version == result.version
     assert client.get_model_version_by_alias("fraud", "challenger").version == failed.version
@@ -61,7 +66,7 @@ def test_publish_and_serve_champion_with_online_features(trained, tmp_path, mlfl
     apply_and_materialize(write_repo(tmp_path / "feast", redis_server.url), features.definitions(tmp_path / "parquet"))
     name = shared_mlserver.add(ModelEntry("fraud", "fraud", "models:/fraud@champion",
                                           {"tracking_uri": mlflow_server.url, "redis_url": redis_server.url}))
-    body = pipeline.sample_requests(data_dir, out.model_dir, n=1)[0]
+    body = PLUGIN.sample_requests(data_dir, out.model_dir, n=1)[0]
     resp = infer(shared_mlserver.url, name, body["inputs"])
     assert resp.status_code == 200, resp.text
     outputs = {o["name"]: o["data"] for o in resp.json()["outputs"]}

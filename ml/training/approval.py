@@ -5,7 +5,7 @@ version to `champion` when its quality gates pass; `gatesAndApproval` also needs
 (`mlplat model approve NAME VERSION --by WHO --reason ...`), stored as MLflow model-version tags
 (contracts/governance.py) and written to the same audit log as runbook actions. Training on such a
 stack registers the version (`challenger`, tag `approval.pending`) without promoting it; the approval
-promotes it. `ml/common/publish.py` refuses to put a version into a Seldon slot of such a stack while
+promotes it. `ml/training/publish.py` refuses to put a version into a Seldon slot of such a stack while
 anything in `missing_for_production` is missing.
 """
 
@@ -27,6 +27,8 @@ from contracts.governance import (
     PENDING_APPROVAL,
     AuditLog,
 )
+from stacks.config import load_stack_file
+from stacks.schema import GovernanceConfig
 
 CHAMPION = "champion"
 
@@ -37,11 +39,9 @@ class ApprovalError(RuntimeError):
 
 def promotion_policy(stack_file: str | Path | None = None) -> str:
     """`governance.promotion` of a stack file; without one the schema default (`gates`)."""
-    from stacks.schema import GovernanceConfig
 
     if stack_file is None:
         return GovernanceConfig().promotion
-    from stacks.config import load_stack_file
 
     return load_stack_file(stack_file).governance.promotion
 

@@ -1,4 +1,4 @@
-"""Training pipeline of the fraud model: transactions file -> gradient-boosted trees -> ONNX artifact.
+"""Fit entry point of the fraud model (`train`): transactions file -> gradient-boosted trees -> ONNX artifact.
 
 Stratified held-out split (`algorithm.split`); the decision threshold is chosen by the algorithm on
 training data for its stated precision/recall goal; AUC, PR-AUC, precision, recall and F1 are
@@ -16,19 +16,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ml.common.drift import Reference
-from ml.common.pipeline import TrainOutput, write_metadata
+from ml.data.drift import Reference
 from ml.models.fraud import algorithm, data
 from ml.models.fraud.features import ONLINE_FEATURES
+from ml.training.outputs import TrainOutput, write_metadata
 
 NAME = "fraud"
 DRIFT_FEATURES = ("amount", "transaction_hour", "device_trust_score", "velocity_last_24h", "cardholder_age")
-
-
-def generate_sample(out_dir: Path, seed: int = 0) -> Path:
-    """A small synthetic transactions file (real name and schema) in `out_dir`."""
-    data.generate_sample(Path(out_dir), seed=seed)
-    return Path(out_dir)
 
 
 def online_defaults(train_df: pd.DataFrame) -> dict[str, float]:
@@ -74,42 +68,3 @@ def segment_metrics(model: Any, test_df: pd.DataFrame) -> dict[str, dict[str, fl
             continue
         out[name] = {k: float(v) for k, v in algorithm.evaluate(model, part).items() if k != "threshold"}
     return out
-
-
-def evaluate(model_dir: Path, data_file: Path) -> dict[str, float]:
-    """Metrics on a file with the schema of credit_card_fraud_10k.csv."""
-    model = algorithm.FraudModel.load(Path(model_dir))
-    frame = data.load_transactions(Path(data_file))
-    return {k: float(v) for k, v in algorithm.evaluate(model, frame).items()}
-
-
-def _rows(data_dir: Path, n: int, seed: int) -> pd.DataFrame:
-    frame = data.load(Path(data_dir))
-    return frame.sample(n=min(n, len(frame)), random_state=seed)
-
-
-def request_body(row: pd.Series) -> dict[str, Any]:
-    """One transaction as a V2 request; card_id/device_id as materialized by features.write_parquet."""
-    tid = int(row["transaction_id"])
-    inputs = [
-        {"name": "card_id", "datatype": "INT64", "shape": [1], "data": [tid]},
-        {"name": "device_id", "datatype": "INT64", "shape": [1], "data": [tid]},
-        {"name": "amount", "datatype": "FP64", "shape": [1], "data": [float(row["amount"])]},
-        {"name": "transaction_hour", "datatype": "INT64", "shape": [1], "data": [int(row["transaction_hour"])]},
-        {"name": "merchant_category", "datatype": "BYTES", "shape": [1], "data": [str(row["merchant_category"])]},
-        {"name": "foreign_transaction", "datatype": "INT64", "shape": [1], "data": [int(row["foreign_transaction"])]},
-        {"name": "location_mismatch", "datatype": "INT64", "shape": [1], "data": [int(row["location_mismatch"])]},
-    ]
-    return {"inputs": inputs}
-
-
-def sample_requests(data_dir: Path, model_dir: Path, n: int = 200, seed: int = 0) -> list[dict[str, Any]]:
-    """V2 request bodies for benchmarks: single transactions from the data."""
-    return [request_body(row) for _, row in _rows(data_dir, n, seed).iterrows()]
-
-
-def bare_requests(data_dir: Path, model_dir: Path, n: int = 200, seed: int = 0) -> list[dict[str, Any]]:
-    """Bodies for the bare ONNX runtime: the same rows, already encoded (FP32 [1, n_features])."""
-    x = data.encode(_rows(data_dir, n, seed))
-    return [{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, x.shape[1]], "data": r.tolist()}]}
-            for r in x]

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 SAMPLES_ENV = "MLPLAT_SERVING_SAMPLES"
 RATE_ENV = "MLPLAT_SERVING_SAMPLE_RATE"
-MARKER = "PUBLISHED.json"  # ml/common/publish.py writes it into every Seldon slot (copied with the model)
+MARKER = "PUBLISHED.json"  # ml/training/publish.py writes it into every Seldon slot (copied with the model)
 FLUSH_ROWS = 200
 FLUSH_S = 10.0
 

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from contracts.pipelines import GATES_SOURCE_TAG
-from local import feast_local, pipelines, prometheus, serving, smoke, training
+from local import feast_local, pipeline_runs, prometheus, serving, smoke, training
 from local.config import LocalConfig
 from local.report import Progress, summary_text, table
 from local.services import ORDER, Decision, decide, ensure, healthy, missing_entry_points
 from local.supervisor import Supervisor, port_in_use, same_program
-from ml.common.pipeline import METADATA_FILE
+from ml.training.outputs import METADATA_FILE
 
 SUMMARY_FILE = "summary.json"
 
@@ -223,17 +223,17 @@ def _feast(cfg: LocalConfig, sup: Supervisor, p: Progress, data_dir: Path, data_
 
 def _pipelines(cfg: LocalConfig, p: Progress, models: tuple[str, ...], data_dir: Path,
                data_fp: str) -> dict[str, Any]:
-    """Each model's compiled training pipeline under kfp.local (local/pipelines.py): data from `data_dir`,
+    """Each model's compiled training pipeline under kfp.local (local/pipeline_runs.py): data from `data_dir`,
     features from the platform's Feast repository, registration in its MLflow, publication to its slots.
     The versions are tagged with the data fingerprint and the gate profile, so a later `up` reuses them."""
     runs = {}
     for name in models:
         gates, profile = training.gates_for(name, cfg.data_dir is None, cfg.gates_stack)
-        runs[name] = pipelines.arguments(cfg, data_uri=data_dir, gates=gates, trigger="manual",
+        runs[name] = pipeline_runs.arguments(cfg, data_uri=data_dir, gates=gates, trigger="manual",
                                          tags={training.DATA_TAG: data_fp, training.GATES_TAG: profile,
                                                GATES_SOURCE_TAG: profile})
     with p.step(f"training pipelines of {', '.join(models)} (compiled IR, kfp.local subprocess runner)"):
-        return pipelines.run_all(cfg, runs, p.detail)
+        return pipeline_runs.run_all(cfg, runs, p.detail)
 
 
 def _retrain_arguments(cfg: LocalConfig, data_dir: Path) -> None:
@@ -242,7 +242,7 @@ def _retrain_arguments(cfg: LocalConfig, data_dir: Path) -> None:
     docs = {}
     for name in cfg.models:
         gates, _ = training.gates_for(name, cfg.data_dir is None, cfg.gates_stack)
-        docs[name] = pipelines.arguments(cfg, data_uri=data_dir, gates=gates, trigger="drift", serving=True)
+        docs[name] = pipeline_runs.arguments(cfg, data_uri=data_dir, gates=gates, trigger="drift", serving=True)
     path = cfg.path("pipelines", "retrain.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(docs, indent=1, sort_keys=True))

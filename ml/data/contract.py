@@ -2,7 +2,7 @@
 
 A loader refuses broken input before any training starts, and says exactly what is wrong: which
 file, which column, which value, and what was expected. Nothing is modified or dropped silently.
-The checks themselves are pandera schemas run by ml/common/validation.py, which raises this error.
+The checks themselves are pandera schemas run by ml/training/validation.py, which raises this error.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ class DataContractError(ValueError):
     column: str | None = None
     row: int | None = None  # 1-based data row (header excluded), when one row is at fault
     value: object = None
-    report: dict | None = None  # the validation library's report (ml/common/validation.py), when it ran
+    report: dict | None = None  # the validation library's report (ml/training/validation.py), when it ran
 
     def __str__(self) -> str:
         where = f"{self.file}"

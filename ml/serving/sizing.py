@@ -2,18 +2,18 @@
 target throughput and latency budget (`mlplat capacity`, docs/CAPACITY.md).
 
 Inputs: a `mlplat bench models --json FILE` report, the stack file (the inference node group's
-instance type, the Redis node type and replicas per shard) and the dated price table `ml/prices.yaml`.
+instance type, the Redis node type and replicas per shard) and the dated price table `ml/serving/prices.yaml`.
 
 The arithmetic, per model, every step printed by the command:
 
 1. Requests/s one core sustains: 1 / (MLServer CPU seconds per request), measured from the server
    process's CPU time during the HTTP run (`server_cpu_us`). Without that figure, the run's requests/s
    (one single-process MLServer is at most one core). The bench runs its load generator on other CPUs
-   than the server (`CpuLayout`, ml/serving/bench.py), but a shared machine's CPU-second still does
+   than the server (`CpuLayout`, ml/serving/loadgen.py), but a shared machine's CPU-second still does
    more or less work with the host's load (docs/CAPACITY.md): measure on the instance type.
 2. Within the latency budget: a pod is a single-server queue with an almost constant service time
    S = 1 / (per-core rate), plus, for models that read the online store on every request,
-   `store_rtt_ms`: the runtime waits for that round trip synchronously (common/online.py), so the
+   `store_rtt_ms`: the runtime waits for that round trip synchronously (ml/serving/online.py), so the
    event loop serves nothing else meanwhile. The bench's loopback round trip costs the server CPU but
    almost no wait (~0.02 ms on one CPU, `mlplat bench store`); on the cluster the store is across the
    network, which `mlplat bench store --url` measures from a pod. At utilisation u the mean wait of an
@@ -33,7 +33,7 @@ The arithmetic, per model, every step printed by the command:
    round trip per request); a shard's
    primary serves 1 / (redis-server CPU seconds per request) at `utilisation`, measured the same way
    (`redis_cpu_us`), else `default_shard_rps`. Each shard has `replicasPerShard` replicas.
-6. Cost: (nodes x instance price + Redis nodes x node price) x 730 h, from `ml/prices.yaml`.
+6. Cost: (nodes x instance price + Redis nodes x node price) x 730 h, from `ml/serving/prices.yaml`.
 """
 
 from __future__ import annotations

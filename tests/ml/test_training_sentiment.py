@@ -6,10 +6,14 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
-from ml.common.gates import check_gates, load_gates
-from ml.common.pipeline import publish, read_metadata
-from ml.models.sentiment import data, pipeline
+from ml.model_plugin import load_plugin
+from ml.models.sentiment import data, train
 from ml.serving.settings import ModelEntry
+from ml.training.gates import check_gates, load_gates
+from ml.training.outputs import read_metadata
+from ml.training.registration import register
+
+PLUGIN = load_plugin("sentiment")
 
 pytestmark = [pytest.mark.ml, pytest.mark.integration]
 
@@ -17,8 +21,9 @@ pytestmark = [pytest.mark.ml, pytest.mark.integration]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("sentiment")
-    data_dir = pipeline.generate_sample(root / "data", seed=4)
-    return data_dir, pipeline.train(data_dir, root / "model", seed=0)
+    data_dir = root / "data"
+    PLUGIN.generate_sample(data_dir, seed=4)
+    return data_dir, train.train(data_dir, root / "model", seed=0)
 
 
 def test_training_reports_human_and_lexicon_figures(trained):
@@ -38,7 +43,7 @@ def test_training_reports_human_and_lexicon_figures(trained):
 @pytest.mark.parametrize("name", ["Twitter_Data.csv", "Reddit_Data.csv", data.HUMAN_FILE])
 def test_evaluate_accepts_every_schema(trained, name):
     data_dir, out = trained
-    metrics = pipeline.evaluate(out.model_dir, data_dir / name)
+    metrics = PLUGIN.evaluate(out.model_dir, data_dir / name)
     assert {"macro_f1", "accuracy", "f1_negative", "f1_neutral", "f1_positive", "rows"} <= set(metrics)
     assert metrics["macro_f1"] > 0.8
 
@@ -46,7 +51,7 @@ def test_evaluate_accepts_every_schema(trained, name):
 def test_without_the_human_file_there_is_no_human_figure_and_the_gate_fails(tmp_path):
     data_dir = tmp_path / "data"
     data.generate_sample(data_dir, rows=400, seed=5, human_rows=0)
-    out = pipeline.train(data_dir, tmp_path / "model", seed=0)
+    out = train.train(data_dir, tmp_path / "model", seed=0)
     assert not any(k.startswith("human_") for k in out.metrics) and out.metrics["lexicon_macro_f1"] > 0.8
     gate = check_gates(out.metrics, load_gates("sentiment"))
     assert not gate.passed and "human_macro_f1=missing" in gate.summary()
@@ -54,14 +59,14 @@ def test_without_the_human_file_there_is_no_human_figure_and_the_gate_fails(tmp_
 
 def test_sample_requests_are_raw_tweets(trained):
     data_dir, out = trained
-    bodies = pipeline.sample_requests(data_dir, out.model_dir, n=20)
+    bodies = PLUGIN.sample_requests(data_dir, out.model_dir, n=20)
     texts = {b["inputs"][0]["data"][0] for b in bodies}
     assert len(bodies) == 20 and texts <= set(data.load_human(data_dir)["text"])
 
 
 def test_publish_and_serve_champion(trained, mlflow_server, shared_mlserver, infer):
     _, out = trained
-    result = publish(out, mlflow_server.url, gates={"human_macro_f1": 0.1})
+    result = register(out, mlflow_server.url, gates={"human_macro_f1": 0.1})
     assert result.champion
     client = MlflowClient(mlflow_server.url, registry_uri=mlflow_server.url)
     assert client.get_model_version_by_alias("sentiment", "champion").version == result.version

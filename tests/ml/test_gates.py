@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ml.common.gates import check_gates, load_gates
-from ml.common.tracking import mlflow_key, resolve_model_dir
+from ml.training.gates import check_gates, load_gates
+from ml.training.tracking import mlflow_key, resolve_model_dir
 
 STACKS = Path(__file__).resolve().parents[2] / "stacks"
 

@@ -1,4 +1,4 @@
-"""Training pipeline of the sentiment model: human-labelled tweets + lexicon-labelled files -> stacked
+"""Fit entry point of the sentiment model (`train`): human-labelled tweets + lexicon-labelled files -> stacked
 classifier -> artifact.
 
 Held-out rows: 20 % of the human-labelled file (stratified by label) and 20 % of the lexicon-labelled
@@ -21,18 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from ml.common.drift import Reference
-from ml.common.pipeline import TrainOutput, write_metadata
+from ml.data.drift import Reference
 from ml.models.sentiment import algorithm, data
+from ml.training.outputs import TrainOutput, write_metadata
 
 NAME = "sentiment"
 HUMAN, LEXICON = "human", "lexicon"  # metric prefixes
-
-
-def generate_sample(out_dir: Path, seed: int = 0) -> Path:
-    """Small synthetic Twitter_Data.csv, Reddit_Data.csv and human-labelled raw tweets in `out_dir`."""
-    data.generate_sample(Path(out_dir), seed=seed)
-    return Path(out_dir)
 
 
 def reference_columns(model: Any, texts: list[str]) -> dict[str, np.ndarray]:
@@ -76,21 +70,3 @@ def train(data_dir: Path, out_dir: Path, params: dict[str, Any] | None = None, s
     if human is not None:
         info |= {"rows_human": len(human), "train_rows_human": len(human_train), "test_rows_human": len(human_test)}
     return TrainOutput(NAME, out_dir, used, metrics, info, segments=segments)
-
-
-def evaluate(model_dir: Path, data_file: Path) -> dict[str, float]:
-    """Metrics on one file of any schema (`clean_text`/`clean_comment` + `category` -1/0/1, or raw
-    `text` + `sentiment` as words): `macro_f1`, `accuracy`, per-class F1, `rows`."""
-    model = algorithm.SentimentModel.load(Path(model_dir))
-    frame = data.load_file(Path(data_file))
-    return {k: float(v) for k, v in algorithm.evaluate(model, frame).items()}
-
-
-def sample_requests(data_dir: Path, model_dir: Path, n: int = 200, seed: int = 0) -> list[dict[str, Any]]:
-    """V2 request bodies for benchmarks: single raw tweets from the human-labelled file (the model's
-    intended input), else texts of the lexicon-labelled files."""
-    frame = data.load_human(Path(data_dir))
-    if frame is None:
-        frame = data.load(Path(data_dir))
-    texts = frame["text"].sample(n=min(n, len(frame)), random_state=seed).tolist()
-    return [{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [t]}]} for t in texts]

@@ -7,9 +7,13 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from ml.common.pipeline import publish, read_metadata
-from ml.models.recommendation import pipeline
+from ml.model_plugin import load_plugin
+from ml.models.recommendation import train
 from ml.serving.settings import ModelEntry
+from ml.training.outputs import read_metadata
+from ml.training.registration import register
+
+PLUGIN = load_plugin("recommendation")
 
 pytestmark = [pytest.mark.ml, pytest.mark.integration]
 
@@ -17,8 +21,9 @@ pytestmark = [pytest.mark.ml, pytest.mark.integration]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("rec")
-    data_dir = pipeline.generate_sample(root / "data", seed=1)
-    out = pipeline.train(data_dir, root / "model", seed=0)
+    data_dir = root / "data"
+    PLUGIN.generate_sample(data_dir, seed=1)
+    out = train.train(data_dir, root / "model", seed=0)
     return data_dir, out
 
 
@@ -35,7 +40,7 @@ def test_training_reports_protocol_metrics_and_baselines(trained):
 
 def test_evaluate_on_held_out_file_prints_protocol_keys(trained):
     data_dir, out = trained
-    metrics = pipeline.evaluate(out.model_dir, data_dir / "goodbooks_ratings_sample.csv")
+    metrics = PLUGIN.evaluate(out.model_dir, data_dir / "goodbooks_ratings_sample.csv")
     assert {"ndcg@10", "recall@10"} <= set(metrics)
 
 
@@ -43,7 +48,7 @@ def test_publish_gates_aliases_and_serving(trained, mlflow_server, shared_mlserv
     _, out = trained
     client = MlflowClient(mlflow_server.url, registry_uri=mlflow_server.url)
     # Gate passes: challenger and champion point at the new version.
-    first = publish(out, mlflow_server.url, gates={"ndcg@10": 0.01})
+    first = register(out, mlflow_server.url, gates={"ndcg@10": 0.01})
     assert first.champion
     mv = client.get_model_version_by_alias("recommendation", "champion")
     assert mv.version == first.version and mv.tags["gate.passed"] == "true"
@@ -52,7 +57,7 @@ def test_publish_gates_aliases_and_serving(trained, mlflow_server, shared_mlserv
     assert run.data.metrics["gate.ndcg_at_10.threshold"] == pytest.approx(0.01)
     assert run.data.metrics["ndcg_at_10"] == pytest.approx(out.metrics["ndcg@10"])
     # Gate fails: the new version becomes challenger only; champion stays on the first one.
-    second = publish(out, mlflow_server.url, gates={"ndcg@10": 0.99})
+    second = register(out, mlflow_server.url, gates={"ndcg@10": 0.99})
     assert not second.champion
     assert client.get_model_version_by_alias("recommendation", "challenger").version == second.version
     assert client.get_model_version_by_alias("recommendation", "champion").version == first.version

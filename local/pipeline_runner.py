@@ -5,7 +5,7 @@ each step runs in a Python subprocess of this environment (the model-server imag
 same lock file). The KFP output (every step's streamed log) goes to a log file; the run's steps, times
 and summaries come from the journal the steps write (ml/pipelines/steps.py) and make a `RunReport`.
 
-    python -m ml.pipelines.local_run NAME --args JSON --root DIR --log FILE --report FILE
+    python -m local.pipeline_runner NAME --args JSON --root DIR --log FILE --report FILE
 
 is the form `mlplat local up` starts, one process per model, so that runs overlap.
 """
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.pipelines import STEPS, pipeline_name
+from ml.pipelines.definition import committed_ir, compile_ir
 from ml.pipelines.steps import JOURNAL_ENV
 from ml.serving.processes import PROMETHEUS_DIR_VARIABLES
 
@@ -81,12 +82,9 @@ def run(name: str, arguments: dict[str, Any], *, root: Path, log_path: Path, ir:
     """Run `name`'s pipeline with `arguments` (ml/pipelines/definition.py parameters) under `kfp.local`."""
     from kfp import components, local
 
-    from ml.pipelines.definition import committed_ir
-
     ir = ir or committed_ir(name)
     root.mkdir(parents=True, exist_ok=True)
     if not ir.is_file():  # a plugin package that ships no compiled IR: compile it from its code
-        from ml.pipelines.definition import compile_ir
 
         ir = compile_ir(name, root.parent / "ir" / f"{name}.yaml")
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +147,7 @@ def format_report(report: RunReport, indent: str = "      ") -> list[str]:
 def start(name: str, arguments: dict[str, Any], *, root: Path, log_path: Path, report_path: Path,
           ir: Path | None = None) -> subprocess.Popen[bytes]:
     """`run` in a child process (so several models' runs overlap); read its result with `collect`."""
-    argv = [sys.executable, "-m", "ml.pipelines.local_run", name, "--args", json.dumps(arguments), "--root", str(root),
+    argv = [sys.executable, "-m", "local.pipeline_runner", name, "--args", json.dumps(arguments), "--root", str(root),
             "--log", str(log_path), "--report", str(report_path)]
     if ir is not None:
         argv += ["--ir", str(ir)]
@@ -170,7 +168,7 @@ def collect(name: str, proc: subprocess.Popen[bytes], report_path: Path, log_pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ml.pipelines.local_run", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m local.pipeline_runner", description=__doc__.splitlines()[0])
     p.add_argument("name")
     p.add_argument("--args", default="{}", help="pipeline arguments as a JSON object")
     p.add_argument("--root", type=Path, required=True, help="kfp.local pipeline root (step outputs)")

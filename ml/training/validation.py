@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 import pandera.pandas as pa
 
-from ml.common.contract import DataContractError
+from ml.data.contract import DataContractError
 
 LIBRARY = f"pandera {version('pandera')}"
 MAX_REPORTED_FAILURES = 200  # failure cases kept in a report (the count is always complete)

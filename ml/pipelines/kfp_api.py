@@ -4,7 +4,7 @@ The Pulumi program (infra/workloads/) ships the committed IR of every enabled mo
 bootstrap document (ConfigMap `pipelines-bootstrap`: per model the run parameters, the recurring-run
 schedule and the first-install run) and starts a Job in the model-server image that runs
 
-    python -m ml.pipelines.cluster bootstrap --host http://ml-pipeline.kubeflow.svc.cluster.local:8888 \
+    python -m ml.pipelines.kfp_api bootstrap --host http://ml-pipeline.kubeflow.svc.cluster.local:8888 \
         --config /etc/mlplat/bootstrap/bootstrap.json --ir-dir /etc/mlplat/pipelines
 
 which, idempotently, through the KFP API (kfp.Client):
@@ -154,6 +154,7 @@ def _ir(ir_dir: Path, model: str) -> str:
     path = ir_dir / f"{model}.yaml"
     if path.is_file():
         return path.read_text()
+    # Only here: compiling loads the KFP compiler and every model's plugin (start-up time of the receiver).
     from ml.pipelines.definition import compile_ir
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -188,7 +189,7 @@ def wait_for_api(client: Any, timeout_s: float = 900) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ml.pipelines.cluster", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m ml.pipelines.kfp_api", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="action", required=True)
     b = sub.add_parser("bootstrap", help="upload the pipelines, keep the schedules, start the first-install runs")
     b.add_argument("--host", required=True)

@@ -34,10 +34,10 @@ from mlserver import MLModel
 from mlserver.errors import MLServerError
 from mlserver.types import InferenceRequest, InferenceResponse, Parameters, RequestInput, ResponseOutput
 
-from ml.common.drift import REFERENCE_FILE, DriftMonitor, Reference
-from ml.common.metrics import RuntimeMetrics, VersionMetrics
-from ml.common.serving_log import ServingSampler, served_identity
-from ml.common.tracking import pin_alias, resolve_model_dir
+from ml.data.drift import REFERENCE_FILE, DriftMonitor, Reference
+from ml.serving.metrics import RuntimeMetrics, VersionMetrics
+from ml.serving.serving_log import ServingSampler, served_identity
+from ml.training.tracking import pin_alias, resolve_model_dir
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from contracts import model_registry
 from contracts.models import ModelSpec
 
 if TYPE_CHECKING:
-    from ml.common.pipeline import TrainOutput
+    from ml.training.outputs import TrainOutput
 
 
 class ModelPlugin(ABC):
@@ -47,7 +47,7 @@ class ModelPlugin(ABC):
     @abstractmethod
     def check_data(self, data_dir: Path) -> str:
         """Load the model's files in `data_dir` through its data contract; raise
-        `ml.common.contract.DataContractError` naming file, column and row on broken input. Returns
+        `ml.data.contract.DataContractError` naming file, column and row on broken input. Returns
         a short description for progress output (e.g. "10,000 rows")."""
 
     # ---- training --------------------------------------------------------------------------------
@@ -56,14 +56,14 @@ class ModelPlugin(ABC):
     def train(self, data_dir: Path, out_dir: Path, *, params: dict[str, Any] | None = None, seed: int = 0,
               quick: bool = False) -> TrainOutput:
         """Fit on `data_dir`, measure on held-out rows, write the serving artifact into `out_dir`
-        (including `mlplat-model.json`, ml/common/pipeline.py `write_metadata`). `quick` skips work
+        (including `mlplat-model.json`, ml/training/outputs.py `write_metadata`). `quick` skips work
         that only feeds quality reports (baselines), not the artifact."""
 
     @abstractmethod
     def evaluate(self, model_dir: Path, data_file: Path, *, seed: int = 0) -> dict[str, float]:
         """Metrics of the artifact in `model_dir` on one file with the schema of a dataset file."""
 
-    # ---- model card (ml/common/card.py) -----------------------------------------------------------
+    # ---- model card (ml/training/card.py) -----------------------------------------------------------
 
     #: How the held-out metrics were measured (split, what is held out, what is chosen on training data).
     evaluation_protocol: str = "metrics measured on rows held out from training (see the model's pipeline.py)"
@@ -171,7 +171,7 @@ def _make(spec: ModelSpec) -> ModelPlugin:
     except (ImportError, AttributeError) as exc:
         raise RuntimeError(f"model {spec.name!r}: plugin class {spec.plugin} cannot be loaded ({exc})") from exc
     if not (isinstance(cls, type) and issubclass(cls, ModelPlugin)):
-        raise TypeError(f"model {spec.name!r}: {spec.plugin} must be a subclass of ml.common.plugin.ModelPlugin")
+        raise TypeError(f"model {spec.name!r}: {spec.plugin} must be a subclass of ml.model_plugin.ModelPlugin")
     return cls(spec)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from contracts.governance import GATES, GATES_AND_APPROVAL, PROMOTION_POLICIES
 from contracts.model_slots import MODEL_SETTINGS_FILE, artifact_model_settings, artifact_uri, slot_prefix
-from ml.common.governance import missing_for_production
+from ml.training.approval import missing_for_production, promotion_policy
 
 MARKER = "PUBLISHED.json"
 
@@ -219,14 +219,14 @@ def _verify(s3: Any, bucket: str, model: str, slot: str, sizes: dict[str, int], 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m ml.common.publish MODEL VERSION SLOT --bucket B`: publish by hand (the
+    """`python -m ml.training.publish MODEL VERSION SLOT --bucket B`: publish by hand (the
     Model still has to be touched, see docs/WORKLOADS.md); prints the result and the seconds taken."""
     import argparse
     import time
 
     import boto3
 
-    p = argparse.ArgumentParser(prog="python -m ml.common.publish", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m ml.training.publish", description=main.__doc__)
     p.add_argument("model")
     p.add_argument("version")
     p.add_argument("slot")
@@ -238,8 +238,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     promotion = args.promotion
     if promotion is None:
-        from ml.common.governance import promotion_policy
-
         promotion = promotion_policy(args.stack_file) if args.stack_file else GATES_AND_APPROVAL
     started = time.perf_counter()
     try:
