@@ -47,6 +47,7 @@ class Plan:
     dependencies: dict[str, list[str]] = field(default_factory=dict)  # urn -> urns it depends on
     types: dict[str, str] = field(default_factory=dict)  # urn -> resource type
     kustomizations: list[Kustomization] = field(default_factory=list)
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)  # urn -> the step's newState (AWS checks)
 
     @classmethod
     def from_preview(cls, plan: dict[str, Any]) -> Plan:
@@ -61,8 +62,10 @@ class Plan:
         types: dict[str, str] = {}
         kustomizations: list[Kustomization] = []
         version = ""
+        by_urn: dict[str, dict[str, Any]] = {}
         for st in states:
             urn, type_, inputs = st["urn"], st["type"], st.get("inputs") or {}
+            by_urn[urn] = st
             deps[urn] = list(st.get("dependencies") or [])
             types[urn] = type_
             if type_ == CLUSTER_TYPE:
@@ -90,7 +93,7 @@ class Plan:
             objects.append(KubeObject(manifest, origin="plan " + urn.rsplit("::", 1)[-1], urn=urn))
         if not version:
             raise ValueError(f"plan of stack {stack!r} has no {CLUSTER_TYPE} with a version")
-        return cls(stack, version, releases, objects, deps, types, kustomizations)
+        return cls(stack, version, releases, objects, deps, types, kustomizations, by_urn)
 
     def depends_on(self, urn: str, target: str) -> bool:
         """Whether `urn` depends on `target` directly or through other resources' dependencies."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.conformance import deadkeys, operators, ordering, scanner, selectors, wiring
+from infra.conformance import aws_checks, deadkeys, operators, ordering, scanner, selectors, wiring
 from infra.conformance.charts import ChartStore
 from infra.conformance.model import KubeObject, Problem
 from infra.conformance.plan import Plan
@@ -157,7 +157,10 @@ def run(plan: Plan, store: ChartStore, scan: bool = True, dead_keys: bool = True
     report.problems.extend(wiring.check(objects + derived))
     report.problems.extend(ordering.check(plan, objects, crds))
     t = _timed(report, "wiring+ordering", t)
-    # 6. Scanner.
+    # 6. AWS: creation order, launch templates, day 2, accelerators, settings that create nothing.
+    report.problems.extend(aws_checks.check(plan, objects))
+    t = _timed(report, "aws", t)
+    # 7. Scanner.
     if scan:
         try:
             found, notes = scanner.scan(objects)
