@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -31,6 +32,10 @@ from stacks.schema import PlatformConfig
 ON_DEMAND_QUOTAS = {"standard": "L-1216C47A", "g": "L-DB2E81BA", "p": "L-417A185B"}
 SPOT_QUOTAS = {"standard": "L-34B43A08", "g": "L-3819A6DF", "p": "L-7212CCBC"}
 ELASTIC_IPS, NAT_PER_AZ, VPCS = "L-0263D0A3", "L-FE5A380F", "L-F678F1CE"
+# The cluster's upgrade policy is STANDARD: at the end of standard support EKS upgrades the control plane
+# itself (EKS User Guide, view-upgrade-policy.md), and the stack's pinned version becomes a downgrade that
+# the next `pulumi up` cannot apply. Warn this long before, so the upgrade runbook runs first.
+SUPPORT_MARGIN = timedelta(days=90)
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,19 @@ def addon_checks(cfg: PlatformConfig, bom: Bom, kubernetes_version: str, eks: An
                             "offered" if version in offered else f"not offered ({len(offered)} versions are)",
                             version in offered))
     return checks
+
+
+def version_checks(kubernetes_version: str, eks: Any, today: date) -> list[Check]:
+    versions = eks.describe_cluster_versions(clusterVersions=[kubernetes_version]).get("clusterVersions", [])
+    if not versions:
+        return [Check("eks version", f"Kubernetes {kubernetes_version}", "offered", "not offered", False)]
+    end = versions[0].get("endOfStandardSupportDate")
+    if end is None:
+        return [Check("eks version", f"Kubernetes {kubernetes_version}", "standard support", "no end date", True)]
+    end_day = end.date() if hasattr(end, "date") else end
+    return [Check("eks version", f"Kubernetes {kubernetes_version}",
+                  f"standard support past {today + SUPPORT_MARGIN}", f"ends {end_day}",
+                  end_day > today + SUPPORT_MARGIN)]
 
 
 def offering_checks(cfg: PlatformConfig, ec2: Any) -> list[Check]:
@@ -168,10 +186,13 @@ def quota_checks(cfg: PlatformConfig, clients: Clients) -> list[Check]:
     return checks
 
 
-def run(cfg: PlatformConfig, bom: Bom, kubernetes_version: str, clients: Clients) -> list[Check]:
+def run(cfg: PlatformConfig, bom: Bom, kubernetes_version: str, clients: Clients,
+        today: date | None = None) -> list[Check]:
     """Every check; an AWS error becomes a failed row naming the call, never a crash half-way."""
     out: list[Check] = []
+    day = today or date.today()
     steps = (("eks add-on", lambda: addon_checks(cfg, bom, kubernetes_version, clients.eks)),
+             ("eks version", lambda: version_checks(kubernetes_version, clients.eks, day)),
              ("instance type", lambda: offering_checks(cfg, clients.ec2)),
              ("engine", lambda: engine_checks(bom, clients)),
              ("quota", lambda: quota_checks(cfg, clients)))

@@ -25,6 +25,11 @@ Sources (Amazon EKS User Guide, awsdocs/amazon-eks-user-guide, doc_source/):
   templates/webhook.yaml: the Service and Ingress webhooks fail closed): Services of type LoadBalancer
   and Ingresses need the controller running first; subnets are found by their kubernetes.io/role/elb
   (public) and kubernetes.io/role/internal-elb (private) tags.
+- cluster-iam-role.md: CreateCluster needs AmazonEKSClusterPolicy on the cluster role; the same holds for
+  every role handed to an AWS service (VPC flow logs deliver with theirs from the start: VPC User
+  Guide, flow-logs-iam-role.html): its policies exist before the resource that hands it over.
+- launch-templates.md (note on the metadata hop limit): with a hop limit of 1 pods cannot reach IMDSv2,
+  so the load balancer controller must be given its VPC and region (its chart's `vpcId`, `region`).
 - IAM roles for service accounts (iam-roles-for-service-accounts.md): a pod gets the role's permissions
   only once the role's policies exist; the role's grants must exist before the add-on or release whose
   pods assume it.
@@ -229,6 +234,37 @@ def release_problems(graph: AwsGraph, objects: list[KubeObject]) -> list[Problem
     return problems
 
 
+def service_role_problems(graph: AwsGraph) -> list[Problem]:
+    """A role handed to an AWS service (EKS, VPC flow logs, RDS monitoring, ...) has its policies when the
+    service first uses it: CreateCluster needs AmazonEKSClusterPolicy on the cluster role
+    (cluster-iam-role.md), a flow log needs its delivery permissions (VPC User Guide, flow-logs-cwl.html)."""
+    problems: list[Problem] = []
+    for node in graph.nodes.values():
+        if not node.custom or node.type.startswith("aws:iam/") or node.type == NODE_GROUP:
+            continue
+        for role in graph.direct(node, ROLE):
+            if is_irsa(role):
+                continue
+            late = sorted(g.name for g in graph.grants_of(role) if not graph.created_before(g.urn, node.urn))
+            if late:
+                problems.append(_problem(node, "roleArn", f"uses role {role.name} before its grants "
+                                                          f"{', '.join(late)} exist (depend on them)"))
+    return problems
+
+
+def imds_problems(graph: AwsGraph) -> list[Problem]:
+    """With a metadata hop limit of 1 (launch-templates.md: containers need 2 to reach IMDSv2), the load
+    balancer controller cannot discover its VPC and region and must be given both."""
+    hop_one = [lt for lt in graph.of_type(LAUNCH_TEMPLATE)
+               if (lt.inputs.get("metadataOptions") or {}).get("httpPutResponseHopLimit") == 1]
+    if not hop_one:
+        return []
+    return [_problem(r, f"values.{key}", f"pods cannot reach instance metadata (hop limit 1 in {hop_one[0].name}): "
+                                         "the controller needs it set")
+            for r in graph.releases if r.inputs.get("chart") == LB_CONTROLLER_CHART
+            for key in ("vpcId", "region") if not (r.inputs.get("values") or {}).get(key)]
+
+
 def check(graph: AwsGraph, objects: list[KubeObject]) -> list[Problem]:
     return (launch_template_problems(graph) + node_join_problems(graph) + addon_problems(graph)
-            + release_problems(graph, objects))
+            + release_problems(graph, objects) + service_role_problems(graph) + imds_problems(graph))

@@ -180,6 +180,32 @@ def test_load_balancer_service_before_the_controller_is_reported(states_of):
     assert any("Service kubeflow/ui" in f and ".spec" in f for f in found), found
 
 
+def test_cluster_created_before_its_role_holds_the_cluster_policy_is_reported(states_of):
+    """The defect as it was: the cluster waited for its role, not for AmazonEKSClusterPolicy on it."""
+    states = _copy(states_of)
+    policy = _of(states, ATTACHMENT, "cluster-cluster-policy")[0]["urn"]
+    _of(states, "aws:eks/cluster:Cluster")[0]["dependencies"].remove(policy)
+    found = _texts(aws_order.service_role_problems(_graph(states)))
+    assert found == ["[aws-order] Cluster cluster-eks .roleArn: uses role cluster-role before its grants "
+                     "cluster-cluster-policy exist (depend on them)"]
+
+
+def test_flow_log_before_its_delivery_policy_is_reported(states_of):
+    states = _copy(states_of)
+    flow_log = _of(states, "aws:ec2/flowLog:FlowLog")[0]
+    flow_log["dependencies"] = [d for d in flow_log["dependencies"] if "flow-logs-policy" not in d]
+    assert any("FlowLog network-flow-log .roleArn" in t for t in _texts(aws_order.service_role_problems(
+        _graph(states))))
+
+
+def test_load_balancer_controller_without_vpc_id_behind_hop_limit_1_is_reported(states_of):
+    states = _copy(states_of)
+    release = _of(states, "kubernetes:helm.sh/v3:Release", "aws-load-balancer-controller")[0]
+    del release["inputs"]["values"]["vpcId"]
+    found = _texts(aws_order.imds_problems(_graph(states)))
+    assert [f.split(":")[0] for f in found] == ["[aws-order] Release aws-load-balancer-controller .values.vpcId"]
+
+
 # ---------------------------------------------------------------- day 2
 def test_exact_rds_minor_version_with_automatic_upgrades_is_reported(states_of):
     states = _copy(states_of)

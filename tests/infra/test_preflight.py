@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from typing import Any
 
 import boto3
@@ -16,6 +17,7 @@ from infra.cli import preflight as preflight_cli
 from stacks.bom import load_bom
 from stacks.config import load_stack_file, stack_file
 
+TODAY = date(2026, 12, 7)
 VCPUS = {"m6i.large": 2, "m6i.xlarge": 4, "m5.xlarge": 4, "c6i.xlarge": 4, "c5.xlarge": 4, "m6i.2xlarge": 8,
          "c6i.2xlarge": 8, "c7i.2xlarge": 8, "g5.xlarge": 4, "g6.xlarge": 4}
 
@@ -31,6 +33,7 @@ class Account:
     addresses_in_use: int = 0
     kafka_status: str = "ACTIVE"
     deny_quotas: bool = False
+    end_of_standard_support: datetime = datetime(2100, 1, 1, tzinfo=UTC)  # far: the command uses the real date
 
 
 def _client(service: str) -> Any:
@@ -51,6 +54,9 @@ def stubbed(account: Account, stack: str = "prod") -> tuple[preflight.Clients, l
         stubs["eks"].add_response("describe_addon_versions", {"addons": [{
             "addonName": name, "addonVersions": [{"addonVersion": offered}]}]},
             {"addonName": name, "kubernetesVersion": version})
+    stubs["eks"].add_response("describe_cluster_versions", {"clusterVersions": [
+        {"clusterVersion": version, "endOfStandardSupportDate": account.end_of_standard_support}]},
+        {"clusterVersions": [version]})
     zones = list(cfg.network.availability_zones)
     types = sorted({t for g in cfg.node_groups.values() for t in g.instance_types})
     stubs["ec2"].add_response("describe_instance_type_offerings", {"InstanceTypeOfferings": [
@@ -96,7 +102,8 @@ def _run(account: Account, stack: str = "prod") -> list[preflight.Check]:
     clients, stubs = stubbed(account, stack)
     cfg = load_stack_file(stack_file(stack))
     bom = load_bom()
-    checks = preflight.run(cfg, bom, cfg.cluster.kubernetes_version or bom.kubernetes.default, clients)
+    checks = preflight.run(cfg, bom, cfg.cluster.kubernetes_version or bom.kubernetes.default, clients,
+                           today=TODAY)
     for stub in stubs:
         stub.assert_no_pending_responses()
     return checks
@@ -111,13 +118,18 @@ def test_an_account_that_fits_passes_every_check(stack):
     checks = _run(Account(), stack)
     assert _failed(checks) == []
     areas = {c.area for c in checks}
-    assert areas == {"eks add-on", "instance type", "engine", "quota"}
+    assert areas == {"eks add-on", "eks version", "instance type", "engine", "quota"}
     assert preflight.shortfalls(checks) == 0
 
 
 def test_pinned_add_on_version_missing_in_the_region_fails():
     failed = _failed(_run(Account(missing_addon_version="coredns")))
     assert failed == [("eks add-on", "coredns on Kubernetes 1.34", "not offered (1 versions are)")]
+
+
+def test_kubernetes_version_near_the_end_of_standard_support_fails():
+    failed = _failed(_run(Account(end_of_standard_support=datetime(2027, 2, 1, tzinfo=UTC))))
+    assert failed == [("eks version", "Kubernetes 1.34", "ends 2027-02-01")]
 
 
 def test_instance_type_not_offered_in_one_zone_fails():
