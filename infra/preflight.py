@@ -4,7 +4,8 @@ version the region lacks or a quota below the stack's size fails in seconds inst
 through an up.
 
 Every call is a Describe/List/Get (EKS DescribeAddonVersions, EC2 DescribeInstanceTypeOfferings,
-DescribeInstanceTypes, DescribeVpcs, DescribeAddresses, RDS DescribeDBEngineVersions, ElastiCache
+DescribeInstanceTypes, DescribeVpcs, DescribeAddresses, RDS DescribeOrderableDBInstanceOptions and
+DescribeDBEngineVersions, ElastiCache
 DescribeCacheEngineVersions, MSK ListKafkaVersions, Service Quotas GetServiceQuota). The clients are
 passed in (`Clients`), so the tests drive them with botocore's Stubber.
 
@@ -147,6 +148,23 @@ def engine_checks(bom: Bom, clients: Clients) -> list[Check]:
     ]
 
 
+def database_class_checks(cfg: PlatformConfig, bom: Bom, rds: Any) -> list[Check]:
+    """The RDS instance class can be ordered with the pinned PostgreSQL major, gp3 storage (and Multi-AZ where
+    the stack asks for it) in every zone of the stack's subnet group."""
+    db = cfg.database
+    zones: set[str] = set()
+    for page in rds.get_paginator("describe_orderable_db_instance_options").paginate(
+            Engine="postgres", DBInstanceClass=db.instance_class, Vpc=True):
+        for option in page.get("OrderableDBInstanceOptions", []):
+            engine_ok = _matches(option.get("EngineVersion", ""), bom.engines["postgres"])
+            if engine_ok and option.get("StorageType") == "gp3" and (option.get("MultiAZCapable") or not db.multi_az):
+                zones |= {z["Name"] for z in option.get("AvailabilityZones", [])}
+    wanted = list(cfg.network.availability_zones)
+    missing = [z for z in wanted if z not in zones]
+    return [Check("instance type", f"RDS {db.instance_class}", f"orderable in {', '.join(wanted)}",
+                  f"not in {', '.join(missing)}" if missing else "orderable", not missing)]
+
+
 def _quota(quotas: Any, service: str, code: str) -> float:
     return float(quotas.get_service_quota(ServiceCode=service, QuotaCode=code)["Quota"]["Value"])
 
@@ -194,6 +212,7 @@ def run(cfg: PlatformConfig, bom: Bom, kubernetes_version: str, clients: Clients
     steps = (("eks add-on", lambda: addon_checks(cfg, bom, kubernetes_version, clients.eks)),
              ("eks version", lambda: version_checks(kubernetes_version, clients.eks, day)),
              ("instance type", lambda: offering_checks(cfg, clients.ec2)),
+             ("instance type", lambda: database_class_checks(cfg, bom, clients.rds)),
              ("engine", lambda: engine_checks(bom, clients)),
              ("quota", lambda: quota_checks(cfg, clients)))
     for area, step in steps:

@@ -43,6 +43,7 @@ import tomllib
 from infra.conformance.aws_graph import (
     ACCESS_ENTRY,
     ADDON,
+    EKS_CLUSTER,
     LAUNCH_TEMPLATE,
     NODE_GROUP,
     ROLE,
@@ -93,6 +94,12 @@ def launch_template_problems(graph: AwsGraph) -> list[Problem]:
         if lt.inputs.get("vpcSecurityGroupIds") and any(nic.get("securityGroups") for nic in interfaces):
             problems.append(_problem(lt, "vpcSecurityGroupIds",
                                      "security groups on the instance and on a network interface: EKS allows one"))
+        custom_groups = lt.inputs.get("vpcSecurityGroupIds") or [g for nic in interfaces
+                                                                  for g in nic.get("securityGroups") or []]
+        if custom_groups and not graph.direct(lt, EKS_CLUSTER):
+            problems.append(_problem(lt, "vpcSecurityGroupIds", "custom security groups replace the cluster "
+                                     "security group on the nodes; none of them is the cluster's "
+                                     "(vpcConfig.clusterSecurityGroupId), so the nodes cannot reach the control plane"))
         if lt.inputs.get("instanceType") and group.inputs.get("instanceTypes"):
             problems.append(_problem(group, "instanceTypes",
                                      f"the launch template {lt.name} names an instance type too: set it in one place"))

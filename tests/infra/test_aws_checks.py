@@ -92,6 +92,7 @@ def test_parent_waits_count_as_created_before():
     ("networkInterfaces", [{"subnetId": "subnet-1"}], ".networkInterfaces[0].subnetId"),
     ("instanceType", "m6i.large", "NodeGroup nodes-system .instanceTypes"),
     ("imageId", "ami-123", "NodeGroup nodes-system .amiType"),
+    ("vpcSecurityGroupIds", ["sg-0custom"], ".vpcSecurityGroupIds: custom security groups replace"),
 ])
 def test_launch_template_defects_are_reported(states_of, field, value, expected):
     states = _copy(states_of)

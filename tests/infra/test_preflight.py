@@ -33,6 +33,7 @@ class Account:
     addresses_in_use: int = 0
     kafka_status: str = "ACTIVE"
     deny_quotas: bool = False
+    db_zones: tuple[str, ...] = ("eu-west-1a", "eu-west-1b", "eu-west-1c")
     end_of_standard_support: datetime = datetime(2100, 1, 1, tzinfo=UTC)  # far: the command uses the real date
 
 
@@ -64,6 +65,12 @@ def stubbed(account: Account, stack: str = "prod") -> tuple[preflight.Clients, l
         for t in types for z in zones if (t, z) not in account.unoffered]}, {
         "LocationType": "availability-zone",
         "Filters": [{"Name": "instance-type", "Values": types}, {"Name": "location", "Values": zones}]})
+    stubs["rds"].add_response("describe_orderable_db_instance_options", {"OrderableDBInstanceOptions": [
+        {"Engine": "postgres", "EngineVersion": "16.10", "DBInstanceClass": cfg.database.instance_class,
+         "StorageType": "gp3", "MultiAZCapable": True, "AvailabilityZones": [{"Name": z} for z in account.db_zones]},
+        {"Engine": "postgres", "EngineVersion": "15.14", "DBInstanceClass": cfg.database.instance_class,
+         "StorageType": "gp3", "MultiAZCapable": True, "AvailabilityZones": [{"Name": "eu-west-1c"}]}]},
+        {"Engine": "postgres", "DBInstanceClass": cfg.database.instance_class, "Vpc": True})
     stubs["rds"].add_response("describe_db_engine_versions", {"DBEngineVersions": [
         {"Engine": "postgres", "EngineVersion": v, "DBParameterGroupFamily": f}
         for v, f in (("15.14", "postgres15"), ("16.9", "postgres16"), ("16.10", "postgres16"))]},
@@ -135,6 +142,12 @@ def test_kubernetes_version_near_the_end_of_standard_support_fails():
 def test_instance_type_not_offered_in_one_zone_fails():
     failed = _failed(_run(Account(unoffered={("g6.xlarge", "eu-west-1c")})))
     assert failed == [("instance type", "g6.xlarge", "not in eu-west-1c")]
+
+
+def test_database_class_not_orderable_in_a_zone_fails():
+    """Only the 16.x option counts: the 15.x one in eu-west-1c does not make up for it."""
+    failed = _failed(_run(Account(db_zones=("eu-west-1a", "eu-west-1b"))))
+    assert failed == [("instance type", "RDS db.r6g.xlarge", "not in eu-west-1c")]
 
 
 def test_vcpu_and_elastic_ip_quotas_below_the_stack_fail():
