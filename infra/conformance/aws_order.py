@@ -30,6 +30,8 @@ Sources (Amazon EKS User Guide, awsdocs/amazon-eks-user-guide, doc_source/):
   Guide, flow-logs-iam-role.html): its policies exist before the resource that hands it over.
 - launch-templates.md (note on the metadata hop limit): with a hop limit of 1 pods cannot reach IMDSv2,
   so the load balancer controller must be given its VPC and region (its chart's `vpcId`, `region`).
+- Amazon MSK Developer Guide, msk-topic-operations-information.html: the topic API (`aws.msk.Topic`)
+  needs a provisioned cluster on Kafka 3.6.0 or later in state ACTIVE.
 - IAM roles for service accounts (iam-roles-for-service-accounts.md): a pod gets the role's permissions
   only once the role's policies exist; the role's grants must exist before the add-on or release whose
   pods assume it.
@@ -58,6 +60,8 @@ from infra.conformance.model import KubeObject, Problem
 
 CHECK = "aws-order"
 SERVICE_ACCOUNT = "kubernetes:core/v1:ServiceAccount"
+MSK_TOPIC = "aws:msk/topic:Topic"
+MSK_CLUSTER = "aws:msk/cluster:Cluster"
 POLICY = "arn:aws:iam::aws:policy/"
 WORKER_NODE = POLICY + "AmazonEKSWorkerNodePolicy"
 ECR_PULL = (POLICY + "AmazonEC2ContainerRegistryReadOnly", POLICY + "AmazonEC2ContainerRegistryPullOnly")
@@ -272,6 +276,30 @@ def imds_problems(graph: AwsGraph) -> list[Problem]:
             for key in ("vpcId", "region") if not (r.inputs.get("values") or {}).get(key)]
 
 
+def topic_problems(graph: AwsGraph) -> list[Problem]:
+    """MSK's topic API works only on a provisioned cluster running Kafka 3.6.0 or later, once it is ACTIVE
+    (Amazon MSK Developer Guide, msk-topic-operations-information.html), and a topic cannot have more
+    replicas than brokers."""
+    problems: list[Problem] = []
+    for topic in graph.of_type(MSK_TOPIC):
+        clusters = graph.direct(topic, MSK_CLUSTER)
+        if not clusters:
+            problems.append(_problem(topic, "clusterArn", "not created after a provisioned MSK cluster of the plan"))
+            continue
+        cluster = clusters[0]
+        version = str(cluster.inputs.get("kafkaVersion", ""))
+        parts = [int(p) for p in version.split(".")[:2] if p.isdigit()]
+        if len(parts) < 2 or tuple(parts) < (3, 6):
+            problems.append(_problem(topic, "clusterArn", f"the topic API needs Kafka 3.6.0 or later; cluster "
+                                                          f"{cluster.name} runs {version or 'an unknown version'}"))
+        brokers = cluster.inputs.get("numberOfBrokerNodes") or 0
+        if (topic.inputs.get("replicationFactor") or 0) > brokers:
+            problems.append(_problem(topic, "replicationFactor", f"{topic.inputs.get('replicationFactor'):g} "
+                                                                 f"replicas on {brokers:g} brokers"))
+    return problems
+
+
 def check(graph: AwsGraph, objects: list[KubeObject]) -> list[Problem]:
     return (launch_template_problems(graph) + node_join_problems(graph) + addon_problems(graph)
-            + release_problems(graph, objects) + service_role_problems(graph) + imds_problems(graph))
+            + release_problems(graph, objects) + service_role_problems(graph) + imds_problems(graph)
+            + topic_problems(graph))

@@ -207,6 +207,18 @@ def test_load_balancer_controller_without_vpc_id_behind_hop_limit_1_is_reported(
     assert [f.split(":")[0] for f in found] == ["[aws-order] Release aws-load-balancer-controller .values.vpcId"]
 
 
+@pytest.mark.parametrize(("version", "replicas", "expected"), [
+    ("3.5.1", 3, ".clusterArn: the topic API needs Kafka 3.6.0 or later"),
+    ("3.8.x", 4, ".replicationFactor: 4 replicas on 3 brokers"),
+])
+def test_msk_topic_preconditions_are_reported(states_of, version, replicas, expected):
+    states = _copy(states_of)
+    _of(states, aws_order.MSK_CLUSTER)[0]["inputs"]["kafkaVersion"] = version
+    _of(states, aws_order.MSK_TOPIC)[0]["inputs"]["replicationFactor"] = replicas
+    found = _texts(aws_order.topic_problems(_graph(states)))
+    assert len(found) == 1 and expected in found[0], found
+
+
 # ---------------------------------------------------------------- day 2
 def test_exact_rds_minor_version_with_automatic_upgrades_is_reported(states_of):
     states = _copy(states_of)
