@@ -21,7 +21,7 @@ from stacks.rules import GPU_FAMILIES
 CHECK = "accelerators"
 NVIDIA_AMI_TYPES = ("AL2023_x86_64_NVIDIA", "AL2023_ARM_64_NVIDIA", "AL2_x86_64_GPU")
 BOTTLEROCKET_NVIDIA = ("BOTTLEROCKET_x86_64_NVIDIA", "BOTTLEROCKET_ARM_64_NVIDIA")
-DEVICE_PLUGIN_IMAGES = ("k8s-device-plugin", "gpu-operator")
+DEVICE_PLUGIN_IMAGES = ("k8s-device-plugin",)  # nvcr.io/nvidia/k8s-device-plugin, the chart's image
 EFFECTS = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
 
 

@@ -19,7 +19,6 @@ The recorded plan (`mlplat synth`) keeps exactly what the SDK sent: `dependencie
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -107,9 +106,6 @@ class AwsGraph:
         """Managed policy ARNs attached to `role`, only those attached before `before` when given."""
         return {str(a.inputs.get("policyArn")) for a in self.grants_of(role) if a.type == ATTACHMENT
                 and (before is None or self.created_before(a.urn, before))}
-
-    def children(self, urn: str) -> Iterator[Node]:
-        return (n for n in self.nodes.values() if n.parent == urn)
 
     @cached_property
     def releases(self) -> list[Node]:

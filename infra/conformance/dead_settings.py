@@ -52,8 +52,8 @@ def settings(model: type[BaseModel] = PlatformConfig, prefix: str = "mlplatform:
             yield from settings(model_fields, f"{prefix}{info.alias or name}.<model>.")
             continue
         if nested:
-            container = typing.get_origin(info.annotation) in (list, dict)
-            yield from settings(nested[0], f"{key}{'[]' if container else ''}.")
+            container = {list: "[]", dict: ".<name>"}.get(typing.get_origin(info.annotation), "")
+            yield from settings(nested[0], f"{key}{container}.")
             continue
         yield key, name
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from infra.conformance import accelerators, aws_order, day2, dead_settings
+from infra.conformance import accelerators, aws_checks, aws_order, day2, dead_settings
 from infra.conformance.aws_graph import ADDON, ATTACHMENT, LAUNCH_TEMPLATE, NODE_GROUP, AwsGraph
 from infra.conformance.charts import ChartStore, mirror_from_env
 from infra.conformance.model import KubeObject
@@ -307,3 +307,13 @@ def test_a_setting_no_resource_reads_is_reported(tmp_path):
     assert _texts(dead_settings.check(tmp_path)) == [
         "[dead-setting] mlplatform:kafka.topics[].partitions: validated by the stack schema but read by no "
         "resource of the program: the setting changes nothing in AWS or the cluster"]
+
+
+def test_the_conform_pass_runs_every_aws_check(states_of):
+    """`mlplat conform` calls aws_checks.check (runner step 6): one defect of each class, each reported."""
+    states = _copy(states_of)
+    _of(states, LAUNCH_TEMPLATE, "nodes-system-lt")[0]["inputs"]["iamInstanceProfile"] = {"name": "x"}
+    _of(states, day2.RDS_INSTANCE)[0]["ignoreChanges"] = []
+    plan = Plan.from_states("prod", states.values())
+    checks = {p.check for p in aws_checks.check(plan, [])}  # no rendered objects: no device plugin either
+    assert checks == {"aws-order", "day2", "accelerators"}
