@@ -1,13 +1,15 @@
-"""Smoke test of a real cluster, run by .github/workflows/e2e.yml after `pulumi up` (ML environment:
-`.venv-ml/bin/python scripts/e2e_smoke.py --plan build/e2e/plan.json`), with kubectl and helm on PATH and
-the stack's kubeconfig in KUBECONFIG.
+"""Smoke test of a real cluster, run by .github/workflows/e2e.yml after `pulumi up`, with kubectl and helm on
+PATH and the stack's kubeconfig in KUBECONFIG (standard library only):
+
+    python scripts/e2e_smoke.py --plan build/e2e/plan.json --requests build/e2e/requests.json
 
 1. every node Ready (waits up to --wait-minutes);
-2. every Helm release the plan declares is deployed (`helm list -A`);
-3. one inference per registered model through the Seldon mesh (the inference ingress: envoy on
-   `seldon-mesh`), with the model's own smoke request built from generated sample data;
-4. one training-pipeline run of the first model through the Kubeflow Pipelines API.
-Prints one line per check and exits 1 on the first failure of each kind (all kinds are tried).
+2. every Helm release the plan (`mlplat synth --out`) declares is deployed (`helm list -A`);
+3. one inference per model through the Seldon mesh (envoy on `seldon-mesh`, the inference ingress), with the
+   model's own smoke request (`scripts/e2e_ml.py requests` writes them, in the ML environment);
+4. one training-pipeline run of the first model through the Kubeflow Pipelines API, waited for
+   (`scripts/e2e_ml.py train`, in the ML environment).
+Prints one line per check, tries every check, exits 1 if any failed.
 """
 
 from __future__ import annotations
@@ -15,28 +17,26 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-
-from contracts import model_registry
-from local.smoke import build_request
-from ml.common.plugin import load_plugin
+from typing import Any
 
 SELDON_NAMESPACE = "seldon"
 KFP_NAMESPACE = "kubeflow"
+RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"
 
 
-def _json(*command: str) -> dict:
+def _json(*command: str) -> Any:
     return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout or "{}")
 
 
-def nodes_ready(wait_minutes: float) -> str | None:
-    deadline = time.monotonic() + wait_minutes * 60
+def nodes_ready(wait_seconds: float, poll_seconds: float = 15) -> str | None:
+    deadline = time.monotonic() + wait_seconds
     while True:
         items = _json("kubectl", "get", "nodes", "-o", "json").get("items", [])
         not_ready = [n["metadata"]["name"] for n in items if not any(
@@ -44,40 +44,45 @@ def nodes_ready(wait_minutes: float) -> str | None:
         if items and not not_ready:
             return None
         if time.monotonic() > deadline:
-            return f"nodes not Ready: {not_ready or 'no nodes'}"
-        time.sleep(15)
+            return f"nodes not Ready: {', '.join(not_ready) or 'no nodes'}"
+        time.sleep(poll_seconds)
 
 
-def releases_deployed(plan: dict) -> str | None:
-    wanted = {s["newState"]["inputs"]["name"] for s in plan["steps"]
-              if s["newState"]["type"] == "kubernetes:helm.sh/v3:Release"}
-    listed = json.loads(subprocess.run(["helm", "list", "-A", "-a", "-o", "json"], check=True,
-                                       capture_output=True, text=True).stdout)
-    status = {r["name"]: r["status"] for r in listed}
+def releases_deployed(plan: dict[str, Any]) -> str | None:
+    wanted = sorted(s["newState"]["inputs"]["name"] for s in plan["steps"] if s["newState"]["type"] == RELEASE_TYPE)
+    status = {r["name"]: r["status"] for r in _json("helm", "list", "-A", "-a", "-o", "json")}
     bad = {name: status.get(name, "missing") for name in wanted if status.get(name) != "deployed"}
     return f"releases not deployed: {bad}" if bad else None
 
 
 @contextlib.contextmanager
-def port_forward(namespace: str, service: str, local: int, remote: int) -> Iterator[str]:
+def port_forward(namespace: str, service: str, local: int, remote: int, wait_seconds: float = 30) -> Iterator[str]:
+    """`kubectl port-forward` to a Service, open once the local port accepts connections."""
     proc = subprocess.Popen(["kubectl", "port-forward", "-n", namespace, f"svc/{service}", f"{local}:{remote}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(5)
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", local), timeout=1):
+                break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"port-forward to {namespace}/{service} did not open 127.0.0.1:{local}")
+            time.sleep(0.5)
         yield f"http://127.0.0.1:{local}"
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
 
-def infer(base: str, model: str, body: dict) -> str | None:
+def infer(base: str, model: str, body: dict[str, Any]) -> str | None:
+    """One V2 request to the model's champion through the mesh (routed by the Seldon-Model header)."""
     target = f"{model}-champion"
     request = urllib.request.Request(f"{base}/v2/models/{target}/infer", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json", "Seldon-Model": target})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             outputs = json.loads(response.read()).get("outputs")
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         return f"{model}: {exc}"
     return None if outputs else f"{model}: no outputs in the response"
 
@@ -85,27 +90,34 @@ def infer(base: str, model: str, body: dict) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--plan", type=Path, required=True, help="`mlplat synth --stack dev --out` of the stack")
+    p.add_argument("--requests", type=Path, required=True, help="model -> V2 request body (scripts/e2e_ml.py)")
+    p.add_argument("--ml-python", default=".venv-ml/bin/python", help="Python of the ML environment (training run)")
     p.add_argument("--wait-minutes", type=float, default=15)
+    p.add_argument("--mesh-port", type=int, default=9000)
+    p.add_argument("--kfp-port", type=int, default=8888)
     args = p.parse_args(argv)
     failures: list[str] = []
 
     def record(what: str, problem: str | None) -> None:
-        print(f"{'ok  ' if problem is None else 'FAIL'} {what}{'' if problem is None else ': ' + problem}")
+        print(f"{'ok  ' if problem is None else 'FAIL'} {what}{'' if problem is None else ': ' + problem}", flush=True)
         if problem:
             failures.append(problem)
 
-    record("nodes Ready", nodes_ready(args.wait_minutes))
+    record("nodes Ready", nodes_ready(args.wait_minutes * 60))
     record("every release deployed", releases_deployed(json.loads(args.plan.read_text())))
-    models = [s.name for s in model_registry.specs()]
-    with tempfile.TemporaryDirectory() as tmp, port_forward(SELDON_NAMESPACE, "seldon-mesh", 9000, 80) as base:
-        for model in models:
-            data = Path(tmp) / model
-            load_plugin(model).generate_sample(data)
-            record(f"inference {model}", infer(base, model, build_request(model, data, True, None)))
-    with port_forward(KFP_NAMESPACE, "ml-pipeline", 8888, 8888) as kfp:
-        run = subprocess.run([sys.executable, "-m", "mlplat", "pipeline", "run", models[0], "--host", kfp],
-                             capture_output=True, text=True)
-        record(f"training pipeline {models[0]}", None if run.returncode == 0 else run.stderr.strip()[-500:])
+    requests = json.loads(args.requests.read_text())
+    try:
+        with port_forward(SELDON_NAMESPACE, "seldon-mesh", args.mesh_port, 80) as base:
+            for model, body in requests.items():
+                record(f"inference {model}", infer(base, model, body))
+        with port_forward(KFP_NAMESPACE, "ml-pipeline", args.kfp_port, 8888) as kfp:
+            model = next(iter(requests))
+            run = subprocess.run([args.ml_python, str(Path(__file__).with_name("e2e_ml.py")), "train", model,
+                                  "--host", kfp], capture_output=True, text=True)
+            record(f"training pipeline {model}", None if run.returncode == 0 else
+                   (run.stdout + run.stderr).strip()[-500:])
+    except RuntimeError as exc:
+        record("port-forward", str(exc))
     return 1 if failures else 0
 
 

@@ -131,4 +131,4 @@ def test_e2e_is_manual_and_nightly_and_always_destroys():
     assert up["with"]["command"] == "up" and down["with"]["command"] == "destroy" and down["with"]["remove"]
     assert up["with"]["stack-name"] == down["with"]["stack-name"] == "${{ env.STACK }}"
     smoke = "\n".join(s.get("run", "") for s in jobs["up"]["steps"])
-    assert "scripts/e2e_smoke.py" in smoke and (REPO / "scripts" / "e2e_smoke.py").exists()
+    assert "scripts/e2e_smoke.py" in smoke and "scripts/e2e_ml.py requests" in smoke
