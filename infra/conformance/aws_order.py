@@ -179,6 +179,14 @@ def node_join_problems(graph: AwsGraph) -> list[Problem]:
                                      f"aws-node has no AmazonEKS_CNI_Policy when the nodes join: not on role "
                                      f"{role.name}, and no vpc-cni add-on with an IRSA role holding it is created "
                                      f"before the node group (vpc-cni add-ons: {later}); the nodes stay NotReady"))
+    # Without EKS's self-managed networking add-ons (CreateCluster bootstrapSelfManagedAddons=false, EKS API
+    # reference), a joining node has no kube-proxy unless the managed add-on exists first.
+    if any(c.inputs.get("bootstrapSelfManagedAddons") is False for c in graph.of_type(EKS_CLUSTER)):
+        proxies = [a for a in graph.of_type(ADDON) if a.inputs.get("addonName") == "kube-proxy"]
+        for group in graph.of_type(NODE_GROUP):
+            if not any(graph.created_before(a.urn, group.urn) for a in proxies):
+                problems.append(_problem(group, "clusterName", "the cluster has no self-managed kube-proxy and no "
+                                                               "kube-proxy add-on is created before this node group"))
     for entry in graph.of_type(ACCESS_ENTRY):
         for group in graph.of_type(NODE_GROUP):
             role = _node_role(graph, group)

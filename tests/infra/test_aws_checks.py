@@ -141,6 +141,13 @@ def test_cni_policy_on_the_node_role_satisfies_the_join(states_of):
     assert aws_order.node_join_problems(_graph(states)) == []
 
 
+def test_no_self_managed_add_ons_needs_kube_proxy_before_the_nodes(states_of):
+    states = _copy(states_of)
+    _of(states, "aws:eks/cluster:Cluster")[0]["inputs"]["bootstrapSelfManagedAddons"] = False
+    found = _texts(aws_order.node_join_problems(_graph(states)))
+    assert len(found) == 4 and all(".clusterName: the cluster has no self-managed kube-proxy" in f for f in found)
+
+
 def test_node_role_without_worker_or_registry_policy_is_reported(states_of):
     states = _copy(states_of)
     ecr = _of(states, ATTACHMENT, "AmazonEC2ContainerRegistryReadOnly")[0]
