@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from stacks.bom import Bom
 from stacks.schema import PlatformConfig
@@ -218,6 +218,8 @@ def run(cfg: PlatformConfig, bom: Bom, kubernetes_version: str, clients: Clients
     for area, step in steps:
         try:
             out += step()
+        except NoCredentialsError:
+            raise  # nothing can be checked: the command says so instead of failing every row
         except (ClientError, BotoCoreError) as exc:
             out.append(Check(area, "(AWS call failed)", "an answer", str(exc), False))
     return out

@@ -179,3 +179,15 @@ def test_command_prints_the_table_and_exits_1_on_a_shortfall(monkeypatch, capsys
     assert code == 1
     assert "FAIL  instance type  c7i.2xlarge" in out and "not in eu-west-1a" in out
     assert out.rstrip().endswith("1 shortfall(s)")
+
+
+def test_without_credentials_the_command_exits_2_before_any_check(monkeypatch, tmp_path, capsys):
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata lookup from a test
+    code = preflight_cli._preflight(argparse.Namespace(stack="dev", profile=None))
+    assert code == 2 and "Unable to locate credentials" in capsys.readouterr().err
