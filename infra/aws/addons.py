@@ -30,9 +30,9 @@ ADDON_IDENTITIES = {
         "kube-system", "ebs-csi-controller-sa", "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
     ),
 }
-# The system node group is tainted (SYSTEM_TOLERATION): its add-ons must tolerate that taint.
 # Add-ons whose pods the node groups need when they join (installed in the `before_nodes` stage).
 BEFORE_NODES = ("vpc-cni",)
+# The system node group is tainted (SYSTEM_TOLERATION): its add-ons must tolerate that taint.
 ADDON_CONFIGURATION = {
     "coredns": {"tolerations": [SYSTEM_TOLERATION]},
     "aws-ebs-csi-driver": {"controller": {"tolerations": [SYSTEM_TOLERATION]}},
