@@ -1,7 +1,10 @@
 """The ML-environment steps of .github/workflows/e2e.yml (run with .venv-ml/bin/python, PYTHONPATH=.):
 
-    requests OUT                    each registered model's smoke request (from sample data the model
-                                    generates) as {model: V2 body}, for scripts/e2e_smoke.py
+    requests OUT                    each registered model's smoke request as {model: V2 body}, for
+                                    scripts/e2e_smoke.py: built, as `mlplat local up` builds it, from
+                                    sample data the model generates and an artifact fitted on it here
+                                    (`quick`, as `mlplat bench` does); the body's form follows the
+                                    model's code and features, which the cluster's image shares
     train MODEL --host URL          one run of the model's training pipeline on the cluster's Kubeflow
                                     Pipelines, waited for; exit 0 only if it SUCCEEDED
 """
@@ -26,10 +29,11 @@ def write_requests(out: Path) -> dict[str, dict]:
     bodies = {}
     with tempfile.TemporaryDirectory() as tmp:
         for spec in model_registry.specs():
-            data = Path(tmp) / spec.name
-            load_plugin(spec.name).generate_sample(data)
+            plugin, data, model_dir = load_plugin(spec.name), Path(tmp) / spec.name, Path(tmp) / f"{spec.name}-model"
+            plugin.generate_sample(data)
+            plugin.train(data, model_dir, quick=True)
             # online_store=True: on the cluster the runtime reads the model's features from ElastiCache.
-            bodies[spec.name] = build_request(spec.name, data, True, None)
+            bodies[spec.name] = build_request(spec.name, data, True, model_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(bodies))
     return bodies
