@@ -23,7 +23,9 @@ on_aws = pulumi.ResourceOptions(providers={"aws": aws_provider})
 
 network = Network("network", NetworkArgs(ctx=ctx), on_aws)
 cluster = Cluster("cluster", ClusterArgs(ctx=ctx, network=network), on_aws)
-nodes = NodeGroups("nodes", NodeGroupsArgs(ctx=ctx, network=network, cluster_name=cluster.name), on_aws)
+node_network = ClusterAddons("node-network", ClusterAddonsArgs(ctx=ctx, cluster=cluster, before_nodes=True), on_aws)
+nodes = NodeGroups("nodes", NodeGroupsArgs(ctx=ctx, network=network, cluster_name=cluster.name),
+                   pulumi.ResourceOptions.merge(on_aws, pulumi.ResourceOptions(depends_on=[node_network])))
 addons = ClusterAddons("addons", ClusterAddonsArgs(ctx=ctx, cluster=cluster), pulumi.ResourceOptions.merge(
     on_aws, pulumi.ResourceOptions(depends_on=[nodes])))
 data = DataLayer("data", DataLayerArgs(ctx=ctx, network=network, cluster=cluster), on_aws)

@@ -30,6 +30,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("diff", "infra.cli.diff", "iac"),
     ("charts", "infra.cli.charts", "iac"),
     ("conform", "infra.cli.conform", "iac"),
+    ("preflight", "infra.cli.preflight", "iac"),
     ("local", "local.cli", "ml"),
     ("runbook", "runbooks.cli", "ml"),
     ("model", "ml.cli.model", "ml"),

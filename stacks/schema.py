@@ -217,7 +217,8 @@ class KafkaConfig(Section):
     )
     topics: list[KafkaTopic] = Field(
         default_factory=lambda: [KafkaTopic(name=topic) for topic in model_registry.stream_topics()],
-        description="Topics the platform's clients may use (IAM grants are scoped to these).",
+        description="Topics created in the MSK cluster with their partitions and replication factor (clients may not "
+        "create topics; IAM grants are scoped to these).",
     )
 
 

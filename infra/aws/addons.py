@@ -1,6 +1,12 @@
 """EKS managed add-ons pinned from the BOM, each AWS-facing one with its own IRSA role, and the
-encrypted gp3 default StorageClass. CoreDNS and the EBS CSI driver need running nodes, so the
-composition root orders this component after the node groups.
+encrypted gp3 default StorageClass, in two stages around the node groups:
+
+- before the nodes (`before_nodes=True`): vpc-cni with its IRSA role. A joining node's `aws-node`
+  needs AmazonEKS_CNI_Policy to give it a pod network (EKS User Guide, create-node-role.md and
+  cni-iam-role.md); the policy is on the add-on's role, not on the node role, so the add-on and its
+  role exist before any node starts, or the nodes stay NotReady and the node group fails to create.
+- after the nodes: CoreDNS and the EBS CSI driver run Deployments, which never become ready (and the
+  add-on never leaves DEGRADED) without a node; kube-proxy and the StorageClass come with them.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ ADDON_IDENTITIES = {
         "kube-system", "ebs-csi-controller-sa", "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
     ),
 }
+# Add-ons whose pods the node groups need when they join (installed in the `before_nodes` stage).
+BEFORE_NODES = ("vpc-cni",)
 # The system node group is tainted (SYSTEM_TOLERATION): its add-ons must tolerate that taint.
 ADDON_CONFIGURATION = {
     # The VPC CNI's network policy agent enforces the platform's NetworkPolicies; without it they are inert
@@ -41,6 +49,8 @@ class ClusterAddonsArgs:
     ctx: StackContext
     cluster: Cluster
     """The cluster: its name, OIDC issuer (add-on IRSA roles) and Kubernetes provider (StorageClass)."""
+    before_nodes: bool = False
+    """True: only the add-ons of `BEFORE_NODES`; False: the others and the default StorageClass."""
 
 
 class ClusterAddons(pulumi.ComponentResource):
@@ -53,6 +63,8 @@ class ClusterAddons(pulumi.ComponentResource):
         self.roles = {}
         addons = {}
         for addon, version in ctx.bom.addons_for(ctx.kubernetes_version).items():
+            if (addon in BEFORE_NODES) != args.before_nodes:
+                continue
             role_arn = None
             if addon in ADDON_IDENTITIES:
                 namespace, sa, policy = ADDON_IDENTITIES[addon]
@@ -73,6 +85,11 @@ class ClusterAddons(pulumi.ComponentResource):
                 tags=ctx.tags(ctx.name(addon)),
                 opts=child,
             )
+        if not args.before_nodes:
+            self._storage_class(name, ctx, cluster, addons["aws-ebs-csi-driver"])
+        self.register_outputs({"addons": {k: a.addon_version for k, a in addons.items()}})
+
+    def _storage_class(self, name: str, ctx: StackContext, cluster: Cluster, ebs_csi: aws.eks.Addon) -> None:
         k8s.storage.v1.StorageClass(
             f"{name}-gp3",
             metadata=k8s.meta.v1.ObjectMetaArgs(
@@ -86,6 +103,5 @@ class ClusterAddons(pulumi.ComponentResource):
             # `Retain`: volumes outlive their claims (cluster.volumeReclaimPolicy).
             reclaim_policy=ctx.cfg.cluster.volume_reclaim_policy,
             opts=pulumi.ResourceOptions(parent=self, provider=cluster.k8s_provider,
-                                        depends_on=[addons["aws-ebs-csi-driver"]]),
+                                        depends_on=[ebs_csi]),
         )
-        self.register_outputs({"addons": {k: a.addon_version for k, a in addons.items()}})

@@ -77,7 +77,7 @@ class Cluster(pulumi.ComponentResource):
             f"{name}-role", assume_role_policy=_assume_role_policy("eks.amazonaws.com"),
             tags=ctx.tags(ctx.name("eks-cluster")), opts=child,
         )
-        aws.iam.RolePolicyAttachment(
+        cluster_policy = aws.iam.RolePolicyAttachment(
             f"{name}-cluster-policy", role=role.name,
             policy_arn="arn:aws:iam::aws:policy/AmazonEKSClusterPolicy", opts=child,
         )
@@ -118,7 +118,8 @@ class Cluster(pulumi.ComponentResource):
             # Standard support only: upgrades follow runbooks/eks-upgrade.md instead of paid extended support.
             upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type="STANDARD"),
             tags=ctx.tags(cluster_name),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group, key_grant]),
+            # CreateCluster needs AmazonEKSClusterPolicy on the role (EKS User Guide, cluster-iam-role.md).
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group, key_grant, cluster_policy]),
         )
 
         issuer_url = cluster.identities.apply(lambda ids: ids[0].oidcs[0].issuer)

@@ -121,7 +121,8 @@ class Database(pulumi.ComponentResource):
             allow_major_version_upgrade=False,
             apply_immediately=dc.apply_immediately,
             tags=ctx.tags(self.identifier),
-            opts=stateful_options(ctx, self, depends_on=log_groups),
+            # Storage autoscaling raises allocated storage up to the ceiling; RDS cannot shrink it back.
+            opts=stateful_options(ctx, self, depends_on=log_groups, ignore_changes=["allocatedStorage"]),
         )
         self.host = instance.address
         self.password = pulumi.Output.secret(password.result)

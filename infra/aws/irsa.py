@@ -109,14 +109,18 @@ class IrsaRole(pulumi.ComponentResource):
             tags=ctx.tags(ctx.name("irsa", name), ServiceAccount=f"{namespace}/{service_account}"),
             opts=child,
         )
+        grants: list[pulumi.CustomResource] = []
         if statements is not None:
-            aws.iam.RolePolicy(
+            grants.append(aws.iam.RolePolicy(
                 f"{name}-policy", role=role.id,
                 policy=pulumi.Output.from_input(statements).apply(_policy_document), opts=child,
-            )
+            ))
         for i, arn in enumerate(managed_policy_arns):
-            aws.iam.RolePolicyAttachment(f"{name}-managed-{i}", role=role.name, policy_arn=arn, opts=child)
-        self.role_arn = role.arn
+            grants.append(aws.iam.RolePolicyAttachment(f"{name}-managed-{i}", role=role.name, policy_arn=arn,
+                                                       opts=child))
+        # The ARN carries the grants as dependencies: whatever hands it to a pod (a ServiceAccount annotation,
+        # an add-on, Helm values) is created after the role can do its job, never before its policies exist.
+        self.role_arn = pulumi.Output.all(role.arn, *(g.id for g in grants)).apply(lambda a: a[0])
         self.role_name = role.name
         self.register_outputs({"roleArn": role.arn})
 

@@ -7,8 +7,9 @@ whose Kafka clients cannot sign MSK IAM requests. The SCRAM credential (user `se
 password) lives in the Secrets Manager secret `AmazonMSK_<prefix>-seldon` (MSK requires that prefix
 and a customer-managed key: the streaming key) and is associated with the cluster. Brokers
 replicate over TLS, storage is encrypted with the streaming KMS key and grows by storage
-auto-scaling up to `maxEbsVolumeGib`. Broker logs go to CloudWatch Logs; JMX and node exporters
-are open to Prometheus (ports 11001/11002, from the nodes only). The cluster configuration stops
+auto-scaling up to `maxEbsVolumeGib`. The configured topics are created through MSK's topic API
+(`aws.msk.Topic`) with their partitions and replication factor. Broker logs go to CloudWatch Logs;
+JMX and node exporters are open to Prometheus (ports 11001/11002, from the nodes only). The cluster configuration stops
 clients creating topics implicitly and makes writes durable (RF 3, min ISR 2).
 """
 
@@ -177,6 +178,15 @@ class Kafka(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        # The brokers refuse implicit topic creation (auto.create.topics.enable=false), so every configured
+        # topic is created here through MSK's topic API, with its partitions and replication factor;
+        # otherwise producers and the stream ingestor fail at run time on a topic that does not exist.
+        for topic in kc.topics:
+            aws.msk.Topic(
+                f"{name}-topic-{topic.name}", cluster_arn=cluster.arn, name=topic.name,
+                partition_count=topic.partitions, replication_factor=topic.replication_factor,
+                opts=stateful_options(ctx, self),
+            )
         password = generated_password(f"{name}-scram-password", 32, self)
         self.scram_username = SCRAM_USERNAME
         # Explicitly secret: it must stay masked wherever the contract carries it.

@@ -175,7 +175,7 @@ class Network(pulumi.ComponentResource):
                 "Action": "sts:AssumeRole"}]}),
             tags=ctx.tags(ctx.name("flow-logs")), opts=self._child,
         )
-        aws.iam.RolePolicy(
+        policy = aws.iam.RolePolicy(
             f"{name}-flow-logs-policy", role=role.id,
             policy=group.arn.apply(lambda arn: json.dumps({"Version": "2012-10-17", "Statement": [{
                 "Effect": "Allow",
@@ -186,5 +186,7 @@ class Network(pulumi.ComponentResource):
         aws.ec2.FlowLog(
             f"{name}-flow-log", vpc_id=vpc.id, traffic_type="ALL", log_destination_type="cloud-watch-logs",
             log_destination=group.arn, iam_role_arn=role.arn, max_aggregation_interval=60,
-            tags=ctx.tags(ctx.name("flow-log")), opts=self._child,
+            tags=ctx.tags(ctx.name("flow-log")),
+            # Delivery uses the role from the first minute: its policy exists before the flow log.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
         )

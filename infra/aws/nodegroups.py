@@ -5,7 +5,6 @@ labels, taints and cluster-autoscaler discovery tags of their role.
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import dataclass
 
@@ -96,8 +95,8 @@ class NodeGroups(pulumi.ComponentResource):
                 aws.ec2.LaunchTemplateTagSpecificationArgs(resource_type=kind, tags=tags)
                 for kind in ("instance", "volume", "network-interface")
             ],
-            # A comment-only user data keeps EKS' own bootstrap; it documents that none is injected.
-            user_data=base64.b64encode(b"# nodes bootstrap with the EKS-optimised AMI defaults\n").decode(),
+            # No user data: EKS merges its own bootstrap into the template's, which it accepts only as a MIME
+            # multi-part archive (AL2/AL2023) or TOML (Bottlerocket); none is needed, so none is set.
             tags=tags,
             opts=self._child,
         )

@@ -49,6 +49,7 @@ class Plan:
     types: dict[str, str] = field(default_factory=dict)  # urn -> resource type
     kustomizations: list[Kustomization] = field(default_factory=list)
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # urn -> inputs of every resource
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)  # urn -> the step's newState (AWS checks)
 
     @classmethod
     def from_preview(cls, plan: dict[str, Any]) -> Plan:
@@ -64,8 +65,10 @@ class Plan:
         kustomizations: list[Kustomization] = []
         all_inputs: dict[str, dict[str, Any]] = {}
         version = ""
+        by_urn: dict[str, dict[str, Any]] = {}
         for st in states:
             urn, type_, inputs = st["urn"], st["type"], st.get("inputs") or {}
+            by_urn[urn] = st
             deps[urn] = list(st.get("dependencies") or [])
             types[urn] = type_
             all_inputs[urn] = inputs
@@ -95,7 +98,7 @@ class Plan:
             objects.append(KubeObject(manifest, origin="plan " + urn.rsplit("::", 1)[-1], urn=urn))
         if not version:
             raise ValueError(f"plan of stack {stack!r} has no {CLUSTER_TYPE} with a version")
-        return cls(stack, version, releases, objects, deps, types, kustomizations, all_inputs)
+        return cls(stack, version, releases, objects, deps, types, kustomizations, all_inputs, by_urn)
 
     def of_type(self, type_: str) -> list[dict[str, Any]]:
         """Inputs of every resource of one type (AWS resources included)."""

@@ -11,6 +11,7 @@ from typing import Any
 
 from infra.conformance import (
     admission,
+    aws_checks,
     capabilities,
     deadkeys,
     operators,
@@ -180,7 +181,10 @@ def run(plan: Plan, store: ChartStore, scan: bool = True, dead_keys: bool = True
     report.problems.extend(found_admission)
     report.notes.extend(admission_notes)
     t = _timed(report, "admission", t)
-    # 6. Scanner.
+    # 6. AWS: creation order, launch templates, day 2, accelerators, settings that create nothing.
+    report.problems.extend(aws_checks.check(plan, objects))
+    t = _timed(report, "aws", t)
+    # 7. Scanner.
     if scan:
         try:
             found, notes = scanner.scan(objects)

@@ -1,6 +1,8 @@
 """Cluster add-ons installed by Helm: aws-load-balancer-controller, cluster-autoscaler (image tag
 matching the cluster's Kubernetes minor version) and metrics-server. The two AWS-facing ones use
 the IRSA roles of the data layer (WORKLOAD_IDENTITIES); all run on the tainted system nodes.
+With a GPU node group, the NVIDIA device plugin runs on its nodes: the AL2023 NVIDIA AMI carries the
+driver but no device plugin, and without one no node advertises `nvidia.com/gpu`.
 """
 
 from __future__ import annotations
@@ -51,6 +53,14 @@ def load_balancer_controller_values(ctx: StackContext, cluster_name: pulumi.Inpu
         # Pods cannot read the VPC id from IMDS (hop limit 1), so pass it.
         values["vpcId"] = vpc_id
     return values
+
+
+def device_plugin_values() -> dict[str, Any]:
+    """Run the plugin on the GPU group's nodes. The chart's default affinity asks for node-feature-discovery
+    labels (or nvidia.com/gpu.present) that EKS nodes do not carry; its default tolerations already
+    cover the group's nvidia.com/gpu taint."""
+    return {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": NODE_ROLE_LABEL, "operator": "In", "values": ["gpu"]}]}]}}}}
 
 
 def cluster_autoscaler_values(ctx: StackContext, cluster_name: pulumi.Input[str],
@@ -109,4 +119,7 @@ class ClusterAddonCharts(pulumi.ComponentResource):
                 "cluster-autoscaler", ctx, "cluster-autoscaler", NAMESPACE,
                 cluster_autoscaler_values(ctx, cluster_name, role_arns["cluster-autoscaler"]), self,
                 depends_on=deps))
+        if any(group.role == "gpu" for group in ctx.cfg.node_groups.values()):
+            self.releases.append(helm_release("nvidia-device-plugin", ctx, "nvidia-device-plugin", NAMESPACE,
+                                              device_plugin_values(), self, depends_on=deps))
         self.register_outputs({"releases": [r.name for r in self.releases]})

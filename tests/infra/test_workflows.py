@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,10 @@ def _makefile_targets():
     return set(re.findall(r"^([A-Za-z0-9_-]+):", (REPO / "Makefile").read_text(), re.M))
 
 
-@pytest.mark.parametrize("name", ["ci.yml", "preview.yml", "deploy.yml"])
+ALL = ["ci.yml", "preview.yml", "deploy.yml", "e2e.yml"]
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_commands_called_exist(name):
     runs = _runs(_load(name))
     for target in re.findall(r"\bmake ([A-Za-z0-9_-]+)", runs):
@@ -85,3 +89,46 @@ def test_policy_pack_and_configs_referenced_exist():
     assert (REPO / "policies" / "PulumiPolicy.yaml").exists()
     for stack in STACKS:
         assert (REPO / "policies" / "config" / f"{stack}.json").exists()
+
+
+# actionlint is not installable here (its PyPI wrapper downloads the binary at build time), so the
+# structural rules it would apply first are checked directly.
+@pytest.mark.parametrize("name", ALL)
+def test_workflow_structure(name):
+    doc = _load(name)
+    assert doc["on"], f"{name}: no trigger"
+    jobs = doc["jobs"]
+    for job_name, job in jobs.items():
+        assert "runs-on" in job, f"{name}: job {job_name} has no runs-on"
+        needs = job.get("needs", [])
+        for need in [needs] if isinstance(needs, str) else needs:
+            assert need in jobs, f"{name}: job {job_name} needs unknown job {need}"
+        for step in job["steps"]:
+            assert ("uses" in step) != ("run" in step), f"{name}: step {step} needs exactly one of uses/run"
+            if "uses" in step:
+                assert re.fullmatch(r"[\w.-]+/[\w./-]+@v\d+(\.\d+)*", step["uses"]), step["uses"]
+    text = (WORKFLOWS / name).read_text()
+    assert text.count("${{") == text.count("}}"), f"{name}: unbalanced expression"
+    for script in re.findall(r"<<'EOF'\n(.*?)\n\s*EOF", text, re.S):
+        compile(textwrap.dedent(script), name, "exec")  # inline Python parses
+
+
+def test_e2e_is_manual_and_nightly_and_always_destroys():
+    e2e = _load("e2e.yml")
+    assert "workflow_dispatch" in e2e["on"]
+    (cron,) = [s["cron"] for s in e2e["on"]["schedule"]]
+    assert len(cron.split()) == 5
+    assert e2e["permissions"]["id-token"] == "write"
+    jobs = e2e["jobs"]
+    assert jobs["up"]["needs"] == "guard" and set(jobs["destroy"]["needs"]) == {"guard", "up"}
+    assert "always()" in jobs["destroy"]["if"]
+    assert all(job["timeout-minutes"] <= 120 for job in jobs.values())
+    guard = "\n".join(s.get("run", "") for s in jobs["guard"]["steps"])
+    assert "aws budgets describe-budget" in guard and "mlplat preflight --stack dev" in guard
+    assert "MAX_VCPUS" in guard
+    up = next(s for s in jobs["up"]["steps"] if s.get("uses", "").startswith("pulumi/actions@"))
+    down = next(s for s in jobs["destroy"]["steps"] if s.get("uses", "").startswith("pulumi/actions@"))
+    assert up["with"]["command"] == "up" and down["with"]["command"] == "destroy" and down["with"]["remove"]
+    assert up["with"]["stack-name"] == down["with"]["stack-name"] == "${{ env.STACK }}"
+    smoke = "\n".join(s.get("run", "") for s in jobs["up"]["steps"])
+    assert "scripts/e2e_smoke.py" in smoke and "scripts/e2e_ml.py requests" in smoke
