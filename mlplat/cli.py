@@ -68,11 +68,16 @@ def _reexec(env: str, argv: list[str]) -> int:
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of `only` (a subcommand), or of every subcommand for `mlplat --help`. A command of the
+    other environment is listed by name there, not imported: its modules need that environment's packages."""
     parser = argparse.ArgumentParser(prog="mlplat", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     seen: set[str] = set()
-    for name, module, _env in COMMANDS:
+    for name, module, env in COMMANDS:
         if only is not None and name != only:
+            continue
+        if only is None and not _in_env(env):
+            sub.add_parser(name, help=f"(runs in {ENV_DIRS[env]}; `mlplat {name} --help` shows its options)")
             continue
         if module in seen:
             continue

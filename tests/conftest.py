@@ -64,3 +64,33 @@ def synth() -> Callable[[str], Any]:
         return cache[stack]
 
     return get
+
+
+# Expensive set-ups that several modules share, and the xdist group that owns each: under
+# `--dist loadgroup` every test that needs one runs on the same worker, so it is made once per run.
+SHARED_SETUPS = {
+    "report": "conformance",  # each stack's full `mlplat conform` run (tests/infra/conftest.py)
+    "demo_platform": "demo-platform",  # `make demo`'s `mlplat local up --redis` (tests/local/conftest.py)
+    "mlflow_server": "ml-services",  # tests/ml/conftest.py: MLflow, Redis and MLServer processes
+    "redis_factory": "ml-services",
+    "mlserver_factory": "ml-services",
+    "moto_endpoint": "moto",  # tests/runbooks/conftest.py: the moto server
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give each test the xdist group of the shared set-up it needs; a test that needs a module-scoped
+    fixture (a platform or server made for one module) stays with the rest of its module."""
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        names = getattr(item, "fixturenames", ())
+        group = next((SHARED_SETUPS[name] for name in names if name in SHARED_SETUPS), None)
+        if group is None:
+            info = getattr(item, "_fixtureinfo", None)
+            defs = info.name2fixturedefs if info is not None else {}
+            if any(d and d[-1].scope in ("module", "package") for d in defs.values()):
+                group = item.module.__name__ if isinstance(item, pytest.Function) else item.nodeid
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))

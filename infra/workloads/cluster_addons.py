@@ -60,7 +60,11 @@ def device_plugin_values() -> dict[str, Any]:
     labels (or nvidia.com/gpu.present) that EKS nodes do not carry; its default tolerations already
     cover the group's nvidia.com/gpu taint."""
     return {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-        {"matchExpressions": [{"key": NODE_ROLE_LABEL, "operator": "In", "values": ["gpu"]}]}]}}}}
+        {"matchExpressions": [{"key": NODE_ROLE_LABEL, "operator": "In", "values": ["gpu"]}]}]}}},
+            # The chart sets no seccomp profile; its container default already drops every capability and
+            # privilege escalation. It stays root: it serves its socket in the host's root-owned
+            # /var/lib/kubelet/device-plugins (checkov baseline).
+            "podSecurityContext": RESTRICTED_POD_SECCOMP}
 
 
 def cluster_autoscaler_values(ctx: StackContext, cluster_name: pulumi.Input[str],

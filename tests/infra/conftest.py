@@ -55,8 +55,8 @@ def plan_of(synth: Callable[[str], Synthesis]) -> Callable[[str], Plan]:
 
 @pytest.fixture(scope="session")
 def report(plan_of: Callable[[str], Plan], store: ChartStore) -> Callable[[str], runner.Report]:
-    """Every check of `mlplat conform` (scanner and dead-key analysis included), once per stack. Modules that
-    use it carry `pytest.mark.xdist_group("conformance")`, so under xdist one worker makes each run once."""
+    """Every check of `mlplat conform` (scanner and dead-key analysis included), once per stack. Under xdist
+    every test that uses it runs on one worker (tests/conftest.py, SHARED_SETUPS), so each run is made once."""
     cache: dict[str, runner.Report] = {}
 
     def get(stack: str) -> runner.Report:

@@ -24,7 +24,7 @@ from infra.workloads import postrender
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVIRONMENTS = ("dev", "staging", "prod")
-pytestmark = [pytest.mark.conformance, pytest.mark.xdist_group("conformance")]
+pytestmark = pytest.mark.conformance
 
 
 def _object(report: runner.Report, kind: str, namespace: str, name: str) -> KubeObject:

@@ -13,7 +13,7 @@ from infra.conformance.charts import ChartStore
 from infra.conformance.plan import Plan
 from infra.conformance.render import chart_crds, load_chart, objects_of, render_release
 
-pytestmark = [pytest.mark.conformance, pytest.mark.xdist_group("conformance")]
+pytestmark = pytest.mark.conformance
 
 
 @pytest.fixture

@@ -22,8 +22,7 @@ from infra.offline.synth import Synthesis
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVIRONMENTS = ("dev", "staging", "prod")
-# One worker owns every conformance module under xdist, so each stack's conformance run happens once.
-pytestmark = [pytest.mark.conformance, pytest.mark.xdist_group("conformance")]
+pytestmark = pytest.mark.conformance
 
 
 def _problems(report: runner.Report, *checks: str) -> list[str]:

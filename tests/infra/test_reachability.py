@@ -17,7 +17,7 @@ from infra.conformance.selectors import Index
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVIRONMENTS = ("dev", "staging", "prod")
-pytestmark = [pytest.mark.conformance, pytest.mark.xdist_group("conformance")]
+pytestmark = pytest.mark.conformance
 
 
 def _found(plan: Plan, store: ChartStore) -> list[str]:

@@ -8,8 +8,7 @@ import sys
 
 import pytest
 
-# Every test reads `mlplat synth` run in a subprocess; one worker makes those runs once.
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("synth-cli")]
+pytestmark = pytest.mark.integration  # every test reads `mlplat synth` run in a subprocess
 
 
 @pytest.fixture(scope="module")
