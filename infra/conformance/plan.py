@@ -12,6 +12,7 @@ from infra.conformance.model import KubeObject
 RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"
 KUSTOMIZE_TYPE = "kubernetes:kustomize/v2:Directory"
 CLUSTER_TYPE = "aws:eks/cluster:Cluster"
+VPC_TYPE = "aws:ec2/vpc:Vpc"
 SECRET = "[secret]"
 
 
@@ -47,6 +48,7 @@ class Plan:
     dependencies: dict[str, list[str]] = field(default_factory=dict)  # urn -> urns it depends on
     types: dict[str, str] = field(default_factory=dict)  # urn -> resource type
     kustomizations: list[Kustomization] = field(default_factory=list)
+    vpc_cidr: str = ""  # pod addresses come from it (VPC CNI)
 
     @classmethod
     def from_preview(cls, plan: dict[str, Any]) -> Plan:
@@ -61,12 +63,15 @@ class Plan:
         types: dict[str, str] = {}
         kustomizations: list[Kustomization] = []
         version = ""
+        vpc_cidr = ""
         for st in states:
             urn, type_, inputs = st["urn"], st["type"], st.get("inputs") or {}
             deps[urn] = list(st.get("dependencies") or [])
             types[urn] = type_
             if type_ == CLUSTER_TYPE:
                 version = str(inputs.get("version") or version)
+            if type_ == VPC_TYPE:
+                vpc_cidr = str(inputs.get("cidrBlock") or vpc_cidr)
             if type_ == KUSTOMIZE_TYPE:
                 kustomizations.append(Kustomization(urn, str(inputs.get("directory")),
                                                     str(inputs.get("namespace") or "default")))
@@ -90,7 +95,7 @@ class Plan:
             objects.append(KubeObject(manifest, origin="plan " + urn.rsplit("::", 1)[-1], urn=urn))
         if not version:
             raise ValueError(f"plan of stack {stack!r} has no {CLUSTER_TYPE} with a version")
-        return cls(stack, version, releases, objects, deps, types, kustomizations)
+        return cls(stack, version, releases, objects, deps, types, kustomizations, vpc_cidr)
 
     def depends_on(self, urn: str, target: str) -> bool:
         """Whether `urn` depends on `target` directly or through other resources' dependencies."""

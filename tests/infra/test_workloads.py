@@ -129,8 +129,10 @@ def test_a_monitor_exists_for_each_workload(synth, env):
     s = synth(env)
     monitors = {m["metadata"]["name"] for kind in ("ServiceMonitor", "PodMonitor") for m in manifests(s, kind)}
     assert {"feast", "feast-stream-ingestor", "seldon-agent", "seldon-mlserver", "seldon-envoy", "jaeger",
-            "redis-exporter"} <= monitors
-    assert values(s, "mlflow")["serviceMonitor"]["enabled"] is True  # the chart's own ServiceMonitor
+            "redis-exporter", "mlflow"} <= monitors
+    # Ours, with basic auth (the chart's has none); the exporter flag comes from extraArgs.
+    assert "serviceMonitor" not in values(s, "mlflow")
+    assert values(s, "mlflow")["extraArgs"]["exposePrometheus"] == "/mlflow/metrics"
 
 
 def test_seldon_kafka_tracing_and_server_image(synth, env):
