@@ -241,6 +241,16 @@ def _probe_request(kind: str, probe: dict[str, Any], container: dict[str, Any], 
     return {"kind": "unsupported", "field": kind, "what": f"{kind} ({', '.join(probe)}) not called here"}
 
 
+def _budget(container: dict[str, Any]) -> float:
+    """How long the container may take to get ready: with a startup probe, until the kubelet would kill it
+    (initialDelaySeconds + failureThreshold x periodSeconds); otherwise READY_BUDGET_S. Never above that."""
+    probe = container.get("startupProbe")
+    if not probe:
+        return READY_BUDGET_S
+    allowed = probe.get("initialDelaySeconds", 0) + probe.get("failureThreshold", 3) * probe.get("periodSeconds", 10)
+    return float(min(READY_BUDGET_S, max(10, allowed)))
+
+
 def _ok(kind: str, result: dict[str, Any]) -> bool:
     status = int(result.get("status", 0))
     return 200 <= status < 400 if kind == "http" else status == 1
@@ -379,8 +389,9 @@ class _PodRun:
             self.details[name] = "init: exit 0"
         for name in runnable:
             self.processes.append((name, _start_box(boxes[name], directory / f"{name}.log", self.netns)))
-        deadline = time.monotonic() + READY_BUDGET_S
         pending = {name: self._gate(container, pod_ip) for name, (container, _) in runnable.items()}
+        budget = max(_budget(container) for container, _ in runnable.values())
+        deadline = time.monotonic() + budget
         passed: dict[str, str] = {}
         while pending and time.monotonic() < deadline:
             for name, process in self.processes:
@@ -403,7 +414,7 @@ class _PodRun:
                 "readOnlyRootFilesystem")))
             why = "" if why == "the container exited" else f" ({why})"
             self.problems.append((name, f"{request['field']} ({request['what']}) never succeeded within "
-                                        f"{READY_BUDGET_S:.0f}s{why}: {seen}; log: {process.tail(6)}"))
+                                        f"{budget:.0f}s{why}: {seen}; log: {process.tail(6)}"))
         for name, (container, _) in runnable.items():
             if name not in passed:
                 continue

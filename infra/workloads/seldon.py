@@ -44,8 +44,8 @@ KAFKA_SASL_PASSWORD_KEY = "password"
 KAFKA_SASL_MECHANISM = "SCRAM-SHA-512"  # the only SCRAM mechanism MSK accepts
 SERVER_NAME = MODEL_SERVER.name
 SERVER_METRICS_PORT = 8082
-# MLServer writes its Prometheus multiprocess files to `metrics_dir` (default: the working directory, the
-# image's code directory, not writable); they go to a size-limited emptyDir at /tmp instead.
+# With parallel workers MLServer writes its Prometheus multiprocess files to `metrics_dir` (default: the
+# working directory, the image's code directory, not writable); they go to a size-limited emptyDir at /tmp.
 SERVER_TMP = "/tmp"
 SERVER_METRICS_DIR = f"{SERVER_TMP}/mlserver-metrics"
 # Namespaces that send inference traffic to envoy (in-cluster callers and the ALB through kube-system).
