@@ -70,6 +70,7 @@ def _conform(args: argparse.Namespace) -> int:
         from infra.conformance.runtime_contracts import Harness, check
         from infra.conformance.sandbox import SandboxUnavailable
 
+        runtime_started = time.perf_counter()
         try:
             with Harness() as harness:
                 runtime = check(report.objects, harness, plan.vpc_cidr)
@@ -78,6 +79,7 @@ def _conform(args: argparse.Namespace) -> int:
             return 2
         report.problems.extend(runtime.problems)
         report.notes.extend(runtime.notes)
+        report.seconds["runtime"] = round(time.perf_counter() - runtime_started, 1)
         print(f"runtime contracts: {runtime.started} pods started here, "
               f"{sum(r.status == 'not run' for r in runtime.rows)} containers not run (reasons below)")
         print(runtime.table())

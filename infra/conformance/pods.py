@@ -3,6 +3,7 @@ bubblewrap sandbox as its pod declares it (infra/conformance/sandbox.py), init c
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import ipaddress
 import json
@@ -114,12 +115,25 @@ def _octet_prefix(cidr: str) -> str:
 _ENVIRONMENTS = re.compile(r"\b(dev|staging|prod)\b")
 
 
+def _plain(value: str) -> str:
+    """A base64 value (configuration passed as `*_BASE64` env) decoded, so its contents are normalised too."""
+    if len(value) < 16:
+        return value
+    try:
+        return base64.b64decode(value, validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return value
+
+
 def spec_key(pod: PodTemplate, boxes: list[Sandboxed], extra: Any, layout: PodLayout, pod_ip: str,
-             aliases: dict[str, str], pod_cidr: str) -> str:
+             aliases: dict[str, str], pod_cidr: str, secrets: set[str]) -> str:
     """What makes two pods behave alike: their containers' command lines, environments, identities and
     mounts (volume contents included), probes and scrape endpoints, with the pod address, the stack's
-    name and the stand-in services' host names (which differ by stack only) left out."""
+    name, the stand-in services' host names (which differ by stack only) and Secret values (charts make
+    random ones at every render) left out."""
     def norm(text: str) -> str:
+        for value in sorted(secrets, key=len, reverse=True):
+            text = text.replace(value, "<secret>")
         text = text.replace(pod_ip, "<pod-ip>").replace(str(layout.directory), "<pod-dir>")
         text = text.replace(pod_cidr, "<pod-cidr>").replace(_octet_prefix(pod_cidr), "<pod-net>.")
         for host, role in aliases.items():
@@ -127,9 +141,12 @@ def spec_key(pod: PodTemplate, boxes: list[Sandboxed], extra: Any, layout: PodLa
         return _ENVIRONMENTS.sub("<env>", text)
 
     files = {name: sorted(v.files.items()) for name, v in layout.volumes.items()}
-    doc = json.dumps({"boxes": [[b.argv, sorted(b.env.items()), [(m.target, m.writable) for m in b.mounts], b.uid,
+    doc = json.dumps({"boxes": [[b.argv, sorted((k, _plain(v)) for k, v in b.env.items()),
+                                 [(m.target, m.writable) for m in b.mounts], b.uid,
                                  b.gid, b.groups, b.cwd] for b in boxes], "files": files, "extra": extra,
                       "kind": pod.workload.kind}, sort_keys=True, default=str)
+    if os.environ.get("MLPLAT_RUNTIME_KEEP"):
+        (layout.directory / "spec-key.json").write_text(norm(doc))  # what two pods were compared on
     return hashlib.sha256(norm(doc).encode()).hexdigest()
 
 
@@ -151,7 +168,9 @@ def busybox_applets(directory: Path) -> Path:
 
 
 def sandbox_for(pod: PodTemplate, container: dict[str, Any], image: Image, refs: References, layout: PodLayout,
-                pod_ip: str, hosts_file: Path, trust: Path, workdir: Path) -> Sandboxed:
+                pod_ip: str, hosts_file: Path, trust: Path, workdir: Path,
+                injected: dict[str, str] | None = None) -> Sandboxed:
+    """`injected`: variables an admission webhook adds (the pod identity webhook's, for IRSA service accounts)."""
     sc = security(pod, container)
     uid = sc.get("runAsUser", image.user if image.user is not None else 0)
     if sc.get("runAsNonRoot") and int(uid) == 0:
@@ -165,7 +184,8 @@ def sandbox_for(pod: PodTemplate, container: dict[str, Any], image: Image, refs:
         binds[str(busybox_applets(workdir))] = BUSYBOX_BIN  # the image's applet links (its /bin)
         path_dirs.insert(0, BUSYBOX_BIN)
     env = {"PATH": ":".join([*path_dirs, BASE_PATH]), "HOSTNAME": f"{pod.workload.name}-0", "HOME": "/",
-           **image.env, "KUBERNETES_SERVICE_HOST": KUBERNETES_SERVICE, "KUBERNETES_SERVICE_PORT": "443"}
+           **image.env, "KUBERNETES_SERVICE_HOST": KUBERNETES_SERVICE, "KUBERNETES_SERVICE_PORT": "443",
+           **(injected or {})}
     env = container_env(pod, container, refs, pod_ip, env)
     if container.get("command"):
         argv = list(container["command"]) + list(container.get("args") or [])

@@ -76,6 +76,7 @@ class References:
         self._objects = {(o.kind, o.namespace, o.name): o for o in objects if o.kind in ("ConfigMap", "Secret")}
         self._secrets = secrets
         self.substituted: set[str] = set()  # "ns/name key": Secret values made up here
+        self.secret_values: set[str] = set()  # every Secret value handed to a container (left out of cache keys)
 
     def keys(self, kind: str, namespace: str, name: str) -> dict[str, str] | None:
         obj = self._objects.get((kind, namespace, name))
@@ -87,6 +88,8 @@ class References:
         for key, value in (obj.manifest.get("binaryData") or {}).items():
             out[key] = base64.b64decode(str(value)).decode(errors="replace")
         out.update({k: str(v) for k, v in (obj.manifest.get("stringData") or {}).items()})
+        if kind == "Secret":
+            self.secret_values.update(v for v in out.values() if len(v) >= 8)
         return out
 
     def value(self, kind: str, namespace: str, name: str, key: str) -> str | None:
@@ -97,7 +100,10 @@ class References:
             return values[key]
         if kind == "Secret" and not values and self.redacted(namespace, name):
             self.substituted.add(f"{namespace}/{name} {key}")
-            return self._secrets(namespace, name, key)
+            made = self._secrets(namespace, name, key)
+            if len(made) >= 8:
+                self.secret_values.add(made)
+            return made
         return None
 
     def redacted(self, namespace: str, name: str) -> bool:
@@ -258,10 +264,14 @@ def _in_namespace(monitor: KubeObject, namespace: str) -> bool:
 
 
 def _container_port(pod: PodTemplate, port: Any) -> tuple[str, int] | None:
-    for container in pod.spec.get("containers") or []:
+    containers = pod.spec.get("containers") or []
+    for container in containers:
         for p in container.get("ports") or []:
             if port in (p.get("name"), p.get("containerPort")) or str(port) == str(p.get("containerPort")):
                 return str(container["name"]), int(p["containerPort"])
+    # A numeric targetPort reaches the pod whether or not a container declares it (the first container's, here).
+    if str(port).isdigit() and containers:
+        return str(containers[0]["name"]), int(port)
     return None
 
 

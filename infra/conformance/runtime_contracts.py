@@ -4,9 +4,10 @@ declares it, then call its probes as the kubelet would and its scrape endpoints 
 Per pod (docs/CONFORMANCE.md, "Runtime contracts"): the volumes laid out as the kubelet does, init
 containers run to completion in order, then the runnable containers started together in bubblewrap
 sandboxes (read-only root, only the declared volumes writable, the declared user/group/fsGroup, no
-capabilities) inside one network namespace where the pod has its own address and the managed services
-it calls are local stand-ins (infra/conformance/standins.py). A problem names the object, the container
-and the field. Containers of pods that are not run are listed with the reason.
+capabilities) in a network namespace of the pod's own, with its own address; the managed services it
+calls are local stand-ins (infra/conformance/harness.py, standins.py); probes and scrapes come from the
+cluster side (infra/conformance/probes.py). A problem names the object, the container and the field.
+Containers of pods that are not run are listed with the reason.
 
 Results are cached per distinct pod spec (`pods.spec_key`) for the life of the process, so the three
 stacks start each distinct pod once.
@@ -14,19 +15,25 @@ stacks start each distinct pod once.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
-import re
-import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.conformance import netclient
+from infra.conformance.harness import (
+    DEFAULT_POD_CIDR,
+    IRSA_ANNOTATION,
+    S3_IP,
+    S3_PORT,
+    S3_URL,
+    Harness,
+    decoded,
+    hosts_file,
+    local_secret,
+    strings,
+)
 from infra.conformance.model import KubeObject, Problem
 from infra.conformance.pods import NotStartable, PodLayout, sandbox_for, spec_key
 from infra.conformance.pods import security as _security_of
@@ -40,45 +47,32 @@ from infra.conformance.podspec import (
     pod_volumes,
     scrape_targets,
 )
-from infra.conformance.sandbox import Namespace, Network, Process, Sandboxed, bwrap_argv
+from infra.conformance.probes import (
+    budget,
+    call,
+    container_port,
+    describe,
+    exec_probe,
+    explain_exit,
+    is_exposition,
+    probe_request,
+    scrape_request,
+    start_box,
+    succeeded,
+)
+from infra.conformance.sandbox import Network, Process, Sandboxed
 from infra.conformance.software import Verdict, classify
-from infra.conformance.standins import Certificates, Postgres, Redis
 
 CHECK = "runtime"
-KUBELET_HEADERS = {"User-Agent": "kube-probe/1.34", "Accept": "*/*"}
-PROMETHEUS_HEADERS = {"User-Agent": "Prometheus/3", "Accept": "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"}
-READY_BUDGET_S = 90.0
-DEFAULT_POD_CIDR = "10.0.0.0/16"
-KEEP_ENV = "MLPLAT_RUNTIME_KEEP"  # set: keep the pods' logs and volumes after the check
 SELDON_SERVER, SELDON_SERVER_CONTAINER = "Seldon operator: from Server", "mlserver"
 AGENT_PROBE_MODEL = "runtime-contract-probe"
 BATCH_KINDS = ("Job", "CronJob")
-# Stand-in addresses inside the check's network namespace.
-POSTGRES_IP, REDIS_IP, NOWHERE_IP = "10.250.0.2", "10.250.0.3", "10.250.0.9"
-RDS = re.compile(r"[a-z0-9.-]+\.rds\.amazonaws\.com")
-CACHE = re.compile(r"[a-z0-9.-]+\.cache\.amazonaws\.com")
-ELSEWHERE = re.compile(r"[a-z0-9.-]+\.(?:kafka\.[a-z0-9-]+\.amazonaws\.com|svc\.cluster\.local)")
-# Values of the program's Secrets (redacted in the plan), made up here and shared with the stand-ins.
-DB_USER, DB_PASSWORD = "mlflow", "standin-db-password"
-REDIS_TOKEN = "standin-redis-token"
-ADMIN_USER, ADMIN_PASSWORD = "admin", "standin-admin-password"
-LOCAL_SECRETS: dict[tuple[str, str], str] = {
-    ("mlflow-db", "username"): DB_USER, ("mlflow-db", "password"): DB_PASSWORD,
-    ("mlflow-admin", "username"): ADMIN_USER, ("mlflow-admin", "password"): ADMIN_PASSWORD,
-    ("feast-redis", "token"): REDIS_TOKEN, ("redis-exporter", "password"): REDIS_TOKEN,
-    ("kfp-db-proxy", "userlist.txt"): f'"{DB_USER}" "{DB_PASSWORD}"\n',
-}
 # Pods whose work needs a service with no stand-in here: listed, not run.
 NEEDS_ELSEWHERE = {
     "feast-stream-ingestor": "consumes MSK Kafka with IAM authentication (no Kafka broker installs here)",
-    "feast-feature-server": "reads its registry from S3 at start-up (no S3 stand-in in this check)",
 }
 
 
-def local_secret(namespace: str, name: str, key: str) -> str:
-    if not key:
-        return ",".join(k for (n, k) in LOCAL_SECRETS if n == name)
-    return LOCAL_SECRETS.get((name, key), f"standin-{name}-{key}")
 
 
 @dataclass
@@ -116,200 +110,6 @@ class _Outcome:
 _CACHE: dict[str, _Outcome] = {}
 
 
-class Harness:
-    """The network namespace, the stand-in services and a scratch directory, made on first use."""
-
-    def __init__(self) -> None:
-        self.directory = Path(tempfile.mkdtemp(prefix="mlplat-runtime-"))
-        self.pod_cidr = DEFAULT_POD_CIDR
-        self.directory.chmod(0o755)
-        self.network: Network | None = None
-        self.services: list[Postgres | Redis] = []
-        self.trust: Path | None = None
-        self._next_ip = 2
-
-    def up(self) -> Network:
-        if self.network is None:
-            self.network = Network()
-            for ip in (POSTGRES_IP, REDIS_IP):
-                self.network.add_address(ip)
-            certs = Certificates(self.directory / "certs", [POSTGRES_IP, REDIS_IP, "*.rds.amazonaws.com",
-                                                            "*.cache.amazonaws.com", "*.amazonaws.com"])
-            self.trust = certs.trust_bundle()
-            postgres = Postgres(self.network, self.directory / "postgres", certs, POSTGRES_IP, 5432,
-                                {DB_USER: DB_PASSWORD}, ["mlflow"])
-            redis = Redis(self.network, self.directory / "redis", certs, REDIS_IP, 6379, REDIS_TOKEN)
-            for service in (postgres, redis):
-                self.services.append(service)
-                service.start()
-        return self.network
-
-    def pod_network(self) -> tuple[str, Namespace]:
-        """A new pod address and its network namespace."""
-        # Pod addresses from the last /24 of the stack's VPC (the VPC CNI gives pods VPC addresses).
-        network = ipaddress.ip_network(self.pod_cidr, strict=False)
-        ip = str(network.broadcast_address - 255 + self._next_ip)
-        self._next_ip += 1
-        assert self.network is not None
-        return ip, self.network.pod(ip)
-
-    def close(self) -> None:
-        for service in self.services:
-            service.stop()
-        if self.network is not None:
-            self.network.close()
-        if os.environ.get(KEEP_ENV):
-            print(f"runtime check: logs and volumes kept in {self.directory}", file=sys.stderr)
-        else:
-            subprocess.run(["rm", "-rf", str(self.directory)], check=False)
-
-    def __enter__(self) -> Harness:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in _strings(v)]
-    return []
-
-
-def _hosts(pod: PodTemplate, refs: References, pod_ip: str) -> tuple[str, dict[str, str]]:
-    """The pod's /etc/hosts (the kubelet writes one; cluster DNS names are added here) and the aliases of
-    stand-in hosts for the cache key."""
-    texts = _strings(pod.spec)
-    for kind in ("ConfigMap", "Secret"):
-        for vol in pod.spec.get("volumes") or []:
-            ref = vol.get("configMap") if kind == "ConfigMap" else vol.get("secret")
-            if ref:
-                texts += list((refs.keys(kind, pod.namespace, str(ref.get("name") or ref.get("secretName"))) or {})
-                              .values())
-        for c in (pod.spec.get("containers") or []) + (pod.spec.get("initContainers") or []):
-            for src in c.get("envFrom") or []:
-                ref = src.get("configMapRef") if kind == "ConfigMap" else src.get("secretRef")
-                if ref:
-                    texts += list((refs.keys(kind, pod.namespace, str(ref.get("name"))) or {}).values())
-    aliases: dict[str, str] = {}
-    lines = ["127.0.0.1 localhost", f"{pod_ip} {pod.workload.name}-0"]
-    for text in texts:
-        for pattern, ip, role in ((RDS, POSTGRES_IP, "<rds>"), (CACHE, REDIS_IP, "<redis>"),
-                                  (ELSEWHERE, NOWHERE_IP, None)):
-            for host in pattern.findall(text):
-                if host not in aliases and host not in {line.split()[1] for line in lines}:
-                    lines.append(f"{ip} {host}")
-                    if role:
-                        aliases[host] = role
-    return "\n".join(lines) + "\n", aliases
-
-
-def _call(network: Network, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = subprocess.run([*network.prefix, sys.executable, "-I", netclient.__file__], input=json.dumps(requests),
-                         capture_output=True, text=True, timeout=60)
-    return list(json.loads(out.stdout)) if out.returncode == 0 else [{"status": 0, "error": out.stderr}] * len(requests)
-
-
-def _port(container: dict[str, Any], port: Any) -> int | None:
-    for p in container.get("ports") or []:
-        if port == p.get("name") or str(port) == str(p.get("containerPort")):
-            return int(p["containerPort"])
-    return int(port) if str(port).isdigit() else None
-
-
-def _probe_request(kind: str, probe: dict[str, Any], container: dict[str, Any], pod_ip: str) -> dict[str, Any]:
-    if "httpGet" in probe:
-        get = probe["httpGet"]
-        port = _port(container, get.get("port"))
-        host = get.get("host") or pod_ip
-        headers = {**KUBELET_HEADERS, **{h["name"]: h["value"] for h in get.get("httpHeaders") or []}}
-        scheme = str(get.get("scheme", "HTTP")).lower()
-        return {"kind": "http", "url": f"{scheme}://{host}:{port}{get.get('path', '/')}",
-                "headers": headers, "timeout": probe.get("timeoutSeconds", 1), "field": f"{kind}.httpGet",
-                "what": f"GET {get.get('path', '/')} on port {get.get('port')}"}
-    if "tcpSocket" in probe:
-        port = _port(container, probe["tcpSocket"].get("port"))
-        return {"kind": "tcp", "host": pod_ip, "port": port, "timeout": probe.get("timeoutSeconds", 1),
-                "field": f"{kind}.tcpSocket", "what": f"TCP port {probe['tcpSocket'].get('port')}"}
-    if "exec" in probe:
-        return {"kind": "exec", "command": list(probe["exec"].get("command") or []), "field": f"{kind}.exec",
-                "what": "exec " + " ".join(probe["exec"].get("command") or [])}
-    return {"kind": "unsupported", "field": kind, "what": f"{kind} ({', '.join(probe)}) not called here"}
-
-
-def _budget(container: dict[str, Any]) -> float:
-    """How long the container may take to get ready: with a startup probe, until the kubelet would kill it
-    (initialDelaySeconds + failureThreshold x periodSeconds); otherwise READY_BUDGET_S. Never above that."""
-    probe = container.get("startupProbe")
-    if not probe:
-        return READY_BUDGET_S
-    allowed = probe.get("initialDelaySeconds", 0) + probe.get("failureThreshold", 3) * probe.get("periodSeconds", 10)
-    return float(min(READY_BUDGET_S, max(10, allowed)))
-
-
-def _ok(kind: str, result: dict[str, Any]) -> bool:
-    status = int(result.get("status", 0))
-    return 200 <= status < 400 if kind == "http" else status == 1
-
-
-def _describe(result: dict[str, Any]) -> str:
-    if result.get("error"):
-        return str(result["error"])
-    body = " ".join(str(result.get("body", "")).split())[:160]
-    return f"HTTP {result.get('status')}" + (f": {body}" if body else "")
-
-
-def _start_box(box: Sandboxed, log: Path, network: Namespace) -> Process:
-    for mount in box.mounts:
-        if not mount.source.exists():
-            mount.source.mkdir(parents=True)  # a subPath that is not there yet: the kubelet makes a directory
-    return Process(bwrap_argv(box), log, network)
-
-
-def _exec_probe(network: Namespace, box: Sandboxed, command: list[str], log: Path) -> tuple[bool, str]:
-    probe_box = Sandboxed(command, box.env, box.mounts, box.uid, box.gid, box.groups, box.cwd, box.hostname)
-    process = Process(bwrap_argv(probe_box), log, network)
-    code = process.wait(30)
-    process.stop()
-    return code == 0, f"exit {code}: {process.tail(5)}"
-
-
-def _scrape_request(target: ScrapeTarget, pod_ip: str) -> dict[str, Any]:
-    headers = dict(PROMETHEUS_HEADERS)
-    if target.basic_auth is not None:
-        import base64  # only scrapes with basic auth need it
-
-        token = base64.b64encode(f"{target.basic_auth[0]}:{target.basic_auth[1]}".encode()).decode()
-        headers["Authorization"] = f"Basic {token}"
-    elif target.bearer:
-        headers["Authorization"] = f"Bearer {target.bearer}"
-    return {"kind": "http", "url": f"{target.scheme}://{pod_ip}:{target.port}{target.path}", "headers": headers,
-            "timeout": 10}
-
-
-def _is_exposition(body: str) -> bool:
-    return bool(re.search(r"^(# (TYPE|HELP) \w+|[a-zA-Z_:][\w:]*(\{[^}]*\})? [-+0-9.eEinfNa]+)", body, re.M))
-
-
-def _explain_exit(tail: str, read_only: bool) -> str:
-    """Name the field behind a start-up failure that the log shows."""
-    ro = re.search(r"Read-only file system: '([^']+)'|'([^']+)': Read-only file system|(/[\w./-]+): Read-only", tail)
-    if ro:
-        path = next(g for g in ro.groups() if g)
-        if read_only:
-            return (f"securityContext.readOnlyRootFilesystem: it writes {path}, which no writable volumeMount "
-                    "covers")
-        return (f"volumeMounts: it writes {path} on the image's root filesystem, which no volume covers (read-only "
-                "here; in the image only its owner may write there)")
-    denied = re.search(r"Permission denied: '([^']+)'", tail)
-    if denied:
-        return f"securityContext (user/group/fsGroup): it may not write {denied.group(1)}"
-    return "the container exited"
-
 
 class _PodRun:
     def __init__(self, harness: Harness, pod: PodTemplate, objects: list[KubeObject], refs: References) -> None:
@@ -325,7 +125,7 @@ class _PodRun:
         assert self.h.trust is not None
         pod_ip, self.netns = self.h.pod_network()
         directory = self.h.directory / "pods" / f"{self.pod.namespace}-{self.pod.workload.name}-{pod_ip}"
-        hosts_text, aliases = _hosts(self.pod, self.refs, pod_ip)
+        hosts_text, aliases = hosts_file(self.pod, self.refs, pod_ip)
         directory.mkdir(parents=True)
         hosts = directory / "hosts"
         hosts.write_text(hosts_text)
@@ -336,20 +136,21 @@ class _PodRun:
             report.problems.append(Problem(CHECK, self.pod.ref, str(exc)))
             return
         layout = PodLayout(self.pod, directory, volumes)
+        injected = self._irsa(network)
         boxes: dict[str, Sandboxed] = {}
         order = [(c, v) for c, v in init] + list(runnable.values())
         for container, verdict in order:
             assert verdict.image is not None
             try:
                 boxes[container["name"]] = sandbox_for(self.pod, container, verdict.image, self.refs, layout, pod_ip,
-                                                       hosts, self.h.trust, self.h.directory)
+                                                       hosts, self.h.trust, self.h.directory, injected)
             except (NotStartable, UnresolvedReference) as exc:
                 self.problems.append((container["name"], str(exc)))
         targets = [t for t in scrape_targets(self.pod, self.objects, self.refs) if t.container in runnable]
         probes = {name: [(k, c.get(k)) for k in ("startupProbe", "readinessProbe", "livenessProbe") if c.get(k)]
                   for name, (c, _) in runnable.items()}
         key = spec_key(self.pod, list(boxes.values()), [probes, [t.__dict__ for t in targets]], layout, pod_ip, aliases,
-                       self.h.pod_cidr)
+                       self.h.pod_cidr, self.refs.secret_values)
         if key in _CACHE and not self.problems:
             self._report(_CACHE[key], runnable, report, reused=True)
             return
@@ -365,6 +166,26 @@ class _PodRun:
         _CACHE[key] = outcome
         self._report(outcome, runnable, report, reused=False)
 
+    def _irsa(self, network: Network) -> dict[str, str]:
+        """For a service account with an IAM role (IRSA), the pod identity webhook injects a web identity; here the
+        pod gets the S3 stand-in's endpoint and static keys instead, and the buckets its configuration names."""
+        account = str(self.pod.spec.get("serviceAccountName") or "default")
+        sa = next((o for o in self.objects if o.kind == "ServiceAccount" and o.namespace == self.pod.namespace
+                   and o.name == account), None)
+        if sa is None or IRSA_ANNOTATION not in ((sa.manifest.get("metadata") or {}).get("annotations") or {}):
+            return {}
+        assert self.h.s3 is not None
+        texts = strings(self.pod.spec)
+        texts += [decoded(t) for t in texts]
+        region = next((e.get("value") for c in self.pod.spec.get("containers") or [] for e in c.get("env") or []
+                       if e.get("name") == "AWS_REGION" and e.get("value")), "us-east-1")
+        for bucket in sorted({b for t in texts for b in S3_URL.findall(t)}):
+            self.h.s3.bucket(bucket, str(region))
+        self.notes.append(f"service account {account} has an IAM role: AWS_ENDPOINT_URL and static keys of the S3 "
+                          "stand-in instead of the web identity the pod identity webhook injects")
+        return {"AWS_ENDPOINT_URL": f"http://{S3_IP}:{S3_PORT}", "AWS_ACCESS_KEY_ID": "standin",
+                "AWS_SECRET_ACCESS_KEY": "standin"}
+
     def _report(self, outcome: _Outcome, runnable: dict[str, tuple[dict[str, Any], Verdict]],
                 report: RuntimeReport, reused: bool) -> None:
         report.reused += reused
@@ -379,26 +200,26 @@ class _PodRun:
                directory: Path) -> None:
         for container, _ in init:
             name = container["name"]
-            process = _start_box(boxes[name], directory / f"{name}.log", self.netns)
+            process = start_box(boxes[name], directory / f"{name}.log", self.netns)
             code = process.wait(120)
             process.stop()
             if code != 0:
-                self.problems.append((name, f"init container exited {code} ({_explain_exit(process.tail(400), True)}): "
+                self.problems.append((name, f"init container exited {code} ({explain_exit(process.tail(400), True)}): "
                                             f"{process.tail(6)}"))
                 return
             self.details[name] = "init: exit 0"
         for name in runnable:
-            self.processes.append((name, _start_box(boxes[name], directory / f"{name}.log", self.netns)))
+            self.processes.append((name, start_box(boxes[name], directory / f"{name}.log", self.netns)))
         pending = {name: self._gate(container, pod_ip) for name, (container, _) in runnable.items()}
-        budget = max(_budget(container) for container, _ in runnable.values())
-        deadline = time.monotonic() + budget
+        wait_s = max(budget(container) for container, _ in runnable.values())
+        deadline = time.monotonic() + wait_s
         passed: dict[str, str] = {}
         while pending and time.monotonic() < deadline:
             for name, process in self.processes:
                 if name in pending and not process.alive():
                     read_only = bool(_security_of(self.pod, runnable[name][0]).get("readOnlyRootFilesystem"))
                     self.problems.append((name, f"exited {process.popen.returncode} before it was ready "
-                                                f"({_explain_exit(process.tail(400), read_only)}): "
+                                                f"({explain_exit(process.tail(400), read_only)}): "
                                                 f"{process.tail(6)}"))
                     pending.pop(name)
             for name, request in list(pending.items()):
@@ -410,11 +231,11 @@ class _PodRun:
         for name, request in pending.items():
             _, seen = self._probe(network, boxes[name], request, directory)
             process = dict(self.processes)[name]
-            why = _explain_exit(process.tail(400), bool(_security_of(self.pod, runnable[name][0]).get(
+            why = explain_exit(process.tail(400), bool(_security_of(self.pod, runnable[name][0]).get(
                 "readOnlyRootFilesystem")))
             why = "" if why == "the container exited" else f" ({why})"
             self.problems.append((name, f"{request['field']} ({request['what']}) never succeeded within "
-                                        f"{budget:.0f}s{why}: {seen}; log: {process.tail(6)}"))
+                                        f"{wait_s:.0f}s{why}: {seen}; log: {process.tail(6)}"))
         for name, (container, _) in runnable.items():
             if name not in passed:
                 continue
@@ -423,7 +244,7 @@ class _PodRun:
                 probe = container.get(kind)
                 if not probe:
                     continue
-                request = _probe_request(kind, probe, container, pod_ip)
+                request = probe_request(kind, probe, container, pod_ip)
                 ok, result = self._probe(network, boxes[name], request, directory)
                 if not ok:
                     self.problems.append((name, f"{request['field']} ({request['what']}) fails: {result}"))
@@ -456,15 +277,15 @@ class _PodRun:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "model-settings.json").write_text(json.dumps({"name": AGENT_PROBE_MODEL,
                                                                 "implementation": "mlserver.models.MLModel"}))
-        port = _port(container, "server-http")
-        result = _call(network, [{"kind": "http", "url": f"http://{pod_ip}:{port}/v2/repository/index",
+        port = container_port(container, "server-http")
+        result = call(network, [{"kind": "http", "url": f"http://{pod_ip}:{port}/v2/repository/index",
                                   "headers": {"Content-Type": "application/json"}, "data": "{}", "timeout": 10}])[0]
         listed = result.get("status") == 200 and AGENT_PROBE_MODEL in str(result.get("body"))
         if not listed:
             argv = " ".join(box.argv)
             self.problems.append((container["name"], f"command/args ({argv}): a model the agent places in "
                                                      f"MLSERVER_MODELS_DIR={models_dir} is not in the server's "
-                                                     f"repository index ({_describe(result)})"))
+                                                     f"repository index ({describe(result)})"))
         else:
             self.details[container["name"]] += f"; agent repository contract ok ({models_dir})"
 
@@ -472,29 +293,29 @@ class _PodRun:
         """The probe that decides readiness: startup, else readiness, else liveness, else the process is up."""
         for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
             if container.get(kind):
-                return _probe_request(kind, container[kind], container, pod_ip)
+                return probe_request(kind, container[kind], container, pod_ip)
         return {"kind": "alive", "field": "process", "what": "the process stays up"}
 
     def _probe(self, network: Network, box: Sandboxed, request: dict[str, Any], directory: Path) -> tuple[bool, str]:
         if request["kind"] == "exec":
-            return _exec_probe(self.netns, box, request["command"], directory / "exec-probe.log")
+            return exec_probe(self.netns, box, request["command"], directory / "exec-probe.log")
         if request["kind"] == "alive":
             time.sleep(3)
             return True, "up"
         if request["kind"] == "unsupported":
             self.notes.append(request["what"])
             return True, request["what"]
-        result = _call(network, [request])[0]
-        return _ok(request["kind"], result), _describe(result)
+        result = call(network, [request])[0]
+        return succeeded(request["kind"], result), describe(result)
 
     def _scrape(self, network: Network, targets: list[ScrapeTarget], pod_ip: str, ready: dict[str, str]) -> None:
         live = [t for t in targets if t.container in ready]
-        results = _call(network, [_scrape_request(t, pod_ip) for t in live]) if live else []
+        results = call(network, [scrape_request(t, pod_ip) for t in live]) if live else []
         for target, result in zip(live, results, strict=True):
             auth = " with basic auth" if target.basic_auth else " with a bearer token" if target.bearer else ""
             what = f"scrape by {target.monitor} ({target.scheme}://<pod-ip>:{target.port}{target.path}{auth})"
-            if result.get("status") != 200 or not _is_exposition(str(result.get("body", ""))):
-                self.problems.append((target.container, f"{what} fails: {_describe(result)}"))
+            if result.get("status") != 200 or not is_exposition(str(result.get("body", ""))):
+                self.problems.append((target.container, f"{what} fails: {describe(result)}"))
             else:
                 self.details[target.container] = self.details.get(target.container, "") + f"; {what} ok"
 

@@ -20,6 +20,7 @@ ownership and permissions are the host's real ones) with:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -31,6 +32,14 @@ from pathlib import Path
 BWRAP = "bwrap"
 SETPRIV = "/usr/bin/setpriv"  # by path: a busybox image puts its own `setpriv` applet first on PATH
 SKIPPED_ROOT_ENTRIES = ("proc", "dev", "sys")
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the check's process ends, however it ends (no orphans)."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class SandboxUnavailable(RuntimeError):
@@ -53,7 +62,8 @@ class Namespace:
     def __init__(self) -> None:
         require_tools()
         self._holder = subprocess.Popen(["unshare", "--net", "--", "sleep", "infinity"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        preexec_fn=_die_with_parent)
         own = os.readlink("/proc/self/ns/net")
         deadline = time.monotonic() + 10
         while os.readlink(f"/proc/{self._holder.pid}/ns/net") == own:
@@ -234,7 +244,8 @@ class Process:
         self.log = log
         self._out = log.open("wb")
         self.popen = subprocess.Popen((network.prefix if network else []) + argv, stdout=self._out,
-                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                      preexec_fn=_die_with_parent)
 
     def alive(self) -> bool:
         return self.popen.poll() is None

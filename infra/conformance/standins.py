@@ -1,10 +1,11 @@
-"""Local stand-ins for the managed services the containers call (RDS PostgreSQL, ElastiCache Redis),
+"""Local stand-ins for the managed services the containers call (RDS PostgreSQL, ElastiCache Redis, S3),
 inside the check's network namespace at the addresses the plan's host names resolve to there.
 
 Both speak TLS as their AWS counterparts do (RDS and ElastiCache here require it): certificates come
 from a throw-away CA made with `openssl`; the sandboxes trust it through their system bundle
 (`trust_bundle`). PostgreSQL is Debian's 15 (RDS runs the BOM's 16: the wire protocol, TLS and SCRAM
-authentication the containers use are the same); Redis is Debian's redis-server 7.0 (ElastiCache 7.1).
+authentication the containers use are the same); Redis is Debian's redis-server 7.0 (ElastiCache 7.1);
+S3 is moto's server from `.venv-ml` (plain HTTP; the sandboxes reach it through `AWS_ENDPOINT_URL`).
 """
 
 from __future__ import annotations
@@ -137,6 +138,41 @@ class Redis:
                                 "--requirepass", self.password, "--save", "", "--appendonly", "no",
                                 "--dir", str(self.directory)], self.directory / "redis.log", self.network)
         _wait_port(self.network, self.ip, self.port, self.process, "Redis")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+
+@dataclass
+class S3:
+    """moto's S3 on `ip:port` with the buckets the pods name (created empty, in `region`)."""
+
+    network: Network
+    directory: Path
+    ip: str
+    port: int
+    binary: Path
+    process: Process | None = field(default=None, init=False)
+    buckets: set[str] = field(default_factory=set, init=False)
+
+    def start(self) -> None:
+        if not self.binary.exists():
+            raise SandboxUnavailable(f"{self.binary} is missing (scripts/bootstrap.sh ml installs moto[server])")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.process = Process([str(self.binary), "-H", self.ip, "-p", str(self.port)], self.directory / "s3.log",
+                               self.network)
+        _wait_port(self.network, self.ip, self.port, self.process, "S3")
+
+    def bucket(self, name: str, region: str) -> None:
+        if name in self.buckets:
+            return
+        body = (f"<CreateBucketConfiguration><LocationConstraint>{region}</LocationConstraint>"
+                "</CreateBucketConfiguration>")
+        code = (f"import urllib.request as u; u.urlopen(u.Request('http://{self.ip}:{self.port}/{name}', "
+                f"data={body.encode()!r}, method='PUT'), timeout=10)")
+        _run([*self.network.prefix, "python3", "-c", code])
+        self.buckets.add(name)
 
     def stop(self) -> None:
         if self.process is not None:

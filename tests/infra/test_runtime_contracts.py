@@ -21,10 +21,11 @@ import pytest
 
 from infra.conformance import runner
 from infra.conformance.charts import ChartSourceError, ChartStore, mirror_from_env
+from infra.conformance.harness import Harness, local_secret
 from infra.conformance.model import KubeObject
 from infra.conformance.plan import Plan
 from infra.conformance.podspec import PodTemplate, References, container_env, scrape_targets
-from infra.conformance.runtime_contracts import Harness, RuntimeReport, check, local_secret
+from infra.conformance.runtime_contracts import RuntimeReport, check
 from infra.conformance.sandbox import Mount, Sandboxed, SandboxUnavailable, bwrap_argv
 from infra.conformance.software import ROOT, classify, dockerfile
 from infra.offline.synth import Synthesis
@@ -34,6 +35,7 @@ if not os.environ.get("MLPLAT_CHART_MIRROR"):
     os.environ["MLPLAT_CHART_MIRROR"] = str(ROOT.parent / "shared" / "charts")
 ENVIRONMENTS = ("dev", "staging", "prod")
 MLFLOW, MLSERVER = "Deployment mlflow/mlflow", "StatefulSet seldon/mlserver"
+FEAST = "Deployment feast/feast-feature-server"
 RECEIVERS = ("Deployment ml-training/model-rollback-receiver", "Deployment kubeflow/pipelines-retrain")
 
 
@@ -96,9 +98,10 @@ def test_every_runnable_container_starts_and_answers_its_probes_and_scrapes(
     report = runtime(stack)
     assert [str(p) for p in report.problems] == []
     ran = _ran(report)
-    for workload, container in ((MLFLOW, "mlflow"), (MLSERVER, "mlserver")):
+    for workload, container in ((MLFLOW, "mlflow"), (MLSERVER, "mlserver"), (FEAST, "feast-feature-server")):
         detail = ran[(workload, container)]
-        assert "readinessProbe.httpGet ok" in detail and "scrape by" in detail and "ok" in detail, detail
+        assert "readinessProbe" in detail and "scrape by" in detail, detail
+        assert detail.split("scrape by", 1)[1].split(";")[0].endswith(") ok"), detail
     assert "agent repository contract ok (/mnt/agent/models)" in ran[(MLSERVER, "mlserver")]
     for init in ("dbchecker", "mlflow-db-migration", "ini-file-initializer"):
         assert ran[(MLFLOW, init)].endswith("init: exit 0"), init
