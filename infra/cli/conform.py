@@ -83,6 +83,9 @@ def _conform(args: argparse.Namespace) -> int:
         print(f"runtime contracts: {runtime.started} pods started here, "
               f"{sum(r.status == 'not run' for r in runtime.rows)} containers not run (reasons below)")
         print(runtime.table())
+        made_up = [n.removeprefix("Secret ").split(":")[0] for n in runtime.notes if n.startswith("Secret ")]
+        if made_up:
+            print(f"  Secret values made up here (the plan redacts the program's Secrets): {', '.join(made_up)}")
     print(f"conformance of stack {plan.stack} (Kubernetes {plan.kubernetes_version}): "
           f"{len(plan.releases)} releases, {report.validated} objects validated")
     print(report.table())
