@@ -120,4 +120,7 @@ def explain_exit(tail: str, read_only: bool) -> str:
     denied = re.search(r"Permission denied: '([^']+)'", tail)
     if denied:
         return f"securityContext (user/group/fsGroup): it may not write {denied.group(1)}"
+    if re.search(r"kube-config|kubeconfig|Service token file does not exist|Service host/port is not set", tail):
+        return ("automountServiceAccountToken / serviceAccountName: it loads the Kubernetes client configuration at "
+                "start and finds no service account token")
     return "the container exited"

@@ -237,6 +237,18 @@ def test_a_container_that_cannot_get_ready_fails_naming_the_probe(
                             "within 20s") for m in found), found
 
 
+def test_a_container_without_the_api_credentials_it_loads_at_start_fails_naming_the_token(
+        prod: tuple[Plan, list[KubeObject]], harness: Harness) -> None:
+    """The rollback receiver (`--kube cluster`) builds its Kubernetes client at start from the pod's service
+    account: without the token it exits (before the fix it needed a kubeconfig, which no pod has)."""
+    plan, objects = prod
+    objects = _only(objects, "Deployment", "model-rollback-receiver")
+    _find(objects, "Deployment", "model-rollback-receiver")["spec"]["template"]["spec"][
+        "automountServiceAccountToken"] = False
+    found = _messages(check(objects, harness, plan.vpc_cidr), f"{RECEIVERS[0]} container receiver")
+    assert any(m.startswith("exited 1 before it was ready (automountServiceAccountToken") for m in found), found
+
+
 # ---------------------------------------------------------------- the parts, without sandboxes
 
 def test_bwrap_command_line_makes_mount_points_and_sets_the_identity(tmp_path: Path) -> None:
