@@ -7,6 +7,7 @@ available here); the steps that use it are labelled as such in tests and docs.
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -48,12 +49,16 @@ _API_NAME = {"deployment": "deployment", "statefulset": "stateful_set"}
 
 
 class ClusterKubeOps:
-    """KubeOps against a real API server (kubeconfig from the environment)."""
+    """KubeOps against a real API server: the pod's service account inside a cluster (the receivers run
+    there with `--kube cluster`), else the kubeconfig of the environment (an operator's machine)."""
 
     def __init__(self) -> None:
         from kubernetes import client, config
 
-        config.load_kube_config()
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config()
+        else:
+            config.load_kube_config()
         self._custom = client.CustomObjectsApi()
         self._apps = client.AppsV1Api()
         self._core = client.CoreV1Api()

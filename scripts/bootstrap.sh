@@ -39,6 +39,13 @@ system_packages() {
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
   command -v ss >/dev/null 2>&1 || missing+=(iproute2)  # `mlplat local` names who holds a busy port
+  # `mlplat conform --runtime` (infra/conformance/runtime_contracts.py): containers in bubblewrap sandboxes,
+  # Debian's builds of the images' software, PostgreSQL as the RDS stand-in.
+  command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+  command -v pgbouncer >/dev/null 2>&1 || missing+=(pgbouncer)
+  command -v busybox >/dev/null 2>&1 || missing+=(busybox)
+  [ -x /bin/nc.openbsd ] || missing+=(netcat-openbsd)
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
   if [ ${#missing[@]} -eq 0 ]; then log "system packages present"; return; fi
   if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
     log "missing Debian packages: ${missing[*]} (install them with apt-get as root)"; return 1
@@ -48,7 +55,7 @@ system_packages() {
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # Debian starts the packaged daemons; the project starts its own on 127.0.0.1 and needs the ports free.
-  for svc in redis-server prometheus prometheus-node-exporter; do
+  for svc in redis-server prometheus prometheus-node-exporter pgbouncer postgresql; do
     $SUDO service "$svc" stop >/dev/null 2>&1 || true
   done
 }

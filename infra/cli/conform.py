@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="skip the values-key analysis (one render per key)")
     p.add_argument("--notes", action="store_true", help="also print notes (keys equal to chart defaults, ...)")
     p.add_argument("--out", type=Path, help="write every checked object as YAML under this directory")
+    p.add_argument("--runtime", action="store_true",
+                   help="also start every container whose software installs here as its pod declares it and call "
+                        "its probes and scrape endpoints (root, bubblewrap; docs/CONFORMANCE.md)")
     p.set_defaults(func=_conform)
 
 
@@ -63,6 +66,26 @@ def _conform(args: argparse.Namespace) -> int:
         from infra.conformance.scanner import write_manifests
 
         write_manifests([o for o in report.objects if not o.derived], args.out)
+    if args.runtime:
+        from infra.conformance.runtime_contracts import Harness, check
+        from infra.conformance.sandbox import SandboxUnavailable
+
+        runtime_started = time.perf_counter()
+        try:
+            with Harness() as harness:
+                runtime = check(report.objects, harness, plan.vpc_cidr)
+        except SandboxUnavailable as exc:
+            print(f"mlplat conform --runtime: {exc}", file=sys.stderr)
+            return 2
+        report.problems.extend(runtime.problems)
+        report.notes.extend(runtime.notes)
+        report.seconds["runtime"] = round(time.perf_counter() - runtime_started, 1)
+        print(f"runtime contracts: {runtime.started} pods started here, "
+              f"{sum(r.status == 'not run' for r in runtime.rows)} containers not run (reasons below)")
+        print(runtime.table())
+        made_up = [n.removeprefix("Secret ").split(":")[0] for n in runtime.notes if n.startswith("Secret ")]
+        if made_up:
+            print(f"  Secret values made up here (the plan redacts the program's Secrets): {', '.join(made_up)}")
     print(f"conformance of stack {plan.stack} (Kubernetes {plan.kubernetes_version}): "
           f"{len(plan.releases)} releases, {report.validated} objects validated")
     print(report.table())

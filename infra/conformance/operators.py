@@ -80,11 +80,14 @@ def merge_pod_specs(base: dict[str, Any] | None, override: dict[str, Any] | None
 
 
 def _workload(kind: str, name: str, namespace: str, labels: dict[str, str], pod_labels: dict[str, str],
-              pod_spec: dict[str, Any], replicas: Any, origin: str, release: str | None = None) -> KubeObject:
-    manifest = {"apiVersion": "apps/v1", "kind": kind,
-                "metadata": {"name": name, "namespace": namespace, "labels": labels},
-                "spec": {"replicas": replicas, "selector": {"matchLabels": dict(pod_labels)},
-                         "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec}}}
+              pod_spec: dict[str, Any], replicas: Any, origin: str, release: str | None = None,
+              claims: list[dict[str, Any]] | None = None) -> KubeObject:
+    manifest: dict[str, Any] = {"apiVersion": "apps/v1", "kind": kind,
+                                "metadata": {"name": name, "namespace": namespace, "labels": labels},
+                                "spec": {"replicas": replicas, "selector": {"matchLabels": dict(pod_labels)},
+                                         "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec}}}
+    if claims:
+        manifest["spec"]["volumeClaimTemplates"] = claims
     # Counted against the release (or the program) that declares the custom resource.
     return KubeObject(manifest, origin=origin, release=release, derived=True)
 
@@ -106,10 +109,13 @@ def seldon_workloads(objects: list[KubeObject]) -> list[KubeObject]:
         labels = {**(cfg_meta.get("labels") or {}), **server.labels}
         pod_labels = {**labels, "seldon-server-name": server.name, "app.kubernetes.io/name": "seldon-server"}
         pod_spec = merge_pod_specs((config.manifest.get("spec") or {}).get("podSpec"), spec.get("podSpec"))
+        # The ServerConfig's volumeClaimTemplates (Seldon's type: `name` + `spec`) become the StatefulSet's.
+        claims = [{"metadata": {"name": t.get("name")}, "spec": t.get("spec") or {}}
+                  for t in (config.manifest.get("spec") or {}).get("volumeClaimTemplates") or []]
         out.append(_workload("StatefulSet", server.name, server.namespace,
                              {**labels, "app.kubernetes.io/name": "seldon-server"}, pod_labels, pod_spec,
                              spec.get("replicas", 1), f"Seldon operator: from Server {server.namespace}/{server.name}",
-                             server.release))
+                             server.release, claims))
     for runtime in (o for o in objects if o.kind == "SeldonRuntime" and o.api_version == SELDON_API):
         spec = runtime.manifest.get("spec") or {}
         config = seldon_configs.get((runtime.namespace, spec.get("seldonConfig"))) or next(

@@ -12,6 +12,7 @@ from infra.conformance.model import KubeObject
 RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"
 KUSTOMIZE_TYPE = "kubernetes:kustomize/v2:Directory"
 CLUSTER_TYPE = "aws:eks/cluster:Cluster"
+VPC_TYPE = "aws:ec2/vpc:Vpc"
 SECRET = "[secret]"
 
 
@@ -50,6 +51,7 @@ class Plan:
     kustomizations: list[Kustomization] = field(default_factory=list)
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # urn -> inputs of every resource
     states: dict[str, dict[str, Any]] = field(default_factory=dict)  # urn -> the step's newState (AWS checks)
+    vpc_cidr: str = ""  # pod addresses come from it (VPC CNI)
 
     @classmethod
     def from_preview(cls, plan: dict[str, Any]) -> Plan:
@@ -66,6 +68,7 @@ class Plan:
         all_inputs: dict[str, dict[str, Any]] = {}
         version = ""
         by_urn: dict[str, dict[str, Any]] = {}
+        vpc_cidr = ""
         for st in states:
             urn, type_, inputs = st["urn"], st["type"], st.get("inputs") or {}
             by_urn[urn] = st
@@ -74,6 +77,8 @@ class Plan:
             all_inputs[urn] = inputs
             if type_ == CLUSTER_TYPE:
                 version = str(inputs.get("version") or version)
+            if type_ == VPC_TYPE:
+                vpc_cidr = str(inputs.get("cidrBlock") or vpc_cidr)
             if type_ == KUSTOMIZE_TYPE:
                 kustomizations.append(Kustomization(urn, str(inputs.get("directory")),
                                                     str(inputs.get("namespace") or "default")))
@@ -98,7 +103,7 @@ class Plan:
             objects.append(KubeObject(manifest, origin="plan " + urn.rsplit("::", 1)[-1], urn=urn))
         if not version:
             raise ValueError(f"plan of stack {stack!r} has no {CLUSTER_TYPE} with a version")
-        return cls(stack, version, releases, objects, deps, types, kustomizations, all_inputs, by_urn)
+        return cls(stack, version, releases, objects, deps, types, kustomizations, all_inputs, by_urn, vpc_cidr)
 
     def of_type(self, type_: str) -> list[dict[str, Any]]:
         """Inputs of every resource of one type (AWS resources included)."""

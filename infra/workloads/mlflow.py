@@ -9,6 +9,7 @@ in-cluster service names, Prometheus metrics, and 2+ replicas with a PodDisrupti
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,10 @@ RELEASE = MLFLOW_SERVER.name  # the chart names its Deployment after the release
 # The VPC CNI network policy agent requires a Service port to equal its container port (the server listens
 # on 5000): a port-80 Service made every client's egress rule miss the address it actually sends to.
 SERVICE_PORT = 5000
+CONTAINER_PORT = 5000  # the chart's service.containerPort
+# `mlflow server --expose-prometheus DIR`: Prometheus multiprocess files, written at start (a volume: the
+# root filesystem is read-only).
+METRICS_DIR = "/mlflow/metrics"
 ADMIN_SECRET = "mlflow-admin"
 DB_SECRET = "mlflow-db"
 FLASK_SECRET = "mlflow-flask"
@@ -50,14 +55,24 @@ def tracking_uri() -> str:
     return f"http://{RELEASE}.{NAMESPACE}.svc.cluster.local:{SERVICE_PORT}"
 
 
-def allowed_hosts() -> list[str]:
-    """Host headers the server accepts (DNS-rebinding protection of MLflow >= 3.5)."""
+def pod_address_pattern(pod_cidr: str) -> str:
+    """`<pod IP>:<container port>` as an MLflow allowed-hosts pattern (fnmatch): the leading octets the
+    CIDR fixes, then `*` (pod IPs are VPC addresses with the VPC CNI)."""
+    network = ipaddress.ip_network(pod_cidr, strict=False)
+    octets = str(network.network_address).split(".")[: network.prefixlen // 8]
+    return ".".join([*octets, "*"]) + f":{CONTAINER_PORT}"
+
+
+def allowed_hosts(pod_cidr: str) -> list[str]:
+    """Host headers the server accepts (DNS-rebinding protection of MLflow >= 3.5): the Service's names, and
+    pod addresses, which Prometheus sends when it scrapes `/metrics` (an IP literal, which DNS rebinding
+    cannot use; MLflow exempts only /health and /version from the check)."""
     svc = f"{RELEASE}.{NAMESPACE}"
     return [RELEASE, svc, f"{svc}.svc", f"{svc}.svc.cluster.local",
-            f"{svc}.svc.cluster.local:{SERVICE_PORT}", f"localhost:{SERVICE_PORT}"]
+            f"{svc}.svc.cluster.local:{SERVICE_PORT}", f"localhost:{SERVICE_PORT}", pod_address_pattern(pod_cidr)]
 
 
-def mlflow_values(ctx: StackContext, data: DataServices, service_account_name: str) -> dict[str, Any]:
+def mlflow_values(ctx: StackContext, data: DataServices, service_account_name: str, pod_cidr: str) -> dict[str, Any]:
     cfg = ctx.cfg.workloads.mlflow
     db = data.database
     postgres = {"enabled": True, "host": db.host, "port": db.port, "database": db.database}
@@ -85,15 +100,16 @@ def mlflow_values(ctx: StackContext, data: DataServices, service_account_name: s
             "postgres": {**postgres, "existingSecret": {"name": DB_SECRET, "usernameKey": "username",
                                                         "passwordKey": "password"}},
         },
-        "serverAllowedHosts": allowed_hosts(),
+        "serverAllowedHosts": allowed_hosts(pod_cidr),
+        # The chart's `serviceMonitor` (which also adds --expose-prometheus) has no basic auth, and the basic-auth
+        # app answers /metrics with 401 without it: the flag comes from extraArgs, the ServiceMonitor is ours.
+        "extraArgs": {"exposePrometheus": METRICS_DIR},
+        "extraVolumes": [{"name": "prometheus-metrics", "emptyDir": {"sizeLimit": "256Mi"}}],
+        "extraVolumeMounts": [{"name": "prometheus-metrics", "mountPath": METRICS_DIR}],
         "extraEnvVars": {"PGSSLMODE": "require", "AWS_REGION": ctx.cfg.region,
                          "AWS_DEFAULT_REGION": ctx.cfg.region},
         "extraSecretNamesForEnvFrom": [FLASK_SECRET],
         "resources": resources(cfg.resources),
-        # The chart's ServiceMonitor (rendered once the Prometheus operator's CRDs exist) otherwise names the
-        # Service port's name as a *container* port, which the server's container does not have: no targets.
-        "serviceMonitor": {"enabled": True, "useServicePort": True, "namespace": NAMESPACE,
-                           "labels": labels("mlflow"), "interval": "30s"},
         # Soft zone spread of replicas (the chart exposes affinity, not topologySpreadConstraints).
         "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
             "weight": 100, "podAffinityTerm": {"topologyKey": "topology.kubernetes.io/zone",
@@ -143,11 +159,26 @@ class Mlflow(pulumi.ComponentResource):
             ingress=[IngressRule(CLIENT_NAMESPACES, (5000,))],
             egress=[EgressRule(vpc_cidr, (PORT_POSTGRES,)), EgressRule(ANYWHERE, (PORT_HTTPS,))],
         ), self, [ns])
-        values = mlflow_values(ctx, data, WORKLOAD_IDENTITIES["mlflow"].service_account)
+        values = mlflow_values(ctx, data, WORKLOAD_IDENTITIES["mlflow"].service_account, vpc_cidr)
         self.release = helm_release(RELEASE, ctx, "mlflow", NAMESPACE, values, self,
                                     depends_on=[ns, sa, *secrets, *(depends_on or [])])
+        if ctx.cfg.workloads.observability.enabled:
+            self._service_monitor(depends_on or [])
         pod_disruption_budget(RELEASE, NAMESPACE, SELECTOR, ctx.cfg.workloads.mlflow.replicas, self, [ns])
         self.tracking_uri = tracking_uri()
         self.admin_secret_name = ADMIN_SECRET
         self.admin_password = pulumi.Output.secret(admin_password.result)  # clients in other namespaces copy it
         self.register_outputs({"trackingUri": self.tracking_uri, "adminSecret": ADMIN_SECRET})
+
+    def _service_monitor(self, depends_on: list[pulumi.Resource]) -> None:
+        """Prometheus logs in as the admin (the basic-auth app lets any user read /metrics; the chart makes no
+        other user). The credentials are read from the Secret in this namespace, beside the monitor."""
+        secret = {"name": ADMIN_SECRET}
+        k8s.apiextensions.CustomResource(
+            "servicemonitor-mlflow", api_version="monitoring.coreos.com/v1", kind="ServiceMonitor",
+            metadata={"name": RELEASE, "namespace": NAMESPACE, "labels": labels("mlflow")},
+            spec={"selector": {"matchLabels": SELECTOR}, "namespaceSelector": {"matchNames": [NAMESPACE]},
+                  "endpoints": [{"port": "http", "path": "/metrics", "interval": "30s",
+                                 "basicAuth": {"username": {**secret, "key": "username"},
+                                               "password": {**secret, "key": "password"}}}]},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release, *depends_on]))

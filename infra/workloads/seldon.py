@@ -56,6 +56,10 @@ KAFKA_SASL_PASSWORD_KEY = "password"
 KAFKA_SASL_MECHANISM = "SCRAM-SHA-512"  # the only SCRAM mechanism MSK accepts
 SERVER_NAME = MODEL_SERVER.name
 SERVER_METRICS_PORT = 8082
+# With parallel workers MLServer writes its Prometheus multiprocess files to `metrics_dir` (default: the
+# working directory, the image's code directory, not writable); they go to a size-limited emptyDir at /tmp.
+SERVER_TMP = "/tmp"
+SERVER_METRICS_DIR = f"{SERVER_TMP}/mlserver-metrics"
 # Namespaces that send inference traffic to envoy (in-cluster callers and the ALB through kube-system).
 CALLER_NAMESPACES = ("feast", "ml-training", "kube-system")
 
@@ -235,11 +239,23 @@ def servers_values(ctx: StackContext, image: pulumi.Input[str],
                     "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
                     "whenUnsatisfiable": "ScheduleAnyway",
                     "labelSelector": {"matchLabels": {"seldon-server-name": SERVER_NAME}}}],
+                # Appended to the ServerConfig's volumes, as the containers' volumeMounts and env are.
+                "volumes": [{"name": "mlserver-tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
                 # Merged by name with the ServerConfig's containers: ours in `mlserver`, and what `restricted`
                 # requires in all three.
                 "containers": [{
                     "name": "mlserver", "image": image, "securityContext": RESTRICTED_CONTAINER,
+                    # Serve the repository the agent fills (`MLSERVER_MODELS_DIR` of the ServerConfig, expanded by
+                    # the kubelet), as MLServer's own image does; the image's ENTRYPOINT names /mnt/models.
+                    "command": ["mlserver", "start", "$(MLSERVER_MODELS_DIR)"],
+                    "volumeMounts": [{"name": "mlserver-tmp", "mountPath": SERVER_TMP}],
                     "env": [
+                        {"name": "MLSERVER_METRICS_DIR", "value": SERVER_METRICS_DIR},
+                        # Later entries win over the ServerConfig's (`MLSERVER_PARALLEL_WORKERS=1`): inference in
+                        # the main process, as the image and the benchmarks run it. A parallel worker of MLServer
+                        # 1.7.1 exits at start with the locked uvloop 0.23 (`asyncio.get_event_loop()` in
+                        # mlserver/parallel/worker.py raises: no current event loop).
+                        {"name": "MLSERVER_PARALLEL_WORKERS", "value": "0"},
                         {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": f"http://{jaeger_otlp_endpoint()}"},
                         {"name": "OTEL_SERVICE_NAME", "value": "mlserver"},
                         {"name": "MLPLAT_MLFLOW_TRACKING_URI", "value": _mlflow_uri()},

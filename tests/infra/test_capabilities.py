@@ -31,7 +31,9 @@ def _installed(plan: Plan, store: ChartStore, *names: str) -> dict[str, list]:
 
 
 def _monitors(plan: Plan, store: ChartStore, caps: capabilities.Capabilities | None) -> list[str]:
-    release = plan.release("mlflow")
+    """The chart's own ServiceMonitor, switched on (the program scrapes MLflow with a monitor of its own)."""
+    release = copy.deepcopy(plan.release("mlflow"))
+    release.values = {**release.values, "serviceMonitor": {"enabled": True}}
     rendered = render_release(load_chart(store.path(release.chart, release.version)), release, caps)
     return [o.ref for o in objects_of(release, rendered.templates) if o.kind == "ServiceMonitor"]
 
@@ -107,8 +109,11 @@ def test_apiservices_and_served_crd_versions_become_api_versions() -> None:
 
 def test_the_mlflow_service_monitor_finds_its_targets(prod: Plan, report: Callable[[str], runner.Report]) -> None:
     """Rendered with capabilities, the chart's ServiceMonitor named the Service port's name (`http`) as a
-    container port (`targetPort`), which the server's container does not have: no targets, no metrics."""
+    container port (`targetPort`), which the server's container does not have, and it carries no credentials
+    for MLflow's basic-auth app: the program switches it off and declares its own, which finds its targets."""
     rep = report("prod")
-    assert "ServiceMonitor mlflow/mlflow" in {o.ref for o in rep.objects}
+    monitors = [o for o in rep.objects if o.ref == "ServiceMonitor mlflow/mlflow"]
+    assert len(monitors) == 1 and monitors[0].release is None  # the program's, not the chart's
+    assert all("basicAuth" in e for e in monitors[0].manifest["spec"]["endpoints"])
     assert [str(p) for p in rep.problems if p.check == "wiring" and "mlflow" in p.subject] == []
-    assert prod.release("mlflow").values["serviceMonitor"]["useServicePort"] is True
+    assert not prod.release("mlflow").values.get("serviceMonitor", {}).get("enabled", False)

@@ -67,7 +67,11 @@ def test_mlflow_backend_artifacts_and_auth_are_wired(synth, env):
     assert v["auth"]["enabled"] is True and v["auth"]["existingAdminSecret"]["name"] == "mlflow-admin"
     assert v["auth"]["postgres"]["host"] == pg["host"]  # shared permission table across replicas
     assert "mlflow.mlflow.svc.cluster.local" in v["serverAllowedHosts"]
-    assert v["serviceMonitor"]["enabled"] is True
+    # Prometheus scrapes the pod address: the VPC's prefix is allowed (runtime contracts, CONFORMANCE.md).
+    prefix = ".".join(s.one("aws:ec2/vpc:Vpc").inputs["cidrBlock"].split(".")[:2])
+    assert f"{prefix}.*:5000" in v["serverAllowedHosts"]
+    monitor = next(m for m in manifests(s, "ServiceMonitor") if m["metadata"]["name"] == "mlflow")
+    assert monitor["spec"]["endpoints"][0]["basicAuth"]["password"] == {"name": "mlflow-admin", "key": "password"}
     assert "password" not in json.dumps(v["backendStore"]["postgres"])  # credentials only via the Secret
     secrets = {m["metadata"]["name"] for m in manifests(s, "Secret")}
     assert {"mlflow-db", "mlflow-admin", "mlflow-flask"} <= secrets
@@ -132,8 +136,10 @@ def test_a_monitor_exists_for_each_workload(synth, env):
     s = synth(env)
     monitors = {m["metadata"]["name"] for kind in ("ServiceMonitor", "PodMonitor") for m in manifests(s, kind)}
     assert {"feast", "feast-stream-ingestor", "seldon-agent", "seldon-mlserver", "seldon-envoy", "jaeger",
-            "redis-exporter"} <= monitors
-    assert values(s, "mlflow")["serviceMonitor"]["enabled"] is True  # the chart's own ServiceMonitor
+            "redis-exporter", "mlflow"} <= monitors
+    # Ours, with basic auth (the chart's has none); the exporter flag comes from extraArgs.
+    assert "serviceMonitor" not in values(s, "mlflow")
+    assert values(s, "mlflow")["extraArgs"]["exposePrometheus"] == "/mlflow/metrics"
 
 
 def test_seldon_kafka_tracing_and_server_image(synth, env):
