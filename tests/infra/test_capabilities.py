@@ -60,7 +60,7 @@ def test_a_template_gated_on_a_crd_renders_only_once_the_crd_release_is_installe
     without = capabilities.for_release(prod, release, [], {})
     assert with_crds.has("monitoring.coreos.com/v1") and with_crds.has("monitoring.coreos.com/v1/ServiceMonitor")
     assert not without.has("monitoring.coreos.com/v1")
-    assert _monitors(prod, store, with_crds) == ["ServiceMonitor mlflow/mlflow"]
+    assert _monitors(prod, store, with_crds) == ["ServiceMonitor monitoring/mlflow"]  # the chart's default namespace
     assert _monitors(prod, store, without) == []
     assert _monitors(prod, store, None) == []
 
