@@ -51,6 +51,12 @@ def preflight(cfg: LocalConfig) -> list[str]:
     return notes
 
 
+def redis_stop_notice(cfg: LocalConfig) -> str:
+    return (f"note: stopping the Redis online store an earlier `mlplat local up --redis` started on port "
+            f"{cfg.ports['redis']}: this `up` has no --redis, so the models' online features move to the SQLite "
+            "store (run `mlplat local up --redis ...` to keep Redis)")
+
+
 def _services(cfg: LocalConfig) -> list[str]:
     optional = {"redis": cfg.redis, "prometheus": cfg.prometheus, "autorollback": cfg.prometheus and cfg.auto_rollback,
                 "retrain": cfg.prometheus and cfg.auto_retrain}
@@ -65,8 +71,10 @@ def up(cfg: LocalConfig, progress: Progress | None = None) -> int:
     for note in preflight(cfg):
         p.detail(note)
     decisions: dict[str, Decision] = {name: decide(cfg, sup, name) for name in _services(cfg)}
-    # Redis is not part of this run: stop one an earlier `up --redis` left behind.
+    # Redis is not part of this run: stop one an earlier `up --redis` left behind, and say so (the models
+    # served so far read their features from it; from now on they read the SQLite online store).
     if not cfg.redis and sup.running("redis"):
+        p.say(redis_stop_notice(cfg))
         sup.stop("redis")
     if cfg.data_dir is not None:  # before anything starts: a schema error must not leave services behind
         with p.step(f"checking the data contract of {cfg.data_dir}"):
@@ -287,7 +295,8 @@ def _prometheus(cfg: LocalConfig, sup: Supervisor, decisions: dict[str, Decision
                                       info={"identity": identity}, url=cfg.url("prometheus"))
     rules = (f"{sum(len(g['rules']) for g in groups)} alert rule(s) from {source}, promtool check passed"
              if groups else "no alert rules")
-    p.say(f"Prometheus {records['prometheus']} at {cfg.url('prometheus')}: {rules}")
+    p.say(f"Prometheus {records['prometheus']} at {cfg.url('prometheus')}: {rules}; alerts page "
+          f"{prometheus.alerts_page(cfg.url('prometheus'))}")
     if cfg.auto_rollback and "autorollback" in decisions:
         _, records["autorollback"] = ensure(cfg, sup, decisions["autorollback"], p.detail,
                                             url=cfg.url("autorollback"))

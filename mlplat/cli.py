@@ -91,7 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(only=command if command in wanted else None)
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
-    return int(func(args) or 0)
+    try:
+        return int(func(args) or 0)
+    except Exception as exc:
+        # Errors the user can fix (contracts/errors.py, matched by attribute: this module imports nothing of
+        # ours) are one message, not a traceback; anything else is a bug and keeps its traceback.
+        if not getattr(exc, "user_error", False):
+            raise
+        print(f"mlplat {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

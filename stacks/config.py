@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from contracts.errors import UserError
 from stacks.rules import ConfigIssue, check
 from stacks.schema import NAMESPACE, PlatformConfig
 
@@ -25,7 +26,7 @@ ENVIRONMENTS = ("dev", "staging", "prod")
 PROVIDER_NAMESPACES = ("aws", "kubernetes", "random", "pulumi")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """The stack config is invalid; `issues` holds one entry per problem."""
 
     def __init__(self, source: str, issues: list[ConfigIssue]) -> None:

@@ -11,7 +11,8 @@ Model-settings `parameters.extra` keys understood by every runtime:
   redis_url      online store for runtimes that read features (else $MLPLAT_ONLINE_STORE_URL)
   max_batch      largest accepted batch (rows per request), default 256
   drift_window   observations per feature in the PSI window, default 1000
-  drift_min_samples  observations needed before a PSI is reported, default 100
+  drift_min_samples  observations needed before a PSI is reported (and so before a drift alert can fire and
+                 retrain the model), else $MLPLAT_DRIFT_MIN_SAMPLES, default 100; the window holds at least as many
   serving_samples  where sampled serving inputs go (a directory or s3://bucket/prefix; else
                  $MLPLAT_SERVING_SAMPLES; unset: no sampling), read by the drift reports
   serving_sample_rate  share of rows sampled, default 0.1
@@ -134,6 +135,9 @@ def _beyond(value: int | float, largest: float) -> bool:
     return abs(value) > largest
 
 
+DRIFT_MIN_SAMPLES_ENV = "MLPLAT_DRIFT_MIN_SAMPLES"
+
+
 class ReferenceRuntime(MLModel):
     """Subclasses implement `load_artifact(dir)` and `infer(request) -> InferenceResponse`."""
 
@@ -158,10 +162,11 @@ class ReferenceRuntime(MLModel):
         self.samples = ServingSampler.from_settings(extra, model_name, version)
         self.drift: DriftMonitor | None = None
         if (self.model_dir / REFERENCE_FILE).is_file():
+            min_samples = int(extra.get("drift_min_samples") or os.environ.get(DRIFT_MIN_SAMPLES_ENV) or 100)
             self.drift = DriftMonitor(
                 Reference.load(self.model_dir),
-                window=int(extra.get("drift_window", 1000)),
-                min_samples=int(extra.get("drift_min_samples", 100)),
+                window=max(int(extra.get("drift_window", 1000)), min_samples),
+                min_samples=min_samples,
             )
         self._since_drift = 0
         try:
@@ -193,6 +198,12 @@ class ReferenceRuntime(MLModel):
 
     @abstractmethod
     async def infer(self, request: InferenceRequest) -> InferenceResponse: ...
+
+    async def unload(self) -> bool:
+        samples = getattr(self, "samples", None)
+        if samples is not None:
+            samples.close()  # stop its timer; write what is buffered
+        return await super().unload()
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         started = time.perf_counter()

@@ -91,7 +91,7 @@ def test_unknown_entity_uses_defaults_and_is_degraded(served, infer, scrape):
     resp = infer(server.url, name, _body(served, card_id={"data": [987654321]}))
     assert resp.status_code == 200, resp.text
     assert {o["name"]: o["data"] for o in resp.json()["outputs"]}["degraded"] == [True]
-    assert _degraded_count(scrape(server.process), name, "missing_features") >= 1
+    assert _degraded_count(scrape(server.process), name, "unknown_entity") >= 1
 
 
 @pytest.mark.parametrize(

@@ -83,6 +83,20 @@ def test_user_id_history_comes_from_feast_redis(served, infer):
     assert not set(outputs["book_id"]) & {int(b) for b in row.recent_book_ids}
 
 
+def test_an_unknown_reader_gets_popular_books_marked_degraded_like_an_unknown_card(served, infer, scrape):
+    """`degraded` means the same for every model: the answer did not use the entity's stored features."""
+    server, name, *_ = served
+    resp = infer(server.url, name, [{"name": "user_id", "datatype": "INT64", "shape": [1], "data": [987654321]}],
+                 parameters={"k": 5})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    outputs = {o["name"]: o["data"] for o in body["outputs"]}
+    assert outputs["degraded"] == [True] and body["parameters"]["degraded"] is True
+    assert len(outputs["book_id"]) == 5  # still an answer: the popular books
+    assert f'mlplat_model_degraded_responses_total{{model="{name}",reason="unknown_entity"}}' in scrape(
+        server.process)
+
+
 def test_metrics_and_drift_gauge_are_exported(served, infer, scrape):
     server, name, out, *_ = served
     known = [int(b) for b in np.load(out.model_dir / "item_ids.npy")[:2]]

@@ -7,8 +7,10 @@ Response: `book_id` (INT64 [k]), `score` (FP32 [k]), `title` (BYTES [k]); books 
 history are never returned. Unknown book ids -> 422 naming them.
 
 `parameters.extra`: `redis_url`, `feast_project`, `feature_timeout_ms` (default 20), `online_client` for `user_id`.
-If the store fails, the runtime answers with the popular-books fallback, output `degraded` = true
-and counts it in `mlplat_model_degraded_responses_total`.
+If the store fails, or does not know the reader (`user_id` with no stored history), the runtime answers
+with the popular-books fallback, output `degraded` = true, and counts it in
+`mlplat_model_degraded_responses_total` (reason `feature_store_error` / `unknown_entity`): the same
+meaning as every model's `degraded` (docs/MODELS.md): the answer did not use the entity's stored features.
 """
 
 from __future__ import annotations
@@ -82,8 +84,9 @@ class RecommendationRuntime(ReferenceRuntime):
         finally:
             self.metrics.fetch_seconds.observe(time.perf_counter() - started)
         history = found.get("recent_book_ids")
-        if history is None:  # unknown reader: a cold start, not a failure
-            return [], False
+        if history is None:  # unknown reader: popular books, answered but without the reader's history
+            self.metrics.degraded("unknown_entity")
+            return [], True
         return [b for b in history if b in self.model.known_items], False
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
