@@ -250,6 +250,13 @@ def _platform(state_dir: Path) -> LocalConfig:
 
 
 def _pipeline_run(args: argparse.Namespace) -> int:
+    if args.gates is not None:
+        unknown = model_registry.get(args.name).unknown_metrics(args.gates)
+        if unknown:
+            print(f"mlplat pipeline run: --gates names metrics {args.name}'s evaluation does not produce: "
+                  f"{', '.join(unknown)}; allowed: {', '.join(model_registry.get(args.name).metrics)}",
+                  file=sys.stderr)
+            return 2
     if not args.local:
         from ml.pipelines.kfp_api import run_on_cluster
 
@@ -277,13 +284,6 @@ def _pipeline_run(args: argparse.Namespace) -> int:
     generated = data == SAMPLE_DATA or (data == doc.get("data_dir") and str(doc.get("data", "")).startswith(
         "generated sample"))
     # Without --gates, the platform's rule (local/training.py gates_for): sample floors on generated sample data.
-    if args.gates is not None:
-        unknown = model_registry.get(args.name).unknown_metrics(args.gates)
-        if unknown:
-            print(f"mlplat pipeline run: --gates names metrics {args.name}'s evaluation does not produce: "
-                  f"{', '.join(unknown)}; allowed: {', '.join(model_registry.get(args.name).metrics)}",
-                  file=sys.stderr)
-            return 2
     gates = args.gates if args.gates is not None else gates_for(args.name, generated)[0]
     profile = "--gates" if args.gates else "sample-data floors" if generated else "stack default gates"
     tags = {GATES_SOURCE_TAG: profile}

@@ -9,6 +9,7 @@ declared, and every problem is reported at once, each naming its key.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,13 @@ class ConfigError(UserError, ValueError):
         super().__init__(f"invalid stack config {source} ({len(issues)} problem(s)):\n{lines}")
 
 
+STACKS_DIR_ENV = "MLPLAT_STACKS_DIR"
+
+
 def stack_file(env: str) -> Path:
-    return STACKS_DIR / f"Pulumi.{env}.yaml"
+    """`Pulumi.<env>.yaml` in stacks/, or in $MLPLAT_STACKS_DIR (stack files kept outside the checkout)."""
+    override = os.environ.get(STACKS_DIR_ENV)
+    return (Path(override) if override else STACKS_DIR) / f"Pulumi.{env}.yaml"
 
 
 def load_stack_file(path: str | Path) -> PlatformConfig:

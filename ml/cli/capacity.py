@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from ml.serving.sizing import Assumptions, ImpossibleTarget, capacity, load_bench, render
+from ml.serving.sizing import Assumptions, ImpossibleTarget, capacity, check_target, load_bench, render
 from stacks.config import ConfigError, load_stack_file, stack_file
 
 DEFAULT_BENCH = Path("docs/capacity-bench.json")
@@ -43,6 +43,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"mlplat capacity: no bench report at {args.bench}; make one with "
               "`mlplat bench models --json FILE`", file=sys.stderr)
         return 2
+    assume = Assumptions(utilisation=args.utilisation, store_rtt_ms=args.store_rtt_ms)
+    try:
+        check_target(args.tps, args.p99_ms, assume)
+    except ImpossibleTarget as exc:
+        print(f"mlplat capacity: impossible target: {exc}", file=sys.stderr)
+        return 2
     try:
         cfg = load_stack_file(stack_file(args.stack))
     except (ConfigError, FileNotFoundError) as exc:
@@ -50,11 +56,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     models = [m.strip() for m in args.models.split(",")] if args.models else None
     try:
-        result = capacity(load_bench(args.bench), args.tps, args.p99_ms, cfg, models,
-                          assume=Assumptions(utilisation=args.utilisation, store_rtt_ms=args.store_rtt_ms))
-    except ImpossibleTarget as exc:
-        print(f"mlplat capacity: impossible target: {exc}", file=sys.stderr)
-        return 2
+        result = capacity(load_bench(args.bench), args.tps, args.p99_ms, cfg, models, assume=assume)
     except KeyError as exc:
         print(f"mlplat capacity: {exc.args[0]}", file=sys.stderr)
         return 2
