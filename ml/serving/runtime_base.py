@@ -33,7 +33,14 @@ from typing import Any
 import numpy as np
 from mlserver import MLModel
 from mlserver.errors import MLServerError
-from mlserver.types import InferenceRequest, InferenceResponse, Parameters, RequestInput, ResponseOutput
+from mlserver.types import (
+    InferenceRequest,
+    InferenceResponse,
+    MetadataTensor,
+    Parameters,
+    RequestInput,
+    ResponseOutput,
+)
 
 from ml.data.drift import REFERENCE_FILE, DriftMonitor, Reference
 from ml.serving.metrics import RuntimeMetrics, VersionMetrics
@@ -138,11 +145,22 @@ def _beyond(value: int | float, largest: float) -> bool:
 DRIFT_MIN_SAMPLES_ENV = "MLPLAT_DRIFT_MIN_SAMPLES"
 
 
+def spec(name: str, datatype: str, shape: list[int], doc: str = "") -> MetadataTensor:
+    """One tensor of a runtime's V2 metadata; -1 in `shape` is a dimension the request chooses (rows, k)."""
+    return MetadataTensor(name=name, datatype=datatype, shape=shape,
+                          parameters=Parameters(description=doc) if doc else None)  # type: ignore[call-arg]
+
+
 class ReferenceRuntime(MLModel):
     """Subclasses implement `load_artifact(dir)` and `infer(request) -> InferenceResponse`."""
 
     max_batch: int = 256
     registry_version: str | None = None  # the registry version an alias resolved to at load time
+    # What `GET /v2/models/<name>` describes (the V2 metadata clients read): every input a request may carry
+    # and every output a response has, with datatype and shape. A model-settings.json that declares its own
+    # inputs/outputs keeps them.
+    INPUTS: tuple[MetadataTensor, ...] = ()
+    OUTPUTS: tuple[MetadataTensor, ...] = ()
 
     async def load(self) -> bool:
         extra = self._extra()
@@ -153,6 +171,10 @@ class ReferenceRuntime(MLModel):
         if self.registry_version is not None:
             # Model metadata (GET /v2/models/<name>) then reports the version actually served.
             self.settings.versions = [self.registry_version]
+        if not self.settings.inputs:
+            self.settings.inputs = list(self.INPUTS)
+        if not self.settings.outputs:
+            self.settings.outputs = list(self.OUTPUTS)
         self.model_dir = resolve_model_dir(uri, extra.get("tracking_uri"))
         self.max_batch = int(extra.get("max_batch", self.max_batch))
         self.metrics = RuntimeMetrics(self.name)

@@ -71,6 +71,15 @@ def test_bad_requests_get_4xx_naming_the_problem(served, infer, inputs, paramete
     assert needle in resp.json()["error"]
 
 
+def test_metadata_describes_the_inputs_and_outputs(served, infer, check_metadata):
+    server, name, out, *_ = served
+    inputs = _books([int(b) for b in np.load(out.model_dir / "item_ids.npy")[:2]])
+    resp = infer(server.url, name, inputs, parameters={"k": 3})
+    assert resp.status_code == 200, resp.text
+    meta = check_metadata(server.url, name, {"inputs": inputs}, resp.json())
+    assert {t["name"] for t in meta["inputs"]} == {"book_ids", "user_id", "k"}
+
+
 def test_user_id_history_comes_from_feast_redis(served, infer):
     server, name, _out, _redis, recent, _data_dir = served
     row = recent.iloc[0]

@@ -41,7 +41,7 @@ from ml.models.fraud.features import (
     ONLINE_FEATURES,
     REQUEST_FEATURES,
 )
-from ml.serving.runtime_base import FLOAT_MAX, INT_RANGE, ReferenceRuntime, Unprocessable, tensor
+from ml.serving.runtime_base import FLOAT_MAX, INT_RANGE, ReferenceRuntime, Unprocessable, spec, tensor
 from ml.training.outputs import read_metadata
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,21 @@ _DRIFT = ("amount", "transaction_hour", *ONLINE_FEATURES)
 
 
 class FraudRuntime(ReferenceRuntime):
+    INPUTS = (
+        spec("card_id", "INT64", [-1], "card entity (Feast view card_features)"),
+        spec("device_id", "INT64", [-1], "device entity (Feast view device_features)"),
+        spec("amount", "FP64", [-1], "transaction amount (any numeric datatype)"),
+        spec("transaction_hour", "INT64", [-1], "hour of day, 0-23"),
+        spec("merchant_category", "BYTES", [-1], "one of the training data's merchant categories"),
+        spec("foreign_transaction", "INT64", [-1], "0 or 1 (INT or BOOL)"),
+        spec("location_mismatch", "INT64", [-1], "0 or 1 (INT or BOOL)"),
+    )
+    OUTPUTS = (
+        spec("fraud_probability", "FP32", [-1]),
+        spec("is_fraud", "BOOL", [-1], "fraud_probability >= the model's threshold"),
+        spec("degraded", "BOOL", [-1], "the row was scored without its stored online features"),
+    )
+
     def load_artifact(self, model_dir: Path, extra: dict[str, Any]) -> None:
         self.model = FraudModel.load(model_dir)
         self.threshold = float(self.model.threshold)

@@ -25,13 +25,24 @@ from mlserver.types import InferenceRequest, InferenceResponse
 from ml.data.feast_repo import PROJECT
 from ml.models.recommendation.algorithm import Recommender, UnknownItemError
 from ml.models.recommendation.features import READER_FEATURES, READER_VIEW
-from ml.serving.runtime_base import BadRequest, ReferenceRuntime, Unprocessable, tensor
+from ml.serving.runtime_base import BadRequest, ReferenceRuntime, Unprocessable, spec, tensor
 
 MAX_K = 100
 
 
 class RecommendationRuntime(ReferenceRuntime):
     max_batch = 1000  # longest accepted history
+    INPUTS = (
+        spec("book_ids", "INT64", [-1], "the reader's recent books (may be empty); send this or user_id"),
+        spec("user_id", "INT64", [1], "a reader whose history is in the online store; send this or book_ids"),
+        spec("k", "INT64", [1], f"optional: how many books, 1..{MAX_K} (default 10; also a request parameter)"),
+    )
+    OUTPUTS = (
+        spec("book_id", "INT64", [-1]),
+        spec("score", "FP32", [-1]),
+        spec("title", "BYTES", [-1]),
+        spec("degraded", "BOOL", [1], "answered without the reader's stored history (popular books)"),
+    )
 
     def load_artifact(self, model_dir: Path, extra: dict[str, Any]) -> None:
         self.model = Recommender.load(model_dir)
