@@ -8,8 +8,8 @@ declared `Content-Length`, or the bytes received so far for a chunked body, exce
     python -m ml.serving.request_limit start <repository>     (= `mlserver start`, with the limit)
 
 is how the platform starts MLServer (the local platform, the tests, the model-server image). The limit
-is `MLPLAT_MAX_REQUEST_BYTES` (default 8 MiB: the largest valid request, a full sentiment batch of 256
-texts of 20,000 characters, fits with room to spare).
+is `MLPLAT_MAX_REQUEST_BYTES` (default 8 MiB: the largest valid request of the reference models, a full
+batch of 256 texts of 20,000 characters, fits with room to spare).
 """
 
 from __future__ import annotations
