@@ -100,6 +100,7 @@ def _up(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    bound_mlflow_client()  # here and in every process `up` starts (pipeline runs, alert receivers)
     if not args.verbose:
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow resets its logger on import
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -136,6 +137,7 @@ def _chaos(args: argparse.Namespace) -> int:
     from local.chaos import Chaos, ChaosError, summary
 
     logging.basicConfig(level=logging.ERROR)
+    bound_mlflow_client()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     faults = tuple(f.strip() for f in args.faults.split(",") if f.strip())
     try:

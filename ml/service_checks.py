@@ -28,7 +28,7 @@ LOCAL_FIX = "start the platform with `mlplat local up` (or check it with `mlplat
 MLFLOW_CLIENT_BOUNDS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
 }
 
 
