@@ -24,6 +24,7 @@ from local.training import generate_sample_data, validate_data
 from ml.data.contract import DataContractError
 from ml.serving.processes import free_port
 from mlplat.cli import main
+from stacks.schema import PipelinesConfig
 
 
 def _ports() -> dict[str, int]:
@@ -212,7 +213,9 @@ def test_mlserver_repository_points_at_the_registry_and_traces_only_with_a_colle
     assert not stale.exists()  # a model of an earlier run is not served again
     fraud = json.loads((root / "fraud" / "model-settings.json").read_text())
     assert fraud["parameters"]["uri"] == "models:/fraud@champion"
-    assert fraud["parameters"]["extra"] == {"tracking_uri": cfg.mlflow_url, "redis_url": cfg.redis_url}
+    # No drift (so no drift retrain) before the stack's minimum sample size (workloads.pipelines).
+    assert fraud["parameters"]["extra"] == {"tracking_uri": cfg.mlflow_url, "redis_url": cfg.redis_url,
+                                            "drift_min_samples": PipelinesConfig().retrain_min_samples}
     sentiment = json.loads((root / "sentiment" / "model-settings.json").read_text())
     assert sentiment["parameters"]["uri"] == "models:/sentiment@challenger"
 
