@@ -9,11 +9,14 @@ platforms are never disturbed. No `local up` runs here.
 
 from __future__ import annotations
 
+import http.server
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +77,29 @@ def broken(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     return {"root": root, "stacks": stacks, "state": state, "ports": ports, "env": env}
 
 
+class _HealthOnly(http.server.BaseHTTPRequestHandler):
+    """An MLflow that answers its health check and nothing else: the next service in line is the dead one."""
+
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/health" else 404)
+        self.end_headers()
+        self.wfile.write(b"OK")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def mlflow_up(broken: dict[str, object]) -> Iterator[dict[str, str]]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HealthOnly)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = dict(broken["env"])  # type: ignore[arg-type]
+    port = server.server_address[1]
+    env.update({port_env_var("mlflow"): str(port), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"})
+    yield env
+    server.shutdown()
+
+
 def _cases(b: dict[str, object]) -> dict[str, list[Case]]:
     root, stacks, ports = b["root"], b["stacks"], b["ports"]
     assert isinstance(root, Path) and isinstance(stacks, Path) and isinstance(ports, dict)
@@ -127,6 +153,23 @@ def test_broken_stack_and_dead_platform_give_clean_fast_errors(broken):
     cases = [c for group in _cases(broken).values() for c in group]
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(lambda c: _run(c, broken["env"]), cases))
+    _assert_clean(results)
+
+
+def test_with_mlflow_up_the_next_dead_service_is_named(mlflow_up):
+    """Each service in turn: MLflow answers, so the model server, Prometheus are the ones named."""
+    cases = [
+        Case(("pipeline", "run", "fraud", "--local", "--data", "sample"), "the model server (MLServer) at",
+             service=True),
+        Case(("runbook", "run", "model-rollback", "--param", "model=fraud"), "the model server (MLServer) at",
+             service=True),
+        Case(("runbook", "run", "model-drift"), "Prometheus at", service=True),
+    ]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        _assert_clean(list(pool.map(lambda c: _run(c, mlflow_up), cases)))
+
+
+def _assert_clean(results: list[tuple[Case, subprocess.CompletedProcess[str], float]]) -> None:
     problems = []
     for case, done, seconds in results:
         out = done.stdout + done.stderr
