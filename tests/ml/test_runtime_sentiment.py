@@ -132,3 +132,20 @@ def test_bench_load_generators_measure_a_real_server(served, scrape, tool):
     assert result["tool"] == tool and result["non_2xx"] == 0
     assert set(result) == {"tool", "p50_ms", "p99_ms", "rps", "non_2xx"} and result["p50_ms"] <= result["p99_ms"]
     assert _predictions(scrape(server.process), name) > before  # the load reached the model
+
+
+def test_no_drift_is_reported_before_the_minimum_sample_size(served, shared_mlserver, infer, scrape):
+    """The minimum sample size (`workloads.pipelines.retrainMinSamples`, here the runtime's drift_min_samples):
+    a few hundred unusual requests report no drift, so no drift alert fires and nothing is retrained."""
+    _server, trained = served
+    settings = json.loads((shared_mlserver.repo / trained / "model-settings.json").read_text())
+    name = shared_mlserver.add(ModelEntry("sentiment-min-samples", "sentiment", settings["parameters"]["uri"],
+                                          {"drift_min_samples": 300}))
+    gauge = f'mlplat_model_drift_psi{{feature="text_length",model="{name}"}}'
+    unusual = " ".join(["word"] * 60)  # far longer than the training texts
+    for _ in range(250):
+        assert infer(shared_mlserver.url, name, _text([unusual])).status_code == 200
+    assert gauge not in scrape(shared_mlserver.process)
+    for _ in range(100):
+        assert infer(shared_mlserver.url, name, _text([unusual])).status_code == 200
+    assert gauge in scrape(shared_mlserver.process)  # enough observations: now it is measured
