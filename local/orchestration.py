@@ -13,7 +13,7 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -51,10 +51,16 @@ def preflight(cfg: LocalConfig) -> list[str]:
     return notes
 
 
-def redis_stop_notice(cfg: LocalConfig) -> str:
-    return (f"note: stopping the Redis online store an earlier `mlplat local up --redis` started on port "
-            f"{cfg.ports['redis']}: this `up` has no --redis, so the models' online features move to the SQLite "
-            "store (run `mlplat local up --redis ...` to keep Redis)")
+def stop_redis_left_behind(cfg: LocalConfig, sup: Any, say: Callable[[str], None]) -> bool:
+    """Redis is not part of this run: stop one an earlier `up --redis` left behind, and say so (the models
+    served so far read their features from it; from now on they read the SQLite online store)."""
+    if cfg.redis or not sup.running("redis"):
+        return False
+    say(f"note: stopping the Redis online store an earlier `mlplat local up --redis` started on port "
+        f"{cfg.ports['redis']}: this `up` has no --redis, so the models' online features move to the SQLite "
+        "store (run `mlplat local up --redis ...` to keep Redis)")
+    sup.stop("redis")
+    return True
 
 
 def _services(cfg: LocalConfig) -> list[str]:
@@ -71,11 +77,7 @@ def up(cfg: LocalConfig, progress: Progress | None = None) -> int:
     for note in preflight(cfg):
         p.detail(note)
     decisions: dict[str, Decision] = {name: decide(cfg, sup, name) for name in _services(cfg)}
-    # Redis is not part of this run: stop one an earlier `up --redis` left behind, and say so (the models
-    # served so far read their features from it; from now on they read the SQLite online store).
-    if not cfg.redis and sup.running("redis"):
-        p.say(redis_stop_notice(cfg))
-        sup.stop("redis")
+    stop_redis_left_behind(cfg, sup, p.say)
     if cfg.data_dir is not None:  # before anything starts: a schema error must not leave services behind
         with p.step(f"checking the data contract of {cfg.data_dir}"):
             for name, what in training.validate_data(cfg.data_dir, cfg.models).items():

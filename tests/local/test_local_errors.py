@@ -222,3 +222,27 @@ def test_mlserver_repository_points_at_the_registry_and_traces_only_with_a_colle
     cfg.otlp_endpoint = "http://127.0.0.1:4317"
     settings = json.loads((write_repo(cfg, models) / "settings.json").read_text())
     assert settings["tracing_server"] == "127.0.0.1:4317"
+
+
+class _Sup:
+    def __init__(self, running: set[str]) -> None:
+        self.up, self.stopped = set(running), []
+
+    def running(self, name: str) -> bool:
+        return name in self.up
+
+    def stop(self, name: str) -> None:
+        self.up.discard(name)
+        self.stopped.append(name)
+
+
+def test_up_without_redis_over_a_redis_platform_says_it_stops_that_redis(tmp_path):
+    said: list[str] = []
+    sup = _Sup({"redis", "mlflow"})
+    assert orchestration.stop_redis_left_behind(LocalConfig(state_dir=tmp_path, redis=False), sup, said.append)
+    assert sup.stopped == ["redis"] and len(said) == 1
+    assert said[0].startswith("note: stopping the Redis online store an earlier `mlplat local up --redis` started")
+    assert said[0].endswith("(run `mlplat local up --redis ...` to keep Redis)")
+    sup, said = _Sup({"redis"}), []
+    assert not orchestration.stop_redis_left_behind(LocalConfig(state_dir=tmp_path, redis=True), sup, said.append)
+    assert sup.stopped == [] and said == []  # the same store: kept, nothing to say
