@@ -6,8 +6,10 @@ Nothing here starts MLflow or MLServer: every error must be raised before a serv
 from __future__ import annotations
 
 import argparse
+import http.server
 import json
 import socket
+import threading
 
 import pytest
 import yaml
@@ -246,3 +248,24 @@ def test_up_without_redis_over_a_redis_platform_says_it_stops_that_redis(tmp_pat
     sup, said = _Sup({"redis"}), []
     assert not orchestration.stop_redis_left_behind(LocalConfig(state_dir=tmp_path, redis=True), sup, said.append)
     assert sup.stopped == [] and said == []  # the same store: kept, nothing to say
+
+
+@pytest.mark.parametrize(("served", "page"), [({"/classic/alerts"}, "/classic/alerts"),
+                                              ({"/alerts", "/classic/alerts"}, "/alerts")])
+def test_the_alerts_page_is_the_one_the_running_prometheus_serves(served, page):
+    """Debian's prometheus 2.42 serves only the classic UI (`/alerts` is 404 there); an upstream build `/alerts`."""
+    class Pages(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path in served else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Pages)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        assert prometheus.alerts_page(base + "/") == base + page
+    finally:
+        server.shutdown()
