@@ -71,13 +71,24 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlplat", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     seen: set[str] = set()
-    for name, module, _env in COMMANDS:
+    for name, module, env in COMMANDS:
         if only is not None and name != only:
             continue
         if module in seen:
             continue
         seen.add(module)
-        importlib.import_module(module).register(sub)
+        try:
+            loaded = importlib.import_module(module)
+        except ImportError:
+            if only is not None or _in_env(env):
+                raise
+            # `mlplat --help` in the other environment, which lacks this module's libraries: list its commands
+            # (running one re-executes in its environment, where the full help is).
+            for other, other_module, _env in COMMANDS:
+                if other_module == module:
+                    sub.add_parser(other, help=f"(runs in the {env} environment: `mlplat {other} --help`)")
+            continue
+        loaded.register(sub)
     return parser
 
 
