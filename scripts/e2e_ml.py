@@ -18,11 +18,11 @@ import tempfile
 from pathlib import Path
 
 import kfp
-from ml.common.plugin import load_plugin
-from ml.pipelines.cluster import run_on_cluster
 
 from contracts import model_registry
 from local.smoke import build_request
+from ml.model_plugin import load_plugin
+from ml.pipelines.kfp_api import run_on_cluster
 
 
 def write_requests(out: Path) -> dict[str, dict]:
