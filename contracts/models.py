@@ -132,6 +132,9 @@ class ModelSpec:
     plugin          class path of the model's `ml.model_plugin.ModelPlugin` implementation
     quality_gates   production floors: the defaults of `mlplatform:models.<name>.qualityGates`
     sample_gates    floors on the product's generated sample data (`mlplat local up` without --data)
+    metrics         the held-out metrics the model's evaluation produces: the only names a quality gate
+                    may use (`mlplat validate-config` checks the stack's gates against them); empty: not
+                    declared (a plugin's gates are then checked only when it trains)
     features        Feast objects for online features, or None when the model reads none
     stream          Kafka topic + ingestor when online features are computed from a stream
     serving         replica defaults and per-replica resources (Seldon server sizing)
@@ -152,6 +155,7 @@ class ModelSpec:
     serving: Serving = field(default_factory=Serving)
     smoke_request: Mapping[str, Any] | None = None
     business_panels: tuple[DashboardPanel, ...] = ()
+    metrics: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not NAME_RE.match(self.name):
@@ -166,8 +170,22 @@ class ModelSpec:
             if not all(isinstance(k, str) and isinstance(v, int | float) for k, v in gates.items()):
                 raise SpecError(f"model {self.name!r}: {attr} must map metric names to numbers, got {gates!r}")
             object.__setattr__(self, attr, _frozen_mapping({k: float(v) for k, v in gates.items()}))
+        object.__setattr__(self, "metrics", tuple(self.metrics))
+        if not all(isinstance(m, str) and m for m in self.metrics):
+            raise SpecError(f"model {self.name!r}: metrics must be metric names, got {self.metrics!r}")
+        for attr in ("quality_gates", "sample_gates"):
+            unknown = self.unknown_metrics(getattr(self, attr))
+            if unknown:
+                raise SpecError(f"model {self.name!r}: {attr} name metrics its evaluation does not produce: "
+                                f"{', '.join(unknown)} (metrics: {', '.join(self.metrics)})")
         if self.smoke_request is not None:
             if not isinstance(self.smoke_request.get("inputs"), list):
                 raise SpecError(f"model {self.name!r}: smoke_request must be a V2 body with an `inputs` list")
             object.__setattr__(self, "smoke_request", _frozen_mapping(self.smoke_request))
         object.__setattr__(self, "business_panels", tuple(self.business_panels))
+
+    def unknown_metrics(self, gates: Mapping[str, float]) -> list[str]:
+        """Gate names that are not among the metrics the evaluation produces (none when undeclared)."""
+        if not self.metrics:
+            return []
+        return sorted(set(gates) - set(self.metrics))

@@ -160,8 +160,11 @@ class Chaos:
         summary_path = cfg.state_dir / "summary.json"
         if not summary_path.is_file():
             raise ChaosError(f"no {summary_path}: start the platform first (`mlplat local up --redis`)")
-        self.requests = {m: d["request"] for m, d in json.loads(summary_path.read_text())["smoke"].items()
-                         if d.get("ok")}
+        try:
+            smoke = json.loads(summary_path.read_text()).get("smoke") or {}
+        except (OSError, ValueError) as exc:
+            raise ChaosError(f"{summary_path} is unreadable ({exc}): run `mlplat local up` again") from None
+        self.requests = {m: d["request"] for m, d in smoke.items() if d.get("ok") and "request" in d}
         down = [n for n in ("mlflow", "mlserver") if not self._alive(n)]
         if down or not self.requests:
             raise ChaosError(f"the platform is not up ({', '.join(down) or 'no model answered'}): "

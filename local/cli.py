@@ -22,6 +22,7 @@ from local.services import PORT_FLAGS
 from local.supervisor import PortInUseError
 from local.training import DATA_TAG, GATES_TAG, fingerprint, gates_for
 from ml.data.contract import DataContractError
+from ml.service_checks import bound_mlflow_client, check_mlflow, check_model_server
 
 # The commands' own modules (the platform's orchestration, chaos, the pipeline definition and runner) are
 # imported when the command runs: they pull in Feast, MLflow or the KFP SDK, which `mlplat --help` and the
@@ -99,6 +100,7 @@ def _up(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    bound_mlflow_client()  # here and in every process `up` starts (pipeline runs, alert receivers)
     if not args.verbose:
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow resets its logger on import
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -135,6 +137,7 @@ def _chaos(args: argparse.Namespace) -> int:
     from local.chaos import Chaos, ChaosError, summary
 
     logging.basicConfig(level=logging.ERROR)
+    bound_mlflow_client()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     faults = tuple(f.strip() for f in args.faults.split(",") if f.strip())
     try:
@@ -177,13 +180,35 @@ def register_pipeline(sub: argparse._SubParsersAction) -> None:
     rn.add_argument("--state-dir", type=Path, default=Path(os.environ.get("MLPLAT_LOCAL_DIR", DEFAULT_STATE_DIR)))
     rn.add_argument("--data", default=None, metavar="DIR|sample",
                     help="data to train on (default: the local platform's data; `sample`: the pipeline generates it)")
-    rn.add_argument("--gates", default=None, metavar="JSON", help='floors, e.g. \'{"auc": 0.9}\' (default: the rule '
-                    "of the platform: sample floors on sample data, else the schema's gates)")
+    rn.add_argument("--gates", default=None, type=gates_json, metavar="JSON",
+                    help='floors, e.g. \'{"auc": 0.9}\' (default: the rule of the platform: sample floors on sample '
+                         "data, else the schema's gates)")
     rn.add_argument("--trigger", default="manual", choices=["manual", "drift", "schedule", "bootstrap"])
     rn.add_argument("--host", default=os.environ.get("KFP_HOST"), help="KFP API endpoint (cluster runs; env KFP_HOST)")
-    rn.add_argument("--params", default="{}", metavar="JSON", help="cluster runs: pipeline arguments")
+    rn.add_argument("--params", default={}, type=json_object, metavar="JSON", help="cluster runs: pipeline arguments")
     rn.add_argument("--json", action="store_true", help="print the run report as JSON")
     rn.set_defaults(func=_pipeline_run)
+
+
+def json_object(text: str) -> dict[str, object]:
+    """An argparse type: a JSON object (a bad value is a usage error naming the problem, not a traceback)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg} at character {exc.pos}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {type(value).__name__}: {text!r}")
+    return value
+
+
+def gates_json(text: str) -> dict[str, float]:
+    """An argparse type: quality-gate floors as a JSON object of metric name -> number."""
+    value = json_object(text)
+    bad = [k for k, v in value.items() if isinstance(v, bool) or not isinstance(v, int | float)]
+    if bad:
+        raise argparse.ArgumentTypeError(f"floors must be numbers, e.g. '{{\"auc\": 0.9}}'; not a number: "
+                                         f"{', '.join(bad)}")
+    return {k: float(v) for k, v in value.items()}  # type: ignore[arg-type]
 
 
 def _pipeline_list(args: argparse.Namespace) -> int:
@@ -227,6 +252,13 @@ def _platform(state_dir: Path) -> LocalConfig:
 
 
 def _pipeline_run(args: argparse.Namespace) -> int:
+    if args.gates is not None:
+        unknown = model_registry.get(args.name).unknown_metrics(args.gates)
+        if unknown:
+            print(f"mlplat pipeline run: --gates names metrics {args.name}'s evaluation does not produce: "
+                  f"{', '.join(unknown)}; allowed: {', '.join(model_registry.get(args.name).metrics)}",
+                  file=sys.stderr)
+            return 2
     if not args.local:
         from ml.pipelines.kfp_api import run_on_cluster
 
@@ -234,10 +266,11 @@ def _pipeline_run(args: argparse.Namespace) -> int:
             print("mlplat pipeline run: give --host (the KFP API, e.g. http://localhost:8888 through "
                   "`kubectl -n kubeflow port-forward svc/ml-pipeline 8888`) or --local", file=sys.stderr)
             return 2
-        print(json.dumps(run_on_cluster(args.host, args.name, json.loads(args.params), trigger=args.trigger),
+        print(json.dumps(run_on_cluster(args.host, args.name, args.params, trigger=args.trigger),
                          indent=1))
         return 0
-    from local.pipeline_runner import format_report, run
+    from local.pipeline_runner import format_report, run, run_exit_status
+    from ml.pipelines.steps import TRACKING_WAIT_ENV
 
     cfg = _platform(args.state_dir)
     summary = cfg.state_dir / SUMMARY_FILE
@@ -253,11 +286,16 @@ def _pipeline_run(args: argparse.Namespace) -> int:
     generated = data == SAMPLE_DATA or (data == doc.get("data_dir") and str(doc.get("data", "")).startswith(
         "generated sample"))
     # Without --gates, the platform's rule (local/training.py gates_for): sample floors on generated sample data.
-    gates = json.loads(args.gates) if args.gates else gates_for(args.name, generated)[0]
+    gates = args.gates if args.gates is not None else gates_for(args.name, generated)[0]
     profile = "--gates" if args.gates else "sample-data floors" if generated else "stack default gates"
     tags = {GATES_SOURCE_TAG: profile}
     if data != SAMPLE_DATA:  # tagged like `local up`'s versions, so a later `up` on the same data reuses it
         tags.update({DATA_TAG: fingerprint(Path(data)), GATES_TAG: profile})
+    # The platform must be up before minutes of training: MLflow registers, the model server reloads.
+    check_mlflow(cfg.mlflow_url)
+    check_model_server(cfg.url("http"))
+    bound_mlflow_client()
+    os.environ.setdefault(TRACKING_WAIT_ENV, "10")  # MLflow was just seen up: no start-up wait in `register`
     arguments_ = arguments(cfg, data_uri=data, gates=gates, trigger=args.trigger, serving=True, tags=tags)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     print(f"{args.name}: running {pipeline_name(args.name)} with kfp.local (MLflow {cfg.mlflow_url}, Feast "
@@ -268,4 +306,4 @@ def _pipeline_run(args: argparse.Namespace) -> int:
         print(json.dumps(report.as_dict(), indent=1))
     else:
         print("\n".join(format_report(report, indent="  ")))
-    return 0 if report.status == "SUCCEEDED" else 1
+    return run_exit_status(report)

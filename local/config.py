@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from contracts import model_registry
+from stacks.schema import PipelinesConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STATE_DIR = REPO_ROOT / ".local"
@@ -63,6 +64,19 @@ def parse_port(raw: str | int, what: str) -> int:
     return port
 
 
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a whole number") from None
+    if value < 0:
+        raise ValueError(f"{name}={raw!r} must be >= 0")
+    return value
+
+
 @dataclass
 class LocalConfig:
     state_dir: Path = DEFAULT_STATE_DIR
@@ -79,6 +93,12 @@ class LocalConfig:
     # Prometheus scrape + rule evaluation interval; the rollback rules' windows scale with it (tests: 1).
     prometheus_interval_s: int = field(default_factory=lambda: int(os.environ.get("MLPLAT_PROMETHEUS_INTERVAL_S", "5")))
     host: str = "127.0.0.1"
+    # Drift retraining (the schema's `workloads.pipelines` defaults; env overrides for tests and demos):
+    # observations before a model's drift is measured, and the retrain receiver's cool-down.
+    drift_min_samples: int = field(default_factory=lambda: _env_int(
+        "MLPLAT_DRIFT_MIN_SAMPLES", PipelinesConfig().retrain_min_samples))
+    retrain_cooldown_s: int = field(default_factory=lambda: _env_int(
+        "MLPLAT_RETRAIN_COOLDOWN_S", PipelinesConfig().retrain_cooldown_minutes * 60))
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).resolve()

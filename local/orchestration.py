@@ -13,7 +13,7 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,18 @@ def preflight(cfg: LocalConfig) -> list[str]:
     return notes
 
 
+def stop_redis_left_behind(cfg: LocalConfig, sup: Any, say: Callable[[str], None]) -> bool:
+    """Redis is not part of this run: stop one an earlier `up --redis` left behind, and say so (the models
+    served so far read their features from it; from now on they read the SQLite online store)."""
+    if cfg.redis or not sup.running("redis"):
+        return False
+    say(f"note: stopping the Redis online store an earlier `mlplat local up --redis` started on port "
+        f"{cfg.ports['redis']}: this `up` has no --redis, so the models' online features move to the SQLite "
+        "store (run `mlplat local up --redis ...` to keep Redis)")
+    sup.stop("redis")
+    return True
+
+
 def _services(cfg: LocalConfig) -> list[str]:
     optional = {"redis": cfg.redis, "prometheus": cfg.prometheus, "autorollback": cfg.prometheus and cfg.auto_rollback,
                 "retrain": cfg.prometheus and cfg.auto_retrain}
@@ -65,9 +77,7 @@ def up(cfg: LocalConfig, progress: Progress | None = None) -> int:
     for note in preflight(cfg):
         p.detail(note)
     decisions: dict[str, Decision] = {name: decide(cfg, sup, name) for name in _services(cfg)}
-    # Redis is not part of this run: stop one an earlier `up --redis` left behind.
-    if not cfg.redis and sup.running("redis"):
-        sup.stop("redis")
+    stop_redis_left_behind(cfg, sup, p.say)
     if cfg.data_dir is not None:  # before anything starts: a schema error must not leave services behind
         with p.step(f"checking the data contract of {cfg.data_dir}"):
             for name, what in training.validate_data(cfg.data_dir, cfg.models).items():
@@ -287,7 +297,8 @@ def _prometheus(cfg: LocalConfig, sup: Supervisor, decisions: dict[str, Decision
                                       info={"identity": identity}, url=cfg.url("prometheus"))
     rules = (f"{sum(len(g['rules']) for g in groups)} alert rule(s) from {source}, promtool check passed"
              if groups else "no alert rules")
-    p.say(f"Prometheus {records['prometheus']} at {cfg.url('prometheus')}: {rules}")
+    p.say(f"Prometheus {records['prometheus']} at {cfg.url('prometheus')}: {rules}; alerts page "
+          f"{prometheus.alerts_page(cfg.url('prometheus'))}")
     if cfg.auto_rollback and "autorollback" in decisions:
         _, records["autorollback"] = ensure(cfg, sup, decisions["autorollback"], p.detail,
                                             url=cfg.url("autorollback"))

@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -58,10 +59,36 @@ class RunReport:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def gated(self) -> bool:
+        """The run completed, but the quality gates stopped publication: nothing new is served."""
+        return self.status == "SUCCEEDED" and (
+            self.gates_passed is False or any(s.step == "publish" and s.status == "skipped" for s in self.steps))
+
+    @property
+    def outcome(self) -> str:
+        """What a person needs to know first: SUCCEEDED (published), NOT PUBLISHED (gates) or FAILED."""
+        return "NOT PUBLISHED" if self.gated else self.status
+
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> RunReport:
         steps = [StepRecord(**s) for s in doc.pop("steps", [])]
         return cls(**doc, steps=steps)
+
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def plain(text: str) -> str:
+    """`text` without terminal colour codes (kfp.local colours its messages even when not on a terminal)."""
+    return ANSI_ESCAPE.sub("", text)
+
+
+def run_exit_status(report: RunReport) -> int:
+    """0: published (or nothing to publish); 3: the gates stopped publication; 1: the run failed."""
+    if report.status != "SUCCEEDED":
+        return 1
+    return 3 if report.gated else 0
 
 
 def _steps(journal: list[dict[str, Any]], failed: bool) -> list[StepRecord]:
@@ -70,7 +97,8 @@ def _steps(journal: list[dict[str, Any]], failed: bool) -> list[StepRecord]:
     for step in STEPS:
         rec = done.get(step)
         if rec is not None:
-            out.append(StepRecord(step, rec["status"], float(rec.get("seconds", 0.0)), str(rec.get("summary", ""))))
+            out.append(StepRecord(step, rec["status"], float(rec.get("seconds", 0.0)),
+                                  plain(str(rec.get("summary", "")))))
         elif step == "publish" and done.get("gate", {}).get("passed") is False:
             out.append(StepRecord(step, "skipped", 0.0, "gates failed: the champion and its slot keep what they had"))
         else:
@@ -109,7 +137,8 @@ def run(name: str, arguments: dict[str, Any], *, root: Path, log_path: Path, ir:
                     pipeline = components.load_component_from_file(str(ir))
                     pipeline(**arguments)
             except Exception as exc:  # the pipeline failed: the journal says which step and why
-                error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                text = plain(str(exc)).strip()
+                error = text.splitlines()[0] if text else type(exc).__name__
             finally:
                 logging.getLogger().removeHandler(handler)
         journal = [json.loads(line) for line in journal_path.read_text().splitlines() if line.strip()]
@@ -137,9 +166,14 @@ def format_report(report: RunReport, indent: str = "      ") -> list[str]:
     for s in report.steps:
         mark = {"ok": "ok", "failed": "FAILED", "skipped": "skipped", "not run": "-"}[s.status]
         lines.append(f"{indent}{s.step:<14} {mark:<8} {s.seconds:6.1f}s  {s.summary}".rstrip())
-    outcome = f"{report.pipeline}: {report.status} in {report.seconds:.1f}s"
+    outcome = f"{report.pipeline}: {report.outcome} in {report.seconds:.1f}s"
     if report.status != "SUCCEEDED":
-        outcome += f" ({report.error or 'a step failed'}; log {report.log})"
+        outcome += f" ({plain(report.error) or 'a step failed'}; log {report.log})"
+    elif report.gated:
+        gate = next((s.summary for s in report.steps if s.step == "gate"), "")
+        version = f"v{report.version} is registered as challenger, " if report.version else ""
+        outcome += (f" (the run completed, but the quality gates stopped publication: {version}the champion and "
+                    f"its slot are unchanged; {gate or 'see the gate step'})")
     lines.append(f"{indent}{outcome}")
     return lines
 
@@ -178,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     report = run(args.name, json.loads(args.args), root=args.root, log_path=args.log, ir=args.ir)
     args.report.write_text(json.dumps(report.as_dict(), indent=1))
-    return 0 if report.status == "SUCCEEDED" else 1
+    return run_exit_status(report)
 
 
 if __name__ == "__main__":

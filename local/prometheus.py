@@ -41,6 +41,14 @@ def rollback_rules(models: tuple[str, ...], interval_s: int) -> list[dict[str, A
     return rollback.rule_groups(models, REPO_ROOT.as_uri() + "/", timing)
 
 
+def alerts_page(base_url: str) -> str:
+    """The URL of the running Prometheus' alerts page. Debian's prometheus 2.42 package is built without the
+    React UI, so it serves only the classic pages (`/classic/alerts`; `/alerts` answers 404); an upstream build
+    serves `/alerts`."""
+    base = base_url.rstrip("/")
+    return f"{base}/alerts" if http_ok(f"{base}/alerts") else f"{base}/classic/alerts"
+
+
 def retrain_rules(models: tuple[str, ...], interval_s: int) -> list[dict[str, Any]]:
     """The drift-retrain groups of contracts/pipelines.py, `for` scaled to the local interval."""
 
@@ -153,4 +161,4 @@ class RetrainReceiver(_AlertReceiver):
         return [sys.executable, "-m", "local.retrain_receiver", "--listen", "127.0.0.1",
                 "--port", str(self.port), "--arguments", str(self.cfg.path("pipelines", "retrain.json")),
                 "--root", str(self.cfg.path("pipelines", "root")), "--logs", str(self.cfg.path("pipelines")),
-                "--state-dir", str(self.cfg.state_dir)]
+                "--state-dir", str(self.cfg.state_dir), "--cooldown-s", str(self.cfg.retrain_cooldown_s)]

@@ -33,7 +33,7 @@ def local_starter(arguments_path: Path, root: Path, logs: Path) -> Starter:
         outcome = (f"v{report.version} {'published as champion' if report.published else 'not published'}"
                    if report.version else report.error)
         return {"decision": "run finished" if report.status == "SUCCEEDED" else "run failed",
-                "detail": f"{report.pipeline} {report.status} in {report.seconds:.1f}s: {outcome}",
+                "detail": f"{report.pipeline} {report.outcome} in {report.seconds:.1f}s: {outcome}",
                 "run": report.as_dict()}
 
     return start

@@ -38,7 +38,7 @@ def write_repo(cfg: LocalConfig, models: list[ModelState]) -> Path:
     for child in root.iterdir():
         if child.is_dir() and (child / "model-settings.json").is_file():
             shutil.rmtree(child)
-    extra: dict[str, object] = {"tracking_uri": cfg.mlflow_url}
+    extra: dict[str, object] = {"tracking_uri": cfg.mlflow_url, "drift_min_samples": cfg.drift_min_samples}
     if cfg.redis_url:
         extra["redis_url"] = cfg.redis_url
     entries = [ModelEntry(m.name, m.name, m.uri, dict(extra)) for m in models]
@@ -62,12 +62,15 @@ def served_identity(cfg: LocalConfig, models: list[ModelState]) -> dict[str, obj
         "tracing": tracing_server(cfg.otlp_endpoint),
         "redis": cfg.redis_url,
         "mlflow": cfg.mlflow_url,
+        "drift_min_samples": cfg.drift_min_samples,
     }
 
 
 def server_env(cfg: LocalConfig) -> dict[str, str]:
     # Sampled serving inputs for `mlplat model drift` (ml/serving/serving_log.py).
-    env = {"MLFLOW_TRACKING_URI": cfg.mlflow_url, "MLPLAT_SERVING_SAMPLES": str(cfg.path("serving-samples"))}
+    # Every row locally (little traffic: a report after N requests sees N rows); the cluster samples 10 %.
+    env = {"MLFLOW_TRACKING_URI": cfg.mlflow_url, "MLPLAT_SERVING_SAMPLES": str(cfg.path("serving-samples")),
+           "MLPLAT_SERVING_SAMPLE_RATE": "1.0"}
     if not cfg.otlp_endpoint:
         # Make "off" explicit for any OpenTelemetry SDK a dependency might initialise on its own.
         env["OTEL_SDK_DISABLED"] = "true"

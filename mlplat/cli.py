@@ -82,7 +82,18 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         if module in seen:
             continue
         seen.add(module)
-        importlib.import_module(module).register(sub)
+        try:
+            loaded = importlib.import_module(module)
+        except ImportError:
+            if only is not None or _in_env(env):
+                raise
+            # `mlplat --help` in the other environment, which lacks this module's libraries: list its commands
+            # (running one re-executes in its environment, where the full help is).
+            for other, other_module, _env in COMMANDS:
+                if other_module == module:
+                    sub.add_parser(other, help=f"(runs in the {env} environment: `mlplat {other} --help`)")
+            continue
+        loaded.register(sub)
     return parser
 
 
@@ -96,7 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(only=command if command in wanted else None)
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
-    return int(func(args) or 0)
+    try:
+        return int(func(args) or 0)
+    except Exception as exc:
+        # Errors the user can fix (contracts/errors.py, matched by attribute: this module imports nothing of
+        # ours) are one message, not a traceback; anything else is a bug and keeps its traceback.
+        if not getattr(exc, "user_error", False):
+            raise
+        print(f"mlplat {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

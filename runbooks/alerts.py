@@ -18,6 +18,10 @@ from runbooks.context import RunContext
 from runbooks.engine import Runbook, Step, StepFailed
 
 
+def _fix(ctx: RunContext) -> str:
+    return "; start the platform with `mlplat local up`" if ctx.env == "local" else ""
+
+
 def _prometheus(ctx: RunContext) -> str:
     url = ctx.params.get("prometheus_url") or ctx.prometheus_url
     if not url:
@@ -30,7 +34,7 @@ def _evaluate(alert: Alert) -> Any:
         try:
             response = httpx.get(f"{_prometheus(ctx)}/api/v1/query", params={"query": alert.expr}, timeout=10)
         except httpx.HTTPError as exc:
-            raise StepFailed(f"Prometheus at {_prometheus(ctx)} is unreachable: {exc}") from None
+            raise StepFailed(f"Prometheus at {_prometheus(ctx)} is unreachable: {exc}{_fix(ctx)}") from None
         body = response.json()
         if body.get("status") != "success":
             raise StepFailed(f"Prometheus rejected the query: {body.get('error')}")
@@ -52,7 +56,7 @@ def _readiness(ctx: RunContext) -> dict[str, Any]:
     try:
         server = httpx.get(f"{base}/v2/health/ready", timeout=5).status_code == 200
     except httpx.HTTPError as exc:
-        raise StepFailed(f"inference endpoint {base} is unreachable: {exc}") from None
+        raise StepFailed(f"inference endpoint {base} is unreachable: {exc}{_fix(ctx)}") from None
     models = {m: httpx.get(f"{base}/v2/models/{m}/ready", timeout=5).status_code == 200
               for m in model_registry.names()}
     return {"server_ready": server, "models_ready": models}

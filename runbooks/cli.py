@@ -6,6 +6,9 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
+
+from ml.service_checks import LOCAL_FIX, bound_mlflow_client, check_mlflow, check_model_server, check_prometheus
 
 DEFAULT_AUDIT_LOG = Path(".local") / "runbook-audit.jsonl"
 # The catalog (every runbook module, with the AWS and Kubernetes clients) is imported when a command runs
@@ -62,6 +65,18 @@ def _index(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_services(services: tuple[str, ...], ctx: Any) -> None:
+    """The services a runbook's steps call answer (ServiceDown naming the first that does not, with its fix)."""
+    bound_mlflow_client()
+    fix = LOCAL_FIX if ctx.env == "local" else "check the URL (e.g. the port-forward to the cluster's service)"
+    if "mlflow" in services and ctx.tracking_uri:
+        check_mlflow(ctx.tracking_uri, fix=fix)
+    if "serving" in services and ctx.serving_url:
+        check_model_server(ctx.serving_url, fix=fix)
+    if "prometheus" in services and ctx.prometheus_url:
+        check_prometheus(ctx.prometheus_url, fix=fix)
+
+
 def _run(args: argparse.Namespace) -> int:
     from runbooks.catalog import EXECUTABLE, documents
     from runbooks.context import RunContext, load_outputs
@@ -100,5 +115,6 @@ def _run(args: argparse.Namespace) -> int:
         serving_url=args.serving_url or local.get("serving_url"),
         prometheus_url=local.get("prometheus_url"),
     )
+    check_services(runbook.services, ctx)
     report = run(runbook, ctx, execute=args.execute, audit=AuditLog(args.audit_log), out=sys.stdout)
     return 0 if report.ok else 1

@@ -46,6 +46,9 @@ class Runbook:
     title: str
     steps: list[Step]
     envs: tuple[str, ...] = ("local", "dev", "staging", "prod")
+    # Services its steps call (`mlflow`, `serving`, `prometheus`): checked once, in seconds, before any step,
+    # so a dead one is named with its fix instead of failing a step after a client's retries.
+    services: tuple[str, ...] = ()
 
 
 @dataclass

@@ -194,6 +194,7 @@ def _serving_plan(ctx: RunContext) -> list[str]:
 ROLLBACK = Runbook(
     name="model-rollback",
     title="Roll a model back to its previous champion version",
+    services=("mlflow", "serving"),
     steps=[
         # The cluster checks run first, so that nothing changes when publishing could not follow.
         Step("find the current champion and the version to return to", _model, precondition=_serving_precondition,

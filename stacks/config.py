@@ -9,6 +9,7 @@ declared, and every problem is reported at once, each naming its key.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from contracts.errors import UserError
 from stacks.rules import ConfigIssue, check
 from stacks.schema import NAMESPACE, PlatformConfig
 
@@ -25,7 +27,7 @@ ENVIRONMENTS = ("dev", "staging", "prod")
 PROVIDER_NAMESPACES = ("aws", "kubernetes", "random", "pulumi")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """The stack config is invalid; `issues` holds one entry per problem."""
 
     def __init__(self, source: str, issues: list[ConfigIssue]) -> None:
@@ -35,8 +37,13 @@ class ConfigError(ValueError):
         super().__init__(f"invalid stack config {source} ({len(issues)} problem(s)):\n{lines}")
 
 
+STACKS_DIR_ENV = "MLPLAT_STACKS_DIR"
+
+
 def stack_file(env: str) -> Path:
-    return STACKS_DIR / f"Pulumi.{env}.yaml"
+    """`Pulumi.<env>.yaml` in stacks/, or in $MLPLAT_STACKS_DIR (stack files kept outside the checkout)."""
+    override = os.environ.get(STACKS_DIR_ENV)
+    return (Path(override) if override else STACKS_DIR) / f"Pulumi.{env}.yaml"
 
 
 def load_stack_file(path: str | Path) -> PlatformConfig:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network
 from itertools import combinations
 
+from contracts import model_registry
 from contracts.guardrails import (
     APPROVAL_TIERS,
     DATABASE_MULTI_AZ_TIERS,
@@ -443,10 +444,16 @@ def _kms_deletion_windows(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
             yield ConfigIssue(_key(*path), f"{cfg.environment} needs >= {minimum} days, got {days}")
 
 
-@rule("Models: replica bounds ordered; experiment weights add up to 100.")
+@rule("Models: replica bounds ordered; experiment weights add up to 100; every quality gate names a metric the "
+      "model's evaluation produces (its spec's `metrics`).")
 def _models(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
     for name in type(cfg.models).model_fields:
         m = getattr(cfg.models, name)
+        spec = model_registry.get(name)
+        for metric in spec.unknown_metrics(m.quality_gates):
+            yield ConfigIssue(_key("models", name, "qualityGates", metric),
+                              f"{name}'s evaluation produces no metric {metric!r}; allowed: "
+                              f"{', '.join(spec.metrics)}")
         if m.min_replicas > m.max_replicas:
             yield ConfigIssue(_key("models", name), "needs minReplicas <= maxReplicas")
         total = m.experiment.champion_weight + m.experiment.challenger_weight

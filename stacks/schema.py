@@ -345,7 +345,12 @@ class PipelinesConfig(Section):
         True, description="Start a run of a model's pipeline when its drift alert fires (Alertmanager -> the "
         "pipelines-retrain receiver).")
     retrain_cooldown_minutes: int = Field(
-        360, ge=10, le=10080, description="Minimum time between two drift-triggered runs of one model.")
+        360, ge=10, le=10080, description="Minimum time between two drift-triggered runs of one model, and after the "
+        "retrain receiver starts (with the versions just published) before its first one.")
+    retrain_min_samples: int = Field(
+        1000, ge=100, le=1_000_000, description="Serving observations of a model's monitored inputs before its drift "
+        "is measured: the runtime reports no PSI (so no drift alert fires and nothing is retrained) on fewer, and "
+        "the drift-report CronJob judges no drift on fewer sampled rows (a few hundred requests are noise).")
 
 
 class WorkloadsConfig(Section):

@@ -31,6 +31,7 @@ from pulumi.runtime.stack import run_in_stack
 from pulumi.runtime.sync_await import _sync_await
 
 from infra.offline.mock_outputs import RealisticMocks
+from stacks.config import stack_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROGRAM = REPO_ROOT / "__main__.py"
@@ -196,11 +197,12 @@ def _engine_config(flat: Mapping[str, Any]) -> dict[str, str]:
 
 def synthesize(stack: str, config: Mapping[str, Any] | None = None, preview: bool = True,
                program: Path = PROGRAM, first_preview: bool = False) -> Synthesis:
-    """Run `program` for `stack` under mocks. `config` defaults to stacks/Pulumi.<stack>.yaml.
+    """Run `program` for `stack` under mocks. `config` defaults to the stack file (stacks/Pulumi.<stack>.yaml,
+    or in $MLPLAT_STACKS_DIR).
 
     `first_preview`: as the first `pulumi preview` sees it (nothing created yet; implies preview)."""
     if config is None:
-        config = read_stack_config(REPO_ROOT / "stacks" / f"Pulumi.{stack}.yaml")
+        config = read_stack_config(stack_file(stack))
     preview = preview or first_preview
     mocks = RealisticMocks(region=str(config.get("aws:region", "eu-west-1")), first_preview=first_preview)
     monitor = RecordingMonitor(mocks, stack)

@@ -76,7 +76,8 @@ def drift_job_spec(ctx: StackContext, image: pulumi.Input[str], bucket: pulumi.I
     models = [n for n in ctx.cfg.models.names() if ctx.cfg.models[n].enabled]
     args = pulumi.Output.from_input(bucket).apply(lambda b: [
         "python", "-m", "ml.data.drift_report", *models, "--samples", f"s3://{b}/{SAMPLES_PREFIX}",
-        "--out", f"s3://{b}/{REPORTS_PREFIX}", "--window", str(cfg.window_rows), "--tracking-uri", _mlflow_uri()])
+        "--out", f"s3://{b}/{REPORTS_PREFIX}", "--window", str(cfg.window_rows), "--tracking-uri", _mlflow_uri(),
+        "--min-samples", str(min(ctx.cfg.workloads.pipelines.retrain_min_samples, cfg.window_rows))])
     return {
         "schedule": cfg.schedule, "concurrencyPolicy": "Forbid", "successfulJobsHistoryLimit": 3,
         "failedJobsHistoryLimit": 3,

@@ -44,6 +44,7 @@ from typing import Any
 from contracts import model_registry
 from ml.data.feast_repo import apply_and_materialize, write_repo
 from ml.model_plugin import load_plugin
+from ml.service_checks import check_redis
 from ml.serving.grpc_load import grpc_load
 from ml.serving.loadgen import (
     CpuLayout,
@@ -323,11 +324,13 @@ def _table(report: dict[str, Any]) -> str:
 
 def run_store(args: argparse.Namespace) -> int:
     """`mlplat bench store`: one table row per placement (the local store) or for the given URL."""
-    from ml.serving.store_rtt import round_trips
-
     if args.requests < 1:
         print("mlplat bench: --requests must be >= 1", file=sys.stderr)
         return 2
+    if args.url:  # before Feast's import (seconds): a store that does not answer is named at once
+        check_redis(args.url, fix="check --url (a running Redis the benchmark can reach)")
+    from ml.serving.store_rtt import round_trips
+
     rows: list[tuple[str, dict[str, Any]]] = []
     if args.url:
         rows.append((args.url.split("@")[-1], round_trips(args.url, args.requests)))

@@ -12,8 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from ml.serving.sizing import Assumptions, capacity, load_bench, render
-from stacks.config import load_stack_file, stack_file
+from ml.serving.sizing import Assumptions, ImpossibleTarget, capacity, check_target, load_bench, render
+from stacks.config import ConfigError, load_stack_file, stack_file
 
 DEFAULT_BENCH = Path("docs/capacity-bench.json")
 
@@ -43,14 +43,29 @@ def run(args: argparse.Namespace) -> int:
         print(f"mlplat capacity: no bench report at {args.bench}; make one with "
               "`mlplat bench models --json FILE`", file=sys.stderr)
         return 2
-    cfg = load_stack_file(stack_file(args.stack))
+    assume = Assumptions(utilisation=args.utilisation, store_rtt_ms=args.store_rtt_ms)
+    try:
+        check_target(args.tps, args.p99_ms, assume)
+    except ImpossibleTarget as exc:
+        print(f"mlplat capacity: impossible target: {exc}", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_stack_file(stack_file(args.stack))
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"mlplat capacity: {exc}", file=sys.stderr)
+        return 2
     models = [m.strip() for m in args.models.split(",")] if args.models else None
     try:
-        result = capacity(load_bench(args.bench), args.tps, args.p99_ms, cfg, models,
-                          assume=Assumptions(utilisation=args.utilisation, store_rtt_ms=args.store_rtt_ms))
+        result = capacity(load_bench(args.bench), args.tps, args.p99_ms, cfg, models, assume=assume)
     except KeyError as exc:
         print(f"mlplat capacity: {exc.args[0]}", file=sys.stderr)
         return 2
     result["bench_file"] = str(args.bench)
     print(json.dumps(result, indent=2) if args.json else render(result))
+    missed = [p["model"] for p in result["plans"] if not p["within_budget"]]
+    if missed:
+        # The plan is printed (it says why), but a target some model cannot meet is not a plan to act on.
+        print(f"mlplat capacity: {', '.join(missed)} cannot meet a p99 of {args.p99_ms:g} ms at any load (service "
+              "time alone exceeds the budget left after the time outside the server)", file=sys.stderr)
+        return 1
     return 0

@@ -26,6 +26,7 @@ from contracts import model_registry
 from contracts.governance import AuditLog
 from ml.data.contract import DataContractError
 from ml.model_plugin import ModelPlugin, load_plugin
+from ml.service_checks import bound_mlflow_client, check_mlflow
 from ml.training import card
 from ml.training.approval import ApprovalError, approve, promotion_policy
 from ml.training.gates import load_gates
@@ -102,6 +103,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dr.set_defaults(func=run_drift)
 
 
+TRACKING_FIX = "start the platform with `mlplat local up`, or pass --tracking-uri of a running MLflow server"
+
+
+def _tracking(args: argparse.Namespace) -> str:
+    """The tracking URI the command uses, its server checked first (seconds, not the client's retries)."""
+    bound_mlflow_client()
+    uri = args.tracking_uri or default_tracking_uri()
+    check_mlflow(uri, fix=TRACKING_FIX)
+    return uri
+
+
 def _emit(doc: dict[str, Any]) -> None:
     print(json.dumps(doc, indent=2, sort_keys=True, default=str))
 
@@ -109,6 +121,8 @@ def _emit(doc: dict[str, Any]) -> None:
 def run_train(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     plugin = plugin_for(args.name)
+    if not args.no_register:
+        _tracking(args)  # before minutes of training, not after
     out_dir = args.out or REPO_ROOT / ".local" / "models" / args.name / time.strftime("%Y%m%d-%H%M%S")
     if out_dir.exists() and any(out_dir.iterdir()):
         print(f"mlplat model train: output directory {out_dir} is not empty", file=sys.stderr)
@@ -168,8 +182,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if not args.data.is_file():
         print(f"mlplat model evaluate: --data {args.data} is not a file", file=sys.stderr)
         return 2
+    if str(args.model).startswith(("models:/", "runs:/")):
+        _tracking(args)
     with contextlib.redirect_stdout(sys.stderr):
-        model_dir = resolve_model_dir(args.model, args.tracking_uri)
+        try:
+            model_dir = resolve_model_dir(args.model, args.tracking_uri)
+        except FileNotFoundError as exc:
+            print(f"mlplat model evaluate: {exc}", file=sys.stderr)
+            return 2
         metrics = plugin.evaluate(model_dir, args.data, seed=args.seed)
     _emit(metrics)
     return 0
@@ -184,6 +204,7 @@ def _client(tracking_uri: str | None) -> Any:
 
 def run_card(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    _tracking(args)
     with contextlib.redirect_stdout(sys.stderr):
         try:
             doc = card.load(_client(args.tracking_uri), args.name, args.version)
@@ -202,6 +223,7 @@ def run_approve(args: argparse.Namespace) -> int:
     env = "local"
     if args.stack_file is not None:
         env = str(load_stack_file(args.stack_file).environment)
+    _tracking(args)
     with contextlib.redirect_stdout(sys.stderr):
         try:
             result = approve(_client(args.tracking_uri), args.name, args.version, args.by, args.reason,
@@ -219,6 +241,8 @@ def run_drift(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     from ml.data.drift_report import DriftReportError, run
 
+    if args.model is None or not args.no_log:  # the champion's reference, or the report's run, is in MLflow
+        _tracking(args)
     with contextlib.redirect_stdout(sys.stderr):
         try:
             summary = run(args.name, samples=args.samples, model=args.model, window=args.window, out=args.out,

@@ -92,7 +92,9 @@ def _write(out: str, rel: str, files: dict[str, str]) -> str:
 
 
 def run(name: str, *, samples: str | None = None, model: str | None = None, window: int = 5000,
-        out: str | None = None, tracking_uri: str | None = None, log_to_mlflow: bool = True) -> dict[str, Any]:
+        out: str | None = None, tracking_uri: str | None = None, log_to_mlflow: bool = True,
+        min_rows: int = MIN_ROWS) -> dict[str, Any]:
+    """`min_rows`: fewer sampled rows than this make no report (DriftReportError): too few to judge drift."""
 
     plugin = load_plugin(name)
     samples = samples or os.environ.get(SAMPLES_ENV) or str(DEFAULT_SAMPLES)
@@ -102,9 +104,9 @@ def run(name: str, *, samples: str | None = None, model: str | None = None, wind
     model_dir = resolve_model_dir(model_uri, uri)
     reference = reference_frame(model_dir)
     rows = read_window(samples, name, window)
-    if len(rows) < MIN_ROWS:
+    if len(rows) < max(min_rows, 1):
         raise DriftReportError(f"{len(rows)} sampled serving row(s) of {name} under {samples}: need at least "
-                               f"{MIN_ROWS} (serving samples: parameters.extra.serving_samples or ${SAMPLES_ENV})")
+                               f"{min_rows} (serving samples: parameters.extra.serving_samples or ${SAMPLES_ENV})")
     current = pd.DataFrame(rows)
     columns = [c for c in reference.columns if c in current.columns]
     if not columns:
@@ -183,12 +185,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="reports: a directory or s3://bucket/prefix")
     p.add_argument("--window", type=int, default=5000)
     p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--min-samples", type=int, default=MIN_ROWS,
+                   help=f"no report on fewer sampled rows (default {MIN_ROWS}; the stack's "
+                        "`workloads.pipelines.retrainMinSamples`)")
     args = p.parse_args(argv)
     failed = 0
     for name in args.models:
         try:
             summary = run(name, samples=args.samples, window=args.window, out=args.out,
-                          tracking_uri=args.tracking_uri)
+                          tracking_uri=args.tracking_uri, min_rows=args.min_samples)
         except DriftReportError as exc:
             print(f"{name}: no report: {exc}", file=sys.stderr)
             continue  # too little traffic is not a failure of the job

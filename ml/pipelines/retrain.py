@@ -14,10 +14,13 @@ every decision listed at `GET /decisions`.
 
 For each firing alert of a registered model the receiver starts a run of `<model>-training` with the
 trigger `drift` (the version it registers carries `mlplat.trigger=drift`), unless a run it started for
-that model is still going or finished less than the cool-down ago (`--cooldown-s`, default one hour:
-Alertmanager repeats a firing alert). The new version goes through the same gates as any other; a
-failing gate leaves the champion where it is. Disable it with `MLPLAT_AUTO_RETRAIN=off` or the file
-`<state>/retrain.paused`.
+that model is still going, or the last one finished less than the cool-down ago, or the receiver itself
+started less than the cool-down ago (`--cooldown-s`, default one hour: Alertmanager repeats a firing
+alert, and a receiver starts together with freshly published versions, which a handful of unusual
+requests must not replace at once). The runtime reports no drift before the model has seen the stack's
+minimum number of observations (`workloads.pipelines.retrainMinSamples`), so no alert comes before.
+The new version goes through the same gates as any other; a failing gate leaves the champion where it
+is. Disable it with `MLPLAT_AUTO_RETRAIN=off` or the file `<state>/retrain.paused`.
 """
 
 from __future__ import annotations
@@ -44,9 +47,12 @@ Starter = Callable[[str], dict[str, Any]]  # model -> what was started (and, loc
 
 
 class Receiver(QueuedReceiver):
-    def __init__(self, starter: Starter, cooldown_s: float = 3600, state_dir: Path | None = None) -> None:
+    def __init__(self, starter: Starter, cooldown_s: float = 3600, state_dir: Path | None = None,
+                 since: float | None = None) -> None:
+        """`since`: when the cool-down starts for models not retrained yet (default: now, the receiver's start)."""
         self.starter = starter
         self.cooldown_s = cooldown_s
+        self._since = time.time() if since is None else since
         self._busy: set[str] = set()
         self._last: dict[str, float] = {}
         super().__init__("retrain", DISABLE_ENV, PAUSE_FILE, state_dir)
@@ -66,8 +72,10 @@ class Receiver(QueuedReceiver):
                 why = None
                 if model in self._busy:
                     why = "a retraining run of this model is still going"
-                elif time.time() - self._last.get(model, -1e18) < self.cooldown_s:
-                    why = f"retrained less than {self.cooldown_s:.0f} s ago"
+                elif model in self._last and time.time() - self._last[model] < self.cooldown_s:
+                    why = f"retrained less than {self.cooldown_s:.0f} s ago (cool-down)"
+                elif time.time() - self._since < self.cooldown_s:
+                    why = f"the receiver started less than {self.cooldown_s:.0f} s ago (cool-down)"
                 if why is None:
                     self._busy.add(model)
             if why is not None:

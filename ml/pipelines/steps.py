@@ -268,10 +268,16 @@ def resolve_gates(name: str, gates: str, data_uri: str) -> tuple[dict[str, float
     return load_gates(name), "schema default gates"
 
 
-def wait_for_tracking(uri: str, timeout_s: float = 300) -> None:
-    """An MLflow server that is still starting (the local platform starts it while runs begin)."""
+TRACKING_WAIT_ENV = "MLPLAT_TRACKING_WAIT_S"
+
+
+def wait_for_tracking(uri: str, timeout_s: float | None = None) -> None:
+    """An MLflow server that is still starting (the local platform starts it while runs begin): wait up to
+    `timeout_s`, else $MLPLAT_TRACKING_WAIT_S, else 300 s (a command that found it up sets a short wait)."""
     if not uri.startswith(("http://", "https://")):
         return
+    if timeout_s is None:
+        timeout_s = float(os.environ.get(TRACKING_WAIT_ENV, "300"))
     import urllib.request
 
     deadline = time.monotonic() + timeout_s
@@ -283,7 +289,8 @@ def wait_for_tracking(uri: str, timeout_s: float = 300) -> None:
         except OSError:
             pass
         if time.monotonic() > deadline:
-            raise TimeoutError(f"MLflow at {uri} did not answer within {timeout_s:.0f} s")
+            raise TimeoutError(f"MLflow at {uri} did not answer within {timeout_s:.0f} s; start the platform with "
+                               "`mlplat local up` (or check it with `mlplat local status`)")
         time.sleep(0.5)
 
 

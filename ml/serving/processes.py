@@ -153,7 +153,8 @@ PROMETHEUS_DIR_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS
 
 
 class MLServerProcess(Service):
-    """`mlserver start <repository>`; ports come from the repository's settings.json."""
+    """`mlserver start <repository>` with the request size limit (ml/serving/request_limit.py); ports come from
+    the repository's settings.json."""
 
     name = "mlserver"
 
@@ -164,7 +165,7 @@ class MLServerProcess(Service):
         self.extra_env = extra_env or {}
 
     def command(self) -> list[str]:
-        return [str(VENV_BIN / "mlserver"), "start", str(self.workdir)]
+        return [sys.executable, "-m", "ml.serving.request_limit", "start", str(self.workdir)]
 
     def env(self) -> dict[str, str]:
         # Importing feast points prometheus_client at a temporary directory (PROMETHEUS_MULTIPROC_DIR) that

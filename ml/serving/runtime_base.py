@@ -11,7 +11,8 @@ Model-settings `parameters.extra` keys understood by every runtime:
   redis_url      online store for runtimes that read features (else $MLPLAT_ONLINE_STORE_URL)
   max_batch      largest accepted batch (rows per request), default 256
   drift_window   observations per feature in the PSI window, default 1000
-  drift_min_samples  observations needed before a PSI is reported, default 100
+  drift_min_samples  observations needed before a PSI is reported (and so before a drift alert can fire and
+                 retrain the model), else $MLPLAT_DRIFT_MIN_SAMPLES, default 100; the window holds at least as many
   serving_samples  where sampled serving inputs go (a directory or s3://bucket/prefix; else
                  $MLPLAT_SERVING_SAMPLES; unset: no sampling), read by the drift reports
   serving_sample_rate  share of rows sampled, default 0.1
@@ -32,7 +33,14 @@ from typing import Any
 import numpy as np
 from mlserver import MLModel
 from mlserver.errors import MLServerError
-from mlserver.types import InferenceRequest, InferenceResponse, Parameters, RequestInput, ResponseOutput
+from mlserver.types import (
+    InferenceRequest,
+    InferenceResponse,
+    MetadataTensor,
+    Parameters,
+    RequestInput,
+    ResponseOutput,
+)
 
 from ml.data.drift import REFERENCE_FILE, DriftMonitor, Reference
 from ml.serving.metrics import RuntimeMetrics, VersionMetrics
@@ -134,11 +142,25 @@ def _beyond(value: int | float, largest: float) -> bool:
     return abs(value) > largest
 
 
+DRIFT_MIN_SAMPLES_ENV = "MLPLAT_DRIFT_MIN_SAMPLES"
+
+
+def spec(name: str, datatype: str, shape: list[int], doc: str = "") -> MetadataTensor:
+    """One tensor of a runtime's V2 metadata; -1 in `shape` is a dimension the request chooses (rows, k)."""
+    return MetadataTensor(name=name, datatype=datatype, shape=shape,
+                          parameters=Parameters(description=doc) if doc else None)  # type: ignore[call-arg]
+
+
 class ReferenceRuntime(MLModel):
     """Subclasses implement `load_artifact(dir)` and `infer(request) -> InferenceResponse`."""
 
     max_batch: int = 256
     registry_version: str | None = None  # the registry version an alias resolved to at load time
+    # What `GET /v2/models/<name>` describes (the V2 metadata clients read): every input a request may carry
+    # and every output a response has, with datatype and shape. A model-settings.json that declares its own
+    # inputs/outputs keeps them.
+    INPUTS: tuple[MetadataTensor, ...] = ()
+    OUTPUTS: tuple[MetadataTensor, ...] = ()
 
     async def load(self) -> bool:
         extra = self._extra()
@@ -149,6 +171,10 @@ class ReferenceRuntime(MLModel):
         if self.registry_version is not None:
             # Model metadata (GET /v2/models/<name>) then reports the version actually served.
             self.settings.versions = [self.registry_version]
+        if not self.settings.inputs:
+            self.settings.inputs = list(self.INPUTS)
+        if not self.settings.outputs:
+            self.settings.outputs = list(self.OUTPUTS)
         self.model_dir = resolve_model_dir(uri, extra.get("tracking_uri"))
         self.max_batch = int(extra.get("max_batch", self.max_batch))
         self.metrics = RuntimeMetrics(self.name)
@@ -158,10 +184,11 @@ class ReferenceRuntime(MLModel):
         self.samples = ServingSampler.from_settings(extra, model_name, version)
         self.drift: DriftMonitor | None = None
         if (self.model_dir / REFERENCE_FILE).is_file():
+            min_samples = int(extra.get("drift_min_samples") or os.environ.get(DRIFT_MIN_SAMPLES_ENV) or 100)
             self.drift = DriftMonitor(
                 Reference.load(self.model_dir),
-                window=int(extra.get("drift_window", 1000)),
-                min_samples=int(extra.get("drift_min_samples", 100)),
+                window=max(int(extra.get("drift_window", 1000)), min_samples),
+                min_samples=min_samples,
             )
         self._since_drift = 0
         try:
@@ -193,6 +220,12 @@ class ReferenceRuntime(MLModel):
 
     @abstractmethod
     async def infer(self, request: InferenceRequest) -> InferenceResponse: ...
+
+    async def unload(self) -> bool:
+        samples = getattr(self, "samples", None)
+        if samples is not None:
+            samples.close()  # stop its timer; write what is buffered
+        return await super().unload()
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         started = time.perf_counter()

@@ -3,7 +3,8 @@
 The runtime hands every request's monitored columns (the drift reference's features and the score:
 `ReferenceRuntime.observe`) to a `ServingSampler`, which keeps a share of the rows
 (`serving_sample_rate`, default 0.1) and writes them as JSON lines, one file per process and flush:
-`<target>/<model>/<YYYY-MM-DD>/<time>-<pid>-<n>.jsonl`, every `FLUSH_ROWS` rows or `FLUSH_S` seconds.
+`<target>/<model>/<YYYY-MM-DD>/<time>-<pid>-<n>.jsonl`, every `FLUSH_ROWS` rows and, on a timer thread,
+every `FLUSH_S` seconds even when no request comes (a report right after a burst sees the burst).
 The target is a local directory (`mlplat local up`: `.local/serving-samples`) or `s3://bucket/prefix`
 (the cluster: the models bucket; uploads run on a background thread, never on the request path).
 `read_window` returns the newest N rows, which the drift report compares with the training reference.
@@ -30,7 +31,7 @@ SAMPLES_ENV = "MLPLAT_SERVING_SAMPLES"
 RATE_ENV = "MLPLAT_SERVING_SAMPLE_RATE"
 MARKER = "PUBLISHED.json"  # ml/training/publish.py writes it into every Seldon slot (copied with the model)
 FLUSH_ROWS = 200
-FLUSH_S = 10.0
+FLUSH_S = 2.0
 
 
 def served_identity(model_dir: Path, served_name: str, registry_version: str | None) -> tuple[str, str]:
@@ -49,15 +50,33 @@ def served_identity(model_dir: Path, served_name: str, registry_version: str | N
 
 
 class ServingSampler:
-    def __init__(self, target: str, model: str, version: str, rate: float = 0.1, seed: int | None = None) -> None:
+    def __init__(self, target: str, model: str, version: str, rate: float = 0.1, seed: int | None = None,
+                 flush_s: float | None = FLUSH_S) -> None:
+        """`flush_s`: period of the timer thread that writes buffered rows (None: no timer, flush by hand)."""
         if not 0 < rate <= 1:
             raise ValueError(f"serving_sample_rate must be in (0, 1], got {rate}")
         self.target, self.model, self.version, self.rate = target.rstrip("/"), model, version, rate
         self._rows: list[dict[str, Any]] = []
-        self._last_flush = time.monotonic()
         self._random = random.Random(seed)
         self._files = 0
         self._lock = threading.Lock()
+        self._buffer_lock = threading.Lock()  # add() runs on the event loop, the timer on its own thread
+        self._stopped = threading.Event()
+        if flush_s is not None:
+            threading.Thread(target=self._flush_every, args=(flush_s,), name=f"serving-samples-{model}",
+                             daemon=True).start()
+
+    def _flush_every(self, period_s: float) -> None:
+        while not self._stopped.wait(period_s):
+            try:
+                self.flush()
+            except Exception as exc:  # sampling must never break serving
+                log.warning("serving samples: flush to %s failed: %s", self.target, exc)
+
+    def close(self) -> None:
+        """Stop the timer and write what is buffered."""
+        self._stopped.set()
+        self.flush()
 
     @classmethod
     def from_settings(cls, extra: dict[str, Any], model: str, version: str) -> ServingSampler | None:
@@ -72,23 +91,28 @@ class ServingSampler:
         lists = {k: list(v) if hasattr(v, "__len__") else [v] for k, v in columns.items()}
         n = max((len(v) for v in lists.values()), default=0)
         now = time.time()
+        kept = []
         for i in range(n):
             if self.rate < 1 and self._random.random() >= self.rate:
                 continue
             row = {k: _plain(v[i]) for k, v in lists.items() if i < len(v)}
             row["_version"], row["_ts"] = self.version, round(now, 3)
-            self._rows.append(row)
-        if len(self._rows) >= FLUSH_ROWS or (self._rows and time.monotonic() - self._last_flush >= FLUSH_S):
+            kept.append(row)
+        with self._buffer_lock:
+            self._rows.extend(kept)
+            full = len(self._rows) >= FLUSH_ROWS
+        if full:
             self.flush()
 
     def flush(self) -> None:
-        rows, self._rows = self._rows, []
-        self._last_flush = time.monotonic()
-        if not rows:
-            return
-        self._files += 1
+        with self._buffer_lock:
+            rows, self._rows = self._rows, []
+            if not rows:
+                return
+            self._files += 1
+            files = self._files
         day = datetime.now(UTC).strftime("%Y-%m-%d")
-        name = f"{self.model}/{day}/{time.time_ns()}-{os.getpid()}-{self._files}.jsonl"
+        name = f"{self.model}/{day}/{time.time_ns()}-{os.getpid()}-{files}.jsonl"
         body = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows)
         if self.target.startswith("s3://"):
             threading.Thread(target=self._upload, args=(name, body), daemon=True).start()

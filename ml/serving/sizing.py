@@ -201,9 +201,25 @@ def _reads_features(http: dict[str, Any], model: str) -> bool:
     return _reads_store_per_request(model)
 
 
+class ImpossibleTarget(ValueError):
+    """A target no number of pods can meet (the budget is spent before a request reaches a server)."""
+
+
+def check_target(tps: float, p99_budget_ms: float, assume: Assumptions = Assumptions()) -> None:
+    """Refuse targets that no plan can meet, with the reason."""
+    if tps <= 0:
+        raise ImpossibleTarget(f"--tps must be > 0, got {tps:g}")
+    if p99_budget_ms <= assume.fixed_latency_ms:
+        raise ImpossibleTarget(
+            f"a p99 budget of {p99_budget_ms:g} ms leaves no time for the model server: "
+            f"{assume.fixed_latency_ms:g} ms of every request is assumed to be spent outside it (ingress hop and "
+            f"network to the caller); ask for more than {assume.fixed_latency_ms:g} ms")
+
+
 def capacity(bench: dict[str, Any], tps: float, p99_budget_ms: float, stack_cfg: Any,
              models: list[str] | None = None, prices: dict[str, Any] | None = None,
              assume: Assumptions = Assumptions()) -> dict[str, Any]:
+    check_target(tps, p99_budget_ms, assume)
     prices = prices or load_prices()
     instance = stack_cfg.node_groups["inference"].instance_types[0]
     redis_node, redis_replicas = stack_cfg.redis.node_type, stack_cfg.redis.replicas_per_shard

@@ -96,6 +96,8 @@ def _spec(**changes) -> ModelSpec:
     (lambda: {"name": "Churn-2"}, "lower-case letters and digits"),
     (lambda: {"runtime": "Runtime"}, "runtime must be a dotted class path"),
     (lambda: {"quality_gates": {"auc": "high"}}, "quality_gates must map metric names to numbers"),
+    (lambda: {"metrics": ("auc",), "sample_gates": {"auk": 0.5}},
+     "sample_gates name metrics its evaluation does not produce: auk \\(metrics: auc\\)"),
     (lambda: {"serving": Serving(min_replicas=3, max_replicas=2)}, "min_replicas <= max_replicas"),
     (lambda: {"features": Features(module="m.features", entities=(), feature_views=())}, "at least one feature"),
     (lambda: {"stream": Stream(topic="bad topic", ingestor="m.i")}, "not a valid Kafka topic"),

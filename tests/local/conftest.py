@@ -143,7 +143,10 @@ def autorollback_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 def retrain_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     model = model_registry.names()[0]  # a model with stored features (read through Feast) and a drift reference
     argv = local_up("--models", model, "--redis", "--no-auto-rollback")
-    with start_platform(tmp_path_factory.mktemp("pipelines-state"), argv, extra_env=FAST_RULES) as platform:
+    # The drift test sends 300 requests right after `up`: below the default minimum sample size and inside
+    # the default cool-down, which exist so that such traffic does not retrain by accident.
+    fast_retrain = {**FAST_RULES, "MLPLAT_DRIFT_MIN_SAMPLES": "100", "MLPLAT_RETRAIN_COOLDOWN_S": "0"}
+    with start_platform(tmp_path_factory.mktemp("pipelines-state"), argv, extra_env=fast_retrain) as platform:
         yield platform
 
 

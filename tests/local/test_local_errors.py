@@ -6,8 +6,10 @@ Nothing here starts MLflow or MLServer: every error must be raised before a serv
 from __future__ import annotations
 
 import argparse
+import http.server
 import json
 import socket
+import threading
 
 import pytest
 import yaml
@@ -24,6 +26,7 @@ from local.training import generate_sample_data, validate_data
 from ml.data.contract import DataContractError
 from ml.serving.processes import free_port
 from mlplat.cli import main
+from stacks.schema import PipelinesConfig
 
 
 def _ports() -> dict[str, int]:
@@ -212,10 +215,57 @@ def test_mlserver_repository_points_at_the_registry_and_traces_only_with_a_colle
     assert not stale.exists()  # a model of an earlier run is not served again
     fraud = json.loads((root / "fraud" / "model-settings.json").read_text())
     assert fraud["parameters"]["uri"] == "models:/fraud@champion"
-    assert fraud["parameters"]["extra"] == {"tracking_uri": cfg.mlflow_url, "redis_url": cfg.redis_url}
+    # No drift (so no drift retrain) before the stack's minimum sample size (workloads.pipelines).
+    assert fraud["parameters"]["extra"] == {"tracking_uri": cfg.mlflow_url, "redis_url": cfg.redis_url,
+                                            "drift_min_samples": PipelinesConfig().retrain_min_samples}
     sentiment = json.loads((root / "sentiment" / "model-settings.json").read_text())
     assert sentiment["parameters"]["uri"] == "models:/sentiment@challenger"
 
     cfg.otlp_endpoint = "http://127.0.0.1:4317"
     settings = json.loads((write_repo(cfg, models) / "settings.json").read_text())
     assert settings["tracing_server"] == "127.0.0.1:4317"
+
+
+class _Sup:
+    def __init__(self, running: set[str]) -> None:
+        self.up, self.stopped = set(running), []
+
+    def running(self, name: str) -> bool:
+        return name in self.up
+
+    def stop(self, name: str) -> None:
+        self.up.discard(name)
+        self.stopped.append(name)
+
+
+def test_up_without_redis_over_a_redis_platform_says_it_stops_that_redis(tmp_path):
+    said: list[str] = []
+    sup = _Sup({"redis", "mlflow"})
+    assert orchestration.stop_redis_left_behind(LocalConfig(state_dir=tmp_path, redis=False), sup, said.append)
+    assert sup.stopped == ["redis"] and len(said) == 1
+    assert said[0].startswith("note: stopping the Redis online store an earlier `mlplat local up --redis` started")
+    assert said[0].endswith("(run `mlplat local up --redis ...` to keep Redis)")
+    sup, said = _Sup({"redis"}), []
+    assert not orchestration.stop_redis_left_behind(LocalConfig(state_dir=tmp_path, redis=True), sup, said.append)
+    assert sup.stopped == [] and said == []  # the same store: kept, nothing to say
+
+
+@pytest.mark.parametrize(("served", "page"), [({"/classic/alerts"}, "/classic/alerts"),
+                                              ({"/alerts", "/classic/alerts"}, "/alerts")])
+def test_the_alerts_page_is_the_one_the_running_prometheus_serves(served, page):
+    """Debian's prometheus 2.42 serves only the classic UI (`/alerts` is 404 there); an upstream build `/alerts`."""
+    class Pages(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path in served else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Pages)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        assert prometheus.alerts_page(base + "/") == base + page
+    finally:
+        server.shutdown()

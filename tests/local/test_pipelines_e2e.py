@@ -91,7 +91,8 @@ def test_a_failing_gate_stops_before_publish(platform):
     assert _marker(platform["state"], MODEL)["version"] == before
     floors = {metric: 1.01 for metric in model_registry.get(MODEL).sample_gates}  # no model reaches these
     run = _run("pipeline", "run", MODEL, "--local", "--gates", json.dumps(floors), env=platform["env"])
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.returncode == 3, run.stdout[-3000:] + run.stderr[-3000:]  # completed, but nothing published
+    assert "NOT PUBLISHED" in run.stdout and "SUCCEEDED" not in run.stdout, run.stdout
     lines = {line.split()[0]: line for line in run.stdout.splitlines() if line.startswith("  ") and line.split()}
     assert [s for s in STEPS if s in lines] == list(STEPS), run.stdout
     assert "FAIL" in lines["gate"] and "skipped" in lines["publish"], run.stdout

@@ -83,6 +83,25 @@ def infer() -> Callable[..., httpx.Response]:
     return post
 
 
+@pytest.fixture(scope="session")
+def check_metadata() -> Callable[[str, str, dict[str, Any], dict[str, Any]], dict[str, Any]]:
+    """`check_metadata(base_url, model, request_body, response_body)`: the model's V2 metadata declares every
+    input the request sent (same datatype) and exactly the outputs the response carries (name, datatype)."""
+    def check(base_url: str, model: str, request: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+        meta = httpx.get(f"{base_url}/v2/models/{model}", timeout=10).json()
+        declared_in = {t["name"]: t for t in meta.get("inputs") or []}
+        assert declared_in, f"{model}: metadata declares no inputs: {meta}"
+        for tensor in request["inputs"]:
+            assert tensor["name"] in declared_in, (tensor["name"], sorted(declared_in))
+            assert declared_in[tensor["name"]]["datatype"] == tensor["datatype"], (tensor, declared_in)
+        assert all(isinstance(t["shape"], list) and t["shape"] for t in meta["inputs"] + meta["outputs"]), meta
+        declared_out = [(t["name"], t["datatype"]) for t in meta.get("outputs") or []]
+        assert declared_out == [(o["name"], o["datatype"]) for o in response["outputs"]], (declared_out, response)
+        return meta
+
+    return check
+
+
 def metrics_text(server: MLServerProcess) -> str:
     """The server's Prometheus exposition (metrics port from its settings.json)."""
     import json

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 
 import pytest
 
-from ml.serving.sizing import AZS, Assumptions, capacity, explain, load_prices, plan_model, reference_plan, render
+from ml.serving.sizing import (
+    AZS,
+    Assumptions,
+    ImpossibleTarget,
+    capacity,
+    explain,
+    load_prices,
+    plan_model,
+    reference_plan,
+    render,
+)
+from mlplat.cli import main as cli_main
 from stacks.config import load_stack_file, stack_file
 
 BENCH = {
@@ -92,3 +105,28 @@ def test_capacity_uses_the_stack_and_prints_the_reference_side_by_side():
 def test_unknown_instance_type_names_the_price_table():
     with pytest.raises(KeyError, match=r"prices\.yaml"):
         plan_model("fraud", BENCH["models"]["fraud"]["http"], 1000, 5, "x9.huge", "cache.r7g.large", 0, PRICES)
+
+
+@pytest.mark.parametrize("budget", [0.5, 1.0])
+def test_a_budget_spent_outside_the_server_is_refused_with_the_reason(budget):
+    with pytest.raises(ImpossibleTarget, match=r"1 ms of every request is assumed to be spent outside it"):
+        capacity(BENCH, 1000, budget, load_stack_file(stack_file("prod")), prices=PRICES)
+
+
+def _cli(tmp_path, *argv: str) -> tuple[int, str, str]:
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps(BENCH))
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli_main(["capacity", "--bench", str(bench), *argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_capacity_cli_rejects_an_impossible_target_and_fails_a_plan_that_misses_the_budget(tmp_path):
+    code, out, err = _cli(tmp_path, "--tps", "1000", "--p99-ms", "0.5")
+    assert code == 2 and out == ""
+    assert err.startswith("mlplat capacity: impossible target: a p99 budget of 0.5 ms leaves no time")
+    code, out, err = _cli(tmp_path, "--tps", "1000", "--p99-ms", "1.4", "--models", "sentiment")
+    assert code == 1 and "sentiment" in out  # the plan is printed, and says why
+    assert "sentiment cannot meet a p99 of 1.4 ms at any load" in err
+    assert _cli(tmp_path, "--tps", "1000", "--p99-ms", "5")[0] == 0

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,23 @@ def test_drift_report_on_a_window_of_serving_samples(tmp_path):
     assert {p.name for p in folder.iterdir()} == {"report.html", "report.json", "summary.json", "validation.json"}
     html = (folder / "report.html").read_text()
     assert html.lstrip().lower().startswith("<!doctype html>") and "amount" in html and "cardholder_age" in html
+
+
+def test_sampled_rows_are_written_on_a_timer_without_further_requests(tmp_path):
+    """A burst smaller than a file's worth of rows reaches the samples within the flush period, with no later
+    request to trigger the write (a drift report right after the burst sees every row)."""
+    from ml.serving.serving_log import FLUSH_ROWS, ServingSampler, read_window
+
+    sampler = ServingSampler(str(tmp_path), "fraud", "3", rate=1.0, flush_s=0.2)
+    for i in range(FLUSH_ROWS - 1):
+        sampler.add({"amount": [float(i)], "score": [0.5]})
+    deadline = time.monotonic() + 10
+    rows: list = []
+    while time.monotonic() < deadline and len(rows) < FLUSH_ROWS - 1:
+        time.sleep(0.1)
+        rows = read_window(str(tmp_path), "fraud", 10_000)
+    assert len(rows) == FLUSH_ROWS - 1
+    assert {r["_version"] for r in rows} == {"3"}
+    sampler.add({"amount": [1.0], "score": [0.1]})
+    sampler.close()  # what is buffered at unload is written too
+    assert len(read_window(str(tmp_path), "fraud", 10_000)) == FLUSH_ROWS

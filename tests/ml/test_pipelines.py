@@ -18,7 +18,7 @@ import yaml
 
 from contracts import model_registry
 from contracts.pipelines import PARAMETERS, STEPS, cron_to_kfp, pipeline_name, retrain_rule_groups
-from local.pipeline_runner import RunReport, StepRecord, _steps, format_report
+from local.pipeline_runner import RunReport, StepRecord, _steps, format_report, plain, run_exit_status
 from ml.model_plugin import load_plugin
 from ml.pipelines import definition, steps
 from ml.pipelines.kfp_api import bootstrap, ir_for_cluster, run_on_cluster, version_name
@@ -135,10 +135,21 @@ def test_journal_and_report(tmp_path, monkeypatch):
     rows = _steps([record], failed=False)
     assert [r.step for r in rows] == list(STEPS)
     assert rows[-1].status == "skipped"  # publish, after a failing gate
-    report = RunReport("x", "x-training", "SUCCEEDED", 1.0, "ir", "log", rows)
+    report = RunReport("x", "x-training", "SUCCEEDED", 1.0, "ir", "log", rows, version="4", gates_passed=False)
     lines = format_report(report)
     assert any(line.strip().startswith("publish") and "skipped" in line for line in lines)
-    assert lines[-1].strip() == "x-training: SUCCEEDED in 1.0s"
+    # The run completed, but nothing was published: said first, and the exit status is not success.
+    assert lines[-1].strip().startswith("x-training: NOT PUBLISHED in 1.0s (the run completed, but the quality "
+                                        "gates stopped publication: v4 is registered as challenger")
+    assert run_exit_status(report) == 3
+    published = RunReport("x", "x-training", "SUCCEEDED", 1.0, "ir", "log", _steps(
+        [{"step": s, "status": "ok"} for s in STEPS], failed=False), published=True, gates_passed=True)
+    assert format_report(published)[-1].strip() == "x-training: SUCCEEDED in 1.0s"
+    assert run_exit_status(published) == 0
+    failed = RunReport("x", "x-training", "FAILED", 1.0, "ir", "log", rows, error="\x1b[91mboom\x1b[0m")
+    assert run_exit_status(failed) == 1 and "\x1b" not in format_report(failed)[-1]
+    assert plain("task \x1b[96m'register'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m") == \
+        "task 'register' finished with status FAILURE"
     assert StepRecord("a", "ok").seconds == 0.0
 
 
@@ -186,10 +197,16 @@ def test_retrain_receiver_starts_one_run_per_model_and_cools_down(monkeypatch):
         time.sleep(0.2)
         return {"decision": "run finished", "detail": "ok"}
 
-    receiver = Receiver(starter, cooldown_s=60)
     name = model_registry.names()[0]
     alert = {"labels": {"alertname": "MLPlatRetrainOnDrift", "action": "retrain", "model": name},
              "status": "firing"}
+    fresh = Receiver(starter, cooldown_s=60)  # just started: the versions it starts with get the cool-down too
+    try:
+        assert fresh.submit([alert]) == 0
+        assert "receiver started less than 60 s ago" in fresh.decisions[-1]["detail"]
+    finally:
+        fresh.close()
+    receiver = Receiver(starter, cooldown_s=60, since=time.time() - 61)
     try:
         assert receiver.submit([alert, alert]) == 1  # the second: a run of this model is going
         assert receiver.submit([{**alert, "labels": {**alert["labels"], "action": "rollback"}}]) == 0
@@ -202,6 +219,7 @@ def test_retrain_receiver_starts_one_run_per_model_and_cools_down(monkeypatch):
         assert receiver.submit([alert]) == 0  # cooling down
         assert started == [name]
         assert [d["decision"] for d in receiver.decisions].count("ignored") == 2
+        assert "retrained less than 60 s ago" in receiver.decisions[-1]["detail"]
         monkeypatch.setenv("MLPLAT_AUTO_RETRAIN", "off")
         receiver.cooldown_s = 0
         assert receiver.submit([alert]) == 1

@@ -86,12 +86,21 @@ def test_valid_request_is_scored_with_store_features(served, infer):
     assert outputs["degraded"] == [False] and body["parameters"]["degraded"] is False
 
 
+def test_metadata_describes_the_inputs_and_outputs(served, infer, check_metadata):
+    server, name, *_ = served
+    inputs = _body(served)
+    resp = infer(server.url, name, inputs)
+    assert resp.status_code == 200, resp.text
+    meta = check_metadata(server.url, name, {"inputs": inputs}, resp.json())
+    assert len(meta["inputs"]) == len(inputs)  # every input is required
+
+
 def test_unknown_entity_uses_defaults_and_is_degraded(served, infer, scrape):
     server, name, *_ = served
     resp = infer(server.url, name, _body(served, card_id={"data": [987654321]}))
     assert resp.status_code == 200, resp.text
     assert {o["name"]: o["data"] for o in resp.json()["outputs"]}["degraded"] == [True]
-    assert _degraded_count(scrape(server.process), name, "missing_features") >= 1
+    assert _degraded_count(scrape(server.process), name, "unknown_entity") >= 1
 
 
 @pytest.mark.parametrize(

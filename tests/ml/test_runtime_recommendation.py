@@ -71,6 +71,15 @@ def test_bad_requests_get_4xx_naming_the_problem(served, infer, inputs, paramete
     assert needle in resp.json()["error"]
 
 
+def test_metadata_describes_the_inputs_and_outputs(served, infer, check_metadata):
+    server, name, out, *_ = served
+    inputs = _books([int(b) for b in np.load(out.model_dir / "item_ids.npy")[:2]])
+    resp = infer(server.url, name, inputs, parameters={"k": 3})
+    assert resp.status_code == 200, resp.text
+    meta = check_metadata(server.url, name, {"inputs": inputs}, resp.json())
+    assert {t["name"] for t in meta["inputs"]} == {"book_ids", "user_id", "k"}
+
+
 def test_user_id_history_comes_from_feast_redis(served, infer):
     server, name, _out, _redis, recent, _data_dir = served
     row = recent.iloc[0]
@@ -81,6 +90,20 @@ def test_user_id_history_comes_from_feast_redis(served, infer):
     assert outputs["degraded"] == [False]
     # The history read through the fast path is the one Feast materialized: none of it is recommended.
     assert not set(outputs["book_id"]) & {int(b) for b in row.recent_book_ids}
+
+
+def test_an_unknown_reader_gets_popular_books_marked_degraded_like_an_unknown_card(served, infer, scrape):
+    """`degraded` means the same for every model: the answer did not use the entity's stored features."""
+    server, name, *_ = served
+    resp = infer(server.url, name, [{"name": "user_id", "datatype": "INT64", "shape": [1], "data": [987654321]}],
+                 parameters={"k": 5})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    outputs = {o["name"]: o["data"] for o in body["outputs"]}
+    assert outputs["degraded"] == [True] and body["parameters"]["degraded"] is True
+    assert len(outputs["book_id"]) == 5  # still an answer: the popular books
+    assert f'mlplat_model_degraded_responses_total{{model="{name}",reason="unknown_entity"}}' in scrape(
+        server.process)
 
 
 def test_metrics_and_drift_gauge_are_exported(served, infer, scrape):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import socket
 
 import pytest
 
@@ -35,6 +37,33 @@ def _predictions(metrics: str, name: str) -> float:
 
 def _text(data, datatype="BYTES"):
     return [{"name": "text", "datatype": datatype, "shape": [len(data)], "data": data}]
+
+
+def test_metadata_describes_the_inputs_and_outputs(served, infer, check_metadata):
+    server, name = served
+    inputs = _text(["good great happy", "bad sad awful"])
+    resp = infer(server.url, name, inputs)
+    assert resp.status_code == 200, resp.text
+    meta = check_metadata(server.url, name, {"inputs": inputs}, resp.json())
+    assert {t["name"]: t["shape"] for t in meta["outputs"]}["probabilities"] == [-1, 3]
+
+
+def test_an_oversized_request_is_refused_before_it_is_read(served):
+    """413 from the declared length alone: the body is never sent, let alone parsed."""
+    server, name = served
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(f"POST /v2/models/{name}/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     "Content-Type: application/json\r\nContent-Length: 100000000\r\n\r\n".encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), answer
+    assert "request body of 100000000 bytes exceeds the limit of 8388608 bytes" in json.loads(body)["error"]
 
 
 def test_batch_is_scored(served, infer):
@@ -103,3 +132,20 @@ def test_bench_load_generators_measure_a_real_server(served, scrape, tool):
     assert result["tool"] == tool and result["non_2xx"] == 0
     assert set(result) == {"tool", "p50_ms", "p99_ms", "rps", "non_2xx"} and result["p50_ms"] <= result["p99_ms"]
     assert _predictions(scrape(server.process), name) > before  # the load reached the model
+
+
+def test_no_drift_is_reported_before_the_minimum_sample_size(served, shared_mlserver, infer, scrape):
+    """The minimum sample size (`workloads.pipelines.retrainMinSamples`, here the runtime's drift_min_samples):
+    a few hundred unusual requests report no drift, so no drift alert fires and nothing is retrained."""
+    _server, trained = served
+    settings = json.loads((shared_mlserver.repo / trained / "model-settings.json").read_text())
+    name = shared_mlserver.add(ModelEntry("sentiment-min-samples", "sentiment", settings["parameters"]["uri"],
+                                          {"drift_min_samples": 300}))
+    gauge = f'mlplat_model_drift_psi{{feature="text_length",model="{name}"}}'
+    unusual = " ".join(["word"] * 60)  # far longer than the training texts
+    for _ in range(250):
+        assert infer(shared_mlserver.url, name, _text([unusual])).status_code == 200
+    assert gauge not in scrape(shared_mlserver.process)
+    for _ in range(100):
+        assert infer(shared_mlserver.url, name, _text([unusual])).status_code == 200
+    assert gauge in scrape(shared_mlserver.process)  # enough observations: now it is measured

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from contracts import model_registry
 from ml.model_plugin import load_plugin
 from ml.models.recommendation import train
 from ml.serving.settings import ModelEntry
@@ -32,6 +33,7 @@ def test_training_reports_protocol_metrics_and_baselines(trained):
     for key in ("ndcg@10", "recall@10", "baseline.popularity.ndcg@10", "baseline.item_knn.ndcg@10",
                 "baseline.ease_untuned.ndcg@10"):
         assert 0.0 <= out.metrics[key] <= 1.0, key
+    assert set(out.metrics) >= set(model_registry.get("recommendation").metrics)  # what a gate may name
     # On synthetic taste clusters the learned model must beat popularity by a clear margin.
     assert out.metrics["ndcg@10"] > out.metrics["baseline.popularity.ndcg@10"] + 0.05
     assert read_metadata(out.model_dir)["name"] == "recommendation"

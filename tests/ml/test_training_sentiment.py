@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
+from contracts import model_registry
 from ml.model_plugin import load_plugin
 from ml.models.sentiment import data, train
 from ml.serving.settings import ModelEntry
@@ -32,6 +33,7 @@ def test_training_reports_human_and_lexicon_figures(trained):
         for key in ("macro_f1", "accuracy", "f1_negative", "f1_neutral", "f1_positive"):
             assert 0.0 <= out.metrics[f"{prefix}_{key}"] <= 1.0, key
         assert out.metrics[f"{prefix}_macro_f1"] > 0.8  # far above chance (0.33) on the planted signal
+    assert set(out.metrics) >= set(model_registry.get("sentiment").metrics)  # what a gate may name is produced
     assert next(iter(out.metrics)) == "human_macro_f1"  # what summaries show first
     assert out.metrics["human_rows"] == out.info["test_rows_human"] == 150
     assert out.info["rows_twitter"] > 0 and out.info["rows_reddit"] > 0 and out.info["train_rows_human"] == 599

@@ -11,7 +11,8 @@ Online features (device_trust_score, velocity_last_24h, cardholder_age) come fro
 Feast key layout (ml/serving/online.py) in one round trip per request (all rows pipelined), with a
 `feature_timeout_ms` (default 20) socket timeout and no retries. If the store errors or times out, or an entity is not
 in it, the row is scored with the training medians saved in `mlplat-model.json`
-(`params.online_defaults`), marked degraded and counted in `mlplat_model_degraded_responses_total`.
+(`params.online_defaults`), marked degraded and counted in `mlplat_model_degraded_responses_total` (reason
+`feature_store_error`, or `unknown_entity` for each row whose card or device the store does not hold).
 
 `parameters.extra`: `redis_url` (no store configured -> every row degraded, reason `no_store`),
 `feast_project` (default `mlplat`), `feature_timeout_ms`, `online_client` (`resp` or `redis-py`,
@@ -40,7 +41,7 @@ from ml.models.fraud.features import (
     ONLINE_FEATURES,
     REQUEST_FEATURES,
 )
-from ml.serving.runtime_base import FLOAT_MAX, INT_RANGE, ReferenceRuntime, Unprocessable, tensor
+from ml.serving.runtime_base import FLOAT_MAX, INT_RANGE, ReferenceRuntime, Unprocessable, spec, tensor
 from ml.training.outputs import read_metadata
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,21 @@ _DRIFT = ("amount", "transaction_hour", *ONLINE_FEATURES)
 
 
 class FraudRuntime(ReferenceRuntime):
+    INPUTS = (
+        spec("card_id", "INT64", [-1], "card entity (Feast view card_features)"),
+        spec("device_id", "INT64", [-1], "device entity (Feast view device_features)"),
+        spec("amount", "FP64", [-1], "transaction amount (any numeric datatype)"),
+        spec("transaction_hour", "INT64", [-1], "hour of day, 0-23"),
+        spec("merchant_category", "BYTES", [-1], "one of the training data's merchant categories"),
+        spec("foreign_transaction", "INT64", [-1], "0 or 1 (INT or BOOL)"),
+        spec("location_mismatch", "INT64", [-1], "0 or 1 (INT or BOOL)"),
+    )
+    OUTPUTS = (
+        spec("fraud_probability", "FP32", [-1]),
+        spec("is_fraud", "BOOL", [-1], "fraud_probability >= the model's threshold"),
+        spec("degraded", "BOOL", [-1], "the row was scored without its stored online features"),
+    )
+
     def load_artifact(self, model_dir: Path, extra: dict[str, Any]) -> None:
         self.model = FraudModel.load(model_dir)
         self.threshold = float(self.model.threshold)
@@ -122,6 +138,7 @@ class FraudRuntime(ReferenceRuntime):
         """Online features of every row, all rows in one pipelined round trip."""
         n = len(cards)
         found_rows: list[dict[str, Any]] = [{}] * n
+        store_answered = False
         if self.reader is None:
             self.metrics.degraded("no_store", n)
         else:
@@ -129,6 +146,7 @@ class FraudRuntime(ReferenceRuntime):
             try:
                 found_rows = self.reader.get_many(
                     [{"card_id": card, "device_id": device} for card, device in zip(cards, devices, strict=True)])
+                store_answered = True
             except Exception:  # any store failure (down, timeout, protocol) -> defaults
                 self.metrics.degraded("feature_store_error", n)
             finally:
@@ -144,8 +162,8 @@ class FraudRuntime(ReferenceRuntime):
                     values[f].append(self.defaults[f])
                 else:
                     values[f].append(float(v))
-            if row_degraded and found:
-                self.metrics.degraded("missing_features")
+            if row_degraded and store_answered:
+                self.metrics.degraded("unknown_entity")
             degraded.append(row_degraded)
         return values, degraded
 

@@ -19,6 +19,7 @@ SPEC = ModelSpec(
     plugin="ml.models.fraud.plugin.FraudPlugin",
     quality_gates={"auc": 0.95, "f1": 0.90},
     sample_gates={"auc": 0.90},
+    metrics=("auc", "pr_auc", "precision", "recall", "f1"),
     features=Features(
         module="ml.models.fraud.features",
         entities=("card", "device"),

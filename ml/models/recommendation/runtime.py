@@ -7,8 +7,10 @@ Response: `book_id` (INT64 [k]), `score` (FP32 [k]), `title` (BYTES [k]); books 
 history are never returned. Unknown book ids -> 422 naming them.
 
 `parameters.extra`: `redis_url`, `feast_project`, `feature_timeout_ms` (default 20), `online_client` for `user_id`.
-If the store fails, the runtime answers with the popular-books fallback, output `degraded` = true
-and counts it in `mlplat_model_degraded_responses_total`.
+If the store fails, or does not know the reader (`user_id` with no stored history), the runtime answers
+with the popular-books fallback, output `degraded` = true, and counts it in
+`mlplat_model_degraded_responses_total` (reason `feature_store_error` / `unknown_entity`): the same
+meaning as every model's `degraded` (docs/MODELS.md): the answer did not use the entity's stored features.
 """
 
 from __future__ import annotations
@@ -23,13 +25,24 @@ from mlserver.types import InferenceRequest, InferenceResponse
 from ml.data.feast_repo import PROJECT
 from ml.models.recommendation.algorithm import Recommender, UnknownItemError
 from ml.models.recommendation.features import READER_FEATURES, READER_VIEW
-from ml.serving.runtime_base import BadRequest, ReferenceRuntime, Unprocessable, tensor
+from ml.serving.runtime_base import BadRequest, ReferenceRuntime, Unprocessable, spec, tensor
 
 MAX_K = 100
 
 
 class RecommendationRuntime(ReferenceRuntime):
     max_batch = 1000  # longest accepted history
+    INPUTS = (
+        spec("book_ids", "INT64", [-1], "the reader's recent books (may be empty); send this or user_id"),
+        spec("user_id", "INT64", [1], "a reader whose history is in the online store; send this or book_ids"),
+        spec("k", "INT64", [1], f"optional: how many books, 1..{MAX_K} (default 10; also a request parameter)"),
+    )
+    OUTPUTS = (
+        spec("book_id", "INT64", [-1]),
+        spec("score", "FP32", [-1]),
+        spec("title", "BYTES", [-1]),
+        spec("degraded", "BOOL", [1], "answered without the reader's stored history (popular books)"),
+    )
 
     def load_artifact(self, model_dir: Path, extra: dict[str, Any]) -> None:
         self.model = Recommender.load(model_dir)
@@ -82,8 +95,9 @@ class RecommendationRuntime(ReferenceRuntime):
         finally:
             self.metrics.fetch_seconds.observe(time.perf_counter() - started)
         history = found.get("recent_book_ids")
-        if history is None:  # unknown reader: a cold start, not a failure
-            return [], False
+        if history is None:  # unknown reader: popular books, answered but without the reader's history
+            self.metrics.degraded("unknown_entity")
+            return [], True
         return [b for b in history if b in self.model.known_items], False
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:

@@ -19,6 +19,7 @@ SPEC = ModelSpec(
     plugin="ml.models.recommendation.plugin.RecommendationPlugin",
     quality_gates={"ndcg@10": 0.32},
     sample_gates={"ndcg@10": 0.15},
+    metrics=("ndcg@10", "recall@10"),
     features=Features(
         module="ml.models.recommendation.features",
         entities=("book", "reader"),

@@ -16,12 +16,19 @@ import numpy as np
 from mlserver.types import InferenceRequest, InferenceResponse
 
 from ml.models.sentiment.algorithm import CLASSES, SentimentModel
-from ml.serving.runtime_base import ReferenceRuntime, Unprocessable, tensor
+from ml.serving.runtime_base import ReferenceRuntime, Unprocessable, spec, tensor
 
 MAX_TEXT_CHARS = 20_000
 
 
 class SentimentRuntime(ReferenceRuntime):
+    INPUTS = (spec("text", "BYTES", [-1], f"raw texts, one per row, at most {MAX_TEXT_CHARS} characters each"),)
+    OUTPUTS = (
+        spec("label", "INT64", [-1], "-1 negative, 0 neutral, 1 positive"),
+        spec("probabilities", "FP32", [-1, len(CLASSES)], "columns in the order -1, 0, 1"),
+        spec("confidence", "FP32", [-1]),
+    )
+
     def load_artifact(self, model_dir: Path, extra: dict[str, Any]) -> None:
         self.model = SentimentModel.load(model_dir)
         self.classes = np.asarray(CLASSES, dtype=np.int64)

@@ -24,5 +24,7 @@ SPEC = ModelSpec(
     quality_gates={"human_macro_f1": 0.72, "lexicon_macro_f1": 0.85},
     # Sample-data floors never exceed the production floors (tests/infra/test_model_registry.py).
     sample_gates={"human_macro_f1": 0.72, "lexicon_macro_f1": 0.80},
+    metrics=tuple(f"{source}_{m}" for source in ("human", "lexicon")
+                  for m in ("macro_f1", "accuracy", "f1_negative", "f1_neutral", "f1_positive")),
     features=None,  # the text is the only input (ml/models/sentiment/features.py says why)
 )
