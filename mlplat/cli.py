@@ -82,17 +82,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         if module in seen:
             continue
         seen.add(module)
-        try:
-            loaded = importlib.import_module(module)
-        except ImportError:
-            if only is not None or _in_env(env):
-                raise
-            # `mlplat --help` in the other environment, which lacks this module's libraries: list its commands
-            # (running one re-executes in its environment, where the full help is).
-            for other, other_module, _env in COMMANDS:
-                if other_module == module:
-                    sub.add_parser(other, help=f"(runs in the {env} environment: `mlplat {other} --help`)")
-            continue
+        loaded = importlib.import_module(module)
         loaded.register(sub)
     return parser
 
