@@ -3,9 +3,10 @@
 # when an earlier one fails; the exit status is non-zero if any failed.
 #   scripts/test.sh          everything (what `make test` and CI run)
 #   scripts/test.sh --fast   the fast lane: unit tests only, no process started, no chart rendered
-# Both use the two cores with pytest-xdist; `--dist loadgroup` keeps the modules that share one
-# expensive set-up (a stack's conformance run, a running local platform) on one worker, so it is
-# made once.
+# Each suite uses the two cores with pytest-xdist; `--dist loadgroup` keeps the tests that share one
+# expensive set-up (a stack's conformance run, a running local platform) on one worker, so it is made
+# once (tests/conftest.py). The IaC suite (rendering, checkov: CPU) and the ML suite (much of it waiting
+# on the servers it starts) run side by side; the IaC suite's output follows the ML suite's.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 fast=0
@@ -21,8 +22,10 @@ fi
 status=0
 run() {
   local name=$1; shift
+  local started=$SECONDS
   printf '\n=== %s: %s\n' "$name" "$*"
-  "$@" || { printf '=== %s FAILED\n' "$name"; status=1; }
+  if "$@"; then printf '=== %s: passed in %d s\n' "$name" $((SECONDS - started))
+  else printf '=== %s FAILED (%d s)\n' "$name" $((SECONDS - started)); return 1; fi
 }
 # Suites whose directory holds no test file yet are skipped by name, not silently.
 suite() {
@@ -33,10 +36,17 @@ suite() {
   run "$name" "$python" -m pytest "${pytest_args[@]}" "${dirs[@]}"
 }
 started=$SECONDS
-run lint .venv/bin/ruff check .
-suite "iac (mocks, policies)" .venv/bin/python tests/infra tests/policy
-suite "ml (models, local platform, runbooks)" .venv-ml/bin/python tests/ml tests/local tests/runbooks
+run lint .venv/bin/ruff check . || status=1
+iac_log=$(mktemp)
+trap 'rm -f "$iac_log"' EXIT
+suite "iac (mocks, policies, conformance)" .venv/bin/python tests/infra tests/policy >"$iac_log" 2>&1 &
+iac_pid=$!
+suite "ml (models, local platform, runbooks)" .venv-ml/bin/python tests/ml tests/local tests/runbooks || status=1
+wait "$iac_pid" || status=1
+cat "$iac_log"
 # Seven tests through the pack's gRPC analyzer: serial (its environment has no xdist).
-[ $fast -eq 1 ] || run "policy pack" .venv-policy/bin/python -m pytest -q -p no:cacheprovider tests/policy_pack
+if [ $fast -eq 0 ]; then
+  run "policy pack" .venv-policy/bin/python -m pytest -q -p no:cacheprovider tests/policy_pack || status=1
+fi
 printf '\n=== all suites in %d s\n' $((SECONDS - started))
 exit $status
