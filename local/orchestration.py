@@ -18,8 +18,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from contracts import local_platform
 from contracts.pipelines import GATES_SOURCE_TAG
-from local import feast_local, pipeline_runs, prometheus, serving, smoke, training
+from local import consistency, discovery, feast_local, pipeline_runs, prometheus, serving, smoke, training
 from local.config import LocalConfig
 from local.report import Progress, summary_text, table
 from local.services import ORDER, Decision, decide, ensure, healthy, missing_entry_points
@@ -31,6 +32,10 @@ SUMMARY_FILE = "summary.json"
 
 class SetupError(RuntimeError):
     """A problem the user must fix before the platform can start (message says what to do)."""
+
+
+class Interrupted(RuntimeError):
+    """`up` was interrupted (Ctrl-C); what it had started is stopped again (named in the message)."""
 
 
 def preflight(cfg: LocalConfig) -> list[str]:
@@ -58,13 +63,44 @@ def _services(cfg: LocalConfig) -> list[str]:
 
 
 def up(cfg: LocalConfig, progress: Progress | None = None) -> int:
-    p = progress or Progress()
+    """Start (or reuse) every service, train or reuse the models, serve them, smoke-test. Interrupted, it stops
+    the services this run started (those an earlier `up` started and this one reused keep running) and
+    records the platform as `interrupted`, so `status` exits 1 and the next `up` starts what is missing."""
     sup = Supervisor(cfg.state_dir)
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    before = {(r.pid, r.start_ticks) for r in sup.records()}
+    began = time.time()
+    try:
+        return _up(cfg, progress or Progress(), sup)
+    except KeyboardInterrupt:
+        stopped = []
+        for rec in sup.records():
+            if (rec.pid, rec.start_ticks) not in before:
+                sup.stop(rec.name)
+                stopped.append(rec.name)
+        _mark(cfg, began, "interrupted")
+        what = f"stopped what it had started ({', '.join(stopped)})" if stopped else "it had started nothing yet"
+        raise Interrupted(f"interrupted; {what}. `mlplat local up` (same flags) starts the platform again") \
+            from None
+    except BaseException:
+        _mark(cfg, began, "failed")
+        raise
+
+
+def _mark(cfg: LocalConfig, began: float, phase: str) -> None:
+    # Only a record this run wrote: a refused `up` (a port taken, a bad flag) says nothing about a platform
+    # an earlier `up` started.
+    found = local_platform.read(cfg.state_dir)
+    if found is not None and found.updated >= began:
+        discovery.set_phase(cfg.state_dir, phase)
+
+
+def _up(cfg: LocalConfig, p: Progress, sup: Supervisor) -> int:
     p.say(f"mlplat local up: state in {cfg.state_dir}")
     for note in preflight(cfg):
         p.detail(note)
     decisions: dict[str, Decision] = {name: decide(cfg, sup, name) for name in _services(cfg)}
+    discovery.record(cfg, list(decisions), "starting")
     # Redis is not part of this run: stop one an earlier `up --redis` left behind.
     if not cfg.redis and sup.running("redis"):
         sup.stop("redis")
@@ -116,7 +152,7 @@ def up(cfg: LocalConfig, progress: Progress | None = None) -> int:
             states.append(reused[name])
             continue
         report = reports[name]
-        state = training.registered(cfg.mlflow_url, name, data_fp) if report.version else None
+        state = training.serving_state(cfg.mlflow_url, name) if report.version else None
         if report.status != "SUCCEEDED" or state is None:
             failed = next((s for s in report.steps if s.status == "failed"), None)
             where = f"step {failed.step}: {failed.summary}" if failed else report.error
@@ -185,6 +221,7 @@ def up(cfg: LocalConfig, progress: Progress | None = None) -> int:
         "finished": time.time(),
     }
     (cfg.state_dir / SUMMARY_FILE).write_text(json.dumps(doc, indent=1, default=str))
+    discovery.record(cfg, list(decisions), "up")
     print(summary_text(doc), file=p.stream, flush=True)
     return 0 if ok else 1
 
@@ -334,18 +371,51 @@ def status_rows(cfg: LocalConfig) -> list[dict[str, Any]]:
     return rows
 
 
-def status(cfg: LocalConfig, as_json: bool = False) -> int:
-    """Exit 0 when every service `up` started is up; 1 when one is dead or unhealthy, or none is recorded."""
+PHASE_PROBLEM = {
+    "starting": "the last `mlplat local up` has not finished (it is still running, or was killed)",
+    "interrupted": "the last `mlplat local up` was interrupted: the platform is half-started",
+    "failed": "the last `mlplat local up` failed: the platform is half-started",
+    "down": "the platform was stopped (`mlplat local down`)",
+}
+
+
+def live_state(cfg: LocalConfig) -> dict[str, Any]:
+    """What runs now, from the running services: each service's health, the phase `up` recorded, services
+    `up` meant to start that are missing, and per model the registry alias, slot and served version."""
     rows = status_rows(cfg)
-    summary_path = cfg.state_dir / SUMMARY_FILE
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-    all_up = bool(rows) and all(r["state"] == "up" for r in rows)
+    record = local_platform.read(cfg.state_dir)
+    names = {r["name"] for r in rows}
+    problems = []
+    if record is not None and record.phase != "up":
+        problems.append(PHASE_PROBLEM.get(record.phase, f"phase {record.phase}"))
+    missing = [s for s in (record.services if record else ()) if s not in names]
+    if missing and (record is None or record.phase != "down"):
+        problems.append(f"not started: {', '.join(missing)}")
+    down_ = [r["name"] for r in rows if r["state"] != "up"]
+    if down_:
+        problems.append(f"down: {', '.join(down_)}")
+    models: list[consistency.Agreement] = []
+    up_names = {r["name"] for r in rows if r["state"] == "up"}
+    if record is not None and {"mlflow", "mlserver"} <= up_names:
+        models = consistency.check(record.tracking_uri, record.serving_url, record.slot_dir, record.models)
+        problems += [f"registry and serving disagree: {m.line()}" for m in models if not m.ok]
+    ok = bool(rows) and not problems
+    return {"ok": ok, "phase": record.phase if record else None, "services": rows, "missing": missing,
+            "models": models, "problems": problems}
+
+
+def status(cfg: LocalConfig, as_json: bool = False) -> int:
+    """Exit 0 when every service `up` started is up, that `up` finished and every model's registry alias,
+    slot and served version agree; 1 otherwise (also when nothing is recorded)."""
+    state = live_state(cfg)
+    rows = state["services"]
     if as_json:
-        print(json.dumps({"ok": all_up, "services": rows,
-                          "models": (summary or {}).get("models", []) if rows else []}, indent=1, default=str))
-        return 0 if all_up else 1
+        print(json.dumps({**state, "models": [m.as_dict() for m in state["models"]]}, indent=1, default=str))
+        return 0 if state["ok"] else 1
     if not rows:
         print(f"nothing is running (state in {cfg.state_dir}); start with `mlplat local up`")
+        for problem in state["problems"]:
+            print(f"  {problem}")
         return 1
     print(table([[r["name"], str(r["pid"]), ",".join(str(v) for v in r["ports"].values()),
                   r["state"] if r["state"] == "up" else r["state"].upper(), r["url"], r["log"]] for r in rows],
@@ -355,13 +425,28 @@ def status(cfg: LocalConfig, as_json: bool = False) -> int:
             what = "is not running" if r["state"] == "dead" else "runs but does not answer its health check"
             print(f"\n{r['name']} (pid {r['pid']}) {what}; last lines of {r['log']}:")
             print("\n".join(f"  | {line}" for line in r["log_tail"]) or "  | (empty)")
-    if summary and any(r["name"] == "mlserver" and r["state"] == "up" for r in rows):
-        print("\nserved models: " + ", ".join(f"{m['name']} v{m['version']} ({m['alias']})"
-                                              for m in summary["models"]))
-    if not all_up:
-        down = [r["name"] for r in rows if r["state"] != "up"]
-        print(f"\nDOWN: {', '.join(down)}. `mlplat local up` (same flags) restarts what is down.")
-    return 0 if all_up else 1
+    if state["models"]:
+        def v(x: str | None) -> str:
+            return f"v{x}" if x else "-"
+
+        print("\nmodels (live: registry alias, champion slot, what MLServer serves):")
+        print(table([[m.model, m.alias or "-", v(m.alias_version), v(m.slot_version), v(m.served_version),
+                      m.server_state or "-", "ok" if m.ok else "MISMATCH"] for m in state["models"]],
+                    ["model", "alias", "registry", "slot", "served", "server", "agree"]))
+    if not state["ok"]:
+        print("\nPROBLEMS:")
+        for problem in state["problems"]:
+            print(f"  {problem}")
+        if any(not m.ok for m in state["models"]):
+            print("  the command that changed the model said how to recover; `mlplat model approve NAME VERSION ...` "
+                  "and `mlplat runbook run model-rollback --env local --execute --param model=NAME` are safe to "
+                  "repeat and make the slot and the server follow the alias")
+        down_ = [r["name"] for r in rows if r["state"] != "up"]
+        if down_:
+            print(f"\nDOWN: {', '.join(down_)}. `mlplat local up` (same flags) restarts what is down.")
+        elif state["missing"] or state["phase"] not in ("up", None):
+            print("\n`mlplat local up` (same flags) starts what is missing; `mlplat local down` stops everything.")
+    return 0 if state["ok"] else 1
 
 
 def down(cfg: LocalConfig) -> int:
@@ -377,6 +462,7 @@ def down(cfg: LocalConfig) -> int:
             stopped.append(f"{name} (pid {rec.pid})")
         if busy:
             problems.append(f"{name}: port(s) {busy} still in use")
+    discovery.set_phase(cfg.state_dir, "down")
     print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
     still = [p for p in _all_ports(cfg) if port_in_use(p, cfg.host)]
     for msg in problems:
