@@ -43,7 +43,7 @@ class Agreement:
         return self.served_version == self.alias_version and self.slot_version == slot_expected
 
     def line(self) -> str:
-        """`fraud: champion v2, slot v2, served v1` (what a mismatch report names)."""
+        """`<model>: champion alias v2, slot v2, served v1` (what a mismatch report names)."""
         def v(x: str | None) -> str:
             return f"v{x}" if x else "none"
 

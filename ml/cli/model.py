@@ -46,7 +46,8 @@ def registry(command: str, explicit: str | None) -> local_platform.Registry:
     try:
         found = local_platform.registry_for(explicit)
     except local_platform.PlatformNotFound as exc:
-        raise SystemExit(f"mlplat model {command}: {exc}; or pass --tracking-uri URI") from None
+        print(f"mlplat model {command}: {exc}; or pass --tracking-uri URI", file=sys.stderr)
+        raise SystemExit(2) from None
     print(f"mlplat model {command}: using the {found.source}", file=sys.stderr, flush=True)
     return found
 
