@@ -92,12 +92,14 @@ def champion_version(client: Any, model: str) -> str | None:
 
 
 def _publish(client: Any, model: str, version: str, slot_dir: Path, actor: str) -> None:
+    from mlflow.exceptions import MlflowException
+
     bucket = DirectoryBucket(slot_dir)
     bucket.create_bucket(Bucket=LOCAL_BUCKET)
     try:
         publish_slot(model, version, CHAMPION, LOCAL_BUCKET, tracking_uri=client.tracking_uri, s3_client=bucket,
                      actor=actor)
-    except PublishError as exc:
+    except (PublishError, MlflowException, OSError) as exc:  # OSError: a download or a write that failed
         raise FollowError(f"publishing {model} v{version} to the champion slot failed: {exc}") from exc
 
 
