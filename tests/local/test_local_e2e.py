@@ -140,3 +140,8 @@ def test_readme_model_commands_run_verbatim_after_make_demo(platform, consistent
     assert "registry and serving disagree" not in outputs[2].stdout
     # The rollback returned to the version served before, so the modules after this one see the demo as it was.
     assert client.get_model_version_by_alias("fraud", "champion").version == first
+    # The version the demo's pipeline trained has its card too, read through the platform's MLflow server.
+    piped = subprocess.run([str(platform["repo"] / ".venv" / "bin" / "mlplat"), "model", "card", "fraud", "--version",
+                            first], cwd=platform["repo"], env=env, text=True, capture_output=True, timeout=300,
+                           check=False)
+    assert piped.returncode == 0 and f"# Model card: fraud v{first}" in piped.stdout, piped.stderr[-2000:]
