@@ -36,7 +36,7 @@ from contracts import model_registry
 from contracts.local_platform import SLOTS_DIR
 from local import consistency, serving
 from local.config import LocalConfig
-from local.orchestration import status_rows
+from local.platform_status import status_rows
 from local.services import launch
 from local.smoke import is_degraded
 from local.supervisor import Supervisor, group_members, same_program, wait_ports_free

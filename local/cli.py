@@ -146,7 +146,7 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from local.orchestration import status
+    from local.platform_status import status
 
     try:
         return status(_config(args), as_json=args.json)
