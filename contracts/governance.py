@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from contracts.local_platform import state_dir
+
 # ---- promotion policy (`mlplatform:governance.promotion`) -------------------------------------------
 GATES = "gates"  # the quality gates alone promote a version to champion (dev)
 GATES_AND_APPROVAL = "gatesAndApproval"  # gates + a recorded approval (staging, prod)
@@ -42,7 +44,9 @@ DEFAULT_AUDIT_LOG = Path(".local") / "runbook-audit.jsonl"
 
 
 def audit_log_path() -> Path:
-    return Path(os.environ.get(AUDIT_LOG_ENV) or DEFAULT_AUDIT_LOG)
+    """$MLPLAT_AUDIT_LOG, else `runbook-audit.jsonl` in the local platform's state directory (the file its
+    automatic-rollback receiver writes too)."""
+    return Path(os.environ.get(AUDIT_LOG_ENV) or state_dir() / DEFAULT_AUDIT_LOG.name)
 
 
 class AuditLog:

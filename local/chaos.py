@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from contracts import model_registry
-from local import serving
+from contracts.local_platform import SLOTS_DIR
+from local import consistency, serving
 from local.config import LocalConfig
-from local.orchestration import status_rows
+from local.platform_status import status_rows
 from local.services import launch
 from local.smoke import is_degraded
 from local.supervisor import Supervisor, group_members, same_program, wait_ports_free
@@ -394,6 +395,10 @@ class Chaos:
         rows = status_rows(self.cfg)
         self.check("after", "every service `up` started is up again",
                    ", ".join(f"{r['name']} {r['state']}" for r in rows), all(r["state"] == "up" for r in rows))
+        agreed = consistency.check(self.cfg.mlflow_url, self.cfg.url("http"), self.cfg.path(SLOTS_DIR),
+                                   tuple(self.requests))
+        self.check("after", "registry alias, slot and served version agree for every model",
+                   "; ".join(a.line() for a in agreed), all(a.ok for a in agreed))
         total = tally(self.load.samples)
         self.report.figures["total"] = total
         self.say(f"total: {fmt(total)}")

@@ -14,9 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from contracts import model_registry
+from contracts import local_platform, model_registry
 from contracts.pipelines import GATES_SOURCE_TAG, SAMPLE_DATA, STEPS, pipeline_name
-from local.config import DEFAULT_STATE_DIR, PORT_HELP, LocalConfig, default_ports, otlp_endpoint_from_env
+from local.config import PORT_HELP, LocalConfig, default_ports, otlp_endpoint_from_env
+from local.discovery import recorded_models, resolve_ports
 from local.pipeline_runs import SUMMARY_FILE, arguments, short_path, slots_dir
 from local.services import PORT_FLAGS
 from local.supervisor import PortInUseError
@@ -29,14 +30,15 @@ from ml.service_checks import bound_mlflow_client, check_mlflow, check_model_ser
 # other subcommands need not load (start-up time).
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--state-dir", type=Path, default=Path(os.environ.get("MLPLAT_LOCAL_DIR", DEFAULT_STATE_DIR)),
+def _add_common(p: argparse.ArgumentParser, starts: bool = False) -> None:
+    p.add_argument("--state-dir", type=Path, default=local_platform.state_dir(),
                    help="where pids, logs, stores and artifacts live (default: .local/ in the repo; "
                         "env MLPLAT_LOCAL_DIR)")
     ports = default_ports()
     for name, flag in PORT_FLAGS.items():
-        p.add_argument(flag, dest=f"port_{name}", type=int, default=ports[name], metavar="PORT",
-                       help=f"{PORT_HELP[name]} (default {ports[name]})")
+        where = f"default {ports[name]}" if starts else f"default: the port `up` recorded, else {ports[name]}"
+        p.add_argument(flag, dest=f"port_{name}", type=int, default=None, metavar="PORT",
+                       help=f"{PORT_HELP[name]} ({where})")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,7 +50,7 @@ def register_local(sub: argparse._SubParsersAction) -> None:
     local = sub.add_parser("local", help="run the platform on this machine: up | status | down | chaos")
     actions = local.add_subparsers(dest="action", metavar="ACTION", required=True)
     up = actions.add_parser("up", help="start MLflow, Feast, train + register the models, serve them, smoke-test")
-    _add_common(up)
+    _add_common(up, starts=True)
     up.add_argument("--data", type=Path, default=None, metavar="DIR",
                     help="train on the files in DIR (shared datasets' names and schemas, e.g. ../shared/datasets); "
                          "default: generated sample data")
@@ -86,8 +88,18 @@ def register_local(sub: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace, **extra: object) -> LocalConfig:
-    ports = {name: getattr(args, f"port_{name}") for name in PORT_FLAGS}
-    return LocalConfig(state_dir=args.state_dir, ports=ports, **extra)  # type: ignore[arg-type]
+    """`up`: the flags, else MLPLAT_<NAME>_PORT, else the defaults. Every other command works on the platform
+    `up` recorded in the state directory: its ports and models unless a flag says otherwise."""
+    given = {name: getattr(args, f"port_{name}") for name in PORT_FLAGS}
+    state = Path(args.state_dir).resolve()
+    if args.action == "up":
+        ports = {**default_ports(), **{k: v for k, v in given.items() if v is not None}}
+    else:
+        ports = resolve_ports(state, given)
+        models = recorded_models(state)
+        if models and "models" not in extra:
+            extra["models"] = tuple(m for m in models if m in model_registry.names())
+    return LocalConfig(state_dir=state, ports=ports, **extra)  # type: ignore[arg-type]
 
 
 def _fail(exc: BaseException) -> int:
@@ -96,7 +108,15 @@ def _fail(exc: BaseException) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from local.orchestration import SetupError, up
+    try:
+        return _start(args)
+    except KeyboardInterrupt:  # before `up` itself ran (importing the platform's modules takes seconds)
+        print("mlplat local up: interrupted before anything was started", file=sys.stderr)
+        return 130
+
+
+def _start(args: argparse.Namespace) -> int:
+    from local.orchestration import Interrupted, SetupError, up
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -120,12 +140,15 @@ def _up(args: argparse.Namespace) -> int:
     except DataContractError as exc:
         print(f"mlplat local: the data in {args.data} does not match the expected schema: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"mlplat local up: {exc}", file=sys.stderr)
+        return 130
     except (SetupError, PortInUseError, ValueError) as exc:
         return _fail(exc)
 
 
 def _status(args: argparse.Namespace) -> int:
-    from local.orchestration import status
+    from local.platform_status import status
 
     try:
         return status(_config(args), as_json=args.json)
@@ -177,7 +200,8 @@ def register_pipeline(sub: argparse._SubParsersAction) -> None:
     rn = actions.add_parser("run", help="run one model's pipeline: --local on this machine's platform, else on KFP")
     rn.add_argument("name", choices=model_registry.names())
     rn.add_argument("--local", action="store_true", help="kfp.local on the running local platform (mlplat local up)")
-    rn.add_argument("--state-dir", type=Path, default=Path(os.environ.get("MLPLAT_LOCAL_DIR", DEFAULT_STATE_DIR)))
+    rn.add_argument("--state-dir", type=Path, default=local_platform.state_dir(),
+                    help="the local platform's state directory (default: .local/ in the repo; env MLPLAT_LOCAL_DIR)")
     rn.add_argument("--data", default=None, metavar="DIR|sample",
                     help="data to train on (default: the local platform's data; `sample`: the pipeline generates it)")
     rn.add_argument("--gates", default=None, type=gates_json, metavar="JSON",
@@ -248,7 +272,11 @@ def _pipeline_compile(args: argparse.Namespace) -> int:
 
 
 def _platform(state_dir: Path) -> LocalConfig:
-    return LocalConfig(state_dir=state_dir, ports=default_ports())
+    """The running platform of `state_dir` on the ports its `up` recorded; PlatformNotFound when none runs."""
+    record = local_platform.find_running(state_dir)
+    print(f"using the {record.describe()}", file=sys.stderr, flush=True)
+    return LocalConfig(state_dir=record.state_dir, ports=resolve_ports(record.state_dir, {}),
+                       models=tuple(m for m in record.models if m in model_registry.names()) or model_registry.names())
 
 
 def _pipeline_run(args: argparse.Namespace) -> int:
@@ -272,13 +300,13 @@ def _pipeline_run(args: argparse.Namespace) -> int:
     from local.pipeline_runner import format_report, run, run_exit_status
     from ml.pipelines.steps import TRACKING_WAIT_ENV
 
-    cfg = _platform(args.state_dir)
-    summary = cfg.state_dir / SUMMARY_FILE
-    if not summary.is_file():
-        print(f"mlplat pipeline run --local: no local platform in {cfg.state_dir}; start it with `mlplat local up`",
-              file=sys.stderr)
+    try:
+        cfg = _platform(args.state_dir)
+    except local_platform.PlatformNotFound as exc:
+        print(f"mlplat pipeline run --local: {exc}", file=sys.stderr)
         return 2
-    doc = json.loads(summary.read_text())
+    summary = cfg.state_dir / SUMMARY_FILE
+    doc = json.loads(summary.read_text()) if summary.is_file() else {}
     data = args.data or (doc.get("data_dir") or str(cfg.path("data", "sample")))
     if data != SAMPLE_DATA and not Path(data).is_dir():
         print(f"mlplat pipeline run --local: data directory {data} does not exist", file=sys.stderr)

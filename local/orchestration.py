@@ -18,12 +18,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from contracts import local_platform
 from contracts.pipelines import GATES_SOURCE_TAG
-from local import feast_local, pipeline_runs, prometheus, serving, smoke, training
+from local import discovery, feast_local, pipeline_runs, prometheus, serving, smoke, training
 from local.config import LocalConfig
-from local.report import Progress, summary_text, table
-from local.services import ORDER, Decision, decide, ensure, healthy, missing_entry_points
-from local.supervisor import Supervisor, port_in_use, same_program
+from local.report import Progress, summary_text
+from local.services import ORDER, Decision, decide, ensure, missing_entry_points
+from local.supervisor import Supervisor, port_in_use
 from ml.training.outputs import METADATA_FILE
 
 SUMMARY_FILE = "summary.json"
@@ -31,6 +32,10 @@ SUMMARY_FILE = "summary.json"
 
 class SetupError(RuntimeError):
     """A problem the user must fix before the platform can start (message says what to do)."""
+
+
+class Interrupted(RuntimeError):
+    """`up` was interrupted (Ctrl-C); what it had started is stopped again (named in the message)."""
 
 
 def preflight(cfg: LocalConfig) -> list[str]:
@@ -70,13 +75,44 @@ def _services(cfg: LocalConfig) -> list[str]:
 
 
 def up(cfg: LocalConfig, progress: Progress | None = None) -> int:
-    p = progress or Progress()
+    """Start (or reuse) every service, train or reuse the models, serve them, smoke-test. Interrupted, it stops
+    the services this run started (those an earlier `up` started and this one reused keep running) and
+    records the platform as `interrupted`, so `status` exits 1 and the next `up` starts what is missing."""
     sup = Supervisor(cfg.state_dir)
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    before = {(r.pid, r.start_ticks) for r in sup.records()}
+    began = time.time()
+    try:
+        return _up(cfg, progress or Progress(), sup)
+    except KeyboardInterrupt:
+        stopped = []
+        for rec in sup.records():
+            if (rec.pid, rec.start_ticks) not in before:
+                sup.stop(rec.name)
+                stopped.append(rec.name)
+        _mark(cfg, began, "interrupted")
+        what = f"stopped what it had started ({', '.join(stopped)})" if stopped else "it had started nothing yet"
+        raise Interrupted(f"interrupted; {what}. `mlplat local up` (same flags) starts the platform again") \
+            from None
+    except BaseException:
+        _mark(cfg, began, "failed")
+        raise
+
+
+def _mark(cfg: LocalConfig, began: float, phase: str) -> None:
+    # Only a record this run wrote: a refused `up` (a port taken, a bad flag) says nothing about a platform
+    # an earlier `up` started.
+    found = local_platform.read(cfg.state_dir)
+    if found is not None and found.updated >= began:
+        discovery.set_phase(cfg.state_dir, phase)
+
+
+def _up(cfg: LocalConfig, p: Progress, sup: Supervisor) -> int:
     p.say(f"mlplat local up: state in {cfg.state_dir}")
     for note in preflight(cfg):
         p.detail(note)
     decisions: dict[str, Decision] = {name: decide(cfg, sup, name) for name in _services(cfg)}
+    discovery.record(cfg, list(decisions), "starting")
     stop_redis_left_behind(cfg, sup, p.say)
     if cfg.data_dir is not None:  # before anything starts: a schema error must not leave services behind
         with p.step(f"checking the data contract of {cfg.data_dir}"):
@@ -126,7 +162,7 @@ def up(cfg: LocalConfig, progress: Progress | None = None) -> int:
             states.append(reused[name])
             continue
         report = reports[name]
-        state = training.registered(cfg.mlflow_url, name, data_fp) if report.version else None
+        state = training.serving_state(cfg.mlflow_url, name) if report.version else None
         if report.status != "SUCCEEDED" or state is None:
             failed = next((s for s in report.steps if s.status == "failed"), None)
             where = f"step {failed.step}: {failed.summary}" if failed else report.error
@@ -195,6 +231,7 @@ def up(cfg: LocalConfig, progress: Progress | None = None) -> int:
         "finished": time.time(),
     }
     (cfg.state_dir / SUMMARY_FILE).write_text(json.dumps(doc, indent=1, default=str))
+    discovery.record(cfg, list(decisions), "up")
     print(summary_text(doc), file=p.stream, flush=True)
     return 0 if ok else 1
 
@@ -313,68 +350,6 @@ def _prometheus(cfg: LocalConfig, sup: Supervisor, decisions: dict[str, Decision
     return f"{cfg.url('prometheus')} scraping MLServer; {rules}"
 
 
-LOG_TAIL_LINES = 12
-
-
-def log_tail(path: str | Path, lines: int = LOG_TAIL_LINES) -> list[str]:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - 64 * 1024))  # a long log: read its end only
-            return f.read().decode(errors="replace").splitlines()[-lines:]
-    except OSError as exc:
-        return [f"(no log: {exc})"]
-
-
-def status_rows(cfg: LocalConfig) -> list[dict[str, Any]]:
-    """Every service `up` started (its record), running or not: state `up`, `unhealthy` (running, not
-    answering its health check) or `dead` (the recorded process is gone); the log tail when not up.
-    Read-only: a dead service's record stays until the next `up` or `down`."""
-    sup = Supervisor(cfg.state_dir)
-    rows = []
-    names = [*ORDER, *(r.name for r in sup.records() if r.name not in ORDER)]
-    for name in names:
-        rec = sup.get(name)
-        if rec is None:
-            continue
-        alive = same_program(rec)
-        ok = alive and healthy(cfg, rec)
-        state = "up" if ok else ("unhealthy" if alive else "dead")
-        rows.append({"name": name, "pid": rec.pid, "ports": rec.ports, "url": rec.url, "log": rec.log,
-                     "healthy": ok, "state": state, "log_tail": [] if ok else log_tail(rec.log)})
-    return rows
-
-
-def status(cfg: LocalConfig, as_json: bool = False) -> int:
-    """Exit 0 when every service `up` started is up; 1 when one is dead or unhealthy, or none is recorded."""
-    rows = status_rows(cfg)
-    summary_path = cfg.state_dir / SUMMARY_FILE
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-    all_up = bool(rows) and all(r["state"] == "up" for r in rows)
-    if as_json:
-        print(json.dumps({"ok": all_up, "services": rows,
-                          "models": (summary or {}).get("models", []) if rows else []}, indent=1, default=str))
-        return 0 if all_up else 1
-    if not rows:
-        print(f"nothing is running (state in {cfg.state_dir}); start with `mlplat local up`")
-        return 1
-    print(table([[r["name"], str(r["pid"]), ",".join(str(v) for v in r["ports"].values()),
-                  r["state"] if r["state"] == "up" else r["state"].upper(), r["url"], r["log"]] for r in rows],
-                ["service", "pid", "ports", "state", "url", "log"]))
-    for r in rows:
-        if r["state"] != "up":
-            what = "is not running" if r["state"] == "dead" else "runs but does not answer its health check"
-            print(f"\n{r['name']} (pid {r['pid']}) {what}; last lines of {r['log']}:")
-            print("\n".join(f"  | {line}" for line in r["log_tail"]) or "  | (empty)")
-    if summary and any(r["name"] == "mlserver" and r["state"] == "up" for r in rows):
-        print("\nserved models: " + ", ".join(f"{m['name']} v{m['version']} ({m['alias']})"
-                                              for m in summary["models"]))
-    if not all_up:
-        down = [r["name"] for r in rows if r["state"] != "up"]
-        print(f"\nDOWN: {', '.join(down)}. `mlplat local up` (same flags) restarts what is down.")
-    return 0 if all_up else 1
-
-
 def down(cfg: LocalConfig) -> int:
     sup = Supervisor(cfg.state_dir)
     names = [*reversed(ORDER), *(r.name for r in sup.records() if r.name not in ORDER)]
@@ -388,6 +363,7 @@ def down(cfg: LocalConfig) -> int:
             stopped.append(f"{name} (pid {rec.pid})")
         if busy:
             problems.append(f"{name}: port(s) {busy} still in use")
+    discovery.set_phase(cfg.state_dir, "down")
     print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
     still = [p for p in _all_ports(cfg) if port_in_use(p, cfg.host)]
     for msg in problems:

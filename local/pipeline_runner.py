@@ -179,8 +179,11 @@ def format_report(report: RunReport, indent: str = "      ") -> list[str]:
 
 
 def start(name: str, arguments: dict[str, Any], *, root: Path, log_path: Path, report_path: Path,
-          ir: Path | None = None) -> subprocess.Popen[bytes]:
-    """`run` in a child process (so several models' runs overlap); read its result with `collect`."""
+          ir: Path | None = None, own_group: bool = False) -> subprocess.Popen[bytes]:
+    """`run` in a child process (so several models' runs overlap); read its result with `collect`. With
+    `own_group`, in a process group of its own, so the run and every step process kfp.local starts can be
+    stopped together (local/pipeline_runs.py `stop`: an interrupted `local up`); without it, the run belongs
+    to its caller's group (the drift-retrain receiver: `local down` stops the receiver and its runs)."""
     argv = [sys.executable, "-m", "local.pipeline_runner", name, "--args", json.dumps(arguments), "--root", str(root),
             "--log", str(log_path), "--report", str(report_path)]
     if ir is not None:
@@ -190,7 +193,8 @@ def start(name: str, arguments: dict[str, Any], *, root: Path, log_path: Path, r
     # (ml/serving/processes.py): a child must not inherit the parent's.
     env = {k: v for k, v in os.environ.items() if k not in PROMETHEUS_DIR_VARIABLES}
     with open(log_path, "a") as log:
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=own_group)
 
 
 def collect(name: str, proc: subprocess.Popen[bytes], report_path: Path, log_path: Path) -> RunReport:

@@ -10,9 +10,12 @@ starting when they begin: the `register` step waits for it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,13 +49,31 @@ def run_all(cfg: LocalConfig, runs: dict[str, dict[str, Any]], say: Callable[[st
             parallel: int | None = None) -> dict[str, Any]:
     """Run each model's pipeline (`runs`: model -> arguments), `parallel` at a time; print each run's steps
     as it finishes. Returns model -> RunReport. The trained artifact is copied to `<state>/train/<model>`."""
-    from local.pipeline_runner import collect, format_report, start  # the KFP SDK: start-up time of the CLI
-
     parallel = max(1, parallel or min(len(runs), os.cpu_count() or 1, 3))
-    root, logs = cfg.path("pipelines", "root"), cfg.path("pipelines")
     pending = list(runs)
     active: dict[str, tuple[Any, Path, Path]] = {}
     reports: dict[str, Any] = {}
+    try:
+        _run_loop(cfg, runs, say, parallel, pending, active, reports)
+    except BaseException:  # Ctrl-C: the pipeline processes must not go on writing to the registry
+        for proc, _, _ in active.values():
+            stop(proc)
+        raise
+    return reports
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a pipeline run and every step process it started (its own process group)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _run_loop(cfg: LocalConfig, runs: dict[str, dict[str, Any]], say: Callable[[str], None], parallel: int,
+              pending: list[str], active: dict[str, tuple[Any, Path, Path]], reports: dict[str, Any]) -> None:
+    from local.pipeline_runner import collect, format_report, start  # the KFP SDK: start-up time of the CLI
+
+    root, logs = cfg.path("pipelines", "root"), cfg.path("pipelines")
     total = len(runs)
     while pending or active:
         while pending and len(active) < parallel:
@@ -60,8 +81,8 @@ def run_all(cfg: LocalConfig, runs: dict[str, dict[str, Any]], say: Callable[[st
             stamp = time.strftime("%Y%m%d-%H%M%S")
             report_path = logs / f"{name}-{stamp}.report.json"
             log_path = logs / f"{name}-{stamp}.log"
-            active[name] = (start(name, runs[name], root=root, log_path=log_path, report_path=report_path),
-                            report_path, log_path)
+            active[name] = (start(name, runs[name], root=root, log_path=log_path, report_path=report_path,
+                                  own_group=True), report_path, log_path)
         done = next((n for n, (proc, _, _) in active.items() if proc.poll() is not None), None)
         if done is None:
             time.sleep(0.1)
@@ -77,7 +98,6 @@ def run_all(cfg: LocalConfig, runs: dict[str, dict[str, Any]], say: Callable[[st
             dst = cfg.path("train", done)
             shutil.rmtree(dst, ignore_errors=True)
             shutil.copytree(report.artifact, dst)
-    return reports
 
 
 def short_path(path: str) -> str:

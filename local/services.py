@@ -106,7 +106,11 @@ def launch(cfg: LocalConfig, sup: Supervisor, name: str, timeout_s: float = 180.
            url: str = "") -> ServiceRecord:
     """Start service `name` detached (own session), wait until it is ready, record its pid."""
     service = build(cfg, name, extra_env=extra_env)
-    service.start(timeout_s)
+    try:
+        service.start(timeout_s)
+    except BaseException:  # Ctrl-C or a failed start: no unrecorded process may outlive this command
+        service.stop()
+        raise
     proc = service.proc
     assert proc is not None
     rec = ServiceRecord(

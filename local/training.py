@@ -78,6 +78,7 @@ class ModelState:
     metrics: dict[str, float] = field(default_factory=dict)
     trained: bool = False  # False: reused a version trained earlier on the same data
     seconds: float = 0.0
+    data: str = ""  # the version's own data fingerprint tag (DATA_TAG); empty when it has none
 
     @property
     def uri(self) -> str:
@@ -91,26 +92,33 @@ def _client(tracking_uri: str) -> Any:
 
 
 def registered(tracking_uri: str, name: str, data_fp: str) -> ModelState | None:
-    """The latest registered version of `name` if it was trained on data `data_fp`, else None."""
+    """What serves `name` (champion, else the latest challenger) if that very version was trained on data
+    `data_fp` (its own data tag, not another version's), else None: then `up` trains on this data."""
+    state = serving_state(tracking_uri, name)
+    if state is None or state.data != data_fp:
+        return None
+    return state
+
+
+def serving_state(tracking_uri: str, name: str) -> ModelState | None:
+    """The version that serves `name`: the champion, else the latest challenger (gates failed); None when
+    the registry holds neither."""
     from mlflow.exceptions import MlflowException
 
     client = _client(tracking_uri)
-    try:
-        latest = client.get_model_version_by_alias(name, CHALLENGER)
-    except MlflowException:
+    serve, alias = None, CHAMPION
+    for alias in (CHAMPION, CHALLENGER):
+        try:
+            serve = client.get_model_version_by_alias(name, alias)
+            break
+        except MlflowException:
+            continue
+    if serve is None:
         return None
-    if latest.tags.get(DATA_TAG) != data_fp:
-        return None
-    try:
-        champion = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        champion = None
-    serve = champion or latest
     run = client.get_run(serve.run_id)
     return ModelState(
-        name=name, version=str(serve.version), champion=champion is not None,
-        alias=CHAMPION if champion is not None else CHALLENGER,
-        gates=serve.tags.get("gate.summary", ""), metrics=dict(run.data.metrics),
+        name=name, version=str(serve.version), champion=alias == CHAMPION, alias=alias,
+        gates=serve.tags.get("gate.summary", ""), metrics=dict(run.data.metrics), data=serve.tags.get(DATA_TAG, ""),
     )
 
 
@@ -146,7 +154,7 @@ def register(out: Any, tracking_uri: str, data_fp: str, gates: dict[str, float],
     client.set_model_version_tag(out.name, result.version, DATA_TAG, data_fp)
     client.set_model_version_tag(out.name, result.version, GATES_TAG, profile)
     # The alias to serve: this version if gated in; else an earlier champion; else this challenger.
-    state = registered(tracking_uri, out.name, data_fp)
+    state = serving_state(tracking_uri, out.name)
     if state is None:  # cannot happen unless the registry changed under us
         raise RuntimeError(f"model {out.name!r} v{result.version} is not visible in the registry after publishing")
     if state.version == result.version:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.governance import AuditLog
+from contracts.local_platform import SLOTS_DIR
 from contracts.rollback import ACTION, ACTION_LABEL
 from ml.serving.alert_receiver import QueuedReceiver, firing, serve
 from runbooks.context import RunContext, load_outputs
@@ -161,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def make_context(params: dict[str, str]) -> RunContext:
         return RunContext(env=args.env, stack_outputs=outputs, params=dict(params), kube=kube,
-                          tracking_uri=args.tracking_uri, serving_url=args.serving_url)
+                          tracking_uri=args.tracking_uri, serving_url=args.serving_url,
+                          slot_dir=args.state_dir / SLOTS_DIR if args.env == "local" else None)
 
     # Import the MLflow client now, not when the first alert arrives (seconds on a busy machine).
     from mlflow.tracking import MlflowClient  # noqa: F401

@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from contracts import local_platform
+from contracts.governance import audit_log_path
 from ml.service_checks import LOCAL_FIX, bound_mlflow_client, check_mlflow, check_model_server, check_prometheus
 
-DEFAULT_AUDIT_LOG = Path(".local") / "runbook-audit.jsonl"
 # The catalog (every runbook module, with the AWS and Kubernetes clients) is imported when a command runs
 # (start-up time); local/ only for `--env local` (optional: the ops image ships runbooks/ without local/).
 
@@ -35,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--serving-url", default=os.environ.get("MLPLAT_SERVING_URL"), help="MLServer base URL")
     r.add_argument("--kube", choices=["none", "cluster"], default="none",
                    help="`cluster`: use the current kubeconfig for Kubernetes steps")
-    r.add_argument("--audit-log", type=Path, default=Path(os.environ.get("MLPLAT_AUDIT_LOG", DEFAULT_AUDIT_LOG)))
+    r.add_argument("--audit-log", type=Path, default=None,
+                   help="default $MLPLAT_AUDIT_LOG, else runbook-audit.jsonl in the local platform's state directory")
     r.set_defaults(func=_run)
 
 
@@ -101,20 +103,26 @@ def _run(args: argparse.Namespace) -> int:
         from runbooks.kube import ClusterKubeOps
 
         kube = ClusterKubeOps()
-    local = {}
+    platform = None
     if args.env == "local":
-        from local.config import default_ports
-
-        ports = default_ports()  # the local platform's ports (MLPLAT_<NAME>_PORT overrides them)
-        local = {"tracking_uri": f"http://127.0.0.1:{ports['mlflow']}",
-                 "serving_url": f"http://127.0.0.1:{ports['http']}",
-                 "prometheus_url": f"http://127.0.0.1:{ports['prometheus']}"}
+        # The running platform as `local up` recorded it (state directory, ports): the ports it was started
+        # with, whatever flags or variables this shell has.
+        try:
+            platform = local_platform.find_running()
+        except local_platform.PlatformNotFound as exc:
+            if not (args.tracking_uri and args.serving_url):
+                print(f"runbook {args.name}: {exc}; or pass --tracking-uri and --serving-url", file=sys.stderr)
+                return 2
+        if platform is not None:
+            print(f"runbook {args.name}: using the {platform.describe()}", file=sys.stderr)
     ctx = RunContext(
         env=args.env, stack_outputs=load_outputs(args.outputs), params=params, kube=kube,
-        tracking_uri=args.tracking_uri or local.get("tracking_uri"),
-        serving_url=args.serving_url or local.get("serving_url"),
-        prometheus_url=local.get("prometheus_url"),
+        tracking_uri=args.tracking_uri or (platform.tracking_uri if platform else None),
+        serving_url=args.serving_url or (platform.serving_url if platform else None),
+        prometheus_url=platform.url("prometheus") if platform else None,
+        slot_dir=platform.slot_dir if platform else None,
     )
     check_services(runbook.services, ctx)
-    report = run(runbook, ctx, execute=args.execute, audit=AuditLog(args.audit_log), out=sys.stdout)
+    audit = AuditLog(args.audit_log or audit_log_path())
+    report = run(runbook, ctx, execute=args.execute, audit=audit, out=sys.stdout)
     return 0 if report.ok else 1

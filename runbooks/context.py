@@ -31,6 +31,7 @@ class RunContext:
     actor: str = field(default_factory=lambda: os.environ.get("MLPLAT_ACTOR") or getpass.getuser())
     tracking_uri: str | None = None
     serving_url: str | None = None  # MLServer base URL (local platform)
+    slot_dir: Path | None = None  # the local platform's model slots (<state>/model-slots)
     prometheus_url: str | None = None
     kube: KubeOps | None = None
     params: dict[str, str] = field(default_factory=dict)  # NAME=VALUE from --param

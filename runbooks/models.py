@@ -1,8 +1,11 @@
 """Model runbooks: roll back the champion, promote a canary.
 
-The MLflow registry alias `champion` is the source of truth for what serves. Locally the MLServer
-process reloads the model, which re-resolves `models:/<name>@champion` (MLServer swaps in the new
-instance before it unloads the old one, so requests keep succeeding during the switch). On the
+The MLflow registry alias `champion` is the source of truth for what serves. Locally the champion slot
+is republished and the MLServer process reloads the model, which re-resolves `models:/<name>@champion`
+(MLServer swaps in the new instance before it unloads the old one, so requests keep succeeding during
+the switch): ml/training/follow.py. The rollback checks that the model server answers before it moves
+the alias, and a repeated run after a failed serving step does not move the alias again: it finds the
+alias ahead of what is served and only makes serving follow. On the
 cluster the Seldon Models `<name>-champion` / `<name>-challenger` serve whatever their S3 slot holds:
 a version is published to the slot (ml/training/publish.py) and the Model is touched so
 Seldon reloads it; the Seldon Experiment's weights decide the traffic split.
@@ -15,6 +18,7 @@ from typing import Any
 from contracts import model_registry
 from contracts.cluster import SELDON_NAMESPACE
 from contracts.model_slots import artifact_model_settings, artifact_uri
+from ml.training.follow import FollowError, Serving, follow_champion, served_version, server_ready, slot_version
 from ml.training.publish import MARKER, PublishError, check_bucket, publish, read_marker
 from runbooks.context import RunContext
 from runbooks.engine import Runbook, Step, StepFailed
@@ -108,10 +112,38 @@ def _version_of(ctx: RunContext, alias: str) -> int:
         raise StepFailed(f"{_model(ctx)}@{alias} is not set in the registry ({ctx.mlflow.tracking_uri})") from exc
 
 
+def _local_serving(ctx: RunContext) -> Serving:
+    if not ctx.serving_url or ctx.slot_dir is None:
+        raise StepFailed("no local platform: its inference endpoint and model slots are unknown "
+                         "(`mlplat local status`; start it with `mlplat local up`)")
+    return Serving(ctx.slot_dir, ctx.serving_url)
+
+
+def _serving_url(ctx: RunContext) -> str:
+    if not ctx.serving_url:
+        raise StepFailed("no inference endpoint: is the local platform up? (`mlplat local status`)")
+    return ctx.serving_url
+
+
+def _local_served(ctx: RunContext) -> str | None:
+    try:
+        return served_version(_serving_url(ctx), _model(ctx))
+    except FollowError as exc:
+        raise StepFailed(str(exc)) from exc
+
+
 def _inspect(ctx: RunContext) -> dict[str, Any]:
     current = _version_of(ctx, CHAMPION)
     versions = sorted(int(v.version) for v in ctx.mlflow.search_model_versions(f"name='{_model(ctx)}'"))
     wanted = ctx.params.get("to_version")
+    if ctx.env == "local":
+        # An earlier run moved the alias and then failed to make serving follow: finish that rollback
+        # instead of moving the alias a second time.
+        served = _local_served(ctx)
+        if served is not None and served != str(current) and (wanted is None or int(wanted) == current):
+            ctx.state.update(model=_model(ctx), from_version=int(served), to_version=current, resumed=True)
+            return {"model": _model(ctx), "champion": current, "served": int(served), "target": current,
+                    "versions": versions, "note": "the alias is already moved; only serving follows"}
     if wanted is not None:
         target = int(wanted)
         if target not in versions:
@@ -128,6 +160,8 @@ def _inspect(ctx: RunContext) -> dict[str, Any]:
 
 
 def _move_alias(ctx: RunContext) -> dict[str, Any]:
+    if _version_of(ctx, CHAMPION) == ctx.state["to_version"]:
+        return {"champion": ctx.state["to_version"], "unchanged": "already there"}
     ctx.mlflow.set_registered_model_alias(ctx.state["model"], CHAMPION, str(ctx.state["to_version"]))
     return {"champion": ctx.state["to_version"]}
 
@@ -137,26 +171,15 @@ def _verify_alias(ctx: RunContext, result: dict[str, Any]) -> None:
         raise StepFailed("the champion alias did not move")
 
 
-def served_version(serving_url: str, model: str) -> str | None:
-    """The version the local MLServer reports for `model` (from its model metadata)."""
-    import httpx
-
-    response = httpx.get(f"{serving_url}/v2/models/{model}", timeout=5)
-    response.raise_for_status()
-    return response.json().get("versions", [None])[0] or response.json().get("version")
-
-
 def _reload_serving(ctx: RunContext) -> dict[str, Any]:
     model = ctx.state["model"]
     if ctx.env == "local":
-        if not ctx.serving_url:
-            raise StepFailed("no inference endpoint: is the local platform up? (mlplat local status)")
-        import httpx
-
-        response = httpx.post(f"{ctx.serving_url}/v2/repository/models/{model}/load", timeout=120)
-        if response.status_code != 200:
-            raise StepFailed(f"MLServer refused to reload {model}: {response.status_code} {response.text}")
-        return {"reloaded": model}
+        try:
+            done = follow_champion(ctx.mlflow, model, _local_serving(ctx), actor=ctx.actor)
+        except FollowError as exc:
+            raise StepFailed(f"{exc}. The champion alias is v{ctx.state['to_version']}; run the runbook again: it "
+                             "does not move the alias a second time, it only makes serving follow") from exc
+        return {"serving": "; ".join(done) or "already serving the champion"}
     assert ctx.kube is not None  # the precondition checked it
     published = _publish_to_slot(ctx, CHAMPION, ctx.state["to_version"])
     ctx.kube.set_experiment_weights(SELDON_NAMESPACE, experiment_name(model),
@@ -167,6 +190,11 @@ def _reload_serving(ctx: RunContext) -> dict[str, Any]:
 def _serving_precondition(ctx: RunContext) -> None:
     if ctx.env != "local":
         _publish_ready(ctx)
+        return
+    try:
+        server_ready(_serving_url(ctx))
+    except FollowError as exc:
+        raise StepFailed(str(exc)) from exc
 
 
 def _verify_serving(ctx: RunContext, result: dict[str, Any]) -> None:
@@ -178,14 +206,17 @@ def _verify_serving(ctx: RunContext, result: dict[str, Any]) -> None:
             raise StepFailed(f"experiment weights are {weights}")
         _verify_slot(ctx, CHAMPION, ctx.state["to_version"])
         return
-    ctx.wait_for(f"MLServer to serve {model} v{want}", lambda: served_version(str(ctx.serving_url), model) == want,
-                 timeout_s=60, poll_s=0.5)
+    ctx.wait_for(f"MLServer to serve {model} v{want}", lambda: _local_served(ctx) == want, timeout_s=60, poll_s=0.5)
+    held = slot_version(_local_serving(ctx).slot_dir, model)
+    if held != want:
+        raise StepFailed(f"the champion slot of {model} holds v{held}, expected v{want}")
 
 
 def _serving_plan(ctx: RunContext) -> list[str]:
     model = ctx.state["model"]
     if ctx.env == "local":
-        return [f"POST {ctx.serving_url}/v2/repository/models/{model}/load (reload resolves @champion)"]
+        return [f"publish models:/{model}/{ctx.state['to_version']} to the champion slot under {ctx.slot_dir}",
+                f"POST {ctx.serving_url}/v2/repository/models/{model}/load (reload resolves @champion)"]
     return [*_publish_plan(ctx, CHAMPION, ctx.state["to_version"]),
             f"kubernetes: patch Experiment {SELDON_NAMESPACE}/{experiment_name(model)} weights "
             f"{model}-champion=100 {model}-challenger=0"]
@@ -200,7 +231,7 @@ ROLLBACK = Runbook(
         Step("find the current champion and the version to return to", _model, precondition=_serving_precondition,
              plan=lambda ctx: [], action=_inspect, verify=lambda ctx, r: None, rollback="nothing changed",
              read_only=True),
-        Step("move the champion alias back", _model, precondition=lambda ctx: None,
+        Step("move the champion alias back", _model, precondition=_serving_precondition,
              plan=lambda ctx: [f"mlflow: set alias {ctx.state['model']}@champion "
                                f"v{ctx.state['from_version']} -> v{ctx.state['to_version']}"],
              action=_move_alias, verify=_verify_alias,

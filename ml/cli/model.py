@@ -17,26 +17,53 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from contracts import model_registry
-from contracts.governance import AuditLog
+from contracts import local_platform, model_registry
+from contracts.governance import GATES, AuditLog
 from ml.data.contract import DataContractError
 from ml.model_plugin import ModelPlugin, load_plugin
 from ml.service_checks import bound_mlflow_client, check_mlflow
 from ml.training import card
 from ml.training.approval import ApprovalError, approve, promotion_policy
+from ml.training.follow import FollowError, Serving, promote, server_ready
 from ml.training.gates import load_gates
-from ml.training.tracking import default_tracking_uri, ensure_experiment, resolve_model_dir
+from ml.training.tracking import ensure_experiment, resolve_model_dir
 from stacks.config import load_stack_file
 
 # Imported where a command runs, for the start-up time of `mlplat` and its other subcommands: MLflow
 # (registration, the client), pandera (training-data validation), pandas and Evidently (drift reports).
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REGISTRY_HELP = ("MLflow tracking URI (default $MLFLOW_TRACKING_URI, else the running local platform's MLflow: "
+                 "`mlplat local up`, state directory $MLPLAT_LOCAL_DIR or .local/)")
+
+
+TRACKING_FIX = "start the platform with `mlplat local up`, or pass --tracking-uri of a running MLflow server"
+
+
+def registry(command: str, explicit: str | None) -> local_platform.Registry:
+    """The registry this command uses, announced in one line on stderr; exit 2 when there is none."""
+    try:
+        found = local_platform.registry_for(explicit)
+    except local_platform.PlatformNotFound as exc:
+        print(f"mlplat model {command}: {exc}; or pass --tracking-uri URI", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"mlplat model {command}: using the {found.source}", file=sys.stderr, flush=True)
+    # Its server answers first: seconds and a named fix, not the MLflow client's minutes of retries.
+    bound_mlflow_client()
+    check_mlflow(found.tracking_uri, fix=TRACKING_FIX)
+    return found
+
+
+def serving_of(found: local_platform.Registry) -> Serving | None:
+    """Where the local platform serves, when the registry is that platform's (serving then follows it)."""
+    if found.platform is None:
+        return None
+    return Serving(found.platform.slot_dir, found.platform.serving_url)
 
 
 def plugin_for(name: str) -> ModelPlugin:
@@ -54,9 +81,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train, log to MLflow, register (challenger; champion if gates pass)")
     train.add_argument("name", choices=names)
     train.add_argument("--data", type=Path, required=True, help="directory with the dataset files")
-    train.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or .local/mlflow)")
+    train.add_argument("--tracking-uri", help=REGISTRY_HELP)
     train.add_argument("--sample", action="store_true", help="first generate small synthetic data into --data")
-    train.add_argument("--out", type=Path, help="where to write the serving artifact (default .local/models/...)")
+    train.add_argument("--out", type=Path, help="where to write the serving artifact (default <state dir>/models/...)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--params", type=json.loads, default=None, help="JSON overriding the algorithm's params")
     train.add_argument("--stack-file", type=Path, help="read quality gates from this Pulumi.<env>.yaml")
@@ -67,7 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("name", choices=names)
     ev.add_argument("--model", required=True, help="artifact directory or models:/NAME@ALIAS")
     ev.add_argument("--data", type=Path, required=True, help="a file with the schema of a dataset file")
-    ev.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ URIs")
+    ev.add_argument("--tracking-uri", help="for models:/ URIs: " + REGISTRY_HELP)
     ev.add_argument("--seed", type=int, default=0, help="seed of any random split the evaluation makes")
     ev.set_defaults(func=run_evaluate)
 
@@ -75,7 +102,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     card.add_argument("name", choices=names)
     card.add_argument("--version", help="registry version (default: the champion, else the challenger)")
     card.add_argument("--json", action="store_true", help="the card as JSON instead of Markdown")
-    card.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or .local/mlflow)")
+    card.add_argument("--tracking-uri", help=REGISTRY_HELP)
     card.set_defaults(func=run_card)
 
     ap = sub.add_parser("approve", help="record an approval of a version (MLflow tags + audit log) and promote it")
@@ -85,33 +112,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ap.add_argument("--reason", required=True, help="why (recorded)")
     ap.add_argument("--stack-file", type=Path, help="the stack whose environment is recorded in the audit log")
     ap.add_argument("--no-promote", action="store_true", help="record the approval only; leave `champion` as is")
-    ap.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or .local/mlflow)")
+    ap.add_argument("--tracking-uri", help=REGISTRY_HELP)
     ap.add_argument("--audit-log", type=Path,
-                    help="audit log (default $MLPLAT_AUDIT_LOG or .local/runbook-audit.jsonl)")
+                    help="audit log (default $MLPLAT_AUDIT_LOG or <state dir>/runbook-audit.jsonl)")
     ap.set_defaults(func=run_approve)
 
     dr = sub.add_parser("drift", help="Evidently drift report: sampled serving inputs vs the training reference")
     dr.add_argument("name", choices=names)
     dr.add_argument("--samples", help="serving samples: a directory or s3://bucket/prefix "
-                                      "(default $MLPLAT_SERVING_SAMPLES or .local/serving-samples)")
+                                      "(default $MLPLAT_SERVING_SAMPLES or <state dir>/serving-samples)")
     dr.add_argument("--model", help="artifact directory or models:/NAME@ALIAS with the reference "
                                     "(default models:/NAME@champion)")
     dr.add_argument("--window", type=int, default=5000, help="the newest N sampled rows (default 5000)")
-    dr.add_argument("--out", help="where reports go: a directory or s3://bucket/prefix (default .local/drift-reports)")
-    dr.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or .local/mlflow)")
+    dr.add_argument("--out", help="where reports go: a directory or s3://bucket/prefix "
+                                  "(default <state dir>/drift-reports)")
+    dr.add_argument("--tracking-uri", help=REGISTRY_HELP)
     dr.add_argument("--no-log", action="store_true", help="do not log the report to MLflow")
     dr.set_defaults(func=run_drift)
 
 
-TRACKING_FIX = "start the platform with `mlplat local up`, or pass --tracking-uri of a running MLflow server"
-
-
-def _tracking(args: argparse.Namespace) -> str:
-    """The tracking URI the command uses, its server checked first (seconds, not the client's retries)."""
-    bound_mlflow_client()
-    uri = args.tracking_uri or default_tracking_uri()
-    check_mlflow(uri, fix=TRACKING_FIX)
-    return uri
 
 
 def _emit(doc: dict[str, Any]) -> None:
@@ -121,12 +140,11 @@ def _emit(doc: dict[str, Any]) -> None:
 def run_train(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     plugin = plugin_for(args.name)
-    if not args.no_register:
-        _tracking(args)  # before minutes of training, not after
-    out_dir = args.out or REPO_ROOT / ".local" / "models" / args.name / time.strftime("%Y%m%d-%H%M%S")
+    out_dir = args.out or local_platform.state_dir() / "models" / args.name / time.strftime("%Y%m%d-%H%M%S")
     if out_dir.exists() and any(out_dir.iterdir()):
         print(f"mlplat model train: output directory {out_dir} is not empty", file=sys.stderr)
         return 2
+    found = None if args.no_register else registry("train", args.tracking_uri)
     # Libraries (MLflow, Feast) print to stdout; keep stdout for the JSON result.
     with contextlib.redirect_stdout(sys.stderr):
         if args.sample:
@@ -142,30 +160,55 @@ def run_train(args: argparse.Namespace) -> int:
             try:
                 result = plugin.train(args.data, out_dir, params=args.params, seed=args.seed)
             except DataContractError as exc:
-                return _refused(args, exc, validations)
+                return _refused(args, found, exc, validations)
         doc: dict[str, Any] = {
             "model": args.name, "artifact": str(out_dir), "metrics": result.metrics,
             "train_seconds": round(time.perf_counter() - started, 2),
         }
-        if not args.no_register:
-            from ml.training.registration import register
-
-            gates = load_gates(args.name, args.stack_file)
-            doc["registry"] = register(result, args.tracking_uri, gates=gates,
-                                      promotion=promotion_policy(args.stack_file), data_dir=args.data,
-                                      validations=validations).as_dict()
+        if found is not None:
+            code = _register(args, found, result, validations, doc)
+            if code:
+                return code
     _emit(doc)
     return 0
 
 
-def _refused(args: argparse.Namespace, exc: Exception, validations: list[Any]) -> int:
+def _register(args: argparse.Namespace, found: local_platform.Registry, result: Any, validations: list[Any],
+              doc: dict[str, Any]) -> int:
+    """Register the trained version; on the local platform a version that passes its gates becomes champion
+    only together with its slot and the served version (ml/training/follow.py `promote`)."""
+    from ml.training.registration import register
+
+    gates = load_gates(args.name, args.stack_file)
+    policy = promotion_policy(args.stack_file)
+    serving = serving_of(found)
+    registered = register(result, found.tracking_uri, gates=gates, promotion=policy, data_dir=args.data,
+                          validations=validations, promote=serving is None)
+    doc["registry"] = registered.as_dict()
+    if serving is None or not (registered.gate.passed and policy == GATES):
+        return 0
+    try:
+        doc["serving"] = promote(_client(found.tracking_uri), args.name, registered.version, serving,
+                                 actor="mlplat model train")
+    except FollowError as exc:
+        print(f"mlplat model train: v{registered.version} is registered as challenger but was not promoted: {exc}",
+              file=sys.stderr)
+        _emit(doc)
+        return 1
+    registered.champion = True
+    doc["registry"] = registered.as_dict()
+    return 0
+
+
+def _refused(args: argparse.Namespace, found: local_platform.Registry | None, exc: Exception,
+             validations: list[Any]) -> int:
     """The training data failed validation: print pandera's report and record a FAILED run with it."""
     report = getattr(exc, "report", None)
     print(f"mlplat model train: the training data failed validation: {exc}", file=sys.stderr)
     if report:
         print(json.dumps(report, indent=1, default=str), file=sys.stderr)
-    if not args.no_register:
-        client = _client(args.tracking_uri)
+    if found is not None:
+        client = _client(found.tracking_uri)
         exp = ensure_experiment(client, f"mlplat-{args.name}", client.tracking_uri)
         run = client.create_run(exp, run_name=f"train-{args.name}",
                                 tags={"mlplat.model": args.name, "validation.passed": "false"})
@@ -182,32 +225,28 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if not args.data.is_file():
         print(f"mlplat model evaluate: --data {args.data} is not a file", file=sys.stderr)
         return 2
+    uri = None
     if str(args.model).startswith(("models:/", "runs:/")):
-        _tracking(args)
+        uri = registry("evaluate", args.tracking_uri).tracking_uri
     with contextlib.redirect_stdout(sys.stderr):
-        try:
-            model_dir = resolve_model_dir(args.model, args.tracking_uri)
-        except FileNotFoundError as exc:
-            print(f"mlplat model evaluate: {exc}", file=sys.stderr)
-            return 2
+        model_dir = resolve_model_dir(args.model, uri)
         metrics = plugin.evaluate(model_dir, args.data, seed=args.seed)
     _emit(metrics)
     return 0
 
 
-def _client(tracking_uri: str | None) -> Any:
+def _client(tracking_uri: str) -> Any:
     from mlflow import MlflowClient
 
-    uri = tracking_uri or default_tracking_uri()
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
 def run_card(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    _tracking(args)
+    found = registry("card", args.tracking_uri)
     with contextlib.redirect_stdout(sys.stderr):
         try:
-            doc = card.load(_client(args.tracking_uri), args.name, args.version)
+            doc = card.load(_client(found.tracking_uri), args.name, args.version)
         except LookupError as exc:
             print(f"mlplat model card: {exc}", file=sys.stderr)
             return 1
@@ -223,12 +262,17 @@ def run_approve(args: argparse.Namespace) -> int:
     env = "local"
     if args.stack_file is not None:
         env = str(load_stack_file(args.stack_file).environment)
-    _tracking(args)
+    found = registry("approve", args.tracking_uri)
+    serving = serving_of(found)
     with contextlib.redirect_stdout(sys.stderr):
         try:
-            result = approve(_client(args.tracking_uri), args.name, args.version, args.by, args.reason,
-                             promote=not args.no_promote, env=env, audit=AuditLog(args.audit_log))
-        except ApprovalError as exc:
+            client = _client(found.tracking_uri)
+            result = approve(client, args.name, args.version, args.by, args.reason,
+                             promote=not args.no_promote, env=env, audit=AuditLog(args.audit_log),
+                             precheck=(lambda: server_ready(serving.serving_url)) if serving else None,
+                             mover=(lambda v: promote(client, args.name, v, serving, actor=args.by))
+                             if serving else None)
+        except (ApprovalError, FollowError) as exc:
             print(f"mlplat model approve: {exc}", file=sys.stderr)
             return 1
     _emit(result)
@@ -241,12 +285,16 @@ def run_drift(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     from ml.data.drift_report import DriftReportError, run
 
-    if args.model is None or not args.no_log:  # the champion's reference, or the report's run, is in MLflow
-        _tracking(args)
+    uri = None
+    if args.model is None or str(args.model).startswith(("models:/", "runs:/")) or not args.no_log:
+        uri = registry("drift", args.tracking_uri).tracking_uri
+    state = local_platform.state_dir()
+    samples = args.samples or os.environ.get("MLPLAT_SERVING_SAMPLES") or str(state / "serving-samples")
     with contextlib.redirect_stdout(sys.stderr):
         try:
-            summary = run(args.name, samples=args.samples, model=args.model, window=args.window, out=args.out,
-                          tracking_uri=args.tracking_uri, log_to_mlflow=not args.no_log)
+            summary = run(args.name, samples=samples, model=args.model,
+                          window=args.window, out=args.out or str(state / "drift-reports"),
+                          tracking_uri=uri, log_to_mlflow=not args.no_log)
         except DriftReportError as exc:
             print(f"mlplat model drift: {exc}", file=sys.stderr)
             return 1

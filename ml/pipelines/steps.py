@@ -32,6 +32,7 @@ from ml.data.drift import REFERENCE_FILE
 from ml.data.feast_repo import write_repo
 from ml.model_plugin import load_plugin
 from ml.training.directory_bucket import LOCAL_BUCKET, DirectoryBucket
+from ml.training.follow import Serving, promote
 from ml.training.gates import check_gates, load_gates
 from ml.training.outputs import TrainOutput, read_metadata
 from ml.training.publish import publish as publish_slot
@@ -385,6 +386,10 @@ def publish(name: str, version: str, promotion: str, tracking_uri: str, slot_buc
         return (f"v{version} passed its gates and waits for an approval ({promotion}): "
                 f"mlplat model approve {name} {version} --by WHO --reason ...; nothing published")
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if serving_url and slot_dir and not slot_bucket:
+        # The local platform: alias, slot and served version move together, or none of them does.
+        return "; ".join(promote(client, name, str(version), Serving(Path(slot_dir), serving_url),
+                                 actor=f"pipeline/{trigger}"))
     client.set_registered_model_alias(name, CHAMPION, str(version))
     done = [f"champion -> v{version}"]
     s3: Any = None

@@ -11,6 +11,7 @@ anything in `missing_for_production` is missing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,11 +58,25 @@ def missing_for_production(tags: dict[str, str], policy: str) -> list[str]:
     return missing
 
 
+def _champion(client: Any, name: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
 def approve(client: Any, name: str, version: str | int, by: str, reason: str, *, promote: bool = True,
-            env: str = "local", audit: AuditLog | None = None) -> dict[str, Any]:
+            env: str = "local", audit: AuditLog | None = None, precheck: Callable[[], None] | None = None,
+            mover: Callable[[str], list[str]] | None = None) -> dict[str, Any]:
     """Record an approval of `name` v`version` (tags + audit log entry) and, with `promote`, set `champion`.
 
-    An approval never overrides the quality gates: a version whose gates failed is refused."""
+    An approval never overrides the quality gates: a version whose gates failed is refused. Nor does it
+    demote: approving a version older than the current champion with `promote` is refused before anything is
+    recorded (going back is the model-rollback runbook's job). `precheck` runs before anything changes (the
+    local platform: its model server must answer); `mover` moves the alias instead of a plain alias write
+    (the local platform: ml/training/follow.py `promote`, so that the slot and the server follow)."""
     from mlflow.exceptions import MlflowException
 
     version = str(version)
@@ -76,20 +91,29 @@ def approve(client: Any, name: str, version: str | int, by: str, reason: str, *,
     missing = missing_for_production(dict(mv.tags), GATES)
     if missing:
         raise ApprovalError(f"{name} v{version} cannot be approved: it lacks {'; '.join(missing)}")
+    previous = _champion(client, name)
+    if promote and previous is not None and int(previous) > int(version):
+        raise ApprovalError(
+            f"{name}@champion is v{previous}, newer than v{version}: approving v{version} with promotion would "
+            f"demote it; nothing was recorded. To serve v{version} again run `mlplat runbook run model-rollback "
+            f"--param model={name} --param to_version={version} --execute`; to record the approval only, add "
+            "--no-promote")
+    if promote and precheck is not None:
+        precheck()
     at = datetime.now(UTC).isoformat(timespec="seconds")
     for key, value in {APPROVAL_STATUS: "approved", APPROVED_BY: by, APPROVAL_REASON: reason, APPROVED_AT: at}.items():
         client.set_model_version_tag(name, version, key, value)
     if PENDING_APPROVAL in mv.tags:
         client.delete_model_version_tag(name, version, PENDING_APPROVAL)
-    previous = None
-    if promote:
-        try:
-            previous = str(client.get_model_version_by_alias(name, CHAMPION).version)
-        except MlflowException:
-            previous = None
+    serving: list[str] = []
+    if promote and mover is not None:
+        serving = mover(version)
+    elif promote:
         client.set_registered_model_alias(name, CHAMPION, version)
     result = {"model": name, "version": version, "approved_by": by, "reason": reason, "approved_at": at,
               "champion": version if promote else previous, "previous_champion": previous}
+    if serving:
+        result["serving"] = serving
     (audit or AuditLog()).record(actor=by, env=env, runbook="model-approve", step="record approval"
                                  + (" and promote to champion" if promote else ""),
                                  target=f"models:/{name}/{version}", result="ok", details=result)

@@ -169,6 +169,50 @@ def run_mlplat() -> Any:
     return mlplat
 
 
+def agreement(env: dict[str, str]) -> dict[str, Any]:
+    """`mlplat local status --json` of the platform in `env`: services, and per model the registry alias, the
+    champion slot and the version the model server reports (local/consistency.py)."""
+    out = mlplat(env, "local", "status", "--json", timeout=120)
+    doc = json.loads(out.stdout)
+    doc["returncode"] = out.returncode
+    return doc
+
+
+def assert_consistent(env: dict[str, str], **want: str) -> dict[str, Any]:
+    """The consistency check passes (exit 0, every model agrees); `want`: model -> the version it must serve."""
+    doc = agreement(env)
+    models = {m["model"]: m for m in doc["models"]}
+    assert doc["returncode"] == 0 and doc["ok"] is True, json.dumps(doc["problems"], indent=1)
+    assert models and all(m["ok"] for m in models.values()), models
+    for model, version in want.items():
+        assert models[model]["alias_version"] == models[model]["served_version"] == version, models[model]
+    return doc
+
+
+def discovery_env(env: dict[str, str]) -> dict[str, str]:
+    """`env` without the MLPLAT_<NAME>_PORT variables: a command must find the platform's ports itself (from
+    what `local up` recorded in its state directory, MLPLAT_LOCAL_DIR)."""
+    return {k: v for k, v in env.items() if not (k.startswith("MLPLAT_") and k.endswith("_PORT"))}
+
+
+@pytest.fixture(scope="session")
+def platform_env_for() -> Any:
+    """`platform_env_for(state)`: the environment of a platform in `state` on free ports (for a test that starts
+    a `local up` it interrupts within seconds)."""
+    return lambda state: platform_env(state, free_ports())
+
+
+@pytest.fixture(scope="session")
+def platform_env_without_ports() -> Any:
+    return discovery_env
+
+
+@pytest.fixture(scope="session")
+def consistent() -> Any:
+    """`consistent(env, fraud="2")`: the consistency check of `mlplat local status` passes."""
+    return assert_consistent
+
+
 @pytest.fixture(scope="session")
 def demo_up(demo_platform: dict[str, Any]) -> dict[str, Any]:
     """The demo platform, failing the test (not skipping it) when `up` did not succeed."""

@@ -97,7 +97,7 @@ def _register_bad_version(client: MlflowClient, tmp: Path) -> str:
     return str(version.version)
 
 
-def test_a_bad_version_is_rolled_back_without_a_person(platform, tmp_path):
+def test_a_bad_version_is_rolled_back_without_a_person(platform, tmp_path, consistent):
     client = MlflowClient(tracking_uri=platform["mlflow"])
     assert client.get_model_version_by_alias("fraud", "champion").version == "1"
     rules = _get(f"{platform['prometheus']}/api/v1/rules")
@@ -148,6 +148,7 @@ def test_a_bad_version_is_rolled_back_without_a_person(platform, tmp_path):
     assert client.get_model_version_by_alias("fraud", "champion").version == "1"
     meta = _get(f"{platform['serving']}/v2/models/fraud")
     assert meta["versions"][0] == "1"
+    consistent(platform["env"], fraud="1")  # registry alias, slot and served version agree after the rollback
     failures = [r for r in results if r[1] != 200]
     assert failures, "the bad version never failed a request"
     breach = failures[0][0]

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import urllib.request
+from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from contracts import model_registry
 from local.supervisor import Supervisor
@@ -82,13 +85,14 @@ def test_champion_aliases_in_mlflow(platform):
         assert client.get_model_version(name, served["version"]).tags["gate.passed"] == "true"
 
 
-def test_status_reports_healthy_services(platform, run_mlplat):
+def test_status_reports_healthy_services(platform, run_mlplat, consistent):
     out = run_mlplat(platform["env"], "local", "status", "--json", timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     doc = json.loads(out.stdout)
     assert {s["name"] for s in doc["services"]} == {r.name for r in Supervisor(platform["state"]).records()}
     assert {"redis", "mlflow", "mlserver"} <= {s["name"] for s in doc["services"]}
     assert doc["ok"] is True and all(s["state"] == "up" for s in doc["services"])
+    consistent(platform["env"])  # every model: registry alias = champion slot = what MLServer serves
 
 
 def test_second_up_reuses_what_is_healthy(platform):
@@ -100,3 +104,67 @@ def test_second_up_reuses_what_is_healthy(platform):
     assert set(summary["services"].values()) == {"reused"}
     assert not any(m["trained"] for m in summary["models"])
     assert {r.name: r.pid for r in Supervisor(platform["state"]).records()} == before
+
+
+def readme_lifecycle_commands() -> list[str]:
+    """The commands of the README's "model lifecycle on the running platform" block, comments dropped."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text.split("### The model lifecycle on the running platform", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def _wait_for_retrain_idle(platform: dict, timeout_s: float = 300) -> None:
+    """Until the drift-retrain receiver (when the platform runs one) has no pipeline run in flight."""
+    if not (platform["state"] / "run" / "retrain.json").is_file():
+        return
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with urllib.request.urlopen(f"{platform['retrain']}/decisions", timeout=10) as resp:
+            running = [d for d in json.loads(resp.read()) if d.get("decision") == "running"]
+        if not running:
+            return
+        assert time.monotonic() < deadline, f"a drift retrain still runs after {timeout_s:.0f} s: {running}"
+        time.sleep(1)
+
+
+def test_readme_model_commands_run_verbatim_after_make_demo(platform, consistent, platform_env_without_ports):
+    """The README's model commands, verbatim, on the demo platform: only MLPLAT_LOCAL_DIR tells them where it
+    is (no port variables), and after each one the registry, the slot and the server agree."""
+    commands = readme_lifecycle_commands()
+    assert len(commands) >= 4 and all(c.startswith(".venv/bin/mlplat ") for c in commands)
+    env = platform_env_without_ports(platform["env"])
+    client = MlflowClient(tracking_uri=platform["mlflow"])
+    # The session's other tests (chaos, fuzzing) send inputs far from the training data, so the demo's drift
+    # receiver may retrain fraud at any time: it is paused (its pause file) and any run in flight finishes
+    # first, so that only the README's commands change what serves here.
+    pause = platform["state"] / "retrain.paused"
+    pause.touch()
+    try:
+        _wait_for_retrain_idle(platform)
+        first = client.get_model_version_by_alias("fraud", "champion").version
+        outputs = []
+        for command in commands:
+            out = subprocess.run(["bash", "-c", command], cwd=platform["repo"], env=env, text=True,
+                                 capture_output=True, timeout=600, check=False)
+            assert out.returncode == 0, f"{command}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+            outputs.append(out)
+            consistent(platform["env"], fraud=client.get_model_version_by_alias("fraud", "champion").version)
+    finally:
+        pause.unlink(missing_ok=True)
+    train, card = outputs[0], outputs[1]
+    assert f"using the local platform in {platform['state']} (MLflow {platform['mlflow']}" in train.stderr
+    doc = json.loads(train.stdout)
+    new = doc["registry"]["version"]
+    assert int(new) > int(first) and doc["registry"]["aliases"] == ["challenger", "champion"]
+    assert doc["registry"]["tracking_uri"] == platform["mlflow"]  # through the server: mlflow-artifacts:/
+    assert client.get_model_version("fraud", new).source.startswith("mlflow-artifacts:/")
+    assert f"v{new}" in card.stdout and "has no model card" not in card.stdout + card.stderr
+    assert "registry and serving disagree" not in outputs[2].stdout
+    # The rollback returned to the version served before, so the modules after this one see the demo as it was.
+    assert client.get_model_version_by_alias("fraud", "champion").version == first
+    # The version the demo's pipeline trained has its card too, read through the platform's MLflow server.
+    piped = subprocess.run([str(platform["repo"] / ".venv" / "bin" / "mlplat"), "model", "card", "fraud", "--version",
+                            first], cwd=platform["repo"], env=env, text=True, capture_output=True, timeout=300,
+                           check=False)
+    assert piped.returncode == 0 and f"# Model card: fraud v{first}" in piped.stdout, piped.stderr[-2000:]

@@ -85,7 +85,7 @@ def _run(*args: str, env: dict[str, str], timeout: float = 900) -> subprocess.Co
                           capture_output=True, timeout=timeout, check=False)
 
 
-def test_a_failing_gate_stops_before_publish(platform):
+def test_a_failing_gate_stops_before_publish(platform, consistent):
     client = MlflowClient(tracking_uri=platform["mlflow"])
     before = client.get_model_version_by_alias(MODEL, "champion").version
     assert _marker(platform["state"], MODEL)["version"] == before
@@ -103,9 +103,10 @@ def test_a_failing_gate_stops_before_publish(platform):
     assert client.get_model_version_by_alias(MODEL, "champion").version == before
     assert _marker(platform["state"], MODEL)["version"] == before  # the slot keeps the old version
     assert _served(platform["serving"], MODEL) == before
+    consistent(platform["env"], **{MODEL: before})
 
 
-def test_drift_starts_a_run_that_publishes_a_new_champion(platform):
+def test_drift_starts_a_run_that_publishes_a_new_champion(platform, consistent):
     client = MlflowClient(tracking_uri=platform["mlflow"])
     before = client.get_model_version_by_alias(MODEL, "champion").version
     rules = _get(f"{platform['prometheus']}/api/v1/rules")
@@ -142,5 +143,6 @@ def test_drift_starts_a_run_that_publishes_a_new_champion(platform):
     assert _marker(platform["state"], MODEL)["version"] == version
     assert _marker(platform["state"], MODEL)["actor"] == "pipeline/drift"
     assert _served(platform["serving"], MODEL) == version
+    consistent(platform["env"], **{MODEL: version})
     print(f"\ndrift requests -> alert at the receiver {done[0]['received'] - started:.1f}s; pipeline run "
           f"{report['seconds']:.1f}s; drift -> v{version} served {done[0]['finished'] - started:.1f}s")

@@ -220,3 +220,26 @@ def test_sampled_rows_are_written_on_a_timer_without_further_requests(tmp_path):
     sampler.add({"amount": [1.0], "score": [0.1]})
     sampler.close()  # what is buffered at unload is written too
     assert len(read_window(str(tmp_path), "fraud", 10_000)) == FLUSH_ROWS
+
+
+def test_an_approval_never_demotes_a_newer_champion(trained, own_version):
+    """Approving a version older than the champion with promotion is refused before anything is recorded;
+    `--no-promote` still records the approval and leaves the champion where it is."""
+    client = MlflowClient(tracking_uri=trained["url"])
+    older = own_version["version"]
+    mv = client.get_model_version("fraud", older)
+    newer = client.create_model_version("fraud", mv.source, run_id=mv.run_id, tags=dict(mv.tags)).version
+    client.set_registered_model_alias("fraud", "champion", newer)
+    out = mlplat("model", "approve", "fraud", older, "--by", "carol", "--reason", "looks fine",
+                 "--tracking-uri", trained["url"], env=own_version["env"])
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert f"fraud@champion is v{newer}, newer than v{older}: approving v{older} with promotion would demote it" \
+           in out.stderr and "model-rollback" in out.stderr
+    assert client.get_model_version_by_alias("fraud", "champion").version == newer
+    assert "approval.status" not in client.get_model_version("fraud", older).tags
+    assert not own_version["audit"].exists()
+    recorded = mlplat("model", "approve", "fraud", older, "--by", "carol", "--reason", "looks fine", "--no-promote",
+                      "--tracking-uri", trained["url"], env=own_version["env"])
+    assert recorded.returncode == 0, recorded.stderr[-2000:]
+    assert json.loads(recorded.stdout)["champion"] == newer
+    assert client.get_model_version_by_alias("fraud", "champion").version == newer
