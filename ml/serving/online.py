@@ -1,6 +1,6 @@
 """Fast path to Feast's Redis online store: pipelined HMGETs instead of the Feast SDK.
 
-Measured on the 2-core dev machine (DESIGN §5): `FeatureStore.get_online_features` ~1.8 ms p50 per
+Measured on the 2-core dev machine when this was decided: `FeatureStore.get_online_features` ~1.8 ms p50 per
 row, a raw `HGETALL` of the same key ~0.13 ms. So the runtimes read the key Feast writes
 directly. The layout (Feast 0.63 Redis online store, entity key serialization version 3) is:
 

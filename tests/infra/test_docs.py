@@ -207,6 +207,19 @@ def test_no_document_cites_an_issue_number_or_a_design_file_outside_the_reposito
     assert offenders == []
 
 
+def test_no_code_comment_cites_an_issue_number_or_a_design_file():
+    """Comments and docstrings say why in their own words (this file's own examples excepted)."""
+    packages = ("contracts", "stacks", "infra", "ml", "local", "runbooks", "policies", "mlplat", "tests", "scripts")
+    sources = [p for pkg in packages for p in sorted((ROOT / pkg).rglob("*.py")) if p != Path(__file__).resolve()]
+    offenders = [
+        f"{path.relative_to(ROOT)}:{n}: {line.strip()[:120]}"
+        for path in sources
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if ISSUE.search(line) or DESIGN_FILE.search(line)
+    ]
+    assert sources and offenders == []
+
+
 def test_the_citation_check_matches_issue_numbers_only():
     assert ISSUE.search("measured for issue 17") and ISSUE.search("the issue-5 protocol")
     assert ISSUE.search("Issues 3 and 4") and ISSUE.search("issue #12")

@@ -1,4 +1,4 @@
-"""Evaluation protocol of the recommendation model (issue 5, item 3).
+"""Evaluation protocol of the recommendation model: users held out whole, scored on their later ratings.
 
 Whole users are held out from training. For each held-out user a random 80 % of their ratings is
 the *history* the model sees at request time; the ratings >= 4 among the other 20 % are the

@@ -1,7 +1,7 @@
 """Fit entry point of the recommendation model (`train`): goodbooks files -> EASE -> serving artifact.
 
 Whole users are held out (`split_users`, 20 %); the held-out users are scored with the protocol of
-issue 5 item 3 (80 % history, ratings >= 4 of the rest relevant), next to the popularity, item-kNN
+`protocol.py` (80 % history, ratings >= 4 of the rest relevant), next to the popularity, item-kNN
 and untuned EASE baselines on the same split. The artifact is the recommender's save dir plus the
 drift reference (request history length and top-1 score) and `mlplat-model.json`.
 """
