@@ -31,7 +31,6 @@ from pulumi.runtime.stack import run_in_stack
 from pulumi.runtime.sync_await import _sync_await
 
 from infra.offline.mock_outputs import RealisticMocks
-from stacks.config import stack_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROGRAM = REPO_ROOT / "__main__.py"
@@ -202,6 +201,9 @@ def synthesize(stack: str, config: Mapping[str, Any] | None = None, preview: boo
 
     `first_preview`: as the first `pulumi preview` sees it (nothing created yet; implies preview)."""
     if config is None:
+        # Imported here: the policy pack's environment reads golden plans through this module and has no pydantic.
+        from stacks.config import stack_file
+
         config = read_stack_config(stack_file(stack))
     preview = preview or first_preview
     mocks = RealisticMocks(region=str(config.get("aws:region", "eu-west-1")), first_preview=first_preview)

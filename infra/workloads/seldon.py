@@ -246,8 +246,9 @@ def servers_values(ctx: StackContext, image: pulumi.Input[str],
                 "containers": [{
                     "name": "mlserver", "image": image, "securityContext": RESTRICTED_CONTAINER,
                     # Serve the repository the agent fills (`MLSERVER_MODELS_DIR` of the ServerConfig, expanded by
-                    # the kubelet), as MLServer's own image does; the image's ENTRYPOINT names /mnt/models.
-                    "command": ["mlserver", "start", "$(MLSERVER_MODELS_DIR)"],
+                    # the kubelet), as MLServer's own image does, behind the request-size limit of our image's
+                    # ENTRYPOINT (which names /mnt/models).
+                    "command": ["python", "-m", "ml.serving.request_limit", "start", "$(MLSERVER_MODELS_DIR)"],
                     "volumeMounts": [{"name": "mlserver-tmp", "mountPath": SERVER_TMP}],
                     "env": [
                         {"name": "MLSERVER_METRICS_DIR", "value": SERVER_METRICS_DIR},

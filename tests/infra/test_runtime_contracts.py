@@ -206,7 +206,8 @@ def test_a_server_that_misses_the_agents_repository_fails_naming_its_command(
         prod: tuple[Plan, list[KubeObject]], harness: Harness) -> None:
     """Without our command the image's ENTRYPOINT serves /mnt/models, not the agent's MLSERVER_MODELS_DIR."""
     found = _mlserver(prod, harness, lambda c: c.pop("command"))
-    assert any(m.startswith("command/args (mlserver start /mnt/models)") and "/mnt/agent/models" in m
+    assert any(m.startswith("command/args (python -m ml.serving.request_limit start /mnt/models)")
+               and "/mnt/agent/models" in m
                for m in found), found
 
 
@@ -293,7 +294,8 @@ def test_scrape_targets_follow_the_service_port_to_the_container_port() -> None:
 
 def test_images_are_classified_with_their_start_up_and_version() -> None:
     ours = dockerfile(ROOT / "docker" / "model-server" / "Dockerfile")
-    assert ours["entrypoint"] == ["mlserver", "start", "/mnt/models"] and ours["user"] == 10001
+    assert ours["entrypoint"] == ["python", "-m", "ml.serving.request_limit", "start", "/mnt/models"]
+    assert ours["user"] == 10001
     assert classify("123.dkr.ecr.eu-west-1.amazonaws.com/p/model-server:0.1.0-ops").image.source == \
         "docker/ops/Dockerfile"  # type: ignore[union-attr]
     assert classify("burakince/mlflow:3.15.1").pinned == "3.15.1"

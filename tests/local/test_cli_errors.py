@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from contracts import local_platform
 from local.config import DEFAULT_PORTS, port_env_var
 from mlplat.cli import COMMANDS
 
@@ -65,11 +66,13 @@ def broken(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         (stacks / f"Pulumi.{env}.yaml").write_text(yaml.safe_dump(doc))
     state = root / "state"
     state.mkdir()
-    # A platform that was up once here (its summary is left) and whose services are gone.
-    (state / "summary.json").write_text('{"smoke": {}}')
     (root / "mirror").mkdir()
     (root / "data").mkdir()
     ports = dict(zip(DEFAULT_PORTS, _dead_ports(len(DEFAULT_PORTS)), strict=True))
+    # A platform that was up here (its record and summary are left) and whose services are gone: commands
+    # find it from its record, then name the service that does not answer.
+    (state / "summary.json").write_text('{"smoke": {}}')
+    _record(state, ports)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLPLAT_", "MLFLOW_"))}
     env.update({port_env_var(name): str(port) for name, port in ports.items()})
     env.update({"MLPLAT_STACKS_DIR": str(stacks), "MLPLAT_LOCAL_DIR": str(state),
@@ -96,8 +99,17 @@ def mlflow_up(broken: dict[str, object]) -> Iterator[dict[str, str]]:
     env = dict(broken["env"])  # type: ignore[arg-type]
     port = server.server_address[1]
     env.update({port_env_var("mlflow"): str(port), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"})
+    ports = dict(broken["ports"])  # type: ignore[call-overload]
+    _record(broken["state"], {**ports, "mlflow": port})  # type: ignore[arg-type]
     yield env
+    _record(broken["state"], ports)  # type: ignore[arg-type]
     server.shutdown()
+
+
+def _record(state: Path, ports: dict[str, int]) -> None:
+    local_platform.write(local_platform.PlatformRecord(
+        state_dir=state, host="127.0.0.1", ports=ports, models=("fraud", "sentiment", "recommendation"),
+        services=("mlflow", "mlserver", "prometheus", "autorollback", "retrain"), phase="up"))
 
 
 def _cases(b: dict[str, object]) -> dict[str, list[Case]]:
