@@ -78,11 +78,19 @@ SHARED_SETUPS = {
 }
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+# Fixtures that start real processes: a test that uses one is an integration test (not in the fast lane).
+PROCESS_FIXTURES = {"mlflow_server", "redis_factory", "mlserver_factory", "moto_endpoint", "mlflow_url",
+                    "demo_platform", "harness"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups and `-m` deselects
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Give each test the xdist group of the shared set-up it needs; a test that needs a module-scoped
-    fixture (a platform or server made for one module) stays with the rest of its module."""
+    fixture (a platform or server made for one module) stays with the rest of its module. A test that
+    needs a fixture starting processes is marked `integration`."""
     for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
         if item.get_closest_marker("xdist_group"):
             continue
         names = getattr(item, "fixturenames", ())

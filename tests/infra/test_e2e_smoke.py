@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.integration  # runs the smoke script against kubectl/helm stand-ins in subprocesses
+
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("e2e_smoke", ROOT / "scripts" / "e2e_smoke.py")
 assert _spec is not None and _spec.loader is not None

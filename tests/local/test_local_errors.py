@@ -43,6 +43,7 @@ def _port_args(ports: dict[str, int]) -> list[str]:
     return [a for name, port in ports.items() for a in (flags[name], str(port))]
 
 
+@pytest.mark.integration
 def test_port_in_use_names_the_port_its_purpose_and_the_way_out(tmp_path):
     cfg = LocalConfig(state_dir=tmp_path, ports=_ports())
     with socket.socket() as s:
@@ -55,6 +56,7 @@ def test_port_in_use_names_the_port_its_purpose_and_the_way_out(tmp_path):
     assert "--mlflow-port" in msg and "MLPLAT_MLFLOW_PORT" in msg
 
 
+@pytest.mark.integration
 def test_cli_refuses_a_busy_port_before_starting_anything(tmp_path, capsys):
     ports = _ports()
     with socket.socket() as s:
@@ -131,6 +133,7 @@ def test_tracing_only_with_a_collector():
     assert "OTEL_SDK_DISABLED" not in server_env(cfg)
 
 
+@pytest.mark.integration
 def test_prometheus_config_carries_the_cluster_alert_rules(tmp_path):
     groups, source = prometheus.find_alert_rules()
     assert groups and source == "contracts/alerts.py"

@@ -11,6 +11,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from local.supervisor import (
     ServiceRecord,
     Supervisor,
@@ -24,6 +26,8 @@ from local.supervisor import (
 from ml.serving.processes import free_port
 
 # A "service" that listens on a port and has a worker child in its process group, like MLServer.
+pytestmark = pytest.mark.integration  # real child processes, process groups and ports
+
 SERVICE = textwrap.dedent("""
     import socket, subprocess, sys, time
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])

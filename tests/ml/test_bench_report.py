@@ -118,6 +118,7 @@ def test_cpu_layout_is_none_on_one_cpu(monkeypatch):
     assert CpuLayout.split() is None
 
 
+@pytest.mark.integration
 def test_on_cpus_pins_this_process_and_what_it_starts_then_restores():
     before = os.sched_getaffinity(0)
     one = frozenset({min(before)})

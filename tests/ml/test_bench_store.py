@@ -36,6 +36,7 @@ def test_round_trips_refuse_a_store_that_answers_for_absent_entities(redis_serve
         client.close()
 
 
+@pytest.mark.integration
 def test_cli_times_a_local_store_per_placement(capsys):
     assert main(["bench", "store", "--requests", "50"]) == 0
     out = capsys.readouterr().out

@@ -44,6 +44,7 @@ def _labels(trigger: str, version: str) -> dict[str, str]:
             "model": "fraud", "version": version}
 
 
+@pytest.mark.integration
 def test_each_trigger_fires_for_the_breaching_version_only(tmp_path):
     promtool = shutil.which("promtool")
     if promtool is None:

@@ -57,6 +57,7 @@ def test_runbooks_index_is_current():
     assert (ROOT / "docs" / "RUNBOOKS.md").read_text() == render_index(), "run `mlplat runbook index`"
 
 
+@pytest.mark.integration
 def test_cli_list_and_unknown_runbook():
     listed = subprocess.run([sys.executable, "-m", "mlplat", "runbook", "list"], capture_output=True, text=True,
                             timeout=60, cwd=ROOT)
@@ -129,6 +130,7 @@ def prometheus(tmp_path):
         exporter.shutdown()
 
 
+@pytest.mark.integration
 def test_drift_diagnosis_names_the_breaching_feature(prometheus, tmp_path):
     runbook = EXECUTABLE["model-drift"]
     out = io.StringIO()
@@ -140,6 +142,7 @@ def test_drift_diagnosis_names_the_breaching_feature(prometheus, tmp_path):
     assert not (tmp_path / "a").exists()  # diagnosis writes no audit entries
 
 
+@pytest.mark.integration
 def test_error_rate_diagnosis_reports_quiet_condition_and_missing_serving(prometheus, tmp_path):
     out = io.StringIO()
     report = run(EXECUTABLE["model-error-rate"], RunContext(env="local", prometheus_url=prometheus),
