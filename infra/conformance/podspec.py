@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infra.conformance.model import KubeObject
+from infra.conformance.selectors import template_of
 
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod", "ReplicaSet")
 MEMORY_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9}
@@ -42,12 +43,7 @@ def pod_templates(objects: list[KubeObject]) -> Iterator[PodTemplate]:
         if obj.kind not in WORKLOADS:
             continue
         spec = obj.manifest.get("spec") or {}
-        if obj.kind == "Pod":
-            template = {"metadata": obj.manifest.get("metadata") or {}, "spec": spec}
-        elif obj.kind == "CronJob":
-            template = ((spec.get("jobTemplate") or {}).get("spec") or {}).get("template") or {}
-        else:
-            template = spec.get("template") or {}
+        template = template_of(obj)
         claims = [str((c.get("metadata") or {}).get("name")) for c in spec.get("volumeClaimTemplates") or []]
         yield PodTemplate(obj, template.get("spec") or {}, dict((template.get("metadata") or {}).get("labels") or {}),
                           claims)

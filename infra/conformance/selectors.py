@@ -67,18 +67,22 @@ class PodTemplate:
                 if isinstance(p.get("containerPort"), int)}
 
 
+def template_of(obj: KubeObject) -> dict[str, Any]:
+    """The pod template of a workload (a Pod is its own template): metadata and spec."""
+    spec = obj.manifest.get("spec") or {}
+    if obj.kind == "Pod":
+        return {"metadata": obj.manifest.get("metadata") or {}, "spec": spec}
+    if obj.kind == "CronJob":
+        return ((spec.get("jobTemplate") or {}).get("spec") or {}).get("template") or {}
+    return spec.get("template") or {}
+
+
 def pod_templates(objects: list[KubeObject]) -> list[PodTemplate]:
     out = []
     for obj in objects:
         if obj.kind not in WORKLOAD_KINDS:
             continue
-        spec = obj.manifest.get("spec") or {}
-        if obj.kind == "Pod":
-            template = {"metadata": obj.manifest.get("metadata") or {}, "spec": spec}
-        elif obj.kind == "CronJob":
-            template = ((spec.get("jobTemplate") or {}).get("spec") or {}).get("template") or {}
-        else:
-            template = spec.get("template") or {}
+        template = template_of(obj)
         meta = template.get("metadata") or {}
         out.append(PodTemplate(obj, obj.namespace, dict(meta.get("labels") or {}), template.get("spec") or {}))
     return out
