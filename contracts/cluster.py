@@ -62,6 +62,9 @@ FEAST_INGESTOR = KubeObject("deployment", FEAST_NAMESPACE, "feast-stream-ingesto
 FEAST_MATERIALIZE = KubeObject("cronjob", FEAST_NAMESPACE, "feast-materialize")
 FEAST_REDIS_SECRET = KubeObject("secret", FEAST_NAMESPACE, "feast-redis")
 FEAST_REDIS_SECRET_KEY = "token"
+# The model runtimes' copy of the token (the runtimes read the online store too); same key.
+SERVING_REDIS_SECRET = KubeObject("secret", SELDON_NAMESPACE, "online-store-redis")
+REDIS_TOKEN_SECRETS = (FEAST_REDIS_SECRET, SERVING_REDIS_SECRET)  # every Kubernetes copy a rotation updates
 MODEL_SERVER = KubeObject("statefulset", SELDON_NAMESPACE, "mlserver")  # the Seldon Server of our runtimes
 MLFLOW_SERVER = KubeObject("deployment", MLFLOW_NAMESPACE, "mlflow")  # Helm release name = deployment name
 

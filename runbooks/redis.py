@@ -13,14 +13,15 @@ import secrets
 import string
 from typing import Any
 
-from contracts.cluster import FEAST_REDIS_SECRET, FEAST_REDIS_SECRET_KEY, REDIS_CLIENTS
+from contracts.cluster import FEAST_REDIS_SECRET_KEY, REDIS_CLIENTS, REDIS_TOKEN_SECRETS
 from runbooks.context import RunContext
 from runbooks.engine import Runbook, Step, StepFailed
 
 TOKEN_ALPHABET = string.ascii_letters + string.digits
-# The Kubernetes copy of the token, and the workloads restarted to pick it up (contracts/cluster.py).
-K8S_SECRET, K8S_SECRET_KEY = (FEAST_REDIS_SECRET.namespace, FEAST_REDIS_SECRET.name), FEAST_REDIS_SECRET_KEY
-__all__ = ["AUTH_ROTATION", "K8S_SECRET", "K8S_SECRET_KEY", "REDIS_CLIENTS"]
+# The Kubernetes copies of the token, and the workloads restarted to pick it up (contracts/cluster.py).
+K8S_SECRETS = tuple((s.namespace, s.name) for s in REDIS_TOKEN_SECRETS)
+K8S_SECRET_KEY = FEAST_REDIS_SECRET_KEY
+__all__ = ["AUTH_ROTATION", "K8S_SECRETS", "K8S_SECRET_KEY", "REDIS_CLIENTS"]
 
 
 def new_token(length: int = 48) -> str:
@@ -141,7 +142,7 @@ def _client_restart_plan(ctx: RunContext) -> list[str]:
     if ctx.kube is None:
         return ["no Kubernetes access: pass --kube cluster, or move the clients yourself and confirm with "
                 "--param clients_updated=yes (otherwise the run stops here, both tokens still valid)"]
-    return [f"kubernetes: patch secret {'/'.join(K8S_SECRET)} key {K8S_SECRET_KEY}", *(
+    return [*(f"kubernetes: patch secret {'/'.join(s)} key {K8S_SECRET_KEY}" for s in K8S_SECRETS), *(
         f"kubernetes: rollout restart {kind} {ns}/{n}" for kind, ns, n in REDIS_CLIENTS)]
 
 
@@ -153,7 +154,8 @@ def _move_clients(ctx: RunContext) -> dict[str, Any]:
         ctx.state["clients_updated"] = True
         return {"restarted": "by operator"}
     ctx.state["clients_updated"] = True
-    ctx.kube.patch_secret(*K8S_SECRET, {K8S_SECRET_KEY: ctx.state["new_token"]})
+    for secret in K8S_SECRETS:
+        ctx.kube.patch_secret(*secret, {K8S_SECRET_KEY: ctx.state["new_token"]})
     for kind, namespace, name in REDIS_CLIENTS:
         ctx.kube.restart(kind, namespace, name)
     return {"restarted": [f"{kind}/{ns}/{n}" for kind, ns, n in REDIS_CLIENTS]}

@@ -353,10 +353,20 @@ class PipelinesConfig(Section):
         "the drift-report CronJob judges no drift on fewer sampled rows (a few hundred requests are noise).")
 
 
+class SeldonConfig(ServiceConfig):
+    online_client: Literal["resp", "redis-asyncio"] = Field(
+        "redis-asyncio", description="Online feature store client of the model runtimes: `redis-asyncio` serves "
+        "other requests while a read crosses the network, `resp` blocks the event loop for the round trip and "
+        "costs less CPU per request. The default follows the measurement at a 0.5 ms round trip "
+        "(docs/BENCHMARKS.md, \"Online read across a network\"); re-measure with `mlplat bench store --url` from "
+        "an inference pod.")
+
+
 class WorkloadsConfig(Section):
     mlflow: ServiceConfig = Field(default_factory=ServiceConfig, description="MLflow tracking server and registry.")
     feast: FeastConfig = Field(default_factory=FeastConfig, description="Feast feature server and materialization.")
-    seldon: ServiceConfig = Field(default_factory=ServiceConfig, description="Seldon Core 2 control plane.")
+    seldon: SeldonConfig = Field(default_factory=SeldonConfig,
+                                 description="Seldon Core 2 control plane and the MLServer model server.")
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig, description="Monitoring.")
     tracing: TracingConfig = Field(default_factory=TracingConfig, description="Tracing.")
     addons: AddonsConfig = Field(default_factory=AddonsConfig, description="Cluster add-ons installed by Helm.")

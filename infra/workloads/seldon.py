@@ -21,7 +21,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from contracts import model_registry
-from contracts.cluster import MLFLOW_SERVER, MODEL_SERVER, WORKLOAD_IDENTITIES
+from contracts.cluster import MLFLOW_SERVER, MODEL_SERVER, SERVING_REDIS_SECRET, WORKLOAD_IDENTITIES
 from contracts.models import Resources
 from infra.workloads.args import WorkloadArgs
 from infra.workloads.isolation import (
@@ -217,9 +217,25 @@ def server_resources(declared: list[Resources]) -> dict[str, dict[str, str]] | N
             "limits": {"cpu": cpu("cpu_limit"), "memory": memory("memory_limit")}}
 
 
+def online_store_env(ctx: StackContext, host: pulumi.Input[str], port: int, tls: bool) -> list[dict[str, Any]]:
+    """What the runtimes need to read the online store (ml/serving/runtime_base.py): its URL, with the AUTH
+    token expanded by the kubelet from the Secret's copy (`$(VAR)` refers to an earlier entry), and the
+    client chosen in stack config."""
+    scheme = "rediss" if tls else "redis"
+    token = {"secretKeyRef": {"name": SERVING_REDIS_SECRET.name, "key": "token"}}
+    return [
+        {"name": "MLPLAT_ONLINE_STORE_TOKEN", "valueFrom": token},
+        {"name": "MLPLAT_ONLINE_STORE_URL",
+         "value": pulumi.Output.from_input(host).apply(lambda h: f"{scheme}://:$(MLPLAT_ONLINE_STORE_TOKEN)@{h}:{port}/0")},
+        {"name": "MLPLAT_ONLINE_CLIENT", "value": ctx.cfg.workloads.seldon.online_client},
+    ]
+
+
 def servers_values(ctx: StackContext, image: pulumi.Input[str],
-                   serving_samples: pulumi.Input[str] | None = None) -> dict[str, Any]:
-    """`serving_samples`: where the runtimes write their sampled inputs (ml/serving/serving_log.py)."""
+                   serving_samples: pulumi.Input[str] | None = None,
+                   online_store: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """`serving_samples`: where the runtimes write their sampled inputs (ml/serving/serving_log.py);
+    `online_store`: the env of `online_store_env`."""
     # Every enabled model of the registry (contracts/model_registry.py) shares the one MLServer Server.
     models = ctx.cfg.models
     enabled = [(model_registry.get(name), models[name]) for name in models.names() if models[name].enabled]
@@ -264,6 +280,7 @@ def servers_values(ctx: StackContext, image: pulumi.Input[str],
                         # No drift gauge, so no drift alert and no retrain, before this many observations.
                         {"name": "MLPLAT_DRIFT_MIN_SAMPLES",
                          "value": str(ctx.cfg.workloads.pipelines.retrain_min_samples)},
+                        *(online_store or []),
                     ],
                     **({"resources": sized} if sized else {}),
                 }, *restricted_containers(*SERVER_SIDECARS)],
@@ -302,6 +319,12 @@ class Seldon(pulumi.ComponentResource):
             metadata={"name": KAFKA_SASL_SECRET, "namespace": NAMESPACE, "labels": labels("seldon")},
             string_data={KAFKA_SASL_PASSWORD_KEY: data.kafka.scram_password},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[ns]))
+        redis_secret = k8s.core.v1.Secret(
+            f"{name}-online-store-secret", type="Opaque",
+            metadata={"name": SERVING_REDIS_SECRET.name, "namespace": NAMESPACE, "labels": labels("seldon")},
+            string_data={"token": data.redis.auth_token},
+            # Rotated with Feast's copy by runbooks/redis-auth-rotation.md; Pulumi must not revert it.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[ns], ignore_changes=["stringData", "data"]))
         network_policies(NamespacePolicy(
             NAMESPACE,
             ingress=[IngressRule(CALLER_NAMESPACES, (9000, 9002))],  # envoy HTTP/gRPC listeners
@@ -320,7 +343,9 @@ class Seldon(pulumi.ComponentResource):
                                runtime_values(ctx, brokers), self, depends_on=[setup])
         self.servers = helm_release("seldon-core-v2-servers", ctx, "seldon-core-v2-servers", NAMESPACE,
                                     servers_values(ctx, image, pulumi.Output.from_input(data.buckets["models"]).apply(
-                                        lambda b: f"s3://{b}/serving-samples")), self, depends_on=[runtime, sa])
+                                        lambda b: f"s3://{b}/serving-samples"),
+                                        online_store_env(ctx, data.redis.host, data.redis.port, data.redis.tls)),
+                                    self, depends_on=[runtime, sa, redis_secret])
         self.releases = [crds, setup, runtime, self.servers]
         monitors = {
             "seldon-agent": ({"app.kubernetes.io/name": "seldon-server"}, "metrics"),

@@ -1,8 +1,12 @@
-"""`mlplat capacity`: pods, nodes, Redis shards and monthly cost for a throughput target, from a bench
-report (`mlplat bench models --json FILE`), the stack file and the dated price table (ml/serving/sizing.py).
+"""`mlplat capacity`: pods, vCPUs, nodes, Redis shards and monthly cost for a throughput target, beside the
+reference fleet in the same units, from a bench report (`mlplat bench models --json FILE`), the stack file and
+the dated price table (ml/serving/sizing.py).
 
     mlplat capacity --tps 1000000 --p99-ms 5 [--bench FILE] [--stack prod] [--models NAME,...]
-                    [--utilisation 0.6] [--store-rtt-ms 0.5] [--json]
+                    [--utilisation 0.6] [--store-rtt-ms MS] [--json]
+
+The store round trip planned for is --store-rtt-ms, else the one the bench ran its models behind
+(`mlplat bench models --rtt-ms X`), else 0.5 ms.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from ml.serving.sizing import Assumptions, ImpossibleTarget, capacity, check_tar
 from stacks.config import ConfigError, load_stack_file, stack_file
 
 DEFAULT_BENCH = Path("docs/capacity-bench.json")
+DEFAULT_STORE_RTT_MS = 0.5
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,15 +32,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stack", default="prod", help="stack whose inference node group and Redis are used")
     p.add_argument("--models", help="comma-separated subset (default: every model in the report)")
     p.add_argument("--utilisation", type=float, default=0.6, help="share of measured capacity used at peak")
-    p.add_argument("--store-rtt-ms", type=float, default=0.5,
-                   help="online store round trip on the cluster, waited for per request by models that read it "
-                        "(measure it from a pod: `mlplat bench store --url rediss://...`)")
+    p.add_argument("--store-rtt-ms", type=float,
+                   help="online store round trip on the cluster, per request of models that read it (measure it "
+                        "from a pod: `mlplat bench store --url rediss://...`; default: the bench's --rtt-ms, else "
+                        f"{DEFAULT_STORE_RTT_MS})")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.tps <= 0 or args.p99_ms <= 0 or not 0 < args.utilisation <= 1 or args.store_rtt_ms < 0:
+    if args.tps <= 0 or args.p99_ms <= 0 or not 0 < args.utilisation <= 1 or (args.store_rtt_ms or 0) < 0:
         print("mlplat capacity: --tps and --p99-ms must be > 0, --utilisation in (0, 1], --store-rtt-ms >= 0",
               file=sys.stderr)
         return 2
@@ -43,7 +49,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"mlplat capacity: no bench report at {args.bench}; make one with "
               "`mlplat bench models --json FILE`", file=sys.stderr)
         return 2
-    assume = Assumptions(utilisation=args.utilisation, store_rtt_ms=args.store_rtt_ms)
+    try:
+        bench = load_bench(args.bench)
+    except (OSError, ValueError) as exc:
+        print(f"mlplat capacity: {args.bench} is not a bench report: {exc}", file=sys.stderr)
+        return 2
+    rtt = args.store_rtt_ms
+    if rtt is None:
+        measured = (bench.get("settings") or {}).get("store_rtt_ms") or []
+        rtt = measured[0] if len(measured) == 1 else DEFAULT_STORE_RTT_MS
+    assume = Assumptions(utilisation=args.utilisation, store_rtt_ms=rtt)
     try:
         check_target(args.tps, args.p99_ms, assume)
     except ImpossibleTarget as exc:
@@ -56,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     models = [m.strip() for m in args.models.split(",")] if args.models else None
     try:
-        result = capacity(load_bench(args.bench), args.tps, args.p99_ms, cfg, models, assume=assume)
+        result = capacity(bench, args.tps, args.p99_ms, cfg, models, assume=assume)
     except KeyError as exc:
         print(f"mlplat capacity: {exc.args[0]}", file=sys.stderr)
         return 2

@@ -196,11 +196,20 @@ def versions() -> dict[str, str]:
     return out
 
 
-def feature_fetches(metrics_url: str, model: str) -> float:
-    """Online feature fetches a served model has made so far (its fetch-latency histogram count)."""
+def feature_fetch_totals(metrics_url: str, model: str) -> tuple[float, float]:
+    """Online feature fetches a served model has made so far, and the seconds they took in all (its
+    fetch-latency histogram's count and sum)."""
     import urllib.request
 
     with urllib.request.urlopen(metrics_url, timeout=10) as r:
         text = r.read().decode()
-    m = re.search(rf'^{FEATURE_FETCH}_count{{model="{re.escape(model)}"}} ([\d.e+]+)$', text, re.MULTILINE)
-    return float(m.group(1)) if m else 0.0
+    totals = []
+    for part in ("count", "sum"):
+        m = re.search(rf'^{FEATURE_FETCH}_{part}{{model="{re.escape(model)}"}} ([\d.e+-]+)$', text, re.MULTILINE)
+        totals.append(float(m.group(1)) if m else 0.0)
+    return totals[0], totals[1]
+
+
+def feature_fetches(metrics_url: str, model: str) -> float:
+    """Online feature fetches a served model has made so far (its fetch-latency histogram count)."""
+    return feature_fetch_totals(metrics_url, model)[0]

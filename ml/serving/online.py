@@ -10,11 +10,15 @@ directly. The layout (Feast 0.63 Redis online store, entity key serialization ve
     fields = murmur3_32("<feature_view>:<feature>") as 4 little-endian bytes -> serialized ValueProto
              "_ts:<feature_view>"                                           -> serialized Timestamp
 
-All rows of a request go out as one pipeline. The read is synchronous on purpose: an asyncio client
-that let the event loop serve other requests during the round trip cost more server CPU per request
-than the wait it hid, and a redis-py client more still (docs/BENCHMARKS.md, "Online feature
-client"). `client="redis-py"` selects redis-py (hiredis parser, connection pool, non-transactional
-pipeline of HMGETs, no retries) for comparison; `resp` (default) is the minimal client below.
+All rows of a request go out as one pipeline. Three clients (`client=`):
+- `resp` (default): the minimal blocking client below. The event loop waits for the round trip, which
+  costs nothing at loopback round trips and a pod's whole throughput share of the wait across a network.
+- `redis-asyncio`: redis.asyncio (hiredis parser, a connection per request in flight, non-transactional
+  pipeline, no retries): the event loop serves other requests during the round trip, for more CPU per
+  request. Which one a deployment uses follows the measurement at its round trip (docs/BENCHMARKS.md,
+  "Online read across a network"; stack config `serving.onlineClient`).
+- `redis-py`: blocking redis-py, for comparison only.
+Runtimes call `await reader.fetch_many(rows)`, which suspends only with the asynchronous client.
 
 `tests/ml/test_runtime_fraud.py` materializes through Feast and reads through this module, so a
 Feast upgrade that changes the layout fails a test instead of silently serving defaults.
@@ -35,9 +39,10 @@ import hiredis
 import mmh3
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
+from contracts.feast import ASYNC_ONLINE_CLIENTS, DEFAULT_ONLINE_CLIENT, ONLINE_CLIENTS
+
 _STRING, _INT64 = 2, 4  # feast ValueType enum values
-CLIENTS = ("resp", "redis-py")
-DEFAULT_CLIENT = "resp"
+CLIENTS, ASYNC_CLIENTS, DEFAULT_CLIENT = ONLINE_CLIENTS, ASYNC_ONLINE_CLIENTS, DEFAULT_ONLINE_CLIENT
 
 
 def entity_key_bytes(project: str, join_key: str, value: int | str) -> bytes:
@@ -181,6 +186,38 @@ class _RedisPy:
         self._redis.close()
 
 
+class _RedisAsyncio:
+    """redis.asyncio with the hiredis parser: a pooled connection per request in flight, a
+    non-transactional pipeline of HMGETs, no retries, the socket timeout as the hard bound. Bound to
+    the event loop of its first call (MLServer's), like every asyncio client."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        import redis.asyncio as aredis
+        from redis.backoff import NoBackoff
+        from redis.exceptions import RedisError
+        from redis.retry import Retry
+
+        self._errors = (RedisError, OSError, TimeoutError)
+        # No CLIENT SETINFO on connect: two round trips more per new connection, across a network.
+        self._redis = aredis.Redis(connection_pool=aredis.ConnectionPool.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0),
+            driver_info=None))
+
+    async def hmget_many(self, commands: list[tuple[bytes, list[bytes]]]) -> list[Any]:
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for key, fields in commands:
+                pipe.hmget(key, fields)
+            return await pipe.execute()
+        except self._errors as exc:
+            raise StoreError(f"online store: {exc or type(exc).__name__}") from exc
+
+    def close(self) -> None:
+        # The pool's connections belong to the event loop that opened them; closing them needs that loop,
+        # which the model server stops after unloading. Dropping the references closes the sockets.
+        self._redis = None  # type: ignore[assignment]
+
+
 class OnlineFeatureReader:
     """Reads features of several views, for one or more rows, in one Redis round trip with a hard
     socket timeout."""
@@ -192,23 +229,38 @@ class OnlineFeatureReader:
         self.project = project
         self.views = list(views)
         self._fields = [(v, [field_key(v.feature_view, f) for f in v.features]) for v in self.views]
-        resp = _Resp(url, timeout_s)  # validates the URL for both clients
-        self._client: _Resp | _RedisPy = resp if client == "resp" else _RedisPy(url, timeout_s)
+        resp = _Resp(url, timeout_s)  # validates the URL for every client
+        self.client = client
+        self._client: _Resp | _RedisPy | _RedisAsyncio = (
+            resp if client == "resp" else _RedisAsyncio(url, timeout_s) if client in ASYNC_CLIENTS
+            else _RedisPy(url, timeout_s))
 
-    def _replies(self, rows: Sequence[dict[str, int | str]]) -> Iterator[Any]:
-        keys = [(entity_key_bytes(self.project, v.join_key, row[v.join_key]), fields)
+    def _keys(self, rows: Sequence[dict[str, int | str]]) -> list[tuple[bytes, list[bytes]]]:
+        return [(entity_key_bytes(self.project, v.join_key, row[v.join_key]), fields)
                 for row in rows for v, fields in self._fields]
-        if isinstance(self._client, _RedisPy):
-            return iter(self._client.hmget_many(keys))
-        return iter(self._client.pipeline([_command(b"HMGET", key, *fields) for key, fields in keys]))
 
     def get_many(self, rows: Sequence[dict[str, int | str]]) -> list[dict[str, Any]]:
         """Per row, feature values by feature name (None where absent), all rows in one round trip.
 
         Raises StoreError on connection trouble, a Redis error or a timeout; KeyError if a join key
-        is missing from a row.
+        is missing from a row. Blocking clients only (`fetch_many` serves every client).
         """
-        replies = self._replies(rows)
+        keys = self._keys(rows)
+        if isinstance(self._client, _RedisAsyncio):
+            raise TypeError("the redis-asyncio client is read with `await reader.fetch_many(rows)`")
+        if isinstance(self._client, _RedisPy):
+            return self._decode_rows(rows, iter(self._client.hmget_many(keys)))
+        return self._decode_rows(
+            rows, iter(self._client.pipeline([_command(b"HMGET", key, *fields) for key, fields in keys])))
+
+    async def fetch_many(self, rows: Sequence[dict[str, int | str]]) -> list[dict[str, Any]]:
+        """`get_many` for a coroutine: with the asynchronous client the event loop serves other requests
+        during the round trip; with a blocking one it returns without suspending (no event-loop pass)."""
+        if isinstance(self._client, _RedisAsyncio):
+            return self._decode_rows(rows, iter(await self._client.hmget_many(self._keys(rows))))
+        return self.get_many(rows)
+
+    def _decode_rows(self, rows: Sequence[dict[str, int | str]], replies: Iterator[Any]) -> list[dict[str, Any]]:
         out = []
         for _row in rows:
             found: dict[str, Any] = {}
@@ -221,6 +273,10 @@ class OnlineFeatureReader:
     def get(self, entities: dict[str, int | str]) -> dict[str, Any]:
         """Feature values by feature name (None where absent) for the given join-key values."""
         return self.get_many([entities])[0]
+
+    async def fetch(self, entities: dict[str, int | str]) -> dict[str, Any]:
+        """`get` for a coroutine (see `fetch_many`)."""
+        return (await self.fetch_many([entities]))[0]
 
     def close(self) -> None:
         self._client.close()

@@ -9,6 +9,7 @@ text, unknown id, oversize batch).
 Model-settings `parameters.extra` keys understood by every runtime:
   tracking_uri   MLflow tracking URI for `models:/` URIs (else $MLFLOW_TRACKING_URI)
   redis_url      online store for runtimes that read features (else $MLPLAT_ONLINE_STORE_URL)
+  online_client  client of that store, ml/serving/online.py CLIENTS (else $MLPLAT_ONLINE_CLIENT, else `resp`)
   max_batch      largest accepted batch (rows per request), default 256
   drift_window   observations per feature in the PSI window, default 1000
   drift_min_samples  observations needed before a PSI is reported (and so before a drift alert can fire and
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 NUMERIC = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
 INTEGER = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"}
 STORE_URL_ENV = "MLPLAT_ONLINE_STORE_URL"  # redis:// or rediss:// URL, when not in parameters.extra
+ONLINE_CLIENT_ENV = "MLPLAT_ONLINE_CLIENT"  # ml/serving/online.py CLIENTS, when not in parameters.extra
 DRIFT_EVERY = 50  # refresh the PSI gauges every N observed rows: PSI is cheap but not free
 
 
@@ -213,6 +215,8 @@ class ReferenceRuntime(MLModel):
         # environment names the online store instead.
         if "redis_url" not in extra and os.environ.get(STORE_URL_ENV):
             extra["redis_url"] = os.environ[STORE_URL_ENV]
+        if "online_client" not in extra and os.environ.get(ONLINE_CLIENT_ENV):
+            extra["online_client"] = os.environ[ONLINE_CLIENT_ENV]
         return extra
 
     @abstractmethod

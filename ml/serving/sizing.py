@@ -1,5 +1,6 @@
-"""Capacity plan from measured serving figures: pods, nodes, Redis shards and a monthly cost for a
-target throughput and latency budget (`mlplat capacity`, docs/CAPACITY.md).
+"""Capacity plan from measured serving figures: pods, vCPUs, nodes, Redis shards and a monthly cost for a
+target throughput and latency budget, beside the reference fleet in the same units (`mlplat capacity`,
+docs/CAPACITY.md).
 
 Inputs: a `mlplat bench models --json FILE` report, the stack file (the inference node group's
 instance type, the Redis node type and replicas per shard) and the dated price table `ml/serving/prices.yaml`.
@@ -12,14 +13,16 @@ The arithmetic, per model, every step printed by the command:
    than the server (`CpuLayout`, ml/serving/loadgen.py), but a shared machine's CPU-second still does
    more or less work with the host's load (docs/CAPACITY.md): measure on the instance type.
 2. Within the latency budget: a pod is a single-server queue with an almost constant service time
-   S = 1 / (per-core rate), plus, for models that read the online store on every request,
-   `store_rtt_ms`: the runtime waits for that round trip synchronously (ml/serving/online.py), so the
-   event loop serves nothing else meanwhile. The bench's loopback round trip costs the server CPU but
+   S = 1 / (per-core rate), plus, for models that read the online store on every request with a
+   blocking client (`resp`, the bench entry's `online_client`), `store_rtt_ms`: the event loop serves
+   nothing else while that round trip is on the wire. With the asynchronous client (`redis-asyncio`)
+   the wait overlaps other requests: S is the CPU alone (measured with that client, so its own cost
+   is in it), and the round trip is spent outside the queue, so it comes off the budget instead. The bench's loopback round trip costs the server CPU but
    almost no wait (~0.02 ms on one CPU, `mlplat bench store`); on the cluster the store is across the
    network, which `mlplat bench store --url` measures from a pod. At utilisation u the mean wait of an
    M/D/1 queue is u*S / (2*(1 - u)); taking the wait's tail as exponential, p99 ~ S + ln(100) * u*S /
    (2*(1 - u)). The budget left to the server is the p99 budget minus `fixed_latency_ms` (ingress/Envoy
-   hop and the network to the caller), B = that / S, so u <= (B - 1) / (B - 1 + ln(100) / 2); no u
+   hop and the network to the caller) and, with the asynchronous client, the round trip; B = that / S, so u <= (B - 1) / (B - 1 + ln(100) / 2); no u
    fits when B <= 1. The pod runs at min(`utilisation`, that bound). The bench's own p99 at its closed-loop
    concurrency is reported beside it (`bench p99 in budget`), not used: on a shared machine it
    measures the machine. A pod serves u / S requests/s.
@@ -34,6 +37,12 @@ The arithmetic, per model, every step printed by the command:
    primary serves 1 / (redis-server CPU seconds per request) at `utilisation`, measured the same way
    (`redis_cpu_us`), else `default_shard_rps`. Each shard has `replicasPerShard` replicas.
 6. Cost: (nodes x instance price + Redis nodes x node price) x 730 h, from `ml/serving/prices.yaml`.
+7. Like with like: vCPUs of the pods (pods x pod vCPU), of the nodes and of the online store, beside
+   the reference fleet's (`REFERENCE`: its pods x stated CPU per pod, its stated node count x vCPU per
+   node, priced as our table's instance of that size). The factor between the pods' vCPUs is the
+   product of four parts (`factor_parts`): per-request CPU against what the reference's pods give a
+   request at full load, 1 / the utilisation the latency budget allows, the store wait (service time
+   / CPU), and the pod's vCPU per serving core (sidecars).
 """
 
 from __future__ import annotations
@@ -47,11 +56,15 @@ from typing import Any
 import yaml
 
 from contracts import model_registry
+from contracts.feast import ASYNC_ONLINE_CLIENTS, DEFAULT_ONLINE_CLIENT
 
 PRICES = Path(__file__).with_name("prices.yaml")
 AZS = 3
-# The architecture this blueprint implements quotes ~200 pods and ~$27k/month for 1M TPS under 5 ms.
-REFERENCE = {"tps": 1_000_000, "p99_ms": 5.0, "pods": 200, "usd_per_month": 27_000}
+# The architecture this blueprint implements quotes ~200 pods of 2-4 CPU on 50-100 nodes of 16 vCPU,
+# ~$27k/month, for 1M TPS under 5 ms. It names no instance type: a 16-vCPU node is priced as
+# `node_type`, the 16-vCPU compute instance of the price table. Ranges are (low, high).
+REFERENCE = {"tps": 1_000_000, "p99_ms": 5.0, "pods": 200, "usd_per_month": 27_000, "pod_vcpu": (2, 4),
+             "nodes": (50, 100), "node_vcpu": 16, "node_type": "c6i.4xlarge"}
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,8 @@ class ModelPlan:
     per_core_rps: float
     service_ms: float  # per request in the pod: CPU plus the store round trip waited for
     store_wait_ms: float  # the part of service_ms spent waiting for the online store
+    online_client: str | None  # of the bench entry, for models that read the store
+    store_rtt_ms: float  # the round trip planned for (0 for models that do not read the store)
     utilisation: float
     within_budget: bool
     bench_p99_in_budget: bool
@@ -88,6 +103,9 @@ class ModelPlan:
     usd_per_month: float
     usd_nodes: float
     usd_redis: float
+    pod_vcpus: float  # pods x pod vCPU (requested)
+    node_vcpus: int  # nodes x instance vCPU
+    store_vcpus: int  # Redis nodes x node vCPU
 
 
 def load_prices(path: Path = PRICES) -> dict[str, Any]:
@@ -111,13 +129,16 @@ def bench_figures(bench: dict[str, Any], model: str) -> dict[str, Any]:
 
 def plan_model(model: str, http: dict[str, Any], tps: float, p99_budget_ms: float, instance: str,
                redis_node: str, redis_replicas: int, prices: dict[str, Any],
-               assume: Assumptions = Assumptions(), reads_features: bool = True) -> ModelPlan:
+               assume: Assumptions = Assumptions(), reads_features: bool = True,
+               online_client: str = DEFAULT_ONLINE_CLIENT) -> ModelPlan:
     cpu_us = http.get("server_cpu_us")
     per_core = 1e6 / cpu_us if cpu_us else float(http["rps"])
     p99 = float(http["p99_ms"])
-    store_wait_ms = assume.store_rtt_ms if reads_features else 0.0
+    rtt = assume.store_rtt_ms if reads_features else 0.0
+    overlapped = online_client in ASYNC_ONLINE_CLIENTS
+    store_wait_ms = 0.0 if overlapped else rtt
     service_ms = 1000.0 / per_core + store_wait_ms
-    server_budget = p99_budget_ms - assume.fixed_latency_ms
+    server_budget = p99_budget_ms - assume.fixed_latency_ms - (rtt if overlapped else 0.0)
     b = server_budget / service_ms
     within = b > 1
     bound = (b - 1) / (b - 1 + math.log(100) / 2) if within else 0.0
@@ -136,46 +157,102 @@ def plan_model(model: str, http: dict[str, Any], tps: float, p99_budget_ms: floa
         shards = math.ceil(tps / shard_rps)
         redis_nodes = shards * (1 + redis_replicas)
     hours = prices["hours_per_month"]
+    store_node = _instance(prices, "elasticache", redis_node)
     usd_nodes = nodes * node["usd_per_hour"] * hours
-    usd_redis = redis_nodes * _instance(prices, "elasticache", redis_node)["usd_per_hour"] * hours
+    usd_redis = redis_nodes * store_node["usd_per_hour"] * hours
     return ModelPlan(model, float(http["rps"]), p99, cpu_us, round(per_core, 1), round(service_ms, 3), store_wait_ms,
+                     online_client if reads_features else None, rtt,
                      round(utilisation, 3), within,
                      p99 <= p99_budget_ms, round(budget_rate, 1),
                      pods, pods_per_node, nodes, shards, redis_nodes, round(usd_nodes + usd_redis),
-                     round(usd_nodes), round(usd_redis))
+                     round(usd_nodes), round(usd_redis), round(pods * assume.pod_vcpu, 1),
+                     round(nodes * node["vcpu"]), round(redis_nodes * store_node["vcpu"]))
 
 
 def reference_plan(instance: str, prices: dict[str, Any], assume: Assumptions = Assumptions()) -> dict[str, Any]:
-    """What the reference figure implies per pod, on the same instance type and prices."""
+    """The reference fleet in our units: requests/s per pod, its pods' and nodes' vCPUs, what its nodes
+    cost at our prices, and how many of our inference nodes its pods would fill."""
     node = _instance(prices, "ec2", instance)
     pods_per_node = max(1, math.floor((node["vcpu"] - assume.node_reserve_vcpu) / assume.pod_vcpu))
     nodes = math.ceil(REFERENCE["pods"] / pods_per_node)
+    ref_node = _instance(prices, "ec2", REFERENCE["node_type"])
+    if ref_node["vcpu"] != REFERENCE["node_vcpu"]:
+        raise ValueError(f"{REFERENCE['node_type']} has {ref_node['vcpu']} vCPU in {PRICES.name}, "
+                         f"not the reference's {REFERENCE['node_vcpu']}")
+    hours = prices["hours_per_month"]
     return {**REFERENCE, "rps_per_pod": REFERENCE["tps"] / REFERENCE["pods"], "nodes_on_our_instance": nodes,
-            "usd_nodes_on_our_instance": round(nodes * node["usd_per_hour"] * prices["hours_per_month"])}
+            "usd_nodes_on_our_instance": round(nodes * node["usd_per_hour"] * hours),
+            "pod_vcpus": [REFERENCE["pods"] * v for v in REFERENCE["pod_vcpu"]],
+            "node_vcpus": [n * REFERENCE["node_vcpu"] for n in REFERENCE["nodes"]],
+            # CPU time a request can have when every pod core is busy: the most the reference's pods allow.
+            "cpu_ms_per_request": [REFERENCE["pods"] * v / REFERENCE["tps"] * 1000 for v in REFERENCE["pod_vcpu"]],
+            "usd_nodes_at_our_prices": [round(n * ref_node["usd_per_hour"] * hours) for n in REFERENCE["nodes"]]}
 
 
-def explain(plan: ModelPlan, reference: dict[str, Any], tps: float) -> list[str]:
+def factor_parts(plan: ModelPlan, reference: dict[str, Any], assume: Assumptions = Assumptions()) -> dict[str, Any]:
+    """Our pods' vCPUs over the reference's, and the four parts it is the product of (each a (low, high)
+    pair against the reference's 2 and 4 CPU pods; the product differs from the ratio of the printed
+    vCPUs only by the rounding of pods up to whole pods in every zone)."""
+    cpu_ms = plan.service_ms - plan.store_wait_ms
+    parts = {
+        "per_request_cpu": [cpu_ms / ref for ref in reference["cpu_ms_per_request"]],
+        "utilisation": 1 / plan.utilisation,
+        "store_wait": plan.service_ms / cpu_ms,
+        "pod_overhead": assume.pod_vcpu,
+    }
+    rest = parts["utilisation"] * parts["store_wait"] * parts["pod_overhead"]
+    return {**parts, "product": [p * rest for p in parts["per_request_cpu"]],
+            "pod_vcpu_ratio": [plan.pod_vcpus / v for v in reference["pod_vcpus"]],
+            "node_vcpu_ratio": [plan.node_vcpus / v for v in reference["node_vcpus"]]}
+
+
+def _span(pair: list[float], fmt: str = ".1f") -> str:
+    low, high = sorted(pair)
+    return f"{low:{fmt}}" if f"{low:{fmt}}" == f"{high:{fmt}}" else f"{low:{fmt}}-{high:{fmt}}"
+
+
+def explain(plan: ModelPlan, reference: dict[str, Any], tps: float, assume: Assumptions = Assumptions()) -> list[str]:
     ours = plan.budget_rps_per_core
     ref = reference["tps"] / reference["pods"]
+    f = factor_parts(plan, reference, assume)
+    cpu_ms = plan.service_ms - plan.store_wait_ms
     lines = [
-        f"The reference needs {ref:,.0f} requests/s per pod; {plan.model} serves {ours:,.0f} per pod here "
-        f"(utilisation {plan.utilisation:.2f} / service time {plan.service_ms:.3f} ms), {ref / ours:.1f}x less, "
-        f"so {plan.pods:,} pods instead of {reference['pods']}.",
-        "Where the factor comes from: each request pays MLServer's Python V2 path (FastAPI routing, pydantic "
+        f"Like with like: {plan.model}'s pods request {plan.pod_vcpus:,.0f} vCPU on {plan.node_vcpus:,} node vCPU; "
+        f"the reference's {reference['pods']} pods of {_span(list(reference['pod_vcpu']), 'g')} CPU request "
+        f"{_span(reference['pod_vcpus'], ',.0f')} vCPU on {_span(reference['node_vcpus'], ',.0f')} node vCPU "
+        f"({_span(list(reference['nodes']), 'g')} nodes of {reference['node_vcpu']} vCPU, "
+        f"${_span(reference['usd_nodes_at_our_prices'], ',.0f')}/month at our prices as {reference['node_type']}; "
+        f"stated ${reference['usd_per_month']:,}): {_span(f['pod_vcpu_ratio'])}x the pod vCPUs, "
+        f"{_span(f['node_vcpu_ratio'])}x the node vCPUs.",
+        f"That factor is the product of: per-request CPU {cpu_ms:.3f} ms against the "
+        f"{_span(reference['cpu_ms_per_request'], '.1f')} ms a request gets when every reference pod core is busy "
+        f"({_span(f['per_request_cpu'], '.2f')}x) x utilisation allowed by the latency budget "
+        f"{plan.utilisation:.2f} ({f['utilisation']:.2f}x) x store wait ({f['store_wait']:.2f}x: "
+        + (f"{plan.store_wait_ms:.2f} ms of round trip on a blocking event loop" if plan.store_wait_ms
+           else "none: " + ("the asynchronous client overlaps it" if plan.online_client else "no store read"))
+        + f") x pod overheads ({f['pod_overhead']:.2f}x: {assume.pod_vcpu} vCPU per serving core, "
+        f"{assume.pod_vcpu_note}) = {_span(f['product'])}x.",
+        f"Per pod: the reference needs {ref:,.0f} requests/s; {plan.model} serves {ours:,.0f} here "
+        f"(utilisation {plan.utilisation:.2f} / service time {plan.service_ms:.3f} ms), so {plan.pods:,} pods "
+        f"instead of {reference['pods']}.",
+        "Where the per-request CPU goes: each request pays MLServer's Python V2 path (FastAPI routing, pydantic "
         "parsing of the seven inputs, JSON encoding: ~0.5 ms of CPU in the bare runtime alone) before the "
-        "model's own ~0.05 ms; the reference's ~5,000 requests/s per pod needs ~0.2 ms per request, i.e. a "
-        "compiled server (Triton/C++ or Rust), gRPC with binary tensors, and server-side batching or several "
-        "cores per pod.",
+        "model's own ~0.05 ms; the reference's figures need at most 0.4-0.8 ms per request at full load, i.e. a "
+        "compiled server (Triton/C++ or Rust), gRPC with binary tensors, and server-side batching.",
         "The reference cost also leaves out the feature store: at one pipelined Redis round trip per request, "
-        f"{tps:,.0f} TPS needs {plan.redis_shards:,} shard primaries here (${plan.usd_redis:,.0f}/month).",
+        f"{tps:,.0f} TPS needs {plan.redis_shards:,} shard primaries here ({plan.store_vcpus:,} vCPU with replicas, "
+        f"${plan.usd_redis:,.0f}/month).",
     ]
     if plan.store_wait_ms:
-        cpu_ms = plan.service_ms - plan.store_wait_ms
         lines.append(
             f"{plan.model}'s service time is {cpu_ms:.3f} ms of CPU (measured) + {plan.store_wait_ms:.3f} ms "
-            "waiting for the online store (assumed: --store-rtt-ms), which the synchronous read does not overlap "
-            "with other requests; at this round trip it costs "
-            f"{1 - cpu_ms / plan.service_ms:.0%} of a pod's throughput.")
+            f"waiting for the online store (--store-rtt-ms) with the blocking `{plan.online_client}` client; at this "
+            f"round trip it costs {1 - cpu_ms / plan.service_ms:.0%} of a pod's throughput.")
+    elif plan.online_client:
+        lines.append(
+            f"{plan.model} reads the store with `{plan.online_client}`: its {plan.store_rtt_ms:.3f} ms round trip "
+            "overlaps other requests, so it lengthens each request's latency (taken off the budget) but not the "
+            f"pod's service time of {cpu_ms:.3f} ms of CPU, measured with that client.")
     if not plan.within_budget:
         lines.append(f"{plan.model} cannot meet the budget at any load: its service time alone exceeds it "
                      "(step 2); the plan shows a nominal 5 % utilisation.")
@@ -191,6 +268,11 @@ def _reads_store_per_request(model: str) -> bool:
         return False
     features = model_registry.get(model).features
     return features is not None and features.every_request
+
+
+def _base(bench: dict[str, Any], served: str) -> str:
+    """The registered model a bench entry serves (entries per client or round trip are named apart)."""
+    return bench["models"][served].get("model") or served
 
 
 def _reads_features(http: dict[str, Any], model: str) -> bool:
@@ -225,7 +307,8 @@ def capacity(bench: dict[str, Any], tps: float, p99_budget_ms: float, stack_cfg:
     redis_node, redis_replicas = stack_cfg.redis.node_type, stack_cfg.redis.replicas_per_shard
     names = models or [m for m in bench["models"] if "http" in bench["models"][m] and m != "bare-onnx"]
     plans = [plan_model(m, bench_figures(bench, m), tps, p99_budget_ms, instance, redis_node, redis_replicas,
-                        prices, assume, reads_features=_reads_features(bench["models"][m]["http"], m))
+                        prices, assume, reads_features=_reads_features(bench["models"][m]["http"], _base(bench, m)),
+                        online_client=bench["models"][m].get("online_client") or DEFAULT_ONLINE_CLIENT)
              for m in names]
     reference = reference_plan(instance, prices, assume)
     # Explained: the first model that reads the online store (it needs pods and Redis), else the first.
@@ -234,7 +317,8 @@ def capacity(bench: dict[str, Any], tps: float, p99_budget_ms: float, stack_cfg:
         "tps": tps, "p99_budget_ms": p99_budget_ms, "instance_type": instance, "redis_node_type": redis_node,
         "redis_replicas_per_shard": redis_replicas, "prices_as_of": prices["as_of"], "assumptions": asdict(assume),
         "bench_machine": bench.get("machine", {}), "plans": [asdict(p) for p in plans], "reference": reference,
-        "explanation": explain(headline, reference, tps) if headline else [],
+        "explanation": explain(headline, reference, tps, assume) if headline else [],
+        "factors": {p.model: factor_parts(p, reference, assume) for p in plans},
     }
 
 
@@ -264,6 +348,21 @@ def render(result: dict[str, Any]) -> str:
     lines += [
         f"{'reference':<16}{'':>10}{r['p99_ms']:>8.2f}{'':>11}{'':>10}{'':>8}{'':>6}{r['rps_per_pod']:>9,.0f}{r['pods']:>8,}"
         f"{'':>10}{r['nodes_on_our_instance']:>7,}{'-':>13}{r['usd_per_month']:>11,.0f}",
+        "",
+        f"fleet in vCPUs and money ({result['prices_as_of'].split(' ')[0]} prices; the reference's own node type, "
+        f"{r['node_vcpu']} vCPU, priced as {r['node_type']}):",
+        f"{'model':<16}{'store client':>14}{'rtt ms':>7}{'pods':>8}{'pod vCPU':>10}{'nodes':>7}{'node vCPU':>10}"
+        f"{'store vCPU':>11}{'$ nodes':>10}{'$ store':>10}{'$/month':>10}",
+    ]
+    for p in result["plans"]:
+        lines.append(
+            f"{p['model']:<16}{p['online_client'] or '-':>14}{p['store_rtt_ms']:>7g}{p['pods']:>8,}{p['pod_vcpus']:>10,.0f}"
+            f"{p['nodes']:>7,}{p['node_vcpus']:>10,}{p['store_vcpus']:>11,}{p['usd_nodes']:>10,.0f}"
+            f"{p['usd_redis']:>10,.0f}{p['usd_per_month']:>10,.0f}")
+    lines += [
+        f"{'reference':<16}{'-':>14}{'-':>7}{r['pods']:>8,}{_span(r['pod_vcpus'], ',.0f'):>10}"
+        f"{_span(list(r['nodes']), 'g'):>7}{_span(r['node_vcpus'], ',.0f'):>10}{'not stated':>11}"
+        f"{_span(r['usd_nodes_at_our_prices'], ',.0f'):>10}{'-':>10}{r['usd_per_month']:>10,}",
         "",
         *[f"- {line}" for line in result["explanation"]],
     ]

@@ -10,15 +10,21 @@ is read as soon as redis-server yields it; on two CPUs the sleeping reader is wo
 inter-processor interrupt, which a virtual machine may turn into an exit to the hypervisor (the dev
 VM pays ~120 us for it, docs/BENCHMARKS.md). Against a remote store (--url) it is the network round
 trip the runtimes pay per request.
+
+`delayed_store` puts a round trip of a chosen length in between (ml/serving/delay_proxy.py), for the
+figures at a cluster's round trip on one machine.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from contracts import model_registry
-from ml.serving.loadgen import percentiles
+from ml.serving.delay_proxy import DelayProxy
+from ml.serving.loadgen import percentiles, process_cpu_seconds
 from ml.serving.online import OnlineFeatureReader, ViewSpec
 
 MISSING_ID = -1  # no Feast entity has a negative id
@@ -51,3 +57,46 @@ def round_trips(url: str, n: int, warmup: int = 200) -> dict[str, Any]:
     if found != [dict.fromkeys(f for v in views for f in v.features)]:
         raise RuntimeError(f"online store at {url} answered {found!r} for entities that should not exist")
     return {**percentiles(times), "mean_us": round(sum(times) / n * 1e6, 1), "reads": n, "views": len(views)}
+
+
+class RoundTripTooShort(ValueError):
+    """The asked round trip is below what this machine's path through the proxy already takes."""
+
+
+@dataclass
+class DelayedStore:
+    """A store behind the delay proxy: `url` for the clients; the measured floor and the delay added."""
+
+    proxy: DelayProxy
+    rtt_ms: float  # the round trip asked for (the p50 a single reader measures through the proxy)
+    floor_ms: float  # p50 through the proxy with nothing added: its own cost plus the store's
+    added_ms: float  # what the proxy holds the bytes for, both directions together
+
+    @property
+    def url(self) -> str:
+        return self.proxy.url
+
+    def cpu_seconds(self) -> float:
+        assert self.proxy.proc is not None
+        return process_cpu_seconds(self.proxy.proc.pid)
+
+    def stop(self) -> None:
+        self.proxy.stop()
+
+
+def delayed_store(url: str, rtt_ms: float, workdir: Path, reads: int = 2000) -> DelayedStore:
+    """The store at `url` behind a delay proxy calibrated so that one reader measures a round trip of
+    `rtt_ms` (p50): the proxy's floor (measured first with no delay) plus the delay it adds.
+
+    Start it under the CPU placement it should keep (`on_cpus`): its process inherits it."""
+    if rtt_ms <= 0:
+        raise ValueError(f"--rtt-ms must be > 0, got {rtt_ms:g}")
+    with DelayProxy(url, 0.0, workdir) as probe:
+        floor_ms = round_trips(probe.url, reads)["p50_ms"]
+    added = rtt_ms - floor_ms
+    if added < 0:
+        raise RoundTripTooShort(
+            f"a round trip of {rtt_ms:g} ms is shorter than this machine's path through the delay proxy "
+            f"({floor_ms:.3f} ms with nothing added); ask for more")
+    proxy = DelayProxy(url, added, workdir).start()
+    return DelayedStore(proxy, rtt_ms, round(floor_ms, 4), round(added, 4))

@@ -1,7 +1,12 @@
-"""Both online feature clients (hand-written RESP, redis-py + hiredis) read the same Feast keys the
-same way: several rows in one pipeline, None for absent features, StoreError on failures."""
+"""Every online feature client (hand-written RESP, redis.asyncio, redis-py; all with hiredis) reads the
+same Feast keys the same way: several rows in one pipeline, None for absent features, StoreError on
+failures. The runtimes call `await reader.fetch_many(...)`, as these tests do, on one event loop per test
+(an asyncio client's connections belong to the loop that opened them)."""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
 
 import pytest
 from feast.protos.feast.types.Value_pb2 import Value
@@ -28,26 +33,50 @@ def db3(redis_server):
     r.flushdb()
 
 
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
 @pytest.mark.parametrize("client", CLIENTS)
-def test_rows_in_one_pipeline(db3, client):
+def test_rows_in_one_pipeline(db3, client, loop):
     reader = OnlineFeatureReader(db3, "mlplat", VIEWS, client=client)
-    rows = reader.get_many([{"card_id": 1, "device_id": 7}, {"card_id": 2, "device_id": 7}])
+    rows = loop.run_until_complete(reader.fetch_many([{"card_id": 1, "device_id": 7}, {"card_id": 2, "device_id": 7}]))
     assert rows == [{"cardholder_age": 40, "velocity_last_24h": 3, "device_trust_score": 0.5},
                     {"cardholder_age": None, "velocity_last_24h": None, "device_trust_score": 0.5}]
     with pytest.raises(StoreError, match="WRONGTYPE"):
-        reader.get({"card_id": 99, "device_id": 7})
-    assert reader.get({"card_id": 1, "device_id": 8})["cardholder_age"] == 40  # usable after an error
+        loop.run_until_complete(reader.fetch({"card_id": 99, "device_id": 7}))
+    # usable after an error
+    assert loop.run_until_complete(reader.fetch({"card_id": 1, "device_id": 8}))["cardholder_age"] == 40
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_unreachable_store_raises_store_error(client):
+def test_unreachable_store_raises_store_error(client, loop):
     from ml.serving.processes import free_port
 
     reader = OnlineFeatureReader(f"redis://127.0.0.1:{free_port()}/0", "mlplat", VIEWS, timeout_s=0.05, client=client)
     with pytest.raises(StoreError):
-        reader.get({"card_id": 1, "device_id": 7})
+        loop.run_until_complete(reader.fetch({"card_id": 1, "device_id": 7}))
+
+
+def test_blocking_clients_answer_without_suspending(db3):
+    # `fetch_many` of a blocking client completes on its first step: the runtimes pay no event-loop pass.
+    reader = OnlineFeatureReader(db3, "mlplat", VIEWS, client="resp")
+    call = reader.fetch_many([{"card_id": 1, "device_id": 7}])
+    with pytest.raises(StopIteration) as done:
+        call.send(None)
+    assert done.value.value[0]["cardholder_age"] == 40
+
+
+def test_the_asynchronous_client_is_only_read_by_awaiting(db3):
+    # Its overlap of round trips is shown against a real delay in tests/ml/test_delay_proxy.py.
+    reader = OnlineFeatureReader(db3, "mlplat", VIEWS, client="redis-asyncio")
+    with pytest.raises(TypeError, match="fetch_many"):
+        reader.get_many([{"card_id": 1, "device_id": 7}])
 
 
 def test_unknown_client_is_refused():
-    with pytest.raises(ValueError, match="resp, redis-py"):
+    with pytest.raises(ValueError, match="resp, redis-asyncio, redis-py"):
         OnlineFeatureReader("redis://127.0.0.1:1/0", "p", VIEWS, client="memcached")

@@ -19,7 +19,7 @@ import pytest
 from runbooks.context import RunContext
 from runbooks.engine import AuditLog, run
 from runbooks.kube import InMemoryKubeOps
-from runbooks.redis import AUTH_ROTATION, K8S_SECRET, K8S_SECRET_KEY, REDIS_CLIENTS
+from runbooks.redis import AUTH_ROTATION, K8S_SECRET_KEY, K8S_SECRETS, REDIS_CLIENTS
 from runbooks.s3 import OBJECT_RECOVERY
 from stacks.config import load_stack_file, stack_file
 from stacks.context import StackContext
@@ -90,7 +90,9 @@ def test_redis_auth_rotation_executes_rotate_then_set(aws_env, tmp_path, monkeyp
     new = _current_token()
     assert new != "old-token-0123456789abcdef" and len(new) == 48
     assert [(c["AuthTokenUpdateStrategy"], c["AuthToken"]) for c in calls] == [("ROTATE", new), ("SET", new)]
-    assert kube.secrets[K8S_SECRET][K8S_SECRET_KEY] == new
+    assert len(K8S_SECRETS) == 2  # Feast's copy and the model runtimes'
+    for secret in K8S_SECRETS:
+        assert kube.secrets[secret][K8S_SECRET_KEY] == new
     assert [c[1][:3] for c in kube.calls if c[0] == "restart"] == list(REDIS_CLIENTS)
     entries = [json.loads(line) for line in audit.read_text().splitlines()]
     assert [e["result"] for e in entries] == ["ok"] * 5

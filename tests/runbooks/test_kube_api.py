@@ -41,7 +41,7 @@ from runbooks.context import RunContext
 from runbooks.engine import AuditLog, run
 from runbooks.kube import REGISTRY_VERSION_PARAM, ClusterKubeOps, parameter
 from runbooks.recovery import FEATURE_BACKFILL
-from runbooks.redis import AUTH_ROTATION, K8S_SECRET, K8S_SECRET_KEY
+from runbooks.redis import AUTH_ROTATION, K8S_SECRET_KEY, K8S_SECRETS
 
 TOKEN = "test-bearer-token"
 KINDS = {  # (group/version, plural) -> (kind, schema model of the official client, or None for a CR)
@@ -472,13 +472,15 @@ def test_redis_auth_rotation_moves_the_clients_through_the_api(api, aws_env, tmp
     _seed_redis()
     for kind, ns, name in REDIS_CLIENTS:
         api.workload(kind, ns, name)
-    api.secret(*K8S_SECRET, {K8S_SECRET_KEY: "old-token-0123456789abcdef"})
+    for secret in K8S_SECRETS:
+        api.secret(*secret, {K8S_SECRET_KEY: "old-token-0123456789abcdef"})
     out = io.StringIO()
     ctx = RunContext(env="dev", kube=ClusterKubeOps(), params={"poll_s": "0.05"})
     report = run(AUTH_ROTATION, ctx, execute=True, audit=AuditLog(tmp_path / "audit.jsonl"), out=out)
     assert report.ok, out.getvalue()
-    token = base64.b64decode(api.get("v1", "secrets", *K8S_SECRET)["data"][K8S_SECRET_KEY]).decode()
-    assert token == ctx.state["new_token"] and len(token) == 48
+    for secret in K8S_SECRETS:
+        token = base64.b64decode(api.get("v1", "secrets", *secret)["data"][K8S_SECRET_KEY]).decode()
+        assert token == ctx.state["new_token"] and len(token) == 48
     restarted = [(r["path"].split("/")[-2], r["path"].split("/")[-1]) for r in api.requests
                  if r["method"] == "PATCH" and "/apis/apps/v1/" in r["path"]]
     assert restarted == [(f"{kind}s", name) for kind, _, name in REDIS_CLIENTS]

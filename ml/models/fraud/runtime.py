@@ -15,8 +15,8 @@ in it, the row is scored with the training medians saved in `mlplat-model.json`
 `feature_store_error`, or `unknown_entity` for each row whose card or device the store does not hold).
 
 `parameters.extra`: `redis_url` (no store configured -> every row degraded, reason `no_store`),
-`feast_project` (default `mlplat`), `feature_timeout_ms`, `online_client` (`resp` or `redis-py`,
-see ml/serving/online.py), plus the common keys of ReferenceRuntime.
+`feast_project` (default `mlplat`), `feature_timeout_ms`, `online_client` (`resp`, `redis-asyncio` or
+`redis-py`, see ml/serving/online.py), plus the common keys of ReferenceRuntime.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ class FraudRuntime(ReferenceRuntime):
             raise Unprocessable(f"input 'merchant_category' has unknown value(s) {unknown}; expected: {expected}")
         return cols
 
-    def _online(self, cards: list[int], devices: list[int]) -> tuple[dict[str, list[float]], list[bool]]:
+    async def _online(self, cards: list[int], devices: list[int]) -> tuple[dict[str, list[float]], list[bool]]:
         """Online features of every row, all rows in one pipelined round trip."""
         n = len(cards)
         found_rows: list[dict[str, Any]] = [{}] * n
@@ -144,7 +144,7 @@ class FraudRuntime(ReferenceRuntime):
         else:
             started = time.perf_counter()
             try:
-                found_rows = self.reader.get_many(
+                found_rows = await self.reader.fetch_many(
                     [{"card_id": card, "device_id": device} for card, device in zip(cards, devices, strict=True)])
                 store_answered = True
             except Exception:  # any store failure (down, timeout, protocol) -> defaults
@@ -189,7 +189,7 @@ class FraudRuntime(ReferenceRuntime):
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         cols = self._request_columns(request)
-        online, degraded = self._online(cols.pop("card_id"), cols.pop("device_id"))
+        online, degraded = await self._online(cols.pop("card_id"), cols.pop("device_id"))
         cols.update(online)
         x = self._matrix(cols) if self._fast else data.encode(pd.DataFrame(cols))
         proba = np.asarray(self.model.predict_proba(x), dtype=np.float32).ravel()

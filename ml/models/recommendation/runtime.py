@@ -75,7 +75,7 @@ class RecommendationRuntime(ReferenceRuntime):
             raise Unprocessable(f"k must be between 1 and {MAX_K}, got {k}")
         return k
 
-    def _history(self, inputs: dict[str, Any]) -> tuple[list[int], bool]:
+    async def _history(self, inputs: dict[str, Any]) -> tuple[list[int], bool]:
         if "book_ids" in inputs:
             ids = self.numeric(inputs["book_ids"], integer=True)
             if ids.size > self.max_batch:
@@ -88,7 +88,7 @@ class RecommendationRuntime(ReferenceRuntime):
             raise Unprocessable("user_id lookup needs an online store (parameters.extra.redis_url); send book_ids")
         started = time.perf_counter()
         try:
-            found = self.reader.get({"user_id": int(users[0])})
+            found = await self.reader.fetch({"user_id": int(users[0])})
         except Exception:  # any store failure degrades to the popular-books fallback
             self.metrics.degraded("feature_store_error")
             return [], True
@@ -105,7 +105,7 @@ class RecommendationRuntime(ReferenceRuntime):
         if "book_ids" not in inputs and "user_id" not in inputs:
             raise BadRequest("missing input: send 'book_ids' (INT64 list of recently read books) or 'user_id'")
         k = self._k(request, inputs)
-        history, degraded = self._history(inputs)
+        history, degraded = await self._history(inputs)
         try:
             recs = self.model.recommend(history, k)
         except UnknownItemError as exc:

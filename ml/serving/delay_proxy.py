@@ -1,0 +1,202 @@
+"""A TCP proxy on 127.0.0.1 that holds every chunk of bytes for a fixed time in each direction: a
+network round trip of a chosen length between a model runtime and its online store, reproducible on
+one machine (`mlplat bench store --rtt-ms`, `mlplat bench models --rtt-ms`).
+
+Why a proxy: the kernel's netem qdisc is the usual tool, but this machine's kernel has no `sch_netem`
+(`tc qdisc add dev lo root netem delay 1ms` answers "Specified qdisc kind is unknown", even inside a
+private network namespace), and netem on the shared loopback would delay every other process too.
+`netem_available()` probes for it, so the bench can say which method it used.
+
+Like a network link, the proxy delays without serialising: pipelined requests and several connections
+are in flight at once, each chunk leaves `one_way_s` after it arrived, in order per direction. One
+thread runs a `select` loop whose timeout is the next departure (select takes microseconds; the timer
+slack of the thread is set to 1 us so the kernel does not round the wake-up by its default 50 us). It
+costs CPU of its own per forwarded chunk and some latency at zero delay: `store_rtt.delayed_store`
+measures that floor and adds only the rest, so the round trip a client measures is the one asked for
+(the bench prints the floor and the proxy's CPU per request).
+
+    python -m ml.serving.delay_proxy --upstream 127.0.0.1:6379 --rtt-ms 0.5 [--port 0]
+
+prints the port it listens on as its first line of output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import heapq
+import itertools
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+PR_SET_TIMERSLACK = 29
+CHUNK = 65536
+
+
+def _tight_timer_slack() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
+
+
+def netem_available() -> bool:
+    """Whether the kernel's netem qdisc can be used (probed in a private network namespace, so nothing
+    else on the machine is touched)."""
+    if not (shutil.which("unshare") and shutil.which("tc")):
+        return False
+    probe = "ip link set lo up && tc qdisc add dev lo root netem delay 1ms"
+    try:
+        done = subprocess.run(["unshare", "-rn", "sh", "-c", probe], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def serve(listener: socket.socket, upstream: tuple[str, int], one_way_s: float) -> None:
+    """Forward every connection accepted on `listener` to `upstream`, holding each chunk `one_way_s`
+    in each direction. Runs until the process is terminated."""
+    _tight_timer_slack()
+    peer: dict[socket.socket, socket.socket] = {}
+    due: list[tuple[float, int, socket.socket, bytes]] = []  # (departure, order, destination, data)
+    order = itertools.count()
+
+    def drop(sock: socket.socket) -> None:
+        other = peer.pop(sock, None)
+        if other is not None:
+            peer.pop(other, None)
+            other.close()
+        sock.close()
+
+    while True:
+        timeout = max(0.0, due[0][0] - time.perf_counter()) if due else None
+        readable, _, _ = select.select([listener, *peer], [], [], timeout)
+        now = time.perf_counter()
+        for sock in readable:
+            if sock is listener:
+                client, _ = listener.accept()
+                try:
+                    server = socket.create_connection(upstream, timeout=5)
+                except OSError:
+                    client.close()
+                    continue
+                for s in (client, server):
+                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    s.settimeout(None)
+                peer[client], peer[server] = server, client
+                continue
+            if sock not in peer:  # dropped earlier in this pass, with its partner
+                continue
+            try:
+                data = sock.recv(CHUNK)
+            except OSError:
+                data = b""
+            # An empty chunk is the end of the stream: it departs in order, then closes the pair.
+            heapq.heappush(due, (now + one_way_s, next(order), peer[sock], data))
+        now = time.perf_counter()
+        while due and due[0][0] <= now:
+            _, _, dest, data = heapq.heappop(due)
+            if dest not in peer:
+                continue
+            if not data:
+                drop(dest)
+                continue
+            try:
+                dest.sendall(data)
+            except OSError:
+                drop(dest)
+
+
+class DelayProxy:
+    """The proxy as a child process (context manager): `url` is the store's URL through the proxy."""
+
+    def __init__(self, upstream_url: str, rtt_ms: float, workdir: Path) -> None:
+        from urllib.parse import urlparse
+
+        if rtt_ms < 0:
+            raise ValueError(f"a round trip cannot be negative, got {rtt_ms} ms")
+        parsed = urlparse(upstream_url)
+        if not parsed.hostname or not parsed.port:
+            raise ValueError(f"the proxy needs a store URL with host and port, got {upstream_url!r}")
+        self.upstream_url, self.rtt_ms = upstream_url, rtt_ms
+        self.upstream = (parsed.hostname, parsed.port)
+        self.log_path = workdir / f"delay-proxy-{parsed.port}-{rtt_ms:g}ms.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        from urllib.parse import urlparse
+
+        parsed = urlparse(self.upstream_url)
+        netloc = parsed.netloc.rsplit("@", 1)
+        auth = netloc[0] + "@" if len(netloc) == 2 else ""
+        return parsed._replace(netloc=f"{auth}127.0.0.1:{self.port}").geturl()
+
+    def start(self) -> DelayProxy:
+        host, port = self.upstream
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ml.serving.delay_proxy", "--upstream", f"{host}:{port}",
+                 "--rtt-ms", repr(self.rtt_ms)], stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode().strip()
+        if not line.isdigit():
+            self.stop()
+            raise RuntimeError(f"delay proxy did not start: {line!r}; log {self.log_path}")
+        self.port = int(line)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=10)
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def __enter__(self) -> DelayProxy:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ml.serving.delay_proxy", description=__doc__.splitlines()[0])
+    parser.add_argument("--upstream", required=True, help="HOST:PORT to forward to")
+    parser.add_argument("--rtt-ms", type=float, required=True, help="round trip to add (half in each direction)")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on, 127.0.0.1 (default: a free one)")
+    args = parser.parse_args(argv)
+    if args.rtt_ms < 0:
+        parser.error(f"--rtt-ms must be >= 0, got {args.rtt_ms}")
+    try:
+        upstream = parse_hostport(args.upstream)
+    except ValueError as exc:
+        parser.error(f"--upstream: {exc}")
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", args.port))
+    listener.listen(128)
+    print(listener.getsockname()[1], flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    serve(listener, upstream, args.rtt_ms / 2000.0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
