@@ -328,15 +328,7 @@ def run(args: argparse.Namespace) -> int:
                             load = grpc_load(f"127.0.0.1:{grpc_port}", entry.name, bodies, args.concurrency,
                                              args.duration)
                     figures[protocol] = _measured(load, cpu, args.duration)
-            for protocol in ("http", "grpc"):
-                bare = run_figures.get(BARE, {}).get(protocol, {})
-                for figures in run_figures.values():
-                    if protocol not in figures:
-                        continue
-                    if bare.get("rps"):
-                        figures[protocol]["rps_vs_bare"] = round(figures[protocol]["rps"] / bare["rps"], 3)
-                    if bare.get("p99_ms"):
-                        figures[protocol]["p99_vs_bare"] = round(figures[protocol]["p99_ms"] / bare["p99_ms"], 3)
+            _add_ratios(run_figures)
             report["runs"].append(run_figures)
     report["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
     _summarize(report)
@@ -345,6 +337,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"[bench] report written to {args.json}", file=sys.stderr)
     print(_table(report))
     return 0
+
+
+def _add_ratios(run_figures: dict[str, Any]) -> None:
+    """Each served model's requests/s and p99 against the bare runtime's in the same run."""
+    for protocol in ("http", "grpc"):
+        bare = run_figures.get(BARE, {}).get(protocol, {})
+        for figures in run_figures.values():
+            if protocol not in figures:
+                continue
+            if bare.get("rps"):
+                figures[protocol]["rps_vs_bare"] = round(figures[protocol]["rps"] / bare["rps"], 3)
+            if bare.get("p99_ms"):
+                figures[protocol]["p99_vs_bare"] = round(figures[protocol]["p99_ms"] / bare["p99_ms"], 3)
 
 
 def _summarize(report: dict[str, Any]) -> None:
@@ -391,7 +396,7 @@ def _table(report: dict[str, Any]) -> str:
                 f"{h.get('p99_vs_bare', nan):>9.2f}{h.get('server_cpu_us', nan):>8.0f}"
                 f"{h.get('non_2xx', h.get('errors', 0)):>8.0f}  {h.get('tool', '-')}"
             )
-    if report.get("store_paths") or len(st["online_clients"]) > 1:
+    if report.get("store_paths") or len(st.get("online_clients", [])) > 1:
         lines += ["", *_online_table(report)]
     return "\n".join(lines)
 

@@ -76,6 +76,7 @@ class Assumptions:
     # with `mlplat bench store --url` from a pod.
     store_rtt_ms: float = 0.5
     pod_vcpu: float = 1.25  # MLServer (1 core) + agent + rclone sidecars
+    pod_vcpu_note: str = "MLServer's core + Seldon agent + rclone sidecars"
     node_reserve_vcpu: float = 0.5  # kubelet, system daemons, DaemonSets per node
     default_shard_rps: float = 50_000  # Redis requests/s per shard primary when the bench has no figure
 
@@ -165,7 +166,7 @@ def plan_model(model: str, http: dict[str, Any], tps: float, p99_budget_ms: floa
                      round(utilisation, 3), within,
                      p99 <= p99_budget_ms, round(budget_rate, 1),
                      pods, pods_per_node, nodes, shards, redis_nodes, round(usd_nodes + usd_redis),
-                     round(usd_nodes), round(usd_redis), round(pods * assume.pod_vcpu, 1),
+                     round(usd_nodes), round(usd_redis), round(pods * assume.pod_vcpu, 2),
                      round(nodes * node["vcpu"]), round(redis_nodes * store_node["vcpu"]))
 
 
@@ -223,7 +224,9 @@ def explain(plan: ModelPlan, reference: dict[str, Any], tps: float, assume: Assu
         f"({_span(list(reference['nodes']), 'g')} nodes of {reference['node_vcpu']} vCPU, "
         f"${_span(reference['usd_nodes_at_our_prices'], ',.0f')}/month at our prices as {reference['node_type']}; "
         f"stated ${reference['usd_per_month']:,}): {_span(f['pod_vcpu_ratio'])}x the pod vCPUs, "
-        f"{_span(f['node_vcpu_ratio'])}x the node vCPUs.",
+        f"{_span(f['node_vcpu_ratio'])}x the node vCPUs; in money, {plan.model}'s nodes cost "
+        f"${plan.usd_nodes:,.0f}/month, {_span([plan.usd_nodes / u for u in reference['usd_nodes_at_our_prices']])}x "
+        f"the reference's nodes at the same prices, and its store ${plan.usd_redis:,.0f} more.",
         f"That factor is the product of: per-request CPU {cpu_ms:.3f} ms against the "
         f"{_span(reference['cpu_ms_per_request'], '.1f')} ms a request gets when every reference pod core is busy "
         f"({_span(f['per_request_cpu'], '.2f')}x) x utilisation allowed by the latency budget "
@@ -351,18 +354,19 @@ def render(result: dict[str, Any]) -> str:
         "",
         f"fleet in vCPUs and money ({result['prices_as_of'].split(' ')[0]} prices; the reference's own node type, "
         f"{r['node_vcpu']} vCPU, priced as {r['node_type']}):",
-        f"{'model':<16}{'store client':>14}{'rtt ms':>7}{'pods':>8}{'pod vCPU':>10}{'nodes':>7}{'node vCPU':>10}"
-        f"{'store vCPU':>11}{'$ nodes':>10}{'$ store':>10}{'$/month':>10}",
+        f"{'model':<16}{'store client':>14}{'rtt ms':>7}{'pods':>8}{'pod vCPU':>10}{'nodes':>8}{'node vCPU':>11}"
+        f"{'store vCPU':>12}{'$ nodes':>15}{'$ store':>10}{'$/month':>10}",
     ]
     for p in result["plans"]:
+        rtt = f"{p['store_rtt_ms']:g}" if p["online_client"] else "-"
         lines.append(
-            f"{p['model']:<16}{p['online_client'] or '-':>14}{p['store_rtt_ms']:>7g}{p['pods']:>8,}{p['pod_vcpus']:>10,.0f}"
-            f"{p['nodes']:>7,}{p['node_vcpus']:>10,}{p['store_vcpus']:>11,}{p['usd_nodes']:>10,.0f}"
+            f"{p['model']:<16}{p['online_client'] or '-':>14}{rtt:>7}{p['pods']:>8,}{p['pod_vcpus']:>10,.0f}"
+            f"{p['nodes']:>8,}{p['node_vcpus']:>11,}{p['store_vcpus']:>12,}{p['usd_nodes']:>15,.0f}"
             f"{p['usd_redis']:>10,.0f}{p['usd_per_month']:>10,.0f}")
     lines += [
         f"{'reference':<16}{'-':>14}{'-':>7}{r['pods']:>8,}{_span(r['pod_vcpus'], ',.0f'):>10}"
-        f"{_span(list(r['nodes']), 'g'):>7}{_span(r['node_vcpus'], ',.0f'):>10}{'not stated':>11}"
-        f"{_span(r['usd_nodes_at_our_prices'], ',.0f'):>10}{'-':>10}{r['usd_per_month']:>10,}",
+        f"{_span(list(r['nodes']), 'g'):>8}{_span(r['node_vcpus'], ',.0f'):>11}{'not stated':>12}"
+        f"{_span(r['usd_nodes_at_our_prices'], ',.0f'):>15}{'-':>10}{r['usd_per_month']:>10,}",
         "",
         *[f"- {line}" for line in result["explanation"]],
     ]

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from ml.cli.bench import BARE, _InProcess, _summarize, _table, register
+from ml.cli.bench import BARE, _add_ratios, _InProcess, _online_table, _summarize, _table, _variants, register
 from ml.serving.loadgen import CpuLayout, on_cpus
 
 
@@ -45,12 +45,69 @@ def test_repeated_runs_report_medians_and_the_median_ratio():
     assert "fraud" in table.splitlines()[2] and "0.80" in table.splitlines()[2]
 
 
+def test_each_run_gives_ratios_to_bare_and_the_report_their_medians():
+    runs = [_run(1600, 2000, 3.5), _run(800, 1000, 9.0), _run(1700, 2000, 4.5)]
+    for run, bare_p99 in zip(runs, (3.0, 6.0, 3.0), strict=True):
+        run[BARE]["http"]["p99_ms"] = bare_p99
+        _add_ratios(run)
+    assert [r["fraud"]["http"]["p99_vs_bare"] for r in runs] == [1.167, 1.5, 1.5]
+    report = {"models": {"fraud": {}, BARE: {}}, "runs": runs}
+    _summarize(report)
+    fraud = report["models"]["fraud"]["http"]
+    assert fraud["p99_vs_bare"] == 1.5 and fraud["rps_vs_bare"] == 0.8  # medians of the per-run ratios
+    assert report["models"][BARE]["http"]["p99_vs_bare"] == 1.0
+
+
+def test_models_that_read_the_store_are_served_once_per_client_and_round_trip():
+    one = {None: "redis://store"}
+    assert _variants("fraud", ["resp"], one) == [("fraud", "resp", None)]
+    assert _variants("fraud", ["resp"], {0.5: "redis://proxy"}) == [("fraud", "resp", 0.5)]  # nothing differs
+    assert _variants("fraud", ["resp", "redis-asyncio"], {0.2: "a", 1.0: "b"}) == [
+        ("fraud-resp-0.2ms", "resp", 0.2), ("fraud-redis-asyncio-0.2ms", "redis-asyncio", 0.2),
+        ("fraud-resp-1ms", "resp", 1.0), ("fraud-redis-asyncio-1ms", "redis-asyncio", 1.0)]
+
+
+def test_the_online_read_table_gives_cpu_per_request_and_requests_per_core():
+    report = {
+        "store_paths": [{"rtt_ms": 0.5, "floor_ms": 0.08, "added_ms": 0.42, "method": "delay proxy"}],
+        "models": {
+            "fraud-resp": {"online_client": "resp", "store_rtt_ms": 0.5,
+                           "http": {"rps": 600, "p99_ms": 9.0, "server_cpu_us": 800.0, "fetches_per_request": 1.0,
+                                    "fetch_ms": 0.55, "proxy_cpu_us": 60.0}},
+            "fraud-redis-asyncio": {"online_client": "redis-asyncio", "store_rtt_ms": 0.5,
+                                    "http": {"rps": 1000, "p99_ms": 6.0, "server_cpu_us": 1000.0,
+                                             "fetches_per_request": 1.0, "fetch_ms": 1.2}},
+            "sentiment": {"online_client": "resp", "store_rtt_ms": None, "http": {"rps": 900, "p99_ms": 5.0}},
+        },
+    }
+    lines = _online_table(report)
+    assert "floor 0.080 ms" in lines[0] and "0.420 ms added" in lines[0]
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    assert set(rows) == {"fraud-resp", "fraud-redis-asyncio"}  # sentiment reads no store
+    assert rows["fraud-resp"][5:7] == ["800", "1250"] and rows["fraud-redis-asyncio"][5:7] == ["1000", "1000"]
+
+
+@pytest.mark.parametrize(("argv", "error"), [
+    (["--online-clients", "memcached"], "unknown online client"),
+    (["--rtt-ms", "0"], "round trips must be in"),
+    (["--rtt-ms", "half"], "expected milliseconds"),
+])
+def test_bad_client_or_round_trip_is_named(argv, error, capsys):
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="cmd"))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "models", *argv])
+    assert error in capsys.readouterr().err
+
+
 def test_cli_takes_a_json_file_and_repeat():
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="cmd"))
     args = parser.parse_args(["bench", "models", "--json", "out.json", "--repeat", "3", "--grpc"])
     assert str(args.json) == "out.json" and args.repeat == 3 and args.grpc and not args.no_pin
     assert parser.parse_args(["bench", "models", "--no-pin"]).no_pin
+    args = parser.parse_args(["bench", "models", "--online-clients", "resp,redis-asyncio", "--rtt-ms", "1.0,0.2,0.5"])
+    assert args.online_clients == ["resp", "redis-asyncio"] and args.rtt_ms == [0.2, 0.5, 1.0]
 
 
 class _Runtime:

@@ -11,10 +11,12 @@ import pytest
 
 from ml.serving.sizing import (
     AZS,
+    REFERENCE,
     Assumptions,
     ImpossibleTarget,
     capacity,
     explain,
+    factor_parts,
     load_prices,
     plan_model,
     reference_plan,
@@ -32,7 +34,7 @@ BENCH = {
     },
 }
 PRICES = {"as_of": "test", "hours_per_month": 730,
-          "ec2": {"c6i.2xlarge": {"vcpu": 8, "usd_per_hour": 0.34}},
+          "ec2": {"c6i.2xlarge": {"vcpu": 8, "usd_per_hour": 0.34}, "c6i.4xlarge": {"vcpu": 16, "usd_per_hour": 0.68}},
           "elasticache": {"cache.r7g.large": {"vcpu": 2, "usd_per_hour": 0.2}}}
 
 
@@ -130,3 +132,70 @@ def test_capacity_cli_rejects_an_impossible_target_and_fails_a_plan_that_misses_
     assert code == 1 and "sentiment" in out  # the plan is printed, and says why
     assert "sentiment cannot meet a p99 of 1.4 ms at any load" in err
     assert _cli(tmp_path, "--tps", "1000", "--p99-ms", "5")[0] == 0
+
+
+def test_the_asynchronous_client_overlaps_the_round_trip_and_pays_it_from_the_budget():
+    assume = Assumptions(utilisation=0.6, fixed_latency_ms=1.0, store_rtt_ms=0.5)
+    http = BENCH["models"]["fraud"]["http"]
+    sync = plan_model("fraud", http, 1_000_000, 5, "c6i.2xlarge", "cache.r7g.large", 2, PRICES, assume)
+    overlapped = plan_model("fraud", {**http, "server_cpu_us": 600.0}, 1_000_000, 5, "c6i.2xlarge", "cache.r7g.large",
+                            2, PRICES, assume, online_client="redis-asyncio")
+    assert sync.service_ms == 1.0 and sync.store_wait_ms == 0.5 and sync.online_client == "resp"
+    # The asynchronous client's own CPU (600 us measured with it) is the whole service time; the round trip
+    # comes off the budget: B = (5 - 1 - 0.5) / 0.6 = 5.83, bound = 4.83 / (4.83 + ln(100)/2) = 0.677 -> u = 0.6.
+    assert overlapped.service_ms == 0.6 and overlapped.store_wait_ms == 0 and overlapped.store_rtt_ms == 0.5
+    assert overlapped.utilisation == 0.6 and overlapped.budget_rps_per_core == 1000.0
+    assert overlapped.pods < sync.pods
+    lines = explain(overlapped, reference_plan("c6i.2xlarge", PRICES), 1e6, assume)
+    assert any("reads the store with `redis-asyncio`" in line for line in lines)
+    # A round trip that leaves the server nothing is out of budget even though it is not waited for in the pod.
+    tight = plan_model("fraud", http, 1000, 2, "c6i.2xlarge", "cache.r7g.large", 2, PRICES,
+                       Assumptions(store_rtt_ms=0.6), online_client="redis-asyncio")
+    assert not tight.within_budget  # 2 - 1 - 0.6 = 0.4 ms for a 0.5 ms service time
+
+
+def test_vcpus_and_money_compare_like_with_like_and_the_factor_is_the_product_of_its_parts():
+    assume = Assumptions(utilisation=0.5, fixed_latency_ms=1.0, store_rtt_ms=0.5)
+    p = plan_model("fraud", BENCH["models"]["fraud"]["http"], 1_000_000, 5, "c6i.2xlarge", "cache.r7g.large", 2,
+                   PRICES, assume)
+    assert p.pod_vcpus == p.pods * 1.25 and p.node_vcpus == p.nodes * 8 and p.store_vcpus == p.redis_nodes * 2
+    ref = reference_plan("c6i.2xlarge", PRICES, assume)
+    assert ref["pod_vcpus"] == [400, 800] and ref["node_vcpus"] == [800, 1600]  # 200 x 2-4 CPU; 50-100 x 16
+    assert ref["cpu_ms_per_request"] == [0.4, 0.8]  # 400-800 vCPU busy for 1M requests/s
+    assert ref["usd_nodes_at_our_prices"] == [round(50 * 0.68 * 730), round(100 * 0.68 * 730)]
+    f = factor_parts(p, ref, assume)
+    # 0.5 ms of CPU against 0.4-0.8 ms; utilisation 0.5; (0.5 + 0.5) / 0.5 store wait; 1.25 vCPU per core.
+    assert f["per_request_cpu"] == [1.25, 0.625] and f["utilisation"] == 2.0 and f["store_wait"] == 2.0
+    assert f["pod_overhead"] == 1.25
+    for product, ratio in zip(f["product"], f["pod_vcpu_ratio"], strict=True):
+        assert product == pytest.approx(ratio, rel=0.01)  # pods rounded up to whole pods per zone
+    text = render(capacity(BENCH, 1_000_000, 5, load_stack_file(stack_file("prod")), prices=PRICES, assume=assume))
+    assert "fleet in vCPUs and money" in text and "400-800" in text and "800-1,600" in text
+    assert "That factor is the product of" in text and f"{REFERENCE['node_vcpu']} vCPU" in text
+
+
+def test_the_reference_node_must_have_the_stated_size_in_the_price_table():
+    prices = {**PRICES, "ec2": {**PRICES["ec2"], "c6i.4xlarge": {"vcpu": 8, "usd_per_hour": 0.34}}}
+    with pytest.raises(ValueError, match="not the reference's 16"):
+        reference_plan("c6i.2xlarge", prices)
+
+
+def test_the_cli_plans_for_the_round_trip_the_bench_ran_behind(tmp_path):
+    bench = {**BENCH, "settings": {"store_rtt_ms": [0.2]},
+             "models": {**BENCH["models"], "fraud": {**BENCH["models"]["fraud"], "online_client": "resp"}}}
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(bench))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli_main(["capacity", "--bench", str(path), "--tps", "1000", "--p99-ms", "5", "--json"]) == 0
+    plan = json.loads(out.getvalue())
+    assert plan["assumptions"]["store_rtt_ms"] == 0.2
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        cli_main(["capacity", "--bench", str(path), "--tps", "1000", "--p99-ms", "5", "--json", "--store-rtt-ms", "1"])
+    assert json.loads(out.getvalue())["assumptions"]["store_rtt_ms"] == 1.0  # given: it wins
+    path.write_text("{not json")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert cli_main(["capacity", "--bench", str(path), "--tps", "1000", "--p99-ms", "5"]) == 2
+    assert "is not a bench report" in err.getvalue()

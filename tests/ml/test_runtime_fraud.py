@@ -194,19 +194,26 @@ def test_store_url_from_environment_and_no_store_mode(served, monkeypatch, redis
                           features.definitions(out.model_dir.parent / "parquet-env"))
     request = InferenceRequest.model_validate(request_body(transactions.iloc[0]))
 
-    def degraded(env_url):
+    def degraded(env_url, client=None):
         if env_url:
             monkeypatch.setenv("MLPLAT_ONLINE_STORE_URL", env_url)
         else:
             monkeypatch.delenv("MLPLAT_ONLINE_STORE_URL", raising=False)
+        if client:
+            monkeypatch.setenv("MLPLAT_ONLINE_CLIENT", client)
+        else:
+            monkeypatch.delenv("MLPLAT_ONLINE_CLIENT", raising=False)
         runtime = FraudRuntime(ModelSettings(name="fraud-env", implementation=FraudRuntime,
                                              parameters=ModelParameters(uri=str(out.model_dir))))
         loop = asyncio.new_event_loop()
         try:
             loop.run_until_complete(runtime.load())
+            assert runtime.reader is None or runtime.reader.client == (client or "resp")
             return loop.run_until_complete(runtime.predict(request)).parameters.degraded
         finally:
             loop.close()
 
     assert degraded(redis.url) is False
+    # The cluster's pod environment also names the client (stack config `workloads.seldon.onlineClient`).
+    assert degraded(redis.url, "redis-asyncio") is False
     assert degraded(None) is True  # no store configured: defaults, never a failure
