@@ -3,7 +3,14 @@ so the names are shared through stacks/context.py (AWS) and contracts/cluster.py
 
 from __future__ import annotations
 
-from contracts.cluster import FEAST_INGESTOR, FEAST_MATERIALIZE, FEAST_REDIS_SECRET, FEAST_SERVER, MLFLOW_SERVER
+from contracts.cluster import (
+    FEAST_INGESTOR,
+    FEAST_MATERIALIZE,
+    FEAST_REDIS_SECRET,
+    FEAST_SERVER,
+    MLFLOW_SERVER,
+    REDIS_TOKEN_SECRETS,
+)
 from infra.workloads import feature_store
 from stacks.config import load_stack_file, stack_file
 from stacks.context import StackContext
@@ -45,9 +52,13 @@ def test_rotated_credentials_are_not_reverted_by_pulumi(synth):
     assert "authToken" in group.ignore_changes
     versions = plan.of_type("aws:secretsmanager/secretVersion:SecretVersion")
     assert versions and all("secretString" in v.ignore_changes for v in versions)
-    k8s_secret = next(r for r in plan.of_type("kubernetes:core/v1:Secret")
-                      if r.inputs["metadata"]["name"] == feature_store.REDIS_SECRET)
-    assert {"stringData", "data"} <= set(k8s_secret.ignore_changes)
+    # Every Kubernetes copy of the Redis token the rotation runbook patches (contracts/cluster.py).
+    assert feature_store.REDIS_SECRET in {s.name for s in REDIS_TOKEN_SECRETS}
+    for copy in REDIS_TOKEN_SECRETS:
+        k8s_secret = next(r for r in plan.of_type("kubernetes:core/v1:Secret")
+                          if (r.inputs["metadata"]["namespace"], r.inputs["metadata"]["name"]) == (
+                              copy.namespace, copy.name))
+        assert {"stringData", "data"} <= set(k8s_secret.ignore_changes)
 
 
 def test_every_stack_output_a_runbook_reads_is_exported(synth):

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from contracts.alerts import ALERTS
-from contracts.cluster import FEAST_MATERIALIZE
+from contracts.cluster import FEAST_MATERIALIZE, REDIS_TOKEN_SECRETS, SERVING_REDIS_SECRET
+from contracts.feast import ONLINE_CLIENTS
 from contracts.metrics_catalog import known, metric_names
 from infra.aws.interfaces import WORKLOAD_IDENTITIES
 from infra.workloads.feature_store import feature_store_yaml
@@ -161,6 +162,31 @@ def test_seldon_kafka_tracing_and_server_image(synth, env):
     repo = s.one("aws:ecr/repository:Repository").inputs
     assert repo["imageTagMutability"] == "IMMUTABLE" and repo["imageScanningConfiguration"]["scanOnPush"] is True
     assert repo["tags"]["PlatformVersion"] == load_bom().platform.version
+
+
+def test_model_server_reads_the_online_store_over_tls_with_the_token_and_the_configured_client(synth, env):
+    # Without these the runtimes have no store on the cluster and score every request on defaults.
+    s = synth(env)
+    container = values(s, "seldon-core-v2-servers")["mlserver"]["podSpec"]["containers"][0]
+    env_vars = container["env"]
+    names = [e["name"] for e in env_vars]
+    by_name = {e["name"]: e for e in env_vars}
+    assert by_name["MLPLAT_ONLINE_STORE_TOKEN"]["valueFrom"] == {
+        "secretKeyRef": {"name": SERVING_REDIS_SECRET.name, "key": "token"}}
+    # `$(VAR)` is expanded by the kubelet only from variables defined before it.
+    assert names.index("MLPLAT_ONLINE_STORE_TOKEN") < names.index("MLPLAT_ONLINE_STORE_URL")
+    assert by_name["MLPLAT_ONLINE_STORE_URL"]["value"] == (
+        f"rediss://:$(MLPLAT_ONLINE_STORE_TOKEN)@{s.stack_outputs['redisEndpoint']}:6379/0")
+    client = load_stack_file(stack_file(env)).workloads.seldon.online_client
+    assert by_name["MLPLAT_ONLINE_CLIENT"]["value"] == client and client in ONLINE_CLIENTS
+    secret = next(r for r in s.of_type("kubernetes:core/v1:Secret")
+                  if r.inputs["metadata"]["name"] == SERVING_REDIS_SECRET.name)
+    assert secret.inputs["metadata"]["namespace"] == SERVING_REDIS_SECRET.namespace == "seldon"
+    assert secret.inputs["stringData"] == "[secret]"
+    # Rotated with Feast's copy (tests/infra/test_runbook_names.py): Pulumi must not revert it.
+    assert SERVING_REDIS_SECRET in REDIS_TOKEN_SECRETS
+    servers = next(r for r in s.of_type(RELEASE) if r.name == "seldon-core-v2-servers")
+    assert secret.urn in servers.dependencies
 
 
 def test_seldon_kafka_authenticates_with_scram_from_a_namespaced_secret(synth, env):

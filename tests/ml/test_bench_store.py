@@ -63,3 +63,20 @@ def test_probe_views_match_the_registered_model_that_reads_the_most_views_per_re
     most = max((len(s.features.feature_views) for s in specs if s.features and s.features.every_request), default=1)
     views = probe_views()
     assert len(views) == most and len({v.join_key for v in views}) == most
+
+
+@pytest.mark.integration
+def test_cli_times_the_read_through_a_calibrated_round_trip(capsys):
+    assert main(["bench", "store", "--requests", "100", "--rtt-ms", "3"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("through a 3 ms round trip"))
+    p50_us = float(re.search(r"\)\s+([\d.]+)us", row).group(1))
+    # 3 ms asked for; the upper side allows for a loaded machine but not for the delay applied twice
+    assert 2700 <= p50_us < 5900, row
+    assert re.search(r"[\d.]+us$", row)  # the proxy's own CPU per read
+    assert "delay_proxy.py" in out
+
+
+def test_cli_refuses_a_round_trip_on_a_remote_store(redis_server: RedisServer, capsys):
+    assert main(["bench", "store", "--url", redis_server.url, "--rtt-ms", "0.5"]) == 2
+    assert "--rtt-ms delays the local store" in capsys.readouterr().err
