@@ -86,7 +86,9 @@ class DelayedStore:
 
 def delayed_store(url: str, rtt_ms: float, workdir: Path, reads: int = 2000) -> DelayedStore:
     """The store at `url` behind a delay proxy calibrated so that one reader measures a round trip of
-    `rtt_ms` (p50): the proxy's floor (measured first with no delay) plus the delay it adds.
+    `rtt_ms` (p50). The floor (no delay) is measured first; a held chunk also pays the proxy's wake-up
+    from its timer, which the floor does not show, so the delay is then corrected once by what a reader
+    measures through it.
 
     Start it under the CPU placement it should keep (`on_cpus`): its process inherits it."""
     if rtt_ms <= 0:
@@ -98,5 +100,8 @@ def delayed_store(url: str, rtt_ms: float, workdir: Path, reads: int = 2000) -> 
         raise RoundTripTooShort(
             f"a round trip of {rtt_ms:g} ms is shorter than this machine's path through the delay proxy "
             f"({floor_ms:.3f} ms with nothing added); ask for more")
+    with DelayProxy(url, added, workdir) as first:
+        measured = round_trips(first.url, reads)["p50_ms"]
+    added = max(0.0, added - (measured - rtt_ms))
     proxy = DelayProxy(url, added, workdir).start()
     return DelayedStore(proxy, rtt_ms, round(floor_ms, 4), round(added, 4))

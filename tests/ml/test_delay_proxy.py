@@ -67,7 +67,7 @@ def test_calibrated_store_gives_the_round_trip_asked_for(redis_server: RedisServ
         figures = round_trips(delayed.url, 200, warmup=20)
     finally:
         delayed.stop()
-    assert delayed.floor_ms > 0 and delayed.added_ms == pytest.approx(5.0 - delayed.floor_ms, abs=1e-3)
+    assert 0 < delayed.floor_ms < 5.0 and 0 < delayed.added_ms <= 5.0 - delayed.floor_ms
     assert 4.5 <= figures["p50_ms"] <= 8.0, figures  # the upper side allows for a loaded machine
 
 
