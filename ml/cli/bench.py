@@ -391,7 +391,8 @@ def _table(report: dict[str, Any]) -> str:
             if h is None:
                 continue
             lines.append(
-                f"{name:<{width}}{protocol:>6}{ip['p50_ms']:>9.3f}ms{ip['p99_ms']:>9.3f}ms{h.get('p50_ms', nan):>7.2f}ms"
+                f"{name:<{width}}{protocol:>6}{ip['p50_ms']:>9.3f}ms{ip['p99_ms']:>9.3f}ms"
+                f"{h.get('p50_ms', nan):>7.2f}ms"
                 f"{h.get('p99_ms', nan):>7.2f}ms{h.get('rps', 0):>9.0f}{h.get('rps_vs_bare', nan):>9.2f}"
                 f"{h.get('p99_vs_bare', nan):>9.2f}{h.get('server_cpu_us', nan):>8.0f}"
                 f"{h.get('non_2xx', h.get('errors', 0)):>8.0f}  {h.get('tool', '-')}"

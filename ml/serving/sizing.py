@@ -17,15 +17,15 @@ The arithmetic, per model, every step printed by the command:
    blocking client (`resp`, the bench entry's `online_client`), `store_rtt_ms`: the event loop serves
    nothing else while that round trip is on the wire. With the asynchronous client (`redis-asyncio`)
    the wait overlaps other requests: S is the CPU alone (measured with that client, so its own cost
-   is in it), and the round trip is spent outside the queue, so it comes off the budget instead. The bench's loopback round trip costs the server CPU but
-   almost no wait (~0.02 ms on one CPU, `mlplat bench store`); on the cluster the store is across the
-   network, which `mlplat bench store --url` measures from a pod. At utilisation u the mean wait of an
-   M/D/1 queue is u*S / (2*(1 - u)); taking the wait's tail as exponential, p99 ~ S + ln(100) * u*S /
-   (2*(1 - u)). The budget left to the server is the p99 budget minus `fixed_latency_ms` (ingress/Envoy
-   hop and the network to the caller) and, with the asynchronous client, the round trip; B = that / S, so u <= (B - 1) / (B - 1 + ln(100) / 2); no u
-   fits when B <= 1. The pod runs at min(`utilisation`, that bound). The bench's own p99 at its closed-loop
-   concurrency is reported beside it (`bench p99 in budget`), not used: on a shared machine it
-   measures the machine. A pod serves u / S requests/s.
+   is in it), and the round trip is spent outside the queue, so it comes off the budget instead. The
+   round trip is measured from a pod with `mlplat bench store --url`, and reproduced on one machine
+   with `--rtt-ms` (a delay proxy). At utilisation u the mean wait of an M/D/1 queue is
+   u*S / (2*(1 - u)); taking the wait's tail as exponential, p99 ~ S + ln(100) * u*S / (2*(1 - u)).
+   The budget left to the server is the p99 budget minus `fixed_latency_ms` (ingress/Envoy hop and
+   the network to the caller) and, with the asynchronous client, the round trip; B = that / S, so
+   u <= (B - 1) / (B - 1 + ln(100) / 2); no u fits when B <= 1. The pod runs at min(`utilisation`,
+   that bound). The bench's own p99 at its closed-loop concurrency is reported beside it (`bench p99
+   in budget`), not used: on a shared machine it measures the machine. A pod serves u / S requests/s.
 3. A pod is one MLServer process (`parallel_workers: 0`, one core) plus Seldon's agent and rclone
    sidecars, run at the utilisation of step 2; the count is rounded up to a multiple of the three
    availability zones.
@@ -314,8 +314,11 @@ def capacity(bench: dict[str, Any], tps: float, p99_budget_ms: float, stack_cfg:
                         online_client=bench["models"][m].get("online_client") or DEFAULT_ONLINE_CLIENT)
              for m in names]
     reference = reference_plan(instance, prices, assume)
-    # Explained: the first model that reads the online store (it needs pods and Redis), else the first.
-    headline = next((p for p in plans if p.redis_shards), plans[0] if plans else None)
+    # Explained: the first model that reads the online store with the stack's client (what the cluster would
+    # run), else the first that reads the store at all (it needs pods and Redis), else the first.
+    client = stack_cfg.workloads.seldon.online_client
+    headline = next((p for p in plans if p.redis_shards and p.online_client == client),
+                    next((p for p in plans if p.redis_shards), plans[0] if plans else None))
     return {
         "tps": tps, "p99_budget_ms": p99_budget_ms, "instance_type": instance, "redis_node_type": redis_node,
         "redis_replicas_per_shard": redis_replicas, "prices_as_of": prices["as_of"], "assumptions": asdict(assume),

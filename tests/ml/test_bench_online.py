@@ -30,7 +30,7 @@ def test_fraud_is_served_per_client_behind_the_round_trip_and_the_plan_reads_it(
         assert http["rps"] > 0 and http["non_2xx"] == 0 and http["fetches_per_request"] == pytest.approx(1, abs=0.05)
         # The wait the runtime saw includes the round trip; the proxy's own CPU is reported apart.
         assert http["fetch_ms"] >= 1.8 and http["proxy_cpu_us"] > 0
-        assert 0 < http["rps_vs_bare"] and 0 < http["p99_vs_bare"]
+        assert http["rps_vs_bare"] > 0 and http["p99_vs_bare"] > 0
     # A blocking loop is held for every round trip: at 2 ms it cannot pass 500 requests/s; the
     # asynchronous client overlaps the four requests in flight.
     assert report["models"]["fraud-resp"]["http"]["rps"] < 500

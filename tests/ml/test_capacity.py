@@ -199,3 +199,17 @@ def test_the_cli_plans_for_the_round_trip_the_bench_ran_behind(tmp_path):
     with contextlib.redirect_stderr(err):
         assert cli_main(["capacity", "--bench", str(path), "--tps", "1000", "--p99-ms", "5"]) == 2
     assert "is not a bench report" in err.getvalue()
+
+
+def test_the_explained_plan_is_the_one_with_the_stacks_client():
+    cfg = load_stack_file(stack_file("prod"))
+    http = BENCH["models"]["fraud"]["http"]
+    bench = {"models": {
+        "fraud-resp": {"model": "fraud", "online_client": "resp", "http": {**http, "fetches_per_request": 1.0}},
+        "fraud-redis-asyncio": {"model": "fraud", "online_client": "redis-asyncio",
+                                "http": {**http, "server_cpu_us": 550.0, "fetches_per_request": 1.0}},
+        "sentiment": {"http": BENCH["models"]["sentiment"]["http"]}}}
+    result = capacity(bench, 1_000_000, 5, cfg, prices=load_prices())
+    assert [p["online_client"] for p in result["plans"]] == ["resp", "redis-asyncio", None]
+    chosen = cfg.workloads.seldon.online_client
+    assert result["explanation"][0].startswith(f"Like with like: fraud-{chosen}'s pods")

@@ -81,9 +81,9 @@ def test_a_round_trip_below_the_floor_is_refused_with_the_floor(redis_server: Re
 def test_a_dead_upstream_closes_the_client_connection(tmp_path):
     from ml.serving.processes import free_port
 
-    with DelayProxy(f"redis://127.0.0.1:{free_port()}/0", 1.0, tmp_path) as proxy:
-        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as s:
-            assert s.recv(16) == b""  # closed at once, not hung
+    with (DelayProxy(f"redis://127.0.0.1:{free_port()}/0", 1.0, tmp_path) as proxy,
+          socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as s):
+        assert s.recv(16) == b""  # closed at once, not hung
 
 
 def test_bad_arguments_are_named():
