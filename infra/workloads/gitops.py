@@ -191,7 +191,7 @@ def application_set(ctx: StackContext) -> dict[str, Any]:
 
 def alert_rules(runbook_base_url: str) -> list[dict[str, Any]]:
     """An Application of the model deployments out of sync or degraded (the controller's argocd_app_info)."""
-    runbook = f"{runbook_base_url}runbooks/gitops-out-of-sync.md"
+    runbook = f"{runbook_base_url}docs/DELIVERY.md#when-a-model-application-is-out-of-sync-or-degraded"
     apps = f'namespace="{NAMESPACE}", project="{PROJECT}"'
 
     def alert(name: str, selector: str, for_: str, severity: str, summary: str) -> dict[str, Any]:
