@@ -175,3 +175,12 @@ def test_ownership_names_a_project_that_admits_more_than_the_tree(plan_of):
     assert "must admit exactly what the tree holds" in messages
     assert "admits cluster-scoped kinds" in messages
     assert "destination namespace 'nowhere' is not created by the plan" in messages
+
+
+def test_argo_cd_images_are_named_as_not_runnable_here_with_the_reason():
+    from infra.conformance.software import classify
+
+    for image in ("quay.io/argoproj/argocd:v3.4.4", "ecr-public.aws.com/docker/library/redis:8.2.3-alpine"):
+        verdict = classify(image)
+        assert verdict.image is None and "no build of this software" not in verdict.reason
+    assert "Go binaries" in classify("quay.io/argoproj/argocd:v3.4.4").reason
