@@ -13,9 +13,9 @@ Signature, for callers:
                      local platform's bucket name)
         models:      one `ModelRelease` per enabled model (name, replicas, experiment weights and the
                      released registry version per slot, when known)
-        returns:     path relative to the repository's deploy path -> file text, e.g.
-                     "prod/fraud/model-champion.yaml", "prod/fraud/model-challenger.yaml",
-                     "prod/fraud/experiment.yaml"
+        returns:     path relative to the repository's deploy path -> file text:
+                     "<environment>/<model>/model-champion.yaml", ".../model-challenger.yaml",
+                     ".../experiment.yaml" per model
 
     objects(environment, bucket, models) -> dict[str, dict]   the same, as Kubernetes objects
 
