@@ -115,3 +115,29 @@ def test_missing_repository_bad_model_and_first_release_without_bucket_are_named
         gitops.publish_release(cfg, target, Release("nope", "1"))
     with pytest.raises(GitOpsError, match="registry version number"):
         gitops.publish_release(cfg, target, Release("fraud", "v1"))
+
+
+def test_model_promote_command_commits_the_card_and_gates(monkeypatch, tmp_path: Path, capsys):
+    """`mlplat model promote` wiring: the card and gates of the registry version go into the commit message."""
+    import argparse
+    import json
+    from types import SimpleNamespace
+
+    from ml.cli import model as model_cli
+
+    state = tmp_path / "state"
+    repo = gitops.local_repository(state)
+    found = SimpleNamespace(tracking_uri="http://registry", platform=SimpleNamespace(state_dir=state))
+    card = {"gates": {"passed": True, "summary": "auc=0.99 >= 0.95 (pass)"}}
+    monkeypatch.setattr(model_cli, "registry", lambda command, explicit: found)
+    monkeypatch.setattr(model_cli, "_client", lambda uri: object())
+    monkeypatch.setattr(model_cli.card, "load", lambda client, name, version: card)
+    monkeypatch.setattr(model_cli.card, "render_markdown", lambda doc: "# Model card: fraud v5")
+    args = argparse.Namespace(name="fraud", version="5", stack_file=Path(stack_file("dev")), slot="champion",
+                              repo=None, bucket=BUCKET, tracking_uri=None)
+    assert model_cli.run_promote(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["changed"] and out["branch"] == "main" and out["repository"] == str(repo)
+    message = git(repo, "log", "-1", "--format=%B", "main")
+    assert "passed: auc=0.99 >= 0.95 (pass)" in message and "# Model card: fraud v5" in message
+    assert model_cli.run_promote(args) == 0 and not json.loads(capsys.readouterr().out)["changed"]
