@@ -39,7 +39,7 @@ import pulumi_random as random
 from contracts import deploy_tree
 from contracts.cluster import NODE_ROLE_LABEL, SELDON_NAMESPACE
 from infra.workloads.isolation import ANYWHERE, PORT_HTTPS, EgressRule, NamespacePolicy, network_policies
-from infra.workloads.kube import helm_release, labels, namespace, service_monitor
+from infra.workloads.kube import RESTRICTED_POD_SECCOMP, helm_release, labels, namespace, service_monitor
 from stacks.context import StackContext
 from stacks.delivery import model_releases
 from stacks.schema import GitOpsConfig
@@ -116,7 +116,9 @@ def argocd_values(ctx: StackContext) -> dict[str, Any]:
     component_resources = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
     values: dict[str, Any] = {
         # Our NetworkPolicies (default deny, explicit allows), as in every namespace of the platform.
-        "global": {"nodeSelector": {NODE_ROLE_LABEL: "general"}, "networkPolicy": {"create": False}},
+        # The chart sets no pod securityContext (its containers already meet `restricted`): the pod level says it too.
+        "global": {"nodeSelector": {NODE_ROLE_LABEL: "general"}, "networkPolicy": {"create": False},
+                   "securityContext": {"runAsNonRoot": True, **RESTRICTED_POD_SECCOMP}},
         # No ClusterRoles: the controller and the server get Roles in `seldon` from the program.
         "createClusterRoles": False,
         "configs": {

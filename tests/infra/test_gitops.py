@@ -5,6 +5,7 @@ evaluated with jq, the typed config, and the one-owner line (infra/conformance/o
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import jq
@@ -53,6 +54,7 @@ def test_no_default_admin_no_dex_no_public_server_no_cluster_roles(synth, env):
     assert (cluster["server"], cluster["namespaces"]) == ("https://kubernetes.default.svc", "seldon")
     assert values["redisSecretInit"] == {"enabled": False}
     assert values["global"]["networkPolicy"] == {"create": False}
+    assert values["global"]["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def test_roles_in_the_models_namespace_cover_only_the_tree_kinds(synth):
@@ -184,3 +186,16 @@ def test_argo_cd_images_are_named_as_not_runnable_here_with_the_reason():
         verdict = classify(image)
         assert verdict.image is None and "no build of this software" not in verdict.reason
     assert "Go binaries" in classify("quay.io/argoproj/argocd:v3.4.4").reason
+
+
+def test_gitops_alerts_query_catalogued_metrics_and_link_their_page():
+    from contracts.metrics_catalog import known, metric_names
+
+    (group,) = gitops.alert_rules("https://example.org/repo/blob/main/")
+    for rule in group["rules"]:
+        names = metric_names(rule["expr"])
+        assert names == {"argocd_app_info"} and all(known(n) for n in names)
+        anchor = "docs/DELIVERY.md#when-a-model-application-is-out-of-sync-or-degraded"
+        assert rule["annotations"]["runbook_url"].endswith(anchor)
+    text = (Path(__file__).resolve().parents[2] / "docs" / "DELIVERY.md").read_text()
+    assert "### When a model Application is out of sync or degraded" in text
