@@ -52,6 +52,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "kube_pod_container_status_restarts_total": ("counter", "kube-state-metrics"),
     "kube_pod_container_resource_requests": ("gauge", "kube-state-metrics (resource=cpu|memory|nvidia_com_gpu)"),
     "up": ("gauge", "Prometheus (every scrape target)"),
+    # Argo CD application controller (argo-cd chart metrics Service, port 8082; infra/workloads/gitops.py)
+    "argocd_app_info": ("gauge", "Argo CD controller (labels name, project, sync_status, health_status)"),
+    "argocd_app_sync_total": ("counter", "Argo CD controller (labels name, project, phase)"),
 }
 
 _SUFFIXES = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}

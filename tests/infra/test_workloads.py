@@ -21,7 +21,8 @@ from stacks.config import load_stack_file, stack_file
 
 REPO = Path(__file__).resolve().parents[2]
 RELEASE = "kubernetes:helm.sh/v3:Release"
-CHART_OF_RELEASE = {"feast": "feast-feature-server"}  # release name -> BOM chart key where they differ
+# release name -> BOM chart key where they differ
+CHART_OF_RELEASE = {"feast": "feast-feature-server", "argocd": "argo-cd"}
 WORKLOAD_NAMESPACES = ("mlflow", "feast", "seldon", "monitoring", "tracing")
 
 
@@ -218,9 +219,10 @@ def test_seldon_kafka_authenticates_with_scram_from_a_namespaced_secret(synth, e
 
 def test_alert_rules_hold_the_seven_alerts_with_existing_runbooks(synth, env):
     rules = manifests(synth(env), "PrometheusRule")
-    # mlplatform-pipelines: Kubeflow Pipelines' alerts and the retrain rules (tests/infra/test_pipelines.py).
-    assert sorted(r["metadata"]["name"] for r in rules) == ["mlplatform-alerts", "mlplatform-pipelines",
-                                                            "mlplatform-rollback"]
+    # mlplatform-pipelines: Kubeflow Pipelines' alerts and the retrain rules (tests/infra/test_pipelines.py);
+    # mlplatform-gitops: Argo CD's model Applications (tests/infra/test_gitops.py).
+    assert sorted(r["metadata"]["name"] for r in rules) == ["mlplatform-alerts", "mlplatform-gitops",
+                                                            "mlplatform-pipelines", "mlplatform-rollback"]
     rule = [r for r in rules if r["metadata"]["name"] == "mlplatform-alerts"]
     alerts = [r for g in rule[0]["spec"]["groups"] for r in g["rules"]]
     assert len(alerts) == 7
