@@ -49,6 +49,7 @@ class DatasetVersion:
     registry: str = ""  # the registry's directory
     created: str = ""
     message: str = ""
+    content_addressed: bool = True  # False: `location` is the plain directory (or prefix) the files came from
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -58,8 +59,9 @@ class DatasetVersion:
 
     @property
     def uri(self) -> str:
-        """The address of its manifest object: the one string that names this exact content."""
-        return content_uri(self.location, self.md5)
+        """The address of its manifest object (the one string that names this exact content), or the plain
+        location of a version no remote holds."""
+        return content_uri(self.location, self.md5) if self.content_addressed else self.location
 
     def as_dict(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -104,7 +106,7 @@ def describe(root: Path, name: str) -> DatasetVersion:
     files = dataset_files(root)
     entries = [{"md5": file_md5(p), "relpath": p.relative_to(root).as_posix()} for p in files]
     return DatasetVersion(name=name, md5=manifest_md5(entries), location=str(root.resolve()), files=len(files),
-                          bytes=sum(p.stat().st_size for p in files))
+                          bytes=sum(p.stat().st_size for p in files), content_addressed=False)
 
 
 def object_key(md5: str, *, directory: bool = False) -> str:
