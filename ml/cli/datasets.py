@@ -42,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     init = sub.add_parser("init", help="create a data registry with its remotes")
     common(init, remote=False)
     init.add_argument("--remote", action="append", default=[], metavar="NAME=URL",
-                      help="a remote: a directory or s3://bucket/prefix (default: local=<state dir>/dvc-remote)")
+                      help="a remote: a directory or s3://bucket/prefix (default: local=dvc-remote beside the "
+                           "registry)")
     init.add_argument("--default", help="the default remote (default: the first)")
     init.add_argument("--endpoint-url", help="S3 endpoint of the s3:// remotes (an S3-compatible store)")
     init.set_defaults(func=run_init)
@@ -87,7 +88,7 @@ def _emit(doc: Any) -> None:
 
 def run_init(args: argparse.Namespace) -> int:
     remotes: dict[str, str] = {}
-    for spec in args.remote or [f"local={local_remote(local_platform.state_dir())}"]:
+    for spec in args.remote or [f"local={local_remote(_root(args))}"]:
         name, sep, url = spec.partition("=")
         if not sep or not name or not url:
             raise RegistryError(f"--remote {spec!r}: expected NAME=URL")

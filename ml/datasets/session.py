@@ -17,9 +17,9 @@ from ml.datasets.registry import DataRegistry, default_registry
 LOCAL_REMOTE = "local"
 
 
-def local_remote(state_dir: Path) -> Path:
-    """The embedded platform's DVC remote: `dvc-remote` in its state directory."""
-    return state_dir / "dvc-remote"
+def local_remote(registry_root: Path) -> Path:
+    """The default registry's DVC remote: `dvc-remote` beside it (in the local platform's state directory)."""
+    return registry_root.parent / "dvc-remote"
 
 
 def default_name(path: Path) -> str:
@@ -36,7 +36,7 @@ def open_or_create(explicit: Path | None, state_dir: Path) -> DataRegistry:
     root = default_registry(state_dir)
     if root.exists() and any(root.iterdir()):
         return DataRegistry(root)
-    return DataRegistry.init(root, {LOCAL_REMOTE: str(local_remote(state_dir))}, LOCAL_REMOTE)
+    return DataRegistry.init(root, {LOCAL_REMOTE: str(local_remote(root))}, LOCAL_REMOTE)
 
 
 def training_data(*, data: Path | None, data_version: str | None, name: str | None, registry: Path | None,
