@@ -153,7 +153,7 @@ def test_s3_remote_reads_with_get_object_only(tmp_path, monkeypatch):
 
 
 def test_bad_registry_input_is_named(tmp_path):
-    with pytest.raises(RegistryError, match="is not a data registry .*`mlplat data init --registry"):
+    with pytest.raises(RegistryError, match=r"is not a data registry .*`mlplat data init --registry"):
         DataRegistry(tmp_path)
     with pytest.raises(RegistryError, match="dataset name 'Bad Name' is not valid"):
         check_name("Bad Name")
