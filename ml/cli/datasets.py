@@ -105,6 +105,8 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 def run_add(args: argparse.Namespace) -> int:
+    if not args.path.exists():  # before the default registry is created for it
+        raise RegistryError(f"{args.path} does not exist")
     registry = open_or_create(args.registry, local_platform.state_dir())
     name = args.name or default_name(args.path)
     version, new = registry.add(args.path, name, args.message)
