@@ -196,3 +196,16 @@ def test_versions_table_lists_refs_and_hashes(tmp_path):
     assert lines[0] == f"registry {tmp_path}"
     assert lines[2].split()[:5] == ["fraud-sample@cccccccccc", "2026-12-07T04:00:00", "b" * 32, "1", "10"]
     assert "no dataset versions" in table([], tmp_path)
+
+
+def test_prepare_data_step_reads_a_content_address(tmp_path):
+    """The pipeline's first step given a version's address (`data_uri`): exactly its files, by object reads."""
+    from ml.models.fraud import data as fraud_data
+    from ml.pipelines.steps import prepare_data
+
+    fraud_data.generate_sample(tmp_path / "src", rows=100, seed=5)
+    md5 = _push(tmp_path / "src", tmp_path / "remote")
+    summary = prepare_data("fraud", content_uri(str(tmp_path / "remote"), md5), 0, "", str(tmp_path / "out"))
+    assert summary.startswith(f"dataset version {md5}: 1 file(s)") and str(tmp_path / "remote") in summary
+    assert _tree(tmp_path / "out") == _tree(tmp_path / "src")
+    assert dataset_of("fraud", content_uri(str(tmp_path / "remote"), md5), str(tmp_path / "out")).md5 == md5
