@@ -29,6 +29,8 @@ WORKLOAD_IDENTITIES: dict[str, WorkloadIdentity] = {
     "feast-ingestor": WorkloadIdentity("feast", "feast-stream-ingestor"),
     "model-serving": WorkloadIdentity("seldon", "model-server"),
     "training": WorkloadIdentity("ml-training", "training"),
+    # Writes dataset versions to the data registry's S3 remote (`mlplat data push` in a job or CI runner).
+    "dataset-writer": WorkloadIdentity("ml-training", "dataset-writer"),
     # Kubeflow Pipelines (namespace `kubeflow`; the names its manifests give the service accounts): the API
     # server, the pods of pipeline steps (and Argo's log archiving in them), the UI.
     "pipelines": WorkloadIdentity("kubeflow", "ml-pipeline"),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates the project's three Python environments from the committed lock files and installs the
 # Debian services the tests and the local platform use. Idempotent: an environment is rebuilt only
-# when its lock file changed. Usage: scripts/bootstrap.sh [iac|ml|policy|system ...] (default: all)
+# when its lock file changed. Usage: scripts/bootstrap.sh [iac|ml|policy|checkov|dvc|system ...] (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -60,7 +60,7 @@ system_packages() {
   done
 }
 
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(system iac ml policy checkov)
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(system iac ml policy checkov dvc)
 ensure_uv
 for t in "${targets[@]}"; do
   case $t in
@@ -68,7 +68,8 @@ for t in "${targets[@]}"; do
     ml) make_env .venv-ml requirements/ml.txt ;;
     policy) make_env .venv-policy requirements/policy.txt ;;
     checkov) make_env .venv-checkov requirements/checkov.txt ;;  # scanner of `mlplat conform`
+    dvc) make_env .venv-dvc requirements/dvc.txt ;;  # `dvc` of the data registry (ml/datasets/), S3 plugin included
     system) system_packages ;;
-    *) log "unknown target $t (iac|ml|policy|checkov|system)"; exit 2 ;;
+    *) log "unknown target $t (iac|ml|policy|checkov|dvc|system)"; exit 2 ;;
   esac
 done

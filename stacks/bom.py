@@ -95,6 +95,9 @@ class Bom(_Strict):
     images: dict[str, Image]
     cluster_autoscaler_image_tags: dict[str, str] = Field(alias="clusterAutoscalerImageTags")
     python: dict[str, str]
+    # Python environments of tools beside the ML one: environment -> package -> version, each equal to the
+    # pins of requirements/<environment>.txt (checked by a test).
+    python_tools: dict[str, dict[str, str]] = Field(default_factory=dict, alias="pythonTools")
 
     @model_validator(mode="after")
     def _every_supported_version_is_complete(self) -> Bom:

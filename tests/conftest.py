@@ -74,7 +74,7 @@ SHARED_SETUPS = {
     "mlflow_server": "ml-services",  # tests/ml/conftest.py: MLflow, Redis and MLServer processes
     "redis_factory": "ml-services",
     "mlserver_factory": "ml-services",
-    "moto_endpoint": "moto",  # tests/runbooks/conftest.py: the moto server
+    "moto_endpoint": "moto",  # the moto server (below): the runbooks' AWS steps, the data registry's S3 remote
 }
 
 
@@ -102,3 +102,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 group = item.module.__name__ if isinstance(item, pytest.Function) else item.nodeid
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's AWS API emulator on 127.0.0.1 (the ML environment has moto; the fixture imports it when used)."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()

@@ -21,6 +21,7 @@ from infra.aws.interfaces import WORKLOAD_IDENTITIES
 from infra.aws.irsa import IrsaRole, IrsaRoleArgs, OidcIssuer, assert_no_wildcard_admin
 from infra.aws.kafka import group_arn, topic_arn
 from infra.aws.storage import (
+    DATASETS_REMOTE_PREFIX,
     FEAST_OFFLINE_PREFIX,
     FEAST_REGISTRY_KEY,
     MLFLOW_ARTIFACT_PREFIX,
@@ -57,14 +58,18 @@ WORKLOAD_GRANTS: dict[str, list[BucketGrant | TopicGrant]] = {
                        TopicGrant("read", group_prefix="feast-")],
     # Read the slots; write only the sampled serving inputs (ml/serving/serving_log.py, drift reports).
     "model-serving": [BucketGrant("models", "read"), BucketGrant("models", "write", "serving-samples/")],
+    # Dataset versions are read by content address (ml/datasets/content.py): training reads them, never writes.
     "training": [BucketGrant("mlflow", "write", MLFLOW_ARTIFACT_PREFIX), BucketGrant("feast", "read"),
-                 BucketGrant("models", "write")],
+                 BucketGrant("models", "write"), BucketGrant("datasets", "read", DATASETS_REMOTE_PREFIX)],
+    # The one writer of dataset versions: `mlplat data push` from a job or CI runner with this identity.
+    "dataset-writer": [BucketGrant("datasets", "write", DATASETS_REMOTE_PREFIX)],
     # Kubeflow Pipelines: the API server keeps pipeline packages and reads run artifacts; the steps write the
     # pipeline root and archived logs, the models' Parquet into the Feast offline store, and publish to the
-    # Seldon slots (MLflow artifacts go through the tracking server); the UI reads artifacts and logs.
+    # Seldon slots (MLflow artifacts go through the tracking server), and read dataset versions by content
+    # address; the UI reads artifacts and logs.
     "pipelines": [BucketGrant("pipelines", "read"), BucketGrant("pipelines", "write", PIPELINE_PACKAGES_PREFIX)],
     "pipeline-runner": [BucketGrant("pipelines", "write"), BucketGrant("feast", "write", FEAST_OFFLINE_PREFIX),
-                        BucketGrant("models", "write")],
+                        BucketGrant("models", "write"), BucketGrant("datasets", "read", DATASETS_REMOTE_PREFIX)],
     "pipelines-ui": [BucketGrant("pipelines", "read")],
 }
 CONTROLLERS = ("cluster-autoscaler", "aws-load-balancer-controller")

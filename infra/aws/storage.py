@@ -1,4 +1,5 @@
-"""S3 buckets of the platform: MLflow artifacts, Feast (offline store + registry) and model artifacts.
+"""S3 buckets of the platform: MLflow artifacts, Feast (offline store + registry), model artifacts and the
+data registry's DVC remote (versioned datasets, content-addressed objects under `DATASETS_REMOTE_PREFIX`).
 
 Each bucket is built from the split resources of pulumi-aws v7: versioning, SSE-KMS with a bucket
 key (fewer KMS calls and cost), all four public-access blocks, `BucketOwnerEnforced` (no ACLs), a
@@ -27,6 +28,7 @@ BUCKETS: dict[str, str] = {
     "feast": "Feast offline store and registry",
     "models": "model artifacts served by MLServer",
     "pipelines": "Kubeflow Pipelines artifacts (pipeline root), pipeline packages and run logs",
+    "datasets": "versioned training datasets (the data registry's DVC remote)",
 }
 # Buckets that exist only with the workload that uses them (`workloads.<key>.enabled`).
 OPTIONAL_BUCKETS = {"pipelines": "pipelines"}
@@ -41,6 +43,8 @@ OBJECT_ACTIONS = ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject", "s3:Del
 MLFLOW_ARTIFACT_PREFIX = "artifacts/"
 FEAST_OFFLINE_PREFIX = f"{feast.OFFLINE_PREFIX}/"
 FEAST_REGISTRY_KEY = feast.REGISTRY_KEY
+# The data registry's S3 remote: s3://<datasets bucket>/dvc (objects at dvc/files/md5/..., ml/datasets/).
+DATASETS_REMOTE_PREFIX = "dvc/"
 ACCESS_LOG_EXPIRATION_DAYS = 365
 MIN_TLS_VERSION = "1.2"
 

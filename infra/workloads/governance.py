@@ -45,6 +45,7 @@ from infra.workloads.kube import (
 from stacks.context import StackContext
 
 IDENTITY = "training"
+DATASET_WRITER = "dataset-writer"
 NAMESPACE = WORKLOAD_IDENTITIES[IDENTITY].namespace
 RECEIVER = "model-rollback-receiver"
 RECEIVER_PORT = 9095
@@ -148,7 +149,8 @@ class GovernanceArgs(WorkloadArgs):
 
 
 class Governance(pulumi.ComponentResource):
-    """Namespace `ml-training`, the `training` service account, the drift-report CronJob and the receiver."""
+    """Namespace `ml-training`, the `training` and `dataset-writer` service accounts, the drift-report CronJob
+    and the receiver."""
 
     def __init__(self, name: str, args: GovernanceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:workloads:Governance", name, None, opts)
@@ -162,6 +164,8 @@ class Governance(pulumi.ComponentResource):
                     PeerEgressRule((MLFLOW_SERVER.namespace,), (MLFLOW_PORT,))],
         ), self, [ns])
         sa = service_account(IDENTITY, self, ns, data.role_arns.get(IDENTITY))
+        # The data registry's writer (infra/aws/identities.py): a service account for the jobs that push.
+        service_account(DATASET_WRITER, self, ns, data.role_arns.get(DATASET_WRITER))
         bucket = data.buckets["models"]
         if cfg.drift_reports.enabled:
             k8s.batch.v1.CronJob(

@@ -1,6 +1,7 @@
 """`mlplat model train|evaluate|card|approve|drift`: the model lifecycle from the command line.
 
-    mlplat model train NAME --data DIR [--tracking-uri URI] [--sample] [--out DIR] [--seed N]
+    mlplat model train NAME (--data DIR | --data-version REF) [--dataset NAME] [--registry DIR] [--remote NAME]
+                            [--tracking-uri URI] [--sample] [--out DIR] [--seed N]
                             [--stack-file Pulumi.<env>.yaml] [--no-register]
     mlplat model evaluate NAME --model URI_OR_DIR --data FILE [--tracking-uri URI]
     mlplat model card NAME [--version V] [--json] [--tracking-uri URI]
@@ -19,7 +20,9 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from typing import Any
 from contracts import local_platform, model_registry
 from contracts.governance import GATES, AuditLog
 from ml.data.contract import DataContractError
+from ml.datasets.session import training_data
 from ml.model_plugin import ModelPlugin, load_plugin
 from ml.service_checks import bound_mlflow_client, check_mlflow
 from ml.training import card
@@ -81,7 +85,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     train = sub.add_parser("train", help="train, log to MLflow, register (challenger; champion if gates pass)")
     train.add_argument("name", choices=names)
-    train.add_argument("--data", type=Path, required=True, help="directory with the dataset files")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="directory with the dataset files (recorded as a dataset version)")
+    source.add_argument("--data-version", metavar="REF",
+                        help="train on this recorded version: NAME, NAME@REV or a content hash "
+                             "(`mlplat data versions`)")
+    train.add_argument("--dataset", help="dataset name the --data directory is recorded under (default: its name)")
+    train.add_argument("--registry", type=Path, help="the data registry (default $MLPLAT_DATA_REGISTRY, else "
+                                                     "<state dir>/data-registry)")
+    train.add_argument("--remote", help="the registry remote the version is read from (default: its default)")
     train.add_argument("--tracking-uri", help=REGISTRY_HELP)
     train.add_argument("--sample", action="store_true", help="first generate small synthetic data into --data")
     train.add_argument("--out", type=Path, help="where to write the serving artifact (default <state dir>/models/...)")
@@ -160,28 +172,41 @@ def run_train(args: argparse.Namespace) -> int:
     found = None if args.no_register else registry("train", args.tracking_uri)
     # Libraries (MLflow, Feast) print to stdout; keep stdout for the JSON result.
     with contextlib.redirect_stdout(sys.stderr):
-        if args.sample:
+        if args.sample and args.data is not None:
             plugin.generate_sample(args.data, seed=args.seed)
-        elif not args.data.is_dir():
+        elif args.sample:
+            print("mlplat model train: --sample generates into --data DIR", file=sys.stderr)
+            return 2
+        elif args.data is not None and not args.data.is_dir():
             print(f"mlplat model train: --data {args.data} is not a directory (use --sample to generate one)",
                   file=sys.stderr)
             return 2
         from ml.training.validation import recording
 
-        started = time.perf_counter()
-        with recording() as validations:
-            try:
-                result = plugin.train(args.data, out_dir, params=args.params, seed=args.seed)
-            except DataContractError as exc:
-                return _refused(args, found, exc, validations)
-        doc: dict[str, Any] = {
-            "model": args.name, "artifact": str(out_dir), "metrics": result.metrics,
-            "train_seconds": round(time.perf_counter() - started, 2),
-        }
-        if found is not None:
-            code = _register(args, found, result, validations, doc)
-            if code:
-                return code
+        work = Path(tempfile.mkdtemp(prefix="mlplat-train-data-"))
+        try:
+            args.dataset_version, args.train_dir = training_data(
+                data=args.data, data_version=args.data_version, name=args.dataset, registry=args.registry,
+                remote=args.remote, state_dir=local_platform.state_dir(), work=work / "data")
+            print(f"mlplat model train: dataset {args.dataset_version.ref} (md5 {args.dataset_version.md5}, "
+                  f"{args.dataset_version.files} file(s)) from {args.dataset_version.location}", file=sys.stderr)
+            started = time.perf_counter()
+            with recording() as validations:
+                try:
+                    result = plugin.train(args.train_dir, out_dir, params=args.params, seed=args.seed)
+                except DataContractError as exc:
+                    return _refused(args, found, exc, validations)
+            doc: dict[str, Any] = {
+                "model": args.name, "artifact": str(out_dir), "metrics": result.metrics,
+                "train_seconds": round(time.perf_counter() - started, 2),
+                "dataset": args.dataset_version.as_dict(),
+            }
+            if found is not None:
+                code = _register(args, found, result, validations, doc)
+                if code:
+                    return code
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     _emit(doc)
     return 0
 
@@ -195,8 +220,8 @@ def _register(args: argparse.Namespace, found: local_platform.Registry, result: 
     gates = load_gates(args.name, args.stack_file)
     policy = promotion_policy(args.stack_file)
     serving = serving_of(found)
-    registered = register(result, found.tracking_uri, gates=gates, promotion=policy, data_dir=args.data,
-                          validations=validations, promote=serving is None)
+    registered = register(result, found.tracking_uri, gates=gates, promotion=policy, data_dir=args.train_dir,
+                          validations=validations, promote=serving is None, dataset=args.dataset_version)
     doc["registry"] = registered.as_dict()
     if serving is None or not (registered.gate.passed and policy == GATES):
         return 0

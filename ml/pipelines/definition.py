@@ -9,6 +9,10 @@ ECR repository):
     prepare-data -> read-features -> validate-data -> train -> evaluate -> register -> gate -> publish
                                                                                     (only if gate passed)
 
+`data_uri` is `sample` (the model's generated sample), a directory or s3:// prefix, or a dataset version's
+content address (ml/datasets/content.py: the step reads it with object reads only); `register` records the
+content hash of what `prepare-data` read as the run's MLflow dataset input and in the model card.
+
 `compile_ir(name, path)` writes the IR YAML the cluster uploads and the local platform runs
 (`kfp.local`, subprocess runner): the same file, so both run the same pipeline. The committed copies,
 `<model package>/training_pipeline.yaml`, are checked against a fresh compile by the tests.
@@ -89,13 +93,13 @@ def evaluate(name: str, model_artifact: Input[Model], summary: Input[Artifact], 
 
 @component
 def register(name: str, model_artifact: Input[Model], summary: Input[Artifact], report: Input[Artifact],
-             data: Input[Dataset], gates: str, data_uri: str, promotion: str, tracking_uri: str, trigger: str,
-             version_tags: str, run_label: str
+             data: Input[Dataset], source: Input[Dataset], gates: str, data_uri: str, promotion: str,
+             tracking_uri: str, trigger: str, version_tags: str, run_label: str
              ) -> NamedTuple("Registered", [("version", str), ("run_id", str), ("gates", str), ("gates_source", str)]):
     from ml.pipelines import steps
 
     r = steps.register(name, model_artifact.path, summary.path, report.path, data.path, gates, data_uri, promotion,
-                       tracking_uri, trigger, version_tags, run_label=run_label)
+                       tracking_uri, trigger, version_tags, run_label=run_label, source_dir=source.path)
     return (r["version"], r["run_id"], r["gates"], r["gates_source"])
 
 
@@ -156,7 +160,8 @@ def build(spec: ModelSpec, *, train_on_gpu: bool = False) -> Any:
                                  summary=trained.outputs["summary"]))
         reg = _place(register(name=name, model_artifact=trained.outputs["model_artifact"],
                               summary=trained.outputs["summary"], report=checked.outputs["report"],
-                              data=feats.outputs["features"], gates=gates, data_uri=data_uri, promotion=promotion,
+                              data=feats.outputs["features"], source=prep.outputs["data"], gates=gates,
+                              data_uri=data_uri, promotion=promotion,
                               tracking_uri=tracking_uri, trigger=trigger, version_tags=version_tags,
                               run_label=dsl.PIPELINE_JOB_NAME_PLACEHOLDER).after(scored), mlflow=True)
         decision = _place(gate(name=name, metrics=scored.outputs["Output"], gates=reg.outputs["gates"],

@@ -30,6 +30,7 @@ from contracts.pipelines import GATES_SOURCE_TAG, PIPELINE_RUN_TAG, SAMPLE_DATA,
 from ml.data.contract import DataContractError
 from ml.data.drift import REFERENCE_FILE
 from ml.data.feast_repo import write_repo
+from ml.datasets.content import DatasetVersion, describe, materialize, parse_content_uri
 from ml.model_plugin import load_plugin
 from ml.training.directory_bucket import LOCAL_BUCKET, DirectoryBucket
 from ml.training.follow import Serving, promote
@@ -153,10 +154,16 @@ def prepare_data(name: str, data_uri: str, seed: int, offline_uri: str, out_dir:
 
     plugin, out = load_plugin(name), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    address = parse_content_uri(data_uri)
     if data_uri == SAMPLE_DATA:
         plugin.generate_sample(out, seed=seed)
         files = sorted(p for p in out.iterdir() if p.is_file())
         what = f"generated sample data (seed {seed}): {len(files)} file(s), {_size(files)}"
+    elif address is not None:
+        # A dataset version's content address: object reads only, each file checked against its MD5.
+        files = materialize(address[0], address[1], out)
+        what = (f"dataset version {address[1]}: {len(files)} file(s), {_size(files)} by content address "
+                f"from {address[0]}")
     else:
         files = fetch_tree(data_uri, out)
         what = f"{len(files)} file(s), {_size(files)} from {data_uri}"
@@ -295,10 +302,23 @@ def wait_for_tracking(uri: str, timeout_s: float | None = None) -> None:
         time.sleep(0.5)
 
 
+def dataset_of(name: str, data_uri: str, source_dir: str) -> DatasetVersion:
+    """The exact dataset a run read: the content hash of the files `prepare-data` wrote, located at the
+    version's remote when `data_uri` is a content address (it must hash to that address), else at `data_uri`."""
+    described = describe(Path(source_dir), f"{name}-data")
+    address = parse_content_uri(data_uri)
+    if address is None:
+        return DatasetVersion(**{**described.__dict__, "location": data_uri})
+    remote, md5 = address
+    if described.md5 != md5:
+        raise ValueError(f"the prepared data hashes to {described.md5}, not to the version {md5} it was read as")
+    return DatasetVersion(**{**described.__dict__, "location": remote, "content_addressed": True})
+
+
 @journaled("register")
 def register(name: str, model_dir: str, summary_path: str, report_path: str, data_dir: str, gates: str,
              data_uri: str, promotion: str, tracking_uri: str, trigger: str, version_tags: str,
-             run_label: str = "") -> dict[str, Any]:
+             run_label: str = "", source_dir: str = "") -> dict[str, Any]:
     """Log the run (params, held-out metrics, artifact, data validation, model card) to MLflow and register
     the version as `challenger`, with the gate result recorded on it (ml/training/registration.py `register`,
     which promotes nothing here: `gate` and `publish` decide)."""
@@ -317,9 +337,12 @@ def register(name: str, model_dir: str, summary_path: str, report_path: str, dat
     source = tags.pop(GATES_SOURCE_TAG, source)
     if run_label:
         tags[PIPELINE_RUN_TAG] = run_label
+    dataset = dataset_of(name, data_uri, source_dir) if source_dir else None
     result = register_in_mlflow(out, uri, gates=floors, promotion=promotion, data_dir=Path(data_dir),
-                                validations=validations, promote=False, tags=tags)
-    return {"summary": f"v{result.version} registered as challenger (run {result.run_id[:8]}; trigger {trigger})",
+                                validations=validations, promote=False, tags=tags, dataset=dataset)
+    data = f"; data {dataset.md5[:12]} from {dataset.location}" if dataset is not None else ""
+    return {"summary": f"v{result.version} registered as challenger (run {result.run_id[:8]}; "
+                       f"trigger {trigger}){data}",
             "version": result.version, "run_id": result.run_id, "gates": json.dumps(floors, sort_keys=True),
             "gates_source": source}
 

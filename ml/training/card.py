@@ -31,10 +31,13 @@ from contracts.governance import (
 from ml.model_plugin import load_plugin
 
 if TYPE_CHECKING:
+    from ml.datasets.content import DatasetVersion
     from ml.training.outputs import RegistrationResult, TrainOutput
     from ml.training.validation import ValidationResult
 
 FORMAT = 1
+# Run and model-version tags naming the dataset version a run trained on (also its MLflow dataset input).
+DATA_VERSION_TAG, DATA_MD5_TAG, DATA_URI_TAG = "mlplat.data.version", "mlplat.data.md5", "mlplat.data.uri"
 
 
 def sha256(path: Path) -> str:
@@ -45,8 +48,11 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def data_sources(files: list[Path]) -> list[dict[str, Any]]:
-    return [{"file": p.name, "path": str(p), "sha256": sha256(p), "bytes": p.stat().st_size} for p in files]
+def data_sources(files: list[Path], relative_to: Path | None = None) -> list[dict[str, Any]]:
+    """Each file with its SHA-256; paths relative to the dataset version's root when there is one (the
+    run read a temporary copy of it)."""
+    return [{"file": p.name, "path": str(p.relative_to(relative_to) if relative_to else p), "sha256": sha256(p),
+             "bytes": p.stat().st_size} for p in files]
 
 
 def _jsonable(value: Any) -> Any:
@@ -75,8 +81,28 @@ def log_validations(results: list[ValidationResult]) -> dict[str, Any] | None:
     return summary
 
 
+def dataset_tags(dataset: DatasetVersion) -> dict[str, str]:
+    return {DATA_VERSION_TAG: dataset.ref, DATA_MD5_TAG: dataset.md5, DATA_URI_TAG: dataset.uri}
+
+
+def log_dataset(dataset: DatasetVersion) -> None:
+    """Inside an active MLflow run: the dataset version as the run's training input (MLflow's dataset
+    tracking: name, digest = the content hash, source = the address of the version's manifest object)."""
+    from mlflow import log_input
+    from mlflow.data.dataset_source_registry import get_registered_sources
+    from mlflow.data.meta_dataset import MetaDataset
+
+    # The artifact-repository source of the address's scheme (s3 or a local path), picked by type: MLflow's
+    # resolver warns that a local path fits more than one source.
+    kind = "s3" if dataset.uri.startswith("s3://") else "local"
+    source_cls = next(s for s in get_registered_sources() if s._get_source_type() == kind)
+    log_input(MetaDataset(source=source_cls(dataset.uri), name=dataset.name, digest=dataset.md5),
+              context="training", tags={"version": dataset.ref, "files": str(dataset.files),
+                                        "bytes": str(dataset.bytes)})
+
+
 def build(out: TrainOutput, result: RegistrationResult, *, data_dir: Path | None = None,
-          validation: dict[str, Any] | None = None) -> dict[str, Any]:
+          validation: dict[str, Any] | None = None, dataset: DatasetVersion | None = None) -> dict[str, Any]:
 
     spec = model_registry.get(out.name)
     plugin = load_plugin(out.name)
@@ -88,7 +114,10 @@ def build(out: TrainOutput, result: RegistrationResult, *, data_dir: Path | None
                   "run_id": result.run_id, "created": datetime.now(UTC).isoformat(timespec="seconds")},
         "intended_use": spec.intended_use,
         "limitations": list(plugin.limitations),
-        "data": {"directory": str(data_dir) if data_dir is not None else None, "sources": data_sources(files),
+        "data": {"directory": str(data_dir) if data_dir is not None and dataset is None else None,
+                 "version": dataset.as_dict() if dataset is not None else None,
+                 "sources": data_sources(files, relative_to=Path(data_dir) if dataset is not None and data_dir
+                                         else None),
                  "rows": {k: v for k, v in out.info.items() if "rows" in k or k == "positives"}},
         "features": plugin.feature_names(out.model_dir),
         "training": {"params": out.params, "info": out.info},
@@ -162,7 +191,11 @@ def render_markdown(card: dict[str, Any]) -> str:
     if card["limitations"]:
         lines += ["## Known limitations", "", *[f"- {x}" for x in card["limitations"]], ""]
     data = card["data"]
-    lines += ["## Training data", "", f"Directory: `{data['directory']}`", ""]
+    version = data.get("version")
+    lines += ["## Training data", ""]
+    lines += ([f"Dataset version `{version['ref']}`: content MD5 `{version['md5']}` ({version['files']} file(s), "
+               f"{version['bytes']} bytes), read by content address from `{version['location']}` (manifest "
+               f"`{version['uri']}`).", ""] if version else [f"Directory: `{data['directory']}`", ""])
     if data["sources"]:
         lines += ["| File | Bytes | SHA-256 |", "|---|---|---|",
                   *[f"| {s['file']} | {s['bytes']} | `{s['sha256']}` |" for s in data["sources"]], ""]

@@ -32,6 +32,7 @@ from ml.training.tracking import (
 )
 
 if TYPE_CHECKING:
+    from ml.datasets.content import DatasetVersion
     from ml.training.validation import ValidationResult
 
 log = logging.getLogger(__name__)
@@ -48,19 +49,22 @@ def register(
     validations: list[ValidationResult] | None = None,
     promote: bool = True,
     tags: dict[str, str] | None = None,
+    dataset: DatasetVersion | None = None,
 ) -> RegistrationResult:
     """Log params/metrics/artifact to MLflow, register a version, set `challenger`, and `champion` if
     gated in and the promotion policy needs nothing more (`gatesAndApproval`: an approval promotes it).
     The data validations made while training and the model card are logged on the same run.
 
     `promote=False` (the training pipeline's `register` step): record the gate result but set no
-    `champion`; the pipeline's `gate` and `publish` steps decide. `tags` go on the run and the version."""
+    `champion`; the pipeline's `gate` and `publish` steps decide. `tags` go on the run and the version.
+    `dataset`: the exact version trained on, logged as the run's MLflow dataset input and in the card."""
     uri = tracking_uri or default_tracking_uri()
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     gates = load_gates(out.name) if gates is None else gates
     gate = check_gates(out.metrics, gates)
     exp_id = ensure_experiment(client, experiment or f"mlplat-{out.name}", uri)
+    tags = {**(tags or {}), **(model_card.dataset_tags(dataset) if dataset is not None else {})}
 
     with mlflow.start_run(experiment_id=exp_id, run_name=f"train-{out.name}") as run:
         params = {**out.params, **{f"data.{k}": v for k, v in out.info.items()}}
@@ -73,6 +77,8 @@ def register(
         mlflow.set_tags({"gate.passed": str(gate.passed).lower(), "gate.summary": gate.summary(),
                          "mlplat.model": out.name, "mlplat.promotion": promotion, **(tags or {})})
         validation = model_card.log_validations(validations or [])
+        if dataset is not None:
+            model_card.log_dataset(dataset)
         mlflow.log_artifacts(str(out.model_dir), artifact_path=ARTIFACT_PATH)
         source = f"{run.info.artifact_uri.rstrip('/')}/{ARTIFACT_PATH}"
         run_id = run.info.run_id
@@ -98,6 +104,6 @@ def register(
     else:
         log.warning("%s v%s stays challenger: quality gates failed (%s)", out.name, version, gate.summary())
     result = RegistrationResult(run_id, version, gate, promote, uri, promotion)
-    result.card = model_card.build(out, result, data_dir=data_dir, validation=validation)
+    result.card = model_card.build(out, result, data_dir=data_dir, validation=validation, dataset=dataset)
     model_card.log_card(client, run_id, result.card)
     return result

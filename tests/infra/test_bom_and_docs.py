@@ -37,6 +37,15 @@ def test_python_pins_match_the_ml_lock_file():
         assert lock.get(package) == version, f"{package}: BOM {version}, lock {lock.get(package)}"
 
 
+def test_tool_environment_pins_match_their_lock_files():
+    tools = load_bom().python_tools
+    assert "dvc" in tools
+    for env, pins in tools.items():
+        lock = dict(re.findall(r"^([a-z0-9_.-]+)==(\S+)", (ROOT / "requirements" / f"{env}.txt").read_text(), re.M))
+        for package, version in pins.items():
+            assert lock.get(package) == version, f"{env}: {package}: BOM {version}, lock {lock.get(package)}"
+
+
 def test_bom_rejects_floating_versions():
     raw = load_bom().model_dump(by_alias=True)
     raw["charts"]["mlflow"]["version"] = "^1.11"

@@ -294,7 +294,7 @@ def test_data_services_contract_is_complete(tmp_path, stack):
     assert contract["kafka"][5] == "[secret]"
     assert set(contract["buckets"]) == set(BUCKETS) and all(contract["buckets"].values())
     assert set(contract["roleArns"]) == {"mlflow", "feast", "feast-ingestor", "model-serving", "training",
-                                         "pipelines", "pipeline-runner", "pipelines-ui",
+                                         "dataset-writer", "pipelines", "pipeline-runner", "pipelines-ui",
                                          "cluster-autoscaler", "aws-load-balancer-controller"}
 
 

@@ -10,6 +10,7 @@ from infra.aws.controller_policies import cluster_autoscaler_statements, load_ba
 from infra.aws.identities import WORKLOAD_GRANTS, BucketGrant, bucket_statements
 from infra.aws.interfaces import WORKLOAD_IDENTITIES
 from infra.aws.irsa import assert_no_wildcard_admin
+from infra.aws.storage import DATASETS_REMOTE_PREFIX
 
 IRSA = "mlplatform:identity:IrsaRole"
 ROLE = "aws:iam/role:Role"
@@ -99,7 +100,7 @@ def test_workload_permissions_are_scoped(synth, env):
 
     training = roles["training"]["statements"]
     writes = {st["Resource"] for st in training if "s3:PutObject" in st["Action"]}
-    assert writes == {f"{buckets['mlflow']}/artifacts/*", f"{buckets['models']}/*"}  # Feast: read only
+    assert writes == {f"{buckets['mlflow']}/artifacts/*", f"{buckets['models']}/*"}  # Feast, datasets: read only
 
     for name in ("mlflow", "feast", "model-serving", "training", "feast-ingestor"):
         statements = roles[name]["statements"]
@@ -114,6 +115,39 @@ def test_workload_permissions_are_scoped(synth, env):
     }
     assert "kafka-cluster:WriteData" not in _actions(ingestor)
     assert not S3_MUTATIONS & _actions(ingestor)
+
+
+def test_dataset_versions_are_written_by_one_identity_and_read_by_training(synth, env):
+    """The data registry's S3 remote (s3://<datasets bucket>/dvc/): the training pods and the pipeline steps
+    read its objects (GetObject: a version is read by content address), only `dataset-writer` writes them."""
+    s = synth(env)
+    roles = _roles(s)
+    datasets = f"arn:aws:s3:::{s.stack_outputs['buckets']['datasets']}"
+    remote = f"{datasets}/{DATASETS_REMOTE_PREFIX}*"
+    storage_key = s.stack_outputs["dataKeyArns"]["storage"]
+
+    def on_datasets(statements: list[dict]) -> list[dict]:
+        return [st for st in statements if _resources([st], datasets)]
+
+    for reader in ("training", "pipeline-runner"):
+        statements = on_datasets(roles[reader]["statements"])
+        objects = [st for st in statements if st["Resource"] == remote]
+        assert [sorted(st["Action"]) for st in objects] == [["s3:GetObject", "s3:GetObjectVersion"]], reader
+        listing = next(st for st in statements if "s3:ListBucket" in st["Action"])
+        assert listing["Condition"] == {"StringLike": {"s3:prefix": [f"{DATASETS_REMOTE_PREFIX}*"]}}, reader
+        assert _resources(statements, "arn:aws:s3") == {datasets, remote}, reader
+
+    writer = roles["dataset-writer"]["statements"]
+    assert _resources(writer, "arn:aws:s3") == {datasets, remote}  # nothing but the remote's prefix
+    assert {st["Resource"] for st in writer if S3_MUTATIONS & set(st["Action"])} == {remote}
+    assert _resources(writer, "arn:aws:kms") == {storage_key}
+    key = next(st for st in writer if st["Resource"] == storage_key)
+    assert "kms:GenerateDataKey" in key["Action"]
+    # Nobody else touches the datasets bucket.
+    others = {name for name, role in roles.items() if on_datasets(role["statements"])}
+    assert others == {"training", "pipeline-runner", "dataset-writer"}
+    who = WORKLOAD_IDENTITIES["dataset-writer"]
+    assert (who.namespace, who.service_account) == ("ml-training", "dataset-writer")
 
 
 def test_controllers_change_only_what_they_own(synth, env):

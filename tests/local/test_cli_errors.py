@@ -150,6 +150,8 @@ def _cases(b: dict[str, object]) -> dict[str, list[Case]]:
                      Case(("pipeline", "run", "fraud", "--local", "--gates", '{"auk": 0.9}'),
                           "does not produce: auk"),
                      Case(("pipeline", "run", "fraud", "--local", "--data", "sample"), mlflow, service=True)],
+        "data": [Case(("data", "versions"), "is not a data registry"),  # none made in the state dir yet
+                 Case(("data", "add", str(root / "no-such-dir")), "does not exist")],
     }
 
 

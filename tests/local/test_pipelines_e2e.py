@@ -60,6 +60,11 @@ def test_demo_trains_every_model_through_its_pipeline(demo_up):
         assert all(status == "ok" for _step, status, _seconds in run["steps"]), run["steps"]
         first = client.get_model_version(name, run["version"])
         assert run["published"] is True and first.tags[TRIGGER_TAG] == "manual"
+        # The run recorded the exact data `prepare-data` read: its content hash as MLflow's dataset input.
+        (data_input,) = client.get_run(first.run_id).inputs.dataset_inputs
+        assert data_input.dataset.digest == first.tags["mlplat.data.md5"] and len(data_input.dataset.digest) == 32
+        assert json.loads(data_input.dataset.source)["uri"] == first.tags["mlplat.data.uri"]
+        assert Path(first.tags["mlplat.data.uri"]).is_dir()  # the generated sample's directory, as `up` passed it
         # Other tests of the session (chaos, fuzzing) shift the served inputs, and the platform's drift
         # receiver may have retrained and promoted a newer version since: the champion is the first `up`'s
         # version or such a retrain, and the local slot holds whichever it is.

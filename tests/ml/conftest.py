@@ -4,10 +4,13 @@
 - `redis_server` (session) and `redis_factory` (fresh servers a test may stop mid-test).
 - `mlserver_factory`: writes an MLServer repository and starts `mlserver start` on it.
 - `infer`: POST a V2 inference request, return the httpx response.
+- (autouse, session) the data registry `mlplat model train --data` records into: one per test session in a
+  temporary directory, never the checkout's .local/.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +25,18 @@ import pytest
 
 from ml.serving.processes import MLflowServer, MLServerProcess, RedisServer, free_port
 from ml.serving.settings import ModelEntry, write_repository
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _data_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("data") / "data-registry"
+    before = os.environ.get("MLPLAT_DATA_REGISTRY")
+    os.environ["MLPLAT_DATA_REGISTRY"] = str(root)
+    yield root
+    if before is None:
+        os.environ.pop("MLPLAT_DATA_REGISTRY", None)
+    else:
+        os.environ["MLPLAT_DATA_REGISTRY"] = before
 
 
 @pytest.fixture(scope="session")

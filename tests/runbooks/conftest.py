@@ -1,4 +1,4 @@
-"""Real services on 127.0.0.1 for the runbook steps: a moto server (AWS) and MLflow servers."""
+"""Real services on 127.0.0.1 for the runbook steps: MLflow servers (the moto server is tests/conftest.py's)."""
 
 from __future__ import annotations
 
@@ -12,19 +12,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture
