@@ -6,7 +6,9 @@ Per registered model (contracts/model_registry.py) enabled in config (`mlplatfor
   `s3://<models bucket>/<name>/champion/` and `.../challenger/` (see `artifact_uri`), scheduled on our
   MLServer `Server` (infra/workloads/seldon.py SERVER_NAME) with the replica bounds from config;
 - one `Experiment`, `<name>-experiment` (the name the model runbooks patch), splitting the champion's
-  traffic between the two by the configured weights.
+  traffic between the two by the configured weights;
+- for a model with an explainer (`ModelSpec.explainer`), the Seldon Model `<name>-explainer`, reading the
+  champion slot's `explainer/` folder (contracts/model_slots.py `explainer_uri`).
 
 Storage: Seldon's agent copies artifacts with rclone. The Secret `seldon-rclone-s3` holds an rclone
 remote named `s3` (the storageUri scheme) with `env_auth`, so rclone takes credentials from the pod's
@@ -32,7 +34,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from contracts import model_registry
-from contracts.model_slots import RCLONE_REMOTE, SLOTS, artifact_uri, check_slot
+from contracts.model_slots import RCLONE_REMOTE, SLOTS, artifact_uri, check_slot, explainer_uri
 from contracts.model_slots import artifact_model_settings as artifact_model_settings  # re-exported
 from contracts.models import ModelSpec
 from infra.aws.interfaces import WORKLOAD_IDENTITIES, DataServices
@@ -106,6 +108,12 @@ def model_spec(model: EnabledModel, slot: str, bucket: str) -> dict[str, Any]:
         "replicas": cfg.min_replicas,
         "minReplicas": cfg.min_replicas,
     }
+
+
+def explainer_spec(model: EnabledModel, bucket: str) -> dict[str, Any]:
+    """The Seldon Model `<name>-explainer`: the champion slot's `explainer/` folder (the publication writes the
+    artifact there again with the explainer's runtime), on the same server, as many replicas as the champion."""
+    return {**model_spec(model, "champion", bucket), "storageUri": explainer_uri(bucket, model.name, "champion")}
 
 
 def experiment_spec(model: EnabledModel) -> dict[str, Any]:
@@ -259,6 +267,14 @@ class ReferenceModels(pulumi.ComponentResource):
                               "labels": labels(model.name, slot, **{"mlplatform.io/model": model.name})},
                     spec=bucket.apply(lambda b, m=model, s=slot: model_spec(m, s, b)),
                     opts=pulumi.ResourceOptions(parent=self, depends_on=[seldon, secret, binding])))
+            explainer = model.spec.explainer_name
+            if explainer is not None:
+                k8s.apiextensions.CustomResource(
+                    f"model-{explainer}", api_version=SELDON_API, kind="Model",
+                    metadata={"name": explainer, "namespace": NAMESPACE,
+                              "labels": labels(model.name, "explainer", **{"mlplatform.io/model": model.name})},
+                    spec=bucket.apply(lambda b, m=model: explainer_spec(m, b)),
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[seldon, secret, binding]))
             k8s.apiextensions.CustomResource(
                 f"experiment-{model.experiment}", api_version=SELDON_API, kind="Experiment",
                 metadata={"name": model.experiment, "namespace": NAMESPACE,

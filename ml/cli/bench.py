@@ -162,6 +162,11 @@ def _train(names: list[str], args: argparse.Namespace, work: Path, redis_url: st
         report["models"][name] = {}
         in_process[name] = _InProcess(name, out.model_dir, extra, bodies)
         entries.append((ModelEntry(name, name, str(out.model_dir), extra), bodies))
+        explainer = model_registry.get(name).explainer_name
+        if explainer is not None:  # explanations of the same requests, served beside the model
+            report["models"][explainer] = {}
+            in_process[explainer] = _InProcess(explainer, out.model_dir, extra, bodies)
+            entries.append((ModelEntry(explainer, explainer, str(out.model_dir), extra), bodies))
         if defs and args.compare_online_clients:
             alt, alt_extra = f"{name}-redis-py", {**extra, "online_client": "redis-py"}
             report["models"][alt] = {}
