@@ -40,9 +40,15 @@ def _by_name(s: Synthesis, type_: str) -> dict[str, dict]:
 def test_models_and_experiments_follow_config(synth, env):
     s, cfg = synth(env), load_stack_file(stack_file(env))
     models, experiments = _by_name(s, MODEL), _by_name(s, EXPERIMENT)
-    assert set(models) == {f"{m}-{slot}" for m in MODELS for slot in ("champion", "challenger")}
+    explainers = {spec.explainer_name for spec in model_registry.specs() if spec.explainer_name}
+    assert explainers == {"fraud-explainer"}
+    assert set(models) == {f"{m}-{slot}" for m in MODELS for slot in ("champion", "challenger")} | explainers
     assert set(experiments) == {f"{m}-experiment" for m in MODELS}
     bucket = _bucket(s, "models")
+    # The explainer reads the champion slot's explainer/ folder (the publication writes it), like the champion.
+    explainer = models["fraud-explainer"]
+    assert explainer["spec"] == {**models["fraud-champion"]["spec"], "storageUri": f"s3://{bucket}/fraud/champion/explainer/"}
+    assert explainer["metadata"]["labels"]["mlplatform.io/model"] == "fraud"
     for name in MODELS:
         mc = getattr(cfg.models, name)
         for slot in ("champion", "challenger"):
