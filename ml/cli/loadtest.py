@@ -19,7 +19,7 @@ from pathlib import Path
 from contracts import local_platform
 from contracts.model_slots import slot_prefix
 from ml.loadtest import mix as request_mix
-from ml.loadtest.report import LoadReport, Objective, parse_duration
+from ml.loadtest.results import LoadReport, Objective, parse_duration
 from ml.training.directory_bucket import LOCAL_BUCKET
 from ml.training.tracking import CHAMPION
 from stacks.config import ConfigError, load_stack_file, stack_file
@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--users", type=int, default=4, help="concurrent users, spread over the models (default 4)")
     p.add_argument("--duration", default="20s", help="how long the load runs: 30, 30s, 2m (default 20s)")
     p.add_argument("--model", action="append", dest="models", metavar="NAME",
-                   help="a served model (or explainer, e.g. fraud-explainer) to load; repeat for several "
+                   help="a served model (or a model's explainer, `<name>-explainer`) to load; repeat for several "
                         "(default: every model of the local platform and its explainer, or of --requests)")
     p.add_argument("--stack", default="dev", help="stack whose serviceLevels are the objective (default dev)")
     p.add_argument("--p99-ms", type=float, help="latency objective instead of the stack's (ms)")

@@ -3,7 +3,7 @@
 Without a data directory each model's plugin generates its synthetic sample (the generator `mlplat local up`
 uses, same schema as the shared datasets) and picks requests from it with its own `sample_requests`
 (single transactions, single tweets, readers' histories), so the mix has the real shape and spread of
-inputs: some fraud rows hit cards the online store knows, some do not (served degraded, as in production).
+inputs: some rows name entities the online store holds, some do not (served degraded, as in production).
 A model's explainer (`<name>-explainer`) gets the model's own requests.
 
 The mix is plain JSON (`{"models": {name: [body, ...]}}`): `mlplat loadtest --save-requests FILE` writes it

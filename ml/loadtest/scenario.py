@@ -22,7 +22,7 @@ from locust import FastHttpUser, constant, task
 from locust.env import Environment
 
 from contracts import model_registry
-from ml.loadtest.report import LoadReport, ModelLoad
+from ml.loadtest.results import LoadReport, ModelLoad
 
 
 def mesh_name(served: str) -> str:

@@ -5,6 +5,7 @@ which admits the namespace; the Job runs the same `mlplat loadtest` scenario wit
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 
 import pytest
@@ -58,7 +59,7 @@ def test_read_only_root_no_token_and_the_loadtest_command_with_the_stack_levels(
     assert {m["mountPath"] for m in container["volumeMounts"]} == {loadtest_job.REQUESTS_DIR, "/tmp"}
     command = container["command"]
     assert command[:4] == ["python", "-m", "mlplat", "loadtest"] and "--mesh" in command
-    flags = dict(zip(command[4::1], command[5::1], strict=False))
+    flags = dict(itertools.pairwise(command[4:]))  # each flag -> the word after it
     assert flags["--target"] == "http://seldon-mesh.seldon.svc.cluster.local"
     assert (flags["--p99-ms"], flags["--max-error-ratio"]) == ("12.5", "0.002")
     assert (flags["--users"], flags["--duration"]) == ("8", "2m")
