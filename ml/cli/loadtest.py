@@ -19,7 +19,7 @@ from pathlib import Path
 from contracts import local_platform
 from contracts.model_slots import slot_prefix
 from ml.loadtest import mix as request_mix
-from ml.loadtest.results import LoadReport, Objective, parse_duration
+from ml.loadtest.results import LoadReport, Objective, parse_duration, split_users
 from ml.training.directory_bucket import LOCAL_BUCKET
 from ml.training.tracking import CHAMPION
 from stacks.config import ConfigError, load_stack_file, stack_file
@@ -120,13 +120,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"mlplat loadtest: request mix of {', '.join(f'{k} ({len(v)})' for k, v in mix.items())} "
               f"written to {args.save_requests}")
         return 0
+    try:
+        split_users(args.users, list(mix))
+    except ValueError as exc:
+        return _fail(str(exc))
     # Locust patches the standard library for gevent when imported: only here, once the run is certain.
     from ml.loadtest import scenario
 
-    try:
-        scenario.split_users(args.users, list(mix))
-    except ValueError as exc:
-        return _fail(str(exc))
     print(f"mlplat loadtest: {args.users} user(s) for {duration:g} s against {target} "
           f"({', '.join(mix)}); objective p99 <= {objective.latency_p99_ms:g} ms, errors <= "
           f"{objective.max_error_ratio:.2%} ({objective.source})", flush=True)

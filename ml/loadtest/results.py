@@ -106,3 +106,12 @@ def parse_duration(text: str) -> float:
     if not 0 < seconds <= 24 * 3600:
         raise ValueError(f"duration {text!r} must be more than 0 s and at most 24 h")
     return seconds
+
+
+def split_users(users: int, models: list[str]) -> dict[str, int]:
+    """`users` spread evenly over `models` (the first ones get the remainder); ValueError when too few."""
+    if users < len(models):
+        raise ValueError(f"--users {users} is fewer than the {len(models)} models under test "
+                         f"({', '.join(models)}): every model needs a user")
+    base, extra = divmod(users, len(models))
+    return {name: base + (1 if i < extra else 0) for i, name in enumerate(models)}

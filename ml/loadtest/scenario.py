@@ -22,7 +22,7 @@ from locust import FastHttpUser, constant, task
 from locust.env import Environment
 
 from contracts import model_registry
-from ml.loadtest.results import LoadReport, ModelLoad
+from ml.loadtest.results import LoadReport, ModelLoad, split_users
 
 
 def mesh_name(served: str) -> str:
@@ -48,15 +48,6 @@ def _user_class(served: str, route: str, bodies: list[bytes], count: int, mesh: 
 
     ModelUser.__name__ = f"{served.replace('-', '_')}_user"
     return ModelUser
-
-
-def split_users(users: int, models: list[str]) -> dict[str, int]:
-    """`users` spread evenly over `models` (the first ones get the remainder); ValueError when too few."""
-    if users < len(models):
-        raise ValueError(f"--users {users} is fewer than the {len(models)} models under test "
-                         f"({', '.join(models)}): every model needs a user")
-    base, extra = divmod(users, len(models))
-    return {name: base + (1 if i < extra else 0) for i, name in enumerate(models)}
 
 
 def run(target: str, mix: dict[str, list[dict[str, Any]]], users: int, duration_s: float,
