@@ -62,7 +62,8 @@ OUTPUTS = {"buckets": {"models": BUCKET}}
 def _kube(name: str) -> InMemoryKubeOps:
     return InMemoryKubeOps(experiments={("seldon", f"{name}-experiment"): {f"{name}-champion": 90,
                                                                            f"{name}-challenger": 10}},
-                           models={("seldon", f"{name}-champion"), ("seldon", f"{name}-challenger")})
+                           models={("seldon", f"{name}-champion"), ("seldon", f"{name}-challenger"),
+                                   ("seldon", f"{name}-explainer")})
 
 
 def _slot_file(s3, bucket: str, name: str, slot: str) -> str:
@@ -100,8 +101,11 @@ def test_rollback_moves_champion_and_traffic(registry, mlflow_url, s3, tmp_path)
     assert _slot_file(s3, derived, name, "champion") == "2"
     assert read_marker(derived, name, "champion", s3_client=s3)["version"] == "2"
     assert kube.model_version("seldon", f"{name}-champion") == "2"
-    order = [c[0] for c in kube.calls if c[0] in ("touch_model", "set_experiment_weights")]
-    assert order == ["touch_model", "set_experiment_weights"]
+    order = [(c[0], c[1][1]) for c in kube.calls if c[0] in ("touch_model", "set_experiment_weights")]
+    # fraud's explainer explains the champion: its Model reloads the same version before traffic moves.
+    assert order == [("touch_model", f"{name}-champion"), ("touch_model", f"{name}-explainer"),
+                     ("set_experiment_weights", f"{name}-experiment")]
+    assert kube.model_version("seldon", f"{name}-explainer") == "2"
 
 
 def test_rollback_to_explicit_version_and_refusals(registry, mlflow_url, s3, tmp_path):
