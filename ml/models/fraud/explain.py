@@ -14,15 +14,18 @@ busy two-core box costs more than it saves (the same choice as the ONNX session)
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import os
+import time
 from pathlib import Path
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 
-from ml.models.fraud import data
-from ml.models.fraud.algorithm import BOOSTER_FILE
+from ml.models.fraud import algorithm, data
 
 
 class NotExplainable(ValueError):
@@ -49,9 +52,9 @@ class TreeExplainer:
 
     @classmethod
     def load(cls, model_dir: Path) -> TreeExplainer:
-        path = Path(model_dir) / BOOSTER_FILE
+        path = Path(model_dir) / algorithm.BOOSTER_FILE
         if not path.is_file():
-            raise NotExplainable(f"{model_dir}: {BOOSTER_FILE} is missing; this fraud version predates "
+            raise NotExplainable(f"{model_dir}: {algorithm.BOOSTER_FILE} is missing; this fraud version predates "
                                  "explanations (retrain it: `mlplat model train fraud`)")
         return cls(path.read_text())
 
@@ -87,3 +90,37 @@ def explain_rows(explainer: TreeExplainer, x: np.ndarray) -> dict[str, Any]:
     """Contributions, base value and raw score of the encoded rows `x`, as plain arrays."""
     contrib = explainer.contributions(x)
     return {"contributions": contrib[:, :-1], "base_value": contrib[:, -1], "raw_score": contrib.sum(axis=1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m ml.models.fraud.explain --data DIR`: fit the fraud model on DIR's training split and print, as
+    JSON, how long one row's explanation takes with one thread (CPU and wall time per call) and how far
+    sigmoid(base + sum of contributions) is from the probability the ONNX graph serves on the held-out rows."""
+    parser = argparse.ArgumentParser(prog="python -m ml.models.fraud.explain", description=main.__doc__)
+    parser.add_argument("--data", type=Path, required=True, help="directory holding " + data.FILE + "[.gz]")
+    parser.add_argument("--trees", type=int, help="n_estimators (default: the model's default)")
+    parser.add_argument("--calls", type=int, default=2000, help="timed single-row explanations")
+    args = parser.parse_args(argv)
+    train, test = algorithm.split(data.load(args.data), 0)
+    model = algorithm.fit(train, {"n_estimators": args.trees} if args.trees else None, 0)
+    explainer = TreeExplainer(str(model.booster_text))
+    x = data.encode(test)
+    gap = np.abs(explainer.probability(explainer.contributions(x).sum(axis=1)) - model.predict_proba(x)).max()
+    wall, cpu = np.empty(args.calls), np.empty(args.calls)
+    for i in range(args.calls):
+        row = x[i % len(x)][None, :]
+        started, started_cpu = time.perf_counter(), time.process_time()
+        explainer.contributions(row)
+        wall[i], cpu[i] = time.perf_counter() - started, time.process_time() - started_cpu
+    print(json.dumps({
+        "trees": explainer.booster.num_trees(), "calls": args.calls, "threads": 1,
+        "wall_p50_ms": round(float(np.percentile(wall, 50)) * 1e3, 3),
+        "wall_p99_ms": round(float(np.percentile(wall, 99)) * 1e3, 3),
+        "cpu_mean_ms": round(float(cpu.mean()) * 1e3, 3),
+        "max_abs_probability_gap_vs_onnx": float(gap), "load_average": list(os.getloadavg()),
+    }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
