@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from contracts import local_platform
@@ -52,6 +54,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _fail(message: str) -> int:
     print(f"mlplat loadtest: {message}", file=sys.stderr)
     return 2
+
+
+def server_problem(target: str, timeout_s: float = 3.0) -> str | None:
+    """Why the V2 endpoint at `target` cannot be load-tested (it does not answer), or None when it answers."""
+    try:
+        with urllib.request.urlopen(f"{target.rstrip('/')}/v2/health/ready", timeout=timeout_s):
+            return None
+    except urllib.error.HTTPError:
+        return None  # something answers (a mesh may not route the health path): the load will tell
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return (f"the model server (MLServer) at {target} does not answer ({getattr(exc, 'reason', exc)}); start the "
+                "local platform with `mlplat local up`, or name a running endpoint with --target URL")
 
 
 def objective_of(args: argparse.Namespace) -> Objective:
@@ -99,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
         if record is not None and target is None:
             target = record.serving_url
             print(f"mlplat loadtest: {record.describe()}")
+    problem = server_problem(str(target)) if args.save_requests is None else None
+    if problem is not None:
+        return _fail(problem)
     try:
         if args.requests is not None:
             mix = request_mix.load(args.requests)

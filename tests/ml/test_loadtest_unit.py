@@ -101,12 +101,15 @@ def test_the_cli_saves_a_mix_and_refuses_bad_input(tmp_path, capsys):
     assert cli.run(_args("--target", "http://x", "--model", "fraud", "--save-requests", str(saved))) == 0
     assert list(mix.load(saved)) == ["fraud"]
     cases = [
-        (("--target", "http://x", "--requests", str(saved), "--model", "sentiment"), "has no requests for sentiment"),
+        (("--target", "http://x", "--requests", str(saved), "--model", "sentiment", "--save-requests", str(saved)),
+         "has no requests for sentiment"),
+        (("--target", "http://127.0.0.1:1", "--requests", str(saved)), "the model server (MLServer) at"),
         (("--target", "http://x", "--requests", str(saved), "--users", "0"), "--users must be at least 1"),
         (("--target", "http://x", "--requests", str(saved), "--duration", "later"), "duration 'later'"),
         (("--target", "http://x", "--requests", str(saved), "--stack", "nosuch"), "Pulumi.nosuch.yaml"),
         (("--target", "http://x", "--model", "nope", "--save-requests", str(saved)), "unknown model 'nope'"),
-        (("--target", "http://x", "--model-dir", "fraud", "--model", "fraud"), "must be NAME=DIR"),
+        (("--target", "http://x", "--model-dir", "fraud", "--model", "fraud", "--save-requests", str(saved)),
+         "must be NAME=DIR"),
     ]
     for argv, message in cases:
         assert cli.run(_args(*argv)) == 2, argv
