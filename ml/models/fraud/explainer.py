@@ -53,14 +53,11 @@ class FraudExplainerRuntime(FraudRuntime):
         self.feature_names = list(data.FEATURES)
         self._column = {name: i for i, name in enumerate(self.feature_names)}
         # Own counters (see the module docstring); no drift window, no serving samples.
-        self.version_metrics = VersionMetrics(self.name, self.version_metrics_label())
+        self.version_metrics = VersionMetrics(self.name, self.registry_version or "unknown")
         if self.samples is not None:
             self.samples.close()
         self.samples = None
         self.drift = None
-
-    def version_metrics_label(self) -> str:
-        return self.registry_version or "unknown"
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         cols = self._request_columns(request)
