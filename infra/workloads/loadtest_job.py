@@ -3,7 +3,8 @@
 Not part of the stack (a load test is run on purpose, not on every `pulumi up`): `mlplat loadtest-job`
 renders these manifests for `kubectl apply -f -`:
 
-- Namespace `loadtest`, Pod Security `restricted` enforced;
+- Namespace `loadtest`, Pod Security `restricted` enforced (also listed in
+  infra/conformance/external-objects.yaml, since the `seldon` ingress policy of the stack names it);
 - NetworkPolicies: deny everything, then allow DNS (kube-dns) and egress to Seldon's envoy pods (the
   `seldon-mesh` Service's endpoints) on its HTTP listener only. The `seldon` namespace admits this
   namespace on that listener (infra/workloads/seldon.py CALLER_NAMESPACES);
@@ -44,20 +45,25 @@ ENVOY_HTTP_PORT = 9000  # the pod port behind seldon-mesh:80 (NetworkPolicies se
 CONFIG_MAP_LIMIT = 1_000_000  # bytes; the API server refuses larger ConfigMaps (1 MiB with metadata)
 
 
+def _labels(component: str | None = None) -> dict[str, str]:
+    # Applied on demand with kubectl, not by the stack.
+    return {**labels(NAMESPACE, component), "app.kubernetes.io/managed-by": "mlplat-loadtest-job"}
+
+
 def _ns(name: str) -> dict[str, Any]:
     return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
 
 
 def namespace() -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE, "labels": {
-        **labels(NAMESPACE), "pod-security.kubernetes.io/enforce": PSS_RESTRICTED,
+        **_labels(), "pod-security.kubernetes.io/enforce": PSS_RESTRICTED,
         "pod-security.kubernetes.io/warn": PSS_RESTRICTED}}}
 
 
 def network_policies() -> list[dict[str, Any]]:
     def policy(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels(NAMESPACE, "network")},
+                "metadata": {"name": name, "namespace": NAMESPACE, "labels": _labels("network")},
                 "spec": spec}
 
     return [
@@ -80,7 +86,7 @@ def requests_config_map(mix_json: str) -> dict[str, Any]:
         raise ValueError(f"the request mix is {len(mix_json.encode()):,} bytes; a ConfigMap holds at most "
                          f"{CONFIG_MAP_LIMIT:,} (save fewer requests per model)")
     return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": REQUESTS_CONFIG_MAP, "namespace": NAMESPACE, "labels": labels(NAMESPACE, "requests")},
+            "metadata": {"name": REQUESTS_CONFIG_MAP, "namespace": NAMESPACE, "labels": _labels("requests")},
             "data": {REQUESTS_FILE: mix_json}}
 
 
@@ -101,7 +107,7 @@ def job(image: str, levels: ServiceLevelsConfig, users: int, duration: str, name
                "--p99-ms", f"{levels.latency_p99_ms:g}", "--max-error-ratio", f"{levels.max_error_ratio:g}"]
     for model in models or []:
         command += ["--model", model]
-    pod_labels = labels(NAMESPACE, "locust")
+    pod_labels = _labels("locust")
     return {"apiVersion": "batch/v1", "kind": "Job",
             "metadata": {"name": name, "namespace": NAMESPACE, "labels": pod_labels},
             "spec": {

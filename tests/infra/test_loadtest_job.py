@@ -14,6 +14,7 @@ import yaml
 from infra.cli import loadtest_job as cli
 from infra.conformance import admission
 from infra.conformance.model import KubeObject
+from infra.conformance.selectors import EXTERNAL
 from infra.workloads import loadtest_job
 from infra.workloads.seldon import CALLER_NAMESPACES
 from stacks.config import load_stack_file, stack_file
@@ -117,3 +118,12 @@ def test_the_cli_renders_yaml_with_the_stack_service_levels(tmp_path, capsys):
     assert command[command.index("--p99-ms") + 1] == f"{levels.latency_p99_ms:g}"
     args = parser.parse_args(["loadtest-job", "--image", "img:1", "--requests", str(tmp_path / "missing.json")])
     assert args.func(args) == 2 and "missing.json" in capsys.readouterr().err
+
+
+def test_the_conformance_run_knows_the_namespace_as_the_job_renders_it():
+    """The stack's seldon ingress policy names `loadtest`; the wiring check knows it from the external objects,
+    which must hold exactly the Namespace `mlplat loadtest-job` applies (its Pod Security labels included)."""
+    external = yaml.safe_load(EXTERNAL.read_text())["objects"]
+    declared = [o["manifest"] for o in external if o["manifest"]["kind"] == "Namespace"
+                and o["manifest"]["metadata"]["name"] == loadtest_job.NAMESPACE]
+    assert declared == [loadtest_job.namespace()]
