@@ -15,7 +15,7 @@ Signature, for callers:
                      released registry version per slot, when known)
         returns:     path relative to the repository's deploy path -> file text:
                      "<environment>/<model>/model-champion.yaml", ".../model-challenger.yaml",
-                     ".../experiment.yaml" per model
+                     ".../experiment.yaml" per model, ".../model-explainer.yaml" for a model with an explainer
 
     objects(environment, bucket, models) -> dict[str, dict]   the same, as Kubernetes objects
 
@@ -26,7 +26,8 @@ Per model the folder holds what the Pulumi program declared before Argo CD took 
 over, field for field (tests/infra/test_deploy_tree.py compares them):
 - two Seldon `Model`s, `<name>-champion` and `<name>-challenger`, reading the slot prefixes
   `s3://<bucket>/<name>/<slot>/` (contracts/model_slots.py) on the MLServer `Server`;
-- the `Experiment` `<name>-experiment`, splitting the champion's traffic by the configured weights.
+- the `Experiment` `<name>-experiment`, splitting the champion's traffic by the configured weights;
+- for a model with an explainer, the Model `<name>-explainer`, reading the champion slot's `explainer/` folder.
 Two differences, both deliberate: `app.kubernetes.io/managed-by` says `argocd` (`managed_by`), and a slot whose released
 version is known carries it as the Model parameter `registry-version` (the parameter the model runbooks
 read, runbooks/kube.py): a new version is a changed Model spec, which is what makes Seldon reload the slot.
@@ -41,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contracts.cluster import MODEL_SERVER, SELDON_NAMESPACE
-from contracts.model_slots import SLOTS, artifact_uri, check_slot
+from contracts.model_slots import SLOTS, artifact_uri, check_slot, explainer_uri
 
 SELDON_API = "mlops.seldon.io/v1alpha1"
 SELDON_GROUP = SELDON_API.split("/", 1)[0]
@@ -59,6 +60,7 @@ MANAGED_BY = "argocd"
 PART_OF = "mlplatform"
 MODEL_LABEL = "mlplatform.io/model"
 EXPERIMENT_FILE = "experiment.yaml"
+EXPLAINER_FILE = "model-explainer.yaml"
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 _VERSION = re.compile(r"^[1-9][0-9]*$")
 
@@ -77,6 +79,9 @@ class ModelRelease:
     challenger_weight: int = 0
     versions: Mapping[str, str] = field(default_factory=dict)
     """slot -> the registry version released to it ("3"); a slot absent here has no recorded release."""
+    explainer: str | None = None
+    """The served name of the model's explainer (`ModelSpec.explainer_name`), None when it has none: a Model
+    of its own that explains the champion, from the champion slot's `explainer/` folder."""
 
     def resource(self, slot: str) -> str:
         return f"{self.name}-{check_slot(slot)}"
@@ -150,6 +155,26 @@ def model_object(model: ModelRelease, slot: str, bucket: str, managed_by: str = 
             "metadata": model_metadata(model, slot, managed_by), "spec": spec}
 
 
+def explainer_object(model: ModelRelease, bucket: str, managed_by: str = MANAGED_BY) -> dict[str, Any]:
+    """The explainer's Model: the champion's settings and released version, its own folder of the slot (the
+    publication writes the artifact there again with the explainer's runtime), on the same server."""
+    champion = model_object(model, "champion", bucket, managed_by)
+    try:
+        uri = explainer_uri(bucket, model.name, "champion")
+    except ValueError as exc:
+        raise DeployTreeError(str(exc)) from exc
+    return {**champion, "metadata": explainer_metadata(model, managed_by),
+            "spec": {**champion["spec"], "storageUri": uri}}
+
+
+def explainer_metadata(model: ModelRelease, managed_by: str = MANAGED_BY) -> dict[str, Any]:
+    """The metadata of the explainer's Model (it does not depend on the bucket)."""
+    if model.explainer is None:
+        raise DeployTreeError(f"{model.name} has no explainer")
+    _check_name("explainer", model.explainer)
+    return {"name": model.explainer, "namespace": NAMESPACE, "labels": _labels(model.name, "explainer", managed_by)}
+
+
 def experiment_object(model: ModelRelease, managed_by: str = MANAGED_BY) -> dict[str, Any]:
     """The Experiment: requests for `<name>-champion` are split by the weights while it exists."""
     champion = model.resource("champion")
@@ -176,6 +201,8 @@ def objects(environment: str, bucket: str, models: Sequence[ModelRelease],
         for slot in SLOTS:
             out[f"{folder}/{model_file(slot)}"] = model_object(model, slot, bucket, managed_by)
         out[f"{folder}/{EXPERIMENT_FILE}"] = experiment_object(model, managed_by)
+        if model.explainer is not None:
+            out[f"{folder}/{EXPLAINER_FILE}"] = explainer_object(model, bucket, managed_by)
     return dict(sorted(out.items()))
 
 

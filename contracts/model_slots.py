@@ -14,6 +14,9 @@ from contracts import model_registry
 SLOTS = ("champion", "challenger")
 RCLONE_REMOTE = "s3"  # must equal the storageUri scheme
 MODEL_SETTINGS_FILE = "model-settings.json"
+# A model with an explainer (ModelSpec.explainer) gets a second copy of its artifact in this folder of the
+# slot, with the explainer's model-settings.json: the Seldon Model `<name>-explainer` loads that folder.
+EXPLAINER_DIR = "explainer"
 
 
 def check_slot(slot: str) -> str:
@@ -50,6 +53,24 @@ def artifact_model_settings(model: str) -> dict[str, Any]:
     # histories) into one request and copies one batch's response parameters (e.g. `degraded`) to every
     # request in it; measurements in docs/BENCHMARKS.md ("gRPC and adaptive batching").
     return {"implementation": model_registry.get(model).runtime, "max_batch_size": 1, "max_batch_time": 0}
+
+
+def explainer_model_settings(model: str) -> dict[str, Any] | None:
+    """The `model-settings.json` of the slot's `explainer/` folder, or None when the model has no explainer."""
+    settings = artifact_model_settings(model)
+    explainer = model_registry.get(model).explainer
+    return None if explainer is None else {**settings, "implementation": explainer}
+
+
+def explainer_uri(bucket: str, model: str, slot: str) -> str:
+    """The storageUri of the Seldon Model `<model>-explainer`: the slot's `explainer/` folder."""
+    return f"{artifact_uri(bucket, model, slot)}{EXPLAINER_DIR}/"
+
+
+def explainer_runtimes() -> dict[str, str]:
+    """Served explainer name (`<model>-explainer`) -> class path of its runtime, for models that have one."""
+    return {spec.explainer_name: spec.explainer for spec in model_registry.specs()
+            if spec.explainer is not None and spec.explainer_name is not None}
 
 
 def model_runtimes() -> dict[str, str]:

@@ -141,6 +141,8 @@ class ModelSpec:
     smoke_request   a fixed V2 request body for the local smoke test; None: the plugin's
                     `smoke_request` builds one from the data the model was trained on
     business_panels panels for the Business dashboard (model-specific business metrics)
+    explainer       class path of an MLServer runtime that explains the model's decisions, served beside it
+                    as the V2 model `<name>-explainer` from the same artifact; None: no explanations
     """
 
     name: str
@@ -156,11 +158,12 @@ class ModelSpec:
     smoke_request: Mapping[str, Any] | None = None
     business_panels: tuple[DashboardPanel, ...] = ()
     metrics: tuple[str, ...] = ()
+    explainer: str | None = None
 
     def __post_init__(self) -> None:
         if not NAME_RE.match(self.name):
             raise SpecError(f"model name {self.name!r} must match {NAME_RE.pattern} (lower-case letters and digits)")
-        for attr in ("runtime", "plugin"):
+        for attr in ("runtime", "plugin", *(("explainer",) if self.explainer is not None else ())):
             if not DOTTED_RE.match(getattr(self, attr)):
                 raise SpecError(f"model {self.name!r}: {attr} must be a dotted class path, got {getattr(self, attr)!r}")
         if not self.description.strip():
@@ -183,6 +186,11 @@ class ModelSpec:
                 raise SpecError(f"model {self.name!r}: smoke_request must be a V2 body with an `inputs` list")
             object.__setattr__(self, "smoke_request", _frozen_mapping(self.smoke_request))
         object.__setattr__(self, "business_panels", tuple(self.business_panels))
+
+    @property
+    def explainer_name(self) -> str | None:
+        """The served name of the explainer (`<name>-explainer`), or None when the model has none."""
+        return f"{self.name}-explainer" if self.explainer is not None else None
 
     def unknown_metrics(self, gates: Mapping[str, float]) -> list[str]:
         """Gate names that are not among the metrics the evaluation produces (none when undeclared)."""

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from urllib.parse import urlparse
 
+from contracts import model_registry
 from local.config import LocalConfig
 from local.training import ModelState
 from ml.serving.settings import ModelEntry, write_repository
@@ -42,6 +43,9 @@ def write_repo(cfg: LocalConfig, models: list[ModelState]) -> Path:
     if cfg.redis_url:
         extra["redis_url"] = cfg.redis_url
     entries = [ModelEntry(m.name, m.name, m.uri, dict(extra)) for m in models]
+    # A model's explainer serves beside it from the same registry alias (contracts/models.py `explainer`).
+    entries += [ModelEntry(name, name, m.uri, dict(extra)) for m in models
+                if (name := explainer_of(m.name)) is not None]
     write_repository(root, entries, http_port=cfg.ports["http"], grpc_port=cfg.ports["grpc"],
                      metrics_port=cfg.ports["metrics"], parallel_workers=0, host=cfg.host)
     settings_path = root / "settings.json"
@@ -53,6 +57,11 @@ def write_repo(cfg: LocalConfig, models: list[ModelState]) -> Path:
         settings["tracing_server"] = server
     settings_path.write_text(json.dumps(settings, indent=1))
     return root
+
+
+def explainer_of(model: str) -> str | None:
+    """The served name of `model`'s explainer, or None (a plugin model outside the registry has none)."""
+    return model_registry.get(model).explainer_name if model in model_registry.names() else None
 
 
 def served_identity(cfg: LocalConfig, models: list[ModelState]) -> dict[str, object]:

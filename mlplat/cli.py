@@ -36,6 +36,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("model", "ml.cli.model", "ml"),
     ("bench", "ml.cli.bench", "ml"),
     ("capacity", "ml.cli.capacity", "ml"),
+    ("loadtest", "ml.cli.loadtest", "ml"),
+    ("loadtest-job", "infra.cli.loadtest_job", "iac"),
     ("pipeline", "local.cli", "ml"),
     ("data", "ml.cli.datasets", "ml"),
 ]

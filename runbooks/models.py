@@ -70,26 +70,37 @@ def _publish_plan(ctx: RunContext, slot: str, version: int) -> list[str]:
     return [f"s3: publish models:/{model}/{version} to {uri} (artifact files + model-settings.json; delete "
             f"objects v{version} lacks; {MARKER} last), unless the slot already holds v{version}",
             f"kubernetes: patch Model {SELDON_NAMESPACE}/{model}-{slot} spec.parameters "
-            f"registry-version={version} (Seldon reloads the slot)"]
+            f"registry-version={version} (Seldon reloads the slot)",
+            *[f"kubernetes: patch Model {SELDON_NAMESPACE}/{explainer} the same way (it explains the champion)"
+              for explainer in filter(None, [_explainer(model, slot)])]]
+
+
+def _explainer(model: str, slot: str) -> str | None:
+    """The Seldon Model that explains the champion (it loads the champion slot's explainer/ folder), if any."""
+    return model_registry.get(model).explainer_name if slot == CHAMPION else None
 
 
 def _publish_to_slot(ctx: RunContext, slot: str, version: int) -> dict[str, Any]:
-    """Publish `version` to the slot and touch its Model; a no-op when both already show `version`."""
+    """Publish `version` to the slot and touch its Model (and the champion's explainer); a no-op when they
+    already show `version`."""
     assert ctx.kube is not None
     model, bucket, want = _model(ctx), ctx.state["bucket"], str(version)
     resource = f"{model}-{slot}"
+    touch = [resource, *filter(None, [_explainer(model, slot)])]
     s3 = ctx.aws("s3")
     marker = read_marker(bucket, model, slot, s3_client=s3)
-    if (marker or {}).get("version") == want and ctx.kube.model_version(SELDON_NAMESPACE, resource) == want:
+    if (marker or {}).get("version") == want and all(ctx.kube.model_version(SELDON_NAMESPACE, r) == want
+                                                      for r in touch):
         return {"slot": artifact_uri(bucket, model, slot), "version": want, "unchanged": "already published"}
     try:
         result = publish(model, want, slot, bucket, tracking_uri=ctx.mlflow.tracking_uri, s3_client=s3,
                          actor=ctx.actor, promotion=ctx.stack.cfg.governance.promotion)
     except PublishError as exc:
         raise StepFailed(str(exc)) from exc
-    ctx.kube.touch_model(SELDON_NAMESPACE, resource, want)
+    for name in touch:
+        ctx.kube.touch_model(SELDON_NAMESPACE, name, want)
     return {"slot": result.uri, "version": want, "files": len(result.uploaded), "deleted_old": len(result.deleted),
-            "touched": f"{SELDON_NAMESPACE}/{resource}"}
+            "touched": ", ".join(f"{SELDON_NAMESPACE}/{name}" for name in touch)}
 
 
 def _verify_slot(ctx: RunContext, slot: str, version: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from contracts import model_registry
 from contracts.deploy_tree import ModelRelease
 from stacks.schema import PlatformConfig
 
@@ -25,5 +26,6 @@ def model_releases(cfg: PlatformConfig,
         out.append(ModelRelease(name=name, replicas=model.min_replicas,
                                 champion_weight=model.experiment.champion_weight,
                                 challenger_weight=model.experiment.challenger_weight,
-                                versions=dict(versions.get(name, {}))))
+                                versions=dict(versions.get(name, {})),
+                                explainer=model_registry.get(name).explainer_name))
     return out

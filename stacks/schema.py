@@ -523,6 +523,16 @@ class GovernanceConfig(Section):
     )
 
 
+class ServiceLevelsConfig(Section):
+    latency_p99_ms: float = Field(
+        10.0, gt=0, le=10000,
+        description="Inference latency objective: p99 of one request in milliseconds, per model, as a client sees "
+                    "it (`mlplat loadtest` exits 1 above it; the critical latency alert fires at 10 ms).")
+    max_error_ratio: float = Field(
+        0.001, ge=0, le=1,
+        description="Largest share of failed requests (errors and non-2xx answers) `mlplat loadtest` accepts.")
+
+
 class PlatformConfig(Section):
     """The whole stack. Top-level keys appear in the stack file as `mlplatform:<key>`."""
 
@@ -549,3 +559,5 @@ class PlatformConfig(Section):
     governance: GovernanceConfig = Field(
         default_factory=GovernanceConfig, description="Model governance: approval, drift reports, automatic rollback."
     )
+    service_levels: ServiceLevelsConfig = Field(
+        default_factory=ServiceLevelsConfig, description="Service-level objectives of inference (load tests).")

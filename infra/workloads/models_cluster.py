@@ -7,6 +7,7 @@ Seldon `Model`s `<name>-champion` / `<name>-challenger` and the `Experiment` `<n
 contracts/deploy_tree.py into the deploy tree in git and applied by the Applications of
 infra/workloads/gitops.py — and this component declares none of them. With GitOps off it declares the same
 objects from the same renderer (label `managed-by: pulumi`, no released version: the runbooks record it).
+A model with an explainer (`ModelSpec.explainer`) also has the Model `<name>-explainer` in its folder.
 
 Storage: Seldon's agent copies artifacts with rclone. The Secret `seldon-rclone-s3` holds an rclone
 remote named `s3` (the storageUri scheme) with `env_auth`, so rclone takes credentials from the pod's
@@ -234,6 +235,12 @@ class ReferenceModels(pulumi.ComponentResource):
                     spec=bucket.apply(lambda b, r=release, s=slot: deploy_tree.model_object(r, s, b, "pulumi")["spec"]),
                     opts=pulumi.ResourceOptions(parent=self, depends_on=[seldon, secret, binding])))
             experiment = deploy_tree.experiment_object(release, "pulumi")
+            if release.explainer is not None:
+                made.append(k8s.apiextensions.CustomResource(
+                    f"model-{release.explainer}", api_version=SELDON_API, kind="Model",
+                    metadata=deploy_tree.explainer_metadata(release, "pulumi"),
+                    spec=bucket.apply(lambda b, r=release: deploy_tree.explainer_object(r, b, "pulumi")["spec"]),
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[seldon, secret, binding])))
             k8s.apiextensions.CustomResource(
                 f"experiment-{model.experiment}", api_version=SELDON_API, kind="Experiment",
                 metadata=experiment["metadata"], spec=experiment["spec"],

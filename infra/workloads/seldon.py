@@ -60,8 +60,9 @@ SERVER_METRICS_PORT = 8082
 # working directory, the image's code directory, not writable); they go to a size-limited emptyDir at /tmp.
 SERVER_TMP = "/tmp"
 SERVER_METRICS_DIR = f"{SERVER_TMP}/mlserver-metrics"
-# Namespaces that send inference traffic to envoy (in-cluster callers and the ALB through kube-system).
-CALLER_NAMESPACES = ("feast", "ml-training", "kube-system")
+# Namespaces that send inference traffic to envoy (in-cluster callers, the ALB through kube-system, and the
+# load-test Job of infra/workloads/loadtest_job.py).
+CALLER_NAMESPACES = ("feast", "ml-training", "kube-system", "loadtest")
 
 
 def jaeger_otlp_endpoint() -> str:

@@ -210,6 +210,13 @@ def _train(names: list[str], args: argparse.Namespace, work: Path, stores: dict[
             report["models"][served] = {"model": name, "online_client": client, "store_rtt_ms": rtt}
             in_process[served] = _InProcess(name, out.model_dir, extra, bodies)
             entries.append((ModelEntry(served, name, str(out.model_dir), extra), bodies))
+        explainer = model_registry.get(name).explainer_name
+        if explainer is not None:  # explanations of the same requests, served beside the model
+            extra = {"redis_url": direct_url, "online_client": args.online_clients[0]}
+            report["models"][explainer] = {"model": explainer, "online_client": args.online_clients[0],
+                                           "store_rtt_ms": None}
+            in_process[explainer] = _InProcess(explainer, out.model_dir, extra, bodies)
+            entries.append((ModelEntry(explainer, explainer, str(out.model_dir), extra), bodies))
         bare_bodies = None if BARE in report["models"] else plugin.bare_onnx_requests(data_dir, out.model_dir)
         if bare_bodies:
             report["models"][BARE] = {"model": BARE}

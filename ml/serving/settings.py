@@ -11,14 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from contracts.model_slots import model_runtimes
+from contracts.model_slots import explainer_runtimes, model_runtimes
 
 EXTRA_RUNTIMES = {"bare-onnx": "ml.serving.bare.BareOnnxRuntime"}  # benchmark baseline, not a model
 
 
 def runtimes() -> dict[str, str]:
-    """Runtime kind -> class path: every registered model's runtime, plus `EXTRA_RUNTIMES`."""
-    return {**model_runtimes(), **EXTRA_RUNTIMES}
+    """Runtime kind -> class path: every registered model's runtime, its explainer's (`<name>-explainer`),
+    plus `EXTRA_RUNTIMES`."""
+    return {**model_runtimes(), **explainer_runtimes(), **EXTRA_RUNTIMES}
 
 
 @dataclass

@@ -29,6 +29,7 @@ from contracts.governance import (
     VALIDATION_PASSED,
 )
 from ml.model_plugin import load_plugin
+from ml.training.outputs import IMPORTANCES_FILE
 
 if TYPE_CHECKING:
     from ml.datasets.content import DatasetVersion
@@ -120,6 +121,7 @@ def build(out: TrainOutput, result: RegistrationResult, *, data_dir: Path | None
                                          else None),
                  "rows": {k: v for k, v in out.info.items() if "rows" in k or k == "positives"}},
         "features": plugin.feature_names(out.model_dir),
+        "importances": _importances(out.model_dir),
         "training": {"params": out.params, "info": out.info},
         "evaluation": {"protocol": plugin.evaluation_protocol, "metrics": out.metrics, "segments": out.segments},
         "gates": {"passed": gate.passed, "summary": gate.summary(),
@@ -129,6 +131,12 @@ def build(out: TrainOutput, result: RegistrationResult, *, data_dir: Path | None
                       "pending_approval": result.pending_approval},
         "validation": validation,
     })
+
+
+def _importances(model_dir: Path) -> dict[str, dict[str, float]] | None:
+    """The global importances the artifact ships (ml/training/outputs.py IMPORTANCES_FILE), if any."""
+    path = Path(model_dir) / IMPORTANCES_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def log_card(client: Any, run_id: str, card: dict[str, Any]) -> None:
@@ -201,6 +209,15 @@ def render_markdown(card: dict[str, Any]) -> str:
                   *[f"| {s['file']} | {s['bytes']} | `{s['sha256']}` |" for s in data["sources"]], ""]
     lines += ["Rows: " + ", ".join(f"{k}={v}" for k, v in data["rows"].items()), ""]
     lines += ["## Features", "", ", ".join(f"`{f}`" for f in card["features"]) or "(none recorded)", ""]
+    importances = card.get("importances")
+    if importances:
+        measures = list(next(iter(importances.values())))
+        lines += ["## Global feature importances", "",
+                  "Most important first; `mean_abs_contribution` is the mean absolute contribution (log-odds) of "
+                  "the feature in the explanations of the held-out rows, `gain_share` its share of the split gain.",
+                  "", "| Feature | " + " | ".join(measures) + " |", "|---|" + "---|" * len(measures),
+                  *[f"| `{name}` | " + " | ".join(_fmt(v.get(m, "")) for m in measures) + " |"
+                    for name, v in importances.items()], ""]
     params = card["training"]["params"]
     lines += ["## Training parameters", "", *[f"- `{k}`: {json.dumps(v)}" for k, v in params.items()], ""]
     ev = card["evaluation"]

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from contracts import model_registry
 from contracts.model_slots import slot_prefix
 from ml.training.directory_bucket import LOCAL_BUCKET, DirectoryBucket
 from ml.training.publish import MARKER, PublishError
@@ -135,6 +136,13 @@ def follow_champion(client: Any, model: str, serving: Serving, actor: str = "mlp
     if served_version(serving.serving_url, model) != want:
         _reload(serving.serving_url, model, want, reload_timeout_s)
         done.append(f"MLServer serves v{want}")
+    # The model's explainer (served from the same alias) explains the version that serves.
+    explainer = model_registry.get(model).explainer_name if model in model_registry.names() else None
+    if explainer is not None:
+        served = served_version(serving.serving_url, explainer)
+        if served is not None and served != want:
+            _reload(serving.serving_url, explainer, want, reload_timeout_s)
+            done.append(f"{explainer} explains v{want}")
     return done
 
 

@@ -18,6 +18,9 @@ from ml.training.gates import GateResult
 from ml.training.tracking import CHALLENGER, CHAMPION
 
 METADATA_FILE = "mlplat-model.json"
+# Global feature importances a model may ship in its artifact ({feature: {measure: value}}, most important
+# first); the model card shows them (ml/training/card.py).
+IMPORTANCES_FILE = "importances.json"
 
 
 @dataclass

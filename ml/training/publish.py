@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from contracts.governance import GATES, GATES_AND_APPROVAL, PROMOTION_POLICIES
-from contracts.model_slots import MODEL_SETTINGS_FILE, artifact_model_settings, artifact_uri, slot_prefix
+from contracts.model_slots import (
+    EXPLAINER_DIR,
+    MODEL_SETTINGS_FILE,
+    artifact_model_settings,
+    artifact_uri,
+    explainer_model_settings,
+    slot_prefix,
+)
 from ml.training.approval import missing_for_production, promotion_policy
 
 MARKER = "PUBLISHED.json"
@@ -182,6 +189,7 @@ def publish(model: str, version: int | str, slot: str, bucket: str, *, tracking_
         # Ours replaces any settings file in the artifact: the slot's runtime is the reference model's.
         (folder / MODEL_SETTINGS_FILE).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
         files[MODEL_SETTINGS_FILE] = folder / MODEL_SETTINGS_FILE
+        files.update(_explainer_copy(model, folder, files))
         sizes = {key: path.stat().st_size for key, path in files.items()}
         before = _listing(s3_client, bucket, prefix)
         if MARKER in before:
@@ -201,6 +209,21 @@ def publish(model: str, version: int | str, slot: str, bucket: str, *, tracking_
     return PublishResult(model=model, version=version, slot=slot, bucket=bucket, run_id=marker["run_id"],
                          published_at=marker["published_at"], uploaded=tuple(files), deleted=tuple(stale),
                          bytes=marker["bytes"])
+
+
+def _explainer_copy(model: str, folder: Path, files: dict[str, Path]) -> dict[str, Path]:
+    """Keys of the slot's `explainer/` folder: the artifact files again, with the explainer's settings file
+    (Seldon's agent copies one prefix per Model, so the explainer's Model needs a folder of its own)."""
+    settings = explainer_model_settings(model)
+    if settings is None:
+        return {}
+    own = folder.parent / "explainer-settings"
+    own.mkdir(exist_ok=True)
+    (own / MODEL_SETTINGS_FILE).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    out = {f"{EXPLAINER_DIR}/{key}": path for key, path in files.items()
+           if key != MODEL_SETTINGS_FILE and not key.startswith(f"{EXPLAINER_DIR}/")}
+    out[f"{EXPLAINER_DIR}/{MODEL_SETTINGS_FILE}"] = own / MODEL_SETTINGS_FILE
+    return out
 
 
 def _verify(s3: Any, bucket: str, model: str, slot: str, sizes: dict[str, int], marker: dict[str, Any]) -> None:

@@ -45,9 +45,16 @@ def test_tree_is_what_the_program_declared_before(env):
     assert before, "the fixture holds the objects of the plan"
     bucket = BEFORE[env]["bucket"]
     as_pulumi = deploy_tree.objects(env, bucket, model_releases(cfg), managed_by="pulumi")
+    # The explainer came after the fixture; it is the champion's Model on the slot's explainer/ folder.
+    explainer = as_pulumi.pop(f"{env}/fraud/model-explainer.yaml")
+    champion = as_pulumi[f"{env}/fraud/model-champion.yaml"]
+    assert explainer["metadata"]["name"] == "fraud-explainer"
+    assert explainer["metadata"]["labels"]["mlplatform.io/model"] == "fraud"
+    assert explainer["spec"] == {**champion["spec"], "storageUri": f"s3://{bucket}/fraud/champion/explainer/"}
     assert _sorted(as_pulumi.values()) == _sorted(before)
     # Argo CD's copy differs in the managed-by label only.
     as_argocd = deploy_tree.objects(env, bucket, model_releases(cfg))
+    as_argocd.pop(f"{env}/fraud/model-explainer.yaml")
     relabelled = copy.deepcopy(before)
     for obj in relabelled:
         obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] = "argocd"
@@ -57,8 +64,9 @@ def test_tree_is_what_the_program_declared_before(env):
 def test_layout_one_folder_per_model_and_environment():
     cfg = load_stack_file(stack_file("prod"))
     files = deploy_tree.render("prod", "bucket-a", model_releases(cfg))
-    assert sorted(files) == sorted(f"prod/{m}/{f}" for m in ("fraud", "sentiment", "recommendation")
-                                   for f in ("model-champion.yaml", "model-challenger.yaml", "experiment.yaml"))
+    assert sorted(files) == sorted([f"prod/{m}/{f}" for m in ("fraud", "sentiment", "recommendation")
+                                    for f in ("model-champion.yaml", "model-challenger.yaml", "experiment.yaml")]
+                                   + ["prod/fraud/model-explainer.yaml"])
     assert deploy_tree.model_dir("prod", "fraud") == "prod/fraud"
 
 
@@ -106,3 +114,13 @@ def test_a_model_twice_and_a_bad_environment_are_refused():
         deploy_tree.objects("dev", "b", [ModelRelease("fraud", 1), ModelRelease("fraud", 2)])
     with pytest.raises(DeployTreeError, match="environment 'Prod/x'"):
         deploy_tree.objects("Prod/x", "b", [ModelRelease("fraud", 1)])
+
+
+def test_the_explainer_follows_the_champions_release():
+    release = ModelRelease("fraud", 2, versions={"champion": "7", "challenger": "8"}, explainer="fraud-explainer")
+    obj = deploy_tree.objects("dev", "bucket-a", [release])["dev/fraud/model-explainer.yaml"]
+    # A new champion version changes the explainer's Model too, so Seldon reloads both.
+    assert obj["spec"]["parameters"] == [{"name": deploy_tree.VERSION_PARAMETER, "value": "7"}]
+    assert obj["spec"]["storageUri"] == "s3://bucket-a/fraud/champion/explainer/"
+    with pytest.raises(DeployTreeError, match="explainer 'Fraud_Explainer' is not a lower-case DNS label"):
+        deploy_tree.objects("dev", "bucket-a", [ModelRelease("fraud", 1, explainer="Fraud_Explainer")])

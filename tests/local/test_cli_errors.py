@@ -146,6 +146,12 @@ def _cases(b: dict[str, object]) -> dict[str, list[Case]]:
         "bench": [Case(("bench", "store", "--url", f"redis://127.0.0.1:{ports['redis']}"), "Redis at", service=True)],
         "capacity": [Case(("capacity", "--tps", "1000", "--p99-ms", "5", "--stack", "prod"), bad_key),
                      Case(("capacity", "--tps", "1000", "--p99-ms", "0.5"), "impossible target")],
+        "loadtest": [Case(("loadtest", "--duration", "2s"), bad_key),  # the objective is the stack's
+                     Case(("loadtest", "--p99-ms", "10", "--max-error-ratio", "0.01"), mlflow, service=True),
+                     Case(("loadtest", "--p99-ms", "10", "--max-error-ratio", "0.01", "--model", "fraud", "--target",
+                           f"http://127.0.0.1:{ports['http']}"), "the model server (MLServer) at", service=True)],
+        "loadtest-job": [Case(("loadtest-job", "--stack", "prod", "--image", "img:1", "--requests",
+                               str(root / "requests.json")), bad_key)],
         "pipeline": [Case(("pipeline", "run", "fraud", "--local", "--gates", "{bad"), "--gates: not valid JSON"),
                      Case(("pipeline", "run", "fraud", "--local", "--gates", '{"auk": 0.9}'),
                           "does not produce: auk"),

@@ -91,7 +91,8 @@ def test_predict_proba_is_1d_probability_from_onnx(trained):
 def test_save_load_round_trip_gives_identical_predictions(trained, tmp_path):
     _, test, model = trained
     model.save(tmp_path / "m")
-    assert {p.name for p in (tmp_path / "m").iterdir()} == {"model.onnx", "model.json"}
+    # The booster ships beside the graph (explanations read it); it round-trips unchanged.
+    assert {p.name for p in (tmp_path / "m").iterdir()} == {"model.onnx", "model.json", algorithm.BOOSTER_FILE}
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
     assert meta["threshold"] == model.threshold and meta["features"] == data.FEATURES
     assert meta["categories"] == list(data.MERCHANT_CATEGORIES) and meta["params"] == model.params
@@ -99,6 +100,7 @@ def test_save_load_round_trip_gives_identical_predictions(trained, tmp_path):
     x = data.encode(test)
     assert np.array_equal(loaded.predict_proba(x), model.predict_proba(x))
     assert loaded.threshold == model.threshold and loaded.features == model.features
+    assert loaded.booster_text == model.booster_text is not None
     assert algorithm.evaluate(loaded, test) == algorithm.evaluate(model, test)
 
 

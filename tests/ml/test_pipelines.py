@@ -184,8 +184,10 @@ def test_local_slot_holds_exactly_one_version_with_the_real_publish_code(tmp_pat
     for version in versions:
         result = publish_slot(name, version, "champion", LOCAL_BUCKET, tracking_uri=uri, s3_client=slots)
     folder = tmp_path / "slots" / LOCAL_BUCKET / name / "champion"
-    assert sorted(p.name for p in folder.iterdir()) == ["PUBLISHED.json", "model-settings.json", "model.json"]
-    assert result.deleted == ("old.bin",)
+    explained = model_registry.get(name).explainer is not None  # its explainer's copy: explainer/
+    assert sorted(p.name for p in folder.iterdir()) == ["PUBLISHED.json", *(["explainer"] if explained else []),
+                                                        "model-settings.json", "model.json"]
+    assert result.deleted == (("explainer/old.bin",) if explained else ()) + ("old.bin",)
     assert read_marker(LOCAL_BUCKET, name, "champion", s3_client=slots)["version"] == str(versions[-1])
 
 

@@ -62,7 +62,8 @@ OUTPUTS = {"buckets": {"models": BUCKET}}
 def _kube(name: str) -> InMemoryKubeOps:
     return InMemoryKubeOps(experiments={("seldon", f"{name}-experiment"): {f"{name}-champion": 90,
                                                                            f"{name}-challenger": 10}},
-                           models={("seldon", f"{name}-champion"), ("seldon", f"{name}-challenger")})
+                           models={("seldon", f"{name}-champion"), ("seldon", f"{name}-challenger"),
+                                   ("seldon", f"{name}-explainer")})
 
 
 def _slot_file(s3, bucket: str, name: str, slot: str) -> str:
@@ -100,8 +101,11 @@ def test_rollback_moves_champion_and_traffic(registry, mlflow_url, s3, tmp_path)
     assert _slot_file(s3, derived, name, "champion") == "2"
     assert read_marker(derived, name, "champion", s3_client=s3)["version"] == "2"
     assert kube.model_version("seldon", f"{name}-champion") == "2"
-    order = [c[0] for c in kube.calls if c[0] in ("touch_model", "set_experiment_weights")]
-    assert order == ["touch_model", "set_experiment_weights"]
+    order = [(c[0], c[1][1]) for c in kube.calls if c[0] in ("touch_model", "set_experiment_weights")]
+    # fraud's explainer explains the champion: its Model reloads the same version before traffic moves.
+    assert order == [("touch_model", f"{name}-champion"), ("touch_model", f"{name}-explainer"),
+                     ("set_experiment_weights", f"{name}-experiment")]
+    assert kube.model_version("seldon", f"{name}-explainer") == "2"
 
 
 def test_rollback_to_explicit_version_and_refusals(registry, mlflow_url, s3, tmp_path):
@@ -158,7 +162,7 @@ def test_canary_promotion_shifts_weights_then_promotes(registry, mlflow_url, s3,
         assert kube.model_version("seldon", f"{name}-{slot}") == "3"
     order = [(c[0], c[1][1]) for c in kube.calls if c[0] in ("touch_model", "set_experiment_weights")]
     assert order == [("touch_model", f"{name}-challenger"), ("set_experiment_weights", f"{name}-experiment"),
-                     ("touch_model", f"{name}-champion")]
+                     ("touch_model", f"{name}-champion"), ("touch_model", f"{name}-explainer")]
     assert len((tmp_path / "a").read_text().splitlines()) == 4
 
 
@@ -179,7 +183,8 @@ def test_canary_promotion_plan_rerun_and_refusal(registry, mlflow_url, s3, tmp_p
         out = io.StringIO()
         assert run(CANARY_PROMOTION, ctx, execute=True, audit=AuditLog(tmp_path / "a"), out=out).ok, out.getvalue()
     assert "unchanged=already published" in out.getvalue()
-    assert [c[1][1] for c in kube.calls if c[0] == "touch_model"] == [f"{name}-challenger", f"{name}-champion"]
+    assert [c[1][1] for c in kube.calls if c[0] == "touch_model"] == [f"{name}-challenger", f"{name}-champion",
+                                                                       f"{name}-explainer"]
     out = io.StringIO()
     ctx = RunContext(env="prod", tracking_uri=mlflow_url, kube=None, params={"model": name}, stack_outputs=OUTPUTS)
     assert not run(CANARY_PROMOTION, ctx, execute=True, audit=AuditLog(tmp_path / "b"), out=out).ok

@@ -13,7 +13,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from contracts.governance import AuditLog
-from contracts.model_slots import artifact_model_settings
+from contracts.model_slots import artifact_model_settings, explainer_model_settings
 from ml.training.publish import MARKER, PublishError, publish, read_marker
 
 BUCKET = "mlplat-test-models"
@@ -67,18 +67,25 @@ def test_publish_holds_exactly_one_version_with_settings_and_marker(mlflow_url, 
     assert first.uri == f"s3://{BUCKET}/fraud/champion/"
     assert first.run_id == run1 and first.deleted == ()
     got = objects(s3, "fraud/champion/")
-    assert set(got) == {f"fraud/champion/{k}" for k in
-                        ("model.txt", "sub/weights.bin", "only-in-v1.txt", "model-settings.json", MARKER)}
+    # fraud has an explainer: the artifact again under explainer/, with the explainer's runtime.
+    files = ("model.txt", "sub/weights.bin", "only-in-v1.txt", "model-settings.json")
+    assert set(got) == {f"fraud/champion/{p}{k}" for k in files for p in ("", "explainer/")} | {
+        f"fraud/champion/{MARKER}"}
     assert json.loads(got["fraud/champion/model-settings.json"]) == artifact_model_settings("fraud")
+    assert json.loads(got["fraud/champion/explainer/model-settings.json"]) == explainer_model_settings("fraud") == {
+        **artifact_model_settings("fraud"), "implementation": "ml.models.fraud.explainer.FraudExplainerRuntime"}
+    assert got["fraud/champion/explainer/sub/weights.bin"] == b"w1"
     marker = json.loads(got[f"fraud/champion/{MARKER}"])
     assert (marker["model"], marker["version"], marker["run_id"], marker["actor"]) == ("fraud", v1, run1, "tester")
-    assert marker["files"] == 4 and marker["published_at"]
+    assert marker["files"] == 8 and marker["published_at"]
 
     second = publish("fraud", int(v2), "champion", BUCKET, tracking_uri=mlflow_url, s3_client=s3)
-    assert second.deleted == ("only-in-v1.txt",) and second.run_id == run2
+    assert second.deleted == ("explainer/only-in-v1.txt", "only-in-v1.txt") and second.run_id == run2
     got = objects(s3, "fraud/champion/")
-    assert set(got) == {f"fraud/champion/{k}" for k in ("model.txt", "sub/weights.bin", "model-settings.json", MARKER)}
+    assert set(got) == {f"fraud/champion/{p}{k}" for k in ("model.txt", "sub/weights.bin", "model-settings.json")
+                        for p in ("", "explainer/")} | {f"fraud/champion/{MARKER}"}
     assert got["fraud/champion/model.txt"] == b"two" and got["fraud/champion/sub/weights.bin"] == b"w2"
+    assert got["fraud/champion/explainer/model.txt"] == b"two"
     assert json.loads(got["fraud/champion/model-settings.json"]) == artifact_model_settings("fraud")
     assert read_marker(BUCKET, "fraud", "champion", s3_client=s3)["version"] == v2
     # Neither the other slot nor a prefix that merely starts alike was touched.

@@ -40,6 +40,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
 }
 _PROTOCOL_KEYS = ("min_precision", "threshold_folds")
 METRIC_KEYS = ("auc", "pr_auc", "precision", "recall", "f1")
+BOOSTER_FILE = "model.lgb.txt"  # the booster beside the ONNX graph, for explanations
 
 
 def _labels(df: pd.DataFrame, what: str) -> np.ndarray:
@@ -90,8 +91,11 @@ class FraudModel:
 
     def __init__(self, onnx_bytes: bytes, threshold: float, features: list[str] | None = None,
                  params: dict[str, Any] | None = None, categories: list[str] | None = None,
-                 validation: dict[str, Any] | None = None) -> None:
+                 validation: dict[str, Any] | None = None, booster_text: str | None = None) -> None:
         self.onnx_bytes = onnx_bytes
+        # The LightGBM booster the graph was exported from (its text format): what explanations read
+        # (ml/models/fraud/explain.py); scoring never uses it. None for versions saved before it shipped.
+        self.booster_text = booster_text
         self.threshold = float(threshold)
         self.features = list(features or data.FEATURES)
         self.params = dict(params or {})
@@ -121,6 +125,8 @@ class FraudModel:
         dir = Path(dir)
         dir.mkdir(parents=True, exist_ok=True)
         (dir / "model.onnx").write_bytes(self.onnx_bytes)
+        if self.booster_text is not None:
+            (dir / BOOSTER_FILE).write_text(self.booster_text)
         meta = {"format": "mlplatform-fraud/1", "threshold": self.threshold, "features": self.features,
                 "categories": self.categories, "params": self.params, "validation": self.validation,
                 "onnx": {"input": INPUT, "output": OUTPUT}, "decision": "fraud if fraud_probability >= threshold"}
@@ -137,8 +143,10 @@ class FraudModel:
         if meta.get("features") != data.FEATURES or meta.get("categories") != list(data.MERCHANT_CATEGORIES):
             raise ValueError(f"{dir}/model.json: features/categories {meta.get('features')}/{meta.get('categories')} "
                              f"differ from this code's encoding {data.FEATURES}/{list(data.MERCHANT_CATEGORIES)}")
+        booster = dir / BOOSTER_FILE
         return cls((dir / "model.onnx").read_bytes(), meta["threshold"], meta["features"], meta.get("params"),
-                   meta["categories"], meta.get("validation"))
+                   meta["categories"], meta.get("validation"),
+                   booster.read_text() if booster.is_file() else None)
 
 
 def _split_params(params: dict[str, Any] | None) -> tuple[dict[str, Any], float, int]:
@@ -177,7 +185,7 @@ def fit(train: pd.DataFrame, params: dict | None = None, seed: int = 0) -> Fraud
     onnx_model = to_onnx(final.booster_, X.shape[1])
     used = {**lgb_params, "min_precision": min_precision, "threshold_folds": folds, "seed": seed}
     return FraudModel(onnx_model.SerializeToString(), threshold, data.FEATURES, used,
-                      list(data.MERCHANT_CATEGORIES), info)
+                      list(data.MERCHANT_CATEGORIES), info, final.booster_.model_to_string())
 
 
 def evaluate(model: FraudModel, df: pd.DataFrame) -> dict:

@@ -16,6 +16,8 @@ SPEC = ModelSpec(
                  "a threshold chosen for precision >= 0.9). Trained on labelled transactions; not a credit or "
                  "identity decision, and not for transactions of other schemas.",
     runtime="ml.models.fraud.runtime.FraudRuntime",
+    # Per-feature contributions of one decision (TreeSHAP from the booster shipped beside the graph).
+    explainer="ml.models.fraud.explainer.FraudExplainerRuntime",
     plugin="ml.models.fraud.plugin.FraudPlugin",
     quality_gates={"auc": 0.95, "f1": 0.90},
     sample_gates={"auc": 0.90},

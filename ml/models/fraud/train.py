@@ -3,13 +3,15 @@
 Stratified held-out split (`algorithm.split`); the decision threshold is chosen by the algorithm on
 training data for its stated precision/recall goal; AUC, PR-AUC, precision, recall and F1 are
 measured on the held-out rows only. The artifact is the algorithm's save dir (model.onnx +
-model.json) plus the drift reference (score and numeric inputs), and `mlplat-model.json` whose
-`params.online_defaults` (training medians of the online-store features) is what the runtime
-serves when the store fails.
+model.json + the LightGBM booster model.lgb.txt, which explanations read) plus the drift reference
+(score and numeric inputs), `importances.json` (global importances of the held-out rows' explanations,
+for the model card), and `mlplat-model.json` whose `params.online_defaults` (training medians of the
+online-store features) is what the runtime serves when the store fails.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,9 @@ import pandas as pd
 
 from ml.data.drift import Reference
 from ml.models.fraud import algorithm, data
+from ml.models.fraud.explain import TreeExplainer
 from ml.models.fraud.features import ONLINE_FEATURES
-from ml.training.outputs import TrainOutput, write_metadata
+from ml.training.outputs import IMPORTANCES_FILE, TrainOutput, write_metadata
 
 NAME = "fraud"
 DRIFT_FEATURES = ("amount", "transaction_hour", "device_trust_score", "velocity_last_24h", "cardholder_age")
@@ -44,6 +47,8 @@ def train(data_dir: Path, out_dir: Path, params: dict[str, Any] | None = None, s
     out_dir = Path(out_dir)
     model.save(out_dir)
     Reference.from_columns(reference_columns(model, train_df)).save(out_dir)
+    importances = TreeExplainer(model.booster_text).importances(data.encode(test_df))
+    (out_dir / IMPORTANCES_FILE).write_text(json.dumps(importances, indent=2) + "\n")
     used = {**dict(getattr(model, "params", None) or params or {}), "threshold": float(model.threshold),
             "online_defaults": online_defaults(train_df)}
     write_metadata(out_dir, NAME, metrics, used)

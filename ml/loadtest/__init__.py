@@ -1,0 +1,1 @@
+"""Load tests of the served models with Locust (`mlplat loadtest`): request mix, headless run, report."""
