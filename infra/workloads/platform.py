@@ -17,6 +17,7 @@ import pulumi_kubernetes as k8s
 from infra.aws.interfaces import DataServices
 from infra.workloads.cluster_addons import ClusterAddonCharts, ClusterAddonChartsArgs
 from infra.workloads.feature_store import FeatureStore, FeatureStoreArgs
+from infra.workloads.gitops import GitOps, GitOpsArgs
 from infra.workloads.governance import Governance, GovernanceArgs
 from infra.workloads.mlflow import Mlflow, MlflowArgs
 from infra.workloads.models_cluster import ReferenceModels, ReferenceModelsArgs
@@ -85,6 +86,9 @@ class Platform(pulumi.ComponentResource):
                 ctx=ctx, data=data, vpc_cidr=vpc_cidr, image=repo.image, depends_on=base), child)
         ReferenceModels("models", ReferenceModelsArgs(ctx=ctx, data=data, image=repo.image, seldon=seldon,
                                                       feast=feast), child)
+        if wl.gitops.enabled and seldon is not None:
+            # Argo CD delivers the Seldon Models and Experiments (the models namespace and CRDs come with Seldon).
+            GitOps("gitops", GitOpsArgs(ctx=ctx, seldon=seldon, depends_on=base), child)
         Governance("governance", GovernanceArgs(
             ctx=ctx, data=data, vpc_cidr=vpc_cidr, image=repo.image, depends_on=base), child)
         if wl.pipelines.enabled:
