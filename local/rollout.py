@@ -25,8 +25,8 @@ from typing import Any
 import yaml
 
 from contracts import local_platform
-from local import deploy_apply, prometheus, splitter
-from local.challenger import ChallengerError, ensure_challenger
+from local import challenger, deploy_apply, prometheus, splitter
+from local.challenger import ChallengerError
 from local.config import LocalConfig
 from local.services import decide, ensure
 from local.supervisor import Supervisor
@@ -66,6 +66,15 @@ def _client(cfg: LocalConfig) -> Any:
     return MlflowClient(tracking_uri=cfg.mlflow_url, registry_uri=cfg.mlflow_url)
 
 
+def ensure_challenger(cfg: LocalConfig, model: str, version: str, say: Callable[[str], None]) -> str:
+    """local/challenger.py's `ensure_challenger` (returns the champion's version), failing with RolloutError as
+    everything else in this module (the experiment commands call it too)."""
+    try:
+        return challenger.ensure_challenger(cfg, model, version, say)
+    except ChallengerError as exc:
+        raise RolloutError(str(exc)) from exc
+
+
 def _query(base_url: str) -> Callable[[str], list[dict[str, Any]]]:
     def query(promql: str) -> list[dict[str, Any]]:
         url = f"{base_url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
@@ -97,10 +106,7 @@ def start(cfg: LocalConfig, model: str, version: str, steps: tuple[int, ...], in
         deploy_apply.check_releasable(cfg, model, version)  # fail before any traffic moves, not after
     except LookupError as exc:
         raise RolloutError(f"{exc}; its promotion (a deploy-tree commit with the card) would fail") from None
-    try:
-        champion = ensure_challenger(cfg, model, version, say)
-    except ChallengerError as exc:
-        raise RolloutError(str(exc)) from exc
+    champion = ensure_challenger(cfg, model, version, say)
     stack = stack or deploy_apply.stack_config(None)
 
     def promote_it(name: str, v: str) -> list[str]:
@@ -146,10 +152,7 @@ def status(cfg: LocalConfig, model: str) -> tuple[Rollout | None, dict[str, int]
 def shadow_start(cfg: LocalConfig, model: str, version: str, percent: int,
                  say: Callable[[str], None] = print) -> float:
     """Mirror `percent` % of `model`'s requests to v`version`; returns the start time (for the report)."""
-    try:
-        ensure_challenger(cfg, model, version, say)
-    except ChallengerError as exc:
-        raise RolloutError(str(exc)) from exc
+    ensure_challenger(cfg, model, version, say)
     sup = Supervisor(cfg.state_dir)
     if sup.running("mirror") is None:
         ensure(cfg, sup, decide(cfg, sup, "mirror"), say, url=cfg.url("mirror"))
