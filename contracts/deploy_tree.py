@@ -61,6 +61,10 @@ PART_OF = "mlplatform"
 MODEL_LABEL = "mlplatform.io/model"
 EXPERIMENT_FILE = "experiment.yaml"
 EXPLAINER_FILE = "model-explainer.yaml"
+# The Experiment fields a rollout, shadow, A/B test or bandit changes on the live object (ml/delivery/seldon.py):
+# Argo CD ignores them (infra/workloads/gitops.py), so its self-heal does not undo a step; the final
+# promotion is a change of the tree.
+EXPERIMENT_RUNTIME_FIELDS = (".spec.candidates[].weight", ".spec.mirror")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 _VERSION = re.compile(r"^[1-9][0-9]*$")
 

@@ -66,6 +66,8 @@ def register_local(sub: argparse._SubParsersAction) -> None:
                     help="do not start the automatic-rollback receiver (runbooks/model-rollback.md)")
     up.add_argument("--no-auto-retrain", action="store_true",
                     help="do not start the drift-retrain receiver (a model's pipeline runs when its drift alert fires)")
+    up.add_argument("--no-splitter", action="store_true",
+                    help="no traffic splitter (HAProxy) and feedback endpoint in front of the model server")
     up.add_argument("-v", "--verbose", action="store_true", help="show the libraries' log messages")
     up.set_defaults(func=_up)
     st = actions.add_parser("status", help="what runs, on which ports, healthy or not")
@@ -75,6 +77,11 @@ def register_local(sub: argparse._SubParsersAction) -> None:
     dn = actions.add_parser("down", help="stop everything `local up` started (by pid) and free the ports")
     _add_common(dn)
     dn.set_defaults(func=_down)
+    ap = actions.add_parser("apply", help="serve what the local deploy repository's tree says (champion and "
+                                          "challenger per model): Argo CD's part, on the local platform")
+    ap.add_argument("--stack-file", type=Path, default=None,
+                    help="the stack whose environment's tree applies (default stacks/Pulumi.dev.yaml)")
+    ap.set_defaults(func=_apply)
     ch = actions.add_parser("chaos", help="inject faults (Redis, MLflow, model server, corrupt slot) under steady "
                                           "load; print what was done and seen; exit 1 if an expectation fails")
     _add_common(ch)
@@ -132,7 +139,7 @@ def _start(args: argparse.Namespace) -> int:
         cfg = _config(
             args, data_dir=args.data, redis=args.redis, retrain=args.retrain, prometheus=not args.no_prometheus,
             auto_rollback=not args.no_auto_rollback, auto_retrain=not args.no_auto_retrain,
-            gates_stack=args.gates_stack,
+            splitter=not args.no_splitter, gates_stack=args.gates_stack,
             models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
             otlp_endpoint=otlp_endpoint_from_env(),
         )
@@ -173,6 +180,26 @@ def _chaos(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps(dataclasses.asdict(report), indent=1, default=str))
     return 0 if report.ok else 1
+
+
+def _apply(args: argparse.Namespace) -> int:
+    # Imported here: MLflow and the serving stack load only for the commands that need them.
+    from local import deploy_apply, rollout
+    from local.challenger import ChallengerError
+    from ml.delivery.gitops import GitOpsError
+    from ml.delivery.rollout import RolloutError
+    from ml.training.follow import FollowError
+
+    try:
+        cfg = rollout.platform_config()
+        applied = deploy_apply.apply(cfg, deploy_apply.stack_config(args.stack_file))
+    except (local_platform.PlatformNotFound, RolloutError, GitOpsError, FollowError, ChallengerError,
+            ValueError) as exc:
+        print(f"mlplat local apply: {exc}", file=sys.stderr)
+        return 1
+    if not applied:
+        print("mlplat local apply: the platform already serves what the deploy tree says")
+    return 0
 
 
 def _down(args: argparse.Namespace) -> int:

@@ -40,6 +40,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("loadtest-job", "infra.cli.loadtest_job", "iac"),
     ("pipeline", "local.cli", "ml"),
     ("data", "ml.cli.datasets", "ml"),
+    ("rollout", "ml.cli.rollout", "ml"),
 ]
 
 ENV_DIRS = {"iac": ".venv", "ml": ".venv-ml"}

@@ -59,7 +59,7 @@ SELDON_PLURALS = {"Model": "models", "Experiment": "experiments", "Pipeline": "p
 # the summary condition of all three.
 READY_CONDITION = "Ready"
 # What a rollout controller changes on a live Experiment and Argo CD leaves alone.
-IGNORED_EXPERIMENT_FIELDS = (".spec.candidates[].weight",)
+IGNORED_EXPERIMENT_FIELDS = deploy_tree.EXPERIMENT_RUNTIME_FIELDS
 SYNC_OPTIONS = ("RespectIgnoreDifferences=true", "PruneLast=true")
 # Metrics Services of the chart (`<component>.metrics.enabled`): component -> the Service's
 # `app.kubernetes.io/name` (templates/argocd-*/metrics.yaml; container and Service ports are equal).

@@ -83,15 +83,18 @@ def test_applicationset_syncs_automatically_and_ignores_rollout_weights(synth):
     assert (ignored["group"], ignored["kind"]) == ("mlops.seldon.io", "Experiment")
     elements = spec["generators"][0]["list"]["elements"]
     assert {e["path"] for e in elements} == {f"deploy/staging/{m}" for m in ("fraud", "sentiment", "recommendation")}
-    # The jq paths select the candidates' weights of a rendered Experiment and nothing else.
+    # The jq paths select what a rollout step (the candidates' weights) and a shadow (the mirror) change on a
+    # rendered Experiment, and nothing else: with them deleted, the patched and the rendered object are equal.
     experiment = deploy_tree.objects("staging", "b", [deploy_tree.ModelRelease("fraud", 1, 90, 10)])[
         "staging/fraud/experiment.yaml"]
-    for path in ignored["jqPathExpressions"]:
-        assert jq.compile(path).input_value(experiment).all() == [90, 10]
-        patched = copy.deepcopy(experiment)
-        patched["spec"]["candidates"][1]["weight"] = 50  # a rollout step
-        deleted = jq.compile(f"del({path})")
-        assert deleted.input_value(patched).first() == deleted.input_value(experiment).first()
+    weights, mirror = ignored["jqPathExpressions"]
+    assert jq.compile(weights).input_value(experiment).all() == [90, 10]
+    patched = copy.deepcopy(experiment)
+    patched["spec"]["candidates"][1]["weight"] = 50  # a rollout step
+    patched["spec"]["mirror"] = {"name": "fraud-challenger", "percent": 10}  # a shadow
+    deleted = jq.compile(f"del({weights}, {mirror})")
+    assert deleted.input_value(patched).first() == deleted.input_value(experiment).first()
+    assert jq.compile(f"del({weights})").input_value(patched).first() != deleted.input_value(experiment).first()
 
 
 def _health(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
