@@ -16,6 +16,7 @@ import pulumi_kubernetes as k8s
 
 from infra.aws.interfaces import DataServices
 from infra.workloads.cluster_addons import ClusterAddonCharts, ClusterAddonChartsArgs
+from infra.workloads.experiments import ExperimentControllers, bandit_models
 from infra.workloads.feature_store import FeatureStore, FeatureStoreArgs
 from infra.workloads.governance import Governance, GovernanceArgs
 from infra.workloads.mlflow import Mlflow, MlflowArgs
@@ -85,8 +86,11 @@ class Platform(pulumi.ComponentResource):
                 ctx=ctx, data=data, vpc_cidr=vpc_cidr, image=repo.image, depends_on=base), child)
         ReferenceModels("models", ReferenceModelsArgs(ctx=ctx, data=data, image=repo.image, seldon=seldon,
                                                       feast=feast), child)
-        Governance("governance", GovernanceArgs(
+        governance = Governance("governance", GovernanceArgs(
             ctx=ctx, data=data, vpc_cidr=vpc_cidr, image=repo.image, depends_on=base), child)
+        if bandit_models(ctx):  # its service account lives in the governance namespace
+            ExperimentControllers("experiments", ctx, repo.image,
+                                  pulumi.ResourceOptions(parent=self, depends_on=[governance]))
         if wl.pipelines.enabled:
             from infra.workloads.mlflow import tracking_uri
 

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from ml.delivery.experiments import controller as ctl
-from ml.delivery.experiments.metrics import ExperimentMetrics
+from ml.delivery.experiments.exporter import ExperimentMetrics
 from ml.delivery.experiments.state import ExperimentNotFound, load
 from ml.delivery.experiments.stats import Plan, Verdict
 

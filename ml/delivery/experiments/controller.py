@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -21,14 +22,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from ml.delivery.experiments import bandit, stats
-from ml.delivery.experiments.metrics import ExperimentMetrics
+from ml.delivery.experiments.exporter import ExperimentMetrics
 from ml.delivery.experiments.state import ExperimentState, save
 
 log = logging.getLogger("mlplat.experiment")
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-# success-rate: successes per outcome received (a label arrives for every decision: fraud);
-# ctr: successes per request served (only clicks are reported: recommendation click-through).
+# success-rate: successes per outcome received (a label arrives for every decision, e.g. a fraud label);
+# ctr: successes per request served (only clicks are reported: click-through of served rankings).
 METRICS = ("success-rate", "ctr")
 
 
@@ -51,6 +52,17 @@ class ExperimentError(RuntimeError):
     """An experiment cannot start or continue; the message names what is wrong."""
 
     user_error = True
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """`90`, `90s`, `15m`, `2h`, `1d` -> seconds (ValueError naming the text otherwise)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if match is None:
+        raise ValueError(f"not a duration: {text!r} (e.g. 90s, 15m, 2h, 1d)")
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
 def arm_counts(found: Mapping[str, VariantCounts], variants: list[str], metric: str) -> dict[str, stats.ArmCounts]:

@@ -84,8 +84,9 @@ def load(state_dir: Path, model: str) -> ExperimentState:
     try:
         doc = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ExperimentNotFound(f"no experiment for {model}: {path} does not exist (start one with "
-                                 f"`mlplat experiment ab {model} ...` or `mlplat experiment bandit {model} ...`)") from None
+        raise ExperimentNotFound(
+            f"no experiment for {model}: {path} does not exist (start one with `mlplat experiment ab {model} ...` "
+            f"or `mlplat experiment bandit {model} ...`)") from None
     except ValueError as exc:
         raise ExperimentNotFound(f"the experiment state {path} is not valid JSON: {exc}") from None
     return ExperimentState(**doc)

@@ -1,7 +1,7 @@
 """The statistics of an A/B test: is the challenger's success rate better than the champion's by a margin?
 
-A success rate is a proportion (clicks per recommendation served, correct fraud decisions per labelled
-decision, ...), so each variant is a binomial sample: `ArmCounts(successes, trials)`.
+A success rate is a proportion (clicks per ranking served, correct decisions per labelled decision,
+...), so each variant is a binomial sample: `ArmCounts(successes, trials)`.
 
 Hypothesis (one-sided, on the relative uplift). With p_A the champion's rate, p_B the challenger's and
 the margin d (default 0.02, the platform's rule "promote when better by at least 2 %"):
