@@ -78,6 +78,22 @@ def _f1_expr(model: str, window: str) -> str:
             f" and on (model, version) ({every} >= {MIN_LABELLED})")
 
 
+def value_expr(trigger: Trigger, model: str, timing: Timing) -> str:
+    """The measured value per (model, version) that `expr` compares (the rollout analysis reports it)."""
+    sel = f'model="{model}"'
+    w = timing.rate_window
+    if trigger.kind == "error_rate":
+        return (f'(sum by (model, version) (rate({REQUESTS}{{{sel},outcome="error"}}[{w}])) or 0 * '
+                f'sum by (model, version) (rate({REQUESTS}{{{sel}}}[{w}]))) '
+                f"/ sum by (model, version) (rate({REQUESTS}{{{sel}}}[{w}]))")
+    if trigger.kind == "latency_p99":
+        return (f"histogram_quantile(0.99, sum by (le, model, version) "
+                f"(rate({REQUEST_SECONDS}_bucket{{{sel}}}[{w}])))")
+    if trigger.kind == "f1_drop":
+        return f"{F1_RECORD}{{{sel}}}"
+    raise ValueError(f"unknown trigger kind {trigger.kind!r}")
+
+
 def expr(trigger: Trigger, model: str, timing: Timing) -> str:
     sel = f'model="{model}"'
     w = timing.rate_window

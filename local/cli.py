@@ -66,6 +66,8 @@ def register_local(sub: argparse._SubParsersAction) -> None:
                     help="do not start the automatic-rollback receiver (runbooks/model-rollback.md)")
     up.add_argument("--no-auto-retrain", action="store_true",
                     help="do not start the drift-retrain receiver (a model's pipeline runs when its drift alert fires)")
+    up.add_argument("--no-splitter", action="store_true",
+                    help="no traffic splitter (HAProxy) and feedback endpoint in front of the model server")
     up.add_argument("-v", "--verbose", action="store_true", help="show the libraries' log messages")
     up.set_defaults(func=_up)
     st = actions.add_parser("status", help="what runs, on which ports, healthy or not")
@@ -132,7 +134,7 @@ def _start(args: argparse.Namespace) -> int:
         cfg = _config(
             args, data_dir=args.data, redis=args.redis, retrain=args.retrain, prometheus=not args.no_prometheus,
             auto_rollback=not args.no_auto_rollback, auto_retrain=not args.no_auto_retrain,
-            gates_stack=args.gates_stack,
+            splitter=not args.no_splitter, gates_stack=args.gates_stack,
             models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
             otlp_endpoint=otlp_endpoint_from_env(),
         )

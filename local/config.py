@@ -26,6 +26,15 @@ DEFAULT_PORTS: dict[str, int] = {
     "prometheus": 19090,
     "autorollback": 19095,  # automatic-rollback receiver (runbooks/autorollback.py), with Prometheus only
     "retrain": 19096,  # drift-retrain receiver (ml/pipelines/retrain.py), with Prometheus only
+    # Delivery (ml/delivery/): the traffic splitter (HAProxy) in front of the model servers, the challenger's
+    # model server (started by a rollout or shadow), the shadow mirror and the feedback endpoint.
+    "splitter": 18090,
+    "splitter_metrics": 18091,
+    "mirror": 18092,
+    "challenger_http": 18083,
+    "challenger_grpc": 18084,
+    "challenger_metrics": 18085,
+    "feedback": 19097,
 }
 PORT_HELP = {
     "mlflow": "MLflow tracking server and UI",
@@ -36,6 +45,13 @@ PORT_HELP = {
     "prometheus": "local Prometheus (when installed)",
     "autorollback": "automatic-rollback receiver (alerts from the local Prometheus)",
     "retrain": "drift-retrain receiver (runs a model's pipeline when its drift alert fires)",
+    "splitter": "traffic splitter (HAProxy): the models' inference entry point, champion/challenger weights",
+    "splitter_metrics": "traffic splitter's Prometheus exporter",
+    "mirror": "shadow mirror (answers with the champion, copies requests to the challenger)",
+    "challenger_http": "challenger model server HTTP (started by `mlplat rollout`)",
+    "challenger_grpc": "challenger model server gRPC",
+    "challenger_metrics": "challenger model server Prometheus metrics",
+    "feedback": "feedback endpoint (outcomes per request id)",
 }
 
 
@@ -89,6 +105,7 @@ class LocalConfig:
     prometheus: bool = True  # start a local Prometheus when the binary is installed
     otlp_endpoint: str | None = None  # OTLP gRPC collector for MLServer traces; None: tracing off
     auto_rollback: bool = True  # with Prometheus: roll a breaching new version back (runbooks/autorollback.py)
+    splitter: bool = True  # HAProxy + feedback endpoint in front of the model server (when haproxy is installed)
     auto_retrain: bool = True  # with Prometheus: run a model's pipeline when its drift alert fires (ml/pipelines)
     # Prometheus scrape + rule evaluation interval; the rollback rules' windows scale with it (tests: 1).
     prometheus_interval_s: int = field(default_factory=lambda: int(os.environ.get("MLPLAT_PROMETHEUS_INTERVAL_S", "5")))

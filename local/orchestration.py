@@ -20,7 +20,7 @@ from typing import Any
 
 from contracts import local_platform
 from contracts.pipelines import GATES_SOURCE_TAG
-from local import discovery, feast_local, pipeline_runs, prometheus, serving, smoke, training
+from local import delivery, discovery, feast_local, pipeline_runs, prometheus, serving, smoke, splitter, training
 from local.config import LocalConfig
 from local.report import Progress, summary_text
 from local.services import ORDER, Decision, decide, ensure, missing_entry_points
@@ -53,6 +53,10 @@ def preflight(cfg: LocalConfig) -> list[str]:
         notes.append("local Prometheus skipped: the `prometheus` package is not installed "
                       "(`sudo apt-get install -y prometheus`)")
         cfg.prometheus = False
+    if cfg.splitter and splitter.haproxy.binary() is None:
+        notes.append("traffic splitter skipped: the `haproxy` package is not installed (`sudo apt-get install -y "
+                     "haproxy`, or scripts/bootstrap.sh system); rollouts, shadow and experiments need it")
+        cfg.splitter = False
     return notes
 
 
@@ -70,7 +74,7 @@ def stop_redis_left_behind(cfg: LocalConfig, sup: Any, say: Callable[[str], None
 
 def _services(cfg: LocalConfig) -> list[str]:
     optional = {"redis": cfg.redis, "prometheus": cfg.prometheus, "autorollback": cfg.prometheus and cfg.auto_rollback,
-                "retrain": cfg.prometheus and cfg.auto_retrain}
+                "retrain": cfg.prometheus and cfg.auto_retrain, "haproxy": cfg.splitter, "feedback": cfg.splitter}
     return [s for s in ORDER if optional.get(s, True)]
 
 
@@ -183,6 +187,11 @@ def _up(cfg: LocalConfig, p: Progress, sup: Supervisor) -> int:
         )
         p.detail(f"{records['mlserver']} at {cfg.url('http')}")
 
+    split_note = "off (haproxy not installed)"
+    if "haproxy" in decisions:
+        with p.step("traffic splitter and feedback endpoint"):
+            split_note = delivery.start(cfg, sup, decisions, p.say, p.detail, records)
+
     prom_note = "off (not installed, or --no-prometheus)" if "prometheus" not in decisions else ""
     if "prometheus" in decisions:
         prom_note = _prometheus(cfg, sup, decisions, p, records)
@@ -212,6 +221,8 @@ def _up(cfg: LocalConfig, p: Progress, sup: Supervisor) -> int:
             "Inference (gRPC)": f"{cfg.host}:{cfg.ports['grpc']}",
             "Metrics": f"{cfg.url('metrics')}/metrics",
             **({"Prometheus": cfg.url("prometheus")} if "prometheus" in records else {}),
+            **({"Inference (splitter)": f"{cfg.url('splitter')}/v2/models/<model>/infer",
+                "Feedback": f"{cfg.url('feedback')}/v1/outcomes"} if "haproxy" in records else {}),
         },
         "models": [{**st.__dict__, "uri": st.uri,
                     "gate_metrics": list(training.gates_for(st.name, cfg.data_dir is None, cfg.gates_stack)[0])}
@@ -223,6 +234,7 @@ def _up(cfg: LocalConfig, p: Progress, sup: Supervisor) -> int:
         "tracing": f"OTLP to {serving.tracing_server(cfg.otlp_endpoint)}" if cfg.otlp_endpoint
         else "off (set OTEL_EXPORTER_OTLP_ENDPOINT to send traces to a collector)",
         "prometheus": prom_note,
+        "splitter": split_note,
         "services": records,
         "data": str(cfg.data_dir) if cfg.data_dir else f"generated sample data ({data_dir})",
         "data_dir": str(data_dir),
@@ -324,7 +336,8 @@ def _prometheus(cfg: LocalConfig, sup: Supervisor, decisions: dict[str, Decision
     receivers = [f"{cfg.host}:{cfg.ports[name]}" for name, on in
                  (("autorollback", cfg.auto_rollback), ("retrain", cfg.auto_retrain)) if on]
     _, rules_path = prometheus.write_config(workdir, f"{cfg.host}:{cfg.ports['metrics']}", groups,
-                                            interval_s=cfg.prometheus_interval_s, alerts_target=receivers)
+                                            interval_s=cfg.prometheus_interval_s, alerts_target=receivers,
+                                            extra_targets=splitter.scrape_targets(cfg) if cfg.splitter else None)
     if rules_path is not None:
         prometheus.check_rules(rules_path)
     texts = [path.read_text() for path in (workdir / "prometheus.yml", rules_path) if path is not None]

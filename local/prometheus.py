@@ -35,10 +35,14 @@ def find_alert_rules() -> tuple[list[dict[str, Any]], str]:
 def rollback_rules(models: tuple[str, ...], interval_s: int) -> list[dict[str, Any]]:
     """The automatic-rollback groups of contracts/rollback.py with windows scaled to the local interval."""
 
-    timing = rollback.Timing(rate_window=f"{6 * interval_s}s", error_for=f"{2 * interval_s}s",
-                    latency_for=f"{6 * interval_s}s", f1_window="10m", f1_for=f"{12 * interval_s}s",
-                    interval=f"{interval_s}s")
-    return rollback.rule_groups(models, REPO_ROOT.as_uri() + "/", timing)
+    return rollback.rule_groups(models, REPO_ROOT.as_uri() + "/", local_timing(interval_s))
+
+
+def local_timing(interval_s: int) -> rollback.Timing:
+    """The rollback rules' windows scaled to the local scrape interval (the rollout analysis uses the same)."""
+    return rollback.Timing(rate_window=f"{6 * interval_s}s", error_for=f"{2 * interval_s}s",
+                           latency_for=f"{6 * interval_s}s", f1_window="10m", f1_for=f"{12 * interval_s}s",
+                           interval=f"{interval_s}s")
 
 
 def alerts_page(base_url: str) -> str:
@@ -56,7 +60,8 @@ def retrain_rules(models: tuple[str, ...], interval_s: int) -> list[dict[str, An
 
 
 def write_config(workdir: Path, metrics_target: str, groups: list[dict[str, Any]],
-                 interval_s: int = 5, alerts_target: str | list[str] | None = None) -> tuple[Path, Path | None]:
+                 interval_s: int = 5, alerts_target: str | list[str] | None = None,
+                 extra_targets: dict[str, str] | None = None) -> tuple[Path, Path | None]:
     """prometheus.yml scraping `metrics_target` (host:port) plus rules/alerts.yml; return both paths.
     `alerts_target` (host:port, or several): where firing alerts are posted (the automatic-rollback and
     drift-retrain receivers speak the Alertmanager v2 alerts API; the local platform runs no Alertmanager)."""
@@ -70,6 +75,9 @@ def write_config(workdir: Path, metrics_target: str, groups: list[dict[str, Any]
             "static_configs": [{"targets": [metrics_target], "labels": {"namespace": "local"}}],
         }],
     }
+    for job, target in (extra_targets or {}).items():  # job name -> host:port (/metrics)
+        config["scrape_configs"].append({"job_name": job, "metrics_path": "/metrics",
+                                         "static_configs": [{"targets": [target], "labels": {"namespace": "local"}}]})
     targets = [alerts_target] if isinstance(alerts_target, str) else list(alerts_target or [])
     if targets:
         config["alerting"] = {"alertmanagers": [{"api_version": "v2",

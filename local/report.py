@@ -83,6 +83,8 @@ def summary_text(doc: dict[str, Any]) -> str:
                f" ({doc['feast']['check']})")
     out.append(f"Tracing: {doc['tracing']}")
     out.append(f"Prometheus: {doc['prometheus']}")
+    if doc.get("splitter"):
+        out.append(f"Traffic splitter: {doc['splitter']}")
     out.append(f"Services: {', '.join(f'{k} {v}' for k, v in doc['services'].items())}")
     out.append(f"Data: {doc['data']}; champion gates: {doc.get('gates', '')}")
     out.append("")

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from local import splitter
 from local.config import PORT_HELP, LocalConfig, port_env_var
 from local.prometheus import AutoRollbackReceiver, PrometheusServer, RetrainReceiver
 from local.supervisor import (
@@ -27,12 +28,14 @@ from local.supervisor import (
 from ml.serving.processes import MLflowServer, MLServerProcess, RedisServer, Service
 
 # Start order; `down` stops in reverse (MLServer before the stores it reads from).
-ORDER = ("redis", "mlflow", "mlserver", "prometheus", "autorollback", "retrain")
+ORDER = ("redis", "mlflow", "mlserver", "haproxy", "feedback", "prometheus", "autorollback", "retrain")
 PORTS_OF = {"redis": ("redis",), "mlflow": ("mlflow",), "mlserver": ("http", "grpc", "metrics"),
-            "prometheus": ("prometheus",), "autorollback": ("autorollback",), "retrain": ("retrain",)}
+            "prometheus": ("prometheus",), "autorollback": ("autorollback",), "retrain": ("retrain",),
+            **splitter.PORTS_OF}
 PORT_FLAGS = {"mlflow": "--mlflow-port", "http": "--http-port", "grpc": "--grpc-port",
               "metrics": "--metrics-port", "redis": "--redis-port", "prometheus": "--prometheus-port",
-              "autorollback": "--autorollback-port", "retrain": "--retrain-port"}
+              "autorollback": "--autorollback-port", "retrain": "--retrain-port",
+              **{p: f"--{p.replace('_', '-')}-port" for ps in splitter.PORTS_OF.values() for p in ps}}
 
 
 def port_hint(port_name: str) -> str:
@@ -60,6 +63,8 @@ def build(cfg: LocalConfig, name: str, ports: dict[str, int] | None = None,
         return AutoRollbackReceiver(cfg.path("autorollback"), ports["autorollback"], cfg)
     if name == "retrain":
         return RetrainReceiver(cfg.path("retrain"), ports["retrain"], cfg)
+    if name in splitter.PORTS_OF:
+        return splitter.build(cfg, name, ports, extra_env)
     raise ValueError(f"unknown service {name!r}; expected one of {', '.join(ORDER)}")
 
 

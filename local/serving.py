@@ -31,9 +31,13 @@ def tracing_server(endpoint: str | None) -> str | None:
     return f"{parsed.hostname}:{parsed.port or 4317}"
 
 
-def write_repo(cfg: LocalConfig, models: list[ModelState]) -> Path:
-    """(Re)write `<state>/mlserver/` for `models`; stale model folders of an earlier run are removed."""
-    root = cfg.path("mlserver")
+def write_repo(cfg: LocalConfig, models: list[ModelState], root: Path | None = None,
+               ports: tuple[int, int, int] | None = None, uris: dict[str, str] | None = None) -> Path:
+    """(Re)write `<state>/mlserver/` for `models`; stale model folders of an earlier run are removed.
+    `root`, `ports` (http, grpc, metrics) and `uris` (model -> URI instead of its alias) serve another
+    server the same way: the challenger's (local/splitter.py)."""
+    root = root or cfg.path("mlserver")
+    http, grpc, metrics = ports or (cfg.ports["http"], cfg.ports["grpc"], cfg.ports["metrics"])
     root.mkdir(parents=True, exist_ok=True)
     for child in root.iterdir():
         if child.is_dir() and (child / "model-settings.json").is_file():
@@ -41,9 +45,9 @@ def write_repo(cfg: LocalConfig, models: list[ModelState]) -> Path:
     extra: dict[str, object] = {"tracking_uri": cfg.mlflow_url, "drift_min_samples": cfg.drift_min_samples}
     if cfg.redis_url:
         extra["redis_url"] = cfg.redis_url
-    entries = [ModelEntry(m.name, m.name, m.uri, dict(extra)) for m in models]
-    write_repository(root, entries, http_port=cfg.ports["http"], grpc_port=cfg.ports["grpc"],
-                     metrics_port=cfg.ports["metrics"], parallel_workers=0, host=cfg.host)
+    entries = [ModelEntry(m.name, m.name, (uris or {}).get(m.name, m.uri), dict(extra)) for m in models]
+    write_repository(root, entries, http_port=http, grpc_port=grpc, metrics_port=metrics, parallel_workers=0,
+                     host=cfg.host)
     settings_path = root / "settings.json"
     settings = json.loads(settings_path.read_text())
     settings["server_name"] = SERVER_NAME

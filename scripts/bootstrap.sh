@@ -39,6 +39,7 @@ system_packages() {
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
   command -v ss >/dev/null 2>&1 || missing+=(iproute2)  # `mlplat local` names who holds a busy port
+  command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)  # the local traffic splitter (ml/delivery/haproxy.py)
   # `mlplat conform --runtime` (infra/conformance/runtime_contracts.py): containers in bubblewrap sandboxes,
   # Debian's builds of the images' software, PostgreSQL as the RDS stand-in.
   command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
@@ -55,7 +56,7 @@ system_packages() {
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # Debian starts the packaged daemons; the project starts its own on 127.0.0.1 and needs the ports free.
-  for svc in redis-server prometheus prometheus-node-exporter pgbouncer postgresql; do
+  for svc in redis-server prometheus prometheus-node-exporter pgbouncer postgresql haproxy; do
     $SUDO service "$svc" stop >/dev/null 2>&1 || true
   done
 }

@@ -1,2 +1,2 @@
-"""Model delivery: traffic splitting between served versions, outcome feedback, and the controllers
-(rollouts, A/B tests, bandits) that act on them."""
+"""Model delivery: the traffic splitter (local HAProxy, Seldon Experiments on the cluster), the feedback
+endpoint that collects outcomes per request, shadow mirroring and the progressive rollout controller."""

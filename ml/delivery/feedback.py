@@ -1,0 +1,201 @@
+"""Outcomes per served request (fraud labels that arrive later, recommendation clicks), stored durably.
+
+The splitter logs every request it routed (ml/delivery/haproxy.py: request id, model, the variant that
+answered, status, latency). `RequestLog` reads that log incrementally into the store's `served` table, so
+an outcome posted for a request id is filed under the variant that really answered it; the caller does
+not have to say which. One outcome per request: posting it again with the same result is a no-op,
+with a different result an error (a label does not change its mind).
+
+The store is SQLite in WAL mode under the platform's state directory, the way the local platform keeps
+MLflow's backend; queries are the typed `OutcomeStore.outcomes` (per variant: served, outcomes,
+successes, sum of values) the A/B tests and bandits read.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ml.delivery.haproxy import LOG_TAG, MIRROR_BACKEND, MODEL_BACKEND
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS served (
+  request_id TEXT PRIMARY KEY, model TEXT NOT NULL, variant TEXT NOT NULL, status INTEGER NOT NULL,
+  at REAL NOT NULL, latency_ms REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS served_model_at ON served (model, at);
+CREATE TABLE IF NOT EXISTS outcomes (
+  request_id TEXT PRIMARY KEY REFERENCES served (request_id), model TEXT NOT NULL, variant TEXT NOT NULL,
+  success INTEGER NOT NULL, value REAL NOT NULL, kind TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS log_offset (path TEXT PRIMARY KEY, inode INTEGER NOT NULL, offset INTEGER NOT NULL);
+"""
+KINDS = ("label", "click", "reward")
+MAX_ID = 128
+
+
+class FeedbackError(ValueError):
+    """An outcome the store refuses; `status` is the HTTP status the endpoint answers with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Outcome:
+    model: str
+    request_id: str
+    success: bool
+    value: float = 1.0  # e.g. revenue of a click; defaults to 1 so sums count successes' weight
+    kind: str = "label"
+
+    @classmethod
+    def parse(cls, doc: object) -> Outcome:
+        """Validate one posted outcome; every problem is named in the error."""
+        if not isinstance(doc, dict):
+            raise FeedbackError(f"an outcome must be a JSON object, got {type(doc).__name__}")
+        problems = []
+        unknown = sorted(set(doc) - {"model", "request_id", "success", "value", "kind"})
+        if unknown:
+            problems.append(f"unknown field(s) {', '.join(unknown)}")
+        for key in ("model", "request_id"):
+            if not isinstance(doc.get(key), str) or not doc[key] or len(doc[key]) > MAX_ID:
+                problems.append(f"{key} must be a non-empty string of at most {MAX_ID} characters")
+        if not isinstance(doc.get("success"), bool):
+            problems.append("success must be true or false")
+        value = doc.get("value", 1.0)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            problems.append(f"value must be a finite number, got {value!r}")
+        kind = doc.get("kind", "label")
+        if kind not in KINDS:
+            problems.append(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        if problems:
+            raise FeedbackError("; ".join(problems))
+        return cls(doc["model"], doc["request_id"], doc["success"], float(value), kind)
+
+
+@dataclass(frozen=True)
+class VariantOutcomes:
+    variant: str
+    served: int  # requests this variant answered (since the query's `since`)
+    outcomes: int  # outcomes received for those requests
+    successes: int
+    value_sum: float
+
+    @property
+    def rate(self) -> float | None:
+        return self.successes / self.outcomes if self.outcomes else None
+
+
+class OutcomeStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def record_served(self, rows: list[tuple[str, str, str, int, float, float]]) -> None:
+        """(request_id, model, variant, status, at, latency_ms) rows, ignoring ids already stored."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR IGNORE INTO served VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._db.execute("COMMIT")
+
+    def variant_of(self, request_id: str) -> tuple[str, str] | None:
+        """(model, variant) of a served request, or None."""
+        row = self._db.execute("SELECT model, variant FROM served WHERE request_id = ?", (request_id,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def add(self, outcome: Outcome, at: float | None = None) -> str:
+        """File `outcome` under the variant that answered its request; returns that variant."""
+        served = self.variant_of(outcome.request_id)
+        if served is None:
+            raise FeedbackError(f"request id {outcome.request_id!r} was not served through the splitter (unknown "
+                                "id, or its request went to the model server directly)", status=404)
+        model, variant = served
+        if model != outcome.model:
+            raise FeedbackError(f"request id {outcome.request_id!r} was served by model {model}, not "
+                                f"{outcome.model}", status=409)
+        row = (outcome.request_id, model, variant, int(outcome.success), outcome.value, outcome.kind,
+               time.time() if at is None else at)
+        with self._lock:
+            old = self._db.execute("SELECT success, value, kind FROM outcomes WHERE request_id = ?",
+                                   (outcome.request_id,)).fetchone()
+            if old is not None:
+                if tuple(old) != (int(outcome.success), outcome.value, outcome.kind):
+                    raise FeedbackError(f"request id {outcome.request_id!r} already has a different outcome "
+                                        f"(success={bool(old[0])}, value={old[1]}, kind={old[2]})", status=409)
+                return variant
+            self._db.execute("INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+        return variant
+
+    def outcomes(self, model: str, since: float = 0.0, variant: str | None = None) -> dict[str, VariantOutcomes]:
+        """Per variant of `model`: requests served at or after `since` and the outcomes filed for them."""
+        sql = ("SELECT s.variant, COUNT(*), COUNT(o.request_id), COALESCE(SUM(o.success), 0), "
+               "COALESCE(SUM(o.value), 0.0) FROM served s LEFT JOIN outcomes o ON o.request_id = s.request_id "
+               "WHERE s.model = ? AND s.at >= ?" + (" AND s.variant = ?" if variant else "") + " GROUP BY s.variant")
+        args: tuple[object, ...] = (model, since, variant) if variant else (model, since)
+        return {r[0]: VariantOutcomes(r[0], int(r[1]), int(r[2]), int(r[3]), float(r[4]))
+                for r in self._db.execute(sql, args).fetchall()}
+
+    def offset(self, path: str) -> tuple[int, int]:
+        row = self._db.execute("SELECT inode, offset FROM log_offset WHERE path = ?", (path,)).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def set_offset(self, path: str, inode: int, offset: int) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO log_offset VALUES (?, ?, ?)", (path, inode, offset))
+
+
+def parse_line(line: str) -> tuple[str, str, str, int, float, float] | None:
+    """One splitter log line -> (request_id, model, variant, status, at, latency_ms); None for other lines
+    (HAProxy's own messages, requests that were not for a model)."""
+    parts = line.split()
+    if len(parts) != 8 or parts[0] != LOG_TAG:
+        return None
+    _, rid, backend, server, status, tr, _ta, at = parts
+    for prefix in (MODEL_BACKEND, MIRROR_BACKEND):
+        if backend.startswith(prefix) and rid != "-":
+            try:
+                return rid, backend[len(prefix):], server, int(status), float(at), float(tr)
+            except ValueError:
+                return None
+    return None
+
+
+class RequestLog:
+    """Reads new lines of the splitter's log into the store (from the saved offset; a replaced or
+    truncated log file is read from its start)."""
+
+    def __init__(self, path: Path, store: OutcomeStore) -> None:
+        self.path = path
+        self.store = store
+        self._lock = threading.Lock()
+
+    def refresh(self) -> int:
+        with self._lock:
+            try:
+                st = self.path.stat()
+            except FileNotFoundError:
+                return 0
+            inode, offset = self.store.offset(str(self.path))
+            if inode != st.st_ino or offset > st.st_size:
+                offset = 0
+            with open(self.path, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read()
+            end = data.rfind(b"\n") + 1  # a half-written last line waits for the next refresh
+            rows = [r for r in map(parse_line, data[:end].decode(errors="replace").splitlines()) if r]
+            if rows:
+                self.store.record_served(rows)
+            self.store.set_offset(str(self.path), st.st_ino, offset + end)
+            return len(rows)
