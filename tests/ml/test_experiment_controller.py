@@ -137,3 +137,18 @@ def test_arm_counts_of_each_metric_and_bad_input():
         ctl.arm_counts(found, ["champion"], "precision@k")
     with pytest.raises(ExperimentNotFound, match="no experiment for fraud"):
         load(Path("/nonexistent"), "fraud")
+
+
+def test_a_failed_promotion_still_returns_all_traffic_to_the_champion(tmp_path):
+    world = World({"champion": 0.30, "challenger": 0.45}, seed=15)
+
+    def broken(version: str) -> dict:
+        raise RuntimeError("the model server did not load v2")
+
+    test = ab(world, tmp_path, Plan(min_samples=1000, min_duration_s=0), [], [])
+    test.promote = broken
+    with pytest.raises(RuntimeError, match="did not load"):
+        test.run()
+    assert world.current == {"champion": 100, "challenger": 0}
+    state = load(tmp_path, "recommendation")
+    assert state.status == "failed" and "did not load v2" in state.message and state.mlflow_run_id == "run-1"

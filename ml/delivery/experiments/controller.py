@@ -152,13 +152,20 @@ class ABTest:
         """Record the decision in MLflow, promote through the platform's promotion path when it says so, and
         give the champion all traffic again (after a promotion the champion serves the winner)."""
         self.state.status = "decided"
-        self.state.mlflow_run_id = self.record(self.state)
-        if decision.verdict is stats.Verdict.PROMOTE:
-            self.state.promotion = self.promote(self.state.variants[CHALLENGER])
-        weights = {CHAMPION: 100, CHALLENGER: 0}
-        self.splitter.set_weights(self.state.model, weights)
-        self.state.record_round(weights, self.clock())
-        self._save()
+        try:
+            self.state.mlflow_run_id = self.record(self.state)
+            if decision.verdict is stats.Verdict.PROMOTE:
+                self.state.promotion = self.promote(self.state.variants[CHALLENGER])
+        except Exception as exc:
+            # The champion still takes all traffic back; the state says what did not happen.
+            self.state.status = "failed"
+            self.state.message = f"{decision.verdict}: recording or promoting failed: {exc}"
+            raise
+        finally:
+            weights = {CHAMPION: 100, CHALLENGER: 0}
+            self.splitter.set_weights(self.state.model, weights)
+            self.state.record_round(weights, self.clock())
+            self._save()
 
     def run(self) -> stats.Decision:
         self.start()
