@@ -25,6 +25,7 @@ from local.config import LocalConfig
 from local.report import Progress, summary_text
 from local.services import ORDER, Decision, decide, ensure, missing_entry_points
 from local.supervisor import Supervisor, port_in_use
+from ml.delivery.gitops import local_repository
 from ml.training.outputs import METADATA_FILE
 
 SUMMARY_FILE = "summary.json"
@@ -113,6 +114,8 @@ def _mark(cfg: LocalConfig, began: float, phase: str) -> None:
 
 def _up(cfg: LocalConfig, p: Progress, sup: Supervisor) -> int:
     p.say(f"mlplat local up: state in {cfg.state_dir}")
+    # Promotions write the deploy tree there (`mlplat model promote`, ml/delivery/gitops.py): no network needed.
+    p.detail(f"deploy repository {local_repository(cfg.state_dir)}")
     for note in preflight(cfg):
         p.detail(note)
     decisions: dict[str, Decision] = {name: decide(cfg, sup, name) for name in _services(cfg)}

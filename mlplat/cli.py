@@ -37,6 +37,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("bench", "ml.cli.bench", "ml"),
     ("capacity", "ml.cli.capacity", "ml"),
     ("pipeline", "local.cli", "ml"),
+    ("rollout", "ml.cli.rollout", "ml"),
     ("experiment", "local.experiment_cli", "ml"),
 ]
 

@@ -380,6 +380,14 @@ def _approval(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
                           f"{cfg.environment} needs 'gatesAndApproval', got {cfg.governance.promotion!r}")
 
 
+@rule("prod's model deployments change through reviewed pull requests (`workloads.gitops.promotion: pullRequest`).")
+def _gitops_review(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
+    g = cfg.workloads.gitops
+    if cfg.environment == "prod" and g.enabled and g.promotion != "pullRequest":
+        yield ConfigIssue(_key("workloads", "gitops", "promotion"),
+                          f"prod needs 'pullRequest' (a reviewed change is the manual approval), got {g.promotion!r}")
+
+
 @rule(f"Stateful resources are protected in {_tiers(PROTECTED_TIERS)}; prod runs MLflow, Feast and Alertmanager "
       "with >= 2 replicas; OpenSearch trace storage needs an URL.")
 def _prod_resilience(cfg: PlatformConfig) -> Iterator[ConfigIssue]:

@@ -353,6 +353,45 @@ class PipelinesConfig(Section):
         "the drift-report CronJob judges no drift on fewer sampled rows (a few hundred requests are noise).")
 
 
+_GIT_URL = r"^(https://[^\s/]+/\S+|ssh://[^\s/]+/\S+|git@[^\s:]+:\S+)$"
+
+
+def _git_branch(name: str) -> str:
+    """The git ref-name rules a branch can break by accident (git check-ref-format)."""
+    if not re.fullmatch(r"[A-Za-z0-9._/-]{1,100}", name):
+        raise ValueError(f"branch {name!r}: use 1-100 of A-Za-z0-9._/-")
+    if name.startswith(("/", "-", ".")) or name.endswith(("/", ".", ".lock")) or ".." in name or "//" in name:
+        raise ValueError(f"branch {name!r} is not a valid git branch name (no leading or trailing '/', '.' or '-', "
+                         "no '..' or '//', no '.lock' suffix)")
+    return name
+
+
+def _deploy_path(path: str) -> str:
+    """A relative folder inside the repository, without `.`/`..` parts."""
+    if not re.fullmatch(r"[A-Za-z0-9._/-]{1,100}", path):
+        raise ValueError(f"path {path!r}: use 1-100 of A-Za-z0-9._/-")
+    if path.startswith("/") or path.endswith("/") or any(part in ("", ".", "..") for part in path.split("/")):
+        raise ValueError(f"path {path!r} must be relative, without empty, '.' or '..' parts")
+    return path
+
+
+class GitOpsConfig(Section):
+    enabled: bool = Field(
+        True, description="Install Argo CD and deliver the model deployments (Seldon Models and Experiments) from "
+        "the deploy tree in git: an ApplicationSet makes one Application per enabled model.")
+    repo_url: Annotated[str, StringConstraints(pattern=_GIT_URL)] = Field(
+        "https://github.com/example-org/mlplatform-deploy.git",
+        description="Git repository of the deploy tree (https://, ssh:// or git@host:path). Credentials for a "
+        "private repository are a repository Secret in the Argo CD namespace, made outside the stack.")
+    branch: Annotated[str, AfterValidator(_git_branch)] = Field(
+        "main", description="Branch Argo CD follows and promotions commit to (or open pull requests against).")
+    path: Annotated[str, AfterValidator(_deploy_path)] = Field(
+        "deploy", description="Folder of the deploy tree inside the repository; it holds `<environment>/<model>/`.")
+    promotion: Literal["commit", "pullRequest"] = Field(
+        "commit", description="How publishing a version changes the tree: `commit` (straight to `branch`) or "
+        "`pullRequest` (a branch of its own that someone reviews and merges: the manual approval; prod: required).")
+
+
 class WorkloadsConfig(Section):
     mlflow: ServiceConfig = Field(default_factory=ServiceConfig, description="MLflow tracking server and registry.")
     feast: FeastConfig = Field(default_factory=FeastConfig, description="Feast feature server and materialization.")
@@ -365,6 +404,8 @@ class WorkloadsConfig(Section):
     model_server_repository: RepositoryConfig = Field(
         default_factory=RepositoryConfig, description="ECR repository of the model-server image."
     )
+    gitops: GitOpsConfig = Field(default_factory=GitOpsConfig,
+                                 description="Argo CD and the deploy tree of the model deployments.")
 
 
 class Experiment(Section):

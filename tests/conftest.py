@@ -71,6 +71,7 @@ def synth() -> Callable[[str], Any]:
 SHARED_SETUPS = {
     "report": "conformance",  # each stack's full `mlplat conform` run (tests/infra/conftest.py)
     "demo_platform": "demo-platform",  # `make demo`'s `mlplat local up --redis` (tests/local/conftest.py)
+    "autorollback_platform": "autorollback-platform",  # fraud, 1 s rules: rollback and delivery tests
     "mlflow_server": "ml-services",  # tests/ml/conftest.py: MLflow, Redis and MLServer processes
     "redis_factory": "ml-services",
     "mlserver_factory": "ml-services",

@@ -2,11 +2,12 @@
 be read by the Pulumi program, or it is a promise (in docs/CONFIG.md) that no resource keeps and clients
 find out at run time.
 
-The program is `__main__.py`, `stacks/context.py` (values derived from the config) and the modules under
-`infra/aws/` and `infra/workloads/`; the validation rules (`stacks/rules.py`) do not count, since checking
-a value is not using it. A key counts as read when its Python name is an attribute the program reads
-(`cfg.kafka.topics`, `t.partitions`) or a name it passes to `getattr`. The scan is by name: a field that
-shares its name with a read field of another section passes (a limit written in docs/CONFORMANCE.md).
+The program is `__main__.py`, `stacks/context.py` and `stacks/delivery.py` (values derived from the config,
+the deploy tree's inputs) and the modules under `infra/aws/` and `infra/workloads/`; the validation rules
+(`stacks/rules.py`) do not count, since checking a value is not using it. A key counts as read when its
+Python name is an attribute the program reads (`cfg.kafka.topics`, `t.partitions`) or a name it passes to
+`getattr`. The scan is by name: a field that shares its name with a read field of another section passes (a
+limit written in docs/CONFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from stacks.schema import ModelsSection, PlatformConfig
 
 CHECK = "dead-setting"
 ROOT = Path(__file__).resolve().parents[2]
-PROGRAM = ("__main__.py", "stacks/context.py", "infra/aws", "infra/workloads")
+PROGRAM = ("__main__.py", "stacks/context.py", "stacks/delivery.py", "infra/aws", "infra/workloads")
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:

@@ -16,6 +16,7 @@ from infra.conformance import (
     deadkeys,
     operators,
     ordering,
+    ownership,
     reachability,
     scanner,
     selectors,
@@ -143,6 +144,12 @@ def run(plan: Plan, store: ChartStore, scan: bool = True, dead_keys: bool = True
     objects.extend(_kustomizations(plan, store, crds, rows, report))
     objects.extend(plan.objects)
     rows[PROGRAM].rendered = len(plan.objects)
+    # The deploy tree Argo CD applies: validated like the rest, and owned by Argo CD alone.
+    tree = ownership.tree_objects(plan)
+    if tree:
+        rows[ownership.RELEASE] = Row(ownership.RELEASE, "contracts/deploy_tree.py", "-", rendered=len(tree))
+        report.problems.extend(ownership.check(plan, objects, tree))
+        objects.extend(tree)
     # 3. Schemas.
     core = core_schemas(plan.kubernetes_version)
     invalid: Counter[str] = Counter()

@@ -167,4 +167,8 @@ NOT_RUNNABLE: dict[str, str] = {
     "kube-webhook-certgen": "Helm hook Job that writes Secrets through the Kubernetes API",
     "workflow-controller": "Argo Workflows controller: needs the Kubernetes API",
     "kubectl": "Helm hook Job that applies CRDs through the Kubernetes API",
+    "argocd": "Argo CD v3.4.4 Go binaries (application and ApplicationSet controllers, server, repo server): no "
+              "Debian or PyPI build, its Go module does not build here; the controllers need the Kubernetes API",
+    "redis": "Redis 8.2 (the argo-cd chart's Argo CD cache): Debian bookworm's redis-server is 7.0, another major "
+             "version",
 }

@@ -1,12 +1,12 @@
-"""The models on the cluster: Seldon Models and Experiments, model-artifact storage through IRSA, and
-the Job that applies the Feast feature definitions.
+"""The models on the cluster: what Pulumi owns of serving them (storage access, the Feast apply Job), and the
+Seldon Models and Experiments themselves only where Argo CD does not deliver them.
 
-Per registered model (contracts/model_registry.py) enabled in config (`mlplatform:models.<name>.enabled`):
-- two Seldon `Model`s, `<name>-champion` and `<name>-challenger`, reading
-  `s3://<models bucket>/<name>/champion/` and `.../challenger/` (see `artifact_uri`), scheduled on our
-  MLServer `Server` (infra/workloads/seldon.py SERVER_NAME) with the replica bounds from config;
-- one `Experiment`, `<name>-experiment` (the name the model runbooks patch), splitting the champion's
-  traffic between the two by the configured weights.
+One owner per object (docs/DELIVERY.md): with `workloads.gitops.enabled` (every shipped stack) Argo CD owns
+the model deployments — per registered model enabled in config (`mlplatform:models.<name>.enabled`) the
+Seldon `Model`s `<name>-champion` / `<name>-challenger` and the `Experiment` `<name>-experiment`, rendered by
+contracts/deploy_tree.py into the deploy tree in git and applied by the Applications of
+infra/workloads/gitops.py — and this component declares none of them. With GitOps off it declares the same
+objects from the same renderer (label `managed-by: pulumi`, no released version: the runbooks record it).
 
 Storage: Seldon's agent copies artifacts with rclone. The Secret `seldon-rclone-s3` holds an rclone
 remote named `s3` (the storageUri scheme) with `env_auth`, so rclone takes credentials from the pod's
@@ -31,9 +31,11 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from contracts import model_registry
-from contracts.model_slots import RCLONE_REMOTE, SLOTS, artifact_uri, check_slot
+from contracts import deploy_tree, model_registry
+from contracts.deploy_tree import RCLONE_SECRET, SELDON_API
+from contracts.model_slots import RCLONE_REMOTE, SLOTS, check_slot
 from contracts.model_slots import artifact_model_settings as artifact_model_settings  # re-exported
+from contracts.model_slots import artifact_uri as artifact_uri  # re-exported
 from contracts.models import ModelSpec
 from infra.aws.interfaces import WORKLOAD_IDENTITIES, DataServices
 from infra.aws.storage import FEAST_OFFLINE_PREFIX
@@ -47,17 +49,12 @@ from infra.workloads.kube import (
     pod_security_context,
     resources,
 )
-from infra.workloads.seldon import SERVER_NAME
 from stacks.context import StackContext
+from stacks.delivery import model_releases
 from stacks.schema import ModelConfig
 
-SELDON_API = "mlops.seldon.io/v1alpha1"
 NAMESPACE = WORKLOAD_IDENTITIES["model-serving"].namespace
 FEAST_NAMESPACE = WORKLOAD_IDENTITIES["feast"].namespace
-# `mlserver` is the MLServer ServerConfig's capability; `python` marks a custom Python runtime
-# (our `ml.models.<name>.runtime` classes, named in each artifact's model-settings.json).
-REQUIREMENTS = ("mlserver", "python")
-RCLONE_SECRET = "seldon-rclone-s3"
 # Secrets the agent may read: ours, and the public-GCS one Seldon's runtime chart preloads.
 AGENT_SECRETS = (RCLONE_SECRET, "seldon-rclone-gs-public")
 DEFINITIONS_CONFIG_MAP = "feast-definitions"
@@ -92,32 +89,6 @@ def rclone_config(region: str) -> str:
     """One rclone remote (Seldon's storage-secret format; every parameter a string)."""
     return json.dumps({"name": RCLONE_REMOTE, "type": "s3", "parameters": {
         "provider": "AWS", "env_auth": "true", "region": region}}, sort_keys=True)
-
-
-def model_spec(model: EnabledModel, slot: str, bucket: str) -> dict[str, Any]:
-    cfg = model.config
-    return {
-        "storageUri": artifact_uri(bucket, model.name, slot),
-        "secretName": RCLONE_SECRET,
-        "requirements": list(REQUIREMENTS),
-        "server": SERVER_NAME,
-        # Seldon Core 2.10.2 disables native model autoscaling in its scheduler, so a Model's maxReplicas
-        # bounds nothing there (docs/CONFORMANCE.md): the model runs `minReplicas` replicas, set explicitly.
-        "replicas": cfg.min_replicas,
-        "minReplicas": cfg.min_replicas,
-    }
-
-
-def experiment_spec(model: EnabledModel) -> dict[str, Any]:
-    weights = model.config.experiment
-    champion = model.resource("champion")
-    return {
-        # Requests for `<name>-champion` are split by the weights while the experiment exists.
-        "default": champion,
-        "resourceType": "model",
-        "candidates": [{"name": champion, "weight": weights.champion_weight},
-                       {"name": model.resource("challenger"), "weight": weights.challenger_weight}],
-    }
 
 
 def definitions_py(models: Mapping[str, str], offline_root: str) -> str:
@@ -208,8 +179,8 @@ class ReferenceModelsArgs:
 
 
 class ReferenceModels(pulumi.ComponentResource):
-    """Seldon Models + Experiments (needs `seldon`) and the Feast apply Job (needs `feast`); either
-    part is skipped when its component is not installed."""
+    """Storage access of the Seldon Models (needs `seldon`; the Models and Experiments too when GitOps is
+    off) and the Feast apply Job (needs `feast`); either part is skipped when its component is not installed."""
 
     model_names: list[str]
 
@@ -249,21 +220,23 @@ class ReferenceModels(pulumi.ComponentResource):
             subjects=[{"kind": "ServiceAccount", "namespace": NAMESPACE,
                        "name": WORKLOAD_IDENTITIES["model-serving"].service_account}],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[seldon, role]))
+        if ctx.cfg.workloads.gitops.enabled:
+            return  # Argo CD applies the Models and Experiments from the deploy tree (infra/workloads/gitops.py)
         bucket = pulumi.Output.from_input(data.buckets["models"])
+        releases = model_releases(ctx.cfg)
         for model in models:
+            release = next(r for r in releases if r.name == model.name)
             made = []
             for slot in SLOTS:
                 made.append(k8s.apiextensions.CustomResource(
                     f"model-{model.resource(slot)}", api_version=SELDON_API, kind="Model",
-                    metadata={"name": model.resource(slot), "namespace": NAMESPACE,
-                              "labels": labels(model.name, slot, **{"mlplatform.io/model": model.name})},
-                    spec=bucket.apply(lambda b, m=model, s=slot: model_spec(m, s, b)),
+                    metadata=deploy_tree.model_metadata(release, slot, "pulumi"),
+                    spec=bucket.apply(lambda b, r=release, s=slot: deploy_tree.model_object(r, s, b, "pulumi")["spec"]),
                     opts=pulumi.ResourceOptions(parent=self, depends_on=[seldon, secret, binding])))
+            experiment = deploy_tree.experiment_object(release, "pulumi")
             k8s.apiextensions.CustomResource(
                 f"experiment-{model.experiment}", api_version=SELDON_API, kind="Experiment",
-                metadata={"name": model.experiment, "namespace": NAMESPACE,
-                          "labels": labels(model.name, "experiment", **{"mlplatform.io/model": model.name})},
-                spec=experiment_spec(model),
+                metadata=experiment["metadata"], spec=experiment["spec"],
                 opts=pulumi.ResourceOptions(parent=self, depends_on=made))
 
     def _feast_apply(self, ctx: StackContext, data: DataServices, image: pulumi.Input[str],

@@ -291,7 +291,10 @@ def run_parameters(ctx: StackContext, buckets: dict[str, str], mlflow_uri: str) 
     params = {
         "data_uri": p.data_uri, "seed": 0, "offline_uri": f"s3://{buckets['feast']}/{FEAST_OFFLINE_PREFIX.rstrip('/')}",
         "feast_repo": "", "promotion": ctx.cfg.governance.promotion, "tracking_uri": mlflow_uri,
-        "slot_bucket": buckets["models"], "slot_dir": "", "serving_url": "", "seldon_namespace": SELDON_NAMESPACE,
+        "slot_bucket": buckets["models"], "slot_dir": "", "serving_url": "",
+        # With GitOps Argo CD owns the Models: a patch would be undone by self-heal, so the step leaves them alone
+        # and serving follows the deploy tree (`mlplat model promote`).
+        "seldon_namespace": "" if ctx.cfg.workloads.gitops.enabled else SELDON_NAMESPACE,
         "version_tags": json.dumps({"mlplat.environment": ctx.cfg.environment}), "quick": False,
     }
     unknown = set(params) - set(PARAMETERS)
@@ -384,7 +387,8 @@ class Pipelines(pulumi.ComponentResource):
         self._bootstrap(name, ctx, data, args, bucket, kfp, ns)
         if cfg.retrain_on_drift:
             self._retrain_receiver(name, ctx, args, kfp, ns)
-        if args.seldon is not None:
+        if args.seldon is not None and not ctx.cfg.workloads.gitops.enabled:
+            # With GitOps the deploy tree in git is what serves: the step never patches a Model Argo CD owns.
             self._seldon_access(name, args.seldon, accounts[1])
         self.register_outputs({"apiUrl": API_URL, "pipelineRoot": bucket.apply(pipeline_root)})
 

@@ -18,6 +18,7 @@ from infra.aws.interfaces import DataServices
 from infra.workloads.cluster_addons import ClusterAddonCharts, ClusterAddonChartsArgs
 from infra.workloads.experiments import ExperimentControllers, bandit_models
 from infra.workloads.feature_store import FeatureStore, FeatureStoreArgs
+from infra.workloads.gitops import GitOps, GitOpsArgs
 from infra.workloads.governance import Governance, GovernanceArgs
 from infra.workloads.mlflow import Mlflow, MlflowArgs
 from infra.workloads.models_cluster import ReferenceModels, ReferenceModelsArgs
@@ -86,6 +87,9 @@ class Platform(pulumi.ComponentResource):
                 ctx=ctx, data=data, vpc_cidr=vpc_cidr, image=repo.image, depends_on=base), child)
         ReferenceModels("models", ReferenceModelsArgs(ctx=ctx, data=data, image=repo.image, seldon=seldon,
                                                       feast=feast), child)
+        if wl.gitops.enabled and seldon is not None:
+            # Argo CD delivers the Seldon Models and Experiments (the models namespace and CRDs come with Seldon).
+            GitOps("gitops", GitOpsArgs(ctx=ctx, seldon=seldon, depends_on=base), child)
         governance = Governance("governance", GovernanceArgs(
             ctx=ctx, data=data, vpc_cidr=vpc_cidr, image=repo.image, depends_on=base), child)
         if bandit_models(ctx):  # its service account lives in the governance namespace

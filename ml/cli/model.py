@@ -6,6 +6,7 @@
     mlplat model card NAME [--version V] [--json] [--tracking-uri URI]
     mlplat model approve NAME VERSION --by WHO --reason TEXT [--stack-file F] [--no-promote]
     mlplat model drift NAME [--samples DIR] [--out DIR] [--window N] [--tracking-uri URI]
+    mlplat model promote NAME VERSION --stack-file F [--slot S] [--repo PATH_OR_URL] [--bucket B]
 
 train, evaluate and approve print one JSON document on stdout (logs go to stderr), so they compose
 with `jq`; card prints Markdown (or JSON with --json).
@@ -116,6 +117,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ap.add_argument("--audit-log", type=Path,
                     help="audit log (default $MLPLAT_AUDIT_LOG or <state dir>/runbook-audit.jsonl)")
     ap.set_defaults(func=run_approve)
+
+    pr = sub.add_parser("promote", help="write a released version into the deploy tree in git (Argo CD applies it): "
+                                        "a commit, or a pull-request branch where the stack wants review")
+    pr.add_argument("name", choices=names)
+    pr.add_argument("version")
+    pr.add_argument("--stack-file", type=Path, required=True, help="the stack (Pulumi.<env>.yaml) whose tree changes")
+    pr.add_argument("--slot", choices=("champion", "challenger"), default="champion")
+    pr.add_argument("--repo", help="deploy repository: a path or URL (default: the running local platform's "
+                                   "<state dir>/deploy.git, else the stack's workloads.gitops.repoUrl)")
+    pr.add_argument("--bucket", help="models bucket (stack output buckets.models); needed for the first release only")
+    pr.add_argument("--tracking-uri", help=REGISTRY_HELP)
+    pr.set_defaults(func=run_promote)
 
     dr = sub.add_parser("drift", help="Evidently drift report: sampled serving inputs vs the training reference")
     dr.add_argument("name", choices=names)
@@ -276,6 +289,35 @@ def run_approve(args: argparse.Namespace) -> int:
             print(f"mlplat model approve: {exc}", file=sys.stderr)
             return 1
     _emit(result)
+    return 0
+
+
+def run_promote(args: argparse.Namespace) -> int:
+    """The deploy tree change of a released version, with its model card and gate results in the message."""
+    from ml.delivery import gitops
+
+    cfg = load_stack_file(args.stack_file)
+    found = registry("promote", args.tracking_uri)
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            doc = card.load(_client(found.tracking_uri), args.name, args.version)
+        except LookupError as exc:
+            print(f"mlplat model promote: {exc}", file=sys.stderr)
+            return 1
+    gates = doc.get("gates") or {}
+    location = args.repo or (str(found.platform.state_dir / gitops.LOCAL_REPO) if found.platform else None)
+    target = gitops.target_for(cfg, location=location, bucket=args.bucket)
+    release = gitops.Release(args.name, str(args.version), args.slot, card=card.render_markdown(doc),
+                             gates=f"{'passed' if gates.get('passed') else 'FAILED'}: {gates.get('summary', '')}",
+                             actor="mlplat model promote")
+    try:
+        outcome = gitops.publish_release(cfg, target, release)
+    except gitops.GitOpsError as exc:
+        print(f"mlplat model promote: {exc}", file=sys.stderr)
+        return 1
+    print(f"mlplat model promote: {outcome.message}", file=sys.stderr)
+    _emit({"changed": outcome.changed, "branch": outcome.branch, "commit": outcome.commit,
+           "files": list(outcome.files), "repository": target.location})
     return 0
 
 

@@ -410,4 +410,7 @@ def publish(name: str, version: str, promotion: str, tracking_uri: str, slot_buc
         done.append(_reload_local(serving_url, name))
     if seldon_namespace:
         done.append(touch_seldon_model(seldon_namespace, name, version))
+    elif slot_bucket:
+        # A GitOps cluster: serving changes when the deploy tree names the version (ml/delivery/gitops.py).
+        done.append(f"serving follows the deploy tree: mlplat model promote {name} {version} --stack-file ...")
     return "; ".join(done)

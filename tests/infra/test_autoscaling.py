@@ -15,14 +15,19 @@ from __future__ import annotations
 
 import pytest
 
+from contracts import deploy_tree
 from stacks.config import load_stack_file, stack_file
+from stacks.delivery import model_releases
 
 MODEL = "kubernetes:mlops.seldon.io/v1alpha1:Model"
 RELEASE = "kubernetes:helm.sh/v3:Release"
 
 
-def _models(s):
-    return {r.inputs["metadata"]["name"]: r.inputs["spec"] for r in s.of_type(MODEL)}
+def _models(env):
+    """The Models the cluster serves: Argo CD applies them from the deploy tree (contracts/deploy_tree.py)."""
+    cfg = load_stack_file(stack_file(env))
+    tree = deploy_tree.objects(env, "models-bucket", model_releases(cfg))
+    return {o["metadata"]["name"]: o["spec"] for o in tree.values() if o["kind"] == "Model"}
 
 
 def _server(s):
@@ -34,7 +39,8 @@ def _server(s):
 
 def test_model_replicas_are_fixed_by_config_and_carry_no_inert_bound(synth, env):
     cfg = load_stack_file(stack_file(env))
-    models = _models(synth(env))
+    assert synth(env).of_type(MODEL) == []  # Argo CD's, not the plan's
+    models = _models(env)
     assert models
     for name, spec in models.items():
         model = name.rsplit("-", 1)[0]
@@ -47,7 +53,7 @@ def test_server_hosts_every_model_replica_within_its_bounds(synth, env):
     cfg = load_stack_file(stack_file(env))
     s = synth(env)
     server = _server(s)
-    needed = max(spec["replicas"] for spec in _models(s).values())
+    needed = max(spec["replicas"] for spec in _models(env).values())
     assert server["minReplicas"] <= server["replicas"] <= server["maxReplicas"]
     assert server["replicas"] >= needed  # one replica of each model per server replica
     enabled = [getattr(cfg.models, m) for m in cfg.models.names() if getattr(cfg.models, m).enabled]

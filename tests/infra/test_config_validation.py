@@ -159,6 +159,8 @@ CASES = [
     ("dev", "network.availabilityZones", ["eu-west-1a", "eu-west-1b"], "mlplatform:network.availabilityZones",
      "MSK brokers must span at least 3 availability zones, got 2"),
     ("dev", "network.flowLogs.enabled", False, "mlplatform:network.flowLogs.enabled", "dev needs VPC flow logs"),
+    ("prod", "workloads.gitops.promotion", "commit", "mlplatform:workloads.gitops.promotion",
+     "prod needs 'pullRequest' (a reviewed change is the manual approval), got 'commit'"),
     ("prod", "governance.promotion", "gates", "mlplatform:governance.promotion",
      "prod needs 'gatesAndApproval', got 'gates'"),
     ("staging", "cluster.publicAccessCidrs", ["0.0.0.0/0"], "mlplatform:cluster.publicAccessCidrs",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.conformance import deadkeys, ordering, runner, wiring
+from infra.conformance import deadkeys, ordering, ownership, runner, wiring
 from infra.conformance.charts import HOW_TO, ChartPin, ChartSourceError, ChartStore, mirror_from_env, pins
 from infra.conformance.model import KubeObject, Problem
 from infra.conformance.plan import Plan
@@ -96,7 +96,7 @@ def test_conform_command_prints_the_report_and_exits_by_its_verdict(
 def test_seldon_models_set_no_bound_the_pinned_scheduler_ignores(plan_of: Callable[[str], Plan]) -> None:
     """Seldon Core 2.10.2 disables native model autoscaling in the scheduler (docs/CONFORMANCE.md):
     a Model's maxReplicas does nothing there, so the program sets the replica count it honours."""
-    models = [o for o in plan_of("prod").objects if o.kind == "Model"]
+    models = [o for o in ownership.tree_objects(plan_of("prod")) if o.kind == "Model"]  # Argo CD applies them
     assert models
     for model in models:
         spec = model.manifest["spec"]
@@ -122,21 +122,38 @@ def _with(plan: Plan, edit: Callable[[Plan], None]) -> Plan:
 def test_a_wrong_type_for_a_crd_field_is_reported_with_object_and_field(
         plan_of: Callable[[str], Plan], store: ChartStore) -> None:
     def edit(plan: Plan) -> None:
-        model = next(o for o in plan.objects if o.kind == "Model")
-        model.manifest["spec"]["minReplicas"] = "two"
+        project = next(o for o in plan.objects if o.kind == "AppProject")
+        project.manifest["spec"]["description"] = 2
 
     rep = runner.run(_with(plan_of("dev"), edit), store, scan=False, dead_keys=False)
     found = _problems(rep, "schema")
     assert len(found) == 1
-    assert "Model seldon/" in found[0] and "spec.minReplicas: 'two' is not of type 'integer'" in found[0]
+    assert "AppProject argocd/models" in found[0] and "spec.description: 2 is not of type 'string'" in found[0]
+
+
+def test_a_wrong_type_in_the_deploy_tree_is_reported(plan_of: Callable[[str], Plan], store: ChartStore,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tree Argo CD applies is checked against the Seldon CRDs in the same run."""
+    render = ownership.tree_objects
+
+    def broken(plan: Plan) -> list:
+        objects = render(plan)
+        next(o for o in objects if o.kind == "Model").manifest["spec"]["minReplicas"] = "two"
+        return objects
+
+    monkeypatch.setattr(ownership, "tree_objects", broken)
+    found = _problems(runner.run(plan_of("dev"), store, scan=False, dead_keys=False), "schema")
+    assert len(found) == 1
+    assert "Model seldon/" in found[0] and "deploy tree deploy/dev/" in found[0]
+    assert "spec.minReplicas: 'two' is not of type 'integer'" in found[0]
 
 
 def test_an_unknown_crd_field_is_reported(plan_of: Callable[[str], Plan], store: ChartStore) -> None:
     def edit(plan: Plan) -> None:
-        next(o for o in plan.objects if o.kind == "Experiment").manifest["spec"]["candidate"] = []
+        next(o for o in plan.objects if o.kind == "ApplicationSet").manifest["spec"]["generator"] = []
 
     found = _problems(runner.run(_with(plan_of("dev"), edit), store, scan=False, dead_keys=False), "schema")
-    assert len(found) == 1 and "Experiment seldon/" in found[0] and "unknown field ('candidate'" in found[0]
+    assert len(found) == 1 and "ApplicationSet argocd/models" in found[0] and "unknown field ('generator'" in found[0]
 
 
 def test_a_misspelt_values_key_is_reported_with_its_path(plan_of: Callable[[str], Plan], store: ChartStore) -> None:
@@ -238,4 +255,4 @@ def test_plan_reads_releases_and_own_objects_from_a_preview_plan(synth: Callable
     plan = Plan.from_preview(preview)
     assert {r.name for r in plan.releases} >= {"seldon-core-v2-runtime", "kube-prometheus-stack", "jaeger"}
     assert plan.kubernetes_version.count(".") == 1
-    assert any(o.kind == "Model" for o in plan.objects)
+    assert any(o.kind == "ApplicationSet" for o in plan.objects)

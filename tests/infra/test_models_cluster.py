@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from contracts import model_registry
+from contracts import deploy_tree, model_registry
 from infra.offline.synth import Synthesis, read_stack_config, synthesize
 from infra.workloads.models_cluster import (
     RCLONE_SECRET,
@@ -21,10 +21,12 @@ from infra.workloads.models_cluster import (
 )
 from stacks.bom import load_bom
 from stacks.config import load_stack_file, stack_file
+from stacks.delivery import model_releases
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "kubernetes:mlops.seldon.io/v1alpha1:Model"
 EXPERIMENT = "kubernetes:mlops.seldon.io/v1alpha1:Experiment"
+APPSET = "kubernetes:argoproj.io/v1alpha1:ApplicationSet"
 JOB = "kubernetes:batch/v1:Job"
 MODELS = ("fraud", "sentiment", "recommendation")
 
@@ -37,47 +39,33 @@ def _by_name(s: Synthesis, type_: str) -> dict[str, dict]:
     return {r.inputs["metadata"]["name"]: r.inputs for r in s.of_type(type_)}
 
 
-def test_models_and_experiments_follow_config(synth, env):
-    s, cfg = synth(env), load_stack_file(stack_file(env))
-    models, experiments = _by_name(s, MODEL), _by_name(s, EXPERIMENT)
-    assert set(models) == {f"{m}-{slot}" for m in MODELS for slot in ("champion", "challenger")}
-    assert set(experiments) == {f"{m}-experiment" for m in MODELS}
-    bucket = _bucket(s, "models")
-    for name in MODELS:
-        mc = getattr(cfg.models, name)
-        for slot in ("champion", "challenger"):
-            m = models[f"{name}-{slot}"]
-            assert m["apiVersion"] == "mlops.seldon.io/v1alpha1" and m["kind"] == "Model"
-            assert m["metadata"]["namespace"] == "seldon"
-            spec = m["spec"]
-            assert spec["storageUri"] == f"s3://{bucket}/{name}/{slot}/"
-            # Seldon 2.10.2 runs `replicas`; maxReplicas would bound nothing (tests/infra/test_autoscaling.py).
-            assert (spec["replicas"], spec["minReplicas"]) == (mc.min_replicas, mc.min_replicas)
-            assert "maxReplicas" not in spec
-            assert spec["server"] == "mlserver" and "mlserver" in spec["requirements"]
-            assert spec["secretName"] == RCLONE_SECRET
-        exp = experiments[f"{name}-experiment"]
-        assert exp["metadata"]["namespace"] == "seldon"
-        weights = {c["name"]: c["weight"] for c in exp["spec"]["candidates"]}
-        assert weights == {f"{name}-champion": mc.experiment.champion_weight,
-                           f"{name}-challenger": mc.experiment.challenger_weight}
-        assert exp["spec"]["default"] == f"{name}-champion"
+def test_argo_cd_owns_the_model_deployments(synth, env):
+    """With GitOps on (every shipped stack) the program declares no Model or Experiment: the ApplicationSet
+    makes one Application per enabled model, and the tree holds what the program used to declare
+    (tests/infra/test_deploy_tree.py)."""
+    s = synth(env)
+    assert s.of_type(MODEL) == [] and s.of_type(EXPERIMENT) == []
+    appset = s.one(APPSET, "gitops-applicationset").inputs
+    elements = appset["spec"]["generators"][0]["list"]["elements"]
+    assert [(e["model"], e["environment"]) for e in elements] == [(m, env) for m in MODELS]
 
 
-def test_prod_values_are_the_stack_files(synth):
-    # Guards against reading defaults instead of config: prod differs from the schema defaults.
-    fraud = _by_name(synth("prod"), EXPERIMENT)["fraud-experiment"]["spec"]["candidates"]
-    assert [c["weight"] for c in fraud] == [95, 5]
-    assert _by_name(synth("prod"), MODEL)["fraud-champion"]["spec"]["replicas"] == 2
+def test_prod_server_bound_is_the_stack_file(synth):
     server = next(r.inputs["values"]["mlserver"] for r in synth("prod").of_type("kubernetes:helm.sh/v3:Release")
                   if r.inputs.get("chart") == "seldon-core-v2-servers")
     assert server["maxReplicas"] == 10  # prod's fraud maxReplicas bounds the Server's autoscaling
-    staging = _by_name(synth("staging"), EXPERIMENT)["fraud-experiment"]["spec"]["candidates"]
-    assert [c["weight"] for c in staging] == [90, 10]
 
 
-def test_seldon_resources_wait_for_the_crds_and_storage_access(synth):
-    s = synth("dev")
+def test_without_gitops_the_program_declares_the_tree_objects(partial):
+    """GitOps off: the same objects from the same renderer, labelled managed-by pulumi, after the CRDs,
+    the Servers and the storage access."""
+    s = partial["no-gitops"]
+    cfg = load_stack_file(stack_file("dev"))
+    tree = deploy_tree.objects("dev", _bucket(s, "models"), model_releases(cfg), managed_by="pulumi")
+    declared = {r.inputs["metadata"]["name"]: r.inputs for r in [*s.of_type(MODEL), *s.of_type(EXPERIMENT)]}
+    assert {o["metadata"]["name"]: o for o in tree.values()} == {
+        n: {k: v for k, v in o.items() if k != "__defaults"} for n, o in declared.items()}
+    assert s.of_type(APPSET) == []
     model = s.one(MODEL, "model-fraud-champion")
     deps = " ".join(model.dependencies)
     assert "seldon-core-v2-crds" in deps and "seldon-core-v2-servers" in deps
@@ -136,15 +124,16 @@ def partial() -> dict[str, Synthesis]:
     models["fraud"] = {**models["fraud"], "enabled": False}
     workloads = dict(base.get("mlplatform:workloads") or {})
     off = {**workloads, "seldon": {"enabled": False}, "feast": {"enabled": False}}
+    no_gitops = {**workloads, "gitops": {"enabled": False}}
     return {"no-fraud": synthesize("dev", {**base, "mlplatform:models": models}),
-            "no-seldon-feast": synthesize("dev", {**base, "mlplatform:workloads": off})}
+            "no-seldon-feast": synthesize("dev", {**base, "mlplatform:workloads": off}),
+            "no-gitops": synthesize("dev", {**base, "mlplatform:workloads": no_gitops})}
 
 
 def test_disabled_model_is_absent(partial):
     s = partial["no-fraud"]
-    assert not [n for n in _by_name(s, MODEL) if n.startswith("fraud")]
-    assert "fraud-experiment" not in _by_name(s, EXPERIMENT)
-    assert set(_by_name(s, EXPERIMENT)) == {"sentiment-experiment", "recommendation-experiment"}
+    elements = s.one(APPSET, "gitops-applicationset").inputs["spec"]["generators"][0]["list"]["elements"]
+    assert [e["model"] for e in elements] == ["sentiment", "recommendation"]
     definitions = s.one("kubernetes:core/v1:ConfigMap", "feast-definitions").inputs["data"]["definitions.py"]
     assert "['recommendation']" in definitions
 
@@ -153,6 +142,7 @@ def test_without_seldon_and_feast_nothing_is_declared(partial):
     s = partial["no-seldon-feast"]
     feast_jobs = [j for j in s.of_type(JOB) if "ReferenceModels" in j.urn]  # the pipelines' bootstrap Job stays
     assert s.of_type(MODEL) == [] and s.of_type(EXPERIMENT) == [] and feast_jobs == []
+    assert s.of_type(APPSET) == []  # no Seldon, nothing for Argo CD to deliver: it is not installed
     assert s.one("mlplatform:workloads:ReferenceModels").name == "models"
 
 

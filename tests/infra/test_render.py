@@ -21,7 +21,7 @@ def test_dev_manifests_validate_and_releases_are_listed(synth, tmp_path):
     assert {"Namespace", "ServiceAccount", "NetworkPolicy", "Deployment", "CronJob", "ConfigMap", "Secret",
             "Service", "PersistentVolumeClaim", "StorageClass"} <= kinds
     assert {m["kind"] for m in (rendered.manifests[p] for p in skipped)} <= {
-        "ServiceMonitor", "PodMonitor", "PrometheusRule", "Model", "Experiment"}
+        "ServiceMonitor", "PodMonitor", "PrometheusRule", "AppProject", "ApplicationSet"}
     assert not any(m["kind"] == "Release" for m in rendered.manifests.values())
 
     write(rendered, tmp_path)
@@ -30,7 +30,7 @@ def test_dev_manifests_validate_and_releases_are_listed(synth, tmp_path):
     doc = yaml.safe_load((tmp_path / "manifests" / "feast" / "cronjob-feast-materialize.yaml").read_text())
     assert doc["kind"] == "CronJob" and doc["metadata"]["namespace"] == "feast"
     listed = yaml.safe_load((tmp_path / "helm-releases.yaml").read_text())["releases"]
-    assert len(listed) == 12
+    assert len(listed) == 13
     overlays = list((tmp_path / "kustomize").glob("kubeflow-pipelines-*/kustomization.yaml"))
     assert len(overlays) == 1 and "?ref=" in overlays[0].read_text()
     bom = load_bom()

@@ -9,13 +9,15 @@ variables `local up` honours (MLPLAT_LOCAL_DIR, MLPLAT_<NAME>_PORT), so none tou
 - `demo_platform` (session): `make demo`'s own command line, read from the Makefile (today
   `.venv/bin/mlplat local up --redis`), shared by the demo end-to-end test, the inference fuzzing, the
   fault injection and the pipelines test of the demo's runs; each leaves every service healthy.
-- `autorollback_platform`: fraud only, Prometheus evaluating every second, automatic rollback on.
+- `autorollback_platform` (session): fraud only, Prometheus evaluating every second, automatic rollback on;
+  shared by the automatic-rollback test and the delivery test (rollouts and shadow through the splitter),
+  which runs after it and leaves the first champion serving.
 - `retrain_platform`: fraud only with Redis, Prometheus every second, automatic rollback off (a drift
   retrain must not be rolled back by a rule meant for bad versions).
 - `manual_platform`: fraud only, no Prometheus (no rule may act while a person rolls back).
 - `plugin_platform`: a model kept outside the repository (MLPLAT_MODEL_PLUGINS), no Prometheus.
 
-The last four are used by one module each and live as long as that module, so no more than two
+The last three are used by one module each and live as long as that module, so no more than two
 platforms run at a time on a small machine; a second module that needs one of them shares it by
 making it session-scoped.
 """
@@ -132,7 +134,7 @@ def demo_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
 FAST_RULES = {"MLPLAT_PROMETHEUS_INTERVAL_S": "1"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def autorollback_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     with start_platform(tmp_path_factory.mktemp("autorollback-state"), local_up("--models", "fraud"),
                         extra_env=FAST_RULES) as platform:

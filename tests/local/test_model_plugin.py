@@ -6,9 +6,9 @@ Then, through the product's own commands in subprocesses:
 - `mlplat local up --models toy` generates its sample data, trains it, registers it in MLflow,
   promotes it on its sample-data floor, serves it from a real MLServer process and smoke-tests it with
   the request its spec declares; a prediction over HTTP follows, then `mlplat local down`;
-- `mlplat synth --stack dev` (re-executed in the IaC environment, under mocks) declares its Seldon
-  Models and Experiment, sizes the MLServer Server with its replicas and resources, and lists it in
-  the model-quality dashboard, next to the built-in models.
+- `mlplat synth --stack dev` (re-executed in the IaC environment, under mocks) gives it an Application of
+  the deploy tree (Argo CD applies its Seldon Models and Experiment), sizes the MLServer Server with its
+  replicas and resources, and lists it in the model-quality dashboard, next to the built-in models.
 """
 
 from __future__ import annotations
@@ -173,12 +173,12 @@ def test_plugin_model_is_declared_on_the_cluster(plugin_env, tmp_path):
         return {s["inputs"]["metadata"]["name"]: s["inputs"] for s in states
                 if s["type"] == f"kubernetes:mlops.seldon.io/v1alpha1:{kind}"}
 
-    models, experiments = named("Model"), named("Experiment")
-    for slot in ("champion", "challenger"):
-        spec = models[f"toy-{slot}"]["spec"]
-        assert spec["storageUri"].endswith(f"/toy/{slot}/") and spec["minReplicas"] == 1
-    assert experiments["toy-experiment"]["spec"]["default"] == "toy-champion"
-    assert {f"{m}-champion" for m in model_registry.names()} < set(models)  # the built-in ones as before
+    # Argo CD delivers the Seldon Models and Experiment (contracts/deploy_tree.py): one Application per model.
+    assert named("Model") == {} and named("Experiment") == {}
+    (appset,) = named("ApplicationSet").values()
+    elements = appset["spec"]["generators"][0]["list"]["elements"]
+    assert {"model": "toy", "environment": "dev", "path": "deploy/dev/toy"} in elements
+    assert {e["model"] for e in elements} == {*model_registry.names(), "toy"}  # the built-in ones as before
 
     releases = {s["inputs"]["name"]: s["inputs"] for s in states if s["type"] == "kubernetes:helm.sh/v3:Release"}
     mlserver = releases["seldon-core-v2-servers"]["values"]["mlserver"]

@@ -1,0 +1,152 @@
+"""`mlplat rollout`: progressive delivery and shadow traffic on the running local platform.
+
+    mlplat rollout start NAME VERSION [--steps 10,50,100] [--interval 30s] [--min-requests 20]
+    mlplat rollout status NAME [--json]
+    mlplat rollout shadow NAME VERSION [--percent 10]
+    mlplat rollout shadow-report NAME [--json]
+    mlplat rollout shadow-stop NAME
+
+`start` runs in the foreground until the rollout ends and exits 0 when the challenger became champion,
+3 when the analysis stopped it (traffic back on the champion), 1 on an error. The platform is the one
+`mlplat local up` recorded (state directory $MLPLAT_LOCAL_DIR, else .local/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from contracts import local_platform
+from ml.delivery.rollout import DEFAULT_STEPS, RolloutError, format_status, parse_duration, parse_steps
+from ml.delivery.splitter import SplitterError
+
+EXIT_STOPPED = 3
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("rollout", help="canary rollouts with automatic analysis, shadow traffic "
+                                                   "(local platform)")
+    sub = parser.add_subparsers(dest="rollout_command", metavar="ACTION", required=True)
+    st = sub.add_parser("start", help="move the challenger's share step by step, analysed at each step")
+    st.add_argument("name")
+    st.add_argument("version")
+    st.add_argument("--steps", type=parse_steps, default=DEFAULT_STEPS, help="challenger shares in %% (10,50,100)")
+    st.add_argument("--interval", type=parse_duration, default=parse_duration("30s"),
+                    help="how long each step runs before it may pass (30s, 2m, ...)")
+    st.add_argument("--min-requests", type=int, default=20,
+                    help="challenger answers a step needs before it may pass (default 20)")
+    st.set_defaults(func=_start)
+    ss = sub.add_parser("status", help="step, shares and the analysis of a model's rollout")
+    ss.add_argument("name")
+    ss.add_argument("--json", action="store_true")
+    ss.set_defaults(func=_status)
+    sh = sub.add_parser("shadow", help="mirror a share of live traffic to a challenger (callers get the champion)")
+    sh.add_argument("name")
+    sh.add_argument("version")
+    sh.add_argument("--percent", type=int, default=10, help="share of requests mirrored (default 10)")
+    sh.set_defaults(func=_shadow)
+    sr = sub.add_parser("shadow-report", help="agreement, latency and errors of the shadow against the champion")
+    sr.add_argument("name")
+    sr.add_argument("--json", action="store_true")
+    sr.set_defaults(func=_shadow_report)
+    sx = sub.add_parser("shadow-stop", help="stop mirroring")
+    sx.add_argument("name")
+    sx.set_defaults(func=_shadow_stop)
+
+
+def _cfg(command: str) -> Any:
+    # The local platform's modules import MLflow and the serving stack: loaded when a command runs.
+    from local import rollout
+
+    try:
+        cfg = rollout.platform_config()
+    except (local_platform.PlatformNotFound, RolloutError) as exc:
+        print(f"mlplat rollout {command}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"mlplat rollout {command}: local platform in {cfg.state_dir}", file=sys.stderr, flush=True)
+    return rollout, cfg
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _start(args: argparse.Namespace) -> int:
+    if args.min_requests < 1:
+        print("mlplat rollout start: --min-requests must be >= 1", file=sys.stderr)
+        return 2
+    rollout, cfg = _cfg("start")
+    try:
+        result = rollout.start(cfg, args.name, args.version, args.steps, args.interval, args.min_requests, say=_say)
+    except (RolloutError, SplitterError, ValueError) as exc:
+        print(f"mlplat rollout start: {exc}", file=sys.stderr)
+        return 1
+    print(format_status(result))
+    return 0 if result.phase == "promoted" else EXIT_STOPPED
+
+
+def _status(args: argparse.Namespace) -> int:
+    rollout, cfg = _cfg("status")
+    r, live, note = rollout.status(cfg, args.name)
+    if r is None:
+        print(f"mlplat rollout status: no rollout of {args.name} recorded in {cfg.state_dir}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({**asdict(r), "live_shares": live, "note": note}, indent=1))
+    else:
+        print(format_status(r, live) + (f"\nnote: {note}" if note else ""))
+    return 0
+
+
+def _shadow(args: argparse.Namespace) -> int:
+    rollout, cfg = _cfg("shadow")
+    try:
+        rollout.shadow_start(cfg, args.name, args.version, args.percent, say=_say)
+    except (RolloutError, SplitterError, ValueError) as exc:
+        print(f"mlplat rollout shadow: {exc}", file=sys.stderr)
+        return 1
+    print(f"`mlplat rollout shadow-report {args.name}` compares the answers; `mlplat rollout shadow-stop "
+          f"{args.name}` ends the mirroring")
+    return 0
+
+
+def _fmt(v: float | None, unit: str = "") -> str:
+    if v is None:
+        return "no data"
+    return f"{v:.1%}" if unit == "%" else f"{v:.1f} ms"
+
+
+def _shadow_report(args: argparse.Namespace) -> int:
+    rollout, cfg = _cfg("shadow-report")
+    try:
+        doc = rollout.shadow_report(cfg, args.name)
+    except (RolloutError, SplitterError) as exc:
+        print(f"mlplat rollout shadow-report: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(doc, indent=1))
+        return 0
+    r = doc["report"]
+    print(f"shadow of {args.name}: challenger v{doc['version']}, {doc['percent']} % mirrored "
+          f"({'active' if doc['active'] else 'stopped'})")
+    print(f"compared requests: {r['mirrored']} (copies dropped: {r['dropped']})")
+    print(f"agreement with the champion: {_fmt(r['agreement'], '%')}")
+    print(f"{'':12}{'p50':>10}{'p99':>10}{'errors':>9}")
+    for side in ("champion", "challenger"):
+        print(f"{side:12}{_fmt(r[f'{side}_p50_ms']):>10}{_fmt(r[f'{side}_p99_ms']):>10}"
+              f"{_fmt(r[f'{side}_error_rate'], '%'):>9}")
+    return 0
+
+
+def _shadow_stop(args: argparse.Namespace) -> int:
+    rollout, cfg = _cfg("shadow-stop")
+    try:
+        rollout.shadow_stop(cfg, args.name)
+    except (RolloutError, SplitterError, ValueError) as exc:
+        print(f"mlplat rollout shadow-stop: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.name}: mirroring stopped")
+    return 0
