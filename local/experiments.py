@@ -18,14 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from contracts import local_platform, model_registry
+from contracts import local_platform
+from local import rollout
 from local import splitter as local_splitter
 from local.config import LocalConfig
-from local.discovery import resolve_ports
-from local.services import decide, ensure
-from local.serving import server_env, write_repo
-from local.supervisor import Supervisor, port_in_use
-from local.training import ModelState
+from local.supervisor import port_in_use
 from ml.delivery.experiments import controller as ctl
 from ml.delivery.experiments import stats
 from ml.delivery.experiments.exporter import ExperimentMetrics
@@ -33,21 +30,18 @@ from ml.delivery.experiments.record import record_decision
 from ml.delivery.experiments.simulate import parse_rates, simulate
 from ml.delivery.feedback_server import FeedbackClient
 from ml.training.approval import missing_for_production, promotion_policy
-from ml.training.follow import Serving, champion_version, promote
+from ml.training.follow import Serving, promote
 
 log = logging.getLogger("mlplat.experiment")
-CHALLENGER_SERVICE = "challenger"
 
 
 def platform() -> LocalConfig:
-    """The running platform (its recorded ports); its splitter must run."""
-    record = local_platform.find_running()
-    print(f"mlplat experiment: using the {record.describe()}", file=sys.stderr, flush=True)
-    cfg = LocalConfig(state_dir=record.state_dir, ports=resolve_ports(record.state_dir, {}),
-                      models=tuple(m for m in record.models if m in model_registry.names()) or model_registry.names())
-    if Supervisor(cfg.state_dir).running("haproxy") is None:
-        raise ctl.ExperimentError("the platform runs no traffic splitter (HAProxy): install the `haproxy` package "
-                                  "(scripts/bootstrap.sh system) and run `mlplat local up` again")
+    """The running platform with its splitter (local/rollout.py's view of it)."""
+    try:
+        cfg = rollout.platform_config()
+    except rollout.RolloutError as exc:
+        raise ctl.ExperimentError(str(exc)) from None
+    print(f"mlplat experiment: using the local platform in {cfg.state_dir}", file=sys.stderr, flush=True)
     return cfg
 
 
@@ -58,25 +52,20 @@ def _client(cfg: LocalConfig) -> Any:
 
 
 def serve_challenger(cfg: LocalConfig, model: str, version: str) -> str:
-    """Serve `models:/<model>/<version>` on the challenger model server (started, or restarted when it serves
-    something else); returns what was done."""
-    sup = Supervisor(cfg.state_dir)
-    identity = {"model": model, "version": version}
-    decision = decide(cfg, sup, CHALLENGER_SERVICE)
-    stale = decision.record is not None and decision.record.info.get("serves") != identity
-    state = ModelState(name=model, version=version, champion=False, alias="challenger", gates="")
-    if stale or decision.action != "reuse":
-        write_repo(cfg, [state], root=cfg.path(local_splitter.CHALLENGER_DIR),
-                   ports=(cfg.ports["challenger_http"], cfg.ports["challenger_grpc"], cfg.ports["challenger_metrics"]),
-                   uris={model: f"models:/{model}/{version}"})
-    _, done = ensure(cfg, sup, decision, lambda line: print(line, file=sys.stderr), force_restart=stale,
-                     extra_env=server_env(cfg), info={"serves": identity}, url=cfg.url("challenger_http"))
-    return f"challenger model server {done}: {model} v{version} at {cfg.url('challenger_http')}"
+    """The challenger's model server serves `version` (as a rollout serves it); returns the champion's version."""
+    try:
+        return rollout.ensure_challenger(cfg, model, version, lambda line: print(line, file=sys.stderr, flush=True))
+    except rollout.RolloutError as exc:
+        raise ctl.ExperimentError(str(exc)) from None
 
 
 def _metrics(cfg: LocalConfig, port: int | None) -> tuple[ExperimentMetrics, str | None]:
     metrics = ExperimentMetrics()
-    port = port or cfg.ports["experiments"]
+    port = port or cfg.ports.get("experiments")
+    if port is None:
+        print("mlplat experiment: the platform recorded no `experiments` port (started by an older version): "
+              "no metrics; pass --metrics-port", file=sys.stderr)
+        return metrics, None
     if port_in_use(port, cfg.host):
         print(f"mlplat experiment: port {port} is taken (another controller?): no metrics from this one",
               file=sys.stderr)
@@ -91,26 +80,16 @@ def promote_challenger(client: Any, cfg: LocalConfig, model: str, version: str) 
     missing = missing_for_production(tags, promotion_policy())
     if missing:
         return {"promoted": False, "version": version, "refused": f"v{version} lacks {'; '.join(missing)}"}
-    serving = promote(client, model, version, Serving(cfg.state_dir / local_platform.SLOTS_DIR, cfg.url("http")), actor="mlplat experiment ab")
+    where = Serving(cfg.state_dir / local_platform.SLOTS_DIR, cfg.url("http"))
+    serving = promote(client, model, version, where, actor="mlplat experiment ab")
     return {"promoted": True, "champion": version, "serving": serving}
-
-
-def _check_versions(client: Any, model: str, challenger: str) -> str:
-    champion = champion_version(client, model)
-    if champion is None:
-        raise ctl.ExperimentError(f"{model} has no champion in the registry: nothing to test against")
-    if str(challenger) == champion:
-        raise ctl.ExperimentError(f"v{challenger} is already {model}'s champion: test another version")
-    client.get_model_version(model, str(challenger))  # a missing version fails here, named by MLflow
-    return champion
 
 
 def run_ab_test(model: str, challenger: str, metric: str, plan: stats.Plan, *, split: int, interval_s: float,
                 max_duration_s: float | None, tracking_uri: str | None, metrics_port: int | None) -> int:
     cfg = platform()
     client = _client(cfg) if tracking_uri is None else _tracking(tracking_uri)
-    champion = _check_versions(client, model, challenger)
-    print(serve_challenger(cfg, model, challenger), file=sys.stderr)
+    champion = serve_challenger(cfg, model, str(challenger))
     metrics, url = _metrics(cfg, metrics_port)
     print(f"mlplat experiment ab: {model} v{challenger} against v{champion}, {split} % of traffic; horizon "
           f"{plan.min_samples} outcomes per arm and {plan.min_duration_s:.0f}s; {stats.TEST_NAME}, alpha {plan.alpha}, "
@@ -123,7 +102,6 @@ def run_ab_test(model: str, challenger: str, metric: str, plan: stats.Plan, *, s
                           promote=lambda v: promote_challenger(client, cfg, model, v), metrics=metrics)
     with contextlib.redirect_stdout(sys.stderr):  # MLflow prints a link to the run: stdout is the JSON result
         decision = test.run()
-    Supervisor(cfg.state_dir).stop(CHALLENGER_SERVICE)  # the test is over: its traffic share is 0 again
     print(json.dumps({"model": model, "champion": champion, "challenger": str(challenger),
                       "decision": decision.as_dict(), "mlflow_run_id": test.state.mlflow_run_id,
                       "promotion": test.state.promotion}, indent=1, default=str))
@@ -139,9 +117,7 @@ def _tracking(uri: str) -> Any:
 def run_bandit(model: str, challenger: str, metric: str, *, floor: float, interval_s: float, rounds: int | None,
                seed: int | None, metrics_port: int | None) -> int:
     cfg = platform()
-    client = _client(cfg)
-    champion = _check_versions(client, model, challenger)
-    print(serve_challenger(cfg, model, challenger), file=sys.stderr)
+    champion = serve_challenger(cfg, model, str(challenger))
     metrics, url = _metrics(cfg, metrics_port)
     bandit = ctl.Bandit.new(model, {ctl.CHAMPION: champion, ctl.CHALLENGER: str(challenger)}, metric,
                             ctl.BanditSettings(floor=floor, interval_s=interval_s, rounds=rounds, seed=seed),

@@ -109,7 +109,9 @@ def simulate(splitter_url: str, feedback_url: str, model: str, body: Mapping[str
     if errors:
         raise SimulationError(f"sending requests through the splitter failed: {errors[0]}")
     result = SimulationResult(requests=requests)
-    rng = np.random.default_rng(seed)
+    # One generator per variant: a variant's n-th outcome is fixed by the seed, whatever order the concurrent
+    # answers came back in, so the counts depend only on how many requests each variant answered.
+    rngs = {v: np.random.default_rng([seed, i]) for i, v in enumerate(sorted(rates))}
     outcomes: list[Outcome] = []
     for answer in (a for chunk in answers for a in chunk):
         if answer is None:
@@ -119,7 +121,7 @@ def simulate(splitter_url: str, feedback_url: str, model: str, body: Mapping[str
         if variant not in rates:
             raise SimulationError(f"the splitter answered with variant {variant!r}, which --rates does not name "
                                   f"({', '.join(rates)})")
-        success = bool(rng.random() < rates[variant])
+        success = bool(rngs[variant].random() < rates[variant])
         result.served[variant] = result.served.get(variant, 0) + 1
         result.successes[variant] = result.successes.get(variant, 0) + int(success)
         if success or report == "all":
