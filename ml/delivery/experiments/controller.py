@@ -28,7 +28,7 @@ from ml.delivery.experiments.state import ExperimentState, save
 log = logging.getLogger("mlplat.experiment")
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-# success-rate: successes per outcome received (a label arrives for every decision, e.g. a fraud label);
+# success-rate: successes per outcome received (a label arrives for every decision, e.g. a chargeback);
 # ctr: successes per request served (only clicks are reported: click-through of served rankings).
 METRICS = ("success-rate", "ctr")
 
