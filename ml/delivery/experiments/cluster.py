@@ -29,7 +29,7 @@ from ml.delivery.experiments.exporter import ExperimentMetrics
 from ml.delivery.experiments.record import record_decision
 from ml.delivery.experiments.state import ExperimentState
 from ml.delivery.feedback_server import FeedbackClient
-from ml.delivery.seldon import KubernetesExperimentApi, SeldonSplitter
+from ml.delivery.seldon import ExperimentApi, KubernetesExperimentApi, SeldonSplitter
 
 METRICS_PORT = 9102
 
@@ -51,6 +51,7 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--challenger-version", default="challenger", help="registry version (labels only)")
     bandit = sub.choices["bandit"]
     bandit.add_argument("--floor", type=float, default=DEFAULT_FLOOR)
+    bandit.add_argument("--rounds", type=int, help="stop after N rounds (default: run until the pod stops)")
     ab = sub.choices["ab"]
     ab.add_argument("--split", type=int, default=50)
     ab.add_argument("--min-samples", type=int, required=True)
@@ -67,10 +68,11 @@ def _promotion_on_cluster(version: str) -> dict[str, Any]:
             "next": "promote through the deploy tree (GitOps): the decision and its MLflow run are the evidence"}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, api: ExperimentApi | None = None) -> int:
+    """Run one controller; `api`: the Experiments API (default: the Kubernetes one of the pod's service account)."""
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
-    splitter = SeldonSplitter(KubernetesExperimentApi(), namespace=args.namespace)
+    splitter = SeldonSplitter(api or KubernetesExperimentApi(), namespace=args.namespace)
     feedback = FeedbackClient(args.feedback_url)
     metrics = ExperimentMetrics()
     metrics.serve(args.metrics_port, host="0.0.0.0")  # scraped by the PodMonitor of the controller
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.kind == "bandit":
         state = ExperimentState(model=args.model, kind="bandit", variants=variants, metric=args.metric,
                                 started_at=since, controller=info)
-        settings = ctl.BanditSettings(floor=args.floor, interval_s=args.interval)
+        settings = ctl.BanditSettings(floor=args.floor, interval_s=args.interval, rounds=args.rounds)
         ctl.Bandit(state, settings, **common).run()
         return 0
     from mlflow import MlflowClient  # only the A/B Job records to MLflow
