@@ -43,7 +43,9 @@ def format_status(state: ExperimentState, now: float | None = None) -> str:
     if state.kind == "bandit":
         header += f"  {'posterior':<20} {'P(best)':>7}"
     lines.append(header)
-    for variant, version in state.variants.items():
+    # The champion first, then the challenger (the state file is written with sorted keys).
+    for variant in sorted(state.variants, key=lambda v: (v != "champion", v != "challenger", v)):
+        version = state.variants[variant]
         counts: dict[str, Any] = state.counts.get(variant, {})
         row = (f"{variant:<11} {version:>7} {state.weights.get(variant, 0):>6} {int(counts.get('trials', 0)):>7} "
                f"{int(counts.get('successes', 0)):>9} {_rate(counts.get('rate')):>7}")

@@ -59,6 +59,8 @@ def test_status_reports_a_bandit_and_an_ab_test_from_their_state(tmp_path):
     text = format_status(load(tmp_path, "fraud"), now=1010.0)
     assert "bandit (Thompson sampling), metric ctr, stopped, round 7" in text
     assert "challenger        2     94    1100       160  0.1455  Beta(161, 941)          1.00" in text
+    rows = [line.split()[0] for line in text.splitlines() if line.startswith(("champion ", "challenger "))]
+    assert rows == ["champion", "challenger"]  # the champion first, whatever order the file has
     ab = ExperimentState(model="fraud", kind="ab", variants={"champion": "1", "challenger": "2"},
                          metric="success-rate", started_at=1000.0, status="decided",
                          settings={"split": 50, "min_samples": 1000, "min_duration_s": 60.0, "alpha": 0.05,
