@@ -77,6 +77,11 @@ def register_local(sub: argparse._SubParsersAction) -> None:
     dn = actions.add_parser("down", help="stop everything `local up` started (by pid) and free the ports")
     _add_common(dn)
     dn.set_defaults(func=_down)
+    ap = actions.add_parser("apply", help="serve what the local deploy repository's tree says (champion and "
+                                          "challenger per model): Argo CD's part, on the local platform")
+    ap.add_argument("--stack-file", type=Path, default=None,
+                    help="the stack whose environment's tree applies (default stacks/Pulumi.dev.yaml)")
+    ap.set_defaults(func=_apply)
     ch = actions.add_parser("chaos", help="inject faults (Redis, MLflow, model server, corrupt slot) under steady "
                                           "load; print what was done and seen; exit 1 if an expectation fails")
     _add_common(ch)
@@ -175,6 +180,26 @@ def _chaos(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps(dataclasses.asdict(report), indent=1, default=str))
     return 0 if report.ok else 1
+
+
+def _apply(args: argparse.Namespace) -> int:
+    # Imported here: MLflow and the serving stack load only for the commands that need them.
+    from local import deploy_apply, rollout
+    from local.challenger import ChallengerError
+    from ml.delivery.gitops import GitOpsError
+    from ml.delivery.rollout import RolloutError
+    from ml.training.follow import FollowError
+
+    try:
+        cfg = rollout.platform_config()
+        applied = deploy_apply.apply(cfg, deploy_apply.stack_config(args.stack_file))
+    except (local_platform.PlatformNotFound, RolloutError, GitOpsError, FollowError, ChallengerError,
+            ValueError) as exc:
+        print(f"mlplat local apply: {exc}", file=sys.stderr)
+        return 1
+    if not applied:
+        print("mlplat local apply: the platform already serves what the deploy tree says")
+    return 0
 
 
 def _down(args: argparse.Namespace) -> int:

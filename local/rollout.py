@@ -1,10 +1,11 @@
 """Rollouts and shadow traffic on the local platform: the challenger's model server, the splitter, the
 rollback rules in the local Prometheus, and the promotion path every other command uses.
 
-- `start`: serves the challenger version on the challenger's model server (started on first use, the
-  model reloaded when it runs), then runs ml/delivery/rollout.py's controller against HAProxy and the
-  local Prometheus; a challenger that passes becomes champion through ml/training/follow.py's `promote`
-  (registry alias, champion slot and the model server together; with the deploy tree, the same call).
+- `start`: serves the challenger version on the challenger's model server (local/challenger.py), then runs
+  ml/delivery/rollout.py's controller against HAProxy and the local Prometheus; a challenger that passes
+  is promoted as on the cluster: the deploy tree's git change (ml/delivery/gitops.py, card and gates in
+  the commit), then the tree applied to the platform (local/deploy_apply.py, Argo CD's part: registry
+  alias, champion slot and the model server together, ml/training/follow.py).
 - `shadow_start` / `shadow_report` / `shadow_stop`: the mirror process (ml/delivery/mirror.py) and the
   splitter's mirror map.
 """
@@ -24,18 +25,19 @@ from typing import Any
 import yaml
 
 from contracts import local_platform
-from local import prometheus, serving, splitter
+from local import challenger, deploy_apply, prometheus, splitter
+from local.challenger import ChallengerError
 from local.config import LocalConfig
 from local.services import decide, ensure
 from local.supervisor import Supervisor
-from local.training import ModelState
 from ml.delivery import mirror
+from ml.delivery.gitops import GitOpsError
 from ml.delivery.rollout import Controller, PrometheusAnalyzer, Rollout, RolloutError, StateStore
 from ml.delivery.splitter import CHALLENGER
-from ml.training.follow import FollowError, Serving, champion_version, promote, served_version
+from ml.training.follow import FollowError
+from stacks.schema import PlatformConfig
 
 ROLLOUTS_DIR = "rollouts"
-CHALLENGER_VERSIONS = "versions.json"
 
 
 def platform_config(state: str | Path | None = None) -> LocalConfig:
@@ -65,46 +67,12 @@ def _client(cfg: LocalConfig) -> Any:
 
 
 def ensure_challenger(cfg: LocalConfig, model: str, version: str, say: Callable[[str], None]) -> str:
-    """Serve `model` v`version` on the challenger's model server; returns the champion's version."""
-    if model not in cfg.models:
-        raise RolloutError(f"{model} is not served by this platform (it serves {', '.join(cfg.models)})")
-    client = _client(cfg)
-    from mlflow.exceptions import MlflowException
-
+    """local/challenger.py's `ensure_challenger` (returns the champion's version), failing with RolloutError as
+    everything else in this module (the experiment commands call it too)."""
     try:
-        client.get_model_version(model, version)
-    except MlflowException:
-        raise RolloutError(f"{model} v{version} is not in the registry at {cfg.mlflow_url}") from None
-    champion = champion_version(client, model)
-    if champion is None:
-        raise RolloutError(f"{model} has no champion to compare with")
-    if champion == version:
-        raise RolloutError(f"{model} v{version} is already the champion")
-    root = cfg.path(splitter.CHALLENGER_DIR)
-    root.mkdir(parents=True, exist_ok=True)
-    versions_file = root / CHALLENGER_VERSIONS
-    versions = json.loads(versions_file.read_text()) if versions_file.is_file() else {}
-    versions[model] = version
-    states = [ModelState(m, v, False, CHALLENGER, "") for m, v in sorted(versions.items()) if m in cfg.models]
-    serving.write_repo(cfg, states, root=root, uris={m.name: f"models:/{m.name}/{m.version}" for m in states},
-                       ports=(cfg.ports["challenger_http"], cfg.ports["challenger_grpc"],
-                              cfg.ports["challenger_metrics"]))
-    versions_file.write_text(json.dumps(versions, indent=1, sort_keys=True))
-    sup = Supervisor(cfg.state_dir)
-    url = cfg.url("challenger_http")
-    if sup.running("challenger") is None:
-        say(f"starting the challenger's model server at {url}")
-        ensure(cfg, sup, decide(cfg, sup, "challenger"), say, extra_env=serving.server_env(cfg), url=url)
-    elif served_version(url, model) != version:
-        req = urllib.request.Request(f"{url}/v2/repository/models/{model}/load", data=b"", method="POST")
-        with urllib.request.urlopen(req, timeout=180):
-            pass
-    served = served_version(url, model)
-    if served != version:
-        raise RolloutError(f"the challenger's model server at {url} serves {model} v{served}, expected v{version}; "
-                           f"its log: {cfg.path(splitter.CHALLENGER_DIR, 'challenger.log')}")
-    say(f"{model} v{version} serves as {CHALLENGER} at {url} ({model} v{champion} is champion)")
-    return champion
+        return challenger.ensure_challenger(cfg, model, version, say)
+    except ChallengerError as exc:
+        raise RolloutError(str(exc)) from exc
 
 
 def _query(base_url: str) -> Callable[[str], list[dict[str, Any]]]:
@@ -124,7 +92,8 @@ def store(cfg: LocalConfig) -> StateStore:
 
 
 def start(cfg: LocalConfig, model: str, version: str, steps: tuple[int, ...], interval_s: float,
-          min_requests: int, say: Callable[[str], None] = print, poll_s: float = 1.0) -> Rollout:
+          min_requests: int, say: Callable[[str], None] = print, poll_s: float = 1.0,
+          stack: PlatformConfig | None = None) -> Rollout:
     if not cfg.prometheus:
         raise RolloutError("a rollout needs the local Prometheus (its analysis reads the rollback rules' metrics); "
                            "start the platform without --no-prometheus")
@@ -133,14 +102,22 @@ def start(cfg: LocalConfig, model: str, version: str, steps: tuple[int, ...], in
     if current is not None and current.phase == "running" and _alive(current.pid):
         raise RolloutError(f"a rollout of {model} (v{current.version}) runs already in process {current.pid}; "
                            f"`mlplat rollout status {model}`")
+    try:
+        deploy_apply.check_releasable(cfg, model, version)  # fail before any traffic moves, not after
+    except LookupError as exc:
+        raise RolloutError(f"{exc}; its promotion (a deploy-tree commit with the card) would fail") from None
     champion = ensure_challenger(cfg, model, version, say)
-    serving_at = Serving(cfg.path(local_platform.SLOTS_DIR), cfg.url("http"))
+    stack = stack or deploy_apply.stack_config(None)
 
     def promote_it(name: str, v: str) -> list[str]:
+        """The promotion path: the deploy tree's git change, then the tree applied (what Argo CD does on the
+        cluster); where the stack wants review, the change waits on its branch and the champion stays."""
         try:
-            return promote(_client(cfg), name, v, serving_at, actor="rollout")
-        except FollowError as exc:
+            outcome = deploy_apply.release(cfg, stack, name, v, actor="mlplat rollout")
+            applied = deploy_apply.apply(cfg, stack, say)
+        except (FollowError, GitOpsError, ChallengerError) as exc:
             raise RolloutError(f"promotion of {name} v{v} failed: {exc}") from exc
+        return [outcome.message, *(a for x in applied for a in x.actions)]
 
     analyzer = PrometheusAnalyzer(_query(cfg.url("prometheus")), prometheus.local_timing(cfg.prometheus_interval_s))
     rollout = Rollout(model, version, champion, list(steps), interval_s, min_requests)

@@ -1,6 +1,6 @@
 """`mlplat rollout`: progressive delivery and shadow traffic on the running local platform.
 
-    mlplat rollout start NAME VERSION [--steps 10,50,100] [--interval 30s] [--min-requests 20]
+    mlplat rollout start NAME VERSION [--steps 10,50,100] [--interval 30s] [--min-requests 20] [--stack-file F]
     mlplat rollout status NAME [--json]
     mlplat rollout shadow NAME VERSION [--percent 10]
     mlplat rollout shadow-report NAME [--json]
@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from contracts import local_platform
@@ -38,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="how long each step runs before it may pass (30s, 2m, ...)")
     st.add_argument("--min-requests", type=int, default=20,
                     help="challenger answers a step needs before it may pass (default 20)")
+    st.add_argument("--stack-file", type=Path, default=None,
+                    help="the stack whose deploy tree a passing challenger is released to (default "
+                         "stacks/Pulumi.dev.yaml; one with pull-request promotion leaves a branch to review)")
     st.set_defaults(func=_start)
     ss = sub.add_parser("status", help="step, shares and the analysis of a model's rollout")
     ss.add_argument("name")
@@ -79,8 +83,11 @@ def _start(args: argparse.Namespace) -> int:
         print("mlplat rollout start: --min-requests must be >= 1", file=sys.stderr)
         return 2
     rollout, cfg = _cfg("start")
+    from local import deploy_apply  # with the platform's modules, as above
+
     try:
-        result = rollout.start(cfg, args.name, args.version, args.steps, args.interval, args.min_requests, say=_say)
+        result = rollout.start(cfg, args.name, args.version, args.steps, args.interval, args.min_requests, say=_say,
+                               stack=deploy_apply.stack_config(args.stack_file))
     except (RolloutError, SplitterError, ValueError) as exc:
         print(f"mlplat rollout start: {exc}", file=sys.stderr)
         return 1

@@ -11,13 +11,15 @@ through the traffic splitter (HAProxy); every answer names the variant that gave
   a transaction at 23:00) is stopped at the first step (10 %) by the error-rate rule, all traffic back
   on the champion, and no request fails except ones the challenger answered before the stop;
 - canary, good challenger (the champion's artifact registered again): 10 → 50 → 100 %, then champion
-  through the promotion path (registry alias, slot and served version agree); the test then promotes
-  the original champion back, as the platform's other users expect it.
+  through the promotion path: a commit of the deploy tree in the platform's deploy repository, applied to
+  the platform (registry alias, slot and served version agree); the test then releases and applies the
+  original champion again, as the platform's other users expect it.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 import urllib.error
@@ -31,9 +33,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from onnx import TensorProto, helper, numpy_helper
 
+from contracts.governance import CARD_DIR
+from local.deploy_apply import apply, release, stack_config
+from local.rollout import platform_config
 from ml.model_plugin import load_plugin
 from ml.models.fraud.data import FEATURES
-from ml.training.follow import Serving, promote
 
 pytestmark = [pytest.mark.integration, pytest.mark.ml]
 
@@ -74,6 +78,10 @@ def _register(client: MlflowClient, source: str, tmp: Path, *, broken: bool) -> 
     run = client.create_run(client.get_experiment_by_name(f"mlplat-{MODEL}").experiment_id,
                             run_name="late-hour-export" if broken else "re-registered")
     client.log_artifacts(run.info.run_id, str(folder), artifact_path="model")
+    # Its model card too (a promotion commits it to the deploy tree): the source's, as the artifact is.
+    card = Path(mlflow.artifacts.download_artifacts(run_id=client.get_model_version(MODEL, source).run_id,
+                                                    artifact_path=CARD_DIR, dst_path=str(tmp / f"card-{broken}")))
+    client.log_artifacts(run.info.run_id, str(card), artifact_path=CARD_DIR)
     client.set_terminated(run.info.run_id)
     version = client.create_model_version(MODEL, f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
                                           tags={"gate.passed": "true", "gate.summary": f"copied from v{source}"})
@@ -215,7 +223,14 @@ def test_a_good_challenger_reaches_100_percent_and_becomes_champion(platform, ru
         assert {v for _, _, v, _ in load.results} == {"champion", "challenger"}
         print(f"\n$ mlplat rollout start {MODEL} {good} --steps 10,50,100 --interval 3s --min-requests 10   "
               f"(exit 0, {ended - started:.1f}s)\n{out.stdout}")
+        # The promotion was a commit of the deploy tree (the local platform's deploy repository), then applied.
+        log = subprocess.run(["git", "--git-dir", str(platform["state"] / "deploy.git"), "log", "-1", "--format=%B",
+                              "main"], capture_output=True, text=True, check=True).stdout
+        assert log.startswith(f"deploy(dev): {MODEL} v{good} -> champion") and "Published by mlplat rollout" in log
     finally:
-        # The platform's other users expect the first champion.
-        promote(client, MODEL, platform["champion"],
-                Serving(platform["state"] / "model-slots", f"http://127.0.0.1:{platform['ports']['http']}"))
+        # The platform's other users expect the first champion: released and applied the same way.
+        cfg = platform_config(platform["state"])
+        stack = stack_config(None)
+        release(cfg, stack, MODEL, platform["champion"], actor="tests")
+        apply(cfg, stack)
+    consistent(platform["env"], **{MODEL: platform["champion"]})
