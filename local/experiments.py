@@ -1,7 +1,7 @@
 """The experiment controllers on the local platform: what `mlplat experiment ab|bandit|simulate` wire up.
 
 - the splitter is the platform's HAProxy (local/splitter.py), the outcomes come from its feedback endpoint;
-- the challenger version is served by the challenger model server (`challenger` service, the same one a
+- the challenger version is served by the challenger model server (local/challenger.py, the same one a
   rollout uses), loaded from `models:/<model>/<version>`;
 - the A/B decision is recorded in the platform's MLflow and a `promote` verdict goes through
   ml/training/follow.py `promote` (alias, slot and served version move together), after the promotion
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts import local_platform
-from local import rollout
+from local import challenger, rollout
 from local import splitter as local_splitter
 from local.config import LocalConfig
 from local.supervisor import port_in_use
@@ -54,8 +54,8 @@ def _client(cfg: LocalConfig) -> Any:
 def serve_challenger(cfg: LocalConfig, model: str, version: str) -> str:
     """The challenger's model server serves `version` (as a rollout serves it); returns the champion's version."""
     try:
-        return rollout.ensure_challenger(cfg, model, version, lambda line: print(line, file=sys.stderr, flush=True))
-    except rollout.RolloutError as exc:
+        return challenger.ensure_challenger(cfg, model, version, lambda line: print(line, file=sys.stderr, flush=True))
+    except challenger.ChallengerError as exc:
         raise ctl.ExperimentError(str(exc)) from None
 
 

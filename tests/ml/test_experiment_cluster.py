@@ -56,12 +56,12 @@ def test_the_deployments_arguments_run_a_bandit_on_the_seldon_experiment(tmp_pat
             return {"champion": Counts(1000, 50, 50), "challenger": Counts(1000, 150, 150)}
 
     monkeypatch.setattr(cluster, "FeedbackClient", Feedback)
-    monkeypatch.setattr(cluster.time, "sleep", lambda s: None)
     api = FakeExperiments()
     port = free_port()
     argv = [*ARGS, "--rounds", "2"]
     argv[argv.index("--metrics-port") + 1] = str(port)
     argv[argv.index("--state-dir") + 1] = str(tmp_path)
+    argv[argv.index("--interval") + 1] = "0s"  # no pause between the two rounds
     assert cluster.main(argv, api=api) == 0
     assert seen == [("recommendation", 1765000000.0)] * 2
     assert {(ns, name) for ns, name, _ in api.patches} == {("seldon", "recommendation-experiment")}
