@@ -35,6 +35,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "challenger_grpc": 18084,
     "challenger_metrics": 18085,
     "feedback": 19097,
+    "experiments": 19098,  # Prometheus metrics of a running A/B or bandit controller (`mlplat experiment`)
 }
 PORT_HELP = {
     "mlflow": "MLflow tracking server and UI",
@@ -52,6 +53,7 @@ PORT_HELP = {
     "challenger_grpc": "challenger model server gRPC",
     "challenger_metrics": "challenger model server Prometheus metrics",
     "feedback": "feedback endpoint (outcomes per request id)",
+    "experiments": "metrics of a running experiment controller (`mlplat experiment ab|bandit`)",
 }
 
 

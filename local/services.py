@@ -35,6 +35,7 @@ PORTS_OF = {"redis": ("redis",), "mlflow": ("mlflow",), "mlserver": ("http", "gr
 PORT_FLAGS = {"mlflow": "--mlflow-port", "http": "--http-port", "grpc": "--grpc-port",
               "metrics": "--metrics-port", "redis": "--redis-port", "prometheus": "--prometheus-port",
               "autorollback": "--autorollback-port", "retrain": "--retrain-port",
+              "experiments": "--experiments-port",
               **{p: f"--{p.replace('_', '-')}-port" for ps in splitter.PORTS_OF.values() for p in ps}}
 
 

@@ -83,4 +83,5 @@ def scrape_targets(cfg: LocalConfig) -> dict[str, str]:
     """Prometheus jobs of the delivery services (a target that is not running is simply down)."""
     return {"haproxy": f"{cfg.host}:{cfg.ports['splitter_metrics']}",
             "challenger": f"{cfg.host}:{cfg.ports['challenger_metrics']}",
-            "feedback": f"{cfg.host}:{cfg.ports['feedback']}"}
+            "feedback": f"{cfg.host}:{cfg.ports['feedback']}",
+            "experiments": f"{cfg.host}:{cfg.ports['experiments']}"}  # `mlplat experiment` while one runs

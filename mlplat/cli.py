@@ -41,6 +41,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("pipeline", "local.cli", "ml"),
     ("data", "ml.cli.datasets", "ml"),
     ("rollout", "ml.cli.rollout", "ml"),
+    ("experiment", "local.experiment_cli", "ml"),
 ]
 
 ENV_DIRS = {"iac": ".venv", "ml": ".venv-ml"}

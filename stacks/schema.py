@@ -12,7 +12,7 @@ from enum import StrEnum
 from ipaddress import IPv4Network
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
 from pydantic.alias_generators import to_camel
 
 from contracts import model_registry
@@ -421,6 +421,25 @@ class Experiment(Section):
     challenger_weight: int = Field(0, ge=0, le=100, description="Traffic share of the challenger (percent).")
 
 
+class BanditConfig(Section):
+    enabled: bool = Field(False, description="Run a Thompson-sampling controller (`python -m "
+                          "ml.delivery.experiments.cluster bandit`) that sets the Experiment's weights from clicks.")
+    feedback_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")] | None = Field(
+        None, description="The feedback endpoint the controller reads outcomes from (required when enabled).")
+    floor: float = Field(0.05, ge=0.0, lt=0.5, description="Least share of traffic each variant keeps (exploration).")
+    interval_seconds: int = Field(60, ge=5, le=86400, description="Seconds between weight updates.")
+    metric: Literal["ctr", "success-rate"] = Field(
+        "ctr", description="`ctr`: successes per request served (clicks); `success-rate`: successes per outcome.")
+    started_at: int = Field(0, ge=0, description="Epoch seconds the bandit counts outcomes from (0: from the "
+                            "controller's start); fixed, a restarted pod recomputes the same posteriors.")
+
+    @model_validator(mode="after")
+    def _feedback_when_enabled(self) -> BanditConfig:
+        if self.enabled and self.feedback_url is None:
+            raise ValueError("bandit.feedbackUrl is required when bandit.enabled is true (the feedback endpoint)")
+        return self
+
+
 class ModelConfig(Section):
     enabled: bool = Field(True, description="Deploy this reference model.")
     min_replicas: int = Field(1, ge=0, le=100, description="Replicas of each of the model's Seldon Models (champion, "
@@ -429,6 +448,8 @@ class ModelConfig(Section):
     max_replicas: int = Field(2, ge=1, le=100, description="Upper bound of the `mlserver` Server's native "
                               "autoscaling (the largest over the models); not a Model bound at Seldon 2.10.2.")
     experiment: Experiment = Field(default_factory=Experiment, description="Champion/challenger traffic split.")
+    bandit: BanditConfig = Field(default_factory=BanditConfig, description="Thompson-sampling bandit over the "
+                                 "Experiment's candidates (a controller Deployment in `ml-training`).")
     quality_gates: dict[str, float] = Field(
         default_factory=dict, description="Metric floors a version must reach to be promoted to `champion`."
     )
