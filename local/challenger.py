@@ -9,7 +9,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from local import serving, splitter
+from local import serving, traffic
 from local.config import LocalConfig
 from local.services import decide, ensure
 from local.supervisor import Supervisor
@@ -46,7 +46,7 @@ def ensure_challenger(cfg: LocalConfig, model: str, version: str, say: Callable[
         raise ChallengerError(f"{model} has no champion to compare with")
     if champion == version:
         raise ChallengerError(f"{model} v{version} is already the champion")
-    root = cfg.path(splitter.CHALLENGER_DIR)
+    root = cfg.path(traffic.CHALLENGER_DIR)
     root.mkdir(parents=True, exist_ok=True)
     versions_file = root / CHALLENGER_VERSIONS
     versions = json.loads(versions_file.read_text()) if versions_file.is_file() else {}
@@ -68,6 +68,6 @@ def ensure_challenger(cfg: LocalConfig, model: str, version: str, say: Callable[
     served = served_version(url, model)
     if served != version:
         raise ChallengerError(f"the challenger's model server at {url} serves {model} v{served}, expected v{version}; "
-                           f"its log: {cfg.path(splitter.CHALLENGER_DIR, 'challenger.log')}")
+                           f"its log: {cfg.path(traffic.CHALLENGER_DIR, 'challenger.log')}")
     say(f"{model} v{version} serves as {CHALLENGER} at {url} ({model} v{champion} is champion)")
     return champion

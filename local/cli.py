@@ -184,14 +184,14 @@ def _chaos(args: argparse.Namespace) -> int:
 
 def _apply(args: argparse.Namespace) -> int:
     # Imported here: MLflow and the serving stack load only for the commands that need them.
-    from local import deploy_apply, rollout
+    from local import deploy_apply, rollout_runner
     from local.challenger import ChallengerError
     from ml.delivery.gitops import GitOpsError
     from ml.delivery.rollout import RolloutError
     from ml.training.follow import FollowError
 
     try:
-        cfg = rollout.platform_config()
+        cfg = rollout_runner.platform_config()
         applied = deploy_apply.apply(cfg, deploy_apply.stack_config(args.stack_file))
     except (local_platform.PlatformNotFound, RolloutError, GitOpsError, FollowError, ChallengerError,
             ValueError) as exc:

@@ -1,4 +1,4 @@
-"""`local up`'s delivery step: the traffic splitter (HAProxy) and the feedback endpoint (local/splitter.py)."""
+"""`local up`'s delivery step: the traffic splitter (HAProxy) and the feedback endpoint (local/traffic.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import hashlib
 import json
 from collections.abc import Callable
 
-from local import splitter
+from local import traffic
 from local.config import LocalConfig
 from local.services import Decision, ensure
 from local.supervisor import Supervisor
@@ -17,7 +17,7 @@ from ml.delivery.splitter import split
 def start(cfg: LocalConfig, sup: Supervisor, decisions: dict[str, Decision], say: Callable[[str], None],
           detail: Callable[[str], None], records: dict[str, str]) -> str:
     """Render and check haproxy.cfg, start (or reuse) HAProxy and the feedback endpoint; returns a summary."""
-    lay = splitter.layout(cfg)
+    lay = traffic.layout(cfg)
     no_challenger = sup.running("challenger") is None
     if no_challenger and lay.weights_path.exists():
         # No challenger server runs (a `down` stopped it, or it died): every model's traffic goes to the champion.
@@ -31,7 +31,7 @@ def start(cfg: LocalConfig, sup: Supervisor, decisions: dict[str, Decision], say
                                    info={"identity": identity}, url=cfg.url("splitter"))
     if no_challenger and records["haproxy"] == "reused":
         # A reused HAProxy keeps its run-time weights: none may point at a challenger that is not there.
-        live = splitter.splitter(cfg)
+        live = traffic.splitter(cfg)
         for model in cfg.models:
             live.set_weights(model, split(model, 0))
             live.set_mirror(model, None, 0)

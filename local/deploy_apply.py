@@ -6,7 +6,7 @@ the configured branch and, per model of the platform, the versions its slots rec
 
 - champion: made the registry's `champion`, the champion slot and what the model server serves, through
   ml/training/follow.py's `promote` (nothing changes where all three already agree);
-- challenger: served by the challenger's model server (local/rollout.py `ensure_challenger`).
+- challenger: served by the challenger's model server (local/rollout_runner.py `ensure_challenger`).
 
 The Experiment's weights are not applied, as Argo CD ignores them: the splitter's weights belong to the
 controllers (rollout, experiments). `release` is the git half of a promotion (the commit, with the model card

@@ -1,6 +1,6 @@
 """The experiment controllers on the local platform: what `mlplat experiment ab|bandit|simulate` wire up.
 
-- the splitter is the platform's HAProxy (local/splitter.py), the outcomes come from its feedback endpoint;
+- the splitter is the platform's HAProxy (local/traffic.py), the outcomes come from its feedback endpoint;
 - the challenger version is served by the challenger model server (local/challenger.py, the same one a
   rollout uses), loaded from `models:/<model>/<version>`;
 - the A/B decision is recorded in the platform's MLflow and a `promote` verdict goes through
@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts import local_platform
-from local import challenger, rollout
-from local import splitter as local_splitter
+from local import challenger, rollout_runner, traffic
 from local.config import LocalConfig
 from local.supervisor import port_in_use
 from ml.delivery.experiments import controller as ctl
@@ -36,10 +35,10 @@ log = logging.getLogger("mlplat.experiment")
 
 
 def platform() -> LocalConfig:
-    """The running platform with its splitter (local/rollout.py's view of it)."""
+    """The running platform with its splitter (local/rollout_runner.py's view of it)."""
     try:
-        cfg = rollout.platform_config()
-    except (rollout.RolloutError, local_platform.PlatformNotFound) as exc:
+        cfg = rollout_runner.platform_config()
+    except (rollout_runner.RolloutError, local_platform.PlatformNotFound) as exc:
         raise ctl.ExperimentError(str(exc)) from None
     print(f"mlplat experiment: using the local platform in {cfg.state_dir}", file=sys.stderr, flush=True)
     return cfg
@@ -97,7 +96,7 @@ def run_ab_test(model: str, challenger: str, metric: str, plan: stats.Plan, *, s
     test = ctl.ABTest.new(model, champion, str(challenger), metric,
                           ctl.ABSettings(split=split, plan=plan, interval_s=interval_s, max_duration_s=max_duration_s),
                           ctl.controller_info(url, f"HAProxy {cfg.url('splitter')}"),
-                          splitter=local_splitter.splitter(cfg), outcomes=FeedbackClient(cfg.url("feedback")).outcomes,
+                          splitter=traffic.splitter(cfg), outcomes=FeedbackClient(cfg.url("feedback")).outcomes,
                           state_dir=cfg.state_dir, record=lambda s: record_decision(client, s),
                           promote=lambda v: promote_challenger(client, cfg, model, v), metrics=metrics)
     with contextlib.redirect_stdout(sys.stderr):  # MLflow prints a link to the run: stdout is the JSON result
@@ -122,7 +121,7 @@ def run_bandit(model: str, challenger: str, metric: str, *, floor: float, interv
     bandit = ctl.Bandit.new(model, {ctl.CHAMPION: champion, ctl.CHALLENGER: str(challenger)}, metric,
                             ctl.BanditSettings(floor=floor, interval_s=interval_s, rounds=rounds, seed=seed),
                             ctl.controller_info(url, f"HAProxy {cfg.url('splitter')}"),
-                            splitter=local_splitter.splitter(cfg),
+                            splitter=traffic.splitter(cfg),
                             outcomes=FeedbackClient(cfg.url("feedback")).outcomes, state_dir=cfg.state_dir,
                             metrics=metrics)
     print(f"mlplat experiment bandit: {model} v{champion} (champion) and v{challenger} (challenger), floor "

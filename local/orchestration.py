@@ -20,7 +20,7 @@ from typing import Any
 
 from contracts import local_platform
 from contracts.pipelines import GATES_SOURCE_TAG
-from local import delivery, discovery, feast_local, pipeline_runs, prometheus, serving, smoke, splitter, training
+from local import delivery, discovery, feast_local, pipeline_runs, prometheus, serving, smoke, traffic, training
 from local.config import LocalConfig
 from local.report import Progress, summary_text
 from local.services import ORDER, Decision, decide, ensure, missing_entry_points
@@ -54,7 +54,7 @@ def preflight(cfg: LocalConfig) -> list[str]:
         notes.append("local Prometheus skipped: the `prometheus` package is not installed "
                       "(`sudo apt-get install -y prometheus`)")
         cfg.prometheus = False
-    if cfg.splitter and splitter.haproxy.binary() is None:
+    if cfg.splitter and traffic.haproxy.binary() is None:
         notes.append("traffic splitter skipped: the `haproxy` package is not installed (`sudo apt-get install -y "
                      "haproxy`, or scripts/bootstrap.sh system); rollouts, shadow and experiments need it")
         cfg.splitter = False
@@ -343,7 +343,7 @@ def _prometheus(cfg: LocalConfig, sup: Supervisor, decisions: dict[str, Decision
                  (("autorollback", cfg.auto_rollback), ("retrain", cfg.auto_retrain)) if on]
     _, rules_path = prometheus.write_config(workdir, f"{cfg.host}:{cfg.ports['metrics']}", groups,
                                             interval_s=cfg.prometheus_interval_s, alerts_target=receivers,
-                                            extra_targets=splitter.scrape_targets(cfg) if cfg.splitter else None)
+                                            extra_targets=traffic.scrape_targets(cfg) if cfg.splitter else None)
     if rules_path is not None:
         prometheus.check_rules(rules_path)
     texts = [path.read_text() for path in (workdir / "prometheus.yml", rules_path) if path is not None]

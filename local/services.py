@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from local import splitter
+from local import traffic
 from local.config import PORT_HELP, LocalConfig, port_env_var
 from local.prometheus import AutoRollbackReceiver, PrometheusServer, RetrainReceiver
 from local.supervisor import (
@@ -31,12 +31,12 @@ from ml.serving.processes import MLflowServer, MLServerProcess, RedisServer, Ser
 ORDER = ("redis", "mlflow", "mlserver", "haproxy", "feedback", "prometheus", "autorollback", "retrain")
 PORTS_OF = {"redis": ("redis",), "mlflow": ("mlflow",), "mlserver": ("http", "grpc", "metrics"),
             "prometheus": ("prometheus",), "autorollback": ("autorollback",), "retrain": ("retrain",),
-            **splitter.PORTS_OF}
+            **traffic.PORTS_OF}
 PORT_FLAGS = {"mlflow": "--mlflow-port", "http": "--http-port", "grpc": "--grpc-port",
               "metrics": "--metrics-port", "redis": "--redis-port", "prometheus": "--prometheus-port",
               "autorollback": "--autorollback-port", "retrain": "--retrain-port",
               "experiments": "--experiments-port",
-              **{p: f"--{p.replace('_', '-')}-port" for ps in splitter.PORTS_OF.values() for p in ps}}
+              **{p: f"--{p.replace('_', '-')}-port" for ps in traffic.PORTS_OF.values() for p in ps}}
 
 
 def port_hint(port_name: str) -> str:
@@ -64,8 +64,8 @@ def build(cfg: LocalConfig, name: str, ports: dict[str, int] | None = None,
         return AutoRollbackReceiver(cfg.path("autorollback"), ports["autorollback"], cfg)
     if name == "retrain":
         return RetrainReceiver(cfg.path("retrain"), ports["retrain"], cfg)
-    if name in splitter.PORTS_OF:
-        return splitter.build(cfg, name, ports, extra_env)
+    if name in traffic.PORTS_OF:
+        return traffic.build(cfg, name, ports, extra_env)
     raise ValueError(f"unknown service {name!r}; expected one of {', '.join(ORDER)}")
 
 

@@ -36,7 +36,7 @@ def write_repo(cfg: LocalConfig, models: list[ModelState], root: Path | None = N
                ports: tuple[int, int, int] | None = None, uris: dict[str, str] | None = None) -> Path:
     """(Re)write `<state>/mlserver/` for `models`; stale model folders of an earlier run are removed.
     `root`, `ports` (http, grpc, metrics) and `uris` (model -> URI instead of its alias) serve another
-    server the same way: the challenger's (local/splitter.py)."""
+    server the same way: the challenger's (local/traffic.py)."""
     root = root or cfg.path("mlserver")
     http, grpc, metrics = ports or (cfg.ports["http"], cfg.ports["grpc"], cfg.ports["metrics"])
     root.mkdir(parents=True, exist_ok=True)

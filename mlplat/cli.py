@@ -40,7 +40,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("loadtest-job", "infra.cli.loadtest_job", "iac"),
     ("pipeline", "local.cli", "ml"),
     ("data", "ml.cli.datasets", "ml"),
-    ("rollout", "ml.cli.rollout", "ml"),
+    ("rollout", "local.rollout_cli", "ml"),
     ("experiment", "local.experiment_cli", "ml"),
 ]
 

@@ -17,7 +17,7 @@ import statistics
 import time
 from pathlib import Path
 
-from local import rollout
+from local import rollout_runner
 from ml.model_plugin import load_plugin
 
 
@@ -42,13 +42,13 @@ def main() -> int:
     ap.add_argument("--shadow-version", required=True, help="registered version the mirror copies requests to")
     ap.add_argument("--requests", type=int, default=400, help="per path")
     args = ap.parse_args()
-    cfg = rollout.platform_config()
+    cfg = rollout_runner.platform_config()
     bodies = [json.dumps(b).encode() for b in load_plugin(args.model).sample_requests(
         cfg.path("data", "sample"), Path("."), n=20)]
     path = f"/v2/models/{args.model}/infer"
-    rollout.shadow_start(cfg, args.model, args.shadow_version, 0, say=lambda _line: None)
+    rollout_runner.shadow_start(cfg, args.model, args.shadow_version, 0, say=lambda _line: None)
     results: dict[str, list[float]] = {"direct": [], "splitter": [], "splitter+mirror": []}
-    sp = rollout.splitter.splitter(cfg)
+    sp = rollout_runner.traffic.splitter(cfg)
     try:
         for _ in range(max(1, args.requests // 50)):
             results["direct"] += _lat(cfg.host, cfg.ports["http"], path, bodies, 50)

@@ -1,4 +1,4 @@
-"""Outcomes per served request (fraud labels that arrive later, recommendation clicks), stored durably.
+"""Outcomes per served request (labels that arrive after the decision, clicks on what was shown), stored durably.
 
 The splitter logs every request it routed (ml/delivery/haproxy.py: request id, model, the variant that
 answered, status, latency). `RequestLog` reads that log incrementally into the store's `served` table, so

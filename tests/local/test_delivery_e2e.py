@@ -35,7 +35,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from contracts.governance import CARD_DIR
 from local.deploy_apply import apply, release, stack_config
-from local.rollout import platform_config
+from local.rollout_runner import platform_config
 from ml.model_plugin import load_plugin
 from ml.models.fraud.data import FEATURES
 

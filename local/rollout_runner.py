@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from contracts import local_platform
-from local import challenger, deploy_apply, prometheus, splitter
+from local import challenger, deploy_apply, prometheus, traffic
 from local.challenger import ChallengerError
 from local.config import LocalConfig
 from local.services import decide, ensure
@@ -121,7 +121,7 @@ def start(cfg: LocalConfig, model: str, version: str, steps: tuple[int, ...], in
 
     analyzer = PrometheusAnalyzer(_query(cfg.url("prometheus")), prometheus.local_timing(cfg.prometheus_interval_s))
     rollout = Rollout(model, version, champion, list(steps), interval_s, min_requests)
-    return Controller(splitter.splitter(cfg), analyzer, states, promote_it, say=say, poll_s=poll_s).run(rollout)
+    return Controller(traffic.splitter(cfg), analyzer, states, promote_it, say=say, poll_s=poll_s).run(rollout)
 
 
 def _alive(pid: int) -> bool:
@@ -139,7 +139,7 @@ def status(cfg: LocalConfig, model: str) -> tuple[Rollout | None, dict[str, int]
     r = store(cfg).load(model)
     live = None
     try:
-        live = splitter.splitter(cfg).weights(model)
+        live = traffic.splitter(cfg).weights(model)
     except Exception:  # the status still shows the record when the splitter is down
         live = None
     note = ""
@@ -157,7 +157,7 @@ def shadow_start(cfg: LocalConfig, model: str, version: str, percent: int,
     if sup.running("mirror") is None:
         ensure(cfg, sup, decide(cfg, sup, "mirror"), say, url=cfg.url("mirror"))
     began = time.time()
-    splitter.splitter(cfg).set_mirror(model, CHALLENGER, percent)
+    traffic.splitter(cfg).set_mirror(model, CHALLENGER, percent)
     marker = cfg.path("mirror", f"{model}.json")
     marker.write_text(json.dumps({"model": model, "version": version, "percent": percent, "since": began}))
     say(f"{model}: {percent} % of requests mirrored to {CHALLENGER} v{version} (callers get the champion's answer)")
@@ -170,10 +170,10 @@ def shadow_report(cfg: LocalConfig, model: str) -> dict[str, Any]:
         raise RolloutError(f"no shadow of {model} was started on this platform (`mlplat rollout shadow {model} V`)")
     meta = json.loads(marker.read_text())
     report = mirror.shadow_report(mirror.Records(cfg.path("mirror", "shadow.db")), model, meta["since"])
-    mirrored, percent = splitter.splitter(cfg).mirror(model)
+    mirrored, percent = traffic.splitter(cfg).mirror(model)
     return {**meta, "mirroring_now": percent, "report": asdict(report), "active": mirrored is not None}
 
 
 def shadow_stop(cfg: LocalConfig, model: str) -> None:
-    splitter.splitter(cfg).set_mirror(model, None, 0)
+    traffic.splitter(cfg).set_mirror(model, None, 0)
 

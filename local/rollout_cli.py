@@ -63,15 +63,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _cfg(command: str) -> Any:
     # The local platform's modules import MLflow and the serving stack: loaded when a command runs.
-    from local import rollout
+    from local import rollout_runner
 
     try:
-        cfg = rollout.platform_config()
+        cfg = rollout_runner.platform_config()
     except (local_platform.PlatformNotFound, RolloutError) as exc:
         print(f"mlplat rollout {command}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     print(f"mlplat rollout {command}: local platform in {cfg.state_dir}", file=sys.stderr, flush=True)
-    return rollout, cfg
+    return rollout_runner, cfg
 
 
 def _say(line: str) -> None:
@@ -82,12 +82,12 @@ def _start(args: argparse.Namespace) -> int:
     if args.min_requests < 1:
         print("mlplat rollout start: --min-requests must be >= 1", file=sys.stderr)
         return 2
-    rollout, cfg = _cfg("start")
+    rollout_runner, cfg = _cfg("start")
     from local import deploy_apply  # with the platform's modules, as above
 
     try:
-        result = rollout.start(cfg, args.name, args.version, args.steps, args.interval, args.min_requests, say=_say,
-                               stack=deploy_apply.stack_config(args.stack_file))
+        result = rollout_runner.start(cfg, args.name, args.version, args.steps, args.interval, args.min_requests,
+                                      say=_say, stack=deploy_apply.stack_config(args.stack_file))
     except (RolloutError, SplitterError, ValueError) as exc:
         print(f"mlplat rollout start: {exc}", file=sys.stderr)
         return 1
@@ -96,8 +96,8 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    rollout, cfg = _cfg("status")
-    r, live, note = rollout.status(cfg, args.name)
+    rollout_runner, cfg = _cfg("status")
+    r, live, note = rollout_runner.status(cfg, args.name)
     if r is None:
         print(f"mlplat rollout status: no rollout of {args.name} recorded in {cfg.state_dir}", file=sys.stderr)
         return 1
@@ -109,9 +109,9 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _shadow(args: argparse.Namespace) -> int:
-    rollout, cfg = _cfg("shadow")
+    rollout_runner, cfg = _cfg("shadow")
     try:
-        rollout.shadow_start(cfg, args.name, args.version, args.percent, say=_say)
+        rollout_runner.shadow_start(cfg, args.name, args.version, args.percent, say=_say)
     except (RolloutError, SplitterError, ValueError) as exc:
         print(f"mlplat rollout shadow: {exc}", file=sys.stderr)
         return 1
@@ -127,9 +127,9 @@ def _fmt(v: float | None, unit: str = "") -> str:
 
 
 def _shadow_report(args: argparse.Namespace) -> int:
-    rollout, cfg = _cfg("shadow-report")
+    rollout_runner, cfg = _cfg("shadow-report")
     try:
-        doc = rollout.shadow_report(cfg, args.name)
+        doc = rollout_runner.shadow_report(cfg, args.name)
     except (RolloutError, SplitterError) as exc:
         print(f"mlplat rollout shadow-report: {exc}", file=sys.stderr)
         return 1
@@ -149,9 +149,9 @@ def _shadow_report(args: argparse.Namespace) -> int:
 
 
 def _shadow_stop(args: argparse.Namespace) -> int:
-    rollout, cfg = _cfg("shadow-stop")
+    rollout_runner, cfg = _cfg("shadow-stop")
     try:
-        rollout.shadow_stop(cfg, args.name)
+        rollout_runner.shadow_stop(cfg, args.name)
     except (RolloutError, SplitterError, ValueError) as exc:
         print(f"mlplat rollout shadow-stop: {exc}", file=sys.stderr)
         return 1
