@@ -426,7 +426,7 @@ class BanditConfig(Section):
                           "ml.delivery.experiments.cluster bandit`) that sets the Experiment's weights from clicks.")
     feedback_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$")] | None = Field(
         None, description="The feedback endpoint the controller reads outcomes from (required when enabled).")
-    floor: float = Field(0.05, ge=0.0, lt=0.5, description="Least share of traffic each variant keeps (exploration).")
+    floor: float = Field(0.05, ge=0, lt=0.5, description="Least share of traffic each variant keeps (exploration).")
     interval_seconds: int = Field(60, ge=5, le=86400, description="Seconds between weight updates.")
     metric: Literal["ctr", "success-rate"] = Field(
         "ctr", description="`ctr`: successes per request served (clicks); `success-rate`: successes per outcome.")

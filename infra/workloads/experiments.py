@@ -12,6 +12,7 @@ state in an emptyDir: the posteriors are recomputed from the feedback counts sin
 from __future__ import annotations
 
 import urllib.parse
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -90,13 +91,24 @@ def egress_policy_spec(ports: list[int]) -> dict[str, Any]:
                         "ports": [{"protocol": "TCP", "port": p} for p in sorted(set(ports))]}]}
 
 
+@dataclass(frozen=True, kw_only=True)
+class ExperimentControllersArgs:
+    """Inputs of `ExperimentControllers` (settings from `models.<name>.bandit`)."""
+
+    ctx: StackContext
+    image: pulumi.Input[str]
+    """The model-server image, which carries the controllers (ml/delivery/experiments/cluster.py)."""
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
+    """The governance namespace and the monitoring stack (the PodMonitor's CRD)."""
+
+
 class ExperimentControllers(pulumi.ComponentResource):
     """Service account, Experiment-patching Role, one bandit Deployment per enabled model, PodMonitor."""
 
-    def __init__(self, name: str, ctx: StackContext, image: pulumi.Input[str],
-                 depends_on: list[pulumi.Resource], opts: pulumi.ResourceOptions | None = None) -> None:
-        """`depends_on`: the governance namespace and the monitoring stack (the PodMonitor's CRD)."""
+    def __init__(self, name: str, args: ExperimentControllersArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:workloads:ExperimentControllers", name, None, opts)
+        ctx, image, depends_on = args.ctx, args.image, args.depends_on
         bandits = bandit_models(ctx)
         child = pulumi.ResourceOptions(parent=self, depends_on=depends_on)
         meta = {"namespace": NAMESPACE, "labels": labels("experiments", CONTROLLER)}

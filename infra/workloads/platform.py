@@ -16,7 +16,7 @@ import pulumi_kubernetes as k8s
 
 from infra.aws.interfaces import DataServices
 from infra.workloads.cluster_addons import ClusterAddonCharts, ClusterAddonChartsArgs
-from infra.workloads.experiments import ExperimentControllers, bandit_models
+from infra.workloads.experiments import ExperimentControllers, ExperimentControllersArgs, bandit_models
 from infra.workloads.feature_store import FeatureStore, FeatureStoreArgs
 from infra.workloads.gitops import GitOps, GitOpsArgs
 from infra.workloads.governance import Governance, GovernanceArgs
@@ -93,7 +93,8 @@ class Platform(pulumi.ComponentResource):
         governance = Governance("governance", GovernanceArgs(
             ctx=ctx, data=data, vpc_cidr=vpc_cidr, image=repo.image, depends_on=base), child)
         if bandit_models(ctx):  # its service account lives in the governance namespace
-            ExperimentControllers("experiments", ctx, repo.image, [governance, *base], child)
+            ExperimentControllers("experiments", ExperimentControllersArgs(
+                ctx=ctx, image=repo.image, depends_on=[governance, *base]), child)
         if wl.pipelines.enabled:
             from infra.workloads.mlflow import tracking_uri
 
