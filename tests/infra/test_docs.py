@@ -106,6 +106,14 @@ def _check_command(command: str, mlplat_calls: dict[str, list[list[str]]]) -> li
             text = source.read_text()
             problems += [f"{command!r}: {args[1]} has no option {a}" for a in args[2:]
                          if a.startswith("--") and f'"{a}"' not in text]
+        elif Path(program).name == "python" and args[:1] and args[0].endswith(".py"):  # a script of the repository
+            script = ROOT / args[0]
+            if not script.is_file():
+                problems.append(f"{command!r}: no script {args[0]}")
+                continue
+            text = script.read_text()
+            problems += [f"{command!r}: {args[0]} has no option {a}" for a in args[1:]
+                         if a.startswith("--") and f'"{a}"' not in text]
         elif program == "make":
             makefile = (ROOT / "Makefile").read_text()
             problems += [f"{command!r}: no make target {t}" for t in args if not re.search(rf"^{t}:", makefile, re.M)]
@@ -182,11 +190,16 @@ def test_the_command_check_finds_an_invented_flag_and_a_missing_module():
     problems = _check_command("python -m ml.models.fraud.algorithm --data d --no-such-flag", calls)
     problems += _check_command("python -m ml.nowhere --data d", calls)
     problems += _check_command("make no-such-target", calls)
+    problems += _check_command(".venv-ml/bin/python scripts/bench_splitter.py --no-such-flag", calls)
+    problems += _check_command("python scripts/nowhere.py", calls)
     assert problems == [
         "'python -m ml.models.fraud.algorithm --data d --no-such-flag': ml.models.fraud.algorithm has no option "
         "--no-such-flag",
         "'python -m ml.nowhere --data d': no module ml.nowhere",
         "'make no-such-target': no make target no-such-target",
+        "'.venv-ml/bin/python scripts/bench_splitter.py --no-such-flag': scripts/bench_splitter.py has no option "
+        "--no-such-flag",
+        "'python scripts/nowhere.py': no script scripts/nowhere.py",
     ]
     _check_command("mlplat bench models --no-such-flag", calls)
     _check_command("MLPLAT_CHART_MIRROR=x time mlplat conform --stack nowhere", calls)
