@@ -38,7 +38,7 @@ ALERTS: tuple[Alert, ...] = (
           "the streaming-features Flink job is not running for 5 m: online velocity features stop updating",
           "streaming-job-down.md"),
     Alert("MLPlatStreamingJobRestarting", f"sum(increase({RESTARTS}[15m])) > 2", "0m", "warning",
-          "the streaming-features Flink job restarted more than twice in 15 m", "streaming-job-down.md"),
+          "the streaming-features Flink job restarted more than twice in 15 m", "streaming-job-restarting.md"),
     Alert("MLPlatStreamingFeaturesStale", f"{FRESHNESS_SECONDS} > {STALE_AFTER_MINUTES * 60}", "10m", "critical",
           f"the newest event the streaming job wrote is older than {STALE_AFTER_MINUTES} m: online velocity "
           "features are stale (no traffic, a stuck source or a failing online-store write)",
@@ -49,7 +49,7 @@ ALERTS: tuple[Alert, ...] = (
           "online)", "streaming-late-events.md"),
     Alert("MLPlatFlinkOperatorDown", f'absent(up{{namespace="{OPERATOR_NAMESPACE}"}} == 1)', "10m", "critical",
           "the Flink Kubernetes Operator is not scraped as up for 10 m: the streaming job is not reconciled",
-          "streaming-job-down.md"),
+          "flink-operator-down.md"),
 )
 
 # (title, expr, unit, legend) of the dashboard's panels.

@@ -72,7 +72,8 @@ WORKLOAD_GRANTS: dict[str, list[BucketGrant | TopicGrant]] = {
     "pipelines-ui": [BucketGrant("pipelines", "read")],
     # The streaming-features Flink job: reads the transactions topic (consumer groups `mlplat-flink-*` only) and
     # keeps its checkpoints and savepoints under `flink/` of the Feast bucket.
-    "flink-job": [TopicGrant("read", group_prefix=FLINK_GROUP_PREFIX), BucketGrant("feast", "write", FLINK_STATE_PREFIX)],
+    "flink-job": [TopicGrant("read", group_prefix=FLINK_GROUP_PREFIX),
+                  BucketGrant("feast", "write", FLINK_STATE_PREFIX)],
 }
 # Identities whose workload is optional: their role exists only when the stack installs it.
 OPTIONAL_IDENTITY_SWITCHES: dict[str, Callable[[StackContext], bool]] = {

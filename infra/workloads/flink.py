@@ -146,10 +146,10 @@ def _resource(res: Resources) -> dict[str, Any]:
 def deployment_spec(ctx: StackContext, image: str, feast_bucket: str, bootstrap: str, redis_host: str,
                     redis_port: int, redis_tls: bool) -> dict[str, Any]:
     """The FlinkDeployment spec (checked against the operator chart's CRD schema by `mlplat conform`)."""
-    cfg = ctx.cfg.workloads.flink
     stream = model_registry.stream()
     if stream is None or stream.job is None:
         raise ValueError("workloads.flink.enabled needs a registered model whose spec declares stream.job")
+    cfg = ctx.cfg.workloads.flink
     state = f"s3://{feast_bucket}/{FLINK_STATE_PREFIX}"
     scheme = "rediss" if redis_tls else "redis"
     env = [
@@ -220,7 +220,7 @@ def dashboard() -> str:
 
     panels = [panel(i + 1, *p) for i, p in enumerate(contract.DASHBOARD_PANELS)]
     return json.dumps({
-        "title": "Streaming features (Flink)", "uid": "mlplat-streaming-features", "schemaVersion": 39,
+        "title": "ML platform / Streaming features", "uid": "mlplat-streaming-features", "schemaVersion": 39,
         "description": "Health of the streaming-features Flink job and the freshness of the online features it "
                        "writes.",
         "tags": ["mlplatform", "flink", "features"], "time": {"from": "now-24h", "to": "now"},
@@ -230,7 +230,7 @@ def dashboard() -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
-class FlinkArgs(WorkloadArgs):
+class StreamingFeaturesArgs(WorkloadArgs):
     """Inputs of `StreamingFeatures` (settings from `workloads.flink`)."""
 
     image: pulumi.Input[str]
@@ -238,7 +238,7 @@ class FlinkArgs(WorkloadArgs):
 
 
 class StreamingFeatures(pulumi.ComponentResource):
-    def __init__(self, name: str, args: FlinkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: StreamingFeaturesArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:workloads:StreamingFeatures", name, None, opts)
         ctx, data, vpc_cidr, depends_on = args.ctx, args.data, args.vpc_cidr, args.depends_on
         cm_ns = namespace(CERT_MANAGER_NAMESPACE, self)

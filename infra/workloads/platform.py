@@ -17,7 +17,7 @@ import pulumi_kubernetes as k8s
 from infra.aws.interfaces import DataServices
 from infra.workloads.cluster_addons import ClusterAddonCharts, ClusterAddonChartsArgs
 from infra.workloads.feature_store import FeatureStore, FeatureStoreArgs
-from infra.workloads.flink import FlinkArgs, StreamingFeatures, job_image
+from infra.workloads.flink import StreamingFeaturesArgs, StreamingFeatures, job_image
 from infra.workloads.governance import Governance, GovernanceArgs
 from infra.workloads.mlflow import Mlflow, MlflowArgs
 from infra.workloads.models_cluster import ReferenceModels, ReferenceModelsArgs
@@ -82,7 +82,7 @@ class Platform(pulumi.ComponentResource):
             feast = FeatureStore("feast", FeatureStoreArgs(
                 ctx=ctx, data=data, vpc_cidr=vpc_cidr, ingestor_image=repo.image, depends_on=base), child)
         if wl.flink.enabled:
-            StreamingFeatures("flink", FlinkArgs(
+            StreamingFeatures("flink", StreamingFeaturesArgs(
                 ctx=ctx, data=data, vpc_cidr=vpc_cidr, image=job_image(repo.image), depends_on=base), child)
         if wl.seldon.enabled:
             seldon = Seldon("seldon", SeldonArgs(
