@@ -17,7 +17,7 @@ import pulumi_kubernetes as k8s
 from infra.aws.interfaces import DataServices
 from infra.workloads.cluster_addons import ClusterAddonCharts, ClusterAddonChartsArgs
 from infra.workloads.feature_store import FeatureStore, FeatureStoreArgs
-from infra.workloads.flink import StreamingFeaturesArgs, StreamingFeatures, job_image
+from infra.workloads.flink import StreamingFeatures, StreamingFeaturesArgs, job_image
 from infra.workloads.governance import Governance, GovernanceArgs
 from infra.workloads.mlflow import Mlflow, MlflowArgs
 from infra.workloads.models_cluster import ReferenceModels, ReferenceModelsArgs
