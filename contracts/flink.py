@@ -22,6 +22,8 @@ CONSUMER_GROUP_PREFIX = "mlplat-flink-"
 METRICS_PORT = 9249  # Flink's Prometheus reporter (job and task managers)
 OPERATOR_METRICS_PORT = 9999  # the operator's own Prometheus reporter
 STALE_AFTER_MINUTES = 15
+# The job prints this once its graph is submitted; the local platform waits for it (local/flink_local.py).
+RUNNING_MARKER = "streaming job running:"
 
 _JOB = f'namespace="{JOB_NAMESPACE}"'
 UPTIME = f"flink_jobmanager_job_uptime{{{_JOB}}}"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from local.config import PORT_HELP, LocalConfig, port_env_var
+from local.flink_local import FlinkJob
 from local.prometheus import AutoRollbackReceiver, PrometheusServer, RetrainReceiver
 from local.supervisor import (
     PortInUseError,
@@ -27,9 +28,10 @@ from local.supervisor import (
 from ml.serving.processes import MLflowServer, MLServerProcess, RedisServer, Service
 
 # Start order; `down` stops in reverse (MLServer before the stores it reads from).
-ORDER = ("redis", "mlflow", "mlserver", "prometheus", "autorollback", "retrain")
+ORDER = ("redis", "mlflow", "mlserver", "prometheus", "autorollback", "retrain", "flink")
 PORTS_OF = {"redis": ("redis",), "mlflow": ("mlflow",), "mlserver": ("http", "grpc", "metrics"),
-            "prometheus": ("prometheus",), "autorollback": ("autorollback",), "retrain": ("retrain",)}
+            "prometheus": ("prometheus",), "autorollback": ("autorollback",), "retrain": ("retrain",),
+            "flink": ()}  # the streaming job serves no port
 PORT_FLAGS = {"mlflow": "--mlflow-port", "http": "--http-port", "grpc": "--grpc-port",
               "metrics": "--metrics-port", "redis": "--redis-port", "prometheus": "--prometheus-port",
               "autorollback": "--autorollback-port", "retrain": "--retrain-port"}
@@ -60,6 +62,8 @@ def build(cfg: LocalConfig, name: str, ports: dict[str, int] | None = None,
         return AutoRollbackReceiver(cfg.path("autorollback"), ports["autorollback"], cfg)
     if name == "retrain":
         return RetrainReceiver(cfg.path("retrain"), ports["retrain"], cfg)
+    if name == "flink":
+        return FlinkJob(cfg.path("flink"), cfg.path("transactions"), cfg.redis_url or "")
     raise ValueError(f"unknown service {name!r}; expected one of {', '.join(ORDER)}")
 
 

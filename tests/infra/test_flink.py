@@ -99,5 +99,5 @@ def test_alerts_have_runbooks_and_dashboards_query_known_metrics(synth):
 
 def test_a_stack_enabling_flink_without_a_stream_job_is_refused(monkeypatch):
     monkeypatch.setattr(model_registry, "stream", lambda: None)
-    with pytest.raises(ValueError, match="stream.job"):
+    with pytest.raises(ValueError, match=r"stream\.job"):
         deployment_spec(object(), "img", "bucket", "b:9098", "redis", 6379, True)  # type: ignore[arg-type]

@@ -48,6 +48,7 @@ from pyflink.datastream import (
 from pyflink.datastream.connectors.file_system import FileSource, StreamFormat
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
+from contracts.flink import RUNNING_MARKER
 from ml.data.online_writer import RedisOnlineWriter, Row
 from ml.models.fraud.features import CARD_VIEW
 from ml.models.fraud.streaming.events import InvalidEvent, parse
@@ -295,7 +296,10 @@ def main() -> int:  # pragma: no cover - process entry point (exercised by tests
     written, late = build(env, settings)
     written.print()
     late.map(lambda s: f"late transaction not counted: {s}", output_type=Types.STRING()).print()
-    env.execute("fraud-velocity")
+    client = env.execute_async("fraud-velocity")
+    # The local platform waits for this line (local/flink_local.py): the job graph runs from here on.
+    print(f"{RUNNING_MARKER} {client.get_job_id()}", flush=True)
+    client.get_job_execution_result().result()
     return 0
 
 
