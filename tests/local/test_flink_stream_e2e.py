@@ -56,6 +56,6 @@ def test_the_next_file_moves_the_served_velocity(platform):
         assert time.monotonic() < deadline, f"velocity is {online_velocity(redis_url, DEMO_CARD)}"
         time.sleep(0.2)
     # The model server reads the same key: the next request for the card is served with it, not with defaults.
-    request = build_request(MODEL, Path(platform["summary"]["data_dir"]), True, None)
+    request = build_request(MODEL, Path(platform["summary"]["data_dir"]), True, platform["state"] / "train" / MODEL)
     degraded, probability = infer_for_card(platform["http"], MODEL, request, DEMO_CARD)
     assert degraded is False and 0.0 <= probability <= 1.0
