@@ -5,7 +5,8 @@ source instead of the MSK topic (no Kafka connector jar or broker can be install
 Redis online store in Feast's layout.
 
 `demonstrate` shows the path end to end: a new transaction file for a card the store does not hold, the job
-writes its velocity, and the next fraud request for that card is served with it (no longer degraded).
+writes its velocity, and the next request of the model that declares the stream, for that card, is served
+with it (no longer degraded).
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class FlinkJob(Service):
 class StreamCheck:
     """What the end-to-end check saw."""
 
+    model: str
     card: int
     transactions: int
     velocity: int | None
@@ -108,7 +110,8 @@ class StreamCheck:
                     f"{self.velocity} after {self.seconds:.1f}s, request degraded before/after "
                     f"{self.degraded_before}/{self.degraded_after}")
         return (f"a new file of {self.transactions} transactions for card {self.card} -> velocity_last_24h="
-                f"{self.velocity} in the online store {self.seconds:.1f}s later; the next fraud request for the card "
+                f"{self.velocity} in the online store {self.seconds:.1f}s later; the next {self.model} request "
+                "for the card "
                 f"is served with it (degraded before: unknown card; after: no, p={self.probability_after:.3f})")
 
 
@@ -129,15 +132,17 @@ def online_velocity(redis_url: str, card: int, view: str = "card_features") -> i
     return feast_redis.parse_int64_value(raw)
 
 
-def infer_for_card(http_url: str, model: str, request: dict[str, Any], card: int) -> tuple[bool, float | None]:
+def infer_for_card(http_url: str, model: str, request: dict[str, Any], card: int) -> tuple[bool, float]:
+    """(degraded, score) of one request of `model` with its `card_id` replaced by `card`."""
     body = json.loads(json.dumps(request))
     for inp in body["inputs"]:
         if inp["name"] == "card_id":
             inp["data"] = [card]
     reply = httpx.post(f"{http_url}/v2/models/{model}/infer", json=body, timeout=10)
     reply.raise_for_status()
-    outputs = {o["name"]: o["data"] for o in reply.json()["outputs"]}
-    return bool(outputs["degraded"][0]), float(outputs["fraud_probability"][0])
+    outputs = reply.json()["outputs"]
+    degraded = next(o["data"][0] for o in outputs if o["name"] == "degraded")
+    return bool(degraded), float(outputs[0]["data"][0])  # the first output is the model's score
 
 
 def demonstrate(inbox: Path, redis_url: str, http_url: str, model: str, request: dict[str, Any],
@@ -158,4 +163,4 @@ def demonstrate(inbox: Path, redis_url: str, http_url: str, model: str, request:
         time.sleep(0.2)
     seconds = time.monotonic() - started
     degraded_after, probability = infer_for_card(http_url, model, request, card)
-    return StreamCheck(card, DEMO_TRANSACTIONS, velocity, seconds, degraded_before, degraded_after, probability)
+    return StreamCheck(model, card, DEMO_TRANSACTIONS, velocity, seconds, degraded_before, degraded_after, probability)

@@ -7,7 +7,7 @@
   in Redis, and the resident memory of its process group.
 
 Run from the repository root in the ML environment (it starts the Flink job in .venv-flink):
-    .venv-ml/bin/python scripts/bench_streaming.py --events 20000 --cards 2000
+    .venv-ml/bin/python -m scripts.bench_streaming --events 20000 --cards 2000
 """
 
 from __future__ import annotations

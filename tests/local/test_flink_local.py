@@ -30,7 +30,7 @@ def test_a_missing_streaming_environment_names_the_bootstrap_step(tmp_path, monk
 
 
 def test_the_summary_line_says_what_happened():
-    good = StreamCheck(7, 3, 3, 1.5, True, False, 0.25)
+    good = StreamCheck("m", 7, 3, 3, 1.5, True, False, 0.25)
     assert good.ok and "velocity_last_24h=3" in good.line() and "p=0.250" in good.line()
-    stuck = StreamCheck(7, 3, None, 90.0, True, True, 0.5)
+    stuck = StreamCheck("m", 7, 3, None, 90.0, True, True, 0.5)
     assert not stuck.ok and stuck.line().startswith("FAILED")

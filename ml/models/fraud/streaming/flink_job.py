@@ -265,11 +265,13 @@ def velocity_streams(raw: DataStream, settings: Settings) -> tuple[DataStream, D
 
 
 def environment(config: dict[str, str] | None = None) -> StreamExecutionEnvironment:
-    """An execution environment tuned for per-event latency (small Python bundles, frequent watermarks)."""
+    """An execution environment tuned for latency: a Python bundle is flushed after 10 ms at the latest (Flink's
+    default is 1 s) and watermarks are emitted every 50 ms. Bundles keep Flink's default size (1,000 elements):
+    a bundle of one element cut the throughput to a third here (docs/BENCHMARKS.md)."""
     conf = Configuration()
     # The Python workers run in this interpreter's environment (the one with pyflink), not `python` on PATH.
     for key, value in {"python.executable": sys.executable, "python.client.executable": sys.executable,
-                       "python.fn-execution.bundle.size": "1", "python.fn-execution.bundle.time": "10",
+ "python.fn-execution.bundle.time": "10",
                        "pipeline.auto-watermark-interval": "50ms", **(config or {})}.items():
         conf.set_string(key, value)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
