@@ -36,6 +36,9 @@ WORKLOAD_IDENTITIES: dict[str, WorkloadIdentity] = {
     "pipelines": WorkloadIdentity("kubeflow", "ml-pipeline"),
     "pipeline-runner": WorkloadIdentity("kubeflow", "pipeline-runner"),
     "pipelines-ui": WorkloadIdentity("kubeflow", "ml-pipeline-ui"),
+    # The streaming-features Flink job's JobManager and TaskManagers (the service account the Flink
+    # Kubernetes Operator's chart creates in its watched namespace).
+    "flink-job": WorkloadIdentity("flink-jobs", "flink"),
     "cluster-autoscaler": WorkloadIdentity("kube-system", "cluster-autoscaler"),
     "aws-load-balancer-controller": WorkloadIdentity("kube-system", "aws-load-balancer-controller"),
 }

@@ -51,6 +51,14 @@ METRICS: dict[str, tuple[str, str]] = {
     "kube_pod_status_phase": ("gauge", "kube-state-metrics"),
     "kube_pod_container_status_restarts_total": ("counter", "kube-state-metrics"),
     "kube_pod_container_resource_requests": ("gauge", "kube-state-metrics (resource=cpu|memory|nvidia_com_gpu)"),
+    # The streaming-features Flink job (Prometheus reporter of its JobManager / TaskManagers): contracts/flink.py
+    "flink_jobmanager_job_uptime": ("gauge", "Flink JobManager (streaming-features)"),
+    "flink_jobmanager_job_numRestarts": ("gauge", "Flink JobManager (streaming-features)"),
+    "flink_jobmanager_job_numberOfFailedCheckpoints": ("gauge", "Flink JobManager (streaming-features)"),
+    "flink_taskmanager_job_task_operator_lateTransactions": ("counter", "Flink TaskManager: the job's operator"),
+    "flink_taskmanager_job_task_operator_invalidTransactions": ("counter", "Flink TaskManager: the job's operator"),
+    "flink_taskmanager_job_task_operator_featureRowsWritten": ("counter", "Flink TaskManager: the job's operator"),
+    "flink_taskmanager_job_task_operator_newestEventTimeMs": ("gauge", "Flink TaskManager: the job's operator"),
     "up": ("gauge", "Prometheus (every scrape target)"),
     # Argo CD application controller (argo-cd chart metrics Service, port 8082; infra/workloads/gitops.py)
     "argocd_app_info": ("gauge", "Argo CD controller (labels name, project, sync_status, health_status)"),

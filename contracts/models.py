@@ -98,12 +98,17 @@ class Stream:
 
     topic: str
     ingestor: str
+    # The Flink job computing the same online features with event time (`python -m <job>` in the
+    # streaming-features FlinkDeployment, infra/workloads/flink.py); None: the ingestor only.
+    job: str | None = None
 
     def __post_init__(self) -> None:
         if not TOPIC_RE.match(self.topic):
             raise SpecError(f"stream.topic is not a valid Kafka topic name: {self.topic!r}")
         if not DOTTED_RE.match(self.ingestor):
             raise SpecError(f"stream.ingestor must be a dotted module path, got {self.ingestor!r}")
+        if self.job is not None and not DOTTED_RE.match(self.job):
+            raise SpecError(f"stream.job must be a dotted module path, got {self.job!r}")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from contracts import local_platform, model_registry
 from contracts.pipelines import GATES_SOURCE_TAG, SAMPLE_DATA, STEPS, pipeline_name
 from local.config import PORT_HELP, LocalConfig, default_ports, otlp_endpoint_from_env
 from local.discovery import recorded_models, resolve_ports
+from local.flink_local import parse_engines
 from local.pipeline_runs import SUMMARY_FILE, arguments, short_path, slots_dir
 from local.services import PORT_FLAGS
 from local.supervisor import PortInUseError
@@ -55,6 +56,10 @@ def register_local(sub: argparse._SubParsersAction) -> None:
                     help="train on the files in DIR (shared datasets' names and schemas, e.g. ../shared/datasets); "
                          "default: generated sample data")
     up.add_argument("--redis", action="store_true", help="Feast online store in a local redis-server (default SQLite)")
+    up.add_argument("--engines", default="", metavar="LIST",
+                    help="optional Java engines, comma-separated: `flink` runs the streaming-features job (needs "
+                         "--redis, the streaming environment and Java 17) and checks a new transaction end to end; "
+                         "default: none (no JVM)")
     up.add_argument("--models", default=",".join(model_registry.names()),
                     help=f"comma-separated subset of {','.join(model_registry.names())} (default: all registered)")
     up.add_argument("--gates-stack", type=Path, default=None, metavar="FILE",
@@ -141,8 +146,10 @@ def _start(args: argparse.Namespace) -> int:
             auto_rollback=not args.no_auto_rollback, auto_retrain=not args.no_auto_retrain,
             splitter=not args.no_splitter, gates_stack=args.gates_stack,
             models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
-            otlp_endpoint=otlp_endpoint_from_env(),
+            otlp_endpoint=otlp_endpoint_from_env(), engines=parse_engines(args.engines),
         )
+        if "flink" in cfg.engines and not cfg.redis:
+            raise ValueError("--engines flink needs --redis: the streaming job writes Feast's Redis online store")
         return up(cfg)
     except DataContractError as exc:
         print(f"mlplat local: the data in {args.data} does not match the expected schema: {exc}", file=sys.stderr)

@@ -18,10 +18,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from contracts import local_platform
+from contracts import local_platform, model_registry
 from contracts.pipelines import GATES_SOURCE_TAG
 from local import delivery, discovery, feast_local, pipeline_runs, prometheus, serving, smoke, traffic, training
 from local.config import LocalConfig
+from local.flink_local import FlinkEngineError, StreamCheck, demonstrate
 from local.report import Progress, summary_text
 from local.services import ORDER, Decision, decide, ensure, missing_entry_points
 from local.supervisor import Supervisor, port_in_use
@@ -75,7 +76,8 @@ def stop_redis_left_behind(cfg: LocalConfig, sup: Any, say: Callable[[str], None
 
 def _services(cfg: LocalConfig) -> list[str]:
     optional = {"redis": cfg.redis, "prometheus": cfg.prometheus, "autorollback": cfg.prometheus and cfg.auto_rollback,
-                "retrain": cfg.prometheus and cfg.auto_retrain, "haproxy": cfg.splitter, "feedback": cfg.splitter}
+                "retrain": cfg.prometheus and cfg.auto_retrain, "haproxy": cfg.splitter, "feedback": cfg.splitter,
+                "flink": "flink" in cfg.engines}
     return [s for s in ORDER if optional.get(s, True)]
 
 
@@ -217,7 +219,8 @@ def _up(cfg: LocalConfig, p: Progress, sup: Supervisor) -> int:
         online = feast_local.check_online(feast.repo) if feast.views else {}
         bad = {v: r for v, r in online.items() if r != "ok"}
         feast_check = f"online read-back ok for {len(online)} view(s)" if not bad else f"online read-back FAILED: {bad}"
-    ok = all(r.ok for r in results.values()) and not bad
+    stream = _stream(cfg, sup, decisions, p, records, states, data_dir) if "flink" in cfg.engines else None
+    ok = all(r.ok for r in results.values()) and not bad and (stream is None or stream.ok)
     doc = {
         "ok": ok,
         "total_s": p.elapsed(),
@@ -241,6 +244,8 @@ def _up(cfg: LocalConfig, p: Progress, sup: Supervisor) -> int:
         else "off (set OTEL_EXPORTER_OTLP_ENDPOINT to send traces to a collector)",
         "prometheus": prom_note,
         "splitter": split_note,
+        **({"streaming": {"engine": "Flink (local mini-cluster, file source)", "ok": stream.ok,
+                          "check": stream.line(), "inbox": str(cfg.path("transactions"))}} if stream else {}),
         "services": records,
         "data": str(cfg.data_dir) if cfg.data_dir else f"generated sample data ({data_dir})",
         "data_dir": str(data_dir),
@@ -252,6 +257,24 @@ def _up(cfg: LocalConfig, p: Progress, sup: Supervisor) -> int:
     discovery.record(cfg, list(decisions), "up")
     print(summary_text(doc), file=p.stream, flush=True)
     return 0 if ok else 1
+
+
+def _stream(cfg: LocalConfig, sup: Supervisor, decisions: dict[str, Decision], p: Progress,
+            records: dict[str, str], states: list[training.ModelState], data_dir: Path) -> StreamCheck:
+    """Start (or reuse) the streaming job and follow one new transaction file to a served request."""
+    model = next((s.name for s in model_registry.specs() if s.stream is not None and s.stream.job), None)
+    if model is None or model not in cfg.models:
+        raise SetupError("--engines flink: no model being served declares a streaming job (ModelSpec.stream.job)")
+    with p.step("Flink: the streaming-features job (local mini-cluster, file source)"):
+        try:
+            _, records["flink"] = ensure(cfg, sup, decisions["flink"], p.detail, timeout_s=240.0)
+        except FlinkEngineError as exc:
+            raise SetupError(str(exc)) from None
+        state = next(st for st in states if st.name == model)
+        request = smoke.build_request(model, data_dir, cfg.redis, _artifact(cfg, state))
+        check = demonstrate(cfg.path("transactions"), cfg.redis_url or "", cfg.url("http"), model, request)
+        p.detail(f"{records['flink']}; {check.line()}")
+    return check
 
 
 def _artifact(cfg: LocalConfig, st: training.ModelState) -> Path | None:

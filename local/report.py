@@ -81,6 +81,8 @@ def summary_text(doc: dict[str, Any]) -> str:
     out.append("")
     out.append(f"Feast: {doc['feast']['online_store']} online store, views {', '.join(doc['feast']['views'])}"
                f" ({doc['feast']['check']})")
+    if doc.get("streaming"):
+        out.append(f"Streaming features: {doc['streaming']['engine']}: {doc['streaming']['check']}")
     out.append(f"Tracing: {doc['tracing']}")
     out.append(f"Prometheus: {doc['prometheus']}")
     if doc.get("splitter"):

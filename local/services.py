@@ -16,6 +16,7 @@ from pathlib import Path
 
 from local import traffic
 from local.config import PORT_HELP, LocalConfig, port_env_var
+from local.flink_local import FlinkJob
 from local.prometheus import AutoRollbackReceiver, PrometheusServer, RetrainReceiver
 from local.supervisor import (
     PortInUseError,
@@ -28,9 +29,10 @@ from local.supervisor import (
 from ml.serving.processes import MLflowServer, MLServerProcess, RedisServer, Service
 
 # Start order; `down` stops in reverse (MLServer before the stores it reads from).
-ORDER = ("redis", "mlflow", "mlserver", "haproxy", "feedback", "prometheus", "autorollback", "retrain")
+ORDER = ("redis", "mlflow", "mlserver", "haproxy", "feedback", "prometheus", "autorollback", "retrain", "flink")
 PORTS_OF = {"redis": ("redis",), "mlflow": ("mlflow",), "mlserver": ("http", "grpc", "metrics"),
             "prometheus": ("prometheus",), "autorollback": ("autorollback",), "retrain": ("retrain",),
+            "flink": (),  # the streaming job serves no port
             **traffic.PORTS_OF}
 PORT_FLAGS = {"mlflow": "--mlflow-port", "http": "--http-port", "grpc": "--grpc-port",
               "metrics": "--metrics-port", "redis": "--redis-port", "prometheus": "--prometheus-port",
@@ -66,6 +68,8 @@ def build(cfg: LocalConfig, name: str, ports: dict[str, int] | None = None,
         return RetrainReceiver(cfg.path("retrain"), ports["retrain"], cfg)
     if name in traffic.PORTS_OF:
         return traffic.build(cfg, name, ports, extra_env)
+    if name == "flink":
+        return FlinkJob(cfg.path("flink"), cfg.path("transactions"), cfg.redis_url or "")
     raise ValueError(f"unknown service {name!r}; expected one of {', '.join(ORDER)}")
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Creates the project's three Python environments from the committed lock files and installs the
+# Creates the project's Python environments from the committed lock files and installs the
 # Debian services the tests and the local platform use. Idempotent: an environment is rebuilt only
-# when its lock file changed. Usage: scripts/bootstrap.sh [iac|ml|policy|checkov|dvc|system ...] (default: all)
+# when its lock file changed. Usage: scripts/bootstrap.sh [iac|ml|policy|checkov|dvc|flink|system ...] (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -61,7 +61,19 @@ system_packages() {
   done
 }
 
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(system iac ml policy checkov dvc)
+# The streaming-features job (PyFlink) runs on a Java 17 runtime: Debian's headless JRE.
+java_runtime() {
+  if command -v java >/dev/null 2>&1; then log "java present"; return; fi
+  if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
+    log "missing Debian package: openjdk-17-jre-headless (install it with apt-get as root)"; return 1
+  fi
+  local SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  log "installing Debian package: openjdk-17-jre-headless"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless >/dev/null
+}
+
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(system iac ml policy checkov dvc flink)
 ensure_uv
 for t in "${targets[@]}"; do
   case $t in
@@ -70,7 +82,10 @@ for t in "${targets[@]}"; do
     policy) make_env .venv-policy requirements/policy.txt ;;
     checkov) make_env .venv-checkov requirements/checkov.txt ;;  # scanner of `mlplat conform`
     dvc) make_env .venv-dvc requirements/dvc.txt ;;  # `dvc` of the data registry (ml/datasets/), S3 plugin included
+    # Optional: the Flink streaming job (`mlplat local up --engines flink`, tests/flink); apache-flink pins
+    # pyarrow < 21, Feast needs >= 21, so it cannot live in .venv-ml.
+    flink) java_runtime; make_env .venv-flink requirements/flink.txt ;;
     system) system_packages ;;
-    *) log "unknown target $t (iac|ml|policy|checkov|dvc|system)"; exit 2 ;;
+    *) log "unknown target $t (iac|ml|policy|checkov|dvc|flink|system)"; exit 2 ;;
   esac
 done

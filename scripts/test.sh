@@ -44,6 +44,8 @@ iac_pid=$!
 suite "ml (models, local platform, runbooks)" .venv-ml/bin/python tests/ml tests/local tests/runbooks || status=1
 wait "$iac_pid" || status=1
 cat "$iac_log"
+# The Flink streaming job on a mini-cluster: one JVM for its module, after the CPU-heavy suites.
+suite "flink (streaming features)" .venv-flink/bin/python tests/flink || status=1
 # Seven tests through the pack's gRPC analyzer: serial (its environment has no xdist).
 if [ $fast -eq 0 ]; then
   run "policy pack" .venv-policy/bin/python -m pytest -q -p no:cacheprovider tests/policy_pack || status=1

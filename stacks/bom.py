@@ -45,7 +45,8 @@ class Chart(_Strict):
     @field_validator("version")
     @classmethod
     def _exact(cls, v: str) -> str:
-        if not _SEMVER.match(v):
+        # cert-manager publishes its charts with a `v` prefix (cert-manager-v1.21.1.tgz): the version is exact.
+        if not _SEMVER.match(v.removeprefix("v")):
             raise ValueError(f"chart version {v!r} must be an exact version, not a range")
         return v
 
@@ -85,6 +86,31 @@ class Manifests(_Strict):
         return f"{self.repository}/{self.path}/{subpath.strip('/')}?ref={self.version}"
 
 
+class FlinkJar(_Strict):
+    """A Java library the streaming-features job image downloads at build time."""
+
+    url: str
+    sha256: str | None  # the reviewed digest; None: none could be obtained (the build checks Maven's .sha1)
+
+    @field_validator("url")
+    @classmethod
+    def _https_jar(cls, v: str) -> str:
+        if not re.fullmatch(r"https://\S+\.jar", v):
+            raise ValueError(f"jar url must be an https URL of a .jar file, got {v!r}")
+        return v
+
+    @field_validator("sha256")
+    @classmethod
+    def _digest(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[0-9a-f]{64}", v):
+            raise ValueError(f"jar sha256 must be 64 lower-case hex digits or null, got {v!r}")
+        return v
+
+    @property
+    def file(self) -> str:
+        return self.url.rsplit("/", 1)[1]
+
+
 class Bom(_Strict):
     platform: Platform
     kubernetes: KubernetesVersions
@@ -98,6 +124,7 @@ class Bom(_Strict):
     # Python environments of tools beside the ML one: environment -> package -> version, each equal to the
     # pins of requirements/<environment>.txt (checked by a test).
     python_tools: dict[str, dict[str, str]] = Field(default_factory=dict, alias="pythonTools")
+    flink_jars: dict[str, FlinkJar] = Field(default_factory=dict, alias="flinkJars")
 
     @model_validator(mode="after")
     def _every_supported_version_is_complete(self) -> Bom:

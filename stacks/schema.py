@@ -360,6 +360,8 @@ class SeldonConfig(ServiceConfig):
         "costs less CPU per request. The default follows the measurement at a 0.5 ms round trip "
         "(docs/BENCHMARKS.md, \"Online read across a network\"); re-measure with `mlplat bench store --url` from "
         "an inference pod.")
+
+
 _GIT_URL = r"^(https://[^\s/]+/\S+|ssh://[^\s/]+/\S+|git@[^\s:]+:\S+)$"
 
 
@@ -399,6 +401,27 @@ class GitOpsConfig(Section):
         "`pullRequest` (a branch of its own that someone reviews and merges: the manual approval; prod: required).")
 
 
+class FlinkConfig(Section):
+    enabled: bool = Field(
+        False, description="Install cert-manager and the Flink Kubernetes Operator (own namespaces; the operator "
+        "watches only `flink-jobs`) and the streaming-features job (a FlinkDeployment): the stream model's online "
+        "features computed from its MSK topic (IAM auth) with event time, written to the Feast online store. "
+        "Off: the feast-stream-ingestor Deployment writes them.")
+    parallelism: int = Field(2, ge=1, le=64, description="Job parallelism (at most the topic's partitions).")
+    checkpoint_interval_seconds: int = Field(
+        60, ge=10, le=3600, description="Checkpoint interval: Kafka offsets are committed and state is saved on "
+        "each checkpoint (a restart replays at most this much).")
+    allowed_lateness_seconds: int = Field(
+        300, ge=0, le=86400, description="Events behind the watermark by at most this much are still counted; "
+        "later ones go to the job's late side output (counted in a metric, alert MLPlatStreamingLateEvents).")
+    job_manager: Resources = Field(default_factory=lambda: Resources(
+        cpu_request="500m", cpu_limit="1", memory_request="1600Mi", memory_limit="1600Mi"),
+        description="JobManager pod resources (Flink sizes its JVM from the memory).")
+    task_manager: Resources = Field(default_factory=lambda: Resources(
+        cpu_request="1", cpu_limit="1", memory_request="2Gi", memory_limit="2Gi"),
+        description="TaskManager pod resources (JVM and the Python workers share the memory).")
+
+
 class WorkloadsConfig(Section):
     mlflow: ServiceConfig = Field(default_factory=ServiceConfig, description="MLflow tracking server and registry.")
     feast: FeastConfig = Field(default_factory=FeastConfig, description="Feast feature server and materialization.")
@@ -409,6 +432,8 @@ class WorkloadsConfig(Section):
     addons: AddonsConfig = Field(default_factory=AddonsConfig, description="Cluster add-ons installed by Helm.")
     pipelines: PipelinesConfig = Field(default_factory=PipelinesConfig,
                                        description="Kubeflow Pipelines and the models' training pipelines.")
+    flink: FlinkConfig = Field(default_factory=FlinkConfig,
+                               description="Flink Kubernetes Operator and the streaming-features job.")
     model_server_repository: RepositoryConfig = Field(
         default_factory=RepositoryConfig, description="ECR repository of the model-server image."
     )

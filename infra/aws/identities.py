@@ -11,11 +11,13 @@ cluster controllers get their documented permission sets with tag conditions
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import pulumi
 
+from contracts.flink import CONSUMER_GROUP_PREFIX as FLINK_GROUP_PREFIX
 from infra.aws.controller_policies import cluster_autoscaler_statements, load_balancer_controller_statements
 from infra.aws.interfaces import WORKLOAD_IDENTITIES
 from infra.aws.irsa import IrsaRole, IrsaRoleArgs, OidcIssuer, assert_no_wildcard_admin
@@ -29,6 +31,8 @@ from infra.aws.storage import (
     PIPELINE_PACKAGES_PREFIX,
 )
 from stacks.context import StackContext
+
+FLINK_STATE_PREFIX = "flink/"  # checkpoints and savepoints of the streaming job (infra/workloads/flink.py)
 
 Access = Literal["read", "write"]
 S3_READ = ["s3:GetObject", "s3:GetObjectVersion"]
@@ -71,6 +75,14 @@ WORKLOAD_GRANTS: dict[str, list[BucketGrant | TopicGrant]] = {
     "pipeline-runner": [BucketGrant("pipelines", "write"), BucketGrant("feast", "write", FEAST_OFFLINE_PREFIX),
                         BucketGrant("models", "write"), BucketGrant("datasets", "read", DATASETS_REMOTE_PREFIX)],
     "pipelines-ui": [BucketGrant("pipelines", "read")],
+    # The streaming-features Flink job: reads the transactions topic (consumer groups `mlplat-flink-*` only) and
+    # keeps its checkpoints and savepoints under `flink/` of the Feast bucket.
+    "flink-job": [TopicGrant("read", group_prefix=FLINK_GROUP_PREFIX),
+                  BucketGrant("feast", "write", FLINK_STATE_PREFIX)],
+}
+# Identities whose workload is optional: their role exists only when the stack installs it.
+OPTIONAL_IDENTITY_SWITCHES: dict[str, Callable[[StackContext], bool]] = {
+    "flink-job": lambda ctx: ctx.cfg.workloads.flink.enabled,
 }
 CONTROLLERS = ("cluster-autoscaler", "aws-load-balancer-controller")
 
@@ -178,6 +190,8 @@ class WorkloadIdentities(pulumi.ComponentResource):
         for identity in WORKLOAD_GRANTS:
             if not grants_exist(identity, bucket_arns):
                 continue  # its bucket is not created (the workload is switched off: OPTIONAL_BUCKETS)
+            if identity in OPTIONAL_IDENTITY_SWITCHES and not OPTIONAL_IDENTITY_SWITCHES[identity](ctx):
+                continue  # its workload is switched off
             statements = arns.apply(lambda a, ident=identity: workload_statements(ident, a[0], a[1], a[2], topics))
             self._role(ctx, oidc, identity, statements, child)
 

@@ -160,6 +160,17 @@ def _read_configmaps(pod: PodTemplate, idx: Index) -> list[KubeObject]:
     return [cm for name in sorted(names) if (cm := idx.find("ConfigMap", pod.namespace, name)) is not None]
 
 
+_XML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+
+
+def _without_comment_lines(text: str) -> str:
+    # A comment in a mounted configuration file (a whole `#` line of YAML, properties or shell; an XML comment)
+    # configures no call: the licence headers of the Flink operator's config files name www.apache.org, which
+    # the operator never calls.
+    text = _XML_COMMENT.sub("", text)
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+
+
 def configured(idx: Index) -> Iterator[Flow]:
     for pod in idx.pods:
         for c in pod.containers:
@@ -176,7 +187,7 @@ def configured(idx: Index) -> Iterator[Flow]:
                         yield Flow(pod, target, int(port or 0), f"{where} {what}")
         for cm in _read_configmaps(pod, idx):
             for key, text in (cm.manifest.get("data") or {}).items():
-                for host, port in endpoints_in(str(text)):
+                for host, port in endpoints_in(_without_comment_lines(str(text))):
                     if (target := resolve(idx, host, port, pod.namespace)) is not None:
                         yield Flow(pod, target, int(port or 0), f"{pod.owner.ref} reads {cm.ref} key {key}")
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from infra.conformance.flink_pods import flink_pods
 from infra.conformance.model import KubeObject
 
 SELDON_API = "mlops.seldon.io/v1alpha1"
@@ -188,4 +189,5 @@ def prometheus_workloads(objects: list[KubeObject]) -> list[KubeObject]:
 
 
 def derived_workloads(objects: list[KubeObject]) -> list[KubeObject]:
-    return seldon_workloads(objects) + seldon_runtime_objects(objects) + prometheus_workloads(objects)
+    return (seldon_workloads(objects) + seldon_runtime_objects(objects) + prometheus_workloads(objects)
+            + flink_pods(objects))

@@ -6,6 +6,7 @@ applied first. Hooks are kept (Helm applies them); test hooks and NOTES.txt are 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +36,16 @@ class RenderError(Exception):
     """The Helm engine refused the values or a template failed."""
 
 
+# Helm splits a rendered template into documents with this pattern (pkg/release/util SplitManifests), so a
+# separator followed by a comment on the same line (`---# ...`, as cert-manager's rbac.yaml renders) still
+# separates; a YAML parser alone would read it as part of the previous document.
+_SEPARATOR = re.compile(r"(?:^|\s*\n)---\s*")
+
+
 def load_documents(text: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for doc in yaml.load_all(text, Loader=_Loader):
+    docs = [d for part in _SEPARATOR.split(text) for d in yaml.load_all(part, Loader=_Loader)]
+    for doc in docs:
         if not isinstance(doc, dict):
             continue
         if doc.get("kind") == "List" and isinstance(doc.get("items"), list):

@@ -236,6 +236,10 @@ class FeatureStore(pulumi.ComponentResource):
                                     {"name": "AWS_REGION", "value": ctx.cfg.region},
                                     {"name": "FEAST_REPO", "value": REPO_DIR},
                                     {"name": "METRICS_PORT", "value": str(INGESTOR_METRICS_PORT)},
+                                    # With the Flink job on, it writes the online features; the ingestor keeps
+                                    # the labelled-outcome metrics (false-positive rate, per-version F1).
+                                    {"name": "PUSH_FEATURES",
+                                     "value": "false" if ctx.cfg.workloads.flink.enabled else "true"},
                                     _redis_env(),
                                 ],
                                 "ports": [{"name": "metrics", "containerPort": INGESTOR_METRICS_PORT}],

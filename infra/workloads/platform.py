@@ -18,6 +18,7 @@ from infra.aws.interfaces import DataServices
 from infra.workloads.cluster_addons import ClusterAddonCharts, ClusterAddonChartsArgs
 from infra.workloads.experiments import ExperimentControllers, ExperimentControllersArgs, bandit_models
 from infra.workloads.feature_store import FeatureStore, FeatureStoreArgs
+from infra.workloads.flink import StreamingFeatures, StreamingFeaturesArgs, job_image
 from infra.workloads.gitops import GitOps, GitOpsArgs
 from infra.workloads.governance import Governance, GovernanceArgs
 from infra.workloads.mlflow import Mlflow, MlflowArgs
@@ -82,6 +83,9 @@ class Platform(pulumi.ComponentResource):
         if wl.feast.enabled:
             feast = FeatureStore("feast", FeatureStoreArgs(
                 ctx=ctx, data=data, vpc_cidr=vpc_cidr, ingestor_image=repo.image, depends_on=base), child)
+        if wl.flink.enabled:
+            StreamingFeatures("flink", StreamingFeaturesArgs(
+                ctx=ctx, data=data, vpc_cidr=vpc_cidr, image=job_image(repo.image), depends_on=base), child)
         if wl.seldon.enabled:
             seldon = Seldon("seldon", SeldonArgs(
                 ctx=ctx, data=data, vpc_cidr=vpc_cidr, image=repo.image, depends_on=base), child)

@@ -117,3 +117,12 @@ def test_the_mlflow_service_monitor_finds_its_targets(prod: Plan, report: Callab
     assert all("basicAuth" in e for e in monitors[0].manifest["spec"]["endpoints"])
     assert [str(p) for p in rep.problems if p.check == "wiring" and "mlflow" in p.subject] == []
     assert not prod.release("mlflow").values.get("serviceMonitor", {}).get("enabled", False)
+
+
+def test_documents_split_as_helm_splits_them():
+    # cert-manager v1.21.1's rbac.yaml renders a separator with a comment on its line (`---# Permission ...`):
+    # Helm's SplitManifests separates there, and so must the conformance loader.
+    from infra.conformance.render import load_documents
+
+    text = "kind: Role\nmetadata: {name: a}\n\n---# Permission to approve\nkind: ClusterRole\nmetadata: {name: b}\n"
+    assert [d["metadata"]["name"] for d in load_documents(text)] == ["a", "b"]

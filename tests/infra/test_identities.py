@@ -7,10 +7,17 @@ import json
 import pytest
 
 from infra.aws.controller_policies import cluster_autoscaler_statements, load_balancer_controller_statements
-from infra.aws.identities import WORKLOAD_GRANTS, BucketGrant, bucket_statements
+from infra.aws.identities import (
+    OPTIONAL_IDENTITY_SWITCHES,
+    WORKLOAD_GRANTS,
+    BucketGrant,
+    bucket_statements,
+    workload_statements,
+)
 from infra.aws.interfaces import WORKLOAD_IDENTITIES
 from infra.aws.irsa import assert_no_wildcard_admin
 from infra.aws.storage import DATASETS_REMOTE_PREFIX
+from stacks.config import load_stack_file, stack_file
 
 IRSA = "mlplatform:identity:IrsaRole"
 ROLE = "aws:iam/role:Role"
@@ -44,9 +51,27 @@ def _resources(statements: list[dict], prefix: str) -> set[str]:
 
 def test_every_workload_identity_has_a_role(synth, env):
     roles = _roles(synth(env))
-    assert set(WORKLOAD_IDENTITIES) <= set(roles)
+    # An optional workload's identity has a role only where the stack installs the workload (prod: Flink).
+    flink = load_stack_file(stack_file(env)).workloads.flink.enabled
+    expected = set(WORKLOAD_IDENTITIES) - (set() if flink else set(OPTIONAL_IDENTITY_SWITCHES))
+    assert expected <= set(roles) and (flink or "flink-job" not in roles)
     assert "aws-ebs-csi-driver" in roles  # the add-on's own role (infra/aws/addons.py)
-    assert set(synth(env).stack_outputs["workloadRoleArns"]) == set(WORKLOAD_IDENTITIES)
+    assert set(synth(env).stack_outputs["workloadRoleArns"]) == expected
+
+
+def test_the_streaming_job_reads_only_the_transactions_topic_and_its_state_prefix():
+    placeholders = {"feast": "arn:aws:s3:::feast-bucket"}
+    statements = workload_statements("flink-job", placeholders, "arn:aws:kms:r:1:key/k",
+                                     "arn:aws:kafka:r:1:cluster/msk/u", ["fraud-transactions"])
+    actions = {a for st in statements for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
+    assert not any("WriteData" in a or a.endswith(":*") for a in actions), actions
+    topics = [st for st in statements if st["Sid"] == "KafkaTopics"]
+    assert [t["Resource"] for t in topics] == [["arn:aws:kafka:r:1:topic/msk/u/fraud-transactions"]]
+    groups = [st["Resource"] for st in statements if st["Sid"] == "KafkaGroups"]
+    assert groups == ["arn:aws:kafka:r:1:group/msk/u/mlplat-flink-*"]
+    objects = {r for st in statements for r in ([st["Resource"]] if isinstance(st["Resource"], str)
+                                                 else st["Resource"]) if r.startswith("arn:aws:s3:::feast-bucket/")}
+    assert objects == {"arn:aws:s3:::feast-bucket/flink/*"}
 
 
 def test_trust_admits_exactly_one_service_account(synth, env):

@@ -233,3 +233,11 @@ def test_addresses_are_read_from_urls_host_port_pairs_and_buckets() -> None:
     assert public is not None and public.place == flows.INTERNET and public.label == "github.com:443"
     missing = flows.resolve(idx, "nothing.mlflow.svc", 80, "x")
     assert missing is not None and missing.kind == "missing" and missing.label == "Service mlflow/nothing:80"
+
+
+def test_a_comment_line_in_a_mounted_configuration_configures_no_call() -> None:
+    # The Flink operator's config.yaml starts with the Apache licence header (a URL in a `#` comment).
+    text = "# http://www.apache.org/licenses/LICENSE-2.0\n  # see https://example.org\nurl: http://svc.ns.svc:8081\n"
+    assert list(flows.endpoints_in(flows._without_comment_lines(text))) == [("svc.ns.svc", 8081)]
+    xml = "<configuration>\n<!--\n http://www.apache.org/licenses/LICENSE-2.0\n-->\n<x>http://a.b.svc:80</x>"
+    assert list(flows.endpoints_in(flows._without_comment_lines(xml))) == [("a.b.svc", 80)]

@@ -170,6 +170,24 @@ def test_settings_name_missing_environment():
     assert s.group == "feast-stream-ingestor" and s.push_source == "card_activity_push"
 
 
+def test_metrics_only_mode_counts_outcomes_and_commits_without_pushing():
+    # With the Flink job writing the online features, the ingestor runs with PUSH_FEATURES=false.
+    s = Settings.from_env({"KAFKA_BOOTSTRAP": "b:9098", "KAFKA_TOPIC": "t", "AWS_REGION": "eu-west-1",
+                           "FEAST_REPO": "/feast", "PUSH_FEATURES": "false"})
+    assert s.push_features is False
+    with pytest.raises(ValueError, match="PUSH_FEATURES"):
+        Settings.from_env({"KAFKA_BOOTSTRAP": "b", "KAFKA_TOPIC": "t", "AWS_REGION": "r", "FEAST_REPO": "/f",
+                           "PUSH_FEATURES": "sometimes"})
+    labelled = json.dumps({**json.loads(event("a", 1, 0)), "flagged": True, "fraud_label": False}).encode()
+    registry = CollectorRegistry()
+    consumer = FakeConsumer([labelled, event("b", 2, 1)])
+    ing = StreamIngestor(consumer, None, flush_seconds=60, registry=registry, clock=lambda: T0)
+    ing.run(idle_polls=1)
+    assert registry.get_sample_value("mlplat_ingestor_labelled_transactions_total",
+                                     {"flagged": "true", "fraud": "false"}) == 1
+    assert consumer.commits == [2]
+
+
 def test_window_rejects_non_positive_length():
     with pytest.raises(ValueError, match="window must be positive"):
         VelocityWindow(timedelta(0))

@@ -27,8 +27,10 @@ SPEC = ModelSpec(
         entities=("card", "device"),
         feature_views=("card_features", "device_features"),
     ),
-    # Velocity features are pushed by the stream ingestor (ml/models/fraud/streaming) from this topic.
-    stream=Stream(topic="fraud-transactions", ingestor="ml.models.fraud.streaming.ingestor"),
+    # Velocity features from this topic: the Flink job where the stack enables Flink, else the stream ingestor
+    # (ml/models/fraud/streaming; docs/DATA-PLATFORM.md says which writes what).
+    stream=Stream(topic="fraud-transactions", ingestor="ml.models.fraud.streaming.ingestor",
+                  job="ml.models.fraud.streaming.flink_job"),
     business_panels=(
         DashboardPanel(
             title="Fraud rate (share of transactions flagged)",

@@ -68,9 +68,10 @@ class _Metrics:
 
 
 class StreamIngestor:
-    """The poll -> aggregate -> push -> commit loop."""
+    """The poll -> aggregate -> push -> commit loop. `sink=None`: metrics only (the Flink job writes the
+    online features; the labelled-outcome counters still come from here)."""
 
-    def __init__(self, consumer: Consumer, sink: Sink, window: VelocityWindow | None = None,
+    def __init__(self, consumer: Consumer, sink: Sink | None, window: VelocityWindow | None = None,
                  batch_size: int = 500, flush_seconds: float = 1.0,
                  registry: CollectorRegistry = REGISTRY, clock: Callable[[], datetime] | None = None) -> None:
         if batch_size < 1:
@@ -110,8 +111,8 @@ class StreamIngestor:
 
     def flush(self) -> int:
         """Push the pending rows, then commit the consumed offsets. Returns rows pushed."""
-        rows = list(self._rows.values())
-        if rows:
+        rows = list(self._rows.values()) if self.sink is not None else []
+        if rows and self.sink is not None:
             started = time.perf_counter()
             try:
                 self.sink.push(rows)
@@ -178,6 +179,7 @@ class Settings:
     push_source: str = "card_activity_push"
     metrics_port: int = 9100
     replay_hours: float = 24.0
+    push_features: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -190,7 +192,14 @@ class Settings:
                    group=env.get("KAFKA_GROUP", "feast-stream-ingestor"), region=env["AWS_REGION"],
                    feast_repo=env["FEAST_REPO"], push_source=env.get("PUSH_SOURCE", "card_activity_push"),
                    metrics_port=int(env.get("METRICS_PORT", "9100")),
-                   replay_hours=float(env.get("REPLAY_HOURS", "24")))
+                   replay_hours=float(env.get("REPLAY_HOURS", "24")),
+                   push_features=_flag(env.get("PUSH_FEATURES", "true"), "PUSH_FEATURES"))
+
+
+def _flag(raw: str, name: str) -> bool:
+    if raw.lower() not in ("true", "false"):
+        raise ValueError(f"stream ingestor: {name} must be true or false, got {raw!r}")
+    return raw.lower() == "true"
 
 
 def make_consumer(settings: Settings) -> Any:  # pragma: no cover - needs a broker (not available offline)
@@ -228,7 +237,8 @@ def main() -> int:  # pragma: no cover - process entry point
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
     start_http_server(settings.metrics_port)
-    ingestor = StreamIngestor(make_consumer(settings), FeastPushSink(settings.feast_repo, settings.push_source))
+    sink = FeastPushSink(settings.feast_repo, settings.push_source) if settings.push_features else None
+    ingestor = StreamIngestor(make_consumer(settings), sink)
     try:
         ingestor.run()
     finally:
