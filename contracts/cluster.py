@@ -34,6 +34,8 @@ WORKLOAD_IDENTITIES: dict[str, WorkloadIdentity] = {
     "pipelines": WorkloadIdentity("kubeflow", "ml-pipeline"),
     "pipeline-runner": WorkloadIdentity("kubeflow", "pipeline-runner"),
     "pipelines-ui": WorkloadIdentity("kubeflow", "ml-pipeline-ui"),
+    # The batch-feature Spark job's driver and executors (the Spark Operator's job namespace).
+    "spark-features": WorkloadIdentity("spark-jobs", "spark-features"),
     "cluster-autoscaler": WorkloadIdentity("kube-system", "cluster-autoscaler"),
     "aws-load-balancer-controller": WorkloadIdentity("kube-system", "aws-load-balancer-controller"),
 }

@@ -51,6 +51,11 @@ METRICS: dict[str, tuple[str, str]] = {
     "kube_pod_status_phase": ("gauge", "kube-state-metrics"),
     "kube_pod_container_status_restarts_total": ("counter", "kube-state-metrics"),
     "kube_pod_container_resource_requests": ("gauge", "kube-state-metrics (resource=cpu|memory|nvidia_com_gpu)"),
+    "kube_cronjob_status_last_successful_time": ("gauge", "kube-state-metrics (the feast-materialize CronJob)"),
+    # Spark Operator controller (kubeflow/spark-operator, port 8080; label app_type): contracts/spark.py
+    "spark_application_success_count": ("counter", "spark-operator controller"),
+    "spark_application_failure_count": ("counter", "spark-operator controller"),
+    "spark_application_running_count": ("gauge", "spark-operator controller"),
     "up": ("gauge", "Prometheus (every scrape target)"),
 }
 

@@ -20,6 +20,7 @@ from local.config import PORT_HELP, LocalConfig, default_ports, otlp_endpoint_fr
 from local.discovery import recorded_models, resolve_ports
 from local.pipeline_runs import SUMMARY_FILE, arguments, short_path, slots_dir
 from local.services import PORT_FLAGS
+from local.spark_local import parse_engines
 from local.supervisor import PortInUseError
 from local.training import DATA_TAG, GATES_TAG, fingerprint, gates_for
 from ml.data.contract import DataContractError
@@ -55,6 +56,9 @@ def register_local(sub: argparse._SubParsersAction) -> None:
                     help="train on the files in DIR (shared datasets' names and schemas, e.g. ../shared/datasets); "
                          "default: generated sample data")
     up.add_argument("--redis", action="store_true", help="Feast online store in a local redis-server (default SQLite)")
+    up.add_argument("--engines", default="", metavar="LIST",
+                    help="optional engines, comma-separated: `spark` computes the batch features with the Spark "
+                         "job on local[2] (needs Java 17); default: none (the models' pandas feature code)")
     up.add_argument("--models", default=",".join(model_registry.names()),
                     help=f"comma-separated subset of {','.join(model_registry.names())} (default: all registered)")
     up.add_argument("--gates-stack", type=Path, default=None, metavar="FILE",
@@ -134,7 +138,7 @@ def _start(args: argparse.Namespace) -> int:
             auto_rollback=not args.no_auto_rollback, auto_retrain=not args.no_auto_retrain,
             gates_stack=args.gates_stack,
             models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
-            otlp_endpoint=otlp_endpoint_from_env(),
+            otlp_endpoint=otlp_endpoint_from_env(), engines=parse_engines(args.engines),
         )
         return up(cfg)
     except DataContractError as exc:

@@ -83,6 +83,7 @@ class LocalConfig:
     ports: dict[str, int] = field(default_factory=default_ports)
     data_dir: Path | None = None  # None: the product's generated sample data
     redis: bool = False  # Feast online store in a local redis-server instead of SQLite
+    engines: tuple[str, ...] = ()  # optional engines (local/spark_local.py ENGINES): "spark" computes batch features
     models: tuple[str, ...] = field(default_factory=model_registry.names)  # registered models
     retrain: bool = False  # retrain even if the registry holds a version trained on the same data
     gates_stack: Path | None = None  # stack file whose models.*.qualityGates apply with data_dir

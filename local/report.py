@@ -81,6 +81,8 @@ def summary_text(doc: dict[str, Any]) -> str:
     out.append("")
     out.append(f"Feast: {doc['feast']['online_store']} online store, views {', '.join(doc['feast']['views'])}"
                f" ({doc['feast']['check']})")
+    if doc["feast"].get("batch_engine", "").startswith("Spark"):
+        out.append(f"Batch features: {doc['feast']['batch_engine']}")
     out.append(f"Tracing: {doc['tracing']}")
     out.append(f"Prometheus: {doc['prometheus']}")
     out.append(f"Services: {', '.join(f'{k} {v}' for k, v in doc['services'].items())}")

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from contracts import model_registry
+from contracts import spark as spark_job
 from contracts.alerts import ALERTS, Alert
 from runbooks.context import RunContext
 from runbooks.engine import Runbook, Step, StepFailed
@@ -68,19 +69,18 @@ def _check_ready(ctx: RunContext, result: dict[str, Any]) -> None:
         raise StepFailed(f"serving is not healthy: server_ready={result['server_ready']}, not ready: {down}")
 
 
-def diagnosis_runbook(alert: Alert) -> Runbook:
-    return Runbook(
-        name=Path(alert.runbook).stem,
-        title=f"{alert.name} ({alert.severity})",
-        steps=[
-            Step(f"evaluate {alert.name} now", lambda ctx: _prometheus(ctx), precondition=lambda ctx: None,
-                 plan=lambda ctx: [], action=_evaluate(alert), verify=lambda ctx, r: None,
-                 rollback="nothing changed (read-only)", read_only=True),
-            Step("check the inference endpoint and every model are ready", lambda ctx: str(ctx.serving_url),
-                 precondition=lambda ctx: None, plan=lambda ctx: [], action=_readiness, verify=_check_ready,
-                 rollback="nothing changed (read-only)", read_only=True),
-        ],
-    )
+def diagnosis_runbook(alert: Alert, serving: bool = True) -> Runbook:
+    """`serving`: the alert concerns inference, so the runbook also checks the endpoint and every model."""
+    steps = [Step(f"evaluate {alert.name} now", lambda ctx: _prometheus(ctx), precondition=lambda ctx: None,
+                  plan=lambda ctx: [], action=_evaluate(alert), verify=lambda ctx, r: None,
+                  rollback="nothing changed (read-only)", read_only=True)]
+    if serving:
+        steps.append(Step("check the inference endpoint and every model are ready", lambda ctx: str(ctx.serving_url),
+                          precondition=lambda ctx: None, plan=lambda ctx: [], action=_readiness,
+                          verify=_check_ready, rollback="nothing changed (read-only)", read_only=True))
+    return Runbook(name=Path(alert.runbook).stem, title=f"{alert.name} ({alert.severity})", steps=steps)
 
 
-ALERT_RUNBOOKS = [diagnosis_runbook(a) for a in ALERTS]
+# The batch-feature job's alerts (contracts/spark.py) are about the Spark job, not inference.
+ALERT_RUNBOOKS = [diagnosis_runbook(a) for a in ALERTS] + [diagnosis_runbook(a, serving=False)
+                                                           for a in spark_job.ALERTS]

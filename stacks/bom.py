@@ -85,6 +85,38 @@ class Manifests(_Strict):
         return f"{self.repository}/{self.path}/{subpath.strip('/')}?ref={self.version}"
 
 
+class Jar(_Strict):
+    """A Java library an image of ours downloads at build time (Maven Central coordinates)."""
+
+    group: str
+    artifact: str
+    version: str
+    sha1: str  # the checksum Maven Central publishes beside the file (`<file>.sha1`)
+
+    @field_validator("sha1")
+    @classmethod
+    def _sha1(cls, v: str) -> str:
+        if not re.fullmatch(r"[0-9a-f]{40}", v):
+            raise ValueError(f"jar sha1 must be 40 lower-case hex digits, got {v!r}")
+        return v
+
+    @field_validator("version")
+    @classmethod
+    def _exact(cls, v: str) -> str:
+        if not re.fullmatch(r"\d+\.\d+\.\d+", v):
+            raise ValueError(f"jar version must be exact (x.y.z), got {v!r}")
+        return v
+
+    @property
+    def file(self) -> str:
+        return f"{self.artifact}-{self.version}.jar"
+
+    @property
+    def url(self) -> str:
+        return (f"https://repo1.maven.org/maven2/{self.group.replace('.', '/')}/{self.artifact}/{self.version}/"
+                f"{self.file}")
+
+
 class Bom(_Strict):
     platform: Platform
     kubernetes: KubernetesVersions
@@ -95,6 +127,7 @@ class Bom(_Strict):
     images: dict[str, Image]
     cluster_autoscaler_image_tags: dict[str, str] = Field(alias="clusterAutoscalerImageTags")
     python: dict[str, str]
+    jars: dict[str, Jar] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _every_supported_version_is_complete(self) -> Bom:

@@ -353,6 +353,25 @@ class PipelinesConfig(Section):
         "the drift-report CronJob judges no drift on fewer sampled rows (a few hundred requests are noise).")
 
 
+class SparkConfig(Section):
+    enabled: bool = Field(
+        False, description="Install the Spark Operator (its own namespace, jobs only in `spark-jobs`) and the "
+        "scheduled Spark job that computes every model's batch feature views into the Feast offline store on S3 "
+        "(Feast's materialization CronJob then loads them into the online store).")
+    schedule: Schedule = Field(
+        "30 1 * * *", description="Cron schedule of the batch-feature job (a ScheduledSparkApplication).")
+    data_uri: Annotated[str, StringConstraints(pattern=_DATA_URI)] = Field(
+        "sample", description="The models' data files the job reads: `sample` (generated on the driver) or an "
+        "s3:// prefix (read through S3A; a bucket outside the platform needs a bucket policy for the job's role).")
+    executor_instances: int = Field(2, ge=1, le=100, description="Spark executors of each run.")
+    driver: Resources = Field(default_factory=lambda: Resources(
+        cpu_request="500m", cpu_limit="1", memory_request="1Gi", memory_limit="2Gi"),
+        description="Driver pod resources (the JVM heap is sized from the memory request).")
+    executor: Resources = Field(default_factory=lambda: Resources(
+        cpu_request="1", cpu_limit="1", memory_request="2Gi", memory_limit="2Gi"),
+        description="Executor pod resources (the JVM heap is sized from the memory request).")
+
+
 class WorkloadsConfig(Section):
     mlflow: ServiceConfig = Field(default_factory=ServiceConfig, description="MLflow tracking server and registry.")
     feast: FeastConfig = Field(default_factory=FeastConfig, description="Feast feature server and materialization.")
@@ -362,6 +381,8 @@ class WorkloadsConfig(Section):
     addons: AddonsConfig = Field(default_factory=AddonsConfig, description="Cluster add-ons installed by Helm.")
     pipelines: PipelinesConfig = Field(default_factory=PipelinesConfig,
                                        description="Kubeflow Pipelines and the models' training pipelines.")
+    spark: SparkConfig = Field(default_factory=SparkConfig,
+                               description="Spark Operator and the batch-feature Spark job.")
     model_server_repository: RepositoryConfig = Field(
         default_factory=RepositoryConfig, description="ECR repository of the model-server image."
     )

@@ -11,6 +11,7 @@ cluster controllers get their documented permission sets with tag conditions
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -66,6 +67,12 @@ WORKLOAD_GRANTS: dict[str, list[BucketGrant | TopicGrant]] = {
     "pipeline-runner": [BucketGrant("pipelines", "write"), BucketGrant("feast", "write", FEAST_OFFLINE_PREFIX),
                         BucketGrant("models", "write")],
     "pipelines-ui": [BucketGrant("pipelines", "read")],
+    # The batch-feature Spark job writes the views' Parquet into the offline store (its S3A scratch files too).
+    "spark-features": [BucketGrant("feast", "write", FEAST_OFFLINE_PREFIX)],
+}
+# Identities whose workload is optional: their role exists only when the stack installs it.
+OPTIONAL_IDENTITIES: dict[str, Callable[[StackContext], bool]] = {
+    "spark-features": lambda ctx: ctx.cfg.workloads.spark.enabled,
 }
 CONTROLLERS = ("cluster-autoscaler", "aws-load-balancer-controller")
 
@@ -173,6 +180,8 @@ class WorkloadIdentities(pulumi.ComponentResource):
         for identity in WORKLOAD_GRANTS:
             if not grants_exist(identity, bucket_arns):
                 continue  # its bucket is not created (the workload is switched off: OPTIONAL_BUCKETS)
+            if identity in OPTIONAL_IDENTITIES and not OPTIONAL_IDENTITIES[identity](ctx):
+                continue
             statements = arns.apply(lambda a, ident=identity: workload_statements(ident, a[0], a[1], a[2], topics))
             self._role(ctx, oidc, identity, statements, child)
 

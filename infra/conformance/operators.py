@@ -33,6 +33,7 @@ import copy
 from typing import Any
 
 from infra.conformance.model import KubeObject
+from infra.conformance.spark_pods import spark_pods
 
 SELDON_API = "mlops.seldon.io/v1alpha1"
 STATEFUL_COMPONENTS = {"seldon-scheduler"}
@@ -188,4 +189,5 @@ def prometheus_workloads(objects: list[KubeObject]) -> list[KubeObject]:
 
 
 def derived_workloads(objects: list[KubeObject]) -> list[KubeObject]:
-    return seldon_workloads(objects) + seldon_runtime_objects(objects) + prometheus_workloads(objects)
+    return (seldon_workloads(objects) + seldon_runtime_objects(objects) + prometheus_workloads(objects)
+            + spark_pods(objects))

@@ -4,6 +4,8 @@
 - `redis_server` (session) and `redis_factory` (fresh servers a test may stop mid-test).
 - `mlserver_factory`: writes an MLServer repository and starts `mlserver start` on it.
 - `infer`: POST a V2 inference request, return the httpx response.
+- `spark_session` (session): one SparkSession on local[2] for every Spark test (the JVM's start-up costs
+  seconds: docs/BENCHMARKS.md), stopped at the end.
 """
 
 from __future__ import annotations
@@ -22,6 +24,17 @@ import pytest
 
 from ml.serving.processes import MLflowServer, MLServerProcess, RedisServer, free_port
 from ml.serving.settings import ModelEntry, write_repository
+
+
+@pytest.fixture(scope="session")
+def spark_session() -> Iterator[Any]:
+    if shutil.which("java") is None:
+        pytest.fail("java is not installed: run scripts/bootstrap.sh system (openjdk-17-jre-headless)")
+    from ml.data.spark_features import local_session
+
+    session = local_session()
+    yield session
+    session.stop()
 
 
 @pytest.fixture(scope="session")

@@ -101,3 +101,12 @@ def training_frame(store: Any, transactions: pd.DataFrame) -> pd.DataFrame:
     for column in ONLINE_FEATURES:
         base[column] = joined[column].to_numpy()
     return base
+
+
+def spark_views(spark: Any, reader: Any) -> dict[str, Any]:
+    """The same views computed on Spark (the job in ml/data/spark_features.py); `write_parquet` above is the
+    pandas reference the parity test compares them to."""
+    # pyspark only where the Spark job runs: the serving image and the Feast apply Job import this module.
+    from ml.models.fraud.batch_features import views
+
+    return views(spark, reader)
