@@ -353,6 +353,21 @@ class PipelinesConfig(Section):
         "the drift-report CronJob judges no drift on fewer sampled rows (a few hundred requests are noise).")
 
 
+_SPARK_MEMORY = Annotated[str, StringConstraints(pattern=r"^\d+(Mi|Gi)$")]
+
+
+class SparkPodResources(Section):
+    cpu_request: Quantity = Field("500m", description="CPU request (Spark's `coreRequest`).")
+    cpu_limit: Quantity = Field("1", description="CPU limit (Spark's `coreLimit`).")
+    memory: _SPARK_MEMORY = Field(
+        "1Gi", description="Pod memory in whole Mi or Gi, request and limit alike (Spark sets both): the JVM heap "
+        "gets 3/4, the overhead (off-heap, Python workers) the rest.")
+
+
+def _executor_resources() -> SparkPodResources:
+    return SparkPodResources(cpu_request="1", cpu_limit="1", memory="2Gi")
+
+
 class SparkConfig(Section):
     enabled: bool = Field(
         False, description="Install the Spark Operator (its own namespace, jobs only in `spark-jobs`) and the "
@@ -364,12 +379,10 @@ class SparkConfig(Section):
         "sample", description="The models' data files the job reads: `sample` (generated on the driver) or an "
         "s3:// prefix (read through S3A; a bucket outside the platform needs a bucket policy for the job's role).")
     executor_instances: int = Field(2, ge=1, le=100, description="Spark executors of each run.")
-    driver: Resources = Field(default_factory=lambda: Resources(
-        cpu_request="500m", cpu_limit="1", memory_request="1Gi", memory_limit="2Gi"),
-        description="Driver pod resources (the JVM heap is sized from the memory request).")
-    executor: Resources = Field(default_factory=lambda: Resources(
-        cpu_request="1", cpu_limit="1", memory_request="2Gi", memory_limit="2Gi"),
-        description="Executor pod resources (the JVM heap is sized from the memory request).")
+    driver: SparkPodResources = Field(default_factory=SparkPodResources,
+                                      description="Driver pod resources (default 500m-1 CPU, 1Gi).")
+    executor: SparkPodResources = Field(default_factory=_executor_resources,
+                                        description="Executor pod resources (default 1 CPU, 2Gi).")
 
 
 class WorkloadsConfig(Section):

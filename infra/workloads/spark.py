@@ -48,10 +48,9 @@ from infra.workloads.kube import (
     namespace,
     pod_monitor,
     pod_security_context,
-    resources,
 )
 from stacks.context import StackContext
-from stacks.schema import Resources
+from stacks.schema import SparkPodResources
 
 OPERATOR_NAMESPACE = contract.OPERATOR_NAMESPACE
 JOB_NAMESPACE = WORKLOAD_IDENTITIES["spark-features"].namespace
@@ -121,7 +120,7 @@ def operator_values(ctx: StackContext, role_arn: pulumi.Input[str]) -> dict[str,
     }
 
 
-def _pod_template(role: str, res: Resources) -> dict[str, Any]:
+def _pod_template(role: str, res: SparkPodResources) -> dict[str, Any]:
     """A Spark pod template: restricted Pod Security, general nodes, a writable /tmp (Spark's local dirs)."""
     container = {"name": f"spark-kubernetes-{role}", "securityContext": {
         **RESTRICTED_CONTAINER, "runAsNonRoot": True, "readOnlyRootFilesystem": True}}
@@ -130,7 +129,11 @@ def _pod_template(role: str, res: Resources) -> dict[str, Any]:
         "spec": {
             "securityContext": pod_security_context(SPARK_UID),
             "nodeSelector": {NODE_ROLE_LABEL: "general"},
-            "containers": [{**container, "resources": resources(res),
+            # What Spark sets on the container anyway (cores from coreRequest/coreLimit, memory + overhead as
+            # request and limit), stated here so that the template alone says what the pod gets.
+            "containers": [{**container, "resources": {
+                "requests": {"cpu": res.cpu_request, "memory": res.memory},
+                "limits": {"cpu": res.cpu_limit, "memory": res.memory}},
                             "volumeMounts": [{"name": "spark-local", "mountPath": "/tmp"}]}],
             "volumes": [{"name": "spark-local", "emptyDir": {"sizeLimit": "8Gi"}}],
         },
@@ -141,8 +144,8 @@ def application_spec(ctx: StackContext, image: str, feast_bucket: str) -> dict[s
     """The SparkApplication the schedule creates (checked against the chart's CRD schema by `mlplat conform`)."""
     cfg = ctx.cfg.workloads.spark
     data = cfg.data_uri if cfg.data_uri == "sample" else "s3a://" + cfg.data_uri.removeprefix("s3://")
-    driver_memory, driver_overhead = spark_memory(cfg.driver.memory_request)
-    executor_memory, executor_overhead = spark_memory(cfg.executor.memory_request)
+    driver_memory, driver_overhead = spark_memory(cfg.driver.memory)
+    executor_memory, executor_overhead = spark_memory(cfg.executor.memory)
     return {
         "type": "Python",
         "pythonVersion": "3",

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from infra.aws.controller_policies import cluster_autoscaler_statements, load_balancer_controller_statements
-from infra.aws.identities import WORKLOAD_GRANTS, BucketGrant, bucket_statements
+from infra.aws.identities import OPTIONAL_IDENTITIES, WORKLOAD_GRANTS, BucketGrant, bucket_statements
 from infra.aws.interfaces import WORKLOAD_IDENTITIES
 from infra.aws.irsa import assert_no_wildcard_admin
 
@@ -41,11 +41,24 @@ def _resources(statements: list[dict], prefix: str) -> set[str]:
     return found
 
 
+def _installed_identities(env: str) -> set[str]:
+    """WORKLOAD_IDENTITIES less the optional ones whose workload the stack does not install."""
+    from types import SimpleNamespace
+
+    from stacks.config import load_stack_file, stack_file
+
+    ctx = SimpleNamespace(cfg=load_stack_file(stack_file(env)))
+    return {i for i in WORKLOAD_IDENTITIES if i not in OPTIONAL_IDENTITIES or OPTIONAL_IDENTITIES[i](ctx)}
+
+
 def test_every_workload_identity_has_a_role(synth, env):
     roles = _roles(synth(env))
-    assert set(WORKLOAD_IDENTITIES) <= set(roles)
+    installed = _installed_identities(env)
+    assert installed <= set(roles)
     assert "aws-ebs-csi-driver" in roles  # the add-on's own role (infra/aws/addons.py)
-    assert set(synth(env).stack_outputs["workloadRoleArns"]) == set(WORKLOAD_IDENTITIES)
+    assert set(synth(env).stack_outputs["workloadRoleArns"]) == installed
+    # An optional workload that is off gets no role: nothing may assume rights it does not use.
+    assert not (set(WORKLOAD_IDENTITIES) - installed) & set(roles)
 
 
 def test_trust_admits_exactly_one_service_account(synth, env):
