@@ -131,11 +131,14 @@ class ModelPlugin(ABC):
 
     def spark_feature_views(self, spark: Any, reader: Any) -> dict[str, Any]:
         """The batch feature views computed on Spark (ml/data/spark_features.py): view -> Spark DataFrame with
-        the columns of `write_feature_data`'s file, from the `spark_views(spark, reader)` of the features module;
-        {} when the model has none. `reader` reads the model's data files (`CsvReader`)."""
+        the columns of `write_feature_data`'s file, from `views(spark, reader)` of the module the features
+        module names in `SPARK_VIEWS`; {} when the model has none. `reader` reads the model's data files
+        (`CsvReader`)."""
         module = self.features_module()
-        views = getattr(module, "spark_views", None) if module is not None else None
-        return {} if views is None else dict(views(spark, reader))
+        spark_module = getattr(module, "SPARK_VIEWS", None) if module is not None else None
+        if spark_module is None:
+            return {}
+        return dict(importlib.import_module(spark_module).views(spark, reader))
 
     # ---- training pipeline (ml/pipelines/) ---------------------------------------------------------
 

@@ -7,8 +7,8 @@ The same code runs in two places:
   S3 through the S3A filesystem with the pod's IRSA web identity;
 - on one machine, with `local[2]` (`mlplat local up --engines spark`, the parity test).
 
-Each model's transformation lives with the model (`spark_views(spark, reader)` in its features module,
-reached through `ModelPlugin.spark_feature_views`). The pandas code of the features modules
+Each model's transformation lives with the model (`views(spark, reader)` in the module its features module
+names in `SPARK_VIEWS`, reached through `ModelPlugin.spark_feature_views`). The pandas code of the features modules
 (`write_parquet`) stays only as the reference the parity test compares Spark's output to, value for value.
 
 Output: `<out>/<model>/<view>.parquet`, one file per view (`write_views`), timestamps as Parquet
@@ -153,7 +153,8 @@ def write_views(spark: SparkSession, views: dict[str, DataFrame], model: str, ou
         # The local filesystem keeps a checksum beside each file (`.<name>.crc`), renamed along with it.
         _, crc = _hadoop_fs(spark, f"{root}/{model}/.{view}.parquet.crc")
         fs.delete(crc, False)
-        written.append(ViewOutput(model, view, target, frame.count()))
+        # Counted from the written file's footer: no second pass over the data.
+        written.append(ViewOutput(model, view, target, spark.read.parquet(target).count()))
     return written
 
 
