@@ -23,7 +23,7 @@ from infra.workloads.models_cluster import ReferenceModels, ReferenceModelsArgs
 from infra.workloads.observability import Observability, ObservabilityArgs
 from infra.workloads.pipelines import Pipelines, PipelinesArgs
 from infra.workloads.seldon import ModelServerRepository, ModelServerRepositoryArgs, Seldon, SeldonArgs
-from infra.workloads.spark import SparkArgs, SparkFeatures, spark_image
+from infra.workloads.spark import SparkFeatures, SparkFeaturesArgs, spark_image
 from infra.workloads.tracing import Tracing, TracingArgs
 from stacks.context import StackContext
 
@@ -82,7 +82,7 @@ class Platform(pulumi.ComponentResource):
             feast = FeatureStore("feast", FeatureStoreArgs(
                 ctx=ctx, data=data, vpc_cidr=vpc_cidr, ingestor_image=repo.image, depends_on=base), child)
         if wl.spark.enabled:
-            SparkFeatures("spark", SparkArgs(
+            SparkFeatures("spark", SparkFeaturesArgs(
                 ctx=ctx, data=data, vpc_cidr=vpc_cidr, image=spark_image(repo.image), depends_on=base), child)
         if wl.seldon.enabled:
             seldon = Seldon("seldon", SeldonArgs(

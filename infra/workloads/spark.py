@@ -185,7 +185,7 @@ def dashboard() -> str:
 
     panels = [panel(i + 1, *p) for i, p in enumerate(contract.DASHBOARD_PANELS)]
     return json.dumps({
-        "title": "Batch features (Spark)", "uid": "mlplat-spark-features", "schemaVersion": 39,
+        "title": "ML platform / Batch features (Spark)", "uid": "mlplat-spark-features", "schemaVersion": 39,
         "description": "Health of the batch-feature Spark job and the freshness of the features it computes.",
         "tags": ["mlplatform", "spark", "features"], "time": {"from": "now-7d", "to": "now"},
         "templating": {"list": [{"name": "datasource", "type": "datasource", "query": "prometheus"}]},
@@ -194,7 +194,7 @@ def dashboard() -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SparkArgs(WorkloadArgs):
+class SparkFeaturesArgs(WorkloadArgs):
     """Inputs of `SparkFeatures` (settings from `workloads.spark`)."""
 
     image: pulumi.Input[str]
@@ -202,7 +202,7 @@ class SparkArgs(WorkloadArgs):
 
 
 class SparkFeatures(pulumi.ComponentResource):
-    def __init__(self, name: str, args: SparkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: SparkFeaturesArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:workloads:SparkFeatures", name, None, opts)
         ctx, data, depends_on = args.ctx, args.data, args.depends_on
         operator_ns = namespace(OPERATOR_NAMESPACE, self)

@@ -44,9 +44,12 @@ def test_every_release_is_pinned_to_the_bom(synth, env):
         assert (inputs["chart"], inputs["version"], inputs["repositoryOpts"]["repo"]) == (
             chart.chart, chart.version, chart.repository), name
         assert inputs["atomic"] is True
-    # Every BOM chart is installed; the NVIDIA device plugin only where a node group has role gpu.
-    gpu = any(g.role == "gpu" for g in load_stack_file(stack_file(env)).node_groups.values())
-    expected = set(bom.charts) - (set() if gpu else {"nvidia-device-plugin"})
+    # Every BOM chart is installed; the NVIDIA device plugin only where a node group has role gpu, the Spark
+    # Operator only where the stack enables the batch-feature job.
+    cfg = load_stack_file(stack_file(env))
+    gpu = any(g.role == "gpu" for g in cfg.node_groups.values())
+    expected = (set(bom.charts) - (set() if gpu else {"nvidia-device-plugin"})
+                - (set() if cfg.workloads.spark.enabled else {"spark-operator"}))
     assert {CHART_OF_RELEASE.get(n, n) for n in got} == expected
 
 
@@ -193,8 +196,10 @@ def test_seldon_kafka_authenticates_with_scram_from_a_namespaced_secret(synth, e
 def test_alert_rules_hold_the_seven_alerts_with_existing_runbooks(synth, env):
     rules = manifests(synth(env), "PrometheusRule")
     # mlplatform-pipelines: Kubeflow Pipelines' alerts and the retrain rules (tests/infra/test_pipelines.py).
+    # mlplatform-spark-features: the batch-feature job's alerts, where it is installed (test_spark_workload.py).
+    spark = ["mlplatform-spark-features"] if load_stack_file(stack_file(env)).workloads.spark.enabled else []
     assert sorted(r["metadata"]["name"] for r in rules) == ["mlplatform-alerts", "mlplatform-pipelines",
-                                                            "mlplatform-rollback"]
+                                                            "mlplatform-rollback", *spark]
     rule = [r for r in rules if r["metadata"]["name"] == "mlplatform-alerts"]
     alerts = [r for g in rule[0]["spec"]["groups"] for r in g["rules"]]
     assert len(alerts) == 7
@@ -218,7 +223,7 @@ def test_alert_rules_hold_the_seven_alerts_with_existing_runbooks(synth, env):
 
 def test_dashboards_are_mounted_valid_and_query_known_metrics(synth):
     cms = [m for m in manifests(synth("prod"), "ConfigMap") if m["metadata"]["labels"].get("grafana_dashboard") == "1"]
-    assert len(cms) == 4
+    assert len(cms) == 5  # the four of infra/workloads/dashboards and the batch-feature job's (prod runs it)
     titles = set()
     for cm in cms:
         (text,) = cm["data"].values()
@@ -229,7 +234,8 @@ def test_dashboards_are_mounted_valid_and_query_known_metrics(synth):
                 names = metric_names(target["expr"])
                 assert names, target["expr"]
                 assert all(known(n) for n in names), (dash["title"], panel["title"], names)
-    assert {t.split(" / ")[1] for t in titles} == {"Model performance", "Model quality", "Infrastructure", "Business"}
+    assert {t.split(" / ")[1] for t in titles} == {"Model performance", "Model quality", "Infrastructure", "Business",
+                                                   "Batch features (Spark)"}
 
 
 def test_alert_queries_name_known_metrics():
