@@ -39,6 +39,8 @@ WORKLOAD_IDENTITIES: dict[str, WorkloadIdentity] = {
     # The streaming-features Flink job's JobManager and TaskManagers (the service account the Flink
     # Kubernetes Operator's chart creates in its watched namespace).
     "flink-job": WorkloadIdentity("flink-jobs", "flink"),
+    # The batch-feature Spark job's driver and executors (the Spark Operator's job namespace).
+    "spark-features": WorkloadIdentity("spark-jobs", "spark-features"),
     "cluster-autoscaler": WorkloadIdentity("kube-system", "cluster-autoscaler"),
     "aws-load-balancer-controller": WorkloadIdentity("kube-system", "aws-load-balancer-controller"),
 }

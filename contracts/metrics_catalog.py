@@ -59,6 +59,11 @@ METRICS: dict[str, tuple[str, str]] = {
     "flink_taskmanager_job_task_operator_invalidTransactions": ("counter", "Flink TaskManager: the job's operator"),
     "flink_taskmanager_job_task_operator_featureRowsWritten": ("counter", "Flink TaskManager: the job's operator"),
     "flink_taskmanager_job_task_operator_newestEventTimeMs": ("gauge", "Flink TaskManager: the job's operator"),
+    "kube_cronjob_status_last_successful_time": ("gauge", "kube-state-metrics (the feast-materialize CronJob)"),
+    # Spark Operator controller (kubeflow/spark-operator, port 8080; label app_type): contracts/spark.py
+    "spark_application_success_count": ("counter", "spark-operator controller"),
+    "spark_application_failure_count": ("counter", "spark-operator controller"),
+    "spark_application_running_count": ("gauge", "spark-operator controller"),
     "up": ("gauge", "Prometheus (every scrape target)"),
     # Argo CD application controller (argo-cd chart metrics Service, port 8082; infra/workloads/gitops.py)
     "argocd_app_info": ("gauge", "Argo CD controller (labels name, project, sync_status, health_status)"),

@@ -16,9 +16,8 @@ from pathlib import Path
 
 from contracts import local_platform, model_registry
 from contracts.pipelines import GATES_SOURCE_TAG, SAMPLE_DATA, STEPS, pipeline_name
-from local.config import PORT_HELP, LocalConfig, default_ports, otlp_endpoint_from_env
+from local.config import PORT_HELP, LocalConfig, default_ports, otlp_endpoint_from_env, parse_engines
 from local.discovery import recorded_models, resolve_ports
-from local.flink_local import parse_engines
 from local.pipeline_runs import SUMMARY_FILE, arguments, short_path, slots_dir
 from local.services import PORT_FLAGS
 from local.supervisor import PortInUseError
@@ -57,9 +56,10 @@ def register_local(sub: argparse._SubParsersAction) -> None:
                          "default: generated sample data")
     up.add_argument("--redis", action="store_true", help="Feast online store in a local redis-server (default SQLite)")
     up.add_argument("--engines", default="", metavar="LIST",
-                    help="optional Java engines, comma-separated: `flink` runs the streaming-features job (needs "
-                         "--redis, the streaming environment and Java 17) and checks a new transaction end to end; "
-                         "default: none (no JVM)")
+                    help="optional Java engines, comma-separated: `spark` computes the batch features with the Spark "
+                         "job on local[2]; `flink` runs the streaming-features job (needs --redis and the streaming "
+                         "environment) and checks a new transaction end to end; both need Java 17; default: none "
+                         "(no JVM: the models' pandas feature code)")
     up.add_argument("--models", default=",".join(model_registry.names()),
                     help=f"comma-separated subset of {','.join(model_registry.names())} (default: all registered)")
     up.add_argument("--gates-stack", type=Path, default=None, metavar="FILE",

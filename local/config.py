@@ -95,13 +95,27 @@ def _env_int(name: str, default: int) -> int:
     return value
 
 
+# The optional Java engines of `mlplat local up --engines` (the default demo starts none: no JVM): `spark`
+# computes the batch features (local/spark_local.py), `flink` streams the online ones (local/flink_local.py).
+ENGINES = ("spark", "flink")
+
+
+def parse_engines(text: str) -> tuple[str, ...]:
+    """`--engines spark,flink` (comma-separated); an unknown name is an error naming the allowed ones."""
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in ENGINES]
+    if unknown:
+        raise ValueError(f"--engines: unknown engine(s) {', '.join(unknown)}; allowed: {', '.join(ENGINES)}")
+    return names
+
+
 @dataclass
 class LocalConfig:
     state_dir: Path = DEFAULT_STATE_DIR
     ports: dict[str, int] = field(default_factory=default_ports)
     data_dir: Path | None = None  # None: the product's generated sample data
     redis: bool = False  # Feast online store in a local redis-server instead of SQLite
-    engines: tuple[str, ...] = ()  # optional Java engines (local/flink_local.py ENGINES): "flink" streams features
+    engines: tuple[str, ...] = ()  # optional Java engines (ENGINES): "spark" batch features, "flink" streaming
     models: tuple[str, ...] = field(default_factory=model_registry.names)  # registered models
     retrain: bool = False  # retrain even if the registry holds a version trained on the same data
     gates_stack: Path | None = None  # stack file whose models.*.qualityGates apply with data_dir

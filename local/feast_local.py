@@ -29,35 +29,51 @@ class FeastState:
     views: dict[str, int] = field(default_factory=dict)  # feature view -> rows in its offline source
     reused: bool = False
     seconds: float = 0.0
+    batch_engine: str = ""  # what computed the offline sources (pandas, or the Spark job and its timing)
 
 
 def build(repo_dir: Path, data_dir: Path, models: tuple[str, ...], redis_url: str | None,
-          identity: dict[str, Any]) -> FeastState:
-    """Write, apply and materialize the repository unless `identity` matches the last build."""
+          identity: dict[str, Any], spark: bool = False) -> FeastState:
+    """Write, apply and materialize the repository unless `identity` matches the last build. `spark`: the
+    offline sources are computed by the batch-feature Spark job (local[2], local/spark_local.py) instead of
+    the models' pandas code."""
     started = time.perf_counter()
     store_kind = "redis" if redis_url else "sqlite"
     marker = repo_dir / MARKER
-    want = {**identity, "online_store": store_kind, "redis_url": redis_url, "models": sorted(models)}
+    want = {**identity, "online_store": store_kind, "redis_url": redis_url, "models": sorted(models),
+            "batch_engine": "spark" if spark else "pandas"}
     if marker.is_file() and (repo_dir / "registry.db").is_file():
         done = json.loads(marker.read_text())
         if done.get("identity") == want:
-            return FeastState(repo_dir, store_kind, done.get("views", {}), reused=True)
+            return FeastState(repo_dir, store_kind, done.get("views", {}), reused=True,
+                              batch_engine=done.get("batch_engine", ""))
     # Start clean: a registry or online store of an earlier configuration must not leak views.
     if repo_dir.exists():
         shutil.rmtree(repo_dir)
     parquet_dir = repo_dir / "data"
     objects: list[Any] = []
     views: dict[str, int] = {}
+    engine = "pandas (the models' feature code)"
+    if spark:
+        from local.spark_local import run_job  # imported only with the Spark engine
+
+        repo_dir.mkdir(parents=True)
+        job = run_job(data_dir, parquet_dir, models, repo_dir / "spark-job.log")
+        views = {view: rows for (_, view), rows in job.views.items()}
+        engine = job.describe()
     for name in models:
         plugin = load_plugin(name)
+        if spark:
+            objects.extend(plugin.feature_definitions(parquet_dir / name))
+            continue
         for view, path in plugin.write_feature_data(data_dir, parquet_dir).items():
             views[view] = _rows(path)
         objects.extend(plugin.feature_definitions(parquet_dir))
     write_repo(repo_dir, redis_url=redis_url)
     if objects:
         apply_and_materialize(repo_dir, objects)
-    marker.write_text(json.dumps({"identity": want, "views": views}))
-    return FeastState(repo_dir, store_kind, views, seconds=time.perf_counter() - started)
+    marker.write_text(json.dumps({"identity": want, "views": views, "batch_engine": engine}))
+    return FeastState(repo_dir, store_kind, views, seconds=time.perf_counter() - started, batch_engine=engine)
 
 
 def _rows(path: Path) -> int:

@@ -28,20 +28,10 @@ from contracts.flink import RUNNING_MARKER
 from local.config import REPO_ROOT
 from ml.serving.processes import Service
 
-# The optional engines of `mlplat local up --engines` (the default demo starts none: no JVM).
-ENGINES = ("flink",)
 FLINK_PYTHON = REPO_ROOT / ".venv-flink" / "bin" / "python"
 DEMO_CARD = 900_000_001  # a card id the sample data never holds (its rows use transaction ids)
 DEMO_TRANSACTIONS = 3
 
-
-def parse_engines(text: str) -> tuple[str, ...]:
-    """`--engines flink` (comma-separated); an unknown name is an error naming the allowed ones."""
-    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-    unknown = [n for n in names if n not in ENGINES]
-    if unknown:
-        raise ValueError(f"--engines: unknown engine(s) {', '.join(unknown)}; allowed: {', '.join(ENGINES)}")
-    return names
 
 
 class FlinkEngineError(RuntimeError):

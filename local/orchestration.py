@@ -25,6 +25,7 @@ from local.config import LocalConfig
 from local.flink_local import FlinkEngineError, StreamCheck, demonstrate
 from local.report import Progress, summary_text
 from local.services import ORDER, Decision, decide, ensure, missing_entry_points
+from local.spark_local import SparkJobError
 from local.supervisor import Supervisor, port_in_use
 from ml.delivery.gitops import GitOpsError, local_repository
 from ml.training.outputs import METADATA_FILE
@@ -239,7 +240,7 @@ def _up(cfg: LocalConfig, p: Progress, sup: Supervisor) -> int:
         "gates": training.gates_for(cfg.models[0], cfg.data_dir is None, cfg.gates_stack)[1],
         "smoke": {k: v.__dict__ for k, v in results.items()},
         "feast": {"online_store": feast.online_store, "views": list(feast.views), "check": feast_check,
-                  "repo": str(feast.repo)},
+                  "repo": str(feast.repo), "batch_engine": feast.batch_engine},
         "tracing": f"OTLP to {serving.tracing_server(cfg.otlp_endpoint)}" if cfg.otlp_endpoint
         else "off (set OTEL_EXPORTER_OTLP_ENDPOINT to send traces to a collector)",
         "prometheus": prom_note,
@@ -303,9 +304,15 @@ def _feast(cfg: LocalConfig, sup: Supervisor, p: Progress, data_dir: Path, data_
     store = "redis" if cfg.redis else "sqlite"
     with p.step(f"Feast: applying the feature definitions and materializing ({store} online store)"):
         with quiet(cfg.path("feast.log")):
-            feast = feast_local.build(cfg.path("feast"), data_dir, cfg.models, cfg.redis_url, identity)
+            try:
+                feast = feast_local.build(cfg.path("feast"), data_dir, cfg.models, cfg.redis_url, identity,
+                                          spark="spark" in cfg.engines)
+            except SparkJobError as exc:
+                raise SetupError(str(exc)) from None
         p.detail(("reused the materialized store; " if feast.reused else "")
                  + ", ".join(f"{v}: {n} rows" for v, n in feast.views.items()))
+        if "spark" in cfg.engines:
+            p.detail(f"batch features: {feast.batch_engine}")
     return feast
 
 

@@ -83,6 +83,8 @@ def summary_text(doc: dict[str, Any]) -> str:
                f" ({doc['feast']['check']})")
     if doc.get("streaming"):
         out.append(f"Streaming features: {doc['streaming']['engine']}: {doc['streaming']['check']}")
+    if doc["feast"].get("batch_engine", "").startswith("Spark"):
+        out.append(f"Batch features: {doc['feast']['batch_engine']}")
     out.append(f"Tracing: {doc['tracing']}")
     out.append(f"Prometheus: {doc['prometheus']}")
     if doc.get("splitter"):

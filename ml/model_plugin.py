@@ -129,6 +129,17 @@ class ModelPlugin(ABC):
         module = self.features_module()
         return [] if module is None else list(module.definitions(Path(parquet_dir)))
 
+    def spark_feature_views(self, spark: Any, reader: Any) -> dict[str, Any]:
+        """The batch feature views computed on Spark (ml/data/spark_features.py): view -> Spark DataFrame with
+        the columns of `write_feature_data`'s file, from `views(spark, reader)` of the module the features
+        module names in `SPARK_VIEWS`; {} when the model has none. `reader` reads the model's data files
+        (`CsvReader`)."""
+        module = self.features_module()
+        spark_module = getattr(module, "SPARK_VIEWS", None) if module is not None else None
+        if spark_module is None:
+            return {}
+        return dict(importlib.import_module(spark_module).views(spark, reader))
+
     # ---- training pipeline (ml/pipelines/) ---------------------------------------------------------
 
     #: The pipeline's `train` step asks for one GPU and runs on the GPU node group (else: general nodes).

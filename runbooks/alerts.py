@@ -14,6 +14,7 @@ import httpx
 
 from contracts import flink as flink_job
 from contracts import model_registry
+from contracts import spark as spark_job
 from contracts.alerts import ALERTS, Alert
 from runbooks.context import RunContext
 from runbooks.engine import Runbook, Step, StepFailed
@@ -81,6 +82,7 @@ def diagnosis_runbook(alert: Alert, serving: bool = True) -> Runbook:
     return Runbook(name=Path(alert.runbook).stem, title=f"{alert.name} ({alert.severity})", steps=steps)
 
 
-# The streaming-features job's alerts (contracts/flink.py) are about the Flink job, not inference.
+# The streaming and batch feature jobs' alerts (contracts/flink.py, contracts/spark.py) are about those jobs,
+# not inference.
 ALERT_RUNBOOKS = [diagnosis_runbook(a) for a in ALERTS] + [diagnosis_runbook(a, serving=False)
-                                                           for a in flink_job.ALERTS]
+                                                           for a in (*flink_job.ALERTS, *spark_job.ALERTS)]

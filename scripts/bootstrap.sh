@@ -40,6 +40,7 @@ system_packages() {
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
   command -v ss >/dev/null 2>&1 || missing+=(iproute2)  # `mlplat local` names who holds a busy port
   command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)  # the local traffic splitter (ml/delivery/haproxy.py)
+  command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)  # the Spark engine (pyspark local[2])
   # `mlplat conform --runtime` (infra/conformance/runtime_contracts.py): containers in bubblewrap sandboxes,
   # Debian's builds of the images' software, PostgreSQL as the RDS stand-in.
   command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)

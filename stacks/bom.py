@@ -111,6 +111,38 @@ class FlinkJar(_Strict):
         return self.url.rsplit("/", 1)[1]
 
 
+class Jar(_Strict):
+    """A Java library an image of ours downloads at build time (Maven Central coordinates)."""
+
+    group: str
+    artifact: str
+    version: str
+    sha1: str  # the checksum Maven Central publishes beside the file (`<file>.sha1`)
+
+    @field_validator("sha1")
+    @classmethod
+    def _sha1(cls, v: str) -> str:
+        if not re.fullmatch(r"[0-9a-f]{40}", v):
+            raise ValueError(f"jar sha1 must be 40 lower-case hex digits, got {v!r}")
+        return v
+
+    @field_validator("version")
+    @classmethod
+    def _exact(cls, v: str) -> str:
+        if not re.fullmatch(r"\d+\.\d+\.\d+", v):
+            raise ValueError(f"jar version must be exact (x.y.z), got {v!r}")
+        return v
+
+    @property
+    def file(self) -> str:
+        return f"{self.artifact}-{self.version}.jar"
+
+    @property
+    def url(self) -> str:
+        return (f"https://repo1.maven.org/maven2/{self.group.replace('.', '/')}/{self.artifact}/{self.version}/"
+                f"{self.file}")
+
+
 class Bom(_Strict):
     platform: Platform
     kubernetes: KubernetesVersions
@@ -125,6 +157,7 @@ class Bom(_Strict):
     # pins of requirements/<environment>.txt (checked by a test).
     python_tools: dict[str, dict[str, str]] = Field(default_factory=dict, alias="pythonTools")
     flink_jars: dict[str, FlinkJar] = Field(default_factory=dict, alias="flinkJars")
+    jars: dict[str, Jar] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _every_supported_version_is_complete(self) -> Bom:

@@ -422,6 +422,38 @@ class FlinkConfig(Section):
         description="TaskManager pod resources (JVM and the Python workers share the memory).")
 
 
+_SPARK_MEMORY = Annotated[str, StringConstraints(pattern=r"^\d+(Mi|Gi)$")]
+
+
+class SparkPodResources(Section):
+    cpu_request: Quantity = Field("500m", description="CPU request (Spark's `coreRequest`).")
+    cpu_limit: Quantity = Field("1", description="CPU limit (Spark's `coreLimit`).")
+    memory: _SPARK_MEMORY = Field(
+        "1Gi", description="Pod memory in whole Mi or Gi, request and limit alike (Spark sets both): the JVM heap "
+        "gets 3/4, the overhead (off-heap, Python workers) the rest.")
+
+
+def _executor_resources() -> SparkPodResources:
+    return SparkPodResources(cpu_request="1", cpu_limit="1", memory="2Gi")
+
+
+class SparkConfig(Section):
+    enabled: bool = Field(
+        False, description="Install the Spark Operator (its own namespace, jobs only in `spark-jobs`) and the "
+        "scheduled Spark job that computes every model's batch feature views into the Feast offline store on S3 "
+        "(Feast's materialization CronJob then loads them into the online store).")
+    schedule: Schedule = Field(
+        "30 1 * * *", description="Cron schedule of the batch-feature job (a ScheduledSparkApplication).")
+    data_uri: Annotated[str, StringConstraints(pattern=_DATA_URI)] = Field(
+        "sample", description="The models' data files the job reads: `sample` (generated on the driver) or an "
+        "s3:// prefix (read through S3A; a bucket outside the platform needs a bucket policy for the job's role).")
+    executor_instances: int = Field(2, ge=1, le=100, description="Spark executors of each run.")
+    driver: SparkPodResources = Field(default_factory=SparkPodResources,
+                                      description="Driver pod resources (default 500m-1 CPU, 1Gi).")
+    executor: SparkPodResources = Field(default_factory=_executor_resources,
+                                        description="Executor pod resources (default 1 CPU, 2Gi).")
+
+
 class WorkloadsConfig(Section):
     mlflow: ServiceConfig = Field(default_factory=ServiceConfig, description="MLflow tracking server and registry.")
     feast: FeastConfig = Field(default_factory=FeastConfig, description="Feast feature server and materialization.")
@@ -434,6 +466,8 @@ class WorkloadsConfig(Section):
                                        description="Kubeflow Pipelines and the models' training pipelines.")
     flink: FlinkConfig = Field(default_factory=FlinkConfig,
                                description="Flink Kubernetes Operator and the streaming-features job.")
+    spark: SparkConfig = Field(default_factory=SparkConfig,
+                               description="Spark Operator and the batch-feature Spark job.")
     model_server_repository: RepositoryConfig = Field(
         default_factory=RepositoryConfig, description="ECR repository of the model-server image."
     )

@@ -76,12 +76,13 @@ SHARED_SETUPS = {
     "redis_factory": "ml-services",
     "mlserver_factory": "ml-services",
     "moto_endpoint": "moto",  # the moto server (below): the runbooks' AWS steps, the data registry's S3 remote
+    "spark_session": "spark",  # tests/ml/conftest.py: one JVM + SparkSession on local[2]
 }
 
 
 # Fixtures that start real processes: a test that uses one is an integration test (not in the fast lane).
 PROCESS_FIXTURES = {"mlflow_server", "redis_factory", "mlserver_factory", "moto_endpoint", "mlflow_url",
-                    "demo_platform", "harness"}
+                    "demo_platform", "harness", "spark_session"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups and `-m` deselects

@@ -79,10 +79,13 @@ WORKLOAD_GRANTS: dict[str, list[BucketGrant | TopicGrant]] = {
     # keeps its checkpoints and savepoints under `flink/` of the Feast bucket.
     "flink-job": [TopicGrant("read", group_prefix=FLINK_GROUP_PREFIX),
                   BucketGrant("feast", "write", FLINK_STATE_PREFIX)],
+    # The batch-feature Spark job writes the views' Parquet into the offline store (its S3A scratch files too).
+    "spark-features": [BucketGrant("feast", "write", FEAST_OFFLINE_PREFIX)],
 }
 # Identities whose workload is optional: their role exists only when the stack installs it.
 OPTIONAL_IDENTITY_SWITCHES: dict[str, Callable[[StackContext], bool]] = {
     "flink-job": lambda ctx: ctx.cfg.workloads.flink.enabled,
+    "spark-features": lambda ctx: ctx.cfg.workloads.spark.enabled,
 }
 CONTROLLERS = ("cluster-autoscaler", "aws-load-balancer-controller")
 

@@ -34,6 +34,7 @@ from typing import Any
 
 from infra.conformance.flink_pods import flink_pods
 from infra.conformance.model import KubeObject
+from infra.conformance.spark_pods import spark_pods
 
 SELDON_API = "mlops.seldon.io/v1alpha1"
 STATEFUL_COMPONENTS = {"seldon-scheduler"}
@@ -190,4 +191,4 @@ def prometheus_workloads(objects: list[KubeObject]) -> list[KubeObject]:
 
 def derived_workloads(objects: list[KubeObject]) -> list[KubeObject]:
     return (seldon_workloads(objects) + seldon_runtime_objects(objects) + prometheus_workloads(objects)
-            + flink_pods(objects))
+            + flink_pods(objects) + spark_pods(objects))

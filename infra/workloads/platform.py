@@ -26,6 +26,7 @@ from infra.workloads.models_cluster import ReferenceModels, ReferenceModelsArgs
 from infra.workloads.observability import Observability, ObservabilityArgs
 from infra.workloads.pipelines import Pipelines, PipelinesArgs
 from infra.workloads.seldon import ModelServerRepository, ModelServerRepositoryArgs, Seldon, SeldonArgs
+from infra.workloads.spark import SparkFeatures, SparkFeaturesArgs, spark_image
 from infra.workloads.tracing import Tracing, TracingArgs
 from stacks.context import StackContext
 
@@ -86,6 +87,9 @@ class Platform(pulumi.ComponentResource):
         if wl.flink.enabled:
             StreamingFeatures("flink", StreamingFeaturesArgs(
                 ctx=ctx, data=data, vpc_cidr=vpc_cidr, image=job_image(repo.image), depends_on=base), child)
+        if wl.spark.enabled:
+            SparkFeatures("spark", SparkFeaturesArgs(
+                ctx=ctx, data=data, vpc_cidr=vpc_cidr, image=spark_image(repo.image), depends_on=base), child)
         if wl.seldon.enabled:
             seldon = Seldon("seldon", SeldonArgs(
                 ctx=ctx, data=data, vpc_cidr=vpc_cidr, image=repo.image, depends_on=base), child)

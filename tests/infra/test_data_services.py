@@ -295,7 +295,8 @@ def test_data_services_contract_is_complete(tmp_path, stack):
     assert set(contract["buckets"]) == set(BUCKETS) and all(contract["buckets"].values())
     assert set(contract["roleArns"]) == {"mlflow", "feast", "feast-ingestor", "model-serving", "training",
                                          "dataset-writer", "pipelines", "pipeline-runner", "pipelines-ui",
-                                         "cluster-autoscaler", "aws-load-balancer-controller"}
+                                         "cluster-autoscaler", "aws-load-balancer-controller",
+                                         "spark-features", "flink-job"}  # prod runs both feature jobs
 
 
 def test_building_blocks():

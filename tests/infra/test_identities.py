@@ -8,7 +8,6 @@ import pytest
 
 from infra.aws.controller_policies import cluster_autoscaler_statements, load_balancer_controller_statements
 from infra.aws.identities import (
-    OPTIONAL_IDENTITY_SWITCHES,
     WORKLOAD_GRANTS,
     BucketGrant,
     bucket_statements,
@@ -49,14 +48,23 @@ def _resources(statements: list[dict], prefix: str) -> set[str]:
     return found
 
 
+def _installed_identities(env: str) -> set[str]:
+    """WORKLOAD_IDENTITIES less the optional ones whose workload the stack does not install."""
+    from types import SimpleNamespace
+
+
+    ctx = SimpleNamespace(cfg=load_stack_file(stack_file(env)))
+    return {i for i in WORKLOAD_IDENTITIES if i not in OPTIONAL_IDENTITY_SWITCHES or OPTIONAL_IDENTITY_SWITCHES[i](ctx)}
+
+
 def test_every_workload_identity_has_a_role(synth, env):
     roles = _roles(synth(env))
-    # An optional workload's identity has a role only where the stack installs the workload (prod: Flink).
-    flink = load_stack_file(stack_file(env)).workloads.flink.enabled
-    expected = set(WORKLOAD_IDENTITIES) - (set() if flink else set(OPTIONAL_IDENTITY_SWITCHES))
-    assert expected <= set(roles) and (flink or "flink-job" not in roles)
+    installed = _installed_identities(env)
+    assert installed <= set(roles)
     assert "aws-ebs-csi-driver" in roles  # the add-on's own role (infra/aws/addons.py)
-    assert set(synth(env).stack_outputs["workloadRoleArns"]) == expected
+    assert set(synth(env).stack_outputs["workloadRoleArns"]) == installed
+    # An optional workload that is off gets no role: nothing may assume rights it does not use.
+    assert not (set(WORKLOAD_IDENTITIES) - installed) & set(roles)
 
 
 def test_the_streaming_job_reads_only_the_transactions_topic_and_its_state_prefix():

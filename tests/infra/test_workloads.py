@@ -46,11 +46,13 @@ def test_every_release_is_pinned_to_the_bom(synth, env):
         assert (inputs["chart"], inputs["version"], inputs["repositoryOpts"]["repo"]) == (
             chart.chart, chart.version, chart.repository), name
         assert inputs["atomic"] is True
-    # Every BOM chart is installed; the NVIDIA device plugin only where a node group has role gpu.
-    gpu = any(g.role == "gpu" for g in load_stack_file(stack_file(env)).node_groups.values())
-    flink = load_stack_file(stack_file(env)).workloads.flink.enabled
-    expected = set(bom.charts) - (set() if gpu else {"nvidia-device-plugin"}) \
-        - (set() if flink else {"flink-kubernetes-operator", "cert-manager"})
+    # Every BOM chart is installed; the NVIDIA device plugin only where a node group has role gpu, the Spark
+    # Operator and the Flink operator (with cert-manager) only where the stack enables their feature jobs.
+    cfg = load_stack_file(stack_file(env))
+    gpu = any(g.role == "gpu" for g in cfg.node_groups.values())
+    expected = (set(bom.charts) - (set() if gpu else {"nvidia-device-plugin"})
+                - (set() if cfg.workloads.spark.enabled else {"spark-operator"})
+                - (set() if cfg.workloads.flink.enabled else {"flink-kubernetes-operator", "cert-manager"}))
     assert {CHART_OF_RELEASE.get(n, n) for n in got} == expected
 
 
@@ -222,12 +224,14 @@ def test_seldon_kafka_authenticates_with_scram_from_a_namespaced_secret(synth, e
 def test_alert_rules_hold_the_seven_alerts_with_existing_runbooks(synth, env):
     rules = manifests(synth(env), "PrometheusRule")
     # mlplatform-pipelines: Kubeflow Pipelines' alerts and the retrain rules (tests/infra/test_pipelines.py);
-    # mlplatform-gitops: Argo CD's model Applications (tests/infra/test_gitops.py);
-    # mlplatform-streaming-features: the Flink job's alerts where the stack enables it (tests/infra/test_flink.py).
-    flink = ["mlplatform-streaming-features"] if load_stack_file(stack_file(env)).workloads.flink.enabled else []
+    # mlplatform-gitops: Argo CD's model Applications (tests/infra/test_gitops.py); the feature jobs' alerts where
+    # the stack installs them (tests/infra/test_flink.py, test_spark_workload.py).
+    cfg = load_stack_file(stack_file(env))
+    jobs = [*(["mlplatform-streaming-features"] if cfg.workloads.flink.enabled else []),
+            *(["mlplatform-spark-features"] if cfg.workloads.spark.enabled else [])]
     assert sorted(r["metadata"]["name"] for r in rules) == sorted(["mlplatform-alerts", "mlplatform-gitops",
                                                                    "mlplatform-pipelines", "mlplatform-rollback",
-                                                                   *flink])
+                                                                   *jobs])
     rule = [r for r in rules if r["metadata"]["name"] == "mlplatform-alerts"]
     alerts = [r for g in rule[0]["spec"]["groups"] for r in g["rules"]]
     assert len(alerts) == 7
@@ -251,7 +255,7 @@ def test_alert_rules_hold_the_seven_alerts_with_existing_runbooks(synth, env):
 
 def test_dashboards_are_mounted_valid_and_query_known_metrics(synth):
     cms = [m for m in manifests(synth("prod"), "ConfigMap") if m["metadata"]["labels"].get("grafana_dashboard") == "1"]
-    assert len(cms) == 5  # prod enables the Flink job, whose dashboard is the fifth
+    assert len(cms) == 6  # the four of infra/workloads/dashboards and the two feature jobs' (prod runs both)
     titles = set()
     for cm in cms:
         (text,) = cm["data"].values()
@@ -263,7 +267,7 @@ def test_dashboards_are_mounted_valid_and_query_known_metrics(synth):
                 assert names, target["expr"]
                 assert all(known(n) for n in names), (dash["title"], panel["title"], names)
     assert {t.split(" / ")[1] for t in titles} == {"Model performance", "Model quality", "Infrastructure", "Business",
-                                                   "Streaming features"}
+                                                   "Streaming features", "Batch features (Spark)"}
 
 
 def test_alert_queries_name_known_metrics():

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from local import flink_local
-from local.flink_local import FlinkEngineError, FlinkJob, StreamCheck, parse_engines
+from local.config import parse_engines
+from local.flink_local import FlinkEngineError, FlinkJob, StreamCheck
 from mlplat.cli import main as cli_main
 
 

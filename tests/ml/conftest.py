@@ -6,6 +6,8 @@
 - `infer`: POST a V2 inference request, return the httpx response.
 - (autouse, session) the data registry `mlplat model train --data` records into: one per test session in a
   temporary directory, never the checkout's .local/.
+- `spark_session` (session): one SparkSession on local[2] for every Spark test (the JVM's start-up costs
+  seconds: docs/BENCHMARKS.md), stopped at the end.
 """
 
 from __future__ import annotations
@@ -37,6 +39,17 @@ def _data_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop("MLPLAT_DATA_REGISTRY", None)
     else:
         os.environ["MLPLAT_DATA_REGISTRY"] = before
+
+
+@pytest.fixture(scope="session")
+def spark_session() -> Iterator[Any]:
+    if shutil.which("java") is None:
+        pytest.fail("java is not installed: run scripts/bootstrap.sh system (openjdk-17-jre-headless)")
+    from ml.data.spark_features import local_session
+
+    session = local_session()
+    yield session
+    session.stop()
 
 
 @pytest.fixture(scope="session")

@@ -101,3 +101,11 @@ def training_frame(store: Any, transactions: pd.DataFrame) -> pd.DataFrame:
     for column in ONLINE_FEATURES:
         base[column] = joined[column].to_numpy()
     return base
+
+
+
+# The same views computed on Spark (the job in ml/data/spark_features.py): the module whose
+# `views(spark, reader)` returns them, imported only where the Spark job runs (it needs pyspark; the serving
+# image and the Feast apply Job import this module). `write_parquet` above is the pandas reference the
+# parity test compares them to.
+SPARK_VIEWS = "ml.models.fraud.batch_features"

@@ -95,3 +95,11 @@ def definitions(parquet_dir: Path) -> list[Any]:
         description=f"The reader's last {HISTORY_LENGTH} rated books (request-time history).",
     )
     return [book, reader, book_source, reader_source, book_view, reader_view]
+
+
+
+# The same views computed on Spark (the job in ml/data/spark_features.py): the module whose
+# `views(spark, reader)` returns them, imported only where the Spark job runs (it needs pyspark; the serving
+# image and the Feast apply Job import this module). `write_parquet` above is the pandas reference the
+# parity test compares them to.
+SPARK_VIEWS = "ml.models.recommendation.batch_features"
