@@ -8,6 +8,7 @@ import pytest
 
 from infra.aws.controller_policies import cluster_autoscaler_statements, load_balancer_controller_statements
 from infra.aws.identities import (
+    OPTIONAL_IDENTITY_SWITCHES,
     WORKLOAD_GRANTS,
     BucketGrant,
     bucket_statements,
