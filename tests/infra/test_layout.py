@@ -155,6 +155,7 @@ DELIBERATE = {
     ("tests/infra/test_layout.py", "infra/seldon.py"),
     ("infra/conformance/pss_checks.py", "docker/default"),  # a seccomp annotation value, not a path
     ("tests/infra/test_layout.py", "docker/default"),
+    ("tests/infra/test_docs.py", "scripts/nowhere.py"),  # the benchmark-command check's own example of a missing script
 }
 
 
