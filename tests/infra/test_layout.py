@@ -156,6 +156,7 @@ DELIBERATE = {
     ("infra/conformance/pss_checks.py", "docker/default"),  # a seccomp annotation value, not a path
     ("tests/infra/test_layout.py", "docker/default"),
     ("tests/infra/test_docs.py", "scripts/nowhere.py"),  # the benchmark-command check's own example of a missing script
+    ("tests/infra/test_layout.py", "scripts/nowhere.py"),
 }
 
 
