@@ -97,6 +97,9 @@ class LocalConfig:
     # observations before a model's drift is measured, and the retrain receiver's cool-down.
     drift_min_samples: int = field(default_factory=lambda: _env_int(
         "MLPLAT_DRIFT_MIN_SAMPLES", PipelinesConfig().retrain_min_samples))
+    # Seconds a cached prediction of a deterministic model lives in the local Redis (`--redis` only; 0: no
+    # cache); the stacks' `workloads.prediction_cache.ttl_seconds` on the cluster.
+    prediction_cache_ttl_s: int = field(default_factory=lambda: _env_int("MLPLAT_PREDICTION_CACHE_TTL_S", 300))
     retrain_cooldown_s: int = field(default_factory=lambda: _env_int(
         "MLPLAT_RETRAIN_COOLDOWN_S", PipelinesConfig().retrain_cooldown_minutes * 60))
 

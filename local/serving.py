@@ -41,6 +41,7 @@ def write_repo(cfg: LocalConfig, models: list[ModelState]) -> Path:
     extra: dict[str, object] = {"tracking_uri": cfg.mlflow_url, "drift_min_samples": cfg.drift_min_samples}
     if cfg.redis_url:
         extra["redis_url"] = cfg.redis_url
+        extra["prediction_cache_ttl_s"] = cfg.prediction_cache_ttl_s  # the cache lives in the same redis-server
     entries = [ModelEntry(m.name, m.name, m.uri, dict(extra)) for m in models]
     write_repository(root, entries, http_port=cfg.ports["http"], grpc_port=cfg.ports["grpc"],
                      metrics_port=cfg.ports["metrics"], parallel_workers=0, host=cfg.host)

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts import model_registry
+from ml.cli import bench_cache
 from ml.data.feast_repo import apply_and_materialize, write_repo
 from ml.model_plugin import load_plugin
 from ml.service_checks import check_redis
@@ -92,6 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                      "redis-server and time it on one CPU and across two)")
     store.add_argument("--requests", type=int, default=5000, help="timed reads per placement")
     store.set_defaults(func=run_store)
+    bench_cache.register(sub)
 
 
 class _InProcess:
