@@ -51,6 +51,8 @@ from stacks.context import StackContext
 
 NAMESPACE = MODEL_SERVER.namespace
 DOCKERFILE = "docker/model-server/Dockerfile"
+# key `url`: rediss://:<AUTH token>@<ElastiCache primary>:<port>/0, the runtimes' online store and prediction cache
+STORE_SECRET = "mlserver-online-store"
 KAFKA_SASL_SECRET = "seldon-kafka-sasl"  # key `password`: the MSK SCRAM password of the Seldon user
 KAFKA_SASL_PASSWORD_KEY = "password"
 KAFKA_SASL_MECHANISM = "SCRAM-SHA-512"  # the only SCRAM mechanism MSK accepts
@@ -264,6 +266,14 @@ def servers_values(ctx: StackContext, image: pulumi.Input[str],
                         # No drift gauge, so no drift alert and no retrain, before this many observations.
                         {"name": "MLPLAT_DRIFT_MIN_SAMPLES",
                          "value": str(ctx.cfg.workloads.pipelines.retrain_min_samples)},
+                        # The online store (ElastiCache, TLS + AUTH in the URL, as ml/serving/online.py reads it)
+                        # and the Redis prediction cache of deterministic models in it (ml/serving/prediction_cache.py).
+                        {"name": "MLPLAT_ONLINE_STORE_URL",
+                         "valueFrom": {"secretKeyRef": {"name": STORE_SECRET, "key": "url"}}},
+                        {"name": "MLPLAT_PREDICTION_CACHE_TTL_S",
+                         "value": str(ctx.cfg.workloads.prediction_cache.ttl_seconds)},
+                        {"name": "MLPLAT_PREDICTION_CACHE_TIMEOUT_MS",
+                         "value": str(ctx.cfg.workloads.prediction_cache.timeout_ms)},
                     ],
                     **({"resources": sized} if sized else {}),
                 }, *restricted_containers(*SERVER_SIDECARS)],
@@ -310,6 +320,15 @@ class Seldon(pulumi.ComponentResource):
                     PeerEgressRule((MLFLOW_SERVER.namespace,), (5000,)),
                     PeerEgressRule((TRACING_NAMESPACE,), (OTLP_GRPC_PORT, OTLP_HTTP_PORT))],
         ), self, [ns])
+        scheme = "rediss" if data.redis.tls else "redis"
+        store_url = pulumi.Output.all(data.redis.host, data.redis.auth_token).apply(
+            lambda a: f"{scheme}://:{a[1]}@{a[0]}:{data.redis.port}/0")
+        store_secret = k8s.core.v1.Secret(
+            f"{name}-online-store-secret", type="Opaque",
+            metadata={"name": STORE_SECRET, "namespace": NAMESPACE, "labels": labels("seldon")},
+            string_data={"url": pulumi.Output.secret(store_url)},
+            # Rotated with the AUTH token by runbooks/redis-auth-rotation.md; Pulumi must not revert it.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[ns], ignore_changes=["stringData", "data"]))
         extra = depends_on or []
         crds = helm_release("seldon-core-v2-crds", ctx, "seldon-core-v2-crds", NAMESPACE, {}, self,
                             depends_on=[ns, *extra])
@@ -320,7 +339,8 @@ class Seldon(pulumi.ComponentResource):
                                runtime_values(ctx, brokers), self, depends_on=[setup])
         self.servers = helm_release("seldon-core-v2-servers", ctx, "seldon-core-v2-servers", NAMESPACE,
                                     servers_values(ctx, image, pulumi.Output.from_input(data.buckets["models"]).apply(
-                                        lambda b: f"s3://{b}/serving-samples")), self, depends_on=[runtime, sa])
+                                        lambda b: f"s3://{b}/serving-samples")), self,
+                                    depends_on=[runtime, sa, store_secret])
         self.releases = [crds, setup, runtime, self.servers]
         monitors = {
             "seldon-agent": ({"app.kubernetes.io/name": "seldon-server"}, "metrics"),

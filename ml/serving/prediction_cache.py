@@ -18,8 +18,9 @@ so the local redis-server and ElastiCache are configured the same way.
 
 Configuration (``parameters.extra`` first, then the environment): ``prediction_cache_url`` /
 ``$MLPLAT_PREDICTION_CACHE_URL`` (default: the online store's URL), ``prediction_cache_ttl_s`` /
-``$MLPLAT_PREDICTION_CACHE_TTL_S`` (0 or unset: no cache), ``prediction_cache_timeout_ms``
-(default 5).
+``$MLPLAT_PREDICTION_CACHE_TTL_S`` (0 or unset: no cache), ``prediction_cache_timeout_ms`` /
+``$MLPLAT_PREDICTION_CACHE_TIMEOUT_MS`` (default 5). On the cluster the model server's environment
+carries the stack's `workloads.predictionCache` and the ElastiCache URL (infra/workloads/seldon.py).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 CACHE_URL_ENV = "MLPLAT_PREDICTION_CACHE_URL"
 CACHE_TTL_ENV = "MLPLAT_PREDICTION_CACHE_TTL_S"
+CACHE_TIMEOUT_ENV = "MLPLAT_PREDICTION_CACHE_TIMEOUT_MS"
 DEFAULT_TIMEOUT_MS = 5.0
 BACKOFF_S = 1.0
 KEY_PREFIX = "mlplat:pred"
@@ -95,7 +97,8 @@ class PredictionCache:
             raise ValueError(f"prediction cache TTL must be a number of seconds, got {ttl!r}") from None
         if ttl_s <= 0 or not url:
             return None
-        timeout_ms = float(extra.get("prediction_cache_timeout_ms", DEFAULT_TIMEOUT_MS))
+        timeout_ms = float(extra.get("prediction_cache_timeout_ms") or os.environ.get(CACHE_TIMEOUT_ENV)
+                           or DEFAULT_TIMEOUT_MS)
         return cls(str(url), model, f"{version}-{artifact_digest(model_dir)}", ttl_s, timeout_ms, metrics_name)
 
     def key(self, inputs: Mapping[str, Any]) -> bytes:

@@ -65,7 +65,8 @@ def build_item_table(
     by_book = ratings.groupby("book_id")["rating"]
     count = by_book.size().reindex(ids).fillna(0).to_numpy(dtype=np.float64)
     mean = by_book.mean().reindex(ids).fillna(0).to_numpy(dtype=np.float64)
-    like = by_book.apply(lambda r: float((r >= 4).mean())).reindex(ids).fillna(0).to_numpy(dtype=np.float64)
+    liked = (ratings["rating"] >= 4).astype(np.float64).groupby(ratings["book_id"]).mean()
+    like = liked.reindex(ids).fillna(0).to_numpy(dtype=np.float64)
     avg = np.zeros(len(ids))
     ratings_count = np.zeros(len(ids))
     year = np.zeros(len(ids))
