@@ -144,5 +144,17 @@ class PredictionCache:
         except (StoreError, OSError, ValueError) as exc:
             self._failed("set", exc)
 
+    def clear(self) -> int:
+        """Delete this model version's entries (SCAN + DEL); the number deleted. Raises StoreError:
+        an operator's or a benchmark's call, not the request path."""
+        cursor, deleted = b"0", 0
+        while True:
+            cursor, keys = self._client.pipeline([_command(b"SCAN", cursor, b"MATCH", self._prefix + b"*",
+                                                           b"COUNT", b"1000")])[0]
+            if keys:
+                deleted += int(self._client.pipeline([_command(b"DEL", *keys)])[0])
+            if cursor in (b"0", 0):
+                return deleted
+
     def close(self) -> None:
         self._client.close()

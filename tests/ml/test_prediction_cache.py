@@ -108,6 +108,8 @@ def test_a_new_version_never_reads_the_old_versions_entries(redis):
     assert new.get({"k": 1}) is None
     new.put({"k": 1}, {"v": "new"})
     assert (new.get({"k": 1}), old.get({"k": 1})) == ({"v": "new"}, {"v": "old"})
+    assert old.clear() == 1  # only its own version's entries
+    assert (new.get({"k": 1}), old.get({"k": 1})) == ({"v": "new"}, None)
 
 
 def test_killed_redis_fails_open(redis_factory):

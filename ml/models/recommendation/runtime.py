@@ -38,6 +38,7 @@ MAX_K = 100
 
 
 class RecommendationRuntime(ReferenceRuntime):
+    CACHEABLE = True  # deterministic: `mlplat bench cache` measures it with the prediction cache
     max_batch = 1000  # longest accepted history
     INPUTS = (
         spec("book_ids", "INT64", [-1], "the reader's recent books (may be empty); send this or user_id"),
