@@ -24,7 +24,7 @@ from ml.models.recommendation.two_stage import (
 
 pytestmark = [pytest.mark.ml]
 
-SMALL = {"dim": 32, "n_estimators": 60, "candidates": 50}
+SMALL = {"dim": 32, "n_estimators": 40, "candidates": 50, "rank_folds": 2}  # fast; quality is asserted loosely
 
 
 @pytest.fixture(scope="module")
