@@ -13,7 +13,7 @@ from contracts.cluster import FEAST_MATERIALIZE
 from contracts.metrics_catalog import known, metric_names
 from infra.aws.interfaces import WORKLOAD_IDENTITIES
 from infra.workloads.feature_store import feature_store_yaml
-from infra.workloads.seldon import KAFKA_SASL_SECRET, kafka_security
+from infra.workloads.seldon import KAFKA_SASL_SECRET, STORE_SECRET, kafka_security
 from infra.workloads.tracing import INDEX_PREFIX
 from stacks.bom import load_bom
 from stacks.config import load_stack_file, stack_file
@@ -161,6 +161,21 @@ def test_seldon_kafka_tracing_and_server_image(synth, env):
     repo = s.one("aws:ecr/repository:Repository").inputs
     assert repo["imageTagMutability"] == "IMMUTABLE" and repo["imageScanningConfiguration"]["scanOnPush"] is True
     assert repo["tags"]["PlatformVersion"] == load_bom().platform.version
+
+
+def test_model_server_reads_the_online_store_and_prediction_cache_settings(synth, env):
+    """The runtimes' Redis (ElastiCache, TLS + AUTH in the URL) comes from a Secret, never a plain value, and
+    the prediction cache's TTL and timeout from the stack's `workloads.predictionCache`."""
+    s = synth(env)
+    container = values(s, "seldon-core-v2-servers")["mlserver"]["podSpec"]["containers"][0]
+    env_vars = {e["name"]: e for e in container["env"]}
+    assert env_vars["MLPLAT_ONLINE_STORE_URL"] == {
+        "name": "MLPLAT_ONLINE_STORE_URL", "valueFrom": {"secretKeyRef": {"name": STORE_SECRET, "key": "url"}}}
+    cache = load_stack_file(stack_file(env)).workloads.prediction_cache
+    assert env_vars["MLPLAT_PREDICTION_CACHE_TTL_S"]["value"] == str(cache.ttl_seconds)
+    assert env_vars["MLPLAT_PREDICTION_CACHE_TIMEOUT_MS"]["value"] == str(cache.timeout_ms)
+    secret = next(m for m in manifests(s, "Secret") if m["metadata"]["name"] == STORE_SECRET)
+    assert secret["metadata"]["namespace"] == "seldon" and secret["stringData"] == "[secret]"
 
 
 def test_seldon_kafka_authenticates_with_scram_from_a_namespaced_secret(synth, env):
