@@ -97,6 +97,7 @@ def test_two_stage_beats_popularity_and_reports_retrieval_recall(fitted):
     assert ndcg > score_cases(popular, cases)["ndcg@10"] + 0.05
     assert retrieval_recall(model, cases) > 0.6  # 50 of 400 books hold most of what a reader will like
     assert model.info["ranking_users"] == train["user_id"].nunique()  # every training user, cross-fitted
+    assert 1 <= model.info["ranker_trees"] <= SMALL["n_estimators"]  # early stopping on held-out queries
     assert faiss.omp_get_max_threads() == 1  # pinned as measured
 
 
@@ -131,6 +132,8 @@ def test_bad_parameters_are_refused_by_name(fitted):
         fit_two_stage(train, rec.books, params={"depth": 3})
     with pytest.raises(ValueError, match="rank_folds"):
         fit_two_stage(train, rec.books, params={"rank_folds": 1})
+    with pytest.raises(ValueError, match="early_stopping_share"):
+        fit_two_stage(train, rec.books, params={"early_stopping_share": 0.9})
     with pytest.raises(ValueError, match="must be 'ease'"):
         fit_two_stage(train, rec.books, params={"model": "knn"})
 
