@@ -9,8 +9,9 @@ JSON before hashing, so two requests that the model treats alike share one entry
 
 Failing open: every cache call is bounded by a socket timeout (default 5 ms) and any error (refused
 connection, timeout, a Redis error, a value that does not decode) is counted and treated as a miss;
-after an error the cache is skipped for ``backoff_s`` (1 s) so a dead Redis costs at most one
-timeout per second, not one per request. A request never fails because of the cache.
+after ``ERRORS_BEFORE_BACKOFF`` (3) errors in a row the cache is skipped for ``backoff_s`` (1 s), so a
+dead Redis costs at most three timeouts per second, not one per request, while a single slow answer
+(a busy machine) does not switch the cache off for a whole second. A request never fails because of the cache.
 
 The client is the online store's minimal RESP client (``ml/serving/online.py``): the same URL forms
 (``redis://`` or ``rediss://`` with TLS, ``user:password@`` for AUTH, ``/db``) as the feature reads,
@@ -44,6 +45,7 @@ CACHE_TTL_ENV = "MLPLAT_PREDICTION_CACHE_TTL_S"
 CACHE_TIMEOUT_ENV = "MLPLAT_PREDICTION_CACHE_TIMEOUT_MS"
 DEFAULT_TIMEOUT_MS = 5.0
 BACKOFF_S = 1.0
+ERRORS_BEFORE_BACKOFF = 3
 KEY_PREFIX = "mlplat:pred"
 
 
@@ -82,6 +84,7 @@ class PredictionCache:
         self._client = _Resp(url, timeout_ms / 1000)  # validates the URL (redis:// or rediss://)
         self._prefix = f"{KEY_PREFIX}:{model}:{version}:".encode()
         self._skip_until = 0.0
+        self._errors_in_a_row = 0
         self._compute_ewma: float | None = None  # seconds a miss took to compute, smoothed
         self.metrics = CacheMetrics(metrics_name or model)
 
@@ -105,9 +108,13 @@ class PredictionCache:
         return self._prefix + hashlib.sha256(canonical_json(inputs)).hexdigest().encode()
 
     def _failed(self, op: str, exc: Exception) -> None:
-        self._skip_until = time.monotonic() + self.backoff_s
         self.metrics.result("error")
-        log.warning("prediction cache %s failed (skipped for %.1fs): %s", op, self.backoff_s, exc)
+        self._errors_in_a_row += 1
+        if self._errors_in_a_row >= ERRORS_BEFORE_BACKOFF:
+            self._errors_in_a_row = 0
+            self._skip_until = time.monotonic() + self.backoff_s
+            log.warning("prediction cache %s failed %d times in a row (skipped for %.1fs): %s", op,
+                        ERRORS_BEFORE_BACKOFF, self.backoff_s, exc)
 
     def get(self, inputs: Mapping[str, Any]) -> Any | None:
         """The cached value (decoded JSON) or None on a miss, an error or while backing off."""
@@ -123,6 +130,7 @@ class PredictionCache:
             return None
         finally:
             self.metrics.lookup_seconds.observe(time.perf_counter() - started)
+        self._errors_in_a_row = 0
         if value is None:
             self.metrics.result("miss")
             return None
@@ -141,6 +149,7 @@ class PredictionCache:
         try:
             payload = canonical_json(value)
             self._client.pipeline([_command(b"SET", self.key(inputs), payload, b"PX", str(self.ttl_ms).encode())])
+            self._errors_in_a_row = 0
         except (StoreError, OSError, ValueError) as exc:
             self._failed("set", exc)
 
