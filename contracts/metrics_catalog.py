@@ -31,6 +31,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "mlplat_model_online_feature_fetch_seconds": ("histogram", "model runtimes: online feature fetch"),
     "mlplat_model_requests_total": ("counter", "model runtimes: requests per registry version and outcome"),
     "mlplat_model_request_seconds": ("histogram", "model runtimes: latency per registry version"),
+    "mlplat_model_cache_requests_total": ("counter", "model runtimes: prediction-cache lookups by result"),
+    "mlplat_model_cache_lookup_seconds": ("histogram", "model runtimes: prediction-cache lookup latency"),
+    "mlplat_model_cache_saved_seconds_total": ("counter", "model runtimes: compute time saved by cache hits"),
     # Streaming ingestor (the module named by the `ModelSpec.stream` of a registered model)
     "mlplat_ingestor_events_total": ("counter", "feast-stream-ingestor"),
     "mlplat_ingestor_push_seconds": ("histogram", "feast-stream-ingestor"),

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from contracts import model_registry
-from stacks.schema import PipelinesConfig
+from stacks.schema import PipelinesConfig, PredictionCacheConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STATE_DIR = REPO_ROOT / ".local"
@@ -131,6 +131,10 @@ class LocalConfig:
     # observations before a model's drift is measured, and the retrain receiver's cool-down.
     drift_min_samples: int = field(default_factory=lambda: _env_int(
         "MLPLAT_DRIFT_MIN_SAMPLES", PipelinesConfig().retrain_min_samples))
+    # Seconds a cached prediction of a deterministic model lives in the local Redis (`--redis` only; 0: no
+    # cache): the schema's `workloads.predictionCache` default, as on the cluster.
+    prediction_cache_ttl_s: int = field(default_factory=lambda: _env_int(
+        "MLPLAT_PREDICTION_CACHE_TTL_S", PredictionCacheConfig().ttl_seconds))
     retrain_cooldown_s: int = field(default_factory=lambda: _env_int(
         "MLPLAT_RETRAIN_COOLDOWN_S", PipelinesConfig().retrain_cooldown_minutes * 60))
 

@@ -46,6 +46,7 @@ def write_repo(cfg: LocalConfig, models: list[ModelState], root: Path | None = N
     extra: dict[str, object] = {"tracking_uri": cfg.mlflow_url, "drift_min_samples": cfg.drift_min_samples}
     if cfg.redis_url:
         extra["redis_url"] = cfg.redis_url
+        extra["prediction_cache_ttl_s"] = cfg.prediction_cache_ttl_s  # the cache lives in the same redis-server
     entries = [ModelEntry(m.name, m.name, (uris or {}).get(m.name, m.uri), dict(extra)) for m in models]
     if uris is None:  # the champion's server: a model's explainer serves beside it from the same registry alias
         entries += [ModelEntry(name, name, m.uri, dict(extra)) for m in models

@@ -454,6 +454,14 @@ class SparkConfig(Section):
                                         description="Executor pod resources (default 1 CPU, 2Gi).")
 
 
+class PredictionCacheConfig(Section):
+    ttl_seconds: int = Field(300, ge=0, le=86_400, description="Seconds a cached prediction of a deterministic model "
+                             "(the recommender) lives in the online store's Redis; 0 turns the cache off. A new "
+                             "model version never reads an older one's entries (the key holds the version).")
+    timeout_ms: float = Field(5.0, gt=0, le=100, description="Bound of one cache call; slower or failing calls "
+                              "count as misses (the model answers) and the cache is skipped for a second.")
+
+
 class WorkloadsConfig(Section):
     mlflow: ServiceConfig = Field(default_factory=ServiceConfig, description="MLflow tracking server and registry.")
     feast: FeastConfig = Field(default_factory=FeastConfig, description="Feast feature server and materialization.")
@@ -468,6 +476,9 @@ class WorkloadsConfig(Section):
                                description="Flink Kubernetes Operator and the streaming-features job.")
     spark: SparkConfig = Field(default_factory=SparkConfig,
                                description="Spark Operator and the batch-feature Spark job.")
+    prediction_cache: PredictionCacheConfig = Field(
+        default_factory=PredictionCacheConfig, description="Redis cache of the model server's deterministic "
+        "predictions (ml/serving/prediction_cache.py).")
     model_server_repository: RepositoryConfig = Field(
         default_factory=RepositoryConfig, description="ECR repository of the model-server image."
     )

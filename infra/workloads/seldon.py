@@ -282,6 +282,12 @@ def servers_values(ctx: StackContext, image: pulumi.Input[str],
                         {"name": "MLPLAT_DRIFT_MIN_SAMPLES",
                          "value": str(ctx.cfg.workloads.pipelines.retrain_min_samples)},
                         *(online_store or []),
+                        # The Redis prediction cache of deterministic models (ml/serving/prediction_cache.py), in
+                        # the online store's Redis.
+                        {"name": "MLPLAT_PREDICTION_CACHE_TTL_S",
+                         "value": str(ctx.cfg.workloads.prediction_cache.ttl_seconds)},
+                        {"name": "MLPLAT_PREDICTION_CACHE_TIMEOUT_MS",
+                         "value": str(ctx.cfg.workloads.prediction_cache.timeout_ms)},
                     ],
                     **({"resources": sized} if sized else {}),
                 }, *restricted_containers(*SERVER_SIDECARS)],

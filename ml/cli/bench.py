@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from contracts import model_registry
 from contracts.feast import DEFAULT_ONLINE_CLIENT, ONLINE_CLIENTS
+from ml.cli import bench_cache
 from ml.data.feast_repo import apply_and_materialize, write_repo
 from ml.model_plugin import load_plugin
 from ml.service_checks import check_redis
@@ -124,6 +125,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     store.add_argument("--rtt-ms", type=_round_trips, default=[], metavar="MS,...",
                        help="also time the read through a delay proxy calibrated to each round trip (local store)")
     store.set_defaults(func=run_store)
+    bench_cache.register(sub)
 
 
 class _InProcess:

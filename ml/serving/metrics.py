@@ -24,6 +24,10 @@ FEATURE_FETCH = "mlplat_model_online_feature_fetch_seconds"
 # `version` the registry version the runtime loaded, so a canary's rollback triggers see it alone.
 REQUESTS = "mlplat_model_requests_total"
 REQUEST_SECONDS = "mlplat_model_request_seconds"
+# The prediction cache (ml/serving/prediction_cache.py): hit rate and the latency it saves.
+CACHE_REQUESTS = "mlplat_model_cache_requests_total"
+CACHE_LOOKUP = "mlplat_model_cache_lookup_seconds"
+CACHE_SAVED = "mlplat_model_cache_saved_seconds_total"
 
 # name -> (type, labels, help)
 METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -41,6 +45,11 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
                "version, by outcome: ok, invalid (4xx: refused input) or error (5xx)."),
     REQUEST_SECONDS: ("histogram", ("model", "version"), "Inference latency in the runtime (seconds) per registered "
                       "model and registry version."),
+    CACHE_REQUESTS: ("counter", ("model", "result"), "Prediction-cache lookups by result: hit, miss, error (Redis "
+                     "failed or timed out: answered by the model) or skipped (backing off after an error)."),
+    CACHE_LOOKUP: ("histogram", ("model",), "Latency of a prediction-cache lookup (seconds)."),
+    CACHE_SAVED: ("counter", ("model",), "Model compute time saved by cache hits (seconds): per hit, the smoothed "
+                  "compute time of recent misses minus the lookup time."),
 }
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
 
@@ -106,3 +115,16 @@ class VersionMetrics:
         self.error = requests.labels(model=model, version=version, outcome="error")
         self.seconds = _get_or_create(REQUEST_SECONDS, Histogram, buckets=LATENCY_BUCKETS).labels(
             model=model, version=version)
+
+
+class CacheMetrics:
+    """The prediction cache's metric children of one served model."""
+
+    def __init__(self, model: str) -> None:
+        requests = _get_or_create(CACHE_REQUESTS, Counter)
+        self._results = {r: requests.labels(model=model, result=r) for r in ("hit", "miss", "error", "skipped")}
+        self.lookup_seconds = _get_or_create(CACHE_LOOKUP, Histogram, buckets=FETCH_BUCKETS).labels(model=model)
+        self.saved_seconds = _get_or_create(CACHE_SAVED, Counter).labels(model=model)
+
+    def result(self, result: str) -> None:
+        self._results[result].inc()

@@ -194,6 +194,17 @@ def test_model_server_reads_the_online_store_over_tls_with_the_token_and_the_con
     assert secret.urn in servers.dependencies
 
 
+def test_model_server_takes_the_prediction_cache_settings_of_the_stack(synth, env):
+    """The prediction cache (in the online store's Redis, reached as above) takes its TTL and timeout from
+    the stack's `workloads.predictionCache`."""
+    s = synth(env)
+    container = values(s, "seldon-core-v2-servers")["mlserver"]["podSpec"]["containers"][0]
+    env_vars = {e["name"]: e for e in container["env"]}
+    cache = load_stack_file(stack_file(env)).workloads.prediction_cache
+    assert env_vars["MLPLAT_PREDICTION_CACHE_TTL_S"]["value"] == str(cache.ttl_seconds)
+    assert env_vars["MLPLAT_PREDICTION_CACHE_TIMEOUT_MS"]["value"] == str(cache.timeout_ms)
+
+
 def test_seldon_kafka_authenticates_with_scram_from_a_namespaced_secret(synth, env):
     s = synth(env)
     security = values(s, "seldon-core-v2-setup")["security"]["kafka"]

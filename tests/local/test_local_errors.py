@@ -26,7 +26,7 @@ from local.training import generate_sample_data, validate_data
 from ml.data.contract import DataContractError
 from ml.serving.processes import free_port
 from mlplat.cli import main
-from stacks.schema import PipelinesConfig
+from stacks.schema import PipelinesConfig, PredictionCacheConfig
 
 
 def _ports() -> dict[str, int]:
@@ -219,13 +219,18 @@ def test_mlserver_repository_points_at_the_registry_and_traces_only_with_a_colle
     fraud = json.loads((root / "fraud" / "model-settings.json").read_text())
     assert fraud["parameters"]["uri"] == "models:/fraud@champion"
     # No drift (so no drift retrain) before the stack's minimum sample size (workloads.pipelines).
+    # With the local Redis, deterministic models cache their answers there for the stack's default TTL.
     assert fraud["parameters"]["extra"] == {"tracking_uri": cfg.mlflow_url, "redis_url": cfg.redis_url,
-                                            "drift_min_samples": PipelinesConfig().retrain_min_samples}
+                                            "drift_min_samples": PipelinesConfig().retrain_min_samples,
+                                            "prediction_cache_ttl_s": PredictionCacheConfig().ttl_seconds}
     sentiment = json.loads((root / "sentiment" / "model-settings.json").read_text())
     assert sentiment["parameters"]["uri"] == "models:/sentiment@challenger"
 
     cfg.otlp_endpoint = "http://127.0.0.1:4317"
+    cfg.redis = False  # no Redis: no prediction cache either
     settings = json.loads((write_repo(cfg, models) / "settings.json").read_text())
+    assert "prediction_cache_ttl_s" not in json.loads((root / "fraud" / "model-settings.json").read_text())[
+        "parameters"]["extra"]
     assert settings["tracing_server"] == "127.0.0.1:4317"
 
 

@@ -136,3 +136,18 @@ def test_store_down_degrades_instead_of_failing(served, infer, scrape, redis_fac
     assert f'mlplat_model_degraded_responses_total{{model="{name}",reason="feature_store_error"}} 1.0' in scrape(
         server.process
     )
+
+
+def test_prediction_cache_answers_a_repeated_history_from_redis(served, infer, scrape):
+    """The same history (in any order) and k twice: one miss, then a hit with the same answer."""
+    server, _name, out, redis, *_ = served
+    name = server.add(ModelEntry("rec-rt-cached", "recommendation", str(out.model_dir),
+                                 {"redis_url": redis.url, "prediction_cache_ttl_s": 60}))
+    known = [int(b) for b in np.load(out.model_dir / "item_ids.npy")[:5]]
+    first = infer(server.url, name, _books(known), parameters={"k": 6})
+    second = infer(server.url, name, _books(known[::-1]), parameters={"k": 6})
+    assert first.status_code == second.status_code == 200, (first.text, second.text)
+    assert first.json()["outputs"] == second.json()["outputs"]
+    text = scrape(server.process)
+    assert f'mlplat_model_cache_requests_total{{model="{name}",result="miss"}} 1.0' in text
+    assert f'mlplat_model_cache_requests_total{{model="{name}",result="hit"}} 1.0' in text

@@ -12,6 +12,7 @@ import pandas as pd
 
 from ml.model_plugin import ModelPlugin
 from ml.models.recommendation import algorithm, data, features, synthetic, train
+from ml.models.recommendation.two_stage import load_model
 from ml.training.outputs import TrainOutput
 
 
@@ -56,13 +57,13 @@ class RecommendationPlugin(ModelPlugin):
 
     def evaluate(self, model_dir: Path, data_file: Path, *, seed: int = 0) -> dict[str, float]:
         """Protocol metrics on a ratings file of held-out users (per-user 80/20 split with `seed`)."""
-        model = algorithm.Recommender.load(Path(model_dir))
+        model = load_model(Path(model_dir))
         ratings = data.load_ratings(Path(data_file))
         return {k: float(v) for k, v in algorithm.evaluate(model, ratings, seed=seed, k=train.K).items()}
 
     def sample_requests(self, data_dir: Path, model_dir: Path, n: int = 200, seed: int = 0) -> list[dict[str, Any]]:
         """V2 request bodies for benchmarks: histories of readers from the data (known books only)."""
-        model = algorithm.Recommender.load(Path(model_dir))
+        model = load_model(Path(model_dir))
         ratings = data.load_ratings(data.resolve(Path(data_dir), data.RATINGS_FILE))
         rng = np.random.default_rng(seed)
         groups = [g for _, g in ratings.groupby("user_id")["book_id"]]

@@ -11,6 +11,10 @@ If the store fails, or does not know the reader (`user_id` with no stored histor
 with the popular-books fallback, output `degraded` = true, and counts it in
 `mlplat_model_degraded_responses_total` (reason `feature_store_error` / `unknown_entity`): the same
 meaning as every model's `degraded` (docs/MODELS.md): the answer did not use the entity's stored features.
+
+The model is deterministic, so with a prediction cache configured (`prediction_cache_ttl_s`, see
+`ml/serving/prediction_cache.py`) the answer for a history and k is cached in Redis, keyed by the
+version and the set of history books; a cache fault only means the model answers.
 """
 
 from __future__ import annotations
@@ -23,14 +27,18 @@ import numpy as np
 from mlserver.types import InferenceRequest, InferenceResponse
 
 from ml.data.feast_repo import PROJECT
-from ml.models.recommendation.algorithm import Recommender, UnknownItemError
+from ml.models.recommendation.algorithm import UnknownItemError
 from ml.models.recommendation.features import READER_FEATURES, READER_VIEW
+from ml.models.recommendation.two_stage import load_model
+from ml.serving.prediction_cache import PredictionCache
 from ml.serving.runtime_base import BadRequest, ReferenceRuntime, Unprocessable, spec, tensor
+from ml.serving.serving_log import served_identity
 
 MAX_K = 100
 
 
 class RecommendationRuntime(ReferenceRuntime):
+    CACHEABLE = True  # deterministic: `mlplat bench cache` measures it with the prediction cache
     max_batch = 1000  # longest accepted history
     INPUTS = (
         spec("book_ids", "INT64", [-1], "the reader's recent books (may be empty); send this or user_id"),
@@ -45,7 +53,9 @@ class RecommendationRuntime(ReferenceRuntime):
     )
 
     def load_artifact(self, model_dir: Path, extra: dict[str, Any]) -> None:
-        self.model = Recommender.load(model_dir)
+        self.model = load_model(model_dir)
+        name, version = served_identity(model_dir, self.name, self.registry_version)
+        self.cache = PredictionCache.from_settings(extra, name, version, model_dir, metrics_name=self.name)
         self.reader = None
         if extra.get("redis_url"):  # optional: the online-store client (Feast's protobufs) only with a store
             from ml.serving.online import DEFAULT_CLIENT, OnlineFeatureReader, ViewSpec
@@ -106,12 +116,7 @@ class RecommendationRuntime(ReferenceRuntime):
             raise BadRequest("missing input: send 'book_ids' (INT64 list of recently read books) or 'user_id'")
         k = self._k(request, inputs)
         history, degraded = await self._history(inputs)
-        try:
-            recs = self.model.recommend(history, k)
-        except UnknownItemError as exc:
-            raise Unprocessable(f"unknown book id(s) in book_ids: {exc.unknown[:20]}") from None
-        ids = np.array([b for b, _ in recs], dtype=np.int64)
-        scores = np.array([s for _, s in recs], dtype=np.float32)
+        ids, scores = self._recommend(history, k)
         if len(scores):
             self.metrics.prediction.observe(float(scores[0]))
         self.observe({"history_length": [len(history)], "score": scores[:1]})
@@ -122,3 +127,26 @@ class RecommendationRuntime(ReferenceRuntime):
             tensor("degraded", np.array([degraded])),
         ]
         return self.response(request, outputs, degraded=degraded)
+
+    def _recommend(self, history: list[int], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(book ids, scores): from the cache when it holds this history and k, else from the model."""
+        key = {"history": sorted({int(b) for b in history}), "k": k}  # the model ignores order and repeats
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if isinstance(hit, dict) and len(hit.get("book_id", ())) == len(hit.get("score", ())):
+                return np.array(hit["book_id"], dtype=np.int64), np.array(hit["score"], dtype=np.float32)
+        started = time.perf_counter()
+        try:
+            recs = self.model.recommend(history, k)
+        except UnknownItemError as exc:
+            raise Unprocessable(f"unknown book id(s) in book_ids: {exc.unknown[:20]}") from None
+        ids = np.array([b for b, _ in recs], dtype=np.int64)
+        scores = np.array([s for _, s in recs], dtype=np.float32)
+        if self.cache is not None:
+            self.cache.put(key, {"book_id": ids.tolist(), "score": scores.tolist()}, time.perf_counter() - started)
+        return ids, scores
+
+    async def unload(self) -> bool:
+        if getattr(self, "cache", None) is not None:
+            self.cache.close()
+        return await super().unload()

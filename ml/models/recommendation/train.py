@@ -1,9 +1,13 @@
-"""Fit entry point of the recommendation model (`train`): goodbooks files -> EASE -> serving artifact.
+"""Fit entry point of the recommendation model (`train`): goodbooks files -> two-stage model -> artifact.
 
 Whole users are held out (`split_users`, 20 %); the held-out users are scored with the protocol of
-`protocol.py` (80 % history, ratings >= 4 of the rest relevant), next to the popularity, item-kNN
-and untuned EASE baselines on the same split. The artifact is the recommender's save dir plus the
-drift reference (request history length and top-1 score) and `mlplat-model.json`.
+`protocol.py` (80 % history, ratings >= 4 of the rest relevant). Beside the two-stage model's figures
+the metrics carry the tuned EASE model's on the same split (`baseline.ease.*`: the one-stage model
+this replaces, which is also the two-stage model's first-stage matrix, so it costs no extra fit),
+stage one's recall of the relevant books among its candidates (`retrieval_recall@100`), and, unless
+`baselines=False`, the popularity, item-kNN and untuned EASE baselines. The artifact is the model's
+save dir (FAISS index included) plus the drift reference (request history length and top-1 score) and
+`mlplat-model.json`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import numpy as np
 
 from ml.data.drift import Reference
 from ml.models.recommendation import algorithm, data
+from ml.models.recommendation.two_stage import TwoStageRecommender, fit_two_stage, retrieval_recall
 from ml.training.outputs import TrainOutput, write_metadata
 
 NAME = "recommendation"
@@ -22,7 +27,8 @@ TEST_FRACTION = 0.2
 K = 10
 
 
-def reference_columns(model: algorithm.Recommender, histories: list[list[int]]) -> dict[str, np.ndarray]:
+def reference_columns(model: algorithm.Recommender | TwoStageRecommender,
+                      histories: list[list[int]]) -> dict[str, np.ndarray]:
     """What the runtime monitors for drift: request history length and the top-1 score."""
     recs = model.recommend_batch(histories, k=1)
     return {
@@ -36,9 +42,13 @@ def train(
 ) -> TrainOutput:
     rec = data.load(Path(data_dir))
     train_ratings, test_ratings = algorithm.split_users(rec.ratings, TEST_FRACTION, seed)
-    model = algorithm.fit(train_ratings, rec.books, params, seed)
+    model = fit_two_stage(train_ratings, rec.books, rec.genres, params, seed)
     cases = algorithm.history_split(test_ratings, seed=seed)
     metrics: dict[str, float] = {k: float(v) for k, v in algorithm.score_cases(model, cases, k=K).items()}
+    for metric, value in algorithm.score_cases(model.stage.base, cases, k=K).items():
+        if metric in (f"ndcg@{K}", f"recall@{K}"):
+            metrics[f"baseline.ease.{metric}"] = float(value)
+    metrics[f"retrieval_recall@{model.n_candidates}"] = retrieval_recall(model, cases)
     if baselines:
         for name, scores in algorithm.evaluate_baselines(train_ratings, test_ratings, seed).items():
             for metric in (f"ndcg@{K}", f"recall@{K}"):
@@ -54,6 +64,7 @@ def train(
         "train_users": int(train_ratings["user_id"].nunique()),
         "test_users": int(test_ratings["user_id"].nunique()),
         "items_modelled": len(model.item_ids),
+        **model.info,
         "seed": seed,
         "test_fraction": TEST_FRACTION,
     }
