@@ -63,7 +63,8 @@ def test_a_deploy_key_is_used_with_the_hosts_key_checked(tmp_path: Path):
     secret, scratch = tmp_path / "secret", tmp_path / "scratch"
     secret.mkdir()
     scratch.mkdir()
-    (secret / "ssh-privatekey").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----")
+    key_text = "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----"
+    (secret / "ssh-privatekey").write_text(key_text)
     with pytest.raises(GitOpsError, match="no known_hosts"):
         tree_publish.credentials_env(secret, "git@github.com:org/deploy.git", scratch)
     (secret / "known_hosts").write_text("github.com ssh-ed25519 AAAA\n")

@@ -72,7 +72,7 @@ def test_the_publish_step_commits_the_version_with_its_card_after_the_slot(regis
 
 
 def test_a_model_the_stack_does_not_enable_gets_no_tree_change(registry, tmp_path: Path):
-    client, uri = registry
+    _, uri = registry
     repo = gitops.local_repository(tmp_path / "state")
     cfg = load_stack_file(DEPLOY_STACK)
     without = cfg.model_copy(update={"models": cfg.models.model_copy(update={

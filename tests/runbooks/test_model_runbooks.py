@@ -248,7 +248,7 @@ def test_canary_promotion_on_prod_refuses_an_unapproved_challenger(registry, mlf
 
 def test_without_gitops_the_rollback_patches_the_model(registry, mlflow_url, s3, tmp_path):
     """A stack with `workloads.gitops.enabled: false`: the program owns the Models, the runbook touches them."""
-    client, name = registry
+    _, name = registry
     cfg = load_stack_file(stack_file("staging"))
     off = cfg.model_copy(update={"workloads": cfg.workloads.model_copy(update={
         "gitops": cfg.workloads.gitops.model_copy(update={"enabled": False})})})
