@@ -39,7 +39,7 @@ def platform() -> LocalConfig:
     """The running platform with its splitter (local/rollout.py's view of it)."""
     try:
         cfg = rollout.platform_config()
-    except rollout.RolloutError as exc:
+    except (rollout.RolloutError, local_platform.PlatformNotFound) as exc:
         raise ctl.ExperimentError(str(exc)) from None
     print(f"mlplat experiment: using the local platform in {cfg.state_dir}", file=sys.stderr, flush=True)
     return cfg

@@ -94,10 +94,11 @@ class ExperimentControllers(pulumi.ComponentResource):
     """Service account, Experiment-patching Role, one bandit Deployment per enabled model, PodMonitor."""
 
     def __init__(self, name: str, ctx: StackContext, image: pulumi.Input[str],
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+                 depends_on: list[pulumi.Resource], opts: pulumi.ResourceOptions | None = None) -> None:
+        """`depends_on`: the governance namespace and the monitoring stack (the PodMonitor's CRD)."""
         super().__init__("mlplatform:workloads:ExperimentControllers", name, None, opts)
         bandits = bandit_models(ctx)
-        child = pulumi.ResourceOptions(parent=self)
+        child = pulumi.ResourceOptions(parent=self, depends_on=depends_on)
         meta = {"namespace": NAMESPACE, "labels": labels("experiments", CONTROLLER)}
         sa = k8s.core.v1.ServiceAccount(f"{name}-sa", metadata={"name": CONTROLLER, **meta},
                                         automount_service_account_token=False, opts=child)
@@ -110,13 +111,14 @@ class ExperimentControllers(pulumi.ComponentResource):
                                          "labels": labels("experiments", CONTROLLER)},
             role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": CONTROLLER},
             subjects=[{"kind": "ServiceAccount", "namespace": NAMESPACE, "name": CONTROLLER}],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[role, sa]))
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*depends_on, role, sa]))
         k8s.networking.v1.NetworkPolicy(
             f"{name}-feedback-egress", metadata={"name": f"{CONTROLLER}-feedback", **meta},
             spec=egress_policy_spec([feedback_port(str(b.feedback_url)) for b in bandits.values()]), opts=child)
         for model, cfg in bandits.items():
             k8s.apps.v1.Deployment(
                 f"{name}-{model}", metadata={"name": f"{model}-bandit", **meta},
-                spec=deployment_spec(model, cfg, image), opts=pulumi.ResourceOptions(parent=self, depends_on=[sa]))
-        pod_monitor(CONTROLLER, NAMESPACE, SELECTOR, "metrics", self)
+                spec=deployment_spec(model, cfg, image),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[*depends_on, sa]))
+        pod_monitor(CONTROLLER, NAMESPACE, SELECTOR, "metrics", self, depends_on=depends_on)
         self.register_outputs({})

@@ -93,8 +93,7 @@ class Platform(pulumi.ComponentResource):
         governance = Governance("governance", GovernanceArgs(
             ctx=ctx, data=data, vpc_cidr=vpc_cidr, image=repo.image, depends_on=base), child)
         if bandit_models(ctx):  # its service account lives in the governance namespace
-            ExperimentControllers("experiments", ctx, repo.image,
-                                  pulumi.ResourceOptions(parent=self, depends_on=[governance]))
+            ExperimentControllers("experiments", ctx, repo.image, [governance, *base], child)
         if wl.pipelines.enabled:
             from infra.workloads.mlflow import tracking_uri
 

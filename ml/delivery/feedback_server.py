@@ -96,6 +96,8 @@ class Feedback:
 
 def make_handler(feedback: Feedback, models: list[str]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        disable_nagle_algorithm = True  # headers and body are two writes: no wait for the delayed ACK
+
         def log_message(self, fmt: str, *args: Any) -> None:
             log.debug(fmt, *args)
 

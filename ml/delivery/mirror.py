@@ -191,6 +191,8 @@ class Mirror:
 def make_handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive with HAProxy
+        # Headers and body are two writes: with Nagle's algorithm the body waits for the delayed ACK (~40 ms).
+        disable_nagle_algorithm = True
 
         def log_message(self, fmt: str, *args: Any) -> None:
             log.debug(fmt, *args)

@@ -70,6 +70,10 @@ def test_rbac_allows_patching_experiments_in_the_seldon_namespace_only(with_band
 def test_metrics_are_scraped_and_the_feedback_port_is_allowed(with_bandit):
     monitors = [m for m in manifests(with_bandit, "PodMonitor") if m["metadata"]["name"] == CONTROLLER]
     assert monitors and monitors[0]["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    # created after the monitoring stack that installs the PodMonitor CRD (what `mlplat conform` orders by)
+    [monitor] = [r for r in with_bandit.resources if r.name == f"podmonitor-{CONTROLLER}"]
+    after = {with_bandit.by_urn(u).name for u in monitor.dependencies}
+    assert "kube-prometheus-stack" in after, after
     policy = next(p for p in manifests(with_bandit, "NetworkPolicy")
                   if p["metadata"]["name"] == f"{CONTROLLER}-feedback")
     assert policy["spec"]["egress"][0]["ports"] == [{"protocol": "TCP", "port": 9097}]

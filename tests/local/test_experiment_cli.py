@@ -10,7 +10,7 @@ import pytest
 
 from local import experiment_cli
 from local.experiment_report import format_status
-from local.experiments import smoke_body
+from local.experiments import platform, smoke_body
 from ml.delivery.experiments.controller import ExperimentError, parse_duration
 from ml.delivery.experiments.simulate import SimulationError, parse_rates, simulate
 from ml.delivery.experiments.state import ExperimentState, load, save
@@ -89,3 +89,10 @@ def test_the_simulator_uses_the_smoke_request_of_up(tmp_path):
     assert smoke_body(tmp_path, "fraud") == body
     with pytest.raises(ExperimentError, match="pass --body FILE"):
         smoke_body(tmp_path, "sentiment")
+
+
+def test_without_a_running_platform_the_commands_say_how_to_start_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLPLAT_LOCAL_DIR", str(tmp_path))
+    with pytest.raises(ExperimentError, match=r"no local platform in .*\(start one with `mlplat local up`") as info:
+        platform()
+    assert info.value.user_error is True  # one line from `mlplat`, not a traceback
