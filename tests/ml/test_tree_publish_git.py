@@ -102,3 +102,30 @@ def test_a_push_that_loses_a_race_is_redone_on_the_new_head(tmp_path: Path, monk
     out = gitops.publish_release(cfg, target, gitops.Release("fraud", "2"))
     assert out.changed and git(repo, "rev-parse", "main~1") == raced[0]
     assert gitops.branch_versions(target) == {"fraud": {"champion": "2"}, "sentiment": {"champion": "4"}}
+
+
+def test_a_local_approval_commits_the_tree_before_serving_moves(registry, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch):
+    """`mlplat model approve` on the local platform: the tree first, so `mlplat local apply` keeps the promotion."""
+    from types import SimpleNamespace
+
+    from contracts.local_platform import Registry
+    from ml.cli import model as model_cli
+    from ml.training.follow import Serving
+
+    client, uri = registry
+    state = tmp_path / "state"
+    repo = gitops.local_repository(state)
+    moved: list[str] = []
+
+    def fake_promote(client_, name, version, serving, actor):  # the model server is not running here
+        moved.append(git(repo, "rev-parse", "main"))  # the commit exists before serving moves
+        return [f"champion -> v{version}"]
+
+    monkeypatch.setattr(model_cli, "promote", fake_promote)
+    found = Registry(uri, "test registry", platform=SimpleNamespace(state_dir=state))
+    move = model_cli._tree_then_serving(found, client, "fraud", Serving(tmp_path / "slots", "http://127.0.0.1:9"),
+                                        "alice")
+    lines = move("1")
+    assert lines[0].startswith("fraud v1 -> champion (dev): committed to main") and lines[1] == "champion -> v1"
+    assert moved and "Published by alice" in git(repo, "log", "-1", "--format=%B", "main")
