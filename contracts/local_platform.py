@@ -25,6 +25,8 @@ PLATFORM_FILE = "platform.json"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STATE_DIR = REPO_ROOT / ".local"
 SLOTS_DIR = "model-slots"  # the local models bucket (ml/training/directory_bucket.py) lives under it
+DEPLOY_REPO = "deploy.git"  # the deploy repository (bare) that stands in for the cluster's, under the state dir
+DEPLOY_STACK = REPO_ROOT / "stacks" / "Pulumi.dev.yaml"  # the environment whose tree the local platform applies
 PHASES = ("starting", "up", "interrupted", "failed", "down")
 
 

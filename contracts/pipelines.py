@@ -40,8 +40,16 @@ PARAMETERS: dict[str, str] = {
     "trigger": "why the run started: bootstrap, schedule, drift or manual (tag on the MLflow run and version)",
     "version_tags": "JSON object of extra tags on the registered version",
     "quick": "skip work that only feeds quality reports (baselines)",
+    "deploy": "JSON of the deploy tree the publish step writes (ml/delivery/tree_publish.py deploy_parameter: "
+              "repository, branch, folder, promotion, environment, bucket, models); empty: it writes none",
+    "deploy_secret": "Secret mounted into the publish step's pod with the deploy repository's credentials "
+                     "(workloads.gitops.credentialsSecret; cluster)",
 }
 TRIGGERS = ("bootstrap", "schedule", "drift", "manual")
+# The deploy repository's credentials in the publish step's pod (a Secret volume, ml/pipelines/definition.py) and
+# the Secret's name when the stack names none (the volume is optional: a missing Secret mounts nothing).
+DEPLOY_CREDENTIALS_DIR = "/var/run/mlplat/deploy-git"
+DEPLOY_SECRET_DEFAULT = "mlplat-deploy-git"
 TRIGGER_TAG = "mlplat.trigger"  # MLflow run and model-version tag: TRIGGERS
 PIPELINE_RUN_TAG = "mlplat.pipeline.run"  # MLflow run tag: the KFP run (or local run) that trained it
 GATES_SOURCE_TAG = "mlplat.gates.source"  # `version_tags` key: where the run's `gates` come from (for the output)

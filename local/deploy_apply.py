@@ -33,7 +33,7 @@ from stacks.config import load_stack_file
 from stacks.schema import PlatformConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_STACK = REPO_ROOT / "stacks" / "Pulumi.dev.yaml"  # the environment the local platform stands in for
+DEFAULT_STACK = local_platform.DEPLOY_STACK  # the environment the local platform stands in for
 
 
 @dataclass(frozen=True)

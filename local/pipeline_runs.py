@@ -21,7 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from contracts.local_platform import DEPLOY_REPO, DEPLOY_STACK
 from local.config import LocalConfig
+from ml.training.directory_bucket import LOCAL_BUCKET
+from stacks.config import load_stack_file
+from stacks.delivery import deploy_parameter
 
 SUMMARY_FILE = "summary.json"
 
@@ -33,8 +37,10 @@ def slots_dir(cfg: LocalConfig) -> Path:
 def arguments(cfg: LocalConfig, *, data_uri: str | Path, gates: dict[str, float] | None = None,
               trigger: str = "manual", tags: dict[str, str] | None = None, serving: bool = False,
               seed: int = 0) -> dict[str, Any]:
-    """Run parameters for the local platform (contracts/pipelines.py PARAMETERS)."""
+    """Run parameters for the local platform (contracts/pipelines.py PARAMETERS). Once `local up` made the deploy
+    repository, the publish step commits the version to its tree (`deploy`) and, when it serves, applies it."""
     feast = cfg.path("feast")
+    repo = cfg.state_dir / DEPLOY_REPO
     return {
         "data_uri": str(data_uri), "seed": seed,
         "feast_repo": str(feast) if (feast / "feature_store.yaml").is_file() else "",
@@ -42,6 +48,8 @@ def arguments(cfg: LocalConfig, *, data_uri: str | Path, gates: dict[str, float]
         "promotion": "gates", "tracking_uri": cfg.mlflow_url, "slot_dir": str(slots_dir(cfg)),
         "serving_url": cfg.url("http") if serving else "", "trigger": trigger,
         "version_tags": json.dumps(tags or {}, sort_keys=True), "quick": False,
+        "deploy": deploy_parameter(load_stack_file(DEPLOY_STACK), LOCAL_BUCKET, location=str(repo))
+        if (repo / "HEAD").is_file() else "",
     }
 
 

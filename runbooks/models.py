@@ -8,7 +8,9 @@ the alias, and a repeated run after a failed serving step does not move the alia
 alias ahead of what is served and only makes serving follow. On the
 cluster the Seldon Models `<name>-champion` / `<name>-challenger` serve whatever their S3 slot holds:
 a version is published to the slot (ml/training/publish.py) and the Model is touched so
-Seldon reloads it; the Seldon Experiment's weights decide the traffic split.
+Seldon reloads it; the Seldon Experiment's weights decide the traffic split. Where Argo CD owns the Models
+(GitOps) the slot's version is written into the deploy tree instead of patching the Model, and the local
+platform commits to its deploy repository before serving follows (runbooks/deploy_tree.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from contracts.cluster import SELDON_NAMESPACE
 from contracts.model_slots import artifact_model_settings, artifact_uri
 from ml.training.follow import FollowError, Serving, follow_champion, served_version, server_ready, slot_version
 from ml.training.publish import MARKER, PublishError, check_bucket, publish, read_marker
+from runbooks import deploy_tree
 from runbooks.context import RunContext
 from runbooks.engine import Runbook, Step, StepFailed
 
@@ -64,13 +67,23 @@ def _publish_ready(ctx: RunContext) -> None:
         raise StepFailed(str(exc)) from exc
 
 
-def _publish_plan(ctx: RunContext, slot: str, version: int) -> list[str]:
+def _deploy(ctx: RunContext) -> deploy_tree.Deploy | None:
+    """The deploy tree that owns this model's Models (GitOps), found once per run."""
+    if "deploy" not in ctx.state:
+        ctx.state["deploy"] = deploy_tree.deploy_of(ctx, _model(ctx), ctx.state.get("bucket"))
+    return ctx.state["deploy"]
+
+
+def _publish_plan(ctx: RunContext, slot: str, version: int, *, rollback: bool = False) -> list[str]:
     model = _model(ctx)
     uri = artifact_uri(ctx.state["bucket"], model, slot)
-    return [f"s3: publish models:/{model}/{version} to {uri} (artifact files + model-settings.json; delete "
-            f"objects v{version} lacks; {MARKER} last), unless the slot already holds v{version}",
-            f"kubernetes: patch Model {SELDON_NAMESPACE}/{model}-{slot} spec.parameters "
-            f"registry-version={version} (Seldon reloads the slot)",
+    publish_line = (f"s3: publish models:/{model}/{version} to {uri} (artifact files + model-settings.json; delete "
+                    f"objects v{version} lacks; {MARKER} last), unless the slot already holds v{version}")
+    deploy = _deploy(ctx)
+    if deploy is not None:  # the tree's champion folder holds the explainer's Model too: it follows
+        return [publish_line, deploy_tree.plan_line(ctx, deploy, model, slot, version, rollback=rollback)]
+    return [publish_line, f"kubernetes: patch Model {SELDON_NAMESPACE}/{model}-{slot} spec.parameters "
+                          f"registry-version={version} (Seldon reloads the slot)",
             *[f"kubernetes: patch Model {SELDON_NAMESPACE}/{explainer} the same way (it explains the champion)"
               for explainer in filter(None, [_explainer(model, slot)])]]
 
@@ -80,8 +93,22 @@ def _explainer(model: str, slot: str) -> str | None:
     return model_registry.get(model).explainer_name if slot == CHAMPION else None
 
 
-def _publish_to_slot(ctx: RunContext, slot: str, version: int) -> dict[str, Any]:
-    """Publish `version` to the slot and touch its Model (and the champion's explainer); a no-op when they
+def _served_by(ctx: RunContext, slot: str) -> str | None:
+    """The version the slot's Model (and the champion's explainer) is told to serve: the deploy tree's
+    (GitOps) or the live Models' (None when they disagree)."""
+    assert ctx.kube is not None
+    model = _model(ctx)
+    deploy = _deploy(ctx)
+    if deploy is not None:
+        return deploy_tree.tree_version(deploy, model, slot)
+    versions = {ctx.kube.model_version(SELDON_NAMESPACE, name)
+                for name in [f"{model}-{slot}", *filter(None, [_explainer(model, slot)])]}
+    return versions.pop() if len(versions) == 1 else None
+
+
+def _publish_to_slot(ctx: RunContext, slot: str, version: int, *, rollback: bool = False) -> dict[str, Any]:
+    """Publish `version` to the slot and make its Model follow: the deploy tree names it (GitOps; a rollback
+    commits straight to the branch) or the Model (and the champion's explainer) is touched. A no-op when both
     already show `version`."""
     assert ctx.kube is not None
     model, bucket, want = _model(ctx), ctx.state["bucket"], str(version)
@@ -89,18 +116,22 @@ def _publish_to_slot(ctx: RunContext, slot: str, version: int) -> dict[str, Any]
     touch = [resource, *filter(None, [_explainer(model, slot)])]
     s3 = ctx.aws("s3")
     marker = read_marker(bucket, model, slot, s3_client=s3)
-    if (marker or {}).get("version") == want and all(ctx.kube.model_version(SELDON_NAMESPACE, r) == want
-                                                      for r in touch):
+    if (marker or {}).get("version") == want and _served_by(ctx, slot) == want:
         return {"slot": artifact_uri(bucket, model, slot), "version": want, "unchanged": "already published"}
     try:
         result = publish(model, want, slot, bucket, tracking_uri=ctx.mlflow.tracking_uri, s3_client=s3,
                          actor=ctx.actor, promotion=ctx.stack.cfg.governance.promotion)
     except PublishError as exc:
         raise StepFailed(str(exc)) from exc
+    done = {"slot": result.uri, "version": want, "files": len(result.uploaded), "deleted_old": len(result.deleted)}
+    deploy = _deploy(ctx)
+    if deploy is not None:
+        outcome = deploy_tree.write_slot(ctx, deploy, model, slot, want, rollback=rollback)
+        ctx.state.setdefault("proposed", {})[slot] = outcome.branch != deploy.target.branch
+        return {**done, "deploy_tree": outcome.message}
     for name in touch:
         ctx.kube.touch_model(SELDON_NAMESPACE, name, want)
-    return {"slot": result.uri, "version": want, "files": len(result.uploaded), "deleted_old": len(result.deleted),
-            "touched": ", ".join(f"{SELDON_NAMESPACE}/{name}" for name in touch)}
+    return {**done, "touched": ", ".join(f"{SELDON_NAMESPACE}/{name}" for name in touch)}
 
 
 def _verify_slot(ctx: RunContext, slot: str, version: int) -> None:
@@ -109,6 +140,13 @@ def _verify_slot(ctx: RunContext, slot: str, version: int) -> None:
     marker = read_marker(bucket, model, slot, s3_client=ctx.aws("s3"))
     if (marker or {}).get("version") != want:
         raise StepFailed(f"{artifact_uri(bucket, model, slot)}{MARKER} shows {marker}, expected v{want}")
+    if _deploy(ctx) is not None:
+        if ctx.state.get("proposed", {}).get(slot):
+            return  # a branch for review: the deploy branch changes when it is merged
+        recorded = _served_by(ctx, slot)
+        if recorded != want:
+            raise StepFailed(f"the deploy tree gives {model}-{slot} v{recorded}, expected v{want}")
+        return
     touched = ctx.kube.model_version(SELDON_NAMESPACE, f"{model}-{slot}")
     if touched != want:
         raise StepFailed(f"Model {SELDON_NAMESPACE}/{model}-{slot} registry-version is {touched}, expected {want}")
@@ -185,14 +223,19 @@ def _verify_alias(ctx: RunContext, result: dict[str, Any]) -> None:
 def _reload_serving(ctx: RunContext) -> dict[str, Any]:
     model = ctx.state["model"]
     if ctx.env == "local":
+        tree = []
+        deploy = _deploy(ctx)
+        if deploy is not None:  # the tree first: a later `mlplat local apply` must not bring the old version back
+            tree = [deploy_tree.write_slot(ctx, deploy, model, CHAMPION, ctx.state["to_version"],
+                                           rollback=True).message]
         try:
-            done = follow_champion(ctx.mlflow, model, _local_serving(ctx), actor=ctx.actor)
+            done = tree + follow_champion(ctx.mlflow, model, _local_serving(ctx), actor=ctx.actor)
         except FollowError as exc:
             raise StepFailed(f"{exc}. The champion alias is v{ctx.state['to_version']}; run the runbook again: it "
                              "does not move the alias a second time, it only makes serving follow") from exc
         return {"serving": "; ".join(done) or "already serving the champion"}
     assert ctx.kube is not None  # the precondition checked it
-    published = _publish_to_slot(ctx, CHAMPION, ctx.state["to_version"])
+    published = _publish_to_slot(ctx, CHAMPION, ctx.state["to_version"], rollback=True)
     ctx.kube.set_experiment_weights(SELDON_NAMESPACE, experiment_name(model),
                                     {f"{model}-{CHAMPION}": 100, f"{model}-{CHALLENGER}": 0})
     return {**published, "experiment": experiment_name(model), "weights": "champion 100 / challenger 0"}
@@ -217,6 +260,9 @@ def _verify_serving(ctx: RunContext, result: dict[str, Any]) -> None:
             raise StepFailed(f"experiment weights are {weights}")
         _verify_slot(ctx, CHAMPION, ctx.state["to_version"])
         return
+    deploy = _deploy(ctx)
+    if deploy is not None and deploy_tree.tree_version(deploy, model, CHAMPION) != want:
+        raise StepFailed(f"the deploy tree does not give {model}-champion v{want}")
     ctx.wait_for(f"MLServer to serve {model} v{want}", lambda: _local_served(ctx) == want, timeout_s=60, poll_s=0.5)
     held = slot_version(_local_serving(ctx).slot_dir, model)
     if held != want:
@@ -226,9 +272,12 @@ def _verify_serving(ctx: RunContext, result: dict[str, Any]) -> None:
 def _serving_plan(ctx: RunContext) -> list[str]:
     model = ctx.state["model"]
     if ctx.env == "local":
-        return [f"publish models:/{model}/{ctx.state['to_version']} to the champion slot under {ctx.slot_dir}",
+        deploy = _deploy(ctx)
+        tree = [] if deploy is None else [deploy_tree.plan_line(ctx, deploy, model, CHAMPION, ctx.state["to_version"],
+                                                                rollback=True)]
+        return [*tree, f"publish models:/{model}/{ctx.state['to_version']} to the champion slot under {ctx.slot_dir}",
                 f"POST {ctx.serving_url}/v2/repository/models/{model}/load (reload resolves @champion)"]
-    return [*_publish_plan(ctx, CHAMPION, ctx.state["to_version"]),
+    return [*_publish_plan(ctx, CHAMPION, ctx.state["to_version"], rollback=True),
             f"kubernetes: patch Experiment {SELDON_NAMESPACE}/{experiment_name(model)} weights "
             f"{model}-champion=100 {model}-challenger=0"]
 
@@ -271,6 +320,15 @@ def _challenger_ready(ctx: RunContext) -> None:
     ctx.state["challenger_version"] = _version_of(ctx, CHALLENGER)
 
 
+def _challenger_served(ctx: RunContext) -> None:
+    """Traffic moves only to a challenger whose Model serves the version: with GitOps, once the deploy branch
+    names it (in prod after the pull request is merged)."""
+    _require_kube(ctx)
+    if ctx.state.get("proposed", {}).get(CHALLENGER):
+        raise StepFailed(f"{_model(ctx)}-challenger v{ctx.state['challenger_version']} is proposed on a branch for "
+                         "review, not deployed: merge it, then run this runbook again (traffic stays as it is)")
+
+
 def _shift(ctx: RunContext) -> dict[str, Any]:
     assert ctx.kube is not None
     weights = _canary_weights(ctx)
@@ -307,7 +365,7 @@ CANARY_PROMOTION = Runbook(
              verify=lambda ctx, r: _verify_slot(ctx, CHALLENGER, ctx.state["challenger_version"]),
              rollback="publish the previous challenger version the same way (its PUBLISHED.json was replaced), "
                       "or leave the challenger's weight at 0"),
-        Step("shift canary traffic to the challenger", _model, precondition=_require_kube,
+        Step("shift canary traffic to the challenger", _model, precondition=_challenger_served,
              plan=lambda ctx: [f"kubernetes: patch Experiment {SELDON_NAMESPACE}/{experiment_name(_model(ctx))} "
                                f"weights {_canary_weights(ctx)}"],
              action=_shift, verify=_verify_shift,

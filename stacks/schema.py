@@ -399,6 +399,11 @@ class GitOpsConfig(Section):
     promotion: Literal["commit", "pullRequest"] = Field(
         "commit", description="How publishing a version changes the tree: `commit` (straight to `branch`) or "
         "`pullRequest` (a branch of its own that someone reviews and merges: the manual approval; prod: required).")
+    credentials_secret: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")] | None = \
+        Field(None, description="Secret in the pipelines' namespace (made outside the stack, never in the repository) "
+              "with write access to the deploy repository: keys `username` and `password` (an HTTPS token) or "
+              "`ssh-privatekey` and `known_hosts`. Mounted into the training pipeline's publish step only, which "
+              "then writes the deploy tree itself; unset: the step writes nothing and `mlplat model promote` does.")
 
 
 class FlinkConfig(Section):

@@ -23,7 +23,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from contracts.cluster import MLFLOW_SERVER, SELDON_NAMESPACE, WORKLOAD_IDENTITIES
+from contracts.pipelines import DEPLOY_CREDENTIALS_DIR
 from infra.workloads.args import WorkloadArgs
+from infra.workloads.gitops import PORT_SSH
 from infra.workloads.isolation import (
     ANYWHERE,
     PORT_HTTPS,
@@ -43,6 +45,7 @@ from infra.workloads.kube import (
     tmp_volume,
 )
 from stacks.context import StackContext
+from stacks.delivery import deploy_parameter, writes_tree_over_ssh
 
 IDENTITY = "training"
 DATASET_WRITER = "dataset-writer"
@@ -107,6 +110,16 @@ def drift_job_spec(ctx: StackContext, image: pulumi.Input[str], bucket: pulumi.I
 def receiver_spec(ctx: StackContext, image: pulumi.Input[str], bucket: pulumi.Input[str]) -> dict[str, Any]:
     selector = {"app.kubernetes.io/name": RECEIVER}
     outputs = pulumi.Output.from_input(bucket).apply(lambda b: f'{{"buckets": {{"models": "{b}"}}}}')
+    gitops = ctx.cfg.workloads.gitops
+    # With GitOps a champion rollback is a commit to the deploy tree (runbooks/deploy_tree.py): the tree's
+    # description and the deploy credentials (the same out-of-band Secret as the publish step's, in this namespace).
+    deploy_env, mounts, volumes = [], [TMP_MOUNT], [TMP_VOLUME]
+    if gitops.enabled and gitops.credentials_secret:
+        deploy = pulumi.Output.from_input(bucket).apply(lambda b: deploy_parameter(ctx.cfg, b))
+        deploy_env = [{"name": "MLPLAT_DEPLOY", "value": deploy}]
+        mounts = [TMP_MOUNT, {"name": "deploy-git", "mountPath": DEPLOY_CREDENTIALS_DIR, "readOnly": True}]
+        volumes = [TMP_VOLUME, {"name": "deploy-git", "secret": {"secretName": gitops.credentials_secret,
+                                                                 "optional": True}}]
     return {
         "replicas": 1, "selector": {"matchLabels": selector},
         "strategy": {"type": "Recreate"},  # one receiver: rollbacks never run twice at once
@@ -125,16 +138,16 @@ def receiver_spec(ctx: StackContext, image: pulumi.Input[str], bucket: pulumi.In
                                 "--audit-log /tmp/runbook-audit.jsonl"],
                     "env": [{"name": "MLFLOW_TRACKING_URI", "value": _mlflow_uri()},
                             {"name": "AWS_REGION", "value": ctx.cfg.region}, {"name": "HOME", "value": "/tmp"},
-                            {"name": "STACK_OUTPUTS", "value": outputs}],
+                            {"name": "STACK_OUTPUTS", "value": outputs}, *deploy_env],
                     "ports": [{"name": "http", "containerPort": RECEIVER_PORT}],
                     "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
                     "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 30},
                     "resources": {"requests": {"cpu": "100m", "memory": "512Mi"},
                                   "limits": {"cpu": "1", "memory": "1Gi"}},
                     "securityContext": CONTAINER_SECURITY_CONTEXT,
-                    "volumeMounts": [TMP_MOUNT],
+                    "volumeMounts": mounts,
                 }],
-                "volumes": [TMP_VOLUME],
+                "volumes": volumes,
             },
         },
     }
@@ -160,8 +173,8 @@ class Governance(pulumi.ComponentResource):
         after_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns, *(depends_on or [])])
         network_policies(NamespacePolicy(
             NAMESPACE,  # Alertmanager (monitoring) reaches the receiver through the scrape rule's allowance
-            egress=[EgressRule(ANYWHERE, (PORT_HTTPS,)),  # S3, STS, the Kubernetes API
-                    PeerEgressRule((MLFLOW_SERVER.namespace,), (MLFLOW_PORT,))],
+            egress=[EgressRule(ANYWHERE, (PORT_HTTPS, *((PORT_SSH,) if writes_tree_over_ssh(ctx.cfg) else ()))),
+                    PeerEgressRule((MLFLOW_SERVER.namespace,), (MLFLOW_PORT,))],  # S3, STS, the API, git
         ), self, [ns])
         sa = service_account(IDENTITY, self, ns, data.role_arns.get(IDENTITY))
         # The data registry's writer (infra/aws/identities.py): a service account for the jobs that push.
@@ -183,7 +196,9 @@ class Governance(pulumi.ComponentResource):
         role = k8s.rbac.v1.Role(
             f"{name}-rollback-role",
             metadata={"name": RECEIVER, "namespace": SELDON_NAMESPACE, "labels": labels("governance", "autorollback")},
-            rules=[{"apiGroups": ["mlops.seldon.io"], "resources": ["models", "experiments"],
+            # Argo CD owns the Models with GitOps (a rollback writes the tree): the receiver patches Experiments only.
+            rules=[{"apiGroups": ["mlops.seldon.io"],
+                    "resources": ["experiments"] if ctx.cfg.workloads.gitops.enabled else ["models", "experiments"],
                     "verbs": ["get", "patch"]}],
             opts=after_ns)
         k8s.rbac.v1.RoleBinding(

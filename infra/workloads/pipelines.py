@@ -47,6 +47,7 @@ from contracts.cluster import (
     WORKLOAD_IDENTITIES,
 )
 from contracts.pipelines import (
+    DEPLOY_SECRET_DEFAULT,
     PARAMETERS,
     SAMPLE_DATA,
     cron_to_kfp,
@@ -56,6 +57,7 @@ from contracts.pipelines import (
 )
 from infra.aws.storage import FEAST_OFFLINE_PREFIX, PIPELINE_LOGS_PREFIX, PIPELINE_PACKAGES_PREFIX, PIPELINE_ROOT_PREFIX
 from infra.workloads.args import WorkloadArgs
+from infra.workloads.gitops import PORT_SSH
 from infra.workloads.isolation import (
     ANYWHERE,
     MONITORING_NAMESPACE,
@@ -81,6 +83,7 @@ from infra.workloads.kube import (
     tmp_volume,
 )
 from stacks.context import StackContext
+from stacks.delivery import deploy_parameter, writes_tree_over_ssh
 
 NAMESPACE = PIPELINES_NAMESPACE
 MANIFESTS = "kubeflow-pipelines"  # the BOM's `manifests` key
@@ -287,14 +290,16 @@ def argo_values(ctx: StackContext, bucket: pulumi.Input[str]) -> dict[str, Any]:
 
 def run_parameters(ctx: StackContext, buckets: dict[str, str], mlflow_uri: str) -> dict[str, Any]:
     """The cluster's arguments of every run (contracts/pipelines.py PARAMETERS)."""
-    p = ctx.cfg.workloads.pipelines
+    p, gitops = ctx.cfg.workloads.pipelines, ctx.cfg.workloads.gitops
     params = {
         "data_uri": p.data_uri, "seed": 0, "offline_uri": f"s3://{buckets['feast']}/{FEAST_OFFLINE_PREFIX.rstrip('/')}",
         "feast_repo": "", "promotion": ctx.cfg.governance.promotion, "tracking_uri": mlflow_uri,
         "slot_bucket": buckets["models"], "slot_dir": "", "serving_url": "",
         # With GitOps Argo CD owns the Models: a patch would be undone by self-heal, so the step leaves them alone
-        # and serving follows the deploy tree (`mlplat model promote`).
-        "seldon_namespace": "" if ctx.cfg.workloads.gitops.enabled else SELDON_NAMESPACE,
+        # and writes the deploy tree (with the stack's deploy credentials; without them `mlplat model promote`).
+        "seldon_namespace": "" if gitops.enabled else SELDON_NAMESPACE,
+        "deploy": deploy_parameter(ctx.cfg, buckets["models"]) if gitops.enabled and gitops.credentials_secret else "",
+        "deploy_secret": gitops.credentials_secret or DEPLOY_SECRET_DEFAULT,
         "version_tags": json.dumps({"mlplat.environment": ctx.cfg.environment}), "quick": False,
     }
     unknown = set(params) - set(PARAMETERS)
@@ -347,7 +352,9 @@ class Pipelines(pulumi.ComponentResource):
         ns = namespace(NAMESPACE, self, pss=PSS_BASELINE)
         after_ns = pulumi.ResourceOptions(parent=self, depends_on=[ns])
         bucket = pulumi.Output.from_input(data.buckets["pipelines"])
-        egress = [EgressRule(ANYWHERE, (PORT_HTTPS,)),  # S3, STS, ECR, the Kubernetes API
+        # S3, STS, ECR, the Kubernetes API, the deploy repository (the publish step; SSH only for an SSH URL)
+        git_ssh = (PORT_SSH,) if writes_tree_over_ssh(ctx.cfg) else ()
+        egress = [EgressRule(ANYWHERE, (PORT_HTTPS, *git_ssh)),
                   PeerEgressRule((MLFLOW_NAMESPACE,), (MLFLOW_PORT,))]  # the tracking server
         if cfg.database == "managed":
             egress.append(EgressRule(vpc_cidr, (PORT_POSTGRES,)))  # the proxy to RDS

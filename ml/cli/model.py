@@ -308,13 +308,37 @@ def run_approve(args: argparse.Namespace) -> int:
             result = approve(client, args.name, args.version, args.by, args.reason,
                              promote=not args.no_promote, env=env, audit=AuditLog(args.audit_log),
                              precheck=(lambda: server_ready(serving.serving_url)) if serving else None,
-                             mover=(lambda v: promote(client, args.name, v, serving, actor=args.by))
+                             mover=_tree_then_serving(found, client, args.name, serving, args.by)
                              if serving else None)
         except (ApprovalError, FollowError) as exc:
             print(f"mlplat model approve: {exc}", file=sys.stderr)
             return 1
     _emit(result)
     return 0
+
+
+def _tree_then_serving(found: local_platform.Registry, client: Any, name: str, serving: Serving,
+                       actor: str) -> Any:
+    """The approval's promotion on the local platform: the deploy tree's commit first (where `mlplat local up`
+    made the repository), then serving, as the pipeline's publish step does; so `mlplat local apply` keeps it."""
+    from ml.delivery import tree_publish  # git and the stack schema: only a promotion needs them
+    from ml.delivery.gitops import LOCAL_REPO, GitOpsError
+    from ml.training.directory_bucket import LOCAL_BUCKET
+    from stacks.delivery import deploy_parameter
+
+    def move(version: str) -> list[str]:
+        repo = found.platform.state_dir / LOCAL_REPO if found.platform else None
+        done = []
+        if repo is not None and (repo / "HEAD").is_file():
+            deploy = deploy_parameter(load_stack_file(local_platform.DEPLOY_STACK), LOCAL_BUCKET, location=str(repo))
+            if tree_publish.covers(deploy, name):
+                try:
+                    done.append(tree_publish.write_release(deploy, client, name, str(version), actor=actor).message)
+                except GitOpsError as exc:
+                    raise FollowError(f"the deploy tree was not changed, nothing was promoted: {exc}") from exc
+        return done + promote(client, name, version, serving, actor=actor)
+
+    return move
 
 
 def run_promote(args: argparse.Namespace) -> int:

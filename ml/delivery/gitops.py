@@ -19,21 +19,23 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from contracts import deploy_tree
+from contracts.deploy_tree import ModelRelease
+from contracts.local_platform import DEPLOY_REPO
 from contracts.model_slots import SLOTS
 from stacks.delivery import model_releases
 from stacks.schema import PlatformConfig
 
 COMMIT = "commit"
 PULL_REQUEST = "pullRequest"
-LOCAL_REPO = "deploy.git"  # under the local platform's state directory
+LOCAL_REPO = DEPLOY_REPO  # under the local platform's state directory
 AUTHOR = ("mlplat", "mlplat@localhost")
 
 
@@ -51,6 +53,7 @@ class DeployTarget:
     promotion: str  # COMMIT | PULL_REQUEST
     environment: str
     bucket: str | None = None  # the models bucket; None: the one the tree already names
+    git_env: Mapping[str, str] = field(default_factory=dict)  # credentials for clone and push (tree_publish.py)
 
 
 @dataclass(frozen=True)
@@ -89,9 +92,14 @@ def local_repository(state_dir: Path, branch: str = "main") -> Path:
     return repo
 
 
-def _git(args: list[str], cwd: Path | None = None) -> str:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_AUTHOR_NAME": AUTHOR[0], "GIT_AUTHOR_EMAIL": AUTHOR[1],
-           "GIT_COMMITTER_NAME": AUTHOR[0], "GIT_COMMITTER_EMAIL": AUTHOR[1]}
+# A push that loses a race with another publication (pipelines of several models run at once) starts again
+# from the new head of the branch, this many times.
+PUSH_ATTEMPTS = 4
+
+
+def _git(args: list[str], cwd: Path | None = None, extra_env: Mapping[str, str] | None = None) -> str:
+    env = {**os.environ, **(extra_env or {}), "GIT_TERMINAL_PROMPT": "0", "GIT_AUTHOR_NAME": AUTHOR[0],
+           "GIT_AUTHOR_EMAIL": AUTHOR[1], "GIT_COMMITTER_NAME": AUTHOR[0], "GIT_COMMITTER_EMAIL": AUTHOR[1]}
     try:
         done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
     except FileNotFoundError as exc:
@@ -137,7 +145,7 @@ def _checkout(target: DeployTarget) -> Iterator[tuple[Path, bool]]:
             return
     with tempfile.TemporaryDirectory(prefix="mlplat-deploy-") as tmp:
         clone = Path(tmp) / "repo"
-        _git(["clone", "--quiet", "--no-tags", location, str(clone)])
+        _git(["clone", "--quiet", "--no-tags", location, str(clone)], extra_env=target.git_env)
         if _has_branch(clone, f"origin/{target.branch}"):
             _git(["checkout", "--quiet", "-B", target.branch, f"origin/{target.branch}"], cwd=clone)
         else:  # an empty repository: the first release creates the branch
@@ -164,6 +172,12 @@ def released_versions(tree_root: Path, environment: str) -> dict[str, dict[str, 
     return out
 
 
+def branch_versions(target: DeployTarget) -> dict[str, dict[str, str]]:
+    """model -> slot -> version, as the target's branch records them ({} before the first release)."""
+    with _checkout(target) as (work, _):
+        return released_versions(work / target.path, target.environment)
+
+
 def _tree_bucket(tree_root: Path, environment: str) -> str | None:
     for file in sorted((tree_root / environment).glob(f"*/{deploy_tree.model_file('champion')}")):
         uri = ((yaml.safe_load(file.read_text()) or {}).get("spec") or {}).get("storageUri", "")
@@ -172,11 +186,21 @@ def _tree_bucket(tree_root: Path, environment: str) -> str | None:
     return None
 
 
-def render_release(cfg: PlatformConfig, target: DeployTarget, tree_root: Path, release: Release) -> dict[str, str]:
+Models = PlatformConfig | Sequence[ModelRelease]  # a stack, or its models' serving settings (tree_publish.py)
+
+
+def _releases(cfg: Models, versions: Mapping[str, Mapping[str, str]]) -> list[ModelRelease]:
+    if isinstance(cfg, PlatformConfig):
+        return model_releases(cfg, versions)
+    return [ModelRelease(name=m.name, replicas=m.replicas, champion_weight=m.champion_weight,
+                         challenger_weight=m.challenger_weight, versions=dict(versions.get(m.name, {}))) for m in cfg]
+
+
+def render_release(cfg: Models, target: DeployTarget, tree_root: Path, release: Release) -> dict[str, str]:
     """The environment's files after `release`: the tree's recorded versions with this one applied."""
-    names = [r.name for r in model_releases(cfg)]
+    names = [r.name for r in _releases(cfg, {})]
     if release.model not in names:
-        raise GitOpsError(f"model {release.model!r} is not enabled in the {cfg.environment} stack "
+        raise GitOpsError(f"model {release.model!r} is not enabled in the {target.environment} stack "
                           f"(enabled: {', '.join(names) or 'none'})")
     versions = released_versions(tree_root, target.environment)
     versions.setdefault(release.model, {})[release.slot] = str(release.version)
@@ -185,7 +209,7 @@ def render_release(cfg: PlatformConfig, target: DeployTarget, tree_root: Path, r
         raise GitOpsError(f"the deploy tree of {target.environment} names no models bucket yet: pass the bucket "
                           "(stack output buckets.models) for the first release")
     try:
-        return deploy_tree.render(target.environment, bucket, model_releases(cfg, versions))
+        return deploy_tree.render(target.environment, bucket, _releases(cfg, versions))
     except deploy_tree.DeployTreeError as exc:
         raise GitOpsError(str(exc)) from exc
 
@@ -221,11 +245,36 @@ def _tree_at(work: Path, ref: str, prefix: str) -> dict[str, str]:
     return {path: _git(["show", f"{ref}:{path}"], cwd=work) for path in listed}
 
 
-def publish_release(cfg: PlatformConfig, target: DeployTarget, release: Release) -> Outcome:
+class _PushRejected(GitOpsError):
+    """The branch moved on while this change was being made."""
+
+
+def publish_release(cfg: Models, target: DeployTarget, release: Release) -> Outcome:
     """Write `release` into the deploy tree as a commit on the branch, or on a pull-request branch (prod).
-    Idempotent: when the branch (or the pull-request branch) already holds these files, nothing is written."""
+    Idempotent: when the branch (or the pull-request branch) already holds these files, nothing is written.
+    A push rejected because the branch moved (another publication) is redone on the new head."""
     if target.promotion not in (COMMIT, PULL_REQUEST):
         raise GitOpsError(f"promotion must be {COMMIT!r} or {PULL_REQUEST!r}, got {target.promotion!r}")
+    for attempt in range(1, PUSH_ATTEMPTS + 1):
+        try:
+            return _publish_once(cfg, target, release)
+        except _PushRejected:
+            if attempt == PUSH_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _push(work: Path, refspec: str, target: DeployTarget) -> None:
+    try:
+        _git(["push", "--quiet", "origin", refspec], cwd=work, extra_env=target.git_env)
+    except GitOpsError as exc:
+        text = str(exc)
+        if "fetch first" in text or "non-fast-forward" in text or "failed to update ref" in text:
+            raise _PushRejected(f"{target.branch} of {target.location} moved during the publication: {text}") from exc
+        raise
+
+
+def _publish_once(cfg: Models, target: DeployTarget, release: Release) -> Outcome:
     what = f"{release.model} v{release.version} -> {release.slot} ({target.environment})"
     with _checkout(target) as (work, push):
         files = render_release(cfg, target, work / target.path, release)
@@ -251,7 +300,7 @@ def publish_release(cfg: PlatformConfig, target: DeployTarget, release: Release)
         if push:
             # A pull-request branch is ours: proposing again replaces it.
             force = "+" if branch != target.branch else ""
-            _git(["push", "--quiet", "origin", f"{force}HEAD:refs/heads/{branch}"], cwd=work)
+            _push(work, f"{force}HEAD:refs/heads/{branch}", target)
         elif branch != target.branch:
             _git(["checkout", "--quiet", target.branch], cwd=work)
     if branch == target.branch:

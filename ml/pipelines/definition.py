@@ -29,7 +29,15 @@ from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 from contracts import model_registry
 from contracts.cluster import GPU_TAINT_KEY, NODE_ROLE_LABEL
 from contracts.models import ModelSpec
-from contracts.pipelines import IR_FILE, SAMPLE_DATA, STEPS, ir_path, pipeline_name
+from contracts.pipelines import (
+    DEPLOY_CREDENTIALS_DIR,
+    DEPLOY_SECRET_DEFAULT,
+    IR_FILE,
+    SAMPLE_DATA,
+    STEPS,
+    ir_path,
+    pipeline_name,
+)
 from ml.model_plugin import load_plugin
 from stacks.bom import load_bom
 
@@ -46,6 +54,9 @@ STEP_TIMEOUT_S = 3600
 MLFLOW_SECRET = "mlflow-credentials"
 MLFLOW_ENV = {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"}
 RUN_AS = 10001  # the image's user
+# The deploy repository's credentials (ml/delivery/tree_publish.py), mounted into the publish step only. The
+# Secret's name is a run parameter (the stack's workloads.gitops.credentialsSecret); optional, so a stack that
+# gives the pipeline no credentials runs the step without them (it then writes no tree: `deploy` is empty).
 
 
 # Each component imports inside its body: KFP ships a component's source alone to the step's pod.
@@ -112,11 +123,11 @@ def gate(name: str, metrics: str, gates: str, gates_source: str) -> bool:
 
 @component
 def publish(name: str, version: str, promotion: str, tracking_uri: str, slot_bucket: str, slot_dir: str,
-            serving_url: str, seldon_namespace: str, trigger: str) -> str:
+            serving_url: str, seldon_namespace: str, trigger: str, deploy: str) -> str:
     from ml.pipelines import steps
 
     return steps.publish(name, version, promotion, tracking_uri, slot_bucket, slot_dir, serving_url,
-                         seldon_namespace, trigger)
+                         seldon_namespace, trigger, deploy)
 
 
 def _place(task: Any, *, gpu: bool = False, resources: dict[str, str] = STEP_RESOURCES, mlflow: bool = False) -> Any:
@@ -149,7 +160,8 @@ def build(spec: ModelSpec, *, train_on_gpu: bool = False) -> Any:
     def training(data_uri: str = SAMPLE_DATA, seed: int = 0, offline_uri: str = "", feast_repo: str = "",
                  gates: str = "", promotion: str = "gates", tracking_uri: str = "", slot_bucket: str = "",
                  slot_dir: str = "", serving_url: str = "", seldon_namespace: str = "", trigger: str = "manual",
-                 version_tags: str = "{}", quick: bool = False) -> None:
+                 version_tags: str = "{}", quick: bool = False, deploy: str = "",
+                 deploy_secret: str = DEPLOY_SECRET_DEFAULT) -> None:
         prep = _place(prepare_data(name=name, data_uri=data_uri, seed=seed, offline_uri=offline_uri))
         feats = _place(read_features(name=name, data=prep.outputs["data"], feast_repo=feast_repo,
                                      offline_uri=offline_uri))
@@ -168,9 +180,12 @@ def build(spec: ModelSpec, *, train_on_gpu: bool = False) -> Any:
                                gates_source=reg.outputs["gates_source"]))
         # One unnamed output: kfp.local 2.17 resolves `<task>-Output` in a condition, not named outputs.
         with dsl.If(decision.output == True, name="gates-passed"):  # noqa: E712 (a KFP condition)
-            _place(publish(name=name, version=reg.outputs["version"], promotion=promotion, tracking_uri=tracking_uri,
-                           slot_bucket=slot_bucket, slot_dir=slot_dir, serving_url=serving_url,
-                           seldon_namespace=seldon_namespace, trigger=trigger), mlflow=True)
+            published = _place(publish(name=name, version=reg.outputs["version"], promotion=promotion,
+                                       tracking_uri=tracking_uri, slot_bucket=slot_bucket, slot_dir=slot_dir,
+                                       serving_url=serving_url, seldon_namespace=seldon_namespace, trigger=trigger,
+                                       deploy=deploy), mlflow=True)
+            kubernetes.use_secret_as_volume(published, secret_name=deploy_secret, mount_path=DEPLOY_CREDENTIALS_DIR,
+                                            optional=True)
 
     return training
 

@@ -395,13 +395,27 @@ def touch_seldon_model(namespace: str, model: str, version: str) -> str:
     return f"touched Model {namespace}/{name}"
 
 
+def _deploy_tree(deploy: str, client: Any, name: str, version: str, trigger: str) -> tuple[bool, str]:
+    """The deploy tree's commit (or pull-request branch) of the version (ml/delivery/tree_publish.py): whether
+    the configured branch now deploys it, and a line for the log. A model the stack does not enable has no
+    folder in the tree: nothing is written for it."""
+    from ml.delivery import tree_publish  # git and the model card: only the publish step needs them
+
+    if not tree_publish.covers(deploy, name):
+        return True, f"{name} is not enabled in the deploy tree's stack: no tree change"
+    outcome = tree_publish.write_release(deploy, client, name, str(version), actor=f"pipeline/{trigger}")
+    return outcome.branch == tree_publish.parse_parameter(deploy).target.branch, outcome.message
+
+
 @journaled("publish")
 def publish(name: str, version: str, promotion: str, tracking_uri: str, slot_bucket: str, slot_dir: str,
-            serving_url: str, seldon_namespace: str, trigger: str) -> str:
+            serving_url: str, seldon_namespace: str, trigger: str, deploy: str = "") -> str:
     """Only after a passing gate: `champion` moves to the version (unless the stack's promotion policy also
     wants an approval, `gatesAndApproval`: then it waits for `mlplat model approve`), the version is
-    published to the champion slot with ml/training/publish.py, and serving follows (Seldon Model touched /
-    local MLServer reloaded)."""
+    published to the champion slot with ml/training/publish.py, and serving follows: with a `deploy` tree
+    (GitOps) the version is written into it (a commit, or a branch for review), which Argo CD applies on the
+    cluster and the step applies itself locally; without one the Seldon Model is touched / the local MLServer
+    reloaded."""
     from mlflow import MlflowClient
 
     uri = tracking_uri or default_tracking_uri()
@@ -410,9 +424,18 @@ def publish(name: str, version: str, promotion: str, tracking_uri: str, slot_buc
                 f"mlplat model approve {name} {version} --by WHO --reason ...; nothing published")
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     if serving_url and slot_dir and not slot_bucket:
-        # The local platform: alias, slot and served version move together, or none of them does.
-        return "; ".join(promote(client, name, str(version), Serving(Path(slot_dir), serving_url),
-                                 actor=f"pipeline/{trigger}"))
+        # The local platform: alias, slot and served version move together, or none of them does. With a deploy
+        # tree the commit comes first and the tree is applied (as `mlplat local apply` does for a champion);
+        # a change proposed for review is applied when it is merged.
+        done = []
+        if deploy:
+            applies, line = _deploy_tree(deploy, client, name, version, trigger)
+            done.append(line)
+            if not applies:
+                return "; ".join(done)
+        done += promote(client, name, str(version), Serving(Path(slot_dir), serving_url),
+                        actor="deploy-tree" if deploy else f"pipeline/{trigger}")
+        return "; ".join(done)
     client.set_registered_model_alias(name, CHAMPION, str(version))
     done = [f"champion -> v{version}"]
     s3: Any = None
@@ -433,7 +456,10 @@ def publish(name: str, version: str, promotion: str, tracking_uri: str, slot_buc
         done.append(_reload_local(serving_url, name))
     if seldon_namespace:
         done.append(touch_seldon_model(seldon_namespace, name, version))
+    elif deploy:
+        # A GitOps cluster: serving changes when the deploy tree names the version; Argo CD applies the commit.
+        done.append(_deploy_tree(deploy, client, name, version, trigger)[1])
     elif slot_bucket:
-        # A GitOps cluster: serving changes when the deploy tree names the version (ml/delivery/gitops.py).
+        # GitOps without deploy credentials for the pipeline: someone with write access writes the tree.
         done.append(f"serving follows the deploy tree: mlplat model promote {name} {version} --stack-file ...")
     return "; ".join(done)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from contracts.cluster import WORKLOAD_IDENTITIES
-from contracts.pipelines import ACTION_LABEL, IR_FILE, RETRAIN_ACTION, cron_to_kfp, pipeline_name
+from contracts.pipelines import ACTION_LABEL, DEPLOY_SECRET_DEFAULT, IR_FILE, RETRAIN_ACTION, cron_to_kfp, pipeline_name
 from infra.aws.storage import OBJECT_ACCESS_ONLY
 from infra.workloads import pipelines as kfp
 from stacks.bom import load_bom
@@ -121,6 +121,21 @@ def test_irsa_trust_admits_exactly_the_kfp_service_accounts(synth, env):
     assert not [r for r in s.of_type("kubernetes:rbac.authorization.k8s.io/v1:Role")
                 if r.inputs["metadata"]["name"] == "pipeline-runner-publish"]
     assert kfp.run_parameters(ctx(env), {"models": "m", "feast": "f"}, "http://mlflow")["seldon_namespace"] == ""
+
+
+def test_the_publish_step_gets_the_deploy_tree_only_with_credentials(env):
+    """With `workloads.gitops.credentialsSecret` the runs carry the stack's tree (ml/delivery/tree_publish.py) and
+    the Secret's name for the publish step's volume; without it the step writes no tree and mounts nothing named."""
+    params = kfp.run_parameters(ctx(env), {"models": "m", "feast": "f"}, "http://mlflow")
+    deploy = json.loads(params["deploy"])
+    cfg = load_stack_file(stack_file(env))
+    assert (deploy["environment"], deploy["bucket"], deploy["repoUrl"]) == (env, "m", cfg.workloads.gitops.repo_url)
+    assert deploy["credentialsSecret"] == params["deploy_secret"] == "mlplat-deploy-git"
+    assert [m["name"] for m in deploy["models"]] == [n for n in cfg.models.names() if cfg.models[n].enabled]
+    none = cfg.model_copy(update={"workloads": cfg.workloads.model_copy(update={
+        "gitops": cfg.workloads.gitops.model_copy(update={"credentials_secret": None})})})
+    params = kfp.run_parameters(StackContext(none), {"models": "m", "feast": "f"}, "http://mlflow")
+    assert params["deploy"] == "" and params["deploy_secret"] == DEPLOY_SECRET_DEFAULT
 
 
 def test_database_follows_the_switch(synth, env):

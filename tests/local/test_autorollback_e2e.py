@@ -28,7 +28,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from contracts.local_platform import DEPLOY_REPO, DEPLOY_STACK
+from ml.delivery import gitops
 from ml.model_plugin import load_plugin
+from stacks.config import load_stack_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.ml]
 
@@ -167,6 +170,14 @@ def test_a_bad_version_is_rolled_back_without_a_person(platform, tmp_path, consi
     steps = [e for e in audit if e["actor"] == "autorollback/MLPlatRollbackErrorRate"]
     assert [e["step"] for e in steps] == ["move the champion alias back", "make serving follow the alias"]
     assert all(e["result"] == "ok" and e["runbook"] == "model-rollback" for e in steps)
+    # The deploy tree agrees (runbooks/deploy_tree.py): the first training's publish step committed fraud v1 to the
+    # platform's deploy repository, and the rollback wrote v1 there before serving followed, so `mlplat local apply`
+    # keeps the rollback.
+    serving = next(e for e in steps if e["step"] == "make serving follow the alias")
+    assert "fraud v1 -> champion (dev)" in serving["details"]["serving"], serving
+    cfg = load_stack_file(DEPLOY_STACK)
+    assert gitops.branch_versions(gitops.target_for(cfg, location=str(platform["state"] / DEPLOY_REPO)))["fraud"] == \
+        {"champion": "1"}
 
     fired = acted[0]["received"] - breach
     print(f"\nbreach -> rollback: {restored - breach:.1f}s (first failed request -> first v1 answer); "

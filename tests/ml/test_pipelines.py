@@ -17,7 +17,15 @@ import pytest
 import yaml
 
 from contracts import model_registry
-from contracts.pipelines import PARAMETERS, STEPS, cron_to_kfp, pipeline_name, retrain_rule_groups
+from contracts.pipelines import (
+    DEPLOY_CREDENTIALS_DIR,
+    DEPLOY_SECRET_DEFAULT,
+    PARAMETERS,
+    STEPS,
+    cron_to_kfp,
+    pipeline_name,
+    retrain_rule_groups,
+)
 from local.pipeline_runner import RunReport, StepRecord, _steps, format_report, plain, run_exit_status
 from ml.model_plugin import load_plugin
 from ml.pipelines import definition, steps
@@ -79,6 +87,19 @@ def test_every_step_is_uncached_placed_and_non_root(compiled):
             assert executor["securityContext"]["runAsNonRoot"] is True
         for name in ("exec-register", "exec-publish"):
             assert executors[name]["secretAsEnv"][0]["secretName"] == definition.MLFLOW_SECRET
+
+
+def test_only_the_publish_step_mounts_the_deploy_credentials(compiled):
+    """Least privilege: the deploy repository's Secret (named by the run's `deploy_secret`, the stack's
+    workloads.gitops.credentialsSecret) is a read-only volume of the publish step's pod and of no other step."""
+    for ir, platform in compiled.values():
+        executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+        assert [n for n, e in executors.items() if "secretAsVolume" in e] == ["exec-publish"]
+        (volume,) = executors["exec-publish"]["secretAsVolume"]
+        assert volume["mountPath"] == DEPLOY_CREDENTIALS_DIR and volume["optional"] is True
+        assert volume["secretNameParameter"] == {"componentInputParameter": "pipelinechannel--deploy_secret"}
+        assert ir["root"]["inputDefinitions"]["parameters"]["deploy_secret"]["defaultValue"] == DEPLOY_SECRET_DEFAULT
+        assert ir["root"]["inputDefinitions"]["parameters"]["deploy"]["defaultValue"] == ""
 
 
 def test_committed_ir_is_current(compiled, tmp_path):

@@ -519,8 +519,10 @@ def test_model_rollback_publishes_and_moves_traffic_through_the_api(api, aws_env
     import boto3
     from mlflow.tracking import MlflowClient
 
+    from ml.delivery import gitops
     from ml.training.publish import read_marker
     from runbooks.models import ROLLBACK
+    from stacks.config import load_stack_file, stack_file
 
     client, name, bucket = MlflowClient(tracking_uri=mlflow_url), "fraud", "mlplat-test-models"
     client.create_registered_model(name)
@@ -541,16 +543,19 @@ def test_model_rollback_publishes_and_moves_traffic_through_the_api(api, aws_env
     api.experiment(SELDON_NAMESPACE, f"{name}-experiment", {f"{name}-champion": 90, f"{name}-challenger": 10})
 
     out = io.StringIO()
-    ctx = RunContext(env="prod", tracking_uri=mlflow_url, kube=ClusterKubeOps(), params={"model": name},
-                     stack_outputs={"buckets": {"models": bucket}})
+    # prod delivers with GitOps: the rollback names v1 in the deploy tree (a bare repository here) and patches only
+    # the Experiment, whose weights Argo CD ignores; a Model patch would be undone by self-heal.
+    repo = gitops.local_repository(tmp_path / "deploy-state")
+    ctx = RunContext(env="prod", tracking_uri=mlflow_url, kube=ClusterKubeOps(),
+                     params={"model": name, "deploy_repo": str(repo)}, stack_outputs={"buckets": {"models": bucket}})
     report = run(ROLLBACK, ctx, execute=True, audit=AuditLog(tmp_path / "audit"), out=out)
     assert report.ok, out.getvalue()
     assert client.get_model_version_by_alias(name, "champion").version == "1"
     assert read_marker(bucket, name, "champion", s3_client=s3)["version"] == "1"
-    model = api.get("mlops.seldon.io/v1alpha1", "models", SELDON_NAMESPACE, f"{name}-champion")
-    assert parameter(model["spec"]["parameters"], REGISTRY_VERSION_PARAM) == "1"
+    cfg = load_stack_file(stack_file("prod"))
+    assert gitops.branch_versions(gitops.target_for(cfg, location=str(repo)))[name] == {"champion": "1"}
     experiment = api.get("mlops.seldon.io/v1alpha1", "experiments", SELDON_NAMESPACE, f"{name}-experiment")
     assert {c["name"]: c["weight"] for c in experiment["spec"]["candidates"]} == {
         f"{name}-champion": 100, f"{name}-challenger": 0}
     writes = [r["path"].rsplit("/", 2)[-2] for r in api.requests if r["method"] == "PATCH"]
-    assert writes == ["models", "experiments"]  # the slot is touched before traffic moves
+    assert writes == ["experiments"]

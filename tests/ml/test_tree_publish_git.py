@@ -1,0 +1,131 @@
+"""The training pipeline's publish step writes the deploy tree, against real git repositories in a temporary
+directory and a registry in SQLite (no MLflow server): the commit with the model card, the slot and alias that
+move with it, a push that loses a race with another publication, and a model outside the stack."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from contracts.local_platform import DEPLOY_STACK
+from ml.delivery import gitops, tree_publish
+from ml.pipelines import steps
+from ml.training import card
+from ml.training.directory_bucket import LOCAL_BUCKET
+from stacks.config import load_stack_file
+from stacks.delivery import deploy_parameter
+
+pytestmark = pytest.mark.integration  # runs the git command line
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.fixture
+def registry(tmp_path: Path):
+    """`fraud` v1 with an artifact and a model card, in a SQLite registry."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    exp = client.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
+    run = client.create_run(exp)
+    art = tmp_path / "art"
+    art.mkdir()
+    (art / "model.json").write_text("{}")
+    client.log_artifacts(run.info.run_id, str(art), "model")
+    card.log_card(client, run.info.run_id, {
+        "model": {"name": "fraud", "version": "1", "description": "Fraud detection.", "run_id": run.info.run_id,
+                  "created": "2026-12-07T04:00:00+00:00"},
+        "intended_use": "Scoring card transactions.", "limitations": [],
+        "data": {"directory": "sample", "sources": [], "rows": {"train": 10}}, "features": ["amount"],
+        "training": {"params": {"seed": 0}},
+        "evaluation": {"protocol": "held-out split", "metrics": {"auc": 0.99}, "segments": {}},
+        "gates": {"passed": True, "summary": "auc 0.99 >= 0.95"},
+        "promotion": {"policy": "gates", "champion_at_registration": None, "pending_approval": False}})
+    client.set_terminated(run.info.run_id)
+    client.create_registered_model("fraud")
+    client.create_model_version("fraud", f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
+                                tags={"gate.passed": "true"})
+    return client, uri
+
+
+def test_the_publish_step_commits_the_version_with_its_card_after_the_slot(registry, tmp_path: Path):
+    client, uri = registry
+    repo = gitops.local_repository(tmp_path / "state")
+    deploy = deploy_parameter(load_stack_file(DEPLOY_STACK), LOCAL_BUCKET, location=str(repo))
+    slots = tmp_path / "slots"
+    line = steps.publish("fraud", "1", "gates", uri, "", str(slots), "", "", "schedule", deploy)
+    assert "fraud v1 -> champion (dev): committed to main" in line, line
+    assert str(client.get_model_version_by_alias("fraud", "champion").version) == "1"
+    assert (slots / LOCAL_BUCKET / "fraud" / "champion" / "PUBLISHED.json").is_file()
+    assert gitops.branch_versions(tree_publish.parse_parameter(deploy).target) == {"fraud": {"champion": "1"}}
+    message = git(repo, "log", "-1", "--format=%B", "main")
+    assert "Published by pipeline/schedule" in message and "passed: auc 0.99 >= 0.95" in message
+    # A rerun of the step changes nothing in git.
+    again = steps.publish("fraud", "1", "gates", uri, "", str(slots), "", "", "schedule", deploy)
+    assert "main already deploys it, nothing to commit" in again
+    assert len(git(repo, "log", "--format=%H", "main").splitlines()) == 1
+
+
+def test_a_model_the_stack_does_not_enable_gets_no_tree_change(registry, tmp_path: Path):
+    _, uri = registry
+    repo = gitops.local_repository(tmp_path / "state")
+    cfg = load_stack_file(DEPLOY_STACK)
+    without = cfg.model_copy(update={"models": cfg.models.model_copy(update={
+        "fraud": cfg.models["fraud"].model_copy(update={"enabled": False})})})
+    deploy = deploy_parameter(without, LOCAL_BUCKET, location=str(repo))
+    line = steps.publish("fraud", "1", "gates", uri, "", str(tmp_path / "slots"), "", "", "manual", deploy)
+    assert "fraud is not enabled in the deploy tree's stack: no tree change" in line
+    assert git(repo, "for-each-ref") == ""
+
+
+def test_a_push_that_loses_a_race_is_redone_on_the_new_head(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Several models' pipelines publish at once: the second push is rejected and made again, keeping both."""
+    cfg = load_stack_file(DEPLOY_STACK)
+    repo = gitops.local_repository(tmp_path / "state")
+    target = gitops.target_for(cfg, location=str(repo), bucket=LOCAL_BUCKET)
+    gitops.publish_release(cfg, target, gitops.Release("fraud", "1"))
+    real_write = gitops._write
+    raced: list[str] = []
+
+    def write_after_another_publication(root: Path, files, environment: str) -> None:
+        if not raced:  # while this clone is being changed, another publication lands on the branch
+            raced.append("")
+            raced[0] = gitops.publish_release(cfg, target, gitops.Release("sentiment", "4")).commit
+        real_write(root, files, environment)
+
+    monkeypatch.setattr(gitops, "_write", write_after_another_publication)
+    out = gitops.publish_release(cfg, target, gitops.Release("fraud", "2"))
+    assert out.changed and git(repo, "rev-parse", "main~1") == raced[0]
+    assert gitops.branch_versions(target) == {"fraud": {"champion": "2"}, "sentiment": {"champion": "4"}}
+
+
+def test_a_local_approval_commits_the_tree_before_serving_moves(registry, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch):
+    """`mlplat model approve` on the local platform: the tree first, so `mlplat local apply` keeps the promotion."""
+    from types import SimpleNamespace
+
+    from contracts.local_platform import Registry
+    from ml.cli import model as model_cli
+    from ml.training.follow import Serving
+
+    client, uri = registry
+    state = tmp_path / "state"
+    repo = gitops.local_repository(state)
+    moved: list[str] = []
+
+    def fake_promote(client_, name, version, serving, actor):  # the model server is not running here
+        moved.append(git(repo, "rev-parse", "main"))  # the commit exists before serving moves
+        return [f"champion -> v{version}"]
+
+    monkeypatch.setattr(model_cli, "promote", fake_promote)
+    found = Registry(uri, "test registry", platform=SimpleNamespace(state_dir=state))
+    move = model_cli._tree_then_serving(found, client, "fraud", Serving(tmp_path / "slots", "http://127.0.0.1:9"),
+                                        "alice")
+    lines = move("1")
+    assert lines[0].startswith("fraud v1 -> champion (dev): committed to main") and lines[1] == "champion -> v1"
+    assert moved and "Published by alice" in git(repo, "log", "-1", "--format=%B", "main")
