@@ -308,7 +308,10 @@ def capacity(bench: dict[str, Any], tps: float, p99_budget_ms: float, stack_cfg:
     prices = prices or load_prices()
     instance = stack_cfg.node_groups["inference"].instance_types[0]
     redis_node, redis_replicas = stack_cfg.redis.node_type, stack_cfg.redis.replicas_per_shard
-    names = models or [m for m in bench["models"] if "http" in bench["models"][m] and m != "bare-onnx"]
+    # Default: every served variant of a registered model (not the bare baseline, not an explainer, which
+    # answers the occasional analyst's question rather than the request stream).
+    registered = set(model_registry.names())
+    names = models or [m for m in bench["models"] if "http" in bench["models"][m] and _base(bench, m) in registered]
     plans = [plan_model(m, bench_figures(bench, m), tps, p99_budget_ms, instance, redis_node, redis_replicas,
                         prices, assume, reads_features=_reads_features(bench["models"][m]["http"], _base(bench, m)),
                         online_client=bench["models"][m].get("online_client") or DEFAULT_ONLINE_CLIENT)
@@ -330,6 +333,7 @@ def capacity(bench: dict[str, Any], tps: float, p99_budget_ms: float, stack_cfg:
 
 def render(result: dict[str, Any]) -> str:
     a = result["assumptions"]
+    w = max([16, *(len(p["model"]) + 2 for p in result["plans"])])
     lines = [
         f"capacity for {result['tps']:,.0f} requests/s, p99 budget {result['p99_budget_ms']} ms; inference nodes "
         f"{result['instance_type']}, Redis {result['redis_node_type']} + {result['redis_replicas_per_shard']} "
@@ -339,35 +343,35 @@ def render(result: dict[str, Any]) -> str:
         f"read it), pod {a['pod_vcpu']} vCPU, node reserve {a['node_reserve_vcpu']} vCPU; each model sized to carry "
         "the whole TPS alone",
         "",
-        f"{'model':<16}{'bench rps':>10}{'p99 ms':>8}{'cpu us/req':>11}{'rps/core':>10}{'svc ms':>8}{'util':>6}"
+        f"{'model':<{w}}{'bench rps':>10}{'p99 ms':>8}{'cpu us/req':>11}{'rps/core':>10}{'svc ms':>8}{'util':>6}"
         f"{'rps/pod':>9}"
         f"{'pods':>8}{'pods/node':>10}{'nodes':>7}{'redis shards':>13}{'$/month':>11}",
     ]
     for p in result["plans"]:
         cpu = f"{p['server_cpu_us']:.0f}" if p["server_cpu_us"] else "-"
         lines.append(
-            f"{p['model']:<16}{p['measured_rps']:>10,.0f}{p['http_p99_ms']:>8.2f}{cpu:>11}{p['per_core_rps']:>10,.0f}"
+            f"{p['model']:<{w}}{p['measured_rps']:>10,.0f}{p['http_p99_ms']:>8.2f}{cpu:>11}{p['per_core_rps']:>10,.0f}"
             f"{p['service_ms']:>8.3f}{p['utilisation'] if p['within_budget'] else 'NO':>6}"
             f"{p['budget_rps_per_core']:>9,.0f}{p['pods']:>8,}{p['pods_per_node']:>10}{p['nodes']:>7,}"
             f"{p['redis_shards']:>13,}{p['usd_per_month']:>11,.0f}")
     r = result["reference"]
     lines += [
-        f"{'reference':<16}{'':>10}{r['p99_ms']:>8.2f}{'':>11}{'':>10}{'':>8}{'':>6}{r['rps_per_pod']:>9,.0f}{r['pods']:>8,}"
+        f"{'reference':<{w}}{'':>10}{r['p99_ms']:>8.2f}{'':>11}{'':>10}{'':>8}{'':>6}{r['rps_per_pod']:>9,.0f}{r['pods']:>8,}"
         f"{'':>10}{r['nodes_on_our_instance']:>7,}{'-':>13}{r['usd_per_month']:>11,.0f}",
         "",
         f"fleet in vCPUs and money ({result['prices_as_of'].split(' ')[0]} prices; the reference's own node type, "
         f"{r['node_vcpu']} vCPU, priced as {r['node_type']}):",
-        f"{'model':<16}{'store client':>14}{'rtt ms':>7}{'pods':>8}{'pod vCPU':>10}{'nodes':>8}{'node vCPU':>11}"
+        f"{'model':<{w}}{'store client':>14}{'rtt ms':>7}{'pods':>8}{'pod vCPU':>10}{'nodes':>8}{'node vCPU':>11}"
         f"{'store vCPU':>12}{'$ nodes':>15}{'$ store':>10}{'$/month':>10}",
     ]
     for p in result["plans"]:
         rtt = f"{p['store_rtt_ms']:g}" if p["online_client"] else "-"
         lines.append(
-            f"{p['model']:<16}{p['online_client'] or '-':>14}{rtt:>7}{p['pods']:>8,}{p['pod_vcpus']:>10,.0f}"
+            f"{p['model']:<{w}}{p['online_client'] or '-':>14}{rtt:>7}{p['pods']:>8,}{p['pod_vcpus']:>10,.0f}"
             f"{p['nodes']:>8,}{p['node_vcpus']:>11,}{p['store_vcpus']:>12,}{p['usd_nodes']:>15,.0f}"
             f"{p['usd_redis']:>10,.0f}{p['usd_per_month']:>10,.0f}")
     lines += [
-        f"{'reference':<16}{'-':>14}{'-':>7}{r['pods']:>8,}{_span(r['pod_vcpus'], ',.0f'):>10}"
+        f"{'reference':<{w}}{'-':>14}{'-':>7}{r['pods']:>8,}{_span(r['pod_vcpus'], ',.0f'):>10}"
         f"{_span(list(r['nodes']), 'g'):>8}{_span(r['node_vcpus'], ',.0f'):>11}{'not stated':>12}"
         f"{_span(r['usd_nodes_at_our_prices'], ',.0f'):>15}{'-':>10}{r['usd_per_month']:>10,}",
         "",

@@ -208,8 +208,11 @@ def test_the_explained_plan_is_the_one_with_the_stacks_client():
         "fraud-resp": {"model": "fraud", "online_client": "resp", "http": {**http, "fetches_per_request": 1.0}},
         "fraud-redis-asyncio": {"model": "fraud", "online_client": "redis-asyncio",
                                 "http": {**http, "server_cpu_us": 550.0, "fetches_per_request": 1.0}},
-        "sentiment": {"http": BENCH["models"]["sentiment"]["http"]}}}
+        "sentiment": {"http": BENCH["models"]["sentiment"]["http"]},
+        # An explainer answers the occasional analyst, not the request stream: not sized by default.
+        "fraud-explainer": {"model": "fraud-explainer", "online_client": "resp", "http": {**http, "rps": 400.0}}}}
     result = capacity(bench, 1_000_000, 5, cfg, prices=load_prices())
     assert [p["online_client"] for p in result["plans"]] == ["resp", "redis-asyncio", None]
+    assert "fraud-explainer" not in [p["model"] for p in result["plans"]]
     chosen = cfg.workloads.seldon.online_client
     assert result["explanation"][0].startswith(f"Like with like: fraud-{chosen}'s pods")
