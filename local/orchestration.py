@@ -117,11 +117,6 @@ def _mark(cfg: LocalConfig, began: float, phase: str) -> None:
 
 def _up(cfg: LocalConfig, p: Progress, sup: Supervisor) -> int:
     p.say(f"mlplat local up: state in {cfg.state_dir}")
-    # Promotions write the deploy tree there (`mlplat model promote`, ml/delivery/gitops.py): no network needed.
-    try:
-        p.detail(f"deploy repository {local_repository(cfg.state_dir)}")
-    except GitOpsError as exc:  # serving does not need it: say so and go on
-        p.detail(f"no deploy repository: {exc}")
     for note in preflight(cfg):
         p.detail(note)
     decisions: dict[str, Decision] = {name: decide(cfg, sup, name) for name in _services(cfg)}
@@ -131,6 +126,11 @@ def _up(cfg: LocalConfig, p: Progress, sup: Supervisor) -> int:
         with p.step(f"checking the data contract of {cfg.data_dir}"):
             for name, what in training.validate_data(cfg.data_dir, cfg.models).items():
                 p.detail(f"{name}: {what}")
+    # Promotions write the deploy tree there (`mlplat model promote`, ml/delivery/gitops.py): no network needed.
+    try:
+        p.detail(f"deploy repository {local_repository(cfg.state_dir)}")
+    except GitOpsError as exc:  # serving does not need it: say so and go on
+        p.detail(f"no deploy repository: {exc}")
     # A registry that does not exist yet holds no model: training can then overlap MLflow's start.
     fresh_registry = not cfg.path("mlflow", "mlflow.db").exists()
     records: dict[str, str] = {}
