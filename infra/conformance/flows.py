@@ -37,7 +37,7 @@ VPC_SERVICE = "VPC data service"  # RDS, ElastiCache, MSK, OpenSearch in the VPC
 INTERNET = "outside the VPC"  # AWS APIs and other public endpoints
 
 _URL = re.compile(r"(?:(?P<scheme>[a-z][a-z0-9+.-]*)://)?(?:[^@/\s\"',]*@)?(?P<host>[a-zA-Z0-9][a-zA-Z0-9.-]*"
-                  r"[a-zA-Z0-9])(?::(?P<port>\d{2,5}))?(?=[/\s\"',;]|$)")
+                  r"[a-zA-Z0-9])(?::(?P<port>\d{2,5}))?(?=[/\s\"',;<]|$)")  # `<`: a URL that ends an XML element
 _DEFAULT_PORTS = {"http": 80, "https": 443, "grpc": 80, "rediss": 6379, "redis": 6379, "postgresql": 5432,
                   "postgres": 5432}
 _LOCAL = {"localhost", "127.0.0.1", "0.0.0.0", "::"}

@@ -118,6 +118,9 @@ def classify(image: str | None) -> Verdict:
     if not image:
         return Verdict(None, "the operator fills the image in at run time (not in the plan)")
     repository, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "latest")
+    if repository.endswith("/model-server") and tag.endswith(JOB_IMAGE_SUFFIXES):
+        suffix = next(sfx for sfx in JOB_IMAGE_SUFFIXES if tag.endswith(sfx))
+        return Verdict(None, JOB_IMAGES_NOT_RUN[suffix], pinned=tag)
     if repository.endswith("/model-server"):
         name = "ops" if tag.endswith("-ops") else "model-server"
         return Verdict(_our_image(name, _project_version()), pinned=tag.removesuffix("-ops"))
@@ -145,6 +148,19 @@ def _family(repository: str) -> str:
     name = repository.rsplit("/", 1)[-1]
     return "seldon" if name.startswith("seldon") else "kfp" if name.startswith(("kfp-", "ml_metadata")) else name
 
+
+# The feature jobs' images live in the model-server repository under a tag suffix (infra/workloads/flink.py,
+# spark.py) but are other software: a JVM engine with our job code. Their code runs here on the engines'
+# local modes (tests/flink, tests/ml/test_spark_features.py); the images themselves are not built.
+JOB_IMAGES_NOT_RUN: dict[str, str] = {
+    "-flink-job": "the streaming-features job image (docker/flink-job: Apache Flink 2.2.1 on Java 17 with the "
+                  "Kafka and MSK IAM jars): not built here (no container engine, no Maven access); the job runs "
+                  "on a local Flink mini-cluster in tests/flink",
+    "-spark-features": "the batch-feature job image (docker/spark-features: pyspark on Java 17 with the S3A jars): "
+                       "not built here (no container engine, no Maven access); the job runs on local[2] in "
+                       "tests/ml/test_spark_features.py",
+}
+JOB_IMAGE_SUFFIXES = tuple(JOB_IMAGES_NOT_RUN)
 
 # Why each other image of the plan cannot be started here (the check prints it for every such container).
 NOT_RUNNABLE: dict[str, str] = {

@@ -302,6 +302,10 @@ def test_images_are_classified_with_their_start_up_and_version() -> None:
     unknown = classify("docker.io/seldonio/seldon-envoy:2.10.2")
     assert unknown.image is None and "Seldon" in unknown.reason
     assert classify(None).image is None
+    # The feature jobs' images share the model-server repository but are JVM engines: not our server.
+    for suffix, engine in (("-flink-job", "Flink"), ("-spark-features", "pyspark")):
+        job = classify(f"123.dkr.ecr.eu-west-1.amazonaws.com/p/model-server:0.1.0{suffix}")
+        assert job.image is None and engine in job.reason and job.pinned == f"0.1.0{suffix}"
 
 
 def test_mlflow_accepts_the_pod_addresses_of_the_stacks_vpc() -> None:
