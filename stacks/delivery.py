@@ -37,7 +37,7 @@ def deploy_parameter(cfg: PlatformConfig, bucket: str, location: str | None = No
     URL and drops the credentials (the local platform's bare repository needs none)."""
     g = cfg.workloads.gitops
     models = [{"name": m.name, "replicas": m.replicas, "championWeight": m.champion_weight,
-               "challengerWeight": m.challenger_weight} for m in model_releases(cfg)]
+               "challengerWeight": m.challenger_weight, "explainer": m.explainer} for m in model_releases(cfg)]
     return json.dumps({"repoUrl": location or g.repo_url, "branch": g.branch, "path": g.path,
                        "promotion": g.promotion, "environment": cfg.environment, "bucket": bucket,
                        "credentialsSecret": None if location else g.credentials_secret, "models": models},

@@ -60,7 +60,8 @@ def parse_parameter(text: str) -> Deploy:
                           "stacks/delivery.py deploy_parameter)")
     try:
         models = [ModelRelease(name=str(m["name"]), replicas=int(m["replicas"]),
-                               champion_weight=int(m["championWeight"]), challenger_weight=int(m["challengerWeight"]))
+                               champion_weight=int(m["championWeight"]), challenger_weight=int(m["challengerWeight"]),
+                               explainer=m.get("explainer"))  # a model's explainer follows its champion
                   for m in doc["models"]]
     except (KeyError, TypeError, ValueError) as exc:
         raise GitOpsError(f"a model of the `deploy` pipeline parameter is malformed ({exc!r}): each needs name, "

@@ -434,7 +434,7 @@ def publish(name: str, version: str, promotion: str, tracking_uri: str, slot_buc
             if not applies:
                 return "; ".join(done)
         done += promote(client, name, str(version), Serving(Path(slot_dir), serving_url),
-                        actor="deploy-tree" if deploy else f"pipeline/{trigger}")
+                        actor=f"pipeline/{trigger}")  # who published; the tree is how
         return "; ".join(done)
     client.set_registered_model_alias(name, CHAMPION, str(version))
     done = [f"champion -> v{version}"]

@@ -14,7 +14,7 @@ from mlplat.cli import main as cli_main
 def test_engines_parse_and_unknown_ones_are_named():
     assert parse_engines("") == ()
     assert parse_engines(" flink, flink ") == ("flink",)
-    with pytest.raises(ValueError, match=r"unknown engine.*storm.*allowed: flink"):
+    with pytest.raises(ValueError, match=r"unknown engine.*storm.*allowed: spark, flink"):
         parse_engines("flink,storm")
 
 

@@ -175,7 +175,7 @@ def test_plugin_model_is_declared_on_the_cluster(plugin_env, tmp_path):
 
     # Argo CD delivers the Seldon Models and Experiment (contracts/deploy_tree.py): one Application per model.
     assert named("Model") == {} and named("Experiment") == {}
-    (appset,) = named("ApplicationSet").values()
+    (appset,) = [s["inputs"] for s in states if s["type"] == "kubernetes:argoproj.io/v1alpha1:ApplicationSet"]
     elements = appset["spec"]["generators"][0]["list"]["elements"]
     assert {"model": "toy", "environment": "dev", "path": "deploy/dev/toy"} in elements
     assert {e["model"] for e in elements} == {*model_registry.names(), "toy"}  # the built-in ones as before

@@ -259,5 +259,8 @@ def test_without_gitops_the_rollback_patches_the_model(registry, mlflow_url, s3,
     out = io.StringIO()
     assert run(ROLLBACK, ctx, execute=True, audit=AuditLog(tmp_path / "a"), out=out).ok, out.getvalue()
     assert kube.model_version("seldon", f"{name}-champion") == "2"
-    assert [c[0] for c in kube.calls if c[0] in ("touch_model", "set_experiment_weights")] == \
-        ["touch_model", "set_experiment_weights"]
+    # fraud's explainer explains the champion: its Model reloads the same version before traffic moves.
+    order = [(c[0], c[1][1]) for c in kube.calls if c[0] in ("touch_model", "set_experiment_weights")]
+    assert order == [("touch_model", f"{name}-champion"), ("touch_model", f"{name}-explainer"),
+                     ("set_experiment_weights", f"{name}-experiment")]
+    assert kube.model_version("seldon", f"{name}-explainer") == "2"
