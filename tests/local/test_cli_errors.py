@@ -156,6 +156,11 @@ def _cases(b: dict[str, object]) -> dict[str, list[Case]]:
                      Case(("pipeline", "run", "fraud", "--local", "--gates", '{"auk": 0.9}'),
                           "does not produce: auk"),
                      Case(("pipeline", "run", "fraud", "--local", "--data", "sample"), mlflow, service=True)],
+        "rollout": [Case(("rollout", "status", "fraud"), mlflow, service=True),
+                    Case(("rollout", "start", "fraud", "2", "--steps", "10,100"), mlflow, service=True)],
+        "experiment": [Case(("experiment", "status", "fraud"), "no experiment for fraud"),
+                       Case(("experiment", "ab", "fraud", "--challenger", "2", "--min-samples", "100"), mlflow,
+                            service=True)],
         "data": [Case(("data", "versions"), "is not a data registry"),  # none made in the state dir yet
                  Case(("data", "add", str(root / "no-such-dir")), "does not exist")],
     }
