@@ -142,6 +142,15 @@ def autorollback_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.fixture(scope="module")
+def experiments_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    # The A/B and bandit tests move traffic and champions: a platform of their own, as the automatic-rollback
+    # one (fraud, Prometheus every second), so no other module's rollouts or rollbacks change what they see.
+    with start_platform(tmp_path_factory.mktemp("experiments-state"), local_up("--models", "fraud"),
+                        extra_env=FAST_RULES) as platform:
+        yield platform
+
+
+@pytest.fixture(scope="module")
 def retrain_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     model = model_registry.names()[0]  # a model with stored features (read through Feast) and a drift reference
     argv = local_up("--models", model, "--redis", "--no-auto-rollback")

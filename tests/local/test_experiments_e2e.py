@@ -1,9 +1,9 @@
 """A/B tests and a bandit end to end on the local platform, through the real splitter (HAProxy) and the
 real feedback endpoint, with outcomes simulated at known true rates (ml/delivery/experiments/simulate.py).
 
-The platform is the shared automatic-rollback one (tests/local/conftest.py: fraud, Prometheus every second),
-with a second registered version of the model (the champion's artifact registered again); the module puts
-the original champion back at the end, as the platform's other users expect it. The controllers are the
+The platform is the module's own (tests/local/conftest.py `experiments_platform`: fraud, Prometheus every
+second; other modules' rollouts and rollbacks would change the traffic and champions it decides on), with a
+second registered version of the model (the champion's artifact registered again). The controllers are the
 same for every model; the simulator decides outcomes by the variant that answered. HAProxy's weighted round
 robin fixes how many requests each variant answers and the simulator's seeded per-variant draws fix their
 outcomes, so every run decides the same:
@@ -39,8 +39,8 @@ MODEL = "fraud"
 
 
 @pytest.fixture(scope="module")
-def platform(autorollback_platform) -> Any:
-    p = dict(autorollback_platform)
+def platform(experiments_platform) -> Any:
+    p = dict(experiments_platform)
     assert p["up"].returncode == 0, p["up"].stdout[-3000:] + p["up"].stderr[-3000:]
     client = MlflowClient(tracking_uri=p["mlflow"], registry_uri=p["mlflow"])
     v1 = client.get_model_version_by_alias(MODEL, "champion")
