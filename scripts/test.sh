@@ -14,7 +14,7 @@ fast=0
 # Conformance tests render the pinned charts: from the mirror beside the checkout unless told otherwise.
 export MLPLAT_CHART_MIRROR=${MLPLAT_CHART_MIRROR:-$PWD/../shared/charts}
 workers=${MLPLAT_TEST_WORKERS:-2}
-pytest_args=(-q -p no:cacheprovider -n "$workers" --dist loadgroup)
+pytest_args=(-q -p no:cacheprovider -n "$workers" --dist loadgroup --durations=15)
 if [ $fast -eq 1 ]; then
   export MLPLAT_TEST_FAST=1
   pytest_args+=(-m "not integration and not conformance")

@@ -58,7 +58,10 @@ def _wait_for(condition, what: str, timeout_s: float = 60) -> None:
 
 def _interrupted_up(argv: list[str], env: dict[str, str], ready, what: str) -> subprocess.CompletedProcess[str]:
     """Start `local up`, wait until `ready()`, then Ctrl-C it (SIGINT, as a terminal sends) and wait for it."""
-    proc = subprocess.Popen(argv, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # A suite started in the background (`cmd &` without job control) inherits SIGINT ignored, and Python then
+    # keeps ignoring it: give the child the default disposition a terminal's Ctrl-C meets.
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait_for(lambda: ready() or proc.poll() is not None, what, timeout_s=180)
         assert proc.poll() is None, "`local up` ended before it could be interrupted"
