@@ -26,7 +26,7 @@ from local.flink_local import FlinkEngineError, StreamCheck, demonstrate
 from local.report import Progress, summary_text
 from local.services import ORDER, Decision, decide, ensure, missing_entry_points
 from local.spark_local import SparkJobError
-from local.supervisor import Supervisor, port_in_use
+from local.supervisor import Supervisor, port_listening
 from ml.delivery.gitops import GitOpsError, local_repository
 from ml.training.outputs import METADATA_FILE
 
@@ -414,7 +414,7 @@ def down(cfg: LocalConfig) -> int:
             problems.append(f"{name}: port(s) {busy} still in use")
     discovery.set_phase(cfg.state_dir, "down")
     print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
-    still = [p for p in _all_ports(cfg) if port_in_use(p, cfg.host)]
+    still = [p for p in _all_ports(cfg) if port_listening(p, cfg.host)]
     for msg in problems:
         print(f"WARNING {msg}")
     if still:

@@ -115,7 +115,8 @@ def stop_group(pgid: int, timeout_s: float = 15.0) -> None:
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    """True if something listens on host:port (or on all interfaces at that port)."""
+    """True if host:port cannot be bound now: a listener, or any socket holding it as its local port (an
+    outgoing connection's ephemeral source port counts too). The question to ask before starting a service."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         # SO_REUSEADDR ignores lingering TIME_WAIT connections but still fails on a listener.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -124,6 +125,37 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return True
     return False
+
+
+_LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's state column
+_ANY = {"00000000", "00000000000000000000000000000000"}
+
+
+def _listeners(host: str) -> set[int] | None:
+    """Ports with a TCP listener reachable at `host` (or on every address), from /proc/net/tcp{,6};
+    None where the kernel tables cannot be read."""
+    wanted = {socket.inet_aton(host)[::-1].hex().upper()} if host != "0.0.0.0" else set()
+    ports: set[int] = set()
+    try:
+        tables = [Path("/proc/net/tcp").read_text(), Path("/proc/net/tcp6").read_text()]
+    except OSError:
+        return None
+    for table in tables:
+        for line in table.splitlines()[1:]:
+            fields = line.split()
+            if len(fields) < 4 or fields[3] != _LISTEN:
+                continue
+            address, _, port_hex = fields[1].rpartition(":")
+            if host == "0.0.0.0" or address in _ANY or address in wanted:
+                ports.add(int(port_hex, 16))
+    return ports
+
+
+def port_listening(port: int, host: str = "127.0.0.1") -> bool:
+    """True if a TCP listener serves host:port. Unlike `port_in_use`, a client connection that happens to
+    use the port as its source port does not count: this is the question after a service has stopped."""
+    listeners = _listeners(host)
+    return port_in_use(port, host) if listeners is None else port in listeners
 
 
 def port_owner(port: int) -> str | None:
@@ -149,7 +181,7 @@ def wait_ports_free(ports: list[int], timeout_s: float = 10.0, host: str = "127.
     """Wait until none of `ports` has a listener; return those still taken at the deadline."""
     deadline = time.monotonic() + timeout_s
     while True:
-        busy = [p for p in ports if port_in_use(p, host)]
+        busy = [p for p in ports if port_listening(p, host)]
         if not busy or time.monotonic() >= deadline:
             return busy
         time.sleep(0.1)

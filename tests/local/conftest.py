@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shlex
 import subprocess
 import time
@@ -38,7 +39,7 @@ import pytest
 
 from contracts import model_registry
 from local.services import PORT_FLAGS
-from local.supervisor import Supervisor, group_members, pid_alive, port_in_use
+from local.supervisor import Supervisor, group_members, pid_alive, port_in_use, port_listening
 from ml.serving.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,10 +70,31 @@ def mlplat(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.
                           capture_output=True, timeout=timeout, check=False)
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def service_port(taken: set[int]) -> int:
+    """A free port below the kernel's ephemeral range: a port from that range could be handed to some
+    client connection as its source port between choosing it and the service binding it (or after `down`)."""
+    high = _ephemeral_low()
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1024, high - 12000), high)
+        if port not in taken and not port_in_use(port):
+            return port
+    return free_port()  # a crowded range: fall back to the kernel's choice
+
+
 def free_ports() -> dict[str, int]:
+    taken: set[int] = set()
     ports: dict[str, int] = {}
-    while len(set(ports.values())) < len(PORT_NAMES):
-        ports = {name: free_port() for name in PORT_NAMES}
+    for name in PORT_NAMES:
+        ports[name] = service_port(taken)
+        taken.add(ports[name])
     return ports
 
 
@@ -101,7 +123,7 @@ def start_platform(state: Path, argv: list[str], *, extra_env: dict[str, str] | 
         pids = {r.name: r.pid for r in Supervisor(state).records()}
         down = mlplat(env, "local", "down", timeout=180)
         left = {name: group_members(pid) for name, pid in pids.items() if pid_alive(pid) or group_members(pid)}
-        busy = [p for p in ports.values() if port_in_use(p)]
+        busy = [p for p in ports.values() if port_listening(p)]
         assert down.returncode == 0, down.stdout + down.stderr
         assert not left, f"`mlplat local down` left processes behind: {left}"
         assert busy == [], f"ports still in use after `mlplat local down`: {busy}"

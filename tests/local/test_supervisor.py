@@ -19,6 +19,7 @@ from local.supervisor import (
     group_members,
     pid_alive,
     port_in_use,
+    port_listening,
     port_owner,
     start_ticks,
     wait_ports_free,
@@ -127,6 +128,30 @@ def test_port_checks():
     assert port_owner(port) is None  # and nothing once it is closed
     assert not port_in_use(port)
     assert wait_ports_free([port], timeout_s=1) == []
+
+
+def test_a_source_port_is_in_use_but_not_listening():
+    # After `down`, another process's outgoing connection may hold one of the freed ports as its ephemeral
+    # source port: it blocks a bind, but nothing listens there, so `down` must not call it busy.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        with socket.socket() as client:
+            client.connect(server.getsockname())
+            source = client.getsockname()[1]
+            assert port_in_use(source)
+            assert not port_listening(source)
+            assert wait_ports_free([source], timeout_s=0.3) == []
+            listener = server.getsockname()[1]
+            assert port_listening(listener)
+            assert port_listening(listener, "0.0.0.0")
+
+
+def test_a_listener_on_every_address_serves_loopback():
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        s.listen()
+        assert port_listening(s.getsockname()[1])
 
 
 def test_a_pid_that_does_not_exist_is_not_alive():
