@@ -81,6 +81,11 @@ def job_image(model_server_image: pulumi.Input[str]) -> pulumi.Output[str]:
     return tagged_image(model_server_image, "flink-job")
 
 
+def flink_version(ctx: StackContext) -> str:
+    """The Flink runtime's version: PyFlink's in the job's own environment (BOM `pythonTools.flink`)."""
+    return ctx.bom.python_tools["flink"]["apache-flink"]
+
+
 def _container_context() -> dict[str, Any]:
     return {**RESTRICTED_CONTAINER, "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 
@@ -162,7 +167,7 @@ def deployment_spec(ctx: StackContext, image: str, feast_bucket: str, bootstrap:
         # Kubernetes expands $(REDIS_AUTH_TOKEN) from the variable above.
         {"name": "REDIS_URL", "value": f"{scheme}://:$(REDIS_AUTH_TOKEN)@{redis_host}:{redis_port}/0"},
         # The S3 filesystem of Flink's image (checkpoints, savepoints), loaded as a plugin.
-        {"name": "ENABLE_BUILT_IN_PLUGINS", "value": f"flink-s3-fs-hadoop-{ctx.bom.python['apache-flink']}.jar"},
+        {"name": "ENABLE_BUILT_IN_PLUGINS", "value": f"flink-s3-fs-hadoop-{flink_version(ctx)}.jar"},
     ]
     return {
         "image": image,
@@ -195,7 +200,7 @@ def deployment_spec(ctx: StackContext, image: str, feast_bucket: str, bootstrap:
         "jobManager": {"replicas": 1, "resource": _resource(cfg.job_manager)},
         "taskManager": {"resource": _resource(cfg.task_manager)},
         "job": {
-            "jarURI": f"local:///opt/flink/opt/flink-python-{ctx.bom.python['apache-flink']}.jar",
+            "jarURI": f"local:///opt/flink/opt/flink-python-{flink_version(ctx)}.jar",
             "entryClass": "org.apache.flink.client.python.PythonDriver",
             "args": ["-pym", stream.job],
             "parallelism": cfg.parallelism,
