@@ -18,6 +18,7 @@ import socketserver
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -33,11 +34,11 @@ ONE_WAY_S = 0.02
 WAIT_S = 30.0  # how long a test waits for the proxy thread to act: generous, it only bounds a hang
 
 
+@dataclass
 class ManualClock:
     """A clock that moves only when the test says so (the proxy's `DelayLine` reads it)."""
 
-    def __init__(self) -> None:
-        self.now = 100.0
+    now: float = 100.0
 
     def __call__(self) -> float:
         return self.now
