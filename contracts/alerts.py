@@ -40,6 +40,37 @@ class Alert:
         }
 
 
+
+# (title, expr, unit, legend) of a dashboard panel.
+Panel = tuple[str, str, str, str]
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """A Grafana dashboard of time series, one Prometheus query a panel (rendered by the cluster side)."""
+
+    title: str
+    uid: str
+    description: str
+    tags: tuple[str, ...]
+    time_from: str  # the range shown by default, e.g. "now-24h"
+    panels: tuple[Panel, ...]
+
+
+def operator_down(name: str, namespace: str, summary: str, runbook: str) -> Alert:
+    """A Kubernetes operator not scraped as up for 10 m (critical): its jobs are no longer reconciled."""
+    return Alert(name, f'absent(up{{namespace="{namespace}"}} == 1)', "10m", "critical", summary, runbook)
+
+
+def operator_up_panel(title: str, namespace: str) -> Panel:
+    """The dashboard panel of whether an operator is scraped as up."""
+    return (title, f'max(up{{namespace="{namespace}"}})', "short", "up")
+
+
+def job_rule_groups(group: str, alerts: tuple[Alert, ...], runbook_base_url: str) -> list[dict[str, Any]]:
+    """PrometheusRule `spec.groups` of a job: its alerts in one group, evaluated every minute."""
+    return [{"name": group, "interval": "1m", "rules": [a.rule(runbook_base_url) for a in alerts]}]
+
 ALERTS: tuple[Alert, ...] = (
     Alert("MLPlatModelLatencyP99Critical", f"{_p99('5m')} > 0.010", "5m", "critical",
           "p99 inference latency of {{ $labels.path }} is {{ $value | humanizeDuration }} (> 10 ms for 5 m)",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts.alerts import Alert
+from contracts.alerts import Alert, Dashboard, job_rule_groups, operator_down, operator_up_panel
 
 OPERATOR_NAMESPACE = "flink-operator"
 JOB_NAMESPACE = "flink-jobs"
@@ -49,26 +49,28 @@ ALERTS: tuple[Alert, ...] = (
           "15m", "warning",
           "more than 1 % of transactions arrive behind the watermark beyond the allowed lateness (not counted "
           "online)", "streaming-late-events.md"),
-    Alert("MLPlatFlinkOperatorDown", f'absent(up{{namespace="{OPERATOR_NAMESPACE}"}} == 1)', "10m", "critical",
-          "the Flink Kubernetes Operator is not scraped as up for 10 m: the streaming job is not reconciled",
-          "flink-operator-down.md"),
+    operator_down("MLPlatFlinkOperatorDown", OPERATOR_NAMESPACE,
+                  "the Flink Kubernetes Operator is not scraped as up for 10 m: the streaming job is not reconciled",
+                  "flink-operator-down.md"),
 )
 
-# (title, expr, unit, legend) of the dashboard's panels.
-DASHBOARD_PANELS: tuple[tuple[str, str, str, str], ...] = (
-    ("Streaming job uptime", f"max({UPTIME}) / 1000", "s", "uptime"),
-    ("Job restarts (15 m)", f"sum(increase({RESTARTS}[15m]))", "short", "restarts"),
-    ("Feature freshness: seconds since the newest written event", FRESHNESS_SECONDS, "s", "freshness"),
-    ("Feature rows written per second", f"sum(rate({WRITES}[5m]))", "short", "rows/s"),
-    ("Late transactions (behind the watermark, not counted) per second", f"sum(rate({LATE}[5m]))", "short",
-     "late/s"),
-    ("Invalid transactions per second", f"sum(rate({INVALID}[5m]))", "short", "invalid/s"),
-    ("Failed checkpoints", f"max({CHECKPOINT_FAILURES})", "short", "failed checkpoints"),
-    ("Flink operator up", f'max(up{{namespace="{OPERATOR_NAMESPACE}"}})', "short", "up"),
-)
+# Job uptime and restarts, feature freshness, writes, late and invalid events, checkpoints, the operator.
+DASHBOARD = Dashboard(
+    "ML platform / Streaming features", "mlplat-streaming-features",
+    "Health of the streaming-features Flink job and the freshness of the online features it writes.",
+    ("mlplatform", "flink", "features"), "now-24h", (
+        ("Streaming job uptime", f"max({UPTIME}) / 1000", "s", "uptime"),
+        ("Job restarts (15 m)", f"sum(increase({RESTARTS}[15m]))", "short", "restarts"),
+        ("Feature freshness: seconds since the newest written event", FRESHNESS_SECONDS, "s", "freshness"),
+        ("Feature rows written per second", f"sum(rate({WRITES}[5m]))", "short", "rows/s"),
+        ("Late transactions (behind the watermark, not counted) per second", f"sum(rate({LATE}[5m]))", "short",
+         "late/s"),
+        ("Invalid transactions per second", f"sum(rate({INVALID}[5m]))", "short", "invalid/s"),
+        ("Failed checkpoints", f"max({CHECKPOINT_FAILURES})", "short", "failed checkpoints"),
+        operator_up_panel("Flink operator up", OPERATOR_NAMESPACE),
+    ))
 
 
 def rule_groups(runbook_base_url: str) -> list[dict[str, Any]]:
     """PrometheusRule `spec.groups` of the streaming-features job."""
-    return [{"name": "mlplatform-streaming-features", "interval": "1m",
-             "rules": [a.rule(runbook_base_url) for a in ALERTS]}]
+    return job_rule_groups("mlplatform-streaming-features", ALERTS, runbook_base_url)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts.alerts import Alert
+from contracts.alerts import Alert, Dashboard, job_rule_groups, operator_down, operator_up_panel
 
 OPERATOR_NAMESPACE = "spark-operator"
 JOB_NAME = "batch-features"
@@ -31,25 +31,28 @@ ALERTS: tuple[Alert, ...] = (
     Alert("MLPlatBatchFeaturesStale", f"sum(increase({SUCCESS}[{STALE_AFTER_HOURS}h])) < 1", "1h", "critical",
           f"no successful run of the batch-feature Spark job for {STALE_AFTER_HOURS} h: the offline-store "
           "features (and what Feast materializes from them) are stale", "batch-features-stale.md"),
-    Alert("MLPlatSparkOperatorDown", f'absent(up{{namespace="{OPERATOR_NAMESPACE}"}} == 1)', "10m", "critical",
-          "the Spark Operator's controller is not scraped as up for 10 m: no batch-feature job is submitted",
-          "spark-operator-down.md"),
+    operator_down("MLPlatSparkOperatorDown", OPERATOR_NAMESPACE,
+                  "the Spark Operator's controller is not scraped as up for 10 m: no batch-feature job is submitted",
+                  "spark-operator-down.md"),
 )
 
-# (title, expr, unit, legend) of the dashboard's panels.
-DASHBOARD_PANELS: tuple[tuple[str, str, str, str], ...] = (
-    ("Batch-feature runs per day by outcome", f"sum(increase({SUCCESS}[1d]))", "short", "succeeded"),
-    ("Failed batch-feature runs per day", f"sum(increase({FAILURE}[1d]))", "short", "failed"),
-    ("Hours since the batch features were last computed", f"(time() - {LAST_SUCCESS}) / 3600", "h",
-     "feature age"),
-    ("Hours since Feast last materialized", '(time() - max(kube_cronjob_status_last_successful_time'
-     '{namespace="feast", cronjob="feast-materialize"})) / 3600', "h", "online store age"),
-    ("Running Spark applications", "sum(spark_application_running_count)", "short", "running"),
-    ("Spark Operator controller up", f'max(up{{namespace="{OPERATOR_NAMESPACE}"}})', "short", "up"),
-)
+# Job runs by outcome, running jobs, hours since the features were last computed, and the feature views'
+# materialization (the CronJob that loads them online).
+DASHBOARD = Dashboard(
+    "ML platform / Batch features (Spark)", "mlplat-spark-features",
+    "Health of the batch-feature Spark job and the freshness of the features it computes.",
+    ("mlplatform", "spark", "features"), "now-7d", (
+        ("Batch-feature runs per day by outcome", f"sum(increase({SUCCESS}[1d]))", "short", "succeeded"),
+        ("Failed batch-feature runs per day", f"sum(increase({FAILURE}[1d]))", "short", "failed"),
+        ("Hours since the batch features were last computed", f"(time() - {LAST_SUCCESS}) / 3600", "h",
+         "feature age"),
+        ("Hours since Feast last materialized", '(time() - max(kube_cronjob_status_last_successful_time'
+         '{namespace="feast", cronjob="feast-materialize"})) / 3600', "h", "online store age"),
+        ("Running Spark applications", "sum(spark_application_running_count)", "short", "running"),
+        operator_up_panel("Spark Operator controller up", OPERATOR_NAMESPACE),
+    ))
 
 
 def rule_groups(runbook_base_url: str) -> list[dict[str, Any]]:
     """PrometheusRule `spec.groups` of the batch-feature job."""
-    return [{"name": "mlplatform-batch-features", "interval": "1m",
-             "rules": [a.rule(runbook_base_url) for a in ALERTS]}]
+    return job_rule_groups("mlplatform-batch-features", ALERTS, runbook_base_url)

@@ -86,11 +86,18 @@ class Manifests(_Strict):
         return f"{self.repository}/{self.path}/{subpath.strip('/')}?ref={self.version}"
 
 
-class FlinkJar(_Strict):
-    """A Java library the streaming-features job image downloads at build time."""
+MAVEN_CENTRAL = "https://repo1.maven.org/maven2/"
+_CHECKSUM = re.compile(r"^(?:sha1:[0-9a-f]{40}|sha256:[0-9a-f]{64})$")
+
+
+class Jar(_Strict):
+    """A Java library an image of ours downloads at build time, and the checksum its build checks first."""
 
     url: str
-    sha256: str | None  # the reviewed digest; None: none could be obtained (the build checks Maven's .sha1)
+    checksum: str | None
+    """`<algorithm>:<hex digest>`: `sha256:` a reviewed digest, `sha1:` the checksum Maven Central publishes
+    beside the file (`<file>.sha1`). None: none could be obtained to pin; the build then checks the `.sha1`
+    published beside the file at build time (Maven Central only), which proves the transfer only."""
 
     @field_validator("url")
     @classmethod
@@ -99,48 +106,52 @@ class FlinkJar(_Strict):
             raise ValueError(f"jar url must be an https URL of a .jar file, got {v!r}")
         return v
 
-    @field_validator("sha256")
+    @field_validator("checksum")
     @classmethod
-    def _digest(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"[0-9a-f]{64}", v):
-            raise ValueError(f"jar sha256 must be 64 lower-case hex digits or null, got {v!r}")
+    def _checksum(cls, v: str | None) -> str | None:
+        if v is not None and not _CHECKSUM.match(v):
+            raise ValueError(f"jar checksum must be sha1:<40 lower-case hex> or sha256:<64 lower-case hex> or null, "
+                             f"got {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _maven_layout(self) -> Jar:
+        if self.url.startswith(MAVEN_CENTRAL):
+            parts = self.url.removeprefix(MAVEN_CENTRAL).split("/")
+            rest = parts[-1].removeprefix(f"{parts[-3]}-{parts[-2]}") if len(parts) >= 4 else parts[-1]
+            if rest == parts[-1] or not (rest == ".jar" or rest.startswith("-")):
+                raise ValueError(f"jar url {self.url!r} is not Maven's <group>/<artifact>/<version>/"
+                                 "<artifact>-<version>[-<classifier>].jar")
+            if parts[-2].endswith("-SNAPSHOT"):
+                raise ValueError(f"jar url {self.url!r} is a snapshot: pin a release")
+        elif self.checksum is None:
+            raise ValueError(f"jar {self.url!r} is not on Maven Central, which publishes a .sha1 to check against: "
+                             "pin its checksum")
+        return self
 
     @property
     def file(self) -> str:
         return self.url.rsplit("/", 1)[1]
 
-
-class Jar(_Strict):
-    """A Java library an image of ours downloads at build time (Maven Central coordinates)."""
-
-    group: str
-    artifact: str
-    version: str
-    sha1: str  # the checksum Maven Central publishes beside the file (`<file>.sha1`)
-
-    @field_validator("sha1")
-    @classmethod
-    def _sha1(cls, v: str) -> str:
-        if not re.fullmatch(r"[0-9a-f]{40}", v):
-            raise ValueError(f"jar sha1 must be 40 lower-case hex digits, got {v!r}")
-        return v
-
-    @field_validator("version")
-    @classmethod
-    def _exact(cls, v: str) -> str:
-        if not re.fullmatch(r"\d+\.\d+\.\d+", v):
-            raise ValueError(f"jar version must be exact (x.y.z), got {v!r}")
-        return v
+    @property
+    def algorithm(self) -> str | None:
+        return self.checksum.split(":", 1)[0] if self.checksum else None
 
     @property
-    def file(self) -> str:
-        return f"{self.artifact}-{self.version}.jar"
+    def digest(self) -> str | None:
+        return self.checksum.split(":", 1)[1] if self.checksum else None
 
     @property
-    def url(self) -> str:
-        return (f"https://repo1.maven.org/maven2/{self.group.replace('.', '/')}/{self.artifact}/{self.version}/"
-                f"{self.file}")
+    def maven_dir(self) -> str | None:
+        """`<group path>/<artifact>/<version>` under Maven Central's root; None for a file elsewhere."""
+        if not self.url.startswith(MAVEN_CENTRAL):
+            return None
+        return self.url.removeprefix(MAVEN_CENTRAL).rsplit("/", 1)[0]
+
+    @property
+    def version(self) -> str | None:
+        """The Maven version; None for a file elsewhere."""
+        return self.maven_dir.rsplit("/", 1)[1] if self.maven_dir else None
 
 
 class Bom(_Strict):
@@ -153,11 +164,11 @@ class Bom(_Strict):
     images: dict[str, Image]
     cluster_autoscaler_image_tags: dict[str, str] = Field(alias="clusterAutoscalerImageTags")
     python: dict[str, str]
-    # Python environments of tools beside the ML one: environment -> package -> version, each equal to the
-    # pins of requirements/<environment>.txt (checked by a test).
+    # Python environments beside the ML one (tools and jobs that cannot share it): environment -> package ->
+    # version, each equal to the pins of requirements/<environment>.txt (checked by a test).
     python_tools: dict[str, dict[str, str]] = Field(default_factory=dict, alias="pythonTools")
-    flink_jars: dict[str, FlinkJar] = Field(default_factory=dict, alias="flinkJars")
-    jars: dict[str, Jar] = Field(default_factory=dict)
+    # Java libraries our images download at build time: image (docker/<image>/Dockerfile) -> name -> jar.
+    jars: dict[str, dict[str, Jar]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _every_supported_version_is_complete(self) -> Bom:

@@ -21,7 +21,6 @@ cites them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +35,6 @@ from infra.aws.identities import FLINK_STATE_PREFIX
 from infra.workloads.args import WorkloadArgs
 from infra.workloads.isolation import (
     ANYWHERE,
-    MONITORING_NAMESPACE,
     PORT_HTTPS,
     PORT_KAFKA_IAM,
     PORT_REDIS,
@@ -54,9 +52,9 @@ from infra.workloads.kube import (
     helm_release,
     labels,
     namespace,
-    pod_monitor,
     pod_security_context,
 )
+from infra.workloads.operator_jobs import Scrape, monitoring, operator, tagged_image
 from stacks.context import StackContext
 from stacks.schema import Resources
 
@@ -74,13 +72,18 @@ JOBMANAGER_REST_PORT = 8081
 REDIS_SECRET = "streaming-redis"
 OPERATOR_SELECTOR = {"app.kubernetes.io/name": "flink-kubernetes-operator"}
 JOB_SELECTOR = {"app": contract.DEPLOYMENT_NAME}  # the operator labels the job's pods `app: <deployment>`
-DASHBOARD = "streaming-features.json"
+COMPONENT = "streaming-features"  # the dashboard's and the alert rules' names
 FLINK_VERSION = "v2_2"
 
 
 def job_image(model_server_image: pulumi.Input[str]) -> pulumi.Output[str]:
     """The job image is pushed to the model-server repository with the tag `<model-server tag>-flink-job`."""
-    return pulumi.Output.from_input(model_server_image).apply(lambda image: f"{image}-flink-job")
+    return tagged_image(model_server_image, "flink-job")
+
+
+def flink_version(ctx: StackContext) -> str:
+    """The Flink runtime's version: PyFlink's in the job's own environment (BOM `pythonTools.flink`)."""
+    return ctx.bom.python_tools["flink"]["apache-flink"]
 
 
 def _container_context() -> dict[str, Any]:
@@ -164,7 +167,7 @@ def deployment_spec(ctx: StackContext, image: str, feast_bucket: str, bootstrap:
         # Kubernetes expands $(REDIS_AUTH_TOKEN) from the variable above.
         {"name": "REDIS_URL", "value": f"{scheme}://:$(REDIS_AUTH_TOKEN)@{redis_host}:{redis_port}/0"},
         # The S3 filesystem of Flink's image (checkpoints, savepoints), loaded as a plugin.
-        {"name": "ENABLE_BUILT_IN_PLUGINS", "value": f"flink-s3-fs-hadoop-{ctx.bom.python['apache-flink']}.jar"},
+        {"name": "ENABLE_BUILT_IN_PLUGINS", "value": f"flink-s3-fs-hadoop-{flink_version(ctx)}.jar"},
     ]
     return {
         "image": image,
@@ -197,7 +200,7 @@ def deployment_spec(ctx: StackContext, image: str, feast_bucket: str, bootstrap:
         "jobManager": {"replicas": 1, "resource": _resource(cfg.job_manager)},
         "taskManager": {"resource": _resource(cfg.task_manager)},
         "job": {
-            "jarURI": f"local:///opt/flink/opt/flink-python-{ctx.bom.python['apache-flink']}.jar",
+            "jarURI": f"local:///opt/flink/opt/flink-python-{flink_version(ctx)}.jar",
             "entryClass": "org.apache.flink.client.python.PythonDriver",
             "args": ["-pym", stream.job],
             "parallelism": cfg.parallelism,
@@ -206,27 +209,6 @@ def deployment_spec(ctx: StackContext, image: str, feast_bucket: str, bootstrap:
             "state": "running",
         },
     }
-
-
-def dashboard() -> str:
-    """Grafana dashboard: job uptime and restarts, feature freshness, writes, late and invalid events,
-    checkpoints, the operator."""
-    def panel(i: int, title: str, expr: str, unit: str, legend: str) -> dict[str, Any]:
-        return {"id": i, "type": "timeseries", "title": title,
-                "datasource": {"type": "prometheus", "uid": "${datasource}"},
-                "gridPos": {"h": 8, "w": 12, "x": 12 * ((i - 1) % 2), "y": 8 * ((i - 1) // 2)},
-                "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-                "targets": [{"refId": "A", "expr": expr, "legendFormat": legend}]}
-
-    panels = [panel(i + 1, *p) for i, p in enumerate(contract.DASHBOARD_PANELS)]
-    return json.dumps({
-        "title": "ML platform / Streaming features", "uid": "mlplat-streaming-features", "schemaVersion": 39,
-        "description": "Health of the streaming-features Flink job and the freshness of the online features it "
-                       "writes.",
-        "tags": ["mlplatform", "flink", "features"], "time": {"from": "now-24h", "to": "now"},
-        "templating": {"list": [{"name": "datasource", "type": "datasource", "query": "prometheus"}]},
-        "panels": panels,
-    }, indent=2) + "\n"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -242,8 +224,14 @@ class StreamingFeatures(pulumi.ComponentResource):
         super().__init__("mlplatform:workloads:StreamingFeatures", name, None, opts)
         ctx, data, vpc_cidr, depends_on = args.ctx, args.data, args.vpc_cidr, args.depends_on
         cm_ns = namespace(CERT_MANAGER_NAMESPACE, self)
-        operator_ns = namespace(OPERATOR_NAMESPACE, self)
-        jobs_ns = namespace(JOB_NAMESPACE, self)
+        self.cert_manager = helm_release(
+            CERT_MANAGER_RELEASE, ctx, "cert-manager", CERT_MANAGER_NAMESPACE, cert_manager_values(), self,
+            depends_on=[cm_ns, *(depends_on or [])])
+        op = operator(self, ctx, release=OPERATOR_RELEASE, chart_key="flink-kubernetes-operator",
+                      operator_namespace=OPERATOR_NAMESPACE, jobs_namespace=JOB_NAMESPACE,
+                      values=operator_values(ctx, data.role_arns["flink-job"]),
+                      depends_on=[self.cert_manager, *(depends_on or [])])
+        operator_ns, jobs_ns, self.operator = op.namespace, op.jobs_namespace, op.release
         # cert-manager and the operator call the Kubernetes API; the API server calls their webhooks from the
         # control plane's interfaces in the VPC; the operator calls the JobManager's REST API.
         network_policies(NamespacePolicy(
@@ -260,13 +248,6 @@ class StreamingFeatures(pulumi.ComponentResource):
             egress=[EgressRule(vpc_cidr, (PORT_KAFKA_IAM, PORT_REDIS)), EgressRule(ANYWHERE, (PORT_HTTPS,))]),
             self, [jobs_ns])
 
-        self.cert_manager = helm_release(
-            CERT_MANAGER_RELEASE, ctx, "cert-manager", CERT_MANAGER_NAMESPACE, cert_manager_values(), self,
-            depends_on=[cm_ns, *(depends_on or [])])
-        self.operator = helm_release(
-            OPERATOR_RELEASE, ctx, "flink-kubernetes-operator", OPERATOR_NAMESPACE,
-            operator_values(ctx, data.role_arns["flink-job"]), self,
-            depends_on=[operator_ns, jobs_ns, self.cert_manager, *(depends_on or [])])
         secret = k8s.core.v1.Secret(
             f"{name}-redis-secret", type="Opaque",
             metadata={"name": REDIS_SECRET, "namespace": JOB_NAMESPACE, "labels": labels("streaming-features")},
@@ -281,24 +262,9 @@ class StreamingFeatures(pulumi.ComponentResource):
             metadata={"name": contract.DEPLOYMENT_NAME, "namespace": JOB_NAMESPACE,
                       "labels": labels("streaming-features", "flink")},
             spec=spec, opts=pulumi.ResourceOptions(parent=self, depends_on=[jobs_ns, secret, self.operator]))
-        if ctx.cfg.workloads.observability.enabled:
-            self._monitoring(name, ctx, [operator_ns, jobs_ns], depends_on or [])
+        monitoring(self, name, ctx, component=COMPONENT, scrapes=(
+            Scrape(OPERATOR_RELEASE, OPERATOR_NAMESPACE, OPERATOR_SELECTOR),
+            Scrape(contract.DEPLOYMENT_NAME, JOB_NAMESPACE, JOB_SELECTOR)),
+            namespaces=[operator_ns, jobs_ns], dashboard=contract.DASHBOARD, rule_groups=contract.rule_groups,
+            depends_on=depends_on or [])
         self.register_outputs({"jobNamespace": JOB_NAMESPACE})
-
-    def _monitoring(self, name: str, ctx: StackContext, namespaces: list[k8s.core.v1.Namespace],
-                    depends_on: list[pulumi.Resource]) -> None:
-        """PodMonitors of the operator and the job, the dashboard and the alert rules."""
-        pod_monitor(OPERATOR_RELEASE, OPERATOR_NAMESPACE, OPERATOR_SELECTOR, "metrics", self,
-                    depends_on=[*namespaces, *depends_on])
-        pod_monitor(contract.DEPLOYMENT_NAME, JOB_NAMESPACE, JOB_SELECTOR, "metrics", self,
-                    depends_on=[*namespaces, *depends_on])
-        k8s.core.v1.ConfigMap(
-            f"{name}-dashboard", metadata={"name": "dashboard-streaming-features", "namespace": MONITORING_NAMESPACE,
-                                           "labels": {**labels("grafana", "dashboard"), "grafana_dashboard": "1"}},
-            data={DASHBOARD: dashboard()}, opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on))
-        k8s.apiextensions.CustomResource(
-            f"{name}-alert-rules", api_version="monitoring.coreos.com/v1", kind="PrometheusRule",
-            metadata={"name": "mlplatform-streaming-features", "namespace": MONITORING_NAMESPACE,
-                      "labels": labels("alerts", "streaming-features")},
-            spec={"groups": contract.rule_groups(ctx.cfg.workloads.observability.runbook_base_url)},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on))

@@ -19,7 +19,6 @@ namespace, and the scheduled job that computes every model's batch feature views
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +32,6 @@ from contracts.feast import OFFLINE_PREFIX
 from infra.workloads.args import WorkloadArgs
 from infra.workloads.isolation import (
     ANYWHERE,
-    MONITORING_NAMESPACE,
     PORT_HTTPS,
     EgressRule,
     NamespacePolicy,
@@ -43,12 +41,10 @@ from infra.workloads.kube import (
     IRSA_ANNOTATION,
     NODE_ROLE_LABEL,
     RESTRICTED_CONTAINER,
-    helm_release,
     labels,
-    namespace,
-    pod_monitor,
     pod_security_context,
 )
+from infra.workloads.operator_jobs import Scrape, monitoring, operator, tagged_image
 from stacks.context import StackContext
 from stacks.schema import SparkPodResources
 
@@ -62,7 +58,7 @@ CONTROLLER_SELECTOR = {"app.kubernetes.io/name": "spark-operator", "app.kubernet
 JOB_NAME = contract.JOB_NAME
 SPARK_UID = 185  # the `spark` user of Spark's images and of ours
 APP_FILE = "local:///opt/mlplatform/ml/data/spark_features.py"
-DASHBOARD = "spark-features.json"
+COMPONENT = "spark-features"  # the dashboard's and the alert rules' names
 # The S3A settings of the job: credentials from the pod's IRSA web identity (the AWS SDK v2 default chain),
 # and the region's endpoint (through the VPC's S3 gateway endpoint).
 S3A_CONF = {
@@ -77,9 +73,8 @@ _QUANTITY = re.compile(r"^(\d+)(Mi|Gi)$")
 
 
 def spark_image(model_server_image: pulumi.Input[str]) -> pulumi.Output[str]:
-    """The job image is pushed to the model-server repository with the tag `<model-server tag>-spark-features`
-    (as the ops image is with `-ops`): one repository, one lifecycle policy, one pull permission."""
-    return pulumi.Output.from_input(model_server_image).apply(lambda image: f"{image}-spark-features")
+    """The job image is pushed to the model-server repository with the tag `<model-server tag>-spark-features`."""
+    return tagged_image(model_server_image, "spark-features")
 
 
 def spark_memory(quantity: str) -> tuple[str, str]:
@@ -173,26 +168,6 @@ def application_spec(ctx: StackContext, image: str, feast_bucket: str) -> dict[s
     }
 
 
-def dashboard() -> str:
-    """Grafana dashboard: job runs by outcome, running jobs, submission latency, hours since the features
-    were last computed, and the feature views' materialization (the CronJob that loads them online)."""
-    def panel(i: int, title: str, expr: str, unit: str, legend: str) -> dict[str, Any]:
-        return {"id": i, "type": "timeseries", "title": title, "datasource": {"type": "prometheus",
-                                                                             "uid": "${datasource}"},
-                "gridPos": {"h": 8, "w": 12, "x": 12 * ((i - 1) % 2), "y": 8 * ((i - 1) // 2)},
-                "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-                "targets": [{"refId": "A", "expr": expr, "legendFormat": legend}]}
-
-    panels = [panel(i + 1, *p) for i, p in enumerate(contract.DASHBOARD_PANELS)]
-    return json.dumps({
-        "title": "ML platform / Batch features (Spark)", "uid": "mlplat-spark-features", "schemaVersion": 39,
-        "description": "Health of the batch-feature Spark job and the freshness of the features it computes.",
-        "tags": ["mlplatform", "spark", "features"], "time": {"from": "now-7d", "to": "now"},
-        "templating": {"list": [{"name": "datasource", "type": "datasource", "query": "prometheus"}]},
-        "panels": panels,
-    }, indent=2) + "\n"
-
-
 @dataclass(frozen=True, kw_only=True)
 class SparkFeaturesArgs(WorkloadArgs):
     """Inputs of `SparkFeatures` (settings from `workloads.spark`)."""
@@ -205,16 +180,14 @@ class SparkFeatures(pulumi.ComponentResource):
     def __init__(self, name: str, args: SparkFeaturesArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:workloads:SparkFeatures", name, None, opts)
         ctx, data, depends_on = args.ctx, args.data, args.depends_on
-        operator_ns = namespace(OPERATOR_NAMESPACE, self)
-        jobs_ns = namespace(JOB_NAMESPACE, self)
+        op = operator(self, ctx, release=RELEASE, chart_key="spark-operator", operator_namespace=OPERATOR_NAMESPACE,
+                      jobs_namespace=JOB_NAMESPACE, values=operator_values(ctx, data.role_arns["spark-features"]),
+                      depends_on=depends_on or [])
+        self.release = op.release
         # Both call the Kubernetes API (the controller: applications and pods; the driver: its executors) and
         # the job reaches S3 over HTTPS; inside the job namespace the driver and executors talk to each other.
-        for ns_name, ns in ((OPERATOR_NAMESPACE, operator_ns), (JOB_NAMESPACE, jobs_ns)):
+        for ns_name, ns in ((OPERATOR_NAMESPACE, op.namespace), (JOB_NAMESPACE, op.jobs_namespace)):
             network_policies(NamespacePolicy(ns_name, egress=[EgressRule(ANYWHERE, (PORT_HTTPS,))]), self, [ns])
-        self.release = helm_release(
-            RELEASE, ctx, "spark-operator", OPERATOR_NAMESPACE,
-            operator_values(ctx, data.role_arns["spark-features"]), self,
-            depends_on=[operator_ns, jobs_ns, *(depends_on or [])])
         spec = pulumi.Output.all(pulumi.Output.from_input(args.image), data.buckets["feast"]).apply(
             lambda a: application_spec(ctx, a[0], a[1]))
         cfg = ctx.cfg.workloads.spark
@@ -225,23 +198,8 @@ class SparkFeatures(pulumi.ComponentResource):
                       "labels": {**labels("spark-features", "batch-features"), "app_type": contract.APP_TYPE}},
             spec={"schedule": cfg.schedule, "concurrencyPolicy": "Forbid", "successfulRunHistoryLimit": 3,
                   "failedRunHistoryLimit": 3, "template": spec},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[jobs_ns, self.release]))
-        if ctx.cfg.workloads.observability.enabled:
-            self._monitoring(name, ctx, operator_ns, depends_on or [])
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[op.jobs_namespace, self.release]))
+        monitoring(self, name, ctx, component=COMPONENT,
+                   scrapes=(Scrape(RELEASE, OPERATOR_NAMESPACE, CONTROLLER_SELECTOR),), namespaces=[op.namespace],
+                   dashboard=contract.DASHBOARD, rule_groups=contract.rule_groups, depends_on=depends_on or [])
         self.register_outputs({"jobNamespace": JOB_NAMESPACE})
-
-    def _monitoring(self, name: str, ctx: StackContext, operator_ns: k8s.core.v1.Namespace,
-                    depends_on: list[pulumi.Resource]) -> None:
-        """The controller's PodMonitor, the dashboard and the alert rules (the monitoring release's CRDs)."""
-        pod_monitor(RELEASE, OPERATOR_NAMESPACE, CONTROLLER_SELECTOR, "metrics", self,
-                    depends_on=[operator_ns, *depends_on])
-        k8s.core.v1.ConfigMap(
-            f"{name}-dashboard", metadata={"name": "dashboard-spark-features", "namespace": MONITORING_NAMESPACE,
-                                           "labels": {**labels("grafana", "dashboard"), "grafana_dashboard": "1"}},
-            data={DASHBOARD: dashboard()}, opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on))
-        k8s.apiextensions.CustomResource(
-            f"{name}-alert-rules", api_version="monitoring.coreos.com/v1", kind="PrometheusRule",
-            metadata={"name": "mlplatform-spark-features", "namespace": MONITORING_NAMESPACE,
-                      "labels": labels("alerts", "spark-features")},
-            spec={"groups": contract.rule_groups(ctx.cfg.workloads.observability.runbook_base_url)},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on))

@@ -13,7 +13,8 @@ thread runs a `select` loop whose timeout is the next departure (select takes mi
 slack of the thread is set to 1 us so the kernel does not round the wake-up by its default 50 us). It
 costs CPU of its own per forwarded chunk and some latency at zero delay: `store_rtt.delayed_store`
 measures that floor and adds only the rest, so the round trip a client measures is the one asked for
-(the bench prints the floor and the proxy's CPU per request).
+(the bench prints the floor and the proxy's CPU per request). The schedule (`DelayLine`) reads a clock it
+is given, so that its holds and the overlap it observes can be checked on a clock a test moves itself.
 
     python -m ml.serving.delay_proxy --upstream 127.0.0.1:6379 --rtt-ms 0.5 [--port 0]
 
@@ -34,12 +35,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Generic, TypeVar
 
 PR_SET_TIMERSLACK = 29
 CHUNK = 65536
+STOP_POLL_S = 0.05  # how often a stoppable loop (one run in a thread) looks at its stop event
+Dest = TypeVar("Dest")
 
 
 def _tight_timer_slack() -> None:
@@ -67,13 +73,81 @@ def parse_hostport(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def serve(listener: socket.socket, upstream: tuple[str, int], one_way_s: float) -> None:
-    """Forward every connection accepted on `listener` to `upstream`, holding each chunk `one_way_s`
-    in each direction. Runs until the process is terminated."""
+class DelayLine(Generic[Dest]):
+    """The proxy's schedule, apart from its sockets: each chunk is held `one_way_s` from the moment it
+    arrived (read from `clock`) and leaves in order of arrival per destination. It also keeps what the
+    proxy has observed: how many destinations had bytes held at once at most (connections in flight
+    together) and the shortest time any chunk was held.
+
+    `one_way_s` may be changed while it runs: it applies to the chunks that arrive after the change, and
+    a chunk never leaves before one that arrived earlier (a byte stream must not be reordered)."""
+
+    def __init__(self, one_way_s: float, clock: Callable[[], float] = time.perf_counter) -> None:
+        if one_way_s < 0:
+            raise ValueError(f"a one-way delay cannot be negative, got {one_way_s} s")
+        self.one_way_s = one_way_s
+        self.clock = clock
+        self._due: list[tuple[float, int, float, Dest, bytes]] = []  # (departure, order, arrival, dest, data)
+        self._order = itertools.count()
+        self._latest = float("-inf")  # the latest departure given so far
+        self._held_for: dict[Dest, int] = {}
+        self.most_in_flight = 0
+        self.released = 0  # chunks sent on so far
+        self.shortest_hold_s: float | None = None
+
+    @property
+    def held(self) -> int:
+        """Chunks waiting for their departure."""
+        return len(self._due)
+
+    @property
+    def in_flight(self) -> int:
+        """Destinations that have at least one chunk waiting."""
+        return len(self._held_for)
+
+    def hold(self, dest: Dest, data: bytes) -> None:
+        """Take a chunk bound for `dest` (an empty one is the end of the stream and keeps its place)."""
+        now = self.clock()
+        self._latest = max(self._latest, now + self.one_way_s)
+        heapq.heappush(self._due, (self._latest, next(self._order), now, dest, data))
+        self._held_for[dest] = self._held_for.get(dest, 0) + 1
+        self.most_in_flight = max(self.most_in_flight, len(self._held_for))
+
+    def wait_s(self) -> float | None:
+        """Seconds until the next departure (0 when one is due; None when nothing is held)."""
+        return max(0.0, self._due[0][0] - self.clock()) if self._due else None
+
+    def release(self) -> list[tuple[Dest, bytes]]:
+        """The chunks whose time has come, in the order they leave."""
+        now = self.clock()
+        out: list[tuple[Dest, bytes]] = []
+        while self._due and self._due[0][0] <= now:
+            _, _, arrived, dest, data = heapq.heappop(self._due)
+            left = self._held_for[dest] - 1
+            if left:
+                self._held_for[dest] = left
+            else:
+                del self._held_for[dest]
+            held_s = now - arrived
+            if self.shortest_hold_s is None or held_s < self.shortest_hold_s:
+                self.shortest_hold_s = held_s
+            out.append((dest, data))
+        self.released += len(out)
+        return out
+
+
+def one_way_delay_s(rtt_ms: float) -> float:
+    """The hold in each direction, in seconds, for a round trip of `rtt_ms` milliseconds: half of it."""
+    return rtt_ms / 2000.0
+
+
+def serve(listener: socket.socket, upstream: tuple[str, int], line: DelayLine[socket.socket],
+          stop: threading.Event | None = None) -> None:
+    """Forward every connection accepted on `listener` to `upstream`, each chunk held by `line` in each
+    direction. Runs until the process is terminated, or until `stop` is set (checked at least every
+    `STOP_POLL_S`)."""
     _tight_timer_slack()
     peer: dict[socket.socket, socket.socket] = {}
-    due: list[tuple[float, int, socket.socket, bytes]] = []  # (departure, order, destination, data)
-    order = itertools.count()
 
     def drop(sock: socket.socket) -> None:
         other = peer.pop(sock, None)
@@ -82,43 +156,47 @@ def serve(listener: socket.socket, upstream: tuple[str, int], one_way_s: float) 
             other.close()
         sock.close()
 
-    while True:
-        timeout = max(0.0, due[0][0] - time.perf_counter()) if due else None
-        readable, _, _ = select.select([listener, *peer], [], [], timeout)
-        now = time.perf_counter()
-        for sock in readable:
-            if sock is listener:
-                client, _ = listener.accept()
-                try:
-                    server = socket.create_connection(upstream, timeout=5)
-                except OSError:
-                    client.close()
+    try:
+        while stop is None or not stop.is_set():
+            timeout = line.wait_s()
+            if stop is not None:
+                timeout = STOP_POLL_S if timeout is None else min(timeout, STOP_POLL_S)
+            readable, _, _ = select.select([listener, *peer], [], [], timeout)
+            for sock in readable:
+                if sock is listener:
+                    client, _ = listener.accept()
+                    try:
+                        server = socket.create_connection(upstream, timeout=5)
+                    except OSError:
+                        client.close()
+                        continue
+                    for s in (client, server):
+                        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        s.settimeout(None)
+                    peer[client], peer[server] = server, client
                     continue
-                for s in (client, server):
-                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    s.settimeout(None)
-                peer[client], peer[server] = server, client
-                continue
-            if sock not in peer:  # dropped earlier in this pass, with its partner
-                continue
-            try:
-                data = sock.recv(CHUNK)
-            except OSError:
-                data = b""
-            # An empty chunk is the end of the stream: it departs in order, then closes the pair.
-            heapq.heappush(due, (now + one_way_s, next(order), peer[sock], data))
-        now = time.perf_counter()
-        while due and due[0][0] <= now:
-            _, _, dest, data = heapq.heappop(due)
-            if dest not in peer:
-                continue
-            if not data:
-                drop(dest)
-                continue
-            try:
-                dest.sendall(data)
-            except OSError:
-                drop(dest)
+                if sock not in peer:  # dropped earlier in this pass, with its partner
+                    continue
+                try:
+                    data = sock.recv(CHUNK)
+                except OSError:
+                    data = b""
+                # An empty chunk is the end of the stream: it departs in order, then closes the pair.
+                line.hold(peer[sock], data)
+            for dest, data in line.release():
+                if dest not in peer:
+                    continue
+                if not data:
+                    drop(dest)
+                    continue
+                try:
+                    dest.sendall(data)
+                except OSError:
+                    drop(dest)
+    finally:
+        for sock in list(peer):
+            if sock in peer:
+                drop(sock)
 
 
 class DelayProxy:
@@ -194,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     listener.listen(128)
     print(listener.getsockname()[1], flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    serve(listener, upstream, args.rtt_ms / 2000.0)
+    serve(listener, upstream, DelayLine(one_way_delay_s(args.rtt_ms)))
     return 0
 
 

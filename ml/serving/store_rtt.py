@@ -18,6 +18,7 @@ figures at a cluster's round trip on one machine.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,24 +85,32 @@ class DelayedStore:
         self.proxy.stop()
 
 
-def delayed_store(url: str, rtt_ms: float, workdir: Path, reads: int = 2000) -> DelayedStore:
-    """The store at `url` behind a delay proxy calibrated so that one reader measures a round trip of
-    `rtt_ms` (p50). The floor (no delay) is measured first; a held chunk also pays the proxy's wake-up
-    from its timer, which the floor does not show, so the delay is then corrected once by what a reader
-    measures through it.
-
-    Start it under the CPU placement it should keep (`on_cpus`): its process inherits it."""
+def calibrate(rtt_ms: float, p50_through: Callable[[float], float]) -> tuple[float, float]:
+    """(floor, delay to add), in ms, for a round trip of `rtt_ms`: `p50_through(added)` is the p50 a
+    reader measures through a proxy that adds `added` ms. The floor (nothing added) is measured first; a
+    held chunk also pays the proxy's wake-up from its timer, which the floor does not show, so the delay
+    is then corrected once by what a reader measures through it."""
     if rtt_ms <= 0:
         raise ValueError(f"--rtt-ms must be > 0, got {rtt_ms:g}")
-    with DelayProxy(url, 0.0, workdir) as probe:
-        floor_ms = round_trips(probe.url, reads)["p50_ms"]
+    floor_ms = p50_through(0.0)
     added = rtt_ms - floor_ms
     if added < 0:
         raise RoundTripTooShort(
             f"a round trip of {rtt_ms:g} ms is shorter than this machine's path through the delay proxy "
             f"({floor_ms:.3f} ms with nothing added); ask for more")
-    with DelayProxy(url, added, workdir) as first:
-        measured = round_trips(first.url, reads)["p50_ms"]
-    added = max(0.0, added - (measured - rtt_ms))
+    measured = p50_through(added)
+    return floor_ms, max(0.0, added - (measured - rtt_ms))
+
+
+def delayed_store(url: str, rtt_ms: float, workdir: Path, reads: int = 2000) -> DelayedStore:
+    """The store at `url` behind a delay proxy calibrated (`calibrate`) so that one reader measures a
+    round trip of `rtt_ms` (p50).
+
+    Start it under the CPU placement it should keep (`on_cpus`): its process inherits it."""
+    def p50_through(added_ms: float) -> float:
+        with DelayProxy(url, added_ms, workdir) as proxy:
+            return float(round_trips(proxy.url, reads)["p50_ms"])
+
+    floor_ms, added = calibrate(rtt_ms, p50_through)
     proxy = DelayProxy(url, added, workdir).start()
     return DelayedStore(proxy, rtt_ms, round(floor_ms, 4), round(added, 4))

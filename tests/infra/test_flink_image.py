@@ -20,27 +20,29 @@ def _downloads(text: str) -> dict[str, str]:
     return {f: u for f, u in re.findall(r"curl -fsSL -o (\S+\.jar) (https://\S+\.jar);", text)}
 
 
-def _checks(text: str) -> dict[str, str]:
-    """file -> how it is checked: a sha256 digest, or `maven-sha1` (the checksum published beside it)."""
-    out = {f: d for d, f in re.findall(r'echo "([0-9a-f]{64})  (\S+\.jar)" \| sha256sum -c -', text)}
-    out |= {f: "maven-sha1" for f in re.findall(r'\.jar\.sha1\)  (\S+\.jar)" \| sha1sum -c -', text)}
+def _checks(text: str) -> dict[str, str | None]:
+    """file -> the checksum it is checked against (`sha256:<digest>`), or None where it is checked against the
+    `.sha1` published beside it at build time."""
+    out: dict[str, str | None] = {
+        f: f"sha256:{d}" for d, f in re.findall(r'echo "([0-9a-f]{64})  (\S+\.jar)" \| sha256sum -c -', text)}
+    out |= {f: None for f in re.findall(r'\.jar\.sha1\)  (\S+\.jar)" \| sha1sum -c -', text)}
     return out
 
 
 def test_the_image_downloads_exactly_the_jars_the_bom_pins_and_checks_each():
     text = DOCKERFILE.read_text()
-    jars = load_bom().flink_jars
+    jars = load_bom().jars["flink-job"]
     assert _downloads(text) == {j.file: j.url for j in jars.values()}
-    assert _checks(text) == {j.file: j.sha256 or "maven-sha1" for j in jars.values()}
+    assert _checks(text) == {j.file: j.checksum for j in jars.values()}
     assert "set -eu" in text
 
 
 def test_a_changed_digest_or_url_is_noticed():
     text = DOCKERFILE.read_text()
-    jars = load_bom().flink_jars
-    digest = jars["aws-msk-iam-auth"].sha256
-    assert digest is not None
-    assert _checks(text.replace(digest, "0" * 64))["aws-msk-iam-auth-2.3.5-all.jar"] != digest
+    jars = load_bom().jars["flink-job"]
+    checksum, digest = jars["aws-msk-iam-auth"].checksum, jars["aws-msk-iam-auth"].digest
+    assert checksum is not None and digest is not None
+    assert _checks(text.replace(digest, "0" * 64))["aws-msk-iam-auth-2.3.5-all.jar"] != checksum
     assert _downloads(text.replace("v2.3.5/", "v2.3.4/")) != {j.file: j.url for j in jars.values()}
 
 
@@ -49,7 +51,7 @@ def test_base_image_is_the_boms_by_digest_and_flink_matches_the_lock():
     base = bom.images["flink-job-base"]
     assert re.findall(r"^FROM (\S+)", DOCKERFILE.read_text(), re.M) == [f"{base.repository}:{base.tag}"]
     assert "@sha256:" in base.tag
-    flink = bom.python["apache-flink"]
+    flink = bom.python_tools["flink"]["apache-flink"]
     assert base.tag.startswith(f"{flink}-")  # the image's Flink runtime is the PyFlink version of the job
     assert f"apache-flink=={flink}" in (ROOT / "requirements" / "flink.txt").read_text()
     assert f"flink-python-{flink}.jar" in DOCKERFILE.read_text()

@@ -13,7 +13,8 @@ from contracts import spark as contract
 from contracts.metrics_catalog import known, metric_names
 from infra.conformance.model import KubeObject
 from infra.conformance.spark_pods import spark_pods
-from infra.workloads.spark import JOB_NAMESPACE, OPERATOR_NAMESPACE, dashboard, spark_memory
+from infra.workloads.operator_jobs import grafana_dashboard
+from infra.workloads.spark import JOB_NAMESPACE, OPERATOR_NAMESPACE, spark_memory
 from stacks.config import load_stack_file, stack_file
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -102,7 +103,7 @@ def test_dashboard_and_alerts_query_only_catalogued_metrics_and_each_alert_has_a
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    doc = json.loads(dashboard())
+    doc = json.loads(grafana_dashboard(contract.DASHBOARD))
     exprs = [t["expr"] for p in doc["panels"] for t in p["targets"]] + [a.expr for a in contract.ALERTS]
     for expr in exprs:
         assert all(known(m) for m in metric_names(expr)), expr

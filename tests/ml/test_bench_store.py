@@ -70,10 +70,13 @@ def test_cli_times_the_read_through_a_calibrated_round_trip(capsys):
     assert main(["bench", "store", "--requests", "100", "--rtt-ms", "3"]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("through a 3 ms round trip"))
-    p50_us = float(re.search(r"\)\s+([\d.]+)us", row).group(1))
-    # 3 ms asked for; the upper side allows for a loaded machine but not for the delay applied twice
-    assert 2700 <= p50_us < 5900, row
-    assert re.search(r"[\d.]+us$", row)  # the proxy's own CPU per read
+    shape = re.fullmatch(r"through a 3 ms round trip \(proxy floor ([\d.]+) ms, added ([\d.]+)\)\s+([\d.]+)us"
+                         r"\s+([\d.]+)us\s+[\d.]+us\s+[\d.]+us", row)
+    assert shape, row  # p50, p99, mean and the proxy's own CPU per read
+    floor_ms, added_ms, p50_us, p99_us = map(float, shape.groups())
+    # Only lower bounds: on a shared machine a read may take any longer, never less than the proxy holds it
+    # (the calibration's arithmetic is checked on given measurements in tests/ml/test_delay_proxy.py).
+    assert floor_ms > 0 and p99_us >= p50_us >= added_ms * 1000, row
     assert "delay_proxy.py" in out
 
 
