@@ -88,8 +88,10 @@ class Feedback:
     None where callers post served records (the cluster)."""
 
     def __init__(self, store: OutcomeStore, requests: RequestLog | None = None,
-                 variants: tuple[str, ...] = VARIANTS, clock: Callable[[], float] = time.time) -> None:
+                 variants: tuple[str, ...] = VARIANTS, clock: Callable[[], float] = time.time,
+                 models: tuple[str, ...] = ()) -> None:
         self.store, self.requests, self.variants, self.clock = store, requests, variants, clock
+        self.models = models  # the models it takes served records of (empty: any)
 
     def _refresh(self) -> None:
         if self.requests is not None:
@@ -121,6 +123,9 @@ class Feedback:
                 parsed.append(Served.parse(item, self.variants, now))
             except FeedbackError as exc:
                 raise FeedbackError(f"served {i}: {exc}") from None
+            if self.models and parsed[-1].model not in self.models:
+                raise FeedbackError(f"served {i}: model {parsed[-1].model!r} is not served here (one of "
+                                    f"{', '.join(self.models)})")
         seen: dict[str, Served] = {}
         for i, s in enumerate(parsed):  # all or nothing: a conflict anywhere files none
             first = seen.setdefault(s.request_id, s)
@@ -299,8 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     except FeedbackError as exc:
         ap.error(str(exc))
     requests = RequestLog(args.request_log, store) if args.request_log else None
-    feedback = Feedback(store, requests)
     models = [m for m in args.models.split(",") if m]
+    feedback = Feedback(store, requests, models=tuple(models))
     server = ThreadingHTTPServer((args.host, args.port), make_handler(feedback, models))
     where = args.db if args.store == "sqlite" else "PostgreSQL (PG* environment)"
     return serve(server, log, f"feedback endpoint on http://{args.host}:{args.port} (store {where}, served requests "

@@ -169,6 +169,9 @@ def test_bad_served_records_are_refused_naming_the_problem_and_file_nothing(stor
     assert err.value.status == 409
     with pytest.raises(FeedbackError, match=r"until .* must not be before since"):
         fb.query({"model": ["fraud"], "since": ["10"], "until": ["5"]})
+    with pytest.raises(FeedbackError, match=r"served 0: model .frud. is not served here \(one of fraud, sentiment\)"):
+        Feedback(store, models=("fraud", "sentiment")).post_served({"model": "frud", "request_id": "q",
+                                                                     "variant": "champion"})
 
 
 def test_served_record_validation_names_every_problem() -> None:
