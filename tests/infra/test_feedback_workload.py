@@ -10,6 +10,10 @@ from typing import Any
 import pytest
 
 from contracts.cluster import FEEDBACK_URL
+from infra.conformance import flows, reachability
+from infra.conformance.model import KubeObject
+from infra.conformance.plan import Plan
+from infra.conformance.selectors import Index
 from infra.offline.synth import read_stack_config, synthesize
 
 REPO = Path(__file__).resolve().parents[2]
@@ -144,3 +148,36 @@ def test_disabled_it_declares_nothing():
     assert not [r for r in s.resources if r.type.startswith("kubernetes:")
                 and r.inputs.get("metadata", {}).get("namespace") == NS]
     assert not [r for r in s.resources if r.type == "mlplatform:workloads:FeedbackEndpoint"]
+
+
+@pytest.fixture(scope="module")
+def bandit_plan() -> Plan:
+    """dev with a bandit on the recommendation model, on the default (in-cluster) feedback endpoint."""
+    config = read_stack_config(REPO / "stacks" / "Pulumi.dev.yaml")
+    models = {k: dict(v) for k, v in config["mlplatform:models"].items()}
+    models["recommendation"]["bandit"] = {"enabled": True, "startedAt": 1765000000}
+    return Plan.from_preview(synthesize("dev", config={**config, "mlplatform:models": models}).to_preview_json())
+
+
+def _feedback_flows(plan: Plan, objects: list[KubeObject]) -> list[str]:
+    """Reachability findings of the flows to and from the endpoint (the program's objects; DNS needs kube-dns,
+    which only the rendered add-ons have: `mlplat conform` checks that)."""
+    return [str(p) for p in reachability.check(plan, objects) if "delivery/feedback" in str(p) and ":53" not in str(p)]
+
+
+def test_the_bandit_reaches_the_endpoint_and_the_endpoint_its_database(bandit_plan):
+    derived = {(f.source_label, f.target.label) for f in flows.derive(Index(bandit_plan.objects))}
+    assert ("Deployment ml-training/recommendation-bandit", "Service delivery/feedback:9097") in derived
+    assert any(s == "Deployment delivery/feedback" and t.endswith(".rds.amazonaws.com:5432") for s, t in derived)
+    assert _feedback_flows(bandit_plan, bandit_plan.objects) == []
+
+
+@pytest.mark.parametrize("removed, side", [(("delivery", "allow-experiment-controllers"), "ingress of Deployment "
+                                            "delivery/feedback"),
+                                           (("ml-training", "experiment-controller-feedback"), "egress of Deployment "
+                                            "ml-training/recommendation-bandit")])
+def test_without_either_allowance_the_bandit_is_cut_off(bandit_plan, removed, side):
+    objects = [o for o in bandit_plan.objects if not (o.kind == "NetworkPolicy" and (o.namespace, o.name) == removed)]
+    [found] = _feedback_flows(bandit_plan, objects)
+    assert found.startswith("[reachability] Deployment ml-training/recommendation-bandit -> Service "
+                            "delivery/feedback:9097: " + side), found
