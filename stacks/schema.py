@@ -297,7 +297,7 @@ class FeedbackConfig(ServiceConfig):
         description="Container resources of the endpoint.")
     client_namespaces: list[_NAMESPACE] = Field(
         default_factory=list, description="Namespaces whose pods may post outcomes and served records (the "
-        "applications that receive fraud labels or recommendation clicks). The experiment controllers in "
+        "applications that learn labels late or see clicks). The experiment controllers in "
         "`ml-training` and Prometheus are always allowed; nobody else.")
     database: _PG_NAME = Field("feedback", description="Its own database on the platform's RDS instance (not the "
                                "MLflow database: the endpoint's login may connect to this one only).")

@@ -1,5 +1,5 @@
-"""The feedback endpoint on the cluster (`workloads.feedback`): outcomes of served requests (fraud labels that
-arrive later, recommendation clicks) that the A/B tests and bandits read.
+"""The feedback endpoint on the cluster (`workloads.feedback`): outcomes of served requests (labels that arrive
+later, clicks) that the A/B tests and bandits read.
 
 Namespace `delivery` (Pod Security `restricted`), Deployment and Service `feedback` on port 9097, running
 `python -m ml.delivery.feedback_server --store postgres` from the model-server image (ml/ is in it) with a
