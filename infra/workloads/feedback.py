@@ -140,7 +140,7 @@ def enabled_models(ctx: StackContext) -> list[str]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class FeedbackArgs(WorkloadArgs):
+class FeedbackEndpointArgs(WorkloadArgs):
     """Inputs of `FeedbackEndpoint` (settings from `workloads.feedback`)."""
 
     image: pulumi.Input[str]
@@ -152,7 +152,7 @@ class FeedbackEndpoint(pulumi.ComponentResource):
 
     url: str
 
-    def __init__(self, name: str, args: FeedbackArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, args: FeedbackEndpointArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlplatform:workloads:FeedbackEndpoint", name, None, opts)
         ctx, db, cfg = args.ctx, args.data.database, args.ctx.cfg.workloads.feedback
         ns = namespace(NAMESPACE, self)
