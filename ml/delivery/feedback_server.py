@@ -71,7 +71,8 @@ def _items(doc: object, key: str) -> list[object]:
 
 
 def _number_param(params: dict[str, list[str]], name: str, default: str | None) -> float | None:
-    raw = (params.get(name) or [default])[0]
+    given = params.get(name)
+    raw = given[0] if given else default
     if raw is None:
         return None
     try:
@@ -145,7 +146,7 @@ class Feedback:
         assert since is not None
         if until is not None and until < since:
             raise FeedbackError(f"until ({until}) must not be before since ({since})")
-        variant = (params.get("variant") or [None])[0]
+        variant = (params.get("variant") or [""])[0] or None
         self._refresh()
         found = self.store.outcomes(model, since, variant, until)
         return {"model": model, "since": since, "until": until,
