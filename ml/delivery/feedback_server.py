@@ -49,8 +49,8 @@ from ml.delivery.feedback import (
     SqliteOutcomeStore,
     VariantOutcomes,
 )
-from ml.delivery.http_service import MAX_BODY, BodyError, JsonHandler, serve
 from ml.delivery.splitter import VARIANTS
+from ml.serving.http_service import MAX_BODY, BodyError, JsonHandler, serve
 from ml.serving.processes import Service, http_ok
 
 log = logging.getLogger("mlplat.feedback")

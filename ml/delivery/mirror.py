@@ -32,8 +32,8 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from ml.delivery.http_service import JsonHandler, serve
 from ml.delivery.splitter import REQUEST_ID_HEADER
+from ml.serving.http_service import JsonHandler, serve
 
 log = logging.getLogger("mlplat.mirror")
 TOLERANCE = 1e-3

@@ -1,7 +1,8 @@
-"""The HTTP plumbing the delivery services share (the feedback endpoint, the shadow mirror).
+"""The HTTP plumbing of the platform's small `http.server` services: the feedback endpoint, the shadow mirror
+(ml/delivery/) and the alert receivers (ml/serving/alert_receiver.py).
 
-Both are small `http.server` programs: JSON in and out, a bounded body, quiet access logs, and a serve loop
-that ends cleanly on SIGINT or SIGTERM (the kubelet's stop signal). What differs is their routes, which each
+JSON in and out, a bounded body, quiet access logs, and a serve loop that ends cleanly on SIGINT or SIGTERM (the
+kubelet's stop signal) and then closes what the service holds. What differs is their routes, which each
 declares as a `JsonHandler` subclass.
 """
 
