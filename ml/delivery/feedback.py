@@ -220,23 +220,22 @@ class OutcomeStore(ABC):
         return variant
 
 
-def _outcomes_sql(placeholder: str, variant: str | None, until: float | None) -> str:
-    p = placeholder
-    return ("SELECT s.variant, COUNT(*), COUNT(o.request_id), COALESCE(SUM(o.success), 0), "
-            "COALESCE(SUM(o.value), 0.0) FROM served s LEFT JOIN outcomes o ON o.request_id = s.request_id "
-            f"WHERE s.model = {p} AND s.at >= {p}" + (f" AND s.at < {p}" if until is not None else "")
-            + (f" AND s.variant = {p}" if variant else "") + " GROUP BY s.variant")
-
-
 def outcomes_query(placeholder: str, model: str, since: float, variant: str | None,
                    until: float | None) -> tuple[str, tuple[object, ...]]:
-    """The per-variant aggregate in either backend's parameter style."""
-    args: list[object] = [model, since]
+    """The per-variant aggregate and its arguments in either backend's parameter style (`?`, `%s`); only values
+    are parameters, the SQL itself is constant but for which conditions apply."""
+    p = placeholder
+    where, args = [f"s.model = {p}", f"s.at >= {p}"], [model, since]
     if until is not None:
+        where.append(f"s.at < {p}")
         args.append(until)
     if variant:
+        where.append(f"s.variant = {p}")
         args.append(variant)
-    return _outcomes_sql(placeholder, variant, until), tuple(args)
+    sql = ("SELECT s.variant, COUNT(*), COUNT(o.request_id), COALESCE(SUM(o.success), 0), "
+           "COALESCE(SUM(o.value), 0.0) FROM served s LEFT JOIN outcomes o ON o.request_id = s.request_id "
+           f"WHERE {' AND '.join(where)} GROUP BY s.variant")
+    return sql, tuple(args)
 
 
 class SqliteOutcomeStore(OutcomeStore):
