@@ -74,6 +74,11 @@ SERVING_REDIS_SECRET = KubeObject("secret", SELDON_NAMESPACE, "online-store-redi
 REDIS_TOKEN_SECRETS = (FEAST_REDIS_SECRET, SERVING_REDIS_SECRET)  # every Kubernetes copy a rotation updates
 MODEL_SERVER = KubeObject("statefulset", SELDON_NAMESPACE, "mlserver")  # the Seldon Server of our runtimes
 MLFLOW_SERVER = KubeObject("deployment", MLFLOW_NAMESPACE, "mlflow")  # Helm release name = deployment name
+# The feedback endpoint (outcomes of served requests: labels, clicks) that the A/B tests and bandits read; its
+# Service has the Deployment's name and listens on the container's port (the VPC CNI policy agent needs them equal).
+FEEDBACK_SERVER = KubeObject("deployment", "delivery", "feedback")
+FEEDBACK_PORT = 9097
+FEEDBACK_URL = f"http://{FEEDBACK_SERVER.name}.{FEEDBACK_SERVER.namespace}.svc.cluster.local:{FEEDBACK_PORT}"
 
 # Workloads that hold a Redis connection: restarted when the AUTH token rotates.
 REDIS_CLIENTS = (FEAST_SERVER, FEAST_INGESTOR, MODEL_SERVER)

@@ -82,6 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bd.add_argument("--metric", choices=METRICS, default="ctr",
                     help="ctr (default: clicks per request served) or success-rate")
     bd.add_argument("--seed", type=int, help="seed of the posterior sampling")
+    bd.add_argument("--attribution-window", type=duration, default=duration("0s"),
+                    help="with ctr, count a request as an impression only this long after it was served (its "
+                         "click window; default 0s: clicks arrive with the answer)")
     bd.add_argument("--metrics-port", type=int, help="serve Prometheus metrics here (default: the platform's "
                                                       "experiments port)")
     bd.set_defaults(func=run_bandit)
@@ -133,7 +136,8 @@ def run_bandit(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     return run(args.name, args.challenger, args.metric, floor=args.floor,
-               interval_s=args.interval, rounds=args.rounds, seed=args.seed, metrics_port=args.metrics_port)
+               interval_s=args.interval, rounds=args.rounds, seed=args.seed, metrics_port=args.metrics_port,
+               attribution_window_s=args.attribution_window)
 
 
 def run_status(args: argparse.Namespace) -> int:

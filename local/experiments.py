@@ -114,12 +114,13 @@ def _tracking(uri: str) -> Any:
 
 
 def run_bandit(model: str, challenger: str, metric: str, *, floor: float, interval_s: float, rounds: int | None,
-               seed: int | None, metrics_port: int | None) -> int:
+               seed: int | None, metrics_port: int | None, attribution_window_s: float = 0.0) -> int:
     cfg = platform()
     champion = serve_challenger(cfg, model, str(challenger))
     metrics, url = _metrics(cfg, metrics_port)
     bandit = ctl.Bandit.new(model, {ctl.CHAMPION: champion, ctl.CHALLENGER: str(challenger)}, metric,
-                            ctl.BanditSettings(floor=floor, interval_s=interval_s, rounds=rounds, seed=seed),
+                            ctl.BanditSettings(floor=floor, interval_s=interval_s, rounds=rounds, seed=seed,
+                                               attribution_window_s=attribution_window_s),
                             ctl.controller_info(url, f"HAProxy {cfg.url('splitter')}"),
                             splitter=traffic.splitter(cfg),
                             outcomes=FeedbackClient(cfg.url("feedback")).outcomes, state_dir=cfg.state_dir,

@@ -37,12 +37,20 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation)).replace("IPv4Network", "CIDR")
 
 
-def _default(field: Any) -> str:
+def _default_value(field: Any, name: str, parent: BaseModel | None) -> Any:
+    """The field's default; inside a section whose own default overrides its fields' (e.g. a workload's smaller
+    resources), the value that section's default carries."""
+    if parent is not None:
+        return getattr(parent, name)
     if field.default is not PydanticUndefined:
-        value = field.default
-    elif field.default_factory is not None:
-        value = field.default_factory()
-    else:
+        return field.default
+    if field.default_factory is not None:
+        return field.default_factory()
+    return PydanticUndefined
+
+
+def _default(value: Any) -> str:
+    if value is PydanticUndefined:
         return "**required**"
     if isinstance(value, BaseModel):
         return "see below"
@@ -59,17 +67,18 @@ def _nested(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _rows(model: type[BaseModel], prefix: str) -> list[str]:
+def _rows(model: type[BaseModel], prefix: str, parent: BaseModel | None = None) -> list[str]:
     rows: list[str] = []
     for name, field in model.model_fields.items():
         key = field.alias or name
         path = "aws:region" if prefix == NAMESPACE + ":" and name == "region" else f"{prefix}{key}"
-        rows.append(f"| `{path}` | {_type_name(field.annotation)} | {_default(field)} | {field.description or ''} |")
+        value = _default_value(field, name, parent)
+        rows.append(f"| `{path}` | {_type_name(field.annotation)} | {_default(value)} | {field.description or ''} |")
         sub = _nested(field.annotation)
         if sub is not None:
             container = typing.get_origin(field.annotation)
             joiner = ".<name>." if container is dict else "[]." if container is list else "."
-            rows.extend(_rows(sub, f"{path}{joiner}"))
+            rows.extend(_rows(sub, f"{path}{joiner}", value if isinstance(value, sub) else None))
     return rows
 
 

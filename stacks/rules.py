@@ -333,7 +333,7 @@ def quantity(text: str) -> float:
 
 @rule("Workload containers request no more CPU or memory than their limit (the Kubernetes API rejects it).")
 def _workload_resources(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
-    for name in ("mlflow", "feast", "seldon"):
+    for name in ("mlflow", "feast", "seldon", "feedback"):
         res = getattr(cfg.workloads, name).resources
         for kind in ("cpu", "memory"):
             request, limit = getattr(res, f"{kind}_request"), getattr(res, f"{kind}_limit")
@@ -388,7 +388,8 @@ def _gitops_review(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
                           f"prod needs 'pullRequest' (a reviewed change is the manual approval), got {g.promotion!r}")
 
 
-@rule(f"Stateful resources are protected in {_tiers(PROTECTED_TIERS)}; prod runs MLflow, Feast and Alertmanager "
+@rule(f"Stateful resources are protected in {_tiers(PROTECTED_TIERS)}; prod runs MLflow, Feast, the feedback "
+      "endpoint and Alertmanager "
       "with >= 2 replicas; OpenSearch trace storage needs an URL.")
 def _prod_resilience(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
     w = cfg.workloads
@@ -398,7 +399,7 @@ def _prod_resilience(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
         yield ConfigIssue(_key("protectStatefulResources"), f"{cfg.environment} needs true")
     if cfg.environment != Environment.PROD:
         return
-    for name in ("mlflow", "feast"):
+    for name in ("mlflow", "feast", "feedback"):
         service = getattr(w, name)
         if service.enabled and service.replicas < 2:
             yield ConfigIssue(_key("workloads", name, "replicas"), f"prod needs >= 2, got {service.replicas}")
@@ -476,6 +477,19 @@ def _pipelines(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
         yield ConfigIssue(_key("workloads", "pipelines", "database"),
                           f"{cfg.environment} needs `managed` (runs and metadata on the Multi-AZ database), got "
                           f"{p.database}")
+
+
+@rule("A bandit reads its rewards from a feedback endpoint: the platform's own (`workloads.feedback.enabled`) "
+      "unless it names another (`bandit.feedbackUrl`).")
+def _bandit_feedback(cfg: PlatformConfig) -> Iterator[ConfigIssue]:
+    if cfg.workloads.feedback.enabled:
+        return
+    for name in cfg.models.names():
+        bandit = getattr(cfg.models, name).bandit
+        if bandit.enabled and bandit.feedback_url is None:
+            yield ConfigIssue(_key("models", name, "bandit", "feedbackUrl"),
+                              "required when workloads.feedback.enabled is false (no in-cluster endpoint to "
+                              "default to)")
 
 
 def check(cfg: PlatformConfig) -> list[ConfigIssue]:

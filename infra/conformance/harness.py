@@ -37,6 +37,9 @@ LOCAL_SECRETS: dict[tuple[str, str], str] = {
     ("mlflow-admin", "username"): ADMIN_USER, ("mlflow-admin", "password"): ADMIN_PASSWORD,
     ("feast-redis", "token"): REDIS_TOKEN, ("redis-exporter", "password"): REDIS_TOKEN,
     ("kfp-db-proxy", "userlist.txt"): f'"{DB_USER}" "{DB_PASSWORD}"\n',
+    # The feedback endpoint: the instance's admin for its init container, which creates the endpoint's own login.
+    ("feedback-db-admin", "username"): DB_USER, ("feedback-db-admin", "password"): DB_PASSWORD,
+    ("feedback-db", "username"): "feedback", ("feedback-db", "password"): "standin-feedback-password",
 }
 
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.conformance.sandbox import Network, Process, SandboxUnavailable
+from infra.conformance.sandbox import Namespace, Network, Process, SandboxUnavailable
 
 SYSTEM_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 POSTGRES_UID_NAME = "postgres"
@@ -53,13 +53,19 @@ class Certificates:
         return bundle
 
 
-def _wait_port(network: Network, ip: str, port: int, process: Process, what: str, timeout: float = 30) -> None:
+def _prefix(network: Namespace | None) -> list[str]:
+    """The command prefix that runs in `network` (None: this machine's own network, for tests of a client)."""
+    return network.prefix if network is not None else []
+
+
+def _wait_port(network: Namespace | None, ip: str, port: int, process: Process, what: str,
+               timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     probe = f"import socket; socket.create_connection(('{ip}', {port}), 1).close()"
     while time.monotonic() < deadline:
         if not process.alive():
             raise SandboxUnavailable(f"{what} stand-in exited: {process.tail()}")
-        if subprocess.run([*network.prefix, "python3", "-c", probe], capture_output=True).returncode == 0:
+        if subprocess.run([*_prefix(network), "python3", "-c", probe], capture_output=True).returncode == 0:
             return
         time.sleep(0.2)
     raise SandboxUnavailable(f"{what} stand-in did not listen on {ip}:{port}: {process.tail()}")
@@ -67,9 +73,11 @@ def _wait_port(network: Network, ip: str, port: int, process: Process, what: str
 
 @dataclass
 class Postgres:
-    """PostgreSQL with TLS on `ip:port`, a SCRAM login per (user, password) and the named databases."""
+    """PostgreSQL with TLS on `ip:port`, a SCRAM login per (user, password) and the named databases. The logins
+    are RDS master users: no superuser, but CREATEROLE and CREATEDB (what a workload that provisions its own
+    login and database, the feedback endpoint's init container, relies on)."""
 
-    network: Network
+    network: Namespace | None  # None: on this machine's network (tests of the feedback store)
     directory: Path
     certs: Certificates
     ip: str
@@ -102,11 +110,11 @@ class Postgres:
             "-c", f"ssl_key_file={self.directory / 'server.key'}", "-c", "fsync=off", "-c", "max_connections=200"],
             self.directory / "postgres.log", self.network)
         _wait_port(self.network, self.ip, self.port, self.process, "PostgreSQL")
-        statements = [f"CREATE ROLE \"{u}\" LOGIN PASSWORD '{p}'" for u, p in self.logins.items()]
+        statements = [f"CREATE ROLE \"{u}\" LOGIN CREATEROLE CREATEDB PASSWORD '{p}'" for u, p in self.logins.items()]
         owner = next(iter(self.logins), "postgres")
         statements += [f'CREATE DATABASE "{db}" OWNER "{owner}"' for db in self.databases]
         for sql in statements:
-            _run([*self.network.prefix, *as_postgres, str(bindir / "psql"), "-h", str(self.directory), "-p",
+            _run([*_prefix(self.network), *as_postgres, str(bindir / "psql"), "-h", str(self.directory), "-p",
                   str(self.port), "-U", "postgres", "-d", "postgres", "-c", sql])
 
     def stop(self) -> None:

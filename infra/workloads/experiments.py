@@ -4,7 +4,10 @@ Each runs `python -m ml.delivery.experiments.cluster bandit <model>` in the mode
 it), in namespace `ml-training`, as its own service account `experiment-controller` with no cloud
 identity. Its only rights: get and patch Seldon `experiments` in the Seldon namespace (Role + RoleBinding
 there), so it can change a traffic split and nothing else: not a Model, not another namespace. It reads
-outcomes from the feedback endpoint (`bandit.feedbackUrl`; a pod-scoped NetworkPolicy allows that port),
+outcomes from the feedback endpoint: the platform's own in-cluster Service (infra/workloads/feedback.py)
+unless `bandit.feedbackUrl` names another; a pod-scoped NetworkPolicy allows that port (to the `delivery`
+namespace only, for the platform's own). With the `ctr` reward, requests count as impressions only once
+`bandit.attributionWindowSeconds` have passed since they were served (their clicks may still come). It
 serves its weights and posteriors on port 9102 (a PodMonitor has Prometheus scrape them) and keeps its
 state in an emptyDir: the posteriors are recomputed from the feedback counts since `bandit.startedAt`.
 """
@@ -18,7 +21,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from contracts.cluster import SELDON_NAMESPACE
+from contracts.cluster import FEEDBACK_SERVER, FEEDBACK_URL, SELDON_NAMESPACE
 from infra.workloads.governance import NAMESPACE
 from infra.workloads.kube import (
     CONTAINER_SECURITY_CONTEXT,
@@ -43,6 +46,11 @@ def bandit_models(ctx: StackContext) -> dict[str, BanditConfig]:
             if ctx.cfg.models[n].enabled and ctx.cfg.models[n].bandit.enabled}
 
 
+def feedback_url(cfg: BanditConfig) -> str:
+    """The bandit's feedback endpoint: its own setting, else the platform's in-cluster Service."""
+    return str(cfg.feedback_url) if cfg.feedback_url else FEEDBACK_URL
+
+
 def feedback_port(url: str) -> int:
     parsed = urllib.parse.urlsplit(url)
     return parsed.port or (443 if parsed.scheme == "https" else 80)
@@ -50,9 +58,9 @@ def feedback_port(url: str) -> int:
 
 def controller_args(model: str, cfg: BanditConfig) -> list[str]:
     args = ["python", "-m", "ml.delivery.experiments.cluster", "bandit", model, "--feedback-url",
-            str(cfg.feedback_url), "--namespace", SELDON_NAMESPACE, "--metric", cfg.metric, "--floor", str(cfg.floor),
-            "--interval", f"{cfg.interval_seconds}s", "--metrics-port", str(METRICS_PORT), "--state-dir",
-            "/tmp/experiments"]
+            feedback_url(cfg), "--namespace", SELDON_NAMESPACE, "--metric", cfg.metric, "--floor", str(cfg.floor),
+            "--interval", f"{cfg.interval_seconds}s", "--attribution-window", f"{cfg.attribution_window_seconds}s",
+            "--metrics-port", str(METRICS_PORT), "--state-dir", "/tmp/experiments"]
     return args + (["--since", str(cfg.started_at)] if cfg.started_at else [])
 
 
@@ -84,11 +92,19 @@ def deployment_spec(model: str, cfg: BanditConfig, image: pulumi.Input[str]) -> 
     }
 
 
-def egress_policy_spec(ports: list[int]) -> dict[str, Any]:
-    """The controllers' own allowance on top of the namespace's: the feedback endpoint's port(s)."""
-    return {"podSelector": {"matchLabels": SELECTOR}, "policyTypes": ["Egress"],
-            "egress": [{"to": [{"namespaceSelector": {}}],
-                        "ports": [{"protocol": "TCP", "port": p} for p in sorted(set(ports))]}]}
+def egress_policy_spec(urls: list[str]) -> dict[str, Any]:
+    """The controllers' own allowance on top of the namespace's: the feedback endpoints' ports, in the `delivery`
+    namespace for the platform's own endpoint, anywhere in the cluster for one a stack names."""
+    rules = []
+    own = sorted({feedback_port(u) for u in urls if u == FEEDBACK_URL})
+    other = sorted({feedback_port(u) for u in urls if u != FEEDBACK_URL})
+    if own:
+        rules.append({"to": [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": FEEDBACK_SERVER.namespace}}}],
+            "ports": [{"protocol": "TCP", "port": p} for p in own]})
+    if other:
+        rules.append({"to": [{"namespaceSelector": {}}], "ports": [{"protocol": "TCP", "port": p} for p in other]})
+    return {"podSelector": {"matchLabels": SELECTOR}, "policyTypes": ["Egress"], "egress": rules}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,7 +142,7 @@ class ExperimentControllers(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*depends_on, role, sa]))
         k8s.networking.v1.NetworkPolicy(
             f"{name}-feedback-egress", metadata={"name": f"{CONTROLLER}-feedback", **meta},
-            spec=egress_policy_spec([feedback_port(str(b.feedback_url)) for b in bandits.values()]), opts=child)
+            spec=egress_policy_spec([feedback_url(b) for b in bandits.values()]), opts=child)
         for model, cfg in bandits.items():
             k8s.apps.v1.Deployment(
                 f"{name}-{model}", metadata={"name": f"{model}-bandit", **meta},

@@ -18,6 +18,7 @@ from infra.aws.interfaces import DataServices
 from infra.workloads.cluster_addons import ClusterAddonCharts, ClusterAddonChartsArgs
 from infra.workloads.experiments import ExperimentControllers, ExperimentControllersArgs, bandit_models
 from infra.workloads.feature_store import FeatureStore, FeatureStoreArgs
+from infra.workloads.feedback import FeedbackEndpoint, FeedbackEndpointArgs
 from infra.workloads.flink import StreamingFeatures, StreamingFeaturesArgs, job_image
 from infra.workloads.gitops import GitOps, GitOpsArgs
 from infra.workloads.governance import Governance, GovernanceArgs
@@ -100,9 +101,13 @@ class Platform(pulumi.ComponentResource):
             GitOps("gitops", GitOpsArgs(ctx=ctx, seldon=seldon, depends_on=base), child)
         governance = Governance("governance", GovernanceArgs(
             ctx=ctx, data=data, vpc_cidr=vpc_cidr, image=repo.image, depends_on=base), child)
+        controllers_after: list[pulumi.Resource] = [governance, *base]
+        if wl.feedback.enabled:  # the A/B tests' and bandits' outcomes (its own database on the RDS instance)
+            controllers_after.append(FeedbackEndpoint("feedback", FeedbackEndpointArgs(
+                ctx=ctx, data=data, vpc_cidr=vpc_cidr, image=repo.image, depends_on=base), child))
         if bandit_models(ctx):  # its service account lives in the governance namespace
             ExperimentControllers("experiments", ExperimentControllersArgs(
-                ctx=ctx, image=repo.image, depends_on=[governance, *base]), child)
+                ctx=ctx, image=repo.image, depends_on=controllers_after), child)
         if wl.pipelines.enabled:
             from infra.workloads.mlflow import tracking_uri
 

@@ -28,11 +28,12 @@ import threading
 import time
 import urllib.parse
 from dataclasses import asdict, dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from ml.delivery.splitter import REQUEST_ID_HEADER
+from ml.serving.http_service import JsonHandler, serve
 
 log = logging.getLogger("mlplat.mirror")
 TOLERANCE = 1e-3
@@ -188,47 +189,35 @@ class Mirror:
             self.records.add((rid, model_of(path), time.time(), status, c_status, ms, c_ms, same))
 
 
-def make_handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+def make_handler(mirror: Mirror) -> type[JsonHandler]:
+    class Handler(JsonHandler):
         protocol_version = "HTTP/1.1"  # keep-alive with HAProxy
-        # Headers and body are two writes: with Nagle's algorithm the body waits for the delayed ACK (~40 ms).
-        disable_nagle_algorithm = True
-
-        def log_message(self, fmt: str, *args: Any) -> None:
-            log.debug(fmt, *args)
-
-        def _send(self, status: int, body: bytes, ctype: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+        logger = log
 
         def do_GET(self) -> None:
             url = urllib.parse.urlsplit(self.path)
             if url.path == "/healthz":
-                self._send(200, b'{"ok": true}', "application/json")
+                self.reply(200, {"ok": True})
             elif url.path == "/report":
                 q = urllib.parse.parse_qs(url.query)
                 model = (q.get("model") or [""])[0]
                 try:
                     since = float((q.get("since") or ["0"])[0])
                 except ValueError:
-                    self._send(400, b'{"error": "since must be seconds since the epoch"}', "application/json")
+                    self.reply(400, {"error": "since must be seconds since the epoch"})
                     return
                 if not model:
-                    self._send(400, b'{"error": "query parameter `model` is required"}', "application/json")
+                    self.reply(400, {"error": "query parameter `model` is required"})
                     return
-                self._send(200, json.dumps(asdict(shadow_report(mirror.records, model, since))).encode(),
-                           "application/json")
+                self.reply(200, asdict(shadow_report(mirror.records, model, since)))
             else:
-                self._send(404, b'{"error": "the mirror answers POST /v2/models/<model>/..."}', "application/json")
+                self.reply(404, {"error": "the mirror answers POST /v2/models/<model>/..."})
 
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             headers = {k: v for k, v in self.headers.items()
                        if k.lower() in ("content-type", REQUEST_ID_HEADER.lower())}
-            self._send(*mirror.handle(self.path, body, headers))
+            self.send(*mirror.handle(self.path, body, headers))
 
     return Handler
 
@@ -245,15 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     mirror = Mirror(args.champion, args.challenger, Records(args.records))
     server = ThreadingHTTPServer((args.host, args.port), make_handler(mirror))
-    log.info("shadow mirror on http://%s:%d: champion %s, copies to %s", args.host, args.port, args.champion,
-             args.challenger)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
+    return serve(server, log, f"shadow mirror on http://{args.host}:{args.port}: champion {args.champion}, "
+                 f"copies to {args.challenger}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
 
+from ml.serving import http_service
+
 log = logging.getLogger("mlplat.alerts")
 OFF_VALUES = ("off", "0", "false", "disabled")
 
@@ -125,14 +127,6 @@ def make_handler(sink: AlertSink) -> type[BaseHTTPRequestHandler]:
 
 
 def serve(sink: AlertSink, host: str, port: int, what: str) -> int:
-    """Serve `sink` until interrupted, then close the server and the sink's worker."""
+    """Serve `sink` until interrupted or stopped (SIGTERM), then close the server and the sink's worker."""
     server = ThreadingHTTPServer((host, port), make_handler(sink))
-    log.info("%s receiver on %s:%d", what, host, port)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        sink.close()
-    return 0
+    return http_service.serve(server, log, f"{what} receiver on {host}:{port}", sink.close)

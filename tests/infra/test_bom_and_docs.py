@@ -85,6 +85,15 @@ def test_config_doc_lists_every_key_and_rule():
     assert "prod uses one NAT gateway per availability zone" in text
 
 
+def test_config_doc_shows_the_defaults_a_section_gives_its_fields():
+    """A section whose default overrides its type's (a workload's own resources) is documented with its values."""
+    rows = {line.split("|")[1].strip(" `"): line.split("|")[3].strip(" `") for line in render_config_doc().splitlines()
+            if line.startswith("| `mlplatform:")}
+    assert rows["mlplatform:workloads.feedback.resources.cpuRequest"] == "100m"
+    assert rows["mlplatform:workloads.flink.taskManager.memoryLimit"] == "2Gi"
+    assert rows["mlplatform:workloads.mlflow.resources.cpuRequest"] == "250m"  # the type's own default
+
+
 @pytest.mark.integration
 def test_config_doc_check_flag(tmp_path):
     result = subprocess.run([sys.executable, "-m", "mlplat", "config-doc", "--check"], capture_output=True,

@@ -28,7 +28,12 @@ def _errors(flat: dict[str, Any]) -> list[str]:
     return [str(i) for i in info.value.issues]
 
 
-def _set(flat: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+def _set(flat: dict[str, Any], dotted: str | tuple[str, ...], value: Any) -> dict[str, Any]:
+    """Set one dotted key, or several (a tuple of keys with a tuple of values: a rule about two settings)."""
+    if isinstance(dotted, tuple):
+        for key, one in zip(dotted, value, strict=True):
+            _set(flat, key, one)
+        return flat
     section, *rest = dotted.split(".")
     target = flat.setdefault(f"mlplatform:{section}", {})
     if not rest:
@@ -143,6 +148,13 @@ CASES = [
      "must be >= allocatedStorageGib"),
     ("prod", "protectStatefulResources", False, "mlplatform:protectStatefulResources", "prod needs true"),
     ("prod", "workloads.mlflow.replicas", 1, "mlplatform:workloads.mlflow.replicas", "prod needs >= 2, got 1"),
+    ("prod", "workloads.feedback.replicas", 1, "mlplatform:workloads.feedback.replicas", "prod needs >= 2, got 1"),
+    ("dev", ("workloads.feedback.enabled", "models.recommendation.bandit"), (False, {"enabled": True}),
+     "mlplatform:models.recommendation.bandit.feedbackUrl", "required when workloads.feedback.enabled is false"),
+    ("dev", ("workloads.feedback.enabled", "models.recommendation.bandit"),
+     (False, {"enabled": True, "feedbackUrl": "http://outcomes.apps.svc.cluster.local:8080"}), None, None),
+    ("dev", "workloads.feedback.resources.cpuRequest", "2", "mlplatform:workloads.feedback.resources.cpuRequest",
+     "2 is above the cpu limit 1"),  # keys left out of a given `resources` take the type's defaults
     ("dev", "workloads.tracing.storage", "opensearch", "mlplatform:workloads.tracing.opensearchUrl",
      "required when storage is 'opensearch'"),
     ("dev", "models.fraud.experiment.challengerWeight", 10, "mlplatform:models.fraud.experiment",

@@ -12,7 +12,15 @@ from pydantic import ValidationError
 
 from contracts.cluster import SELDON_NAMESPACE
 from infra.offline.synth import read_stack_config, synthesize
-from infra.workloads.experiments import CONTROLLER, METRICS_PORT, feedback_port
+from infra.workloads.experiments import (
+    CONTROLLER,
+    METRICS_PORT,
+    controller_args,
+    egress_policy_spec,
+    feedback_port,
+    feedback_url,
+)
+from stacks.config import ConfigError, from_flat_config
 from stacks.schema import BanditConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,13 +36,15 @@ def with_bandit():
     config = read_stack_config(REPO / "stacks" / "Pulumi.dev.yaml")
     models = {k: dict(v) for k, v in (config.get("mlplatform:models") or {}).items()}
     models["recommendation"] = {**models.get("recommendation", {}),
-                                "bandit": {"enabled": True, "feedbackUrl": FEEDBACK, "floor": 0.1,
+                                "bandit": {"enabled": True, "floor": 0.1,  # the default endpoint
                                            "intervalSeconds": 30, "startedAt": 1765000000}}
     return synthesize("dev", config={**config, "mlplatform:models": models})
 
 
 def test_default_stacks_declare_no_controller(synth):
-    assert not [r for r in synth("prod").resources if CONTROLLER in json.dumps(r.inputs)]
+    # (the feedback endpoint's NetworkPolicy names the controllers' label: whoever runs one may call it)
+    assert not [r for r in synth("prod").resources if CONTROLLER in json.dumps(r.inputs)
+                and r.inputs.get("metadata", {}).get("name") != "allow-experiment-controllers"]
 
 
 def test_one_bandit_deployment_with_the_models_settings(with_bandit):
@@ -46,8 +56,8 @@ def test_one_bandit_deployment_with_the_models_settings(with_bandit):
     assert command[:5] == ["python", "-m", "ml.delivery.experiments.cluster", "bandit", "recommendation"]
     args = dict(zip(command[5::2], command[6::2], strict=True))
     assert args == {"--feedback-url": FEEDBACK, "--namespace": SELDON_NAMESPACE, "--metric": "ctr",
-                    "--floor": "0.1", "--interval": "30s", "--metrics-port": str(METRICS_PORT),
-                    "--state-dir": "/tmp/experiments", "--since": "1765000000"}
+                    "--floor": "0.1", "--interval": "30s", "--attribution-window": "1800s",
+                    "--metrics-port": str(METRICS_PORT), "--state-dir": "/tmp/experiments", "--since": "1765000000"}
     assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
     assert pod["serviceAccountName"] == CONTROLLER
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -76,12 +86,38 @@ def test_metrics_are_scraped_and_the_feedback_port_is_allowed(with_bandit):
     assert "kube-prometheus-stack" in after, after
     policy = next(p for p in manifests(with_bandit, "NetworkPolicy")
                   if p["metadata"]["name"] == f"{CONTROLLER}-feedback")
-    assert policy["spec"]["egress"][0]["ports"] == [{"protocol": "TCP", "port": 9097}]
+    # The platform's own endpoint: its port, in its namespace only.
+    assert policy["spec"]["egress"] == [{"to": [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "delivery"}}}], "ports": [{"protocol": "TCP", "port": 9097}]}]
     assert feedback_port("https://feedback.example") == 443
 
 
-def test_an_enabled_bandit_needs_its_feedback_endpoint():
-    with pytest.raises(ValidationError, match=r"bandit\.feedbackUrl is required"):
-        BanditConfig(enabled=True)
+def test_another_endpoint_is_allowed_by_its_port_anywhere_in_the_cluster():
+    assert egress_policy_spec(["http://outcomes.apps.svc.cluster.local:8080", FEEDBACK])["egress"] == [
+        {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "delivery"}}}],
+         "ports": [{"protocol": "TCP", "port": 9097}]},
+        {"to": [{"namespaceSelector": {}}], "ports": [{"protocol": "TCP", "port": 8080}]}]
+
+
+def test_an_enabled_bandit_defaults_to_the_platforms_feedback_endpoint_and_a_click_window():
+    cfg = BanditConfig(enabled=True)
+    assert feedback_url(cfg) == FEEDBACK and cfg.attribution_window_seconds == 1800
+    assert controller_args("recommendation", cfg)[5:7] == ["--feedback-url", FEEDBACK]
+    assert feedback_url(BanditConfig(enabled=True, feedback_url="https://fb.example")) == "https://fb.example"
     with pytest.raises(ValidationError, match=r"less than 0\.5"):
         BanditConfig(enabled=True, feedback_url=FEEDBACK, floor=0.5)
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        BanditConfig(enabled=True, attribution_window_seconds=-5)
+
+
+def test_without_the_platforms_endpoint_a_bandit_must_name_one():
+    config = read_stack_config(REPO / "stacks" / "Pulumi.dev.yaml")
+    workloads = {**config["mlplatform:workloads"], "feedback": {"enabled": False}}
+    models = {**config.get("mlplatform:models", {}), "recommendation": {"bandit": {"enabled": True}}}
+    with pytest.raises(ConfigError) as err:
+        from_flat_config({**config, "mlplatform:workloads": workloads, "mlplatform:models": models})
+    assert [str(i) for i in err.value.issues] == [
+        "mlplatform:models.recommendation.bandit.feedbackUrl: required when workloads.feedback.enabled is false (no "
+        "in-cluster endpoint to default to)"]
+    models["recommendation"]["bandit"]["feedbackUrl"] = "http://outcomes.apps.svc.cluster.local:8080"
+    assert from_flat_config({**config, "mlplatform:workloads": workloads, "mlplatform:models": models})

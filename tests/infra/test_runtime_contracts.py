@@ -35,6 +35,7 @@ ENVIRONMENTS = ("dev", "staging", "prod")
 pytestmark = [pytest.mark.integration, pytest.mark.conformance]  # real processes; the rendered stacks
 MLFLOW, MLSERVER = "Deployment mlflow/mlflow", "StatefulSet seldon/mlserver"
 FEAST = "Deployment feast/feast-feature-server"
+FEEDBACK = "Deployment delivery/feedback"  # read-only root; its init container makes its login on the stand-in
 RECEIVERS = ("Deployment ml-training/model-rollback-receiver", "Deployment kubeflow/pipelines-retrain")
 
 
@@ -84,13 +85,15 @@ def test_every_runnable_container_starts_and_answers_its_probes_and_scrapes(
     report = runtime(stack)
     assert [str(p) for p in report.problems] == []
     ran = _ran(report)
-    for workload, container in ((MLFLOW, "mlflow"), (MLSERVER, "mlserver"), (FEAST, "feast-feature-server")):
+    for workload, container in ((MLFLOW, "mlflow"), (MLSERVER, "mlserver"), (FEAST, "feast-feature-server"),
+                                (FEEDBACK, "feedback")):
         detail = ran[(workload, container)]
         assert "readinessProbe" in detail and "scrape by" in detail, detail
         assert detail.split("scrape by", 1)[1].split(";")[0].endswith(") ok"), detail
     assert "agent repository contract ok (/mnt/agent/models)" in ran[(MLSERVER, "mlserver")]
     for init in ("dbchecker", "mlflow-db-migration", "ini-file-initializer"):
         assert ran[(MLFLOW, init)].endswith("init: exit 0"), init
+    assert ran[(FEEDBACK, "provision")].endswith("init: exit 0")
     for receiver in RECEIVERS:
         assert any(w == receiver for w, _ in ran), receiver
 

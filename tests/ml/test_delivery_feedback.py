@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ml.delivery.feedback import FeedbackError, Outcome, OutcomeStore, RequestLog, VariantOutcomes, parse_line
+from ml.delivery.feedback import FeedbackError, Outcome, RequestLog, SqliteOutcomeStore, VariantOutcomes, parse_line
 from ml.delivery.feedback_server import Feedback, FeedbackClient, make_handler
 
 pytestmark = pytest.mark.ml
@@ -29,7 +29,7 @@ def feedback(tmp_path: Path) -> Iterator[tuple[Feedback, Path]]:
     log.write_text("[NOTICE] haproxy started\n" + _line("a", "model.fraud", "champion")
                    + _line("b", "model.fraud", "challenger") + _line("c", "mirror.fraud", "champion", at=2000)
                    + _line("d", "mlserver", "champion"))
-    store = OutcomeStore(tmp_path / "outcomes.db")
+    store = SqliteOutcomeStore(tmp_path / "outcomes.db")
     yield Feedback(store, RequestLog(log, store)), log
     store.close()
 
@@ -67,7 +67,7 @@ def test_bad_outcomes_are_refused_with_the_reason(feedback):
         fb.post({"model": "fraud", "request_id": "a", "success": True, "variant": "challenger"})
     with pytest.raises(FeedbackError, match="finite number"):
         Outcome.parse({"model": "fraud", "request_id": "a", "success": True, "value": float("nan")})
-    with pytest.raises(FeedbackError, match="not served through the splitter") as err:
+    with pytest.raises(FeedbackError, match="was not recorded as served") as err:
         fb.post({"outcomes": [{"model": "fraud", "request_id": "a", "success": True},
                               {"model": "fraud", "request_id": "zzz", "success": True}]})
     assert err.value.status == 404
@@ -98,7 +98,7 @@ def test_a_replaced_log_is_read_from_its_start(feedback, tmp_path):
     assert fb.requests.refresh() == 1
     assert fb.store.variant_of("x") == ("fraud", "champion")
     # Durable: another store on the same file sees everything.
-    again = OutcomeStore(tmp_path / "outcomes.db")
+    again = SqliteOutcomeStore(tmp_path / "outcomes.db")
     assert again.variant_of("x") == ("fraud", "champion") and again.variant_of("a") == ("fraud", "champion")
     again.close()
 
@@ -114,7 +114,7 @@ def test_the_http_api_and_its_client(feedback):
         assert client.post([Outcome("fraud", "b", True, kind="click")]) == {"b": "challenger"}
         got = client.outcomes("fraud")
         assert got["challenger"] == VariantOutcomes("challenger", 1, 1, 1, 1.0) and got["champion"].served == 2
-        with pytest.raises(FeedbackError, match="not served through the splitter") as err:
+        with pytest.raises(FeedbackError, match="was not recorded as served") as err:
             client.post([Outcome("fraud", "nope", True)])
         assert err.value.status == 404
         req = urllib.request.Request(f"{url}/v1/outcomes", data=b"{not json", method="POST")

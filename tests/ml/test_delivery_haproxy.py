@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from ml.delivery import haproxy
-from ml.delivery.feedback import OutcomeStore, RequestLog
+from ml.delivery.feedback import RequestLog, SqliteOutcomeStore
 from ml.delivery.splitter import CHALLENGER, CHAMPION, REQUEST_ID_HEADER, VARIANT_HEADER, split
 from ml.serving.processes import free_port
 
@@ -100,7 +100,7 @@ def test_the_request_log_tells_the_feedback_store_who_answered(running, tmp_path
     sp.set_weights("sentiment", split("sentiment", 50))
     answers = [_infer(lay, "sentiment") for _ in range(10)]
     sp.set_weights("sentiment", split("sentiment", 0))
-    store = OutcomeStore(tmp_path / "outcomes.db")
+    store = SqliteOutcomeStore(tmp_path / "outcomes.db")
     log = RequestLog(lay.workdir / "haproxy.log", store)
     deadline = time.monotonic() + 5
     while any(store.variant_of(rid) is None for _, rid, _ in answers) and time.monotonic() < deadline:

@@ -16,8 +16,8 @@ from ml.serving.processes import free_port
 
 # As infra/workloads/experiments.py `controller_args` writes them (tests/infra/test_experiment_controllers.py).
 ARGS = ["bandit", "recommendation", "--feedback-url", "http://feedback.delivery.svc.cluster.local:9097",
-        "--namespace", "seldon", "--metric", "ctr", "--floor", "0.1", "--interval", "30s", "--metrics-port", "9102",
-        "--state-dir", "/tmp/experiments", "--since", "1765000000"]
+        "--namespace", "seldon", "--metric", "ctr", "--floor", "0.1", "--interval", "30s", "--attribution-window",
+        "1800s", "--metrics-port", "9102", "--state-dir", "/tmp/experiments", "--since", "1765000000"]
 
 
 class FakeExperiments:
@@ -51,8 +51,8 @@ def test_the_deployments_arguments_run_a_bandit_on_the_seldon_experiment(tmp_pat
         def __init__(self, url: str) -> None:
             assert url == "http://feedback.delivery.svc.cluster.local:9097"
 
-        def outcomes(self, model: str, since: float) -> dict[str, Counts]:
-            seen.append((model, since))
+        def outcomes(self, model: str, since: float, *, until: float | None = None) -> dict[str, Counts]:
+            seen.append((model, since, until is not None))
             return {"champion": Counts(1000, 50, 50), "challenger": Counts(1000, 150, 150)}
 
     monkeypatch.setattr(cluster, "FeedbackClient", Feedback)
@@ -63,7 +63,7 @@ def test_the_deployments_arguments_run_a_bandit_on_the_seldon_experiment(tmp_pat
     argv[argv.index("--state-dir") + 1] = str(tmp_path)
     argv[argv.index("--interval") + 1] = "0s"  # no pause between the two rounds
     assert cluster.main(argv, api=api) == 0
-    assert seen == [("recommendation", 1765000000.0)] * 2
+    assert seen == [("recommendation", 1765000000.0, True)] * 2  # counted up to now - the attribution window
     assert {(ns, name) for ns, name, _ in api.patches} == {("seldon", "recommendation-experiment")}
     assert all(set(body) == {"spec"} and set(body["spec"]) == {"candidates"} for _, _, body in api.patches)
     weights = {c["name"]: c["weight"] for c in api.doc["spec"]["candidates"]}
@@ -72,6 +72,12 @@ def test_the_deployments_arguments_run_a_bandit_on_the_seldon_experiment(tmp_pat
         text = resp.read().decode()
     assert 'mlplat_experiment_traffic_weight{kind="bandit",model="recommendation",variant="challenger"} 90.0' in text
     assert (tmp_path / "experiments" / "recommendation.json").is_file()
+
+
+def test_the_feedback_endpoint_defaults_to_the_in_cluster_service():
+    for kind in (["bandit", "recommendation"], ["ab", "fraud", "--min-samples", "100", "--tracking-uri", "http://m"]):
+        assert cluster.parser().parse_args(kind).feedback_url == "http://feedback.delivery.svc.cluster.local:9097"
+    assert cluster.parser().parse_args(["bandit", "recommendation"]).attribution_window == 0.0
 
 
 def test_bad_arguments_are_refused():

@@ -43,7 +43,8 @@ class World:
         self.current = dict(weights)
         self.set_calls.append(dict(weights))
 
-    def outcomes(self, model: str, since: float) -> dict[str, Counts]:
+    def outcomes(self, model: str, since: float, *, until: float | None = None) -> dict[str, Counts]:
+        assert until is None  # no attribution window in these runs: every request counts at once
         return self.counts
 
     def clock(self) -> float:
@@ -152,3 +153,76 @@ def test_a_failed_promotion_still_returns_all_traffic_to_the_champion(tmp_path):
     assert world.current == {"champion": 100, "challenger": 0}
     state = load(tmp_path, "recommendation")
     assert state.status == "failed" and "did not load v2" in state.message and state.mlflow_run_id == "run-1"
+
+
+@dataclass(frozen=True)
+class Batch:
+    variant: str
+    served_at: float
+    requests: int
+    clicks: int
+    clicked_at: float  # when its clicks reach the feedback endpoint
+
+
+class DelayedClicks:
+    """Requests served in batches whose clicks arrive later, counted as the feedback endpoint counts them: the
+    requests served in [since, until) and the clicks that have arrived by now."""
+
+    def __init__(self, batches: list[Batch], now: float) -> None:
+        self.batches, self.now = batches, now
+        self.queries: list[float | None] = []
+        self.current: dict[str, int] = {}
+
+    def outcomes(self, model: str, since: float, *, until: float | None = None) -> dict[str, Counts]:
+        self.queries.append(until)
+        out: dict[str, Counts] = {}
+        for b in self.batches:
+            if b.served_at >= since and (until is None or b.served_at < until):
+                c = out.setdefault(b.variant, Counts())
+                arrived = b.clicks if b.clicked_at <= self.now else 0
+                c.served, c.outcomes, c.successes = c.served + b.requests, c.outcomes + arrived, c.successes + arrived
+        return out
+
+    def weights(self, model: str) -> dict[str, int]:
+        return dict(self.current)
+
+    def set_weights(self, model: str, weights) -> None:
+        self.current = dict(weights)
+
+
+def _round(world: DelayedClicks, tmp_path: Path, window_s: float) -> dict[str, float]:
+    settings = ctl.BanditSettings(floor=0.05, seed=3, attribution_window_s=window_s)
+    run = ctl.Bandit.new("recommendation", {"champion": "1", "challenger": "2"}, "ctr", settings,
+                         ctl.controller_info(None, "fake"), clock=lambda: world.now, splitter=world,
+                         outcomes=world.outcomes, state_dir=tmp_path)
+    run.state.started_at = 0.0
+    run.step()
+    return {v: p["p_best"] for v, p in run.state.posteriors.items()}
+
+
+def test_requests_inside_the_click_window_are_not_counted_as_non_clicks(tmp_path):
+    # Both variants click at 20 %; clicks take up to ten minutes to arrive. The challenger got most of the last
+    # minute's traffic, whose clicks have not arrived yet.
+    now = 10_000.0
+    world = DelayedClicks([Batch("champion", 1000.0, 1000, 200, 1600.0), Batch("challenger", 1000.0, 1000, 200,
+                                                                              1600.0),
+                           Batch("challenger", now - 60, 1000, 200, now + 540), Batch("champion", now - 60, 50, 10,
+                                                                                      now + 540)], now)
+    biased = _round(world, tmp_path, 0.0)
+    assert world.queries == [None] and biased["champion"] > 0.99  # 200/2000 against 210/1050: a false leader
+    fair = _round(world, tmp_path, 600.0)
+    assert world.queries[-1] == now - 600  # only requests whose click window has passed
+    assert 0.2 < fair["champion"] < 0.8, fair  # 200/1000 each: no leader
+    assert 40 <= world.current["champion"] <= 60
+
+
+def test_the_window_applies_to_clicks_only_and_must_not_be_negative(tmp_path):
+    world = DelayedClicks([Batch("champion", 1000.0, 10, 5, 1000.0)], 5000.0)
+    run = ctl.Bandit.new("fraud", {"champion": "1", "challenger": "2"}, "success-rate",
+                         ctl.BanditSettings(attribution_window_s=600), ctl.controller_info(None, "fake"),
+                         clock=lambda: world.now, splitter=world, outcomes=world.outcomes, state_dir=tmp_path)
+    assert run.counting_until(5000.0) is None  # success-rate counts outcomes received: no bias to correct
+    with pytest.raises(ctl.ExperimentError, match="attribution window must be >= 0 seconds, got -1"):
+        ctl.Bandit.new("fraud", {"champion": "1", "challenger": "2"}, "ctr",
+                       ctl.BanditSettings(attribution_window_s=-1), ctl.controller_info(None, "fake"),
+                       splitter=world, outcomes=world.outcomes, state_dir=tmp_path)

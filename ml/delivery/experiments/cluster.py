@@ -1,9 +1,11 @@
 """The experiment controllers on the cluster: the same loops, with the Seldon Experiment as the splitter.
 
-    python -m ml.delivery.experiments.cluster bandit MODEL --feedback-url URL [--floor 0.05] [--interval 60s]
-        [--metrics-port 9102] [--state-dir /tmp/experiments] [--namespace seldon]
+    python -m ml.delivery.experiments.cluster bandit MODEL [--feedback-url URL] [--floor 0.05] [--interval 60s]
+        [--attribution-window 30m] [--metrics-port 9102] [--state-dir /tmp/experiments] [--namespace seldon]
     python -m ml.delivery.experiments.cluster ab MODEL --champion-version V --challenger-version V
-        --feedback-url URL --min-samples N [--min-duration 1d] [--split 50] [--tracking-uri URI] ...
+        [--feedback-url URL] --min-samples N [--min-duration 1d] [--split 50] [--tracking-uri URI] ...
+
+`--feedback-url` defaults to the feedback endpoint's in-cluster Service (infra/workloads/feedback.py).
 
 The bandit runs as a Deployment (infra/workloads/experiments.py); its state lives in an emptyDir: a
 restarted pod recomputes the posteriors from the feedback endpoint's counts since `--since` (the
@@ -22,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from contracts.cluster import FEEDBACK_URL
 from ml.delivery.experiments import controller as ctl
 from ml.delivery.experiments import stats
 from ml.delivery.experiments.bandit import DEFAULT_FLOOR
@@ -40,7 +43,8 @@ def parser() -> argparse.ArgumentParser:
     for kind in ("bandit", "ab"):
         s = sub.add_parser(kind)
         s.add_argument("model")
-        s.add_argument("--feedback-url", required=True)
+        s.add_argument("--feedback-url", default=FEEDBACK_URL,
+                       help=f"the feedback endpoint (default: the in-cluster Service, {FEEDBACK_URL})")
         s.add_argument("--namespace", default="seldon", help="namespace of the Seldon Experiment")
         s.add_argument("--metric", choices=ctl.METRICS, default="ctr" if kind == "bandit" else "success-rate")
         s.add_argument("--metrics-port", type=int, default=METRICS_PORT)
@@ -52,6 +56,8 @@ def parser() -> argparse.ArgumentParser:
     bandit = sub.choices["bandit"]
     bandit.add_argument("--floor", type=float, default=DEFAULT_FLOOR)
     bandit.add_argument("--rounds", type=int, help="stop after N rounds (default: run until the pod stops)")
+    bandit.add_argument("--attribution-window", type=ctl.parse_duration, default=ctl.parse_duration("0s"),
+                        help="with ctr, count a request only this long after it was served (its click window)")
     ab = sub.choices["ab"]
     ab.add_argument("--split", type=int, default=50)
     ab.add_argument("--min-samples", type=int, required=True)
@@ -84,7 +90,8 @@ def main(argv: list[str] | None = None, api: ExperimentApi | None = None) -> int
     if args.kind == "bandit":
         state = ExperimentState(model=args.model, kind="bandit", variants=variants, metric=args.metric,
                                 started_at=since, controller=info)
-        settings = ctl.BanditSettings(floor=args.floor, interval_s=args.interval, rounds=args.rounds)
+        settings = ctl.BanditSettings(floor=args.floor, interval_s=args.interval, rounds=args.rounds,
+                                      attribution_window_s=args.attribution_window)
         ctl.Bandit(state, settings, **common).run()
         return 0
     from mlflow import MlflowClient  # only the A/B Job records to MLflow

@@ -10,6 +10,7 @@ and the unit tests run it on fakes.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import socket
@@ -44,8 +45,11 @@ class VariantCounts(Protocol):
     successes: int
 
 
-# (model, since epoch seconds) -> per variant counts (ml/delivery/feedback.py VariantOutcomes)
-OutcomeQuery = Callable[[str, float], Mapping[str, VariantCounts]]
+class OutcomeQuery(Protocol):
+    """Per variant counts of `model`'s requests served in [since, until) (ml/delivery/feedback.py VariantOutcomes);
+    `until` None: up to now."""
+
+    def __call__(self, model: str, since: float, *, until: float | None = None) -> Mapping[str, VariantCounts]: ...
 
 
 class ExperimentError(RuntimeError):
@@ -137,7 +141,7 @@ class ABTest:
         """Read the counts since the start and decide (or report `running`)."""
         now = self.clock()
         elapsed = now - self.state.started_at
-        arms = arm_counts(self.outcomes(self.state.model, self.state.started_at), [CHAMPION, CHALLENGER],
+        arms = arm_counts(self.outcomes(self.state.model, self.state.started_at, until=None), [CHAMPION, CHALLENGER],
                           self.state.metric)
         deadline = self.settings.max_duration_s is not None and elapsed >= self.settings.max_duration_s
         decision = stats.decide(self.settings.plan, arms[CHAMPION], arms[CHALLENGER], elapsed, final=deadline)
@@ -185,6 +189,10 @@ class BanditSettings:
     rounds: int | None = None  # None: until stopped
     draws: int = bandit.DEFAULT_DRAWS
     seed: int | None = None
+    # With `ctr`, a request counts as an impression only once this many seconds have passed since it was served:
+    # before that a click may still come, and counting it as a non-click would bias the variant that recently
+    # got more traffic (the bandit's leader) downwards. 0: every request at once (clicks arrive with the answer).
+    attribution_window_s: float = 0.0
 
 
 class Bandit:
@@ -194,6 +202,8 @@ class Bandit:
                  outcomes: OutcomeQuery, state_dir: Path, metrics: ExperimentMetrics | None = None,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
         bandit.check_floor(settings.floor, len(state.variants))
+        if not (math.isfinite(settings.attribution_window_s) and settings.attribution_window_s >= 0):
+            raise ExperimentError(f"the attribution window must be >= 0 seconds, got {settings.attribution_window_s}")
         self.state, self.settings = state, settings
         self.splitter, self.outcomes, self.state_dir, self.metrics = splitter, outcomes, state_dir, metrics
         self.clock, self.sleep = clock, sleep
@@ -208,9 +218,17 @@ class Bandit:
                                 started_at=clock(), controller=controller, settings=asdict(settings))
         return cls(state, settings, clock=clock, **kwargs)
 
+    def counting_until(self, now: float) -> float | None:
+        """The end of the served requests this round counts: `now - attribution window` for `ctr` (clicks of later
+        requests may still come), None (everything) otherwise."""
+        window = self.settings.attribution_window_s
+        return now - window if self.state.metric == "ctr" and window > 0 else None
+
     def step(self) -> dict[str, int]:
         names = list(self.state.variants)
-        arms = arm_counts(self.outcomes(self.state.model, self.state.started_at), names, self.state.metric)
+        until = self.counting_until(self.clock())
+        arms = arm_counts(self.outcomes(self.state.model, self.state.started_at, until=until), names,
+                          self.state.metric)
         posteriors = {v: bandit.Posterior.of(a.successes, a.trials) for v, a in arms.items()}
         weights, best = bandit.weights(posteriors, self.rng, floor=self.settings.floor, draws=self.settings.draws)
         self.splitter.set_weights(self.state.model, weights)
