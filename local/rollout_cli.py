@@ -2,13 +2,17 @@
 
     mlplat rollout start NAME VERSION [--steps 10,50,100] [--interval 30s] [--min-requests 20] [--stack-file F]
     mlplat rollout status NAME [--json]
+    mlplat rollout abort NAME
+    mlplat rollout start|status|abort ... --cluster [--context CTX]   (the rollout runs as a Job in the cluster)
     mlplat rollout shadow NAME VERSION [--percent 10]
     mlplat rollout shadow-report NAME [--json]
     mlplat rollout shadow-stop NAME
 
 `start` runs in the foreground until the rollout ends and exits 0 when the challenger became champion,
 3 when the analysis stopped it (traffic back on the champion), 1 on an error. The platform is the one
-`mlplat local up` recorded (state directory $MLPLAT_LOCAL_DIR, else .local/).
+`mlplat local up` recorded (state directory $MLPLAT_LOCAL_DIR, else .local/). With `--cluster` the same
+controller runs as a Job in the cluster of the kubeconfig (ml/delivery/rollout_cluster_cli.py); `start` then
+follows it until it ends (or returns at once with `--detach`), and the rollout goes on if the terminal closes.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts import local_platform
+from local import rollout_cluster_main
 from ml.delivery.rollout import DEFAULT_STEPS, RolloutError, format_status, parse_duration, parse_steps
 from ml.delivery.splitter import SplitterError
 
@@ -42,11 +47,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     st.add_argument("--stack-file", type=Path, default=None,
                     help="the stack whose deploy tree a passing challenger is released to (default "
                          "stacks/Pulumi.dev.yaml; one with pull-request promotion leaves a branch to review)")
+    st.add_argument("--detach", action="store_true", help="--cluster: return once the Job is created")
+    _cluster_flags(st)
     st.set_defaults(func=_start)
     ss = sub.add_parser("status", help="step, shares and the analysis of a model's rollout")
     ss.add_argument("name")
     ss.add_argument("--json", action="store_true")
+    _cluster_flags(ss)
     ss.set_defaults(func=_status)
+    sa = sub.add_parser("abort", help="stop a model's rollout: all traffic back on the champion")
+    sa.add_argument("name")
+    _cluster_flags(sa)
+    sa.set_defaults(func=_abort)
     sh = sub.add_parser("shadow", help="mirror a share of live traffic to a challenger (callers get the champion)")
     sh.add_argument("name")
     sh.add_argument("version")
@@ -59,6 +71,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sx = sub.add_parser("shadow-stop", help="stop mirroring")
     sx.add_argument("name")
     sx.set_defaults(func=_shadow_stop)
+
+
+def _cluster_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cluster", action="store_true",
+                        help="the cluster of the kubeconfig instead of the local platform (the rollout runs as a Job)")
+    parser.add_argument("--context", help="--cluster: the kubeconfig context (default: the current one)")
 
 
 def _cfg(command: str) -> Any:
@@ -82,6 +100,8 @@ def _start(args: argparse.Namespace) -> int:
     if args.min_requests < 1:
         print("mlplat rollout start: --min-requests must be >= 1", file=sys.stderr)
         return 2
+    if args.cluster:
+        return rollout_cluster_main.start(args)
     rollout_runner, cfg = _cfg("start")
     from local import deploy_apply  # with the platform's modules, as above
 
@@ -96,6 +116,8 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    if args.cluster:
+        return rollout_cluster_main.status(args)
     rollout_runner, cfg = _cfg("status")
     r, live, note = rollout_runner.status(cfg, args.name)
     if r is None:
@@ -105,6 +127,19 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps({**asdict(r), "live_shares": live, "note": note}, indent=1))
     else:
         print(format_status(r, live) + (f"\nnote: {note}" if note else ""))
+    return 0
+
+
+def _abort(args: argparse.Namespace) -> int:
+    if args.cluster:
+        return rollout_cluster_main.abort(args)
+    rollout_runner, cfg = _cfg("abort")
+    try:
+        r = rollout_runner.abort(cfg, args.name)
+    except (RolloutError, SplitterError) as exc:
+        print(f"mlplat rollout abort: {exc}", file=sys.stderr)
+        return 1
+    print(format_status(r))
     return 0
 
 

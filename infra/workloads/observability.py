@@ -37,6 +37,7 @@ from infra.workloads.isolation import (
     PORT_REDIS,
     CidrIngressRule,
     EgressRule,
+    IngressRule,
     NamespacePolicy,
     PeerEgressRule,
     network_policies,
@@ -51,6 +52,8 @@ from infra.workloads.kube import (
     pod_security_context,
     service_monitor,
 )
+from infra.workloads.rollout_job import NAMESPACE as ROLLOUT_NAMESPACE
+from infra.workloads.rollout_job import PROMETHEUS_PORT as ROLLOUT_PROMETHEUS_PORT
 from stacks.context import StackContext
 
 NAMESPACE = MONITORING_NAMESPACE
@@ -208,7 +211,10 @@ class Observability(pulumi.ComponentResource):
         network_policies(NamespacePolicy(
             NAMESPACE, scraped=False,
             # The API server calls the operator's admission webhook from the control plane's interfaces in the VPC.
-            ingress=[CidrIngressRule(vpc_cidr, (OPERATOR_WEBHOOK_PORT,))],
+            ingress=[CidrIngressRule(vpc_cidr, (OPERATOR_WEBHOOK_PORT,)),
+                     # The cluster rollouts' analysis (infra/workloads/rollouts.py) queries Prometheus' HTTP API.
+                     *([IngressRule((ROLLOUT_NAMESPACE,), (ROLLOUT_PROMETHEUS_PORT,))]
+                       if ctx.cfg.workloads.rollouts.enabled and ctx.cfg.workloads.gitops.enabled else [])],
             # Prometheus scrapes pods of every namespace on their metrics ports and Alertmanager calls the
             # receivers' Services (a namespace peer: their cluster IPs are in no VPC range); the kubelets and
             # node-exporter (host network) are node addresses; Grafana and Alertmanager call out over HTTPS.

@@ -25,6 +25,7 @@ from infra.workloads.mlflow import Mlflow, MlflowArgs
 from infra.workloads.models_cluster import ReferenceModels, ReferenceModelsArgs
 from infra.workloads.observability import Observability, ObservabilityArgs
 from infra.workloads.pipelines import Pipelines, PipelinesArgs
+from infra.workloads.rollouts import Rollouts, RolloutsArgs
 from infra.workloads.seldon import ModelServerRepository, ModelServerRepositoryArgs, Seldon, SeldonArgs
 from infra.workloads.spark import SparkFeatures, SparkFeaturesArgs, spark_image
 from infra.workloads.tracing import Tracing, TracingArgs
@@ -103,6 +104,13 @@ class Platform(pulumi.ComponentResource):
         if bandit_models(ctx):  # its service account lives in the governance namespace
             ExperimentControllers("experiments", ExperimentControllersArgs(
                 ctx=ctx, image=repo.image, depends_on=[governance, *base]), child)
+        if wl.rollouts.enabled and wl.gitops.enabled and seldon is not None:
+            # The cluster rollout Job's settings, state objects, Role and egress (the Job is made on demand).
+            from infra.workloads.mlflow import tracking_uri as rollout_tracking_uri
+
+            Rollouts("rollouts", RolloutsArgs(
+                ctx=ctx, image=repo.image, bucket=data.buckets["models"], tracking_uri=rollout_tracking_uri(),
+                depends_on=[governance, seldon, *base]), child)
         if wl.pipelines.enabled:
             from infra.workloads.mlflow import tracking_uri
 
