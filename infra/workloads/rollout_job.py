@@ -24,10 +24,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from contracts import rollback
-from contracts.cluster import SELDON_NAMESPACE, WORKLOAD_IDENTITIES
+from contracts.cluster import NODE_ROLE_LABEL, SELDON_NAMESPACE, WORKLOAD_IDENTITIES
 from contracts.pipelines import DEPLOY_CREDENTIALS_DIR
-from infra.workloads.kube import CONTAINER_SECURITY_CONTEXT, NODE_ROLE_LABEL, TMP_MOUNT, labels, pod_security_context
-from infra.workloads.kube import tmp_volume as _tmp_volume
+from infra.workloads.pod_spec import CONTAINER_SECURITY_CONTEXT, TMP_MOUNT, labels, pod_security_context
+from infra.workloads.pod_spec import tmp_volume as _tmp_volume
 
 IDENTITY = "training"  # publishes versions to the Seldon slots (IRSA) and writes the deploy tree, as the receiver
 NAMESPACE = WORKLOAD_IDENTITIES[IDENTITY].namespace
@@ -109,7 +109,9 @@ def job(settings: Settings, model: str, version: str, steps: Sequence[int], inte
     command = ["python", "-m", "ml.delivery.cluster_rollout", model, str(version),
                "--steps", ",".join(str(s) for s in steps), "--interval", f"{interval_s:g}s",
                "--min-requests", str(min_requests), "--poll", f"{poll_s:g}s"]
-    pod_labels = {**labels("delivery", CONTROLLER), **SELECTOR, "mlplatform.io/model": model}
+    # Made on demand by the CLI, not by the stack.
+    pod_labels = {**labels("delivery", CONTROLLER), **SELECTOR, "mlplatform.io/model": model,
+                  "app.kubernetes.io/managed-by": "mlplat-rollout"}
     mounts, volumes = [TMP_MOUNT], [_tmp_volume("256Mi")]
     if settings.deploy_secret:
         mounts.append({"name": "deploy-git", "mountPath": DEPLOY_CREDENTIALS_DIR, "readOnly": True})

@@ -13,6 +13,7 @@ context). A missing kubeconfig, an unreachable API server, a refused call (RBAC)
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from ml.delivery.seldon import GROUP, PLURAL, VERSION
@@ -49,7 +50,8 @@ class KubernetesApi:
             except config.ConfigException:
                 pass
         try:
-            api = config.new_client_from_config(context=context)
+            # $KUBECONFIG read now (the client reads it once, when it is imported); a list of files is merged.
+            api = config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"), context=context)
         except (config.ConfigException, FileNotFoundError, OSError) as exc:
             raise KubeError(f"no usable kube config ({exc}): set KUBECONFIG or write ~/.kube/config "
                             "(`aws eks update-kubeconfig --name <cluster>`), or pass --context") from None
