@@ -48,6 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="the stack whose deploy tree a passing challenger is released to (default "
                          "stacks/Pulumi.dev.yaml; one with pull-request promotion leaves a branch to review)")
     st.add_argument("--detach", action="store_true", help="--cluster: return once the Job is created")
+    st.add_argument("--poll", type=parse_duration, default=None,
+                    help="--cluster: how often the analysis runs (default 15s; the cluster's rules evaluate every 30s)")
     _cluster_flags(st)
     st.set_defaults(func=_start)
     ss = sub.add_parser("status", help="step, shares and the analysis of a model's rollout")

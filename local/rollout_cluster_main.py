@@ -19,6 +19,7 @@ from ml.delivery.rollout import RolloutError, format_status
 from ml.delivery.seldon import SplitterError
 
 EXIT_STOPPED = 3
+DEFAULT_POLL_S = 15.0
 
 
 def _api(command: str, context: str | None) -> Any:
@@ -43,7 +44,7 @@ def start(args: argparse.Namespace) -> int:
     since = time.time()
     try:
         job = cl.start(api, args.name, args.version, args.steps, args.interval, args.min_requests,
-                       started_by=getpass.getuser())
+                       started_by=getpass.getuser(), poll_s=args.poll or DEFAULT_POLL_S)
     except (RolloutError, KubeError) as exc:
         return _fail("start", exc)
     where = f"{job['metadata']['namespace']}/{job['metadata']['name']}"

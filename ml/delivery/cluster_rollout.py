@@ -66,6 +66,7 @@ POLICY_ENV = "MLPLAT_PROMOTION_POLICY"
 NAMESPACE_ENV = "MLPLAT_SELDON_NAMESPACE"
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
 TIMING_ENV = "MLPLAT_RULE_TIMING"
+SLOT_DIR_ENV = "MLPLAT_SLOT_DIR"  # a directory bucket instead of S3 (the local platform's slots)
 ACTOR = "mlplat rollout (cluster)"
 
 
@@ -265,7 +266,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rule-timing", type=parse_timing, default=None,
                    help=f"`cluster` (the PrometheusRule's windows) or JSON of contracts/rollback.py Timing (default "
                         f"${TIMING_ENV}, from the stack's settings, else `cluster`)")
-    p.add_argument("--slot-dir", type=Path, help="a directory bucket instead of S3 (tests, the local platform)")
+    p.add_argument("--slot-dir", type=Path, help=f"a directory bucket instead of S3, as the local platform's slots "
+                                                 f"(default ${SLOT_DIR_ENV}; unset: S3 with the pod's identity)")
     return p
 
 
@@ -291,10 +293,14 @@ def main(argv: list[str] | None = None, api: Any = None, env: Mapping[str, str] 
             from ml.delivery.kube_api import KubernetesApi
 
             api = KubernetesApi.connect()
-        if args.slot_dir is not None:
+        slot_dir = args.slot_dir or (Path(env[SLOT_DIR_ENV]) if env.get(SLOT_DIR_ENV) else None)
+        if slot_dir is not None:
             from ml.training.directory_bucket import DirectoryBucket
 
-            s3: Any = DirectoryBucket(args.slot_dir)
+            s3: Any = DirectoryBucket(slot_dir)
+            bucket = tree_publish.parse_parameter(settings[DEPLOY_ENV]).target.bucket
+            if bucket:
+                s3.create_bucket(Bucket=bucket)
         else:
             import boto3  # the pod's IRSA identity
 
