@@ -14,7 +14,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from contracts.cluster import NODE_ROLE_LABEL, SYSTEM_TOLERATION, WORKLOAD_IDENTITIES
-from infra.workloads.pod_spec import (
+from contracts.pod_spec import (
     CONTAINER_SECURITY_CONTEXT,
     PART_OF,
     TMP_MOUNT,
@@ -34,7 +34,7 @@ PSS_PRIVILEGED = "privileged"
 # (the image decides its user), which `restricted` refuses; the Argo controller and its CRD job set no seccomp
 # profile (docs/CONFORMANCE.md, Pod Security admission).
 PSS_BASELINE = "baseline"
-# Re-exported for the workload modules (the pod-spec pieces live in pod_spec.py, which needs no Pulumi).
+# Re-exported for the workload modules (the pod-spec pieces live in contracts/pod_spec.py, which needs no Pulumi).
 __all__ = ["CONTAINER_SECURITY_CONTEXT", "NODE_ROLE_LABEL", "PART_OF", "SYSTEM_TOLERATION", "TMP_MOUNT", "labels",
            "pod_security_context", "tmp_volume"]
 

@@ -28,6 +28,8 @@ from contracts.alerts import rule_groups
 from contracts.models import DashboardPanel
 from contracts.rollback import ACTION, ACTION_LABEL
 from contracts.rollback import rule_groups as rollback_rule_groups
+from contracts.rollout_job import NAMESPACE as ROLLOUT_NAMESPACE
+from contracts.rollout_job import PROMETHEUS_PORT as ROLLOUT_PROMETHEUS_PORT
 from infra.aws.interfaces import DataServices
 from infra.workloads.args import WorkloadArgs
 from infra.workloads.isolation import (
@@ -52,8 +54,6 @@ from infra.workloads.kube import (
     pod_security_context,
     service_monitor,
 )
-from infra.workloads.rollout_job import NAMESPACE as ROLLOUT_NAMESPACE
-from infra.workloads.rollout_job import PROMETHEUS_PORT as ROLLOUT_PROMETHEUS_PORT
 from stacks.context import StackContext
 
 NAMESPACE = MONITORING_NAMESPACE

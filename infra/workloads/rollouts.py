@@ -1,6 +1,6 @@
 """Progressive rollouts on the cluster (`workloads.rollouts`): what a rollout Job needs, made once by the stack.
 
-The Job itself is made on demand by `mlplat rollout start NAME VERSION --cluster` (infra/workloads/rollout_job.py,
+The Job itself is made on demand by `mlplat rollout start NAME VERSION --cluster` (contracts/rollout_job.py,
 which also describes every object below): the settings ConfigMap it reads, a state ConfigMap per enabled model
 next to its Experiment, the Role that may get and patch exactly those Experiments and ConfigMaps (bound to the
 `training` service account, which already publishes versions to the Seldon slots and writes the deploy tree for
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
+from contracts import rollout_job as rj
 from contracts.cluster import SELDON_NAMESPACE
-from infra.workloads import rollout_job as rj
 from infra.workloads.governance import ops_image
 from infra.workloads.kube import labels
 from stacks.context import StackContext

@@ -1,6 +1,6 @@
 """A rollout on the cluster: ml/delivery/rollout.py's controller with the Seldon Experiment as the splitter,
 the cluster's Prometheus for the analysis and the deploy tree for the promotion. It runs as a Job
-(`mlplat rollout start NAME VERSION --cluster` renders it: infra/workloads/rollout_job.py), so it goes on
+(`mlplat rollout start NAME VERSION --cluster` renders it: contracts/rollout_job.py), so it goes on
 when the laptop that started it closes:
 
     python -m ml.delivery.cluster_rollout MODEL VERSION [--steps 10,50,100] [--interval 5m] [--min-requests 100]

@@ -1,7 +1,7 @@
 """`mlplat rollout start|status|abort --cluster`: the rollout Job on the cluster, from any machine with a kubeconfig.
 
 - `start`: reads the stack's settings (ConfigMap `ml-training/rollout-settings`), renders the Job
-  (infra/workloads/rollout_job.py) and creates it; with `--follow` (the default) prints the rollout's progress
+  (contracts/rollout_job.py) and creates it; with `--follow` (the default) prints the rollout's progress
   from its state ConfigMap until it ends. Closing the terminal does not stop the rollout: it runs in the cluster.
 - `status`: the state ConfigMap, the Experiment's live weights and the Job's condition.
 - `abort`: deletes the Job (its pod hands the traffic back on SIGTERM), then sets the champion to 100 % itself
@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from infra.workloads import rollout_job as rj
+from contracts import rollout_job as rj
 from ml.delivery.cluster_rollout import ConfigMapStore
 from ml.delivery.kube_api import KubeError, NotFound
 from ml.delivery.rollout import Rollout, RolloutError

@@ -1,4 +1,4 @@
-"""The cluster rollout (infra/workloads/rollouts.py, rollout_job.py): what the stack declares for it (settings,
+"""The cluster rollout (infra/workloads/rollouts.py, contracts/rollout_job.py): what the stack declares for it (settings,
 state ConfigMaps, a Role limited to the named Experiments and ConfigMaps, egress to Prometheus and Prometheus
 admitting it) and the Job `mlplat rollout start --cluster` renders, admitted at Pod Security `restricted` in the
 namespace the plan declares, by the conformance admission evaluator."""
@@ -11,11 +11,11 @@ import json
 import pytest
 
 from contracts import rollback
+from contracts import rollout_job as rj
 from contracts.cluster import SELDON_NAMESPACE
 from infra.conformance import admission
 from infra.conformance.model import KubeObject
 from infra.offline.synth import read_stack_config, synthesize
-from infra.workloads import rollout_job as rj
 from stacks.config import load_stack_file, stack_file
 
 pytestmark = pytest.mark.iac

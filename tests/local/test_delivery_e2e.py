@@ -249,7 +249,7 @@ class Cluster:
 
     def __init__(self, kube_fake: Any, platform: dict[str, Any], tmp: Path, challenger: str) -> None:
         from contracts import deploy_tree
-        from infra.workloads import rollout_job as rj
+        from contracts import rollout_job as rj
         from local import traffic
         from local.prometheus import local_timing
         from ml.delivery import gitops

@@ -1,7 +1,7 @@
 """The cluster rollout's wiring without a cluster: the official Kubernetes client against the fake API server
 (tests/kube_fake.py: merge patches, the Seldon Experiment CRD schema, RBAC rules), the state ConfigMap, the
 controller on the Experiment, the `--cluster` commands (start, status, abort) and the errors that name what is
-wrong. No process is started here (the end-to-end run is tests/local/test_cluster_rollout_e2e.py)."""
+wrong. No process is started here (the end-to-end run is in tests/local/test_delivery_e2e.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from contracts import deploy_tree, rollback
+from contracts import rollout_job as rj
 from contracts.deploy_tree import ModelRelease
-from infra.workloads import rollout_job as rj
 from local import rollout_cli
 from ml.delivery import cluster_rollout, rollout_cluster_cli
 from ml.delivery.kube_api import KubeError, KubernetesApi

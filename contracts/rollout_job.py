@@ -26,8 +26,8 @@ from typing import Any
 from contracts import rollback
 from contracts.cluster import NODE_ROLE_LABEL, SELDON_NAMESPACE, WORKLOAD_IDENTITIES
 from contracts.pipelines import DEPLOY_CREDENTIALS_DIR
-from infra.workloads.pod_spec import CONTAINER_SECURITY_CONTEXT, TMP_MOUNT, labels, pod_security_context
-from infra.workloads.pod_spec import tmp_volume as _tmp_volume
+from contracts.pod_spec import CONTAINER_SECURITY_CONTEXT, TMP_MOUNT, labels, pod_security_context
+from contracts.pod_spec import tmp_volume as _tmp_volume
 
 IDENTITY = "training"  # publishes versions to the Seldon slots (IRSA) and writes the deploy tree, as the receiver
 NAMESPACE = WORKLOAD_IDENTITIES[IDENTITY].namespace
