@@ -30,6 +30,7 @@ from ml.delivery.rollout import DEFAULT_STEPS, RolloutError, format_status, pars
 from ml.delivery.splitter import SplitterError
 
 EXIT_STOPPED = 3
+LOCAL_INTERVAL, CLUSTER_INTERVAL = "30s", "10m"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,8 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     st.add_argument("name")
     st.add_argument("version")
     st.add_argument("--steps", type=parse_steps, default=DEFAULT_STEPS, help="challenger shares in %% (10,50,100)")
-    st.add_argument("--interval", type=parse_duration, default=parse_duration("30s"),
-                    help="how long each step runs before it may pass (30s, 2m, ...)")
+    st.add_argument("--interval", type=parse_duration, default=None,
+                    help="how long each step runs before it may pass (30s, 2m, ...; default 30s locally, 10m with "
+                         "--cluster: longer than the cluster rules' `for`, 5m for latency)")
     st.add_argument("--min-requests", type=int, default=20,
                     help="challenger answers a step needs before it may pass (default 20)")
     st.add_argument("--stack-file", type=Path, default=None,
@@ -102,6 +104,8 @@ def _start(args: argparse.Namespace) -> int:
     if args.min_requests < 1:
         print("mlplat rollout start: --min-requests must be >= 1", file=sys.stderr)
         return 2
+    if args.interval is None:
+        args.interval = parse_duration(CLUSTER_INTERVAL if args.cluster else LOCAL_INTERVAL)
     if args.cluster:
         return rollout_cluster_main.start(args)
     rollout_runner, cfg = _cfg("start")
