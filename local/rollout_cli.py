@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,17 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
+def _local(command: str, call: Callable[[Any, Any], Any]) -> tuple[bool, Any]:
+    """`call(rollout_runner, cfg)` on the running local platform: (True, its result), or (False, None) once the
+    failure is printed as `mlplat rollout COMMAND: why`."""
+    rollout_runner, cfg = _cfg(command)
+    try:
+        return True, call(rollout_runner, cfg)
+    except (RolloutError, SplitterError, ValueError) as exc:
+        print(f"mlplat rollout {command}: {exc}", file=sys.stderr)
+        return False, None
+
+
 def _start(args: argparse.Namespace) -> int:
     if args.min_requests < 1:
         print("mlplat rollout start: --min-requests must be >= 1", file=sys.stderr)
@@ -108,14 +120,15 @@ def _start(args: argparse.Namespace) -> int:
         args.interval = parse_duration(CLUSTER_INTERVAL if args.cluster else LOCAL_INTERVAL)
     if args.cluster:
         return rollout_cluster_main.start(args)
-    rollout_runner, cfg = _cfg("start")
-    from local import deploy_apply  # with the platform's modules, as above
 
-    try:
-        result = rollout_runner.start(cfg, args.name, args.version, args.steps, args.interval, args.min_requests,
-                                      say=_say, stack=deploy_apply.stack_config(args.stack_file))
-    except (RolloutError, SplitterError, ValueError) as exc:
-        print(f"mlplat rollout start: {exc}", file=sys.stderr)
+    def start(rollout_runner: Any, cfg: Any) -> Any:
+        from local import deploy_apply  # with the platform's modules (_cfg)
+
+        return rollout_runner.start(cfg, args.name, args.version, args.steps, args.interval, args.min_requests,
+                                    say=_say, stack=deploy_apply.stack_config(args.stack_file))
+
+    ok, result = _local("start", start)
+    if not ok:
         return 1
     print(format_status(result))
     return 0 if result.phase == "promoted" else EXIT_STOPPED
@@ -139,22 +152,16 @@ def _status(args: argparse.Namespace) -> int:
 def _abort(args: argparse.Namespace) -> int:
     if args.cluster:
         return rollout_cluster_main.abort(args)
-    rollout_runner, cfg = _cfg("abort")
-    try:
-        r = rollout_runner.abort(cfg, args.name)
-    except (RolloutError, SplitterError) as exc:
-        print(f"mlplat rollout abort: {exc}", file=sys.stderr)
+    ok, r = _local("abort", lambda rr, cfg: rr.abort(cfg, args.name))
+    if not ok:
         return 1
     print(format_status(r))
     return 0
 
 
 def _shadow(args: argparse.Namespace) -> int:
-    rollout_runner, cfg = _cfg("shadow")
-    try:
-        rollout_runner.shadow_start(cfg, args.name, args.version, args.percent, say=_say)
-    except (RolloutError, SplitterError, ValueError) as exc:
-        print(f"mlplat rollout shadow: {exc}", file=sys.stderr)
+    ok, _ = _local("shadow", lambda rr, cfg: rr.shadow_start(cfg, args.name, args.version, args.percent, say=_say))
+    if not ok:
         return 1
     print(f"`mlplat rollout shadow-report {args.name}` compares the answers; `mlplat rollout shadow-stop "
           f"{args.name}` ends the mirroring")
@@ -168,11 +175,8 @@ def _fmt(v: float | None, unit: str = "") -> str:
 
 
 def _shadow_report(args: argparse.Namespace) -> int:
-    rollout_runner, cfg = _cfg("shadow-report")
-    try:
-        doc = rollout_runner.shadow_report(cfg, args.name)
-    except (RolloutError, SplitterError) as exc:
-        print(f"mlplat rollout shadow-report: {exc}", file=sys.stderr)
+    ok, doc = _local("shadow-report", lambda rr, cfg: rr.shadow_report(cfg, args.name))
+    if not ok:
         return 1
     if args.json:
         print(json.dumps(doc, indent=1))
@@ -190,11 +194,8 @@ def _shadow_report(args: argparse.Namespace) -> int:
 
 
 def _shadow_stop(args: argparse.Namespace) -> int:
-    rollout_runner, cfg = _cfg("shadow-stop")
-    try:
-        rollout_runner.shadow_stop(cfg, args.name)
-    except (RolloutError, SplitterError, ValueError) as exc:
-        print(f"mlplat rollout shadow-stop: {exc}", file=sys.stderr)
+    ok, _ = _local("shadow-stop", lambda rr, cfg: rr.shadow_stop(cfg, args.name))
+    if not ok:
         return 1
     print(f"{args.name}: mirroring stopped")
     return 0

@@ -190,13 +190,14 @@ def abort(cfg: LocalConfig, model: str, timeout_s: float = 30) -> Rollout:
     if r.phase != "running":
         return r
     if _alive(r.pid):
-        os.kill(r.pid, signal.SIGINT)
+        os.kill(r.pid, signal.SIGINT)  # the controller hands the traffic back and records its end
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             time.sleep(0.2)
             current = states.load(model)
             if current is not None and current.phase != "running":
-                return current
+                r = current
+                break
     traffic.splitter(cfg).set_weights(model, split(model, 0))
     r.phase, r.reason = "aborted", f"aborted by mlplat rollout abort; {CHAMPION} back at 100 %"
     r.shares = split(model, 0)

@@ -46,6 +46,7 @@ from contracts import rollback
 from contracts.cluster import SELDON_NAMESPACE
 from ml.delivery import tree_publish
 from ml.delivery.gitops import GitOpsError
+from ml.delivery.kube_api import KubeError, KubernetesApi
 from ml.delivery.rollout import (
     DEFAULT_STEPS,
     Controller,
@@ -290,8 +291,6 @@ def main(argv: list[str] | None = None, api: Any = None, env: Mapping[str, str] 
     try:
         settings = _environment(env)
         if api is None:
-            from ml.delivery.kube_api import KubernetesApi
-
             api = KubernetesApi.connect()
         slot_dir = args.slot_dir or (Path(env[SLOT_DIR_ENV]) if env.get(SLOT_DIR_ENV) else None)
         if slot_dir is not None:
@@ -314,7 +313,7 @@ def main(argv: list[str] | None = None, api: Any = None, env: Mapping[str, str] 
                      timing=timing, namespace=env.get(NAMESPACE_ENV, SELDON_NAMESPACE),
                      say=lambda line: print(line, flush=True), poll_s=args.poll,
                      runner=env.get("HOSTNAME", ""))
-    except (RolloutError, SplitterError, GitOpsError) as exc:
+    except (RolloutError, SplitterError, GitOpsError, KubeError) as exc:
         print(f"rollout of {args.model} v{args.version}: {exc}", file=sys.stderr, flush=True)
         return 1
     except Terminated as exc:

@@ -132,13 +132,14 @@ def abort(api: ClusterApi, model: str, by: str = "mlplat rollout abort") -> Roll
     cfg = settings(api)
     if model not in cfg.models():
         raise RolloutError(f"model {model!r} is not enabled in this stack (enabled: {', '.join(cfg.models())})")
+    store = ConfigMapStore(api, cfg.seldon_namespace, runner=by)
+    before = store.load(model)
     if job_state(api, model) != "none":
-        api.delete_job(rj.NAMESPACE, rj.job_name(model))
+        api.delete_job(rj.NAMESPACE, rj.job_name(model))  # the pod's SIGTERM handler records its own end first
         _wait_gone(api, model)
     SeldonSplitter(api, cfg.seldon_namespace).set_weights(model, split(model, 0))
-    store = ConfigMapStore(api, cfg.seldon_namespace, runner=by)
     record = store.load(model)
-    if record is not None and record.phase == "running":
+    if record is not None and before is not None and before.phase == "running":
         record.phase, record.reason = "aborted", f"aborted by {by}; {CHAMPION} back at 100 %"
         record.shares = split(model, 0)
         store.save(record)

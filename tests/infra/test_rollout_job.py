@@ -1,5 +1,5 @@
-"""The cluster rollout (infra/workloads/rollouts.py, contracts/rollout_job.py): what the stack declares for it (settings,
-state ConfigMaps, a Role limited to the named Experiments and ConfigMaps, egress to Prometheus and Prometheus
+"""The cluster rollout (infra/workloads/rollouts.py, contracts/rollout_job.py): what the stack declares for it
+(settings, state ConfigMaps, a Role limited to the named Experiments and ConfigMaps, egress to Prometheus and Prometheus
 admitting it) and the Job `mlplat rollout start --cluster` renders, admitted at Pod Security `restricted` in the
 namespace the plan declares, by the conformance admission evaluator."""
 
@@ -156,3 +156,16 @@ def test_bad_input_is_named(synth, kw, message):
 def test_settings_missing_a_key_name_it():
     with pytest.raises(ValueError, match="lacks MLPLAT_DEPLOY"):
         rj.Settings.from_config_map({k: "x" for k in rj.SETTINGS_KEYS if k != "MLPLAT_DEPLOY"})
+
+
+def test_the_conformance_checks_know_the_on_demand_jobs_pod_labels(synth):
+    """The wiring check learns of the Job from external-objects.yaml (it is not in the plan); the entry must carry
+    the labels the Job really has, or the egress policy would be judged against a pod that does not exist."""
+    from infra.conformance.selectors import load_external
+
+    external = [o.manifest for o in load_external() if o.manifest["kind"] == "Job"
+                and o.manifest["metadata"]["namespace"] == rj.NAMESPACE]
+    assert len(external) == 1
+    rendered = _job(synth("dev"))["spec"]["template"]["metadata"]["labels"]
+    listed = external[0]["spec"]["template"]["metadata"]["labels"]
+    assert {k: v for k, v in rendered.items() if k != "mlplatform.io/model"} == listed

@@ -236,6 +236,36 @@ def test_a_good_challenger_reaches_100_percent_and_becomes_champion(platform, ru
     consistent(platform["env"], **{MODEL: platform["champion"]})
 
 
+def test_abort_hands_a_running_rollouts_traffic_back_to_the_champion(platform, run_mlplat):
+    repo = Path(__file__).resolve().parents[2]
+    good = platform["good"]
+    with Load(platform["splitter"], platform["bodies"], late=False):
+        rollout = subprocess.Popen([str(repo / ".venv" / "bin" / "mlplat"), "rollout", "start", MODEL, good,
+                                    "--steps", "10,50,100", "--interval", "5m"], cwd=repo, env=platform["env"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                doc = _status(platform, run_mlplat) if (platform["state"] / "rollouts" / f"{MODEL}.json").is_file() \
+                    else {}
+                if doc.get("phase") == "running" and doc.get("shares", {}).get("challenger") == 10 \
+                        and doc.get("version") == good:
+                    break
+                time.sleep(0.5)
+            else:
+                pytest.fail("the rollout never reached its first step")
+            out = run_mlplat(platform["env"], "rollout", "abort", MODEL, timeout=120)
+            rollout.wait(timeout=60)
+        finally:
+            if rollout.poll() is None:
+                rollout.kill()
+    assert out.returncode == 0, out.stdout + out.stderr
+    doc = _status(platform, run_mlplat)
+    assert doc["phase"] == "aborted" and "aborted by mlplat rollout abort" in doc["reason"], doc
+    assert doc["shares"] == doc["live_shares"] == {"champion": 100, "challenger": 0}
+    assert platform["client"].get_model_version_by_alias(MODEL, "champion").version == platform["champion"]
+
+
 # The cluster rollout (ml/delivery/cluster_rollout.py), run as its Job would run on the cluster, against this
 # platform's Prometheus and a fake Kubernetes API (tests/kube_fake.py): the Experiment's patches are merge
 # patches validated against the Seldon CRD schema, the Job's service account has exactly the stack's Role, and
