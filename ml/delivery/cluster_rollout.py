@@ -44,6 +44,7 @@ from typing import Any, Protocol
 
 from contracts import rollback
 from contracts.cluster import SELDON_NAMESPACE
+from contracts.rollout_job import state_name
 from ml.delivery import tree_publish
 from ml.delivery.gitops import GitOpsError
 from ml.delivery.kube_api import KubeError, KubernetesApi
@@ -71,11 +72,6 @@ SLOT_DIR_ENV = "MLPLAT_SLOT_DIR"  # a directory bucket instead of S3 (the local 
 ACTOR = "mlplat rollout (cluster)"
 
 
-def state_name(model: str) -> str:
-    """The ConfigMap holding `model`'s rollout state (in the Experiment's namespace)."""
-    return f"{model}-rollout"
-
-
 class StateApi(Protocol):
     def get_config_map(self, namespace: str, name: str) -> dict[str, Any]: ...
 
@@ -100,10 +96,6 @@ class ConfigMapStore:
         cm = self.api.get_config_map(self.namespace, state_name(model))
         text = (cm.get("data") or {}).get(STATE_KEY)
         return Rollout.from_dict(json.loads(text)) if text else None
-
-    def runner_of(self, model: str) -> str:
-        """The Job (pod) that wrote the state last."""
-        return str((self.api.get_config_map(self.namespace, state_name(model)).get("data") or {}).get("runner", ""))
 
 
 def prometheus_query(base_url: str, timeout_s: float = 10) -> Callable[[str], list[dict[str, Any]]]:

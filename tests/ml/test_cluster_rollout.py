@@ -76,7 +76,8 @@ def test_the_official_client_sends_merge_patches_the_crd_accepts(served):
     store = cluster_rollout.ConfigMapStore(api, NS, runner="rollout-fraud-x1")
     record = Rollout("fraud", "3", "1", [10, 100], 60.0)
     store.save(record)
-    assert store.load("fraud") == record and store.runner_of("fraud") == "rollout-fraud-x1"
+    assert store.load("fraud") == record
+    assert fake.objects[("configmaps", NS, "fraud-rollout")]["data"]["runner"] == "rollout-fraud-x1"
     patches = [(verb, ctype) for token, verb, _, ctype in fake.log if verb == "patch"]
     assert patches == [("patch", "application/merge-patch+json")] * 2
 
