@@ -10,7 +10,6 @@ import argparse
 import getpass
 import json
 import sys
-import time
 from dataclasses import asdict
 from typing import Any
 
@@ -41,8 +40,8 @@ def start(args: argparse.Namespace) -> int:
     from ml.delivery import rollout_cluster_cli as cl
 
     api = _api("start", args.context)
-    since = time.time()
     try:
+        previous = cl.last_started(api, args.name)
         job = cl.start(api, args.name, args.version, args.steps, args.interval, args.min_requests,
                        started_by=getpass.getuser(), poll_s=args.poll or DEFAULT_POLL_S)
     except (RolloutError, KubeError) as exc:
@@ -55,7 +54,7 @@ def start(args: argparse.Namespace) -> int:
               "stops it")
         return 0
     try:
-        result = cl.follow(api, args.name, since, lambda line: print(line, flush=True))
+        result = cl.follow(api, args.name, previous, lambda line: print(line, flush=True))
     except (RolloutError, KubeError) as exc:
         return _fail("start", exc)
     except KeyboardInterrupt:

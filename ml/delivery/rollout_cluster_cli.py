@@ -146,16 +146,27 @@ def abort(api: ClusterApi, model: str, by: str = "mlplat rollout abort") -> Roll
     return record
 
 
-def follow(api: ClusterApi, model: str, since: float, say: Callable[[str], None], *, poll_s: float = 5,
+def last_started(api: ClusterApi, model: str) -> float | None:
+    """When the recorded rollout of `model` started (None: none recorded): `follow` waits for a newer one. The
+    record's own time is compared, not this machine's clock, which may differ from the cluster's."""
+    try:
+        record = ConfigMapStore(api, settings(api).seldon_namespace).load(model)
+    except NotFound:
+        return None
+    return record.started if record is not None else None
+
+
+def follow(api: ClusterApi, model: str, previous: float | None, say: Callable[[str], None], *, poll_s: float = 5,
            sleep: Callable[[float], None] = time.sleep, timeout_s: float | None = None) -> Rollout:
-    """Print the rollout's progress until it ends (its state no longer `running`)."""
+    """Print the progress of the rollout recorded after `previous` (`last_started` before the Job was made) until it
+    ends (its state no longer `running`)."""
     cfg = settings(api)
     store = ConfigMapStore(api, cfg.seldon_namespace)
     seen: tuple[Any, ...] = ()
     began = time.monotonic()
     while True:
         record = store.load(model)
-        fresh = record is not None and record.started >= since - 1
+        fresh = record is not None and record.started != previous
         if fresh and record is not None:
             now = (record.phase, record.step, tuple(h.verdict for h in record.history))
             if now != seen:
@@ -165,8 +176,9 @@ def follow(api: ClusterApi, model: str, since: float, say: Callable[[str], None]
                     f"{record.shares}" + (f": {record.reason}" if record.reason else ""))
             if record.phase != "running":
                 return record
-        elif job_state(api, model) == "failed":
-            raise RolloutError(f"the rollout Job {rj.NAMESPACE}/{rj.job_name(model)} failed before it recorded "
+        elif (state := job_state(api, model)) in ("failed", "none"):
+            what = "failed" if state == "failed" else "was deleted"
+            raise RolloutError(f"the rollout Job {rj.NAMESPACE}/{rj.job_name(model)} {what} before it recorded "
                                f"anything: `kubectl -n {rj.NAMESPACE} logs job/{rj.job_name(model)}`")
         if timeout_s is not None and time.monotonic() - began > timeout_s:
             raise RolloutError(f"no end of the rollout of {model} within {timeout_s:.0f} s (it goes on in the "

@@ -249,6 +249,10 @@ def test_follow_prints_progress_until_the_end(kube_fake):
     fake = _fake(kube_fake)
     api = kube_fake.InMemoryApi(fake)
     store = cluster_rollout.ConfigMapStore(api, NS)
+    store.save(Rollout("fraud", "2", "1", [10, 100], 60.0, phase="stopped", started=900.0))  # an older rollout
+    previous = rollout_cluster_cli.last_started(api, "fraud")
+    assert previous == 900.0
+    rollout_cluster_cli.start(api, "fraud", "3", (10, 100), 60.0, 20)  # the Job runs until it records its end
     r = Rollout("fraud", "3", "1", [10, 100], 60.0, step=0, started=1000.0)
     phases = iter([("running", 0), ("running", 1), ("promoted", 1)])
 
@@ -258,10 +262,13 @@ def test_follow_prints_progress_until_the_end(kube_fake):
         store.save(r)
 
     lines: list[str] = []
-    tick(0)
-    result = rollout_cluster_cli.follow(api, "fraud", 1000.0, lines.append, sleep=tick)
+    result = rollout_cluster_cli.follow(api, "fraud", previous, lines.append, sleep=tick)
     assert result.phase == "promoted"
     assert [line.split(",")[0] for line in lines] == ["fraud: running", "fraud: running", "fraud: promoted"]
+    fake.on_job_delete = None
+    api.delete_job(rj.NAMESPACE, "rollout-fraud")
+    with pytest.raises(RolloutError, match="was deleted before it recorded anything"):
+        rollout_cluster_cli.follow(api, "fraud", 1000.0, lines.append, sleep=lambda s: None)
 
 
 def _parse(*argv: str) -> argparse.Namespace:
