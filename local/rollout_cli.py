@@ -2,13 +2,17 @@
 
     mlplat rollout start NAME VERSION [--steps 10,50,100] [--interval 30s] [--min-requests 20] [--stack-file F]
     mlplat rollout status NAME [--json]
+    mlplat rollout abort NAME
+    mlplat rollout start|status|abort ... --cluster [--context CTX]   (the rollout runs as a Job in the cluster)
     mlplat rollout shadow NAME VERSION [--percent 10]
     mlplat rollout shadow-report NAME [--json]
     mlplat rollout shadow-stop NAME
 
 `start` runs in the foreground until the rollout ends and exits 0 when the challenger became champion,
 3 when the analysis stopped it (traffic back on the champion), 1 on an error. The platform is the one
-`mlplat local up` recorded (state directory $MLPLAT_LOCAL_DIR, else .local/).
+`mlplat local up` recorded (state directory $MLPLAT_LOCAL_DIR, else .local/). With `--cluster` the same
+controller runs as a Job in the cluster of the kubeconfig (ml/delivery/rollout_cluster_cli.py); `start` then
+follows it until it ends (or returns at once with `--detach`), and the rollout goes on if the terminal closes.
 """
 
 from __future__ import annotations
@@ -16,15 +20,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from contracts import local_platform
+from local import rollout_cluster_main
 from ml.delivery.rollout import DEFAULT_STEPS, RolloutError, format_status, parse_duration, parse_steps
 from ml.delivery.splitter import SplitterError
 
 EXIT_STOPPED = 3
+LOCAL_INTERVAL, CLUSTER_INTERVAL = "30s", "10m"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,18 +42,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     st.add_argument("name")
     st.add_argument("version")
     st.add_argument("--steps", type=parse_steps, default=DEFAULT_STEPS, help="challenger shares in %% (10,50,100)")
-    st.add_argument("--interval", type=parse_duration, default=parse_duration("30s"),
-                    help="how long each step runs before it may pass (30s, 2m, ...)")
+    st.add_argument("--interval", type=parse_duration, default=None,
+                    help="how long each step runs before it may pass (30s, 2m, ...; default 30s locally, 10m with "
+                         "--cluster: longer than the cluster rules' `for`, 5m for latency)")
     st.add_argument("--min-requests", type=int, default=20,
                     help="challenger answers a step needs before it may pass (default 20)")
     st.add_argument("--stack-file", type=Path, default=None,
                     help="the stack whose deploy tree a passing challenger is released to (default "
                          "stacks/Pulumi.dev.yaml; one with pull-request promotion leaves a branch to review)")
+    st.add_argument("--detach", action="store_true", help="--cluster: return once the Job is created")
+    st.add_argument("--poll", type=parse_duration, default=None,
+                    help="--cluster: how often the analysis runs (default 15s; the cluster's rules evaluate every 30s)")
+    _cluster_flags(st)
     st.set_defaults(func=_start)
     ss = sub.add_parser("status", help="step, shares and the analysis of a model's rollout")
     ss.add_argument("name")
     ss.add_argument("--json", action="store_true")
+    _cluster_flags(ss)
     ss.set_defaults(func=_status)
+    sa = sub.add_parser("abort", help="stop a model's rollout: all traffic back on the champion")
+    sa.add_argument("name")
+    _cluster_flags(sa)
+    sa.set_defaults(func=_abort)
     sh = sub.add_parser("shadow", help="mirror a share of live traffic to a challenger (callers get the champion)")
     sh.add_argument("name")
     sh.add_argument("version")
@@ -59,6 +76,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sx = sub.add_parser("shadow-stop", help="stop mirroring")
     sx.add_argument("name")
     sx.set_defaults(func=_shadow_stop)
+
+
+def _cluster_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cluster", action="store_true",
+                        help="the cluster of the kubeconfig instead of the local platform (the rollout runs as a Job)")
+    parser.add_argument("--context", help="--cluster: the kubeconfig context (default: the current one)")
 
 
 def _cfg(command: str) -> Any:
@@ -78,24 +101,42 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
+def _local(command: str, call: Callable[[Any, Any], Any]) -> tuple[bool, Any]:
+    """`call(rollout_runner, cfg)` on the running local platform: (True, its result), or (False, None) once the
+    failure is printed as `mlplat rollout COMMAND: why`."""
+    rollout_runner, cfg = _cfg(command)
+    try:
+        return True, call(rollout_runner, cfg)
+    except (RolloutError, SplitterError, ValueError) as exc:
+        print(f"mlplat rollout {command}: {exc}", file=sys.stderr)
+        return False, None
+
+
 def _start(args: argparse.Namespace) -> int:
     if args.min_requests < 1:
         print("mlplat rollout start: --min-requests must be >= 1", file=sys.stderr)
         return 2
-    rollout_runner, cfg = _cfg("start")
-    from local import deploy_apply  # with the platform's modules, as above
+    if args.interval is None:
+        args.interval = parse_duration(CLUSTER_INTERVAL if args.cluster else LOCAL_INTERVAL)
+    if args.cluster:
+        return rollout_cluster_main.start(args)
 
-    try:
-        result = rollout_runner.start(cfg, args.name, args.version, args.steps, args.interval, args.min_requests,
-                                      say=_say, stack=deploy_apply.stack_config(args.stack_file))
-    except (RolloutError, SplitterError, ValueError) as exc:
-        print(f"mlplat rollout start: {exc}", file=sys.stderr)
+    def start(rollout_runner: Any, cfg: Any) -> Any:
+        from local import deploy_apply  # with the platform's modules (_cfg)
+
+        return rollout_runner.start(cfg, args.name, args.version, args.steps, args.interval, args.min_requests,
+                                    say=_say, stack=deploy_apply.stack_config(args.stack_file))
+
+    ok, result = _local("start", start)
+    if not ok:
         return 1
     print(format_status(result))
     return 0 if result.phase == "promoted" else EXIT_STOPPED
 
 
 def _status(args: argparse.Namespace) -> int:
+    if args.cluster:
+        return rollout_cluster_main.status(args)
     rollout_runner, cfg = _cfg("status")
     r, live, note = rollout_runner.status(cfg, args.name)
     if r is None:
@@ -108,12 +149,19 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _abort(args: argparse.Namespace) -> int:
+    if args.cluster:
+        return rollout_cluster_main.abort(args)
+    ok, r = _local("abort", lambda rr, cfg: rr.abort(cfg, args.name))
+    if not ok:
+        return 1
+    print(format_status(r))
+    return 0
+
+
 def _shadow(args: argparse.Namespace) -> int:
-    rollout_runner, cfg = _cfg("shadow")
-    try:
-        rollout_runner.shadow_start(cfg, args.name, args.version, args.percent, say=_say)
-    except (RolloutError, SplitterError, ValueError) as exc:
-        print(f"mlplat rollout shadow: {exc}", file=sys.stderr)
+    ok, _ = _local("shadow", lambda rr, cfg: rr.shadow_start(cfg, args.name, args.version, args.percent, say=_say))
+    if not ok:
         return 1
     print(f"`mlplat rollout shadow-report {args.name}` compares the answers; `mlplat rollout shadow-stop "
           f"{args.name}` ends the mirroring")
@@ -127,11 +175,8 @@ def _fmt(v: float | None, unit: str = "") -> str:
 
 
 def _shadow_report(args: argparse.Namespace) -> int:
-    rollout_runner, cfg = _cfg("shadow-report")
-    try:
-        doc = rollout_runner.shadow_report(cfg, args.name)
-    except (RolloutError, SplitterError) as exc:
-        print(f"mlplat rollout shadow-report: {exc}", file=sys.stderr)
+    ok, doc = _local("shadow-report", lambda rr, cfg: rr.shadow_report(cfg, args.name))
+    if not ok:
         return 1
     if args.json:
         print(json.dumps(doc, indent=1))
@@ -149,11 +194,8 @@ def _shadow_report(args: argparse.Namespace) -> int:
 
 
 def _shadow_stop(args: argparse.Namespace) -> int:
-    rollout_runner, cfg = _cfg("shadow-stop")
-    try:
-        rollout_runner.shadow_stop(cfg, args.name)
-    except (RolloutError, SplitterError, ValueError) as exc:
-        print(f"mlplat rollout shadow-stop: {exc}", file=sys.stderr)
+    ok, _ = _local("shadow-stop", lambda rr, cfg: rr.shadow_stop(cfg, args.name))
+    if not ok:
         return 1
     print(f"{args.name}: mirroring stopped")
     return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 import urllib.parse
 import urllib.request
@@ -33,7 +34,7 @@ from local.supervisor import Supervisor
 from ml.delivery import mirror
 from ml.delivery.gitops import GitOpsError
 from ml.delivery.rollout import Controller, PrometheusAnalyzer, Rollout, RolloutError, StateStore
-from ml.delivery.splitter import CHALLENGER
+from ml.delivery.splitter import CHALLENGER, CHAMPION, split
 from ml.training.follow import FollowError
 from stacks.schema import PlatformConfig
 
@@ -177,3 +178,28 @@ def shadow_report(cfg: LocalConfig, model: str) -> dict[str, Any]:
 def shadow_stop(cfg: LocalConfig, model: str) -> None:
     traffic.splitter(cfg).set_mirror(model, None, 0)
 
+
+
+def abort(cfg: LocalConfig, model: str, timeout_s: float = 30) -> Rollout:
+    """Stop a running rollout: its process gets SIGINT and hands the traffic back itself (`failed`); when the
+    process is gone the weights are reset here and the record says `aborted`."""
+    states = store(cfg)
+    r = states.load(model)
+    if r is None:
+        raise RolloutError(f"no rollout of {model} recorded in {cfg.state_dir}")
+    if r.phase != "running":
+        return r
+    if _alive(r.pid):
+        os.kill(r.pid, signal.SIGINT)  # the controller hands the traffic back and records its end
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            current = states.load(model)
+            if current is not None and current.phase != "running":
+                r = current
+                break
+    traffic.splitter(cfg).set_weights(model, split(model, 0))
+    r.phase, r.reason = "aborted", f"aborted by mlplat rollout abort; {CHAMPION} back at 100 %"
+    r.shares = split(model, 0)
+    states.save(r)
+    return r

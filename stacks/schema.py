@@ -498,6 +498,19 @@ class PredictionCacheConfig(Section):
                               "count as misses (the model answers) and the cache is skipped for a second.")
 
 
+class RolloutsConfig(Section):
+    enabled: bool = Field(
+        True, description="Progressive rollouts on the cluster (`mlplat rollout start NAME VERSION --cluster`): "
+        "the settings ConfigMap the rollout Job reads, one state ConfigMap per enabled model next to its Experiment, "
+        "a Role that may only get and patch those Experiments and ConfigMaps, and egress to Prometheus. Needs "
+        "`gitops` and `seldon` (the steps patch the Experiment, the promotion writes the deploy tree).")
+    prometheus_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+(/\S*)?$")] = Field(
+        "http://kube-prometheus-stack-prometheus.monitoring.svc.cluster.local:9090",
+        description="Prometheus HTTP API the rollout's analysis queries (the rollback rules' PromQL).")
+    deadline_hours: int = Field(24, ge=1, le=168, description="A rollout Job is stopped after this long "
+                                "(activeDeadlineSeconds); its SIGTERM puts all traffic back on the champion.")
+
+
 class WorkloadsConfig(Section):
     mlflow: ServiceConfig = Field(default_factory=ServiceConfig, description="MLflow tracking server and registry.")
     feast: FeastConfig = Field(default_factory=FeastConfig, description="Feast feature server and materialization.")
@@ -523,6 +536,8 @@ class WorkloadsConfig(Section):
     feedback: FeedbackConfig = Field(
         default_factory=FeedbackConfig, description="The feedback endpoint (outcomes of served requests, read by the "
         "A/B tests and bandits) in namespace `delivery`, stored in its own database on the RDS instance.")
+    rollouts: RolloutsConfig = Field(default_factory=RolloutsConfig,
+                                     description="Progressive rollouts on the cluster, run as Jobs.")
 
 
 class Experiment(Section):

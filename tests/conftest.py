@@ -122,3 +122,21 @@ def moto_endpoint() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def kube_fake() -> Any:
+    """tests/kube_fake.py: the fake Kubernetes API (merge patches, the Seldon CRD schema, RBAC rules, Jobs). A
+    module loaded by path, as test modules cannot import one another under --import-mode=importlib."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    name = "mlplat_tests_kube_fake"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("kube_fake.py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]

@@ -14,11 +14,18 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from contracts.cluster import NODE_ROLE_LABEL, SYSTEM_TOLERATION, WORKLOAD_IDENTITIES
+from contracts.pod_spec import (
+    CONTAINER_SECURITY_CONTEXT,
+    PART_OF,
+    TMP_MOUNT,
+    labels,
+    pod_security_context,
+    tmp_volume,
+)
 from stacks.context import StackContext
 from stacks.schema import Resources
 
 IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
-PART_OF = "mlplatform"
 # Pod Security Standards level per namespace: our namespaces run restricted pods; node-level agents
 # (node-exporter: host network and PID) need privileged in `monitoring`.
 PSS_RESTRICTED = "restricted"
@@ -27,44 +34,15 @@ PSS_PRIVILEGED = "privileged"
 # (the image decides its user), which `restricted` refuses; the Argo controller and its CRD job set no seccomp
 # profile (docs/CONFORMANCE.md, Pod Security admission).
 PSS_BASELINE = "baseline"
-__all__ = ["NODE_ROLE_LABEL", "SYSTEM_TOLERATION"]  # re-exported for the workload modules
-
-# Non-root, no privilege escalation, read-only root, no capabilities: our own containers.
-CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
-    "runAsNonRoot": True,
-    "allowPrivilegeEscalation": False,
-    "readOnlyRootFilesystem": True,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-
+# Re-exported for the workload modules (the pod-spec pieces live in contracts/pod_spec.py, which needs no Pulumi).
+__all__ = ["CONTAINER_SECURITY_CONTEXT", "NODE_ROLE_LABEL", "PART_OF", "SYSTEM_TOLERATION", "TMP_MOUNT", "labels",
+           "pod_security_context", "tmp_volume"]
 
 # What the `restricted` Pod Security level requires of a chart's pod and containers that its values leave
 # unset (admission rejects such pods, it fills nothing in). Nothing more: the read-only root and the user
 # are the chart's and the image's business (a chart that writes to its root must keep working).
 RESTRICTED_POD_SECCOMP: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
 RESTRICTED_CONTAINER: dict[str, Any] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
-
-
-# A writable /tmp for containers with a read-only root (an emptyDir, size-limited per workload).
-TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
-
-
-def tmp_volume(size: str) -> dict[str, Any]:
-    return {"name": "tmp", "emptyDir": {"sizeLimit": size}}
-
-
-def pod_security_context(uid: int = 10001) -> dict[str, Any]:
-    return {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "fsGroup": uid,
-            "seccompProfile": {"type": "RuntimeDefault"}}
-
-
-def labels(app: str, component: str | None = None, **extra: str) -> dict[str, str]:
-    out = {"app.kubernetes.io/name": app, "app.kubernetes.io/part-of": PART_OF,
-           "app.kubernetes.io/managed-by": "pulumi"}
-    if component:
-        out["app.kubernetes.io/component"] = component
-    return {**out, **extra}
 
 
 def resources(r: Resources) -> dict[str, dict[str, str]]:

@@ -28,6 +28,8 @@ from contracts.alerts import rule_groups
 from contracts.models import DashboardPanel
 from contracts.rollback import ACTION, ACTION_LABEL
 from contracts.rollback import rule_groups as rollback_rule_groups
+from contracts.rollout_job import NAMESPACE as ROLLOUT_NAMESPACE
+from contracts.rollout_job import PROMETHEUS_PORT as ROLLOUT_PROMETHEUS_PORT
 from infra.aws.interfaces import DataServices
 from infra.workloads.args import WorkloadArgs
 from infra.workloads.isolation import (
@@ -37,6 +39,7 @@ from infra.workloads.isolation import (
     PORT_REDIS,
     CidrIngressRule,
     EgressRule,
+    IngressRule,
     NamespacePolicy,
     PeerEgressRule,
     network_policies,
@@ -208,7 +211,10 @@ class Observability(pulumi.ComponentResource):
         network_policies(NamespacePolicy(
             NAMESPACE, scraped=False,
             # The API server calls the operator's admission webhook from the control plane's interfaces in the VPC.
-            ingress=[CidrIngressRule(vpc_cidr, (OPERATOR_WEBHOOK_PORT,))],
+            ingress=[CidrIngressRule(vpc_cidr, (OPERATOR_WEBHOOK_PORT,)),
+                     # The cluster rollouts' analysis (infra/workloads/rollouts.py) queries Prometheus' HTTP API.
+                     *([IngressRule((ROLLOUT_NAMESPACE,), (ROLLOUT_PROMETHEUS_PORT,))]
+                       if ctx.cfg.workloads.rollouts.enabled and ctx.cfg.workloads.gitops.enabled else [])],
             # Prometheus scrapes pods of every namespace on their metrics ports and Alertmanager calls the
             # receivers' Services (a namespace peer: their cluster IPs are in no VPC range); the kubelets and
             # node-exporter (host network) are node addresses; Grafana and Alertmanager call out over HTTPS.

@@ -22,10 +22,11 @@ from infra.workloads.feedback import FeedbackEndpoint, FeedbackEndpointArgs
 from infra.workloads.flink import StreamingFeatures, StreamingFeaturesArgs, job_image
 from infra.workloads.gitops import GitOps, GitOpsArgs
 from infra.workloads.governance import Governance, GovernanceArgs
-from infra.workloads.mlflow import Mlflow, MlflowArgs
+from infra.workloads.mlflow import Mlflow, MlflowArgs, tracking_uri
 from infra.workloads.models_cluster import ReferenceModels, ReferenceModelsArgs
 from infra.workloads.observability import Observability, ObservabilityArgs
 from infra.workloads.pipelines import Pipelines, PipelinesArgs
+from infra.workloads.rollouts import Rollouts, RolloutsArgs
 from infra.workloads.seldon import ModelServerRepository, ModelServerRepositoryArgs, Seldon, SeldonArgs
 from infra.workloads.spark import SparkFeatures, SparkFeaturesArgs, spark_image
 from infra.workloads.tracing import Tracing, TracingArgs
@@ -108,9 +109,12 @@ class Platform(pulumi.ComponentResource):
         if bandit_models(ctx):  # its service account lives in the governance namespace
             ExperimentControllers("experiments", ExperimentControllersArgs(
                 ctx=ctx, image=repo.image, depends_on=controllers_after), child)
+        if wl.rollouts.enabled and wl.gitops.enabled and seldon is not None:
+            # The cluster rollout Job's settings, state objects, Role and egress (the Job is made on demand).
+            Rollouts("rollouts", RolloutsArgs(
+                ctx=ctx, image=repo.image, bucket=data.buckets["models"], tracking_uri=tracking_uri(),
+                depends_on=[governance, seldon, *base]), child)
         if wl.pipelines.enabled:
-            from infra.workloads.mlflow import tracking_uri
-
             Pipelines("pipelines", PipelinesArgs(
                 ctx=ctx, data=data, vpc_cidr=vpc_cidr, image=repo.image, mlflow_tracking_uri=tracking_uri(),
                 mlflow_password=mlflow.admin_password if mlflow is not None else None, seldon=seldon,

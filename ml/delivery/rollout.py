@@ -139,6 +139,15 @@ class StateStore:
             return None
 
 
+class Store(Protocol):
+    """Where a rollout's state lives: `StateStore` locally, a ConfigMap on the cluster
+    (ml/delivery/cluster_rollout.py)."""
+
+    def save(self, rollout: Rollout) -> None: ...
+
+    def load(self, model: str) -> Rollout | None: ...
+
+
 class Analyzer(Protocol):
     def requests(self, model: str, version: str) -> float:
         """Requests the version has answered so far (a counter)."""
@@ -191,7 +200,7 @@ class PrometheusAnalyzer:
 
 
 class Controller:
-    def __init__(self, splitter: Splitter, analyzer: Analyzer, store: StateStore,
+    def __init__(self, splitter: Splitter, analyzer: Analyzer, store: Store,
                  promote: Callable[[str, str], list[str]], say: Callable[[str], None] = print,
                  poll_s: float = 1.0, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep) -> None:

@@ -234,3 +234,195 @@ def test_a_good_challenger_reaches_100_percent_and_becomes_champion(platform, ru
         release(cfg, stack, MODEL, platform["champion"], actor="tests")
         apply(cfg, stack)
     consistent(platform["env"], **{MODEL: platform["champion"]})
+
+
+def test_abort_hands_a_running_rollouts_traffic_back_to_the_champion(platform, run_mlplat):
+    repo = Path(__file__).resolve().parents[2]
+    good = platform["good"]
+    with Load(platform["splitter"], platform["bodies"], late=False):
+        rollout = subprocess.Popen([str(repo / ".venv" / "bin" / "mlplat"), "rollout", "start", MODEL, good,
+                                    "--steps", "10,50,100", "--interval", "5m"], cwd=repo, env=platform["env"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                doc = _status(platform, run_mlplat) if (platform["state"] / "rollouts" / f"{MODEL}.json").is_file() \
+                    else {}
+                if doc.get("phase") == "running" and doc.get("shares", {}).get("challenger") == 10 \
+                        and doc.get("version") == good:
+                    break
+                time.sleep(0.5)
+            else:
+                pytest.fail("the rollout never reached its first step")
+            out = run_mlplat(platform["env"], "rollout", "abort", MODEL, timeout=120)
+            rollout.wait(timeout=60)
+        finally:
+            if rollout.poll() is None:
+                rollout.kill()
+    assert out.returncode == 0, out.stdout + out.stderr
+    doc = _status(platform, run_mlplat)
+    assert doc["phase"] == "aborted" and "aborted by mlplat rollout abort" in doc["reason"], doc
+    assert doc["shares"] == doc["live_shares"] == {"champion": 100, "challenger": 0}
+    assert platform["client"].get_model_version_by_alias(MODEL, "champion").version == platform["champion"]
+
+
+# The cluster rollout (ml/delivery/cluster_rollout.py), run as its Job would run on the cluster, against this
+# platform's Prometheus and a fake Kubernetes API (tests/kube_fake.py): the Experiment's patches are merge
+# patches validated against the Seldon CRD schema, the Job's service account has exactly the stack's Role, and
+# the local splitter (HAProxy) stands in for Seldon's router: every Experiment patch sets the same weights on it,
+# so the challenger's share of real requests follows the Experiment.
+
+
+class Cluster:
+    """The fake API server with the stack's objects, a kubelet that runs a created Job's container as a process
+    (the Job's command and environment: the settings ConfigMap, the service account's token), and the router."""
+
+    def __init__(self, kube_fake: Any, platform: dict[str, Any], tmp: Path, challenger: str) -> None:
+        from contracts import deploy_tree
+        from contracts import rollout_job as rj
+        from local import traffic
+        from local.prometheus import local_timing
+        from ml.delivery import gitops
+        from stacks.delivery import deploy_parameter, model_releases
+
+        self.platform, self.tmp, self.rj = platform, tmp, rj
+        self.cfg = platform_config(platform["state"])
+        stack = stack_config(None)
+        self.bucket = "cluster-models"
+        self.repo = gitops.local_repository(tmp / "deploy.git")
+        target = gitops.DeployTarget(str(self.repo), "main", "deploy", "commit", "dev", self.bucket)
+        for slot, version in (("champion", platform["champion"]), ("challenger", challenger)):
+            gitops.publish_release(stack, target, gitops.Release(MODEL, version, slot, actor="tests"))
+        self.deploy = deploy_parameter(stack, self.bucket, location=str(self.repo))
+        self.fake = kube_fake.FakeKubernetes(tokens={"admin": None, "rollout": rj.role_rules([MODEL])})
+        releases = [r for r in model_releases(stack, {MODEL: {"champion": platform["champion"],
+                                                              "challenger": challenger}}) if r.name == MODEL]
+        self.fake.add(deploy_tree.objects("dev", self.bucket, releases)[f"dev/{MODEL}/experiment.yaml"])
+        self.fake.add({"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": rj.state_name(MODEL), "namespace": "seldon"}, "data": {}})
+        self.settings = rj.settings_data("model-server:tests-ops", self.deploy, self.cfg.url("prometheus"),
+                                         platform["mlflow"], "gates", 600, "", "eu-west-1",
+                                         timing=local_timing(self.cfg.prometheus_interval_s))
+        self.fake.add({"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": rj.SETTINGS, "namespace": rj.NAMESPACE}, "data": self.settings})
+        splitter = traffic.splitter(self.cfg)
+        self.fake.on_experiment = lambda exp: splitter.set_weights(MODEL, {
+            c["name"].removeprefix(f"{MODEL}-"): c["weight"] for c in exp["spec"]["candidates"]})
+        self.fake.on_job, self.fake.job_status, self.fake.on_job_delete = self._run, self._status, self._delete
+        self.url = self.fake.serve()
+        self.admin = self.fake.kubeconfig(self.url, "admin", tmp / "kubeconfig-admin")
+        self.pod_config = self.fake.kubeconfig(self.url, "rollout", tmp / "kubeconfig-rollout")
+        self.pods: dict[str, subprocess.Popen[str]] = {}
+
+    def _run(self, job: dict[str, Any]) -> None:
+        import os
+        import sys
+
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        assert container["envFrom"] == [{"configMapRef": {"name": self.rj.SETTINGS}}]
+        command = [sys.executable if c == "python" else c for c in container["command"]]
+        env = {"PATH": os.environ["PATH"], **self.settings, **{e["name"]: e["value"] for e in container["env"]},
+               "HOME": str(self.tmp), "KUBECONFIG": str(self.pod_config), "HOSTNAME": f"{job['metadata']['name']}-x1",
+               "MLPLAT_SLOT_DIR": str(self.tmp / "slots")}
+        log = (self.tmp / f"{job['metadata']['name']}.log").open("w")
+        self.pods[job["metadata"]["name"]] = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                                              text=True, cwd=Path(__file__).resolve().parents[2])
+
+    def _status(self, name: str) -> dict[str, Any]:
+        code = self.pods[name].poll()
+        return {"active": 1} if code is None else ({"succeeded": 1} if code == 0 else {"failed": 1})
+
+    def _delete(self, name: str) -> None:
+        self.pods[name].terminate()
+        self.pods[name].wait(timeout=60)
+
+    def pod_log(self) -> str:
+        return "".join(p.read_text() for p in self.tmp.glob("rollout-*.log"))
+
+    def env(self) -> dict[str, str]:
+        return {**self.platform["env"], "KUBECONFIG": str(self.admin)}
+
+    def challenger_weights(self) -> list[int]:
+        return [next(c["weight"] for c in e["spec"]["candidates"] if c["name"].endswith("-challenger"))
+                for e in self.fake.experiment_history]
+
+    def tree_champion(self) -> str:
+        from ml.delivery import gitops
+
+        return gitops.branch_versions(gitops.DeployTarget(str(self.repo), "main", "deploy", "commit", "dev"))[
+            MODEL]["champion"]
+
+    def close(self) -> None:
+        for pod in self.pods.values():
+            if pod.poll() is None:
+                pod.kill()
+        self.fake.close()
+
+
+@pytest.fixture
+def cluster(platform, kube_fake, tmp_path):
+    made: list[Cluster] = []
+
+    def make(challenger: str) -> Cluster:
+        from local.rollout_runner import ensure_challenger
+
+        ensure_challenger(platform_config(platform["state"]), MODEL, challenger, print)  # Seldon loading the slot
+        made.append(Cluster(kube_fake, platform, tmp_path, challenger))
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def test_cluster_rollout_stops_a_bad_challenger_with_the_experiment_back_on_the_champion(platform, cluster,
+                                                                                         run_mlplat):
+    c = cluster(platform["bad"])
+    with Load(platform["splitter"], platform["bodies"], late=True) as load:
+        out = run_mlplat(c.env(), "rollout", "start", MODEL, platform["bad"], "--cluster", "--steps", "10,50,100",
+                         "--interval", "10s", "--poll", "1s", timeout=300)
+        ended = time.time()
+        time.sleep(2)
+    assert out.returncode == 3, out.stdout[-3000:] + out.stderr[-3000:] + c.pod_log()[-3000:]
+    assert c.challenger_weights() == [10, 0]  # step 1, then the champion back at 100 %
+    assert c.fake.weights("seldon", f"{MODEL}-experiment") == {f"{MODEL}-champion": 100, f"{MODEL}-challenger": 0}
+    status = run_mlplat(c.env(), "rollout", "status", MODEL, "--cluster", "--json", timeout=120)
+    doc = json.loads(status.stdout)
+    assert doc["phase"] == "stopped" and "error rate" in doc["reason"] and doc["job"] == "failed", doc
+    assert doc["live_shares"] == {"champion": 100, "challenger": 0}
+    assert c.tree_champion() == platform["champion"]  # no promotion
+    assert platform["client"].get_model_version_by_alias(MODEL, "champion").version == platform["champion"]
+    assert {v for t, _, v, _ in load.results if t > ended} == {"champion"}
+    text = run_mlplat(c.env(), "rollout", "status", MODEL, "--cluster", timeout=120)
+    print(f"\n$ mlplat rollout start {MODEL} {platform['bad']} --cluster --steps 10,50,100 --interval 10s\n"
+          f"{out.stdout}\n$ mlplat rollout status {MODEL} --cluster\n{text.stdout}")
+
+
+def test_cluster_rollout_promotes_a_good_challenger_through_the_deploy_tree(platform, cluster, run_mlplat):
+    client, good = platform["client"], platform["good"]
+    c = cluster(good)
+    try:
+        with Load(platform["splitter"], platform["bodies"], late=False) as load:
+            out = run_mlplat(c.env(), "rollout", "start", MODEL, good, "--cluster", "--steps", "50,100",
+                             "--interval", "3s", "--min-requests", "5", "--poll", "1s", timeout=300)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:] + c.pod_log()[-3000:]
+        assert c.challenger_weights() == [50, 100, 0]
+        status = run_mlplat(c.env(), "rollout", "status", MODEL, "--cluster", "--json", timeout=120)
+        doc = json.loads(status.stdout)
+        assert doc["phase"] == "promoted" and doc["job"] == "succeeded", doc
+        assert [h["verdict"] for h in doc["history"]] == ["passed", "passed"]
+        # The promotion: champion slot, registry alias, and the deploy tree's commit with the card.
+        assert c.tree_champion() == good
+        log = subprocess.run(["git", "--git-dir", str(c.repo), "log", "-1", "--format=%B", "main"],
+                             capture_output=True, text=True, check=True).stdout
+        assert log.startswith(f"deploy(dev): {MODEL} v{good} -> champion") and "mlplat rollout (cluster)" in log
+        marker = json.loads((c.tmp / "slots" / c.bucket / MODEL / "champion" / "PUBLISHED.json").read_text())
+        assert str(marker["version"]) == good
+        assert client.get_model_version_by_alias(MODEL, "champion").version == good
+        assert {s for _, s, _, _ in load.results} == {200}
+        assert {v for _, _, v, _ in load.results} == {"champion", "challenger"}
+        print(f"\n$ mlplat rollout start {MODEL} {good} --cluster --steps 50,100 --interval 3s --min-requests 5\n"
+              f"{out.stdout}")
+    finally:
+        # Only the registry is shared with the local platform (slot and tree were the fake cluster's).
+        client.set_registered_model_alias(MODEL, "champion", platform["champion"])

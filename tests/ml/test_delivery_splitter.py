@@ -4,24 +4,18 @@ pinned chart) and the rendering of the local HAProxy configuration. No process i
 from __future__ import annotations
 
 import copy
-import io
 import json
-import os
-import tarfile
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
-import yaml
 
 from ml.delivery import haproxy, seldon
 from ml.delivery.splitter import CHALLENGER, CHAMPION, Splitter, check_mirror, check_weights, split
 
 pytestmark = pytest.mark.ml
 
-REPO = Path(__file__).resolve().parents[2]
-CHARTS = Path(os.environ.get("MLPLAT_CHART_MIRROR", REPO.parent / "shared" / "charts"))
 
 
 def test_weights_are_validated_with_the_problem_named():
@@ -45,19 +39,6 @@ def test_only_the_challenger_can_be_mirrored():
         check_mirror("fraud", CHAMPION, 10)
     with pytest.raises(ValueError, match=r"0..100"):
         check_mirror("fraud", CHALLENGER, 101)
-
-
-def _experiment_schema() -> dict[str, Any]:
-    chart = CHARTS / "seldon-core-v2-crds-2.10.2.tgz"
-    assert chart.is_file(), f"{chart} missing (MLPLAT_CHART_MIRROR)"
-    with tarfile.open(chart) as tar:
-        member = next(m for m in tar.getmembers() if m.name.endswith("seldon-v2-crds.yaml"))
-        text = tar.extractfile(member).read().decode()  # type: ignore[union-attr]
-    for doc in yaml.safe_load_all(io.StringIO(text)):
-        if doc and doc["spec"]["names"]["kind"] == seldon.KIND and doc["spec"]["group"] == seldon.GROUP:
-            version = next(v for v in doc["spec"]["versions"] if v["name"] == seldon.VERSION)
-            return version["schema"]["openAPIV3Schema"]
-    raise AssertionError("no Experiment CRD in the chart")
 
 
 class InMemoryExperiments:
@@ -89,8 +70,8 @@ def _experiment(model: str) -> dict[str, Any]:
                                     {"name": f"{model}-challenger", "weight": 0}]}}
 
 
-def test_seldon_splitter_patches_are_valid_experiments():
-    schema = _experiment_schema()
+def test_seldon_splitter_patches_are_valid_experiments(kube_fake):
+    schema = kube_fake.experiment_schema()  # the pinned chart's Experiment CRD
     jsonschema.validate(_experiment("fraud"), schema)
     api = InMemoryExperiments(schema, {(seldon.SELDON_NAMESPACE, "fraud-experiment"): _experiment("fraud")})
     sp = seldon.SeldonSplitter(api)
@@ -111,9 +92,9 @@ def test_seldon_splitter_patches_are_valid_experiments():
     assert "mirror" not in api.get(seldon.SELDON_NAMESPACE, "fraud-experiment")["spec"]
 
 
-def test_the_schema_rejects_what_the_splitter_must_never_send():
+def test_the_schema_rejects_what_the_splitter_must_never_send(kube_fake):
     # The check above is meaningful: a body the CRD does not allow fails the same validation.
-    schema = _experiment_schema()
+    schema = kube_fake.experiment_schema()  # the pinned chart's Experiment CRD
     bad = seldon.merge_patch(_experiment("fraud"), {"spec": {"mirror": {"name": "fraud-challenger"}}})
     with pytest.raises(jsonschema.ValidationError, match="percent"):
         jsonschema.validate(bad, schema)
