@@ -22,6 +22,7 @@ import pytest
 from infra.conformance import runner
 from infra.conformance.harness import Harness, local_secret
 from infra.conformance.model import KubeObject
+from stacks.bom import load_bom
 from infra.conformance.plan import Plan
 from infra.conformance.podspec import PodTemplate, References, container_env, scrape_targets
 from infra.conformance.runtime_contracts import RuntimeReport, check
@@ -102,7 +103,7 @@ def test_the_pinned_versions_are_compared_with_the_installed_ones(runtime: Calla
     ran = _ran(runtime("prod"))
     assert "3.17.2 here, image pins 3.15.1" in ran[(MLFLOW, "mlflow")]  # MLflow: the chart's image is older
     assert "1.18.0 here, image pins 1.24.1" in ran[("Deployment kubeflow/kfp-db-proxy", "pgbouncer")]
-    assert "0.1.0;" in ran[(MLSERVER, "mlserver")]  # our image: the project's version
+    assert f"{load_bom().platform.version};" in ran[(MLSERVER, "mlserver")]  # our image: the project's version
 
 
 def test_every_container_not_run_is_named_with_its_reason(runtime: Callable[[str], RuntimeReport]) -> None:
