@@ -201,6 +201,7 @@ def test_provisioning_is_repeatable_and_the_database_is_the_endpoints_own(postgr
         assert conn.execute("SELECT current_user, current_database()").fetchone() == (USER, DATABASE)
 
 
+@pytest.mark.integration
 def test_the_password_reaches_the_server_only_as_a_scram_verifier(postgres: int,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[str] = []
