@@ -51,7 +51,10 @@ def job_name(model: str) -> str:
 
 
 def role_rules(models: Sequence[str]) -> list[dict[str, Any]]:
-    """get and patch of the models' Experiments and state ConfigMaps, named one by one."""
+    """get and patch of the models' Experiments and state ConfigMaps, named one by one; no rule without a model."""
+    if not models:
+        # An empty `resourceNames` means every object of the resource (RBAC), not none of them.
+        return []
     return [{"apiGroups": ["mlops.seldon.io"], "resources": ["experiments"], "verbs": ["get", "patch"],
              "resourceNames": [f"{m}-experiment" for m in models]},
             {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "patch"],
@@ -106,6 +109,12 @@ def job(settings: Settings, model: str, version: str, steps: Sequence[int], inte
         raise ValueError(f"version must be a registry version number, got {version!r}")
     if min_requests < 1:
         raise ValueError(f"--min-requests must be >= 1, got {min_requests}")
+    # Every step lasts at least one interval: a rollout that needs longer than the Job's deadline is certain to be
+    # killed midway (the champion gets the traffic back, the challenger is never judged).
+    if len(steps) * interval_s > settings.deadline_s:
+        raise ValueError(f"{len(steps)} steps of {interval_s:g} s need at least {len(steps) * interval_s:g} s, longer "
+                         f"than the rollout Job's deadline of {settings.deadline_s} s "
+                         "(workloads.rollouts.deadlineHours): use a shorter --interval or fewer --steps")
     command = ["python", "-m", "ml.delivery.cluster_rollout", model, str(version),
                "--steps", ",".join(str(s) for s in steps), "--interval", f"{interval_s:g}s",
                "--min-requests", str(min_requests), "--poll", f"{poll_s:g}s"]

@@ -20,6 +20,7 @@ Replicas per environment; from two on, a PodDisruptionBudget and a zone spread.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,7 @@ SERVICE_ACCOUNT = NAME
 DB_SECRET = "feedback-db"  # the endpoint's own login
 ADMIN_SECRET = "feedback-db-admin"  # the instance's admin: the init container only
 SELECTOR = {"app.kubernetes.io/name": NAME}
+CHECKSUM_ANNOTATION = "mlplatform.io/db-login-checksum"
 
 
 def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
@@ -79,8 +81,15 @@ def server_args(models: list[str]) -> list[str]:
             str(PORT), "--models", ",".join(models)]
 
 
+def login_checksum(password: str) -> str:
+    """A short digest of the endpoint's password for the pod template: a changed password changes the template, so
+    the Deployment rolls and the new pods' `provision` sets it (a Secret change alone restarts nothing). 64 bits of
+    a SHA-256 of a 32-character random password: it tells a change, not the password."""
+    return hashlib.sha256(password.encode()).hexdigest()[:16]
+
+
 def deployment_spec(cfg: FeedbackConfig, db: DatabaseEndpoint, image: pulumi.Input[str],
-                    models: list[str]) -> dict[str, Any]:
+                    models: list[str], checksum: pulumi.Input[str]) -> dict[str, Any]:
     common_env = [{"name": "HOME", "value": "/tmp"}, {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}]
     provision = {
         "name": "provision", "image": image, "command": ["python", "-m", "ml.delivery.feedback_pg", "provision"],
@@ -116,7 +125,8 @@ def deployment_spec(cfg: FeedbackConfig, db: DatabaseEndpoint, image: pulumi.Inp
     return {
         "replicas": cfg.replicas, "selector": {"matchLabels": SELECTOR},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-        "template": {"metadata": {"labels": {**labels(NAME, "feedback"), **SELECTOR}}, "spec": spec},
+        "template": {"metadata": {"labels": {**labels(NAME, "feedback"), **SELECTOR},
+                                  "annotations": {CHECKSUM_ANNOTATION: checksum}}, "spec": spec},
     }
 
 
@@ -174,7 +184,8 @@ class FeedbackEndpoint(pulumi.ComponentResource):
         ]
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment", metadata={"name": NAME, **meta},
-            spec=deployment_spec(cfg, db, args.image, enabled_models(ctx)),
+            spec=deployment_spec(cfg, db, args.image, enabled_models(ctx),
+                                 pulumi.Output.unsecret(password.result.apply(login_checksum))),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[ns, sa, *secrets, *policies, *args.depends_on]))
         service = k8s.core.v1.Service(
             f"{name}-service",

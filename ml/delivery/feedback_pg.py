@@ -142,11 +142,15 @@ def provision(admin_conninfo: str, user: str, password: str, database: str) -> l
         # Replicas' init containers start together: one provisions at a time.
         conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
         role = sql.Identifier(user)
+        # The statement carries libpq's SCRAM verifier, never the password: statement text can end up in the
+        # instance's log (a failing or slow statement; RDS exports that log to CloudWatch) and in pg_stat_activity.
+        verifier = sql.Literal(conn.pgconn.encrypt_password(password.encode(), user.encode(),
+                                                            b"scram-sha-256").decode())
         if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone() is None:
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(role, sql.Literal(password)))
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(role, verifier))
             done.append(f"created login {user}")
         else:
-            conn.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(role, sql.Literal(password)))
+            conn.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(role, verifier))
             done.append(f"login {user} exists (password set)")
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone() is None:
             # RDS's admin is no superuser: it must be a member of the owner role to create a database for it.

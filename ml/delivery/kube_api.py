@@ -108,8 +108,10 @@ class KubernetesApi:
                           f"/api/v1/namespaces/{namespace}/configmaps/{name}", body)
 
     def _merge_patch(self, path: str, body: dict[str, Any]) -> Any:
-        # The generated ConfigMap patch of the pinned client (30.x) sends the first content type it lists,
-        # `application/json-patch+json`, for any body; a merge patch is named explicitly here.
+        # The pinned client (kubernetes 30.1.0) picks the content type of a patch itself: the generated ConfigMap
+        # patch lists `application/json-patch+json` first, which its REST layer (rest.py) turns into a strategic
+        # merge patch for a dict body, a kind custom resources do not accept. One JSON merge patch (RFC 7386) for
+        # ConfigMaps and Experiments alike is named explicitly here.
         return self._client.call_api(path, "PATCH", header_params={"Content-Type": MERGE_PATCH,
                                                                    "Accept": "application/json"},
                                      body=body, response_type="object", auth_settings=["BearerToken"],

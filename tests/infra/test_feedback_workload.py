@@ -83,6 +83,21 @@ def test_its_own_database_login_and_the_admin_only_in_the_init_container(synth, 
     assert secrets["feedback-db"]["stringData"] == secrets["feedback-db-admin"]["stringData"] == "[secret]"
 
 
+def test_a_new_password_rolls_the_pods_so_provision_sets_it(synth, env):
+    # Pods read a Secret's value when they start, and a changed Secret restarts nothing: the pod template carries a
+    # digest of the generated password, so a rotation rolls the Deployment and its init container sets the password.
+    from infra.offline.mock_outputs import _digest
+    from infra.workloads.feedback import CHECKSUM_ANNOTATION, login_checksum
+
+    s = synth(env)
+    [password] = [r for r in s.resources if r.type == "random:index/randomPassword:RandomPassword"
+                  and r.name == "feedback-db-password"]
+    mocked = f"mock-{_digest(password.type, password.name, n=24)}"  # what the mocks give the password
+    annotations = objects(s, "Deployment")["feedback"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations[CHECKSUM_ANNOTATION] == login_checksum(mocked) != login_checksum(mocked + "x")
+    assert mocked not in str(annotations) and len(annotations[CHECKSUM_ANNOTATION]) == 16
+
+
 def test_a_disruption_budget_where_there_are_several_replicas(synth, env):
     budgets = objects(synth(env), "PodDisruptionBudget")
     if REPLICAS[env] < 2:

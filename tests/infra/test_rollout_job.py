@@ -153,6 +153,21 @@ def test_bad_input_is_named(synth, kw, message):
         _job(synth("dev"), **kw)
 
 
+def test_a_rollout_longer_than_the_jobs_deadline_is_refused(synth):
+    settings = _settings(synth("dev"))
+    per_step = settings.deadline_s / 3
+    rj.job(settings, "fraud", "3", (10, 50, 100), per_step, 100)  # exactly the deadline: accepted
+    with pytest.raises(ValueError, match=r"longer than the rollout Job's deadline .*deadlineHours"):
+        rj.job(settings, "fraud", "3", (10, 50, 100), per_step + 1, 100)
+
+
+def test_no_model_gives_no_rule_not_a_rule_over_every_object():
+    # RBAC reads an empty resourceNames as "all objects": a Role for no model must grant nothing.
+    assert rj.role_rules([]) == []
+    assert all(rule["resourceNames"] == ["fraud-experiment"] or rule["resourceNames"] == ["fraud-rollout"]
+               for rule in rj.role_rules(["fraud"]))
+
+
 def test_settings_missing_a_key_name_it():
     with pytest.raises(ValueError, match="lacks MLPLAT_DEPLOY"):
         rj.Settings.from_config_map({k: "x" for k in rj.SETTINGS_KEYS if k != "MLPLAT_DEPLOY"})

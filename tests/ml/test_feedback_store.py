@@ -21,6 +21,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import psycopg
+import psycopg.sql
 import pytest
 
 from infra.conformance.sandbox import SandboxUnavailable
@@ -198,6 +199,28 @@ def test_provisioning_is_repeatable_and_the_database_is_the_endpoints_own(postgr
         psycopg.connect(_conninfo(postgres, "intruder", "intruder-pass", DATABASE)).close()
     with psycopg.connect(_conninfo(postgres, USER, PASSWORD, DATABASE)) as conn:
         assert conn.execute("SELECT current_user, current_database()").fetchone() == (USER, DATABASE)
+
+
+@pytest.mark.integration
+def test_the_password_reaches_the_server_only_as_a_scram_verifier(postgres: int,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[str] = []
+    execute = psycopg.Connection.execute
+
+    def recording(self: psycopg.Connection, query: object, *args: object, **kwargs: object) -> object:
+        sent.append(query.as_string(self) if isinstance(query, psycopg.sql.Composable) else str(query))
+        return execute(self, query, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(psycopg.Connection, "execute", recording)
+    provision(_conninfo(postgres, ADMIN, ADMIN_PASSWORD, "mlflow"), USER, "rotated-password-2", DATABASE)
+    assert any("PASSWORD 'SCRAM-SHA-256$" in s for s in sent), sent
+    assert not any("rotated-password-2" in s for s in sent)
+    monkeypatch.undo()
+    try:
+        with psycopg.connect(_conninfo(postgres, USER, "rotated-password-2", DATABASE)) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (USER,)
+    finally:  # the module's other tests log in with the first password
+        provision(_conninfo(postgres, ADMIN, ADMIN_PASSWORD, "mlflow"), USER, PASSWORD, DATABASE)
 
 
 @pytest.mark.integration
