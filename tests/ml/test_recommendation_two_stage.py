@@ -10,9 +10,11 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from ml.model_plugin import load_plugin
 from ml.models.recommendation import data, synthetic
 from ml.models.recommendation.batch_scores import DEPTH, BatchScores
 from ml.models.recommendation.features import recent_histories
+from ml.models.recommendation.plugin import REQUEST_FORM_ENV
 from ml.models.recommendation.protocol import history_split, score_cases, split_users
 from ml.models.recommendation.rank_features import FEATURE_NAMES, ItemTable, build_item_table, request_features
 from ml.models.recommendation.recommender import Recommender, UnknownItemError
@@ -234,3 +236,9 @@ def test_batch_scores_answer_exactly_what_the_online_path_answers(fitted, tmp_pa
     assert loaded.lookup(user, rows, DEPTH + 1) is None
     assert model.history_rows(list(history)[::-1] + list(history)).tolist() == rows.tolist()  # order, repeats
     assert BatchScores.load(tmp_path / "absent") is None
+
+
+def test_an_unknown_request_form_for_the_bench_is_refused_by_name(monkeypatch, tmp_path):
+    monkeypatch.setenv(REQUEST_FORM_ENV, "both")
+    with pytest.raises(ValueError, match=f"{REQUEST_FORM_ENV}='both': expected one of book_ids, user_id"):
+        load_plugin("recommendation").sample_requests(tmp_path, tmp_path)

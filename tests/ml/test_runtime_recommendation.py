@@ -13,6 +13,7 @@ from ml.data.feast_repo import apply_and_materialize, write_repo
 from ml.model_plugin import load_plugin
 from ml.models.recommendation import features, train
 from ml.models.recommendation.batch_scores import BatchScores
+from ml.models.recommendation.plugin import REQUEST_FORM_ENV
 from ml.serving.settings import ModelEntry
 
 PLUGIN = load_plugin("recommendation")
@@ -131,6 +132,17 @@ def test_the_batch_scores_answer_only_while_the_stored_history_is_the_scored_one
     assert answers[0] == table.book_ids[first, :3].tolist()
     online = infer(server.url, name, _books([int(b) for b in recent.recent_book_ids.iloc[1]]), parameters={"k": 3})
     assert answers[1] == {o["name"]: o["data"] for o in online.json()["outputs"]}["book_id"]
+
+
+def test_bench_requests_by_user_id_are_answered_with_the_readers_stored_history(served, infer, monkeypatch):
+    server, name, out, _redis, _recent, data_dir = served
+    monkeypatch.setenv(REQUEST_FORM_ENV, "user_id")
+    bodies = PLUGIN.sample_requests(data_dir, out.model_dir, n=5)
+    assert [b["inputs"][0]["name"] for b in bodies] == ["user_id"] * 5
+    for body in bodies:
+        resp = infer(server.url, name, body["inputs"], parameters=body["parameters"])
+        assert resp.status_code == 200, resp.text
+        assert {o["name"]: o["data"] for o in resp.json()["outputs"]}["degraded"] == [False]
 
 
 def test_an_unknown_reader_gets_popular_books_marked_degraded_like_an_unknown_card(served, infer, scrape):
