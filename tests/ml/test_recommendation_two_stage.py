@@ -236,6 +236,8 @@ def test_batch_scores_answer_exactly_what_the_online_path_answers(fitted, tmp_pa
     assert loaded.lookup(user, rows, DEPTH + 1) is None
     assert model.history_rows(list(history)[::-1] + list(history)).tolist() == rows.tolist()  # order, repeats
     assert BatchScores.load(tmp_path / "absent") is None
+    # A reader with no modelled book gets the popular books online (their top k is not a prefix of a top 100).
+    assert BatchScores.build(model, {1: [], 2: history}, DEPTH).user_ids.tolist() == [2]
 
 
 def test_an_unknown_request_form_for_the_bench_is_refused_by_name(monkeypatch, tmp_path):

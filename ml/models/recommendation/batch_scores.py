@@ -12,8 +12,10 @@ same rows. A reader the table does not know, a history that changed since traini
 carries its own `book_ids` takes the online path; a hit returns exactly what the online path would
 (tests/ml/test_recommendation_two_stage.py checks it for every reader of the sample).
 
-The table keeps the top `depth` (the runtime's largest k) of each reader: the two-stage ranking and
-the popular-books fallback both sort by score then item, so the top k is the first k of the top depth.
+The table keeps the top `depth` (the runtime's largest k) of each reader: the two-stage ranking sorts
+all candidates by score then item, so the top k is the first k of the top depth. A reader none of whose
+books is modelled is left out: the popular-books fallback picks its top k among equal counts in no set
+order, so its top k need not be a prefix of its top depth, and it costs next to nothing online anyway.
 """
 
 from __future__ import annotations
@@ -57,10 +59,16 @@ class BatchScores:
         ``model.recommend_batch``: the online path's own code, so a hit cannot differ from it."""
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
-        users = np.array(sorted(int(u) for u in histories), dtype=np.int64)
         known = model.known_items
-        kept = [[int(b) for b in histories[int(u)] if int(b) in known] for u in users]
-        keys = [model.history_rows(h) for h in kept]
+        entries = []
+        for user in sorted(int(u) for u in histories):
+            history = [int(b) for b in histories[user] if int(b) in known]
+            rows = model.history_rows(history)
+            if len(rows):  # see the module docstring: the popular-books fallback is answered online
+                entries.append((user, history, rows))
+        users = np.array([u for u, _, _ in entries], dtype=np.int64)
+        kept = [h for _, h, _ in entries]
+        keys = [r for _, _, r in entries]
         ranked = model.recommend_batch(kept, depth) if len(users) else []
         book_ids = np.full((len(users), depth), -1, dtype=np.int64)
         scores = np.zeros((len(users), depth), dtype=np.float32)

@@ -57,8 +57,9 @@ def train(
                 metrics[f"baseline.{name}.{metric}"] = float(scores[metric])
     out_dir = Path(out_dir)
     model.save(out_dir)
-    readers = recent_histories(rec.ratings)  # the reader view's histories, batch-scored for user_id requests
-    BatchScores.build(model, readers.to_dict(), DEPTH).save(out_dir)
+    # The reader view's histories, batch-scored for user_id requests.
+    batch = BatchScores.build(model, recent_histories(rec.ratings).to_dict(), DEPTH)
+    batch.save(out_dir)
     histories = [[b for b in c.history if b in model.known_items] for c in cases] or [[]]
     Reference.from_columns(reference_columns(model, histories)).save(out_dir)
     write_metadata(out_dir, NAME, metrics, model.params)
@@ -69,7 +70,7 @@ def train(
         "test_users": int(test_ratings["user_id"].nunique()),
         "items_modelled": len(model.item_ids),
         **model.info,
-        "batch_scored_readers": len(readers),
+        "batch_scored_readers": len(batch.user_ids),
         "seed": seed,
         "test_fraction": TEST_FRACTION,
     }
