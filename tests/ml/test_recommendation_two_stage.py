@@ -10,11 +10,15 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from ml.model_plugin import load_plugin
 from ml.models.recommendation import data, synthetic
+from ml.models.recommendation.batch_scores import DEPTH, BatchScores
+from ml.models.recommendation.features import recent_histories
+from ml.models.recommendation.plugin import REQUEST_FORM_ENV
 from ml.models.recommendation.protocol import history_split, score_cases, split_users
 from ml.models.recommendation.rank_features import FEATURE_NAMES, ItemTable, build_item_table, request_features
 from ml.models.recommendation.recommender import Recommender, UnknownItemError
-from ml.models.recommendation.retrieval import INDEX_FILE, Retriever, factorise
+from ml.models.recommendation.retrieval import INDEX_FILE, Retriever, _contains, factorise
 from ml.models.recommendation.two_stage import (
     TwoStageRecommender,
     fit_two_stage,
@@ -144,3 +148,99 @@ def test_item_table_round_trip(fitted, tmp_path):
     loaded = ItemTable.load(tmp_path)
     np.testing.assert_array_equal(loaded.series, model.stage.items.series)
     np.testing.assert_array_equal(loaded.genres, model.stage.items.genres)
+
+
+def _features_over_all_items(history, candidates, retrieval_scores, ease, knn, items):
+    """The request features as first written (sums over every item, then the candidates picked out):
+    the oracle that the candidates-only computation must reproduce bit for bit."""
+    n = ease.shape[0]
+
+    def row_sums(w):
+        if len(history) == 0:
+            return np.zeros(n, np.float32), np.zeros(n, np.float32)
+        columns = np.concatenate([w.indices[w.indptr[r]:w.indptr[r + 1]] for r in history])
+        values = np.concatenate([w.data[w.indptr[r]:w.indptr[r + 1]] for r in history])
+        peak = np.zeros(n, np.float32)
+        np.maximum.at(peak, columns, values)
+        return np.bincount(columns, weights=values, minlength=n).astype(np.float32), peak
+
+    def shared(group):
+        ids = group[history]
+        ids = ids[ids >= 0]
+        cand = group[candidates]
+        if not len(ids):
+            return np.zeros(len(candidates), np.float32)
+        counts = np.bincount(ids, minlength=int(group.max()) + 1)
+        return np.where(cand >= 0, counts[np.clip(cand, 0, None)], 0).astype(np.float32)
+
+    ease_c = row_sums(ease)[0][candidates]
+    knn_all, knn_peak = row_sums(knn)
+    rank = np.empty(len(ease_c), np.float32)
+    rank[np.argsort(-ease_c, kind="stable")] = np.arange(len(ease_c), dtype=np.float32)
+    hist_len = float(len(history))
+    numeric = items.numeric[candidates]
+    m = len(candidates)
+    if len(history):
+        genre = items.genres[candidates] @ items.genres[history].mean(axis=0)
+        author, series = shared(items.author), shared(items.series)
+        hist_count = float(items.numeric[history][:, 0].mean())
+        hist_avg = float(items.numeric[history][:, 3].mean())
+    else:
+        genre = author = series = np.zeros(m, np.float32)
+        hist_count = hist_avg = 0.0
+    columns = [retrieval_scores, np.arange(m, dtype=np.float32), ease_c, rank,
+               ease_c / (float(np.abs(ease_c).sum()) or 1.0), knn_all[candidates], knn_peak[candidates], genre, author,
+               author / max(hist_len, 1.0), series, items.series_number[candidates], *numeric.T,
+               np.full(m, hist_len), np.full(m, hist_count), np.full(m, hist_avg), numeric[:, 0] - hist_count]
+    return np.column_stack(columns).astype(np.float32)
+
+
+def test_candidate_features_equal_the_all_items_computation_bit_for_bit(fitted):
+    _, _, test, model, _ = fitted
+    stage = model.stage
+    histories = [np.array(stage.base._indices(c.history), dtype=np.int64) for c in history_split(test, seed=0)]
+    histories += [np.array([], dtype=np.int64), histories[0][:1], np.arange(len(model.item_ids), dtype=np.int64)[::3]]
+    rows, scores = stage.candidates(histories, model.n_candidates)
+    for history, r, s in zip(histories, rows, scores, strict=True):
+        cand, x = stage.features(history, r, s)
+        expected = _features_over_all_items(history, cand, s[r >= 0], stage.base.weights, stage.knn, stage.items)
+        assert x.dtype == np.float32 and np.array_equal(x, expected)
+
+
+def test_history_filter_of_retrieval_matches_isin():
+    rng = np.random.default_rng(3)
+    for size in (0, 1, 5, 40):
+        history = np.sort(rng.choice(500, size=size, replace=False)).astype(np.int64)
+        rows = rng.integers(-1, 500, size=120)
+        assert np.array_equal(_contains(history, rows), np.isin(rows, history))
+
+
+def test_batch_scores_answer_exactly_what_the_online_path_answers(fitted, tmp_path):
+    rec, _, _, model, _ = fitted
+    readers = recent_histories(rec.ratings)
+    table = BatchScores.build(model, readers.to_dict(), DEPTH)
+    table.save(tmp_path)
+    loaded = BatchScores.load(tmp_path)
+    assert loaded is not None and len(loaded.user_ids) == rec.ratings["user_id"].nunique()
+    for i, (user, history) in enumerate(readers.items()):  # every reader of the sample at the deepest k
+        rows = model.history_rows(history)
+        for k in (DEPTH, 10, 1) if i % 10 == 0 else (DEPTH,):
+            ids, scores = loaded.lookup(user, rows, k)
+            online = model.recommend(history, k)
+            assert ids.tolist() == [b for b, _ in online]
+            assert np.array_equal(scores, np.array([s for _, s in online], dtype=np.float32))
+    user, history = next(iter(readers.items()))
+    rows = model.history_rows(history)
+    assert loaded.lookup(user, rows[:-1], 10) is None  # the stored history changed: the online path answers
+    assert loaded.lookup(-5, rows, 10) is None  # a reader the table does not know
+    assert loaded.lookup(user, rows, DEPTH + 1) is None
+    assert model.history_rows(list(history)[::-1] + list(history)).tolist() == rows.tolist()  # order, repeats
+    assert BatchScores.load(tmp_path / "absent") is None
+    # A reader with no modelled book gets the popular books online (their top k is not a prefix of a top 100).
+    assert BatchScores.build(model, {1: [], 2: history}, DEPTH).user_ids.tolist() == [2]
+
+
+def test_an_unknown_request_form_for_the_bench_is_refused_by_name(monkeypatch, tmp_path):
+    monkeypatch.setenv(REQUEST_FORM_ENV, "both")
+    with pytest.raises(ValueError, match=f"{REQUEST_FORM_ENV}='both': expected one of book_ids, user_id"):
+        load_plugin("recommendation").sample_requests(tmp_path, tmp_path)

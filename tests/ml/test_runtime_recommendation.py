@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,6 +12,8 @@ import pytest
 from ml.data.feast_repo import apply_and_materialize, write_repo
 from ml.model_plugin import load_plugin
 from ml.models.recommendation import features, train
+from ml.models.recommendation.batch_scores import BatchScores
+from ml.models.recommendation.plugin import REQUEST_FORM_ENV
 from ml.serving.settings import ModelEntry
 
 PLUGIN = load_plugin("recommendation")
@@ -90,6 +94,55 @@ def test_user_id_history_comes_from_feast_redis(served, infer):
     assert outputs["degraded"] == [False]
     # The history read through the fast path is the one Feast materialized: none of it is recommended.
     assert not set(outputs["book_id"]) & {int(b) for b in row.recent_book_ids}
+
+
+def test_a_stored_reader_is_answered_from_the_batch_scores_exactly_as_online(served, infer):
+    """A user_id request for a reader of the reader view hits the version's batch scores; sending the same
+    history as book_ids runs retrieval and ranking online: the two answers are the same."""
+    server, name, out, _redis, recent, _data_dir = served
+    assert (out.model_dir / "batch_scores.npz").is_file() and out.info["batch_scored_readers"] == len(recent)
+    for row in recent.iloc[:3].itertuples():
+        by_user = infer(server.url, name, [{"name": "user_id", "datatype": "INT64", "shape": [1],
+                                            "data": [int(row.user_id)]}], parameters={"k": 8})
+        history = [int(b) for b in row.recent_book_ids]
+        by_history = infer(server.url, name, _books(history), parameters={"k": 8})
+        assert by_user.status_code == by_history.status_code == 200, (by_user.text, by_history.text)
+        assert by_user.json()["outputs"] == by_history.json()["outputs"]
+
+
+def test_the_batch_scores_answer_only_while_the_stored_history_is_the_scored_one(served, infer, tmp_path):
+    """A copy of the version whose table holds a marked answer for reader 0 and an outdated history for
+    reader 1: reader 0 gets the table's answer (the lookup path is taken), reader 1 the online answer."""
+    server, _name, out, redis, recent, _data_dir = served
+    model_dir = tmp_path / "model"
+    shutil.copytree(out.model_dir, model_dir)
+    table = BatchScores.load(model_dir)
+    first, second = (int(np.searchsorted(table.user_ids, int(u))) for u in recent.user_id.iloc[:2])
+    table.book_ids[first, :3] = table.book_ids[first, :3][::-1]  # the marked answer
+    assert table.key_indptr[second + 1] > table.key_indptr[second]
+    table.key_rows[table.key_indptr[second]] += 1  # as if reader 1 had read another book since training
+    table.save(model_dir)
+    name = server.add(ModelEntry("rec-rt-batch-probe", "recommendation", str(model_dir), {"redis_url": redis.url}))
+    answers = []
+    for user in recent.user_id.iloc[:2]:
+        resp = infer(server.url, name, [{"name": "user_id", "datatype": "INT64", "shape": [1], "data": [int(user)]}],
+                     parameters={"k": 3})
+        assert resp.status_code == 200, resp.text
+        answers.append({o["name"]: o["data"] for o in resp.json()["outputs"]}["book_id"])
+    assert answers[0] == table.book_ids[first, :3].tolist()
+    online = infer(server.url, name, _books([int(b) for b in recent.recent_book_ids.iloc[1]]), parameters={"k": 3})
+    assert answers[1] == {o["name"]: o["data"] for o in online.json()["outputs"]}["book_id"]
+
+
+def test_bench_requests_by_user_id_are_answered_with_the_readers_stored_history(served, infer, monkeypatch):
+    server, name, out, _redis, _recent, data_dir = served
+    monkeypatch.setenv(REQUEST_FORM_ENV, "user_id")
+    bodies = PLUGIN.sample_requests(data_dir, out.model_dir, n=5)
+    assert [b["inputs"][0]["name"] for b in bodies] == ["user_id"] * 5
+    for body in bodies:
+        resp = infer(server.url, name, body["inputs"], parameters=body["parameters"])
+        assert resp.status_code == 200, resp.text
+        assert {o["name"]: o["data"] for o in resp.json()["outputs"]}["degraded"] == [False]
 
 
 def test_an_unknown_reader_gets_popular_books_marked_degraded_like_an_unknown_card(served, infer, scrape):

@@ -29,6 +29,12 @@ BOOK_FEATURES = ("average_rating", "ratings_count", "original_publication_year")
 READER_FEATURES = ("recent_book_ids", "history_length")
 
 
+def recent_histories(ratings: pd.DataFrame) -> pd.Series:
+    """user_id -> the reader's last `HISTORY_LENGTH` rated book ids in file order: the reader view's
+    `recent_book_ids`, and the histories that training batch-scores (batch_scores.py) from the same rule."""
+    return ratings.groupby("user_id", sort=True)["book_id"].apply(lambda s: [int(b) for b in s.tail(HISTORY_LENGTH)])
+
+
 def write_parquet(data_dir: Path, parquet_dir: Path) -> dict[str, Path]:
     """Derive the offline-store Parquet files from the goodbooks files in `data_dir`."""
 
@@ -41,12 +47,7 @@ def write_parquet(data_dir: Path, parquet_dir: Path) -> dict[str, Path]:
     books["ratings_count"] = books["ratings_count"].astype("int64")
     books["original_publication_year"] = books["original_publication_year"].fillna(0).astype("int64")
     books["event_timestamp"] = FEATURE_TIMESTAMP
-    recent = (
-        rec.ratings.groupby("user_id", sort=True)["book_id"]
-        .apply(lambda s: [int(b) for b in s.tail(HISTORY_LENGTH)])
-        .rename("recent_book_ids")
-        .reset_index()
-    )
+    recent = recent_histories(rec.ratings).rename("recent_book_ids").reset_index()
     recent["user_id"] = recent["user_id"].astype("int64")
     recent["history_length"] = recent["recent_book_ids"].map(len).astype("int64")
     recent["event_timestamp"] = FEATURE_TIMESTAMP

@@ -6,7 +6,8 @@ Replays the histories of the held-out users of the training split (`split_users`
 protocol's 80 % history, its last 20 known books as the benchmarks send them) through
 `recommend(history, 10)` and prints JSON: wall-clock and CPU time (``time.thread_time``: what the
 request costs a core, unaffected by other processes on a busy machine) at p50/p99, and for a
-two-stage model the CPU time of each stage (retrieval, features, ranker).
+two-stage model the CPU time of each stage (retrieval, features, ranker) and, when the version ships
+batch scores, the CPU time of a `user_id` request's lookup for the stored readers (`cpu_batch_lookup`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from ml.models.recommendation import data
+from ml.models.recommendation.batch_scores import BatchScores
+from ml.models.recommendation.features import recent_histories
 from ml.models.recommendation.protocol import history_split, split_users
 from ml.models.recommendation.two_stage import TwoStageRecommender, load_model
 
@@ -63,6 +66,19 @@ def measure(model_dir: Path, data_dir: Path, seed: int = 0, repeats: int = 3) ->
             stages["features"].append(featured - retrieved)
             stages["ranker"].append(time.thread_time() - featured)
         report["cpu_by_stage"] = {k: _percentiles(v) for k, v in stages.items()}
+    table = BatchScores.load(model_dir)
+    if table is not None and isinstance(model, TwoStageRecommender):
+        # A user_id request's model work when the batch scores answer: the history's rows, then the lookup.
+        readers = recent_histories(data.load_ratings(data.resolve(data_dir, data.RATINGS_FILE)))
+        stored = [(int(u), [b for b in readers[u] if b in model.known_items]) for u in readers.index[:500]]
+        lookups, hits = [], 0
+        for _ in range(repeats):
+            for user, history in stored:
+                started = time.thread_time()
+                hit = table.lookup(user, model.history_rows(history), 10)
+                lookups.append(time.thread_time() - started)
+                hits += hit is not None
+        report["cpu_batch_lookup"] = {**_percentiles(lookups), "readers": len(stored), "hits": hits}
     return report
 
 

@@ -3,6 +3,7 @@ data check, features read back from the offline store, training through `train.p
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,10 @@ from ml.model_plugin import ModelPlugin
 from ml.models.recommendation import algorithm, data, features, synthetic, train
 from ml.models.recommendation.two_stage import load_model
 from ml.training.outputs import TrainOutput
+
+# Which request form `sample_requests` builds (benchmarks, load tests): `book_ids` (default) or `user_id`.
+REQUEST_FORM_ENV = "MLPLAT_RECOMMENDATION_REQUESTS"
+REQUEST_FORMS = ("book_ids", "user_id")
 
 
 class RecommendationPlugin(ModelPlugin):
@@ -62,13 +67,23 @@ class RecommendationPlugin(ModelPlugin):
         return {k: float(v) for k, v in algorithm.evaluate(model, ratings, seed=seed, k=train.K).items()}
 
     def sample_requests(self, data_dir: Path, model_dir: Path, n: int = 200, seed: int = 0) -> list[dict[str, Any]]:
-        """V2 request bodies for benchmarks: histories of readers from the data (known books only)."""
+        """V2 request bodies for benchmarks, one per sampled reader of the data: by default the reader's last 20
+        known books as `book_ids` (every request retrieves and ranks online); with the environment variable
+        `MLPLAT_RECOMMENDATION_REQUESTS=user_id`, the same readers' `user_id` (the history comes from the online
+        store, and the version's batch scores answer while it is the history they were computed from)."""
+        form = os.environ.get(REQUEST_FORM_ENV, "book_ids")
+        if form not in REQUEST_FORMS:
+            raise ValueError(f"{REQUEST_FORM_ENV}={form!r}: expected one of {', '.join(REQUEST_FORMS)}")
         model = load_model(Path(model_dir))
         ratings = data.load_ratings(data.resolve(Path(data_dir), data.RATINGS_FILE))
         rng = np.random.default_rng(seed)
-        groups = [g for _, g in ratings.groupby("user_id")["book_id"]]
-        bodies = []
+        users, groups = zip(*ratings.groupby("user_id")["book_id"], strict=True)
+        bodies: list[dict[str, Any]] = []
         for i in rng.choice(len(groups), size=min(n, len(groups)), replace=False):
+            if form == "user_id":
+                bodies.append({"inputs": [{"name": "user_id", "datatype": "INT64", "shape": [1],
+                                           "data": [int(users[i])]}], "parameters": {"k": train.K}})
+                continue
             history = [int(b) for b in groups[i].tail(20) if int(b) in model.known_items]
             bodies.append(
                 {

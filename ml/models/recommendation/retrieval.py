@@ -57,6 +57,15 @@ def factorise(weights: np.ndarray, interactions: sp.csr_matrix, dim: int, seed: 
     return history, item
 
 
+def _contains(sorted_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Which of ``rows`` are in ``sorted_rows`` (what ``np.isin`` answers; a binary search per row is
+    several times cheaper for one request's ~20 history rows and ~120 neighbours)."""
+    if not len(sorted_rows):
+        return np.zeros(len(rows), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_rows, rows), len(sorted_rows) - 1)
+    return sorted_rows[at] == rows
+
+
 class Retriever:
     """Exact inner-product search of the query (sum of history embeddings) over the item embeddings."""
 
@@ -99,7 +108,7 @@ class Retriever:
         out_rows = np.full((len(histories), n), -1, dtype=np.int64)
         out_scores = np.full((len(histories), n), -np.inf, dtype=np.float32)
         for i, history in enumerate(histories):
-            keep = ~np.isin(rows[i], history) & (rows[i] >= 0)
+            keep = ~_contains(np.sort(np.asarray(history, dtype=np.int64)), rows[i]) & (rows[i] >= 0)
             r, s = rows[i][keep][:n], scores[i][keep][:n]
             out_rows[i, : len(r)] = r
             out_scores[i, : len(s)] = s

@@ -12,6 +12,12 @@ with the popular-books fallback, output `degraded` = true, and counts it in
 `mlplat_model_degraded_responses_total` (reason `feature_store_error` / `unknown_entity`): the same
 meaning as every model's `degraded` (docs/MODELS.md): the answer did not use the entity's stored features.
 
+A `user_id` request whose stored history is the one the version was trained with is answered from the
+version's batch scores (`batch_scores.py`: each known reader's ranking, computed at training time by the
+same two-stage code, used only when the history read now gives the same model input), without retrieval
+or ranking; any other request (`book_ids`, an unknown reader, a history changed since training) runs the
+two-stage model.
+
 The model is deterministic, so with a prediction cache configured (`prediction_cache_ttl_s`, see
 `ml/serving/prediction_cache.py`) the answer for a history and k is cached in Redis, keyed by the
 version and the set of history books; a cache fault only means the model answers.
@@ -28,8 +34,9 @@ from mlserver.types import InferenceRequest, InferenceResponse
 
 from ml.data.feast_repo import PROJECT
 from ml.models.recommendation.algorithm import UnknownItemError
+from ml.models.recommendation.batch_scores import BatchScores
 from ml.models.recommendation.features import READER_FEATURES, READER_VIEW
-from ml.models.recommendation.two_stage import load_model
+from ml.models.recommendation.two_stage import TwoStageRecommender, load_model
 from ml.serving.prediction_cache import PredictionCache
 from ml.serving.runtime_base import BadRequest, ReferenceRuntime, Unprocessable, spec, tensor
 from ml.serving.serving_log import served_identity
@@ -54,6 +61,7 @@ class RecommendationRuntime(ReferenceRuntime):
 
     def load_artifact(self, model_dir: Path, extra: dict[str, Any]) -> None:
         self.model = load_model(model_dir)
+        self.batch = BatchScores.load(model_dir) if isinstance(self.model, TwoStageRecommender) else None
         name, version = served_identity(model_dir, self.name, self.registry_version)
         self.cache = PredictionCache.from_settings(extra, name, version, model_dir, metrics_name=self.name)
         self.reader = None
@@ -85,38 +93,43 @@ class RecommendationRuntime(ReferenceRuntime):
             raise Unprocessable(f"k must be between 1 and {MAX_K}, got {k}")
         return k
 
-    async def _history(self, inputs: dict[str, Any]) -> tuple[list[int], bool]:
+    async def _history(self, inputs: dict[str, Any]) -> tuple[list[int], bool, int | None]:
+        """(history, degraded, the reader whose stored history it is: None for book_ids or a fallback)."""
         if "book_ids" in inputs:
             ids = self.numeric(inputs["book_ids"], integer=True)
             if ids.size > self.max_batch:
                 raise Unprocessable(f"history of {ids.size} books exceeds the limit of {self.max_batch}")
-            return [int(b) for b in ids], False
+            return [int(b) for b in ids], False, None
         users = self.numeric(inputs["user_id"], integer=True)
         if users.size != 1:
             raise BadRequest(f"input 'user_id' must hold exactly one user id, got {users.size}")
         if self.reader is None:
             raise Unprocessable("user_id lookup needs an online store (parameters.extra.redis_url); send book_ids")
+        user = int(users[0])
         started = time.perf_counter()
         try:
-            found = await self.reader.fetch({"user_id": int(users[0])})
+            found = await self.reader.fetch({"user_id": user})
         except Exception:  # any store failure degrades to the popular-books fallback
             self.metrics.degraded("feature_store_error")
-            return [], True
+            return [], True, None
         finally:
             self.metrics.fetch_seconds.observe(time.perf_counter() - started)
         history = found.get("recent_book_ids")
         if history is None:  # unknown reader: popular books, answered but without the reader's history
             self.metrics.degraded("unknown_entity")
-            return [], True
-        return [b for b in history if b in self.model.known_items], False
+            return [], True, None
+        return [b for b in history if b in self.model.known_items], False, user
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         inputs = self.by_name(request)
         if "book_ids" not in inputs and "user_id" not in inputs:
             raise BadRequest("missing input: send 'book_ids' (INT64 list of recently read books) or 'user_id'")
         k = self._k(request, inputs)
-        history, degraded = await self._history(inputs)
-        ids, scores = self._recommend(history, k)
+        history, degraded, user = await self._history(inputs)
+        hit = None
+        if user is not None and self.batch is not None and isinstance(self.model, TwoStageRecommender):
+            hit = self.batch.lookup(user, self.model.history_rows(history), k)
+        ids, scores = hit if hit is not None else self._recommend(history, k)
         if len(scores):
             self.metrics.prediction.observe(float(scores[0]))
         self.observe({"history_length": [len(history)], "score": scores[:1]})

@@ -19,6 +19,8 @@ import numpy as np
 
 from ml.data.drift import Reference
 from ml.models.recommendation import algorithm, data
+from ml.models.recommendation.batch_scores import DEPTH, BatchScores
+from ml.models.recommendation.features import recent_histories
 from ml.models.recommendation.two_stage import TwoStageRecommender, fit_two_stage, retrieval_recall
 from ml.training.outputs import TrainOutput, write_metadata
 
@@ -55,6 +57,9 @@ def train(
                 metrics[f"baseline.{name}.{metric}"] = float(scores[metric])
     out_dir = Path(out_dir)
     model.save(out_dir)
+    # The reader view's histories, batch-scored for user_id requests.
+    batch = BatchScores.build(model, recent_histories(rec.ratings).to_dict(), DEPTH)
+    batch.save(out_dir)
     histories = [[b for b in c.history if b in model.known_items] for c in cases] or [[]]
     Reference.from_columns(reference_columns(model, histories)).save(out_dir)
     write_metadata(out_dir, NAME, metrics, model.params)
@@ -65,6 +70,7 @@ def train(
         "test_users": int(test_ratings["user_id"].nunique()),
         "items_modelled": len(model.item_ids),
         **model.info,
+        "batch_scored_readers": len(batch.user_ids),
         "seed": seed,
         "test_fraction": TEST_FRACTION,
     }

@@ -193,6 +193,11 @@ class TwoStageRecommender:
                 out[i] = [(int(self.stage.base.item_ids[cand[j]]), float(p[j])) for j in order]
         return [o or [] for o in out]
 
+    def history_rows(self, history: Sequence[int]) -> np.ndarray:
+        """The sorted modelled item rows of ``history``: all of a history that the answer depends on
+        (order, repeats and known-but-unmodelled books change nothing). Unknown ids raise UnknownItemError."""
+        return _rows(self.stage.base, history)
+
     def recommend(self, history: list[int], k: int = 10) -> list[tuple[int, float]]:
         """Top-k (book_id, ranker score) not in ``history``; most-rated books when nothing in it is modelled."""
         k = _check_k(k)
