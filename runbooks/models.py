@@ -192,6 +192,13 @@ def _inspect(ctx: RunContext) -> dict[str, Any]:
     current = _version_of(ctx, CHAMPION)
     versions = sorted(int(v.version) for v in ctx.mlflow.search_model_versions(f"name='{_model(ctx)}'"))
     wanted = ctx.params.get("to_version")
+    if wanted is not None and int(wanted) not in versions:
+        raise StepFailed(f"{_model(ctx)} has no version {wanted}; versions: {versions}")
+    deploy = _deploy(ctx) if ctx.env != "local" else None
+    if deploy is not None:
+        # What serves is what the deploy branch names; the alias follows it after a merge and may lag meanwhile.
+        served = deploy_tree.tree_version(deploy, _model(ctx), CHAMPION)
+        current = int(served) if served is not None else current
     if ctx.env == "local":
         # An earlier run moved the alias and then failed to make serving follow: finish that rollback
         # instead of moving the alias a second time.
