@@ -380,9 +380,9 @@ def run_promote(args: argparse.Namespace) -> int:
             return 1
     gates = doc.get("gates") or {}
     local_repo = str(found.platform.state_dir / gitops.LOCAL_REPO) if found.platform else None
-    if not args.no_stage and (args.repo or local_repo) != local_repo:
-        return _promote_on_cluster(args, cfg, found.tracking_uri)
     location = args.repo or local_repo
+    if not args.no_stage and (location is None or location != local_repo):
+        return _promote_on_cluster(args, cfg, found.tracking_uri)  # the stack's own repository (or --repo)
     target = gitops.target_for(cfg, location=location, bucket=args.bucket)
     release = gitops.Release(args.name, str(args.version), args.slot, card=card.render_markdown(doc),
                              gates=f"{'passed' if gates.get('passed') else 'FAILED'}: {gates.get('summary', '')}",
