@@ -175,3 +175,34 @@ def test_model_promote_against_the_stacks_repository_stages_and_leaves_the_alias
     assert log == ["prod None None mlplat model promote", "stage fraud 5", "tree fraud 5 champion"]
     doc = json.loads(capsys.readouterr().out)
     assert doc["steps"][0] == "staged s3://b/fraud/versions/5/" and "until that branch is merged" in doc["steps"][2]
+
+
+def test_model_follow_moves_slot_and_alias_to_the_deploy_branch_and_names_a_failure(monkeypatch, capsys):
+    """`mlplat model follow`: what the deploy branch names becomes the champion slot and alias; an error is named."""
+    import argparse
+    import json
+    from types import SimpleNamespace
+
+    from ml.cli import model as model_cli
+    from ml.delivery import promotion
+
+    moved: list[str] = []
+    monkeypatch.setattr(model_cli, "registry", lambda command, explicit: SimpleNamespace(
+        tracking_uri="http://registry", platform=None))
+    monkeypatch.setattr(promotion, "operator_steps", lambda cfg, location, bucket, uri, actor: promotion.Steps(
+        "main", lambda m, v: "", lambda m, v, s: None, lambda: {"fraud": {"champion": "5"}, "sentiment": {}},
+        lambda m: "4", lambda m: "4", lambda m, v: moved.append(f"slot {m} {v}") or f"s3://b/{m}/champion/",
+        lambda m, v: moved.append(f"alias {m} {v}")))
+    args = argparse.Namespace(stack_file=Path(stack_file("prod")), repo=None, bucket=None, tracking_uri=None,
+                              models=[])
+    assert model_cli.run_follow(args) == 0
+    assert moved == ["slot fraud 5", "alias fraud 5"]
+    assert json.loads(capsys.readouterr().out) == {"followed": ["fraud: slot s3://b/fraud/champion/ -> v5; "
+                                                                "champion v4 -> v5"]}
+
+    def no_bucket(*args: object) -> promotion.Steps:
+        raise promotion.PromotionError("the deploy tree of prod names no models bucket yet: pass --bucket")
+
+    monkeypatch.setattr(promotion, "operator_steps", no_bucket)
+    assert model_cli.run_follow(args) == 1
+    assert "mlplat model follow: the deploy tree of prod names no models bucket yet" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """The training pipeline's publish step writes the deploy tree, against real git repositories in a temporary
 directory and a registry in SQLite (no MLflow server): the commit with the model card, the slot and alias that
-move with it, a push that loses a race with another publication, and a model outside the stack."""
+move with it, a push that loses a race with another publication, and a model outside the stack; on a stack that
+reviews promotions (prod), nothing but the staged version and the review branch before the merge."""
 
 from __future__ import annotations
 
@@ -191,3 +192,29 @@ def test_the_publish_step_on_a_gitops_cluster_proposes_without_moving(monkeypatc
     line = steps.publish("fraud", "2", "gates", "http://127.0.0.1:9", "b", "", "", "", "schedule", deploy)
     assert log == ["steps pullRequest pipeline/schedule", "stage fraud 2", "tree fraud 2"], log
     assert "until that branch is merged" in line
+
+
+def test_a_local_approval_against_a_reviewed_tree_serves_nothing_before_the_merge(registry, tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch):
+    """Where the local platform's stack wanted review, the approval's promotion is a proposal: serving, the slot and
+    the alias stay until it is merged (then `mlplat local apply`)."""
+    from types import SimpleNamespace
+
+    from contracts import local_platform
+    from contracts.local_platform import Registry
+    from ml.cli import model as model_cli
+    from ml.training.follow import Serving
+    from stacks.config import stack_file
+
+    client, uri = registry
+    state = tmp_path / "state"
+    repo = gitops.local_repository(state)
+    moved: list[str] = []
+    monkeypatch.setattr(model_cli, "promote", lambda *args, **kwargs: moved.append("serving") or [])
+    monkeypatch.setattr(local_platform, "DEPLOY_STACK", stack_file("prod"))
+    found = Registry(uri, "test registry", platform=SimpleNamespace(state_dir=state))
+    move = model_cli._tree_then_serving(found, client, "fraud", Serving(tmp_path / "slots", "http://127.0.0.1:9"),
+                                        "alice")
+    lines = move("1")
+    assert lines == [lines[0]] and "proposed on branch promote/prod/fraud-v1" in lines[0], lines
+    assert moved == [] and git(repo, "for-each-ref", "--format=%(refname:short)") == "promote/prod/fraud-v1"
