@@ -24,13 +24,15 @@ release that changes nothing changes no file and makes no commit.
 
 Per model the folder holds what the Pulumi program declared before Argo CD took the model deployments
 over, field for field (tests/infra/test_deploy_tree.py compares them):
-- two Seldon `Model`s, `<name>-champion` and `<name>-challenger`, reading the slot prefixes
-  `s3://<bucket>/<name>/<slot>/` (contracts/model_slots.py) on the MLServer `Server`;
+- two Seldon `Model`s, `<name>-champion` and `<name>-challenger`, reading, for a slot with a released version,
+  that version's immutable prefix `s3://<bucket>/<name>/versions/<version>/`, else the slot prefix
+  `s3://<bucket>/<name>/<slot>/` (contracts/model_slots.py);
 - the `Experiment` `<name>-experiment`, splitting the champion's traffic by the configured weights;
-- for a model with an explainer, the Model `<name>-explainer`, reading the champion slot's `explainer/` folder.
+- for a model with an explainer, the Model `<name>-explainer`, reading the `explainer/` folder of the champion's prefix.
 Two differences, both deliberate: `app.kubernetes.io/managed-by` says `argocd` (`managed_by`), and a slot whose released
 version is known carries it as the Model parameter `registry-version` (the parameter the model runbooks
-read, runbooks/kube.py): a new version is a changed Model spec, which is what makes Seldon reload the slot.
+read, runbooks/kube.py) and reads that version's immutable prefix: a new version is a changed Model spec, which is
+what makes Seldon load it, and nothing but a change of the tree's branch changes what a Model loads.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contracts.cluster import MODEL_SERVER, SELDON_NAMESPACE
-from contracts.model_slots import SLOTS, artifact_uri, check_slot, explainer_uri
+from contracts.model_slots import EXPLAINER_DIR, SLOTS, artifact_uri, check_slot, explainer_uri, version_uri
 
 SELDON_API = "mlops.seldon.io/v1alpha1"
 SELDON_GROUP = SELDON_API.split("/", 1)[0]
@@ -139,7 +141,7 @@ def model_metadata(model: ModelRelease, slot: str, managed_by: str = MANAGED_BY)
 def model_object(model: ModelRelease, slot: str, bucket: str, managed_by: str = MANAGED_BY) -> dict[str, Any]:
     """The Seldon Model of one slot."""
     try:
-        uri = artifact_uri(bucket, model.name, slot)
+        uri = _storage_uri(model, slot, bucket)
     except ValueError as exc:
         raise DeployTreeError(str(exc)) from exc
     spec: dict[str, Any] = {
@@ -159,12 +161,21 @@ def model_object(model: ModelRelease, slot: str, bucket: str, managed_by: str = 
             "metadata": model_metadata(model, slot, managed_by), "spec": spec}
 
 
+def _storage_uri(model: ModelRelease, slot: str, bucket: str) -> str:
+    """A slot with a released version reads that version's immutable prefix, so the tree alone decides what
+    serves (a reviewed change that is not merged yet changes nothing); a slot without one reads the mutable
+    slot prefix (a program that applies the objects itself, GitOps off, and touches the Model on release)."""
+    version = model.versions.get(slot)
+    return artifact_uri(bucket, model.name, slot) if version is None else version_uri(bucket, model.name, version)
+
+
 def explainer_object(model: ModelRelease, bucket: str, managed_by: str = MANAGED_BY) -> dict[str, Any]:
     """The explainer's Model: the champion's settings and released version, its own folder of the slot (the
     publication writes the artifact there again with the explainer's runtime), on the same server."""
     champion = model_object(model, "champion", bucket, managed_by)
     try:
-        uri = explainer_uri(bucket, model.name, "champion")
+        uri = (explainer_uri(bucket, model.name, "champion") if "champion" not in model.versions
+               else f"{_storage_uri(model, 'champion', bucket)}{EXPLAINER_DIR}/")
     except ValueError as exc:
         raise DeployTreeError(str(exc)) from exc
     return {**champion, "metadata": explainer_metadata(model, managed_by),

@@ -40,6 +40,31 @@ def artifact_uri(bucket: str, model: str, slot: str) -> str:
     return f"{RCLONE_REMOTE}://{bucket}/{slot_prefix(model, slot)}"
 
 
+# Every published version also gets a prefix of its own that is written once and never changed afterwards:
+# `<model>/versions/<version>/`. The deploy tree's Models read it (contracts/deploy_tree.py), so a version's
+# files can be uploaded before a reviewed change names them without changing what any Model loads: merging
+# the change is the only switch. The slot prefixes above stay as the mutable "what the registry calls
+# champion/challenger" copy that the runbooks and the local platform read.
+VERSIONS_DIR = "versions"
+
+
+def version_prefix(model: str, version: str) -> str:
+    """The object-key prefix of one registry version's immutable copy: `<model>/versions/<version>/`."""
+    if not model or "/" in model:
+        raise ValueError(f"model name must be a non-empty name without '/', got {model!r}")
+    text = str(version)
+    if not text.isdigit() or int(text) < 1 or text != str(int(text)):
+        raise ValueError(f"version must be a registry version number (1, 2, ...), got {version!r}")
+    return f"{model}/{VERSIONS_DIR}/{text}/"
+
+
+def version_uri(bucket: str, model: str, version: str) -> str:
+    """The storageUri of a Model that serves `version` (the immutable per-version prefix)."""
+    if not bucket or "/" in bucket:
+        raise ValueError(f"models bucket must be a bare bucket name, got {bucket!r}")
+    return f"{RCLONE_REMOTE}://{bucket}/{version_prefix(model, version)}"
+
+
 def artifact_model_settings(model: str) -> dict[str, Any]:
     """The `model-settings.json` a promotion publishes next to the artifact files. No name (Seldon
     names the loaded model) and no `parameters.uri`: MLServer then loads from the folder Seldon's agent

@@ -36,6 +36,7 @@ from contracts.governance import AuditLog
 from contracts.local_platform import SLOTS_DIR
 from contracts.rollback import ACTION, ACTION_LABEL
 from ml.serving.alert_receiver import QueuedReceiver, firing, serve
+from runbooks import deploy_tree
 from runbooks.context import RunContext, load_outputs
 from runbooks.engine import run
 from runbooks.kube import ClusterKubeOps
@@ -95,7 +96,7 @@ class Receiver(QueuedReceiver):
             return
         ctx = self.make_context({"model": model})
         ctx.actor = actor
-        champion = _alias(ctx, model, CHAMPION)
+        champion = _serving_champion(ctx, model)
         challenger = _alias(ctx, model, CHALLENGER)
         versions = sorted(int(v.version) for v in ctx.mlflow.search_model_versions(f"name='{model}'"))
         if champion == version and any(v < int(version) for v in versions):
@@ -128,6 +129,18 @@ class Receiver(QueuedReceiver):
         if decision not in ("rolled back", "rollback failed"):  # the runbook audits its own steps
             self.audit.record(actor=actor, env="-", runbook="autorollback", step=decision,
                               target=f"models:/{item['model']}/{item['version']}", result="ok", details=detail)
+
+
+def _serving_champion(ctx: RunContext, model: str) -> str | None:
+    """The champion that serves: on a GitOps cluster the deploy branch's (the receiver's `MLPLAT_DEPLOY`), as the
+    registry alias follows the branch only after a merge was followed (ml/delivery/promotion.py) and may lag; else,
+    and while the branch names none, the alias."""
+    alias = _alias(ctx, model, CHAMPION)
+    if ctx.env == "local" or not os.environ.get(deploy_tree.DEPLOY_ENV):
+        return alias
+    deploy = deploy_tree.deploy_of(ctx, model)
+    served = deploy_tree.tree_version(deploy, model, CHAMPION) if deploy is not None else None
+    return served or alias
 
 
 def _alias(ctx: RunContext, model: str, alias: str) -> str | None:

@@ -22,11 +22,15 @@ credentials Secret mounted as in the publish step), else `--param deploy_repo=PA
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 from contracts.local_platform import DEPLOY_REPO, DEPLOY_STACK
+from contracts.model_slots import artifact_uri
 from ml.delivery import gitops
 from ml.delivery.tree_publish import Deploy, parse_parameter, recorded, write
 from ml.training.directory_bucket import LOCAL_BUCKET
+from ml.training.publish import PublishError, publish_version, read_marker
 from runbooks.context import RunContext
 from runbooks.engine import StepFailed
 from stacks.config import load_stack_file
@@ -83,3 +87,27 @@ def plan_line(ctx: RunContext, deploy: Deploy, model: str, slot: str, version: i
     then = "then applied here" if ctx.env == "local" else "Argo CD applies it"
     return (f"git: {model} v{version} -> {slot} in {t.path}/{t.environment}/{model}/ of {t.location} "
             f"({mode} {t.branch}; {then})")
+
+
+def publish_through_tree(ctx: RunContext, deploy: Deploy, model: str, bucket: str, slot: str, want: str, *,
+                         rollback: bool, publish_slot: Callable[[], Any]) -> dict[str, Any]:
+    """A version into a slot on a GitOps stack: its immutable prefix (what the tree's Model reads) staged, the tree
+    written, and the mutable slot (`publish_slot`) published only once the deploy branch names the version: a
+    change proposed for review (prod) leaves the slot, like serving, as it was until it is merged
+    (ml/delivery/promotion.py)."""
+    s3 = ctx.aws("s3")
+    try:
+        staged = publish_version(model, want, bucket, tracking_uri=ctx.mlflow.tracking_uri, s3_client=s3,
+                                 actor=ctx.actor, promotion=ctx.stack.cfg.governance.promotion)
+    except PublishError as exc:
+        raise StepFailed(str(exc)) from exc
+    outcome = write_slot(ctx, deploy, model, slot, want, rollback=rollback)
+    proposed = outcome.branch != deploy.target.branch
+    ctx.state.setdefault("proposed", {})[slot] = proposed
+    done: dict[str, Any] = {"staged": staged, "version": want, "deploy_tree": outcome.message}
+    if proposed:
+        return {**done, "slot": f"{artifact_uri(bucket, model, slot)} unchanged until the review is merged"}
+    if (read_marker(bucket, model, slot, s3_client=s3) or {}).get("version") == want:
+        return {**done, "slot": artifact_uri(bucket, model, slot)}
+    result = publish_slot()
+    return {**done, "slot": result.uri, "files": len(result.uploaded), "deleted_old": len(result.deleted)}

@@ -19,7 +19,8 @@ from typing import Any
 
 from contracts import model_registry
 from contracts.cluster import SELDON_NAMESPACE
-from contracts.model_slots import artifact_model_settings, artifact_uri
+from contracts.model_slots import artifact_model_settings, artifact_uri, version_uri
+from ml.delivery import gitops
 from ml.training.follow import FollowError, Serving, follow_champion, served_version, server_ready, slot_version
 from ml.training.publish import MARKER, PublishError, check_bucket, publish, read_marker
 from runbooks import deploy_tree
@@ -81,7 +82,10 @@ def _publish_plan(ctx: RunContext, slot: str, version: int, *, rollback: bool = 
                     f"objects v{version} lacks; {MARKER} last), unless the slot already holds v{version}")
     deploy = _deploy(ctx)
     if deploy is not None:  # the tree's champion folder holds the explainer's Model too: it follows
-        return [publish_line, deploy_tree.plan_line(ctx, deploy, model, slot, version, rollback=rollback)]
+        return [f"s3: stage models:/{model}/{version} at {version_uri(ctx.state['bucket'], model, str(version))} "
+                "(written once; the tree's Model reads it)",
+                deploy_tree.plan_line(ctx, deploy, model, slot, version, rollback=rollback),
+                f"{publish_line}; once the deploy branch names v{version} (after the review where there is one)"]
     return [publish_line, f"kubernetes: patch Model {SELDON_NAMESPACE}/{model}-{slot} spec.parameters "
                           f"registry-version={version} (Seldon reloads the slot)",
             *[f"kubernetes: patch Model {SELDON_NAMESPACE}/{explainer} the same way (it explains the champion)"
@@ -118,31 +122,34 @@ def _publish_to_slot(ctx: RunContext, slot: str, version: int, *, rollback: bool
     marker = read_marker(bucket, model, slot, s3_client=s3)
     if (marker or {}).get("version") == want and _served_by(ctx, slot) == want:
         return {"slot": artifact_uri(bucket, model, slot), "version": want, "unchanged": "already published"}
-    try:
-        result = publish(model, want, slot, bucket, tracking_uri=ctx.mlflow.tracking_uri, s3_client=s3,
-                         actor=ctx.actor, promotion=ctx.stack.cfg.governance.promotion)
-    except PublishError as exc:
-        raise StepFailed(str(exc)) from exc
-    done = {"slot": result.uri, "version": want, "files": len(result.uploaded), "deleted_old": len(result.deleted)}
     deploy = _deploy(ctx)
     if deploy is not None:
-        outcome = deploy_tree.write_slot(ctx, deploy, model, slot, want, rollback=rollback)
-        ctx.state.setdefault("proposed", {})[slot] = outcome.branch != deploy.target.branch
-        return {**done, "deploy_tree": outcome.message}
+        return deploy_tree.publish_through_tree(ctx, deploy, model, bucket, slot, want, rollback=rollback,
+                                                publish_slot=lambda: _publish(ctx, slot, want))
+    result = _publish(ctx, slot, want)
+    done = {"slot": result.uri, "version": want, "files": len(result.uploaded), "deleted_old": len(result.deleted)}
     for name in touch:
         ctx.kube.touch_model(SELDON_NAMESPACE, name, want)
     return {**done, "touched": ", ".join(f"{SELDON_NAMESPACE}/{name}" for name in touch)}
 
 
+def _publish(ctx: RunContext, slot: str, want: str) -> Any:
+    try:
+        return publish(_model(ctx), want, slot, ctx.state["bucket"], tracking_uri=ctx.mlflow.tracking_uri,
+                       s3_client=ctx.aws("s3"), actor=ctx.actor, promotion=ctx.stack.cfg.governance.promotion)
+    except PublishError as exc:
+        raise StepFailed(str(exc)) from exc
+
+
 def _verify_slot(ctx: RunContext, slot: str, version: int) -> None:
     assert ctx.kube is not None
     model, bucket, want = _model(ctx), ctx.state["bucket"], str(version)
+    if _deploy(ctx) is not None and ctx.state.get("proposed", {}).get(slot):
+        return  # a branch for review: the deploy branch, and then the slot, change when it is merged
     marker = read_marker(bucket, model, slot, s3_client=ctx.aws("s3"))
     if (marker or {}).get("version") != want:
         raise StepFailed(f"{artifact_uri(bucket, model, slot)}{MARKER} shows {marker}, expected v{want}")
     if _deploy(ctx) is not None:
-        if ctx.state.get("proposed", {}).get(slot):
-            return  # a branch for review: the deploy branch changes when it is merged
         recorded = _served_by(ctx, slot)
         if recorded != want:
             raise StepFailed(f"the deploy tree gives {model}-{slot} v{recorded}, expected v{want}")
@@ -185,6 +192,13 @@ def _inspect(ctx: RunContext) -> dict[str, Any]:
     current = _version_of(ctx, CHAMPION)
     versions = sorted(int(v.version) for v in ctx.mlflow.search_model_versions(f"name='{_model(ctx)}'"))
     wanted = ctx.params.get("to_version")
+    if wanted is not None and int(wanted) not in versions:
+        raise StepFailed(f"{_model(ctx)} has no version {wanted}; versions: {versions}")
+    deploy = _deploy(ctx) if ctx.env != "local" else None
+    if deploy is not None:
+        # What serves is what the deploy branch names; the alias follows it after a merge and may lag meanwhile.
+        served = deploy_tree.tree_version(deploy, _model(ctx), CHAMPION)
+        current = int(served) if served is not None else current
     if ctx.env == "local":
         # An earlier run moved the alias and then failed to make serving follow: finish that rollback
         # instead of moving the alias a second time.
@@ -345,11 +359,21 @@ def _verify_shift(ctx: RunContext, result: dict[str, Any]) -> None:
 def _promote(ctx: RunContext) -> dict[str, Any]:
     challenger = _version_of(ctx, CHALLENGER)
     ctx.state["previous_champion"] = _version_of(ctx, CHAMPION)
+    deploy = _deploy(ctx)
+    if (deploy is not None and deploy.target.promotion == gitops.PULL_REQUEST
+            and deploy_tree.tree_version(deploy, _model(ctx), CHAMPION) != str(challenger)):
+        # The registry follows the deploy branch: `champion` names a version once its review is merged.
+        ctx.state["alias_deferred"] = True
+        return {"champion": ctx.state["previous_champion"],
+                "deferred": f"v{challenger} becomes champion once the deploy branch names it (the review merged): "
+                            "run this runbook again then, or `mlplat model follow`"}
     ctx.mlflow.set_registered_model_alias(_model(ctx), CHAMPION, str(challenger))
     return {"champion": challenger, "previous": ctx.state["previous_champion"]}
 
 
 def _verify_promote(ctx: RunContext, result: dict[str, Any]) -> None:
+    if ctx.state.get("alias_deferred"):
+        return
     if _version_of(ctx, CHAMPION) != _version_of(ctx, CHALLENGER):
         raise StepFailed("champion does not point at the challenger")
 
@@ -371,13 +395,14 @@ CANARY_PROMOTION = Runbook(
              action=_shift, verify=_verify_shift,
              rollback="run again with --param challenger_weight=0"),
         Step("promote the challenger to champion", _model, precondition=lambda ctx: None,
-             plan=lambda ctx: [f"mlflow: set alias {_model(ctx)}@champion -> the version of @challenger"],
+             plan=lambda ctx: [f"mlflow: set alias {_model(ctx)}@champion -> the version of @challenger (where "
+                               "the stack reviews promotions: once the deploy branch names it)"],
              action=_promote, verify=_verify_promote,
              rollback="runbook model-rollback moves champion back to the previous version"),
         Step("publish the new champion to its Seldon slot", _model, precondition=_challenger_ready,
              plan=lambda ctx: _publish_plan(ctx, CHAMPION, ctx.state["challenger_version"]),
-             action=lambda ctx: _publish_to_slot(ctx, CHAMPION, _version_of(ctx, CHAMPION)),
-             verify=lambda ctx, r: _verify_slot(ctx, CHAMPION, _version_of(ctx, CHAMPION)),
+             action=lambda ctx: _publish_to_slot(ctx, CHAMPION, ctx.state["challenger_version"]),
+             verify=lambda ctx, r: _verify_slot(ctx, CHAMPION, ctx.state["challenger_version"]),
              rollback="runbook model-rollback publishes the previous champion version back to the slot"),
     ],
 )

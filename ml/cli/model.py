@@ -1,4 +1,4 @@
-"""`mlplat model train|evaluate|card|approve|drift`: the model lifecycle from the command line.
+"""`mlplat model train|evaluate|card|approve|drift|promote|follow`: the model lifecycle from the command line.
 
     mlplat model train NAME (--data DIR | --data-version REF) [--dataset NAME] [--registry DIR] [--remote NAME]
                             [--tracking-uri URI] [--sample] [--out DIR] [--seed N]
@@ -7,7 +7,8 @@
     mlplat model card NAME [--version V] [--json] [--tracking-uri URI]
     mlplat model approve NAME VERSION --by WHO --reason TEXT [--stack-file F] [--no-promote]
     mlplat model drift NAME [--samples DIR] [--out DIR] [--window N] [--tracking-uri URI]
-    mlplat model promote NAME VERSION --stack-file F [--slot S] [--repo PATH_OR_URL] [--bucket B]
+    mlplat model promote NAME VERSION --stack-file F [--slot S] [--repo PATH_OR_URL] [--bucket B] [--no-stage]
+    mlplat model follow [NAME ...] --stack-file F [--repo PATH_OR_URL] [--bucket B]
 
 train, evaluate and approve print one JSON document on stdout (logs go to stderr), so they compose
 with `jq`; card prints Markdown (or JSON with --json).
@@ -139,8 +140,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pr.add_argument("--repo", help="deploy repository: a path or URL (default: the running local platform's "
                                    "<state dir>/deploy.git, else the stack's workloads.gitops.repoUrl)")
     pr.add_argument("--bucket", help="models bucket (stack output buckets.models); needed for the first release only")
+    pr.add_argument("--no-stage", action="store_true",
+                    help="write the tree only (the version's immutable prefix in the models bucket is already staged); "
+                         "the default for the local platform's repository")
     pr.add_argument("--tracking-uri", help=REGISTRY_HELP)
     pr.set_defaults(func=run_promote)
+
+    fo = sub.add_parser("follow", help="after a deploy-tree change is merged: move each model's champion slot and "
+                                       "registry alias to the version the deploy branch names")
+    fo.add_argument("models", nargs="*", help="only these models (default: all in the tree)")
+    fo.add_argument("--stack-file", type=Path, required=True, help="the stack (Pulumi.<env>.yaml) whose tree to follow")
+    fo.add_argument("--repo", help="deploy repository: a path or URL (default: the stack's workloads.gitops.repoUrl)")
+    fo.add_argument("--bucket", help="models bucket (default: the one the tree names)")
+    fo.add_argument("--tracking-uri", help=REGISTRY_HELP)
+    fo.set_defaults(func=run_follow)
 
     dr = sub.add_parser("drift", help="Evidently drift report: sampled serving inputs vs the training reference")
     dr.add_argument("name", choices=names)
@@ -297,22 +310,30 @@ def run_card(args: argparse.Namespace) -> int:
 
 def run_approve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    env = "local"
+    env, gitops_stack = "local", False
     if args.stack_file is not None:
-        env = str(load_stack_file(args.stack_file).environment)
+        cfg = load_stack_file(args.stack_file)
+        env, gitops_stack = str(cfg.environment), cfg.workloads.gitops.enabled
     found = registry("approve", args.tracking_uri)
     serving = serving_of(found)
+    # On a GitOps cluster the deploy branch decides what serves and the alias follows it (ml/delivery/promotion.py):
+    # an approval records the decision; the promotion is the tree change (a reviewed branch in prod).
+    follows_tree = gitops_stack and serving is None
     with contextlib.redirect_stdout(sys.stderr):
         try:
             client = _client(found.tracking_uri)
             result = approve(client, args.name, args.version, args.by, args.reason,
-                             promote=not args.no_promote, env=env, audit=AuditLog(args.audit_log),
+                             promote=not args.no_promote and not follows_tree, env=env, audit=AuditLog(args.audit_log),
                              precheck=(lambda: server_ready(serving.serving_url)) if serving else None,
                              mover=_tree_then_serving(found, client, args.name, serving, args.by)
                              if serving else None)
         except (ApprovalError, FollowError) as exc:
             print(f"mlplat model approve: {exc}", file=sys.stderr)
             return 1
+    if follows_tree and not args.no_promote:
+        result["next"] = (f"the champion alias follows the deploy branch: mlplat model promote {args.name} "
+                          f"{args.version} --stack-file {args.stack_file} (a branch to review where the stack wants "
+                          f"one), and once merged mlplat model follow --stack-file {args.stack_file}")
     _emit(result)
     return 0
 
@@ -333,9 +354,13 @@ def _tree_then_serving(found: local_platform.Registry, client: Any, name: str, s
             deploy = deploy_parameter(load_stack_file(local_platform.DEPLOY_STACK), LOCAL_BUCKET, location=str(repo))
             if tree_publish.covers(deploy, name):
                 try:
-                    done.append(tree_publish.write_release(deploy, client, name, str(version), actor=actor).message)
+                    outcome = tree_publish.write_release(deploy, client, name, str(version), actor=actor)
                 except GitOpsError as exc:
                     raise FollowError(f"the deploy tree was not changed, nothing was promoted: {exc}") from exc
+                done.append(outcome.message)
+                if outcome.branch != tree_publish.parse_parameter(deploy).target.branch:
+                    # Proposed for review: serving and the alias follow the merge (`mlplat local apply`).
+                    return done
         return done + promote(client, name, version, serving, actor=actor)
 
     return move
@@ -354,7 +379,10 @@ def run_promote(args: argparse.Namespace) -> int:
             print(f"mlplat model promote: {exc}", file=sys.stderr)
             return 1
     gates = doc.get("gates") or {}
-    location = args.repo or (str(found.platform.state_dir / gitops.LOCAL_REPO) if found.platform else None)
+    local_repo = str(found.platform.state_dir / gitops.LOCAL_REPO) if found.platform else None
+    location = args.repo or local_repo
+    if not args.no_stage and (location is None or location != local_repo):
+        return _promote_on_cluster(args, cfg, found.tracking_uri)  # the stack's own repository (or --repo)
     target = gitops.target_for(cfg, location=location, bucket=args.bucket)
     release = gitops.Release(args.name, str(args.version), args.slot, card=card.render_markdown(doc),
                              gates=f"{'passed' if gates.get('passed') else 'FAILED'}: {gates.get('summary', '')}",
@@ -367,6 +395,39 @@ def run_promote(args: argparse.Namespace) -> int:
     print(f"mlplat model promote: {outcome.message}", file=sys.stderr)
     _emit({"changed": outcome.changed, "branch": outcome.branch, "commit": outcome.commit,
            "files": list(outcome.files), "repository": target.location})
+    return 0
+
+
+def _promote_on_cluster(args: argparse.Namespace, cfg: Any, tracking_uri: str) -> int:
+    """The stack's own deploy repository: the version staged in S3 first (the tree names its immutable prefix),
+    then the tree; the champion slot and alias follow a commit only (ml/delivery/promotion.py)."""
+    from ml.delivery import promotion  # git, S3 and the stack schema: only a promotion needs them
+
+    try:
+        steps = promotion.operator_steps(cfg, args.repo, args.bucket, tracking_uri, "mlplat model promote")
+        lines = promotion.promote(steps, args.name, str(args.version), args.slot)
+    except (promotion.PromotionError, promotion.GitOpsError) as exc:
+        print(f"mlplat model promote: {exc}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(f"mlplat model promote: {line}", file=sys.stderr)
+    _emit({"steps": lines, "repository": args.repo or cfg.workloads.gitops.repo_url})
+    return 0
+
+
+def run_follow(args: argparse.Namespace) -> int:
+    """After a deploy-tree change was merged: the champion slot and alias of each model follow the deploy branch."""
+    from ml.delivery import promotion  # git, S3 and the stack schema: only this command needs them
+
+    cfg = load_stack_file(args.stack_file)
+    found = registry("follow", args.tracking_uri)
+    try:
+        steps = promotion.operator_steps(cfg, args.repo, args.bucket, found.tracking_uri, "mlplat model follow")
+        lines = promotion.follow(steps, args.models or None)
+    except (promotion.PromotionError, promotion.GitOpsError) as exc:
+        print(f"mlplat model follow: {exc}", file=sys.stderr)
+        return 1
+    _emit({"followed": lines})
     return 0
 
 

@@ -16,10 +16,11 @@ Settings come from the environment (the ConfigMap `rollout-settings` the stack w
 - state: the ConfigMap `<model>-rollout` next to the Experiment (key `rollout.json`), rewritten at every change,
   so `mlplat rollout status NAME --cluster` reads it from any machine with read access to it;
 - promotion of a challenger that passed every step: the platform's cluster promotion, as the training
-  pipeline's publish step does it: the version is published to the champion slot (refused before anything is
-  written when the stack's promotion policy is not met), the registry alias `champion` moves, and the deploy
-  tree gets the version with its model card and gates: a commit (dev, staging) that Argo CD applies, or a
-  branch for review (prod), which leaves the champion serving until it is merged.
+  pipeline's publish step does it (ml/delivery/promotion.py): the version's immutable prefix is staged (refused
+  before anything is written when the stack's promotion policy is not met), the deploy tree gets the version
+  with its model card and gates, a commit (dev, staging) that Argo CD applies or a branch for review (prod),
+  and the champion slot and the registry alias `champion` follow only a commit; a proposal leaves them and
+  serving as they were until it is merged.
 
 Before any traffic moves: the deploy branch must name VERSION for the challenger slot (Seldon serves it there),
 the Experiment must exist with both candidates and Prometheus must answer. SIGTERM (the Job deleted by
@@ -45,7 +46,7 @@ from typing import Any, Protocol
 from contracts import rollback
 from contracts.cluster import SELDON_NAMESPACE
 from contracts.rollout_job import state_name
-from ml.delivery import tree_publish
+from ml.delivery import promotion, tree_publish
 from ml.delivery.gitops import GitOpsError
 from ml.delivery.kube_api import KubeError, KubernetesApi
 from ml.delivery.rollout import (
@@ -180,32 +181,15 @@ def check_challenger(deploy: tree_publish.Deploy, model: str, version: str) -> s
 
 def cluster_promotion(deploy_text: str, tracking_uri: str, policy: str, s3_client: Any,
                       actor: str = ACTOR) -> Callable[[str, str], list[str]]:
-    """The promotion callable: champion slot, registry alias, deploy tree (in that order: the slot publication
-    checks the promotion policy before anything is written)."""
+    """The promotion callable: the version staged, the deploy tree written, and the champion slot and alias moved
+    only once the deploy branch names it (ml/delivery/promotion.py; in prod after the review is merged)."""
 
     def promote(model: str, version: str) -> list[str]:
-        # MLflow and the slot publisher are loaded when a rollout promotes: the analysis needs neither.
-        from mlflow import MlflowClient
-
-        from ml.training.publish import PublishError, publish
-
-        deploy = tree_publish.parse_parameter(deploy_text)
-        bucket = deploy.target.bucket
-        if not bucket:
-            raise RolloutError("the deploy settings name no models bucket: the champion slot cannot be published")
         try:
-            result = publish(model, version, CHAMPION, bucket, tracking_uri=tracking_uri, s3_client=s3_client,
-                             actor=actor, promotion=policy)
-        except PublishError as exc:
-            raise RolloutError(f"promotion of {model} v{version} refused: {exc}") from exc
-        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        client.set_registered_model_alias(model, CHAMPION, str(version))
-        try:
-            outcome = tree_publish.write_release(deploy_text, client, model, str(version), actor=actor)
-        except GitOpsError as exc:
-            raise RolloutError(f"promotion of {model} v{version}: slot and alias moved, but the deploy tree "
-                               f"was not written: {exc}") from exc
-        return [f"slot {result.uri}", f"{CHAMPION} -> v{version}", outcome.message]
+            return promotion.promote(promotion.cluster_steps(deploy_text, tracking_uri, policy, s3_client, actor),
+                                     model, str(version))
+        except promotion.PromotionError as exc:
+            raise RolloutError(f"promotion of {model} v{version}: {exc}") from exc
 
     return promote
 

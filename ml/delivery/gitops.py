@@ -178,6 +178,12 @@ def branch_versions(target: DeployTarget) -> dict[str, dict[str, str]]:
         return released_versions(work / target.path, target.environment)
 
 
+def branch_bucket(target: DeployTarget) -> str | None:
+    """The models bucket the target branch's tree names (None before the first release)."""
+    with _checkout(target) as (work, _):
+        return _tree_bucket(work / target.path, target.environment)
+
+
 def _tree_bucket(tree_root: Path, environment: str) -> str | None:
     for file in sorted((tree_root / environment).glob(f"*/{deploy_tree.model_file('champion')}")):
         uri = ((yaml.safe_load(file.read_text()) or {}).get("spec") or {}).get("storageUri", "")

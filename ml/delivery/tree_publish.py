@@ -122,14 +122,14 @@ def release_message(doc: Mapping[str, Any]) -> str:
 
 
 def write_release(deploy: str, client: Any, model: str, version: str, actor: str,
-                  secret_dir: Path = Path(CREDENTIALS_DIR)) -> Outcome:
-    """Publish `model` v`version` to the champion slot of the tree that `deploy` describes, with the version's
-    model card and gate results (from the registry `client`) in the commit message."""
+                  secret_dir: Path = Path(CREDENTIALS_DIR), slot: str = "champion") -> Outcome:
+    """Publish `model` v`version` to `slot` of the tree that `deploy` describes, with the version's model card
+    and gate results (from the registry `client`) in the commit message."""
     try:
         doc = card.load(client, model, version)
     except LookupError as exc:
         raise GitOpsError(f"cannot write the deploy tree: {exc}") from exc
-    return write(parse_parameter(deploy), Release(model, str(version), "champion", card=card.render_markdown(doc),
+    return write(parse_parameter(deploy), Release(model, str(version), slot, card=card.render_markdown(doc),
                                                   gates=release_message(doc), actor=actor), secret_dir=secret_dir)
 
 

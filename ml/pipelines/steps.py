@@ -410,12 +410,12 @@ def _deploy_tree(deploy: str, client: Any, name: str, version: str, trigger: str
 @journaled("publish")
 def publish(name: str, version: str, promotion: str, tracking_uri: str, slot_bucket: str, slot_dir: str,
             serving_url: str, seldon_namespace: str, trigger: str, deploy: str = "") -> str:
-    """Only after a passing gate: `champion` moves to the version (unless the stack's promotion policy also
-    wants an approval, `gatesAndApproval`: then it waits for `mlplat model approve`), the version is
-    published to the champion slot with ml/training/publish.py, and serving follows: with a `deploy` tree
-    (GitOps) the version is written into it (a commit, or a branch for review), which Argo CD applies on the
-    cluster and the step applies itself locally; without one the Seldon Model is touched / the local MLServer
-    reloaded."""
+    """Only after a passing gate (and unless the stack's promotion policy also wants an approval,
+    `gatesAndApproval`: then it waits for `mlplat model approve`). With a `deploy` tree (GitOps) on the
+    cluster: the version's immutable prefix is staged, the version written into the tree (a commit, or a branch
+    for review), and the champion slot and alias follow only a commit (ml/delivery/promotion.py); locally the
+    step applies a committed tree itself. Without a tree `champion` moves, the version is published to the
+    champion slot with ml/training/publish.py and the Seldon Model is touched / the local MLServer reloaded."""
     from mlflow import MlflowClient
 
     uri = tracking_uri or default_tracking_uri()
@@ -436,6 +436,16 @@ def publish(name: str, version: str, promotion: str, tracking_uri: str, slot_buc
         done += promote(client, name, str(version), Serving(Path(slot_dir), serving_url),
                         actor=f"pipeline/{trigger}")  # who published; the tree is how
         return "; ".join(done)
+    if deploy and (slot_bucket or slot_dir) and not seldon_namespace:
+        from ml.delivery import promotion as tree_promotion  # git: only a GitOps publication needs it
+        from ml.delivery import tree_publish
+
+        if tree_publish.covers(deploy, name):
+            # A GitOps cluster: the tree decides what serves; the slot and the alias follow the deploy branch, so a
+            # change proposed for review (prod) moves neither before it is merged (ml/delivery/promotion.py).
+            s3_client = tree_promotion.s3_for(None if slot_bucket else Path(slot_dir), deploy)
+            steps = tree_promotion.cluster_steps(deploy, uri, promotion, s3_client, f"pipeline/{trigger}")
+            return "; ".join(tree_promotion.promote(steps, name, str(version)))
     client.set_registered_model_alias(name, CHAMPION, str(version))
     done = [f"champion -> v{version}"]
     s3: Any = None
@@ -457,7 +467,7 @@ def publish(name: str, version: str, promotion: str, tracking_uri: str, slot_buc
     if seldon_namespace:
         done.append(touch_seldon_model(seldon_namespace, name, version))
     elif deploy:
-        # A GitOps cluster: serving changes when the deploy tree names the version; Argo CD applies the commit.
+        # A model outside the tree's stack, or no models bucket: the tree says why nothing is written.
         done.append(_deploy_tree(deploy, client, name, version, trigger)[1])
     elif slot_bucket:
         # GitOps without deploy credentials for the pipeline: someone with write access writes the tree.

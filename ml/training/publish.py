@@ -30,6 +30,8 @@ from contracts.model_slots import (
     artifact_uri,
     explainer_model_settings,
     slot_prefix,
+    version_prefix,
+    version_uri,
 )
 from ml.training.approval import missing_for_production, promotion_policy
 
@@ -141,10 +143,14 @@ def _delete(s3: Any, bucket: str, prefix: str, keys: list[str]) -> None:
 
 def read_marker(bucket: str, model: str, slot: str, *, s3_client: Any) -> dict[str, Any] | None:
     """The slot's PUBLISHED.json, or None while nothing (or a publication in progress) is there."""
+    return _read_key(s3_client, bucket, slot_prefix(model, slot) + MARKER)
+
+
+def _read_key(s3_client: Any, bucket: str, key: str) -> dict[str, Any] | None:
     from botocore.exceptions import ClientError
 
     try:
-        body = s3_client.get_object(Bucket=bucket, Key=slot_prefix(model, slot) + MARKER)["Body"].read()
+        body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
     except ClientError as exc:
         if str(exc.response.get("Error", {}).get("Code", "")) in ("NoSuchKey", "404"):
             return None
@@ -160,14 +166,55 @@ def publish(model: str, version: int | str, slot: str, bucket: str, *, tracking_
     version whose gates did not pass or that has no recorded approval is refused before anything is
     touched, with a message naming what is missing.
 
+    The version's immutable prefix (`publish_version`) is written first when it is missing, so a deploy tree
+    that names the version (contracts/deploy_tree.py) finds its files whichever publication came first.
+
     Order: drop the old marker, upload the new files (model-settings.json included), delete what the
     previous version had and the new one lacks, write the marker; then list the prefix and read the
     marker back. Raises PublishError naming the bad input or the mismatch found."""
     version = _check_version(version)
     try:
-        settings = artifact_model_settings(model)
         prefix = slot_prefix(model, slot)
         artifact_uri(bucket, model, slot)
+    except ValueError as exc:
+        raise PublishError(str(exc)) from exc
+    client, mv = _checked(model, version, bucket, s3_client, tracking_uri, promotion, f"the {slot} slot")
+    _ensure_version(client, mv, model, version, bucket, s3_client, actor)
+    marker, files, stale = _publish_prefix(client, mv, model, version, prefix, bucket, s3_client, actor,
+                                           {"slot": slot})
+    return PublishResult(model=model, version=version, slot=slot, bucket=bucket, run_id=marker["run_id"],
+                         published_at=marker["published_at"], uploaded=files, deleted=stale,
+                         bytes=marker["bytes"])
+
+
+def publish_version(model: str, version: int | str, bucket: str, *, tracking_uri: str | None, s3_client: Any,
+                    actor: str | None = None, promotion: str = GATES) -> str:
+    """Write `models:/<model>/<version>` to its immutable prefix `<model>/versions/<version>/` unless it is
+    already complete there (its marker names the version), and return the prefix's URI (the storageUri the
+    deploy tree gives a slot serving the version). No Model reads the prefix until a deploy tree change names
+    it, so this changes nothing that serves; the promotion policy is checked first all the same, so a version
+    the stack may not serve is never staged."""
+    version = _check_version(version)
+    try:
+        uri = version_uri(bucket, model, version)
+    except ValueError as exc:
+        raise PublishError(str(exc)) from exc
+    client, mv = _checked(model, version, bucket, s3_client, tracking_uri, promotion, "a deploy tree")
+    _ensure_version(client, mv, model, version, bucket, s3_client, actor)
+    return uri
+
+
+def version_published(bucket: str, model: str, version: str, *, s3_client: Any) -> bool:
+    """Whether the version's immutable prefix holds a finished publication of it."""
+    return (_read_key(s3_client, bucket, version_prefix(model, version) + MARKER) or {}).get("version") == str(version)
+
+
+def _checked(model: str, version: str, bucket: str, s3_client: Any, tracking_uri: str | None, promotion: str,
+             where: str) -> tuple[Any, Any]:
+    """The registry client and the model version, once the model, the bucket and the promotion policy allow
+    the publication (PublishError before anything is written)."""
+    try:
+        artifact_model_settings(model)
     except ValueError as exc:
         raise PublishError(str(exc)) from exc
     check_bucket(s3_client, bucket)
@@ -178,8 +225,24 @@ def publish(model: str, version: int | str, slot: str, bucket: str, *, tracking_
     if promotion == GATES_AND_APPROVAL:
         missing = missing_for_production(dict(mv.tags or {}), promotion)
         if missing:
-            raise PublishError(f"models:/{model}/{version} may not serve from the {slot} slot of a stack whose "
+            raise PublishError(f"models:/{model}/{version} may not serve from {where} of a stack whose "
                                f"promotion policy is {promotion}: it lacks {'; '.join(missing)}")
+    return client, mv
+
+
+def _ensure_version(client: Any, mv: Any, model: str, version: str, bucket: str, s3_client: Any,
+                    actor: str | None) -> None:
+    # Written once: a version's files never change, so a finished copy is never rewritten (a Model may be
+    # loading it).
+    if not version_published(bucket, model, version, s3_client=s3_client):
+        _publish_prefix(client, mv, model, version, version_prefix(model, version), bucket, s3_client, actor, {})
+
+
+def _publish_prefix(client: Any, mv: Any, model: str, version: str, prefix: str, bucket: str, s3_client: Any,
+                    actor: str | None, extra: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...],
+                                                                        tuple[str, ...]]:
+    """Make `prefix` hold exactly the version's files and its marker: (marker, uploaded keys, deleted keys)."""
+    settings = artifact_model_settings(model)
     with tempfile.TemporaryDirectory(prefix="mlplat-publish-") as tmp:
         folder = _download(client, model, version, Path(tmp))
         files = _files(folder)
@@ -199,16 +262,14 @@ def publish(model: str, version: int | str, slot: str, bucket: str, *, tracking_
     stale = sorted(set(before) - set(files) - {MARKER})
     _delete(s3_client, bucket, prefix, stale)
     marker = {"model": model, "version": version, "run_id": mv.run_id or None, "source": mv.source,
-              "slot": slot, "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
+              **extra, "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
               "files": len(files), "bytes": sum(sizes.values())}
     if actor:
         marker["actor"] = actor
     s3_client.put_object(Bucket=bucket, Key=prefix + MARKER, ContentType="application/json",
                          Body=json.dumps(marker, indent=2, sort_keys=True).encode())
-    _verify(s3_client, bucket, model, slot, sizes, marker)
-    return PublishResult(model=model, version=version, slot=slot, bucket=bucket, run_id=marker["run_id"],
-                         published_at=marker["published_at"], uploaded=tuple(files), deleted=tuple(stale),
-                         bytes=marker["bytes"])
+    _verify(s3_client, bucket, prefix, sizes, marker)
+    return marker, tuple(files), tuple(stale)
 
 
 def _explainer_copy(model: str, folder: Path, files: dict[str, Path]) -> dict[str, Path]:
@@ -226,9 +287,9 @@ def _explainer_copy(model: str, folder: Path, files: dict[str, Path]) -> dict[st
     return out
 
 
-def _verify(s3: Any, bucket: str, model: str, slot: str, sizes: dict[str, int], marker: dict[str, Any]) -> None:
-    where = f"s3://{bucket}/{slot_prefix(model, slot)}"
-    listed = _listing(s3, bucket, slot_prefix(model, slot))
+def _verify(s3: Any, bucket: str, prefix: str, sizes: dict[str, int], marker: dict[str, Any]) -> None:
+    where = f"s3://{bucket}/{prefix}"
+    listed = _listing(s3, bucket, prefix)
     listed.pop(MARKER, None)
     if listed != sizes:
         missing = sorted(set(sizes) - set(listed))
@@ -236,7 +297,7 @@ def _verify(s3: Any, bucket: str, model: str, slot: str, sizes: dict[str, int], 
         wrong = sorted(k for k in set(sizes) & set(listed) if sizes[k] != listed[k])
         raise PublishError(f"{where} does not hold exactly v{marker['version']}: missing {missing}, "
                            f"unexpected {extra}, size mismatch {wrong}")
-    read = read_marker(bucket, model, slot, s3_client=s3)
+    read = _read_key(s3, bucket, prefix + MARKER)
     if read != marker:
         raise PublishError(f"{where}{MARKER} reads back as {read}, expected {marker}")
 

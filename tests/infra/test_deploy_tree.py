@@ -78,8 +78,13 @@ def test_files_parse_back_to_the_objects():
     assert {path: yaml.safe_load(text) for path, text in files.items()} == objects
     champion = objects["staging/fraud/model-champion.yaml"]
     assert champion["spec"]["parameters"] == [{"name": "registry-version", "value": "7"}]
-    assert champion["spec"]["storageUri"] == "s3://models-bucket/fraud/champion/"
+    # A released slot reads its version's immutable prefix (only a change of the tree changes what loads); a slot
+    # with no release yet reads the slot prefix.
+    assert champion["spec"]["storageUri"] == "s3://models-bucket/fraud/versions/7/"
+    assert objects["staging/fraud/model-challenger.yaml"]["spec"]["storageUri"] == "s3://models-bucket/fraud/versions/8/"
     assert "parameters" not in objects["staging/sentiment/model-champion.yaml"]["spec"]
+    assert objects["staging/sentiment/model-champion.yaml"]["spec"]["storageUri"] == \
+        "s3://models-bucket/sentiment/champion/"
     experiment = objects["staging/fraud/experiment.yaml"]
     assert experiment["spec"]["candidates"] == [{"name": "fraud-champion", "weight": 95},
                                                 {"name": "fraud-challenger", "weight": 5}]
@@ -121,6 +126,6 @@ def test_the_explainer_follows_the_champions_release():
     obj = deploy_tree.objects("dev", "bucket-a", [release])["dev/fraud/model-explainer.yaml"]
     # A new champion version changes the explainer's Model too, so Seldon reloads both.
     assert obj["spec"]["parameters"] == [{"name": deploy_tree.VERSION_PARAMETER, "value": "7"}]
-    assert obj["spec"]["storageUri"] == "s3://bucket-a/fraud/champion/explainer/"
+    assert obj["spec"]["storageUri"] == "s3://bucket-a/fraud/versions/7/explainer/"
     with pytest.raises(DeployTreeError, match="explainer 'Fraud_Explainer' is not a lower-case DNS label"):
         deploy_tree.objects("dev", "bucket-a", [ModelRelease("fraud", 1, explainer="Fraud_Explainer")])

@@ -411,13 +411,16 @@ def test_cluster_rollout_promotes_a_good_challenger_through_the_deploy_tree(plat
         doc = json.loads(status.stdout)
         assert doc["phase"] == "promoted" and doc["job"] == "succeeded", doc
         assert [h["verdict"] for h in doc["history"]] == ["passed", "passed"]
-        # The promotion: champion slot, registry alias, and the deploy tree's commit with the card.
+        # The promotion: the version staged, the deploy tree's commit with the card, then champion slot and alias.
         assert c.tree_champion() == good
         log = subprocess.run(["git", "--git-dir", str(c.repo), "log", "-1", "--format=%B", "main"],
                              capture_output=True, text=True, check=True).stdout
         assert log.startswith(f"deploy(dev): {MODEL} v{good} -> champion") and "mlplat rollout (cluster)" in log
         marker = json.loads((c.tmp / "slots" / c.bucket / MODEL / "champion" / "PUBLISHED.json").read_text())
         assert str(marker["version"]) == good
+        # Staged before the commit: the tree's Model reads the version's immutable prefix.
+        assert (c.tmp / "slots" / c.bucket / MODEL / "versions" / good / "PUBLISHED.json").is_file()
+        assert f"staged s3://{c.bucket}/{MODEL}/versions/{good}/" in out.stdout
         assert client.get_model_version_by_alias(MODEL, "champion").version == good
         assert {s for _, s, _, _ in load.results} == {200}
         assert {v for _, _, v, _ in load.results} == {"champion", "challenger"}

@@ -66,7 +66,7 @@ def test_same_version_twice_makes_no_commit_and_a_new_one_changes_one_file(dev):
     assert champion["spec"]["parameters"] == [{"name": "registry-version", "value": "3"}]
     later = gitops.publish_release(cfg, gitops.target_for(cfg, location=str(repo)), Release("sentiment", "1"))
     assert later.changed and show(repo, "main", "deploy/dev/sentiment/model-champion.yaml")["spec"][
-        "storageUri"] == f"s3://{BUCKET}/sentiment/champion/"
+        "storageUri"] == f"s3://{BUCKET}/sentiment/versions/1/"
 
 
 def test_prod_proposes_a_branch_and_leaves_the_branch_argo_cd_follows(tmp_path: Path):
@@ -134,10 +134,75 @@ def test_model_promote_command_commits_the_card_and_gates(monkeypatch, tmp_path:
     monkeypatch.setattr(model_cli.card, "load", lambda client, name, version: card)
     monkeypatch.setattr(model_cli.card, "render_markdown", lambda doc: "# Model card: fraud v5")
     args = argparse.Namespace(name="fraud", version="5", stack_file=Path(stack_file("dev")), slot="champion",
-                              repo=None, bucket=BUCKET, tracking_uri=None)
+                              repo=None, bucket=BUCKET, tracking_uri=None, no_stage=False)
     assert model_cli.run_promote(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["changed"] and out["branch"] == "main" and out["repository"] == str(repo)
     message = git(repo, "log", "-1", "--format=%B", "main")
     assert "passed: auc=0.99 >= 0.95 (pass)" in message and "# Model card: fraud v5" in message
     assert model_cli.run_promote(args) == 0 and not json.loads(capsys.readouterr().out)["changed"]
+
+
+def test_model_promote_against_the_stacks_repository_stages_and_leaves_the_alias_to_the_merge(monkeypatch, capsys):
+    """Off the local platform, `mlplat model promote` is the ordered promotion (ml/delivery/promotion.py): in prod the
+    version is staged and proposed; the champion slot and alias are not touched."""
+    import argparse
+    import json
+    from types import SimpleNamespace
+
+    from ml.cli import model as model_cli
+    from ml.delivery import promotion
+    from ml.delivery.gitops import Outcome
+
+    log: list[str] = []
+    monkeypatch.setattr(model_cli, "registry", lambda command, explicit: SimpleNamespace(
+        tracking_uri="http://registry", platform=None))
+    monkeypatch.setattr(model_cli, "_client", lambda uri: object())
+    monkeypatch.setattr(model_cli.card, "load", lambda client, name, version: {"gates": {"passed": True}})
+
+    def steps(cfg, location, bucket, uri, actor):
+        log.append(f"{cfg.environment} {location} {bucket} {actor}")
+        return promotion.Steps(
+            "main", lambda m, v: log.append(f"stage {m} {v}") or f"s3://b/{m}/versions/{v}/",
+            lambda m, v, s: log.append(f"tree {m} {v} {s}") or Outcome(True, f"promote/prod/{m}-v{v}", "c", (), "p"),
+            lambda: {}, lambda m: "4", lambda m: "4", lambda m, v: log.append("slot") or "",
+            lambda m, v: log.append("alias"))
+
+    monkeypatch.setattr(promotion, "operator_steps", steps)
+    args = argparse.Namespace(name="fraud", version="5", stack_file=Path(stack_file("prod")), slot="champion",
+                              repo=None, bucket=None, tracking_uri=None, no_stage=False)
+    assert model_cli.run_promote(args) == 0
+    assert log == ["prod None None mlplat model promote", "stage fraud 5", "tree fraud 5 champion"]
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["steps"][0] == "staged s3://b/fraud/versions/5/" and "until that branch is merged" in doc["steps"][2]
+
+
+def test_model_follow_moves_slot_and_alias_to_the_deploy_branch_and_names_a_failure(monkeypatch, capsys):
+    """`mlplat model follow`: what the deploy branch names becomes the champion slot and alias; an error is named."""
+    import argparse
+    import json
+    from types import SimpleNamespace
+
+    from ml.cli import model as model_cli
+    from ml.delivery import promotion
+
+    moved: list[str] = []
+    monkeypatch.setattr(model_cli, "registry", lambda command, explicit: SimpleNamespace(
+        tracking_uri="http://registry", platform=None))
+    monkeypatch.setattr(promotion, "operator_steps", lambda cfg, location, bucket, uri, actor: promotion.Steps(
+        "main", lambda m, v: "", lambda m, v, s: None, lambda: {"fraud": {"champion": "5"}, "sentiment": {}},
+        lambda m: "4", lambda m: "4", lambda m, v: moved.append(f"slot {m} {v}") or f"s3://b/{m}/champion/",
+        lambda m, v: moved.append(f"alias {m} {v}")))
+    args = argparse.Namespace(stack_file=Path(stack_file("prod")), repo=None, bucket=None, tracking_uri=None,
+                              models=[])
+    assert model_cli.run_follow(args) == 0
+    assert moved == ["slot fraud 5", "alias fraud 5"]
+    assert json.loads(capsys.readouterr().out) == {"followed": ["fraud: slot s3://b/fraud/champion/ -> v5; "
+                                                                "champion v4 -> v5"]}
+
+    def no_bucket(*args: object) -> promotion.Steps:
+        raise promotion.PromotionError("the deploy tree of prod names no models bucket yet: pass --bucket")
+
+    monkeypatch.setattr(promotion, "operator_steps", no_bucket)
+    assert model_cli.run_follow(args) == 1
+    assert "mlplat model follow: the deploy tree of prod names no models bucket yet" in capsys.readouterr().err

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from contracts import model_registry
@@ -122,21 +123,41 @@ def own_version(trained, tmp_path):
     return {"version": new.version, "env": {"MLPLAT_AUDIT_LOG": str(audit)}, "audit": audit}
 
 
+def _champion(client: MlflowClient) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias("fraud", "champion").version)
+    except MlflowException:
+        return None
+
+
 def test_approve_records_tags_and_audit_then_promotes(trained, own_version):
+    """On prod (GitOps, reviewed pull requests) the approval is recorded but `champion` follows the deploy branch,
+    so it does not move here; without a GitOps stack the approval promotes."""
     version = own_version["version"]
+    client = MlflowClient(tracking_uri=trained["url"])
+    before = _champion(client)
     out = mlplat("model", "approve", "fraud", version, "--by", "alice", "--reason", "card reviewed",
                  "--stack-file", "stacks/Pulumi.prod.yaml", "--tracking-uri", trained["url"], env=own_version["env"])
     assert out.returncode == 0, out.stderr[-3000:]
-    client = MlflowClient(tracking_uri=trained["url"])
+    doc = json.loads(out.stdout)
+    assert doc["champion"] == before and _champion(client) == before
+    assert f"mlplat model promote fraud {version} --stack-file stacks/Pulumi.prod.yaml" in doc["next"]
+    assert "mlplat model follow" in doc["next"]
     mv = client.get_model_version("fraud", version)
-    assert client.get_model_version_by_alias("fraud", "champion").version == version
     assert mv.tags["approval.status"] == "approved" and mv.tags["approval.by"] == "alice"
     assert mv.tags["approval.reason"] == "card reviewed" and "approval.pending" not in mv.tags
     (entry,) = [json.loads(line) for line in own_version["audit"].read_text().splitlines()]
     assert entry["actor"] == "alice" and entry["env"] == "prod" and entry["runbook"] == "model-approve"
     assert entry["target"] == f"models:/fraud/{version}" and entry["result"] == "ok"
+    card = json.loads(mlplat("model", "card", "fraud", "--version", version, "--json", "--tracking-uri",
+                             trained["url"]).stdout)
+    assert card["registry"]["approval"]["by"] == "alice"
+    out = mlplat("model", "approve", "fraud", version, "--by", "alice", "--reason", "card reviewed",
+                 "--tracking-uri", trained["url"], env=own_version["env"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert _champion(client) == version
     card = json.loads(mlplat("model", "card", "fraud", "--json", "--tracking-uri", trained["url"]).stdout)
-    assert card["registry"]["approval"]["by"] == "alice" and "champion" in card["registry"]["aliases"]
+    assert "champion" in card["registry"]["aliases"]
 
 
 def test_an_approval_never_overrides_failed_gates(trained, own_version):

@@ -1,6 +1,7 @@
 """The training pipeline's publish step writes the deploy tree, against real git repositories in a temporary
 directory and a registry in SQLite (no MLflow server): the commit with the model card, the slot and alias that
-move with it, a push that loses a race with another publication, and a model outside the stack."""
+move with it, a push that loses a race with another publication, and a model outside the stack; on a stack that
+reviews promotions (prod), nothing but the staged version and the review branch before the merge."""
 
 from __future__ import annotations
 
@@ -129,3 +130,91 @@ def test_a_local_approval_commits_the_tree_before_serving_moves(registry, tmp_pa
     lines = move("1")
     assert lines[0].startswith("fraud v1 -> champion (dev): committed to main") and lines[1] == "champion -> v1"
     assert moved and "Published by alice" in git(repo, "log", "-1", "--format=%B", "main")
+
+
+def test_a_prod_promotion_moves_slot_and_alias_only_after_the_review_is_merged(registry, tmp_path: Path):
+    """prod (`pullRequest`, `gatesAndApproval`) against a real repository, directory bucket and registry: before the
+    merge only the version's immutable prefix and the review branch exist; the merge is the switch; `follow` then
+    publishes the champion slot and moves the alias."""
+    from mlflow.exceptions import MlflowException
+
+    from contracts.governance import GATES_AND_APPROVAL, AuditLog
+    from ml.delivery import promotion
+    from ml.training.approval import approve
+    from stacks.config import stack_file
+
+    client, uri = registry
+    approve(client, "fraud", "1", "alice", "card reviewed", promote=False, env="prod",
+            audit=AuditLog(tmp_path / "audit.jsonl"))
+    repo = gitops.local_repository(tmp_path / "state")
+    deploy = deploy_parameter(load_stack_file(stack_file("prod")), LOCAL_BUCKET, location=str(repo))
+    slots = tmp_path / "slots" / LOCAL_BUCKET / "fraud"
+    steps_ = promotion.cluster_steps(deploy, uri, GATES_AND_APPROVAL, promotion.s3_for(tmp_path / "slots", deploy),
+                                     "pipeline/schedule")
+    lines = promotion.promote(steps_, "fraud", "1")
+    assert "proposed on branch promote/prod/fraud-v1" in lines[1], lines
+    assert (slots / "versions" / "1" / "PUBLISHED.json").is_file()  # staged: no Model reads it yet
+    assert not (slots / "champion").exists()
+    with pytest.raises(MlflowException):
+        client.get_model_version_by_alias("fraud", "champion")
+    assert git(repo, "for-each-ref", "--format=%(refname:short)") == "promote/prod/fraud-v1"  # main: untouched
+    model = git(repo, "show", "promote/prod/fraud-v1:deploy/prod/fraud/model-champion.yaml")
+    assert f'storageUri: "s3://{LOCAL_BUCKET}/fraud/versions/1/"' in model
+    assert promotion.follow(steps_) == []  # the deploy branch names nothing yet: nothing follows
+    git(repo, "branch", "-f", "main", "promote/prod/fraud-v1")  # the reviewer merges
+    assert promotion.follow(steps_) == [f"fraud: slot s3://{LOCAL_BUCKET}/fraud/champion/ -> v1; champion v- -> v1"]
+    assert str(client.get_model_version_by_alias("fraud", "champion").version) == "1"
+    assert '"version": "1"' in (slots / "champion" / "PUBLISHED.json").read_text()
+    assert promotion.follow(steps_) == ["fraud: champion already v1 (the deploy branch)"]
+
+
+def test_the_publish_step_on_a_gitops_cluster_proposes_without_moving(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path):
+    """The step's cluster path goes through ml/delivery/promotion.py (fakes for git, S3 and MLflow)."""
+    from ml.delivery import promotion
+    from ml.delivery.gitops import Outcome
+    from stacks.config import stack_file
+
+    log: list[str] = []
+
+    def fake_steps(deploy: str, uri: str, policy: str, s3: object, actor: str) -> promotion.Steps:
+        log.append(f"steps {tree_publish.parse_parameter(deploy).target.promotion} {actor}")
+        return promotion.Steps(
+            "main", lambda m, v: log.append(f"stage {m} {v}") or "s3://b/fraud/versions/2/",
+            lambda m, v, s: log.append(f"tree {m} {v}") or Outcome(True, f"promote/prod/{m}-v{v}", "c", (), "proposed"),
+            lambda: {}, lambda m: "1", lambda m: "1", lambda m, v: log.append("slot") or "",
+            lambda m, v: log.append("alias"))
+
+    monkeypatch.setattr(promotion, "cluster_steps", fake_steps)
+    monkeypatch.setattr(promotion, "s3_for", lambda slot_dir, deploy: object())
+    monkeypatch.setenv("MLPLAT_PIPELINE_JOURNAL", str(tmp_path / "journal.jsonl"))
+    deploy = deploy_parameter(load_stack_file(stack_file("prod")), "b")
+    line = steps.publish("fraud", "2", "gates", "http://127.0.0.1:9", "b", "", "", "", "schedule", deploy)
+    assert log == ["steps pullRequest pipeline/schedule", "stage fraud 2", "tree fraud 2"], log
+    assert "until that branch is merged" in line
+
+
+def test_a_local_approval_against_a_reviewed_tree_serves_nothing_before_the_merge(registry, tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch):
+    """Where the local platform's stack wanted review, the approval's promotion is a proposal: serving, the slot and
+    the alias stay until it is merged (then `mlplat local apply`)."""
+    from types import SimpleNamespace
+
+    from contracts import local_platform
+    from contracts.local_platform import Registry
+    from ml.cli import model as model_cli
+    from ml.training.follow import Serving
+    from stacks.config import stack_file
+
+    client, uri = registry
+    state = tmp_path / "state"
+    repo = gitops.local_repository(state)
+    moved: list[str] = []
+    monkeypatch.setattr(model_cli, "promote", lambda *args, **kwargs: moved.append("serving") or [])
+    monkeypatch.setattr(local_platform, "DEPLOY_STACK", stack_file("prod"))
+    found = Registry(uri, "test registry", platform=SimpleNamespace(state_dir=state))
+    move = model_cli._tree_then_serving(found, client, "fraud", Serving(tmp_path / "slots", "http://127.0.0.1:9"),
+                                        "alice")
+    lines = move("1")
+    assert lines == [lines[0]] and "proposed on branch promote/prod/fraud-v1" in lines[0], lines
+    assert moved == [] and git(repo, "for-each-ref", "--format=%(refname:short)") == "promote/prod/fraud-v1"

@@ -179,3 +179,32 @@ def test_receiver_acts_on_the_candidate_only_and_honours_the_kill_switch(registr
     finally:
         server.shutdown()
         receiver.close()
+
+
+def test_on_a_gitops_cluster_the_candidate_is_the_champion_the_deploy_branch_serves(registry, mlflow_url, tmp_path,
+                                                                                   monkeypatch):
+    """After a reviewed promotion is merged and before `follow` moved the alias, the served champion (the deploy
+    branch's v3) breaching is acted on, not ignored as "not the candidate" because the alias still says v2."""
+    from ml.delivery import gitops
+    from stacks.config import load_stack_file, stack_file
+    from stacks.delivery import deploy_parameter
+
+    run_ = registry.create_run("0")
+    registry.create_model_version("fraud", f"{run_.info.artifact_uri}/model", run_id=run_.info.run_id)  # v3
+    cfg = load_stack_file(stack_file("prod"))
+    repo = gitops.local_repository(tmp_path / "deploy")
+    gitops.publish_release(cfg, gitops.target_for(cfg, location=str(repo), bucket="models-b"),
+                           gitops.Release("fraud", "3"))
+    subprocess.run(["git", "branch", "-f", "main", "promote/prod/fraud-v3"], cwd=repo, check=True)  # merged
+    monkeypatch.setenv("MLPLAT_DEPLOY", deploy_parameter(cfg, "models-b", location=str(repo)))
+    receiver = Receiver(lambda params: RunContext(env="prod", tracking_uri=mlflow_url, params=dict(params)),
+                        AuditLog(tmp_path / "audit.jsonl"), state_dir=tmp_path)
+    try:
+        receiver.handle({"alert": "MLPlatRollbackErrorRate", "model": "fraud", "version": "3"})
+        (decision,) = receiver.decisions
+        # Treated as the champion: the rollback runs (and stops at its precondition: no Kubernetes access here).
+        assert decision["decision"] == "rollback failed", decision
+        assert any("no Kubernetes access" in line for line in decision["runbook_output"]), decision["runbook_output"]
+        assert registry.get_model_version_by_alias("fraud", "champion").version == "2"
+    finally:
+        receiver.close()

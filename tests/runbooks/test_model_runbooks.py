@@ -92,18 +92,18 @@ def _slot_file(s3, bucket: str, name: str, slot: str) -> str:
     return s3.get_object(Bucket=bucket, Key=f"{name}/{slot}/version.txt")["Body"].read().decode()
 
 
-def test_rollback_dry_run_changes_nothing(registry, mlflow_url, s3, tmp_path):
+def test_rollback_dry_run_changes_nothing(registry, mlflow_url, s3, tmp_path, deploy_repo):
     client, name = registry
     out = io.StringIO()
     kube = _kube(name)
-    ctx = RunContext(env="prod", tracking_uri=mlflow_url, kube=kube, params={"model": name, "deploy_repo": "/r.git"},
-                     stack_outputs=OUTPUTS)
+    ctx = RunContext(env="prod", tracking_uri=mlflow_url, kube=kube,
+                     params={"model": name, "deploy_repo": str(deploy_repo)}, stack_outputs=OUTPUTS)
     report = run(ROLLBACK, ctx, execute=False, audit=AuditLog(tmp_path / "audit"), out=out)
     assert report.ok, out.getvalue()
     assert f"mlflow: set alias {name}@champion v3 -> v2" in out.getvalue()
     assert f"s3: publish models:/{name}/2 to s3://{BUCKET}/{name}/champion/" in out.getvalue()
     # prod reviews promotions, but a rollback is the emergency path: a commit straight to the branch.
-    assert (f"git: {name} v2 -> champion in deploy/prod/{name}/ of /r.git (commit to main; Argo CD applies it)"
+    assert (f"git: {name} v2 -> champion in deploy/prod/{name}/ of {deploy_repo} (commit to main; Argo CD applies it)"
             in out.getvalue())
     assert client.get_model_version_by_alias(name, "champion").version == "3"
     assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
@@ -135,7 +135,23 @@ def test_rollback_moves_champion_and_traffic(registry, mlflow_url, s3, tmp_path,
         ["set_experiment_weights"]
 
 
-def test_rollback_to_explicit_version_and_refusals(registry, mlflow_url, s3, tmp_path):
+def test_a_rollback_starts_from_what_the_deploy_branch_serves(registry, mlflow_url, s3, tmp_path, deploy_repo):
+    """After a merge and before `follow`, the alias lags the deploy branch: the rollback's target is the version before
+    the one that serves, not the one before the lagging alias."""
+    client, name = registry
+    client.set_registered_model_alias(name, "champion", "2")  # the merge of v3 was not followed yet
+    cfg = load_stack_file(stack_file("prod"))
+    gitops.publish_release(cfg, gitops.target_for(cfg, location=str(deploy_repo), bucket=BUCKET),
+                           gitops.Release(name, "3"))
+    _git(deploy_repo, "branch", "-f", "main", f"promote/prod/{name}-v3")  # merged
+    ctx = RunContext(env="prod", tracking_uri=mlflow_url, kube=_kube(name),
+                     params={"model": name, "deploy_repo": str(deploy_repo)}, stack_outputs=OUTPUTS)
+    out = io.StringIO()
+    assert run(ROLLBACK, ctx, execute=False, audit=AuditLog(tmp_path / "audit"), out=out).ok, out.getvalue()
+    assert f"mlflow: set alias {name}@champion v3 -> v2" in out.getvalue()
+
+
+def test_rollback_to_explicit_version_and_refusals(registry, mlflow_url, s3, tmp_path, deploy_repo):
     client, name = registry
     ctx = RunContext(env="prod", tracking_uri=mlflow_url, kube=_kube(name), params={"model": name, "to_version": "9"},
                      stack_outputs=OUTPUTS)
@@ -144,8 +160,8 @@ def test_rollback_to_explicit_version_and_refusals(registry, mlflow_url, s3, tmp
     assert "has no version 9" in out.getvalue()
     client.set_registered_model_alias(name, "champion", "1")
     out = io.StringIO()
-    ctx = RunContext(env="prod", tracking_uri=mlflow_url, kube=_kube(name), params={"model": name},
-                     stack_outputs=OUTPUTS)
+    ctx = RunContext(env="prod", tracking_uri=mlflow_url, kube=_kube(name),
+                     params={"model": name, "deploy_repo": str(deploy_repo)}, stack_outputs=OUTPUTS)
     assert not run(ROLLBACK, ctx, execute=True, audit=AuditLog(tmp_path / "a"), out=out).ok
     assert "the oldest version: nothing to roll back to" in out.getvalue()
 
@@ -225,9 +241,25 @@ def test_canary_promotion_plan_rerun_and_refusal(registry, mlflow_url, s3, tmp_p
     assert "unchanged=already published" in out.getvalue()
     assert [c[0] for c in kube.calls if c[0] in ("touch_model", "set_experiment_weights")] == \
         ["set_experiment_weights", "set_experiment_weights"]
-    # The champion's change waits for its own review (the branch of v3 already proposes it).
+    # The champion's change waits for its own review (the branch of v3 already proposes it), and so do the
+    # registry's `champion` and the champion slot: nothing says v3 is champion before the merge.
     assert _tree(deploy_repo, "prod") == {name: {"challenger": "3"}}
     assert f"branch promote/prod/{name}-v3 already proposes it" in out.getvalue()
+    assert "becomes champion once the deploy branch names it" in out.getvalue()
+    assert client.get_model_version_by_alias(name, "champion").version == "2"
+    assert read_marker(BUCKET, name, "champion", s3_client=s3) is None
+    # Staged before the review: the immutable prefix the proposed Model reads.
+    assert _git(deploy_repo, "show", f"promote/prod/{name}-v3:deploy/prod/{name}/model-champion.yaml").count(
+        f"s3://{BUCKET}/{name}/versions/3/") == 1
+    assert s3.get_object(Bucket=BUCKET, Key=f"{name}/versions/3/PUBLISHED.json")["Body"].read()
+    _git(deploy_repo, "branch", "-f", "main", f"promote/prod/{name}-v3")  # the reviewer merges the champion's change
+    ctx = RunContext(env="prod", tracking_uri=mlflow_url, kube=kube, params={**params, "challenger_weight": "100"},
+                     stack_outputs=OUTPUTS)
+    out = io.StringIO()
+    assert run(CANARY_PROMOTION, ctx, execute=True, audit=AuditLog(tmp_path / "a"), out=out).ok, out.getvalue()
+    assert client.get_model_version_by_alias(name, "champion").version == "3"
+    assert read_marker(BUCKET, name, "champion", s3_client=s3)["version"] == "3"
+    assert _tree(deploy_repo, "prod") == {name: {"challenger": "3", "champion": "3"}}
     out = io.StringIO()
     ctx = RunContext(env="prod", tracking_uri=mlflow_url, kube=None, params={"model": name}, stack_outputs=OUTPUTS)
     assert not run(CANARY_PROMOTION, ctx, execute=True, audit=AuditLog(tmp_path / "b"), out=out).ok
