@@ -19,7 +19,8 @@ round trip in one run. Throughput and p99 are also given as ratios to the bare r
 same run; with `--repeat N` the runs alternate the model order and each figure, in-process ones included,
 is the median over the runs (the ratio: the median of the per-run ratios), so a noisy machine still
 gives a stable ratio. The server's and redis-server's CPU time per request is measured from /proc
-during each load (what `mlplat capacity` sizes pods and shards from). On Linux with 2+ CPUs the server
+during each load and divided by the requests the server counted as answered in that window (what `mlplat
+capacity` sizes pods and shards from). On Linux with 2+ CPUs the server
 side (MLServer, redis-server, the in-process timing) runs on half of the CPUs and the load generators
 on the others (`--no-pin`: all on every CPU); the report records the layout.
 
@@ -59,6 +60,7 @@ from ml.serving.loadgen import (
     machine_info,
     on_cpus,
     process_cpu_seconds,
+    requests_served,
     time_calls,
     versions,
 )
@@ -227,9 +229,10 @@ def _train(names: list[str], args: argparse.Namespace, work: Path, stores: dict[
     return entries
 
 
-def _measured(load: dict[str, Any], cpu: dict[str, tuple[int, float]], duration: int) -> dict[str, Any]:
-    """Add CPU microseconds per request of the server (and redis-server) to a load result."""
-    done = load["rps"] * duration
+def _measured(load: dict[str, Any], cpu: dict[str, tuple[int, float]], done: float) -> dict[str, Any]:
+    """Add CPU microseconds per request of the server (and redis-server) to a load result; `done`: the
+    requests the server answered in the window (its own counter, not the load generator's rate x duration)."""
+    load["served"] = done
     for key, (pid, before) in cpu.items():
         if done > 0:
             load[key] = round((process_cpu_seconds(pid) - before) / done * 1e6, 1)
@@ -317,6 +320,7 @@ def run(args: argparse.Namespace) -> int:
                 figures = run_figures[entry.name]
                 protocols = ["http", "grpc"] if args.grpc else ["http"]
                 for protocol in protocols:
+                    served = requests_served(metrics_url, entry.name)  # before the CPU window opens
                     cpu = {"server_cpu_us": (server.proc.pid, process_cpu_seconds(server.proc.pid)),
                            "redis_cpu_us": (redis.proc.pid, process_cpu_seconds(redis.proc.pid))}
                     proxy = proxies.get(entry.extra.get("redis_url", ""))
@@ -327,16 +331,18 @@ def run(args: argparse.Namespace) -> int:
                         with on_cpus(load_cpus):
                             load = http_load(f"{server.url}/v2/models/{entry.name}/infer", bodies,
                                              args.concurrency, args.duration)
-                        if load["rps"] > 0:  # online feature round trips per request (what Redis must serve)
+                        served = requests_served(metrics_url, entry.name) - served
+                        if served > 0:  # online feature round trips per request (what Redis must serve)
                             count, seconds = feature_fetch_totals(metrics_url, entry.name)
-                            load["fetches_per_request"] = round((count - fetches) / (load["rps"] * args.duration), 3)
+                            load["fetches_per_request"] = round((count - fetches) / served, 3)
                             if count > fetches:  # the store wait the runtime saw, proxy included, under load
                                 load["fetch_ms"] = round((seconds - fetch_s) / (count - fetches) * 1000, 3)
                     else:
                         with on_cpus(load_cpus):
                             load = grpc_load(f"127.0.0.1:{grpc_port}", entry.name, bodies, args.concurrency,
                                              args.duration)
-                    figures[protocol] = _measured(load, cpu, args.duration)
+                        served = requests_served(metrics_url, entry.name) - served
+                    figures[protocol] = _measured(load, cpu, served)
             _add_ratios(run_figures)
             report["runs"].append(run_figures)
     report["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]

@@ -187,3 +187,35 @@ def test_on_cpus_pins_this_process_and_what_it_starts_then_restores():
     assert os.sched_getaffinity(0) == before
     with on_cpus(None):  # no layout: nothing changes
         assert os.sched_getaffinity(0) == before
+
+
+def test_requests_served_is_the_servers_count_once_it_stops_moving():
+    """CPU and store reads per request divide by what the server answered in the window (MLServer's counter,
+    every version of the model), read when the requests still in flight after a load have been counted."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from ml.serving.loadgen import requests_served
+
+    counts = iter([10, 13, 14, 14, 99])
+
+    class Metrics(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            body = (f'model_infer_request_success_total{{model="fraud",version="None"}} {next(counts)}.0\n'
+                    'model_infer_request_success_total{model="fraud",version="2"} 1.0\n'
+                    'model_infer_request_success_total{model="fraud-explainer",version="None"} 500.0\n').encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert requests_served(f"http://127.0.0.1:{server.server_address[1]}/metrics", "fraud", settle_s=0.001) == 15.0
+    finally:
+        server.shutdown()
+        server.server_close()
