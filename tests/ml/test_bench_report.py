@@ -200,7 +200,7 @@ def test_requests_served_is_the_servers_count_once_it_stops_moving():
     counts = iter([10, 13, 14, 14, 99])
 
     class Metrics(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:  # http.server's name
             body = (f'model_infer_request_success_total{{model="fraud",version="None"}} {next(counts)}.0\n'
                     'model_infer_request_success_total{model="fraud",version="2"} 1.0\n'
                     'model_infer_request_success_total{model="fraud-explainer",version="None"} 500.0\n').encode()

@@ -9,14 +9,16 @@ threshold), `degraded` (BOOL [n]); response parameter `degraded` is true if any 
 
 Online features (device_trust_score, velocity_last_24h, cardholder_age) come from Redis through the
 Feast key layout (ml/serving/online.py) in one round trip per request (all rows pipelined), with a
-`feature_timeout_ms` (default 20) socket timeout and no retries; opening the connection (TCP, TLS, AUTH) is
-bounded apart by `feature_connect_timeout_ms` (default 250), so the first request is judged like the others. If the store errors or times out, or an entity is not
+`feature_timeout_ms` (default 20) socket timeout and no retries; opening the connection (TCP, TLS,
+AUTH) is bounded apart by `feature_connect_timeout_ms` (default 250), so the first request is judged
+like the others. If the store errors or times out, or an entity is not
 in it, the row is scored with the training medians saved in `mlplat-model.json`
 (`params.online_defaults`), marked degraded and counted in `mlplat_model_degraded_responses_total` (reason
 `feature_store_error`, or `unknown_entity` for each row whose card or device the store does not hold).
 
 `parameters.extra`: `redis_url` (no store configured -> every row degraded, reason `no_store`),
-`feast_project` (default `mlplat`), `feature_timeout_ms`, `feature_connect_timeout_ms`, `online_client` (`resp`, `redis-asyncio` or
+`feast_project` (default `mlplat`), `feature_timeout_ms`, `feature_connect_timeout_ms`,
+`online_client` (`resp`, `redis-asyncio` or
 `redis-py`, see ml/serving/online.py), plus the common keys of ReferenceRuntime.
 """
 
@@ -91,7 +93,13 @@ class FraudRuntime(ReferenceRuntime):
         self._fast = self._fast_encoding_matches()
         self.reader = None
         if extra.get("redis_url"):  # optional: the online-store client (Feast's protobufs) only with a store
-            from ml.serving.online import CONNECT_TIMEOUT_S, DEFAULT_CLIENT, READ_TIMEOUT_S, OnlineFeatureReader, ViewSpec
+            from ml.serving.online import (
+                CONNECT_TIMEOUT_S,
+                DEFAULT_CLIENT,
+                READ_TIMEOUT_S,
+                OnlineFeatureReader,
+                ViewSpec,
+            )
 
             self.reader = OnlineFeatureReader(
                 extra["redis_url"], extra.get("feast_project", PROJECT),
