@@ -3,7 +3,7 @@
     mlplat bench models [--models NAME,NAME,...] [--data DIR] [--concurrency 4]
                         [--duration 10] [--repeat N] [--grpc] [--json FILE]
                         [--max-batch-size N --max-batch-time-ms T] [--online-clients CLIENT,...]
-                        [--rtt-ms MS,...] [--no-pin]
+                        [--rtt-ms MS,...] [--store-cpus server|load] [--no-pin]
 
 Per model (default: every registered model, contracts/model_registry.py, through its plugin,
 ml/model_plugin.py): trains on --data (the shared datasets' file names) or on generated sample data,
@@ -22,7 +22,8 @@ gives a stable ratio. The server's and redis-server's CPU time per request is me
 during each load and divided by the requests the server counted as answered in that window (what `mlplat
 capacity` sizes pods and shards from). On Linux with 2+ CPUs the server
 side (MLServer, redis-server, the in-process timing) runs on half of the CPUs and the load generators
-on the others (`--no-pin`: all on every CPU); the report records the layout.
+on the others (`--no-pin`: all on every CPU; `--store-cpus load`: redis-server with the load generators);
+the report records the layout.
 
 `--json FILE` writes every figure of the table plus the machine (cores, load average before/after),
 the command, the settings and the versions; the table is printed either way.
@@ -115,6 +116,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     models.add_argument("--rtt-ms", type=_round_trips, default=[], metavar="MS,...",
                         help="serve each model that reads online features through a store round trip of MS "
                              "milliseconds (a calibrated delay proxy), once per value, as <model>[-<client>]-<MS>ms")
+    models.add_argument("--store-cpus", choices=("server", "load"), default="server",
+                        help="where the local redis-server runs: with the server side (default; its CPU competes "
+                             "with the model server's, as on one machine) or with the load generators (as a store "
+                             "on other machines: the read then crosses vCPUs)")
     models.add_argument("--no-pin", action="store_true",
                         help="run the server side and the load generators on every CPU (default: on separate "
                              "CPUs, see CpuLayout in ml/serving/loadgen.py)")
@@ -266,12 +271,14 @@ def run(args: argparse.Namespace) -> int:
                      "grpc": args.grpc, "max_batch_size": args.max_batch_size,
                      "max_batch_time_ms": args.max_batch_time_ms, "online_clients": args.online_clients,
                      "store_rtt_ms": args.rtt_ms,
-                     "cpus": layout.describe() if layout else "shared"},
+                     "cpus": layout.describe() if layout else "shared",
+                     "store_cpus": args.store_cpus if layout else "shared"},
         "models": {}, "runs": [],
     }
     report["machine"]["load_before"] = report["machine"].pop("load_average")
     with contextlib.ExitStack() as stack, contextlib.redirect_stdout(sys.stderr):
-        with on_cpus(server_cpus):  # the servers and their threads keep the affinity they start with
+        # The servers and their threads keep the affinity they start with.
+        with on_cpus(server_cpus if args.store_cpus == "server" else load_cpus):
             redis = stack.enter_context(RedisServer(work / "redis"))
         report["settings"]["store_url"] = redis.url
         stores: dict[float | None, str] = {None: redis.url}

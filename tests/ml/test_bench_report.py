@@ -91,6 +91,7 @@ def test_the_online_read_table_gives_cpu_per_request_and_requests_per_core():
     (["--online-clients", "memcached"], "unknown online client"),
     (["--rtt-ms", "0"], "round trips must be in"),
     (["--rtt-ms", "half"], "expected milliseconds"),
+    (["--store-cpus", "elsewhere"], "invalid choice: 'elsewhere'"),
 ])
 def test_bad_client_or_round_trip_is_named(argv, error, capsys):
     parser = argparse.ArgumentParser()
@@ -108,6 +109,9 @@ def test_cli_takes_a_json_file_and_repeat():
     assert parser.parse_args(["bench", "models", "--no-pin"]).no_pin
     args = parser.parse_args(["bench", "models", "--online-clients", "resp,redis-asyncio", "--rtt-ms", "1.0,0.2,0.5"])
     assert args.online_clients == ["resp", "redis-asyncio"] and args.rtt_ms == [0.2, 0.5, 1.0]
+    # The store beside the server (one machine) unless asked to run it with the load generators.
+    assert args.store_cpus == "server"
+    assert parser.parse_args(["bench", "models", "--store-cpus", "load"]).store_cpus == "load"
 
 
 class _Runtime:
