@@ -35,10 +35,15 @@ def _texts(data_dir: Path, limit: int | None = None) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> list[str]:
+def sample_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sentiment-corpus")
     data.generate_sample(out, rows=1500, seed=3)
-    texts = [*EDGES, *lexicons.PROBES, *_texts(out)]
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus(sample_dir) -> list[str]:
+    texts = [*EDGES, *lexicons.PROBES, *_texts(sample_dir)]
     if SHARED.is_dir():  # the real files (all 48,516 were compared when this was written; 3,000 here)
         texts += _texts(SHARED)[::16][:3000]
     return texts
@@ -75,3 +80,11 @@ def test_a_disagreement_on_the_probes_falls_back_to_the_packages(monkeypatch, ca
         assert "differ from the installed packages" in caplog.text
     finally:
         lexicons.scorers.cache_clear()
+
+
+def test_the_comparison_command_reads_every_text_of_a_data_directory(sample_dir, capsys):
+    from ml.models.sentiment.lexicon_scorers import main
+
+    assert main(["--data", str(sample_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(_texts(sample_dir))} texts, 0 with different scores; CPU per text: fast scorers" in out
