@@ -387,7 +387,7 @@ def _summarize(report: dict[str, Any]) -> None:
             if not runs:
                 continue
             summary: dict[str, Any] = {"tool": runs[0]["tool"], "runs": len(runs)}
-            for key in ("p50_ms", "p99_ms", "rps", "non_2xx", "errors", "server_cpu_us", "redis_cpu_us",
+            for key in ("p50_ms", "p99_ms", "rps", "served", "non_2xx", "errors", "server_cpu_us", "redis_cpu_us",
                         "fetches_per_request", "fetch_ms", "proxy_cpu_us", "rps_vs_bare", "p99_vs_bare"):
                 values = [x[key] for x in runs if key in x]
                 if values:
