@@ -253,3 +253,12 @@ def test_measure_entry_point_prints_the_cross_validation_json(tmp_path, capsys):
     assert 0.0 < report["baseline_vader_human"]["macro_f1"] <= 1.0
     lat = report["latency_single_text"]
     assert lat["calls"] == 150 and lat["best_of_repeats"]["p50_ms"] <= lat["p99_ms"]
+
+
+def test_load_prepares_the_serving_lexicon_scorers(trained, tmp_path):
+    # Compiled and checked against the packages at load, not on the first request.
+    model, *_ = trained
+    model.save(tmp_path / "m")
+    lexicons.scorers.cache_clear()
+    algorithm.SentimentModel.load(tmp_path / "m")
+    assert lexicons.scorers.cache_info().currsize == 1

@@ -270,6 +270,7 @@ class SentimentModel:
         if meta["lexicon_versions"] != installed:
             log.warning("%s: trained with lexicons %s, installed %s", dir, meta["lexicon_versions"], installed)
         lexicons.word_classes()  # import the lexicon packages now, not on the first request
+        lexicons.scorers()  # and compile (and check) the serving scorers
         return cls(spaces, weights, arrays["dense"], arrays["bias"], float(meta["domain_bias"]), meta["params"],
                    meta["lexicon_versions"])
 
