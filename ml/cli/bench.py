@@ -362,16 +362,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _add_ratios(run_figures: dict[str, Any]) -> None:
-    """Each served model's requests/s and p99 against the bare runtime's in the same run."""
+    """Each served model's requests/s and p99 against the bare runtime's in the same run, and `cpu_vs_bare`:
+    the bare runtime's server CPU per request over the model's plus redis-server's (which shares its CPUs), the
+    ratio a saturated server would serve, and one that other work on the host moves less than requests/s."""
     for protocol in ("http", "grpc"):
         bare = run_figures.get(BARE, {}).get(protocol, {})
         for figures in run_figures.values():
             if protocol not in figures:
                 continue
+            mine = figures[protocol]
             if bare.get("rps"):
-                figures[protocol]["rps_vs_bare"] = round(figures[protocol]["rps"] / bare["rps"], 3)
+                mine["rps_vs_bare"] = round(mine["rps"] / bare["rps"], 3)
             if bare.get("p99_ms"):
-                figures[protocol]["p99_vs_bare"] = round(figures[protocol]["p99_ms"] / bare["p99_ms"], 3)
+                mine["p99_vs_bare"] = round(mine["p99_ms"] / bare["p99_ms"], 3)
+            cost = mine.get("server_cpu_us", 0) + mine.get("redis_cpu_us", 0)
+            if bare.get("server_cpu_us") and cost:
+                mine["cpu_vs_bare"] = round((bare["server_cpu_us"] + bare.get("redis_cpu_us", 0)) / cost, 3)
 
 
 def _summarize(report: dict[str, Any]) -> None:
@@ -388,7 +394,8 @@ def _summarize(report: dict[str, Any]) -> None:
                 continue
             summary: dict[str, Any] = {"tool": runs[0]["tool"], "runs": len(runs)}
             for key in ("p50_ms", "p99_ms", "rps", "served", "non_2xx", "errors", "server_cpu_us", "redis_cpu_us",
-                        "fetches_per_request", "fetch_ms", "proxy_cpu_us", "rps_vs_bare", "p99_vs_bare"):
+                        "fetches_per_request", "fetch_ms", "proxy_cpu_us", "rps_vs_bare", "p99_vs_bare",
+                        "cpu_vs_bare"):
                 values = [x[key] for x in runs if key in x]
                 if values:
                     summary[key] = round(statistics.median(values), 3)

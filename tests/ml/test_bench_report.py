@@ -58,6 +58,17 @@ def test_each_run_gives_ratios_to_bare_and_the_report_their_medians():
     assert report["models"][BARE]["http"]["p99_vs_bare"] == 1.0
 
 
+def test_cpu_per_request_gives_a_ratio_to_bare_with_the_stores_cpu_counted():
+    run = _run(1600, 2000, 3.5)
+    run[BARE]["http"]["server_cpu_us"] = 400.0
+    run["fraud"]["http"].update(server_cpu_us=450.0, redis_cpu_us=50.0)
+    _add_ratios(run)
+    assert run["fraud"]["http"]["cpu_vs_bare"] == 0.8 and run[BARE]["http"]["cpu_vs_bare"] == 1.0
+    report = {"models": {"fraud": {}, BARE: {}}, "runs": [run]}
+    _summarize(report)
+    assert report["models"]["fraud"]["http"]["cpu_vs_bare"] == 0.8
+
+
 def test_models_that_read_the_store_are_served_once_per_client_and_round_trip():
     one = {None: "redis://store"}
     assert _variants("fraud", ["resp"], one) == [("fraud", "resp", None)]
