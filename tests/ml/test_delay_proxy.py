@@ -78,6 +78,7 @@ def test_a_round_trip_below_the_floor_is_refused_with_the_floor(redis_server: Re
         delayed_store(redis_server.url, 0, tmp_path)
 
 
+@pytest.mark.integration  # starts the delay proxy's process
 def test_a_dead_upstream_closes_the_client_connection(tmp_path):
     from ml.serving.processes import free_port
 

@@ -83,7 +83,7 @@ def test_a_disagreement_on_the_probes_falls_back_to_the_packages(monkeypatch, ca
 
 
 def test_the_comparison_command_reads_every_text_of_a_data_directory(sample_dir, capsys):
-    from ml.models.sentiment.lexicon_scorers import main
+    from ml.models.sentiment.compare_lexicons import main
 
     assert main(["--data", str(sample_dir)]) == 0
     out = capsys.readouterr().out

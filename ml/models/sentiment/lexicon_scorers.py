@@ -20,7 +20,7 @@ Equality with the packages is the contract: ``tests/ml/test_sentiment_lexicon_sc
 the corpora (real files when present), ``lexicons.scorers`` checks a probe set at load and falls back to the
 packages if an upgrade changed their rules, and after an upgrade
 
-    python -m ml.models.sentiment.lexicon_scorers --data DIR
+    python -m ml.models.sentiment.compare_lexicons --data DIR
 
 compares both on every text of a data directory and prints the CPU each takes per text (exit 1 on any
 difference).
@@ -28,11 +28,7 @@ difference).
 
 from __future__ import annotations
 
-import argparse
-import sys
-import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from vaderSentiment.vaderSentiment import (
@@ -187,47 +183,3 @@ class VaderScorer(SentimentIntensityAnalyzer):
             if n_gram in BOOSTER_DICT:
                 valence = valence + BOOSTER_DICT[n_gram]
         return valence
-
-
-def compare(texts: Sequence[str]) -> dict[str, float]:
-    """Both scorers and both packages on every text (as the model prepares it): texts whose scores differ,
-    and the CPU microseconds per text of each way."""
-    from textblob.en import sentiment as textblob_sentiment
-
-    from ml.models.sentiment import algorithm, lexicons
-
-    vader, textblob = VaderScorer(), TextBlobScorer(textblob_sentiment)
-    package_vader, package_textblob = lexicons._analyzers()
-    differ, fast_s, package_s = 0, 0.0, 0.0
-    for raw in texts:
-        prepared = algorithm.prepare(raw, algorithm.DEFAULT_PARAMS["max_chars"])
-        started = time.process_time()
-        ours = vader.polarity_scores(prepared.light), textblob(prepared.tokens)
-        middle = time.process_time()
-        theirs = package_vader.polarity_scores(prepared.light), tuple(package_textblob(prepared.tokens)[:2])
-        package_s += time.process_time() - middle
-        fast_s += middle - started
-        differ += ours != theirs
-    n = max(len(texts), 1)
-    return {"texts": len(texts), "differ": differ, "fast_us": round(fast_s / n * 1e6, 1),
-            "packages_us": round(package_s / n * 1e6, 1)}
-
-
-def main(argv: list[str] | None = None) -> int:
-    from ml.models.sentiment import data
-
-    parser = argparse.ArgumentParser(description="compare the fast lexicon scorers with the packages")
-    parser.add_argument("--data", type=Path, required=True, help="sentiment data directory (all its files are read)")
-    args = parser.parse_args(argv)
-    texts = data.load(args.data)["text"].tolist()
-    human = data.load_human(args.data)
-    if human is not None:
-        texts += human["text"].tolist()
-    result = compare(texts)
-    print(f"{result['texts']} texts, {result['differ']} with different scores; CPU per text: fast scorers "
-          f"{result['fast_us']} us, packages {result['packages_us']} us")
-    return 1 if result["differ"] else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
