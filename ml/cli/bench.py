@@ -3,7 +3,7 @@
     mlplat bench models [--models NAME,NAME,...] [--data DIR] [--concurrency 4]
                         [--duration 10] [--repeat N] [--grpc] [--json FILE]
                         [--max-batch-size N --max-batch-time-ms T] [--online-clients CLIENT,...]
-                        [--rtt-ms MS,...] [--no-pin]
+                        [--rtt-ms MS,...] [--store-cpus server|load] [--no-pin]
 
 Per model (default: every registered model, contracts/model_registry.py, through its plugin,
 ml/model_plugin.py): trains on --data (the shared datasets' file names) or on generated sample data,
@@ -19,9 +19,11 @@ round trip in one run. Throughput and p99 are also given as ratios to the bare r
 same run; with `--repeat N` the runs alternate the model order and each figure, in-process ones included,
 is the median over the runs (the ratio: the median of the per-run ratios), so a noisy machine still
 gives a stable ratio. The server's and redis-server's CPU time per request is measured from /proc
-during each load (what `mlplat capacity` sizes pods and shards from). On Linux with 2+ CPUs the server
+during each load and divided by the requests the server counted as answered in that window (what `mlplat
+capacity` sizes pods and shards from). On Linux with 2+ CPUs the server
 side (MLServer, redis-server, the in-process timing) runs on half of the CPUs and the load generators
-on the others (`--no-pin`: all on every CPU); the report records the layout.
+on the others (`--no-pin`: all on every CPU; `--store-cpus load`: redis-server with the load generators);
+the report records the layout.
 
 `--json FILE` writes every figure of the table plus the machine (cores, load average before/after),
 the command, the settings and the versions; the table is printed either way.
@@ -59,6 +61,7 @@ from ml.serving.loadgen import (
     machine_info,
     on_cpus,
     process_cpu_seconds,
+    requests_served,
     time_calls,
     versions,
 )
@@ -113,6 +116,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     models.add_argument("--rtt-ms", type=_round_trips, default=[], metavar="MS,...",
                         help="serve each model that reads online features through a store round trip of MS "
                              "milliseconds (a calibrated delay proxy), once per value, as <model>[-<client>]-<MS>ms")
+    models.add_argument("--store-cpus", choices=("server", "load"), default="server",
+                        help="where the local redis-server runs: with the server side (default; its CPU competes "
+                             "with the model server's, as on one machine) or with the load generators (as a store "
+                             "on other machines: the read then crosses vCPUs)")
     models.add_argument("--no-pin", action="store_true",
                         help="run the server side and the load generators on every CPU (default: on separate "
                              "CPUs, see CpuLayout in ml/serving/loadgen.py)")
@@ -227,9 +234,10 @@ def _train(names: list[str], args: argparse.Namespace, work: Path, stores: dict[
     return entries
 
 
-def _measured(load: dict[str, Any], cpu: dict[str, tuple[int, float]], duration: int) -> dict[str, Any]:
-    """Add CPU microseconds per request of the server (and redis-server) to a load result."""
-    done = load["rps"] * duration
+def _measured(load: dict[str, Any], cpu: dict[str, tuple[int, float]], done: float) -> dict[str, Any]:
+    """Add CPU microseconds per request of the server (and redis-server) to a load result; `done`: the
+    requests the server answered in the window (its own counter, not the load generator's rate x duration)."""
+    load["served"] = done
     for key, (pid, before) in cpu.items():
         if done > 0:
             load[key] = round((process_cpu_seconds(pid) - before) / done * 1e6, 1)
@@ -263,12 +271,14 @@ def run(args: argparse.Namespace) -> int:
                      "grpc": args.grpc, "max_batch_size": args.max_batch_size,
                      "max_batch_time_ms": args.max_batch_time_ms, "online_clients": args.online_clients,
                      "store_rtt_ms": args.rtt_ms,
-                     "cpus": layout.describe() if layout else "shared"},
+                     "cpus": layout.describe() if layout else "shared",
+                     "store_cpus": args.store_cpus if layout else "shared"},
         "models": {}, "runs": [],
     }
     report["machine"]["load_before"] = report["machine"].pop("load_average")
     with contextlib.ExitStack() as stack, contextlib.redirect_stdout(sys.stderr):
-        with on_cpus(server_cpus):  # the servers and their threads keep the affinity they start with
+        # The servers and their threads keep the affinity they start with.
+        with on_cpus(server_cpus if args.store_cpus == "server" else load_cpus):
             redis = stack.enter_context(RedisServer(work / "redis"))
         report["settings"]["store_url"] = redis.url
         stores: dict[float | None, str] = {None: redis.url}
@@ -317,6 +327,7 @@ def run(args: argparse.Namespace) -> int:
                 figures = run_figures[entry.name]
                 protocols = ["http", "grpc"] if args.grpc else ["http"]
                 for protocol in protocols:
+                    served = requests_served(metrics_url, entry.name)  # before the CPU window opens
                     cpu = {"server_cpu_us": (server.proc.pid, process_cpu_seconds(server.proc.pid)),
                            "redis_cpu_us": (redis.proc.pid, process_cpu_seconds(redis.proc.pid))}
                     proxy = proxies.get(entry.extra.get("redis_url", ""))
@@ -327,16 +338,18 @@ def run(args: argparse.Namespace) -> int:
                         with on_cpus(load_cpus):
                             load = http_load(f"{server.url}/v2/models/{entry.name}/infer", bodies,
                                              args.concurrency, args.duration)
-                        if load["rps"] > 0:  # online feature round trips per request (what Redis must serve)
+                        served = requests_served(metrics_url, entry.name) - served
+                        if served > 0:  # online feature round trips per request (what Redis must serve)
                             count, seconds = feature_fetch_totals(metrics_url, entry.name)
-                            load["fetches_per_request"] = round((count - fetches) / (load["rps"] * args.duration), 3)
+                            load["fetches_per_request"] = round((count - fetches) / served, 3)
                             if count > fetches:  # the store wait the runtime saw, proxy included, under load
                                 load["fetch_ms"] = round((seconds - fetch_s) / (count - fetches) * 1000, 3)
                     else:
                         with on_cpus(load_cpus):
                             load = grpc_load(f"127.0.0.1:{grpc_port}", entry.name, bodies, args.concurrency,
                                              args.duration)
-                    figures[protocol] = _measured(load, cpu, args.duration)
+                        served = requests_served(metrics_url, entry.name) - served
+                    figures[protocol] = _measured(load, cpu, served)
             _add_ratios(run_figures)
             report["runs"].append(run_figures)
     report["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
@@ -349,16 +362,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _add_ratios(run_figures: dict[str, Any]) -> None:
-    """Each served model's requests/s and p99 against the bare runtime's in the same run."""
+    """Each served model's requests/s and p99 against the bare runtime's in the same run, and `cpu_vs_bare`:
+    the bare runtime's server CPU per request over the model's plus redis-server's (which shares its CPUs), the
+    ratio a saturated server would serve, and one that other work on the host moves less than requests/s."""
     for protocol in ("http", "grpc"):
         bare = run_figures.get(BARE, {}).get(protocol, {})
         for figures in run_figures.values():
             if protocol not in figures:
                 continue
+            mine = figures[protocol]
             if bare.get("rps"):
-                figures[protocol]["rps_vs_bare"] = round(figures[protocol]["rps"] / bare["rps"], 3)
+                mine["rps_vs_bare"] = round(mine["rps"] / bare["rps"], 3)
             if bare.get("p99_ms"):
-                figures[protocol]["p99_vs_bare"] = round(figures[protocol]["p99_ms"] / bare["p99_ms"], 3)
+                mine["p99_vs_bare"] = round(mine["p99_ms"] / bare["p99_ms"], 3)
+            cost = mine.get("server_cpu_us", 0) + mine.get("redis_cpu_us", 0)
+            if bare.get("server_cpu_us") and cost:
+                mine["cpu_vs_bare"] = round((bare["server_cpu_us"] + bare.get("redis_cpu_us", 0)) / cost, 3)
 
 
 def _summarize(report: dict[str, Any]) -> None:
@@ -374,8 +393,9 @@ def _summarize(report: dict[str, Any]) -> None:
             if not runs:
                 continue
             summary: dict[str, Any] = {"tool": runs[0]["tool"], "runs": len(runs)}
-            for key in ("p50_ms", "p99_ms", "rps", "non_2xx", "errors", "server_cpu_us", "redis_cpu_us",
-                        "fetches_per_request", "fetch_ms", "proxy_cpu_us", "rps_vs_bare", "p99_vs_bare"):
+            for key in ("p50_ms", "p99_ms", "rps", "served", "non_2xx", "errors", "server_cpu_us", "redis_cpu_us",
+                        "fetches_per_request", "fetch_ms", "proxy_cpu_us", "rps_vs_bare", "p99_vs_bare",
+                        "cpu_vs_bare"):
                 values = [x[key] for x in runs if key in x]
                 if values:
                     summary[key] = round(statistics.median(values), 3)

@@ -196,13 +196,35 @@ def versions() -> dict[str, str]:
     return out
 
 
-def feature_fetch_totals(metrics_url: str, model: str) -> tuple[float, float]:
-    """Online feature fetches a served model has made so far, and the seconds they took in all (its
-    fetch-latency histogram's count and sum)."""
+SERVED = "model_infer_request_success_total"  # MLServer's own count of answered inference requests
+
+
+def _scrape(metrics_url: str) -> str:
     import urllib.request
 
     with urllib.request.urlopen(metrics_url, timeout=10) as r:
-        text = r.read().decode()
+        return r.read().decode()
+
+
+def requests_served(metrics_url: str, model: str, settle_s: float = 0.02, max_wait_s: float = 2.0) -> float:
+    """Inference requests a served model has answered so far (MLServer's counter, every version), read once the
+    count stops moving for `settle_s`: after a load the requests still in flight are counted too, so the
+    figures per request divide by what the server actually did over the same window."""
+    pattern = re.compile(rf'^{SERVED}{{model="{re.escape(model)}",[^}}]*}} ([\d.e+-]+)$', re.MULTILINE)
+    deadline = time.monotonic() + max_wait_s
+    last = None
+    while True:
+        count = sum(float(v) for v in pattern.findall(_scrape(metrics_url)))
+        if count == last or time.monotonic() > deadline:
+            return count
+        last = count
+        time.sleep(settle_s)
+
+
+def feature_fetch_totals(metrics_url: str, model: str) -> tuple[float, float]:
+    """Online feature fetches a served model has made so far, and the seconds they took in all (its
+    fetch-latency histogram's count and sum)."""
+    text = _scrape(metrics_url)
     totals = []
     for part in ("count", "sum"):
         m = re.search(rf'^{FEATURE_FETCH}_{part}{{model="{re.escape(model)}"}} ([\d.e+-]+)$', text, re.MULTILINE)

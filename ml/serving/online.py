@@ -10,7 +10,13 @@ directly. The layout (Feast 0.63 Redis online store, entity key serialization ve
     fields = murmur3_32("<feature_view>:<feature>") as 4 little-endian bytes -> serialized ValueProto
              "_ts:<feature_view>"                                           -> serialized Timestamp
 
-All rows of a request go out as one pipeline. Three clients (`client=`):
+All rows of a request go out as one pipeline, bounded by `timeout_s` (the read bound, default 20 ms). Opening a
+connection (TCP, TLS handshake, AUTH/SELECT) has its own bound, `connect_timeout_s` (default
+`CONNECT_TIMEOUT_S`): it takes several round trips plus the handshake's CPU, across zones and on a loaded
+machine more than a read's 20 ms, and happens once per connection (the first request, or after an error), so
+the first request is not degraded for a cost no other request pays. With the blocking client a set-up that
+fails is not tried again for `RECONNECT_BACKOFF_S` (reads fail at once meanwhile): an unreachable store then
+holds the event loop for one set-up bound per back-off period, not on every request. Three clients (`client=`):
 - `resp` (default): the minimal blocking client below. The event loop waits for the round trip, which
   costs nothing at loopback round trips and a pod's whole throughput share of the wait across a network.
 - `redis-asyncio`: redis.asyncio (hiredis parser, a connection per request in flight, non-transactional
@@ -27,9 +33,11 @@ Feast upgrade that changes the layout fails a test instead of silently serving d
 from __future__ import annotations
 
 import contextlib
+import math
 import socket
 import ssl
 import struct
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +51,20 @@ from contracts.feast import ASYNC_ONLINE_CLIENTS, DEFAULT_ONLINE_CLIENT, ONLINE_
 
 _STRING, _INT64 = 2, 4  # feast ValueType enum values
 CLIENTS, ASYNC_CLIENTS, DEFAULT_CLIENT = ONLINE_CLIENTS, ASYNC_ONLINE_CLIENTS, DEFAULT_ONLINE_CLIENT
+READ_TIMEOUT_S = 0.02  # one pipelined read
+CONNECT_TIMEOUT_S = 0.25  # opening a connection: TCP, TLS handshake, AUTH/SELECT
+RECONNECT_BACKOFF_S = 1.0  # the blocking client's pause after a failed connection set-up
+
+
+def _bound(name: str, value: float) -> float:
+    """A timeout in seconds: finite and > 0, else ValueError naming the setting."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+    return seconds
 
 
 def entity_key_bytes(project: str, join_key: str, value: int | str) -> bytes:
@@ -98,10 +120,11 @@ class _Resp:
 
     redis-py's pipeline costs ~0.1 ms of Python per call on this box, as much as the round trip
     itself; this is the whole hot path. Any socket error or timeout drops the connection (the
-    next call reconnects) and raises StoreError. No retries: the caller degrades instead.
+    next call reconnects) and raises StoreError. No retries: the caller degrades instead. A failed
+    connection set-up is not retried for `RECONNECT_BACKOFF_S` (calls raise StoreError at once meanwhile).
     """
 
-    def __init__(self, url: str, timeout_s: float) -> None:
+    def __init__(self, url: str, timeout_s: float, connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         parsed = urlparse(url)
         if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
             raise ValueError(f"online store URL must look like redis://HOST:PORT/DB, got {url!r}")
@@ -110,22 +133,33 @@ class _Resp:
         self.db = int((parsed.path or "/0").lstrip("/") or 0)
         self.username, self.password = parsed.username, parsed.password
         self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
         self._sock: socket.socket | None = None
+        self._retry_at = 0.0  # monotonic time before which a failed set-up is not tried again
 
     def _connect(self) -> socket.socket:
-        sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.tls:
-            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self.host)
-        self._sock = sock
-        setup = []
-        if self.password:
-            auth = [self.username.encode(), self.password.encode()] if self.username else [self.password.encode()]
-            setup.append(_command(b"AUTH", *auth))
-        if self.db:
-            setup.append(_command(b"SELECT", str(self.db).encode()))
-        if setup:
-            self._roundtrip(b"".join(setup), len(setup))
+        """Open the connection within the set-up bound; reads then run under the read bound."""
+        wait = self._retry_at - time.monotonic()
+        if wait > 0:
+            raise StoreError(f"connection set-up failed recently; next attempt in {wait:.2f} s")
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout_s)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls:
+                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self.host)
+            self._sock = sock
+            setup = []
+            if self.password:
+                auth = [self.username.encode(), self.password.encode()] if self.username else [self.password.encode()]
+                setup.append(_command(b"AUTH", *auth))
+            if self.db:
+                setup.append(_command(b"SELECT", str(self.db).encode()))
+            if setup:
+                self._roundtrip(b"".join(setup), len(setup))
+        except (OSError, StoreError):
+            self._retry_at = time.monotonic() + RECONNECT_BACKOFF_S
+            raise
+        sock.settimeout(self.timeout_s)
         return sock
 
     def _roundtrip(self, payload: bytes, replies: int) -> list[Any]:
@@ -161,17 +195,49 @@ class _Resp:
             self._sock = None
 
 
+def _sync_set_up_bound(base: type) -> type:
+    """`base` (a redis-py connection class) whose set-up commands (AUTH, SELECT) run under the connect bound:
+    redis-py bounds the TCP/TLS connect by `socket_connect_timeout` but reads their answers under the read bound."""
+
+    class SetUpBound(base):  # type: ignore[misc,valid-type]
+        def on_connect_check_health(self, check_health: bool = True) -> None:
+            self._sock.settimeout(self.socket_connect_timeout)
+            try:
+                super().on_connect_check_health(check_health)
+            finally:
+                if self._sock is not None:
+                    self._sock.settimeout(self.socket_timeout)
+
+    return SetUpBound
+
+
+def _async_set_up_bound(base: type) -> type:
+    """`_sync_set_up_bound` for redis.asyncio, which reads under the `socket_timeout` attribute of the moment."""
+
+    class SetUpBound(base):  # type: ignore[misc,valid-type]
+        async def on_connect_check_health(self, check_health: bool = True) -> None:
+            read_bound, self.socket_timeout = self.socket_timeout, self.socket_connect_timeout
+            try:
+                await super().on_connect_check_health(check_health)
+            finally:
+                self.socket_timeout = read_bound
+
+    return SetUpBound
+
+
 class _RedisPy:
     """redis-py with the hiredis parser: connection pool, non-transactional pipeline, no retries."""
 
-    def __init__(self, url: str, timeout_s: float) -> None:
+    def __init__(self, url: str, timeout_s: float, connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
         self._errors = (redis.RedisError, OSError)
-        self._redis = redis.Redis(connection_pool=redis.ConnectionPool.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)))
+        pool = redis.ConnectionPool.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=connect_timeout_s, retry=Retry(NoBackoff(), 0))
+        pool.connection_class = _sync_set_up_bound(pool.connection_class)  # TCP or TLS, as the URL chose
+        self._redis = redis.Redis(connection_pool=pool)
 
     def hmget_many(self, commands: list[tuple[bytes, list[bytes]]]) -> list[Any]:
         try:
@@ -191,7 +257,7 @@ class _RedisAsyncio:
     non-transactional pipeline of HMGETs, no retries, the socket timeout as the hard bound. Bound to
     the event loop of its first call (MLServer's), like every asyncio client."""
 
-    def __init__(self, url: str, timeout_s: float) -> None:
+    def __init__(self, url: str, timeout_s: float, connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         import redis.asyncio as aredis
         from redis.backoff import NoBackoff
         from redis.exceptions import RedisError
@@ -199,9 +265,11 @@ class _RedisAsyncio:
 
         self._errors = (RedisError, OSError, TimeoutError)
         # No CLIENT SETINFO on connect: two round trips more per new connection, across a network.
-        self._redis = aredis.Redis(connection_pool=aredis.ConnectionPool.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0),
-            driver_info=None))
+        pool = aredis.ConnectionPool.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=connect_timeout_s, retry=Retry(NoBackoff(), 0),
+            driver_info=None)
+        pool.connection_class = _async_set_up_bound(pool.connection_class)  # TCP or TLS, as the URL chose
+        self._redis = aredis.Redis(connection_pool=pool)
 
     async def hmget_many(self, commands: list[tuple[bytes, list[bytes]]]) -> list[Any]:
         try:
@@ -220,20 +288,22 @@ class _RedisAsyncio:
 
 class OnlineFeatureReader:
     """Reads features of several views, for one or more rows, in one Redis round trip with a hard
-    socket timeout."""
+    socket timeout; opening a connection has its own bound (`connect_timeout_s`, module docstring)."""
 
-    def __init__(self, url: str, project: str, views: Sequence[ViewSpec], timeout_s: float = 0.02,
-                 client: str = DEFAULT_CLIENT) -> None:
+    def __init__(self, url: str, project: str, views: Sequence[ViewSpec], timeout_s: float = READ_TIMEOUT_S,
+                 client: str = DEFAULT_CLIENT, connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+        timeout_s = _bound("timeout_s (the read bound)", timeout_s)
+        connect_timeout_s = _bound("connect_timeout_s (the connection set-up bound)", connect_timeout_s)
         if client not in CLIENTS:
             raise ValueError(f"online store client must be one of {', '.join(CLIENTS)}, got {client!r}")
         self.project = project
         self.views = list(views)
         self._fields = [(v, [field_key(v.feature_view, f) for f in v.features]) for v in self.views]
-        resp = _Resp(url, timeout_s)  # validates the URL for every client
+        resp = _Resp(url, timeout_s, connect_timeout_s)  # validates the URL for every client
         self.client = client
         self._client: _Resp | _RedisPy | _RedisAsyncio = (
-            resp if client == "resp" else _RedisAsyncio(url, timeout_s) if client in ASYNC_CLIENTS
-            else _RedisPy(url, timeout_s))
+            resp if client == "resp" else _RedisAsyncio(url, timeout_s, connect_timeout_s) if client in ASYNC_CLIENTS
+            else _RedisPy(url, timeout_s, connect_timeout_s))
 
     def _keys(self, rows: Sequence[dict[str, int | str]]) -> list[tuple[bytes, list[bytes]]]:
         return [(entity_key_bytes(self.project, v.join_key, row[v.join_key]), fields)

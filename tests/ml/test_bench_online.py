@@ -28,7 +28,8 @@ def test_fraud_is_served_per_client_behind_the_round_trip_and_the_plan_reads_it(
         assert entry["model"] == "fraud" and entry["online_client"] == client and entry["store_rtt_ms"] == 2.0
         http = entry["http"]
         assert http["rps"] > 0 and http["non_2xx"] == 0
-        assert http["fetches_per_request"] == pytest.approx(1, abs=0.2)  # counted against 1 s of wrk
+        # One read per request the server answered (its own count over the same window, not wrk's rate x 1 s).
+        assert http["fetches_per_request"] == pytest.approx(1, abs=0.002) and http["served"] > 0
         # The wait the runtime saw includes the round trip; the proxy's own CPU is reported apart.
         assert http["fetch_ms"] >= 1.8 and http["proxy_cpu_us"] > 0
         assert http["rps_vs_bare"] > 0 and http["p99_vs_bare"] > 0

@@ -58,6 +58,17 @@ def test_each_run_gives_ratios_to_bare_and_the_report_their_medians():
     assert report["models"][BARE]["http"]["p99_vs_bare"] == 1.0
 
 
+def test_cpu_per_request_gives_a_ratio_to_bare_with_the_stores_cpu_counted():
+    run = _run(1600, 2000, 3.5)
+    run[BARE]["http"]["server_cpu_us"] = 400.0
+    run["fraud"]["http"].update(server_cpu_us=450.0, redis_cpu_us=50.0)
+    _add_ratios(run)
+    assert run["fraud"]["http"]["cpu_vs_bare"] == 0.8 and run[BARE]["http"]["cpu_vs_bare"] == 1.0
+    report = {"models": {"fraud": {}, BARE: {}}, "runs": [run]}
+    _summarize(report)
+    assert report["models"]["fraud"]["http"]["cpu_vs_bare"] == 0.8
+
+
 def test_models_that_read_the_store_are_served_once_per_client_and_round_trip():
     one = {None: "redis://store"}
     assert _variants("fraud", ["resp"], one) == [("fraud", "resp", None)]
@@ -91,6 +102,7 @@ def test_the_online_read_table_gives_cpu_per_request_and_requests_per_core():
     (["--online-clients", "memcached"], "unknown online client"),
     (["--rtt-ms", "0"], "round trips must be in"),
     (["--rtt-ms", "half"], "expected milliseconds"),
+    (["--store-cpus", "elsewhere"], "invalid choice: 'elsewhere'"),
 ])
 def test_bad_client_or_round_trip_is_named(argv, error, capsys):
     parser = argparse.ArgumentParser()
@@ -108,6 +120,9 @@ def test_cli_takes_a_json_file_and_repeat():
     assert parser.parse_args(["bench", "models", "--no-pin"]).no_pin
     args = parser.parse_args(["bench", "models", "--online-clients", "resp,redis-asyncio", "--rtt-ms", "1.0,0.2,0.5"])
     assert args.online_clients == ["resp", "redis-asyncio"] and args.rtt_ms == [0.2, 0.5, 1.0]
+    # The store beside the server (one machine) unless asked to run it with the load generators.
+    assert args.store_cpus == "server"
+    assert parser.parse_args(["bench", "models", "--store-cpus", "load"]).store_cpus == "load"
 
 
 class _Runtime:
@@ -187,3 +202,35 @@ def test_on_cpus_pins_this_process_and_what_it_starts_then_restores():
     assert os.sched_getaffinity(0) == before
     with on_cpus(None):  # no layout: nothing changes
         assert os.sched_getaffinity(0) == before
+
+
+def test_requests_served_is_the_servers_count_once_it_stops_moving():
+    """CPU and store reads per request divide by what the server answered in the window (MLServer's counter,
+    every version of the model), read when the requests still in flight after a load have been counted."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from ml.serving.loadgen import requests_served
+
+    counts = iter([10, 13, 14, 14, 99])
+
+    class Metrics(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # http.server's name
+            body = (f'model_infer_request_success_total{{model="fraud",version="None"}} {next(counts)}.0\n'
+                    'model_infer_request_success_total{model="fraud",version="2"} 1.0\n'
+                    'model_infer_request_success_total{model="fraud-explainer",version="None"} 500.0\n').encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert requests_served(f"http://127.0.0.1:{server.server_address[1]}/metrics", "fraud", settle_s=0.001) == 15.0
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -26,7 +26,7 @@ import redis
 
 from ml.serving.delay_proxy import DelayLine, DelayProxy, main, one_way_delay_s, parse_hostport, serve
 from ml.serving.online import OnlineFeatureReader, ViewSpec
-from ml.serving.processes import RedisServer
+from ml.serving.processes import RedisServer, free_port
 from ml.serving.store_rtt import RoundTripTooShort, calibrate, delayed_store, round_trips
 
 VIEWS = [ViewSpec("card_features", "card_id", ("cardholder_age",))]
@@ -182,9 +182,7 @@ def test_connections_in_flight_together_all_come_back_after_one_round_trip(echo_
     assert line.most_in_flight == 10
 
 
-def test_a_dead_upstream_closes_the_client_connection(echo_upstream):
-    from ml.serving.processes import free_port
-
+def test_a_dead_upstream_closes_the_client_connection():
     line: DelayLine[socket.socket] = DelayLine(ONE_WAY_S)
     with (proxy_thread(("127.0.0.1", free_port()), line) as port,
           socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as s):

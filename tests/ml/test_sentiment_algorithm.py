@@ -90,7 +90,8 @@ def _explicit(parts: dict, raw: str) -> np.ndarray:
     xs = {n: parts["spaces"][n].matrix([algorithm._tokens(n, q)]) for n in algorithm.SPACES}
     z = [parts["heads"][h].decision_function(sp.hstack([xs[n] for n in names]).tocsr())[0]
          for h, names in algorithm.HEADS.items()]
-    z = np.r_[np.concatenate(z), lexicons.scores(q.light, q.tokens)]
+    vader, (polarity, subjectivity) = lexicons._by_packages(q.light, q.tokens)  # the packages themselves
+    z = np.r_[np.concatenate(z), [vader[k] for k in ("neg", "neu", "pos", "compound")], polarity, subjectivity]
     domain = (sp.hstack([xs["char"], xs["word"]]).tocsr() @ parts["dom_w"])[0] + parts["dom_b"]
     d = float(q.precleaned and domain > 0)
     return parts["top"].decision_function(np.r_[z * (1 - d), z * d, d][None])[0]
@@ -252,3 +253,12 @@ def test_measure_entry_point_prints_the_cross_validation_json(tmp_path, capsys):
     assert 0.0 < report["baseline_vader_human"]["macro_f1"] <= 1.0
     lat = report["latency_single_text"]
     assert lat["calls"] == 150 and lat["best_of_repeats"]["p50_ms"] <= lat["p99_ms"]
+
+
+def test_load_prepares_the_serving_lexicon_scorers(trained, tmp_path):
+    # Compiled and checked against the packages at load, not on the first request.
+    model, *_ = trained
+    model.save(tmp_path / "m")
+    lexicons.scorers.cache_clear()
+    algorithm.SentimentModel.load(tmp_path / "m")
+    assert lexicons.scorers.cache_info().currsize == 1

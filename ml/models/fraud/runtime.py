@@ -9,19 +9,23 @@ threshold), `degraded` (BOOL [n]); response parameter `degraded` is true if any 
 
 Online features (device_trust_score, velocity_last_24h, cardholder_age) come from Redis through the
 Feast key layout (ml/serving/online.py) in one round trip per request (all rows pipelined), with a
-`feature_timeout_ms` (default 20) socket timeout and no retries. If the store errors or times out, or an entity is not
+`feature_timeout_ms` (default 20) socket timeout and no retries; opening the connection (TCP, TLS,
+AUTH) is bounded apart by `feature_connect_timeout_ms` (default 250), so the first request is judged
+like the others. If the store errors or times out, or an entity is not
 in it, the row is scored with the training medians saved in `mlplat-model.json`
 (`params.online_defaults`), marked degraded and counted in `mlplat_model_degraded_responses_total` (reason
 `feature_store_error`, or `unknown_entity` for each row whose card or device the store does not hold).
 
 `parameters.extra`: `redis_url` (no store configured -> every row degraded, reason `no_store`),
-`feast_project` (default `mlplat`), `feature_timeout_ms`, `online_client` (`resp`, `redis-asyncio` or
+`feast_project` (default `mlplat`), `feature_timeout_ms`, `feature_connect_timeout_ms`,
+`online_client` (`resp`, `redis-asyncio` or
 `redis-py`, see ml/serving/online.py), plus the common keys of ReferenceRuntime.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -47,6 +51,18 @@ from ml.training.outputs import read_metadata
 log = logging.getLogger(__name__)
 ENTITIES = ("card_id", "device_id")
 _DRIFT = ("amount", "transaction_hour", *ONLINE_FEATURES)
+
+
+def _seconds(extra: dict[str, Any], key: str, default_s: float) -> float:
+    """A bound given in milliseconds in `parameters.extra`, as seconds; ValueError naming the key."""
+    raw = extra.get(key, default_s * 1000)
+    try:
+        ms = float(raw)
+    except (TypeError, ValueError):
+        ms = math.nan
+    if not (math.isfinite(ms) and ms > 0):
+        raise ValueError(f"parameters.extra.{key} must be a number of milliseconds > 0, got {raw!r}")
+    return ms / 1000
 
 
 class FraudRuntime(ReferenceRuntime):
@@ -77,13 +93,20 @@ class FraudRuntime(ReferenceRuntime):
         self._fast = self._fast_encoding_matches()
         self.reader = None
         if extra.get("redis_url"):  # optional: the online-store client (Feast's protobufs) only with a store
-            from ml.serving.online import DEFAULT_CLIENT, OnlineFeatureReader, ViewSpec
+            from ml.serving.online import (
+                CONNECT_TIMEOUT_S,
+                DEFAULT_CLIENT,
+                READ_TIMEOUT_S,
+                OnlineFeatureReader,
+                ViewSpec,
+            )
 
             self.reader = OnlineFeatureReader(
                 extra["redis_url"], extra.get("feast_project", PROJECT),
                 [ViewSpec(DEVICE_VIEW, "device_id", DEVICE_FEATURES), ViewSpec(CARD_VIEW, "card_id", CARD_FEATURES)],
-                timeout_s=float(extra.get("feature_timeout_ms", 20)) / 1000,
+                timeout_s=_seconds(extra, "feature_timeout_ms", READ_TIMEOUT_S),
                 client=extra.get("online_client", DEFAULT_CLIENT),
+                connect_timeout_s=_seconds(extra, "feature_connect_timeout_ms", CONNECT_TIMEOUT_S),
             )
 
     def _numbers(self, inp: RequestInput, integer: bool = False) -> list[Any]:

@@ -11,14 +11,22 @@
   labels on text in their style.
 
 Nothing is downloaded: both read files inside their installed package. Imported lazily (TextBlob
-imports nltk, which takes a second or more).
+imports nltk, which takes a second or more). ``scores`` computes them with the faster, equal scorers of
+``lexicon_scorers.py`` once a probe set shows they agree with the installed packages (else with the packages).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
+
+from ml.models.sentiment import text as tx
+
+log = logging.getLogger(__name__)
 
 NAMES = ("vader_neg", "vader_neu", "vader_pos", "vader_compound", "textblob_polarity", "textblob_subjectivity")
 
@@ -48,9 +56,45 @@ def word_classes() -> dict[str, dict[str, str]]:
     return {"V": v, "T": t}
 
 
+# Texts that go through every rule of both scorers (negation, modifiers, "but", caps, "!", "?", emoticons,
+# idioms, "least", "kind of", emoji): the scorers must agree with the packages on them to be used.
+PROBES = (
+    "VADER is VERY SMART, uber handsome, and FRIGGIN FUNNY!!!", "The plot was good, but the characters are "
+    "uncompelling and the dialog is not great.", "At least it isn't a horrible book.", "It was kind of good?? :)",
+    "not really good at all", "very not bad", "never so happy", "without a doubt, excellent!", "the shit",
+    "Today only kinda sux! But I'll get by, lol", "Catch utf-8 emoji such as \U0001f498 and \U0001f48b",
+    "I'm not very sure it was the least bit helpful (!) :-( <3", "no no no, good grief", "really terribly nice",
+)
+
+
+def _by_packages(light_text: str, norm_tokens: list[str]) -> tuple[dict[str, float], tuple[float, float]]:
+    vader, textblob = _analyzers()
+    return vader.polarity_scores(light_text), tuple(textblob(norm_tokens)[:2])
+
+
+@lru_cache(maxsize=1)
+def scorers() -> Callable[[str, list[str]], tuple[dict[str, float], Any]]:
+    """VADER's scores and TextBlob's (polarity, subjectivity) of one text: the fast scorers when they agree
+    with the packages on ``PROBES``, else the packages themselves."""
+    from textblob.en import sentiment as textblob_sentiment
+
+    from ml.models.sentiment.lexicon_scorers import TextBlobScorer, VaderScorer
+
+    vader, textblob = VaderScorer(), TextBlobScorer(textblob_sentiment)
+
+    def fast(light_text: str, norm_tokens: list[str]) -> tuple[dict[str, float], Any]:
+        return vader.polarity_scores(light_text), textblob(norm_tokens)
+
+    for probe in PROBES:
+        light = tx.light(probe)
+        norm_tokens = tx.tokens(light.lower())
+        if fast(light, norm_tokens) != _by_packages(light, norm_tokens):
+            log.warning("fast lexicon scorers differ from the installed packages on %r; using the packages", probe)
+            return _by_packages
+    return fast
+
+
 def scores(light_text: str, norm_tokens: list[str]) -> np.ndarray:
     """The six values of NAMES for one text (its ``light`` form and the ``tokens`` of its normal form)."""
-    vader, textblob = _analyzers()
-    s = vader.polarity_scores(light_text)
-    polarity, subjectivity = textblob(norm_tokens)[:2]
+    s, (polarity, subjectivity) = scorers()(light_text, norm_tokens)
     return np.array([s["neg"], s["neu"], s["pos"], s["compound"], polarity, subjectivity])
