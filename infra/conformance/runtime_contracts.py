@@ -25,6 +25,7 @@ from typing import Any
 from infra.conformance.harness import (
     DEFAULT_POD_CIDR,
     IRSA_ANNOTATION,
+    RDS,
     S3_IP,
     S3_PORT,
     S3_URL,
@@ -143,7 +144,8 @@ class _PodRun:
             assert verdict.image is not None
             try:
                 boxes[container["name"]] = sandbox_for(self.pod, container, verdict.image, self.refs, layout, pod_ip,
-                                                       hosts, self.h.trust, self.h.directory, injected)
+                                                       hosts, self.h.trust, self.h.directory, injected,
+                                                       image_files=self.h.image_files)
             except (NotStartable, UnresolvedReference) as exc:
                 self.problems.append((container["name"], str(exc)))
         targets = [t for t in scrape_targets(self.pod, self.objects, self.refs) if t.container in runnable]
@@ -332,6 +334,7 @@ def check(objects: list[KubeObject], harness: Harness, pod_cidr: str = "") -> Ru
     report = RuntimeReport()
     harness.pod_cidr = pod_cidr or DEFAULT_POD_CIDR
     refs = References(objects, local_secret)
+    harness.serve_rds_names(sorted({h for o in objects for text in strings(o.manifest) for h in RDS.findall(text)}))
     for pod in pod_templates(objects):
         containers = list(pod.spec.get("containers") or [])
         init = list(pod.spec.get("initContainers") or [])

@@ -22,13 +22,13 @@ import pytest
 from infra.conformance import runner
 from infra.conformance.harness import Harness, local_secret
 from infra.conformance.model import KubeObject
-from stacks.bom import load_bom
 from infra.conformance.plan import Plan
 from infra.conformance.podspec import PodTemplate, References, container_env, scrape_targets
 from infra.conformance.runtime_contracts import RuntimeReport, check
 from infra.conformance.sandbox import Mount, Sandboxed, SandboxUnavailable, bwrap_argv
 from infra.conformance.software import ROOT, classify, dockerfile
 from infra.workloads.mlflow import pod_address_pattern
+from stacks.bom import load_bom
 
 if not os.environ.get("MLPLAT_CHART_MIRROR"):
     os.environ["MLPLAT_CHART_MIRROR"] = str(ROOT.parent / "shared" / "charts")
