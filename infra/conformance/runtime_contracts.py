@@ -15,6 +15,7 @@ stacks start each distinct pod once.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -151,8 +152,10 @@ class _PodRun:
         targets = [t for t in scrape_targets(self.pod, self.objects, self.refs) if t.container in runnable]
         probes = {name: [(k, c.get(k)) for k in ("startupProbe", "readinessProbe", "livenessProbe") if c.get(k)]
                   for name, (c, _) in runnable.items()}
-        key = spec_key(self.pod, list(boxes.values()), [probes, [t.__dict__ for t in targets]], layout, pod_ip, aliases,
-                       self.h.pod_cidr, self.refs.secret_values)
+        # The files bound into our images count by content (a test swaps the CA bundle for another CA's).
+        image_files = {dest: hashlib.sha256(src.read_bytes()).hexdigest() for dest, src in self.h.image_files.items()}
+        key = spec_key(self.pod, list(boxes.values()), [probes, [t.__dict__ for t in targets], image_files], layout,
+                       pod_ip, aliases, self.h.pod_cidr, self.refs.secret_values)
         if key in _CACHE and not self.problems:
             self._report(_CACHE[key], runnable, report, reused=True)
             return
