@@ -76,7 +76,7 @@ def test_only_the_pinned_file_is_written(tmp_path, monkeypatch):
     with pytest.raises(pinned_files.PinError):
         pinned_files.fetch("rds-ca", other, download=lambda url: PEM + b"x")
     assert not other.exists()
-    with pytest.raises(pinned_files.PinError, match="no trust bundle 'nope'.*known: rds-ca"):
+    with pytest.raises(pinned_files.PinError, match=r"no trust bundle 'nope'.*known: rds-ca"):
         pinned_files.fetch("nope", other, download=lambda url: PEM)
 
 
