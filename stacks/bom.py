@@ -154,6 +154,33 @@ class Jar(_Strict):
         return self.maven_dir.rsplit("/", 1)[1] if self.maven_dir else None
 
 
+class TrustBundle(_Strict):
+    """A CA bundle an image of ours downloads at build time (stacks/pinned_files.py), checked before use."""
+
+    url: str
+    checksum: str | None
+    """`sha256:<hex>` of the reviewed file. None: no digest has been recorded yet, and the image build refuses
+    the file (it prints the digest it got, for a maintainer to check and record)."""
+
+    @field_validator("url")
+    @classmethod
+    def _https_pem(cls, v: str) -> str:
+        if not re.fullmatch(r"https://[^\s/]+/\S+\.pem", v):
+            raise ValueError(f"trust bundle url must be an https URL of a .pem file, got {v!r}")
+        return v
+
+    @field_validator("checksum")
+    @classmethod
+    def _sha256(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"sha256:[0-9a-f]{64}", v):
+            raise ValueError(f"trust bundle checksum must be sha256:<64 lower-case hex> or null, got {v!r}")
+        return v
+
+    @property
+    def digest(self) -> str | None:
+        return self.checksum.removeprefix("sha256:") if self.checksum else None
+
+
 class Bom(_Strict):
     platform: Platform
     kubernetes: KubernetesVersions
@@ -169,6 +196,8 @@ class Bom(_Strict):
     python_tools: dict[str, dict[str, str]] = Field(default_factory=dict, alias="pythonTools")
     # Java libraries our images download at build time: image (docker/<image>/Dockerfile) -> name -> jar.
     jars: dict[str, dict[str, Jar]] = Field(default_factory=dict)
+    # CA bundles our images carry (downloaded at image build, checked against the checksum): name -> bundle.
+    trust_bundles: dict[str, TrustBundle] = Field(default_factory=dict, alias="trustBundles")
 
     @model_validator(mode="after")
     def _every_supported_version_is_complete(self) -> Bom:

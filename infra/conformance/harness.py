@@ -17,6 +17,7 @@ from infra.conformance.podspec import PodTemplate, References
 from infra.conformance.sandbox import Namespace, Network
 from infra.conformance.software import VENV_ML
 from infra.conformance.standins import S3, Certificates, Postgres, Redis
+from infra.workloads.rds_tls import CA_PATH
 
 DEFAULT_POD_CIDR = "10.0.0.0/16"
 KEEP_ENV = "MLPLAT_RUNTIME_KEEP"  # set: keep the pods' logs and volumes after the check
@@ -59,7 +60,11 @@ class Harness:
         self.network: Network | None = None
         self.services: list[Postgres | Redis | S3] = []
         self.s3: S3 | None = None
+        self.postgres: Postgres | None = None
         self.trust: Path | None = None
+        # Files our images' builds put in them, as the check provides them: the RDS CA bundle is the stand-in's CA,
+        # so the clients' `verify-full` runs against the same path and really verifies (tests swap in another CA).
+        self.image_files: dict[str, Path] = {}
         self._next_ip = 2
 
     def up(self) -> Network:
@@ -70,7 +75,8 @@ class Harness:
             certs = Certificates(self.directory / "certs", [POSTGRES_IP, REDIS_IP, "*.rds.amazonaws.com",
                                                             "*.cache.amazonaws.com", "*.amazonaws.com"])
             self.trust = certs.trust_bundle()
-            postgres = Postgres(self.network, self.directory / "postgres", certs, POSTGRES_IP, 5432,
+            self.image_files[CA_PATH] = certs.directory / "ca.crt"
+            self.postgres = postgres = Postgres(self.network, self.directory / "postgres", certs, POSTGRES_IP, 5432,
                                 {DB_USER: DB_PASSWORD}, ["mlflow"])
             redis = Redis(self.network, self.directory / "redis", certs, REDIS_IP, 6379, REDIS_TOKEN)
             self.s3 = S3(self.network, self.directory / "s3", S3_IP, S3_PORT, VENV_ML / "bin" / "moto_server")
@@ -78,6 +84,13 @@ class Harness:
                 self.services.append(service)
                 service.start()
         return self.network
+
+    def serve_rds_names(self, names: list[str]) -> None:
+        """The PostgreSQL stand-in's certificate also names these RDS endpoints (what `verify-full` checks)."""
+        self.up()
+        if names:
+            assert self.postgres is not None
+            self.postgres.serve_names(names)
 
     def pod_network(self) -> tuple[str, Namespace]:
         """A new pod address and its network namespace."""

@@ -169,8 +169,9 @@ def busybox_applets(directory: Path) -> Path:
 
 def sandbox_for(pod: PodTemplate, container: dict[str, Any], image: Image, refs: References, layout: PodLayout,
                 pod_ip: str, hosts_file: Path, trust: Path, workdir: Path,
-                injected: dict[str, str] | None = None) -> Sandboxed:
-    """`injected`: variables an admission webhook adds (the pod identity webhook's, for IRSA service accounts)."""
+                injected: dict[str, str] | None = None, image_files: dict[str, Path] | None = None) -> Sandboxed:
+    """`injected`: variables an admission webhook adds (the pod identity webhook's, for IRSA service accounts).
+    `image_files`: path in the image -> file here, for files our images' builds add (bound read-only)."""
     sc = security(pod, container)
     uid = sc.get("runAsUser", image.user if image.user is not None else 0)
     if sc.get("runAsNonRoot") and int(uid) == 0:
@@ -197,6 +198,7 @@ def sandbox_for(pod: PodTemplate, container: dict[str, Any], image: Image, refs:
     mounts += [Mount(Path(src), dest) for src, dest in binds.items()]
     if image.repo_at_workdir:
         mounts.append(Mount(ROOT, image.workdir))
+        mounts += [Mount(source, dest) for dest, source in (image_files or {}).items()]
     expose = [Path(os.path.realpath(Path(d) / "python")) for d in image.path_prefix if (Path(d) / "python").exists()]
     return Sandboxed(argv=argv, env=env, mounts=mounts, uid=int(uid), gid=gid, groups=groups,
                      cwd=str(container.get("workingDir") or image.workdir),

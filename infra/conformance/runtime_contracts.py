@@ -15,6 +15,7 @@ stacks start each distinct pod once.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -25,6 +26,7 @@ from typing import Any
 from infra.conformance.harness import (
     DEFAULT_POD_CIDR,
     IRSA_ANNOTATION,
+    RDS,
     S3_IP,
     S3_PORT,
     S3_URL,
@@ -143,14 +145,17 @@ class _PodRun:
             assert verdict.image is not None
             try:
                 boxes[container["name"]] = sandbox_for(self.pod, container, verdict.image, self.refs, layout, pod_ip,
-                                                       hosts, self.h.trust, self.h.directory, injected)
+                                                       hosts, self.h.trust, self.h.directory, injected,
+                                                       image_files=self.h.image_files)
             except (NotStartable, UnresolvedReference) as exc:
                 self.problems.append((container["name"], str(exc)))
         targets = [t for t in scrape_targets(self.pod, self.objects, self.refs) if t.container in runnable]
         probes = {name: [(k, c.get(k)) for k in ("startupProbe", "readinessProbe", "livenessProbe") if c.get(k)]
                   for name, (c, _) in runnable.items()}
-        key = spec_key(self.pod, list(boxes.values()), [probes, [t.__dict__ for t in targets]], layout, pod_ip, aliases,
-                       self.h.pod_cidr, self.refs.secret_values)
+        # The files bound into our images count by content (a test swaps the CA bundle for another CA's).
+        image_files = {dest: hashlib.sha256(src.read_bytes()).hexdigest() for dest, src in self.h.image_files.items()}
+        key = spec_key(self.pod, list(boxes.values()), [probes, [t.__dict__ for t in targets], image_files], layout,
+                       pod_ip, aliases, self.h.pod_cidr, self.refs.secret_values)
         if key in _CACHE and not self.problems:
             self._report(_CACHE[key], runnable, report, reused=True)
             return
@@ -332,6 +337,7 @@ def check(objects: list[KubeObject], harness: Harness, pod_cidr: str = "") -> Ru
     report = RuntimeReport()
     harness.pod_cidr = pod_cidr or DEFAULT_POD_CIDR
     refs = References(objects, local_secret)
+    harness.serve_rds_names(sorted({h for o in objects for text in strings(o.manifest) for h in RDS.findall(text)}))
     for pod in pod_templates(objects):
         containers = list(pod.spec.get("containers") or [])
         init = list(pod.spec.get("initContainers") or [])

@@ -36,14 +36,22 @@ class Certificates:
         d.mkdir(parents=True, exist_ok=True)
         _run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=mlplat-check-ca",
               "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt")])
-        sans = ",".join(f"IP:{n}" if n.replace(".", "").isdigit() else f"DNS:{n}" for n in self.names)
+        self.issue(d, self.names)
+
+    def issue(self, directory: Path, names: list[str]) -> tuple[Path, Path]:
+        """A server certificate and key for `names` (IP addresses or DNS names) signed by this CA, in `directory`
+        as server.crt / server.key."""
+        d, ca = directory, self.directory
+        d.mkdir(parents=True, exist_ok=True)
+        sans = ",".join(f"IP:{n}" if n.replace(".", "").isdigit() else f"DNS:{n}" for n in names)
         _run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=standin", "-keyout",
               str(d / "server.key"), "-out", str(d / "server.csr")])
         (d / "ext.cnf").write_text(f"subjectAltName={sans}\n")
-        _run(["openssl", "x509", "-req", "-in", str(d / "server.csr"), "-CA", str(d / "ca.crt"), "-CAkey",
-              str(d / "ca.key"), "-CAcreateserial", "-days", "2", "-extfile", str(d / "ext.cnf"),
+        _run(["openssl", "x509", "-req", "-in", str(d / "server.csr"), "-CA", str(ca / "ca.crt"), "-CAkey",
+              str(ca / "ca.key"), "-CAcreateserial", "-days", "2", "-extfile", str(d / "ext.cnf"),
               "-out", str(d / "server.crt")])
         (d / "server.key").chmod(0o600)
+        return d / "server.crt", d / "server.key"
 
     def trust_bundle(self) -> Path:
         """This machine's CA bundle plus the check's CA (bound over the system bundle in the sandboxes)."""
@@ -85,9 +93,10 @@ class Postgres:
     logins: dict[str, str]
     databases: list[str]
     process: Process | None = field(default=None, init=False)
+    names: list[str] = field(default_factory=list, init=False)  # what its certificate names beyond the CA's list
 
     def start(self) -> None:
-        bindir = next((p for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
+        bindir = _postgres_bin()
         if bindir is None or shutil.which("setpriv") is None:
             raise SandboxUnavailable("PostgreSQL is not installed (Debian: apt-get install -y postgresql)")
         data = self.directory / "data"
@@ -96,7 +105,7 @@ class Postgres:
         for name in ("server.crt", "server.key"):
             shutil.copy(self.certs.directory / name, self.directory / name)
             shutil.chown(self.directory / name, POSTGRES_UID_NAME, POSTGRES_UID_NAME)
-        as_postgres = ["setpriv", "--reuid", POSTGRES_UID_NAME, "--regid", POSTGRES_UID_NAME, "--clear-groups"]
+        as_postgres = _AS_POSTGRES
         pwfile = self.directory / "pwfile"
         pwfile.write_text("standin\n")
         shutil.chown(pwfile, POSTGRES_UID_NAME, POSTGRES_UID_NAME)
@@ -114,12 +123,39 @@ class Postgres:
         owner = next(iter(self.logins), "postgres")
         statements += [f'CREATE DATABASE "{db}" OWNER "{owner}"' for db in self.databases]
         for sql in statements:
-            _run([*_prefix(self.network), *as_postgres, str(bindir / "psql"), "-h", str(self.directory), "-p",
-                  str(self.port), "-U", "postgres", "-d", "postgres", "-c", sql])
+            self._sql(sql)
+
+    def _sql(self, sql: str) -> None:
+        """As the superuser, over the server's Unix socket."""
+        bindir = _postgres_bin()
+        assert bindir is not None
+        _run([*_prefix(self.network), *_AS_POSTGRES, str(bindir / "psql"), "-h", str(self.directory), "-p",
+              str(self.port), "-U", "postgres", "-d", "postgres", "-c", sql])
+
+    def serve_names(self, names: list[str]) -> None:
+        """Present a certificate that also names `names` (the host names the plan's clients dial, which a
+        `verify-full` client checks): a new one from the same CA, which PostgreSQL loads on a configuration reload."""
+        wanted = sorted(set(self.names) | set(names))
+        if wanted == self.names:
+            return
+        crt, key = self.certs.issue(self.directory / "issued", [*self.certs.names, *wanted])
+        for source, name in ((crt, "server.crt"), (key, "server.key")):
+            shutil.copy(source, self.directory / name)
+            shutil.chown(self.directory / name, POSTGRES_UID_NAME, POSTGRES_UID_NAME)
+        self._sql("SELECT pg_reload_conf()")
+        time.sleep(0.5)  # the postmaster reloads on the signal; connections after it get the new certificate
+        self.names = wanted
 
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
+
+
+_AS_POSTGRES = ["setpriv", "--reuid", POSTGRES_UID_NAME, "--regid", POSTGRES_UID_NAME, "--clear-groups"]
+
+
+def _postgres_bin() -> Path | None:
+    return next((p for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
 
 
 @dataclass

@@ -9,7 +9,8 @@ Storage: its own database and login on the platform's RDS PostgreSQL (`workloads
 `.username`; password generated here), so every replica sees the same outcomes and each write is idempotent
 per request id. The login is made by the init container `provision` (`python -m ml.delivery.feedback_pg
 provision`), the only place the instance's admin credentials (Secret `feedback-db-admin`) are mounted; the
-server's container has only its own login (Secret `feedback-db`). TLS to RDS as MLflow's: `PGSSLMODE=require`.
+server's container has only its own login (Secret `feedback-db`). TLS to RDS authenticates the server:
+`PGSSLMODE=verify-full` against the RDS CA bundle the image carries (infra/workloads/rds_tls.py).
 
 Who may call it (NetworkPolicies): the experiment controllers in `ml-training` (pods labelled
 `app.kubernetes.io/name: experiment-controller`: the bandit Deployments and the A/B test Jobs), the
@@ -53,6 +54,7 @@ from infra.workloads.kube import (
     service_monitor,
     tmp_volume,
 )
+from infra.workloads.rds_tls import libpq_env
 from stacks.context import StackContext
 from stacks.schema import FeedbackConfig
 
@@ -69,11 +71,10 @@ def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
 
 
 def _pg_env(db: DatabaseEndpoint, database: str, secret: str) -> list[dict[str, Any]]:
-    """libpq's environment: the instance, a database and the login of `secret`; TLS required."""
+    """libpq's environment: the instance, a database and the login of `secret`; TLS with the server verified."""
     return [{"name": "PGHOST", "value": db.host}, {"name": "PGPORT", "value": str(db.port)},
             {"name": "PGDATABASE", "value": database}, _secret_env("PGUSER", secret, "username"),
-            _secret_env("PGPASSWORD", secret, "password"), {"name": "PGSSLMODE", "value": "require"},
-            {"name": "PGCONNECT_TIMEOUT", "value": "10"}]
+            _secret_env("PGPASSWORD", secret, "password"), *libpq_env(), {"name": "PGCONNECT_TIMEOUT", "value": "10"}]
 
 
 def server_args(models: list[str]) -> list[str]:

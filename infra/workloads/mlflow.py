@@ -1,8 +1,10 @@
 """MLflow tracking server and model registry (community-charts `mlflow`, MIT).
 
-RDS PostgreSQL backend over TLS (`PGSSLMODE=require`; credentials from a Kubernetes Secret, never
-Helm values), proxied S3 artifacts through the server's IRSA role (clients need no AWS
-credentials), basic-auth on by default with generated admin credentials whose permission table
+RDS PostgreSQL backend over TLS that authenticates the server (`PGSSLMODE=verify-full` against the RDS CA bundle,
+copied into the pod from the model-server image by the init container `rds-ca`, infra/workloads/rds_tls.py; the
+chart's migration init container gets the same settings from the post-renderer, scripts/helm-postrender-mlflow;
+credentials from a Kubernetes Secret, never Helm values), proxied S3 artifacts through the server's IRSA role
+(clients need no AWS credentials), basic-auth on by default with generated admin credentials whose permission table
 lives in the same database (so every replica sees the same users), `allowed-hosts` pinned to the
 in-cluster service names, Prometheus metrics, and 2+ replicas with a PodDisruptionBudget in prod.
 """
@@ -30,7 +32,16 @@ from infra.workloads.isolation import (
     network_policies,
     pod_disruption_budget,
 )
-from infra.workloads.kube import RESTRICTED_POD_SECCOMP, helm_release, labels, namespace, resources, service_account
+from infra.workloads.kube import (
+    CONTAINER_SECURITY_CONTEXT,
+    RESTRICTED_POD_SECCOMP,
+    helm_release,
+    labels,
+    namespace,
+    resources,
+    service_account,
+)
+from infra.workloads.rds_tls import ca_mount, ca_volume, copy_container, libpq_env
 from stacks.context import StackContext
 
 NAMESPACE = MLFLOW_SERVER.namespace
@@ -47,6 +58,9 @@ DB_SECRET = "mlflow-db"
 FLASK_SECRET = "mlflow-flask"
 # Chart selector labels (charts/mlflow/templates/_helpers.tpl "mlflow.selectorLabels").
 SELECTOR = {"app.kubernetes.io/name": "mlflow", "app.kubernetes.io/instance": RELEASE}
+# The chart's migration init container takes its environment from the chart's own ConfigMap and Secrets only, and
+# the chart puts `initContainers` after its own: the post-renderer adds the TLS settings there and runs `rds-ca` first.
+POSTRENDER = "scripts/helm-postrender-mlflow"
 # Namespaces whose pods call the tracking server / registry.
 CLIENT_NAMESPACES = ("seldon", "feast", "ml-training", "monitoring", "kubeflow")
 
@@ -72,7 +86,8 @@ def allowed_hosts(pod_cidr: str) -> list[str]:
             f"{svc}.svc.cluster.local:{SERVICE_PORT}", f"localhost:{SERVICE_PORT}", pod_address_pattern(pod_cidr)]
 
 
-def mlflow_values(ctx: StackContext, data: DataServices, service_account_name: str, pod_cidr: str) -> dict[str, Any]:
+def mlflow_values(ctx: StackContext, data: DataServices, service_account_name: str, pod_cidr: str,
+                  ca_image: pulumi.Input[str]) -> dict[str, Any]:
     cfg = ctx.cfg.workloads.mlflow
     db = data.database
     postgres = {"enabled": True, "host": db.host, "port": db.port, "database": db.database}
@@ -104,9 +119,11 @@ def mlflow_values(ctx: StackContext, data: DataServices, service_account_name: s
         # The chart's `serviceMonitor` (which also adds --expose-prometheus) has no basic auth, and the basic-auth
         # app answers /metrics with 401 without it: the flag comes from extraArgs, the ServiceMonitor is ours.
         "extraArgs": {"exposePrometheus": METRICS_DIR},
-        "extraVolumes": [{"name": "prometheus-metrics", "emptyDir": {"sizeLimit": "256Mi"}}],
-        "extraVolumeMounts": [{"name": "prometheus-metrics", "mountPath": METRICS_DIR}],
-        "extraEnvVars": {"PGSSLMODE": "require", "AWS_REGION": ctx.cfg.region,
+        "extraVolumes": [{"name": "prometheus-metrics", "emptyDir": {"sizeLimit": "256Mi"}}, ca_volume()],
+        "extraVolumeMounts": [{"name": "prometheus-metrics", "mountPath": METRICS_DIR}, ca_mount()],
+        "initContainers": [copy_container(ca_image, CONTAINER_SECURITY_CONTEXT)],
+        # libpq's TLS settings apply to both of the server's connections (tracking store and auth database).
+        "extraEnvVars": {**{e["name"]: e["value"] for e in libpq_env()}, "AWS_REGION": ctx.cfg.region,
                          "AWS_DEFAULT_REGION": ctx.cfg.region},
         "extraSecretNamesForEnvFrom": [FLASK_SECRET],
         "resources": resources(cfg.resources),
@@ -121,6 +138,9 @@ def mlflow_values(ctx: StackContext, data: DataServices, service_account_name: s
 @dataclass(frozen=True, kw_only=True)
 class MlflowArgs(WorkloadArgs):
     """Inputs of `Mlflow` (settings from `workloads.mlflow`)."""
+
+    ca_image: pulumi.Input[str]
+    """The model-server image, which carries the RDS CA bundle the pod's `rds-ca` init container copies."""
 
 
 class Mlflow(pulumi.ComponentResource):
@@ -159,9 +179,9 @@ class Mlflow(pulumi.ComponentResource):
             ingress=[IngressRule(CLIENT_NAMESPACES, (5000,))],
             egress=[EgressRule(vpc_cidr, (PORT_POSTGRES,)), EgressRule(ANYWHERE, (PORT_HTTPS,))],
         ), self, [ns])
-        values = mlflow_values(ctx, data, WORKLOAD_IDENTITIES["mlflow"].service_account, vpc_cidr)
+        values = mlflow_values(ctx, data, WORKLOAD_IDENTITIES["mlflow"].service_account, vpc_cidr, args.ca_image)
         self.release = helm_release(RELEASE, ctx, "mlflow", NAMESPACE, values, self,
-                                    depends_on=[ns, sa, *secrets, *(depends_on or [])])
+                                    depends_on=[ns, sa, *secrets, *(depends_on or [])], postrender=POSTRENDER)
         if ctx.cfg.workloads.observability.enabled:
             self._service_monitor(depends_on or [])
         pod_disruption_budget(RELEASE, NAMESPACE, SELECTOR, ctx.cfg.workloads.mlflow.replicas, self, [ns])

@@ -18,7 +18,8 @@ What the program declares itself: the namespace; the three IRSA service accounts
 steps, UI) before any pod that uses them; `pipeline-install-config` and `kfp-launcher` (pipeline root
 `s3://<pipelines bucket>/pipeline-root`, S3 credentials from the pod's web identity); the database
 credentials (generated) and, with `managed`, the TLS proxy to RDS (`kfp-db-proxy`: KFP 2.17 connects to
-PostgreSQL with `sslmode=disable`, the platform's RDS instance accepts TLS only); default-deny
+PostgreSQL with `sslmode=disable`, the platform's RDS instance accepts TLS only; the proxy verifies the server
+against the RDS CA bundle, infra/workloads/rds_tls.py); default-deny
 NetworkPolicies with explicit allows; ServiceMonitors and a PrometheusRule; the UI through a port-forward
 or an internal NLB; the committed IR of every enabled model, the bootstrap document and the bootstrap Job
 (ml/pipelines/kfp_api.py: upload, recurring run per model, first-install run); the drift-retrain receiver
@@ -82,6 +83,7 @@ from infra.workloads.kube import (
     service_monitor,
     tmp_volume,
 )
+from infra.workloads.rds_tls import ca_mount, ca_volume, copy_container, pgbouncer_settings
 from stacks.context import StackContext
 from stacks.delivery import deploy_parameter, writes_tree_over_ssh
 
@@ -377,7 +379,7 @@ class Pipelines(pulumi.ComponentResource):
                           "labels": labels("kubeflow-pipelines", "mlflow")},
                 type="Opaque", string_data={"username": "admin", "password": args.mlflow_password}, opts=after_ns))
         if cfg.database == "managed":
-            owned.extend(self._db_proxy(name, ctx, data, after_ns))
+            owned.extend(self._db_proxy(name, ctx, data, args.image, after_ns))
         argo = helm_release(ARGO_RELEASE, ctx, "argo-workflows", NAMESPACE, bucket.apply(lambda b: argo_values(ctx, b)),
                             self, depends_on=[ns, *accounts, *args.depends_on])
         kfp = k8s.kustomize.v2.Directory(
@@ -446,16 +448,17 @@ class Pipelines(pulumi.ComponentResource):
                                        opts=opts))
         return made
 
-    def _db_proxy(self, name: str, ctx: StackContext, data: Any,
+    def _db_proxy(self, name: str, ctx: StackContext, data: Any, ca_image: pulumi.Input[str],
                   opts: pulumi.ResourceOptions) -> list[pulumi.Resource]:
-        """PgBouncer between KFP (plain PostgreSQL inside the namespace) and RDS (TLS required)."""
+        """PgBouncer between KFP (plain PostgreSQL inside the namespace) and RDS (TLS, the server verified against
+        the RDS CA bundle that the init container `rds-ca` copies from the model-server image)."""
         selector = {"app.kubernetes.io/name": DB_PROXY}
         meta = {"namespace": NAMESPACE, "labels": labels("kubeflow-pipelines", "db-proxy")}
         ini = pulumi.Output.from_input(data.database.host).apply(lambda host: "\n".join([
             "[databases]", f"* = host={host} port={data.database.port}", "", "[pgbouncer]",
             "listen_addr = 0.0.0.0", "listen_port = 5432", "auth_type = scram-sha-256",
             "auth_file = /etc/pgbouncer/secret/userlist.txt", "pool_mode = session", "max_client_conn = 200",
-            "default_pool_size = 20", "server_tls_sslmode = require", "ignore_startup_parameters = extra_float_digits",
+            "default_pool_size = 20", *pgbouncer_settings(), "ignore_startup_parameters = extra_float_digits",
             ""]))
         config = k8s.core.v1.ConfigMap(f"{name}-db-proxy-config", metadata={"name": DB_PROXY, **meta},
                                        data={"pgbouncer.ini": ini}, opts=opts)
@@ -472,6 +475,7 @@ class Pipelines(pulumi.ComponentResource):
                     "automountServiceAccountToken": False, "securityContext": pod_security_context(),
                     "topologySpreadConstraints": zone_spread(selector),
                     "nodeSelector": {NODE_ROLE_LABEL: "general"},
+                    "initContainers": [copy_container(ca_image, CONTAINER_SECURITY_CONTEXT)],
                     "containers": [{
                         "name": "pgbouncer", "image": image, "command": ["pgbouncer", "/etc/pgbouncer/pgbouncer.ini"],
                         "ports": [{"name": "postgres", "containerPort": 5432}],
@@ -481,10 +485,10 @@ class Pipelines(pulumi.ComponentResource):
                         "securityContext": CONTAINER_SECURITY_CONTEXT,
                         "volumeMounts": [{"name": "config", "mountPath": "/etc/pgbouncer", "readOnly": True},
                                          {"name": "secret", "mountPath": "/etc/pgbouncer/secret", "readOnly": True},
-                                         TMP_MOUNT],
+                                         ca_mount(), TMP_MOUNT],
                     }],
                     "volumes": [{"name": "config", "configMap": {"name": DB_PROXY}},
-                                {"name": "secret", "secret": {"secretName": DB_PROXY}}, TMP_VOLUME],
+                                {"name": "secret", "secret": {"secretName": DB_PROXY}}, ca_volume(), TMP_VOLUME],
                 }}},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[config, secret]))
         pod_disruption_budget(DB_PROXY, NAMESPACE, selector, DB_PROXY_REPLICAS, self, [deployment])

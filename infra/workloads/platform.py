@@ -79,7 +79,8 @@ class Platform(pulumi.ComponentResource):
         self.model_server_repository_url = repo.repository_url
         mlflow: Mlflow | None = None
         if wl.mlflow.enabled:
-            mlflow = Mlflow("mlflow", MlflowArgs(ctx=ctx, data=data, vpc_cidr=vpc_cidr, depends_on=base), child)
+            mlflow = Mlflow("mlflow", MlflowArgs(ctx=ctx, data=data, vpc_cidr=vpc_cidr, ca_image=repo.image,
+                                                depends_on=base), child)
             self.mlflow_tracking_uri = mlflow.tracking_uri
         feast: FeatureStore | None = None
         seldon: Seldon | None = None

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from infra.workloads.rds_tls import COPY_CONTAINER, ca_mount, libpq_env
+
 
 @dataclass(frozen=True)
 class ContainerPatch:
@@ -27,12 +29,31 @@ class ContainerPatch:
     reason: str
 
 
-PATCHES: dict[str, tuple[ContainerPatch, ...]] = {
+@dataclass(frozen=True)
+class RdsClientPatch:
+    """A chart container that connects to RDS but takes no environment from values: it gets the TLS settings of
+    infra/workloads/rds_tls.py and the bundle's volume, and the pod's `rds-ca` init container (from values, which
+    the chart renders after its own init containers) moves first, so the bundle is there when this one starts."""
+
+    kind: str
+    name: str
+    container: str
+    reason: str
+
+
+Patch = ContainerPatch | RdsClientPatch
+
+PATCHES: dict[str, tuple[Patch, ...]] = {
     # seldon-core-v2-setup 2.10.2 `_components-deployments.tpl` writes the manager container's securityContext
     # as `allowPrivilegeEscalation: false` and nothing else; `restricted` also needs all capabilities dropped.
     "seldon-core-v2-setup": (
         ContainerPatch("Deployment", "seldon-v2-controller-manager", "manager", {"capabilities": {"drop": ["ALL"]}},
                        "the chart hard-codes the manager's securityContext without capabilities.drop"),
+    ),
+    # mlflow 1.11.5 `deployment.yaml`: `mlflow-db-migration` reads only the chart's env ConfigMap and Secrets.
+    "mlflow": (
+        RdsClientPatch("Deployment", "mlflow", "mlflow-db-migration",
+                       "the chart's migration init container connects to RDS and no value reaches its environment"),
     ),
 }
 
@@ -53,6 +74,9 @@ def apply(text: str, release: str) -> str:
             raise PostRenderError(f"{release}: no {patch.kind} {patch.name} in the rendered chart")
         for target in targets:
             pod = ((target.get("spec") or {}).get("template") or {}).get("spec") or {}
+            if isinstance(patch, RdsClientPatch):
+                _rds_client(pod, patch, release)
+                continue
             containers = [c for key in ("initContainers", "containers") for c in pod.get(key) or []
                           if c.get("name") == patch.container]
             if not containers:
@@ -61,6 +85,24 @@ def apply(text: str, release: str) -> str:
                 container["securityContext"] = {**(container.get("securityContext") or {}),
                                                 **patch.security_context}
     return yaml.safe_dump_all(documents, sort_keys=False)
+
+
+def _rds_client(pod: dict[str, Any], patch: RdsClientPatch, release: str) -> None:
+    init = pod.get("initContainers") or []
+    copy = [c for c in init if c.get("name") == COPY_CONTAINER]
+    clients = [c for c in init + (pod.get("containers") or []) if c.get("name") == patch.container]
+    if not copy:
+        raise PostRenderError(f"{release}: {patch.kind} {patch.name} has no init container {COPY_CONTAINER} (values "
+                              "initContainers)")
+    if not clients:
+        raise PostRenderError(f"{release}: {patch.kind} {patch.name} has no container {patch.container}")
+    pod["initContainers"] = copy + [c for c in init if c.get("name") != COPY_CONTAINER]
+    settings = libpq_env()
+    for container in clients:
+        names = {e["name"] for e in settings}
+        container["env"] = [e for e in container.get("env") or [] if e.get("name") not in names] + settings
+        mounts = [m for m in container.get("volumeMounts") or [] if m.get("name") != ca_mount()["name"]]
+        container["volumeMounts"] = [*mounts, ca_mount()]
 
 
 def main(argv: list[str] | None = None) -> int:

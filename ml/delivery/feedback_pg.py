@@ -4,7 +4,8 @@ endpoint's replicas, and the one-off provisioning of its database and login.
     python -m ml.delivery.feedback_pg provision   # the Deployment's init container
 
 Connection settings are libpq's environment (`PGHOST`, `PGPORT`, `PGDATABASE`, `PGUSER`, `PGPASSWORD`,
-`PGSSLMODE`), which the pod takes from its Secret; nothing is passed on a command line. Writes are single
+`PGSSLMODE=verify-full`, `PGSSLROOTCERT`: the RDS CA bundle in the image), which the pod sets, the login from its
+Secret; nothing is passed on a command line. Writes are single
 statements that are idempotent across replicas: `ON CONFLICT (request_id) DO NOTHING`, so two replicas
 filing the same outcome at once store it once, and the one that lost the race compares its outcome with
 the stored one (the same: a no-op; a different one: 409).

@@ -211,7 +211,7 @@ def test_the_post_renderer_fails_when_its_target_is_gone() -> None:
     with pytest.raises(postrender.PostRenderError, match="no container manager"):
         postrender.apply(MANIFESTS.replace("name: manager", "name: other"), "seldon-core-v2-setup")
     with pytest.raises(postrender.PostRenderError, match="no post-render patches"):
-        postrender.apply(MANIFESTS, "mlflow")
+        postrender.apply(MANIFESTS, "jaeger")
 
 
 def test_the_release_runs_the_post_renderer_script(plan_of: Callable[[str], Plan]) -> None:

@@ -73,7 +73,10 @@ def test_its_own_database_login_and_the_admin_only_in_the_init_container(synth, 
     server, init = env_of(pod["containers"][0]), env_of(pod["initContainers"][0])
     assert server["PGUSER"] == {"secretKeyRef": {"name": "feedback-db", "key": "username"}}
     assert server["PGPASSWORD"] == {"secretKeyRef": {"name": "feedback-db", "key": "password"}}
-    assert (server["PGDATABASE"], server["PGSSLMODE"], server["PGPORT"]) == ("feedback", "require", "5432")
+    assert (server["PGDATABASE"], server["PGPORT"]) == ("feedback", "5432")
+    # Both authenticate RDS against the bundle the image carries (rds_tls.py), not just encrypt.
+    for c in (server, init):
+        assert (c["PGSSLMODE"], c["PGSSLROOTCERT"]) == ("verify-full", "/etc/ssl/rds/global-bundle.pem")
     assert "rds.amazonaws.com" in server["PGHOST"] and init["PGHOST"] == server["PGHOST"]
     assert init["PGUSER"] == {"secretKeyRef": {"name": "feedback-db-admin", "key": "username"}}
     assert (init["FEEDBACK_DB_USER"], init["FEEDBACK_DB_NAME"]) == ("feedback", "feedback")

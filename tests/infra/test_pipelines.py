@@ -151,7 +151,8 @@ def test_database_follows_the_switch(synth, env):
     assert len(proxies) == (1 if managed else 0)
     if managed:
         ini = one(s, "ConfigMap", kfp.DB_PROXY)["data"]["pgbouncer.ini"]
-        assert f"host={s.stack_outputs['databaseEndpoint']}" in ini and "server_tls_sslmode = require" in ini
+        assert f"host={s.stack_outputs['databaseEndpoint']}" in ini and "server_tls_sslmode = verify-full" in ini
+        assert "server_tls_ca_file = /etc/ssl/rds/global-bundle.pem" in ini
         assert proxies[0]["spec"]["template"]["spec"]["containers"][0]["image"] == load_bom().images["pgbouncer"].ref
         assert k8s(s, "PodDisruptionBudget", kfp.DB_PROXY)
 

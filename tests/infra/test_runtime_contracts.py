@@ -22,13 +22,15 @@ import pytest
 from infra.conformance import runner
 from infra.conformance.harness import Harness, local_secret
 from infra.conformance.model import KubeObject
-from stacks.bom import load_bom
 from infra.conformance.plan import Plan
 from infra.conformance.podspec import PodTemplate, References, container_env, scrape_targets
 from infra.conformance.runtime_contracts import RuntimeReport, check
 from infra.conformance.sandbox import Mount, Sandboxed, SandboxUnavailable, bwrap_argv
 from infra.conformance.software import ROOT, classify, dockerfile
+from infra.conformance.standins import Certificates
 from infra.workloads.mlflow import pod_address_pattern
+from infra.workloads.rds_tls import CA_PATH
+from stacks.bom import load_bom
 
 if not os.environ.get("MLPLAT_CHART_MIRROR"):
     os.environ["MLPLAT_CHART_MIRROR"] = str(ROOT.parent / "shared" / "charts")
@@ -37,6 +39,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.conformance]  # real processe
 MLFLOW, MLSERVER = "Deployment mlflow/mlflow", "StatefulSet seldon/mlserver"
 FEAST = "Deployment feast/feast-feature-server"
 FEEDBACK = "Deployment delivery/feedback"  # read-only root; its init container makes its login on the stand-in
+DB_PROXY = "Deployment kubeflow/kfp-db-proxy"
 RECEIVERS = ("Deployment ml-training/model-rollback-receiver", "Deployment kubeflow/pipelines-retrain")
 
 
@@ -92,9 +95,13 @@ def test_every_runnable_container_starts_and_answers_its_probes_and_scrapes(
         assert "readinessProbe" in detail and "scrape by" in detail, detail
         assert detail.split("scrape by", 1)[1].split(";")[0].endswith(") ok"), detail
     assert "agent repository contract ok (/mnt/agent/models)" in ran[(MLSERVER, "mlserver")]
-    for init in ("dbchecker", "mlflow-db-migration", "ini-file-initializer"):
+    # `rds-ca` copies the RDS CA bundle (here the stand-in's CA, at the image's path) before the migration connects.
+    for init in ("rds-ca", "dbchecker", "mlflow-db-migration", "ini-file-initializer"):
         assert ran[(MLFLOW, init)].endswith("init: exit 0"), init
     assert ran[(FEEDBACK, "provision")].endswith("init: exit 0")
+    if stack == "prod":  # the managed database: KFP's TLS proxy starts with the bundle as its server_tls_ca_file
+        assert ran[(DB_PROXY, "rds-ca")].endswith("init: exit 0")
+        assert (DB_PROXY, "pgbouncer") in ran
     for receiver in RECEIVERS:
         assert any(w == receiver for w, _ in ran), receiver
 
@@ -102,7 +109,7 @@ def test_every_runnable_container_starts_and_answers_its_probes_and_scrapes(
 def test_the_pinned_versions_are_compared_with_the_installed_ones(runtime: Callable[[str], RuntimeReport]) -> None:
     ran = _ran(runtime("prod"))
     assert "3.17.2 here, image pins 3.15.1" in ran[(MLFLOW, "mlflow")]  # MLflow: the chart's image is older
-    assert "1.18.0 here, image pins 1.24.1" in ran[("Deployment kubeflow/kfp-db-proxy", "pgbouncer")]
+    assert "1.18.0 here, image pins 1.24.1" in ran[(DB_PROXY, "pgbouncer")]
     assert f"{load_bom().platform.version};" in ran[(MLSERVER, "mlserver")]  # our image: the project's version
 
 
@@ -178,6 +185,23 @@ def test_a_scrape_refused_by_the_servers_host_rules_fails_naming_the_monitor(
     assert found and all("livenessProbe" not in m and "readinessProbe" not in m for m in found), found
     assert any("scrape by ServiceMonitor mlflow/mlflow endpoints[0]" in m and "HTTP 403" in m and "Host header" in m
                for m in found), found
+
+
+def test_a_database_server_with_a_certificate_from_another_ca_is_refused(
+        prod: tuple[Plan, list[KubeObject]], harness: Harness) -> None:
+    """The clients verify the server (`verify-full`): the stand-in PostgreSQL is accepted because its CA is the bundle
+    at the image's path; with another CA there (an impostor's server, as the clients see it) the connection fails."""
+    plan, objects = prod
+    objects = _only(objects, "Deployment", "feedback")
+    other = Certificates(harness.directory / "other-ca", ["10.250.0.2", "*.rds.amazonaws.com"])
+    own = harness.image_files[CA_PATH]
+    harness.image_files[CA_PATH] = other.directory / "ca.crt"
+    try:
+        report = check(objects, harness, plan.vpc_cidr)
+    finally:
+        harness.image_files[CA_PATH] = own
+    found = _messages(report, f"{FEEDBACK} container provision")
+    assert any("certificate verify failed" in m for m in found), [str(p) for p in report.problems]
 
 
 def _mlserver(prod: tuple[Plan, list[KubeObject]], harness: Harness,

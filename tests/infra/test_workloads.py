@@ -67,7 +67,8 @@ def test_mlflow_backend_artifacts_and_auth_are_wired(synth, env):
     pg = v["backendStore"]["postgres"]
     assert pg["host"] == s.stack_outputs["databaseEndpoint"] and pg["enabled"] is True
     assert v["backendStore"]["existingDatabaseSecret"]["name"] == "mlflow-db"
-    assert v["extraEnvVars"]["PGSSLMODE"] == "require"
+    assert (v["extraEnvVars"]["PGSSLMODE"], v["extraEnvVars"]["PGSSLROOTCERT"]) == (
+        "verify-full", "/etc/ssl/rds/global-bundle.pem")
     assert v["artifactRoot"]["proxiedArtifactStorage"] is True
     assert v["artifactRoot"]["s3"]["bucket"] == s.stack_outputs["buckets"]["mlflow"]
     assert v["auth"]["enabled"] is True and v["auth"]["existingAdminSecret"]["name"] == "mlflow-admin"
