@@ -1,9 +1,11 @@
 """Fetch a CA bundle the BOM pins (`trustBundles` in stacks/bom.yaml) and check it before an image keeps it.
 
 The model-server image's build runs `python -m stacks.pinned_files rds-ca /etc/ssl/rds/global-bundle.pem`
-(docker/model-server/Dockerfile). The file is written only when its SHA-256 equals the BOM's checksum; with no
-checksum recorded yet (`checksum: null`) the build stops and prints the digest it got, so the first build
-that can reach the URL tells a maintainer what to review and record, and no unreviewed bundle ever ships.
+(docker/model-server/Dockerfile). With a checksum in the BOM the file is written only when its SHA-256 equals
+it. With none recorded (`checksum: null`: AWS publishes no digest for the bundle) the file is taken as served
+by its HTTPS origin, whose certificate the system trust store verifies, and the build prints the digest to
+review and record: from then on a changed file (an added CA, an altered transfer) stops the build until it is
+reviewed. Either way the file must hold PEM certificates and nothing else.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from stacks.bom import TrustBundle, load_bom
 
 PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
+PEM_END = b"-----END CERTIFICATE-----"
 Fetcher = Callable[[str], bytes]
 
 
@@ -31,20 +34,42 @@ def _download(url: str) -> bytes:
         return bytes(response.read())
 
 
-def checked(name: str, bundle: TrustBundle, data: bytes) -> bytes:
-    """`data` if it is the pinned file; PinError naming the bundle, the digest got and what to do otherwise."""
+def checked(name: str, bundle: TrustBundle, data: bytes, warn: Callable[[str], None] = print) -> bytes:
+    """`data` if it is the pinned file (or, unpinned, a file of certificates); PinError naming the bundle, the
+    digest got and what to do otherwise."""
     got = hashlib.sha256(data).hexdigest()
-    if bundle.digest is None:
-        raise PinError(f"trust bundle {name} ({bundle.url}) has no checksum in stacks/bom.yaml trustBundles.{name}: "
-                       f"the downloaded file's sha256 is {got}. Review the file (the certificates it holds and who "
-                       f"issued them), then record `checksum: \"sha256:{got}\"` there and build again")
-    if got != bundle.digest:
+    if bundle.digest is not None and got != bundle.digest:
         raise PinError(f"trust bundle {name} ({bundle.url}): sha256 {got}, stacks/bom.yaml pins {bundle.digest}: "
                        "the file changed upstream (a CA rotation) or the transfer was altered; review the new file "
                        "before recording its checksum")
-    if PEM_CERTIFICATE not in data:
-        raise PinError(f"trust bundle {name} ({bundle.url}) holds no PEM certificate")
+    if not _only_certificates(data):
+        raise PinError(f"trust bundle {name} ({bundle.url}) holds no PEM certificate, or something besides them")
+    if bundle.digest is None:
+        warn(f"note: trust bundle {name} ({bundle.url}) has no checksum in stacks/bom.yaml trustBundles.{name}; "
+             f"taken as its HTTPS origin served it, sha256 {got}. Review the certificates it holds and record "
+             f"`checksum: \"sha256:{got}\"` there so that a changed file stops the next build")
     return data
+
+
+def _only_certificates(data: bytes) -> bool:
+    """PEM certificate blocks and blank lines only: an error page or a private key is not a trust bundle."""
+    text = data.replace(b"\r\n", b"\n").strip()
+    if not text.startswith(PEM_CERTIFICATE):
+        return False
+    inside = False
+    for line in text.split(b"\n"):
+        line = line.strip()
+        if line == PEM_CERTIFICATE:
+            if inside:
+                return False
+            inside = True
+        elif line == PEM_END:
+            if not inside:
+                return False
+            inside = False
+        elif not inside and line:
+            return False
+    return not inside
 
 
 def fetch(name: str, destination: Path, download: Fetcher = _download) -> str:

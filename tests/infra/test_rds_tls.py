@@ -49,11 +49,18 @@ def test_a_bad_bundle_pin_is_refused_naming_what_is_wrong(url, checksum, message
         TrustBundle(url=url, checksum=checksum)
 
 
-def test_an_unpinned_bundle_stops_the_build_printing_the_digest_to_record():
+def test_an_unpinned_bundle_is_taken_from_its_origin_printing_the_digest_to_record():
     digest = hashlib.sha256(PEM).hexdigest()
-    with pytest.raises(pinned_files.PinError, match=f"no checksum in stacks/bom.yaml trustBundles.rds-ca: .*"
-                                                    f"sha256 is {digest}.*record `checksum: \"sha256:{digest}\"`"):
-        pinned_files.checked("rds-ca", TrustBundle(url=URL, checksum=None), PEM)
+    notes: list[str] = []
+    assert pinned_files.checked("rds-ca", TrustBundle(url=URL, checksum=None), PEM, warn=notes.append) == PEM
+    assert len(notes) == 1 and f"sha256 {digest}" in notes[0] and f'`checksum: "sha256:{digest}"`' in notes[0]
+    # Unpinned is no licence for anything else: an error page, or a key beside the certificates, is refused.
+    for bad in (b"<html>maintenance</html>", PEM + b"-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n",
+                PEM.replace(b"-----END CERTIFICATE-----\n", b""), b""):
+        with pytest.raises(pinned_files.PinError, match="holds no PEM certificate, or something besides them"):
+            pinned_files.checked("rds-ca", TrustBundle(url=URL, checksum=None), bad, warn=notes.append)
+    assert pinned_files.checked("rds-ca", TrustBundle(url=URL, checksum=None), PEM + b"\n" + PEM,
+                                warn=notes.append) == PEM + b"\n" + PEM
 
 
 def test_only_the_pinned_file_is_written(tmp_path, monkeypatch):
@@ -63,7 +70,7 @@ def test_only_the_pinned_file_is_written(tmp_path, monkeypatch):
     with pytest.raises(pinned_files.PinError, match=f"sha256 {changed}, stacks/bom.yaml pins {digest}"):
         pinned_files.checked("x", TrustBundle(url=URL, checksum=f"sha256:{digest}"), PEM + b"x")
     html = b"<html>maintenance</html>"
-    with pytest.raises(pinned_files.PinError, match="holds no PEM certificate"):
+    with pytest.raises(pinned_files.PinError, match="holds no PEM certificate, or something besides"):
         pinned_files.checked("x", TrustBundle(url=URL, checksum=f"sha256:{hashlib.sha256(html).hexdigest()}"), html)
     # Through fetch: the BOM's pin decides; nothing is written when it refuses.
     pinned = load_bom().model_copy(update={"trust_bundles": {"rds-ca": TrustBundle(url=URL,
