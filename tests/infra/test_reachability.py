@@ -70,7 +70,7 @@ def test_policies_without_an_engine_are_reported(plan_of: Callable[[str], Plan],
         if plan.types[urn] == reachability.ADDON_TYPE and inputs.get("addonName") == "vpc-cni":
             inputs.pop("configurationValues", None)
     found = _found(plan, store)
-    assert len(found) == 1 and "NetworkPolicies in ['argocd', 'feast', 'kubeflow'" in found[0]
+    assert len(found) == 1 and "NetworkPolicies in ['argocd', 'delivery', 'feast', 'kubeflow'" in found[0]
     assert "nothing enforces them" in found[0] and "enableNetworkPolicy" in found[0]
 
 
