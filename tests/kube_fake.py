@@ -26,6 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from ml.delivery.seldon import merge_patch
+
 REPO = Path(__file__).resolve().parents[1]
 CHARTS = Path(os.environ.get("MLPLAT_CHART_MIRROR", REPO.parent / "shared" / "charts"))
 SELDON_GROUP, SELDON_VERSION = "mlops.seldon.io", "v1alpha1"
@@ -45,18 +47,6 @@ def experiment_schema() -> dict[str, Any]:
             version = next(v for v in doc["spec"]["versions"] if v["name"] == SELDON_VERSION)
             return version["schema"]["openAPIV3Schema"]
     raise AssertionError("no Experiment CRD in the chart")
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = merge_patch(out.get(key), value)
-    return out
 
 
 class ApiRefused(Exception):

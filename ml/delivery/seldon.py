@@ -15,6 +15,7 @@ deploy tree, reviewed where the environment requires it.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -63,10 +64,12 @@ def mirror_patch(model: str, variant: str | None, percent: int) -> dict[str, Any
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch (what the API server applies for `application/merge-patch+json`)."""
+    """RFC 7386 JSON merge patch (what the API server applies for `application/merge-patch+json`): maps merge,
+    null deletes, anything else replaces. A new document: neither argument is shared with the result, so the
+    test fakes of the API server can store it."""
     if not isinstance(patch, dict):
-        return patch
-    out = dict(target) if isinstance(target, dict) else {}
+        return copy.deepcopy(patch)
+    out = copy.deepcopy(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
             out.pop(key, None)

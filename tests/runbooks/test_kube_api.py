@@ -37,6 +37,7 @@ from kubernetes.client import models as k8s
 from kubernetes.client.exceptions import ApiException
 
 from contracts.cluster import FEAST_MATERIALIZE, REDIS_CLIENTS, SELDON_NAMESPACE
+from ml.delivery.seldon import merge_patch
 from runbooks.context import RunContext
 from runbooks.engine import AuditLog, run
 from runbooks.kube import REGISTRY_VERSION_PARAM, ClusterKubeOps, parameter
@@ -131,19 +132,6 @@ def check_object(obj: dict[str, Any]) -> list[str]:
 
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch (maps merge, null deletes, anything else replaces)."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = merge_patch(out.get(key), value)
-    return out
 
 
 class FakeApiServer:
