@@ -159,8 +159,9 @@ class TrustBundle(_Strict):
 
     url: str
     checksum: str | None
-    """`sha256:<hex>` of the reviewed file. None: no digest has been recorded yet, and the image build refuses
-    the file (it prints the digest it got, for a maintainer to check and record)."""
+    """`sha256:<hex>` of the reviewed file: a file with another digest stops the image build. None: no digest has
+    been recorded yet; the build takes the file its HTTPS origin serves (PEM certificates only) and prints the
+    digest, for a maintainer to check and record."""
 
     @field_validator("url")
     @classmethod
