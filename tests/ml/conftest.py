@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -27,6 +28,14 @@ import pytest
 
 from ml.serving.processes import MLflowServer, MLServerProcess, RedisServer, free_port
 from ml.serving.settings import ModelEntry, write_repository
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """A fresh event loop for tests that drive the online-store readers' coroutines themselves."""
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,9 +5,6 @@ failures. The runtimes call `await reader.fetch_many(...)`, as these tests do, o
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
-
 import pytest
 from feast.protos.feast.types.Value_pb2 import Value
 
@@ -31,13 +28,6 @@ def db3(redis_server):
     r.set(entity_key_bytes("mlplat", "card_id", 99), b"not a hash")
     yield url
     r.flushdb()
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
 
 
 @pytest.mark.parametrize("client", CLIENTS)

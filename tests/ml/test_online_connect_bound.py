@@ -6,11 +6,9 @@ answer and reads are delayed on purpose (no process is started: unit tests)."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
-from collections.abc import Iterator
 
 import hiredis
 import pytest
@@ -63,13 +61,6 @@ class SlowStore:
 
     def close(self) -> None:
         self.listener.close()
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
 
 
 @pytest.mark.parametrize("client", CLIENTS)
