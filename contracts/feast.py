@@ -9,6 +9,6 @@ OFFLINE_PREFIX = "offline"  # Parquet offline store under s3://<feast bucket>/of
 
 # The model runtimes' clients of the online store (ml/serving/online.py); the cluster's choice is stack
 # config `serving.onlineClient` (stacks/schema.py), passed to the model server's environment.
-ONLINE_CLIENTS = ("resp", "redis-asyncio", "redis-py")
-ASYNC_ONLINE_CLIENTS = frozenset({"redis-asyncio"})
-DEFAULT_ONLINE_CLIENT = "resp"
+ONLINE_CLIENTS = ("resp", "resp-async", "redis-asyncio", "redis-py")
+ASYNC_ONLINE_CLIENTS = frozenset({"resp-async", "redis-asyncio"})
+DEFAULT_ONLINE_CLIENT = "resp-async"

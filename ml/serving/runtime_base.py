@@ -54,7 +54,12 @@ NUMERIC = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT3
 INTEGER = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"}
 STORE_URL_ENV = "MLPLAT_ONLINE_STORE_URL"  # redis:// or rediss:// URL, when not in parameters.extra
 ONLINE_CLIENT_ENV = "MLPLAT_ONLINE_CLIENT"  # ml/serving/online.py CLIENTS, when not in parameters.extra
-DRIFT_EVERY = 50  # refresh the PSI gauges every N observed rows: PSI is cheap but not free
+# The PSI gauges are refreshed after DRIFT_EVERY observed rows, and, once a window's worth of rows has been
+# observed, at most every DRIFT_REFRESH_S: a refresh bins each window and computes its PSI (~0.2 ms for fraud's
+# six features), which every 50 rows at a pod's 2,500 requests/s would cost more than the model's own
+# inference, while Prometheus reads the gauges every 15-30 s.
+DRIFT_EVERY = 50
+DRIFT_REFRESH_S = 1.0
 
 
 class BadRequest(MLServerError):
@@ -193,6 +198,8 @@ class ReferenceRuntime(MLModel):
                 min_samples=min_samples,
             )
         self._since_drift = 0
+        self._drift_rows = 0  # rows observed, counted up to the window size
+        self._drift_refreshed = 0.0  # monotonic time of the last refresh
         try:
             self.load_artifact(self.model_dir, extra)
         except MLServerError:
@@ -322,19 +329,22 @@ class ReferenceRuntime(MLModel):
             n = max(n, len(values))
         self._since_drift += n
         if self._since_drift >= DRIFT_EVERY:
-            self._since_drift = 0
+            now = time.monotonic()
+            if self._drift_rows >= self.drift.window and now - self._drift_refreshed < DRIFT_REFRESH_S:
+                return
+            self._drift_rows = min(self._drift_rows + self._since_drift, self.drift.window)
+            self._since_drift, self._drift_refreshed = 0, now
             self.metrics.drift(self.drift.psi())
 
     def response(
-        self, request: InferenceRequest, outputs: list[ResponseOutput], **parameters: Any
+        self, request: InferenceRequest, outputs: list[dict[str, Any] | ResponseOutput], **parameters: Any
     ) -> InferenceResponse:
-        return InferenceResponse(
-            model_name=self.name,
-            model_version=self.registry_version or self.version,
-            id=request.id,
-            outputs=outputs,
-            parameters=Parameters(**parameters) if parameters else None,
-        )
+        """The V2 response, validated in one call: `outputs` from `tensor`, response `parameters` as keywords."""
+        response = {"model_name": self.name, "model_version": self.registry_version or self.version,
+                    "id": request.id, "outputs": outputs}
+        if parameters:
+            response["parameters"] = parameters
+        return InferenceResponse.model_validate(response)
 
 
 # Keyed by dtype object: `dtype.name` is computed in Python on every access (~3.5 us, a tenth of a
@@ -343,15 +353,16 @@ _DATATYPES = {np.dtype(k): v for k, v in
               {"float32": "FP32", "float64": "FP64", "int64": "INT64", "int32": "INT32", "bool": "BOOL"}.items()}
 
 
-def tensor(name: str, values: np.ndarray | list[str]) -> ResponseOutput:
-    """A V2 output tensor; ~6x cheaper than NumpyCodec.encode_output, which matters at ~1 ms/request."""
+def tensor(name: str, values: np.ndarray | list[str]) -> dict[str, Any]:
+    """A V2 output tensor as its JSON object, which the InferenceResponse holding it validates (`response`): one
+    validation of the whole response costs less than one per tensor; ~6x cheaper than NumpyCodec.encode_output."""
     if isinstance(values, list):  # strings, as bytes: the gRPC codec accepts only bytes for BYTES tensors
         data = [v.encode() if isinstance(v, str) else v for v in values]  # (REST encodes them back to str)
-        return ResponseOutput(name=name, shape=[len(values)], datatype="BYTES", data=data)
+        return {"name": name, "shape": [len(values)], "datatype": "BYTES", "data": data}
     datatype = _DATATYPES.get(values.dtype)
     if datatype is None:
         raise TypeError(f"output {name!r}: unsupported dtype {values.dtype}")
-    return ResponseOutput(name=name, shape=list(values.shape), datatype=datatype, data=values.ravel().tolist())
+    return {"name": name, "shape": list(values.shape), "datatype": datatype, "data": values.ravel().tolist()}
 
 
 def _local_uri(uri: str) -> str:

@@ -277,9 +277,10 @@ def test_a_pipeline_is_one_round_trip(redis_server: RedisServer):
     assert [r.decode() for r in replies] == [str(i) for i in range(50)]
 
 
-def test_readers_on_one_event_loop_are_in_flight_together(redis_server: RedisServer):
-    # Ten reads with the asynchronous client: the proxy holds all ten at once and they come back after
-    # one round trip of its clock, not ten.
+@pytest.mark.parametrize(("client", "writes"), [("redis-asyncio", 10), ("resp-async", 1)])
+def test_readers_on_one_event_loop_are_in_flight_together(redis_server: RedisServer, client: str, writes: int):
+    # Ten reads with an asynchronous client: the proxy holds all ten at once (redis-asyncio: ten writes on ten
+    # connections; resp-async: one write on one) and they come back after one round trip of its clock, not ten.
     clock = ManualClock()
     line: DelayLine[socket.socket] = DelayLine(0.0, clock)
     warm, go = threading.Event(), threading.Event()
@@ -293,15 +294,15 @@ def test_readers_on_one_event_loop_are_in_flight_together(redis_server: RedisSer
 
     with proxy_thread(("127.0.0.1", redis_server.port), line) as proxy_port:
         reader = OnlineFeatureReader(f"redis://127.0.0.1:{proxy_port}/0", "mlplat", VIEWS, timeout_s=WAIT_S,
-                                     client="redis-asyncio")
+                                     client=client)
         worker = threading.Thread(target=lambda: asyncio.run(ten(reader)))
         worker.start()
-        assert warm.wait(WAIT_S), "the ten connections did not open"
+        assert warm.wait(WAIT_S), "the connections did not open"
         line.one_way_s = ONE_WAY_S
         go.set()
-        wait_until(lambda: line.in_flight == 10, "the proxy holds the ten reads at once")
+        wait_until(lambda: line.in_flight == writes, "the proxy holds the ten reads at once")
         step(line, clock)
-        wait_until(lambda: line.in_flight == 10, "the proxy holds the ten replies at once")
+        wait_until(lambda: line.in_flight == writes, "the proxy holds the ten replies at once")
         step(line, clock)
         worker.join(timeout=WAIT_S)
     assert found == [{"cardholder_age": None}] * 10

@@ -5,10 +5,20 @@ failures. The runtimes call `await reader.fetch_many(...)`, as these tests do, o
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from feast.protos.feast.types.Value_pb2 import Value
 
-from ml.serving.online import CLIENTS, OnlineFeatureReader, StoreError, ViewSpec, entity_key_bytes, field_key
+from ml.serving.online import (
+    ASYNC_CLIENTS,
+    CLIENTS,
+    OnlineFeatureReader,
+    StoreError,
+    ViewSpec,
+    entity_key_bytes,
+    field_key,
+)
 
 VIEWS = [ViewSpec("card_features", "card_id", ("cardholder_age", "velocity_last_24h")),
          ViewSpec("device_features", "device_id", ("device_trust_score",))]
@@ -60,13 +70,96 @@ def test_blocking_clients_answer_without_suspending(db3):
     assert done.value.value[0]["cardholder_age"] == 40
 
 
-def test_the_asynchronous_client_is_only_read_by_awaiting(db3):
-    # Its overlap of round trips is shown against a real delay in tests/ml/test_delay_proxy.py.
-    reader = OnlineFeatureReader(db3, "mlplat", VIEWS, client="redis-asyncio")
+@pytest.mark.parametrize("client", sorted(ASYNC_CLIENTS))
+def test_the_asynchronous_clients_are_only_read_by_awaiting(db3, client):
+    # Their overlap of round trips is shown against a real delay in tests/ml/test_delay_proxy.py.
+    reader = OnlineFeatureReader(db3, "mlplat", VIEWS, client=client)
     with pytest.raises(TypeError, match="fetch_many"):
         reader.get_many([{"card_id": 1, "device_id": 7}])
 
 
 def test_unknown_client_is_refused():
-    with pytest.raises(ValueError, match="resp, redis-asyncio, redis-py"):
+    with pytest.raises(ValueError, match=", ".join(CLIENTS)):
         OnlineFeatureReader("redis://127.0.0.1:1/0", "p", VIEWS, client="memcached")
+
+
+@pytest.fixture(scope="module")
+def db4(redis_server):
+    """Cards 0-199, each with its own age (1000 + id): a reply handed to the wrong caller shows."""
+    import redis
+
+    url = redis_server.url.rsplit("/", 1)[0] + "/4"
+    r = redis.Redis.from_url(url)
+    for card in range(200):
+        r.hset(entity_key_bytes("mlplat", "card_id", card), mapping={
+            field_key("card_features", "cardholder_age"): Value(int64_val=1000 + card).SerializeToString()})
+    yield url
+    r.flushdb()
+
+
+def test_resp_async_shares_writes_and_hands_each_caller_its_own_replies(db4, loop):
+    """Reads in flight together go out in one write on one connection (Redis answers them in order), and each
+    caller gets the replies to its own commands, whatever the mix of row counts."""
+    reader = OnlineFeatureReader(db4, "mlplat", VIEWS, client="resp-async")
+    writes = []
+
+    async def reads() -> list[list[dict]]:
+        await reader.fetch({"card_id": 0, "device_id": 0})  # connects
+        transport = reader._client._transport
+        write = transport.write
+        transport.write = lambda data: (writes.append(data), write(data))[1]
+        calls = [reader.fetch_many([{"card_id": c, "device_id": 0} for c in range(start, start + 1 + start % 3)])
+                 for start in range(0, 150, 3)]
+        return await asyncio.gather(*calls)
+
+    results = loop.run_until_complete(reads())
+    for start, rows in zip(range(0, 150, 3), results, strict=True):
+        assert [r["cardholder_age"] for r in rows] == [1000 + c for c in range(start, start + 1 + start % 3)]
+    assert len(writes) == 1  # 50 reads, one write
+    reader.close()
+
+
+def test_resp_async_caller_gone_midway_does_not_shift_the_replies(db4, loop):
+    """A read whose caller was cancelled after its commands went out still consumes its replies."""
+    reader = OnlineFeatureReader(db4, "mlplat", VIEWS, client="resp-async")
+
+    async def scenario() -> dict:
+        await reader.fetch({"card_id": 1, "device_id": 0})
+        gone = asyncio.ensure_future(reader.fetch({"card_id": 2, "device_id": 0}))
+        kept = asyncio.ensure_future(reader.fetch({"card_id": 3, "device_id": 0}))
+        await asyncio.sleep(0)  # both queued: the write goes out on a later pass
+        gone.cancel()
+        first = await kept
+        return first, await reader.fetch({"card_id": 4, "device_id": 0})
+
+    kept, after = loop.run_until_complete(scenario())
+    assert kept["cardholder_age"] == 1003 and after["cardholder_age"] == 1004
+    reader.close()
+
+
+def test_resp_async_silent_store_fails_every_waiting_read_and_reconnects(loop):
+    """A store that accepts but does not answer: every read waiting on the connection fails with StoreError at
+    the read bound (the connection is dropped, so no late reply can reach a later caller); the next read
+    opens a new connection."""
+    connections: list[asyncio.StreamWriter] = []
+
+    async def scenario() -> tuple[list[BaseException | dict], int]:
+        async def accept(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            connections.append(writer)
+
+        server = await asyncio.start_server(accept, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader = OnlineFeatureReader(f"redis://127.0.0.1:{port}/0", "mlplat", VIEWS, timeout_s=0.05,
+                                     client="resp-async")
+        started = loop.time()
+        results = await asyncio.gather(*(reader.fetch({"card_id": c, "device_id": 0}) for c in range(3)),
+                                       return_exceptions=True)
+        assert loop.time() - started >= 0.05  # not before the bound
+        await asyncio.gather(reader.fetch({"card_id": 9, "device_id": 0}), return_exceptions=True)
+        reader.close()
+        server.close()
+        return results, len(connections)
+
+    results, opened = loop.run_until_complete(scenario())
+    assert all(isinstance(r, StoreError) and "no reply within 50 ms" in str(r) for r in results), results
+    assert opened == 2

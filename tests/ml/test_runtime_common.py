@@ -78,7 +78,8 @@ def test_fast_path_selects_the_url_database_and_surfaces_store_errors(redis_serv
     key = entity_key_bytes("mlplat", "card_id", 11)
     db2.hset(key, mapping={field_key("card_features", "cardholder_age"): Value(int64_val=42).SerializeToString()})
     reader = OnlineFeatureReader(redis_server.url.rsplit("/", 1)[0] + "/2", "mlplat",
-                                 [ViewSpec("card_features", "card_id", ("cardholder_age", "velocity_last_24h"))])
+                                 [ViewSpec("card_features", "card_id", ("cardholder_age", "velocity_last_24h"))],
+                                 client="resp")  # `get` reads with a blocking client; every client: test_online_clients
     assert reader.get({"card_id": 11}) == {"cardholder_age": 42, "velocity_last_24h": None}
     assert reader.get({"card_id": 12}) == {"cardholder_age": None, "velocity_last_24h": None}
     db2.set(entity_key_bytes("mlplat", "card_id", 13), b"not a hash")
@@ -88,3 +89,40 @@ def test_fast_path_selects_the_url_database_and_surfaces_store_errors(redis_serv
     db2.flushdb()
     with pytest.raises(ValueError, match="redis://"):
         OnlineFeatureReader("http://x", "p", [])
+
+
+def test_scalar_values_are_read_straight_from_the_wire_format_as_protobuf_reads_them():
+    """`_decode`'s fast path (int64/int32 varints, doubles, floats) against the protobuf parse, at the edges of
+    every range and on random values; other messages (strings, lists, empty) still go through protobuf."""
+    import random
+
+    from ml.serving.online import _decode, _decode_proto
+
+    rng = random.Random(0)
+    ints = [0, 1, -1, 127, 128, 300, 2**31 - 1, -(2**31), 2**63 - 1, -(2**63)]
+    ints += [rng.randint(-(2**63), 2**63 - 1) for _ in range(2000)]
+    for v in ints:
+        messages = [Value(int64_val=v)] + ([Value(int32_val=v)] if -(2**31) <= v < 2**31 else [])
+        for m in messages:
+            raw = m.SerializeToString()
+            assert _decode(raw) == _decode_proto(raw) == v
+    for x in [0.0, -0.0, 1.5, -3.25e300, float("inf"), 1e-300] + [rng.uniform(-1e6, 1e6) for _ in range(1000)]:
+        for m in (Value(double_val=x), Value(float_val=x)):
+            raw = m.SerializeToString()
+            assert _decode(raw) == _decode_proto(raw)
+    for m in (Value(), Value(string_val="x"), Value(bool_val=True), Value(int64_list_val={"val": [1, 2]})):
+        raw = m.SerializeToString()
+        assert _decode(raw) == _decode_proto(raw)
+    assert _decode(Value(int64_val=5).SerializeToString() + b"\x20\x06") == 6  # a field twice: protobuf's reading
+
+
+def test_precomputed_hmget_is_the_command_built_from_the_key_layout():
+    """`_ViewRead.command` (head + 8-byte id + tail) is byte for byte the general command for int64 ids; other
+    values (strings, ids outside int64) take the general path."""
+    from ml.serving.online import ViewSpec, _command, _ViewRead
+
+    read = _ViewRead("mlplat", ViewSpec("card_features", "card_id", ("cardholder_age", "velocity_last_24h")))
+    for value in [0, 1, -1, 2**63 - 1, -(2**63), 123456789, "abc", "ünï"]:
+        assert read.command(value) == _command(b"HMGET", entity_key_bytes("mlplat", "card_id", value), *read.fields)
+    with pytest.raises(TypeError, match="int or str"):
+        read.command(True)

@@ -11,11 +11,12 @@ import signal
 
 import pytest
 
+from contracts.feast import DEFAULT_ONLINE_CLIENT
 from ml.data.feast_repo import apply_and_materialize, write_repo
 from ml.model_plugin import load_plugin
 from ml.models.fraud import data, features, train
 from ml.models.fraud.plugin import request_body
-from ml.serving.online import OnlineFeatureReader, ViewSpec
+from ml.serving.online import CLIENTS, OnlineFeatureReader, ViewSpec
 from ml.serving.settings import ModelEntry
 
 PLUGIN = load_plugin("fraud")
@@ -58,22 +59,23 @@ def _degraded_count(text: str, name: str, reason: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-def test_fast_path_reads_what_feast_materialized(served):
-    """Keeps the hand-written key layout in sync with Feast: Feast writes, the fast path reads."""
+def test_fast_path_reads_what_feast_materialized(served, loop):
+    """Keeps the hand-written key layout in sync with Feast: Feast writes, the fast path reads (every client)."""
     _server, _name, redis, store, transactions, *_ = served
     ids = [int(t) for t in transactions["transaction_id"].iloc[:5]]
-    reader = OnlineFeatureReader(redis.url, "mlplat", [
-        ViewSpec(features.DEVICE_VIEW, "device_id", features.DEVICE_FEATURES),
-        ViewSpec(features.CARD_VIEW, "card_id", features.CARD_FEATURES),
-    ])
     refs = [f"{features.CARD_VIEW}:{f}" for f in features.CARD_FEATURES] + [
         f"{features.DEVICE_VIEW}:{f}" for f in features.DEVICE_FEATURES]
     sdk = store.get_online_features(refs, [{"card_id": i, "device_id": i} for i in ids]).to_dict()
-    for row, i in enumerate(ids):
-        fast = reader.get({"card_id": i, "device_id": i})
-        for f in features.ONLINE_FEATURES:
-            assert fast[f] == sdk[f][row]
-            assert fast[f] == transactions.loc[transactions.transaction_id == i, f].item()
+    for client in CLIENTS:
+        reader = OnlineFeatureReader(redis.url, "mlplat", [
+            ViewSpec(features.DEVICE_VIEW, "device_id", features.DEVICE_FEATURES),
+            ViewSpec(features.CARD_VIEW, "card_id", features.CARD_FEATURES),
+        ], client=client)
+        rows = loop.run_until_complete(reader.fetch_many([{"card_id": i, "device_id": i} for i in ids]))
+        for row, (i, fast) in enumerate(zip(ids, rows, strict=True)):
+            for f in features.ONLINE_FEATURES:
+                assert fast[f] == sdk[f][row], (client, f)
+                assert fast[f] == transactions.loc[transactions.transaction_id == i, f].item()
 
 
 def test_valid_request_is_scored_with_store_features(served, infer):
@@ -208,7 +210,7 @@ def test_store_url_from_environment_and_no_store_mode(served, monkeypatch, redis
         loop = asyncio.new_event_loop()
         try:
             loop.run_until_complete(runtime.load())
-            assert runtime.reader is None or runtime.reader.client == (client or "resp")
+            assert runtime.reader is None or runtime.reader.client == (client or DEFAULT_ONLINE_CLIENT)
             # The first request: it also opens the connection, which has its own bound (ml/serving/online.py).
             return loop.run_until_complete(runtime.predict(request)).parameters.degraded
         finally:
@@ -218,3 +220,52 @@ def test_store_url_from_environment_and_no_store_mode(served, monkeypatch, redis
     # The cluster's pod environment also names the client (stack config `workloads.seldon.onlineClient`).
     assert degraded(redis.url, "redis-asyncio") is False
     assert degraded(None) is True  # no store configured: defaults, never a failure
+
+
+def _variants(body: dict) -> list[dict]:
+    """The request itself plus one variant per way a request can leave the single-row fast path."""
+    def changed(name: str, **update: object) -> dict:
+        inputs = [dict(i, **update) if i["name"] == name else dict(i) for i in body["inputs"]]
+        return {"inputs": inputs}
+    return [
+        body,
+        changed("foreign_transaction", datatype="BOOL", data=[True]),  # BOOL flags: checked path
+        changed("amount", datatype="FP32"), changed("amount", data=[12]), changed("amount", data=[-1.0]),
+        changed("amount", data=[float("inf")]), changed("card_id", datatype="INT32"),
+        changed("card_id", data=[2**63]), changed("card_id", data=[1.0]), changed("card_id", data=[True]),
+        changed("transaction_hour", data=[24]), changed("location_mismatch", data=[2]),
+        changed("merchant_category", data=["Casino"]), changed("merchant_category", data=[b"Grocery"]),
+        changed("amount", shape=[1, 1], data=[[5.0]]), changed("amount", shape=[2], data=[1.0, 2.0]),
+        {"inputs": body["inputs"][:-1]}, {"inputs": body["inputs"] + body["inputs"][:1]},
+        {"inputs": [*body["inputs"][:-1], dict(body["inputs"][0])]},  # a name twice, one missing
+    ]
+
+
+def test_single_row_fast_path_equals_the_checked_path(served, loop):
+    """`_one_row` (what most online requests take) gives exactly the checked path's columns, or steps aside for
+    it, which then answers bad input with its 4xx: over 200 real transactions and every variant of one."""
+    from mlserver.errors import MLServerError
+    from mlserver.settings import ModelParameters, ModelSettings
+    from mlserver.types import InferenceRequest
+
+    from ml.models.fraud.runtime import FraudRuntime
+
+    *_, transactions, _data_dir, out = served
+    runtime = FraudRuntime(ModelSettings(name="fraud-one-row", implementation=FraudRuntime,
+                                         parameters=ModelParameters(uri=str(out.model_dir))))
+    loop.run_until_complete(runtime.load())
+    taken = 0
+    bodies = [request_body(t) for _, t in transactions.iloc[:200].iterrows()]
+    for body in bodies + _variants(bodies[0]):
+        request = InferenceRequest.model_validate(body)
+        fast = runtime._one_row(request)
+        try:
+            checked = runtime._checked_columns(request)
+        except MLServerError:
+            assert fast is None, body
+            continue
+        if fast is not None:
+            taken += 1
+            assert fast == checked
+            assert all(type(a) is type(b) for k in fast for a, b in zip(fast[k], checked[k], strict=True))
+    assert taken >= 200  # every real transaction took the fast path

@@ -51,6 +51,10 @@ from ml.training.outputs import read_metadata
 log = logging.getLogger(__name__)
 ENTITIES = ("card_id", "device_id")
 _DRIFT = ("amount", "transaction_hour", *ONLINE_FEATURES)
+# `FraudRuntime._one_row`: each input's datatype on the fast path (anything else takes the checked one).
+_ONE_ROW = {**dict.fromkeys((*ENTITIES, "transaction_hour", "foreign_transaction", "location_mismatch"), "INT64"),
+            "amount": "FP64", "merchant_category": "BYTES"}
+_INT64_MIN, _INT64_MAX = INT_RANGE["INT64"]
 
 
 def _seconds(extra: dict[str, Any], key: str, default_s: float) -> float:
@@ -130,7 +134,42 @@ class FraudRuntime(ReferenceRuntime):
                     return [float(v) for v in data]
         return self.numeric(inp, integer=integer).tolist()
 
+    def _one_row(self, request: InferenceRequest) -> dict[str, list[Any]] | None:
+        """The columns of the usual online request, one transaction with each input once as a [1] tensor of the
+        datatype clients send (INT64, amount FP64, merchant_category BYTES) holding a valid value, checked value
+        by value (~3x cheaper than the generic checks); None for anything else, which `_checked_columns` checks
+        in full, answering a bad request with the 4xx that names its problem."""
+        inputs = request.inputs
+        if len(inputs) != len(_ONE_ROW) or self.max_batch < 1:
+            return None
+        values: dict[str, Any] = {}
+        for inp in inputs:
+            data = inp.data.root
+            if _ONE_ROW.get(inp.name) != inp.datatype or type(data) is not list or len(data) != 1 \
+                    or inp.shape != [1]:
+                return None
+            values[inp.name] = data[0]
+        if len(values) != len(_ONE_ROW):  # a name twice
+            return None
+        card, device, hour = values["card_id"], values["device_id"], values["transaction_hour"]
+        amount, category = values["amount"], values["merchant_category"]
+        foreign, mismatch = values["foreign_transaction"], values["location_mismatch"]
+        if not (type(card) is int and type(device) is int and _INT64_MIN <= card <= _INT64_MAX
+                and _INT64_MIN <= device <= _INT64_MAX and type(hour) is int and 0 <= hour <= 23
+                and (type(amount) is float or type(amount) is int) and 0 <= amount <= FLOAT_MAX["FP64"]
+                and type(category) is str and category in self.categories
+                and (foreign == 0 or foreign == 1) and type(foreign) is int
+                and (mismatch == 0 or mismatch == 1) and type(mismatch) is int):
+            return None
+        return {"card_id": [card], "device_id": [device], "amount": [float(amount)], "transaction_hour": [hour],
+                "merchant_category": [category], "foreign_transaction": [foreign], "location_mismatch": [mismatch]}
+
     def _request_columns(self, request: InferenceRequest) -> dict[str, Any]:
+        one = self._one_row(request)
+        return one if one is not None else self._checked_columns(request)
+
+    def _checked_columns(self, request: InferenceRequest) -> dict[str, Any]:
+        """The columns of any request, every value checked; BadRequest/Unprocessable naming the problem."""
         inputs = self.inputs(request, (*ENTITIES, *REQUEST_FEATURES))
         cols: dict[str, Any] = {
             "card_id": self._numbers(inputs["card_id"], integer=True),
@@ -200,6 +239,9 @@ class FraudRuntime(ReferenceRuntime):
     def _matrix(self, cols: dict[str, Any]) -> np.ndarray:
         """`data.encode` without building a DataFrame (~1 ms saved per request on 2 cores): columns
         in `data.FEATURES` order, merchant_category as its index in `data.MERCHANT_CATEGORIES`."""
+        if len(cols["amount"]) == 1:  # online traffic: one flat row, not a transposed matrix of columns
+            return np.array([[self._category_code[cols[name][0]] if name == "merchant_category" else cols[name][0]
+                              for name in data.FEATURES]], dtype=np.float32)
         columns = [[self._category_code[c] for c in cols[name]] if name == "merchant_category" else cols[name]
                    for name in data.FEATURES]
         return np.ascontiguousarray(np.array(columns, dtype=np.float32).T)
