@@ -14,7 +14,7 @@ from typing import Any
 
 from policies.rules.base import PlanResource
 
-TAGS = {"Environment": "prod", "Platform": "mlplatform", "PlatformVersion": "0.2.0", "ManagedBy": "pulumi"}
+TAGS = {"Environment": "prod", "Platform": "mlplatform", "PlatformVersion": "0.2.1", "ManagedBy": "pulumi"}
 
 
 def res(type_: str, name: str = "r", protect: bool = False, deps: tuple[str, ...] = (), **props: Any) -> PlanResource:

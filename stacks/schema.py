@@ -385,10 +385,11 @@ class PipelinesConfig(Section):
 
 
 class SeldonConfig(ServiceConfig):
-    online_client: Literal["resp", "redis-asyncio"] = Field(
-        "redis-asyncio", description="Online feature store client of the model runtimes: `redis-asyncio` serves "
-        "other requests while a read crosses the network, `resp` blocks the event loop for the round trip and "
-        "costs less CPU per request. The default follows the measurement at a 0.5 ms round trip "
+    online_client: Literal["resp-async", "resp", "redis-asyncio"] = Field(
+        "resp-async", description="Online feature store client of the model runtimes: `resp-async` and "
+        "`redis-asyncio` serve other requests while a read crosses the network (`resp-async` for the least CPU "
+        "per read: one write per event-loop pass for every read in flight), `resp` blocks the event loop for the "
+        "round trip. The default follows the measurement at 0.2, 0.5 and 1 ms round trips "
         "(docs/BENCHMARKS.md, \"Online read across a network\"); re-measure with `mlplat bench store --url` from "
         "an inference pod.")
 

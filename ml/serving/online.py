@@ -14,17 +14,20 @@ All rows of a request go out as one pipeline, bounded by `timeout_s` (the read b
 connection (TCP, TLS handshake, AUTH/SELECT) has its own bound, `connect_timeout_s` (default
 `CONNECT_TIMEOUT_S`): it takes several round trips plus the handshake's CPU, across zones and on a loaded
 machine more than a read's 20 ms, and happens once per connection (the first request, or after an error), so
-the first request is not degraded for a cost no other request pays. With the blocking client a set-up that
-fails is not tried again for `RECONNECT_BACKOFF_S` (reads fail at once meanwhile): an unreachable store then
-holds the event loop for one set-up bound per back-off period, not on every request. Three clients (`client=`):
-- `resp` (default): the minimal blocking client below. The event loop waits for the round trip, which
-  costs nothing at loopback round trips and a pod's whole throughput share of the wait across a network.
+the first request is not degraded for a cost no other request pays. With the hand-written clients a set-up
+that fails is not tried again for `RECONNECT_BACKOFF_S` (reads fail at once meanwhile): an unreachable store
+then costs one set-up bound per back-off period, not one per request. Four clients (`client=`):
+- `resp-async` (default): the minimal non-blocking client below, one connection per event loop. The commands
+  of every request in flight go out in one write per event-loop pass and the event loop serves other
+  requests during the round trip. Measured against the others in docs/BENCHMARKS.md ("Online read across a
+  network"): the least server CPU per request at loopback and at every round trip, and the throughput of an
+  overlapped read; the cluster's choice is stack config `workloads.seldon.onlineClient`.
+- `resp`: the minimal blocking client: the event loop waits for each round trip, which costs little on
+  loopback and a pod's whole throughput share of the wait across a network.
 - `redis-asyncio`: redis.asyncio (hiredis parser, a connection per request in flight, non-transactional
-  pipeline, no retries): the event loop serves other requests during the round trip, for more CPU per
-  request. Which one a deployment uses follows the measurement at its round trip (docs/BENCHMARKS.md,
-  "Online read across a network"; stack config `serving.onlineClient`).
+  pipeline, no retries): overlapped like `resp-async`, for several times its CPU per read.
 - `redis-py`: blocking redis-py, for comparison only.
-Runtimes call `await reader.fetch_many(rows)`, which suspends only with the asynchronous client.
+Runtimes call `await reader.fetch_many(rows)`, which suspends only with the asynchronous clients.
 
 `tests/ml/test_runtime_fraud.py` materializes through Feast and reads through this module, so a
 Feast upgrade that changes the layout fails a test instead of silently serving defaults.

@@ -9,7 +9,7 @@ text, unknown id, oversize batch).
 Model-settings `parameters.extra` keys understood by every runtime:
   tracking_uri   MLflow tracking URI for `models:/` URIs (else $MLFLOW_TRACKING_URI)
   redis_url      online store for runtimes that read features (else $MLPLAT_ONLINE_STORE_URL)
-  online_client  client of that store, ml/serving/online.py CLIENTS (else $MLPLAT_ONLINE_CLIENT, else `resp`)
+  online_client  client of that store, ml/serving/online.py CLIENTS (else $MLPLAT_ONLINE_CLIENT, else `resp-async`)
   max_batch      largest accepted batch (rows per request), default 256
   drift_window   observations per feature in the PSI window, default 1000
   drift_min_samples  observations needed before a PSI is reported (and so before a drift alert can fire and

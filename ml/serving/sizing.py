@@ -56,9 +56,12 @@ from typing import Any
 import yaml
 
 from contracts import model_registry
-from contracts.feast import ASYNC_ONLINE_CLIENTS, DEFAULT_ONLINE_CLIENT
+from contracts.feast import ASYNC_ONLINE_CLIENTS
 
 PRICES = Path(__file__).with_name("prices.yaml")
+# The client of a bench entry that names none: reports written before entries named their client were
+# measured with the blocking `resp`, then the bench's default.
+UNNAMED_CLIENT = "resp"
 AZS = 3
 # The architecture this blueprint implements quotes ~200 pods of 2-4 CPU on 50-100 nodes of 16 vCPU,
 # ~$27k/month, for 1M TPS under 5 ms. It names no instance type: a 16-vCPU node is priced as
@@ -131,7 +134,7 @@ def bench_figures(bench: dict[str, Any], model: str) -> dict[str, Any]:
 def plan_model(model: str, http: dict[str, Any], tps: float, p99_budget_ms: float, instance: str,
                redis_node: str, redis_replicas: int, prices: dict[str, Any],
                assume: Assumptions = Assumptions(), reads_features: bool = True,
-               online_client: str = DEFAULT_ONLINE_CLIENT) -> ModelPlan:
+               online_client: str = UNNAMED_CLIENT) -> ModelPlan:
     cpu_us = http.get("server_cpu_us")
     per_core = 1e6 / cpu_us if cpu_us else float(http["rps"])
     p99 = float(http["p99_ms"])
@@ -314,7 +317,7 @@ def capacity(bench: dict[str, Any], tps: float, p99_budget_ms: float, stack_cfg:
     names = models or [m for m in bench["models"] if "http" in bench["models"][m] and _base(bench, m) in registered]
     plans = [plan_model(m, bench_figures(bench, m), tps, p99_budget_ms, instance, redis_node, redis_replicas,
                         prices, assume, reads_features=_reads_features(bench["models"][m]["http"], _base(bench, m)),
-                        online_client=bench["models"][m].get("online_client") or DEFAULT_ONLINE_CLIENT)
+                        online_client=bench["models"][m].get("online_client") or UNNAMED_CLIENT)
              for m in names]
     reference = reference_plan(instance, prices, assume)
     # Explained: the first model that reads the online store with the stack's client (what the cluster would

@@ -43,7 +43,8 @@ def probe_views() -> list[ViewSpec]:
 def round_trips(url: str, n: int, warmup: int = 200) -> dict[str, Any]:
     """p50/p99 (ms) and the mean (us) of n single-row reads against the store at `url`."""
     views = probe_views()
-    reader = OnlineFeatureReader(url, "mlplat-bench", views, timeout_s=1.0)
+    # One blocking read at a time: the round trip alone, without an event loop's scheduling in it.
+    reader = OnlineFeatureReader(url, "mlplat-bench", views, timeout_s=1.0, client="resp")
     rows = [{v.join_key: MISSING_ID for v in views}]
     try:
         for _ in range(warmup):

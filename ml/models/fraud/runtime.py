@@ -18,8 +18,8 @@ in it, the row is scored with the training medians saved in `mlplat-model.json`
 
 `parameters.extra`: `redis_url` (no store configured -> every row degraded, reason `no_store`),
 `feast_project` (default `mlplat`), `feature_timeout_ms`, `feature_connect_timeout_ms`,
-`online_client` (`resp`, `redis-asyncio` or
-`redis-py`, see ml/serving/online.py), plus the common keys of ReferenceRuntime.
+`online_client` (`resp-async` by default, `resp`, `redis-asyncio` or `redis-py`, see ml/serving/online.py),
+plus the common keys of ReferenceRuntime.
 """
 
 from __future__ import annotations
