@@ -273,7 +273,23 @@ class _Waiting:
         self.error: str | None = None
 
 
-class _RespAsync(asyncio.Protocol):
+class _Connection(asyncio.Protocol):
+    """The callbacks of one connection of `_RespAsync`, passed on only while it is the client's connection: a
+    connection the client dropped (a timeout) may still report its loss after a new one opened."""
+
+    def __init__(self, client: _RespAsync) -> None:
+        self.client = client
+
+    def data_received(self, data: bytes) -> None:
+        if self.client._conn is self:
+            self.client._received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.client._conn is self:
+            self.client._lost(exc)
+
+
+class _RespAsync:
     """Minimal non-blocking RESP client: one connection per event loop, commands of every request in flight
     written together once per loop pass, replies (Redis answers a connection's commands in order) parsed by
     hiredis and handed to each caller in order.
@@ -294,6 +310,7 @@ class _RespAsync(asyncio.Protocol):
         self.timeout_s, self.connect_timeout_s = timeout_s, connect_timeout_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.Transport | None = None
+        self._conn: _Connection | None = None
         self._connecting: asyncio.Future | None = None
         self._retry_at = 0.0
         self._reader = hiredis.Reader()
@@ -301,9 +318,9 @@ class _RespAsync(asyncio.Protocol):
         self._out: list[bytes] = []
         self._pending: list[_Waiting] = []  # queued since the last write, written by `_flush`
 
-    # ---- asyncio.Protocol -------------------------------------------------------------------------
+    # ---- the connection's callbacks (`_Connection`) -----------------------------------------------
 
-    def data_received(self, data: bytes) -> None:
+    def _received(self, data: bytes) -> None:
         reader, waiting = self._reader, self._waiting
         reader.feed(data)
         while (reply := reader.gets()) is not False:
@@ -318,8 +335,8 @@ class _RespAsync(asyncio.Protocol):
                 waiting.popleft()
                 self._settle(head)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._transport = None
+    def _lost(self, exc: Exception | None) -> None:
+        self._conn, self._transport = None, None
         self._fail_all(f"online store {self.host}:{self.port} closed the connection"
                        + (f": {exc}" if exc else ""))
 
@@ -376,7 +393,7 @@ class _RespAsync(asyncio.Protocol):
             self._drop(f"online store {self.host}:{self.port}: no reply within {batch.bound_s * 1000:g} ms")
 
     def _drop(self, why: str) -> None:
-        transport, self._transport = self._transport, None
+        transport, self._transport, self._conn = self._transport, None, None
         if transport is not None:
             transport.abort()
         self._fail_all(why)
@@ -414,9 +431,9 @@ class _RespAsync(asyncio.Protocol):
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> None:
         tls = ssl.create_default_context() if self.tls else None
-        transport, _ = await loop.create_connection(
-            lambda: self, self.host, self.port, ssl=tls, server_hostname=self.host if tls else None)
-        self._transport = transport  # type: ignore[assignment]
+        transport, conn = await loop.create_connection(
+            lambda: _Connection(self), self.host, self.port, ssl=tls, server_hostname=self.host if tls else None)
+        self._transport, self._conn = transport, conn  # type: ignore[assignment]
         self._reader = hiredis.Reader()
         setup = []
         if self.password:

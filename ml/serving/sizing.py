@@ -15,7 +15,7 @@ The arithmetic, per model, every step printed by the command:
 2. Within the latency budget: a pod is a single-server queue with an almost constant service time
    S = 1 / (per-core rate), plus, for models that read the online store on every request with a
    blocking client (`resp`, the bench entry's `online_client`), `store_rtt_ms`: the event loop serves
-   nothing else while that round trip is on the wire. With the asynchronous client (`redis-asyncio`)
+   nothing else while that round trip is on the wire. With an asynchronous client (`resp-async`, `redis-asyncio`)
    the wait overlaps other requests: S is the CPU alone (measured with that client, so its own cost
    is in it), and the round trip is spent outside the queue, so it comes off the budget instead. The
    round trip is measured from a pod with `mlplat bench store --url`, and reproduced on one machine
