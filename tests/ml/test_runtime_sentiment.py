@@ -149,3 +149,23 @@ def test_no_drift_is_reported_before_the_minimum_sample_size(served, shared_mlse
     for _ in range(100):
         assert infer(shared_mlserver.url, name, _text([unusual])).status_code == 200
     assert gauge in scrape(shared_mlserver.process)  # enough observations: now it is measured
+
+
+def test_one_text_gets_the_tensors_of_the_general_path(served, shared_mlserver, loop):
+    """The single-text path (Python numbers instead of numpy reductions) gives the general path's tensors, ties
+    included (the first largest probability, as argmax)."""
+    import numpy as np
+    from mlserver.settings import ModelParameters, ModelSettings
+
+    from ml.models.sentiment.runtime import SentimentRuntime
+
+    _server, trained = served
+    settings = json.loads((shared_mlserver.repo / trained / "model-settings.json").read_text())
+    runtime = SentimentRuntime(ModelSettings(name="sentiment-one-text", implementation=SentimentRuntime,
+                                             parameters=ModelParameters(uri=settings["parameters"]["uri"])))
+    loop.run_until_complete(runtime.load())
+    texts = ["good great happy", "bad sad awful", "the train leaves at noon", "ok", "I loved it but it broke"]
+    probas = [np.asarray(runtime.model.predict_proba([t]), dtype=np.float32) for t in texts]
+    probas += [np.array([row], dtype=np.float32) for row in ([0.4, 0.4, 0.2], [0.2, 0.4, 0.4], [1 / 3] * 3)]
+    for proba in probas:
+        assert runtime._one_output(proba) == runtime._outputs(proba)

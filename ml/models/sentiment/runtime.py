@@ -34,23 +34,48 @@ class SentimentRuntime(ReferenceRuntime):
         self.classes = np.asarray(CLASSES, dtype=np.int64)
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
-        texts = self.strings(self.inputs(request, ("text",))["text"])
+        texts = self._texts(request)
+        proba = np.asarray(self.model.predict_proba(texts), dtype=np.float32)
+        outputs = self._one_output(proba) if len(texts) == 1 else self._outputs(proba)
+        self.observe({"score": outputs[2]["data"], "text_length": [len(t.split()) for t in texts]})
+        return self.response(request, outputs)
+
+    def _texts(self, request: InferenceRequest) -> list[str]:
+        inputs = request.inputs
+        if len(inputs) == 1 and inputs[0].name == "text" and inputs[0].datatype == "BYTES" and inputs[0].shape == [1]:
+            data = inputs[0].data.root  # the usual request, one text: nothing to flatten or count
+            if type(data) is list and len(data) == 1 and type(data[0]) is str and self.max_batch >= 1:
+                texts = data
+            else:
+                texts = self.strings(inputs[0])
+        else:
+            texts = self.strings(self.inputs(request, ("text",))["text"])
         self.batch_size({"text": texts})
         for i, t in enumerate(texts):
             if not t.strip():
                 raise Unprocessable(f"input 'text' row {i} is empty; send non-empty text")
             if len(t) > MAX_TEXT_CHARS:
                 raise Unprocessable(f"input 'text' row {i} has {len(t)} characters; the limit is {MAX_TEXT_CHARS}")
-        proba = np.asarray(self.model.predict_proba(texts), dtype=np.float32)
+        return texts
+
+    def _outputs(self, proba: np.ndarray) -> list[dict[str, Any]]:
+        """label, probabilities and confidence of every row; the metrics of the predictions."""
         labels = self.classes[proba.argmax(axis=1)]
         confidence = proba.max(axis=1)
         for c in confidence.tolist():
             self.metrics.prediction.observe(c)
         for label, count in Counter(labels.tolist()).items():  # np.unique costs more than it saves on 1 row
             self.metrics.predicted(str(label), count)
-        self.observe({"score": confidence, "text_length": [len(t.split()) for t in texts]})
-        return self.response(request, [
-            tensor("label", labels),
-            tensor("probabilities", proba),
-            tensor("confidence", confidence),
-        ])
+        return [tensor("label", labels), tensor("probabilities", proba), tensor("confidence", confidence)]
+
+    def _one_output(self, proba: np.ndarray) -> list[dict[str, Any]]:
+        """`_outputs` of one row with Python numbers instead of numpy reductions (~5 us less), the same tensors:
+        the first largest probability (as argmax), its class and value."""
+        values = proba[0].tolist()
+        best = values.index(max(values))
+        label, confidence = CLASSES[best], values[best]
+        self.metrics.prediction.observe(confidence)
+        self.metrics.predicted(str(label), 1)
+        return [{"name": "label", "shape": [1], "datatype": "INT64", "data": [label]},
+                {"name": "probabilities", "shape": [1, len(CLASSES)], "datatype": "FP32", "data": values},
+                {"name": "confidence", "shape": [1], "datatype": "FP32", "data": [confidence]}]
