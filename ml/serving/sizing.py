@@ -215,7 +215,10 @@ def _span(pair: list[float], fmt: str = ".1f") -> str:
     return f"{low:{fmt}}" if f"{low:{fmt}}" == f"{high:{fmt}}" else f"{low:{fmt}}-{high:{fmt}}"
 
 
-def explain(plan: ModelPlan, reference: dict[str, Any], tps: float, assume: Assumptions = Assumptions()) -> list[str]:
+def explain(plan: ModelPlan, reference: dict[str, Any], tps: float, assume: Assumptions = Assumptions(),
+            bare_cpu_us: float | None = None) -> list[str]:
+    """The headline plan against the reference in sentences; `bare_cpu_us`: the bare runtime's CPU per request in
+    the same bench (MLServer's own share of every request), when the bench served it."""
     ours = plan.budget_rps_per_core
     ref = reference["tps"] / reference["pods"]
     f = factor_parts(plan, reference, assume)
@@ -242,8 +245,12 @@ def explain(plan: ModelPlan, reference: dict[str, Any], tps: float, assume: Assu
         f"(utilisation {plan.utilisation:.2f} / service time {plan.service_ms:.3f} ms), so {plan.pods:,} pods "
         f"instead of {reference['pods']}.",
         "Where the per-request CPU goes: each request pays MLServer's Python V2 path (FastAPI routing, pydantic "
-        "parsing of the seven inputs, JSON encoding: ~0.5 ms of CPU in the bare runtime alone) before the "
-        "model's own ~0.05 ms; the reference's figures need at most 0.4-0.8 ms per request at full load, i.e. a "
+        "parsing of the inputs, JSON encoding: "
+        + (f"{bare_cpu_us / 1000:.2f} ms of CPU in the bare runtime alone, which calls the same ONNX model and "
+           f"nothing else) before the {plan.model} runtime's own {max(cpu_ms - bare_cpu_us / 1000, 0):.2f} ms"
+           if bare_cpu_us else "the bare runtime's share, served in the bench, is the measure) before the "
+           "model's own work")
+        + "; the reference's figures need at most 0.4-0.8 ms per request at full load, i.e. a "
         "compiled server (Triton/C++ or Rust), gRPC with binary tensors, and server-side batching.",
         "The reference cost also leaves out the feature store: at one pipelined Redis round trip per request, "
         f"{tps:,.0f} TPS needs {plan.redis_shards:,} shard primaries here ({plan.store_vcpus:,} vCPU with replicas, "
@@ -329,7 +336,9 @@ def capacity(bench: dict[str, Any], tps: float, p99_budget_ms: float, stack_cfg:
         "tps": tps, "p99_budget_ms": p99_budget_ms, "instance_type": instance, "redis_node_type": redis_node,
         "redis_replicas_per_shard": redis_replicas, "prices_as_of": prices["as_of"], "assumptions": asdict(assume),
         "bench_machine": bench.get("machine", {}), "plans": [asdict(p) for p in plans], "reference": reference,
-        "explanation": explain(headline, reference, tps, assume) if headline else [],
+        "explanation": explain(headline, reference, tps, assume,
+                               bench["models"].get("bare-onnx", {}).get("http", {}).get("server_cpu_us"))
+        if headline else [],
         "factors": {p.model: factor_parts(p, reference, assume) for p in plans},
     }
 

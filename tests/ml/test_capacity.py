@@ -206,13 +206,19 @@ def test_the_explained_plan_is_the_one_with_the_stacks_client():
     http = BENCH["models"]["fraud"]["http"]
     bench = {"models": {
         "fraud-resp": {"model": "fraud", "online_client": "resp", "http": {**http, "fetches_per_request": 1.0}},
+        "fraud-resp-async": {"model": "fraud", "online_client": "resp-async",
+                             "http": {**http, "server_cpu_us": 450.0, "fetches_per_request": 1.0}},
         "fraud-redis-asyncio": {"model": "fraud", "online_client": "redis-asyncio",
                                 "http": {**http, "server_cpu_us": 550.0, "fetches_per_request": 1.0}},
         "sentiment": {"http": BENCH["models"]["sentiment"]["http"]},
         # An explainer answers the occasional analyst, not the request stream: not sized by default.
-        "fraud-explainer": {"model": "fraud-explainer", "online_client": "resp", "http": {**http, "rps": 400.0}}}}
+        "fraud-explainer": {"model": "fraud-explainer", "online_client": "resp", "http": {**http, "rps": 400.0}},
+        "bare-onnx": {"model": "bare-onnx", "http": {**http, "server_cpu_us": 300.0}}}}
     result = capacity(bench, 1_000_000, 5, cfg, prices=load_prices())
-    assert [p["online_client"] for p in result["plans"]] == ["resp", "redis-asyncio", None]
+    assert [p["online_client"] for p in result["plans"]] == ["resp", "resp-async", "redis-asyncio", None]
     assert "fraud-explainer" not in [p["model"] for p in result["plans"]]
     chosen = cfg.workloads.seldon.online_client
     assert result["explanation"][0].startswith(f"Like with like: fraud-{chosen}'s pods")
+    # MLServer's share of a request is the bare runtime's CPU in the same bench, not a figure written down.
+    where = next(line for line in result["explanation"] if line.startswith("Where the per-request CPU goes"))
+    assert "0.30 ms of CPU in the bare runtime alone" in where and f"fraud-{chosen} runtime's own 0.15 ms" in where
