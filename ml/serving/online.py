@@ -206,12 +206,7 @@ class _Resp:
             if self.tls:
                 sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self.host)
             self._sock = sock
-            setup = []
-            if self.password:
-                auth = [self.username.encode(), self.password.encode()] if self.username else [self.password.encode()]
-                setup.append(_command(b"AUTH", *auth))
-            if self.db:
-                setup.append(_command(b"SELECT", str(self.db).encode()))
+            setup = self.set_up_commands()
             if setup:
                 self._roundtrip(b"".join(setup), len(setup))
         except (OSError, StoreError):
@@ -219,6 +214,16 @@ class _Resp:
             raise
         sock.settimeout(self.timeout_s)
         return sock
+
+    def set_up_commands(self) -> list[bytes]:
+        """What a new connection sends first: AUTH with the URL's credentials, SELECT of its database."""
+        setup = []
+        if self.password:
+            auth = [self.username.encode(), self.password.encode()] if self.username else [self.password.encode()]
+            setup.append(_command(b"AUTH", *auth))
+        if self.db:
+            setup.append(_command(b"SELECT", str(self.db).encode()))
+        return setup
 
     def _roundtrip(self, payload: bytes, replies: int) -> list[Any]:
         sock = self._sock
@@ -304,9 +309,8 @@ class _RespAsync:
     """
 
     def __init__(self, url: str, timeout_s: float, connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
-        target = _Resp(url, timeout_s, connect_timeout_s)  # parses and validates the URL; never connects
-        self.host, self.port, self.tls, self.db = target.host, target.port, target.tls, target.db
-        self.username, self.password = target.username, target.password
+        self._target = target = _Resp(url, timeout_s, connect_timeout_s)  # parses and checks the URL; never connects
+        self.host, self.port, self.tls = target.host, target.port, target.tls
         self.timeout_s, self.connect_timeout_s = timeout_s, connect_timeout_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.Transport | None = None
@@ -435,12 +439,7 @@ class _RespAsync:
             lambda: _Connection(self), self.host, self.port, ssl=tls, server_hostname=self.host if tls else None)
         self._transport, self._conn = transport, conn  # type: ignore[assignment]
         self._reader = hiredis.Reader()
-        setup = []
-        if self.password:
-            auth = [self.username.encode(), self.password.encode()] if self.username else [self.password.encode()]
-            setup.append(_command(b"AUTH", *auth))
-        if self.db:
-            setup.append(_command(b"SELECT", str(self.db).encode()))
+        setup = self._target.set_up_commands()
         if setup:  # under the set-up bound, ahead of any request's commands
             entry = _Waiting(loop.create_future(), len(setup), _NO_BATCH)
             self._write([entry], b"".join(setup), self.connect_timeout_s)

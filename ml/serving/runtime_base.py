@@ -55,7 +55,7 @@ INTEGER = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT3
 STORE_URL_ENV = "MLPLAT_ONLINE_STORE_URL"  # redis:// or rediss:// URL, when not in parameters.extra
 ONLINE_CLIENT_ENV = "MLPLAT_ONLINE_CLIENT"  # ml/serving/online.py CLIENTS, when not in parameters.extra
 # The PSI gauges are refreshed after DRIFT_EVERY observed rows, and, once a window's worth of rows has been
-# observed, at most every DRIFT_REFRESH_S: a refresh bins each window and computes its PSI (~0.2 ms for fraud's
+# observed, at most every DRIFT_REFRESH_S: a refresh bins each window and computes its PSI (~0.2 ms for
 # six features), which every 50 rows at a pod's 2,500 requests/s would cost more than the model's own
 # inference, while Prometheus reads the gauges every 15-30 s.
 DRIFT_EVERY = 50
