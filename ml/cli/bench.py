@@ -194,8 +194,12 @@ def _variants(name: str, clients: list[str], stores: dict[float | None, str]) ->
 
 def _train(names: list[str], args: argparse.Namespace, work: Path, stores: dict[float | None, str],
            report: dict[str, Any], in_process: dict[str, _InProcess]) -> list[tuple[ModelEntry, list[dict]]]:
-    """`stores`: the online store's URL per round trip (None: the store itself, no proxy)."""
+    """`stores`: the online store's URL per round trip (None: the store itself, no proxy). Order of the loads: each
+    model's variants, the bare runtime right after the first model that offers it, the explainers last (they
+    have no target): a round's ratio compares loads minutes apart on a host whose speed drifts, so the models
+    with a target sit next to the bare runtime."""
     entries: list[tuple[ModelEntry, list[dict]]] = []
+    explainers: list[tuple[ModelEntry, list[dict]]] = []
     direct_url = report["settings"]["store_url"]
     for name in names:
         plugin = load_plugin(name)
@@ -225,13 +229,13 @@ def _train(names: list[str], args: argparse.Namespace, work: Path, stores: dict[
             report["models"][explainer] = {"model": explainer, "online_client": args.online_clients[0],
                                            "store_rtt_ms": None}
             in_process[explainer] = _InProcess(explainer, out.model_dir, extra, bodies)
-            entries.append((ModelEntry(explainer, explainer, str(out.model_dir), extra), bodies))
+            explainers.append((ModelEntry(explainer, explainer, str(out.model_dir), extra), bodies))
         bare_bodies = None if BARE in report["models"] else plugin.bare_onnx_requests(data_dir, out.model_dir)
         if bare_bodies:
             report["models"][BARE] = {"model": BARE}
             in_process[BARE] = _InProcess(BARE, out.model_dir, {}, bare_bodies)
             entries.append((ModelEntry(BARE, BARE, str(out.model_dir)), bare_bodies))
-    return entries
+    return entries + explainers
 
 
 def _measured(load: dict[str, Any], cpu: dict[str, tuple[int, float]], done: float) -> dict[str, Any]:
