@@ -70,7 +70,7 @@ def test_fast_path_reads_what_feast_materialized(served, loop):
         reader = OnlineFeatureReader(redis.url, "mlplat", [
             ViewSpec(features.DEVICE_VIEW, "device_id", features.DEVICE_FEATURES),
             ViewSpec(features.CARD_VIEW, "card_id", features.CARD_FEATURES),
-        ], client=client)
+        ], client=client, timeout_s=2.0)  # the layout is under test, not the 20 ms read bound on a busy runner
         rows = loop.run_until_complete(reader.fetch_many([{"card_id": i, "device_id": i} for i in ids]))
         for row, (i, fast) in enumerate(zip(ids, rows, strict=True)):
             for f in features.ONLINE_FEATURES:
