@@ -66,7 +66,7 @@ from ml.serving.loadgen import (
     versions,
 )
 from ml.serving.processes import MLServerProcess, RedisServer, free_port
-from ml.serving.settings import ModelEntry, runtimes, write_repository
+from ml.serving.settings import BARE, ModelEntry, runtimes, write_repository
 
 if TYPE_CHECKING:
     from ml.serving.store_rtt import DelayedStore
@@ -74,7 +74,6 @@ if TYPE_CHECKING:
 # MLServer and the online-store client (which loads Feast's protobufs) are imported by the command that
 # uses them, for the start-up time of `mlplat` and its other subcommands.
 
-BARE = "bare-onnx"
 
 
 def _clients(text: str) -> list[str]:

@@ -142,10 +142,10 @@ class _ViewRead:
     int64 entity the command is `head + <8-byte value> + tail`, byte for byte what `_command(b"HMGET",
     entity_key_bytes(...), *fields)` builds (tested); string entities take that general path."""
 
-    __slots__ = ("fields", "head", "join_key", "project", "tail", "view")
+    __slots__ = ("fields", "head", "join_key", "project", "tail")
 
     def __init__(self, project: str, view: ViewSpec) -> None:
-        self.view, self.join_key, self.project = view, view.join_key, project
+        self.join_key, self.project = view.join_key, project
         self.fields = [field_key(view.feature_view, f) for f in view.features]
         k = view.join_key.encode()
         prefix = struct.pack("<III", 1, _STRING, len(k)) + k + struct.pack("<II", _INT64, 8)
@@ -263,7 +263,7 @@ class _Batch:
 
     __slots__ = ("bound_s", "open", "timer")
 
-    def __init__(self, bound_s: float = 0.0) -> None:
+    def __init__(self, bound_s: float) -> None:
         self.bound_s = bound_s
         self.open = 0  # entries of this batch still waiting for replies
         self.timer: asyncio.TimerHandle | None = None
@@ -272,8 +272,9 @@ class _Batch:
 class _Waiting:
     __slots__ = ("batch", "error", "expected", "future", "replies")
 
-    def __init__(self, future: asyncio.Future, expected: int, batch: _Batch) -> None:
-        self.future, self.expected, self.batch = future, expected, batch
+    def __init__(self, future: asyncio.Future, expected: int) -> None:
+        self.future, self.expected = future, expected
+        self.batch: _Batch | None = None  # set when its commands are written
         self.replies: list[Any] = []
         self.error: str | None = None
 
@@ -308,10 +309,11 @@ class _RespAsync:
     for `RECONNECT_BACKOFF_S` after it fails. No retries: the caller degrades instead.
     """
 
-    def __init__(self, url: str, timeout_s: float, connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
-        self._target = target = _Resp(url, timeout_s, connect_timeout_s)  # parses and checks the URL; never connects
+    def __init__(self, target: _Resp) -> None:
+        """`target`: the store's parsed URL and bounds (a `_Resp` whose own socket stays unused)."""
+        self._target = target
         self.host, self.port, self.tls = target.host, target.port, target.tls
-        self.timeout_s, self.connect_timeout_s = timeout_s, connect_timeout_s
+        self.timeout_s, self.connect_timeout_s = target.timeout_s, target.connect_timeout_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.Transport | None = None
         self._conn: _Connection | None = None
@@ -355,7 +357,7 @@ class _RespAsync:
     def _send(self, loop: asyncio.AbstractEventLoop, commands: list[bytes]) -> asyncio.Future:
         if not self._pending:  # written one event-loop pass later: requests read off the sockets meanwhile join
             loop.call_soon(loop.call_soon, self._flush)
-        entry = _Waiting(loop.create_future(), len(commands), _NO_BATCH)
+        entry = _Waiting(loop.create_future(), len(commands))
         self._pending.append(entry)
         self._out.extend(commands)
         return entry.future
@@ -382,9 +384,10 @@ class _RespAsync:
 
     def _settle(self, entry: _Waiting) -> None:
         batch = entry.batch
-        batch.open -= 1
-        if batch.open <= 0 and batch.timer is not None:
-            batch.timer.cancel()
+        if batch is not None:
+            batch.open -= 1
+            if batch.open == 0 and batch.timer is not None:
+                batch.timer.cancel()
         if entry.future.done():  # the caller went away (cancelled)
             return
         if entry.error is not None:
@@ -441,15 +444,13 @@ class _RespAsync:
         self._reader = hiredis.Reader()
         setup = self._target.set_up_commands()
         if setup:  # under the set-up bound, ahead of any request's commands
-            entry = _Waiting(loop.create_future(), len(setup), _NO_BATCH)
+            entry = _Waiting(loop.create_future(), len(setup))
             self._write([entry], b"".join(setup), self.connect_timeout_s)
             await entry.future
 
     def close(self) -> None:
         self._drop("online store client closed")
 
-
-_NO_BATCH = _Batch()
 
 
 def _sync_set_up_bound(base: type) -> type:
@@ -555,18 +556,17 @@ class OnlineFeatureReader:
             raise ValueError(f"online store client must be one of {', '.join(CLIENTS)}, got {client!r}")
         self.project = project
         self.views = list(views)
-        self._fields = [(v, [field_key(v.feature_view, f) for f in v.features]) for v in self.views]
         self._reads = [_ViewRead(project, v) for v in self.views]
         resp = _Resp(url, timeout_s, connect_timeout_s)  # validates the URL for every client
         self.client = client
         self._client: _Resp | _RespAsync | _RedisPy | _RedisAsyncio = (
-            resp if client == "resp" else _RespAsync(url, timeout_s, connect_timeout_s) if client == "resp-async"
+            resp if client == "resp" else _RespAsync(resp) if client == "resp-async"
             else _RedisAsyncio(url, timeout_s, connect_timeout_s) if client == "redis-asyncio"
             else _RedisPy(url, timeout_s, connect_timeout_s))
 
     def _keys(self, rows: Sequence[dict[str, int | str]]) -> list[tuple[bytes, list[bytes]]]:
-        return [(entity_key_bytes(self.project, v.join_key, row[v.join_key]), fields)
-                for row in rows for v, fields in self._fields]
+        return [(entity_key_bytes(self.project, read.join_key, row[read.join_key]), read.fields)
+                for row in rows for read in self._reads]
 
     def _commands(self, rows: Sequence[dict[str, int | str]]) -> list[bytes]:
         return [read.command(row[read.join_key]) for row in rows for read in self._reads]

@@ -13,7 +13,8 @@ from typing import Any
 
 from contracts.model_slots import explainer_runtimes, model_runtimes
 
-EXTRA_RUNTIMES = {"bare-onnx": "ml.serving.bare.BareOnnxRuntime"}  # benchmark baseline, not a model
+BARE = "bare-onnx"  # the benchmark baseline's runtime kind and served name (not a model)
+EXTRA_RUNTIMES = {BARE: "ml.serving.bare.BareOnnxRuntime"}
 
 
 def runtimes() -> dict[str, str]:

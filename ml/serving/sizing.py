@@ -57,6 +57,7 @@ import yaml
 
 from contracts import model_registry
 from contracts.feast import ASYNC_ONLINE_CLIENTS
+from ml.serving.settings import BARE
 
 PRICES = Path(__file__).with_name("prices.yaml")
 # The client of a bench entry that names none: reports written before entries named their client were
@@ -337,7 +338,7 @@ def capacity(bench: dict[str, Any], tps: float, p99_budget_ms: float, stack_cfg:
         "redis_replicas_per_shard": redis_replicas, "prices_as_of": prices["as_of"], "assumptions": asdict(assume),
         "bench_machine": bench.get("machine", {}), "plans": [asdict(p) for p in plans], "reference": reference,
         "explanation": explain(headline, reference, tps, assume,
-                               bench["models"].get("bare-onnx", {}).get("http", {}).get("server_cpu_us"))
+                               bench["models"].get(BARE, {}).get("http", {}).get("server_cpu_us"))
         if headline else [],
         "factors": {p.model: factor_parts(p, reference, assume) for p in plans},
     }
