@@ -110,6 +110,26 @@ def test_the_blocking_client_backs_off_after_a_failed_set_up():
         store.close()
 
 
+
+def test_the_non_blocking_client_backs_off_after_a_failed_set_up(loop):
+    """resp-async, like the blocking client: a failed set-up is not tried again before `RECONNECT_BACKOFF_S`
+    (reads fail at once, the store sees no second AUTH), and after it a read connects again."""
+    store = SlowStore(auth_delay_s=SLOW_AUTH_S)
+    try:
+        reader = OnlineFeatureReader(store.url(), "mlplat", VIEWS, client="resp-async",
+                                     connect_timeout_s=SLOW_AUTH_S / 3)
+        with pytest.raises(StoreError, match="connection set-up failed"):
+            loop.run_until_complete(reader.fetch({"card_id": 1}))
+        with pytest.raises(StoreError, match="set-up failed recently"):
+            loop.run_until_complete(reader.fetch({"card_id": 1}))
+        assert store.auths == 1
+        reader._client._retry_at = time.monotonic() - online.RECONNECT_BACKOFF_S
+        store.auth_delay_s = 0.0
+        assert loop.run_until_complete(reader.fetch({"card_id": 1})) == {"cardholder_age": None}
+        assert store.auths == 2
+    finally:
+        store.close()
+
 @pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), "soon"])
 def test_bounds_are_checked(bad):
     with pytest.raises(ValueError, match="connect_timeout_s"):
